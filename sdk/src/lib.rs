@@ -1,0 +1,119 @@
+//! # diax-sdk: join the 3DIAX broker as a service provider
+//!
+//! A provider sells an operation (model repair, slicing, …) on the models of the broker's
+//! users. The broker is only a secure middleman: it registers the provider and hands it a
+//! shared secret, signs every job offer with it, checks the link tokens the provider issues
+//! to its users, gives the provider short-lived credentials to download a model, and takes
+//! back signed progress and completion callbacks. `docs/PROTOCOL.md` in the repository is
+//! the normative description; this crate implements its provider side.
+//!
+//! ## Contents
+//! | module | what |
+//! |---|---|
+//! | [`wire`] | every message of the protocol as serde types |
+//! | [`webhook`] | Standard Webhooks v1 signing and signature verification over raw bytes |
+//! | [`Verifier`] | full check of an incoming request: size, signature, tolerance, replay |
+//! | [`replay`] | [`ReplayStore`] trait and an in-memory implementation |
+//! | [`Secret`], [`Keyring`] | `whsec_` secrets that never print, several keys for rotation |
+//! | [`token`] | link tokens: HS256 JWTs with pinned algorithm and strict validation |
+//! | [`problem`] | RFC 9457 problem details with the protocol's stable types |
+//! | `axum` (feature) | an extractor that verifies, checks replay and parses a signed body |
+//! | `client` (feature) | registration client, signed callbacks with retries, downloads |
+//!
+//! ## Features
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `axum` | no | `axum::Signed<T>` extractor, problem responses (axum 0.8) |
+//! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
+//! | `cli` | no | the `diax` debugging command |
+//!
+//! Without features the crate needs no async runtime and no HTTP library.
+//!
+//! ## Quick start: verify a job offer
+//! ```
+//! use diax_sdk::webhook::RawHeaders;
+//! use diax_sdk::wire::BrokerMessage;
+//! use diax_sdk::{KeyId, Keyring, MessageId, Problem, Secret, unix_now};
+//!
+//! // The secret the broker gave you at registration.
+//! let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+//! let ring = Keyring::single(KeyId::parse("key_1")?, secret);
+//!
+//! // What arrives over HTTP (here signed by the same key, as the broker would).
+//! let body = br#"{"type":"job.input","job_id":"job_1","provider_job_id":"pjob_1",
+//!   "download":{"url":"https://broker/x","expires_at":1,"size":3,"sha256":"00"}}"#;
+//! let now = unix_now();
+//! let signed = ring.sign(&MessageId::generate(), now, body)?;
+//! let ts = signed.timestamp.to_string();
+//! let headers = RawHeaders::new(signed.id.as_str(), &ts, &signed.signature);
+//!
+//! // Verify the raw bytes first, then parse.
+//! match ring.verify_at(&headers, body, now, 300) {
+//!     Ok(_) => {
+//!         let msg: BrokerMessage = serde_json::from_slice(body)?;
+//!         assert!(matches!(msg, BrokerMessage::Input(_)));
+//!     }
+//!     Err(e) => {
+//!         let problem = Problem::from(&e); // answer with this, as application/problem+json
+//!         panic!("{problem}");
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+pub mod ids;
+pub mod problem;
+pub mod replay;
+pub mod secret;
+pub mod token;
+mod verify;
+pub mod webhook;
+pub mod wire;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+#[cfg(feature = "client")]
+pub mod client;
+
+pub use ids::{
+    AccountId, GroupId, InvalidId, JobId, KeyId, MessageId, ModelId, NotificationId, ProviderId,
+    ProviderJobId, UserId,
+};
+pub use problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
+pub use replay::{Delivery, MemoryReplayStore, ReplayError, ReplayStore};
+pub use secret::{Key, Keyring, Secret, SecretError};
+pub use token::{LinkClaims, LinkTokenIssuer, LinkTokenValidator, TokenError};
+pub use verify::{
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_RETENTION_SECS, Verifier, VerifierConfig, unix_now,
+};
+pub use webhook::{SignError, SignedHeaders, Verified, VerifyError};
+pub use wire::Quote;
+
+/// A random token: `prefix` followed by `len` characters from `[A-Za-z0-9]`, from the
+/// operating system's CSPRNG. Used for ids, API keys and credentials.
+#[must_use]
+pub fn random_token(prefix: &str, len: usize) -> String {
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(prefix.len() + len);
+    out.push_str(prefix);
+    let mut buf = [0u8; 64];
+    while out.len() < prefix.len() + len {
+        rand::fill(&mut buf[..]);
+        for b in buf {
+            // Rejection sampling keeps the distribution uniform (248 = 4 * 62).
+            if b < 248 && out.len() < prefix.len() + len {
+                out.push(char::from(ALPHABET[usize::from(b % 62)]));
+            }
+        }
+    }
+    out
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

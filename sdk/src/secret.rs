@@ -1,0 +1,332 @@
+//! Shared secrets (`whsec_…`) and the keyring that holds several of them during rotation.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::ids::KeyId;
+
+/// Fewest secret bytes accepted: anything shorter is too weak for HMAC-SHA256.
+pub const MIN_SECRET_BYTES: usize = 16;
+/// Most secret bytes accepted.
+pub const MAX_SECRET_BYTES: usize = 64;
+/// Bytes of entropy in a secret made by [`Secret::generate`].
+pub const GENERATED_SECRET_BYTES: usize = 32;
+
+/// Why a string is not a usable `whsec_` secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The string is empty.
+    #[error("secret is empty")]
+    Empty,
+    /// The string does not start with `whsec_`.
+    #[error("secret must start with \"whsec_\"")]
+    MissingPrefix,
+    /// The part after `whsec_` is not standard base64.
+    #[error("secret is not valid base64 after \"whsec_\"")]
+    NotBase64,
+    /// The decoded secret is shorter than [`MIN_SECRET_BYTES`].
+    #[error("secret decodes to {0} bytes; at least 16 are required")]
+    TooShort(usize),
+    /// The decoded secret is longer than [`MAX_SECRET_BYTES`].
+    #[error("secret decodes to {0} bytes; at most 64 are allowed")]
+    TooLong(usize),
+}
+
+/// A shared secret used to sign and verify messages (HMAC-SHA256) and link tokens (HS256).
+///
+/// Its text form is `whsec_` followed by the standard base64 of the secret bytes, as in the
+/// Standard Webhooks specification. `Debug` and `Display` never show the secret; call
+/// [`Secret::expose`] when you really need the text (to store it or hand it to a peer).
+/// It deliberately has no `PartialEq`, so it cannot be compared by accident in variable time.
+///
+/// ```
+/// use diax_sdk::Secret;
+///
+/// let secret: Secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse()?;
+/// assert_eq!(format!("{secret}"), "whsec_[redacted]");
+/// assert_eq!(secret.expose(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+/// assert!("whsec_c2hvcnQ=".parse::<Secret>().is_err()); // 5 bytes: too short
+/// # Ok::<(), diax_sdk::SecretError>(())
+/// ```
+#[derive(Clone)]
+pub struct Secret {
+    bytes: Box<[u8]>,
+}
+
+impl Secret {
+    /// The text prefix of every secret.
+    pub const PREFIX: &'static str = "whsec_";
+
+    /// A new random secret of [`GENERATED_SECRET_BYTES`] bytes from the operating system's CSPRNG.
+    #[must_use]
+    pub fn generate() -> Self {
+        let mut bytes = vec![0u8; GENERATED_SECRET_BYTES];
+        rand::fill(&mut bytes[..]);
+        Self {
+            bytes: bytes.into_boxed_slice(),
+        }
+    }
+
+    /// A secret from raw bytes.
+    ///
+    /// # Errors
+    /// [`SecretError::TooShort`] / [`SecretError::TooLong`] outside 16–64 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SecretError> {
+        match bytes.len() {
+            0 => Err(SecretError::Empty),
+            n if n < MIN_SECRET_BYTES => Err(SecretError::TooShort(n)),
+            n if n > MAX_SECRET_BYTES => Err(SecretError::TooLong(n)),
+            _ => Ok(Self {
+                bytes: bytes.into(),
+            }),
+        }
+    }
+
+    /// Parses `whsec_<base64>`.
+    ///
+    /// # Errors
+    /// A [`SecretError`] saying what is wrong; the error never contains the secret.
+    pub fn parse(text: &str) -> Result<Self, SecretError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        let b64 = text
+            .strip_prefix(Self::PREFIX)
+            .ok_or(SecretError::MissingPrefix)?;
+        if b64.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        // 64 bytes encode to 88 characters; refuse anything longer before decoding.
+        if b64.len() > 128 {
+            return Err(SecretError::TooLong(b64.len() * 3 / 4));
+        }
+        let bytes = STANDARD.decode(b64).map_err(|_| SecretError::NotBase64)?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// The secret's text form, `whsec_<base64>`. Handle with care.
+    #[must_use]
+    pub fn expose(&self) -> String {
+        format!("{}{}", Self::PREFIX, STANDARD.encode(&self.bytes))
+    }
+
+    /// The raw secret bytes: the HMAC key for signatures and the HS256 key for link tokens.
+    #[must_use]
+    pub fn expose_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl FromStr for Secret {
+    type Err = SecretError;
+    fn from_str(s: &str) -> Result<Self, SecretError> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(whsec_[redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("whsec_[redacted]")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Best effort: overwrite the key material before the allocation is freed.
+        self.bytes.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&self.bytes);
+    }
+}
+
+/// One secret in a [`Keyring`], with the window in which it is valid.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// The key's id (`kid` in link tokens).
+    pub id: KeyId,
+    /// The secret.
+    pub secret: Secret,
+    /// Unix time (seconds) after which the key is no longer accepted or used; `None` = no end.
+    pub not_after: Option<i64>,
+}
+
+impl Key {
+    /// Whether the key is valid at `now` (Unix seconds).
+    #[must_use]
+    pub fn is_active_at(&self, now: i64) -> bool {
+        self.not_after.is_none_or(|end| now <= end)
+    }
+}
+
+/// The secrets one party shares with one peer, by key id.
+///
+/// During a rotation the keyring holds the new secret and the old one (with a `not_after`
+/// at the end of the grace period): senders sign with every active key, receivers accept a
+/// signature made with any active key.
+///
+/// ```
+/// use diax_sdk::{Keyring, KeyId, Secret};
+///
+/// let mut ring = Keyring::new();
+/// ring.insert(KeyId::parse("key_old")?, Secret::generate(), Some(1_700_000_600));
+/// ring.insert(KeyId::parse("key_new")?, Secret::generate(), None);
+/// assert_eq!(ring.active_at(1_700_000_000).count(), 2);
+/// assert_eq!(ring.active_at(1_700_001_000).count(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    keys: Vec<Key>,
+}
+
+impl Keyring {
+    /// An empty keyring.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A keyring with one key that never expires.
+    #[must_use]
+    pub fn single(id: KeyId, secret: Secret) -> Self {
+        let mut ring = Self::new();
+        ring.insert(id, secret, None);
+        ring
+    }
+
+    /// Adds a key, replacing any key with the same id. The newest key inserted is the
+    /// [`primary`](Self::primary) one.
+    pub fn insert(&mut self, id: KeyId, secret: Secret, not_after: Option<i64>) {
+        self.keys.retain(|k| k.id != id);
+        self.keys.push(Key {
+            id,
+            secret,
+            not_after,
+        });
+    }
+
+    /// Sets when a key stops being valid (the end of a rotation's grace period).
+    /// Returns `false` when no key has that id.
+    pub fn expire(&mut self, id: &KeyId, not_after: i64) -> bool {
+        match self.keys.iter_mut().find(|k| &k.id == id) {
+            Some(key) => {
+                key.not_after = Some(not_after);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes a key; returns it if it was there.
+    pub fn remove(&mut self, id: &KeyId) -> Option<Key> {
+        let pos = self.keys.iter().position(|k| &k.id == id)?;
+        Some(self.keys.remove(pos))
+    }
+
+    /// Drops keys that expired before `now`.
+    pub fn prune(&mut self, now: i64) {
+        self.keys.retain(|k| k.is_active_at(now));
+    }
+
+    /// The key with this id, active or not.
+    #[must_use]
+    pub fn get(&self, id: &KeyId) -> Option<&Key> {
+        self.keys.iter().find(|k| &k.id == id)
+    }
+
+    /// The key with this id if it is active at `now`.
+    #[must_use]
+    pub fn get_active(&self, id: &KeyId, now: i64) -> Option<&Key> {
+        self.get(id).filter(|k| k.is_active_at(now))
+    }
+
+    /// The newest key that is active at `now`: the one to issue link tokens with.
+    #[must_use]
+    pub fn primary(&self, now: i64) -> Option<&Key> {
+        self.keys.iter().rev().find(|k| k.is_active_at(now))
+    }
+
+    /// Every key active at `now`, oldest first.
+    pub fn active_at(&self, now: i64) -> impl Iterator<Item = &Key> {
+        self.keys.iter().filter(move |k| k.is_active_at(now))
+    }
+
+    /// Every key, active or not.
+    pub fn iter(&self) -> impl Iterator<Item = &Key> {
+        self.keys.iter()
+    }
+
+    /// Number of keys held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the keyring holds no key.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_refuses_bad_secrets() {
+        assert_eq!(Secret::parse("").unwrap_err(), SecretError::Empty);
+        assert_eq!(Secret::parse("whsec_").unwrap_err(), SecretError::Empty);
+        assert_eq!(
+            Secret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap_err(),
+            SecretError::MissingPrefix
+        );
+        assert_eq!(
+            Secret::parse("whsec_!!!notbase64").unwrap_err(),
+            SecretError::NotBase64
+        );
+        assert_eq!(
+            Secret::parse("whsec_c2hvcnQ=").unwrap_err(),
+            SecretError::TooShort(5)
+        );
+        let long = format!("whsec_{}", STANDARD.encode([7u8; 65]));
+        assert_eq!(Secret::parse(&long).unwrap_err(), SecretError::TooLong(65));
+        let huge = format!("whsec_{}", "A".repeat(10_000));
+        assert!(matches!(Secret::parse(&huge), Err(SecretError::TooLong(_))));
+    }
+
+    #[test]
+    fn generated_secrets_round_trip_and_never_print() {
+        let s = Secret::generate();
+        let text = s.expose();
+        let back = Secret::parse(&text).unwrap();
+        assert_eq!(back.expose_bytes(), s.expose_bytes());
+        assert!(!format!("{s:?}").contains(&text[6..]));
+        assert!(!format!("{s}").contains(&text[6..]));
+    }
+
+    #[test]
+    fn keyring_rotation_windows() {
+        let mut ring = Keyring::new();
+        let old = KeyId::parse("key_old").unwrap();
+        let new = KeyId::parse("key_new").unwrap();
+        ring.insert(old.clone(), Secret::generate(), None);
+        ring.insert(new.clone(), Secret::generate(), None);
+        assert!(ring.expire(&old, 100));
+        assert_eq!(ring.primary(50).unwrap().id, new);
+        assert!(ring.get_active(&old, 100).is_some());
+        assert!(ring.get_active(&old, 101).is_none());
+        ring.prune(101);
+        assert_eq!(ring.len(), 1);
+    }
+}

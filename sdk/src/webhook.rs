@@ -1,0 +1,488 @@
+//! Standard Webhooks v1 signatures: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+//!
+//! The signed content is `{id}.{timestamp}.{body}` over the raw body bytes (any bytes, not only
+//! UTF-8); the signature is `v1,` followed by the base64 HMAC-SHA256 of that content, keyed by
+//! the secret's bytes. A header may carry several space-separated signatures (one per active
+//! key during a rotation); versions other than `v1` are skipped. Verification compares in
+//! constant time and refuses timestamps outside a tolerance in either direction.
+//!
+//! ```
+//! use diax_sdk::webhook::{sign, RawHeaders};
+//! use diax_sdk::{KeyId, Keyring, Secret};
+//!
+//! // The test vector published with the Standard Webhooks specification.
+//! let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+//! let body = br#"{"test": 2432232314}"#;
+//! let sig = sign(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+//! assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+//!
+//! let ring = Keyring::single(KeyId::parse("key_1")?, secret);
+//! let headers = RawHeaders::new("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &sig);
+//! let verified = ring.verify_at(&headers, body, 1614265330 + 10, 300)?;
+//! assert_eq!(verified.id.as_str(), "msg_p5jXN8AQM9LWM0D4loKWxJek");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::ids::{KeyId, MessageId};
+use crate::secret::{Keyring, Secret};
+
+/// Header carrying the message id.
+pub const HEADER_ID: &str = "webhook-id";
+/// Header carrying the Unix timestamp (seconds) at which the message was signed.
+pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+/// Header carrying the space-separated `v1,<base64>` signatures.
+pub const HEADER_SIGNATURE: &str = "webhook-signature";
+
+/// Default tolerance between the signer's clock and ours, in seconds, in either direction.
+pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
+/// Longest `webhook-signature` header accepted (room for 16 signatures).
+pub const MAX_SIGNATURE_HEADER_LEN: usize = 16 * 64;
+/// Longest `webhook-id` accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a signed message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// A required header is absent.
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    /// A header is present but malformed.
+    #[error("malformed header {name}: {reason}")]
+    MalformedHeader {
+        /// The header's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The timestamp is older than the tolerance allows.
+    #[error("timestamp {timestamp} is {age} s old; tolerance is {tolerance} s")]
+    TimestampTooOld {
+        /// The message's timestamp.
+        timestamp: i64,
+        /// Seconds between it and now.
+        age: i64,
+        /// The tolerance in force.
+        tolerance: u64,
+    },
+    /// The timestamp is further in the future than the tolerance allows.
+    #[error("timestamp {timestamp} is {ahead} s in the future; tolerance is {tolerance} s")]
+    TimestampInFuture {
+        /// The message's timestamp.
+        timestamp: i64,
+        /// Seconds between now and it.
+        ahead: i64,
+        /// The tolerance in force.
+        tolerance: u64,
+    },
+    /// No `v1` signature in the header matches any active key.
+    #[error("no signature matches any active key")]
+    SignatureMismatch,
+    /// The header holds no `v1` signature at all.
+    #[error("no v1 signature in webhook-signature")]
+    NoSupportedSignature,
+    /// The keyring has no key active now.
+    #[error("no active key to verify with")]
+    NoActiveKey,
+    /// The message id was seen before with a different body.
+    #[error("message id {0} was already used for a different message")]
+    Replayed(String),
+    /// The replay store could not be consulted.
+    #[error("replay store failed: {0}")]
+    ReplayStore(String),
+    /// The body is larger than the configured limit.
+    #[error("body of {size} bytes exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// Bytes received (at least).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Why a message could not be signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The keyring has no key active at the signing time.
+    #[error("no active key to sign with")]
+    NoActiveKey,
+}
+
+/// The three signature headers as received, before any checking. Values are bytes because
+/// HTTP header values need not be UTF-8.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawHeaders<'a> {
+    /// `webhook-id`, if present.
+    pub id: Option<&'a [u8]>,
+    /// `webhook-timestamp`, if present.
+    pub timestamp: Option<&'a [u8]>,
+    /// `webhook-signature`, if present.
+    pub signature: Option<&'a [u8]>,
+}
+
+impl<'a> RawHeaders<'a> {
+    /// All three headers present, from strings.
+    #[must_use]
+    pub fn new(id: &'a str, timestamp: &'a str, signature: &'a str) -> Self {
+        Self {
+            id: Some(id.as_bytes()),
+            timestamp: Some(timestamp.as_bytes()),
+            signature: Some(signature.as_bytes()),
+        }
+    }
+
+    /// Looks the three headers up through a caller-supplied getter (case-insensitive names
+    /// are the getter's business), keeping this crate free of any HTTP library's types.
+    pub fn from_fn(get: impl Fn(&'static str) -> Option<&'a [u8]>) -> Self {
+        Self {
+            id: get(HEADER_ID),
+            timestamp: get(HEADER_TIMESTAMP),
+            signature: get(HEADER_SIGNATURE),
+        }
+    }
+}
+
+/// Headers to attach to an outgoing signed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders {
+    /// `webhook-id`.
+    pub id: MessageId,
+    /// `webhook-timestamp`.
+    pub timestamp: i64,
+    /// `webhook-signature`: one `v1,…` entry per active key, space-separated.
+    pub signature: String,
+}
+
+impl SignedHeaders {
+    /// The headers as `(name, value)` pairs, ready for any HTTP client.
+    #[must_use]
+    pub fn pairs(&self) -> [(&'static str, String); 3] {
+        [
+            (HEADER_ID, self.id.to_string()),
+            (HEADER_TIMESTAMP, self.timestamp.to_string()),
+            (HEADER_SIGNATURE, self.signature.clone()),
+        ]
+    }
+}
+
+/// A message whose signature and timestamp checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Its `webhook-id`.
+    pub id: MessageId,
+    /// Its `webhook-timestamp`.
+    pub timestamp: i64,
+    /// The key whose signature matched.
+    pub key_id: KeyId,
+}
+
+fn mac_for(secret: &Secret, id: &[u8], timestamp: &[u8], body: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length; Secret guarantees 16..=64 bytes.
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret.expose_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(id);
+    mac.update(b".");
+    mac.update(timestamp);
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// Signs `id.timestamp.body` with one secret; returns `v1,<base64>`.
+#[must_use]
+pub fn sign(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    let tag = mac_for(secret, id.as_bytes(), ts.as_bytes(), body)
+        .finalize()
+        .into_bytes();
+    format!("v1,{}", STANDARD.encode(tag))
+}
+
+fn parse_id(raw: &[u8]) -> Result<MessageId, VerifyError> {
+    let bad = |reason| VerifyError::MalformedHeader {
+        name: HEADER_ID,
+        reason,
+    };
+    if raw.len() > MAX_ID_LEN {
+        return Err(bad("longer than 128 bytes"));
+    }
+    let text = std::str::from_utf8(raw).map_err(|_| bad("not ASCII"))?;
+    MessageId::parse(text).map_err(|e| bad(e.reason))
+}
+
+fn parse_timestamp(raw: &[u8]) -> Result<i64, VerifyError> {
+    let bad = |reason| VerifyError::MalformedHeader {
+        name: HEADER_TIMESTAMP,
+        reason,
+    };
+    if raw.is_empty() || raw.len() > 12 || !raw.iter().all(u8::is_ascii_digit) {
+        return Err(bad("expected Unix seconds as 1 to 12 decimal digits"));
+    }
+    raw.iter()
+        .try_fold(0i64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(i64::from(d - b'0'))
+        })
+        .ok_or(bad("out of range"))
+}
+
+impl Keyring {
+    /// Signs a message with every key active at `timestamp`.
+    ///
+    /// # Errors
+    /// [`SignError::NoActiveKey`] when no key is active.
+    pub fn sign(
+        &self,
+        id: &MessageId,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Result<SignedHeaders, SignError> {
+        let sigs: Vec<String> = self
+            .active_at(timestamp)
+            .map(|k| sign(&k.secret, id.as_str(), timestamp, body))
+            .collect();
+        if sigs.is_empty() {
+            return Err(SignError::NoActiveKey);
+        }
+        Ok(SignedHeaders {
+            id: id.clone(),
+            timestamp,
+            signature: sigs.join(" "),
+        })
+    }
+
+    /// Verifies a signed message at time `now` (Unix seconds) with the keys active then,
+    /// refusing timestamps more than `tolerance_secs` away from `now` in either direction.
+    ///
+    /// This checks the signature only; replays are the business of a
+    /// [`ReplayStore`](crate::replay::ReplayStore) (see [`Verifier`](crate::Verifier)).
+    ///
+    /// # Errors
+    /// A [`VerifyError`] naming the first problem found.
+    pub fn verify_at(
+        &self,
+        headers: &RawHeaders<'_>,
+        body: &[u8],
+        now: i64,
+        tolerance_secs: u64,
+    ) -> Result<Verified, VerifyError> {
+        let raw_id = headers.id.ok_or(VerifyError::MissingHeader(HEADER_ID))?;
+        let raw_ts = headers
+            .timestamp
+            .ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
+        let raw_sig = headers
+            .signature
+            .ok_or(VerifyError::MissingHeader(HEADER_SIGNATURE))?;
+        let id = parse_id(raw_id)?;
+        let timestamp = parse_timestamp(raw_ts)?;
+        if raw_sig.len() > MAX_SIGNATURE_HEADER_LEN {
+            return Err(VerifyError::MalformedHeader {
+                name: HEADER_SIGNATURE,
+                reason: "longer than 1024 bytes",
+            });
+        }
+        let tolerance = i64::try_from(tolerance_secs).unwrap_or(i64::MAX);
+        let delta = now.saturating_sub(timestamp);
+        if delta > tolerance {
+            return Err(VerifyError::TimestampTooOld {
+                timestamp,
+                age: delta,
+                tolerance: tolerance_secs,
+            });
+        }
+        if delta < -tolerance {
+            return Err(VerifyError::TimestampInFuture {
+                timestamp,
+                ahead: -delta,
+                tolerance: tolerance_secs,
+            });
+        }
+
+        // Decode every v1 signature once; skip other versions and undecodable entries.
+        let mut candidates: Vec<[u8; 32]> = Vec::new();
+        for entry in raw_sig.split(|b| *b == b' ').filter(|e| !e.is_empty()) {
+            let Some(b64) = entry.strip_prefix(b"v1,") else {
+                continue;
+            };
+            let mut out = [0u8; 33];
+            if let Ok(32) = STANDARD.decode_slice(b64, &mut out) {
+                let mut sig = [0u8; 32];
+                sig.copy_from_slice(&out[..32]);
+                candidates.push(sig);
+            }
+        }
+        if candidates.is_empty() {
+            return Err(VerifyError::NoSupportedSignature);
+        }
+
+        let mut any_key = false;
+        let mut matched: Option<&KeyId> = None;
+        for key in self.active_at(now) {
+            any_key = true;
+            let expected = mac_for(&key.secret, raw_id, raw_ts, body)
+                .finalize()
+                .into_bytes();
+            // Compare against every candidate without stopping early.
+            let mut hit = subtle::Choice::from(0);
+            for cand in &candidates {
+                hit |= expected.as_slice().ct_eq(cand);
+            }
+            if bool::from(hit) && matched.is_none() {
+                matched = Some(&key.id);
+            }
+        }
+        if !any_key {
+            return Err(VerifyError::NoActiveKey);
+        }
+        match matched {
+            Some(key_id) => Ok(Verified {
+                id,
+                timestamp,
+                key_id: key_id.clone(),
+            }),
+            None => Err(VerifyError::SignatureMismatch),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VECTOR_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const VECTOR_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const VECTOR_TS: i64 = 1614265330;
+    const VECTOR_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const VECTOR_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn ring() -> Keyring {
+        Keyring::single(
+            KeyId::parse("key_1").unwrap(),
+            Secret::parse(VECTOR_SECRET).unwrap(),
+        )
+    }
+
+    #[test]
+    fn published_vector_signs_and_verifies() {
+        let secret = Secret::parse(VECTOR_SECRET).unwrap();
+        assert_eq!(sign(&secret, VECTOR_ID, VECTOR_TS, VECTOR_BODY), VECTOR_SIG);
+        let h = RawHeaders::new(VECTOR_ID, "1614265330", VECTOR_SIG);
+        ring().verify_at(&h, VECTOR_BODY, VECTOR_TS, 300).unwrap();
+    }
+
+    #[test]
+    fn tolerance_edges_both_ways() {
+        let h = RawHeaders::new(VECTOR_ID, "1614265330", VECTOR_SIG);
+        let r = ring();
+        assert!(r.verify_at(&h, VECTOR_BODY, VECTOR_TS + 300, 300).is_ok());
+        assert!(r.verify_at(&h, VECTOR_BODY, VECTOR_TS - 300, 300).is_ok());
+        assert!(matches!(
+            r.verify_at(&h, VECTOR_BODY, VECTOR_TS + 301, 300),
+            Err(VerifyError::TimestampTooOld { age: 301, .. })
+        ));
+        assert!(matches!(
+            r.verify_at(&h, VECTOR_BODY, VECTOR_TS - 301, 300),
+            Err(VerifyError::TimestampInFuture { ahead: 301, .. })
+        ));
+    }
+
+    #[test]
+    fn several_signatures_and_unknown_versions() {
+        let h = RawHeaders::new(
+            VECTOR_ID,
+            "1614265330",
+            "v2,abc v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        );
+        ring().verify_at(&h, VECTOR_BODY, VECTOR_TS, 300).unwrap();
+        let only_v2 = RawHeaders::new(VECTOR_ID, "1614265330", "v2,abc");
+        assert_eq!(
+            ring().verify_at(&only_v2, VECTOR_BODY, VECTOR_TS, 300),
+            Err(VerifyError::NoSupportedSignature)
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_headers() {
+        let r = ring();
+        let mut h = RawHeaders::new(VECTOR_ID, "1614265330", VECTOR_SIG);
+        h.signature = None;
+        assert_eq!(
+            r.verify_at(&h, VECTOR_BODY, VECTOR_TS, 300),
+            Err(VerifyError::MissingHeader(HEADER_SIGNATURE))
+        );
+        let h = RawHeaders::new(VECTOR_ID, "-5", VECTOR_SIG);
+        assert!(matches!(
+            r.verify_at(&h, VECTOR_BODY, VECTOR_TS, 300),
+            Err(VerifyError::MalformedHeader {
+                name: HEADER_TIMESTAMP,
+                ..
+            })
+        ));
+        let h = RawHeaders::new("bad id", "1614265330", VECTOR_SIG);
+        assert!(matches!(
+            r.verify_at(&h, VECTOR_BODY, VECTOR_TS, 300),
+            Err(VerifyError::MalformedHeader {
+                name: HEADER_ID,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rotation_signs_with_both_and_either_verifies() {
+        let old = Secret::generate();
+        let new = Secret::generate();
+        let mut sender = Keyring::new();
+        sender.insert(KeyId::parse("key_old").unwrap(), old.clone(), Some(1000));
+        sender.insert(KeyId::parse("key_new").unwrap(), new.clone(), None);
+        let id = MessageId::parse("msg_1").unwrap();
+        let signed = sender.sign(&id, 900, b"body").unwrap();
+        assert_eq!(signed.signature.split(' ').count(), 2);
+        let ts = signed.timestamp.to_string();
+        let h = RawHeaders::new(id.as_str(), &ts, &signed.signature);
+        let only_old = Keyring::single(KeyId::parse("key_old").unwrap(), old);
+        let only_new = Keyring::single(KeyId::parse("key_new").unwrap(), new);
+        assert_eq!(
+            only_old
+                .verify_at(&h, b"body", 900, 300)
+                .unwrap()
+                .key_id
+                .as_str(),
+            "key_old"
+        );
+        assert_eq!(
+            only_new
+                .verify_at(&h, b"body", 900, 300)
+                .unwrap()
+                .key_id
+                .as_str(),
+            "key_new"
+        );
+        // After the grace period the sender signs with the new key only.
+        let later = sender.sign(&id, 1001, b"body").unwrap();
+        assert_eq!(later.signature.split(' ').count(), 1);
+    }
+
+    #[test]
+    fn non_utf8_bodies_are_fine() {
+        let r = ring();
+        let body = [0xff, 0x00, 0xfe, 0x80];
+        let id = MessageId::parse("msg_bin").unwrap();
+        let s = r.sign(&id, 5000, &body).unwrap();
+        let ts = s.timestamp.to_string();
+        let h = RawHeaders::new(id.as_str(), &ts, &s.signature);
+        r.verify_at(&h, &body, 5000, 300).unwrap();
+        assert_eq!(
+            r.verify_at(&h, &[0xff, 0x00, 0xfe, 0x81], 5000, 300),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! The demo: plays the seed story end to end.
+fn main() {
+    println!("demo: not yet wired");
+}

@@ -1,0 +1,1 @@
+//! End-to-end story tests and the demo for the FixMyPrint kit.

@@ -98,14 +98,14 @@ impl MemoryReplayStore {
             .seen
             .lock()
             .map_err(|_| ReplayError::Unavailable("lock poisoned".into()))?;
-        if let Some((known, until)) = seen.get(id) {
-            if *until >= now {
-                return if *known == digest {
-                    Ok(Delivery::Redelivery)
-                } else {
-                    Err(ReplayError::Conflict)
-                };
-            }
+        if let Some((known, until)) = seen.get(id)
+            && *until >= now
+        {
+            return if *known == digest {
+                Ok(Delivery::Redelivery)
+            } else {
+                Err(ReplayError::Conflict)
+            };
         }
         if seen.len() >= self.capacity {
             seen.retain(|_, (_, until)| *until >= now);

@@ -607,6 +607,7 @@ pub struct JobInput {
 /// Every signed message the broker POSTs to a provider's `job_url`, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
+#[allow(clippy::large_enum_variant)] // parsed once per request; boxing would only add noise
 pub enum BrokerMessage {
     /// A job offer: answer `202` ([`JobAccepted`]) or a problem.
     #[serde(rename = "job.offer")]

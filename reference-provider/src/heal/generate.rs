@@ -1,0 +1,571 @@
+//! Deterministic test models: clean shapes at any facet count and defect injectors.
+//!
+//! Used by the test suite, the benches, the bench script and the service's tests/demo. The same
+//! seed and facet count always give the same bytes.
+//!
+//! The standard model ([`clean_model`]) has four shells: an outer sphere with a spherical
+//! cavity nested inside it (wound inward), a torus beside it, and a smaller sphere. The
+//! defect injectors ([`Defects`]) then break it the ways real files are broken:
+//!
+//! ```
+//! use fixmyprint::heal::generate::{self, Defects};
+//!
+//! let all = generate::broken_model(1, 10_000); // binary STL with every defect
+//! assert!(all.len() > 84 + 50 * 10_000);
+//! let only_holes = generate::model(1, 10_000, &Defects { holes: 5, ..Defects::none() });
+//! assert_eq!(only_holes.clean.shells.len(), 4);
+//! ```
+
+use std::f64::consts::PI;
+
+use super::{Bbox, Mesh, stl};
+
+/// A small deterministic random generator (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `[0, n)` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+    }
+}
+
+/// Make every closed surface of `m` face outward (by its signed volume).
+fn outward(mut m: Mesh) -> Mesh {
+    if m.signed_volume() < 0.0 {
+        for t in &mut m.triangles {
+            t.swap(1, 2);
+        }
+    }
+    m
+}
+
+/// A UV sphere with about `target_facets` facets (at least 8), facing outward.
+pub fn sphere(center: [f32; 3], radius: f32, target_facets: usize) -> Mesh {
+    sphere_phase(center, radius, target_facets, 0.0)
+}
+
+fn sphere_phase(center: [f32; 3], radius: f32, target_facets: usize, phase: f64) -> Mesh {
+    // facets = 2 · segments · (rings − 1)
+    let bands = ((target_facets as f64 / 4.0).sqrt().round() as usize).max(2);
+    let segments = (target_facets / (2 * bands)).max(4);
+    let rings = bands + 1;
+    let r = f64::from(radius);
+    let c = center.map(f64::from);
+    let mut vertices = vec![[c[0], c[1], c[2] + r]];
+    for i in 1..rings {
+        let th = PI * i as f64 / rings as f64;
+        for j in 0..segments {
+            let ph = 2.0 * PI * j as f64 / segments as f64 + phase;
+            vertices.push([
+                c[0] + r * th.sin() * ph.cos(),
+                c[1] + r * th.sin() * ph.sin(),
+                c[2] + r * th.cos(),
+            ]);
+        }
+    }
+    vertices.push([c[0], c[1], c[2] - r]);
+    let south = (vertices.len() - 1) as u32;
+    let at = |i: usize, j: usize| (1 + (i - 1) * segments + j % segments) as u32;
+    let mut triangles = Vec::with_capacity(2 * segments * (rings - 1));
+    for j in 0..segments {
+        triangles.push([0, at(1, j), at(1, j + 1)]);
+        triangles.push([south, at(rings - 1, j + 1), at(rings - 1, j)]);
+    }
+    for i in 1..rings - 1 {
+        for j in 0..segments {
+            triangles.push([at(i, j), at(i + 1, j), at(i + 1, j + 1)]);
+            triangles.push([at(i, j), at(i + 1, j + 1), at(i, j + 1)]);
+        }
+    }
+    outward(Mesh {
+        vertices: vertices.into_iter().map(|p| p.map(|x| x as f32)).collect(),
+        triangles,
+    })
+}
+
+/// A torus (major radius `major`, tube radius `minor`, axis z) with about `target_facets`
+/// facets (at least 18), facing outward.
+pub fn torus(center: [f32; 3], major: f32, minor: f32, target_facets: usize) -> Mesh {
+    torus_phase(center, major, minor, target_facets, 0.0)
+}
+
+fn torus_phase(center: [f32; 3], major: f32, minor: f32, target: usize, phase: f64) -> Mesh {
+    let ratio = (f64::from(major) / f64::from(minor)).max(1.0);
+    let v = (((target as f64) / (2.0 * ratio)).sqrt().round() as usize).max(3);
+    let u = (target / (2 * v)).max(3);
+    let (rr, r) = (f64::from(major), f64::from(minor));
+    let c = center.map(f64::from);
+    let mut vertices = Vec::with_capacity(u * v);
+    for i in 0..u {
+        let a = 2.0 * PI * i as f64 / u as f64 + phase;
+        for j in 0..v {
+            let b = 2.0 * PI * j as f64 / v as f64;
+            vertices.push([
+                (c[0] + (rr + r * b.cos()) * a.cos()) as f32,
+                (c[1] + (rr + r * b.cos()) * a.sin()) as f32,
+                (c[2] + r * b.sin()) as f32,
+            ]);
+        }
+    }
+    let at = |i: usize, j: usize| ((i % u) * v + j % v) as u32;
+    let mut triangles = Vec::with_capacity(2 * u * v);
+    for i in 0..u {
+        for j in 0..v {
+            triangles.push([at(i, j), at(i + 1, j), at(i + 1, j + 1)]);
+            triangles.push([at(i, j), at(i + 1, j + 1), at(i, j + 1)]);
+        }
+    }
+    outward(Mesh {
+        vertices,
+        triangles,
+    })
+}
+
+/// One shell of a generated model.
+#[derive(Debug, Clone)]
+pub struct ShellInfo {
+    /// What it is.
+    pub name: &'static str,
+    /// Signed volume (negative for the cavity).
+    pub volume: f64,
+    /// Nested inside another shell and wound inward.
+    pub cavity: bool,
+    /// Bounding box.
+    pub bbox: Bbox,
+    /// Facets.
+    pub facets: usize,
+}
+
+/// A clean, watertight, outward (cavity inward) multi-shell model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The mesh (shells one after the other).
+    pub mesh: Mesh,
+    /// Shell number of every facet.
+    pub shell_of: Vec<u32>,
+    /// The shells.
+    pub shells: Vec<ShellInfo>,
+    /// Total signed volume (the cavity subtracts).
+    pub volume: f64,
+}
+
+/// The standard four-shell model with about `target_facets` facets: an outer sphere (r = 10)
+/// with a nested spherical cavity (r = 5), a torus (R = 6, r = 2) and a small sphere (r = 3).
+/// The seed shifts the shells and the mesh phases.
+pub fn clean_model(seed: u64, target_facets: usize) -> Model {
+    let mut rng = Rng::new(seed);
+    let mut j = |s: f64| ((rng.f64() - 0.5) * s) as f32;
+    let t = target_facets.max(200) as f64;
+    let parts: [(&'static str, Mesh, bool); 4] = [
+        (
+            "outer sphere",
+            sphere_phase(
+                [j(1.0), j(1.0), j(1.0)],
+                10.0,
+                (t * 0.35) as usize,
+                f64::from(j(1.0)),
+            ),
+            false,
+        ),
+        (
+            "cavity",
+            {
+                let mut m = sphere_phase(
+                    [j(1.0), j(1.0), j(1.0)],
+                    5.0,
+                    (t * 0.15) as usize,
+                    f64::from(j(1.0)),
+                );
+                for f in &mut m.triangles {
+                    f.swap(1, 2);
+                }
+                m
+            },
+            true,
+        ),
+        (
+            "torus",
+            torus_phase(
+                [25.0 + j(1.0), j(1.0), j(1.0)],
+                6.0,
+                2.0,
+                (t * 0.35) as usize,
+                f64::from(j(1.0)),
+            ),
+            false,
+        ),
+        (
+            "small sphere",
+            sphere_phase(
+                [j(1.0), 20.0 + j(1.0), j(1.0)],
+                3.0,
+                (t * 0.15) as usize,
+                f64::from(j(1.0)),
+            ),
+            false,
+        ),
+    ];
+    let mut mesh = Mesh::default();
+    let mut shell_of = Vec::new();
+    let mut shells = Vec::new();
+    for (s, (name, m, cavity)) in parts.into_iter().enumerate() {
+        let base = mesh.vertices.len() as u32;
+        shells.push(ShellInfo {
+            name,
+            volume: m.signed_volume(),
+            cavity,
+            bbox: m.bbox().unwrap_or(Bbox {
+                min: [0.0; 3],
+                max: [0.0; 3],
+            }),
+            facets: m.triangles.len(),
+        });
+        mesh.vertices.extend_from_slice(&m.vertices);
+        mesh.triangles
+            .extend(m.triangles.iter().map(|t| t.map(|i| i + base)));
+        shell_of.extend(std::iter::repeat_n(s as u32, m.triangles.len()));
+    }
+    let volume = shells.iter().map(|s| s.volume).sum();
+    Model {
+        mesh,
+        shell_of,
+        shells,
+        volume,
+    }
+}
+
+/// Which defects to inject, and how much of each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defects {
+    /// Write an unwelded soup whose corner copies differ by float noise (up to 1e-6 of the
+    /// model diagonal plus a few ulp), so rounding-based welds miss some of them.
+    pub noise: bool,
+    /// Fraction of facets written with reversed winding.
+    pub flip_fraction: f64,
+    /// Write the torus entirely inside out.
+    pub invert_shell: bool,
+    /// Store wrong (random or zero) normals on 30 % of the facets.
+    pub wrong_normals: bool,
+    /// Number of holes (a facet and its vertex neighbours removed, on the outer shells).
+    pub holes: u32,
+    /// Fraction of facets repeated (half of them with reversed winding).
+    pub duplicate_fraction: f64,
+    /// Degenerate facets added (repeated corner, or three exactly collinear corners).
+    pub degenerates: u32,
+    /// Tiny closed noise shells (tetrahedra) and stray single facets added.
+    pub noise_shells: u32,
+    /// Write ASCII instead of binary.
+    pub ascii: bool,
+}
+
+impl Defects {
+    /// A clean model, written as welded-by-position binary STL.
+    pub fn none() -> Defects {
+        Defects {
+            noise: false,
+            flip_fraction: 0.0,
+            invert_shell: false,
+            wrong_normals: false,
+            holes: 0,
+            duplicate_fraction: 0.0,
+            degenerates: 0,
+            noise_shells: 0,
+            ascii: false,
+        }
+    }
+
+    /// Every defect at once (binary output).
+    pub fn all() -> Defects {
+        Defects {
+            noise: true,
+            flip_fraction: 0.10,
+            invert_shell: true,
+            wrong_normals: true,
+            holes: 6,
+            duplicate_fraction: 0.02,
+            degenerates: 50,
+            noise_shells: 12,
+            ascii: false,
+        }
+    }
+
+    /// Each defect on its own, with a name (ASCII output is one of them).
+    pub fn each() -> Vec<(&'static str, Defects)> {
+        let n = Defects::none();
+        vec![
+            (
+                "noise soup",
+                Defects {
+                    noise: true,
+                    ..n.clone()
+                },
+            ),
+            (
+                "10% flipped",
+                Defects {
+                    flip_fraction: 0.10,
+                    ..n.clone()
+                },
+            ),
+            (
+                "inverted shell",
+                Defects {
+                    invert_shell: true,
+                    ..n.clone()
+                },
+            ),
+            (
+                "wrong normals",
+                Defects {
+                    wrong_normals: true,
+                    ..n.clone()
+                },
+            ),
+            (
+                "holes",
+                Defects {
+                    holes: 6,
+                    ..n.clone()
+                },
+            ),
+            (
+                "duplicates",
+                Defects {
+                    duplicate_fraction: 0.02,
+                    ..n.clone()
+                },
+            ),
+            (
+                "degenerates",
+                Defects {
+                    degenerates: 50,
+                    ..n.clone()
+                },
+            ),
+            (
+                "noise shells",
+                Defects {
+                    noise_shells: 12,
+                    ..n.clone()
+                },
+            ),
+            (
+                "ascii",
+                Defects {
+                    ascii: true,
+                    ..n.clone()
+                },
+            ),
+        ]
+    }
+}
+
+/// A generated input and the clean model it was made from.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The STL bytes (binary, or ASCII when asked).
+    pub stl: Vec<u8>,
+    /// The clean model (what a perfect repair gets back, up to hole fills).
+    pub clean: Model,
+}
+
+/// The standard model with `defects` injected, as STL bytes.
+pub fn model(seed: u64, target_facets: usize, defects: &Defects) -> Generated {
+    let clean = clean_model(seed, target_facets);
+    let mut rng = Rng::new(seed.wrapping_mul(31).wrapping_add(7));
+    let m = &clean.mesh;
+    let diag = m.bbox().map_or(1.0, |b| b.diagonal());
+    let mut tris: Vec<[u32; 3]> = m.triangles.clone();
+    let mut shell: Vec<u32> = clean.shell_of.clone();
+
+    // Holes: a facet and every facet sharing a vertex with it, on shells 0, 2, 3 in turn.
+    if defects.holes > 0 {
+        let mut remove = vec![false; tris.len()];
+        let targets = [0u32, 2, 3];
+        for h in 0..defects.holes {
+            let s = targets[h as usize % targets.len()];
+            let cands: Vec<usize> = (0..tris.len())
+                .filter(|&f| shell[f] == s && !remove[f])
+                .collect();
+            if cands.is_empty() {
+                continue;
+            }
+            let f = cands[rng.below(cands.len())];
+            let vs = tris[f];
+            for (g, t) in tris.iter().enumerate() {
+                if t.iter().any(|x| vs.contains(x)) {
+                    remove[g] = true;
+                }
+            }
+        }
+        let mut k = 0;
+        tris.retain(|_| {
+            k += 1;
+            !remove[k - 1]
+        });
+        let mut k = 0;
+        shell.retain(|_| {
+            k += 1;
+            !remove[k - 1]
+        });
+    }
+    if defects.invert_shell {
+        for (t, &s) in tris.iter_mut().zip(&shell) {
+            if s == 2 {
+                t.swap(1, 2);
+            }
+        }
+    }
+    // Soup.
+    let mut soup: Vec<[f32; 3]> = Vec::with_capacity(tris.len() * 3 + 1024);
+    for t in &tris {
+        for &i in t {
+            soup.push(m.vertices[i as usize]);
+        }
+    }
+    if defects.noise {
+        let amp = 1e-6 * diag;
+        for p in &mut soup {
+            for x in p.iter_mut() {
+                let ulps = (rng.below(9) as i32 - 4) as f32 * x.abs() * f32::EPSILON;
+                *x = (f64::from(*x + ulps) + (rng.f64() - 0.5) * 2.0 * amp) as f32;
+            }
+        }
+    }
+    let facets = tris.len();
+    if defects.flip_fraction > 0.0 {
+        for f in 0..facets {
+            if rng.f64() < defects.flip_fraction {
+                soup.swap(3 * f + 1, 3 * f + 2);
+            }
+        }
+    }
+    // Duplicates (exact copies of corners, half reversed).
+    let dups = (facets as f64 * defects.duplicate_fraction) as usize;
+    for d in 0..dups {
+        let f = rng.below(facets);
+        let (a, b, c) = (soup[3 * f], soup[3 * f + 1], soup[3 * f + 2]);
+        if d % 2 == 0 {
+            soup.extend_from_slice(&[a, b, c]);
+        } else {
+            soup.extend_from_slice(&[a, c, b]);
+        }
+    }
+    // Degenerates.
+    for d in 0..defects.degenerates {
+        let f = rng.below(facets);
+        let (a, b) = (soup[3 * f], soup[3 * f + 1]);
+        if d % 2 == 0 {
+            soup.extend_from_slice(&[a, a, b]);
+        } else {
+            let step = (diag * 0.01) as f32;
+            soup.extend_from_slice(&[
+                a,
+                [a[0] + step, a[1], a[2]],
+                [a[0] + 2.0 * step, a[1], a[2]],
+            ]);
+        }
+    }
+    // Tiny noise shells: tetrahedra of 0.1 % of the diagonal, and stray single facets.
+    if let Some(bb) = m.bbox() {
+        for k in 0..defects.noise_shells {
+            let p: [f64; 3] = std::array::from_fn(|a| {
+                f64::from(bb.min[a]) + rng.f64() * (f64::from(bb.max[a]) - f64::from(bb.min[a]))
+            });
+            let e = diag * 1e-3;
+            let q = |dx: f64, dy: f64, dz: f64| {
+                [(p[0] + dx) as f32, (p[1] + dy) as f32, (p[2] + dz) as f32]
+            };
+            let (a, b, c, d) = (
+                q(0.0, 0.0, 0.0),
+                q(e, 0.0, 0.0),
+                q(0.0, e, 0.0),
+                q(0.0, 0.0, e),
+            );
+            if k % 3 == 2 {
+                soup.extend_from_slice(&[a, b, c]);
+            } else {
+                soup.extend_from_slice(&[a, c, b, a, b, d, b, c, d, a, d, c]);
+            }
+        }
+    }
+    let n = soup.len() / 3;
+    let normals: Vec<[f32; 3]> = (0..n)
+        .map(|f| {
+            let v = &soup[3 * f..3 * f + 3];
+            if defects.wrong_normals && rng.f64() < 0.3 {
+                if rng.below(2) == 0 {
+                    [0.0; 3]
+                } else {
+                    let r = [rng.f64() - 0.5, rng.f64() - 0.5, rng.f64() - 0.5];
+                    let l = (r[0] * r[0] + r[1] * r[1] + r[2] * r[2]).sqrt().max(1e-9);
+                    r.map(|x| (x / l) as f32)
+                }
+            } else {
+                stl::facet_normal(v[0], v[1], v[2])
+            }
+        })
+        .collect();
+    let stl = if defects.ascii {
+        stl::encode_ascii(&soup, &normals)
+    } else {
+        stl::encode_soup(&soup, &normals)
+    };
+    Generated { stl, clean }
+}
+
+/// Binary STL of the standard model with **every** defect injected ([`Defects::all`]): float
+/// noise soup, 10 % flipped facets, the torus inside out, wrong normals, six holes, 2 %
+/// duplicates, degenerate facets and tiny noise shells. About `target_facets` facets (plus ~3 %
+/// of injected extras); deterministic in `seed`.
+pub fn broken_model(seed: u64, target_facets: usize) -> Vec<u8> {
+    model(seed, target_facets, &Defects::all()).stl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_hit_their_facet_counts_and_face_outward() {
+        for target in [1_000, 10_000, 100_000] {
+            let s = sphere([0.0; 3], 1.0, target);
+            assert!((s.triangles.len() as f64 - target as f64).abs() / (target as f64) < 0.05);
+            assert!(s.signed_volume() > 0.0);
+            let t = torus([0.0; 3], 3.0, 1.0, target);
+            assert!((t.triangles.len() as f64 - target as f64).abs() / (target as f64) < 0.05);
+            assert!(t.signed_volume() > 0.0);
+        }
+        let m = clean_model(3, 20_000);
+        assert_eq!(m.shells.len(), 4);
+        assert!(m.shells[1].volume < 0.0);
+        assert!((m.mesh.triangles.len() as f64 - 20_000.0).abs() < 1_000.0);
+    }
+
+    #[test]
+    fn deterministic() {
+        assert_eq!(broken_model(5, 2_000), broken_model(5, 2_000));
+        assert_ne!(broken_model(5, 2_000), broken_model(6, 2_000));
+    }
+}

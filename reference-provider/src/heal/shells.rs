@@ -1,0 +1,98 @@
+//! Shell selection: drop tiny disconnected shells, apply the winding flips, compact the facet
+//! list (order kept) and collect the boundary half-edges of the shells that remain.
+
+use rayon::prelude::*;
+
+use super::orient::Winding;
+use super::topology::NONE;
+use super::{Bbox, RepairOptions};
+
+pub(crate) struct Kept {
+    /// Per old shell: new shell number, or `u32::MAX` when removed.
+    pub new_id: Vec<u32>,
+    pub kept_shells: u32,
+    pub removed_shells: u64,
+    pub removed_facets: u64,
+}
+
+pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &RepairOptions) -> Kept {
+    let n = w.shell_count as usize;
+    let mut count = vec![0u32; n];
+    let mut bb: Vec<Option<Bbox>> = vec![None; n];
+    for (f, &s) in t.iter().zip(&w.shell_of) {
+        let s = s as usize;
+        count[s] += 1;
+        for &i in f {
+            let p = v[i as usize];
+            let b = bb[s].get_or_insert(Bbox { min: p, max: p });
+            for a in 0..3 {
+                b.min[a] = b.min[a].min(p[a]);
+                b.max[a] = b.max[a].max(p[a]);
+            }
+        }
+    }
+    let model = super::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));
+    let model_diag = model.map_or(0.0, |b| b.diagonal());
+    let limit = model_diag * f64::from(options.tiny_shell_ratio);
+    let mut new_id = vec![u32::MAX; n];
+    let (mut kept, mut removed, mut removed_facets) = (0u32, 0u64, 0u64);
+    for s in 0..n {
+        let diag = bb[s].map_or(0.0, |b| b.diagonal());
+        let tiny = options.remove_tiny_shells
+            && (count[s] < 4 || (count[s] <= options.tiny_shell_max_facets && diag < limit));
+        if tiny {
+            removed += 1;
+            removed_facets += u64::from(count[s]);
+        } else {
+            new_id[s] = kept;
+            kept += 1;
+        }
+    }
+    Kept {
+        new_id,
+        kept_shells: kept,
+        removed_shells: removed,
+        removed_facets,
+    }
+}
+
+pub(crate) struct Compact {
+    pub triangles: Vec<[u32; 3]>,
+    pub shell_of: Vec<u32>,
+    /// Boundary half-edges of kept facets, in surface direction (after flips): (from, to, shell).
+    pub boundary: Vec<(u32, u32, u32)>,
+}
+
+pub(crate) fn compact(t: &[[u32; 3]], twin: &[u32], w: &Winding, kept: &Kept) -> Compact {
+    let keep = |f: usize| kept.new_id[w.shell_of[f] as usize] != u32::MAX;
+    let oriented = |f: usize| {
+        let mut x = t[f];
+        if w.flip[f] {
+            x.swap(1, 2);
+        }
+        x
+    };
+    let (triangles, shell_of): (Vec<[u32; 3]>, Vec<u32>) = (0..t.len())
+        .into_par_iter()
+        .filter(|&f| keep(f))
+        .map(|f| (oriented(f), kept.new_id[w.shell_of[f] as usize]))
+        .unzip();
+    let boundary: Vec<(u32, u32, u32)> = (0..t.len())
+        .into_par_iter()
+        .filter(|&f| keep(f) && twin[3 * f..3 * f + 3].contains(&NONE))
+        .flat_map_iter(|f| {
+            let s = kept.new_id[w.shell_of[f] as usize];
+            (0..3)
+                .filter(move |&k| twin[3 * f + k] == NONE)
+                .map(move |k| {
+                    let (a, b) = (t[f][k], t[f][(k + 1) % 3]);
+                    if w.flip[f] { (b, a, s) } else { (a, b, s) }
+                })
+        })
+        .collect();
+    Compact {
+        triangles,
+        shell_of,
+        boundary,
+    }
+}

@@ -1,0 +1,350 @@
+//! Vertex welding: exact, then within a tolerance.
+//!
+//! 1. Every corner gets a key `hash(cell) << 32 | corner`, where the cell is the corner's box in
+//!    a grid of side `CELL_FACTOR × tolerance` (or its exact bit pattern when the tolerance is
+//!    0). One parallel sort groups equal cells.
+//! 2. Within a run of equal hashes, corners join the first representative within the
+//!    tolerance (bit-identical corners count as exact merges), else become representatives.
+//!    Representatives of one run are thus more than the tolerance apart.
+//! 3. Copies that straddle a cell face (which rounding-based welds miss): a representative
+//!    closer than the tolerance to a face of its cell looks up the representatives of the
+//!    neighbouring cell(s) across that face (binary search in the sorted representative keys)
+//!    and records a merge for every one within the tolerance. Union-find with the smallest
+//!    corner index as root joins them.
+//!
+//! After this, any two output vertices are more than the tolerance apart, so welding the output
+//! again merges nothing (the repair is idempotent).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rayon::prelude::*;
+
+use super::keys::{self, hi, lo, pack};
+
+/// Grid cell side as a multiple of the tolerance: large enough that few points lie near a
+/// face, small enough that a cell holds few distinct vertices.
+const CELL_FACTOR: f64 = 16.0;
+
+pub(crate) struct Welded {
+    pub vertices: Vec<[f32; 3]>,
+    pub triangles: Vec<[u32; 3]>,
+    pub input_vertices: u64,
+    pub exact_merged: u64,
+    pub tolerance_merged: u64,
+}
+
+struct Grid {
+    origin: [f64; 3],
+    inv_cell: f64,
+    tol: f32,
+}
+
+impl Grid {
+    #[inline]
+    fn cell(&self, p: [f32; 3]) -> [i64; 3] {
+        let c = |a: usize| ((f64::from(p[a]) - self.origin[a]) * self.inv_cell).floor() as i64;
+        [c(0), c(1), c(2)]
+    }
+
+    #[inline]
+    fn hash(&self, p: [f32; 3]) -> u32 {
+        if self.tol > 0.0 {
+            let [x, y, z] = self.cell(p);
+            keys::hash3(x as u32, y as u32, z as u32)
+        } else {
+            keys::hash3(p[0].to_bits(), p[1].to_bits(), p[2].to_bits())
+        }
+    }
+
+    #[inline]
+    fn matches(&self, p: [f32; 3], q: [f32; 3]) -> bool {
+        if self.tol > 0.0 {
+            let d: f64 = (0..3)
+                .map(|a| {
+                    let d = f64::from(p[a]) - f64::from(q[a]);
+                    d * d
+                })
+                .sum();
+            d <= f64::from(self.tol) * f64::from(self.tol)
+        } else {
+            p == q
+        }
+    }
+}
+
+/// Result of clustering one chunk of sorted keys.
+struct ChunkOut {
+    /// For every sorted position: chunk-local representative ordinal.
+    rep_of: Vec<u32>,
+    /// Sorted keys of the representatives found in this chunk.
+    reps: Vec<u64>,
+    exact: u64,
+    tol: u64,
+}
+
+pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
+    let n = positions.len();
+    let input_vertices = n as u64;
+    let bbox = keys::par_bbox(&positions);
+    let origin = bbox.map_or([0.0; 3], |b| b.min.map(f64::from));
+    let extent = bbox.map_or(0.0, |b| b.diagonal());
+    // Keep cell indices far from i64 saturation even for absurdly small tolerances.
+    let cell = (f64::from(tol) * CELL_FACTOR).max(extent * f64::powi(2.0, -40));
+    let grid = Grid {
+        origin,
+        inv_cell: if tol > 0.0 { 1.0 / cell } else { 0.0 },
+        tol,
+    };
+
+    // 1. Keys and sort.
+    let mut sorted: Vec<u64> = positions
+        .par_iter()
+        .enumerate()
+        .map(|(i, &p)| pack(grid.hash(p), i as u32))
+        .collect();
+    keys::sort(&mut sorted);
+
+    // 2. Cluster within runs.
+    let chunks = keys::run_chunks(&sorted, keys::parts_for(n));
+    let outs: Vec<ChunkOut> = chunks
+        .par_iter()
+        .map(|r| cluster_chunk(&sorted[r.clone()], &positions, &grid))
+        .collect();
+    drop(sorted);
+    let mut rep_keys: Vec<u64> = Vec::with_capacity(outs.iter().map(|o| o.reps.len()).sum());
+    let mut offsets = Vec::with_capacity(outs.len());
+    let (mut exact_merged, mut tolerance_merged) = (0, 0);
+    for o in &outs {
+        offsets.push(rep_keys.len() as u32);
+        rep_keys.extend_from_slice(&o.reps);
+        exact_merged += o.exact;
+        tolerance_merged += o.tol;
+    }
+
+    // 3. Merges across cell faces, then union-find over representative ordinals.
+    let mut parent: Vec<u32> = (0..rep_keys.len() as u32).collect();
+    if tol > 0.0 {
+        let pairs = cross_cell_pairs(&rep_keys, &positions, &grid);
+        for (a, b) in pairs {
+            union(&mut parent, &rep_keys, a, b);
+        }
+        for i in 0..parent.len() {
+            let r = find(&mut parent, i as u32);
+            parent[i] = r;
+        }
+        // Corners merged through a cross-cell union were counted as representatives.
+        for (i, &p) in parent.iter().enumerate() {
+            if p as usize != i {
+                let (a, b) = (lo(rep_keys[i]), lo(rep_keys[p as usize]));
+                if positions[a as usize] == positions[b as usize] {
+                    exact_merged += 1;
+                } else {
+                    tolerance_merged += 1;
+                }
+            }
+        }
+    }
+
+    // Root corner index of every corner.
+    let root_corner: Vec<AtomicU32> = (0..n).into_par_iter().map(|_| AtomicU32::new(0)).collect();
+    outs.par_iter()
+        .zip(offsets.par_iter())
+        .for_each(|(o, &off)| {
+            for pair in o.rep_of.chunks_exact(2) {
+                let (corner, local) = (pair[0], pair[1]);
+                let ord = parent[(off + local) as usize];
+                root_corner[corner as usize].store(lo(rep_keys[ord as usize]), Ordering::Relaxed);
+            }
+        });
+    drop(outs);
+    drop(rep_keys);
+    drop(parent);
+
+    // Number vertices by first use (roots are the smallest corner of their cluster, so a root
+    // is always numbered before any corner that refers to it).
+    let mut ids: Vec<u32> = root_corner
+        .into_par_iter()
+        .map(AtomicU32::into_inner)
+        .collect();
+    let mut vertices = Vec::new();
+    for i in 0..ids.len() {
+        let r = ids[i] as usize;
+        ids[i] = if r == i {
+            vertices.push(positions[i]);
+            (vertices.len() - 1) as u32
+        } else {
+            ids[r]
+        };
+    }
+    drop(positions);
+    let triangles: Vec<[u32; 3]> = ids
+        .par_chunks_exact(3)
+        .map(|c| [c[0], c[1], c[2]])
+        .collect();
+    Welded {
+        vertices,
+        triangles,
+        input_vertices,
+        exact_merged,
+        tolerance_merged,
+    }
+}
+
+fn cluster_chunk(sorted: &[u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOut {
+    let mut rep_of = Vec::with_capacity(sorted.len() * 2);
+    let mut reps: Vec<u64> = Vec::new();
+    let (mut exact, mut tol) = (0u64, 0u64);
+    let mut i = 0;
+    while i < sorted.len() {
+        let h = hi(sorted[i]);
+        let run_start_rep = reps.len();
+        while i < sorted.len() && hi(sorted[i]) == h {
+            let corner = lo(sorted[i]);
+            let p = positions[corner as usize];
+            let mut found = None;
+            for (k, &rk) in reps[run_start_rep..].iter().enumerate() {
+                let q = positions[lo(rk) as usize];
+                if grid.matches(p, q) {
+                    found = Some(run_start_rep + k);
+                    if p == q {
+                        exact += 1;
+                    } else {
+                        tol += 1;
+                    }
+                    break;
+                }
+            }
+            let local = match found {
+                Some(k) => k,
+                None => {
+                    reps.push(sorted[i]);
+                    reps.len() - 1
+                }
+            };
+            rep_of.push(corner);
+            rep_of.push(local as u32);
+            i += 1;
+        }
+    }
+    ChunkOut {
+        rep_of,
+        reps,
+        exact,
+        tol,
+    }
+}
+
+/// Pairs of representative ordinals closer than the tolerance across a cell face.
+fn cross_cell_pairs(rep_keys: &[u64], positions: &[[f32; 3]], grid: &Grid) -> Vec<(u32, u32)> {
+    let cell = 1.0 / grid.inv_cell;
+    let near = f64::from(grid.tol);
+    rep_keys
+        .par_iter()
+        .enumerate()
+        .fold(Vec::new, |mut acc, (ord, &k)| {
+            let p = positions[lo(k) as usize];
+            let c = grid.cell(p);
+            // Which neighbours to look at along each axis.
+            let mut opts = [[0i64; 2]; 3];
+            let mut cnt = [1usize; 3];
+            for a in 0..3 {
+                let f = f64::from(p[a]) - grid.origin[a] - c[a] as f64 * cell;
+                if f < near {
+                    opts[a][1] = -1;
+                    cnt[a] = 2;
+                } else if cell - f <= near {
+                    opts[a][1] = 1;
+                    cnt[a] = 2;
+                }
+            }
+            if cnt == [1, 1, 1] {
+                return acc;
+            }
+            for ix in 0..cnt[0] {
+                for iy in 0..cnt[1] {
+                    for iz in 0..cnt[2] {
+                        if ix == 0 && iy == 0 && iz == 0 {
+                            continue;
+                        }
+                        let nc = [c[0] + opts[0][ix], c[1] + opts[1][iy], c[2] + opts[2][iz]];
+                        let h = keys::hash3(nc[0] as u32, nc[1] as u32, nc[2] as u32);
+                        if h == hi(k) {
+                            continue; // same run: already clustered together
+                        }
+                        let start = rep_keys.partition_point(|&x| hi(x) < h);
+                        for (j, &o) in rep_keys[start..].iter().enumerate() {
+                            if hi(o) != h {
+                                break;
+                            }
+                            let other = (start + j) as u32;
+                            if other > ord as u32 && grid.matches(p, positions[lo(o) as usize]) {
+                                acc.push((ord as u32, other));
+                            }
+                        }
+                    }
+                }
+            }
+            acc
+        })
+        .reduce(Vec::new, |mut a, mut b| {
+            a.append(&mut b);
+            a
+        })
+}
+
+fn find(parent: &mut [u32], mut x: u32) -> u32 {
+    while parent[x as usize] != x {
+        let p = parent[x as usize];
+        parent[x as usize] = parent[p as usize];
+        x = p;
+    }
+    x
+}
+
+/// Union keeping as root the member with the smallest corner index.
+fn union(parent: &mut [u32], rep_keys: &[u64], a: u32, b: u32) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    if ra == rb {
+        return;
+    }
+    if lo(rep_keys[ra as usize]) < lo(rep_keys[rb as usize]) {
+        parent[rb as usize] = ra;
+    } else {
+        parent[ra as usize] = rb;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welds_noise_across_cell_faces() {
+        // Points straddling a cell face by tiny noise must weld.
+        let tol = 1e-3f32;
+        let mut pts = Vec::new();
+        for i in 0..200 {
+            let base = [i as f32 * 0.1, 0.5, 0.25];
+            for k in 0..3 {
+                let e = (k as f32 - 1.0) * 1e-5;
+                pts.push([base[0] + e, base[1] - e, base[2] + e]);
+            }
+        }
+        let w = weld(pts, tol);
+        assert_eq!(w.vertices.len(), 200);
+        assert_eq!(w.triangles.len(), 200);
+        for t in &w.triangles {
+            assert_eq!(t[0], t[1]);
+            assert_eq!(t[1], t[2]);
+        }
+    }
+
+    #[test]
+    fn exact_only() {
+        let pts = vec![[0.0, 0.0, 0.0], [0.0, 0.0, 1e-7], [0.0, 0.0, 0.0]];
+        let w = weld(pts, 0.0);
+        assert_eq!(w.vertices.len(), 2);
+        assert_eq!(w.triangles, vec![[0, 1, 0]]);
+        assert_eq!(w.exact_merged, 1);
+    }
+}

@@ -1,0 +1,132 @@
+//! Configuration of the broker mock (command line flags and environment variables) and
+//! its adjustable clock.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Everything the broker mock can be told. Every field is a `serve` flag and an environment
+/// variable (`BROKER_MOCK_*`); [`Config::default`] is what the flags default to, with an
+/// in-memory database, so tests only change what they need.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "BROKER_MOCK_ADDR", default_value = "127.0.0.1:8700")]
+    pub addr: SocketAddr,
+    /// SQLite database: a file path, a `sqlite:` URL, or `sqlite::memory:`.
+    #[arg(long, env = "BROKER_MOCK_DB", default_value = "sqlite::memory:")]
+    pub db: String,
+    /// PEM certificate chain; with `--tls-key`, serve HTTPS.
+    #[arg(long, env = "BROKER_MOCK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "BROKER_MOCK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Base URL peers use to reach this broker (events and download URLs are built on it);
+    /// default `http(s)://<listening address>`.
+    #[arg(long, env = "BROKER_MOCK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The broker's id: the `aud` of link tokens and `broker_id` of offers.
+    #[arg(long, env = "BROKER_MOCK_BROKER_ID", default_value = "3diax-mock")]
+    pub broker_id: String,
+    /// Lifetime of temporary model credentials, seconds.
+    #[arg(long, env = "BROKER_MOCK_CREDENTIAL_TTL", default_value_t = 600)]
+    pub credential_ttl: u64,
+    /// Signature timestamp tolerance, seconds, in either direction.
+    #[arg(long, env = "BROKER_MOCK_TOLERANCE", default_value_t = 300)]
+    pub tolerance: u64,
+    /// Default grace period of a rotated secret, seconds.
+    #[arg(long, env = "BROKER_MOCK_ROTATION_GRACE", default_value_t = 86_400)]
+    pub rotation_grace: u64,
+    /// Extra PEM root certificates trusted for outgoing HTTPS (providers with a private CA).
+    #[arg(long = "ca-cert", env = "BROKER_MOCK_CA_CERT", value_delimiter = ',')]
+    pub ca_certs: Vec<PathBuf>,
+    /// Largest model upload or result download, bytes.
+    #[arg(long, env = "BROKER_MOCK_MAX_MODEL_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_model_bytes: usize,
+    /// Largest JSON or signed request body, bytes.
+    #[arg(long, env = "BROKER_MOCK_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Timeout of each outgoing HTTP request, seconds.
+    #[arg(long, env = "BROKER_MOCK_HTTP_TIMEOUT", default_value_t = 30)]
+    pub http_timeout: u64,
+    /// Attempts per outgoing signed message to a provider (retried on transport errors, 5xx, 429).
+    #[arg(long, env = "BROKER_MOCK_SEND_ATTEMPTS", default_value_t = 3)]
+    pub send_attempts: u32,
+    /// First retry delay of outgoing messages to providers, milliseconds (doubles each time).
+    #[arg(long, env = "BROKER_MOCK_RETRY_BACKOFF_MS", default_value_t = 200)]
+    pub retry_backoff_ms: u64,
+    /// How often the notification deliverer looks for due deliveries, milliseconds.
+    #[arg(long, env = "BROKER_MOCK_NOTIFY_INTERVAL_MS", default_value_t = 1000)]
+    pub notify_interval_ms: u64,
+    /// First retry delay of a failed user notification, milliseconds (doubles, with jitter).
+    #[arg(long, env = "BROKER_MOCK_NOTIFY_BACKOFF_MS", default_value_t = 1000)]
+    pub notify_backoff_ms: u64,
+    /// Longest retry delay of a user notification, milliseconds.
+    #[arg(
+        long,
+        env = "BROKER_MOCK_NOTIFY_MAX_BACKOFF_MS",
+        default_value_t = 300_000
+    )]
+    pub notify_max_backoff_ms: u64,
+    /// Attempts before a user notification delivery is given up (it stays pending).
+    #[arg(long, env = "BROKER_MOCK_NOTIFY_MAX_ATTEMPTS", default_value_t = 20)]
+    pub notify_max_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db: "sqlite::memory:".to_owned(),
+            tls_cert: None,
+            tls_key: None,
+            public_url: None,
+            broker_id: "3diax-mock".to_owned(),
+            credential_ttl: 600,
+            tolerance: 300,
+            rotation_grace: 86_400,
+            ca_certs: Vec::new(),
+            max_model_bytes: 64 * 1024 * 1024,
+            max_body_bytes: 1024 * 1024,
+            http_timeout: 30,
+            send_attempts: 3,
+            retry_backoff_ms: 200,
+            notify_interval_ms: 1000,
+            notify_backoff_ms: 1000,
+            notify_max_backoff_ms: 300_000,
+            notify_max_attempts: 20,
+        }
+    }
+}
+
+/// The broker's clock: the system clock plus an offset that tests can advance, so expiry
+/// and grace periods are tested without sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset: Arc<AtomicI64>,
+}
+
+impl Clock {
+    /// Now, in Unix seconds.
+    #[must_use]
+    pub fn now(&self) -> i64 {
+        diax_sdk::unix_now().saturating_add(self.offset.load(Ordering::Relaxed))
+    }
+
+    /// Now, in Unix milliseconds.
+    #[must_use]
+    pub fn now_ms(&self) -> i64 {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        ms.saturating_add(self.offset.load(Ordering::Relaxed).saturating_mul(1000))
+    }
+
+    /// Moves the clock forward by `secs` (backwards when negative).
+    pub fn advance(&self, secs: i64) {
+        self.offset.fetch_add(secs, Ordering::Relaxed);
+    }
+}

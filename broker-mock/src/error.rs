@@ -1,0 +1,138 @@
+//! The one API error type and its mapping to problem responses.
+
+use axum::response::{IntoResponse, Response};
+use diax_sdk::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::http::LogNote;
+
+/// Why a request to the broker mock failed. [`ApiError::problem`] is the single place that
+/// decides the status and problem type of each.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A fully built problem (signature and token checks produce these).
+    #[error("{0}")]
+    Problem(Box<Problem>),
+    /// No such resource (or not the caller's).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// No route for this path.
+    #[error("no route for {0}")]
+    NoRoute(String),
+    /// The route exists but not with this method.
+    #[error("method {0} not allowed here")]
+    MethodNotAllowed(String),
+    /// Missing or unknown API key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Malformed body or parameters.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Wrong content type.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Body too large.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A conflicting state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A job event that the job's state does not allow.
+    #[error("{0}")]
+    InvalidTransition(String),
+    /// A link token whose `jti` was used before.
+    #[error("link token {0} was already used")]
+    TokenReused(String),
+    /// A temporary credential that is unknown, tampered with or expired.
+    #[error("{0}")]
+    CredentialInvalid(&'static str),
+    /// A valid temporary credential used for another object or method.
+    #[error("{0}")]
+    CredentialScope(String),
+    /// Fetching a result failed.
+    #[error("{0}")]
+    DownloadFailed(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Anything else unexpected.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The problem document answered for this error: the one status mapping.
+    #[must_use]
+    pub fn problem(&self) -> Problem {
+        let (kind, detail) = match self {
+            Self::Problem(p) => return (**p).clone(),
+            Self::NotFound(d) | Self::NoRoute(d) => (ProblemType::NotFound, d.clone()),
+            Self::MethodNotAllowed(_) => (ProblemType::MethodNotAllowed, self.to_string()),
+            Self::Unauthorized(d) => (ProblemType::Unauthorized, (*d).to_owned()),
+            Self::Forbidden(d) => (ProblemType::Forbidden, d.clone()),
+            Self::InvalidRequest(d) => (ProblemType::InvalidRequest, d.clone()),
+            Self::UnsupportedMediaType(d) => (ProblemType::UnsupportedMediaType, d.clone()),
+            Self::PayloadTooLarge(d) => (ProblemType::PayloadTooLarge, d.clone()),
+            Self::Conflict(d) => (ProblemType::Conflict, d.clone()),
+            Self::InvalidTransition(d) => (ProblemType::InvalidTransition, d.clone()),
+            Self::TokenReused(_) => (ProblemType::TokenReused, self.to_string()),
+            Self::CredentialInvalid(d) => (ProblemType::CredentialInvalid, (*d).to_owned()),
+            Self::CredentialScope(d) => (ProblemType::CredentialScope, d.clone()),
+            Self::DownloadFailed(d) => (ProblemType::DownloadFailed, d.clone()),
+            Self::Db(_) | Self::Internal(_) => (
+                ProblemType::Internal,
+                "unexpected error; see the broker's log".to_owned(),
+            ),
+        };
+        Problem::new(kind).with_detail(detail)
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        Self::Problem(Box::new(p))
+    }
+}
+
+/// A problem as an HTTP response (`application/problem+json`), noting the refusal reason
+/// for the message log.
+pub(crate) fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, problem.to_json()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    let reason = match &problem.detail {
+        Some(d) => format!("{}: {d}", problem.title),
+        None => problem.title.clone(),
+    };
+    resp.extensions_mut().insert(LogNote {
+        verdict: Some("refused".into()),
+        reason: Some(reason),
+        ..LogNote::default()
+    });
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if matches!(self, Self::Db(_) | Self::Internal(_)) {
+            tracing::error!(error = %self, "request failed unexpectedly");
+        }
+        let mut resp = problem_response(&self.problem());
+        if let (Self::Db(_) | Self::Internal(_), Some(note)) =
+            (&self, resp.extensions_mut().get_mut::<LogNote>())
+        {
+            // The log is for developers on this machine: give them the real cause.
+            note.reason = Some(self.to_string());
+        }
+        resp
+    }
+}
+
+/// Result of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,244 @@
+//! The message log: every request in and out, with its verdict; `GET /v1/messages` and the
+//! `/inspector` page.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use diax_sdk::wire::broker_paths;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::outbound::Subject;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route(broker_paths::MESSAGES, get(list))
+        .route("/inspector", get(inspector))
+}
+
+/// One logged message, as `GET /v1/messages` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedMessage {
+    /// Log sequence number (increasing).
+    pub id: i64,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+    /// `in` (received by the broker) or `out` (sent by the broker).
+    pub direction: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path and query for `in`, the full URL for `out`.
+    pub endpoint: String,
+    /// Status answered (`in`) or received (`out`); absent when no answer came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The provider concerned, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// The job concerned, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Relevant headers (credentials redacted); answer headers are prefixed `answer-`.
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    /// What the broker made of it: `accepted`, `refused`, `signature valid (key_…)`, ….
+    pub verdict: String,
+    /// The exact reason, when refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/messages`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageList {
+    /// The messages.
+    pub messages: Vec<LoggedMessage>,
+}
+
+/// A message about to be logged.
+#[derive(Debug, Clone)]
+pub(crate) struct NewMessage {
+    pub(crate) direction: &'static str,
+    pub(crate) method: String,
+    pub(crate) endpoint: String,
+    pub(crate) status: Option<u16>,
+    pub(crate) provider_id: Option<String>,
+    pub(crate) job_id: Option<String>,
+    pub(crate) headers: serde_json::Map<String, serde_json::Value>,
+    pub(crate) verdict: String,
+    pub(crate) reason: Option<String>,
+}
+
+impl NewMessage {
+    pub(crate) fn out(method: &str, url: &str, subject: &Subject) -> Self {
+        Self {
+            direction: "out",
+            method: method.to_owned(),
+            endpoint: url.to_owned(),
+            status: None,
+            provider_id: subject.provider_id.clone(),
+            job_id: subject.job_id.clone(),
+            headers: serde_json::Map::new(),
+            verdict: String::new(),
+            reason: None,
+        }
+    }
+}
+
+/// Appends to the log; a logging failure is itself only logged.
+pub(crate) async fn record(state: &AppState, m: NewMessage) {
+    let headers = serde_json::Value::Object(m.headers).to_string();
+    let res = sqlx::query(
+        "INSERT INTO messages (at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(state.clock.now_ms())
+    .bind(m.direction)
+    .bind(&m.method)
+    .bind(&m.endpoint)
+    .bind(m.status.map(i64::from))
+    .bind(&m.provider_id)
+    .bind(&m.job_id)
+    .bind(headers)
+    .bind(&m.verdict)
+    .bind(&m.reason)
+    .execute(&state.db)
+    .await;
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "could not write the message log");
+    }
+    tracing::debug!(direction = m.direction, method = %m.method, endpoint = %m.endpoint, status = ?m.status, verdict = %m.verdict, reason = ?m.reason, "message");
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    at_ms: i64,
+    direction: String,
+    method: String,
+    endpoint: String,
+    status: Option<i64>,
+    provider_id: Option<String>,
+    job_id: Option<String>,
+    headers: String,
+    verdict: String,
+    reason: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    for key in q.keys() {
+        if !matches!(
+            key.as_str(),
+            "direction" | "provider_id" | "job_id" | "limit"
+        ) {
+            return Err(ApiError::InvalidRequest(format!(
+                "unknown parameter {key:?}; use direction, provider_id, job_id, limit"
+            )));
+        }
+    }
+    let direction = q.get("direction").filter(|d| !d.is_empty());
+    if let Some(d) = direction {
+        if d != "in" && d != "out" {
+            return Err(ApiError::InvalidRequest(
+                "direction must be `in` or `out`".into(),
+            ));
+        }
+    }
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::InvalidRequest(
+                    "limit must be an integer from 1 to 1000".into(),
+                ));
+            }
+        },
+    };
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason
+         FROM messages
+         WHERE ($1 IS NULL OR direction = $1) AND ($2 IS NULL OR provider_id = $2) AND ($3 IS NULL OR job_id = $3)
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(direction)
+    .bind(q.get("provider_id").filter(|d| !d.is_empty()))
+    .bind(q.get("job_id").filter(|d| !d.is_empty()))
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let messages = rows
+        .into_iter()
+        .map(|r| LoggedMessage {
+            id: r.id,
+            at_ms: r.at_ms,
+            direction: r.direction,
+            method: r.method,
+            endpoint: r.endpoint,
+            status: r.status.and_then(|s| u16::try_from(s).ok()),
+            provider_id: r.provider_id,
+            job_id: r.job_id,
+            headers: serde_json::from_str(&r.headers).unwrap_or_default(),
+            verdict: r.verdict,
+            reason: r.reason,
+        })
+        .collect();
+    Ok(super::json(StatusCode::OK, &MessageList { messages }))
+}
+
+async fn inspector() -> impl IntoResponse {
+    Html(INSPECTOR_HTML)
+}
+
+const INSPECTOR_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>broker mock · message inspector</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+ header{background:#1d2330;color:#fff;padding:10px 16px;display:flex;gap:16px;align-items:center;flex-wrap:wrap}
+ header h1{font-size:16px;margin:0}
+ form{display:flex;gap:8px;align-items:center;flex-wrap:wrap}
+ input,select,button{font:inherit;padding:3px 6px}
+ table{border-collapse:collapse;width:100%;background:#fff}
+ th,td{padding:5px 8px;border-bottom:1px solid #e3e6eb;text-align:left;vertical-align:top}
+ th{background:#eef0f4;position:sticky;top:0}
+ tr.refused td{background:#fff1f0} tr.out td:first-child{border-left:3px solid #4d7cfe} tr.in td:first-child{border-left:3px solid #31a24c}
+ code{font:12px ui-monospace,monospace;word-break:break-all}
+ .reason{color:#b3261e} details summary{cursor:pointer;color:#4d7cfe}
+ .muted{color:#6b7280}
+</style></head>
+<body>
+<header><h1>broker mock · message inspector</h1>
+<form id="f">
+ <select name="direction"><option value="">in + out</option><option value="in">in</option><option value="out">out</option></select>
+ <input name="provider_id" placeholder="provider_id" size="24">
+ <input name="job_id" placeholder="job_id" size="24">
+ <input name="limit" value="200" size="4">
+ <label><input type="checkbox" id="auto" checked> auto-refresh</label>
+ <button>show</button>
+</form></header>
+<table><thead><tr><th>#</th><th>time</th><th>dir</th><th>request</th><th>status</th><th>provider / job</th><th>verdict</th><th>headers</th></tr></thead>
+<tbody id="rows"><tr><td colspan="8" class="muted">loading…</td></tr></tbody></table>
+<script>
+const f=document.getElementById('f'),rows=document.getElementById('rows');
+function esc(s){return String(s??'').replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]))}
+async function load(){
+ const p=new URLSearchParams();for(const [k,v] of new FormData(f)){if(v)p.set(k,v)}
+ try{const r=await fetch('/v1/messages?'+p);const j=await r.json();
+  if(!r.ok){rows.innerHTML='<tr><td colspan="8" class="reason">'+esc(j.detail||j.title)+'</td></tr>';return}
+  rows.innerHTML=j.messages.map(m=>{const bad=(m.status??0)>=400||m.verdict.includes('refused')||m.verdict.includes('failed')||m.verdict.includes('error');
+   return '<tr class="'+m.direction+(bad?' refused':'')+'"><td>'+m.id+'</td><td>'+new Date(m.at_ms).toLocaleTimeString()+'</td><td>'+m.direction+'</td><td><code>'+esc(m.method+' '+m.endpoint)+'</code></td><td>'+esc(m.status??'—')+'</td><td><code>'+esc(m.provider_id??'')+'<br>'+esc(m.job_id??'')+'</code></td><td>'+esc(m.verdict)+(m.reason?'<div class="reason">'+esc(m.reason)+'</div>':'')+'</td><td><details><summary>'+Object.keys(m.headers).length+'</summary><code>'+Object.entries(m.headers).map(([k,v])=>esc(k)+': '+esc(v)).join('<br>')+'</code></details></td></tr>'}).join('')||'<tr><td colspan="8" class="muted">no messages yet</td></tr>';
+ }catch(e){rows.innerHTML='<tr><td colspan="8" class="reason">'+esc(e)+'</td></tr>'}
+}
+f.onsubmit=e=>{e.preventDefault();load()};
+setInterval(()=>{if(document.getElementById('auto').checked)load()},2000);load();
+</script></body></html>
+"#;

@@ -1,0 +1,315 @@
+//! Outgoing HTTP: one client (rustls, no redirects), signed POSTs to providers with
+//! retries, and result downloads with size and digest checks. Every request is logged.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use diax_sdk::wire::Download;
+use diax_sdk::{Keyring, MessageId};
+use http::HeaderMap;
+use sha2::Digest as _;
+
+use crate::http::messages::{NewMessage, record};
+use crate::{AppState, Config, StartError};
+
+/// Builds the one outgoing client: rustls with the system roots plus `--ca-cert` roots,
+/// never following redirects.
+pub(crate) fn http_client(cfg: &Config) -> Result<reqwest::Client, StartError> {
+    let mut roots = Vec::new();
+    for path in &cfg.ca_certs {
+        let pem = std::fs::read(path)
+            .map_err(|e| StartError::Client(format!("reading {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| StartError::Client(format!("{}: {e}", path.display())))?;
+        roots.extend(certs);
+    }
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(cfg.http_timeout.max(1)))
+        .connect_timeout(Duration::from_secs(cfg.http_timeout.clamp(1, 10)))
+        .user_agent(concat!("broker-mock/", env!("CARGO_PKG_VERSION")));
+    if !roots.is_empty() {
+        builder = builder.tls_certs_merge(roots);
+    }
+    builder
+        .build()
+        .map_err(|e| StartError::Client(e.to_string()))
+}
+
+/// Whether `url` may be called: `https`, or plain `http` to a loopback host.
+pub(crate) fn check_peer_url(url: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !loopback {
+                return Err(format!(
+                    "{url:?}: plain http is only allowed to loopback hosts; use https"
+                ));
+            }
+        }
+        other => return Err(format!("{url:?}: scheme {other:?} is not http(s)")),
+    }
+    if parsed.host().is_none() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(parsed)
+}
+
+/// An answer to an outgoing request.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// Who a logged outgoing message concerns.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Subject {
+    pub(crate) provider_id: Option<String>,
+    pub(crate) job_id: Option<String>,
+}
+
+fn signature_headers(
+    headers: &[(&'static str, String)],
+) -> serde_json::Map<String, serde_json::Value> {
+    headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
+        .collect()
+}
+
+fn answer_summary(a: &Answer) -> (String, Option<String>) {
+    if (200..300).contains(&a.status) {
+        return (format!("peer answered {}", a.status), None);
+    }
+    let reason = match serde_json::from_slice::<diax_sdk::Problem>(&a.body) {
+        Ok(p) => format!(
+            "{} ({}){}",
+            p.title,
+            p.type_uri,
+            p.detail.map(|d| format!(": {d}")).unwrap_or_default()
+        ),
+        Err(_) => String::from_utf8_lossy(&a.body[..a.body.len().min(300)]).into_owned(),
+    };
+    (format!("peer refused with {}", a.status), Some(reason))
+}
+
+/// POSTs `body` signed with `keyring` (a fresh timestamp each attempt, the same
+/// `webhook-id`), retrying transport errors, 5xx and 429 up to `attempts` times.
+/// Returns the last answer, or the last transport error.
+pub(crate) async fn send_signed(
+    state: &AppState,
+    url: &str,
+    id: &MessageId,
+    body: &[u8],
+    keyring: &Keyring,
+    attempts: u32,
+    subject: &Subject,
+) -> Result<Answer, String> {
+    let attempts = attempts.max(1);
+    let mut last_err = String::new();
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            let exp = 2u64.saturating_pow(attempt - 2);
+            let base = state.cfg.retry_backoff_ms.saturating_mul(exp).min(30_000);
+            let jitter = rand::random_range(0..=base / 4 + 1);
+            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        }
+        let signed = match keyring.sign(id, state.clock.now(), body) {
+            Ok(s) => s,
+            Err(e) => return Err(format!("cannot sign: {e}")),
+        };
+        let pairs = signed.pairs();
+        let mut req = state
+            .http
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        for (k, v) in &pairs {
+            req = req.header(*k, v);
+        }
+        let mut logged = NewMessage::out("POST", url, subject);
+        logged.headers = signature_headers(&pairs);
+        logged
+            .headers
+            .insert("content-type".into(), "application/json".into());
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let body = match read_limited(resp, state.cfg.max_body_bytes).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        last_err = format!("reading the answer failed: {e}");
+                        logged.status = Some(status);
+                        logged.verdict = "transport error".into();
+                        logged.reason = Some(last_err.clone());
+                        record(state, logged).await;
+                        continue;
+                    }
+                };
+                let answer = Answer {
+                    status,
+                    headers,
+                    body,
+                };
+                let (verdict, reason) = answer_summary(&answer);
+                logged.status = Some(status);
+                logged.verdict = format!("{verdict} (attempt {attempt}/{attempts})");
+                logged.reason = reason;
+                if let Some(ct) = answer.headers.get(http::header::CONTENT_TYPE) {
+                    logged.headers.insert(
+                        "answer-content-type".into(),
+                        String::from_utf8_lossy(ct.as_bytes()).into_owned().into(),
+                    );
+                }
+                if let Some(loc) = answer.headers.get(http::header::LOCATION) {
+                    logged.headers.insert(
+                        "answer-location".into(),
+                        String::from_utf8_lossy(loc.as_bytes()).into_owned().into(),
+                    );
+                }
+                record(state, logged).await;
+                let retryable = status >= 500 || status == 429;
+                if !retryable || attempt == attempts {
+                    return Ok(answer);
+                }
+                last_err = format!("peer answered {status}");
+            }
+            Err(e) => {
+                last_err = if e.is_timeout() {
+                    format!("timed out: {e}")
+                } else if e.is_connect() {
+                    format!("could not connect: {e}")
+                } else {
+                    format!("request failed: {e}")
+                };
+                logged.verdict = format!("transport error (attempt {attempt}/{attempts})");
+                logged.reason = Some(last_err.clone());
+                record(state, logged).await;
+            }
+        }
+    }
+    Err(last_err)
+}
+
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if buf.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Downloads what `dl` describes: URL policy, status, size cap, declared size and SHA-256.
+pub(crate) async fn download(
+    state: &AppState,
+    dl: &Download,
+    subject: &Subject,
+) -> Result<Vec<u8>, String> {
+    let result = download_inner(state, dl).await;
+    let mut logged = NewMessage::out("GET", &dl.url, subject);
+    if let Some(a) = &dl.authorization {
+        logged
+            .headers
+            .insert("authorization".into(), redact_authorization(a).into());
+    }
+    match &result {
+        Ok((status, bytes)) => {
+            logged.status = Some(*status);
+            logged.verdict = format!("result fetched: {} bytes, digest ok", bytes.len());
+        }
+        Err((status, why)) => {
+            logged.status = *status;
+            logged.verdict = "result download failed".into();
+            logged.reason = Some(why.clone());
+        }
+    }
+    record(state, logged).await;
+    result.map(|(_, b)| b).map_err(|(_, e)| e)
+}
+
+async fn download_inner(
+    state: &AppState,
+    dl: &Download,
+) -> Result<(u16, Vec<u8>), (Option<u16>, String)> {
+    check_peer_url(&dl.url).map_err(|e| (None, e))?;
+    let max = state.cfg.max_model_bytes;
+    let declared = usize::try_from(dl.size).unwrap_or(usize::MAX);
+    if declared > max {
+        return Err((
+            None,
+            format!("declared size {} exceeds the limit of {max} bytes", dl.size),
+        ));
+    }
+    if dl.expires_at < state.clock.now() {
+        return Err((
+            None,
+            format!("the result location expired at {}", dl.expires_at),
+        ));
+    }
+    let mut req = state.http.get(&dl.url);
+    if let Some(a) = &dl.authorization {
+        req = req.header(http::header::AUTHORIZATION, a);
+    }
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| (None, format!("request failed: {e}")))?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return Err((
+            Some(status),
+            format!("the result location answered {status}"),
+        ));
+    }
+    let mut buf = Vec::with_capacity(declared.min(1 << 20));
+    let mut hasher = sha2::Sha256::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| (Some(status), format!("reading failed: {e}")))?
+    {
+        if buf.len() + chunk.len() > declared {
+            return Err((
+                Some(status),
+                format!("more bytes than the declared size {}", dl.size),
+            ));
+        }
+        hasher.update(&chunk);
+        buf.extend_from_slice(&chunk);
+    }
+    if buf.len() != declared {
+        return Err((
+            Some(status),
+            format!("got {} bytes, declared {}", buf.len(), dl.size),
+        ));
+    }
+    let digest = hex::encode(hasher.finalize());
+    if !digest.eq_ignore_ascii_case(&dl.sha256) {
+        return Err((
+            Some(status),
+            format!("sha256 {digest} does not match the declared {}", dl.sha256),
+        ));
+    }
+    Ok((status, buf))
+}
+
+/// `Bearer tc_abc…` -> `Bearer [redacted]`.
+pub(crate) fn redact_authorization(value: &str) -> String {
+    match value.split_once(' ') {
+        Some((scheme, _)) => format!("{scheme} [redacted]"),
+        None => "[redacted]".to_owned(),
+    }
+}

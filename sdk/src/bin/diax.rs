@@ -1,1 +1,281 @@
-fn main() {}
+//! `diax`: a debugging command for Standard Webhooks signatures and diax link tokens.
+//!
+//! ```text
+//! diax sign   --secret S --id I --timestamp T [--body-file F]
+//! diax verify --secret S --id I --timestamp T --signature SIG [--body-file F] [--now N] [--tolerance SECS]
+//! diax token issue  --secret S --kid K --iss I --sub S --aud A --ttl SECS
+//! diax token verify --secret S --kid K --iss I --aud A [--now N] TOKEN
+//! diax secret new
+//! ```
+//!
+//! The body is read from `--body-file`, or from standard input when no file is given.
+//! Verdicts go to standard output: exit 0 when valid, 1 with the reason when not. Bad input
+//! (an unreadable secret, a malformed number or id, a missing file) is one line on standard
+//! error and exit status 2.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use diax_sdk::token::{LinkTokenIssuer, LinkTokenValidator};
+use diax_sdk::webhook::{DEFAULT_TOLERANCE_SECS, RawHeaders, sign};
+use diax_sdk::{AccountId, KeyId, Keyring, MessageId, ProviderId, Secret, unix_now};
+
+/// Sign and verify Standard Webhooks messages and diax link tokens.
+#[derive(Debug, Parser)]
+#[command(name = "diax", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the `webhook-signature` value of a message.
+    Sign {
+        /// The shared secret, `whsec_<base64>`.
+        #[arg(long)]
+        secret: String,
+        /// The `webhook-id`.
+        #[arg(long)]
+        id: String,
+        /// The `webhook-timestamp`, Unix seconds.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        timestamp: i64,
+        /// File holding the body (default: standard input).
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+    },
+    /// Check a signed message; exit 0 printing "valid", or 1 printing the reason.
+    Verify {
+        /// The shared secret, `whsec_<base64>`.
+        #[arg(long)]
+        secret: String,
+        /// The `webhook-id` header as received.
+        #[arg(long)]
+        id: String,
+        /// The `webhook-timestamp`, Unix seconds.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        timestamp: i64,
+        /// The `webhook-signature` header as received (space-separated `v1,…` entries).
+        #[arg(long)]
+        signature: String,
+        /// File holding the body (default: standard input).
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// The time to verify at, Unix seconds (default: now).
+        #[arg(long)]
+        now: Option<i64>,
+        /// Largest clock difference accepted, in seconds, either way.
+        #[arg(long, default_value_t = DEFAULT_TOLERANCE_SECS)]
+        tolerance: u64,
+    },
+    /// Link tokens (HS256 JWTs).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Shared secrets.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a fresh link token.
+    Issue {
+        /// The shared secret, `whsec_<base64>`.
+        #[arg(long)]
+        secret: String,
+        /// Id of the secret (`kid` header).
+        #[arg(long)]
+        kid: String,
+        /// Issuer: the provider id.
+        #[arg(long)]
+        iss: String,
+        /// Subject: the user's account at the provider.
+        #[arg(long)]
+        sub: String,
+        /// Audience: the broker id.
+        #[arg(long)]
+        aud: String,
+        /// Lifetime in seconds.
+        #[arg(long)]
+        ttl: u64,
+        /// Issue time, Unix seconds (default: now).
+        #[arg(long)]
+        now: Option<i64>,
+    },
+    /// Check a link token; print its claims as JSON, or exit 1 with the reason.
+    Verify {
+        /// The shared secret, `whsec_<base64>`.
+        #[arg(long)]
+        secret: String,
+        /// Id of the secret (`kid` header).
+        #[arg(long)]
+        kid: String,
+        /// Expected issuer (provider id).
+        #[arg(long)]
+        iss: String,
+        /// Expected audience (broker id).
+        #[arg(long)]
+        aud: String,
+        /// The time to verify at, Unix seconds (default: now).
+        #[arg(long)]
+        now: Option<i64>,
+        /// The token.
+        token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Print a new random `whsec_` secret.
+    New,
+}
+
+/// What went wrong, and which exit status says so.
+enum Failure {
+    /// Bad input: exit 2.
+    Input(String),
+    /// A verdict of "not valid": exit 1.
+    Invalid(String),
+}
+
+fn input<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Failure + '_ {
+    move |e| Failure::Input(format!("{what}: {e}"))
+}
+
+fn read_body(file: Option<&PathBuf>) -> Result<Vec<u8>, Failure> {
+    match file {
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::read(path).map_err(input(&format!("--body-file {}", path.display())))
+        }
+        _ => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .map_err(input("standard input"))?;
+            Ok(body)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<String, Failure> {
+    match cli.command {
+        Command::Sign {
+            secret,
+            id,
+            timestamp,
+            body_file,
+        } => {
+            let secret = Secret::parse(&secret).map_err(input("--secret"))?;
+            let id = MessageId::parse(id).map_err(input("--id"))?;
+            let body = read_body(body_file.as_ref())?;
+            Ok(sign(&secret, id.as_str(), timestamp, &body))
+        }
+        Command::Verify {
+            secret,
+            id,
+            timestamp,
+            signature,
+            body_file,
+            now,
+            tolerance,
+        } => {
+            let secret = Secret::parse(&secret).map_err(input("--secret"))?;
+            let body = read_body(body_file.as_ref())?;
+            let ring = Keyring::single(KeyId::parse("key_cli").map_err(input("key id"))?, secret);
+            let ts = timestamp.to_string();
+            let headers = RawHeaders::new(&id, &ts, &signature);
+            ring.verify_at(&headers, &body, now.unwrap_or_else(unix_now), tolerance)
+                .map(|_| "valid".to_owned())
+                .map_err(|e| Failure::Invalid(e.to_string()))
+        }
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    secret,
+                    kid,
+                    iss,
+                    sub,
+                    aud,
+                    ttl,
+                    now,
+                },
+        } => {
+            let secret = Secret::parse(&secret).map_err(input("--secret"))?;
+            let kid = KeyId::parse(kid).map_err(input("--kid"))?;
+            let iss = ProviderId::parse(iss).map_err(input("--iss"))?;
+            let sub = AccountId::parse(sub).map_err(input("--sub"))?;
+            if aud.is_empty() {
+                return Err(Failure::Input("--aud: must not be empty".into()));
+            }
+            let issued = LinkTokenIssuer::new(iss, aud, kid, secret)
+                .with_ttl(ttl)
+                .issue_at(&sub, now.unwrap_or_else(unix_now))
+                .map_err(input("--ttl"))?;
+            Ok(issued.token)
+        }
+        Command::Token {
+            command:
+                TokenCommand::Verify {
+                    secret,
+                    kid,
+                    iss,
+                    aud,
+                    now,
+                    token,
+                },
+        } => {
+            let secret = Secret::parse(&secret).map_err(input("--secret"))?;
+            let kid = KeyId::parse(kid).map_err(input("--kid"))?;
+            let iss = ProviderId::parse(iss).map_err(input("--iss"))?;
+            let ring = Keyring::single(kid, secret);
+            let claims = LinkTokenValidator::new(iss, aud)
+                .validate_at(token.trim(), &ring, now.unwrap_or_else(unix_now))
+                .map_err(|e| Failure::Invalid(e.to_string()))?;
+            serde_json::to_string(&claims).map_err(|e| Failure::Invalid(e.to_string()))
+        }
+        Command::Secret {
+            command: SecretCommand::New,
+        } => Ok(Secret::generate().expose()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and no subcommand at all: clap's full text.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            // clap's message, on one line: the first line names the problem.
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{}", line.trim_end());
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Invalid(reason)) => {
+            println!("invalid: {reason}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Input(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Shared test helpers: a broker on port 0, a fake provider, signed events.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use broker_mock::{BrokerApi, Config, UserClient};
+use diax_sdk::webhook::RawHeaders;
+use diax_sdk::wire::*;
+use diax_sdk::*;
+
+pub fn stl() -> Vec<u8> {
+    b"solid cube\n facet normal 0 0 1\n  outer loop\n   vertex 0 0 0\n   vertex 1 0 0\n   vertex 0 1 0\n  endloop\n endfacet\nendsolid cube\n".to_vec()
+}
+
+pub fn test_config() -> Config {
+    Config {
+        notify_interval_ms: 20,
+        notify_backoff_ms: 30,
+        notify_max_backoff_ms: 200,
+        retry_backoff_ms: 20,
+        http_timeout: 5,
+        ..Config::default()
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub async fn start(config: Config) -> (broker_mock::Broker, BrokerApi) {
+    let broker = broker_mock::Broker::start(config).await.unwrap();
+    let api = BrokerApi::new(http(), broker.base_url());
+    (broker, api)
+}
+
+pub async fn new_user(api: &BrokerApi, name: &str) -> (UserCreated, UserClient) {
+    let created = api
+        .create_user(&CreateUser {
+            name: name.into(),
+            notification_url: None,
+        })
+        .await
+        .unwrap();
+    let client = api.user(created.api_key.clone());
+    (created, client)
+}
+
+/// How the fake provider answers offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 401 account-required unless the offer names a known account; then 202.
+    Normal,
+    /// 402 payment-required for known accounts.
+    Broke,
+    /// 500 without a problem.
+    Broken,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub ring: Mutex<Option<Keyring>>,
+    pub mode: Mutex<Option<Mode>>,
+    pub accounts: Mutex<HashSet<String>>,
+    pub offers: Mutex<Vec<JobOffer>>,
+    pub offer_signatures: Mutex<Vec<String>>,
+    pub inputs: Mutex<Vec<(JobInput, Result<Vec<u8>, String>)>>,
+    pub result: Mutex<Option<Vec<u8>>>,
+    pub notify_failures_left: Mutex<u32>,
+    pub notifications: Mutex<Vec<(HeaderMap, Vec<u8>)>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fake {
+    pub base_url: String,
+    pub state: Arc<FakeState>,
+    pub http: reqwest::Client,
+}
+
+pub const RESULT_TOKEN: &str = "rt_result_secret";
+
+impl Fake {
+    pub fn job_url(&self) -> String {
+        format!("{}/jobs", self.base_url)
+    }
+    pub fn set_ring(&self, ring: Keyring) {
+        *self.state.ring.lock().unwrap() = Some(ring);
+    }
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = Some(mode);
+    }
+    pub fn add_account(&self, acc: &str) {
+        self.state.accounts.lock().unwrap().insert(acc.to_owned());
+    }
+    pub fn last_input(&self) -> (JobInput, Result<Vec<u8>, String>) {
+        self.state
+            .inputs
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("an input")
+    }
+    pub fn set_result(&self, bytes: Vec<u8>) {
+        *self.state.result.lock().unwrap() = Some(bytes);
+    }
+    pub fn result_download(&self, bytes: &[u8], expires_at: i64) -> Download {
+        Download {
+            url: format!("{}/results/r1", self.base_url),
+            authorization: Some(format!("Bearer {RESULT_TOKEN}")),
+            expires_at,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        }
+    }
+}
+
+fn problem(p: Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap();
+    (
+        status,
+        [("content-type", PROBLEM_CONTENT_TYPE)],
+        p.to_json(),
+    )
+        .into_response()
+}
+
+async fn jobs(State(fake): State<Fake>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let get = |n: &'static str| headers.get(n).map(|v| v.as_bytes());
+    let raw = RawHeaders::from_fn(get);
+    let Some(ring) = fake.state.ring.lock().unwrap().clone() else {
+        return problem(Problem::new(ProblemType::ServiceUnavailable));
+    };
+    if let Err(e) = ring.verify_at(&raw, &body, unix_now(), 300) {
+        return problem(Problem::from(&e));
+    }
+    if let Some(sig) = headers.get("webhook-signature") {
+        fake.state
+            .offer_signatures
+            .lock()
+            .unwrap()
+            .push(sig.to_str().unwrap().to_owned());
+    }
+    let msg: BrokerMessage = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return problem(Problem::new(ProblemType::InvalidRequest).with_detail(e.to_string()));
+        }
+    };
+    match msg {
+        BrokerMessage::Offer(offer) => {
+            fake.state.offers.lock().unwrap().push(offer.clone());
+            let mode = fake.state.mode.lock().unwrap().unwrap_or(Mode::Normal);
+            if mode == Mode::Broken {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+            }
+            let known = offer
+                .user
+                .provider_account
+                .as_ref()
+                .is_some_and(|a| fake.state.accounts.lock().unwrap().contains(a.as_str()));
+            if !known {
+                return problem(
+                    Problem::account_required(format!("{}/signup", fake.base_url))
+                        .with("vendor_hint", "fake-provider"),
+                );
+            }
+            if mode == Mode::Broke {
+                return problem(Problem::payment_required(
+                    format!("{}/top-up", fake.base_url),
+                    Quote::new(250, "EUR"),
+                ));
+            }
+            let pjob = format!("pjob_{}", &offer.job_id.as_str()[4..]);
+            let status_url = format!("{}/status/{pjob}", fake.base_url);
+            (
+                StatusCode::ACCEPTED,
+                [("location", status_url.clone())],
+                axum::Json(JobAccepted {
+                    job_id: offer.job_id.clone(),
+                    provider_job_id: ProviderJobId::parse(pjob).unwrap(),
+                    status_url,
+                    quote: Some(Quote::new(250, "EUR")),
+                    state: JobState::Accepted,
+                }),
+            )
+                .into_response()
+        }
+        BrokerMessage::Input(input) => {
+            let mut req = fake.http.get(&input.download.url);
+            if let Some(a) = &input.download.authorization {
+                req = req.header("authorization", a);
+            }
+            let got = match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    let b = r.bytes().await.unwrap().to_vec();
+                    if b.len() as u64 == input.download.size
+                        && sha256_hex(&b) == input.download.sha256
+                    {
+                        Ok(b)
+                    } else {
+                        Err("size or digest mismatch".to_owned())
+                    }
+                }
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            fake.state.inputs.lock().unwrap().push((input.clone(), got));
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(InputAccepted {
+                    job_id: input.job_id,
+                    provider_job_id: input.provider_job_id,
+                    state: JobState::Accepted,
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn result(State(fake): State<Fake>, headers: HeaderMap, Path(_id): Path<String>) -> Response {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if auth != Some(&format!("Bearer {RESULT_TOKEN}")) {
+        return problem(Problem::new(ProblemType::CredentialInvalid));
+    }
+    match fake.state.result.lock().unwrap().clone() {
+        Some(b) => (StatusCode::OK, b).into_response(),
+        None => problem(Problem::new(ProblemType::NotFound)),
+    }
+}
+
+async fn notify(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    {
+        let mut left = fake.state.notify_failures_left.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
+    fake.state
+        .notifications
+        .lock()
+        .unwrap()
+        .push((headers, body.to_vec()));
+    StatusCode::NO_CONTENT
+}
+
+pub fn fake_router(fake: Fake) -> Router {
+    Router::new()
+        .route("/jobs", post(jobs))
+        .route("/results/{id}", get(result))
+        .route("/notify", post(notify))
+        .with_state(fake)
+}
+
+/// Starts the fake provider over plain HTTP on port 0.
+pub async fn fake_provider() -> Fake {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = Fake {
+        base_url: format!("http://{addr}"),
+        state: Arc::new(FakeState::default()),
+        http: http(),
+    };
+    let app = fake_router(fake.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    fake
+}
+
+pub fn register_req(group: &GroupId, job_url: &str, scope: SecretScope) -> RegisterProvider {
+    RegisterProvider {
+        group_id: group.clone(),
+        name: "FixMyPrint".into(),
+        service_kind: SERVICE_KIND_MODEL_REPAIR.into(),
+        job_url: job_url.into(),
+        signup_url: "https://fixmyprint.example/signup".into(),
+        pricing: Pricing::Paid,
+        description: Some("heals models".into()),
+        secret_scope: scope,
+    }
+}
+
+/// A provider registered by a fresh owner, with the fake's keyring set.
+pub struct Setup {
+    pub owner: UserClient,
+    pub reg: ProviderRegistered,
+    pub ring: Keyring,
+}
+
+pub async fn register(api: &BrokerApi, fake: &Fake, scope: SecretScope) -> Setup {
+    let (_, owner) = new_user(api, "FixMyPrint owner").await;
+    let group = owner.create_group("fixmyprint").await.unwrap();
+    let reg = owner
+        .register_provider(&register_req(&group.group_id, &fake.job_url(), scope))
+        .await
+        .unwrap();
+    let ring = Keyring::single(reg.key_id.clone(), Secret::parse(&reg.secret).unwrap());
+    fake.set_ring(ring.clone());
+    Setup { owner, reg, ring }
+}
+
+pub fn link_token(reg: &ProviderRegistered, account: &str, now: i64) -> String {
+    LinkTokenIssuer::new(
+        reg.provider_id.clone(),
+        reg.broker_id.clone(),
+        reg.key_id.clone(),
+        Secret::parse(&reg.secret).unwrap(),
+    )
+    .issue_at(&AccountId::parse(account).unwrap(), now)
+    .unwrap()
+    .token
+}
+
+/// POSTs a signed event; returns status and JSON body.
+pub async fn post_event_raw(
+    http: &reqwest::Client,
+    reg: &ProviderRegistered,
+    ring: &Keyring,
+    msg_id: &str,
+    ts: i64,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let signed = ring
+        .sign(&MessageId::parse(msg_id).unwrap(), ts, body)
+        .unwrap();
+    let mut req = http
+        .post(&reg.events_url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in signed.pairs() {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+pub fn event(job: &Job, reg: &ProviderRegistered, seq: u64, kind: JobEventKind) -> JobEvent {
+    JobEvent {
+        job_id: job.job_id.clone(),
+        provider_job_id: job.provider_job_id.clone().expect("accepted job"),
+        provider_id: reg.provider_id.clone(),
+        sequence: seq,
+        occurred_at: unix_now(),
+        kind,
+    }
+}
+
+pub async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..250 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn problem_type(v: &serde_json::Value) -> &str {
+    v["type"]
+        .as_str()
+        .and_then(|t| t.rsplit('/').next())
+        .unwrap_or("")
+}

@@ -41,7 +41,7 @@ enum Command {
         #[arg(long)]
         id: String,
         /// The `webhook-timestamp`, Unix seconds.
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(0..))]
         timestamp: i64,
         /// File holding the body (default: standard input).
         #[arg(long)]
@@ -56,7 +56,7 @@ enum Command {
         #[arg(long)]
         id: String,
         /// The `webhook-timestamp`, Unix seconds.
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(0..))]
         timestamp: i64,
         /// The `webhook-signature` header as received (space-separated `v1,…` entries).
         #[arg(long)]
@@ -65,10 +65,10 @@ enum Command {
         #[arg(long)]
         body_file: Option<PathBuf>,
         /// The time to verify at, Unix seconds (default: now).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         now: Option<i64>,
         /// Largest clock difference accepted, in seconds, either way.
-        #[arg(long, default_value_t = DEFAULT_TOLERANCE_SECS)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_TOLERANCE_SECS)]
         tolerance: u64,
     },
     /// Link tokens (HS256 JWTs).
@@ -106,7 +106,7 @@ enum TokenCommand {
         #[arg(long)]
         ttl: u64,
         /// Issue time, Unix seconds (default: now).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         now: Option<i64>,
     },
     /// Check a link token; print its claims as JSON, or exit 1 with the reason.
@@ -124,7 +124,7 @@ enum TokenCommand {
         #[arg(long)]
         aud: String,
         /// The time to verify at, Unix seconds (default: now).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         now: Option<i64>,
         /// The token.
         token: String,
@@ -257,10 +257,14 @@ fn main() -> ExitCode {
             e.exit()
         }
         Err(e) => {
-            // clap's message, on one line: the first line names the problem.
+            // clap's message (up to its usage section), on one line.
             let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{}", line.trim_end());
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            eprintln!("{}", line.join(" "));
             return ExitCode::from(2);
         }
     };

@@ -8,3 +8,4 @@
 
 pub mod heal;
 pub mod repair_cli;
+pub mod service;

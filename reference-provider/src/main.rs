@@ -18,11 +18,20 @@ struct Cli {
 enum Command {
     /// Repair an STL file: weld, clean, orient, fill holes, and write a printable binary STL.
     Repair(fixmyprint::repair_cli::RepairArgs),
+    /// Run the provider service (HTTP API, job workers, callback outbox).
+    Serve(fixmyprint::service::ServeArgs),
+    /// Register this provider with a broker and store its credentials in the database.
+    Register(fixmyprint::service::cli::RegisterArgs),
+    /// Rotate the shared secret (the old one stays valid for the broker's grace period).
+    Rotate(fixmyprint::service::cli::RotateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Repair(args) => fixmyprint::repair_cli::run(args),
+        Command::Serve(args) => fixmyprint::service::cli::serve(&args),
+        Command::Register(args) => fixmyprint::service::cli::register(&args),
+        Command::Rotate(args) => fixmyprint::service::cli::rotate(&args),
     }
 }

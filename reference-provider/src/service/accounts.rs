@@ -1,0 +1,434 @@
+//! Provider-side accounts and the append-only ledger.
+//!
+//! Money is integer minor units. `balance` is what an account can spend; `held` is what is
+//! reserved for accepted jobs. Every change is one ledger entry written in the same
+//! transaction as the account row: `top_up` (+balance), `hold` (balance → held), `capture`
+//! (held → charged) and `release` (held → balance). A unique index allows one entry of each
+//! kind per job, and `CHECK (balance >= 0)` keeps balances from going negative whatever the
+//! code does.
+
+use diax_sdk::{AccountId, sha256_hex};
+use serde::{Deserialize, Serialize};
+
+use super::db::{Db, Tx, exec, fetch_all, fetch_optional, is_unique_violation, now_ms};
+use super::error::ApiError;
+
+/// Largest single top-up, in minor units.
+pub const MAX_TOP_UP: i64 = 100_000_000;
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Account {
+    /// Id (`acc_…`): the `sub` of link tokens.
+    pub account_id: String,
+    /// Display name.
+    pub name: String,
+    /// Currency of the balance.
+    pub currency: String,
+    /// Spendable balance, minor units.
+    pub balance: i64,
+    /// Reserved for accepted jobs, minor units.
+    pub held: i64,
+    /// Creation time, Unix ms.
+    pub created_at: i64,
+}
+
+/// `POST /v1/accounts` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// Display name, 1–100 characters.
+    pub name: String,
+}
+
+/// `201` answer to [`CreateAccount`]; the API key is shown once.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AccountCreated {
+    /// The new account.
+    pub account_id: AccountId,
+    /// Bearer key for `/v1/accounts/me…`.
+    pub api_key: String,
+    /// Spendable balance (0).
+    pub balance: i64,
+    /// Currency.
+    pub currency: String,
+}
+
+/// `GET /v1/accounts/me`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AccountView {
+    /// Id.
+    pub account_id: AccountId,
+    /// Name.
+    pub name: String,
+    /// Spendable balance, minor units.
+    pub balance: i64,
+    /// Reserved for running jobs, minor units.
+    pub held: i64,
+    /// Currency.
+    pub currency: String,
+}
+
+/// `POST /v1/accounts/me/top-up` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    /// Amount in minor units, 1 to [`MAX_TOP_UP`].
+    pub amount: i64,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, sqlx::FromRow)]
+pub struct LedgerEntry {
+    /// Id.
+    pub entry_id: String,
+    /// `top_up`, `hold`, `capture` or `release`.
+    pub kind: String,
+    /// Amount moved, minor units, never negative.
+    pub amount: i64,
+    /// Spendable balance after the entry.
+    pub balance_after: i64,
+    /// Held amount after the entry.
+    pub held_after: i64,
+    /// The job, for hold/capture/release.
+    pub provider_job_id: Option<String>,
+    /// When, Unix ms.
+    pub created_at: i64,
+}
+
+/// `GET /v1/accounts/me/ledger`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Ledger {
+    /// The account.
+    pub account_id: AccountId,
+    /// Currency.
+    pub currency: String,
+    /// Entries, oldest first.
+    pub entries: Vec<LedgerEntry>,
+}
+
+/// Answer to [`TopUp`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TopUpDone {
+    /// The ledger entry (the same one when an `Idempotency-Key` is repeated).
+    pub entry: LedgerEntry,
+    /// Spendable balance now.
+    pub balance: i64,
+    /// Held now.
+    pub held: i64,
+    /// Currency.
+    pub currency: String,
+}
+
+impl From<Account> for AccountView {
+    fn from(a: Account) -> Self {
+        AccountView {
+            account_id: AccountId::parse(a.account_id).unwrap_or_else(|_| AccountId::generate()),
+            name: a.name,
+            balance: a.balance,
+            held: a.held,
+            currency: a.currency,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Amounts {
+    balance: i64,
+    held: i64,
+}
+
+/// Creates an account with a zero balance.
+///
+/// # Errors
+/// [`ApiError::Invalid`] for a bad name; database errors.
+pub async fn create_account(
+    db: &Db,
+    req: &CreateAccount,
+    currency: &str,
+) -> Result<AccountCreated, ApiError> {
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "name must be 1 to 100 printable characters".into(),
+        ));
+    }
+    let account_id = AccountId::generate();
+    let api_key = diax_sdk::random_token("fmp_", 40);
+    let mut tx = db.begin().await?;
+    exec!(
+        &mut tx,
+        "INSERT INTO accounts (account_id, name, api_key_hash, currency, balance, held, created_at)
+         VALUES ($1, $2, $3, $4, 0, 0, $5)",
+        account_id.as_str(),
+        name,
+        sha256_hex(api_key.as_bytes()),
+        currency,
+        now_ms()
+    )?;
+    tx.commit().await?;
+    Ok(AccountCreated {
+        account_id,
+        api_key,
+        balance: 0,
+        currency: currency.to_owned(),
+    })
+}
+
+/// The account owning `api_key`, if any.
+///
+/// # Errors
+/// Database errors.
+pub async fn authenticate(db: &Db, api_key: &str) -> Result<Option<Account>, sqlx::Error> {
+    if api_key.len() > 200 {
+        return Ok(None);
+    }
+    let mut tx = db.begin().await?;
+    let row = fetch_optional!(
+        &mut tx,
+        Account,
+        "SELECT account_id, name, currency, balance, held, created_at FROM accounts
+         WHERE api_key_hash = $1",
+        sha256_hex(api_key.as_bytes())
+    )?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// One account by id.
+///
+/// # Errors
+/// Database errors.
+pub async fn get_account(db: &Db, account_id: &str) -> Result<Option<Account>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let row = account_in(&mut tx, account_id).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub(crate) async fn account_in(
+    tx: &mut Tx,
+    account_id: &str,
+) -> Result<Option<Account>, sqlx::Error> {
+    fetch_optional!(
+        tx,
+        Account,
+        "SELECT account_id, name, currency, balance, held, created_at FROM accounts
+         WHERE account_id = $1",
+        account_id
+    )
+}
+
+/// The ledger of an account, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn ledger(db: &Db, account_id: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let rows = fetch_all!(
+        &mut tx,
+        LedgerEntry,
+        "SELECT entry_id, kind, amount, balance_after, held_after, provider_job_id, created_at
+         FROM ledger WHERE account_id = $1 ORDER BY seq",
+        account_id
+    )?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Adds `amount` to the balance (the payment stand-in). With an idempotency key, a repeat
+/// of the same key and amount returns the first entry and changes nothing; the same key
+/// with another amount is a conflict.
+///
+/// # Errors
+/// [`ApiError::Invalid`] for an amount out of range, [`ApiError::Conflict`] for a reused
+/// key, database errors.
+pub async fn top_up(
+    db: &Db,
+    account_id: &str,
+    amount: i64,
+    idempotency_key: Option<&str>,
+) -> Result<TopUpDone, ApiError> {
+    if !(1..=MAX_TOP_UP).contains(&amount) {
+        return Err(ApiError::Invalid(format!(
+            "amount must be an integer from 1 to {MAX_TOP_UP} (minor units)"
+        )));
+    }
+    if let Some(k) = idempotency_key
+        && (k.is_empty() || k.len() > 200)
+    {
+        return Err(ApiError::Invalid(
+            "Idempotency-Key must be 1 to 200 characters".into(),
+        ));
+    }
+    for _ in 0..3 {
+        let mut tx = db.begin().await?;
+        if let Some(key) = idempotency_key {
+            let prior = fetch_optional!(
+                &mut tx,
+                LedgerEntry,
+                "SELECT entry_id, kind, amount, balance_after, held_after, provider_job_id, created_at
+                 FROM ledger WHERE account_id = $1 AND idempotency_key = $2",
+                account_id,
+                key
+            )?;
+            if let Some(entry) = prior {
+                if entry.amount != amount {
+                    return Err(ApiError::Conflict(
+                        "this Idempotency-Key was used for a different amount".into(),
+                    ));
+                }
+                let acct = account_in(&mut tx, account_id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound("account".into()))?;
+                tx.commit().await?;
+                return Ok(TopUpDone {
+                    entry,
+                    balance: acct.balance,
+                    held: acct.held,
+                    currency: acct.currency,
+                });
+            }
+        }
+        let after = fetch_optional!(
+            &mut tx,
+            Amounts,
+            "UPDATE accounts SET balance = balance + $1 WHERE account_id = $2
+             RETURNING balance, held",
+            amount,
+            account_id
+        )?
+        .ok_or_else(|| ApiError::NotFound("account".into()))?;
+        let entry = LedgerEntry {
+            entry_id: diax_sdk::random_token("led_", 20),
+            kind: "top_up".into(),
+            amount,
+            balance_after: after.balance,
+            held_after: after.held,
+            provider_job_id: None,
+            created_at: now_ms(),
+        };
+        match insert_entry(&mut tx, account_id, &entry, idempotency_key).await {
+            Ok(()) => {}
+            Err(e) if is_unique_violation(&e) => continue, // a concurrent twin won: re-read
+            Err(e) => return Err(e.into()),
+        }
+        let currency = account_in(&mut tx, account_id)
+            .await?
+            .map(|a| a.currency)
+            .unwrap_or_default();
+        tx.commit().await?;
+        return Ok(TopUpDone {
+            entry,
+            balance: after.balance,
+            held: after.held,
+            currency,
+        });
+    }
+    Err(ApiError::Conflict(
+        "a concurrent request with the same Idempotency-Key is in progress".into(),
+    ))
+}
+
+async fn insert_entry(
+    tx: &mut Tx,
+    account_id: &str,
+    e: &LedgerEntry,
+    idempotency_key: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    exec!(
+        tx,
+        "INSERT INTO ledger (entry_id, account_id, kind, amount, balance_after, held_after,
+                             provider_job_id, idempotency_key, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &e.entry_id,
+        account_id,
+        &e.kind,
+        e.amount,
+        e.balance_after,
+        e.held_after,
+        e.provider_job_id.as_deref(),
+        idempotency_key,
+        e.created_at
+    )
+    .map(|_| ())
+}
+
+/// Moves `amount` from balance to held for a job, inside the caller's transaction.
+/// Returns `false` (and changes nothing) when the balance does not cover it.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn hold(
+    tx: &mut Tx,
+    account_id: &str,
+    provider_job_id: &str,
+    amount: i64,
+) -> Result<bool, sqlx::Error> {
+    let after = fetch_optional!(
+        tx,
+        Amounts,
+        "UPDATE accounts SET balance = balance - $1, held = held + $1
+         WHERE account_id = $2 AND balance >= $1 RETURNING balance, held",
+        amount,
+        account_id
+    )?;
+    let Some(after) = after else {
+        return Ok(false);
+    };
+    let entry = LedgerEntry {
+        entry_id: diax_sdk::random_token("led_", 20),
+        kind: "hold".into(),
+        amount,
+        balance_after: after.balance,
+        held_after: after.held,
+        provider_job_id: Some(provider_job_id.to_owned()),
+        created_at: now_ms(),
+    };
+    insert_entry(tx, account_id, &entry, None).await?;
+    Ok(true)
+}
+
+/// Settles a job's hold inside the caller's transaction: `capture` (charge it) or
+/// `release` (give it back). The caller guarantees, by its own state transition in the
+/// same transaction, that this runs once per job; the unique index is the backstop.
+///
+/// # Errors
+/// Database errors (including a second settlement of the same job).
+pub(crate) async fn settle(
+    tx: &mut Tx,
+    account_id: &str,
+    provider_job_id: &str,
+    amount: i64,
+    capture: bool,
+) -> Result<(), sqlx::Error> {
+    let after = if capture {
+        fetch_optional!(
+            tx,
+            Amounts,
+            "UPDATE accounts SET held = held - $1 WHERE account_id = $2 RETURNING balance, held",
+            amount,
+            account_id
+        )?
+    } else {
+        fetch_optional!(
+            tx,
+            Amounts,
+            "UPDATE accounts SET held = held - $1, balance = balance + $1 WHERE account_id = $2
+             RETURNING balance, held",
+            amount,
+            account_id
+        )?
+    }
+    .ok_or(sqlx::Error::RowNotFound)?;
+    let entry = LedgerEntry {
+        entry_id: diax_sdk::random_token("led_", 20),
+        kind: if capture { "capture" } else { "release" }.into(),
+        amount,
+        balance_after: after.balance,
+        held_after: after.held,
+        provider_job_id: Some(provider_job_id.to_owned()),
+        created_at: now_ms(),
+    };
+    insert_entry(tx, account_id, &entry, None).await
+}

@@ -1,0 +1,203 @@
+//! The `serve`, `register` and `rotate` subcommands.
+
+use std::process::ExitCode;
+
+use diax_sdk::GroupId;
+use diax_sdk::client::ClientConfig;
+use diax_sdk::wire::SecretScope;
+
+use super::config::ServeArgs;
+use super::db::Db;
+use super::registration::{self, RegisterOptions};
+
+/// `fixmyprint register`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegisterArgs {
+    /// Database, data dir, broker and public URLs (as for `serve`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// A broker user's API key.
+    #[arg(long, env = "FIXMYPRINT_BROKER_API_KEY")]
+    pub api_key: String,
+    /// The broker group that owns the provider [default: create one].
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// Display name in the broker's registry.
+    #[arg(long, default_value = "FixMyPrint")]
+    pub name: String,
+    /// Registry description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// `service` (one secret for everyone) or `user` (bound to the registering user).
+    #[arg(long, default_value = "service", value_parser = ["service", "user"])]
+    pub secret_scope: String,
+}
+
+/// `fixmyprint rotate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RotateArgs {
+    /// Database and data dir (as for `serve`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// A broker user's API key (a member of the provider's group).
+    #[arg(long, env = "FIXMYPRINT_BROKER_API_KEY")]
+    pub api_key: String,
+    /// Seconds the old secret stays valid [default: the broker's].
+    #[arg(long)]
+    pub grace_secs: Option<u64>,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Runs `fixmyprint serve`.
+#[must_use]
+pub fn serve(args: &ServeArgs) -> ExitCode {
+    init_tracing();
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fixmyprint: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime().map_err(super::ServeError::from).and_then(|rt| {
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind(config.addr).await?;
+            super::run(listener, shutdown_signal(), config).await
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fixmyprint: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open(args: &ServeArgs) -> Result<(super::Config, Db, reqwest::Client), String> {
+    let config = args.resolve().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
+    let db = Db::connect(&config.database_url())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut roots = Vec::new();
+    for p in &config.ca_certs {
+        roots.push(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?);
+    }
+    let http = diax_sdk::client::http_client(&ClientConfig {
+        extra_root_certs_pem: roots,
+        ..ClientConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((config, db, http))
+}
+
+/// Runs `fixmyprint register`.
+#[must_use]
+pub fn register(args: &RegisterArgs) -> ExitCode {
+    init_tracing();
+    let result: Result<String, String> = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            let (config, db, http) = open(&args.serve).await?;
+            let broker_url = config
+                .broker_url
+                .clone()
+                .ok_or("--broker-url is required")?;
+            let public_url = config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.addr));
+            let group_id = match &args.group_id {
+                Some(g) => Some(GroupId::parse(g.clone()).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let opts = RegisterOptions {
+                broker_url,
+                api_key: args.api_key.clone(),
+                group_id,
+                name: args.name.clone(),
+                public_url,
+                secret_scope: if args.secret_scope == "user" {
+                    SecretScope::User
+                } else {
+                    SecretScope::Service
+                },
+                description: args.description.clone(),
+            };
+            let reg = registration::register(&db, &http, &opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            db.close().await;
+            Ok(format!(
+                "registered: provider_id={} broker_id={} key_id={} events_url={} (secret stored in the database)",
+                reg.provider_id, reg.broker_id, reg.key_id, reg.events_url
+            ))
+        })
+    });
+    report(result)
+}
+
+/// Runs `fixmyprint rotate`.
+#[must_use]
+pub fn rotate(args: &RotateArgs) -> ExitCode {
+    init_tracing();
+    let result: Result<String, String> = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            let (_, db, http) = open(&args.serve).await?;
+            let rotated = registration::rotate(&db, &http, &args.api_key, args.grace_secs)
+                .await
+                .map_err(|e| e.to_string())?;
+            db.close().await;
+            Ok(format!(
+                "rotated: new key_id={}; {} stays valid until {}",
+                rotated.key_id, rotated.previous_key_id, rotated.previous_valid_until
+            ))
+        })
+    });
+    report(result)
+}
+
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fixmyprint: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Settings of `fixmyprint serve`: command line, environment (`FIXMYPRINT_*`), an optional
+//! TOML or JSON file, and defaults, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Prices: `base + per_mib × started MiB of the model`, in minor units of `currency`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pricing {
+    /// Fixed part per job (default 50).
+    pub base: i64,
+    /// Per started MiB of the input model (default 10).
+    pub per_mib: i64,
+    /// ISO 4217 currency of every account and quote (default `EUR`).
+    pub currency: String,
+}
+
+impl Default for Pricing {
+    fn default() -> Self {
+        Self {
+            base: 50,
+            per_mib: 10,
+            currency: "EUR".into(),
+        }
+    }
+}
+
+impl Pricing {
+    /// The price of a job on a model of `size` bytes: `base + per_mib × ⌈size / 1 MiB⌉`.
+    #[must_use]
+    pub fn quote(&self, size: u64) -> diax_sdk::Quote {
+        let mib = size.div_ceil(1024 * 1024);
+        let amount = self.base.saturating_add(
+            self.per_mib
+                .saturating_mul(i64::try_from(mib).unwrap_or(i64::MAX)),
+        );
+        diax_sdk::Quote::new(amount, self.currency.clone())
+    }
+}
+
+/// A TLS certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (used by the binary; [`crate::service::run`] takes a listener).
+    pub addr: SocketAddr,
+    /// `sqlite://PATH` or `postgres://…`; `None` = `sqlite://{data_dir}/fixmyprint.db`.
+    pub database_url: Option<String>,
+    /// Downloads, results and the default SQLite file. Share it between instances.
+    pub data_dir: PathBuf,
+    /// The broker's base URL (for `register`/`rotate`; events go to the registered URL).
+    pub broker_url: Option<String>,
+    /// The URL the broker and users reach this service at; `None` = derived from the
+    /// listener's address.
+    pub public_url: Option<String>,
+    /// Serve HTTPS with these files.
+    pub tls: Option<TlsFiles>,
+    /// Extra trusted CA certificates (PEM files) for outgoing calls.
+    pub ca_certs: Vec<PathBuf>,
+    /// Job workers in this instance (0: none, drive [`crate::service::try_execute_job`]).
+    pub workers: usize,
+    /// Outbox delivery loops in this instance (0: none).
+    pub outbox_workers: usize,
+    /// How often idle workers look for work.
+    pub poll_interval: Duration,
+    /// A claimed job is claimable again this long after its last heartbeat.
+    pub job_lease: Duration,
+    /// A claimed outbox message is claimable again after this.
+    pub outbox_lease: Duration,
+    /// First retry delay of a callback.
+    pub retry_initial_backoff: Duration,
+    /// Longest retry delay of a callback.
+    pub retry_max_backoff: Duration,
+    /// A job claimed this many times without finishing fails.
+    pub max_job_attempts: u32,
+    /// On shutdown, how long in-flight jobs may run before they are released.
+    pub shutdown_grace: Duration,
+    /// Lifetime of the credential that lets the broker fetch a result.
+    pub result_ttl: Duration,
+    /// Largest model accepted (offer size and download cap).
+    pub max_model_bytes: u64,
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Signature timestamp tolerance, seconds.
+    pub tolerance_secs: u64,
+    /// How often the keyring is reloaded from the database (rotation by another instance).
+    pub keyring_refresh: Duration,
+    /// Timeout of outgoing HTTP calls.
+    pub http_timeout: Duration,
+    /// Prices.
+    pub pricing: Pricing,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8480)),
+            database_url: None,
+            data_dir: PathBuf::from("fixmyprint-data"),
+            broker_url: None,
+            public_url: None,
+            tls: None,
+            ca_certs: Vec::new(),
+            workers: 2,
+            outbox_workers: 1,
+            poll_interval: Duration::from_secs(1),
+            job_lease: Duration::from_secs(60),
+            outbox_lease: Duration::from_secs(30),
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(60),
+            max_job_attempts: 5,
+            shutdown_grace: Duration::from_secs(10),
+            result_ttl: Duration::from_secs(24 * 3600),
+            max_model_bytes: 256 * 1024 * 1024,
+            max_body_bytes: 1024 * 1024,
+            tolerance_secs: 300,
+            keyring_refresh: Duration::from_secs(5),
+            http_timeout: Duration::from_secs(30),
+            pricing: Pricing::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The database URL in force.
+    #[must_use]
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("fixmyprint.db").display())
+        })
+    }
+}
+
+/// The settings file (`--config FILE`, TOML or JSON by extension). Every member is optional;
+/// durations are in milliseconds.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct FileConfig {
+    pub addr: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub broker_url: Option<String>,
+    pub public_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub ca_cert: Option<Vec<PathBuf>>,
+    pub workers: Option<usize>,
+    pub outbox_workers: Option<usize>,
+    pub poll_interval_ms: Option<u64>,
+    pub job_lease_ms: Option<u64>,
+    pub outbox_lease_ms: Option<u64>,
+    pub retry_initial_backoff_ms: Option<u64>,
+    pub retry_max_backoff_ms: Option<u64>,
+    pub max_job_attempts: Option<u32>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub result_ttl_secs: Option<u64>,
+    pub max_model_bytes: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub tolerance_secs: Option<u64>,
+    pub keyring_refresh_ms: Option<u64>,
+    pub http_timeout_ms: Option<u64>,
+    pub price_base: Option<i64>,
+    pub price_per_mib: Option<i64>,
+    pub currency: Option<String>,
+}
+
+/// Why settings could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file did not parse.
+    #[error("invalid config file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A value is not acceptable.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads a TOML (`.toml`) or JSON (anything else) settings file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parse_err = |reason: String| ConfigError::Parse {
+            path: path.to_owned(),
+            reason,
+        };
+        if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).map_err(|e| parse_err(e.to_string()))
+        } else {
+            serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))
+        }
+    }
+}
+
+/// `fixmyprint serve` options; each also reads a `FIXMYPRINT_*` environment variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8480].
+    #[arg(long, env = "FIXMYPRINT_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// sqlite://PATH or postgres://… [default: sqlite in the data dir].
+    #[arg(long, env = "FIXMYPRINT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for downloads and results (share it between instances) [default: ./fixmyprint-data].
+    #[arg(long, env = "FIXMYPRINT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The broker's base URL.
+    #[arg(long, env = "FIXMYPRINT_BROKER_URL")]
+    pub broker_url: Option<String>,
+    /// Public base URL of this service [default: derived from the listen address].
+    #[arg(long, env = "FIXMYPRINT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// TLS certificate chain (PEM); serve HTTPS.
+    #[arg(long, env = "FIXMYPRINT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "FIXMYPRINT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra trusted CA certificate (PEM) for outgoing calls; repeatable.
+    #[arg(long, env = "FIXMYPRINT_CA_CERT")]
+    pub ca_cert: Vec<PathBuf>,
+    /// Job workers in this instance [default: 2].
+    #[arg(long, env = "FIXMYPRINT_WORKERS")]
+    pub workers: Option<usize>,
+    /// Settings file (TOML or JSON).
+    #[arg(long, env = "FIXMYPRINT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// Resolves the settings: these options (and environment), then the file, then defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file cannot be read or a value is invalid.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let mut c = file.apply(Config::default())?;
+        if let Some(v) = self.addr {
+            c.addr = v;
+        }
+        if let Some(v) = &self.database_url {
+            c.database_url = Some(v.clone());
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = &self.broker_url {
+            c.broker_url = Some(v.clone());
+        }
+        if let Some(v) = &self.public_url {
+            c.public_url = Some(v.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            c.tls = Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if !self.ca_cert.is_empty() {
+            c.ca_certs = self.ca_cert.clone();
+        }
+        if let Some(v) = self.workers {
+            c.workers = v;
+        }
+        Ok(c)
+    }
+}
+
+impl FileConfig {
+    /// Applies the members that are set over `c`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a half TLS pair or a negative price.
+    pub fn apply(self, mut c: Config) -> Result<Config, ConfigError> {
+        let d = Duration::from_millis;
+        if let Some(v) = self.addr {
+            c.addr = v;
+        }
+        c.database_url = self.database_url.or(c.database_url);
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        c.broker_url = self.broker_url.or(c.broker_url);
+        c.public_url = self.public_url.or(c.public_url);
+        match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => c.tls = Some(TlsFiles { cert, key }),
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key go together".into(),
+                ));
+            }
+        }
+        if let Some(v) = self.ca_cert {
+            c.ca_certs = v;
+        }
+        if let Some(v) = self.workers {
+            c.workers = v;
+        }
+        if let Some(v) = self.outbox_workers {
+            c.outbox_workers = v;
+        }
+        if let Some(v) = self.poll_interval_ms {
+            c.poll_interval = d(v.max(1));
+        }
+        if let Some(v) = self.job_lease_ms {
+            c.job_lease = d(v.max(1));
+        }
+        if let Some(v) = self.outbox_lease_ms {
+            c.outbox_lease = d(v.max(1));
+        }
+        if let Some(v) = self.retry_initial_backoff_ms {
+            c.retry_initial_backoff = d(v);
+        }
+        if let Some(v) = self.retry_max_backoff_ms {
+            c.retry_max_backoff = d(v);
+        }
+        if let Some(v) = self.max_job_attempts {
+            c.max_job_attempts = v.max(1);
+        }
+        if let Some(v) = self.shutdown_grace_ms {
+            c.shutdown_grace = d(v);
+        }
+        if let Some(v) = self.result_ttl_secs {
+            c.result_ttl = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.max_model_bytes {
+            c.max_model_bytes = v;
+        }
+        if let Some(v) = self.max_body_bytes {
+            c.max_body_bytes = v;
+        }
+        if let Some(v) = self.tolerance_secs {
+            c.tolerance_secs = v;
+        }
+        if let Some(v) = self.keyring_refresh_ms {
+            c.keyring_refresh = d(v.max(1));
+        }
+        if let Some(v) = self.http_timeout_ms {
+            c.http_timeout = d(v.max(1));
+        }
+        if let Some(v) = self.price_base {
+            c.pricing.base = v;
+        }
+        if let Some(v) = self.price_per_mib {
+            c.pricing.per_mib = v;
+        }
+        if let Some(v) = self.currency {
+            c.pricing.currency = v;
+        }
+        if c.pricing.base < 0 || c.pricing.per_mib < 0 {
+            return Err(ConfigError::Invalid("prices must not be negative".into()));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_formula() {
+        let p = Pricing::default();
+        assert_eq!(p.quote(0).amount, 50);
+        assert_eq!(p.quote(1).amount, 60);
+        assert_eq!(p.quote(1024 * 1024).amount, 60);
+        assert_eq!(p.quote(1024 * 1024 + 1).amount, 70);
+    }
+
+    #[test]
+    fn toml_file_applies() {
+        let f: FileConfig =
+            toml::from_str("workers = 3\npoll_interval_ms = 20\ncurrency = \"USD\"").expect("toml");
+        let c = f.apply(Config::default()).expect("apply");
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.poll_interval, Duration::from_millis(20));
+        assert_eq!(c.pricing.currency, "USD");
+        assert!(toml::from_str::<FileConfig>("nope = 1").is_err());
+    }
+}

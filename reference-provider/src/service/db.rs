@@ -1,0 +1,401 @@
+//! The database: SQLite (embedded default) or PostgreSQL (scale-out), behind one enum.
+//!
+//! Queries are runtime `sqlx` queries written once in SQL both engines accept (`$1`
+//! placeholders, `ON CONFLICT`, `RETURNING`); the few statements that differ (the job claim
+//! with `FOR UPDATE SKIP LOCKED`) are spelled per engine. Migrations for both live under
+//! `reference-provider/migrations/{sqlite,postgres}` and are embedded in the binary.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use diax_sdk::replay::{BoxFuture, ReplayStore};
+use diax_sdk::{Delivery, ReplayError};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+/// Current Unix time in milliseconds.
+#[must_use]
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A duration in whole milliseconds, saturating.
+#[must_use]
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A connection pool to one of the two supported databases.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// SQLite (one file; one node).
+    Sqlite(SqlitePool),
+    /// PostgreSQL (any number of nodes).
+    Postgres(PgPool),
+}
+
+/// An open transaction on a [`Db`].
+#[derive(Debug)]
+pub enum Tx {
+    /// SQLite transaction (`BEGIN IMMEDIATE`: writers queue on the busy timeout instead of
+    /// failing on a lock upgrade).
+    Sqlite(Transaction<'static, Sqlite>),
+    /// PostgreSQL transaction (read committed).
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs a statement on a `&mut Tx`; evaluates to `Result<u64 rows affected, sqlx::Error>`.
+macro_rules! exec {
+    ($tx:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
+        match $tx {
+            $crate::service::db::Tx::Sqlite(t) => sqlx::query($sql)$(.bind($arg))*
+                .execute(&mut **t).await.map(|r| r.rows_affected()),
+            $crate::service::db::Tx::Postgres(t) => sqlx::query($sql)$(.bind($arg))*
+                .execute(&mut **t).await.map(|r| r.rows_affected()),
+        }
+    };
+}
+
+/// `query_as::<_, T>(sql).fetch_optional` on a `&mut Tx`.
+macro_rules! fetch_optional {
+    ($tx:expr, $ty:ty, $sql:expr $(, $arg:expr)* $(,)?) => {
+        match $tx {
+            $crate::service::db::Tx::Sqlite(t) => sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*
+                .fetch_optional(&mut **t).await,
+            $crate::service::db::Tx::Postgres(t) => sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*
+                .fetch_optional(&mut **t).await,
+        }
+    };
+}
+
+/// `query_as::<_, T>(sql).fetch_all` on a `&mut Tx`.
+macro_rules! fetch_all {
+    ($tx:expr, $ty:ty, $sql:expr $(, $arg:expr)* $(,)?) => {
+        match $tx {
+            $crate::service::db::Tx::Sqlite(t) => sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*
+                .fetch_all(&mut **t).await,
+            $crate::service::db::Tx::Postgres(t) => sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*
+                .fetch_all(&mut **t).await,
+        }
+    };
+}
+
+pub(crate) use {exec, fetch_all, fetch_optional};
+
+/// Errors opening or migrating the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    #[error("unsupported database URL (use sqlite://PATH or postgres://…): {0}")]
+    UnsupportedUrl(String),
+    /// Connecting or querying failed.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://PATH` creates the file; `postgres://…`) and applies the
+    /// embedded migrations.
+    ///
+    /// # Errors
+    /// [`DbError`] when the URL is unsupported or the database cannot be reached or migrated.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        let db = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await?;
+            Db::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts)
+                .await?;
+            Db::Postgres(pool)
+        } else {
+            return Err(DbError::UnsupportedUrl(redact_url(url)));
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Applies the embedded migrations (idempotent; PostgreSQL serialises concurrent runs
+    /// with an advisory lock).
+    ///
+    /// # Errors
+    /// [`DbError::Migrate`].
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether this is PostgreSQL.
+    #[must_use]
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// Begins a transaction.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// `SELECT 1`, for readiness checks.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+impl Tx {
+    /// Commits.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+
+    /// Rolls back (also happens on drop).
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.rollback().await,
+            Tx::Postgres(t) => t.rollback().await,
+        }
+    }
+}
+
+/// Whether `e` is a unique-constraint violation.
+#[must_use]
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// Whether `e` is a check-constraint violation.
+#[must_use]
+pub fn is_check_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_check_violation())
+}
+
+/// A URL with any password replaced, for logs and errors.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => url.chars().take(16).collect::<String>() + "…",
+    }
+}
+
+/// A [`ReplayStore`] in the database, shared by every instance using it.
+///
+/// It also remembers the answer given to each message id, so a redelivery is answered
+/// exactly as the first delivery was ([`DbReplayStore::saved_response`]).
+#[derive(Debug, Clone)]
+pub struct DbReplayStore {
+    db: Db,
+}
+
+/// An answer saved for a message id.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SavedResponse {
+    /// HTTP status.
+    pub response_status: i64,
+    /// JSON body.
+    pub response_body: String,
+    /// `Location` header, if any.
+    pub response_location: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DigestRow {
+    digest: String,
+    expires_at: i64,
+}
+
+impl DbReplayStore {
+    /// A store over `db`.
+    #[must_use]
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    async fn record_inner(
+        &self,
+        id: &str,
+        digest: [u8; 32],
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Result<Delivery, ReplayError>, sqlx::Error> {
+        let digest = hex_encode(&digest);
+        let mut tx = self.db.begin().await?;
+        let inserted = exec!(
+            &mut tx,
+            "INSERT INTO replay (message_id, digest, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (message_id) DO UPDATE
+               SET digest = excluded.digest, expires_at = excluded.expires_at,
+                   response_status = NULL, response_body = NULL, response_location = NULL
+             WHERE replay.expires_at < $4",
+            id,
+            &digest,
+            expires_at,
+            now
+        )?;
+        let result = if inserted == 1 {
+            Ok(Delivery::First)
+        } else {
+            let row = fetch_optional!(
+                &mut tx,
+                DigestRow,
+                "SELECT digest, expires_at FROM replay WHERE message_id = $1",
+                id
+            )?;
+            match row {
+                Some(r) if r.digest == digest && r.expires_at >= now => Ok(Delivery::Redelivery),
+                _ => Err(ReplayError::Conflict),
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// The answer saved for `message_id`, if the first delivery finished.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn saved_response(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<SavedResponse>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let row = fetch_optional!(
+            &mut tx,
+            SavedResponse,
+            "SELECT response_status, response_body, response_location FROM replay
+             WHERE message_id = $1 AND response_status IS NOT NULL",
+            message_id
+        )?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Saves the answer given to `message_id`.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn save_response(
+        &self,
+        message_id: &str,
+        status: u16,
+        body: &str,
+        location: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        exec!(
+            &mut tx,
+            "UPDATE replay SET response_status = $1, response_body = $2, response_location = $3
+             WHERE message_id = $4 AND response_status IS NULL",
+            i64::from(status),
+            body,
+            location,
+            message_id
+        )?;
+        tx.commit().await
+    }
+
+    /// Deletes expired ids.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn purge_expired(&self, now_secs: i64) -> Result<u64, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let n = exec!(
+            &mut tx,
+            "DELETE FROM replay WHERE expires_at < $1",
+            now_secs
+        )?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+impl ReplayStore for DbReplayStore {
+    fn record<'a>(
+        &'a self,
+        id: &'a str,
+        digest: [u8; 32],
+        expires_at: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Delivery, ReplayError>> {
+        Box::pin(async move {
+            match self.record_inner(id, digest, expires_at, now).await {
+                Ok(result) => result,
+                Err(e) => {
+                    tracing::error!(error = %e, "replay store failed");
+                    Err(ReplayError::Unavailable("database error".into()))
+                }
+            }
+        })
+    }
+}
+
+/// Lowercase hex.
+#[must_use]
+pub fn hex_encode(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}

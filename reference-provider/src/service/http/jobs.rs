@@ -1,0 +1,149 @@
+//! `POST /diax/jobs` (the `job_url`: signed offers and inputs from the broker) and
+//! `GET /diax/jobs/{provider_job_id}` (the `status_url`).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use diax_sdk::axum::Signed;
+use diax_sdk::wire::{BrokerMessage, JobStatus};
+use diax_sdk::{Delivery, PROBLEM_CONTENT_TYPE, Problem, ProblemType};
+
+use crate::service::error::{ApiError, ApiResult};
+use crate::service::{Service, intake, queue};
+
+/// Job routes.
+pub fn router() -> Router<Service> {
+    Router::new()
+        .route("/diax/jobs", post(receive))
+        .route("/diax/jobs/{provider_job_id}", get(status))
+}
+
+async fn receive(
+    State(service): State<Service>,
+    signed: Result<Signed<BrokerMessage>, Problem>,
+) -> Response {
+    let signed = match signed {
+        Ok(s) => s,
+        Err(problem) => {
+            let signature_problem = matches!(
+                problem.kind(),
+                Some(
+                    ProblemType::SignatureInvalid
+                        | ProblemType::SignatureMalformed
+                        | ProblemType::SignatureMissing
+                        | ProblemType::TimestampOutOfTolerance
+                )
+            );
+            if signature_problem && service.verifier().keyring().is_empty() {
+                return ApiError::NotRegistered.into_response();
+            }
+            tracing::info!(problem = %problem, "signed message refused");
+            return problem.into_response();
+        }
+    };
+    let message_id = signed.verified.id.to_string();
+    if signed.delivery == Delivery::Redelivery {
+        match service.replay().saved_response(&message_id).await {
+            Ok(Some(saved)) => {
+                tracing::info!(message_id = %message_id, "redelivery: answering as before");
+                return rebuild(&saved);
+            }
+            Ok(None) => {} // the first delivery did not finish: handle it (idempotently)
+            Err(e) => return ApiError::Db(e).into_response(),
+        }
+    }
+    let (status, body, location, problem) = match &signed.message {
+        BrokerMessage::Offer(offer) => {
+            match intake::handle_offer(&service, offer, &message_id).await {
+                Ok(acc) => {
+                    let loc = acc.status_url.clone();
+                    (
+                        StatusCode::ACCEPTED,
+                        serde_json::to_string(&acc),
+                        Some(loc),
+                        false,
+                    )
+                }
+                Err(e) => return save_error(&service, &message_id, e).await,
+            }
+        }
+        BrokerMessage::Input(input) => match intake::handle_input(&service, input).await {
+            Ok(acc) => (
+                StatusCode::ACCEPTED,
+                serde_json::to_string(&acc),
+                None,
+                false,
+            ),
+            Err(e) => return save_error(&service, &message_id, e).await,
+        },
+    };
+    let Ok(body) = body else {
+        return ApiError::Internal("could not encode the answer".into()).into_response();
+    };
+    if let Err(e) = service
+        .replay()
+        .save_response(&message_id, status.as_u16(), &body, location.as_deref())
+        .await
+    {
+        tracing::warn!(error = %e, "could not save the answer for redeliveries");
+    }
+    respond(status, body, location.as_deref(), problem)
+}
+
+/// Answers with an error, saving 4xx answers so a redelivery gets the same one.
+async fn save_error(service: &Service, message_id: &str, error: ApiError) -> Response {
+    let problem = error.to_problem();
+    if (400..500).contains(&problem.status) {
+        let body = String::from_utf8_lossy(&problem.to_json()).into_owned();
+        if let Err(e) = service
+            .replay()
+            .save_response(message_id, problem.status, &body, None)
+            .await
+        {
+            tracing::warn!(error = %e, "could not save the answer for redeliveries");
+        }
+        tracing::info!(message_id, problem = %problem, "message refused");
+    }
+    error.into_response()
+}
+
+fn respond(status: StatusCode, body: String, location: Option<&str>, problem: bool) -> Response {
+    let mut response = (status, body).into_response();
+    let ct = if problem {
+        PROBLEM_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    if let Some(loc) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        response.headers_mut().insert(header::LOCATION, loc);
+    }
+    response
+}
+
+fn rebuild(saved: &crate::service::db::SavedResponse) -> Response {
+    let status = u16::try_from(saved.response_status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    respond(
+        status,
+        saved.response_body.clone(),
+        saved.response_location.as_deref(),
+        !status.is_success(),
+    )
+}
+
+async fn status(
+    State(service): State<Service>,
+    Path(provider_job_id): Path<String>,
+) -> ApiResult<Json<JobStatus>> {
+    let job = queue::get(service.db(), &provider_job_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {provider_job_id}")))?;
+    Ok(Json(job.status()))
+}

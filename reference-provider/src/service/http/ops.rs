@@ -1,0 +1,32 @@
+//! `/healthz` (the process answers) and `/readyz` (the database answers too).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use diax_sdk::{Problem, ProblemType};
+
+use crate::service::Service;
+
+/// Health routes.
+pub fn router() -> Router<Service> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(service): State<Service>) -> Response {
+    match service.db().ping().await {
+        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Problem::new(ProblemType::ServiceUnavailable)
+                .with_detail("the database is not reachable")
+                .into_response()
+        }
+    }
+}

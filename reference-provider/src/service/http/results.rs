@@ -1,0 +1,75 @@
+//! `GET /results/{provider_job_id}`: a result, for the bearer of its temporary credential
+//! (one object, GET only, expiring).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use diax_sdk::{sha256_hex, unix_now};
+
+use super::bearer;
+use crate::service::Service;
+use crate::service::db::fetch_optional;
+use crate::service::error::{ApiError, ApiResult};
+
+/// Result routes.
+pub fn router() -> Router<Service> {
+    Router::new().route("/results/{provider_job_id}", any(fetch))
+}
+
+#[derive(sqlx::FromRow)]
+struct Credential {
+    provider_job_id: String,
+    expires_at: i64,
+}
+
+async fn fetch(
+    State(service): State<Service>,
+    Path(provider_job_id): Path<String>,
+    method: Method,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (parts, _) = request.into_parts();
+    let token = bearer(&parts).ok_or(ApiError::CredentialInvalid)?;
+    if token.len() > 200 {
+        return Err(ApiError::CredentialInvalid);
+    }
+    let mut tx = service.db().begin().await?;
+    let cred = fetch_optional!(
+        &mut tx,
+        Credential,
+        "SELECT provider_job_id, expires_at FROM result_credentials WHERE token_hash = $1",
+        sha256_hex(token.as_bytes())
+    )?;
+    tx.commit().await?;
+    let cred = cred.ok_or(ApiError::CredentialInvalid)?;
+    if cred.expires_at < unix_now() {
+        return Err(ApiError::CredentialInvalid);
+    }
+    if cred.provider_job_id != provider_job_id || (method != Method::GET && method != Method::HEAD)
+    {
+        return Err(ApiError::CredentialScope);
+    }
+    let bytes = service
+        .storage()
+        .get(&provider_job_id)
+        .await
+        .map_err(|e| ApiError::Internal(format!("result store: {e}")))?
+        .ok_or_else(|| ApiError::NotFound("the result is no longer stored".into()))?;
+    let mut response = if method == Method::HEAD {
+        let mut r = ().into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        r
+    } else {
+        bytes.into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("model/stl"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}

@@ -1,0 +1,391 @@
+//! The FixMyPrint provider service: an axum app plus background workers over one database.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`config`] | settings (CLI, environment, file) and the price formula |
+//! | [`db`] | SQLite/PostgreSQL pools, migrations, the shared replay store |
+//! | [`accounts`] | provider-side accounts, append-only ledger, hold/capture/release |
+//! | [`registration`] | broker registration, stored keyring, secret rotation |
+//! | [`intake`] | signed job offers and inputs from the broker |
+//! | [`queue`] | the durable job queue (claims with leases) |
+//! | [`worker`] | download → heal → store → publish → callbacks ([`try_execute_job`]) |
+//! | [`outbox`] | durable signed callbacks with retries ([`try_deliver_outbox`]) |
+//! | [`storage`] | where results are kept |
+//! | [`http`] | routes, one file per area, one shared state ([`Service`]) |
+//! | [`tls`] | HTTPS serving |
+//!
+//! Start it with [`run`] (the caller owns the listener and the shutdown signal) or
+//! [`start`], which returns a [`ServiceHandle`] for tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diax_sdk::client::{ClientConfig, SignedSender};
+use diax_sdk::{Verifier, VerifierConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod intake;
+pub mod outbox;
+pub mod queue;
+pub mod registration;
+pub mod storage;
+pub mod tls;
+pub mod worker;
+
+pub use config::{Config, Pricing, ServeArgs};
+pub use db::{Db, DbReplayStore};
+pub use outbox::{DeliveryOutcome, try_deliver_outbox};
+pub use registration::{RegisterOptions, register, rotate};
+pub use storage::{DirStore, ResultStore};
+pub use worker::{ExecutionOutcome, try_execute_job};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Db(#[from] db::DbError),
+    /// A query failed during start-up.
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// Files, sockets, TLS material.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The outgoing HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(#[from] diax_sdk::client::ClientError),
+    /// A setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// The state every handler and worker shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    db: Db,
+    public_url: String,
+    verifier: Arc<Verifier>,
+    replay: DbReplayStore,
+    http: reqwest::Client,
+    sender: SignedSender,
+    storage: Arc<dyn ResultStore>,
+    instance_id: String,
+    wake_jobs: Notify,
+    wake_outbox: Notify,
+}
+
+impl Service {
+    /// Opens the database (migrating it), the result store in `{data_dir}/results`, and the
+    /// HTTP client; `public_url` is the base URL peers reach this service at.
+    ///
+    /// # Errors
+    /// [`ServeError`].
+    pub async fn new(config: Config, public_url: String) -> Result<Self, ServeError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        std::fs::create_dir_all(config.data_dir.join("downloads"))?;
+        let db = Db::connect(&config.database_url()).await?;
+        let storage = Arc::new(DirStore::new(config.data_dir.join("results"))?);
+        Self::with_parts(config, public_url, db, storage).await
+    }
+
+    /// Like [`Service::new`] with an open database and a result store of your choice.
+    ///
+    /// # Errors
+    /// [`ServeError`].
+    pub async fn with_parts(
+        config: Config,
+        public_url: String,
+        db: Db,
+        storage: Arc<dyn ResultStore>,
+    ) -> Result<Self, ServeError> {
+        let mut roots = Vec::new();
+        for path in &config.ca_certs {
+            roots.push(std::fs::read(path)?);
+        }
+        let http = diax_sdk::client::http_client(&ClientConfig {
+            timeout: config.http_timeout,
+            connect_timeout: config.http_timeout.min(Duration::from_secs(10)),
+            extra_root_certs_pem: roots,
+            user_agent: concat!("fixmyprint/", env!("CARGO_PKG_VERSION")).into(),
+        })?;
+        let replay = DbReplayStore::new(db.clone());
+        let keyring = registration::load_keyring(&db).await?;
+        let verifier = Verifier::new(keyring)
+            .with_replay_store(Arc::new(replay.clone()))
+            .with_config(VerifierConfig {
+                tolerance_secs: config.tolerance_secs,
+                max_body_bytes: config.max_body_bytes,
+                ..VerifierConfig::default()
+            });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                public_url: public_url.trim_end_matches('/').to_owned(),
+                sender: SignedSender::new(http.clone()),
+                http,
+                verifier: Arc::new(verifier),
+                replay,
+                db,
+                storage,
+                instance_id: diax_sdk::random_token("inst_", 12),
+                wake_jobs: Notify::new(),
+                wake_outbox: Notify::new(),
+                config,
+            }),
+        })
+    }
+
+    /// Settings.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The database.
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Public base URL (no trailing slash).
+    #[must_use]
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    /// The verifier of incoming signed messages.
+    #[must_use]
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.inner.verifier
+    }
+
+    /// The shared replay store (also keeps answers for redeliveries).
+    #[must_use]
+    pub fn replay(&self) -> &DbReplayStore {
+        &self.inner.replay
+    }
+
+    /// The outgoing HTTP client.
+    #[must_use]
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The signed-callback sender.
+    #[must_use]
+    pub fn sender(&self) -> &SignedSender {
+        &self.inner.sender
+    }
+
+    /// The result store.
+    #[must_use]
+    pub fn storage(&self) -> &Arc<dyn ResultStore> {
+        &self.inner.storage
+    }
+
+    /// This instance's id (prefix of its lease owners).
+    #[must_use]
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// Reloads the keyring from the database into the verifier (after registration or a
+    /// rotation, possibly by another instance).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn reload_keyring(&self) -> Result<(), sqlx::Error> {
+        let ring = registration::load_keyring(&self.inner.db).await?;
+        self.inner.verifier.set_keyring(ring);
+        Ok(())
+    }
+
+    /// Wakes this instance's idle job workers.
+    pub fn wake_workers(&self) {
+        self.inner.wake_jobs.notify_waiters();
+    }
+
+    /// Wakes this instance's idle outbox loops.
+    pub fn wake_outbox(&self) {
+        self.inner.wake_outbox.notify_waiters();
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.inner.public_url)
+    }
+}
+
+/// A running service: its address, its state, and a way to stop it.
+#[derive(Debug)]
+pub struct ServiceHandle {
+    local_addr: SocketAddr,
+    base_url: String,
+    service: Service,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl ServiceHandle {
+    /// The address the listener is bound to.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The service's public base URL.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The shared state (to drive workers from tests, say).
+    #[must_use]
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Graceful shutdown: stop accepting requests, let in-flight requests and jobs finish
+    /// for up to `shutdown_grace`, release what is still leased by this instance, close the
+    /// database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let grace = self.service.config().shutdown_grace;
+        let mut background = self.background;
+        let waited = tokio::time::timeout(grace, async {
+            for task in &mut background {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            for task in &background {
+                task.abort();
+            }
+            tracing::warn!("shutdown grace elapsed: releasing in-flight work");
+        }
+        if let Err(e) = queue::release_instance(&self.service).await {
+            tracing::error!(error = %e, "could not release jobs on shutdown");
+        }
+        if let Err(e) = outbox::release_instance(&self.service).await {
+            tracing::error!(error = %e, "could not release outbox messages on shutdown");
+        }
+        match tokio::time::timeout(grace + Duration::from_secs(1), self.server).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("server did not stop in time"),
+        }
+        self.service.db().close().await;
+    }
+}
+
+/// Starts the service on `listener`: HTTP(S) server, job workers, outbox loops and the
+/// keyring refresher. The public URL is `config.public_url` or derived from the listener.
+///
+/// # Errors
+/// [`ServeError`] when the database, TLS material or client cannot be set up.
+pub async fn start(listener: TcpListener, config: Config) -> Result<ServiceHandle, ServeError> {
+    let local_addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+    let service = Service::new(config, base_url.clone()).await?;
+    start_service(listener, service).await
+}
+
+/// Starts an already built [`Service`] on `listener`.
+///
+/// # Errors
+/// [`ServeError`] for TLS material that cannot be loaded.
+pub async fn start_service(
+    listener: TcpListener,
+    service: Service,
+) -> Result<ServiceHandle, ServeError> {
+    let local_addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let app = http::router(service.clone());
+    let server = tls::serve(listener, app, service.config().tls.clone(), stop_rx.clone()).await?;
+    let mut background = Vec::new();
+    for i in 0..service.config().workers {
+        background.push(tokio::spawn(worker::run_worker(
+            service.clone(),
+            i,
+            stop_rx.clone(),
+        )));
+    }
+    for i in 0..service.config().outbox_workers {
+        background.push(tokio::spawn(outbox::run_delivery(
+            service.clone(),
+            i,
+            stop_rx.clone(),
+        )));
+    }
+    background.push(tokio::spawn(refresh_keyring(service.clone(), stop_rx)));
+    tracing::info!(addr = %local_addr, url = %service.public_url(), instance = %service.instance_id(), "fixmyprint serving");
+    Ok(ServiceHandle {
+        local_addr,
+        base_url: service.public_url().to_owned(),
+        service,
+        stop,
+        server,
+        background,
+    })
+}
+
+/// Runs the service on `listener` until `shutdown` completes, then shuts down gracefully.
+///
+/// # Errors
+/// [`ServeError`] when start-up fails.
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    config: Config,
+) -> Result<(), ServeError> {
+    let handle = start(listener, config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn refresh_keyring(service: Service, mut stop: watch::Receiver<bool>) {
+    let every = service.config().keyring_refresh;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = service.reload_keyring().await {
+            tracing::warn!(error = %e, "keyring refresh failed");
+        }
+        let _ = service
+            .replay()
+            .purge_expired(diax_sdk::unix_now())
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "replay purge failed"));
+    }
+}

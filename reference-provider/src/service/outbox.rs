@@ -1,0 +1,414 @@
+//! The durable outbox of signed job events.
+//!
+//! Events are written in the same transaction as the state change they announce, each with
+//! its `webhook-id` fixed at that moment. Any instance delivers them: a message is claimed
+//! with a lease, sent once (re-signed with a fresh timestamp), and then marked delivered
+//! (2xx), dead (a 4xx other than 408/429: the broker will never accept it; logged), or
+//! scheduled again with the SDK's backoff ([`RetryPolicy::delay`]). Messages of one job go
+//! out in sequence order: a message waits while an earlier one of its job is pending.
+
+use std::time::Duration;
+
+use diax_sdk::client::{RetryPolicy, retry_after};
+use diax_sdk::wire::{JobEvent, JobEventKind};
+use diax_sdk::{MessageId, ProviderId, unix_now};
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+use super::Service;
+use super::db::{Tx, exec, fetch_optional, ms, now_ms};
+use super::queue::JobRow;
+
+#[derive(sqlx::FromRow)]
+struct Seq {
+    next_sequence: i64,
+}
+
+/// A claimed outbox message.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// `webhook-id`.
+    pub message_id: String,
+    /// The job.
+    pub provider_job_id: String,
+    /// Per-job sequence.
+    pub sequence: i64,
+    /// `job.progress`, …
+    pub event_type: String,
+    /// Where to.
+    pub url: String,
+    /// The JSON body, as signed.
+    pub body: String,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+}
+
+/// What [`try_deliver_outbox`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Nothing was due.
+    Empty,
+    /// Acknowledged with a 2xx.
+    Delivered {
+        /// `webhook-id`.
+        message_id: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// Will be retried.
+    Retry {
+        /// `webhook-id`.
+        message_id: String,
+        /// Why.
+        reason: String,
+        /// When, from now.
+        after: Duration,
+    },
+    /// Refused for good (4xx other than 408/429).
+    Dead {
+        /// `webhook-id`.
+        message_id: String,
+        /// HTTP status.
+        status: u16,
+    },
+}
+
+/// Adds an event for `job` to the outbox inside the caller's transaction, taking the job's
+/// next sequence number. Returns the message id.
+///
+/// # Errors
+/// Database errors.
+pub async fn enqueue(
+    tx: &mut Tx,
+    job: &JobRow,
+    provider_id: &ProviderId,
+    kind: JobEventKind,
+) -> Result<MessageId, sqlx::Error> {
+    let seq = fetch_optional!(
+        tx,
+        Seq,
+        "UPDATE jobs SET next_sequence = next_sequence + 1 WHERE provider_job_id = $1
+         RETURNING next_sequence",
+        &job.provider_job_id
+    )?
+    .ok_or(sqlx::Error::RowNotFound)?
+    .next_sequence
+        - 1;
+    let event_type = kind.name();
+    let event = JobEvent {
+        job_id: job.broker_id(),
+        provider_job_id: job.id(),
+        provider_id: provider_id.clone(),
+        sequence: u64::try_from(seq).unwrap_or(0),
+        occurred_at: unix_now(),
+        kind,
+    };
+    let body = serde_json::to_string(&event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let id = MessageId::generate();
+    exec!(
+        tx,
+        "INSERT INTO outbox (message_id, provider_job_id, sequence, event_type, url, body, state,
+                             attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
+        id.as_str(),
+        &job.provider_job_id,
+        seq,
+        event_type,
+        &job.events_url,
+        body,
+        now_ms()
+    )?;
+    tracing::debug!(job = %job.provider_job_id, message_id = %id, event = event_type, sequence = seq, "event queued");
+    Ok(id)
+}
+
+async fn claim(service: &Service, owner: &str) -> Result<Option<OutboxRow>, sqlx::Error> {
+    let now = now_ms();
+    let until = now.saturating_add(ms(service.config().outbox_lease));
+    let mut tx = service.db().begin().await?;
+    let row = match &mut tx {
+        Tx::Sqlite(t) => {
+            sqlx::query_as::<_, OutboxRow>(
+                "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
+                 WHERE message_id = (
+                     SELECT o.message_id FROM outbox o
+                     WHERE o.state = 'pending' AND o.next_attempt_at <= $3
+                       AND (o.lease_until IS NULL OR o.lease_until < $3)
+                       AND NOT EXISTS (SELECT 1 FROM outbox p
+                                       WHERE p.provider_job_id = o.provider_job_id
+                                         AND p.state = 'pending' AND p.sequence < o.sequence)
+                     ORDER BY o.next_attempt_at LIMIT 1)
+                 RETURNING message_id, provider_job_id, sequence, event_type, url, body, attempts",
+            )
+            .bind(owner)
+            .bind(until)
+            .bind(now)
+            .fetch_optional(&mut **t)
+            .await?
+        }
+        Tx::Postgres(t) => {
+            sqlx::query_as::<_, OutboxRow>(
+                "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
+                 WHERE message_id = (
+                     SELECT o.message_id FROM outbox o
+                     WHERE o.state = 'pending' AND o.next_attempt_at <= $3
+                       AND (o.lease_until IS NULL OR o.lease_until < $3)
+                       AND NOT EXISTS (SELECT 1 FROM outbox p
+                                       WHERE p.provider_job_id = o.provider_job_id
+                                         AND p.state = 'pending' AND p.sequence < o.sequence)
+                     ORDER BY o.next_attempt_at LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING message_id, provider_job_id, sequence, event_type, url, body, attempts",
+            )
+            .bind(owner)
+            .bind(until)
+            .bind(now)
+            .fetch_optional(&mut **t)
+            .await?
+        }
+    };
+    tx.commit().await?;
+    Ok(row)
+}
+
+async fn finish(
+    service: &Service,
+    row: &OutboxRow,
+    owner: &str,
+    state: &'static str,
+    status: Option<u16>,
+    error: Option<String>,
+    next_attempt_at: i64,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = service.db().begin().await?;
+    exec!(
+        &mut tx,
+        "UPDATE outbox SET state = $1, last_status = $2, last_error = $3, next_attempt_at = $4,
+                lease_owner = NULL, lease_until = NULL,
+                delivered_at = CASE WHEN $1 = 'delivered' THEN $5 ELSE delivered_at END
+         WHERE message_id = $6 AND lease_owner = $7",
+        state,
+        status.map(i64::from),
+        error,
+        next_attempt_at,
+        now,
+        &row.message_id,
+        owner
+    )?;
+    tx.commit().await
+}
+
+/// Claims one due outbox message and delivers it once. Public so tests (and operators)
+/// can drive delivery without timers.
+///
+/// # Errors
+/// Database errors (delivery failures are outcomes, not errors).
+pub async fn try_deliver_outbox(
+    service: &Service,
+    owner: &str,
+) -> Result<DeliveryOutcome, sqlx::Error> {
+    let Some(row) = claim(service, owner).await? else {
+        return Ok(DeliveryOutcome::Empty);
+    };
+    let span = tracing::info_span!("deliver", job = %row.provider_job_id, message_id = %row.message_id, event = %row.event_type);
+    deliver(service, owner, row).instrument(span).await
+}
+
+async fn deliver(
+    service: &Service,
+    owner: &str,
+    row: OutboxRow,
+) -> Result<DeliveryOutcome, sqlx::Error> {
+    let policy = RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_backoff: service.config().retry_initial_backoff,
+        max_backoff: service.config().retry_max_backoff,
+    };
+    let attempt = u32::try_from(row.attempts.max(1)).unwrap_or(u32::MAX);
+    let id = match MessageId::parse(row.message_id.clone()) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "stored message id is invalid; dropping");
+            finish(
+                service,
+                &row,
+                owner,
+                "dead",
+                None,
+                Some(e.to_string()),
+                now_ms(),
+            )
+            .await?;
+            return Ok(DeliveryOutcome::Dead {
+                message_id: row.message_id,
+                status: 0,
+            });
+        }
+    };
+    let keyring = service.verifier().keyring();
+    let result = service
+        .sender()
+        .send_once(&row.url, &id, row.body.clone().into_bytes(), &keyring)
+        .await;
+    let retry = |reason: String, hint: Option<Duration>| {
+        let after = policy.delay(attempt, hint);
+        (reason, after)
+    };
+    let outcome = match result {
+        Ok(resp) if resp.is_success() => {
+            finish(
+                service,
+                &row,
+                owner,
+                "delivered",
+                Some(resp.status),
+                None,
+                now_ms(),
+            )
+            .await?;
+            tracing::info!(
+                status = resp.status,
+                attempts = row.attempts,
+                "event delivered"
+            );
+            DeliveryOutcome::Delivered {
+                message_id: row.message_id,
+                status: resp.status,
+            }
+        }
+        Ok(resp) if !RetryPolicy::is_retryable_status(resp.status) => {
+            let detail = resp.problem().map(|p| p.to_string()).unwrap_or_else(|| {
+                String::from_utf8_lossy(&resp.body[..resp.body.len().min(300)]).into_owned()
+            });
+            tracing::warn!(status = resp.status, detail = %detail, "event refused for good");
+            finish(
+                service,
+                &row,
+                owner,
+                "dead",
+                Some(resp.status),
+                Some(detail),
+                now_ms(),
+            )
+            .await?;
+            DeliveryOutcome::Dead {
+                message_id: row.message_id,
+                status: resp.status,
+            }
+        }
+        Ok(resp) => {
+            let (reason, after) =
+                retry(format!("HTTP {}", resp.status), retry_after(&resp.headers));
+            tracing::info!(
+                status = resp.status,
+                retry_in_ms = ms(after),
+                "event not acknowledged; will retry"
+            );
+            finish(
+                service,
+                &row,
+                owner,
+                "pending",
+                Some(resp.status),
+                Some(reason.clone()),
+                now_ms() + ms(after),
+            )
+            .await?;
+            DeliveryOutcome::Retry {
+                message_id: row.message_id,
+                reason,
+                after,
+            }
+        }
+        Err(e) => {
+            let (reason, after) = retry(e.to_string(), None);
+            tracing::info!(error = %e, retry_in_ms = ms(after), "event delivery failed; will retry");
+            finish(
+                service,
+                &row,
+                owner,
+                "pending",
+                None,
+                Some(reason.clone()),
+                now_ms() + ms(after),
+            )
+            .await?;
+            DeliveryOutcome::Retry {
+                message_id: row.message_id,
+                reason,
+                after,
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+/// Releases every outbox message leased by this instance (on shutdown).
+///
+/// # Errors
+/// Database errors.
+pub async fn release_instance(service: &Service) -> Result<u64, sqlx::Error> {
+    let pattern = format!("{}/%", service.instance_id());
+    let mut tx = service.db().begin().await?;
+    let n = exec!(
+        &mut tx,
+        "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
+         WHERE state = 'pending' AND lease_owner LIKE $1",
+        pattern
+    )?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Counts of outbox messages by state: (pending, delivered, dead).
+///
+/// # Errors
+/// Database errors.
+pub async fn counts(service: &Service) -> Result<(i64, i64, i64), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct C {
+        pending: i64,
+        delivered: i64,
+        dead: i64,
+    }
+    let mut tx = service.db().begin().await?;
+    let c = fetch_optional!(
+        &mut tx,
+        C,
+        "SELECT
+            COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS pending,
+            COALESCE(SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered,
+            COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0) AS dead
+         FROM outbox"
+    )?;
+    tx.commit().await?;
+    Ok(c.map_or((0, 0, 0), |c| (c.pending, c.delivered, c.dead)))
+}
+
+/// The delivery loop of one outbox worker: deliver while there is something due, otherwise
+/// wait for a wake-up or the poll interval; stop when `stop` turns true.
+pub async fn run_delivery(service: Service, index: usize, mut stop: watch::Receiver<bool>) {
+    let owner = format!("{}/o{index}", service.instance_id());
+    let poll = service.config().poll_interval;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let idle = match try_deliver_outbox(&service, &owner).await {
+            Ok(DeliveryOutcome::Empty) => true,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox delivery failed");
+                true
+            }
+        };
+        if idle {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = service.inner.wake_outbox.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Where results are kept: a small trait, and a directory implementation (local by default;
+//! point several instances at one shared directory to scale out).
+
+use std::fmt::Debug;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use diax_sdk::replay::BoxFuture;
+
+/// A store of result objects by key (the provider job id).
+pub trait ResultStore: Send + Sync + Debug {
+    /// Stores `bytes` under `key`, atomically (readers see all or nothing).
+    fn put<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, io::Result<()>>;
+    /// The bytes under `key`, if any.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>>;
+    /// Removes `key` (no error when absent).
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<()>>;
+}
+
+/// Results as files in a directory.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    dir: PathBuf,
+}
+
+impl DirStore {
+    /// A store in `dir` (created when missing).
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str) -> io::Result<PathBuf> {
+        // Keys are protocol ids ([A-Za-z0-9_.:-], no leading dot); refuse anything else.
+        let ok = !key.is_empty()
+            && key.len() <= 128
+            && !key.starts_with('.')
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if !ok {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad object key",
+            ));
+        }
+        Ok(self.dir.join(format!("{key}.stl")))
+    }
+}
+
+impl ResultStore for DirStore {
+    fn put<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            let tmp = self
+                .dir
+                .join(format!(".{key}.{}.part", diax_sdk::random_token("", 8)));
+            let result = async {
+                tokio::fs::write(&tmp, &bytes).await?;
+                tokio::fs::rename(&tmp, &path).await
+            }
+            .await;
+            if result.is_err() {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            result
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            match tokio::fs::read(&path).await {
+                Ok(b) => Ok(Some(Bytes::from(b))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+    }
+}

@@ -1,0 +1,435 @@
+//! Job workers: claim → download (SDK helper: size cap, digest) → heal on a blocking thread
+//! → store the result → publish it behind a temporary credential → capture the hold and
+//! queue `job.completed` in one transaction (or release the hold and queue `job.failed`).
+//!
+//! Every state change is guarded by the lease: a worker that lost its lease (it was too
+//! slow, or presumed dead and its job claimed again) cannot complete or fail the job, so a
+//! job is charged and completed at most once, whatever runs twice.
+
+use std::time::Duration;
+
+use diax_sdk::client::{DownloadLimits, RetryPolicy};
+use diax_sdk::wire::{Download, JobEventKind, JobResult};
+use diax_sdk::{Problem, ProblemType, ProviderId, Quote, sha256_hex, unix_now};
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+use super::Service;
+use super::accounts;
+use super::db::{exec, now_ms};
+use super::outbox;
+use super::queue::{self, JobRow};
+use super::registration;
+
+/// What [`try_execute_job`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutionOutcome {
+    /// No job was claimable.
+    EmptyQueue,
+    /// The job completed; its hold was captured and `job.completed` queued.
+    Completed {
+        /// The job.
+        provider_job_id: String,
+    },
+    /// The job failed; its hold was released and `job.failed` queued.
+    Failed {
+        /// The job.
+        provider_job_id: String,
+        /// Why.
+        problem: Problem,
+    },
+    /// The job went back to the queue (a transient download failure) to be retried.
+    Released {
+        /// The job.
+        provider_job_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another worker took the job over (this one's lease expired); nothing was recorded.
+    LostLease {
+        /// The job.
+        provider_job_id: String,
+    },
+}
+
+/// Failures of the worker itself (the job stays leased and is retried after the lease).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Database failure.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// Result store failure.
+    #[error("result store: {0}")]
+    Storage(#[from] std::io::Error),
+    /// The provider is not registered, so no event could be signed.
+    #[error("not registered with a broker")]
+    NotRegistered,
+}
+
+/// The healing step, isolated so the service depends on the healing core in one place:
+/// STL bytes in, a repaired binary STL and the repair report (JSON) out, or the healer's
+/// error message.
+///
+/// # Errors
+/// The healer's error, as text, when the model cannot be repaired.
+pub fn heal_model(bytes: &[u8], max_bytes: u64) -> Result<(Vec<u8>, serde_json::Value), String> {
+    let options = crate::heal::RepairOptions {
+        max_file_bytes: max_bytes,
+        ..crate::heal::RepairOptions::default()
+    };
+    let repaired = crate::heal::repair(bytes, &options).map_err(|e| e.to_string())?;
+    let stl = repaired.to_stl_bytes();
+    let report = serde_json::to_value(&repaired.report).unwrap_or(serde_json::Value::Null);
+    Ok((stl, report))
+}
+
+enum Step {
+    Heal(Vec<u8>),
+    Fail(Problem),
+    Release(String, Duration),
+    Lost,
+}
+
+/// Claims one job and runs it to an outcome. Public so tests drive workers without timers;
+/// `worker` names the worker within this instance (lease owner `{instance}/{worker}`).
+///
+/// # Errors
+/// [`WorkerError`]; the job then stays leased and is claimed again after its lease.
+pub async fn try_execute_job(
+    service: &Service,
+    worker: &str,
+) -> Result<ExecutionOutcome, WorkerError> {
+    let owner = format!("{}/{worker}", service.instance_id());
+    let lease = service.config().job_lease;
+    let Some(job) = queue::claim(service.db(), &owner, lease).await? else {
+        return Ok(ExecutionOutcome::EmptyQueue);
+    };
+    let span = tracing::info_span!("job", job = %job.provider_job_id, broker_job = %job.broker_job_id, attempt = job.attempts);
+    run_claimed(service, &job, &owner).instrument(span).await
+}
+
+async fn run_claimed(
+    service: &Service,
+    job: &JobRow,
+    owner: &str,
+) -> Result<ExecutionOutcome, WorkerError> {
+    let lease = service.config().job_lease;
+    tracing::info!("job claimed");
+    let provider = match registration::registration(service.db()).await? {
+        Some(r) => r.provider().map_err(|_| WorkerError::NotRegistered)?,
+        None => {
+            queue::release(service.db(), &job.provider_job_id, owner, lease).await?;
+            return Err(WorkerError::NotRegistered);
+        }
+    };
+    let work = execute(service, job, owner, &provider);
+    let beat = heartbeat(service, &job.provider_job_id, owner);
+    tokio::select! {
+        result = work => result,
+        () = beat => {
+            tracing::warn!("lease lost while working; abandoning this attempt");
+            Ok(ExecutionOutcome::LostLease { provider_job_id: job.provider_job_id.clone() })
+        }
+    }
+}
+
+async fn heartbeat(service: &Service, provider_job_id: &str, owner: &str) {
+    let lease = service.config().job_lease;
+    let every = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        match queue::heartbeat(service.db(), provider_job_id, owner, lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn progress(
+    service: &Service,
+    job: &JobRow,
+    owner: &str,
+    provider: &ProviderId,
+    percent: u8,
+    stage: &str,
+) -> Result<bool, WorkerError> {
+    let mut tx = service.db().begin().await?;
+    if !queue::set_progress(&mut tx, &job.provider_job_id, owner, percent).await? {
+        return Ok(false);
+    }
+    outbox::enqueue(
+        &mut tx,
+        job,
+        provider,
+        JobEventKind::Progress {
+            percent,
+            stage: Some(stage.to_owned()),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    service.wake_outbox();
+    Ok(true)
+}
+
+async fn execute(
+    service: &Service,
+    job: &JobRow,
+    owner: &str,
+    provider: &ProviderId,
+) -> Result<ExecutionOutcome, WorkerError> {
+    let id = job.provider_job_id.clone();
+    let config = service.config();
+    let step = if job.attempts > i64::from(config.max_job_attempts) {
+        Step::Fail(Problem::new(ProblemType::Internal).with_detail(format!(
+            "the job was abandoned after {} attempts",
+            config.max_job_attempts
+        )))
+    } else {
+        fetch_input(service, job, owner, provider).await?
+    };
+    let bytes = match step {
+        Step::Heal(bytes) => bytes,
+        Step::Fail(problem) => return fail(service, job, owner, provider, problem).await,
+        Step::Release(reason, delay) => {
+            tracing::info!(reason = %reason, "releasing the job for a later attempt");
+            queue::release(service.db(), &id, owner, delay).await?;
+            return Ok(ExecutionOutcome::Released {
+                provider_job_id: id,
+                reason,
+            });
+        }
+        Step::Lost => {
+            return Ok(ExecutionOutcome::LostLease {
+                provider_job_id: id,
+            });
+        }
+    };
+    if !progress(service, job, owner, provider, 30, "healing").await? {
+        return Ok(ExecutionOutcome::LostLease {
+            provider_job_id: id,
+        });
+    }
+    let max = config.max_model_bytes;
+    let started = std::time::Instant::now();
+    let healed = tokio::task::spawn_blocking(move || heal_model(&bytes, max)).await;
+    let (stl, report) = match healed {
+        Ok(Ok(out)) => out,
+        Ok(Err(reason)) => {
+            tracing::info!(reason = %reason, "model cannot be healed");
+            let problem = Problem::new(ProblemType::ModelInvalid).with_detail(reason);
+            return fail(service, job, owner, provider, problem).await;
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "the healer panicked");
+            let problem = Problem::new(ProblemType::ModelInvalid)
+                .with_detail("the model could not be processed");
+            return fail(service, job, owner, provider, problem).await;
+        }
+    };
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        bytes = stl.len(),
+        "healed"
+    );
+    complete(service, job, owner, provider, stl, report).await
+}
+
+async fn fetch_input(
+    service: &Service,
+    job: &JobRow,
+    owner: &str,
+    provider: &ProviderId,
+) -> Result<Step, WorkerError> {
+    let config = service.config();
+    let Some(download) = job
+        .input_json
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Download>(s).ok())
+    else {
+        return Ok(Step::Fail(
+            Problem::new(ProblemType::InvalidRequest).with_detail("the job's input is unreadable"),
+        ));
+    };
+    if !progress(service, job, owner, provider, 10, "downloading").await? {
+        return Ok(Step::Lost);
+    }
+    let dir = config.data_dir.join("downloads");
+    tokio::fs::create_dir_all(&dir).await?;
+    let path = dir.join(format!(
+        "{}-{}.stl",
+        job.provider_job_id,
+        diax_sdk::random_token("", 8)
+    ));
+    let limits = DownloadLimits {
+        max_bytes: config.max_model_bytes,
+        timeout: config.http_timeout.saturating_mul(10),
+    };
+    let result =
+        diax_sdk::client::download_to_file(service.http(), &download, &path, &limits).await;
+    match result {
+        Ok(got) => {
+            let bytes = tokio::fs::read(&path).await;
+            let _ = tokio::fs::remove_file(&path).await;
+            tracing::info!(size = got.size, "model downloaded");
+            Ok(Step::Heal(bytes?))
+        }
+        Err(e) if e.is_transient() => {
+            let policy = RetryPolicy {
+                max_attempts: u32::MAX,
+                initial_backoff: config.retry_initial_backoff,
+                max_backoff: config.retry_max_backoff,
+            };
+            let attempt = u32::try_from(job.attempts.max(1)).unwrap_or(u32::MAX);
+            Ok(Step::Release(
+                format!("download failed: {e}"),
+                policy.delay(attempt, None),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "download refused");
+            Ok(Step::Fail(
+                Problem::new(ProblemType::DownloadFailed)
+                    .with_detail(format!("the model could not be downloaded: {e}")),
+            ))
+        }
+    }
+}
+
+async fn fail(
+    service: &Service,
+    job: &JobRow,
+    owner: &str,
+    provider: &ProviderId,
+    problem: Problem,
+) -> Result<ExecutionOutcome, WorkerError> {
+    let id = job.provider_job_id.clone();
+    let problem_json = serde_json::to_string(&problem).unwrap_or_default();
+    let mut tx = service.db().begin().await?;
+    let n = exec!(
+        &mut tx,
+        "UPDATE jobs SET state = 'failed', problem_json = $1, lease_owner = NULL,
+                lease_until = NULL, updated_at = $2
+         WHERE provider_job_id = $3 AND lease_owner = $4 AND state = 'running'",
+        &problem_json,
+        now_ms(),
+        &id,
+        owner
+    )?;
+    if n != 1 {
+        return Ok(ExecutionOutcome::LostLease {
+            provider_job_id: id,
+        });
+    }
+    accounts::settle(&mut tx, &job.account_id, &id, job.quote_amount, false).await?;
+    outbox::enqueue(
+        &mut tx,
+        job,
+        provider,
+        JobEventKind::Failed {
+            problem: problem.clone(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    service.wake_outbox();
+    tracing::info!(problem = %problem, "job failed; hold released");
+    Ok(ExecutionOutcome::Failed {
+        provider_job_id: id,
+        problem,
+    })
+}
+
+async fn complete(
+    service: &Service,
+    job: &JobRow,
+    owner: &str,
+    provider: &ProviderId,
+    stl: Vec<u8>,
+    report: serde_json::Value,
+) -> Result<ExecutionOutcome, WorkerError> {
+    let id = job.provider_job_id.clone();
+    let size = stl.len() as u64;
+    let sha256 = sha256_hex(&stl);
+    service.storage().put(&id, stl.into()).await?;
+    let credential = diax_sdk::random_token("rc_", 40);
+    let ttl = i64::try_from(service.config().result_ttl.as_secs()).unwrap_or(i64::MAX);
+    let expires_at = unix_now().saturating_add(ttl);
+    let result = JobResult {
+        download: Download {
+            url: service.url(&format!("/results/{id}")),
+            authorization: Some(format!("Bearer {credential}")),
+            expires_at,
+            size,
+            sha256,
+        },
+        format: "stl".into(),
+        report: Some(report),
+        charged: Some(Quote::new(job.quote_amount, job.currency.clone())),
+    };
+    // What the status shows: the result without its credential.
+    let summary = serde_json::json!({
+        "url": result.download.url, "size": size, "sha256": result.download.sha256,
+        "expires_at": expires_at,
+    })
+    .to_string();
+    let mut tx = service.db().begin().await?;
+    let n = exec!(
+        &mut tx,
+        "UPDATE jobs SET state = 'completed', progress = 100, result_json = $1,
+                lease_owner = NULL, lease_until = NULL, updated_at = $2
+         WHERE provider_job_id = $3 AND lease_owner = $4 AND state = 'running'",
+        &summary,
+        now_ms(),
+        &id,
+        owner
+    )?;
+    if n != 1 {
+        return Ok(ExecutionOutcome::LostLease {
+            provider_job_id: id,
+        });
+    }
+    exec!(
+        &mut tx,
+        "INSERT INTO result_credentials (token_hash, provider_job_id, expires_at) VALUES ($1, $2, $3)",
+        sha256_hex(credential.as_bytes()),
+        &id,
+        expires_at
+    )?;
+    accounts::settle(&mut tx, &job.account_id, &id, job.quote_amount, true).await?;
+    outbox::enqueue(&mut tx, job, provider, JobEventKind::Completed { result }).await?;
+    tx.commit().await?;
+    service.wake_outbox();
+    tracing::info!(charged = job.quote_amount, "job completed; hold captured");
+    Ok(ExecutionOutcome::Completed {
+        provider_job_id: id,
+    })
+}
+
+/// The loop of one job worker: run jobs while there are some, otherwise wait for a wake-up
+/// or the poll interval; stop when `stop` turns true (a job in progress finishes first).
+pub async fn run_worker(service: Service, index: usize, mut stop: watch::Receiver<bool>) {
+    let name = format!("w{index}");
+    let poll = service.config().poll_interval;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let idle = match try_execute_job(&service, &name).await {
+            Ok(ExecutionOutcome::EmptyQueue) => true,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "worker step failed");
+                true
+            }
+        };
+        if idle {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = service.inner.wake_jobs.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! Job intake, work and callbacks over real HTTP, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod service_support;
+
+use std::time::Duration;
+
+use diax_sdk::wire::{BrokerMessage, JobEventKind, JobState, JobStatus};
+use diax_sdk::{MessageId, ProblemType, sha256_hex};
+use fixmyprint::service::{self, ExecutionOutcome, queue};
+use service_support::*;
+
+/// The story: unknown account → 401, empty balance → 402, top-up → 202, input, work,
+/// callbacks, result behind a credential, exactly one charge.
+async fn full_story(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    register(&provider, &broker).await;
+    let model = fixmyprint::heal::generate::broken_model(3, 2_000);
+
+    // No account in the offer.
+    let offer = broker.offer(None, model.len() as u64);
+    let (status, headers, body) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Offer(offer),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    assert_eq!(body["type"], ProblemType::AccountRequired.uri());
+    assert_eq!(
+        body["register_url"],
+        format!("{}/v1/accounts", provider.base_url())
+    );
+
+    // An account the provider never issued.
+    let offer = broker.offer(Some(&diax_sdk::AccountId::generate()), 10);
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Offer(offer),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["type"], ProblemType::AccountRequired.uri());
+
+    // A known account with no money.
+    let account = create_account(&provider, "Gareth").await;
+    let offer = broker.offer(Some(&account.account_id), model.len() as u64);
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Offer(offer.clone()),
+    )
+    .await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["type"], ProblemType::PaymentRequired.uri());
+    assert_eq!(
+        body["top_up_url"],
+        format!("{}/v1/accounts/me/top-up", provider.base_url())
+    );
+    let quote = body["quote"]["amount"].as_i64().unwrap();
+    assert_eq!(quote, 60, "50 + 10 per started MiB");
+    assert_eq!(body["quote"]["currency"], "EUR");
+
+    // Top up and retry the same broker job (a new webhook-id).
+    top_up(&provider, &account.api_key, 1_000).await;
+    let first_id = MessageId::generate();
+    let (status, headers, body) = send_signed(
+        &provider,
+        &broker,
+        &first_id,
+        &BrokerMessage::Offer(offer.clone()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let pjob = body["provider_job_id"].as_str().unwrap().to_owned();
+    let status_url = format!("{}/diax/jobs/{pjob}", provider.base_url());
+    assert_eq!(body["status_url"], status_url);
+    assert_eq!(
+        headers.get("location").unwrap().to_str().unwrap(),
+        status_url
+    );
+    assert_eq!(body["quote"]["amount"], quote);
+
+    // Redelivery of the same message: same answer; a new message for the same job: same job.
+    let (status, _, again) = send_signed(
+        &provider,
+        &broker,
+        &first_id,
+        &BrokerMessage::Offer(offer.clone()),
+    )
+    .await;
+    assert_eq!((status, &again), (202, &body));
+    let (status, _, again) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Offer(offer.clone()),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(again["provider_job_id"], pjob.as_str());
+    // The same id over a different body is a replay.
+    let mut other = offer.clone();
+    other.job_id = diax_sdk::JobId::generate();
+    let (status, _, body) =
+        send_signed(&provider, &broker, &first_id, &BrokerMessage::Offer(other)).await;
+    assert_eq!(status, 409);
+    assert_eq!(body["type"], ProblemType::ReplayedMessage.uri());
+
+    let (_, me) = get_json(
+        &format!("{}/v1/accounts/me", provider.base_url()),
+        Some(&account.api_key),
+    )
+    .await;
+    assert_eq!(
+        (me["balance"].as_i64(), me["held"].as_i64()),
+        (Some(1_000 - quote), Some(quote))
+    );
+
+    // Input, then the worker (driven by hand), then the outbox.
+    let input = diax_sdk::wire::JobInput {
+        job_id: offer.job_id.clone(),
+        provider_job_id: diax_sdk::ProviderJobId::parse(pjob.clone()).unwrap(),
+        download: broker.host_model(&model),
+    };
+    let input_id = MessageId::generate();
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &input_id,
+        &BrokerMessage::Input(input.clone()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["state"], "accepted");
+    let outcome = service::try_execute_job(provider.service(), "t")
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ExecutionOutcome::Completed {
+            provider_job_id: pjob.clone()
+        }
+    );
+    assert_eq!(
+        service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap(),
+        ExecutionOutcome::EmptyQueue
+    );
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&offer.job_id);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["job.progress", "job.progress", "job.completed"]);
+    let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    let JobEventKind::Completed { result } = &events[2].kind else {
+        panic!("not completed")
+    };
+    assert_eq!(result.format, "stl");
+    assert_eq!(result.charged.as_ref().unwrap().amount, quote);
+    assert!(result.report.is_some());
+
+    // The result behind its credential: right one works, others are refused.
+    let dl = &result.download;
+    assert_eq!(dl.url, format!("{}/results/{pjob}", provider.base_url()));
+    let bytes = diax_sdk::client::download_to_vec(&client(), dl, &Default::default())
+        .await
+        .expect("result downloads with size and digest checks");
+    assert_eq!(sha256_hex(&bytes), dl.sha256);
+    let auth = dl.authorization.clone().unwrap();
+    let resp = client()
+        .get(&dl.url)
+        .header("authorization", "Bearer rc_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client().get(&dl.url).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client()
+        .get(format!("{}/results/pjob_other", provider.base_url()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = client()
+        .delete(&dl.url)
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    // Status, money.
+    let (code, status) = get_json(&status_url, None).await;
+    assert_eq!(code, 200);
+    let status: JobStatus = serde_json::from_value(status).unwrap();
+    assert_eq!(
+        (status.state, status.progress),
+        (JobState::Completed, Some(100))
+    );
+    let (_, me) = get_json(
+        &format!("{}/v1/accounts/me", provider.base_url()),
+        Some(&account.api_key),
+    )
+    .await;
+    assert_eq!(
+        (me["balance"].as_i64(), me["held"].as_i64()),
+        (Some(1_000 - quote), Some(0))
+    );
+
+    // Everything again after completion: same job, same state, nothing charged twice.
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Offer(offer.clone()),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        (body["provider_job_id"].as_str(), body["state"].as_str()),
+        (Some(pjob.as_str()), Some("completed"))
+    );
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &input_id,
+        &BrokerMessage::Input(input.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (202, Some("accepted")),
+        "redelivery answers as before"
+    );
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Input(input),
+    )
+    .await;
+    assert_eq!((status, body["state"].as_str()), (202, Some("completed")));
+    assert_eq!(
+        service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap(),
+        ExecutionOutcome::EmptyQueue
+    );
+    let (_, ledger) = get_json(
+        &format!("{}/v1/accounts/me/ledger", provider.base_url()),
+        Some(&account.api_key),
+    )
+    .await;
+    let kinds: Vec<&str> = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["top_up", "hold", "capture"]);
+    provider.shutdown().await;
+}
+both_backends!(full_story);
+
+/// A file that is not an STL ends in `job.failed` (model-invalid), nothing charged.
+async fn non_stl_fails_and_releases(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Ann").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let job = accept_job(
+        &provider,
+        &broker,
+        &account,
+        b"this is not an STL file at all",
+    )
+    .await;
+    let outcome = service::try_execute_job(provider.service(), "t")
+        .await
+        .unwrap();
+    let ExecutionOutcome::Failed { problem, .. } = outcome else {
+        panic!("expected failure, got {outcome:?}")
+    };
+    assert!(problem.is(ProblemType::ModelInvalid), "{problem:?}");
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&job.offer.job_id);
+    let JobEventKind::Failed { problem } = &events.last().unwrap().kind else {
+        panic!("last event is not job.failed: {events:?}")
+    };
+    assert!(problem.is(ProblemType::ModelInvalid));
+    let (_, me) = get_json(
+        &format!("{}/v1/accounts/me", provider.base_url()),
+        Some(&account.api_key),
+    )
+    .await;
+    assert_eq!(
+        (me["balance"].as_i64(), me["held"].as_i64()),
+        (Some(500), Some(0))
+    );
+    let (_, status) = get_json(
+        &format!("{}/diax/jobs/{}", provider.base_url(), job.provider_job_id),
+        None,
+    )
+    .await;
+    assert_eq!(status["state"], "failed");
+    assert_eq!(status["problem"]["type"], ProblemType::ModelInvalid.uri());
+    provider.shutdown().await;
+}
+both_backends!(non_stl_fails_and_releases);
+
+/// A worker that claimed a job and died: after the lease, another worker runs it, and the
+/// dead worker's late completion would be refused.
+async fn lease_expiry_after_crash(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let mut config = test_config(&db, db.dir());
+    config.job_lease = Duration::from_millis(300);
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Bo").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(5, 1_000);
+    let job = accept_job(&provider, &broker, &account, &model).await;
+
+    // The "crashed" worker claims and never comes back.
+    let claimed = queue::claim(
+        provider.service().db(),
+        "dead-instance/w0",
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap()
+    .expect("claimable");
+    assert_eq!(claimed.provider_job_id, job.provider_job_id.as_str());
+    assert_eq!(
+        service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap(),
+        ExecutionOutcome::EmptyQueue,
+        "leased jobs are not claimed"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap(),
+        ExecutionOutcome::Completed {
+            provider_job_id: job.provider_job_id.to_string()
+        }
+    );
+    // The dead worker cannot heartbeat or release any more.
+    assert!(
+        !queue::heartbeat(
+            provider.service().db(),
+            job.provider_job_id.as_str(),
+            "dead-instance/w0",
+            Duration::from_secs(1)
+        )
+        .await
+        .unwrap()
+    );
+    drain_outbox(&provider).await;
+    assert_eq!(broker.terminal_events().len(), 1);
+    let (_, me) = get_json(
+        &format!("{}/v1/accounts/me", provider.base_url()),
+        Some(&account.api_key),
+    )
+    .await;
+    assert_eq!(me["balance"].as_i64(), Some(500 - 60));
+    assert_eq!(me["held"].as_i64(), Some(0));
+    provider.shutdown().await;
+}
+both_backends!(lease_expiry_after_crash);
+
+/// The broker answers 503 for a while: the outbox loop retries with the same webhook-id
+/// until it gets a 2xx; background workers do the job on their own.
+async fn outbox_redelivery_while_broker_down(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let mut config = test_config(&db, db.dir());
+    config.workers = 1;
+    config.outbox_workers = 1;
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Cy").await;
+    top_up(&provider, &account.api_key, 500).await;
+    broker
+        .state
+        .fail_next
+        .store(5, std::sync::atomic::Ordering::SeqCst);
+    let model = fixmyprint::heal::generate::broken_model(9, 1_000);
+    let job = accept_job(&provider, &broker, &account, &model).await;
+    let done = wait_until(Duration::from_secs(20), || async {
+        broker
+            .events_for(&job.offer.job_id)
+            .iter()
+            .any(|e| e.kind.name() == "job.completed")
+    })
+    .await;
+    assert!(done, "completed event delivered despite the outage");
+    let attempts = broker.state.attempts.lock().unwrap().clone();
+    assert!(attempts.iter().filter(|a| a.2 == 503).count() == 5);
+    // Every attempt of one event carried the same webhook-id.
+    for (id, event, _) in &attempts {
+        for (id2, event2, _) in &attempts {
+            if event.sequence == event2.sequence && event.job_id == event2.job_id {
+                assert_eq!(id, id2);
+            }
+        }
+    }
+    let (pending, delivered, dead) = service::outbox::counts(provider.service()).await.unwrap();
+    assert_eq!((pending, delivered, dead), (0, 3, 0));
+    provider.shutdown().await;
+}
+both_backends!(outbox_redelivery_while_broker_down);
+
+/// Bad signed input: unsigned, wrong content type, malformed JSON, unknown message type,
+/// unknown job for an input, stale timestamp; the service keeps serving.
+async fn bad_signed_input(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+
+    // Not registered yet: signed messages cannot be checked.
+    let resp = client()
+        .post(format!("{}/diax/jobs", provider.base_url()))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_1")
+        .header("webhook-timestamp", diax_sdk::unix_now().to_string())
+        .header("webhook-signature", "v1,AAAA")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    register(&provider, &broker).await;
+
+    let url = format!("{}/diax/jobs", provider.base_url());
+    let resp = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let p: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(p["type"], ProblemType::SignatureMissing.uri());
+    let resp = client()
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    let (status, _, body) = send_raw_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        b"{not json".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = send_raw_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        br#"{"type":"job.explode"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let (status, _, _) = send_raw_signed(&provider, &broker, &MessageId::generate(), big).await;
+    assert_eq!(status, 413);
+    // Tampered: signed by another key.
+    let stranger =
+        diax_sdk::Keyring::single(diax_sdk::KeyId::generate(), diax_sdk::Secret::generate());
+    let resp = diax_sdk::client::SignedSender::new(client())
+        .send_once(&url, &MessageId::generate(), b"{}".to_vec(), &stranger)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 401);
+    // Stale timestamp.
+    let ring = broker.keyring();
+    let old = diax_sdk::unix_now() - 3600;
+    let signed = ring.sign(&MessageId::generate(), old, b"{}").unwrap();
+    let resp = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", signed.id.as_str())
+        .header("webhook-timestamp", old.to_string())
+        .header("webhook-signature", &signed.signature)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // Input for a job that does not exist.
+    let input = diax_sdk::wire::JobInput {
+        job_id: diax_sdk::JobId::generate(),
+        provider_job_id: diax_sdk::ProviderJobId::generate(),
+        download: broker.host_model(b"x"),
+    };
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Input(input),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // An operation this provider does not run.
+    let account = create_account(&provider, "Di").await;
+    let mut offer = broker.offer(Some(&account.account_id), 10);
+    offer.operation = "slice".into();
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Offer(offer),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["type"], ProblemType::UnsupportedOperation.uri());
+    // Unknown status id.
+    let (status, body) = get_json(&format!("{url}/pjob_nope"), None).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (404, Some(ProblemType::NotFound.uri().as_str()))
+    );
+    // Still serving.
+    let (status, _) = get_json(&format!("{}/readyz", provider.base_url()), None).await;
+    assert_eq!(status, 200);
+    provider.shutdown().await;
+}
+both_backends!(bad_signed_input);

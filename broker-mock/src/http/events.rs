@@ -118,13 +118,13 @@ async fn handle(
             "a per-user secret may only speak for its own user's jobs".into(),
         ));
     }
-    if let Some(pj) = &job.provider_job_id {
-        if pj != event.provider_job_id.as_str() {
-            return Err(ApiError::Conflict(format!(
-                "job {} is provider job {pj}, not {}",
-                job.id, event.provider_job_id
-            )));
-        }
+    if let Some(pj) = &job.provider_job_id
+        && pj != event.provider_job_id.as_str()
+    {
+        return Err(ApiError::Conflict(format!(
+            "job {} is provider job {pj}, not {}",
+            job.id, event.provider_job_id
+        )));
     }
     let canonical = serde_json::to_string(&event).map_err(|e| ApiError::Internal(e.to_string()))?;
     let seq = i64::try_from(event.sequence)
@@ -158,11 +158,13 @@ async fn handle(
             event.sequence, job.last_sequence
         )));
     }
-    let allowed = match (&event.kind, current) {
-        (JobEventKind::Accepted { .. }, JobState::Offered | JobState::Accepted) => true,
-        (_, JobState::Accepted | JobState::Running) => true,
-        _ => false,
-    };
+    let allowed = matches!(
+        (&event.kind, current),
+        (
+            JobEventKind::Accepted { .. },
+            JobState::Offered | JobState::Accepted
+        ) | (_, JobState::Accepted | JobState::Running)
+    );
     if !allowed {
         return Err(ApiError::InvalidTransition(format!(
             "job {} is {current}; {} is not allowed now",
@@ -282,10 +284,10 @@ async fn apply(
         }
     }
     tx.commit().await?;
-    if new_state.is_terminal() {
-        if let Some(updated) = find_job(state, &job.id).await? {
-            super::notifications::notify_job(state, &updated, event.kind.name()).await?;
-        }
+    if new_state.is_terminal()
+        && let Some(updated) = find_job(state, &job.id).await?
+    {
+        super::notifications::notify_job(state, &updated, event.kind.name()).await?;
     }
     tracing::info!(job = %job.id, event = event.kind.name(), sequence = event.sequence, "job event applied");
     ack(&job.id, new_state, false)

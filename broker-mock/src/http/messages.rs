@@ -144,12 +144,13 @@ async fn list(
         }
     }
     let direction = q.get("direction").filter(|d| !d.is_empty());
-    if let Some(d) = direction {
-        if d != "in" && d != "out" {
-            return Err(ApiError::InvalidRequest(
-                "direction must be `in` or `out`".into(),
-            ));
-        }
+    if let Some(d) = direction
+        && d != "in"
+        && d != "out"
+    {
+        return Err(ApiError::InvalidRequest(
+            "direction must be `in` or `out`".into(),
+        ));
     }
     let limit = match q.get("limit") {
         None => 100,

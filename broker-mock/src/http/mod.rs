@@ -151,12 +151,11 @@ async fn log_and_count(State(state): State<AppState>, req: Request, next: Next) 
         }
     }
 
-    if let Some(key) = api_key {
-        if let Ok(Some(count)) = users::pending_count_for_key(&state, &key).await {
-            if let Ok(v) = HeaderValue::from_str(&count.to_string()) {
-                resp.headers_mut().insert(PENDING_NOTIFICATIONS_HEADER, v);
-            }
-        }
+    if let Some(key) = api_key
+        && let Ok(Some(count)) = users::pending_count_for_key(&state, &key).await
+        && let Ok(v) = HeaderValue::from_str(&count.to_string())
+    {
+        resp.headers_mut().insert(PENDING_NOTIFICATIONS_HEADER, v);
     }
 
     if !(path.starts_with("/v1/messages") || path.starts_with("/inspector")) {
@@ -250,10 +249,9 @@ pub(crate) async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
     {
-        if len > limit as u64 {
-            return Err(too_large());
-        }
+        return Err(too_large());
     }
     axum::body::to_bytes(req.into_body(), limit)
         .await

@@ -325,10 +325,10 @@ async fn content(
             "no version {version} of model {model_id}"
         )));
     };
-    if let Some(user) = owner_check {
-        if user.as_str() != owner {
-            return Err(ApiError::NotFound(format!("no model {model_id}")));
-        }
+    if let Some(user) = owner_check
+        && user.as_str() != owner
+    {
+        return Err(ApiError::NotFound(format!("no model {model_id}")));
     }
     let mut resp = (StatusCode::OK, bytes).into_response();
     resp.headers_mut()

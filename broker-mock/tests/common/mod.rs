@@ -1,5 +1,11 @@
 //! Shared test helpers: a broker on port 0, a fake provider, signed events.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity,
+    missing_docs
+)]
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

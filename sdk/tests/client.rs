@@ -1,1 +1,634 @@
-//! placeholder
+//! The `client` feature against a real local axum server: signed sends with retries,
+//! downloads with their checks, no redirects, the secure-URL rule, and the broker client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use diax_sdk::client::{
+    ApiError, BrokerClient, ClientConfig, DownloadError, DownloadLimits, RetryPolicy, SendError,
+    SignedSender, download, download_to_file, download_to_vec, http_client, require_secure_url,
+};
+use diax_sdk::webhook::RawHeaders;
+use diax_sdk::wire::{Download, Pricing, ProviderRegistered, RegisterProvider, SecretScope};
+use diax_sdk::{
+    GroupId, KeyId, Keyring, MessageId, Problem, ProblemType, ProviderId, Secret, sha256_hex,
+    unix_now,
+};
+
+const BLOB: &[u8] = b"solid cube\nendsolid cube\n--- some model bytes ---";
+const CREDENTIAL: &str = "Bearer tc_ok";
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    id: String,
+    timestamp: i64,
+    signature: String,
+    body: Bytes,
+    at: Instant,
+}
+
+#[derive(Clone, Default)]
+struct Log {
+    hits: Arc<Mutex<HashMap<&'static str, usize>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Log {
+    fn hit(&self, route: &'static str) -> usize {
+        let mut hits = self.hits.lock().expect("lock");
+        let n = hits.entry(route).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn hits(&self, route: &'static str) -> usize {
+        self.hits
+            .lock()
+            .expect("lock")
+            .get(route)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn record(&self, route: &'static str, headers: &HeaderMap, body: Bytes) -> usize {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        self.seen.lock().expect("lock").push(Seen {
+            id: text("webhook-id"),
+            timestamp: text("webhook-timestamp").parse().unwrap_or(-1),
+            signature: text("webhook-signature"),
+            body,
+            at: Instant::now(),
+        });
+        self.hit(route)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+/// A problem answer, built by hand: this test needs only the `client` feature.
+fn problem(kind: ProblemType) -> Response {
+    let p = Problem::new(kind);
+    let status = StatusCode::from_u16(p.status).expect("status");
+    let ct = [(header::CONTENT_TYPE, diax_sdk::PROBLEM_CONTENT_TYPE)];
+    (status, ct, p.to_json()).into_response()
+}
+
+async fn flaky(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> Response {
+    match log.record("flaky", &headers, body) {
+        1 | 2 => problem(ProblemType::ServiceUnavailable),
+        _ => (StatusCode::ACCEPTED, "accepted").into_response(),
+    }
+}
+
+async fn rate_limited(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> Response {
+    match log.record("rate_limited", &headers, body) {
+        1 => {
+            let mut r = problem(ProblemType::RateLimited);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, "1".parse().expect("value"));
+            r
+        }
+        _ => (StatusCode::ACCEPTED, "accepted").into_response(),
+    }
+}
+
+async fn bad_request(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> Response {
+    log.record("bad", &headers, body);
+    problem(ProblemType::InvalidRequest)
+}
+
+async fn always_503(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> Response {
+    log.record("always_503", &headers, body);
+    StatusCode::SERVICE_UNAVAILABLE.into_response()
+}
+
+async fn slow_once(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> Response {
+    if log.record("slow", &headers, body) == 1 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    (StatusCode::ACCEPTED, "accepted").into_response()
+}
+
+async fn redirect_post(State(log): State<Log>) -> Response {
+    log.hit("redirect");
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, "/target")],
+    )
+        .into_response()
+}
+
+async fn target(State(log): State<Log>) -> Response {
+    log.hit("target");
+    StatusCode::OK.into_response()
+}
+
+async fn blob(State(log): State<Log>, headers: HeaderMap) -> Response {
+    log.hit("blob");
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(CREDENTIAL)
+    {
+        return problem(ProblemType::CredentialInvalid);
+    }
+    (StatusCode::OK, BLOB).into_response()
+}
+
+async fn broken() -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response()
+}
+
+async fn moved(State(log): State<Log>) -> Response {
+    log.hit("moved");
+    (StatusCode::FOUND, [(header::LOCATION, "/blob")]).into_response()
+}
+
+async fn stall() -> Response {
+    use futures_util::StreamExt as _;
+    let first =
+        futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from(&BLOB[..10])) });
+    Body::from_stream(first.chain(futures_util::stream::pending())).into_response()
+}
+
+async fn register(headers: HeaderMap, Json(req): Json<RegisterProvider>) -> Response {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some("Bearer key_good")
+    {
+        return problem(ProblemType::Unauthorized);
+    }
+    let answer = ProviderRegistered {
+        provider_id: ProviderId::parse("prv_new").expect("id"),
+        broker_id: "diax".into(),
+        key_id: KeyId::parse("key_1").expect("id"),
+        secret: Secret::generate().expose(),
+        events_url: "http://127.0.0.1/v1/providers/prv_new/events".into(),
+        secret_scope: req.secret_scope,
+        bound_user_id: None,
+    };
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+async fn server() -> (String, Log) {
+    let log = Log::default();
+    let app = Router::new()
+        .route("/flaky", post(flaky))
+        .route("/rate-limited", post(rate_limited))
+        .route("/bad", post(bad_request))
+        .route("/always-503", post(always_503))
+        .route("/slow", post(slow_once))
+        .route("/redirect", post(redirect_post))
+        .route("/target", post(target).get(target))
+        .route("/blob", get(blob))
+        .route("/broken", get(broken))
+        .route("/moved", get(moved))
+        .route("/stall", get(stall))
+        .route("/v1/providers", post(register))
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), log)
+}
+
+fn client() -> diax_sdk::client::Client {
+    http_client(&ClientConfig::default()).expect("client")
+}
+
+fn ring() -> Keyring {
+    Keyring::single(KeyId::parse("key_1").expect("id"), Secret::generate())
+}
+
+fn fast_policy(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+    }
+}
+
+/// Every attempt carried a valid signature for its own timestamp.
+fn assert_signed(ring: &Keyring, seen: &[Seen]) {
+    for s in seen {
+        let ts = s.timestamp.to_string();
+        let h = RawHeaders::new(&s.id, &ts, &s.signature);
+        ring.verify_at(&h, &s.body, s.timestamp, 0)
+            .expect("valid signature");
+        assert!((s.timestamp - unix_now()).abs() < 60, "fresh timestamp");
+    }
+}
+
+#[tokio::test]
+async fn send_retries_503_with_the_same_id() {
+    let (base, log) = server().await;
+    let ring = ring();
+    let id = MessageId::generate();
+    let resp = SignedSender::new(client())
+        .send(
+            &format!("{base}/flaky"),
+            &id,
+            b"{\"n\":1}".to_vec(),
+            &ring,
+            &fast_policy(5),
+        )
+        .await
+        .expect("delivered");
+    assert_eq!(resp.status, 202);
+    assert_eq!(&resp.body[..], b"accepted");
+    let seen = log.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|s| s.id == id.as_str()));
+    assert!(seen.iter().all(|s| &s.body[..] == b"{\"n\":1}"));
+    assert_signed(&ring, &seen);
+}
+
+#[tokio::test]
+async fn send_honours_retry_after_and_re_signs() {
+    let (base, log) = server().await;
+    let ring = ring();
+    let id = MessageId::generate();
+    let resp = SignedSender::new(client())
+        .send(
+            &format!("{base}/rate-limited"),
+            &id,
+            b"{}".to_vec(),
+            &ring,
+            &fast_policy(3),
+        )
+        .await
+        .expect("delivered");
+    assert_eq!(resp.status, 202);
+    let seen = log.seen();
+    assert_eq!(seen.len(), 2);
+    // `Retry-After: 1` beats the 10 ms backoff...
+    assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+    // ...so the retry is signed a second later, under the same id.
+    assert_eq!(seen[0].id, seen[1].id);
+    assert!(seen[1].timestamp > seen[0].timestamp);
+    assert_ne!(seen[0].signature, seen[1].signature);
+    assert_signed(&ring, &seen);
+}
+
+#[tokio::test]
+async fn send_does_not_retry_client_errors() {
+    let (base, log) = server().await;
+    let resp = SignedSender::new(client())
+        .send(
+            &format!("{base}/bad"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+            &fast_policy(5),
+        )
+        .await
+        .expect("final answer");
+    assert_eq!(resp.status, 400);
+    assert!(
+        resp.problem()
+            .expect("problem")
+            .is(ProblemType::InvalidRequest)
+    );
+    assert_eq!(log.hits("bad"), 1);
+}
+
+#[tokio::test]
+async fn send_gives_up_after_max_attempts() {
+    let (base, log) = server().await;
+    let err = SignedSender::new(client())
+        .send(
+            &format!("{base}/always-503"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+            &fast_policy(3),
+        )
+        .await
+        .expect_err("never succeeds");
+    assert!(
+        matches!(err, SendError::Exhausted { attempts: 3, ref last } if last.contains("503")),
+        "{err:?}"
+    );
+    assert_eq!(log.hits("always_503"), 3);
+
+    // Nobody listening: transport failures are retried too, then reported.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let err = SignedSender::new(client())
+        .send(
+            &format!("http://{closed}/x"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+            &fast_policy(2),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, SendError::Exhausted { attempts: 2, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn send_retries_timeouts() {
+    let (base, log) = server().await;
+    let client = http_client(&ClientConfig {
+        timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let ring = ring();
+    let resp = SignedSender::new(client)
+        .send(
+            &format!("{base}/slow"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring,
+            &fast_policy(3),
+        )
+        .await
+        .expect("second attempt answers");
+    assert_eq!(resp.status, 202);
+    let seen = log.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].id, seen[1].id);
+    assert_signed(&ring, &seen);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let (base, log) = server().await;
+    let resp = SignedSender::new(client())
+        .send_once(
+            &format!("{base}/redirect"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(resp.status, 307);
+    let dl = blob_download(&base, "/moved");
+    let err = download_to_vec(&client(), &dl, &DownloadLimits::default())
+        .await
+        .expect_err("redirect refused");
+    assert!(
+        matches!(err, DownloadError::Refused { status: 302, .. }),
+        "{err:?}"
+    );
+    assert_eq!(log.hits("redirect"), 1);
+    assert_eq!(log.hits("moved"), 1);
+    assert_eq!(log.hits("target"), 0);
+    assert_eq!(log.hits("blob"), 0);
+}
+
+fn blob_download(base: &str, path: &str) -> Download {
+    Download {
+        url: format!("{base}{path}"),
+        authorization: Some(CREDENTIAL.into()),
+        expires_at: unix_now() + 600,
+        size: BLOB.len() as u64,
+        sha256: sha256_hex(BLOB),
+    }
+}
+
+fn assert_empty(dir: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn download_to_file_checks_and_writes() {
+    let (base, _log) = server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.stl");
+    let got = download_to_file(
+        &client(),
+        &blob_download(&base, "/blob"),
+        &path,
+        &DownloadLimits::default(),
+    )
+    .await
+    .expect("downloaded");
+    assert_eq!(got.size, BLOB.len() as u64);
+    assert_eq!(got.sha256, sha256_hex(BLOB));
+    assert_eq!(std::fs::read(&path).expect("file"), BLOB);
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+
+    // The digest may be given in upper case.
+    let mut upper = blob_download(&base, "/blob");
+    upper.sha256 = upper.sha256.to_uppercase();
+    let mut out = Vec::new();
+    download(&client(), &upper, &mut out, &DownloadLimits::default())
+        .await
+        .expect("downloaded");
+    assert_eq!(out, BLOB);
+}
+
+#[tokio::test]
+async fn failed_downloads_leave_no_file() {
+    let (base, log) = server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.stl");
+    let c = client();
+    let limits = DownloadLimits::default();
+    let len = BLOB.len() as u64;
+
+    // Declared size over the cap: refused before any request.
+    let capped = DownloadLimits {
+        max_bytes: len - 1,
+        ..limits
+    };
+    let err = download_to_file(&c, &blob_download(&base, "/blob"), &path, &capped)
+        .await
+        .expect_err("over the cap");
+    assert!(
+        matches!(err, DownloadError::DeclaredTooLarge { declared, limit } if declared == len && limit == len - 1),
+        "{err:?}"
+    );
+    assert_eq!(log.hits("blob"), 0);
+    assert_empty(dir.path());
+
+    // The server sends more than declared.
+    let mut dl = blob_download(&base, "/blob");
+    dl.size = len - 5;
+    let err = download_to_file(&c, &dl, &path, &limits)
+        .await
+        .expect_err("too long");
+    assert!(
+        matches!(err, DownloadError::TooLong { declared } if declared == len - 5),
+        "{err:?}"
+    );
+    assert_empty(dir.path());
+
+    // The server sends less than declared.
+    dl.size = len + 5;
+    let err = download_to_file(&c, &dl, &path, &limits)
+        .await
+        .expect_err("too short");
+    assert!(
+        matches!(err, DownloadError::TooShort { received, declared } if received == len && declared == len + 5),
+        "{err:?}"
+    );
+    assert_empty(dir.path());
+
+    // Right size, wrong digest.
+    let mut dl = blob_download(&base, "/blob");
+    dl.sha256 = sha256_hex(b"something else");
+    let err = download_to_file(&c, &dl, &path, &limits)
+        .await
+        .expect_err("digest");
+    assert!(
+        matches!(err, DownloadError::DigestMismatch { ref actual, .. } if *actual == sha256_hex(BLOB)),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    assert_empty(dir.path());
+
+    // Refused with a problem document: the problem is kept.
+    let mut dl = blob_download(&base, "/blob");
+    dl.authorization = Some("Bearer tc_forged".into());
+    let err = download_to_file(&c, &dl, &path, &limits)
+        .await
+        .expect_err("refused");
+    match &err {
+        DownloadError::Refused {
+            status: 401,
+            problem: Some(p),
+        } => assert!(p.is(ProblemType::CredentialInvalid)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!err.is_transient());
+    assert_empty(dir.path());
+
+    // A 500 without a problem document: refused, worth retrying later.
+    let err = download_to_file(&c, &blob_download(&base, "/broken"), &path, &limits)
+        .await
+        .expect_err("500");
+    assert!(
+        matches!(
+            err,
+            DownloadError::Refused {
+                status: 500,
+                problem: None
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_empty(dir.path());
+
+    // The transfer stalls half-way: the overall timeout ends it.
+    let short = DownloadLimits {
+        timeout: Duration::from_millis(300),
+        ..limits
+    };
+    let started = Instant::now();
+    let err = download_to_file(&c, &blob_download(&base, "/stall"), &path, &short)
+        .await
+        .expect_err("stalls");
+    assert!(matches!(err, DownloadError::Timeout), "{err:?}");
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_empty(dir.path());
+}
+
+#[tokio::test]
+async fn only_secure_urls_are_used() {
+    for ok in [
+        "https://broker.example/v1/x",
+        "http://127.0.0.1:8080/x",
+        "http://127.9.9.9/x",
+        "http://localhost:1/x",
+        "http://[::1]:80/x",
+    ] {
+        assert!(require_secure_url(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "http://broker.example/x",
+        "http://10.0.0.1/x",
+        "http://[2001:db8::1]/x",
+        "ftp://127.0.0.1/x",
+        "file:///etc/passwd",
+        "not a url",
+        "",
+    ] {
+        assert!(require_secure_url(bad).is_err(), "{bad}");
+    }
+
+    // Refused before any connection is attempted.
+    let err = SignedSender::new(client())
+        .send_once(
+            "http://broker.example/events",
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+        )
+        .await
+        .expect_err("insecure");
+    assert!(matches!(err, SendError::Url(_)), "{err:?}");
+    let dl = blob_download("http://203.0.113.7", "/blob");
+    let err = download_to_vec(&client(), &dl, &DownloadLimits::default())
+        .await
+        .expect_err("insecure");
+    assert!(matches!(err, DownloadError::Url(_)), "{err:?}");
+    assert!(BrokerClient::new(client(), "http://broker.example").is_err());
+}
+
+#[tokio::test]
+async fn broker_client_registers_and_keeps_problems() {
+    let (base, _log) = server().await;
+    let broker = BrokerClient::new(client(), &base).expect("loopback http");
+    let request = RegisterProvider {
+        group_id: GroupId::parse("grp_1").expect("id"),
+        name: "FixMyPrint".into(),
+        service_kind: "model-repair".into(),
+        job_url: "http://127.0.0.1:9/diax/jobs".into(),
+        signup_url: "http://127.0.0.1:9/signup".into(),
+        pricing: Pricing::Paid,
+        description: None,
+        secret_scope: SecretScope::User,
+    };
+    let registered = broker
+        .register_provider("key_good", &request)
+        .await
+        .expect("registered");
+    assert_eq!(registered.provider_id.as_str(), "prv_new");
+    assert_eq!(registered.secret_scope, SecretScope::User);
+    assert!(Secret::parse(&registered.secret).is_ok());
+
+    let err = broker
+        .register_provider("key_bad", &request)
+        .await
+        .expect_err("refused");
+    match err {
+        ApiError::Problem(p) => assert!(p.is(ProblemType::Unauthorized)),
+        other => panic!("unexpected {other:?}"),
+    }
+}

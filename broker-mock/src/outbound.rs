@@ -4,62 +4,35 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use diax_sdk::client;
 use diax_sdk::wire::Download;
 use diax_sdk::{Keyring, MessageId};
 use http::HeaderMap;
-use sha2::Digest as _;
 
 use crate::http::messages::{NewMessage, record};
 use crate::{AppState, Config, StartError};
 
-/// Builds the one outgoing client: rustls with the system roots plus `--ca-cert` roots,
-/// never following redirects.
+/// Builds the one outgoing client with the SDK: rustls (ring) with the platform roots plus
+/// the `--ca-cert` roots, never following redirects.
 pub(crate) fn http_client(cfg: &Config) -> Result<reqwest::Client, StartError> {
-    let mut roots = Vec::new();
+    let mut extra = Vec::new();
     for path in &cfg.ca_certs {
         let pem = std::fs::read(path)
             .map_err(|e| StartError::Client(format!("reading {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| StartError::Client(format!("{}: {e}", path.display())))?;
-        roots.extend(certs);
+        extra.push(pem);
     }
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(cfg.http_timeout.max(1)))
-        .connect_timeout(Duration::from_secs(cfg.http_timeout.clamp(1, 10)))
-        .user_agent(concat!("broker-mock/", env!("CARGO_PKG_VERSION")));
-    if !roots.is_empty() {
-        builder = builder.tls_certs_merge(roots);
-    }
-    builder
-        .build()
-        .map_err(|e| StartError::Client(e.to_string()))
+    client::http_client(&client::ClientConfig {
+        timeout: Duration::from_secs(cfg.http_timeout.max(1)),
+        connect_timeout: Duration::from_secs(cfg.http_timeout.clamp(1, 10)),
+        extra_root_certs_pem: extra,
+        user_agent: concat!("broker-mock/", env!("CARGO_PKG_VERSION")).to_owned(),
+    })
+    .map_err(|e| StartError::Client(e.to_string()))
 }
 
-/// Whether `url` may be called: `https`, or plain `http` to a loopback host.
+/// Whether `url` may be called: `https`, or plain `http` to a loopback host (the SDK's rule).
 pub(crate) fn check_peer_url(url: &str) -> Result<url::Url, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => {}
-        "http" => {
-            let loopback = match parsed.host() {
-                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            };
-            if !loopback {
-                return Err(format!(
-                    "{url:?}: plain http is only allowed to loopback hosts; use https"
-                ));
-            }
-        }
-        other => return Err(format!("{url:?}: scheme {other:?} is not http(s)")),
-    }
-    if parsed.host().is_none() {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok(parsed)
+    client::require_secure_url(url).map_err(|e| e.to_string())
 }
 
 /// An answer to an outgoing request.
@@ -244,66 +217,32 @@ async fn download_inner(
     state: &AppState,
     dl: &Download,
 ) -> Result<(u16, Vec<u8>), (Option<u16>, String)> {
-    check_peer_url(&dl.url).map_err(|e| (None, e))?;
-    let max = state.cfg.max_model_bytes;
-    let declared = usize::try_from(dl.size).unwrap_or(usize::MAX);
-    if declared > max {
-        return Err((
-            None,
-            format!("declared size {} exceeds the limit of {max} bytes", dl.size),
-        ));
-    }
     if dl.expires_at < state.clock.now() {
         return Err((
             None,
             format!("the result location expired at {}", dl.expires_at),
         ));
     }
-    let mut req = state.http.get(&dl.url);
-    if let Some(a) = &dl.authorization {
-        req = req.header(http::header::AUTHORIZATION, a);
-    }
-    let mut resp = req
-        .send()
-        .await
-        .map_err(|e| (None, format!("request failed: {e}")))?;
-    let status = resp.status().as_u16();
-    if !resp.status().is_success() {
-        return Err((
-            Some(status),
-            format!("the result location answered {status}"),
-        ));
-    }
-    let mut buf = Vec::with_capacity(declared.min(1 << 20));
-    let mut hasher = sha2::Sha256::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| (Some(status), format!("reading failed: {e}")))?
-    {
-        if buf.len() + chunk.len() > declared {
-            return Err((
-                Some(status),
-                format!("more bytes than the declared size {}", dl.size),
-            ));
+    let limits = client::DownloadLimits {
+        max_bytes: u64::try_from(state.cfg.max_model_bytes).unwrap_or(u64::MAX),
+        timeout: Duration::from_secs(state.cfg.http_timeout.max(1).saturating_mul(4)),
+    };
+    match client::download_to_vec(&state.http, dl, &limits).await {
+        Ok(bytes) => Ok((200, bytes)),
+        Err(e) => {
+            let status = match &e {
+                client::DownloadError::Refused { status, .. } => Some(*status),
+                _ => None,
+            };
+            let detail = match &e {
+                client::DownloadError::Refused {
+                    problem: Some(p), ..
+                } => format!("{e}: {p}"),
+                _ => e.to_string(),
+            };
+            Err((status, detail))
         }
-        hasher.update(&chunk);
-        buf.extend_from_slice(&chunk);
     }
-    if buf.len() != declared {
-        return Err((
-            Some(status),
-            format!("got {} bytes, declared {}", buf.len(), dl.size),
-        ));
-    }
-    let digest = hex::encode(hasher.finalize());
-    if !digest.eq_ignore_ascii_case(&dl.sha256) {
-        return Err((
-            Some(status),
-            format!("sha256 {digest} does not match the declared {}", dl.sha256),
-        ));
-    }
-    Ok((status, buf))
 }
 
 /// `Bearer tc_abc…` -> `Bearer [redacted]`.

@@ -1076,7 +1076,7 @@ async fn event_refusals() {
         m.reason
             .as_deref()
             .unwrap_or("")
-            .contains("does not match the declared")
+            .contains("SHA-256 mismatch")
     }));
     broker.shutdown().await;
 }

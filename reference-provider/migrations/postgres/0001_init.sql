@@ -70,6 +70,7 @@ CREATE TABLE jobs (
     not_before       BIGINT NOT NULL DEFAULT 0,
     lease_owner      TEXT,
     lease_until      BIGINT,
+    finished_by      TEXT,
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL
 );

@@ -310,7 +310,7 @@ async fn fail(
     let n = exec!(
         &mut tx,
         "UPDATE jobs SET state = 'failed', problem_json = $1, lease_owner = NULL,
-                lease_until = NULL, updated_at = $2
+                lease_until = NULL, updated_at = $2, finished_by = $4
          WHERE provider_job_id = $3 AND lease_owner = $4 AND state = 'running'",
         &problem_json,
         now_ms(),
@@ -378,7 +378,7 @@ async fn complete(
     let n = exec!(
         &mut tx,
         "UPDATE jobs SET state = 'completed', progress = 100, result_json = $1,
-                lease_owner = NULL, lease_until = NULL, updated_at = $2
+                lease_owner = NULL, lease_until = NULL, updated_at = $2, finished_by = $4
          WHERE provider_job_id = $3 AND lease_owner = $4 AND state = 'running'",
         &summary,
         now_ms(),

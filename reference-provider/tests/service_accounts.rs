@@ -1,0 +1,339 @@
+//! The provider's own API (accounts, top-up, ledger, link tokens), bad input on every
+//! endpoint, secret rotation, TLS and the settings file.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod service_support;
+
+use diax_sdk::wire::{BrokerMessage, LinkTokenGrant};
+use diax_sdk::{LinkTokenValidator, MessageId, ProblemType};
+use serde_json::{Value, json};
+use service_support::*;
+
+async fn accounts_and_money(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    let base = provider.base_url().to_owned();
+    let account = create_account(&provider, "Gareth").await;
+    assert_eq!((account.balance, account.currency.as_str()), (0, "EUR"));
+    assert!(account.api_key.starts_with("fmp_"));
+
+    // Link tokens need a registration first.
+    let resp = client()
+        .post(format!("{base}/v1/accounts/me/link-token"))
+        .bearer_auth(&account.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let reg = register(&provider, &broker).await;
+    let resp = client()
+        .post(format!("{base}/v1/accounts/me/link-token"))
+        .bearer_auth(&account.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let grant: LinkTokenGrant = resp.json().await.unwrap();
+    assert_eq!(grant.account_id, account.account_id);
+    let claims = LinkTokenValidator::new(reg.provider_id.clone(), BROKER_ID)
+        .validate(&grant.token, &broker.keyring())
+        .expect("the broker accepts the token");
+    assert_eq!(claims.sub, account.account_id);
+
+    // Top-up with an idempotency key: once, whatever is retried.
+    let top = |key: &'static str, amount: i64| {
+        let base = base.clone();
+        let api_key = account.api_key.clone();
+        async move {
+            client()
+                .post(format!("{base}/v1/accounts/me/top-up"))
+                .bearer_auth(api_key)
+                .header("idempotency-key", key)
+                .json(&json!({ "amount": amount }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first: Value = top("pay-1", 700).await.json().await.unwrap();
+    let again: Value = top("pay-1", 700).await.json().await.unwrap();
+    assert_eq!(first["entry"], again["entry"]);
+    assert_eq!(again["balance"], 700);
+    assert_eq!(top("pay-1", 800).await.status(), 409);
+    top("pay-2", 300).await;
+    let (status, me) = get_json(&format!("{base}/v1/accounts/me"), Some(&account.api_key)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (me["balance"].as_i64(), me["held"].as_i64()),
+        (Some(1000), Some(0))
+    );
+    let (_, ledger) = get_json(
+        &format!("{base}/v1/accounts/me/ledger"),
+        Some(&account.api_key),
+    )
+    .await;
+    assert_eq!(ledger["entries"].as_array().unwrap().len(), 2);
+
+    // Balance never negative: concurrent offers beyond the balance hold at most what is there.
+    let model_size = 1024 * 1024 * 30; // 50 + 30 × 10 = 350 each: two fit in 1000, not three
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let offer = broker.offer(Some(&account.account_id), model_size);
+        let msg = BrokerMessage::Offer(offer);
+        let (provider, broker) = (&provider, &broker);
+        tasks.push(async move {
+            send_signed(provider, broker, &MessageId::generate(), &msg)
+                .await
+                .0
+        });
+    }
+    let mut statuses = futures_util::future::join_all(tasks).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 202, 402, 402, 402]);
+    let (_, me) = get_json(&format!("{base}/v1/accounts/me"), Some(&account.api_key)).await;
+    assert_eq!(
+        (me["balance"].as_i64(), me["held"].as_i64()),
+        (Some(300), Some(700))
+    );
+    provider.shutdown().await;
+}
+both_backends!(accounts_and_money);
+
+async fn bad_input_everywhere(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    let base = provider.base_url().to_owned();
+    let account = create_account(&provider, "Eve").await;
+    let c = client();
+    let is_problem = |r: &reqwest::Response| {
+        r.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            == Some("application/problem+json".into())
+    };
+    let mut cases: Vec<(reqwest::RequestBuilder, u16, ProblemType)> = vec![
+        (c.get(format!("{base}/nope")), 404, ProblemType::NotFound),
+        (
+            c.delete(format!("{base}/v1/accounts")),
+            405,
+            ProblemType::MethodNotAllowed,
+        ),
+        (
+            c.get(format!("{base}/diax/jobs")),
+            405,
+            ProblemType::MethodNotAllowed,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts"))
+                .header("content-type", "text/plain")
+                .body("x"),
+            415,
+            ProblemType::UnsupportedMediaType,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts"))
+                .header("content-type", "application/json")
+                .body("{\"name\":"),
+            400,
+            ProblemType::InvalidRequest,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts"))
+                .json(&json!({ "name": "" })),
+            400,
+            ProblemType::InvalidRequest,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts"))
+                .json(&json!({ "name": "x", "admin": true })),
+            400,
+            ProblemType::InvalidRequest,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts"))
+                .header("content-type", "application/json")
+                .body(format!("{{\"name\":\"{}\"}}", "x".repeat(2 * 1024 * 1024))),
+            413,
+            ProblemType::PayloadTooLarge,
+        ),
+        (
+            c.get(format!("{base}/v1/accounts/me")),
+            401,
+            ProblemType::Unauthorized,
+        ),
+        (
+            c.get(format!("{base}/v1/accounts/me"))
+                .bearer_auth("fmp_wrong"),
+            401,
+            ProblemType::Unauthorized,
+        ),
+        (
+            c.get(format!("{base}/v1/accounts/me/ledger"))
+                .header("authorization", "Basic Zm9v"),
+            401,
+            ProblemType::Unauthorized,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts/me/top-up"))
+                .bearer_auth(&account.api_key)
+                .json(&json!({ "amount": -5 })),
+            400,
+            ProblemType::InvalidRequest,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts/me/top-up"))
+                .bearer_auth(&account.api_key)
+                .json(&json!({ "amount": 1.5 })),
+            400,
+            ProblemType::InvalidRequest,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts/me/top-up"))
+                .bearer_auth(&account.api_key)
+                .json(&json!({ "amount": 9_000_000_000_000_000_000u64 })),
+            400,
+            ProblemType::InvalidRequest,
+        ),
+        (
+            c.post(format!("{base}/v1/accounts/me/link-token"))
+                .bearer_auth("nope"),
+            401,
+            ProblemType::Unauthorized,
+        ),
+        (
+            c.get(format!("{base}/results/pjob_x")),
+            401,
+            ProblemType::CredentialInvalid,
+        ),
+        (
+            c.get(format!("{base}/results/pjob_x"))
+                .bearer_auth("rc_forged"),
+            401,
+            ProblemType::CredentialInvalid,
+        ),
+        (
+            c.get(format!("{base}/diax/jobs/pjob_missing")),
+            404,
+            ProblemType::NotFound,
+        ),
+    ];
+    for (i, (req, status, kind)) in cases.drain(..).enumerate() {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "case {i}");
+        assert!(is_problem(&resp), "case {i}: problem+json");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["type"], kind.uri(), "case {i}: {body}");
+        assert_eq!(body["status"], status, "case {i}");
+    }
+    let (status, body) = get_json(&format!("{base}/healthz"), None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, _) = get_json(&format!("{base}/readyz"), None).await;
+    assert_eq!(status, 200);
+    provider.shutdown().await;
+}
+both_backends!(bad_input_everywhere);
+
+/// Rotation: the provider keeps the old key during the grace period (both verify), and
+/// link tokens use the new one.
+async fn secret_rotation(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    let reg = register(&provider, &broker).await;
+    let old_ring = broker.keyring();
+    let svc = provider.service();
+    let rotated = fixmyprint::service::rotate(svc.db(), svc.http(), "usr_key", Some(3600))
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.previous_key_id, reg.key_id);
+    svc.reload_keyring().await.unwrap();
+    // Offers signed with only the old key, only the new key, and both: all verify.
+    let account = create_account(&provider, "Ro").await;
+    let offer = broker.offer(Some(&account.account_id), 10);
+    for ring in [old_ring, broker.keyring()] {
+        let resp = diax_sdk::client::SignedSender::new(client())
+            .send_once(
+                &format!("{}/diax/jobs", provider.base_url()),
+                &MessageId::generate(),
+                serde_json::to_vec(&BrokerMessage::Offer(offer.clone())).unwrap(),
+                &ring,
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 402, "verified, then refused for money");
+    }
+    let grant: LinkTokenGrant = client()
+        .post(format!("{}/v1/accounts/me/link-token", provider.base_url()))
+        .bearer_auth(&account.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = LinkTokenValidator::peek_key_id(&grant.token).unwrap();
+    assert_eq!(kid, rotated.key_id);
+    provider.shutdown().await;
+}
+both_backends!(secret_rotation);
+
+/// HTTPS with a certificate from a test CA, settings from a TOML file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_config_file() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = db.dir();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &rcgen::Issuer::new(ca_params, ca_key))
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+    let file = dir.join("fixmyprint.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "database_url = {:?}\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\nworkers = 0\nprice_base = 70\n",
+            db.url,
+            dir.join("data"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        ),
+    )
+    .unwrap();
+    let args = fixmyprint::service::ServeArgs {
+        config: Some(file),
+        ..Default::default()
+    };
+    let config = args.resolve().unwrap();
+    assert_eq!(config.pricing.base, 70);
+    assert_eq!(config.workers, 0);
+    let provider = start_provider(config).await;
+    assert!(provider.base_url().starts_with("https://"));
+    let https = diax_sdk::client::http_client(&diax_sdk::client::ClientConfig {
+        extra_root_certs_pem: vec![ca.pem().into_bytes()],
+        ..Default::default()
+    })
+    .unwrap();
+    let resp = https
+        .get(format!("{}/readyz", provider.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A client that does not trust the CA refuses the connection.
+    assert!(
+        client()
+            .get(format!("{}/healthz", provider.base_url()))
+            .send()
+            .await
+            .is_err()
+    );
+    provider.shutdown().await;
+}

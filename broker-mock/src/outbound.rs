@@ -151,7 +151,7 @@ pub(crate) async fn send_signed(
                     );
                 }
                 record(state, logged).await;
-                let retryable = status >= 500 || status == 429;
+                let retryable = status >= 500 || status == 429 || status == 408;
                 if !retryable || attempt == attempts {
                     return Ok(answer);
                 }

@@ -399,6 +399,22 @@ async fn model_repository() {
     );
     let h = http();
     let key = Some(user_created.api_key.as_str());
+    for path in ["/v1/jobs/bad%20id", "/v1/models/..x", "/v1/groups/a%2Fb"] {
+        let (got, _, json) = raw(
+            &h,
+            reqwest::Method::GET,
+            format!("{b}{path}"),
+            key,
+            None,
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            (got, problem_type(&json)),
+            (400, "invalid-request"),
+            "{path}: {json}"
+        );
+    }
     use reqwest::Method as M;
     let cases: Vec<(String, Option<&str>, Vec<u8>, u16, &str)> = vec![
         (
@@ -460,7 +476,7 @@ async fn model_repository() {
         vec![],
     )
     .await;
-    assert_eq!((got, problem_type(&json)), (404, "not-found"));
+    assert_eq!((got, problem_type(&json)), (400, "invalid-request"));
     let (got, _, json) = raw(
         &h,
         M::DELETE,
@@ -986,6 +1002,18 @@ async fn event_refusals() {
     )
     .await;
     assert_eq!((st, problem_type(&p)), (409, "invalid-transition"), "{p}");
+    // A late job.accepted is acknowledged but does not move a running job back.
+    let late = event(&job, &s.reg, 6, JobEventKind::Accepted { quote: None });
+    let (st, ack) = post_event_raw(
+        &h,
+        &s.reg,
+        &s.ring,
+        "msg_late_acc",
+        now,
+        &serde_json::to_vec(&late).unwrap(),
+    )
+    .await;
+    assert_eq!((st, ack["state"].as_str()), (200, Some("running")), "{ack}");
     // A result whose digest lies: 502, job unchanged; then a good one completes it.
     let healed = b"healed bytes".to_vec();
     fake.set_result(healed.clone());
@@ -994,7 +1022,7 @@ async fn event_refusals() {
     let lying = event(
         &job,
         &s.reg,
-        6,
+        7,
         JobEventKind::Completed {
             result: JobResult {
                 download: dl,
@@ -1019,7 +1047,7 @@ async fn event_refusals() {
     let short = event(
         &job,
         &s.reg,
-        6,
+        7,
         JobEventKind::Completed {
             result: JobResult {
                 download: dl,
@@ -1042,7 +1070,7 @@ async fn event_refusals() {
     let failed = event(
         &job,
         &s.reg,
-        6,
+        7,
         JobEventKind::Failed {
             problem: Problem::new(ProblemType::ModelInvalid).with_detail("not a mesh"),
         },

@@ -160,10 +160,8 @@ async fn handle(
     }
     let allowed = matches!(
         (&event.kind, current),
-        (
-            JobEventKind::Accepted { .. },
-            JobState::Offered | JobState::Accepted
-        ) | (_, JobState::Accepted | JobState::Running)
+        (JobEventKind::Accepted { .. }, JobState::Offered)
+            | (_, JobState::Accepted | JobState::Running)
     );
     if !allowed {
         return Err(ApiError::InvalidTransition(format!(
@@ -234,11 +232,16 @@ async fn apply(
             .await?
             .ok_or_else(|| ApiError::InvalidTransition("a concurrent event won".into()));
     }
-    let new_state = event.kind.state();
+    let new_state = match (&event.kind, job.state()) {
+        // A late `job.accepted` does not move a running job back.
+        (JobEventKind::Accepted { .. }, JobState::Running) => JobState::Running,
+        (kind, _) => kind.state(),
+    };
     match &event.kind {
         JobEventKind::Accepted { quote } => {
             sqlx::query(
-                "UPDATE jobs SET state = 'accepted', quote = COALESCE($2, quote), last_sequence = $3, updated_at = $4 WHERE id = $1",
+                "UPDATE jobs SET state = CASE WHEN state = 'running' THEN 'running' ELSE 'accepted' END,
+                   quote = COALESCE($2, quote), last_sequence = $3, updated_at = $4 WHERE id = $1",
             )
             .bind(&job.id)
             .bind(quote_text(quote.as_ref()))

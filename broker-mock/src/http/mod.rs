@@ -290,8 +290,11 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Parses an id from a path segment; a malformed id names nothing, hence 404.
-pub(crate) fn path_id<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, ApiError> {
+/// Parses an id from a path segment; a malformed id is `400 invalid-request` (PROTOCOL §1).
+pub(crate) fn path_id<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
     raw.parse()
-        .map_err(|_| ApiError::NotFound(format!("no {what} {raw:?}")))
+        .map_err(|e| ApiError::InvalidRequest(format!("malformed {what} id in the path: {e}")))
 }

@@ -308,10 +308,9 @@ async fn content(
         }
     };
     let model_id: ModelId = path_id("model", &model)?;
-    let version_no: i64 = version
-        .parse::<u32>()
-        .map(i64::from)
-        .map_err(|_| ApiError::NotFound(format!("no version {version:?}")))?;
+    let version_no: i64 = version.parse::<u32>().map(i64::from).map_err(|_| {
+        ApiError::InvalidRequest(format!("version {version:?} is not a positive integer"))
+    })?;
     let row: Option<(Vec<u8>, String, String)> = sqlx::query_as(
         "SELECT v.content, v.sha256, m.owner_id FROM model_versions v JOIN models m ON m.id = v.model_id
          WHERE v.model_id = $1 AND v.version = $2",

@@ -551,3 +551,52 @@ async fn bad_signed_input(backend: Backend) {
     provider.shutdown().await;
 }
 both_backends!(bad_signed_input);
+
+/// Graceful shutdown releases what this instance still leases; after a restart on the same
+/// database the job completes and is charged once.
+async fn shutdown_releases_and_restart_completes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let config = test_config(&db, db.dir());
+    let provider = start_provider(config.clone()).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Flo").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(13, 1_000);
+    let job = accept_job(&provider, &broker, &account, &model).await;
+    let owner = format!("{}/w7", provider.service().instance_id());
+    let claimed = queue::claim(provider.service().db(), &owner, Duration::from_secs(600))
+        .await
+        .unwrap()
+        .expect("claimable");
+    assert_eq!(claimed.state, "running");
+    provider.shutdown().await;
+
+    let restarted = start_provider(config).await;
+    let row = queue::get(restarted.service().db(), job.provider_job_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.state.as_str(), row.lease_owner), ("accepted", None));
+    assert_eq!(
+        service::try_execute_job(restarted.service(), "t")
+            .await
+            .unwrap(),
+        ExecutionOutcome::Completed {
+            provider_job_id: job.provider_job_id.to_string()
+        }
+    );
+    drain_outbox(&restarted).await;
+    assert_eq!(broker.terminal_events().len(), 1);
+    let (_, me) = get_json(
+        &format!("{}/v1/accounts/me", restarted.base_url()),
+        Some(&account.api_key),
+    )
+    .await;
+    assert_eq!(
+        (me["balance"].as_i64(), me["held"].as_i64()),
+        (Some(440), Some(0))
+    );
+    restarted.shutdown().await;
+}
+both_backends!(shutdown_releases_and_restart_completes);

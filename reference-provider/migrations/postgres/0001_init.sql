@@ -79,6 +79,7 @@ CREATE INDEX jobs_claimable ON jobs (state, created_at);
 CREATE TABLE result_credentials (
     token_hash      TEXT   PRIMARY KEY,
     provider_job_id TEXT   NOT NULL REFERENCES jobs (provider_job_id),
+    object_key      TEXT   NOT NULL,  -- key in the result store
     expires_at      BIGINT NOT NULL   -- Unix seconds
 );
 

@@ -352,7 +352,10 @@ async fn complete(
     let id = job.provider_job_id.clone();
     let size = stl.len() as u64;
     let sha256 = sha256_hex(&stl);
-    service.storage().put(&id, stl.into()).await?;
+    // One object per attempt: a worker that lost its lease never overwrites the result
+    // another worker published.
+    let object_key = format!("{id}_{}", job.attempts);
+    service.storage().put(&object_key, stl.into()).await?;
     let credential = diax_sdk::random_token("rc_", 40);
     let ttl = i64::try_from(service.config().result_ttl.as_secs()).unwrap_or(i64::MAX);
     let expires_at = unix_now().saturating_add(ttl);
@@ -386,15 +389,19 @@ async fn complete(
         owner
     )?;
     if n != 1 {
+        drop(tx);
+        let _ = service.storage().delete(&object_key).await;
         return Ok(ExecutionOutcome::LostLease {
             provider_job_id: id,
         });
     }
     exec!(
         &mut tx,
-        "INSERT INTO result_credentials (token_hash, provider_job_id, expires_at) VALUES ($1, $2, $3)",
+        "INSERT INTO result_credentials (token_hash, provider_job_id, object_key, expires_at)
+         VALUES ($1, $2, $3, $4)",
         sha256_hex(credential.as_bytes()),
         &id,
+        &object_key,
         expires_at
     )?;
     accounts::settle(&mut tx, &job.account_id, &id, job.quote_amount, true).await?;

@@ -21,6 +21,7 @@ pub fn router() -> Router<Service> {
 #[derive(sqlx::FromRow)]
 struct Credential {
     provider_job_id: String,
+    object_key: String,
     expires_at: i64,
 }
 
@@ -39,7 +40,7 @@ async fn fetch(
     let cred = fetch_optional!(
         &mut tx,
         Credential,
-        "SELECT provider_job_id, expires_at FROM result_credentials WHERE token_hash = $1",
+        "SELECT provider_job_id, object_key, expires_at FROM result_credentials WHERE token_hash = $1",
         sha256_hex(token.as_bytes())
     )?;
     tx.commit().await?;
@@ -53,7 +54,7 @@ async fn fetch(
     }
     let bytes = service
         .storage()
-        .get(&provider_job_id)
+        .get(&cred.object_key)
         .await
         .map_err(|e| ApiError::Internal(format!("result store: {e}")))?
         .ok_or_else(|| ApiError::NotFound("the result is no longer stored".into()))?;

@@ -82,6 +82,22 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) clock: Clock,
     pub(crate) wake_notifier: Notify,
+    /// One lock per job while an event is applied, so concurrent deliveries act once.
+    pub(crate) job_locks:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Inner {
+    /// The lock serialising event processing for `job`.
+    pub(crate) fn job_lock(&self, job: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.job_locks.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Forget locks nobody holds any more, so the map stays small.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        Arc::clone(locks.entry(job.to_owned()).or_default())
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -137,6 +153,7 @@ impl App {
                 http,
                 clock,
                 wake_notifier: Notify::new(),
+                job_locks: std::sync::Mutex::default(),
             }),
         };
         Ok(Self {

@@ -1564,3 +1564,71 @@ async fn tls_everywhere_with_a_generated_ca() {
     let _ = server.await;
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn input_delivery_is_retried_with_the_same_message_id() {
+    let (broker, api) = start(test_config()).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    *fake.state.input_failures_left.lock().unwrap() = 2;
+    let (_user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let ids = fake.state.input_ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(ids.iter().all(|i| i == &ids[0] && i.starts_with("msg_")));
+    assert_eq!(fake.state.inputs.lock().unwrap().len(), 1);
+    let log = api
+        .messages(&MessageFilter {
+            direction: Some("out".into()),
+            job_id: Some(job.job_id.to_string()),
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        log.messages
+            .iter()
+            .filter(|m| m.status == Some(503))
+            .count(),
+        2
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_completions_store_one_version() {
+    let (broker, api) = start(test_config()).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (user, model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let healed = b"healed once".to_vec();
+    fake.set_result(healed.clone());
+    let done = event(
+        &job,
+        &s.reg,
+        1,
+        JobEventKind::Completed {
+            result: JobResult {
+                download: fake.result_download(&healed, unix_now() + 60),
+                format: "stl".into(),
+                report: None,
+                charged: None,
+            },
+        },
+    );
+    let body = serde_json::to_vec(&done).unwrap();
+    let h = http();
+    let now = unix_now();
+    let (a, b) = tokio::join!(
+        post_event_raw(&h, &s.reg, &s.ring, "msg_twin_a", now, &body),
+        post_event_raw(&h, &s.reg, &s.ring, "msg_twin_b", now, &body),
+    );
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    let dups = [&a.1, &b.1]
+        .iter()
+        .filter(|v| v["duplicate"] == true)
+        .count();
+    assert_eq!(dups, 1, "{a:?} {b:?}");
+    assert_eq!(user.model(&model.model_id).await.unwrap().versions.len(), 2);
+    assert_eq!(user.notifications().await.unwrap().notifications.len(), 1);
+    broker.shutdown().await;
+}

@@ -104,6 +104,9 @@ async fn handle(
             event.provider_id
         )));
     }
+    // Serialise events of one job: a redelivery racing its original acts once.
+    let lock = state.job_lock(event.job_id.as_str());
+    let _guard = lock.lock().await;
     let job = match find_job(state, event.job_id.as_str()).await? {
         Some(j) if j.provider_id == provider.id => j,
         _ => {

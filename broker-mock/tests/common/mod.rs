@@ -83,6 +83,8 @@ pub struct FakeState {
     pub inputs: Mutex<Vec<(JobInput, Result<Vec<u8>, String>)>>,
     pub result: Mutex<Option<Vec<u8>>>,
     pub notify_failures_left: Mutex<u32>,
+    pub input_failures_left: Mutex<u32>,
+    pub input_ids: Mutex<Vec<String>>,
     pub notifications: Mutex<Vec<(HeaderMap, Vec<u8>)>>,
 }
 
@@ -203,6 +205,19 @@ async fn jobs(State(fake): State<Fake>, headers: HeaderMap, body: axum::body::By
                 .into_response()
         }
         BrokerMessage::Input(input) => {
+            let id = headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            fake.state.input_ids.lock().unwrap().push(id);
+            {
+                let mut left = fake.state.input_failures_left.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    return problem(Problem::new(ProblemType::ServiceUnavailable));
+                }
+            }
             let mut req = fake.http.get(&input.download.url);
             if let Some(a) = &input.download.authorization {
                 req = req.header("authorization", a);

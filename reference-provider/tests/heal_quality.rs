@@ -7,7 +7,7 @@ use fixmyprint::heal::{self, RepairOptions, generate};
 use heal_support::{assert_quality, verify};
 
 #[test]
-fn each_defect_alone() {
+fn heal_each_defect_alone() {
     for (name, d) in generate::Defects::each() {
         for seed in [1, 2] {
             let g = generate::model(seed, 12_000, &d);
@@ -25,7 +25,7 @@ fn each_defect_alone() {
 }
 
 #[test]
-fn all_defects_together() {
+fn heal_all_defects_together() {
     for (seed, facets) in [(3, 10_000), (4, 40_000), (5, 200_000)] {
         let g = generate::model(seed, facets, &generate::Defects::all());
         let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
@@ -48,7 +48,7 @@ fn all_defects_together() {
 }
 
 #[test]
-fn all_defects_ascii() {
+fn heal_all_defects_ascii() {
     let d = generate::Defects {
         ascii: true,
         ..generate::Defects::all()
@@ -61,7 +61,7 @@ fn all_defects_ascii() {
 }
 
 #[test]
-fn clean_model_is_left_alone() {
+fn heal_clean_model_is_left_alone() {
     let g = generate::model(11, 30_000, &generate::Defects::none());
     let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
     let s = &r.report.stages;
@@ -75,7 +75,7 @@ fn clean_model_is_left_alone() {
 }
 
 #[test]
-fn report_serialises_to_json() {
+fn heal_report_serialises_to_json() {
     let g = generate::broken_model(2, 5_000);
     let r = heal::repair(&g, &RepairOptions::default()).unwrap();
     let json = serde_json::to_value(&r.report).unwrap();

@@ -46,7 +46,7 @@ print(json.dumps(out))
 "#;
 
 #[test]
-fn trimesh_agrees_on_every_defect_and_all_together() {
+fn heal_trimesh_agrees_on_every_defect_and_all_together() {
     let dir = tempfile::tempdir().unwrap();
     let mut cases: Vec<(String, generate::Generated)> = generate::Defects::each()
         .into_iter()

@@ -46,7 +46,7 @@ impl Rng {
 
     /// Uniform in `[0, n)` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
 
@@ -258,7 +258,7 @@ pub fn clean_model(seed: u64, target_facets: usize) -> Model {
 /// Which defects to inject, and how much of each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Defects {
-    /// Write an unwelded soup whose corner copies differ by float noise (up to 1e-6 of the
+    /// Write an unwelded soup whose corner copies differ by float noise (up to 1e-7 of the
     /// model diagonal plus a few ulp), so rounding-based welds miss some of them.
     pub noise: bool,
     /// Fraction of facets written with reversed winding.
@@ -445,7 +445,7 @@ pub fn model(seed: u64, target_facets: usize, defects: &Defects) -> Generated {
         }
     }
     if defects.noise {
-        let amp = 1e-6 * diag;
+        let amp = 1e-7 * diag;
         for p in &mut soup {
             for x in p.iter_mut() {
                 let ulps = (rng.below(9) as i32 - 4) as f32 * x.abs() * f32::EPSILON;

@@ -130,7 +130,8 @@ pub(crate) fn fill(
     } else {
         HashSet::new()
     };
-    let results: Vec<Option<(Vec<[u32; 3]>, bool, u32)>> = loops
+    type Fill = Option<(Vec<[u32; 3]>, bool, u32)>;
+    let results: Vec<Fill> = loops
         .par_iter()
         .map(|(l, s)| {
             if l.len() < 3 || l.len() > max_edges as usize {

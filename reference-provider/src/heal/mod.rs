@@ -73,6 +73,14 @@ pub struct Bbox {
 }
 
 impl Bbox {
+    /// Extend the box to contain `p`.
+    pub fn grow(&mut self, p: [f32; 3]) {
+        for ((lo, hi), x) in self.min.iter_mut().zip(self.max.iter_mut()).zip(p) {
+            *lo = lo.min(x);
+            *hi = hi.max(x);
+        }
+    }
+
     /// Length of the diagonal.
     pub fn diagonal(&self) -> f64 {
         (0..3)
@@ -88,11 +96,7 @@ impl Bbox {
 pub(crate) fn bbox_of(points: impl Iterator<Item = [f32; 3]>) -> Option<Bbox> {
     let mut b: Option<Bbox> = None;
     for p in points {
-        let bb = b.get_or_insert(Bbox { min: p, max: p });
-        for a in 0..3 {
-            bb.min[a] = bb.min[a].min(p[a]);
-            bb.max[a] = bb.max[a].max(p[a]);
-        }
+        b.get_or_insert(Bbox { min: p, max: p }).grow(p);
     }
     b
 }
@@ -142,7 +146,7 @@ impl Default for RepairOptions {
             max_facets: 80_000_000,
             weld: true,
             weld_tolerance: None,
-            weld_relative_tolerance: 1e-5,
+            weld_relative_tolerance: 1e-6,
             remove_degenerate: true,
             remove_duplicates: true,
             fix_winding: true,
@@ -715,5 +719,42 @@ fn compact_vertices(vertices: &[[f32; 3]], mut triangles: Vec<[u32; 3]>) -> Mesh
     Mesh {
         vertices: out,
         triangles,
+    }
+}
+
+/// The individual stages on flat arrays, for benchmarks and tools that want one step alone.
+/// [`repair_soup`] runs them all in order with the right glue.
+pub mod stages {
+    use super::{Mesh, RepairOptions, orient, topology};
+
+    /// Weld corner positions (three per facet) within `tolerance` (0 = exact only).
+    pub fn weld(positions: Vec<[f32; 3]>, tolerance: f32) -> Mesh {
+        let w = super::weld::weld(positions, tolerance);
+        Mesh {
+            vertices: w.vertices,
+            triangles: w.triangles,
+        }
+    }
+
+    /// The tolerance [`repair_soup`](super::repair_soup) would use for these positions.
+    pub fn weld_tolerance(positions: &[[f32; 3]], options: &RepairOptions) -> f32 {
+        super::weld_tolerance(positions, options)
+    }
+
+    /// Drop degenerate and duplicate facets; returns (degenerate, duplicate) counts.
+    pub fn clean(mesh: &mut Mesh) -> (u64, u64) {
+        super::clean::clean(&mesh.vertices, &mut mesh.triangles, true, true)
+    }
+
+    /// Pair half-edges; returns the twin of every half-edge (`u32::MAX` on the boundary, bit 31
+    /// set when both run the same way).
+    pub fn pair_edges(triangles: &[[u32; 3]]) -> Vec<u32> {
+        topology::pair_edges(triangles).twin
+    }
+
+    /// Make the winding consistent; returns (facets flipped, shells).
+    pub fn winding(twin: &[u32], facets: usize) -> (u64, u32) {
+        let w = orient::make_consistent(twin, facets, true);
+        (w.flipped_count, w.shell_count)
     }
 }

@@ -63,9 +63,7 @@ pub(crate) fn make_consistent(twin: &[u32], facets: usize, fix: bool) -> Winding
                     flip[n] = want;
                     flipped_here += usize::from(want);
                     order.push(n as u32);
-                } else if fix && flip[n] != want {
-                    conflicts += 1;
-                } else if !fix && tw & SAME != 0 {
+                } else if (fix && flip[n] != want) || (!fix && tw & SAME != 0) {
                     conflicts += 1;
                 }
             }

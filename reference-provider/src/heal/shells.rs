@@ -25,10 +25,7 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
         for &i in f {
             let p = v[i as usize];
             let b = bb[s].get_or_insert(Bbox { min: p, max: p });
-            for a in 0..3 {
-                b.min[a] = b.min[a].min(p[a]);
-                b.max[a] = b.max[a].max(p[a]);
-            }
+            b.grow(p);
         }
     }
     let model = super::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));

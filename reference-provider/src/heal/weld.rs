@@ -78,6 +78,8 @@ struct ChunkOut {
     rep_of: Vec<u32>,
     /// Sorted keys of the representatives found in this chunk.
     reps: Vec<u64>,
+    /// Their positions.
+    rep_pos: Vec<[f32; 3]>,
     exact: u64,
     tol: u64,
 }
@@ -112,11 +114,13 @@ pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
         .collect();
     drop(sorted);
     let mut rep_keys: Vec<u64> = Vec::with_capacity(outs.iter().map(|o| o.reps.len()).sum());
+    let mut rep_pos: Vec<[f32; 3]> = Vec::with_capacity(rep_keys.capacity());
     let mut offsets = Vec::with_capacity(outs.len());
     let (mut exact_merged, mut tolerance_merged) = (0, 0);
     for o in &outs {
         offsets.push(rep_keys.len() as u32);
         rep_keys.extend_from_slice(&o.reps);
+        rep_pos.extend_from_slice(&o.rep_pos);
         exact_merged += o.exact;
         tolerance_merged += o.tol;
     }
@@ -124,7 +128,7 @@ pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
     // 3. Merges across cell faces, then union-find over representative ordinals.
     let mut parent: Vec<u32> = (0..rep_keys.len() as u32).collect();
     if tol > 0.0 {
-        let pairs = cross_cell_pairs(&rep_keys, &positions, &grid);
+        let pairs = cross_cell_pairs(&rep_keys, &rep_pos, &grid);
         for (a, b) in pairs {
             union(&mut parent, &rep_keys, a, b);
         }
@@ -135,8 +139,7 @@ pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
         // Corners merged through a cross-cell union were counted as representatives.
         for (i, &p) in parent.iter().enumerate() {
             if p as usize != i {
-                let (a, b) = (lo(rep_keys[i]), lo(rep_keys[p as usize]));
-                if positions[a as usize] == positions[b as usize] {
+                if rep_pos[i] == rep_pos[p as usize] {
                     exact_merged += 1;
                 } else {
                     tolerance_merged += 1;
@@ -191,8 +194,11 @@ pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
 }
 
 fn cluster_chunk(sorted: &[u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOut {
+    // Gather first: independent loads overlap, unlike loads inside the clustering loop.
+    let pos: Vec<[f32; 3]> = sorted.iter().map(|&k| positions[lo(k) as usize]).collect();
     let mut rep_of = Vec::with_capacity(sorted.len() * 2);
     let mut reps: Vec<u64> = Vec::new();
+    let mut rep_pos: Vec<[f32; 3]> = Vec::new();
     let (mut exact, mut tol) = (0u64, 0u64);
     let mut i = 0;
     while i < sorted.len() {
@@ -200,10 +206,9 @@ fn cluster_chunk(sorted: &[u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOu
         let run_start_rep = reps.len();
         while i < sorted.len() && hi(sorted[i]) == h {
             let corner = lo(sorted[i]);
-            let p = positions[corner as usize];
+            let p = pos[i];
             let mut found = None;
-            for (k, &rk) in reps[run_start_rep..].iter().enumerate() {
-                let q = positions[lo(rk) as usize];
+            for (k, &q) in rep_pos[run_start_rep..].iter().enumerate() {
                 if grid.matches(p, q) {
                     found = Some(run_start_rep + k);
                     if p == q {
@@ -218,6 +223,7 @@ fn cluster_chunk(sorted: &[u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOu
                 Some(k) => k,
                 None => {
                     reps.push(sorted[i]);
+                    rep_pos.push(p);
                     reps.len() - 1
                 }
             };
@@ -229,20 +235,21 @@ fn cluster_chunk(sorted: &[u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOu
     ChunkOut {
         rep_of,
         reps,
+        rep_pos,
         exact,
         tol,
     }
 }
 
 /// Pairs of representative ordinals closer than the tolerance across a cell face.
-fn cross_cell_pairs(rep_keys: &[u64], positions: &[[f32; 3]], grid: &Grid) -> Vec<(u32, u32)> {
+fn cross_cell_pairs(rep_keys: &[u64], rep_pos: &[[f32; 3]], grid: &Grid) -> Vec<(u32, u32)> {
     let cell = 1.0 / grid.inv_cell;
     let near = f64::from(grid.tol);
     rep_keys
         .par_iter()
         .enumerate()
         .fold(Vec::new, |mut acc, (ord, &k)| {
-            let p = positions[lo(k) as usize];
+            let p = rep_pos[ord];
             let c = grid.cell(p);
             // Which neighbours to look at along each axis.
             let mut opts = [[0i64; 2]; 3];
@@ -277,7 +284,7 @@ fn cross_cell_pairs(rep_keys: &[u64], positions: &[[f32; 3]], grid: &Grid) -> Ve
                                 break;
                             }
                             let other = (start + j) as u32;
-                            if other > ord as u32 && grid.matches(p, positions[lo(o) as usize]) {
+                            if other > ord as u32 && grid.matches(p, rep_pos[start + j]) {
                                 acc.push((ord as u32, other));
                             }
                         }

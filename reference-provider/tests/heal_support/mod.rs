@@ -1,6 +1,6 @@
 //! Shared checks for the heal integration tests: an independent (HashMap-based, sequential)
 //! verifier of repaired binary STL output.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use std::collections::HashMap;
 

@@ -1,0 +1,257 @@
+//! Input validation: every broken input gets a specific error naming where, never a panic and
+//! never an allocation the file size does not justify.
+use fixmyprint::heal::{self, HealError, RepairOptions, generate};
+
+fn opts() -> RepairOptions {
+    RepairOptions::default()
+}
+
+fn binary(facets: &[[[f32; 3]; 3]], declared: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 84];
+    b[80..84].copy_from_slice(&declared.to_le_bytes());
+    for f in facets {
+        b.extend_from_slice(&[0u8; 12]);
+        for p in f {
+            for x in p {
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        b.extend_from_slice(&[0, 0]);
+    }
+    b
+}
+
+fn tri(i: f32) -> [[f32; 3]; 3] {
+    [[i, 0.0, 0.0], [i + 1.0, 0.0, 0.0], [i, 1.0, 0.0]]
+}
+
+fn err(bytes: &[u8]) -> HealError {
+    match heal::repair(bytes, &opts()) {
+        Ok(r) => panic!("expected an error, got {:?}", r.report),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn heal_empty_file() {
+    assert!(matches!(err(b""), HealError::Empty));
+}
+
+#[test]
+fn heal_header_only_zero_facets() {
+    let e = err(&binary(&[], 0));
+    assert!(matches!(e, HealError::NoFacets), "{e}");
+}
+
+#[test]
+fn heal_shorter_than_header() {
+    let e = err(&[7u8; 50]);
+    assert!(matches!(e, HealError::TruncatedHeader { len: 50 }), "{e}");
+}
+
+#[test]
+fn heal_truncated_binary_names_facet_and_offset() {
+    let facets: Vec<_> = (0..5).map(|i| tri(i as f32)).collect();
+    let mut b = binary(&facets, 5);
+    b.truncate(b.len() - 20);
+    let e = err(&b);
+    assert!(
+        matches!(
+            e,
+            HealError::Truncated {
+                declared: 5,
+                facet: 4,
+                offset: 284,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("byte offset 284"), "{e}");
+}
+
+#[test]
+fn heal_count_larger_than_data() {
+    let facets: Vec<_> = (0..5).map(|i| tri(i as f32)).collect();
+    let e = err(&binary(&facets, 10));
+    assert!(
+        matches!(
+            e,
+            HealError::Truncated {
+                declared: 10,
+                facet: 5,
+                offset: 334,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn heal_count_smaller_than_data() {
+    let facets: Vec<_> = (0..10).map(|i| tri(i as f32)).collect();
+    let e = err(&binary(&facets, 5));
+    assert!(
+        matches!(
+            e,
+            HealError::TrailingData {
+                declared: 5,
+                extra: 250,
+                offset: 334,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn heal_huge_declared_count_does_not_allocate() {
+    // Claims 4 billion facets in a 134-byte file: must fail on the size check at once.
+    let e = err(&binary(&[tri(0.0)], u32::MAX));
+    assert!(matches!(e, HealError::Truncated { declared, .. } if declared == u64::from(u32::MAX)));
+}
+
+#[test]
+fn heal_nan_and_infinity_name_the_facet() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut facets: Vec<_> = (0..6).map(|i| tri(i as f32)).collect();
+        facets[3][1][2] = bad;
+        let e = err(&binary(&facets, 6));
+        assert!(
+            matches!(
+                e,
+                HealError::NonFinite {
+                    facet: 3,
+                    offset: 234
+                }
+            ),
+            "{e:?}"
+        );
+    }
+}
+
+#[test]
+fn heal_random_bytes_are_refused() {
+    let mut rng = generate::Rng::new(99);
+    for len in [1usize, 83, 84, 85, 133, 134, 135, 1000, 4096, 100_000] {
+        let b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        // Either a clear error or (if the size happens to match) a repair; never a panic.
+        if let Err(e) = heal::repair(&b, &opts()) {
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}
+
+#[test]
+fn heal_solid_followed_by_junk() {
+    let e = err(b"solid thing\n this is not a facet at all\n");
+    match e {
+        HealError::Ascii {
+            line: 2,
+            offset: 13,
+            ref problem,
+        } => assert!(problem.contains("`this`"), "{problem}"),
+        other => panic!("{other:?}"),
+    }
+    let e = err(b"solid x\nfacet normal 0 0 1\n outer loop\n vertex 0 0 zero\n");
+    assert!(matches!(e, HealError::Ascii { line: 4, .. }), "{e:?}");
+}
+
+#[test]
+fn heal_ascii_cut_mid_facet_is_an_error() {
+    let g = generate::model(
+        1,
+        2_000,
+        &generate::Defects {
+            ascii: true,
+            ..generate::Defects::none()
+        },
+    );
+    let full = &g.stl;
+    assert!(heal::repair(full, &opts()).is_ok());
+    for frac in [0.1, 0.37, 0.5, 0.93, 0.9999] {
+        let cut = &full[..(full.len() as f64 * frac) as usize];
+        let e = err(cut);
+        assert!(matches!(e, HealError::Ascii { .. }), "{frac}: {e:?}");
+        assert!(
+            e.to_string().contains("cut off") || e.to_string().contains("expected"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn heal_ascii_large_is_parsed_in_parallel_and_cut_detected() {
+    // Over 1 MiB, so the parser splits it into chunks.
+    let g = generate::model(
+        2,
+        20_000,
+        &generate::Defects {
+            ascii: true,
+            ..generate::Defects::all()
+        },
+    );
+    assert!(g.stl.len() > 1 << 20);
+    let r = heal::repair(&g.stl, &opts()).unwrap();
+    assert_eq!(r.report.stages.parse.format, "ascii");
+    let cut = &g.stl[..g.stl.len() / 2 + 17];
+    assert!(matches!(err(cut), HealError::Ascii { .. }));
+}
+
+#[test]
+fn heal_ascii_nan_is_refused() {
+    let e = err(b"solid x\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 nan\nvertex 0 1 0\nendloop\nendfacet\nendsolid x\n");
+    assert!(
+        matches!(
+            e,
+            HealError::NonFinite {
+                facet: 0,
+                offset: 8
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn heal_binary_header_starting_with_solid_is_binary() {
+    let g = generate::model(3, 3_000, &generate::Defects::none());
+    let mut b = g.stl.clone();
+    b[..16].copy_from_slice(b"solid binary CAD");
+    let r = heal::repair(&b, &opts()).unwrap();
+    assert_eq!(r.report.stages.parse.format, "binary");
+    assert!(r.report.watertight);
+}
+
+#[test]
+fn heal_size_and_facet_caps() {
+    let g = generate::broken_model(4, 2_000);
+    let small = RepairOptions {
+        max_file_bytes: 1000,
+        ..opts()
+    };
+    let e = heal::repair(&g, &small).unwrap_err();
+    assert!(
+        matches!(e, HealError::TooLarge { limit: 1000, .. }),
+        "{e:?}"
+    );
+    let few = RepairOptions {
+        max_facets: 100,
+        ..opts()
+    };
+    let e = heal::repair(&g, &few).unwrap_err();
+    assert!(
+        matches!(e, HealError::TooManyFacets { limit: 100, .. }),
+        "{e:?}"
+    );
+    // The file path is refused before it is read.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.stl");
+    std::fs::write(&p, &g).unwrap();
+    let e = heal::repair_file(&p, &small, &|_| {}).unwrap_err();
+    assert!(matches!(e, HealError::TooLarge { .. }));
+    let e = heal::repair_file(&dir.path().join("missing.stl"), &opts(), &|_| {}).unwrap_err();
+    assert!(matches!(e, HealError::Io { .. }));
+}

@@ -2,7 +2,8 @@
 //! [`Signed<BrokerMessage>`](diax_sdk::axum::Signed) and answers them.
 //!
 //! ```text
-//! DIAX_SECRET=whsec_… cargo run -p diax-sdk --features axum --example provider
+//! DIAX_SECRET=whsec_… DIAX_LISTEN=127.0.0.1:8080 \
+//!     cargo run -p diax-sdk --features axum --example provider
 //! ```
 //!
 //! Offers from users without a linked account get `401 account-required`; others are
@@ -21,11 +22,11 @@ use diax_sdk::axum::Signed;
 use diax_sdk::wire::{BrokerMessage, InputAccepted, JobAccepted, JobState};
 use diax_sdk::{JobId, KeyId, Keyring, Problem, ProviderJobId, Secret, Verifier};
 
-const PUBLIC_URL: &str = "http://127.0.0.1:8080";
-
 #[derive(Clone)]
 struct App {
     verifier: Arc<Verifier>,
+    /// Where users and the broker reach this service.
+    public_url: Arc<str>,
     /// Broker job id -> our job id, so a repeated offer gets the same job.
     jobs: Arc<Mutex<HashMap<JobId, ProviderJobId>>>,
 }
@@ -40,7 +41,8 @@ async fn job_url(State(app): State<App>, signed: Signed<BrokerMessage>) -> Respo
     match signed.message {
         BrokerMessage::Offer(offer) => {
             if offer.user.provider_account.is_none() {
-                return Problem::account_required(format!("{PUBLIC_URL}/signup")).into_response();
+                return Problem::account_required(format!("{}/signup", app.public_url))
+                    .into_response();
             }
             let provider_job_id = {
                 let mut jobs = app.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -48,7 +50,7 @@ async fn job_url(State(app): State<App>, signed: Signed<BrokerMessage>) -> Respo
                     .or_insert_with(ProviderJobId::generate)
                     .clone()
             };
-            let status_url = format!("{PUBLIC_URL}/jobs/{provider_job_id}");
+            let status_url = format!("{}/jobs/{provider_job_id}", app.public_url);
             let accepted = JobAccepted {
                 job_id: offer.job_id,
                 provider_job_id,
@@ -83,15 +85,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let key_id = KeyId::parse(std::env::var("DIAX_KEY_ID").unwrap_or_else(|_| "key_1".into()))?;
+    let listen = std::env::var("DIAX_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let public_url = format!("http://{}", listener.local_addr()?);
     let app = App {
         verifier: Arc::new(Verifier::new(Keyring::single(key_id, secret))),
+        public_url: public_url.clone().into(),
         jobs: Arc::default(),
     };
     let router = Router::new()
         .route("/diax/jobs", post(job_url))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-    eprintln!("job_url: {PUBLIC_URL}/diax/jobs");
+    eprintln!("job_url: {public_url}/diax/jobs");
     axum::serve(listener, router).await?;
     Ok(())
 }

@@ -1,0 +1,163 @@
+//! The whole kit running in this process: the broker mock and FixMyPrint, each on an
+//! OS-assigned loopback port, over HTTPS with a generated CA, with their data in a temporary
+//! directory.
+
+use std::time::Duration;
+
+use broker_mock::{Broker, BrokerApi};
+use fixmyprint::service::ServiceHandle;
+use fixmyprint::service::config::TlsFiles;
+
+use crate::pg::TempDatabase;
+use crate::pki::Pki;
+
+/// Where FixMyPrint keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderDb {
+    /// A SQLite file in the temporary data directory (the default, zero setup).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server of [`crate::pg::admin_url`].
+    Postgres,
+}
+
+/// How to start the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// FixMyPrint's database.
+    pub provider_db: ProviderDb,
+    /// Job workers in FixMyPrint.
+    pub workers: usize,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            provider_db: ProviderDb::Sqlite,
+            workers: 2,
+        }
+    }
+}
+
+/// Why the stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// Temporary files or sockets.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// Certificates.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    /// The broker mock did not start.
+    #[error("broker mock: {0}")]
+    Broker(#[from] broker_mock::StartError),
+    /// FixMyPrint did not start.
+    #[error("fixmyprint: {0}")]
+    Provider(#[from] fixmyprint::service::ServeError),
+    /// The PostgreSQL database could not be created.
+    #[error("postgresql: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(#[from] diax_sdk::client::ClientError),
+}
+
+/// The running kit.
+#[derive(Debug)]
+pub struct Stack {
+    /// The broker mock.
+    pub broker: Broker,
+    /// FixMyPrint.
+    pub provider: ServiceHandle,
+    /// The certificates every server uses.
+    pub pki: Pki,
+    /// A client that trusts the generated CA and follows no redirects.
+    pub http: reqwest::Client,
+    /// The broker's user API.
+    pub broker_api: BrokerApi,
+    pg: Option<TempDatabase>,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts the broker mock and FixMyPrint.
+    ///
+    /// # Errors
+    /// [`StackError`].
+    pub async fn start(options: StackOptions) -> Result<Self, StackError> {
+        diax_sdk::client::install_crypto_provider();
+        let dir = tempfile::Builder::new()
+            .prefix("fixmyprint-kit-")
+            .tempdir()?;
+        let pki = Pki::generate(dir.path())?;
+
+        let broker = Broker::start(broker_mock::Config {
+            tls_cert: Some(pki.server_cert.clone()),
+            tls_key: Some(pki.server_key.clone()),
+            ca_certs: vec![pki.ca_cert.clone()],
+            notify_interval_ms: 50,
+            notify_backoff_ms: 100,
+            retry_backoff_ms: 50,
+            ..broker_mock::Config::default()
+        })
+        .await?;
+
+        let pg = match options.provider_db {
+            ProviderDb::Sqlite => None,
+            ProviderDb::Postgres => Some(TempDatabase::create().await?),
+        };
+        let config = fixmyprint::service::Config {
+            database_url: pg.as_ref().map(|db| db.url().to_owned()),
+            data_dir: dir.path().join("fixmyprint"),
+            broker_url: Some(broker.base_url().to_owned()),
+            tls: Some(TlsFiles {
+                cert: pki.server_cert.clone(),
+                key: pki.server_key.clone(),
+            }),
+            ca_certs: vec![pki.ca_cert.clone()],
+            workers: options.workers,
+            outbox_workers: 1,
+            poll_interval: Duration::from_millis(50),
+            retry_initial_backoff: Duration::from_millis(100),
+            retry_max_backoff: Duration::from_secs(2),
+            keyring_refresh: Duration::from_millis(200),
+            shutdown_grace: Duration::from_secs(5),
+            ..fixmyprint::service::Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let provider = fixmyprint::service::start(listener, config).await?;
+
+        let http = diax_sdk::client::http_client(&diax_sdk::client::ClientConfig {
+            extra_root_certs_pem: vec![pki.ca_pem.clone()],
+            timeout: Duration::from_secs(60),
+            ..diax_sdk::client::ClientConfig::default()
+        })?;
+        let broker_api = BrokerApi::new(http.clone(), broker.base_url());
+        Ok(Self {
+            broker,
+            provider,
+            pki,
+            http,
+            broker_api,
+            pg,
+            dir,
+        })
+    }
+
+    /// The temporary directory holding certificates and FixMyPrint's data.
+    #[must_use]
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stops both servers and removes every file (and the PostgreSQL database).
+    pub async fn shutdown(self) {
+        self.provider.shutdown().await;
+        self.broker.shutdown().await;
+        if let Some(pg) = self.pg
+            && let Err(e) = pg.drop_database().await
+        {
+            tracing::warn!(error = %e, "could not drop the test database");
+        }
+        drop(self.dir);
+    }
+}

@@ -1,0 +1,355 @@
+//! The seed story end to end over HTTPS: broker mock + FixMyPrint in this process, a real
+//! broken STL of more than 100k facets, every step asserted, and the repaired model judged by
+//! an independent implementation (Python trimesh).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use diax_sdk::wire::{CreateJob, JobState, SecretScope};
+use diax_sdk::{ProblemType, Quote};
+use e2e::stack::{ProviderDb, Stack, StackOptions};
+use e2e::story::{self, ProviderAccount, Quiet};
+use fixmyprint::heal::generate;
+
+/// `{watertight, winding_consistent, volume, bodies, inward_bodies}` of an STL file,
+/// according to trimesh.
+fn trimesh_verdict(path: &Path) -> serde_json::Value {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/ensure-venv.sh");
+    let out = Command::new("bash")
+        .arg(&venv)
+        .output()
+        .expect("run ensure-venv.sh");
+    assert!(
+        out.status.success(),
+        "ensure-venv.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let script = r#"
+import json, sys, trimesh
+m = trimesh.load_mesh(sys.argv[1], process=True)
+bodies = m.split(only_watertight=False)
+print(json.dumps({"watertight": bool(m.is_watertight), "winding_consistent": bool(m.is_winding_consistent),
+                  "volume": float(m.volume), "bodies": len(bodies),
+                  "inward_bodies": sum(1 for b in bodies if b.volume < 0)}))
+"#;
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "trimesh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn full_story(db: ProviderDb) {
+    let stack = Stack::start(StackOptions {
+        provider_db: db,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let generated = generate::model(11, 120_000, &generate::Defects::all());
+    let outcome = story::play(&stack, "gareth.stl", generated.stl.clone(), &Quiet)
+        .await
+        .unwrap();
+
+    // Step 2: the first refusal names where to register, and that is FixMyPrint's sign-up.
+    assert!(outcome.first_refusal.is(ProblemType::AccountRequired));
+    assert_eq!(outcome.first_refusal.status, 401);
+    assert!(
+        outcome
+            .first_refusal
+            .register_url()
+            .unwrap()
+            .starts_with(stack.provider.base_url())
+    );
+    // Insufficient balance: 402 with a quote; the quote is what was charged.
+    let quote: Quote = outcome.payment_refusal.quote().unwrap();
+    assert!(quote.amount > 0);
+    // Step 3: the link names Gareth's FixMyPrint account.
+    assert_eq!(outcome.link.provider_account, outcome.account.account_id);
+    // Steps 4-6: completed, result stored as a new version linked to the source.
+    assert_eq!(outcome.job.state, JobState::Completed);
+    let result = outcome.job.result.clone().unwrap();
+    assert_eq!(result.model_id, outcome.model.model_id);
+    assert_eq!(result.version, 2);
+    let stored = outcome.gareth.client.model(&result.model_id).await.unwrap();
+    let v2 = &stored.versions[1];
+    let source = v2.source.as_ref().unwrap();
+    assert_eq!(source.from_version, 1);
+    assert_eq!(&source.provider_id, outcome.provider.id());
+    assert_eq!(v2.sha256, diax_sdk::sha256_hex(&outcome.repaired));
+    // Step 7: notified by signed callback (exactly one completion) and pending on the next request.
+    let inbox = outcome.gareth.inbox.as_ref().unwrap();
+    let completions: Vec<_> = inbox
+        .received()
+        .into_iter()
+        .filter(|n| n.job_id == outcome.job.job_id && n.state == JobState::Completed)
+        .collect();
+    assert_eq!(completions.len(), 1);
+    assert_eq!(completions[0].result.as_ref(), Some(&result));
+    assert!(outcome.pending_on_next_request >= 1);
+    let pending = outcome.gareth.client.notifications().await.unwrap();
+    assert!(
+        pending
+            .notifications
+            .iter()
+            .any(|n| n.job_id == outcome.job.job_id && n.event == "job.completed")
+    );
+    // Charged exactly once, the quoted amount, nothing left held.
+    let captures: Vec<_> = outcome
+        .ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind == "capture")
+        .collect();
+    assert_eq!(captures.len(), 1, "ledger: {:?}", outcome.ledger.entries);
+    assert_eq!(captures[0].amount, quote.amount);
+    assert_eq!(outcome.account_after.held, 0);
+    assert_eq!(
+        outcome.account_after.balance,
+        quote.amount * 4 - quote.amount
+    );
+    // The model Gareth downloads is watertight, consistently wound and outward, per trimesh.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repaired.stl");
+    std::fs::write(&path, &outcome.repaired).unwrap();
+    let verdict = trimesh_verdict(&path);
+    assert_eq!(verdict["watertight"], true, "{verdict}");
+    assert_eq!(verdict["winding_consistent"], true, "{verdict}");
+    // Every real shell kept, each outward except the one true cavity, volume within 0.5 %.
+    let clean = &generated.clean;
+    let cavities = clean.shells.iter().filter(|s| s.cavity).count();
+    assert_eq!(
+        verdict["bodies"].as_u64().unwrap() as usize,
+        clean.shells.len(),
+        "{verdict}"
+    );
+    assert_eq!(
+        verdict["inward_bodies"].as_u64().unwrap() as usize,
+        cavities,
+        "{verdict}"
+    );
+    let volume = verdict["volume"].as_f64().unwrap();
+    assert!(
+        (volume - clean.volume).abs() / clean.volume < 0.005,
+        "{verdict} vs clean volume {}",
+        clean.volume
+    );
+    // The broker's message log saw the whole exchange.
+    let log = stack
+        .broker_api
+        .messages(&broker_mock::client::MessageFilter {
+            job_id: Some(outcome.job.job_id.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(log.messages.len() >= 5, "{} messages", log.messages.len());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_story_over_https_with_sqlite() {
+    full_story(ProviderDb::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_story_over_https_with_postgres() {
+    full_story(ProviderDb::Postgres).await;
+}
+
+/// Sets up registration, Gareth, a linked and funded account, and an uploaded model.
+async fn linked_gareth(
+    stack: &Stack,
+    scope: SecretScope,
+    model: Vec<u8>,
+) -> (
+    story::RegisteredProvider,
+    story::BrokerUser,
+    ProviderAccount,
+    diax_sdk::ModelId,
+) {
+    let provider = story::register_provider(stack, scope, &Quiet)
+        .await
+        .unwrap();
+    let gareth = match scope {
+        // The per-user secret is bound to the user who registered: Gareth runs it himself.
+        SecretScope::User => story::BrokerUser {
+            client: stack.broker_api.user(provider.operator_key.clone()),
+            user_id: stack
+                .broker_api
+                .user(provider.operator_key.clone())
+                .me()
+                .await
+                .unwrap()
+                .user_id,
+            inbox: None,
+        },
+        SecretScope::Service => story::broker_user(stack, "Gareth", false).await.unwrap(),
+    };
+    let register_url = format!("{}/v1/accounts", stack.provider.base_url());
+    let account = ProviderAccount::sign_up(stack, &register_url, "Gareth")
+        .await
+        .unwrap();
+    account
+        .top_up(
+            &format!("{}/v1/accounts/me/top-up", stack.provider.base_url()),
+            10_000,
+        )
+        .await
+        .unwrap();
+    let grant = account.link_token().await.unwrap();
+    gareth
+        .client
+        .link(provider.id(), &grant.token)
+        .await
+        .unwrap();
+    let model = gareth.client.upload_model("m.stl", model).await.unwrap();
+    (provider, gareth, account, model.model_id)
+}
+
+async fn run_job(
+    gareth: &story::BrokerUser,
+    provider: &diax_sdk::ProviderId,
+    model: &diax_sdk::ModelId,
+) -> diax_sdk::wire::Job {
+    let job = gareth
+        .client
+        .create_job(&CreateJob {
+            provider_id: provider.clone(),
+            model_id: model.clone(),
+            version: None,
+            operation: None,
+            params: serde_json::Value::Null,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            job.state,
+            JobState::Accepted | JobState::Running | JobState::Completed
+        ),
+        "{job:?}"
+    );
+    story::wait_for_job(&gareth.client, &job, Duration::from_secs(120), &Quiet)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_secret_serves_only_its_user() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let (provider, owner, _account, model) =
+        linked_gareth(&stack, SecretScope::User, generate::broken_model(3, 20_000)).await;
+    assert_eq!(provider.registered.secret_scope, SecretScope::User);
+    let job = run_job(&owner, provider.id(), &model).await;
+    assert_eq!(job.state, JobState::Completed, "{job:?}");
+
+    // Another user may not use a provider whose secret is bound to someone else.
+    let other = story::broker_user(&stack, "Somebody else", false)
+        .await
+        .unwrap();
+    let theirs = other
+        .client
+        .upload_model("x.stl", generate::broken_model(4, 5_000))
+        .await
+        .unwrap();
+    let err = other
+        .client
+        .create_job(&CreateJob {
+            provider_id: provider.id().clone(),
+            model_id: theirs.model_id,
+            version: None,
+            operation: None,
+            params: serde_json::Value::Null,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.problem().unwrap().is(ProblemType::Forbidden), "{err}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_rotation_in_the_middle_of_the_story() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let (provider, gareth, account, model) = linked_gareth(
+        &stack,
+        SecretScope::Service,
+        generate::broken_model(5, 20_000),
+    )
+    .await;
+    let first = run_job(&gareth, provider.id(), &model).await;
+    assert_eq!(first.state, JobState::Completed);
+
+    // FixMyPrint rotates its secret; the old one stays valid for a grace period.
+    let service = stack.provider.service();
+    let rotated = fixmyprint::service::rotate(
+        service.db(),
+        service.http(),
+        &provider.operator_key,
+        Some(3600),
+    )
+    .await
+    .unwrap();
+    service.reload_keyring().await.unwrap();
+    assert_ne!(rotated.key_id, provider.registered.key_id);
+    // Tokens are now issued with the new key, and the broker accepts them.
+    let grant = account.link_token().await.unwrap();
+    let header = grant.token.split('.').next().unwrap();
+    assert!(String::from_utf8_lossy(&base64_decode(header)).contains(rotated.key_id.as_str()));
+    gareth
+        .client
+        .link(provider.id(), &grant.token)
+        .await
+        .unwrap();
+    // Offers (signed with both keys) and callbacks (signed with both) still flow.
+    let second = run_job(&gareth, provider.id(), &model).await;
+    assert_eq!(second.state, JobState::Completed, "{second:?}");
+    stack.shutdown().await;
+}
+
+fn base64_decode(segment: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_stl_fails_and_nothing_is_charged() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let (provider, gareth, account, model) = linked_gareth(
+        &stack,
+        SecretScope::Service,
+        b"solid junk\n this is not a facet\n".to_vec(),
+    )
+    .await;
+    let job = run_job(&gareth, provider.id(), &model).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    let problem = job.problem.unwrap();
+    assert!(problem.is(ProblemType::ModelInvalid), "{problem:?}");
+    let after = account.view().await.unwrap();
+    assert_eq!((after.balance, after.held), (10_000, 0));
+    let ledger = account.ledger().await.unwrap();
+    assert!(
+        ledger.entries.iter().all(|e| e.kind != "capture"),
+        "{:?}",
+        ledger.entries
+    );
+    assert!(
+        ledger.entries.iter().any(|e| e.kind == "release"),
+        "{:?}",
+        ledger.entries
+    );
+    // No new version was stored.
+    assert_eq!(gareth.client.model(&model).await.unwrap().versions.len(), 1);
+    stack.shutdown().await;
+}

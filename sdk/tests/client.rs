@@ -121,7 +121,7 @@ async fn always_503(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> 
 
 async fn slow_once(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> Response {
     if log.record("slow", &headers, body) == 1 {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
     }
     (StatusCode::ACCEPTED, "accepted").into_response()
 }
@@ -356,7 +356,7 @@ async fn send_gives_up_after_max_attempts() {
 async fn send_retries_timeouts() {
     let (base, log) = server().await;
     let client = http_client(&ClientConfig {
-        timeout: Duration::from_millis(300),
+        timeout: Duration::from_millis(800),
         ..ClientConfig::default()
     })
     .expect("client");
@@ -373,8 +373,9 @@ async fn send_retries_timeouts() {
         .expect("second attempt answers");
     assert_eq!(resp.status, 202);
     let seen = log.seen();
-    assert_eq!(seen.len(), 2);
-    assert_eq!(seen[0].id, seen[1].id);
+    // Normally two attempts; a third only if a loaded machine made the second slow too.
+    assert!((2..=3).contains(&seen.len()), "{seen:?}");
+    assert!(seen.iter().all(|s| s.id == seen[0].id));
     assert_signed(&ring, &seen);
 }
 

@@ -136,3 +136,81 @@ impl IntoResponse for ApiError {
 
 /// Result of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_problem_and_hides_internals() {
+        let cases: Vec<(ApiError, u16, ProblemType)> = vec![
+            (ApiError::NotFound("x".into()), 404, ProblemType::NotFound),
+            (ApiError::NoRoute("x".into()), 404, ProblemType::NotFound),
+            (
+                ApiError::MethodNotAllowed("PUT".into()),
+                405,
+                ProblemType::MethodNotAllowed,
+            ),
+            (ApiError::Unauthorized("x"), 401, ProblemType::Unauthorized),
+            (ApiError::Forbidden("x".into()), 403, ProblemType::Forbidden),
+            (
+                ApiError::InvalidRequest("x".into()),
+                400,
+                ProblemType::InvalidRequest,
+            ),
+            (
+                ApiError::UnsupportedMediaType("x".into()),
+                415,
+                ProblemType::UnsupportedMediaType,
+            ),
+            (
+                ApiError::PayloadTooLarge("x".into()),
+                413,
+                ProblemType::PayloadTooLarge,
+            ),
+            (ApiError::Conflict("x".into()), 409, ProblemType::Conflict),
+            (
+                ApiError::InvalidTransition("x".into()),
+                409,
+                ProblemType::InvalidTransition,
+            ),
+            (
+                ApiError::TokenReused("j".into()),
+                409,
+                ProblemType::TokenReused,
+            ),
+            (
+                ApiError::CredentialInvalid("x"),
+                401,
+                ProblemType::CredentialInvalid,
+            ),
+            (
+                ApiError::CredentialScope("x".into()),
+                403,
+                ProblemType::CredentialScope,
+            ),
+            (
+                ApiError::DownloadFailed("x".into()),
+                502,
+                ProblemType::DownloadFailed,
+            ),
+            (
+                ApiError::Internal("secret path /etc".into()),
+                500,
+                ProblemType::Internal,
+            ),
+            (
+                ApiError::Db(sqlx::Error::RowNotFound),
+                500,
+                ProblemType::Internal,
+            ),
+        ];
+        for (err, status, kind) in cases {
+            let p = err.problem();
+            assert_eq!((p.status, p.kind()), (status, Some(kind)), "{err:?}");
+            if status == 500 {
+                assert!(!p.detail.unwrap_or_default().contains("/etc"));
+            }
+        }
+    }
+}

@@ -11,11 +11,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use ::axum::Router;
+use ::axum::extract::{Path, State};
+use ::axum::http::{HeaderMap, StatusCode};
+use ::axum::response::{IntoResponse, Response};
+use ::axum::routing::{get, post};
 use broker_mock::{BrokerApi, Config, UserClient};
 use diax_sdk::webhook::RawHeaders;
 use diax_sdk::wire::*;
@@ -143,7 +143,7 @@ fn problem(p: Problem) -> Response {
         .into_response()
 }
 
-async fn jobs(State(fake): State<Fake>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn jobs(State(fake): State<Fake>, headers: HeaderMap, body: ::axum::body::Bytes) -> Response {
     let get = |n: &'static str| headers.get(n).map(|v| v.as_bytes());
     let raw = RawHeaders::from_fn(get);
     let Some(ring) = fake.state.ring.lock().unwrap().clone() else {
@@ -194,7 +194,7 @@ async fn jobs(State(fake): State<Fake>, headers: HeaderMap, body: axum::body::By
             (
                 StatusCode::ACCEPTED,
                 [("location", status_url.clone())],
-                axum::Json(JobAccepted {
+                ::axum::Json(JobAccepted {
                     job_id: offer.job_id.clone(),
                     provider_job_id: ProviderJobId::parse(pjob).unwrap(),
                     status_url,
@@ -239,7 +239,7 @@ async fn jobs(State(fake): State<Fake>, headers: HeaderMap, body: axum::body::By
             fake.state.inputs.lock().unwrap().push((input.clone(), got));
             (
                 StatusCode::ACCEPTED,
-                axum::Json(InputAccepted {
+                ::axum::Json(InputAccepted {
                     job_id: input.job_id,
                     provider_job_id: input.provider_job_id,
                     state: JobState::Accepted,
@@ -264,7 +264,7 @@ async fn result(State(fake): State<Fake>, headers: HeaderMap, Path(_id): Path<St
 async fn notify(
     State(fake): State<Fake>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: ::axum::body::Bytes,
 ) -> StatusCode {
     {
         let mut left = fake.state.notify_failures_left.lock().unwrap();
@@ -300,7 +300,7 @@ pub async fn fake_provider() -> Fake {
     };
     let app = fake_router(fake.clone());
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = ::axum::serve(listener, app).await;
     });
     fake
 }

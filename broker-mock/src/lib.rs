@@ -34,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod openapi;
 mod http;
 mod notifier;
 mod outbound;

@@ -14,6 +14,8 @@ struct Cli {
 enum Command {
     /// Serve the broker API, the message log and the inspector page.
     Serve(broker_mock::Config),
+    /// Print the OpenAPI description of the broker API (JSON) to stdout.
+    Openapi,
 }
 
 #[tokio::main]
@@ -26,6 +28,10 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Openapi => {
+            print!("{}", broker_mock::openapi::to_json());
+            std::process::ExitCode::SUCCESS
+        }
         Command::Serve(config) => {
             let listener = match std::net::TcpListener::bind(config.addr) {
                 Ok(l) => l,

@@ -24,6 +24,8 @@ enum Command {
     Register(fixmyprint::service::cli::RegisterArgs),
     /// Rotate the shared secret (the old one stays valid for the broker's grace period).
     Rotate(fixmyprint::service::cli::RotateArgs),
+    /// Print the OpenAPI description of the service's HTTP API (JSON) to stdout.
+    Openapi,
 }
 
 fn main() -> ExitCode {
@@ -33,5 +35,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => fixmyprint::service::cli::serve(&args),
         Command::Register(args) => fixmyprint::service::cli::register(&args),
         Command::Rotate(args) => fixmyprint::service::cli::rotate(&args),
+        Command::Openapi => fixmyprint::service::cli::openapi(),
     }
 }

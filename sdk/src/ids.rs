@@ -59,6 +59,11 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
+        #[cfg_attr(
+            feature = "openapi",
+            derive(utoipa::ToSchema),
+            schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")
+        )]
         pub struct $name(String);
 
         impl $name {

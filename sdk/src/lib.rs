@@ -26,6 +26,7 @@
 //! | `axum` | no | `axum::Signed<T>` extractor, problem responses (axum 0.8) |
 //! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
 //! | `cli` | no | the `diax` debugging command |
+//! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`] |
 //!
 //! Without features the crate needs no async runtime and no HTTP library.
 //!

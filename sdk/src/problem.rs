@@ -142,6 +142,7 @@ impl fmt::Display for ProblemType {
 /// Unknown members are kept in [`Problem::extensions`], so a problem relayed by the broker
 /// reaches the user unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// The problem type URI.
     #[serde(rename = "type", default = "about_blank")]

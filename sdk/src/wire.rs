@@ -63,6 +63,7 @@ pub const SERVICE_KIND_MODEL_REPAIR: &str = "model-repair";
 
 /// A price: integer minor units of a currency (e.g. cents).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quote {
     /// Amount in minor units; never negative.
     pub amount: i64,
@@ -95,6 +96,7 @@ impl fmt::Display for Quote {
 
 /// Whether a provider charges for its service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Pricing {
     /// No account or payment needed.
@@ -105,6 +107,7 @@ pub enum Pricing {
 
 /// Whom a provider's secret speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SecretScope {
     /// One secret for the whole service, for every user.
@@ -122,6 +125,7 @@ pub enum SecretScope {
 
 /// `POST /v1/users`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUser {
     /// Display name, 1–100 characters.
     pub name: String,
@@ -132,6 +136,7 @@ pub struct CreateUser {
 
 /// Answer to [`CreateUser`] (`201`). The API key and the notification secret are shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserCreated {
     /// The new user.
     pub user_id: UserId,
@@ -145,6 +150,7 @@ pub struct UserCreated {
 
 /// A broker user (`GET /v1/me`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Id.
     pub user_id: UserId,
@@ -162,6 +168,7 @@ pub struct User {
 
 /// `POST /v1/groups`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateGroup {
     /// Display name, 1–100 characters.
     pub name: String,
@@ -169,6 +176,7 @@ pub struct CreateGroup {
 
 /// `POST /v1/groups/{group_id}/members`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddMember {
     /// The user to add.
     pub user_id: UserId,
@@ -176,6 +184,7 @@ pub struct AddMember {
 
 /// A group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Group {
     /// Id.
     pub group_id: GroupId,
@@ -187,6 +196,7 @@ pub struct Group {
 
 /// `POST /v1/providers`: a user registers a provider on behalf of one of their groups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterProvider {
     /// The owning group; the caller must be a member.
     pub group_id: GroupId,
@@ -211,6 +221,7 @@ pub struct RegisterProvider {
 
 /// Answer to [`RegisterProvider`] (`201`). The secret is shown once: store it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderRegistered {
     /// The provider's id: `iss` of its link tokens, `provider_id` in every message.
     pub provider_id: ProviderId,
@@ -231,6 +242,7 @@ pub struct ProviderRegistered {
 
 /// `POST /v1/providers/{provider_id}/secrets/rotate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RotateSecret {
     /// How long the old secret stays valid, in seconds (default: the broker's, 24 h in the mock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +251,7 @@ pub struct RotateSecret {
 
 /// Answer to [`RotateSecret`]. The new secret is shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretRotated {
     /// The provider.
     pub provider_id: ProviderId,
@@ -254,6 +267,7 @@ pub struct SecretRotated {
 
 /// One provider in the public registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderListing {
     /// Id.
     pub provider_id: ProviderId,
@@ -274,6 +288,7 @@ pub struct ProviderListing {
 
 /// `GET /v1/registry?service_kind=…`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registry {
     /// Matching providers.
     pub providers: Vec<ProviderListing>,
@@ -285,6 +300,7 @@ pub struct Registry {
 
 /// Where a model version came from, when a provider made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionSource {
     /// The job that produced it.
     pub job_id: JobId,
@@ -296,6 +312,7 @@ pub struct VersionSource {
 
 /// One stored version of a model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelVersion {
     /// Version number, from 1.
     pub version: u32,
@@ -312,6 +329,7 @@ pub struct ModelVersion {
 
 /// A model in a user's repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Model {
     /// Id.
     pub model_id: ModelId,
@@ -331,6 +349,7 @@ impl Model {
 
 /// `GET /v1/models`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelList {
     /// The caller's models.
     pub models: Vec<Model>,
@@ -342,6 +361,7 @@ pub struct ModelList {
 
 /// State of a job, on either side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Created at the broker; the offer is being sent.
@@ -387,6 +407,7 @@ impl fmt::Display for JobState {
 
 /// `POST /v1/jobs`: run a provider's service on one of the caller's models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateJob {
     /// The provider.
     pub provider_id: ProviderId,
@@ -405,6 +426,7 @@ pub struct CreateJob {
 
 /// A model version reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelVersionRef {
     /// Model.
     pub model_id: ModelId,
@@ -414,6 +436,7 @@ pub struct ModelVersionRef {
 
 /// A job as the broker shows it to its user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     /// Id.
     pub job_id: JobId,
@@ -454,6 +477,7 @@ pub struct Job {
 
 /// `GET /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     /// The caller's jobs, newest first.
     pub jobs: Vec<Job>,
@@ -465,6 +489,7 @@ pub struct JobList {
 
 /// `POST /v1/links`: hand the broker a link token from a provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkAccount {
     /// The provider that issued the token.
     pub provider_id: ProviderId,
@@ -474,6 +499,7 @@ pub struct LinkAccount {
 
 /// A stored account link (`201` answer to [`LinkAccount`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountLink {
     /// Provider.
     pub provider_id: ProviderId,
@@ -485,6 +511,7 @@ pub struct AccountLink {
 
 /// `GET /v1/links`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkList {
     /// The caller's links.
     pub links: Vec<AccountLink>,
@@ -492,6 +519,7 @@ pub struct LinkList {
 
 /// A link token as a provider hands it to its user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkTokenGrant {
     /// The JWT.
     pub token: String,
@@ -510,6 +538,7 @@ pub struct LinkTokenGrant {
 /// A location to fetch bytes from, with the credential to use and what to expect.
 /// Used for the broker's temporary model credentials and the provider's result.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Download {
     /// `https` URL (plain `http` only on loopback).
     pub url: String,
@@ -542,6 +571,7 @@ impl fmt::Debug for Download {
 
 /// The model a job is about, as described in an offer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OfferedModel {
     /// Model.
     pub model_id: ModelId,
@@ -559,6 +589,7 @@ pub struct OfferedModel {
 
 /// Who a job is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OfferUser {
     /// The broker user.
     pub broker_user_id: UserId,
@@ -569,6 +600,7 @@ pub struct OfferUser {
 
 /// `job.offer`: would the provider run this job?
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobOffer {
     /// The broker's job id; offers with the same id are the same job.
     pub job_id: JobId,
@@ -595,6 +627,7 @@ pub struct JobOffer {
 
 /// `job.input`: temporary credentials to fetch the model of an accepted job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInput {
     /// The broker's job id.
     pub job_id: JobId,
@@ -606,6 +639,7 @@ pub struct JobInput {
 
 /// Every signed message the broker POSTs to a provider's `job_url`, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type")]
 #[allow(clippy::large_enum_variant)] // parsed once per request; boxing would only add noise
 pub enum BrokerMessage {
@@ -619,6 +653,7 @@ pub enum BrokerMessage {
 
 /// `202` answer to an offer. The `Location` header carries `status_url` too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobAccepted {
     /// The broker's job id.
     pub job_id: JobId,
@@ -635,6 +670,7 @@ pub struct JobAccepted {
 
 /// `202` answer to a [`JobInput`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InputAccepted {
     /// The broker's job id.
     pub job_id: JobId,
@@ -646,6 +682,7 @@ pub struct InputAccepted {
 
 /// A provider's view of a job (`GET status_url`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobStatus {
     /// The broker's job id.
     pub job_id: JobId,
@@ -669,6 +706,7 @@ pub struct JobStatus {
 
 /// The result of a completed job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResult {
     /// Where the broker fetches the result.
     pub download: Download,
@@ -684,6 +722,7 @@ pub struct JobResult {
 
 /// What happened, by event type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type")]
 pub enum JobEventKind {
     /// The job was accepted (sent once, after the `202`).
@@ -742,6 +781,7 @@ impl JobEventKind {
 
 /// A signed event a provider POSTs to the broker's `events_url`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobEvent {
     /// The broker's job id.
     pub job_id: JobId,
@@ -760,6 +800,7 @@ pub struct JobEvent {
 
 /// Answer to a [`JobEvent`] (`200`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventAck {
     /// The job.
     pub job_id: JobId,
@@ -775,6 +816,7 @@ pub struct EventAck {
 
 /// A notification to a broker user about one of their jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notification {
     /// Id (also the `webhook-id` of its signed delivery).
     pub notification_id: NotificationId,
@@ -797,6 +839,7 @@ pub struct Notification {
 
 /// `GET /v1/notifications`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotificationList {
     /// Pending (unacknowledged) notifications, oldest first.
     pub notifications: Vec<Notification>,
@@ -804,6 +847,7 @@ pub struct NotificationList {
 
 /// `POST /v1/notifications/ack`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AckNotifications {
     /// Notifications to mark as read.
     pub notification_ids: Vec<NotificationId>,

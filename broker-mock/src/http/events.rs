@@ -20,10 +20,45 @@ use crate::db::SqliteReplayStore;
 use crate::error::{ApiError, ApiResult};
 use crate::outbound::{Subject, download};
 
+/// OpenAPI description of the provider event route.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(intake))]
+pub(crate) struct Api;
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route(broker_paths::PROVIDER_EVENTS, post(intake))
 }
 
+/// A job event from a provider (signed)
+///
+/// Verified over the raw body with the provider's active keys (Standard Webhooks v1,
+/// tolerance, replay store), then applied: `accepted → running* → completed | failed`. On
+/// `job.completed` the broker fetches the result into a new model version before answering.
+/// A repeat of an event already applied is acknowledged with `duplicate: true`.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{provider_id}/events",
+    operation_id = "post_job_event",
+    tag = "events",
+    params(
+        ("webhook-id" = String, Header, description = "Standard Webhooks message id (kept on retries)"),
+        ("webhook-timestamp" = String, Header, description = "Unix seconds when this attempt was signed"),
+        ("webhook-signature" = String, Header, description = "Space-separated `v1,<base64 HMAC-SHA256>` entries, one per active key"),
+        ("provider_id" = ProviderId, Path, description = "The sending provider"),
+    ),
+    request_body = JobEvent,
+    responses(
+        (status = 200, description = "Applied, or a duplicate of an event already applied", body = EventAck),
+        (status = 400, description = "`signature-missing`, `signature-malformed` or `invalid-request` (malformed id or event)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`signature-invalid` or `timestamp-out-of-tolerance`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the event names another provider, or a per-user secret speaks for another user's job", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such provider, or no such job of this provider", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`replayed-message`, `invalid-transition` or `conflict` (another provider job id)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`download-failed`: the result could not be fetched or failed its size or digest check", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn intake(
     State(state): State<AppState>,
     Path(provider): Path<String>,

@@ -22,6 +22,11 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::outbound::{Subject, send_signed};
 
+/// OpenAPI description of the job routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, list, get_job, retry))]
+pub(crate) struct Api;
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(broker_paths::JOBS, post(create).get(list))
@@ -137,6 +142,26 @@ fn with_note(mut resp: Response, note: LogNote) -> Response {
     resp
 }
 
+/// Ask for a job
+///
+/// Creates the job and offers it (signed `job.offer`) to the provider before answering. A
+/// provider's problem answer is relayed unchanged in the job's `problem` (state `rejected`),
+/// e.g. `account-required` with a `register_url`; on acceptance the broker delivers the
+/// `job.input` with a temporary credential.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    operation_id = "create_job",
+    tag = "jobs",
+    security(("api_key" = [])),
+    request_body = CreateJob,
+    responses(
+        (status = 201, description = "The job, `accepted` or `rejected` (with the provider's problem)", body = Job),
+        (status = 400, description = "`invalid-request`: bad operation or body", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the provider's per-user secret is bound to another user", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such provider, model or version", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -195,6 +220,15 @@ async fn create(
     Ok(with_note(json(StatusCode::CREATED, &job.to_job()?), note))
 }
 
+/// The caller's jobs
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The caller's jobs, newest first", body = JobList))
+)]
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let rows: Vec<JobRow> =
         sqlx::query_as("SELECT * FROM jobs WHERE user_id = $1 ORDER BY created_at DESC, id DESC")
@@ -208,6 +242,19 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Respon
     Ok(json(StatusCode::OK, &JobList { jobs }))
 }
 
+/// One job
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}",
+    tag = "jobs",
+    security(("api_key" = [])),
+    params(("job_id" = JobId, Path, description = "The job")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 400, description = "`invalid-request`: malformed job id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such job of the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn get_job(
     State(state): State<AppState>,
     user: AuthUser,
@@ -218,6 +265,23 @@ async fn get_job(
     Ok(with_note(json(StatusCode::OK, &job.to_job()?), note))
 }
 
+/// Offer a rejected job again
+///
+/// Same `job_id`, a new signed offer (now carrying a linked account, if any).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{job_id}/retry",
+    operation_id = "retry_job",
+    tag = "jobs",
+    security(("api_key" = [])),
+    params(("job_id" = JobId, Path, description = "The job")),
+    responses(
+        (status = 200, description = "The job after the new offer", body = Job),
+        (status = 400, description = "`invalid-request`: malformed job id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such job of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the job is not `rejected`, or is being retried already", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn retry(
     State(state): State<AppState>,
     user: AuthUser,

@@ -13,10 +13,35 @@ use super::{AuthUser, JsonBody, LogNote, json};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
+/// OpenAPI description of the account link routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(link, list))]
+pub(crate) struct Api;
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route(broker_paths::LINKS, post(link).get(list))
 }
 
+/// Link a provider account
+///
+/// Checks the provider's link token (HS256 JWT, `typ` `diax-link+jwt`, a `kid` among the
+/// provider's active keys, `iss`, `aud`, `exp`, unused `jti`) and stores the link, replacing
+/// an earlier one.
+#[utoipa::path(
+    post,
+    path = "/v1/links",
+    operation_id = "link_account",
+    tag = "links",
+    security(("api_key" = [])),
+    request_body = LinkAccount,
+    responses(
+        (status = 201, description = "The stored link", body = AccountLink),
+        (status = 401, description = "`invalid-token` (with `reason`) or `unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the provider's per-user secret is bound to another user", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such provider", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`token-reused`: the token's `jti` was used before", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn link(
     State(state): State<AppState>,
     user: AuthUser,
@@ -94,6 +119,15 @@ async fn link_inner(state: &AppState, user: &AuthUser, req: &LinkAccount) -> Api
     Ok(resp)
 }
 
+/// The caller's account links
+#[utoipa::path(
+    get,
+    path = "/v1/links",
+    operation_id = "list_links",
+    tag = "links",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The caller's links", body = LinkList))
+)]
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT provider_id, account_id, linked_at FROM links WHERE user_id = $1 ORDER BY linked_at, provider_id",

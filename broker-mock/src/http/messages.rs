@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use diax_sdk::Problem;
 use diax_sdk::wire::broker_paths;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,11 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::outbound::Subject;
 
+/// OpenAPI description of the message log routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, inspector))]
+pub(crate) struct Api;
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(broker_paths::MESSAGES, get(list))
@@ -22,7 +28,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// One logged message, as `GET /v1/messages` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoggedMessage {
     /// Log sequence number (increasing).
     pub id: i64,
@@ -53,7 +59,7 @@ pub struct LoggedMessage {
 }
 
 /// `GET /v1/messages`: newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageList {
     /// The messages.
     pub messages: Vec<LoggedMessage>,
@@ -129,6 +135,26 @@ struct Row {
     reason: Option<String>,
 }
 
+/// The message log
+///
+/// Every request in and out, newest first, with the broker's verdict and reason. A
+/// development tool: no authentication.
+#[utoipa::path(
+    get,
+    path = "/v1/messages",
+    operation_id = "list_messages",
+    tag = "messages",
+    params(
+        ("direction" = Option<String>, Query, description = "`in` (received by the broker) or `out` (sent by it)"),
+        ("provider_id" = Option<String>, Query, description = "Only messages about this provider"),
+        ("job_id" = Option<String>, Query, description = "Only messages about this job"),
+        ("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The messages, newest first", body = MessageList),
+        (status = 400, description = "`invalid-request`: unknown parameter, bad direction or limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -194,6 +220,16 @@ async fn list(
     Ok(super::json(StatusCode::OK, &MessageList { messages }))
 }
 
+/// The message inspector
+///
+/// The message log as a self-refreshing HTML page.
+#[utoipa::path(
+    get,
+    path = "/inspector",
+    operation_id = "inspector",
+    tag = "messages",
+    responses((status = 200, description = "An HTML page", body = String, content_type = "text/html"))
+)]
 async fn inspector() -> impl IntoResponse {
     Html(INSPECTOR_HTML)
 }

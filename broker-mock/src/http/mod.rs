@@ -46,6 +46,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(notifications::router())
         .merge(messages::router())
+        .route(
+            crate::openapi::PATH,
+            axum::routing::get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    crate::openapi::to_json(),
+                )
+            }),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use diax_sdk::wire::{Model, ModelList, ModelVersion, VersionSource, broker_paths};
-use diax_sdk::{JobId, ModelId, ProviderId, UserId, random_token, sha256_hex};
+use diax_sdk::{JobId, ModelId, Problem, ProviderId, UserId, random_token, sha256_hex};
 use http::{HeaderValue, Method, StatusCode, header};
 
 use super::{AuthUser, bearer, json, path_id, read_body};
@@ -17,6 +17,11 @@ use crate::error::{ApiError, ApiResult};
 
 /// Prefix of temporary credentials.
 pub(crate) const CREDENTIAL_PREFIX: &str = "tc_";
+
+/// OpenAPI description of the model repository routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload, list, get_model, content))]
+pub(crate) struct Api;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -106,6 +111,30 @@ fn check_file_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Upload a model
+///
+/// Stores the raw STL bytes as version 1 of a new model in the caller's repository.
+#[utoipa::path(
+    post,
+    path = "/v1/models",
+    operation_id = "upload_model",
+    tag = "models",
+    security(("api_key" = [])),
+    params(("name" = String, Query, description = "The file name: 1 to 255 characters without `/`, `\\` or control characters")),
+    request_body(
+        description = "The raw STL file",
+        content(
+            (Vec<u8> = "application/octet-stream"),
+            (Vec<u8> = "model/stl"),
+        )
+    ),
+    responses(
+        (status = 201, description = "The new model with its first version", body = Model),
+        (status = 400, description = "`invalid-request`: missing or bad `name`, or an empty body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`: the model is larger than the broker accepts", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not `application/octet-stream` or `model/stl`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -189,6 +218,15 @@ pub(crate) async fn add_version(
     u32::try_from(version).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// The caller's models
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "list_models",
+    tag = "models",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The caller's models, oldest first", body = ModelList))
+)]
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT id FROM models WHERE owner_id = $1 ORDER BY created_at, id")
@@ -203,6 +241,19 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Respon
     Ok(json(StatusCode::OK, &ModelList { models }))
 }
 
+/// One model
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model_id}",
+    tag = "models",
+    security(("api_key" = [])),
+    params(("model_id" = ModelId, Path, description = "The model")),
+    responses(
+        (status = 200, description = "The model with its versions, oldest first", body = Model),
+        (status = 400, description = "`invalid-request`: malformed model id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such model of the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn get_model(
     State(state): State<AppState>,
     user: AuthUser,
@@ -274,6 +325,30 @@ async fn check_credential(
     Ok(())
 }
 
+/// The bytes of one model version
+///
+/// For the owner's API key, or for a temporary credential issued for exactly this version
+/// (GET only; any other method with a credential is `403 credential-scope`).
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model_id}/versions/{version}/content",
+    operation_id = "get_model_content",
+    tag = "models",
+    security(("api_key" = []), ("temporary_credential" = [])),
+    params(
+        ("model_id" = ModelId, Path, description = "The model"),
+        ("version" = u32, Path, description = "The version, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The STL bytes", body = Vec<u8>, content_type = "model/stl",
+            headers(("x-content-sha256" = String, description = "SHA-256 of the bytes, lowercase hex"))),
+        (status = 400, description = "`invalid-request`: malformed model id or version", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized` (no or unknown API key) or `credential-invalid` (unknown, tampered with or expired credential)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`credential-scope`: a credential for another model, version or method", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such model or version of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method-not-allowed`: any method but GET", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn content(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,

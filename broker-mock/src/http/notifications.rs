@@ -8,13 +8,18 @@ use axum::routing::{get, post};
 use diax_sdk::wire::{
     AckNotifications, ModelVersionRef, Notification, NotificationList, broker_paths,
 };
-use diax_sdk::{JobId, ModelId, NotificationId};
+use diax_sdk::{JobId, ModelId, NotificationId, Problem};
 use http::StatusCode;
 
 use super::jobs::JobRow;
 use super::{AuthUser, JsonBody, json};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+
+/// OpenAPI description of the notification routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, ack))]
+pub(crate) struct Api;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -71,6 +76,18 @@ async fn pending(state: &AppState, user: &str) -> ApiResult<NotificationList> {
     })
 }
 
+/// Pending notifications
+///
+/// The caller's unacknowledged notifications, oldest first. The same notifications are also
+/// POSTed (signed) to the user's `notification_url`, if any.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    operation_id = "list_notifications",
+    tag = "notifications",
+    security(("api_key" = [])),
+    responses((status = 200, description = "Pending notifications, oldest first", body = NotificationList))
+)]
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     Ok(json(
         StatusCode::OK,
@@ -78,6 +95,20 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Respon
     ))
 }
 
+/// Acknowledge notifications
+#[utoipa::path(
+    post,
+    path = "/v1/notifications/ack",
+    operation_id = "ack_notifications",
+    tag = "notifications",
+    security(("api_key" = [])),
+    request_body = AckNotifications,
+    responses(
+        (status = 200, description = "The notifications still pending", body = NotificationList),
+        (status = 400, description = "`invalid-request`: more than 1000 ids, or a malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such notification of the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn ack(
     State(state): State<AppState>,
     user: AuthUser,

@@ -10,13 +10,18 @@ use diax_sdk::wire::{
     Pricing, ProviderListing, ProviderRegistered, RegisterProvider, Registry, RotateSecret,
     SecretRotated, SecretScope, broker_paths,
 };
-use diax_sdk::{KeyId, Keyring, ProviderId, Secret, UserId};
+use diax_sdk::{KeyId, Keyring, Problem, ProviderId, Secret, UserId};
 use http::StatusCode;
 
 use super::{AuthUser, JsonBody, check_name, json, path_id};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::outbound::check_peer_url;
+
+/// OpenAPI description of the provider routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(register, rotate, registry))]
+pub(crate) struct Api;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -117,6 +122,25 @@ fn check_service_kind(kind: &str) -> ApiResult<()> {
     }
 }
 
+/// Register a provider
+///
+/// A member of `group_id` registers a provider on the group's behalf. The answer carries the
+/// shared `whsec_` secret (shown once), the broker id (the `aud` of link tokens) and the
+/// provider's events URL. With `secret_scope: user` the secret is bound to the caller.
+#[utoipa::path(
+    post,
+    path = "/v1/providers",
+    operation_id = "register_provider",
+    tag = "providers",
+    security(("api_key" = [])),
+    request_body = RegisterProvider,
+    responses(
+        (status = 201, description = "The provider, its secret (shown once) and events URL", body = ProviderRegistered),
+        (status = 400, description = "`invalid-request`: bad name, service kind, URL or description", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the caller is not a member of the group", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such group", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     user: AuthUser,
@@ -203,6 +227,25 @@ async fn register(
     ))
 }
 
+/// Rotate a provider's secret
+///
+/// Answers a new secret (shown once); the previous one stays valid, and is signed with,
+/// until `previous_valid_until`.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{provider_id}/secrets/rotate",
+    operation_id = "rotate_secret",
+    tag = "providers",
+    security(("api_key" = [])),
+    params(("provider_id" = ProviderId, Path, description = "The provider")),
+    request_body = RotateSecret,
+    responses(
+        (status = 200, description = "The new secret (shown once) and the end of the old one's grace period", body = SecretRotated),
+        (status = 400, description = "`invalid-request`: malformed provider id, or grace period over a year", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: not a member of the owning group (or not the bound user)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such provider", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn rotate(
     State(state): State<AppState>,
     user: AuthUser,
@@ -276,6 +319,19 @@ async fn rotate(
     ))
 }
 
+/// The public registry
+///
+/// Every registered provider, optionally only those of one service kind, by name.
+#[utoipa::path(
+    get,
+    path = "/v1/registry",
+    tag = "providers",
+    params(("service_kind" = Option<String>, Query, description = "Only providers of this service kind, e.g. `model-repair`")),
+    responses(
+        (status = 200, description = "The matching providers", body = Registry),
+        (status = 400, description = "`invalid-request`: malformed service kind", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn registry(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,

@@ -5,13 +5,18 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use diax_sdk::wire::{AddMember, CreateGroup, CreateUser, Group, User, UserCreated, broker_paths};
-use diax_sdk::{GroupId, Secret, UserId, random_token, sha256_hex};
+use diax_sdk::{GroupId, Problem, Secret, UserId, random_token, sha256_hex};
 use http::StatusCode;
 
 use super::{AuthUser, JsonBody, check_name, json, path_id};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::outbound::check_peer_url;
+
+/// OpenAPI description of the user and group routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_user, me, create_group, get_group, add_member))]
+pub(crate) struct Api;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -45,6 +50,20 @@ pub(crate) async fn pending_count_for_key(
     .await
 }
 
+/// Create a user
+///
+/// Creates a broker user and answers its API key (shown once). With a `notification_url`, the
+/// broker also creates the `whsec_` secret it signs the user's notifications with.
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The user, its API key and notification secret (shown once)", body = UserCreated),
+        (status = 400, description = "`invalid-request`: bad name or notification URL", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn create_user(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CreateUser>,
@@ -83,6 +102,15 @@ async fn create_user(
     ))
 }
 
+/// The caller
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    operation_id = "get_me",
+    tag = "users",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The authenticated user", body = User))
+)]
 async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let (name, notification_url): (String, Option<String>) =
         sqlx::query_as("SELECT name, notification_url FROM users WHERE id = $1")
@@ -155,6 +183,20 @@ async fn load_group(state: &AppState, group: &GroupId) -> ApiResult<Group> {
     })
 }
 
+/// Create a group
+///
+/// The caller becomes its first member. Groups own providers.
+#[utoipa::path(
+    post,
+    path = "/v1/groups",
+    tag = "users",
+    security(("api_key" = [])),
+    request_body = CreateGroup,
+    responses(
+        (status = 201, description = "The new group", body = Group),
+        (status = 400, description = "`invalid-request`: bad name", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn create_group(
     State(state): State<AppState>,
     user: AuthUser,
@@ -181,6 +223,20 @@ async fn create_group(
     Ok(json(StatusCode::CREATED, &load_group(&state, &id).await?))
 }
 
+/// A group
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group_id}",
+    tag = "users",
+    security(("api_key" = [])),
+    params(("group_id" = GroupId, Path, description = "The group")),
+    responses(
+        (status = 200, description = "The group and its members", body = Group),
+        (status = 400, description = "`invalid-request`: malformed group id", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the caller is not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such group", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn get_group(
     State(state): State<AppState>,
     user: AuthUser,
@@ -195,6 +251,23 @@ async fn get_group(
     Ok(json(StatusCode::OK, &load_group(&state, &group).await?))
 }
 
+/// Add a member to a group
+///
+/// Only members may add members; adding a member twice changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group_id}/members",
+    tag = "users",
+    security(("api_key" = [])),
+    params(("group_id" = GroupId, Path, description = "The group")),
+    request_body = AddMember,
+    responses(
+        (status = 200, description = "The group with its members", body = Group),
+        (status = 400, description = "`invalid-request`: malformed group id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the caller is not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such group or user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn add_member(
     State(state): State<AppState>,
     user: AuthUser,

@@ -34,7 +34,7 @@ pub struct Account {
 }
 
 /// `POST /v1/accounts` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     /// Display name, 1–100 characters.
@@ -42,7 +42,7 @@ pub struct CreateAccount {
 }
 
 /// `201` answer to [`CreateAccount`]; the API key is shown once.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct AccountCreated {
     /// The new account.
     pub account_id: AccountId,
@@ -55,7 +55,7 @@ pub struct AccountCreated {
 }
 
 /// `GET /v1/accounts/me`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     /// Id.
     pub account_id: AccountId,
@@ -70,7 +70,7 @@ pub struct AccountView {
 }
 
 /// `POST /v1/accounts/me/top-up` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopUp {
     /// Amount in minor units, 1 to [`MAX_TOP_UP`].
@@ -78,7 +78,7 @@ pub struct TopUp {
 }
 
 /// One ledger entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LedgerEntry {
     /// Id.
     pub entry_id: String,
@@ -97,7 +97,7 @@ pub struct LedgerEntry {
 }
 
 /// `GET /v1/accounts/me/ledger`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Ledger {
     /// The account.
     pub account_id: AccountId,
@@ -108,7 +108,7 @@ pub struct Ledger {
 }
 
 /// Answer to [`TopUp`].
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct TopUpDone {
     /// The ledger entry (the same one when an `Idempotency-Key` is repeated).
     pub entry: LedgerEntry,

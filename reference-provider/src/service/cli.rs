@@ -1,4 +1,4 @@
-//! The `serve`, `register` and `rotate` subcommands.
+//! The `serve`, `register`, `rotate` and `openapi` subcommands.
 
 use std::process::ExitCode;
 
@@ -187,6 +187,13 @@ pub fn rotate(args: &RotateArgs) -> ExitCode {
         })
     });
     report(result)
+}
+
+/// Runs `fixmyprint openapi`: prints the OpenAPI document (pretty JSON, sorted keys).
+#[must_use]
+pub fn openapi() -> ExitCode {
+    print!("{}", super::http::openapi::to_json());
+    ExitCode::SUCCESS
 }
 
 fn report(result: Result<String, String>) -> ExitCode {

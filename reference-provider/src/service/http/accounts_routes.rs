@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use diax_sdk::wire::LinkTokenGrant;
-use diax_sdk::{AccountId, unix_now};
+use diax_sdk::{AccountId, Problem, unix_now};
 
 use super::{ApiJson, Authenticated};
 use crate::service::Service;
@@ -14,6 +14,11 @@ use crate::service::accounts::{
 };
 use crate::service::error::{ApiError, ApiResult};
 use crate::service::registration;
+
+/// OpenAPI description of the account routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, me, ledger, top_up, link_token))]
+pub(crate) struct Api;
 
 /// Account routes.
 pub fn router() -> Router<Service> {
@@ -25,6 +30,20 @@ pub fn router() -> Router<Service> {
         .route("/v1/accounts/me/link-token", post(link_token))
 }
 
+/// Open an account
+///
+/// Answers the account's API key (shown once); the balance starts at 0.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    operation_id = "create_account",
+    tag = "accounts",
+    request_body = CreateAccount,
+    responses(
+        (status = 201, description = "The account and its API key (shown once)", body = AccountCreated),
+        (status = 400, description = "`invalid-request`: a name that is not 1 to 100 printable characters, or unknown members", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(service): State<Service>,
     ApiJson(req): ApiJson<CreateAccount>,
@@ -35,10 +54,30 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// The caller's account
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/me",
+    operation_id = "get_account",
+    tag = "accounts",
+    security(("api_key" = [])),
+    responses((status = 200, description = "Balance (spendable) and held amounts", body = AccountView))
+)]
 async fn me(Authenticated(account): Authenticated) -> Json<AccountView> {
     Json(account.into())
 }
 
+/// The caller's ledger
+///
+/// Every money movement of the account, oldest first: `top_up`, `hold`, `capture`, `release`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/me/ledger",
+    operation_id = "get_ledger",
+    tag = "accounts",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The ledger, oldest first", body = Ledger))
+)]
 async fn ledger(
     State(service): State<Service>,
     Authenticated(account): Authenticated,
@@ -52,6 +91,23 @@ async fn ledger(
     }))
 }
 
+/// Top up the balance
+///
+/// With an `Idempotency-Key`, repeating the request returns the same entry and adds nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/me/top-up",
+    operation_id = "top_up",
+    tag = "accounts",
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key adds the amount once")),
+    request_body = TopUp,
+    responses(
+        (status = 200, description = "The ledger entry and the new balance", body = TopUpDone),
+        (status = 400, description = "`invalid-request`: amount outside 1 to 100 000 000, or a non-ASCII key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the idempotency key was used with another amount", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn top_up(
     State(service): State<Service>,
     Authenticated(account): Authenticated,
@@ -69,6 +125,21 @@ async fn top_up(
     Ok(Json(done))
 }
 
+/// Issue a link token
+///
+/// An HS256 JWT (`typ` `diax-link+jwt`, `kid` the newest key, `iss` this provider, `aud` the
+/// broker, `sub` the account, 15 minutes) the user hands to the broker (`POST /v1/links`).
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/me/link-token",
+    operation_id = "issue_link_token",
+    tag = "accounts",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The link token", body = LinkTokenGrant),
+        (status = 503, description = "`service-unavailable`: this provider is not registered with a broker yet", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn link_token(
     State(service): State<Service>,
     Authenticated(account): Authenticated,

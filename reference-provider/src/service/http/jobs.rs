@@ -7,11 +7,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use diax_sdk::axum::Signed;
-use diax_sdk::wire::{BrokerMessage, JobStatus};
-use diax_sdk::{Delivery, PROBLEM_CONTENT_TYPE, Problem, ProblemType};
+use diax_sdk::wire::{BrokerMessage, InputAccepted, JobAccepted, JobStatus};
+use diax_sdk::{Delivery, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProviderJobId};
 
 use crate::service::error::{ApiError, ApiResult};
 use crate::service::{Service, intake, queue};
+
+/// OpenAPI description of the broker-facing job routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(receive, status))]
+pub(crate) struct Api;
+
+/// The `202` answer to a signed message, for the OpenAPI document: [`JobAccepted`] for a
+/// `job.offer`, [`InputAccepted`] for a `job.input`.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only describes the answers in the OpenAPI document
+enum MessageAccepted {
+    /// The answer to a `job.offer`.
+    Offer(JobAccepted),
+    /// The answer to a `job.input`.
+    Input(InputAccepted),
+}
 
 /// Job routes.
 pub fn router() -> Router<Service> {
@@ -20,6 +37,37 @@ pub fn router() -> Router<Service> {
         .route("/diax/jobs/{provider_job_id}", get(status))
 }
 
+/// A signed message from the broker (the `job_url`)
+///
+/// `job.offer` or `job.input`, verified over the raw body (Standard Webhooks v1, every active
+/// key, 300 s tolerance, database-backed replay store). A redelivery (same `webhook-id`, same
+/// body) gets the answer saved for the first delivery; offers are deduplicated on `job_id`.
+#[utoipa::path(
+    post,
+    path = "/diax/jobs",
+    operation_id = "receive_broker_message",
+    tag = "broker",
+    params(
+        ("webhook-id" = String, Header, description = "Standard Webhooks message id (kept on retries)"),
+        ("webhook-timestamp" = String, Header, description = "Unix seconds when this attempt was signed"),
+        ("webhook-signature" = String, Header, description = "Space-separated `v1,<base64 HMAC-SHA256>` entries, one per active key"),
+    ),
+    request_body = BrokerMessage,
+    responses(
+        (status = 202, description = "`JobAccepted` for an offer (with `Location` = `status_url`), `InputAccepted` for an input", body = MessageAccepted,
+            headers(("Location" = String, description = "The job's `status_url` (offers only)"))),
+        (status = 400, description = "`signature-missing`, `signature-malformed` or `invalid-request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`account-required` (with `register_url`), `signature-invalid` or `timestamp-out-of-tolerance`", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`payment-required` (with `top_up_url`, `quote` and `balance`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: an offer addressed to another provider", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: an input for an unknown provider job (or one of another broker job)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`replayed-message`: a `webhook-id` reused for another body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unsupported-operation` (another service kind or operation) or `model-invalid` (model too large)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service-unavailable`: this provider is not registered with a broker yet", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn receive(
     State(service): State<Service>,
     signed: Result<Signed<BrokerMessage>, Problem>,
@@ -138,6 +186,18 @@ fn rebuild(saved: &crate::service::db::SavedResponse) -> Response {
     )
 }
 
+/// A job's status (the `status_url`)
+#[utoipa::path(
+    get,
+    path = "/diax/jobs/{provider_job_id}",
+    operation_id = "get_job_status",
+    tag = "broker",
+    params(("provider_job_id" = ProviderJobId, Path, description = "The provider's job id")),
+    responses(
+        (status = 200, description = "The job's state, progress and problem", body = JobStatus),
+        (status = 404, description = "`not-found`: no such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn status(
     State(service): State<Service>,
     Path(provider_job_id): Path<String>,

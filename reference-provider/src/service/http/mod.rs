@@ -17,6 +17,7 @@ use super::error::ApiError;
 
 pub mod accounts_routes;
 pub mod jobs;
+pub mod openapi;
 pub mod ops;
 pub mod results;
 
@@ -33,6 +34,15 @@ pub fn router(service: Service) -> Router {
         .merge(jobs::router())
         .merge(results::router())
         .merge(ops::router())
+        .route(
+            openapi::PATH,
+            axum::routing::get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    openapi::to_json(),
+                )
+            }),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::trace::TraceLayer::new_for_http())

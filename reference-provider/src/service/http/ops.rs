@@ -8,6 +8,11 @@ use diax_sdk::{Problem, ProblemType};
 
 use crate::service::Service;
 
+/// OpenAPI description of the health routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, readyz))]
+pub(crate) struct Api;
+
 /// Health routes.
 pub fn router() -> Router<Service> {
     Router::new()
@@ -15,10 +20,27 @@ pub fn router() -> Router<Service> {
         .route("/readyz", get(readyz))
 }
 
+/// Liveness
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    responses((status = 200, description = "The process answers", body = Object, example = json!({"status": "ok"})))
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Readiness
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "The database answers too", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "`service-unavailable`: the database is not reachable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn readyz(State(service): State<Service>) -> Response {
     match service.db().ping().await {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),

@@ -6,12 +6,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use diax_sdk::{sha256_hex, unix_now};
+use diax_sdk::{Problem, ProviderJobId, sha256_hex, unix_now};
 
 use super::bearer;
 use crate::service::Service;
 use crate::service::db::fetch_optional;
 use crate::service::error::{ApiError, ApiResult};
+
+/// OpenAPI description of the result route.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(fetch))]
+pub(crate) struct Api;
 
 /// Result routes.
 pub fn router() -> Router<Service> {
@@ -25,6 +30,23 @@ struct Credential {
     expires_at: i64,
 }
 
+/// A repaired model (the `job.completed` download)
+///
+/// For the bearer of the result credential (`rc_…`) of exactly this job; GET or HEAD only.
+#[utoipa::path(
+    method(get, head),
+    path = "/results/{provider_job_id}",
+    operation_id = "get_result",
+    tag = "broker",
+    security(("result_credential" = [])),
+    params(("provider_job_id" = ProviderJobId, Path, description = "The provider's job id")),
+    responses(
+        (status = 200, description = "The repaired binary STL (no body for HEAD)", body = Vec<u8>, content_type = "model/stl"),
+        (status = 401, description = "`credential-invalid`: missing, unknown or expired credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`credential-scope`: another job's credential, or a method other than GET and HEAD", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: the result is no longer stored", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn fetch(
     State(service): State<Service>,
     Path(provider_job_id): Path<String>,

@@ -1,0 +1,235 @@
+//! FixMyPrint's OpenAPI description: the checked-in copy is current, the service serves the
+//! same document, and every route the router serves is documented (and every documented
+//! operation is routed).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+mod service_support;
+
+use diax_sdk::client::{ClientConfig, http_client};
+use fixmyprint::service::http::openapi;
+use serde_json::Value;
+use service_support::{Backend, TestDb, start_provider, test_config};
+
+const CHECKED_IN: &str = "docs/openapi/fixmyprint.json";
+const REGENERATE: &str = "cargo run -p fixmyprint -- openapi > docs/openapi/fixmyprint.json";
+
+/// Every (method, path) FixMyPrint's router serves. A new route must be added here and
+/// annotated with `#[utoipa::path]`.
+const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/accounts"),
+    ("get", "/v1/accounts/me"),
+    ("get", "/v1/accounts/me/ledger"),
+    ("post", "/v1/accounts/me/top-up"),
+    ("post", "/v1/accounts/me/link-token"),
+    ("post", "/diax/jobs"),
+    ("get", "/diax/jobs/{provider_job_id}"),
+    ("get", "/results/{provider_job_id}"),
+    ("head", "/results/{provider_job_id}"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/openapi.json"),
+];
+
+const METHODS: &[&str] = &["get", "head", "post", "put", "delete", "patch", "options"];
+
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if item.get(*method).is_some() {
+                out.insert(((*method).to_owned(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn checked_in_document_is_current() {
+    let generated = openapi::to_json();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(CHECKED_IN);
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    if checked_in != generated {
+        let first_diff = checked_in
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .map_or_else(
+                || "the files differ in length".to_owned(),
+                |i| format!("first difference at line {}", i + 1),
+            );
+        panic!(
+            "{CHECKED_IN} is stale or missing ({first_diff}).\n\
+             Regenerate it from the workspace root with:\n\n    {REGENERATE}\n"
+        );
+    }
+}
+
+#[test]
+fn document_is_well_formed() {
+    let doc: Value = serde_json::from_str(&openapi::to_json()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "FixMyPrint");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["api_key"]["scheme"], "bearer");
+    assert_eq!(schemes["result_credential"]["scheme"], "bearer");
+
+    let tags: BTreeSet<&str> = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    let mut ids = BTreeSet::new();
+    for (method, path) in operations(&doc) {
+        let op = &doc["paths"][&path][&method];
+        let where_ = format!("{} {path}", method.to_uppercase());
+        let id = op["operationId"].as_str().expect("operationId");
+        assert!(
+            ids.insert(id.to_owned()),
+            "{where_}: duplicate operationId {id}"
+        );
+        assert!(op["summary"].is_string(), "{where_}: no summary");
+        for tag in op["tags"].as_array().expect("tags") {
+            assert!(
+                tags.contains(tag.as_str().unwrap()),
+                "{where_}: undeclared tag {tag}"
+            );
+        }
+        // Every path parameter is declared.
+        for segment in path.split('/').filter(|s| s.starts_with('{')) {
+            let name = segment.trim_matches(|c| c == '{' || c == '}');
+            let declared = op["parameters"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true)
+            });
+            assert!(declared, "{where_}: path parameter {name} not declared");
+        }
+        // Every error response is a problem document.
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{where_} {status}: not a problem document"
+                );
+            }
+        }
+        assert!(op["responses"]["500"].is_object(), "{where_}: no 500");
+        let secured = op["security"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r.get("api_key").is_some()));
+        if secured {
+            assert!(op["responses"]["401"].is_object(), "{where_}: no 401");
+        }
+    }
+
+    // Signed endpoints document the Standard Webhooks headers.
+    let events = &doc["paths"]["/diax/jobs"]["post"];
+    for header in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        assert!(
+            events["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == header && p["in"] == "header"),
+            "job_url: no {header} header"
+        );
+    }
+    assert_eq!(
+        events["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/BrokerMessage"
+    );
+
+    // Ids are strings with the protocol's pattern; problems keep unknown members.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["JobId"]["type"], "string");
+    assert_eq!(schemas["JobId"]["pattern"], "^[A-Za-z0-9_.:-]{1,128}$");
+    assert!(schemas["Problem"]["additionalProperties"].is_object());
+    for member in ["type", "title", "status", "detail", "instance"] {
+        assert!(
+            schemas["Problem"]["properties"][member].is_object(),
+            "Problem.{member}"
+        );
+    }
+}
+
+#[test]
+fn every_route_is_documented() {
+    let doc: Value = serde_json::from_str(&openapi::to_json()).unwrap();
+    let documented = operations(&doc);
+    let known: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    let missing: Vec<_> = known.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    let unknown: Vec<_> = documented.difference(&known).collect();
+    assert!(
+        unknown.is_empty(),
+        "documented operations not in this test's route list (add them): {unknown:?}"
+    );
+}
+
+/// Fills a documented path's parameters with well-formed dummy values.
+fn concrete(path: &str) -> String {
+    path.replace("{provider_job_id}", "pjob_openapi")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_service_serves_the_document_and_every_operation() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    let base = provider.base_url().to_owned();
+    let http = http_client(&ClientConfig::default()).unwrap();
+
+    let resp = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let served = resp.text().await.unwrap();
+    assert_eq!(served, openapi::to_json());
+
+    // Each documented operation reaches a handler: neither the router's fallback 404 ("no
+    // such resource") nor its 405.
+    let doc: Value = serde_json::from_str(&served).unwrap();
+    for (method, path) in operations(&doc) {
+        let url = format!("{base}{}", concrete(&path));
+        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let resp = http.request(m.clone(), &url).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_ne!(status, 405, "{m} {path} is documented but not routed");
+        assert!(
+            !(status == 404 && body["detail"] == "no such resource"),
+            "{m} {path} is documented but not routed"
+        );
+    }
+    // And the fallback is recognisable, so the check above means something.
+    let resp = http
+        .get(format!("{base}/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["detail"], "no such resource");
+    provider.shutdown().await;
+}

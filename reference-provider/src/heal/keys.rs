@@ -43,9 +43,90 @@ pub(crate) fn lo(k: u64) -> u32 {
     k as u32
 }
 
-/// Sort packed keys (parallel, unstable; keys are unique because the index is part of them).
-pub(crate) fn sort(keys: &mut [u64]) {
-    keys.par_sort_unstable();
+/// Bits of the most-significant-digit pass of [`sort`]: 2048 buckets, few enough that the
+/// scatter streams, many enough that a bucket of a few million keys fits in L2.
+const RADIX_BITS: u32 = 11;
+
+/// Sort keys ascending, in parallel (keys are unique because the index is part of them).
+///
+/// One most-significant-digit radix pass over the bits that actually vary (`min..=max`)
+/// scatters the keys into up to 2048 buckets (per-chunk histograms, every chunk writes its own
+/// disjoint sub-slice of each bucket), then every bucket — small enough to stay in cache — is
+/// sorted on its own. This replaces a comparison sort over the whole array, whose passes each
+/// stream the full array through memory. Needs a second buffer of the same size.
+pub(crate) fn sort(keys: &mut Vec<u64>) {
+    let n = keys.len();
+    if n < 1 << 16 {
+        keys.sort_unstable();
+        return;
+    }
+    let (min, max) = keys
+        .par_chunks(1 << 16)
+        .map(|c| {
+            c.iter()
+                .fold((u64::MAX, 0), |(a, b), &k| (a.min(k), b.max(k)))
+        })
+        .reduce(|| (u64::MAX, 0), |x, y| (x.0.min(y.0), x.1.max(y.1)));
+    let width = 64 - (max - min).leading_zeros();
+    let bits = RADIX_BITS.min(width);
+    let shift = width - bits;
+    let buckets = 1usize << bits;
+    let bucket = move |k: u64| ((k - min) >> shift) as usize;
+
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = n.div_ceil(threads * 2);
+    let hists: Vec<Vec<u32>> = keys
+        .par_chunks(chunk)
+        .map(|c| {
+            let mut h = vec![0u32; buckets];
+            for &k in c {
+                h[bucket(k)] += 1;
+            }
+            h
+        })
+        .collect();
+    // Carve the output into (chunk, bucket) sub-slices: bucket-major, chunk order inside.
+    let mut out = vec![0u64; n];
+    let mut slots: Vec<Vec<&mut [u64]>> =
+        hists.iter().map(|_| Vec::with_capacity(buckets)).collect();
+    let mut bucket_len = vec![0usize; buckets];
+    {
+        let mut rest: &mut [u64] = &mut out;
+        for (b, len) in bucket_len.iter_mut().enumerate() {
+            for (c, h) in hists.iter().enumerate() {
+                let (s, r) = std::mem::take(&mut rest).split_at_mut(h[b] as usize);
+                *len += s.len();
+                slots[c].push(s);
+                rest = r;
+            }
+        }
+        keys.par_chunks(chunk)
+            .zip(slots.into_par_iter())
+            .for_each(|(c, mut s)| {
+                let mut fill = vec![0usize; buckets];
+                for &k in c {
+                    let b = bucket(k);
+                    s[b][fill[b]] = k;
+                    fill[b] += 1;
+                }
+            });
+    }
+    // Sort every bucket.
+    let mut parts: Vec<&mut [u64]> = Vec::with_capacity(buckets);
+    let mut rest: &mut [u64] = &mut out;
+    for &len in &bucket_len {
+        let (s, r) = std::mem::take(&mut rest).split_at_mut(len);
+        parts.push(s);
+        rest = r;
+    }
+    parts.into_par_iter().for_each(|s| {
+        if s.len() > n / 8 {
+            s.par_sort_unstable();
+        } else {
+            s.sort_unstable();
+        }
+    });
+    *keys = out;
 }
 
 /// Split sorted keys into about `parts` ranges whose borders never cut a run.
@@ -107,9 +188,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn radix_sort_matches_std() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (n, mask) in [
+            (70_000, u64::MAX),
+            (300_000, 0xffff_ffff),
+            (200_000, 0xff),
+            (100_000, 0),
+        ] {
+            let mut a: Vec<u64> = (0..n).map(|_| next() & mask).collect();
+            let mut b = a.clone();
+            sort(&mut a);
+            b.sort_unstable();
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
     fn chunks_never_cut_runs() {
         let mut keys: Vec<u64> = (0..100_000u32).map(|i| pack(i / 7, i)).collect();
+        keys.reverse();
         sort(&mut keys);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
         let chunks = run_chunks(&keys, 13);
         assert_eq!(chunks.first().map(|r| r.start), Some(0));
         assert_eq!(chunks.last().map(|r| r.end), Some(keys.len()));

@@ -1,8 +1,10 @@
 //! Edge topology: pair the half-edges of every undirected edge.
 //!
 //! Half-edge `3f + k` runs from corner `k` to corner `k + 1` of facet `f`. Keys
-//! `hash(min, max) << 32 | half-edge` are sorted in parallel; each run of equal hashes holds the
-//! half-edges of one edge (or, rarely, of colliding edges, told apart by sorting the run).
+//! `min(from, to) << 32 | half-edge` are sorted in parallel (a radix pass on the vertex ids, which
+//! are numbered by first use, so neighbouring keys come from neighbouring facets); each run of
+//! equal low vertices holds the half-edges of the few edges around that vertex, grouped there
+//! by their other vertex. No hashing, so no collisions to tell apart.
 //! An edge with two half-edges is paired; one with one is a boundary edge; one with more is
 //! non-manifold and is made manifold: opposite half-edges are paired greedily in facet order,
 //! then remaining ones pairwise, and any last one is cut loose (it becomes a boundary edge of
@@ -47,8 +49,7 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
         .into_par_iter()
         .map(|h| {
             let (a, b) = half_edge(triangles, h);
-            let (lo_v, hi_v) = if a < b { (a, b) } else { (b, a) };
-            pack(keys::hash3(lo_v, hi_v, 0x5bd1_e995), h)
+            pack(a.min(b), h)
         })
         .collect();
     keys::sort(&mut ks);
@@ -62,22 +63,41 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
         .map(|r| {
             let ks = &ks[r.clone()];
             let mut c = Counts::default();
+            // Per run: (other vertex, half-edge, runs from the low vertex).
+            let mut around: Vec<(u32, u32, bool)> = Vec::new();
             let mut i = 0;
             while i < ks.len() {
+                let low = hi(ks[i]);
                 let mut j = i + 1;
-                while j < ks.len() && hi(ks[j]) == hi(ks[i]) {
+                while j < ks.len() && hi(ks[j]) == low {
                     j += 1;
                 }
-                if j - i == 2
-                    && undirected(triangles, lo(ks[i])) == undirected(triangles, lo(ks[i + 1]))
-                {
-                    link(triangles, &twin, lo(ks[i]), lo(ks[i + 1]));
+                around.clear();
+                around.extend(ks[i..j].iter().map(|&k| {
+                    let (a, b) = half_edge(triangles, lo(k));
+                    if a == low {
+                        (b, lo(k), true)
+                    } else {
+                        (a, lo(k), false)
+                    }
+                }));
+                around.sort_unstable();
+                let mut g = 0;
+                while g < around.len() {
+                    let mut e = g + 1;
+                    while e < around.len() && around[e].0 == around[g].0 {
+                        e += 1;
+                    }
                     c.edges += 1;
-                } else if j - i == 1 {
-                    c.edges += 1;
-                    c.boundary += 1;
-                } else {
-                    group_run(triangles, &twin, &ks[i..j], &mut c);
+                    match e - g {
+                        1 => c.boundary += 1,
+                        2 => link(&twin, around[g], around[g + 1]),
+                        _ => {
+                            c.non_manifold += 1;
+                            make_manifold(&twin, &around[g..e]);
+                        }
+                    }
+                    g = e;
                 }
                 i = j;
             }
@@ -98,64 +118,32 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
     }
 }
 
-#[inline]
-fn undirected(t: &[[u32; 3]], h: u32) -> (u32, u32) {
-    let (a, b) = half_edge(t, h);
-    if a < b { (a, b) } else { (b, a) }
+/// Twin two half-edges `(other vertex, half-edge, forward)` of one edge.
+fn link(twin: &[AtomicU32], a: (u32, u32, bool), b: (u32, u32, bool)) {
+    let same = if a.2 == b.2 { SAME } else { 0 };
+    twin[a.1 as usize].store(b.1 | same, Ordering::Relaxed);
+    twin[b.1 as usize].store(a.1 | same, Ordering::Relaxed);
 }
 
-fn link(t: &[[u32; 3]], twin: &[AtomicU32], a: u32, b: u32) {
-    let same = if half_edge(t, a) == half_edge(t, b) {
-        SAME
-    } else {
-        0
-    };
-    twin[a as usize].store(b | same, Ordering::Relaxed);
-    twin[b as usize].store(a | same, Ordering::Relaxed);
-}
-
-/// A run with hash collisions and/or non-manifold edges.
-fn group_run(t: &[[u32; 3]], twin: &[AtomicU32], run: &[u64], c: &mut Counts) {
-    let mut hs: Vec<((u32, u32), u32)> =
-        run.iter().map(|&k| (undirected(t, lo(k)), lo(k))).collect();
-    hs.sort_unstable();
-    let mut i = 0;
-    while i < hs.len() {
-        let mut j = i + 1;
-        while j < hs.len() && hs[j].0 == hs[i].0 {
-            j += 1;
+/// The half-edges of one non-manifold edge (sorted by half-edge): pair opposite directions
+/// first, then whatever is left, in facet order; a last odd one stays a boundary edge.
+fn make_manifold(twin: &[AtomicU32], group: &[(u32, u32, bool)]) {
+    let mut used = vec![false; group.len()];
+    for a in 0..group.len() {
+        if used[a] {
+            continue;
         }
-        c.edges += 1;
-        match j - i {
-            1 => c.boundary += 1,
-            2 => link(t, twin, hs[i].1, hs[i + 1].1),
-            _ => {
-                c.non_manifold += 1;
-                // Pair opposite directions first, then whatever is left, in facet order.
-                let group: Vec<u32> = hs[i..j].iter().map(|x| x.1).collect();
-                let mut used = vec![false; group.len()];
-                for a in 0..group.len() {
-                    if used[a] {
-                        continue;
-                    }
-                    let da = half_edge(t, group[a]);
-                    if let Some(b) = (a + 1..group.len())
-                        .find(|&b| !used[b] && half_edge(t, group[b]) == (da.1, da.0))
-                    {
-                        used[a] = true;
-                        used[b] = true;
-                        link(t, twin, group[a], group[b]);
-                    }
-                }
-                let rest: Vec<u32> = (0..group.len())
-                    .filter(|&a| !used[a])
-                    .map(|a| group[a])
-                    .collect();
-                for p in rest.chunks_exact(2) {
-                    link(t, twin, p[0], p[1]);
-                }
-            }
+        if let Some(b) = (a + 1..group.len()).find(|&b| !used[b] && group[b].2 != group[a].2) {
+            used[a] = true;
+            used[b] = true;
+            link(twin, group[a], group[b]);
         }
-        i = j;
+    }
+    let rest: Vec<(u32, u32, bool)> = (0..group.len())
+        .filter(|&a| !used[a])
+        .map(|a| group[a])
+        .collect();
+    for p in rest.chunks_exact(2) {
+        link(twin, p[0], p[1]);
     }
 }

@@ -42,7 +42,12 @@ struct Grid {
 impl Grid {
     #[inline]
     fn cell(&self, p: [f32; 3]) -> [i64; 3] {
-        let c = |a: usize| ((f64::from(p[a]) - self.origin[a]) * self.inv_cell).floor() as i64;
+        // floor without a libm call (this runs for every corner).
+        let c = |a: usize| {
+            let x = (f64::from(p[a]) - self.origin[a]) * self.inv_cell;
+            let t = x as i64;
+            if (t as f64) > x { t - 1 } else { t }
+        };
         [c(0), c(1), c(2)]
     }
 
@@ -242,13 +247,20 @@ fn cluster_chunk(sorted: &[u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOu
 }
 
 /// Pairs of representative ordinals closer than the tolerance across a cell face.
+///
+/// Every representative within the tolerance of a face of its cell emits a probe
+/// `hash(neighbour cell) << 32 | ordinal` for each neighbouring cell across those faces. The
+/// probes are sorted like the representatives, so one merge-join pass over both finds the
+/// candidates (sequential reads instead of one binary search per probe).
 fn cross_cell_pairs(rep_keys: &[u64], rep_pos: &[[f32; 3]], grid: &Grid) -> Vec<(u32, u32)> {
     let cell = 1.0 / grid.inv_cell;
     let near = f64::from(grid.tol);
-    rep_keys
+    let mut probes: Vec<u64> = rep_keys
         .par_iter()
         .enumerate()
-        .fold(Vec::new, |mut acc, (ord, &k)| {
+        .flat_map_iter(|(ord, &k)| {
+            let mut out = [0u64; 7];
+            let mut len = 0;
             let p = rep_pos[ord];
             let c = grid.cell(p);
             // Which neighbours to look at along each axis.
@@ -264,39 +276,55 @@ fn cross_cell_pairs(rep_keys: &[u64], rep_pos: &[[f32; 3]], grid: &Grid) -> Vec<
                     cnt[a] = 2;
                 }
             }
-            if cnt == [1, 1, 1] {
-                return acc;
-            }
-            for ix in 0..cnt[0] {
-                for iy in 0..cnt[1] {
-                    for iz in 0..cnt[2] {
-                        if ix == 0 && iy == 0 && iz == 0 {
-                            continue;
-                        }
-                        let nc = [c[0] + opts[0][ix], c[1] + opts[1][iy], c[2] + opts[2][iz]];
-                        let h = keys::hash3(nc[0] as u32, nc[1] as u32, nc[2] as u32);
-                        if h == hi(k) {
-                            continue; // same run: already clustered together
-                        }
-                        let start = rep_keys.partition_point(|&x| hi(x) < h);
-                        for (j, &o) in rep_keys[start..].iter().enumerate() {
-                            if hi(o) != h {
-                                break;
+            if cnt != [1, 1, 1] {
+                for ix in 0..cnt[0] {
+                    for iy in 0..cnt[1] {
+                        for iz in 0..cnt[2] {
+                            if ix == 0 && iy == 0 && iz == 0 {
+                                continue;
                             }
-                            let other = (start + j) as u32;
-                            if other > ord as u32 && grid.matches(p, rep_pos[start + j]) {
-                                acc.push((ord as u32, other));
+                            let nc = [c[0] + opts[0][ix], c[1] + opts[1][iy], c[2] + opts[2][iz]];
+                            let h = keys::hash3(nc[0] as u32, nc[1] as u32, nc[2] as u32);
+                            if h != hi(k) {
+                                // (Same hash: same run, already clustered together.)
+                                out[len] = pack(h, ord as u32);
+                                len += 1;
                             }
                         }
                     }
                 }
             }
-            acc
+            out.into_iter().take(len)
         })
-        .reduce(Vec::new, |mut a, mut b| {
-            a.append(&mut b);
-            a
+        .collect();
+    keys::sort(&mut probes);
+    let chunks = keys::run_chunks(&probes, keys::parts_for(probes.len()));
+    chunks
+        .par_iter()
+        .flat_map_iter(|r| {
+            let ps = &probes[r.clone()];
+            let mut out = Vec::new();
+            let mut j = ps
+                .first()
+                .map_or(0, |&p| rep_keys.partition_point(|&x| hi(x) < hi(p)));
+            for &pr in ps {
+                let h = hi(pr);
+                while j < rep_keys.len() && hi(rep_keys[j]) < h {
+                    j += 1;
+                }
+                let ord = lo(pr);
+                let p = rep_pos[ord as usize];
+                let mut m = j;
+                while m < rep_keys.len() && hi(rep_keys[m]) == h {
+                    if m as u32 > ord && grid.matches(p, rep_pos[m]) {
+                        out.push((ord, m as u32));
+                    }
+                    m += 1;
+                }
+            }
+            out.into_iter()
         })
+        .collect()
 }
 
 fn find(parent: &mut [u32], mut x: u32) -> u32 {

@@ -18,6 +18,7 @@
 //! | `outbound` | signed POSTs to providers (retries), result downloads |
 //! | `notifier` | background delivery of signed user notifications |
 //! | [`client`] | [`BrokerApi`] / [`UserClient`]: a typed client of the broker's user API |
+//! | [`conformance`] | the conformance runner: plays the broker against any provider |
 //!
 //! ## Starting one in a test
 //! ```no_run
@@ -32,6 +33,7 @@
 
 pub mod client;
 pub mod config;
+pub mod conformance;
 pub mod db;
 pub mod error;
 pub mod openapi;

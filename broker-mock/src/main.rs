@@ -16,17 +16,31 @@ enum Command {
     Serve(broker_mock::Config),
     /// Print the OpenAPI description of the broker API (JSON) to stdout.
     Openapi,
+    /// Play the broker against a provider and report one verdict per conformance check
+    /// (exit 0: no check failed, 1: a check failed, 2: bad usage).
+    Conformance(broker_mock::conformance::ConformanceArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Command::Conformance(args) = &cli.command {
+        // The report goes to stdout; logs (warnings only, by default) to stderr.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .init();
+        return broker_mock::conformance::main(args.clone()).await;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Openapi => {
             print!("{}", broker_mock::openapi::to_json());
@@ -52,5 +66,6 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Command::Conformance(_) => std::process::ExitCode::from(2), // handled above
     }
 }

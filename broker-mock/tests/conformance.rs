@@ -1,0 +1,655 @@
+//! The conformance runner against providers written here: a correct minimal one (every
+//! check passes) and deliberately broken ones (the right checks fail).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity,
+    clippy::result_large_err,
+    missing_docs
+)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use broker_mock::conformance::{Check, ConformanceConfig, Report, Verdict, run};
+use diax_sdk::axum::{Signed, raw_headers};
+use diax_sdk::client::{
+    self, ClientConfig, DownloadLimits, RetryPolicy, SignedSender, download_to_vec,
+};
+use diax_sdk::wire::{
+    BrokerMessage, Download, InputAccepted, JobAccepted, JobEvent, JobEventKind, JobInput,
+    JobOffer, JobResult, JobState,
+};
+use diax_sdk::{
+    Delivery, KeyId, Keyring, MessageId, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProviderId,
+    ProviderJobId, Quote, Secret, Verifier, random_token, sha256_hex, unix_now,
+};
+
+const QUOTE: i64 = 60;
+const FUNDED: &str = "acc_funded";
+const POOR: &str = "acc_poor";
+const PROVIDER_ID: &str = "prv_testprovider";
+
+/// How a test provider misbehaves.
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    /// Parses signed messages without checking signature or timestamp (or replays).
+    skip_signatures: bool,
+    /// Checks signature and timestamp, but remembers no message ids.
+    no_replay_protection: bool,
+    /// Accepts inputs but never downloads nor calls back.
+    never_call_back: bool,
+    /// Retries an event under a new webhook-id each attempt.
+    new_id_on_retry: bool,
+}
+
+struct Job {
+    provider_job_id: ProviderJobId,
+    events_url: String,
+}
+
+struct Inner {
+    faults: Faults,
+    base_url: String,
+    keyring: Keyring,
+    verifier: Arc<Verifier>,
+    sender: SignedSender,
+    http: client::Client,
+    balances: Mutex<HashMap<String, i64>>,
+    jobs: Mutex<HashMap<String, Job>>,
+    answers: Mutex<HashMap<String, (u16, Option<String>, Vec<u8>, Option<String>)>>,
+    results: Mutex<HashMap<String, (String, Vec<u8>)>>,
+}
+
+#[derive(Clone)]
+struct App(Arc<Inner>);
+
+impl FromRef<App> for Arc<Verifier> {
+    fn from_ref(app: &App) -> Arc<Verifier> {
+        Arc::clone(&app.0.verifier)
+    }
+}
+
+struct Provider {
+    job_url: String,
+    secret: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn problem_response(p: &Problem) -> Response {
+    (
+        StatusCode::from_u16(p.status).unwrap(),
+        [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)],
+        p.to_json(),
+    )
+        .into_response()
+}
+
+async fn start_provider(faults: Faults) -> Provider {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let secret = Secret::generate();
+    let secret_text = secret.expose();
+    let keyring = Keyring::single(KeyId::parse("key_test").unwrap(), secret);
+    let http = client::http_client(&ClientConfig {
+        timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let balances = HashMap::from([(FUNDED.to_owned(), 10_000), (POOR.to_owned(), 10)]);
+    let app = App(Arc::new(Inner {
+        faults,
+        base_url: base_url.clone(),
+        verifier: Arc::new(Verifier::new(keyring.clone())),
+        keyring,
+        sender: SignedSender::new(http.clone()),
+        http,
+        balances: Mutex::new(balances),
+        jobs: Mutex::default(),
+        answers: Mutex::default(),
+        results: Mutex::default(),
+    }));
+    let jobs_route = if faults.skip_signatures || faults.no_replay_protection {
+        post(jobs_unchecked)
+    } else {
+        post(jobs_signed)
+    };
+    let router = Router::new()
+        .route("/diax/jobs", jobs_route)
+        .route("/results/{pjob}", get(result))
+        .with_state(app);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Provider {
+        job_url: format!("{base_url}/diax/jobs"),
+        secret: secret_text,
+        stop: Some(tx),
+    }
+}
+
+/// The correct path: the SDK's extractor verifies signature, tolerance and replays.
+async fn jobs_signed(
+    State(app): State<App>,
+    signed: Result<Signed<BrokerMessage>, Problem>,
+) -> Response {
+    match signed {
+        Ok(s) => handle(&app, s.verified.id.as_str(), s.delivery, s.message).await,
+        Err(p) => problem_response(&p),
+    }
+}
+
+/// The broken paths: no checks at all, or signature checks without replay protection.
+async fn jobs_unchecked(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if !app.0.faults.skip_signatures
+        && let Err(e) = app
+            .0
+            .keyring
+            .verify_at(&raw_headers(&headers), &body, unix_now(), 300)
+    {
+        return problem_response(&Problem::from(&e));
+    }
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| MessageId::generate().to_string(), str::to_owned);
+    match serde_json::from_slice::<BrokerMessage>(&body) {
+        Ok(msg) => handle(&app, &id, Delivery::First, msg).await,
+        Err(e) => {
+            problem_response(&Problem::new(ProblemType::InvalidRequest).with_detail(e.to_string()))
+        }
+    }
+}
+
+async fn handle(app: &App, message_id: &str, delivery: Delivery, msg: BrokerMessage) -> Response {
+    let inner = &app.0;
+    if delivery == Delivery::Redelivery
+        && let Some((status, ct, body, location)) =
+            inner.answers.lock().unwrap().get(message_id).cloned()
+    {
+        let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
+        if let Some(ct) = ct {
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, ct.parse().unwrap());
+        }
+        if let Some(l) = location {
+            resp.headers_mut()
+                .insert(header::LOCATION, l.parse().unwrap());
+        }
+        return resp;
+    }
+    let answer: Result<(u16, Vec<u8>, Option<String>), Problem> = match msg {
+        BrokerMessage::Offer(offer) => offer_answer(inner, &offer),
+        BrokerMessage::Input(input) => input_answer(app, input),
+    };
+    let (status, ct, body, location) = match answer {
+        Ok((status, body, location)) => (status, "application/json".to_owned(), body, location),
+        Err(p) => (p.status, PROBLEM_CONTENT_TYPE.to_owned(), p.to_json(), None),
+    };
+    inner.answers.lock().unwrap().insert(
+        message_id.to_owned(),
+        (status, Some(ct.clone()), body.clone(), location.clone()),
+    );
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap(),
+        [(header::CONTENT_TYPE, ct)],
+        body,
+    )
+        .into_response();
+    if let Some(l) = location {
+        resp.headers_mut()
+            .insert(header::LOCATION, l.parse().unwrap());
+    }
+    resp
+}
+
+fn offer_answer(
+    inner: &Inner,
+    offer: &JobOffer,
+) -> Result<(u16, Vec<u8>, Option<String>), Problem> {
+    if offer.provider_id.as_str() != PROVIDER_ID {
+        return Err(Problem::new(ProblemType::Forbidden));
+    }
+    let accepted = |pjob: &ProviderJobId| {
+        let status_url = format!("{}/diax/jobs/{pjob}", inner.base_url);
+        let body = serde_json::to_vec(&JobAccepted {
+            job_id: offer.job_id.clone(),
+            provider_job_id: pjob.clone(),
+            status_url: status_url.clone(),
+            quote: Some(Quote::new(QUOTE, "EUR")),
+            state: JobState::Accepted,
+        })
+        .unwrap();
+        (202, body, Some(status_url))
+    };
+    let mut jobs = inner.jobs.lock().unwrap();
+    if let Some(job) = jobs.get(offer.job_id.as_str()) {
+        return Ok(accepted(&job.provider_job_id));
+    }
+    let register_url = format!("{}/v1/accounts", inner.base_url);
+    let account = offer
+        .user
+        .provider_account
+        .as_ref()
+        .ok_or_else(|| Problem::account_required(&register_url))?;
+    let mut balances = inner.balances.lock().unwrap();
+    let balance = balances
+        .get_mut(account.as_str())
+        .ok_or_else(|| Problem::account_required(&register_url))?;
+    if *balance < QUOTE {
+        return Err(Problem::payment_required(
+            format!("{}/v1/accounts/me/top-up", inner.base_url),
+            Quote::new(QUOTE, "EUR"),
+        )
+        .with("balance", *balance));
+    }
+    *balance -= QUOTE;
+    let pjob = ProviderJobId::generate();
+    jobs.insert(
+        offer.job_id.to_string(),
+        Job {
+            provider_job_id: pjob.clone(),
+            events_url: offer.events_url.clone(),
+        },
+    );
+    Ok(accepted(&pjob))
+}
+
+fn input_answer(app: &App, input: JobInput) -> Result<(u16, Vec<u8>, Option<String>), Problem> {
+    let events_url = {
+        let jobs = app.0.jobs.lock().unwrap();
+        let job = jobs
+            .get(input.job_id.as_str())
+            .filter(|j| j.provider_job_id == input.provider_job_id)
+            .ok_or_else(|| Problem::new(ProblemType::NotFound).with_detail("no such job"))?;
+        job.events_url.clone()
+    };
+    let body = serde_json::to_vec(&InputAccepted {
+        job_id: input.job_id.clone(),
+        provider_job_id: input.provider_job_id.clone(),
+        state: JobState::Accepted,
+    })
+    .unwrap();
+    if !app.0.faults.never_call_back {
+        tokio::spawn(work(app.clone(), input, events_url));
+    }
+    Ok((202, body, None))
+}
+
+/// Downloads, "heals" by echoing the model, hosts the result, and calls back.
+async fn work(app: App, input: JobInput, events_url: String) {
+    let inner = &app.0;
+    let event = |sequence, kind| JobEvent {
+        job_id: input.job_id.clone(),
+        provider_job_id: input.provider_job_id.clone(),
+        provider_id: ProviderId::parse(PROVIDER_ID).unwrap(),
+        sequence,
+        occurred_at: unix_now(),
+        kind,
+    };
+    send_event(
+        &app,
+        &events_url,
+        &event(
+            1,
+            JobEventKind::Progress {
+                percent: 10,
+                stage: Some("download".into()),
+            },
+        ),
+    )
+    .await;
+    let last = match download_to_vec(&inner.http, &input.download, &DownloadLimits::default()).await
+    {
+        Ok(bytes) => {
+            let token = random_token("rc_", 24);
+            let download = Download {
+                url: format!("{}/results/{}", inner.base_url, input.provider_job_id),
+                authorization: Some(format!("Bearer {token}")),
+                expires_at: unix_now() + 3600,
+                size: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+            };
+            inner
+                .results
+                .lock()
+                .unwrap()
+                .insert(input.provider_job_id.to_string(), (token, bytes));
+            JobEventKind::Completed {
+                result: JobResult {
+                    download,
+                    format: "stl".into(),
+                    report: None,
+                    charged: Some(Quote::new(QUOTE, "EUR")),
+                },
+            }
+        }
+        Err(e) => JobEventKind::Failed {
+            problem: Problem::new(ProblemType::DownloadFailed).with_detail(e.to_string()),
+        },
+    };
+    send_event(&app, &events_url, &event(2, last)).await;
+}
+
+async fn send_event(app: &App, url: &str, event: &JobEvent) {
+    let inner = &app.0;
+    let body = serde_json::to_vec(event).unwrap();
+    let policy = RetryPolicy {
+        max_attempts: 20,
+        initial_backoff: Duration::from_millis(30),
+        max_backoff: Duration::from_millis(300),
+    };
+    if !inner.faults.new_id_on_retry {
+        let _ = inner
+            .sender
+            .send(url, &MessageId::generate(), body, &inner.keyring, &policy)
+            .await;
+        return;
+    }
+    for attempt in 1..policy.max_attempts {
+        match inner
+            .sender
+            .send_once(url, &MessageId::generate(), body.clone(), &inner.keyring)
+            .await
+        {
+            Ok(r) if !RetryPolicy::is_retryable_status(r.status) => return,
+            _ => tokio::time::sleep(policy.delay(attempt, None)).await,
+        }
+    }
+}
+
+async fn result(State(app): State<App>, Path(pjob): Path<String>, headers: HeaderMap) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let results = app.0.results.lock().unwrap();
+    let found = results
+        .iter()
+        .find(|(_, (token, _))| auth == format!("Bearer {token}"));
+    match found {
+        None => problem_response(&Problem::new(ProblemType::CredentialInvalid)),
+        Some((id, _)) if *id != pjob => {
+            problem_response(&Problem::new(ProblemType::CredentialScope))
+        }
+        Some((_, (_, bytes))) => (StatusCode::OK, bytes.clone()).into_response(),
+    }
+}
+
+fn config(p: &Provider) -> ConformanceConfig {
+    let mut cfg = ConformanceConfig::new(&p.job_url, &p.secret);
+    cfg.provider_id = PROVIDER_ID.into();
+    cfg.account = Some(FUNDED.into());
+    cfg.poor_account = Some(POOR.into());
+    cfg.timeout = Duration::from_secs(20);
+    cfg
+}
+
+fn failed(report: &Report) -> BTreeSet<&'static str> {
+    report.failed().iter().map(|c| c.name()).collect()
+}
+
+fn set(names: &[&'static str]) -> BTreeSet<&'static str> {
+    names.iter().copied().collect()
+}
+
+#[tokio::test]
+async fn a_correct_provider_passes_every_check() {
+    let provider = start_provider(Faults::default()).await;
+    let report = run(config(&provider)).await.unwrap();
+    println!("{}", report.to_human());
+    assert!(report.passed(), "{}", report.to_human());
+    assert_eq!(report.results.len(), Check::ALL.len());
+    assert!(report.skipped().is_empty(), "{}", report.to_human());
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|r| r.verdict == Verdict::Pass && !r.reason.is_empty())
+    );
+    let retry = report.get(Check::EventsRetrySameId).unwrap();
+    assert!(retry.reason.contains("same webhook-id"), "{}", retry.reason);
+}
+
+#[tokio::test]
+async fn a_provider_that_skips_signature_checks_fails_them() {
+    let provider = start_provider(Faults {
+        skip_signatures: true,
+        ..Faults::default()
+    })
+    .await;
+    let report = run(config(&provider)).await.unwrap();
+    println!("{}", report.to_human());
+    assert_eq!(
+        failed(&report),
+        set(&[
+            "signature.tampered-body",
+            "signature.wrong-secret",
+            "signature.missing-id",
+            "signature.missing-timestamp",
+            "signature.missing-signature",
+            "replay.different-body",
+            "timestamp.stale",
+            "timestamp.future",
+        ]),
+        "{}",
+        report.to_human()
+    );
+    let tampered = report.get(Check::SignatureTamperedBody).unwrap();
+    assert!(
+        tampered
+            .reason
+            .contains("expected 401 signature-invalid, got 202"),
+        "{}",
+        tampered.reason
+    );
+}
+
+#[tokio::test]
+async fn a_provider_without_replay_protection_fails_the_replay_check() {
+    let provider = start_provider(Faults {
+        no_replay_protection: true,
+        ..Faults::default()
+    })
+    .await;
+    let report = run(config(&provider)).await.unwrap();
+    println!("{}", report.to_human());
+    assert_eq!(
+        failed(&report),
+        set(&["replay.different-body"]),
+        "{}",
+        report.to_human()
+    );
+    let r = report.get(Check::ReplayDifferentBody).unwrap();
+    assert!(
+        r.reason.contains("expected 409 replayed-message, got 404"),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_never_calls_back_fails_the_job_checks() {
+    let provider = start_provider(Faults {
+        never_call_back: true,
+        ..Faults::default()
+    })
+    .await;
+    let mut cfg = config(&provider);
+    cfg.timeout = Duration::from_secs(2);
+    let report = run(cfg).await.unwrap();
+    println!("{}", report.to_human());
+    assert_eq!(
+        failed(&report),
+        set(&[
+            "download.credentials",
+            "events.signed",
+            "events.transitions",
+            "events.retry-same-id",
+            "result.digest",
+        ]),
+        "{}",
+        report.to_human()
+    );
+    assert!(
+        report
+            .get(Check::DownloadCredentials)
+            .unwrap()
+            .reason
+            .contains("never fetched")
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_retries_under_a_new_id_fails_the_retry_check() {
+    let provider = start_provider(Faults {
+        new_id_on_retry: true,
+        ..Faults::default()
+    })
+    .await;
+    let report = run(config(&provider)).await.unwrap();
+    println!("{}", report.to_human());
+    assert_eq!(
+        failed(&report),
+        set(&["events.retry-same-id"]),
+        "{}",
+        report.to_human()
+    );
+    assert!(
+        report
+            .get(Check::EventsRetrySameId)
+            .unwrap()
+            .reason
+            .contains("new webhook-id")
+    );
+}
+
+#[tokio::test]
+async fn without_accounts_the_account_checks_are_skipped_not_passed() {
+    let provider = start_provider(Faults::default()).await;
+    let mut cfg = config(&provider);
+    cfg.poor_account = None;
+    let report = run(cfg).await.unwrap();
+    assert!(report.passed(), "{}", report.to_human());
+    assert_eq!(report.skipped(), vec![Check::PaymentInsufficient]);
+    assert_eq!(report.summary().skipped, 1);
+    assert!(report.to_human().contains("SKIP  payment.insufficient"));
+}
+
+#[tokio::test]
+async fn bad_configuration_is_an_error_not_a_report() {
+    let provider = start_provider(Faults::default()).await;
+    let mut cfg = config(&provider);
+    cfg.secret = "not-a-secret".into();
+    assert!(run(cfg).await.is_err());
+    let mut cfg = config(&provider);
+    cfg.provider_url = "http://provider.example/diax/jobs".into();
+    assert!(run(cfg).await.is_err());
+}
+
+fn run_cli(args: Vec<String>) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_broker-mock"))
+        .arg("conformance")
+        .args(args)
+        .env_remove("DIAX_CONFORMANCE_SECRET")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_prints_json_writes_junit_and_sets_the_exit_status() {
+    let good = start_provider(Faults::default()).await;
+    let bad = start_provider(Faults {
+        no_replay_protection: true,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("conformance.xml");
+    let args = |p: &Provider, extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "--provider-url",
+            &p.job_url,
+            "--secret",
+            &p.secret,
+            "--provider-id",
+            PROVIDER_ID,
+            "--account",
+            FUNDED,
+            "--poor-account",
+            POOR,
+            "--timeout",
+            "20",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+
+    let good_args = args(&good, &["--json", "--junit", junit.to_str().unwrap()]);
+    let out = tokio::task::spawn_blocking(move || run_cli(good_args))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["passed"], true);
+    assert_eq!(json["summary"]["failed"], 0);
+    assert_eq!(json["checks"].as_array().unwrap().len(), Check::ALL.len());
+    assert_eq!(json["checks"][0]["name"], "offer.valid-accepted");
+    assert_eq!(json["checks"][0]["verdict"], "PASS");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testsuite name=\"diax-conformance\""));
+    assert!(xml.contains("failures=\"0\""));
+    assert_eq!(xml.matches("<testcase ").count(), Check::ALL.len());
+
+    let bad_args = args(&bad, &[]);
+    let out = tokio::task::spawn_blocking(move || run_cli(bad_args))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL  replay.different-body"), "{stdout}");
+    assert!(stdout.contains("PASS  offer.valid-accepted"), "{stdout}");
+    assert!(stdout.contains("DOES NOT CONFORM"), "{stdout}");
+
+    // Bad usage: no secret, an unparsable flag.
+    let out = tokio::task::spawn_blocking(|| {
+        run_cli(vec!["--provider-url".into(), "http://127.0.0.1:1/x".into()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--secret"));
+    let out = tokio::task::spawn_blocking(|| run_cli(vec!["--timeout".into(), "soon".into()]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -18,7 +18,7 @@ use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use broker_mock::conformance::{Check, ConformanceConfig, Report, Verdict, run};
+use broker_mock::conformance::{Check, ConformanceConfig, Report, TlsIdentity, Verdict, run};
 use diax_sdk::axum::{Signed, raw_headers};
 use diax_sdk::client::{
     self, ClientConfig, DownloadLimits, RetryPolicy, SignedSender, download_to_vec,
@@ -101,6 +101,11 @@ fn problem_response(p: &Problem) -> Response {
 }
 
 async fn start_provider(faults: Faults) -> Provider {
+    start_provider_trusting(faults, Vec::new()).await
+}
+
+/// A provider whose HTTP client also trusts `roots` (PEM), for a runner serving HTTPS.
+async fn start_provider_trusting(faults: Faults, roots: Vec<Vec<u8>>) -> Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     let secret = Secret::generate();
@@ -108,6 +113,7 @@ async fn start_provider(faults: Faults) -> Provider {
     let keyring = Keyring::single(KeyId::parse("key_test").unwrap(), secret);
     let http = client::http_client(&ClientConfig {
         timeout: Duration::from_secs(10),
+        extra_root_certs_pem: roots,
         ..ClientConfig::default()
     })
     .unwrap();
@@ -565,6 +571,32 @@ async fn bad_configuration_is_an_error_not_a_report() {
     let mut cfg = config(&provider);
     cfg.provider_url = "http://provider.example/diax/jobs".into();
     assert!(run(cfg).await.is_err());
+}
+
+#[tokio::test]
+async fn the_runner_can_serve_its_endpoint_over_https() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let provider = start_provider_trusting(Faults::default(), vec![ca.pem().into_bytes()]).await;
+    let mut cfg = config(&provider);
+    cfg.tls = Some(TlsIdentity {
+        cert_pem: cert.pem().into_bytes(),
+        key_pem: key.serialize_pem().into_bytes(),
+    });
+    let report = run(cfg).await.unwrap();
+    assert!(report.passed(), "{}", report.to_human());
+    let download = report.get(Check::DownloadCredentials).unwrap();
+    assert_eq!(download.verdict, Verdict::Pass);
+    // The provider really fetched over TLS: the model URL it was given is https.
+    let input = report.get(Check::InputAccepted).unwrap();
+    assert_eq!(input.verdict, Verdict::Pass);
 }
 
 fn run_cli(args: Vec<String>) -> std::process::Output {

@@ -168,26 +168,60 @@ pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
     drop(rep_keys);
     drop(parent);
 
-    // Number vertices by first use (roots are the smallest corner of their cluster, so a root
-    // is always numbered before any corner that refers to it).
-    let mut ids: Vec<u32> = root_corner
-        .into_par_iter()
-        .map(AtomicU32::into_inner)
+    // Number vertices by first use. A cluster's root is its smallest corner, so first-use order
+    // is root order: roots are counted per block, numbered from the block's prefix sum, and
+    // every other corner then reads its root's number (roots are flagged so the two kinds of
+    // entries never alias). All passes are parallel.
+    const ROOT: u32 = 1 << 31; // corner ids are below 2^31 (see `stl::check_facets`)
+    const BLOCK: usize = 1 << 16;
+    let is_root = |i: usize, r: &AtomicU32| r.load(Ordering::Relaxed) as usize == i;
+    let vertices: Vec<[f32; 3]> = root_corner
+        .par_iter()
+        .enumerate()
+        .filter(|&(i, r)| is_root(i, r))
+        .map(|(i, _)| positions[i])
         .collect();
-    let mut vertices = Vec::new();
-    for i in 0..ids.len() {
-        let r = ids[i] as usize;
-        ids[i] = if r == i {
-            vertices.push(positions[i]);
-            (vertices.len() - 1) as u32
-        } else {
-            ids[r]
-        };
-    }
     drop(positions);
-    let triangles: Vec<[u32; 3]> = ids
+    let mut starts: Vec<u32> = root_corner
+        .par_chunks(BLOCK)
+        .enumerate()
+        .map(|(b, c)| {
+            c.iter()
+                .enumerate()
+                .filter(|&(k, r)| is_root(b * BLOCK + k, r))
+                .count() as u32
+        })
+        .collect();
+    let mut acc = 0;
+    for s in starts.iter_mut() {
+        let c = *s;
+        *s = acc;
+        acc += c;
+    }
+    root_corner
+        .par_chunks(BLOCK)
+        .zip(starts.par_iter())
+        .enumerate()
+        .for_each(|(b, (c, &start))| {
+            let mut id = start;
+            for (k, r) in c.iter().enumerate() {
+                if is_root(b * BLOCK + k, r) {
+                    r.store(id | ROOT, Ordering::Relaxed);
+                    id += 1;
+                }
+            }
+        });
+    root_corner.par_iter().for_each(|r| {
+        let x = r.load(Ordering::Relaxed);
+        if x & ROOT == 0 {
+            let id = root_corner[x as usize].load(Ordering::Relaxed) & !ROOT;
+            r.store(id, Ordering::Relaxed);
+        }
+    });
+    let id = |a: &AtomicU32| a.load(Ordering::Relaxed) & !ROOT;
+    let triangles: Vec<[u32; 3]> = root_corner
         .par_chunks_exact(3)
-        .map(|c| [c[0], c[1], c[2]])
+        .map(|c| [id(&c[0]), id(&c[1]), id(&c[2])])
         .collect();
     Welded {
         vertices,

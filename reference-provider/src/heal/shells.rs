@@ -17,17 +17,47 @@ pub(crate) struct Kept {
 
 pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &RepairOptions) -> Kept {
     let n = w.shell_count as usize;
-    let mut count = vec![0u32; n];
-    let mut bb: Vec<Option<Bbox>> = vec![None; n];
-    for (f, &s) in t.iter().zip(&w.shell_of) {
-        let s = s as usize;
-        count[s] += 1;
-        for &i in f {
-            let p = v[i as usize];
-            let b = bb[s].get_or_insert(Bbox { min: p, max: p });
-            b.grow(p);
+    // Facet count and bounding box per shell: in parallel over facet blocks when the per-block
+    // tables stay small (few shells), else in one pass.
+    let tally = |t: &[[u32; 3]], shell_of: &[u32]| {
+        let mut count = vec![0u32; n];
+        let mut bb: Vec<Option<Bbox>> = vec![None; n];
+        for (f, &s) in t.iter().zip(shell_of) {
+            let s = s as usize;
+            count[s] += 1;
+            for &i in f {
+                let p = v[i as usize];
+                let b = bb[s].get_or_insert(Bbox { min: p, max: p });
+                b.grow(p);
+            }
         }
-    }
+        (count, bb)
+    };
+    let parts = rayon::current_num_threads().max(1) * 4;
+    let (count, bb) = if n <= 1 << 12 && t.len() >= 1 << 16 {
+        let block = t.len().div_ceil(parts);
+        t.par_chunks(block)
+            .zip(w.shell_of.par_chunks(block))
+            .map(|(t, s)| tally(t, s))
+            .reduce(
+                || (vec![0u32; n], vec![None; n]),
+                |(mut ca, mut ba), (cb, bb)| {
+                    for s in 0..n {
+                        ca[s] += cb[s];
+                        ba[s] = match (ba[s], bb[s]) {
+                            (Some(x), Some(y)) => {
+                                super::bbox_of([x.min, x.max, y.min, y.max].into_iter())
+                            }
+                            (x, None) => x,
+                            (None, y) => y,
+                        };
+                    }
+                    (ca, ba)
+                },
+            )
+    } else {
+        tally(t, &w.shell_of)
+    };
     let model = super::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));
     let model_diag = model.map_or(0.0, |b| b.diagonal());
     let limit = model_diag * f64::from(options.tiny_shell_ratio);

@@ -689,7 +689,9 @@ impl Runner {
                 provider_job_id: ProviderJobId::parse(random_token("pjob_conformanceUnknown", 12))
                     .unwrap_or_else(|_| ProviderJobId::generate()),
                 download: Download {
-                    url: self.endpoint.model_url(),
+                    // Not the model's location: a provider that wrongly acts on these
+                    // inputs must not be blamed in `download.credentials`.
+                    url: format!("{}/v1/replay-check/content", self.endpoint.base_url),
                     authorization: Some(format!("Bearer {}", random_token("tc_", 32))),
                     expires_at: unix_now().saturating_add(CREDENTIAL_TTL_SECS),
                     size: self.model_size,

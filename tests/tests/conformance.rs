@@ -1,0 +1,56 @@
+//! The conformance runner, pointed at the real FixMyPrint over HTTPS: every check passes and
+//! the funded account is charged exactly once.
+
+use diax_sdk::wire::SecretScope;
+use e2e::stack::{Stack, StackOptions};
+use e2e::story::{self, ProviderAccount, Quiet};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixmyprint_passes_every_conformance_check() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let provider = story::register_provider(&stack, SecretScope::Service, &Quiet)
+        .await
+        .unwrap();
+    let base = stack.provider.base_url().trim_end_matches('/').to_owned();
+    let signup = format!("{base}/v1/accounts");
+    let funded = ProviderAccount::sign_up(&stack, &signup, "Funded")
+        .await
+        .unwrap();
+    funded
+        .top_up(&format!("{base}/v1/accounts/me/top-up"), 1000)
+        .await
+        .unwrap();
+    let poor = ProviderAccount::sign_up(&stack, &signup, "Poor")
+        .await
+        .unwrap();
+
+    let mut config = broker_mock::conformance::ConformanceConfig::new(
+        format!("{base}/diax/jobs"),
+        provider.registered.secret.clone(),
+    );
+    config.key_id = provider.registered.key_id.to_string();
+    config.provider_id = provider.registered.provider_id.to_string();
+    config.broker_id = provider.registered.broker_id.clone();
+    config.account = Some(funded.account_id.to_string());
+    config.poor_account = Some(poor.account_id.to_string());
+    config.extra_root_certs_pem = vec![stack.pki.ca_pem.clone()];
+    config.timeout = std::time::Duration::from_secs(120);
+    let report = broker_mock::conformance::run(config).await.unwrap();
+    assert!(report.passed(), "{}", report.to_human());
+    assert!(report.skipped().is_empty(), "{}", report.to_human());
+
+    // One job ran to completion: charged once, nothing left held; the poor account untouched.
+    let after = funded.view().await.unwrap();
+    let ledger = funded.ledger().await.unwrap();
+    let captures: Vec<_> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind == "capture")
+        .collect();
+    assert_eq!(captures.len(), 1, "{:?}", ledger.entries);
+    assert_eq!(after.held, 0);
+    assert_eq!(after.balance, 1000 - captures[0].amount);
+    let poor_after = poor.view().await.unwrap();
+    assert_eq!((poor_after.balance, poor_after.held), (0, 0));
+    stack.shutdown().await;
+}

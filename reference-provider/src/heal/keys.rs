@@ -119,13 +119,46 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
         parts.push(s);
         rest = r;
     }
-    parts.into_par_iter().for_each(|s| {
-        if s.len() > n / 8 {
-            s.par_sort_unstable();
-        } else {
-            s.sort_unstable();
-        }
-    });
+    parts
+        .into_par_iter()
+        .for_each_init(Vec::new, |tmp: &mut Vec<u64>, s| {
+            if s.len() > n / 8 {
+                s.par_sort_unstable();
+            } else if s.len() < 64 || shift == 0 {
+                s.sort_unstable();
+            } else {
+                // A second radix digit through a reused buffer, then an insertion sort that
+                // only has to order the few keys sharing both digits.
+                let b2 = 8.min(shift);
+                let sh2 = shift - b2;
+                let mask = (1u64 << b2) - 1;
+                let digit = |k: u64| (((k - min) >> sh2) & mask) as usize;
+                let mut start = [0usize; 257];
+                for &k in s.iter() {
+                    start[digit(k) + 1] += 1;
+                }
+                for d in 0..256 {
+                    start[d + 1] += start[d];
+                }
+                tmp.clear();
+                tmp.resize(s.len(), 0);
+                for &k in s.iter() {
+                    let d = digit(k);
+                    tmp[start[d]] = k;
+                    start[d] += 1;
+                }
+                s.copy_from_slice(tmp);
+                for i in 1..s.len() {
+                    let k = s[i];
+                    let mut j = i;
+                    while j > 0 && s[j - 1] > k {
+                        s[j] = s[j - 1];
+                        j -= 1;
+                    }
+                    s[j] = k;
+                }
+            }
+        });
     *keys = out;
 }
 

@@ -22,28 +22,31 @@ timev=/usr/bin/time
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-10s %-9s %10s %10s %12s %10s %10s %8s\n' facets tool best_s median_s peak_rss_MB file_MB rss/file ratio
+printf '%-10s %-9s %10s %10s %8s %12s %10s %10s %8s  %s\n' facets tool best_s median_s cpu_s peak_rss_MB file_MB rss/file ratio load_1m
 
-# Best and median wall seconds and max peak RSS (KB) over $runs runs of a command.
+# Best and median wall seconds, max peak RSS (KB) and least CPU seconds (user + sys: less
+# sensitive than wall time to other processes on a shared machine) over $runs runs.
 measure() {
-  local log=$work/time.log secs=() rss=0 r
+  local log=$work/time.log secs=() rss=0 r cpu="" c
   for _ in $(seq "$runs"); do
     "$timev" -v "$@" >/dev/null 2>"$log" || { echo "FAILED: $*" >&2; tail -5 "$log" >&2; return 1; }
     secs+=("$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$log")")
     r=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
     [ "$r" -gt "$rss" ] && rss=$r
+    c=$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {print u+s}' "$log")
+    if [ -z "$cpu" ] || [ "$(echo "$c < $cpu" | bc -l)" = 1 ]; then cpu=$c; fi
   done
   local sorted
   sorted=$(printf '%s\n' "${secs[@]}" | sort -g)
-  echo "$(echo "$sorted" | head -1) $(echo "$sorted" | sed -n "$(( (runs + 1) / 2 ))p") $rss"
+  echo "$(echo "$sorted" | head -1) $(echo "$sorted" | sed -n "$(( (runs + 1) / 2 ))p") $rss $cpu"
 }
 
 for n in $facets; do
   in=$work/broken-$n.stl
   [ -f "$in" ] || "$gen" "$in" "$n" 1 all >/dev/null
   size=$(stat -c %s "$in")
-  read -r best med rss < <(measure "$fmp" repair --quiet "$in" "$work/out-$n.stl" --report "$work/report-$n.json")
-  printf '%-10s %-9s %10.3f %10.3f %12.1f %10.1f %10.2f %8s\n' "$n" fixmyprint "$best" "$med" "$(echo "$rss/1024" | bc -l)" "$(echo "$size/1048576" | bc -l)" "$(echo "$rss*1024/$size" | bc -l)" "1.0"
+  read -r best med rss cpu < <(measure "$fmp" repair --quiet "$in" "$work/out-$n.stl" --report "$work/report-$n.json")
+  printf '%-10s %-9s %10.3f %10.3f %8.2f %12.1f %10.1f %10.2f %8s  %s\n' "$n" fixmyprint "$best" "$med" "$cpu" "$(echo "$rss/1024" | bc -l)" "$(echo "$size/1048576" | bc -l)" "$(echo "$rss*1024/$size" | bc -l)" "1.0" "$(cut -d' ' -f1 /proc/loadavg)"
   python3 - "$work/report-$n.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -54,8 +57,8 @@ PY
   if command -v admesh >/dev/null && [ "$n" -le "$admesh_max" ]; then
     # admesh's closest equivalent of a full repair: exact + nearby weld, remove unconnected,
     # fill holes, fix normal directions and values; write binary STL.
-    read -r abest amed arss < <(runs=1 measure admesh --exact --nearby --remove-unconnected --fill-holes --normal-directions --normal-values --write-binary-stl="$work/admesh-$n.stl" "$in")
-    printf '%-10s %-9s %10.3f %10.3f %12.1f %10.1f %10.2f %8.1f\n' "$n" admesh "$abest" "$amed" "$(echo "$arss/1024" | bc -l)" "$(echo "$size/1048576" | bc -l)" "$(echo "$arss*1024/$size" | bc -l)" "$(echo "$abest/$best" | bc -l)"
+    read -r abest amed arss acpu < <(runs=1 measure admesh --exact --nearby --remove-unconnected --fill-holes --normal-directions --normal-values --write-binary-stl="$work/admesh-$n.stl" "$in")
+    printf '%-10s %-9s %10.3f %10.3f %8.2f %12.1f %10.1f %10.2f %8.1f  %s\n' "$n" admesh "$abest" "$amed" "$acpu" "$(echo "$arss/1024" | bc -l)" "$(echo "$size/1048576" | bc -l)" "$(echo "$arss*1024/$size" | bc -l)" "$(echo "$abest/$best" | bc -l)" "$(cut -d' ' -f1 /proc/loadavg)"
   elif ! command -v admesh >/dev/null; then
     echo "           admesh not installed (apt-get install admesh) - skipped"
   fi

@@ -147,3 +147,30 @@ fn make_manifold(twin: &[AtomicU32], group: &[(u32, u32, bool)]) {
         link(twin, p[0], p[1]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_twins_boundaries_and_non_manifold_edges() {
+        // Two facets sharing edge 0-1 in opposite directions, one more on the same edge running
+        // the same way as the first (non-manifold: the odd one is cut loose), and one facet
+        // whose edge 1-2 runs the same way as facet 0's (inconsistent winding).
+        let t = [[0, 1, 2], [1, 0, 3], [0, 1, 4], [1, 2, 5]];
+        let topo = pair_edges(&t);
+        // Half-edges 0 (0→1) and 3 (1→0) are twins, opposite directions.
+        assert_eq!(topo.twin[0], 3);
+        assert_eq!(topo.twin[3], 0);
+        // Half-edge 6 (0→1 of facet 2) is the odd one: cut loose.
+        assert_eq!(topo.twin[6], NONE);
+        // Half-edge 1 (1→2) and 9 (1→2 of facet 3) run the same way.
+        assert_eq!(topo.twin[1], 9 | SAME);
+        assert_eq!(topo.twin[9], 1 | SAME);
+        assert_eq!(topo.non_manifold_edges, 1);
+        // Edges: 0-1, 1-2, 2-0, 0-3, 3-1, 1-4, 4-0, 2-5, 5-1.
+        assert_eq!(topo.edges, 9);
+        // Boundary: 2-0, 0-3, 3-1, 1-4, 4-0, 2-5, 5-1 (the cut-loose one is not an edge of its own).
+        assert_eq!(topo.boundary_edges, 7);
+    }
+}

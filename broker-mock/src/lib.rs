@@ -36,9 +36,9 @@ pub mod config;
 pub mod conformance;
 pub mod db;
 pub mod error;
-pub mod openapi;
 mod http;
 mod notifier;
+pub mod openapi;
 mod outbound;
 
 use std::future::Future;

@@ -31,6 +31,10 @@ pub struct RegisterArgs {
     /// `service` (one secret for everyone) or `user` (bound to the registering user).
     #[arg(long, default_value = "service", value_parser = ["service", "user"])]
     pub secret_scope: String,
+    /// Also print the shared secret (to point the conformance runner at this provider). It
+    /// is stored in the database either way.
+    #[arg(long)]
+    pub show_secret: bool,
 }
 
 /// `fixmyprint rotate`.
@@ -160,10 +164,14 @@ pub fn register(args: &RegisterArgs) -> ExitCode {
                 .await
                 .map_err(|e| e.to_string())?;
             db.close().await;
-            Ok(format!(
+            let mut line = format!(
                 "registered: provider_id={} broker_id={} key_id={} events_url={} (secret stored in the database)",
                 reg.provider_id, reg.broker_id, reg.key_id, reg.events_url
-            ))
+            );
+            if args.show_secret {
+                line.push_str(&format!("\nsecret={}", reg.secret));
+            }
+            Ok(line)
         })
     });
     report(result)

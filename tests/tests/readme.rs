@@ -11,25 +11,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Builds (if needed) and locates a binary of another workspace package, in the profile of
+/// Builds (if needed) and locates a binary of the workspace, in the profile of
 /// this test binary (`target/<profile>/deps/..`).
-fn binary(package: &str, name: &str) -> PathBuf {
+fn binary(name: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        // The same features as the README's test command, so nothing is rebuilt there.
-        .args([
-            "build",
-            "-q",
-            "--all-features",
-            "-p",
-            package,
-            "--bin",
-            name,
-        ])
+        // Every binary with the README test command's features: under that command this
+        // rebuilds nothing; run alone it builds what is missing or stale.
+        .args(["build", "-q", "--workspace", "--all-features", "--bins"])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .status()
         .expect("run cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
+    assert!(status.success(), "cargo build --bins failed");
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     profile_dir.join(name)
@@ -122,8 +115,8 @@ async fn post(http: &reqwest::Client, url: &str, key: Option<&str>, body: Value)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_works() {
-    let broker_bin = binary("broker-mock", "broker-mock");
-    let fixmyprint_bin = binary("fixmyprint", "fixmyprint");
+    let broker_bin = binary("broker-mock");
+    let fixmyprint_bin = binary("fixmyprint");
     let dir = tempfile::tempdir().unwrap();
     let http = diax_sdk::client::http_client(&diax_sdk::client::ClientConfig::default()).unwrap();
 

@@ -73,6 +73,24 @@ pub struct Config {
     /// Attempts before a user notification delivery is given up (it stays pending).
     #[arg(long, env = "BROKER_MOCK_NOTIFY_MAX_ATTEMPTS", default_value_t = 20)]
     pub notify_max_attempts: u32,
+    /// How often the input deliverer looks for `job.input`s due again, milliseconds.
+    #[arg(long, env = "BROKER_MOCK_INPUT_INTERVAL_MS", default_value_t = 1000)]
+    pub input_interval_ms: u64,
+    /// Delay before a `job.input` that failed is sent again, milliseconds (doubles each
+    /// attempt, with jitter).
+    #[arg(long, env = "BROKER_MOCK_INPUT_BACKOFF_MS", default_value_t = 2000)]
+    pub input_backoff_ms: u64,
+    /// Longest delay between two attempts of a `job.input`, milliseconds.
+    #[arg(
+        long,
+        env = "BROKER_MOCK_INPUT_MAX_BACKOFF_MS",
+        default_value_t = 300_000
+    )]
+    pub input_max_backoff_ms: u64,
+    /// Attempts at delivering a `job.input` (each a new message with a fresh credential)
+    /// before the broker gives up and fails the job.
+    #[arg(long, env = "BROKER_MOCK_INPUT_MAX_ATTEMPTS", default_value_t = 10)]
+    pub input_max_attempts: u32,
 }
 
 impl Default for Config {
@@ -97,6 +115,10 @@ impl Default for Config {
             notify_backoff_ms: 1000,
             notify_max_backoff_ms: 300_000,
             notify_max_attempts: 20,
+            input_interval_ms: 1000,
+            input_backoff_ms: 2000,
+            input_max_backoff_ms: 300_000,
+            input_max_attempts: 10,
         }
     }
 }
@@ -128,5 +150,42 @@ impl Clock {
     /// Moves the clock forward by `secs` (backwards when negative).
     pub fn advance(&self, secs: i64) {
         self.offset.fetch_add(secs, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Config;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn the_defaults_are_the_flags_defaults_for_the_background_deliverers() {
+        let flags = Cli::try_parse_from(["broker-mock"])
+            .expect("no flag is required")
+            .config;
+        let default = Config::default();
+        let pick = |c: &Config| {
+            (
+                c.send_attempts,
+                c.retry_backoff_ms,
+                c.notify_interval_ms,
+                c.notify_backoff_ms,
+                c.notify_max_backoff_ms,
+                c.notify_max_attempts,
+                c.input_interval_ms,
+                c.input_backoff_ms,
+                c.input_max_backoff_ms,
+                c.input_max_attempts,
+            )
+        };
+        assert_eq!(pick(&flags), pick(&default));
+        assert_eq!(flags.credential_ttl, default.credential_ttl);
     }
 }

@@ -16,6 +16,7 @@
 //! | [`error`] | [`ApiError`], mapped to problem+json in one function |
 //! | [`db`] | SQLite pool with embedded migrations, a durable replay store |
 //! | `outbound` | signed POSTs to providers (retries), result downloads |
+//! | `inputs` | durable delivery of `job.input` to providers (first attempt, background retries) |
 //! | `notifier` | background delivery of signed user notifications |
 //! | [`client`] | [`BrokerApi`] / [`UserClient`]: a typed client of the broker's user API |
 //! | [`conformance`] | the conformance runner: plays the broker against any provider |
@@ -37,6 +38,7 @@ pub mod conformance;
 pub mod db;
 pub mod error;
 mod http;
+mod inputs;
 mod notifier;
 pub mod openapi;
 mod outbound;
@@ -85,6 +87,8 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) clock: Clock,
     pub(crate) wake_notifier: Notify,
+    /// Jobs whose `job.input` is being sent right now.
+    pub(crate) inputs_in_flight: inputs::InFlight,
     /// One lock per job while an event is applied, so concurrent deliveries act once.
     pub(crate) job_locks:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -156,6 +160,7 @@ impl App {
                 http,
                 clock,
                 wake_notifier: Notify::new(),
+                inputs_in_flight: inputs::InFlight::default(),
                 job_locks: std::sync::Mutex::default(),
             }),
         };
@@ -179,7 +184,7 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets requests in flight
-    /// finish, and stops the notification deliverer.
+    /// finish, and stops the background deliverers (notifications, job inputs).
     ///
     /// # Errors
     /// When serving fails (TLS files unreadable, socket errors).
@@ -189,7 +194,8 @@ impl App {
     ) -> Result<(), StartError> {
         let router = http::router(self.state.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let notifier = tokio::spawn(notifier::run(self.state.clone(), stop_rx));
+        let notifier = tokio::spawn(notifier::run(self.state.clone(), stop_rx.clone()));
+        let inputs = tokio::spawn(inputs::run(self.state.clone(), stop_rx));
         tracing::info!(addr = %self.local_addr, base_url = %self.state.base_url, "broker mock listening");
         let result = match (&self.state.cfg.tls_cert, &self.state.cfg.tls_key) {
             (Some(cert), Some(key)) => {
@@ -214,6 +220,7 @@ impl App {
         };
         let _ = stop_tx.send(true);
         let _ = notifier.await;
+        let _ = inputs.await;
         tracing::info!("broker mock stopped");
         result.map_err(StartError::from)
     }

@@ -62,6 +62,7 @@ pub(crate) async fn deliver_due(state: &AppState) -> Result<(), sqlx::Error> {
         let subject = Subject {
             provider_id: None,
             job_id: Some(n.job_id.clone()),
+            ..Subject::default()
         };
         let outcome = send_signed(
             state,

@@ -48,6 +48,17 @@ pub(crate) struct Answer {
 pub(crate) struct Subject {
     pub(crate) provider_id: Option<String>,
     pub(crate) job_id: Option<String>,
+    /// What the message is, prefixed to each attempt's verdict (e.g. `job.input attempt 2/10`).
+    pub(crate) label: Option<String>,
+}
+
+impl Subject {
+    fn verdict(&self, verdict: &str) -> String {
+        match &self.label {
+            Some(l) => format!("{l}: {verdict}"),
+            None => verdict.to_owned(),
+        }
+    }
 }
 
 fn signature_headers(
@@ -59,7 +70,9 @@ fn signature_headers(
         .collect()
 }
 
-fn answer_summary(a: &Answer) -> (String, Option<String>) {
+/// `(verdict, reason)` of an answer for the message log: the status, and a refusal's
+/// problem (or the start of its body).
+pub(crate) fn answer_summary(a: &Answer) -> (String, Option<String>) {
     if (200..300).contains(&a.status) {
         return (format!("peer answered {}", a.status), None);
     }
@@ -123,7 +136,7 @@ pub(crate) async fn send_signed(
                     Err(e) => {
                         last_err = format!("reading the answer failed: {e}");
                         logged.status = Some(status);
-                        logged.verdict = "transport error".into();
+                        logged.verdict = subject.verdict("transport error");
                         logged.reason = Some(last_err.clone());
                         record(state, logged).await;
                         continue;
@@ -136,7 +149,8 @@ pub(crate) async fn send_signed(
                 };
                 let (verdict, reason) = answer_summary(&answer);
                 logged.status = Some(status);
-                logged.verdict = format!("{verdict} (attempt {attempt}/{attempts})");
+                logged.verdict =
+                    subject.verdict(&format!("{verdict} (attempt {attempt}/{attempts})"));
                 logged.reason = reason;
                 if let Some(ct) = answer.headers.get(http::header::CONTENT_TYPE) {
                     logged.headers.insert(
@@ -165,7 +179,8 @@ pub(crate) async fn send_signed(
                 } else {
                     format!("request failed: {e}")
                 };
-                logged.verdict = format!("transport error (attempt {attempt}/{attempts})");
+                logged.verdict =
+                    subject.verdict(&format!("transport error (attempt {attempt}/{attempts})"));
                 logged.reason = Some(last_err.clone());
                 record(state, logged).await;
             }

@@ -374,7 +374,7 @@ pub enum JobState {
     Running,
     /// Done; the result is stored.
     Completed,
-    /// The provider gave up; see `problem`.
+    /// The provider gave up, or the broker could not deliver the input; see `problem`.
     Failed,
 }
 
@@ -469,10 +469,70 @@ pub struct Job {
     /// The provider's report on the work (opaque JSON), once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Value>,
+    /// How the delivery of the `job.input` to the provider stands, once it accepted the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_delivery: Option<InputDelivery>,
     /// Created at.
     pub created_at: i64,
     /// Last changed at.
     pub updated_at: i64,
+}
+
+/// Where the broker stands in delivering a job's `job.input` to the provider (PROTOCOL §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum InputDeliveryState {
+    /// Not delivered yet; the broker tries again at `next_attempt_at`.
+    Pending,
+    /// The provider took the input.
+    Delivered,
+    /// The provider refused the input, or every attempt failed; the job is `failed`.
+    Failed,
+    /// The job moved on (progress or an end) before a delivery was confirmed; no more attempts.
+    Stopped,
+}
+
+impl InputDeliveryState {
+    /// The state as its wire string.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for InputDeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The delivery of a job's `job.input`, as the broker shows it to the job's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InputDelivery {
+    /// Where it stands.
+    pub state: InputDeliveryState,
+    /// Attempts made so far; each is one message with a fresh credential and its own
+    /// `webhook-id`.
+    pub attempts: u32,
+    /// When the last attempt was made, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<i64>,
+    /// When the next attempt is due, Unix seconds (while `pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    /// When the provider took it, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<i64>,
+    /// Why the last attempt failed (or how a `409` was taken as delivered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// `GET /v1/jobs`.

@@ -236,6 +236,7 @@ async fn apply(
         let subject = Subject {
             provider_id: Some(job.provider_id.clone()),
             job_id: Some(job.id.clone()),
+            ..Subject::default()
         };
         let bytes = download(state, &result.download, &subject)
             .await
@@ -323,6 +324,16 @@ async fn apply(
             .execute(&mut *tx)
             .await?;
         }
+    }
+    if new_state == JobState::Running || new_state.is_terminal() {
+        // The provider works on the job (so it has the input) or ended it: stop sending it.
+        sqlx::query(
+            "UPDATE jobs SET input_state = 'stopped', input_next_attempt_ms = NULL
+             WHERE id = $1 AND input_state = 'pending'",
+        )
+        .bind(&job.id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     if new_state.is_terminal()

@@ -1,14 +1,14 @@
 //! Jobs: a user asks for a provider's service on a model; the broker offers it (signed) to
-//! the provider, relays a problem answer unchanged, and on `202` issues a temporary
-//! credential and delivers the signed `job.input`.
+//! the provider, relays a problem answer unchanged, and on `202` owes the provider the
+//! signed `job.input` with a temporary credential (delivered durably by `crate::inputs`).
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use diax_sdk::wire::{
-    BrokerMessage, CreateJob, Download, Job, JobAccepted, JobInput, JobList, JobOffer, JobState,
-    ModelVersionRef, OfferUser, OfferedModel, broker_paths,
+    BrokerMessage, CreateJob, InputDelivery, InputDeliveryState, Job, JobAccepted, JobList,
+    JobOffer, JobState, ModelVersionRef, OfferUser, OfferedModel, broker_paths,
 };
 use diax_sdk::{
     AccountId, JobId, MessageId, ModelId, Problem, ProblemType, ProviderId, ProviderJobId, Quote,
@@ -55,6 +55,12 @@ pub(crate) struct JobRow {
     pub(crate) last_sequence: i64,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
+    pub(crate) input_state: Option<String>,
+    pub(crate) input_attempts: i64,
+    pub(crate) input_next_attempt_ms: Option<i64>,
+    pub(crate) input_last_attempt_at: Option<i64>,
+    pub(crate) input_last_error: Option<String>,
+    pub(crate) input_delivered_at: Option<i64>,
 }
 
 pub(crate) fn parse_state(s: &str) -> JobState {
@@ -71,6 +77,27 @@ pub(crate) fn parse_state(s: &str) -> JobState {
 impl JobRow {
     pub(crate) fn state(&self) -> JobState {
         parse_state(&self.state)
+    }
+
+    /// The input delivery as the user sees it; none before the provider accepted.
+    fn input_delivery(&self) -> Option<InputDelivery> {
+        let state = match self.input_state.as_deref()? {
+            "pending" => InputDeliveryState::Pending,
+            "delivered" => InputDeliveryState::Delivered,
+            "failed" => InputDeliveryState::Failed,
+            _ => InputDeliveryState::Stopped,
+        };
+        Some(InputDelivery {
+            state,
+            attempts: u32::try_from(self.input_attempts).unwrap_or(0),
+            last_attempt_at: self.input_last_attempt_at,
+            next_attempt_at: self
+                .input_next_attempt_ms
+                .filter(|_| state == InputDeliveryState::Pending)
+                .map(|ms| ms.saturating_add(999).div_euclid(1000)),
+            delivered_at: self.input_delivered_at,
+            last_error: self.input_last_error.clone(),
+        })
     }
 
     pub(crate) fn to_job(&self) -> ApiResult<Job> {
@@ -107,6 +134,7 @@ impl JobRow {
                 .report
                 .as_ref()
                 .and_then(|r| serde_json::from_str(r).ok()),
+            input_delivery: self.input_delivery(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -146,8 +174,10 @@ fn with_note(mut resp: Response, note: LogNote) -> Response {
 ///
 /// Creates the job and offers it (signed `job.offer`) to the provider before answering. A
 /// provider's problem answer is relayed unchanged in the job's `problem` (state `rejected`),
-/// e.g. `account-required` with a `register_url`; on acceptance the broker delivers the
-/// `job.input` with a temporary credential.
+/// e.g. `account-required` with a `register_url`. On acceptance the broker owes the provider
+/// the `job.input` with a temporary credential: the first attempt is made before answering,
+/// later ones in the background, each with a fresh credential; `input_delivery` shows how it
+/// stands, and a job whose input cannot be delivered becomes `failed` (PROTOCOL §5.5).
 #[utoipa::path(
     post,
     path = "/v1/jobs",
@@ -367,6 +397,7 @@ async fn offer(state: &AppState, provider: &ProviderRow, job_id: &str) -> ApiRes
     let subject = Subject {
         provider_id: Some(provider.id.clone()),
         job_id: Some(job.id.clone()),
+        ..Subject::default()
     };
     let answer = send_signed(
         state,
@@ -382,8 +413,13 @@ async fn offer(state: &AppState, provider: &ProviderRow, job_id: &str) -> ApiRes
     let rejection = match answer {
         Ok(a) if a.status == 202 => match serde_json::from_slice::<JobAccepted>(&a.body) {
             Ok(acc) if acc.job_id.as_str() == job.id => {
-                sqlx::query(
-                    "UPDATE jobs SET state = 'accepted', provider_job_id = $2, status_url = $3, quote = $4, problem = NULL, updated_at = $5
+                // The input is owed from now on, durably: pending and due at once. Claimed
+                // first, so the first attempt is this one, before the answer to the user.
+                let claim = state.inputs_in_flight.claim(&job.id);
+                let accepted = sqlx::query(
+                    "UPDATE jobs SET state = 'accepted', provider_job_id = $2, status_url = $3, quote = $4, problem = NULL, updated_at = $5,
+                       input_state = 'pending', input_attempts = 0, input_next_attempt_ms = $6, input_last_attempt_at = NULL,
+                       input_last_error = NULL, input_delivered_at = NULL
                      WHERE id = $1 AND state = 'offered'",
                 )
                 .bind(&job.id)
@@ -391,9 +427,16 @@ async fn offer(state: &AppState, provider: &ProviderRow, job_id: &str) -> ApiRes
                 .bind(&acc.status_url)
                 .bind(quote_text(acc.quote.as_ref()))
                 .bind(now)
+                .bind(state.clock.now_ms())
                 .execute(&state.db)
                 .await?;
-                deliver_input(state, provider, &job, &acc, &ring, &subject).await?;
+                if accepted.rows_affected() == 1
+                    && let Some(claim) = claim
+                    && let Err(e) = crate::inputs::attempt_claimed(state, &job.id, claim).await
+                {
+                    // Still pending: the background deliverer tries again.
+                    tracing::warn!(job = %job.id, error = %e, "first job.input attempt failed");
+                }
                 None
             }
             Ok(acc) => Some(
@@ -444,62 +487,6 @@ async fn offer(state: &AppState, provider: &ProviderRow, job_id: &str) -> ApiRes
     find_job(state, &job.id)
         .await?
         .ok_or_else(|| ApiError::Internal(format!("job {job_id} vanished")))
-}
-
-/// Issues the temporary credential and delivers `job.input` (retried on 5xx/timeouts).
-async fn deliver_input(
-    state: &AppState,
-    provider: &ProviderRow,
-    job: &JobRow,
-    accepted: &JobAccepted,
-    ring: &diax_sdk::Keyring,
-    subject: &Subject,
-) -> ApiResult<()> {
-    let expires_at = state
-        .clock
-        .now()
-        .saturating_add(i64::try_from(state.cfg.credential_ttl).unwrap_or(i64::MAX));
-    let token =
-        super::models::issue_credential(state, &job.id, &job.model_id, job.version, expires_at)
-            .await?;
-    let (size, sha): (i64, String) = sqlx::query_as(
-        "SELECT size, sha256 FROM model_versions WHERE model_id = $1 AND version = $2",
-    )
-    .bind(&job.model_id)
-    .bind(job.version)
-    .fetch_one(&state.db)
-    .await?;
-    let input = BrokerMessage::Input(JobInput {
-        job_id: accepted.job_id.clone(),
-        provider_job_id: accepted.provider_job_id.clone(),
-        download: Download {
-            url: format!(
-                "{}/v1/models/{}/versions/{}/content",
-                state.base_url, job.model_id, job.version
-            ),
-            authorization: Some(format!("Bearer {token}")),
-            expires_at,
-            size: u64::try_from(size).unwrap_or(0),
-            sha256: sha,
-        },
-    });
-    let body = serde_json::to_vec(&input).map_err(|e| ApiError::Internal(e.to_string()))?;
-    match send_signed(
-        state,
-        &provider.job_url,
-        &MessageId::generate(),
-        &body,
-        ring,
-        state.cfg.send_attempts.max(3),
-        subject,
-    )
-    .await
-    {
-        Ok(a) if (200..300).contains(&a.status) => {}
-        Ok(a) => tracing::warn!(job = %job.id, status = a.status, "provider refused job.input"),
-        Err(e) => tracing::warn!(job = %job.id, error = %e, "could not deliver job.input"),
-    }
-    Ok(())
 }
 
 /// Stores a quote as JSON text.

@@ -30,6 +30,9 @@ pub fn test_config() -> Config {
         notify_interval_ms: 20,
         notify_backoff_ms: 30,
         notify_max_backoff_ms: 200,
+        input_interval_ms: 20,
+        input_backoff_ms: 30,
+        input_max_backoff_ms: 200,
         retry_backoff_ms: 20,
         http_timeout: 5,
         ..Config::default()
@@ -84,7 +87,11 @@ pub struct FakeState {
     pub result: Mutex<Option<Vec<u8>>>,
     pub notify_failures_left: Mutex<u32>,
     pub input_failures_left: Mutex<u32>,
+    /// What a refused input is answered with (default `503 service-unavailable`).
+    pub input_refusal: Mutex<Option<Problem>>,
     pub input_ids: Mutex<Vec<String>>,
+    /// Every `job.input` received, refused or not, with its `webhook-id`.
+    pub input_messages: Mutex<Vec<(String, JobInput)>>,
     pub notifications: Mutex<Vec<(HeaderMap, Vec<u8>)>>,
 }
 
@@ -210,12 +217,20 @@ async fn jobs(State(fake): State<Fake>, headers: HeaderMap, body: ::axum::body::
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned();
-            fake.state.input_ids.lock().unwrap().push(id);
+            fake.state.input_ids.lock().unwrap().push(id.clone());
+            fake.state
+                .input_messages
+                .lock()
+                .unwrap()
+                .push((id, input.clone()));
             {
                 let mut left = fake.state.input_failures_left.lock().unwrap();
                 if *left > 0 {
                     *left -= 1;
-                    return problem(Problem::new(ProblemType::ServiceUnavailable));
+                    let refusal = fake.state.input_refusal.lock().unwrap().clone();
+                    return problem(
+                        refusal.unwrap_or_else(|| Problem::new(ProblemType::ServiceUnavailable)),
+                    );
                 }
             }
             let mut req = fake.http.get(&input.download.url);

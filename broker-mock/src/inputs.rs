@@ -1,0 +1,357 @@
+//! Durable delivery of `job.input` (PROTOCOL §5.5).
+//!
+//! When a provider accepts a job, the job's input becomes *pending* in the database and the
+//! broker makes a first attempt at once. Each attempt is one signed message carrying a fresh
+//! temporary credential, so each has its own `webhook-id`; within an attempt, transport
+//! errors, 408, 429 and 5xx are retried quickly with the same id and body
+//! ([`send_signed`]). What an attempt ends with:
+//!
+//! - a 2xx answer: delivered;
+//! - `409` (the provider has the input already, or its job moved on): taken as delivered;
+//! - transport errors, 408, 429, 5xx: another attempt after an exponential backoff with
+//!   jitter, until `input_max_attempts`; then the broker gives up and fails the job;
+//! - any other 4xx: not retried; the job fails with the provider's reason.
+//!
+//! A background task ([`run`]) makes the attempts that are due, so a pending input survives
+//! restarts. Progress or an end reported by the provider stops the attempts (the input is no
+//! longer needed). Every attempt is in the message log, labelled `job.input attempt n/max`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use diax_sdk::wire::{BrokerMessage, Download, JobInput, JobState};
+use diax_sdk::{JobId, MessageId, Problem, ProblemType, ProviderId, ProviderJobId};
+use tokio::sync::watch;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::http::jobs::{JobRow, find_job};
+use crate::http::messages::{NewMessage, record};
+use crate::http::models::issue_credential;
+use crate::http::notifications::notify_job;
+use crate::http::providers::{keyring, load_provider};
+use crate::outbound::{Answer, Subject, answer_summary, send_signed};
+
+/// Job ids with an attempt in flight in this process, so the first attempt and the
+/// background task never send the same job's input at the same time.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(Mutex<HashSet<String>>);
+
+/// Removes its job from [`InFlight`] when dropped.
+pub(crate) struct Claim<'a> {
+    set: &'a InFlight,
+    job: String,
+}
+
+impl InFlight {
+    /// Marks `job` in flight, unless it is already.
+    pub(crate) fn claim(&self, job: &str) -> Option<Claim<'_>> {
+        let mut set = match self.0.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        set.insert(job.to_owned()).then(|| Claim {
+            set: self,
+            job: job.to_owned(),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut set = match self.set.0.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        set.remove(&self.job);
+    }
+}
+
+/// Runs until `stop` turns true; an attempt in flight is abandoned (the input stays
+/// pending and is sent again, as a new message, after a restart).
+pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(state.cfg.input_interval_ms.max(10));
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            res = deliver_due(&state) => {
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "input delivery round failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One round: an attempt for every pending input that is due.
+pub(crate) async fn deliver_due(state: &AppState) -> Result<(), sqlx::Error> {
+    let due: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE input_state = 'pending' AND input_next_attempt_ms <= $1
+         ORDER BY input_next_attempt_ms LIMIT 50",
+    )
+    .bind(state.clock.now_ms())
+    .fetch_all(&state.db)
+    .await?;
+    for id in due {
+        if let Err(e) = attempt(state, &id).await {
+            tracing::warn!(job = %id, error = %e, "job.input attempt failed unexpectedly");
+        }
+    }
+    Ok(())
+}
+
+/// How one attempt ended.
+enum Outcome {
+    /// The provider took it (2xx), or already had it (409, with the note why).
+    Delivered(Option<String>),
+    /// Worth another attempt.
+    Retry(String),
+    /// A 4xx other than 408, 409 and 429: the provider will not take it.
+    Refused(String),
+}
+
+fn classify(outcome: Result<Answer, String>) -> Outcome {
+    let answer = match outcome {
+        Ok(a) => a,
+        Err(e) => return Outcome::Retry(e),
+    };
+    let status = answer.status;
+    if (200..300).contains(&status) {
+        return Outcome::Delivered(None);
+    }
+    let (verdict, reason) = answer_summary(&answer);
+    let why = match reason {
+        Some(r) if !r.is_empty() => format!("{verdict}: {r}"),
+        _ => verdict,
+    };
+    match status {
+        409 => Outcome::Delivered(Some(format!(
+            "{why}; taken as delivered (the provider has the input or no longer needs it)"
+        ))),
+        408 | 429 | 500..=599 => Outcome::Retry(why),
+        _ => Outcome::Refused(why),
+    }
+}
+
+/// One attempt at delivering the input of job `job_id`, if it is pending, due, and no
+/// other attempt is in flight: a fresh credential, a new message id, the outcome recorded.
+///
+/// # Errors
+/// Database errors, or a job whose stored data is unusable.
+pub(crate) async fn attempt(state: &AppState, job_id: &str) -> ApiResult<()> {
+    match state.inputs_in_flight.claim(job_id) {
+        Some(claim) => attempt_claimed(state, job_id, claim).await,
+        None => Ok(()),
+    }
+}
+
+/// [`attempt`] for a job already claimed (the first attempt claims the job before marking
+/// its input pending, so the background task cannot take it first).
+pub(crate) async fn attempt_claimed(
+    state: &AppState,
+    job_id: &str,
+    _claim: Claim<'_>,
+) -> ApiResult<()> {
+    let Some(job) = find_job(state, job_id).await? else {
+        return Ok(());
+    };
+    let due = job
+        .input_next_attempt_ms
+        .is_some_and(|t| t <= state.clock.now_ms());
+    if job.input_state.as_deref() != Some("pending") || !due {
+        return Ok(());
+    }
+    let max = state.cfg.input_max_attempts.max(1);
+    let number = u32::try_from(job.input_attempts)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    let bad = |e: diax_sdk::InvalidId| ApiError::Internal(e.to_string());
+    let provider_id = ProviderId::parse(job.provider_id.clone()).map_err(bad)?;
+    let provider = load_provider(state, &provider_id).await?;
+    let provider_job_id = job
+        .provider_job_id
+        .clone()
+        .ok_or_else(|| {
+            ApiError::Internal(format!("accepted job {} has no provider job id", job.id))
+        })
+        .and_then(|p| ProviderJobId::parse(p).map_err(bad))?;
+    let ring = keyring(state, &provider.id).await?;
+
+    let expires_at = state
+        .clock
+        .now()
+        .saturating_add(i64::try_from(state.cfg.credential_ttl).unwrap_or(i64::MAX));
+    let token = issue_credential(state, &job.id, &job.model_id, job.version, expires_at).await?;
+    let (size, sha): (i64, String) = sqlx::query_as(
+        "SELECT size, sha256 FROM model_versions WHERE model_id = $1 AND version = $2",
+    )
+    .bind(&job.model_id)
+    .bind(job.version)
+    .fetch_one(&state.db)
+    .await?;
+    let input = BrokerMessage::Input(JobInput {
+        job_id: JobId::parse(job.id.clone()).map_err(bad)?,
+        provider_job_id,
+        download: Download {
+            url: format!(
+                "{}/v1/models/{}/versions/{}/content",
+                state.base_url, job.model_id, job.version
+            ),
+            authorization: Some(format!("Bearer {token}")),
+            expires_at,
+            size: u64::try_from(size).unwrap_or(0),
+            sha256: sha,
+        },
+    });
+    let body = serde_json::to_vec(&input).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let subject = Subject {
+        provider_id: Some(provider.id.clone()),
+        job_id: Some(job.id.clone()),
+        label: Some(format!("job.input attempt {number}/{max}")),
+    };
+    // A fresh credential makes a different body: a new message, so a new webhook-id.
+    let sent = send_signed(
+        state,
+        &provider.job_url,
+        &MessageId::generate(),
+        &body,
+        &ring,
+        state.cfg.send_attempts,
+        &subject,
+    )
+    .await;
+    let now = state.clock.now();
+    match classify(sent) {
+        Outcome::Delivered(note) => {
+            sqlx::query(
+                "UPDATE jobs SET input_state = 'delivered', input_attempts = $2, input_last_attempt_at = $3,
+                   input_delivered_at = $3, input_next_attempt_ms = NULL, input_last_error = $4, updated_at = $3
+                 WHERE id = $1 AND input_state IN ('pending', 'stopped')",
+            )
+            .bind(&job.id)
+            .bind(i64::from(number))
+            .bind(now)
+            .bind(&note)
+            .execute(&state.db)
+            .await?;
+            tracing::info!(job = %job.id, attempt = number, note = ?note, "job.input delivered");
+        }
+        Outcome::Retry(why) if number < max => {
+            let delay = backoff_ms(state, number);
+            let next = state
+                .clock
+                .now_ms()
+                .saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+            sqlx::query(
+                "UPDATE jobs SET input_attempts = $2, input_last_attempt_at = $3, input_next_attempt_ms = $4,
+                   input_last_error = $5, updated_at = $3
+                 WHERE id = $1 AND input_state = 'pending'",
+            )
+            .bind(&job.id)
+            .bind(i64::from(number))
+            .bind(now)
+            .bind(next)
+            .bind(&why)
+            .execute(&state.db)
+            .await?;
+            tracing::info!(job = %job.id, attempt = number, delay_ms = delay, error = %why, "job.input not delivered; will try again");
+        }
+        Outcome::Retry(why) => {
+            let verdict = format!(
+                "job.input not delivered after {number} attempts: the broker gives up and fails the job"
+            );
+            give_up(
+                state,
+                &job,
+                &provider.job_url,
+                &subject,
+                number,
+                &why,
+                verdict,
+            )
+            .await?;
+        }
+        Outcome::Refused(why) => {
+            let verdict = format!(
+                "job.input refused by the provider (attempt {number}/{max}): not retried, the broker fails the job"
+            );
+            give_up(
+                state,
+                &job,
+                &provider.job_url,
+                &subject,
+                number,
+                &why,
+                verdict,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Delay before attempt `number + 1`: doubling from `input_backoff_ms`, capped, with jitter.
+fn backoff_ms(state: &AppState, number: u32) -> u64 {
+    let exp = number.saturating_sub(1).min(20);
+    let base = state
+        .cfg
+        .input_backoff_ms
+        .saturating_mul(1u64 << exp)
+        .min(state.cfg.input_max_backoff_ms)
+        .max(1);
+    base / 2 + rand::random_range(0..=base / 2)
+}
+
+/// Fails the job (if it still waits for its input), tells the user and logs why.
+async fn give_up(
+    state: &AppState,
+    job: &JobRow,
+    job_url: &str,
+    subject: &Subject,
+    number: u32,
+    why: &str,
+    verdict: String,
+) -> ApiResult<()> {
+    let now = state.clock.now();
+    let problem = Problem::new(ProblemType::UpstreamFailed)
+        .with_detail(format!(
+            "the broker could not deliver the job's input to the provider: {why}"
+        ))
+        .with("input_attempts", number);
+    let text = serde_json::to_string(&problem).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let failed = sqlx::query(
+        "UPDATE jobs SET input_state = 'failed', input_attempts = $2, input_last_attempt_at = $3,
+           input_next_attempt_ms = NULL, input_last_error = $4, state = 'failed', problem = $5, updated_at = $3
+         WHERE id = $1 AND input_state = 'pending' AND state = $6",
+    )
+    .bind(&job.id)
+    .bind(i64::from(number))
+    .bind(now)
+    .bind(why)
+    .bind(&text)
+    .bind(JobState::Accepted.as_str())
+    .execute(&state.db)
+    .await?;
+    if failed.rows_affected() != 1 {
+        // The job moved on meanwhile (the provider reported on it): nothing to give up.
+        return Ok(());
+    }
+    tracing::warn!(job = %job.id, attempts = number, error = %why, "job.input given up; job failed");
+    // Not a request: the broker's decision about the message, logged with it.
+    let mut logged = NewMessage::out("POST", job_url, subject);
+    logged.verdict = verdict;
+    logged.reason = Some(why.to_owned());
+    record(state, logged).await;
+    if let Some(updated) = find_job(state, &job.id).await? {
+        notify_job(state, &updated, "job.failed").await?;
+    }
+    Ok(())
+}

@@ -3,6 +3,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The repair pipeline allocates and frees buffers of hundreds of megabytes one after another;
+/// glibc's malloc returns each to the kernel and faults fresh zeroed pages in for the next,
+/// which cost about a third of the CPU time at 4M facets. mimalloc keeps them for reuse.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fixmyprint",

@@ -551,12 +551,13 @@ pub fn repair_soup(
     // Weld.
     progress(Stage::Weld);
     let t = Instant::now();
+    let bbox = keys::par_bbox(&soup.positions);
     let tolerance = if options.weld {
-        weld_tolerance(&soup.positions, options)
+        tolerance_for(bbox, options)
     } else {
         0.0
     };
-    let welded = weld::weld(soup.positions, tolerance);
+    let welded = weld::weld_in(soup.positions, tolerance, bbox);
     report.stages.weld = WeldReport {
         input_vertices: welded.input_vertices,
         exact_merged: welded.exact_merged,
@@ -686,10 +687,15 @@ pub fn repair_soup(
 
 /// The weld tolerance the options give for these positions.
 fn weld_tolerance(positions: &[[f32; 3]], options: &RepairOptions) -> f32 {
+    tolerance_for(keys::par_bbox(positions), options)
+}
+
+/// The weld tolerance for points whose bounding box is `bbox`.
+fn tolerance_for(bbox: Option<Bbox>, options: &RepairOptions) -> f32 {
     if let Some(t) = options.weld_tolerance {
         return if t.is_finite() && t > 0.0 { t } else { 0.0 };
     }
-    let Some(b) = keys::par_bbox(positions) else {
+    let Some(b) = bbox else {
         return 0.0;
     };
     let max_abs = (0..3)

@@ -5,7 +5,7 @@
 //! that starts with `solid` and looks like text is ASCII; anything else is treated as a broken
 //! binary file and reported as such.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -66,8 +66,17 @@ struct RawFacet {
 const HEADER: usize = 84;
 const RECORD: usize = 50;
 
+/// Facets decoded per block when a binary file is streamed (3.2 MB of records).
+const STREAM_FACETS: usize = 1 << 16;
+
 /// Read and parse a file, refusing it before reading when it is over the size cap.
+///
+/// A binary file is streamed: blocks of records are read into one reused buffer and decoded in
+/// parallel straight into the corner positions, so the file is never held in memory whole.
+/// Anything else (ASCII, or a broken binary file whose error names the offset) is read whole
+/// and handed to [`parse`].
 pub fn parse_file(path: &Path, options: &RepairOptions) -> Result<Soup, HealError> {
+    let t = Instant::now();
     let io = |source| HealError::Io {
         path: path.display().to_string(),
         source,
@@ -79,8 +88,46 @@ pub fn parse_file(path: &Path, options: &RepairOptions) -> Result<Soup, HealErro
             limit: options.max_file_bytes,
         });
     }
-    let bytes = std::fs::read(path).map_err(io)?;
-    parse(&bytes, options)
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut head = Vec::with_capacity(HEADER);
+    (&mut file)
+        .take(HEADER as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    let count = match declared_count(&head) {
+        Some(c) if HEADER as u64 + RECORD as u64 * c == size && c > 0 => c,
+        _ => {
+            // Not a consistent binary file: parse (or diagnose) it from memory.
+            let mut bytes = head;
+            bytes.reserve_exact(usize::try_from(size).unwrap_or(0).saturating_sub(HEADER));
+            file.take(options.max_file_bytes.saturating_sub(HEADER as u64))
+                .read_to_end(&mut bytes)
+                .map_err(io)?;
+            return parse(&bytes, options);
+        }
+    };
+    check_facets(count, options)?;
+    let count = usize::try_from(count).map_err(|_| HealError::TooManyFacets {
+        facets: count,
+        limit: u32::MAX.into(),
+    })?;
+    // The positions take 36 bytes per 50-byte record: bounded by the file's size.
+    let mut positions = vec![[0.0f32; 3]; count * 3];
+    let mut buf = vec![0u8; RECORD * STREAM_FACETS.min(count)];
+    let mut wrong = 0;
+    for (block, out) in positions.chunks_mut(3 * STREAM_FACETS).enumerate() {
+        let b = &mut buf[..RECORD * (out.len() / 3)];
+        file.read_exact(b).map_err(io)?;
+        let first = block * STREAM_FACETS;
+        wrong += decode_records(bytemuck::cast_slice(b), out, first)?;
+    }
+    Ok(Soup {
+        positions,
+        format: Format::Binary,
+        bytes: size,
+        wrong_normals: wrong,
+        seconds: t.elapsed().as_secs_f64(),
+    })
 }
 
 /// Parse binary or ASCII STL.
@@ -172,34 +219,63 @@ fn parse_binary(bytes: &[u8], options: &RepairOptions) -> Result<(Vec<[f32; 3]>,
         return Err(HealError::NoFacets);
     }
     check_facets(count as u64, options)?;
-    let records: &[RawFacet] = bytemuck::cast_slice(&bytes[HEADER..]);
-    let f = |b: [u8; 4]| f32::from_le_bytes(b) + 0.0;
     let mut positions = vec![[0.0f32; 3]; count * 3];
-    let wrong: u64 = positions
-        .par_chunks_mut(3 * 4096)
-        .zip(records.par_chunks(4096))
-        .map(|(out, recs)| {
+    let wrong = decode_records(bytemuck::cast_slice(&bytes[HEADER..]), &mut positions, 0)?;
+    Ok((positions, wrong))
+}
+
+/// Decode binary records (facet `first` onwards) into `out` (three corners each), in
+/// parallel: returns how many stored normals are wrong, or the first facet with a non-finite
+/// coordinate.
+fn decode_records(
+    records: &[RawFacet],
+    out: &mut [[f32; 3]],
+    first: usize,
+) -> Result<u64, HealError> {
+    const PART: usize = 4096;
+    // `+ 0.0` turns -0.0 into 0.0, so the two weld together exactly.
+    let f = |b: [u8; 4]| f32::from_le_bytes(b) + 0.0;
+    let (wrong, bad) = out
+        .par_chunks_mut(3 * PART)
+        .zip(records.par_chunks(PART))
+        .enumerate()
+        .map(|(part, (out, recs))| {
             let mut wrong = 0u64;
-            for (o, r) in out.chunks_exact_mut(3).zip(recs) {
+            let mut bad = None;
+            for (k, (o, r)) in out.chunks_exact_mut(3).zip(recs).enumerate() {
+                let mut finite = true;
                 for (dst, src) in o.iter_mut().zip(&r.vertices) {
                     *dst = [f(src[0]), f(src[1]), f(src[2])];
+                    finite &= dst.iter().all(|x| x.is_finite());
+                }
+                if !finite && bad.is_none() {
+                    bad = Some(part * PART + k);
                 }
                 let n = [f(r.normal[0]), f(r.normal[1]), f(r.normal[2])];
                 wrong += u64::from(!normal_agrees(n, o));
             }
-            wrong
+            (wrong, bad)
         })
-        .sum();
-    if let Some(facet) = positions
-        .par_chunks(3)
-        .position_first(|c| c.iter().flatten().any(|x| !x.is_finite()))
-    {
-        return Err(HealError::NonFinite {
-            facet: facet as u64,
-            offset: (HEADER + facet * RECORD) as u64,
-        });
+        .reduce(
+            || (0, None),
+            |a, b| {
+                let bad = match (a.1, b.1) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                (a.0 + b.0, bad)
+            },
+        );
+    match bad {
+        Some(k) => {
+            let facet = first + k;
+            Err(HealError::NonFinite {
+                facet: facet as u64,
+                offset: (HEADER + facet * RECORD) as u64,
+            })
+        }
+        None => Ok(wrong),
     }
-    Ok((positions, wrong))
 }
 
 fn check_facets(count: u64, options: &RepairOptions) -> Result<(), HealError> {
@@ -217,13 +293,27 @@ fn check_facets(count: u64, options: &RepairOptions) -> Result<(), HealError> {
 
 /// Does a stored normal point the way the vertex order says (within 60°)?
 fn normal_agrees(n: [f32; 3], v: &[[f32; 3]]) -> bool {
-    let c = facet_normal(v[0], v[1], v[2]);
-    let nl = n.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    if !nl.is_finite() || nl == 0.0 {
-        return c == [0.0; 3];
+    // Compare with the unnormalised cross product: cos θ > 0.5 ⇔ n·c > 0 and
+    // (n·c)² > ¼ |n|² |c|²; no square roots or divisions on this per-facet path.
+    let d = |p: [f32; 3], q: [f32; 3]| [0, 1, 2].map(|a| f64::from(p[a]) - f64::from(q[a]));
+    let (u, w) = (d(v[1], v[0]), d(v[2], v[0]));
+    let c = [
+        u[1] * w[2] - u[2] * w[1],
+        u[2] * w[0] - u[0] * w[2],
+        u[0] * w[1] - u[1] * w[0],
+    ];
+    let c2 = c[0] * c[0] + c[1] * c[1] + c[2] * c[2];
+    // A degenerate facet has no direction to disagree with.
+    if c2 == 0.0 || !c2.is_finite() {
+        return true;
     }
-    let dot: f64 = (0..3).map(|a| f64::from(n[a]) * f64::from(c[a])).sum();
-    dot / nl > 0.5 || c == [0.0; 3]
+    let n = n.map(f64::from);
+    let n2 = n[0] * n[0] + n[1] * n[1] + n[2] * n[2];
+    if n2 == 0.0 || !n2.is_finite() {
+        return false;
+    }
+    let dot = n[0] * c[0] + n[1] * c[1] + n[2] * c[2];
+    dot > 0.0 && dot * dot > 0.25 * n2 * c2
 }
 
 /// Unit normal of a triangle (zero when degenerate).
@@ -665,5 +755,65 @@ mod tests {
             let e = parse(&a[..cut], &opts()).unwrap_err();
             assert!(matches!(e, HealError::Ascii { .. }), "{cut}: {e}");
         }
+    }
+
+    /// Streaming a file block by block gives exactly what parsing it from memory gives,
+    /// including the first non-finite facet when it sits in a later block.
+    #[test]
+    fn streamed_file_matches_in_memory_parse() {
+        let g = super::super::generate::model(
+            3,
+            2 * STREAM_FACETS + 999,
+            &super::super::generate::Defects::all(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.stl");
+        std::fs::write(&path, &g.stl).unwrap();
+        let (a, b) = (
+            parse(&g.stl, &opts()).unwrap(),
+            parse_file(&path, &opts()).unwrap(),
+        );
+        assert!(a.facets() > 2 * STREAM_FACETS as u64);
+        assert_eq!(a.positions, b.positions);
+        assert_eq!(a.wrong_normals, b.wrong_normals);
+        assert!(a.wrong_normals > 0);
+
+        let mut bad = g.stl.clone();
+        for facet in [2 * STREAM_FACETS + 7, STREAM_FACETS + 3] {
+            let at = HEADER + facet * RECORD + 12 + 4;
+            bad[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        std::fs::write(&path, &bad).unwrap();
+        for e in [
+            parse(&bad, &opts()).unwrap_err(),
+            parse_file(&path, &opts()).unwrap_err(),
+        ] {
+            match e {
+                HealError::NonFinite { facet, offset } => {
+                    assert_eq!(facet, STREAM_FACETS as u64 + 3);
+                    assert_eq!(offset, (HEADER + (STREAM_FACETS + 3) * RECORD) as u64);
+                }
+                e => panic!("{e}"),
+            }
+        }
+    }
+
+    /// The cheap stored-normal test agrees with the angle it stands for.
+    #[test]
+    fn normal_check_is_a_60_degree_cone() {
+        let v = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        assert!(normal_agrees([0.0, 0.0, 1.0], &v));
+        assert!(normal_agrees([0.0, 0.0, 7.0], &v));
+        assert!(!normal_agrees([0.0, 0.0, -1.0], &v));
+        assert!(!normal_agrees([0.0; 3], &v));
+        assert!(!normal_agrees([f32::NAN, 0.0, 1.0], &v));
+        let at = |deg: f32| [deg.to_radians().sin(), 0.0, deg.to_radians().cos()];
+        assert!(normal_agrees(at(59.0), &v));
+        assert!(!normal_agrees(at(61.0), &v));
+        // A degenerate facet has no direction to disagree with.
+        assert!(normal_agrees(
+            [0.0, 0.0, -1.0],
+            &[[0.0; 3], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]
+        ));
     }
 }

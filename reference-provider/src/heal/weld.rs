@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 
+use super::Bbox;
 use super::keys::{self, hi, lo, pack};
 
 /// Grid cell side as a multiple of the tolerance: large enough that few points lie near a
@@ -89,10 +90,16 @@ struct ChunkOut {
     tol: u64,
 }
 
+/// Weld `positions` within `tol`.
 pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
+    let bbox = keys::par_bbox(&positions);
+    weld_in(positions, tol, bbox)
+}
+
+/// Weld `positions`, whose bounding box is `bbox`, within `tol`.
+pub(crate) fn weld_in(positions: Vec<[f32; 3]>, tol: f32, bbox: Option<Bbox>) -> Welded {
     let n = positions.len();
     let input_vertices = n as u64;
-    let bbox = keys::par_bbox(&positions);
     let origin = bbox.map_or([0.0; 3], |b| b.min.map(f64::from));
     let extent = bbox.map_or(0.0, |b| b.diagonal());
     // Keep cell indices far from i64 saturation even for absurdly small tolerances.

@@ -8,9 +8,15 @@
 //!    Representatives of one run are thus more than the tolerance apart.
 //! 3. Copies that straddle a cell face (which rounding-based welds miss): a representative
 //!    closer than the tolerance to a face of its cell looks up the representatives of the
-//!    neighbouring cell(s) across that face (binary search in the sorted representative keys)
-//!    and records a merge for every one within the tolerance. Union-find with the smallest
-//!    corner index as root joins them.
+//!    neighbouring cell(s) across that face (a merge-join of sorted probes with the sorted
+//!    representative keys) and records a merge for every one within the tolerance. Union-find
+//!    with the smallest corner index as root joins them.
+//! 4. Vertices are numbered by first use (the roots sorted by corner), and every corner's
+//!    number is scattered back into corner order.
+//!
+//! Memory: the sorted keys are overwritten in place with each corner's representative, and the
+//! corner positions are dropped as soon as the representatives hold theirs, so the peak is the
+//! positions plus the keys and the sort's second buffer.
 //!
 //! After this, any two output vertices are more than the tolerance apart, so welding the output
 //! again merges nothing (the repair is idempotent).
@@ -78,10 +84,9 @@ impl Grid {
     }
 }
 
-/// Result of clustering one chunk of sorted keys.
+/// Result of clustering one chunk of sorted keys (the chunk itself is overwritten with
+/// `local representative ordinal << 32 | corner` for every corner).
 struct ChunkOut {
-    /// For every sorted position: chunk-local representative ordinal.
-    rep_of: Vec<u32>,
     /// Sorted keys of the representatives found in this chunk.
     reps: Vec<u64>,
     /// Their positions.
@@ -118,18 +123,30 @@ pub(crate) fn weld_in(positions: Vec<[f32; 3]>, tol: f32, bbox: Option<Bbox>) ->
         .collect();
     keys::sort(&mut sorted);
 
-    // 2. Cluster within runs.
-    let chunks = keys::run_chunks(&sorted, keys::parts_for(n));
+    // 2. Cluster within runs; each chunk of `sorted` is overwritten with its corners'
+    // chunk-local representative ordinals (no second corner-sized buffer).
+    let ranges = keys::run_chunks(&sorted, keys::parts_for(n));
+    let mut chunks: Vec<&mut [u64]> = Vec::with_capacity(ranges.len());
+    let mut rest: &mut [u64] = &mut sorted;
+    let mut at = 0;
+    for r in &ranges {
+        let (c, tail) = std::mem::take(&mut rest).split_at_mut(r.end - at);
+        at = r.end;
+        chunks.push(c);
+        rest = tail;
+    }
     let outs: Vec<ChunkOut> = chunks
-        .par_iter()
-        .map(|r| cluster_chunk(&sorted[r.clone()], &positions, &grid))
+        .par_iter_mut()
+        .map(|c| cluster_chunk(c, &positions, &grid))
         .collect();
-    drop(sorted);
+    drop(chunks);
+    // Every position still needed is a representative's, kept in `rep_pos`.
+    drop(positions);
     let mut rep_keys: Vec<u64> = Vec::with_capacity(outs.iter().map(|o| o.reps.len()).sum());
     let mut rep_pos: Vec<[f32; 3]> = Vec::with_capacity(rep_keys.capacity());
     let mut offsets = Vec::with_capacity(outs.len());
     let (mut exact_merged, mut tolerance_merged) = (0, 0);
-    for o in &outs {
+    for o in outs {
         offsets.push(rep_keys.len() as u32);
         rep_keys.extend_from_slice(&o.reps);
         rep_pos.extend_from_slice(&o.rep_pos);
@@ -160,73 +177,43 @@ pub(crate) fn weld_in(positions: Vec<[f32; 3]>, tol: f32, bbox: Option<Bbox>) ->
         }
     }
 
-    // Root corner index of every corner.
-    let root_corner: Vec<AtomicU32> = (0..n).into_par_iter().map(|_| AtomicU32::new(0)).collect();
-    outs.par_iter()
-        .zip(offsets.par_iter())
-        .for_each(|(o, &off)| {
-            for pair in o.rep_of.chunks_exact(2) {
-                let (corner, local) = (pair[0], pair[1]);
-                let ord = parent[(off + local) as usize];
-                root_corner[corner as usize].store(lo(rep_keys[ord as usize]), Ordering::Relaxed);
-            }
-        });
-    drop(outs);
-    drop(rep_keys);
-    drop(parent);
-
-    // Number vertices by first use. A cluster's root is its smallest corner, so first-use order
-    // is root order: roots are counted per block, numbered from the block's prefix sum, and
-    // every other corner then reads its root's number (roots are flagged so the two kinds of
-    // entries never alias). All passes are parallel.
-    const ROOT: u32 = 1 << 31; // corner ids are below 2^31 (see `stl::check_facets`)
-    const BLOCK: usize = 1 << 16;
-    let is_root = |i: usize, r: &AtomicU32| r.load(Ordering::Relaxed) as usize == i;
-    let vertices: Vec<[f32; 3]> = root_corner
+    // 4. Number vertices by first use. A cluster's root is its smallest corner, so first-use
+    // order is the roots' corner order: sort the roots by corner, then map every
+    // representative to its root's number.
+    let mut roots: Vec<u64> = parent
         .par_iter()
         .enumerate()
-        .filter(|&(i, r)| is_root(i, r))
-        .map(|(i, _)| positions[i])
+        .filter(|&(i, &p)| p as usize == i)
+        .map(|(i, _)| pack(lo(rep_keys[i]), i as u32))
         .collect();
-    drop(positions);
-    let mut starts: Vec<u32> = root_corner
-        .par_chunks(BLOCK)
-        .enumerate()
-        .map(|(b, c)| {
-            c.iter()
-                .enumerate()
-                .filter(|&(k, r)| is_root(b * BLOCK + k, r))
-                .count() as u32
-        })
-        .collect();
-    let mut acc = 0;
-    for s in starts.iter_mut() {
-        let c = *s;
-        *s = acc;
-        acc += c;
+    keys::sort(&mut roots);
+    drop(rep_keys);
+    let vertices: Vec<[f32; 3]> = roots.par_iter().map(|&k| rep_pos[lo(k) as usize]).collect();
+    drop(rep_pos);
+    let mut number = vec![0u32; parent.len()];
+    for (id, &k) in roots.iter().enumerate() {
+        number[lo(k) as usize] = id as u32;
     }
-    root_corner
-        .par_chunks(BLOCK)
-        .zip(starts.par_iter())
-        .enumerate()
-        .for_each(|(b, (c, &start))| {
-            let mut id = start;
-            for (k, r) in c.iter().enumerate() {
-                if is_root(b * BLOCK + k, r) {
-                    r.store(id | ROOT, Ordering::Relaxed);
-                    id += 1;
+    drop(roots);
+    let number: Vec<u32> = parent.par_iter().map(|&p| number[p as usize]).collect();
+    drop(parent);
+
+    // 5. Every corner's vertex number, scattered from the chunks into corner order.
+    let ids: Vec<AtomicU32> = (0..n).into_par_iter().map(|_| AtomicU32::new(0)).collect();
+    ranges
+        .par_iter()
+        .zip(offsets.par_iter())
+        .for_each(|(r, &off)| {
+            sorted[r.clone()].par_chunks(1 << 14).for_each(|block| {
+                for &e in block {
+                    ids[lo(e) as usize].store(number[(off + hi(e)) as usize], Ordering::Relaxed);
                 }
-            }
+            });
         });
-    root_corner.par_iter().for_each(|r| {
-        let x = r.load(Ordering::Relaxed);
-        if x & ROOT == 0 {
-            let id = root_corner[x as usize].load(Ordering::Relaxed) & !ROOT;
-            r.store(id, Ordering::Relaxed);
-        }
-    });
-    let id = |a: &AtomicU32| a.load(Ordering::Relaxed) & !ROOT;
-    let triangles: Vec<[u32; 3]> = root_corner
+    drop(sorted);
+    drop(number);
+    let id = |a: &AtomicU32| a.load(Ordering::Relaxed);
+    let triangles: Vec<[u32; 3]> = ids
         .par_chunks_exact(3)
         .map(|c| [id(&c[0]), id(&c[1]), id(&c[2])])
         .collect();
@@ -239,10 +226,9 @@ pub(crate) fn weld_in(positions: Vec<[f32; 3]>, tol: f32, bbox: Option<Bbox>) ->
     }
 }
 
-fn cluster_chunk(sorted: &[u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOut {
+fn cluster_chunk(sorted: &mut [u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOut {
     // Gather first: independent loads overlap, unlike loads inside the clustering loop.
     let pos: Vec<[f32; 3]> = sorted.iter().map(|&k| positions[lo(k) as usize]).collect();
-    let mut rep_of = Vec::with_capacity(sorted.len() * 2);
     let mut reps: Vec<u64> = Vec::new();
     let mut rep_pos: Vec<[f32; 3]> = Vec::new();
     let (mut exact, mut tol) = (0u64, 0u64);
@@ -273,13 +259,11 @@ fn cluster_chunk(sorted: &[u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOu
                     reps.len() - 1
                 }
             };
-            rep_of.push(corner);
-            rep_of.push(local as u32);
+            sorted[i] = pack(local as u32, corner);
             i += 1;
         }
     }
     ChunkOut {
-        rep_of,
         reps,
         rep_pos,
         exact,

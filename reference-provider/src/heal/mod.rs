@@ -490,7 +490,7 @@ impl Repaired {
     }
 
     /// Write the mesh as binary STL and record the write stage in the report.
-    pub fn write_stl<W: Write>(&mut self, out: W) -> std::io::Result<()> {
+    pub fn write_stl<W: Write + Send>(&mut self, out: W) -> std::io::Result<()> {
         let t = Instant::now();
         let bytes = stl::write_binary(&self.mesh, out)?;
         self.report.stages.write = WriteReport {

@@ -651,17 +651,46 @@ pub fn encode_binary(mesh: &Mesh) -> Vec<u8> {
     out
 }
 
-/// Stream a mesh as binary STL (encoded in parallel, in blocks); returns the bytes written.
-pub fn write_binary<W: Write>(mesh: &Mesh, mut out: W) -> std::io::Result<u64> {
-    out.write_all(&header(mesh.triangles.len()))?;
+/// Stream a mesh as binary STL; returns the bytes written.
+///
+/// Blocks of facets are encoded in parallel while a second thread writes the previous block,
+/// so encoding and the (single-threaded) write overlap. Two buffers go back and forth.
+pub fn write_binary<W: Write + Send>(mesh: &Mesh, mut out: W) -> std::io::Result<u64> {
     const BLOCK: usize = 1 << 16;
-    let mut buf = vec![0u8; RECORD * BLOCK.min(mesh.triangles.len())];
-    for ts in mesh.triangles.chunks(BLOCK) {
-        let b = &mut buf[..RECORD * ts.len()];
-        encode_records(mesh, ts, b);
-        out.write_all(b)?;
+    out.write_all(&header(mesh.triangles.len()))?;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(1);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let buf_len = RECORD * BLOCK.min(mesh.triangles.len());
+    for _ in 0..2 {
+        // Cannot fail: the channel has room for both and its receiver is alive.
+        let _ = free_tx.send(vec![0u8; buf_len]);
     }
-    out.flush()?;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<W> {
+            for (buf, len) in full_rx {
+                let written = out.write_all(&buf[..len]);
+                // The encoder may have stopped already; then the buffer is not needed.
+                let _ = free_tx.send(buf);
+                written?;
+            }
+            out.flush()?;
+            Ok(out)
+        });
+        for ts in mesh.triangles.chunks(BLOCK) {
+            // A closed channel means the writer stopped on an error: it is reported below.
+            let Ok(mut buf) = free_rx.recv() else { break };
+            let len = RECORD * ts.len();
+            encode_records(mesh, ts, &mut buf[..len]);
+            if full_tx.send((buf, len)).is_err() {
+                break;
+            }
+        }
+        drop(full_tx);
+        match writer.join() {
+            Ok(result) => result.map(drop),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })?;
     Ok((HEADER + RECORD * mesh.triangles.len()) as u64)
 }
 
@@ -815,5 +844,40 @@ mod tests {
             [0.0, 0.0, -1.0],
             &[[0.0; 3], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]
         ));
+    }
+
+    /// The overlapped writer produces exactly the in-memory encoding, and a failing sink
+    /// ends it with the sink's error instead of hanging.
+    #[test]
+    fn streamed_write_matches_encoding_and_reports_errors() {
+        let g = super::super::generate::model(5, 150_000, &super::super::generate::Defects::none());
+        let mesh = &g.clean.mesh;
+        assert!(mesh.triangles.len() > 2 * (1 << 16));
+        let mut out = Vec::new();
+        let n = write_binary(mesh, &mut out).unwrap();
+        assert_eq!(n as usize, out.len());
+        assert_eq!(out, encode_binary(mesh));
+
+        struct Full(usize);
+        impl Write for Full {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        "disk full",
+                    ));
+                }
+                let k = b.len().min(self.0);
+                self.0 -= k;
+                Ok(k)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for room in [0, 100, 5_000_000] {
+            let e = write_binary(mesh, Full(room)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{room}");
+        }
     }
 }

@@ -48,11 +48,21 @@ struct Faults {
     never_call_back: bool,
     /// Retries an event under a new webhook-id each attempt.
     new_id_on_retry: bool,
+    /// Takes every `job.input` for a new job: runs (downloads, completes) again.
+    rerun_on_new_input: bool,
+    /// Answers a job's second `job.input` `404` (forgets jobs once they have their input).
+    refuse_repeated_input: bool,
+    /// Answers a job's second `job.input` `409 invalid-transition` (allowed: the input is no
+    /// longer needed).
+    conflict_on_repeated_input: bool,
 }
 
 struct Job {
     provider_job_id: ProviderJobId,
     events_url: String,
+    /// Whether an input arrived (and the job started).
+    has_input: bool,
+    state: JobState,
 }
 
 struct Inner {
@@ -276,27 +286,39 @@ fn offer_answer(
         Job {
             provider_job_id: pjob.clone(),
             events_url: offer.events_url.clone(),
+            has_input: false,
+            state: JobState::Accepted,
         },
     );
     Ok(accepted(&pjob))
 }
 
 fn input_answer(app: &App, input: JobInput) -> Result<(u16, Vec<u8>, Option<String>), Problem> {
-    let events_url = {
-        let jobs = app.0.jobs.lock().unwrap();
+    let (events_url, start, state) = {
+        let mut jobs = app.0.jobs.lock().unwrap();
         let job = jobs
-            .get(input.job_id.as_str())
+            .get_mut(input.job_id.as_str())
             .filter(|j| j.provider_job_id == input.provider_job_id)
             .ok_or_else(|| Problem::new(ProblemType::NotFound).with_detail("no such job"))?;
-        job.events_url.clone()
+        if job.has_input && app.0.faults.refuse_repeated_input {
+            return Err(Problem::new(ProblemType::NotFound).with_detail("no such job"));
+        }
+        if job.has_input && app.0.faults.conflict_on_repeated_input {
+            return Err(Problem::new(ProblemType::InvalidTransition)
+                .with_detail("this job has its input already"));
+        }
+        // Every input of a job is the same input: the job starts once.
+        let start = !job.has_input || app.0.faults.rerun_on_new_input;
+        job.has_input = true;
+        (job.events_url.clone(), start, job.state)
     };
     let body = serde_json::to_vec(&InputAccepted {
         job_id: input.job_id.clone(),
         provider_job_id: input.provider_job_id.clone(),
-        state: JobState::Accepted,
+        state,
     })
     .unwrap();
-    if !app.0.faults.never_call_back {
+    if start && !app.0.faults.never_call_back {
         tokio::spawn(work(app.clone(), input, events_url));
     }
     Ok((202, body, None))
@@ -354,6 +376,9 @@ async fn work(app: App, input: JobInput, events_url: String) {
             problem: Problem::new(ProblemType::DownloadFailed).with_detail(e.to_string()),
         },
     };
+    if let Some(job) = inner.jobs.lock().unwrap().get_mut(input.job_id.as_str()) {
+        job.state = last.state();
+    }
     send_event(&app, &events_url, &event(2, last)).await;
 }
 
@@ -513,6 +538,8 @@ async fn a_provider_that_never_calls_back_fails_the_job_checks() {
             "events.transitions",
             "events.retry-same-id",
             "result.digest",
+            // Dependent: no finished job to send the input to again.
+            "input.repeated-same-job",
         ]),
         "{}",
         report.to_human()
@@ -523,6 +550,13 @@ async fn a_provider_that_never_calls_back_fails_the_job_checks() {
             .unwrap()
             .reason
             .contains("never fetched")
+    );
+    assert!(
+        report
+            .get(Check::InputRepeatedSameJob)
+            .unwrap()
+            .reason
+            .starts_with("not checked: no job.completed or job.failed arrived")
     );
 }
 
@@ -547,6 +581,75 @@ async fn a_provider_that_retries_under_a_new_id_fails_the_retry_check() {
             .unwrap()
             .reason
             .contains("new webhook-id")
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_runs_a_repeated_input_again_fails_the_repeated_input_check() {
+    let provider = start_provider(Faults {
+        rerun_on_new_input: true,
+        ..Faults::default()
+    })
+    .await;
+    let report = run(config(&provider)).await.unwrap();
+    println!("{}", report.to_human());
+    assert_eq!(
+        failed(&report),
+        set(&["input.repeated-same-job"]),
+        "{}",
+        report.to_human()
+    );
+    let r = report.get(Check::InputRepeatedSameJob).unwrap();
+    for part in [
+        "was answered 202 InputAccepted",
+        "started a second run",
+        "with the re-sent input's credential",
+        "job.progress, job.completed (a second terminal event)",
+    ] {
+        assert!(r.reason.contains(part), "{part:?} not in {}", r.reason);
+    }
+    // The second run was seen quickly: the watch ends at the second terminal event.
+    assert!(r.duration_ms < 2_000, "{}", r.duration_ms);
+}
+
+#[tokio::test]
+async fn a_provider_answering_a_repeated_input_with_a_problem_fails_the_repeated_input_check() {
+    let provider = start_provider(Faults {
+        refuse_repeated_input: true,
+        ..Faults::default()
+    })
+    .await;
+    let report = run(config(&provider)).await.unwrap();
+    assert_eq!(
+        failed(&report),
+        set(&["input.repeated-same-job"]),
+        "{}",
+        report.to_human()
+    );
+    let r = report.get(Check::InputRepeatedSameJob).unwrap();
+    assert!(
+        r.reason
+            .contains("expected 2xx (InputAccepted) or 409 (a broker fails the job on any other 4xx), got 404 not-found"),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test]
+async fn a_provider_answering_a_repeated_input_with_409_passes() {
+    let provider = start_provider(Faults {
+        conflict_on_repeated_input: true,
+        ..Faults::default()
+    })
+    .await;
+    let report = run(config(&provider)).await.unwrap();
+    assert!(report.passed(), "{}", report.to_human());
+    let r = report.get(Check::InputRepeatedSameJob).unwrap();
+    assert!(r.reason.contains("409 invalid-transition"), "{}", r.reason);
+    assert!(
+        r.reason.contains("no download and no new event"),
+        "{}",
+        r.reason
     );
 }
 

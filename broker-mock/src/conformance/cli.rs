@@ -61,6 +61,10 @@ pub struct ConformanceArgs {
     /// The provider's signature tolerance in seconds (stale/future checks go 60 s beyond).
     #[arg(long, default_value_t = 300)]
     pub tolerance: u64,
+    /// Seconds `input.repeated-same-job` watches for a second run once the provider answered
+    /// the finished job's input sent again (at most --timeout).
+    #[arg(long, default_value_t = 2)]
+    pub rerun_window: u64,
     /// Print the report as JSON instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +109,7 @@ impl ConformanceArgs {
         }
         cfg.timeout = Duration::from_secs(self.timeout);
         cfg.tolerance_secs = self.tolerance;
+        cfg.rerun_window = Duration::from_secs(self.rerun_window);
         Ok(cfg)
     }
 }

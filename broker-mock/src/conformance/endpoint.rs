@@ -1,5 +1,5 @@
 //! The runner's own endpoint: what a broker serves during a job. It serves the test model
-//! to the temporary credential it issued (and records every attempt), and receives the
+//! to the temporary credentials it issued (and records every attempt), and receives the
 //! provider's signed events at the `events_url` of its offers (verifying, recording, and
 //! forcing one retry of the completion event).
 
@@ -28,6 +28,9 @@ pub(crate) struct DownloadAttempt {
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) status: u16,
+    /// Which issued credential it carried: 1 for the first `job.input`'s, 2 for the re-sent
+    /// one's; `None` for no or another credential.
+    pub(crate) credential: Option<usize>,
     /// Why it was refused, when it was.
     pub(crate) refusal: Option<String>,
 }
@@ -91,7 +94,8 @@ impl Log {
 pub(crate) struct Shared {
     pub(crate) model: Bytes,
     pub(crate) model_path: String,
-    pub(crate) credential: String,
+    /// Every credential issued for the model, in order (each `job.input` gets a fresh one).
+    credentials: Mutex<Vec<String>>,
     pub(crate) provider_id: String,
     keyring: Keyring,
     tolerance: u64,
@@ -145,7 +149,7 @@ impl Endpoint {
         let shared = Arc::new(Shared {
             model: Bytes::from(setup.model),
             model_path: format!("/v1/models/{}/versions/1/content", setup.model_id),
-            credential: setup.credential,
+            credentials: Mutex::new(vec![setup.credential]),
             provider_id: setup.provider_id.clone(),
             keyring: setup.keyring,
             tolerance: setup.tolerance,
@@ -243,6 +247,14 @@ impl Endpoint {
     }
 }
 
+impl Shared {
+    /// Issues another credential for the model (for a re-sent `job.input`); earlier ones stay
+    /// valid, as a broker's do until they expire.
+    pub(crate) async fn add_credential(&self, credential: String) {
+        self.credentials.lock().await.push(credential);
+    }
+}
+
 impl Drop for Endpoint {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
@@ -268,7 +280,7 @@ async fn not_found(uri: Uri) -> Response {
     problem(Problem::new(ProblemType::NotFound).with_detail(format!("no route {}", uri.path())))
 }
 
-/// The model's content: the issued credential, exactly this path, GET only.
+/// The model's content: an issued credential, exactly this path, GET only.
 async fn content(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -278,12 +290,24 @@ async fn content(
     let auth = headers
         .get(header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let refusal = if auth.as_deref() != Some(shared.credential.as_str()) {
+    let credential = match auth.as_deref() {
+        None => None,
+        Some(a) => shared
+            .credentials
+            .lock()
+            .await
+            .iter()
+            .position(|c| c == a)
+            .map(|i| i + 1),
+    };
+    let refusal = if credential.is_none() {
         Some((
             ProblemType::CredentialInvalid,
             match auth {
                 None => "no Authorization header".to_owned(),
-                Some(_) => "an Authorization header other than the temporary credential".to_owned(),
+                Some(_) => {
+                    "an Authorization header other than the temporary credentials".to_owned()
+                }
             },
         ))
     } else if uri.path() != shared.model_path {
@@ -303,6 +327,7 @@ async fn content(
         method: method.to_string(),
         path: uri.path().to_owned(),
         status: 200,
+        credential,
         refusal: None,
     };
     let response = match refusal {

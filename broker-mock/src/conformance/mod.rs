@@ -7,8 +7,9 @@
 //! temporary bearer credential it issued, and an `events_url` that verifies the provider's
 //! signed events. It sends good and bad signed messages (tampered, wrong secret, missing
 //! headers, replayed, stale, from the future, unknown account, …), forces a retry of the
-//! completion event (`503` to its first delivery), and fetches the result. `docs/CONFORMANCE.md`
-//! describes every check.
+//! completion event (`503` to its first delivery), fetches the result, and finally sends the
+//! finished job's input again (new `webhook-id`, fresh credential) to see that it starts no
+//! second run. `docs/CONFORMANCE.md` describes every check.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,6 +49,8 @@ pub const DEFAULT_KEY_ID: &str = "key_conformance";
 pub const DEFAULT_PROVIDER_ID: &str = "prv_conformance";
 /// The default broker id put in offers (the broker mock's default).
 pub const DEFAULT_BROKER_ID: &str = "3diax-mock";
+/// How long `input.repeated-same-job` watches for a second run by default.
+pub const DEFAULT_RERUN_WINDOW: Duration = Duration::from_secs(2);
 
 /// A certificate chain and its private key, both PEM, for the runner's own endpoint.
 #[derive(Clone)]
@@ -106,6 +109,10 @@ pub struct ConformanceConfig {
     /// The provider's timestamp tolerance, seconds; the stale and future checks sign 60 s
     /// beyond it. Default 300 (the protocol's).
     pub tolerance_secs: u64,
+    /// How long `input.repeated-same-job` watches for a second run (a download of the model,
+    /// a new event) once the provider answered the finished job's input sent again. Default
+    /// 2 s (never above [`Self::timeout`]); a second terminal event ends the watch early.
+    pub rerun_window: Duration,
 }
 
 impl fmt::Debug for ConformanceConfig {
@@ -125,6 +132,7 @@ impl fmt::Debug for ConformanceConfig {
             .field("timeout", &self.timeout)
             .field("request_timeout", &self.request_timeout)
             .field("tolerance_secs", &self.tolerance_secs)
+            .field("rerun_window", &self.rerun_window)
             .finish()
     }
 }
@@ -149,6 +157,7 @@ impl ConformanceConfig {
             timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
             tolerance_secs: 300,
+            rerun_window: DEFAULT_RERUN_WINDOW,
         }
     }
 }
@@ -242,6 +251,10 @@ checks! {
     /// The job completed and its result location serves bytes of the declared size and
     /// SHA-256.
     ResultDigest => "result.digest",
+    /// The finished job's `job.input` sent again under a new `webhook-id` with a fresh
+    /// credential is answered `2xx` or `409` and starts no second run: no download, no new
+    /// event (so no second `job.completed` or `job.failed`).
+    InputRepeatedSameJob => "input.repeated-same-job",
 }
 
 impl fmt::Display for Check {

@@ -1,5 +1,6 @@
 //! The conformance runner, pointed at the real FixMyPrint over HTTPS: every check passes and
-//! the funded account is charged exactly once.
+//! the funded account is charged exactly once (also after the job's input came a second
+//! time, `input.repeated-same-job`).
 
 use diax_sdk::wire::SecretScope;
 use e2e::stack::{Stack, StackOptions};
@@ -36,6 +37,7 @@ async fn fixmyprint_passes_every_conformance_check() {
     config.extra_root_certs_pem = vec![stack.pki.ca_pem.clone()];
     config.timeout = std::time::Duration::from_secs(120);
     let report = broker_mock::conformance::run(config).await.unwrap();
+    println!("{}", report.to_human());
     assert!(report.passed(), "{}", report.to_human());
     assert!(report.skipped().is_empty(), "{}", report.to_human());
 

@@ -38,16 +38,21 @@ impl HoleStats {
 }
 
 /// Loops (vertex lists in hole order, with their shell) and the number of open chains.
+///
+/// A loop only follows boundary edges of its own shell. Two shells can touch at a vertex
+/// (sharing no edge), and a loop chained through such a vertex into the other shell would be
+/// filled as part of one shell while the facets around it belong to two: the fill would join
+/// two surfaces that orientation later flips one at a time, leaving edges wound the same way.
 fn trace(boundary: &[(u32, u32, u32)]) -> (Vec<(Vec<u32>, u32)>, u64) {
     // Hole edges v → u, sorted by start vertex.
     let mut edges: Vec<(u32, u32, u32)> = boundary.iter().map(|&(a, b, s)| (b, a, s)).collect();
     edges.sort_unstable();
     let mut used = vec![false; edges.len()];
-    let next_from = |x: u32, used: &[bool]| -> Option<usize> {
+    let next_from = |x: u32, shell: u32, used: &[bool]| -> Option<usize> {
         let start = edges.partition_point(|e| e.0 < x);
         (start..edges.len())
             .take_while(|&i| edges[i].0 == x)
-            .find(|&i| !used[i])
+            .find(|&i| !used[i] && edges[i].2 == shell)
     };
     let mut loops = Vec::new();
     let mut open = 0u64;
@@ -76,7 +81,7 @@ fn trace(boundary: &[(u32, u32, u32)]) -> (Vec<(Vec<u32>, u32)>, u64) {
                 path.push(x);
             }
             let cur = *path.last().unwrap_or(&x);
-            match next_from(cur, &used) {
+            match next_from(cur, shell, &used) {
                 Some(i) => {
                     used[i] = true;
                     x = edges[i].1;
@@ -138,6 +143,9 @@ pub(crate) fn fill(
                 return None;
             }
             let (tris, forced) = triangulate(v, l, &existing);
+            if forced && let Some(tris) = min_area(v, l, &existing) {
+                return Some((tris, false, *s));
+            }
             Some((tris, forced, *s))
         })
         .collect();
@@ -318,6 +326,76 @@ pub(crate) fn triangulate(
     (out, forced)
 }
 
+/// Loops of up to this many edges that ear clipping cannot close are filled by [`min_area`].
+const MIN_AREA_MAX_EDGES: usize = 400;
+
+/// The fill of least total area among those that add no edge the mesh already has and no
+/// degenerate facet, by dynamic programming over the loop's sub-chains (as in Liepa, "Filling
+/// holes in meshes", 2003): `O(n³)` time, `O(n²)` memory, so only for loops of up to
+/// [`MIN_AREA_MAX_EDGES`] edges. It needs no projection, so it closes the strongly non-planar
+/// loops (a hole wrapping most of the way round a thin tube) whose projection onto any plane
+/// overlaps itself and leaves ear clipping without a valid ear. Every chord of a polygon
+/// triangulation is used by exactly two of its facets, so the fill is manifold. Facets keep the
+/// loop order, as in [`triangulate`]. `None` when no such fill exists (or the loop is too long).
+pub(crate) fn min_area(
+    v: &[[f32; 3]],
+    l: &[u32],
+    existing: &HashSet<(u32, u32)>,
+) -> Option<Vec<[u32; 3]>> {
+    let n = l.len();
+    if !(3..=MIN_AREA_MAX_EDGES).contains(&n) {
+        return None;
+    }
+    let p: Vec<V3> = l.iter().map(|&i| v[i as usize].map(f64::from)).collect();
+    let at = |i: usize, k: usize| i * n + k;
+    // Cost of the best fill of the chain i..=k closed by the chord (i, k); infinite when the
+    // chord already exists in the mesh or the chain cannot be filled.
+    let mut cost = vec![f64::INFINITY; n * n];
+    let mut split = vec![0u32; n * n];
+    for i in 0..n - 1 {
+        cost[at(i, i + 1)] = 0.0;
+    }
+    for span in 2..n {
+        for i in 0..n - span {
+            let k = i + span;
+            let closing = i == 0 && k == n - 1;
+            let (a, b) = (l[i], l[k]);
+            if a == b || (!closing && existing.contains(&(a.min(b), a.max(b)))) {
+                continue;
+            }
+            let mut best = f64::INFINITY;
+            for m in i + 1..k {
+                let inner = cost[at(i, m)] + cost[at(m, k)];
+                if inner >= best || degenerate(v, [l[i], l[m], l[k]]) {
+                    continue;
+                }
+                let total = inner + 0.5 * norm(cross(sub(p[m], p[i]), sub(p[k], p[i])));
+                if total < best {
+                    best = total;
+                    split[at(i, k)] = m as u32;
+                }
+            }
+            cost[at(i, k)] = best;
+        }
+    }
+    if !cost[at(0, n - 1)].is_finite() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n - 2);
+    let mut todo = vec![(0, n - 1)];
+    while let Some((i, k)) = todo.pop() {
+        let m = split[at(i, k)] as usize;
+        out.push([l[i], l[m], l[k]]);
+        if m > i + 1 {
+            todo.push((i, m));
+        }
+        if k > m + 1 {
+            todo.push((m, k));
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +438,87 @@ mod tests {
             })
             .sum();
         assert!((area - 3.0).abs() < 1e-9, "{area}");
+    }
+
+    /// Every edge of `loop_ + fill` is used exactly twice, in opposite directions.
+    fn closes_manifold(l: &[u32], fill: &[[u32; 3]]) -> bool {
+        let mut e: HashMap<(u32, u32), u32> = HashMap::new();
+        let n = l.len();
+        // The surface around the hole runs against the loop.
+        for i in 0..n {
+            *e.entry((l[(i + 1) % n], l[i])).or_default() += 1;
+        }
+        for f in fill {
+            for k in 0..3 {
+                *e.entry((f[k], f[(k + 1) % 3])).or_default() += 1;
+            }
+        }
+        e.iter()
+            .all(|(&(a, b), &c)| c == 1 && e.get(&(b, a)) == Some(&1))
+    }
+
+    #[test]
+    fn loop_wrapped_round_a_tube_is_closed_without_forcing() {
+        // The rim of a band cut out of a tube, wrapping 300° round it: its projection onto any
+        // plane overlaps itself, so ear clipping finds no valid ear; the minimal-area fill
+        // closes it with a manifold surface.
+        let k = 10;
+        let mut v: Vec<[f32; 3]> = Vec::new();
+        for (z, dir) in [(0.0f32, 1.0f32), (1.0, -1.0)] {
+            for i in 0..=k {
+                let t = (i as f32 / k as f32 - 0.5 * (1.0 - dir)) * dir * 300f32.to_radians();
+                v.push([t.cos(), t.sin(), z]);
+            }
+        }
+        let l: Vec<u32> = (0..v.len() as u32).collect();
+        let (_, forced) = triangulate(&v, &l, &HashSet::new());
+        assert!(forced);
+        let fill = min_area(&v, &l, &HashSet::new()).expect("a fill");
+        assert_eq!(fill.len(), l.len() - 2);
+        assert!(closes_manifold(&l, &fill));
+        assert!(fill.iter().all(|&f| !degenerate(&v, f)));
+    }
+
+    #[test]
+    fn min_area_never_repeats_an_existing_edge() {
+        // A square whose diagonal 0-2 already exists: the fill must use 1-3.
+        let v = vec![
+            [0.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [1.0, 1.0, 0.0],
+            [0.0, 1.0, 0.0],
+        ];
+        let existing = HashSet::from([(0, 2)]);
+        let fill = min_area(&v, &[0, 1, 2, 3], &existing).expect("a fill");
+        assert_eq!(fill.len(), 2);
+        assert!(fill.iter().all(|f| f.contains(&1) && f.contains(&3)));
+        assert!(closes_manifold(&[0, 1, 2, 3], &fill));
+        // Both diagonals taken: no fill.
+        let both = HashSet::from([(0, 2), (1, 3)]);
+        assert!(min_area(&v, &[0, 1, 2, 3], &both).is_none());
+    }
+
+    #[test]
+    fn loops_stay_within_their_shell() {
+        // Two open facets of different shells touching at a vertex: each loop is one facet's
+        // rim with that facet's shell, never chained through the shared vertex.
+        // Facets (0, 4, 2) of shell 0 and (2, 1, 3) of shell 1 touch at vertex 2.
+        let boundary = [
+            (0, 4, 0),
+            (4, 2, 0),
+            (2, 0, 0),
+            (2, 1, 1),
+            (1, 3, 1),
+            (3, 2, 1),
+        ];
+        let (loops, open) = trace(&boundary);
+        assert_eq!(open, 0);
+        assert_eq!(loops.len(), 2);
+        for (l, s) in loops {
+            let want: &[u32] = if s == 0 { &[0, 2, 4] } else { &[1, 2, 3] };
+            let mut got = l.clone();
+            got.sort_unstable();
+            assert_eq!(got, want, "shell {s}: {l:?}");
+        }
     }
 }

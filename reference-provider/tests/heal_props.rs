@@ -174,7 +174,8 @@ fn coarse_model_seed_639_is_repaired_watertight() {
 }
 
 /// Found by `heal_arbitrary_small_meshes` (2000 cases): a watertight repair of a small grid
-/// soup that a second repair changed.
+/// soup that a second repair changed (a hole loop chained through a vertex where two shells
+/// touch, so one fill joined two shells that orientation then flipped separately).
 #[test]
 fn small_mesh_watertight_repair_is_a_fixed_point() {
     let grid = [
@@ -252,6 +253,27 @@ fn small_mesh_watertight_repair_is_a_fixed_point() {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -3, 0, 0, 0, 0,
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -3, 0,
     ];
+    if let Err(e) = check_small_mesh(&grid, &faces, &noise) {
+        panic!("{e}");
+    }
+}
+
+/// Found by `heal_arbitrary_small_meshes` (20000 cases): a flat soup whose hole fill ended
+/// with three collinear vertices. Ear clipping emitted that last facet unchecked, the report
+/// said watertight, and a second repair removed it as degenerate and filled again.
+#[test]
+fn small_flat_mesh_fill_ends_in_no_degenerate_facet() {
+    let grid = [(2, 0, 2), (0, 0, 0), (0, 0, 3), (0, 0, 0), (1, 0, 2)];
+    let faces = [
+        (16, 15, 0),
+        (0, 5, 0),
+        (5, 0, 0),
+        (34, 27, 15),
+        (15, 1, 17),
+        (25, 24, 21),
+        (4, 1, 7),
+    ];
+    let noise = [0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, -3, 0, 0, 0, 0];
     if let Err(e) = check_small_mesh(&grid, &faces, &noise) {
         panic!("{e}");
     }

@@ -183,7 +183,8 @@ fn norm(a: V3) -> f64 {
     dot(a, a).sqrt()
 }
 
-/// Ear-clip one loop. Returns the triangles and whether an ear had to be forced.
+/// Ear-clip one loop. Returns the triangles and whether an ear had to be forced (or the last
+/// facet is degenerate).
 pub(crate) fn triangulate(
     v: &[[f32; 3]],
     l: &[u32],
@@ -191,7 +192,8 @@ pub(crate) fn triangulate(
 ) -> (Vec<[u32; 3]>, bool) {
     let n = l.len();
     if n == 3 {
-        return (vec![[l[0], l[1], l[2]]], false);
+        let t = [l[0], l[1], l[2]];
+        return (vec![t], degenerate(v, t));
     }
     let p: Vec<V3> = l.iter().map(|&i| v[i as usize].map(f64::from)).collect();
     // Newell normal around the centroid, and a plane basis (u, w) with u × w = normal.
@@ -321,8 +323,12 @@ pub(crate) fn triangulate(
         score[a] = ear(a, &prev, &next, &alive, &made);
         score[cc] = ear(cc, &prev, &next, &alive, &made);
     }
+    // The last three vertices make the last facet, whatever its shape: its edges are loop edges
+    // or chords already made, but it can be flat (then a second repair would remove it).
     let a = start;
-    out.push([l[a], l[next[a]], l[next[next[a]]]]);
+    let last = [l[a], l[next[a]], l[next[next[a]]]];
+    forced |= degenerate(v, last);
+    out.push(last);
     (out, forced)
 }
 
@@ -520,5 +526,14 @@ mod tests {
             got.sort_unstable();
             assert_eq!(got, want, "shell {s}: {l:?}");
         }
+    }
+
+    #[test]
+    fn a_flat_last_facet_counts_as_forced() {
+        // Three collinear loop vertices can only close as a degenerate facet.
+        let v = vec![[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]];
+        let (_, forced) = triangulate(&v, &[0, 1, 2], &HashSet::new());
+        assert!(forced);
+        assert!(min_area(&v, &[0, 1, 2], &HashSet::new()).is_none());
     }
 }

@@ -44,7 +44,7 @@ measure() {
 for n in $facets; do
   in=$work/broken-$n.stl
   [ -f "$in" ] || "$gen" "$in" "$n" 1 all >/dev/null
-  size=$(stat -c %s "$in")
+  size=$(stat -L -c %s "$in")
   read -r best med rss cpu < <(measure "$fmp" repair --quiet "$in" "$work/out-$n.stl" --report "$work/report-$n.json")
   printf '%-10s %-9s %10.3f %10.3f %8.2f %12.1f %10.1f %10.2f %8s  %s\n' "$n" fixmyprint "$best" "$med" "$cpu" "$(echo "$rss/1024" | bc -l)" "$(echo "$size/1048576" | bc -l)" "$(echo "$rss*1024/$size" | bc -l)" "1.0" "$(cut -d' ' -f1 /proc/loadavg)"
   python3 - "$work/report-$n.json" <<'PY'

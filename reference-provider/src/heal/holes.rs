@@ -164,6 +164,56 @@ pub(crate) fn fill(
     stats
 }
 
+/// Did filling close every hole properly? Every edge between two vertices of the boundary
+/// (the only edges a fill touches) must now have exactly two half-edges, one each way — a fill
+/// that repeats an edge of the mesh or of another fill, or winds against its surface, shows
+/// up here. Called on the final, oriented facets, so the report's `watertight` rests on the
+/// mesh that is written, not only on the stages' counters. One parallel pass over the facets
+/// plus a sort of the few half-edges found.
+pub(crate) fn closed_around(
+    vertices: usize,
+    triangles: &[[u32; 3]],
+    boundary: &[(u32, u32, u32)],
+) -> bool {
+    if boundary.is_empty() {
+        return true;
+    }
+    let mut on = vec![0u64; vertices.div_ceil(64)];
+    for &(a, b, _) in boundary {
+        for x in [a, b] {
+            on[x as usize / 64] |= 1 << (x % 64);
+        }
+    }
+    let bit = |x: u32| on[x as usize / 64] & (1 << (x % 64)) != 0;
+    let mut halves: Vec<(u32, u32)> = triangles
+        .par_iter()
+        .flat_map_iter(|t| {
+            (0..3).filter_map(move |k| {
+                let (a, b) = (t[k], t[(k + 1) % 3]);
+                (bit(a) && bit(b)).then_some((a, b))
+            })
+        })
+        .collect();
+    halves.par_sort_unstable_by_key(|&(a, b)| (a.min(b), a.max(b), a));
+    let mut i = 0;
+    while i < halves.len() {
+        let (a, b) = halves[i];
+        let key = (a.min(b), a.max(b));
+        let mut j = i + 1;
+        while j < halves.len()
+            && (halves[j].0.min(halves[j].1), halves[j].0.max(halves[j].1)) == key
+        {
+            j += 1;
+        }
+        // Sorted by direction inside the edge: one (low → high) then one (high → low).
+        if j - i != 2 || halves[i].0 != key.0 || halves[i + 1].0 != key.1 {
+            return false;
+        }
+        i = j;
+    }
+    true
+}
+
 type V3 = [f64; 3];
 
 fn sub(a: V3, b: V3) -> V3 {
@@ -535,5 +585,26 @@ mod tests {
         let (_, forced) = triangulate(&v, &[0, 1, 2], &HashSet::new());
         assert!(forced);
         assert!(min_area(&v, &[0, 1, 2], &HashSet::new()).is_none());
+    }
+
+    /// The final check sees a properly closed hole, an edge repeated by a fill, a fill wound
+    /// against its surface, and a hole left open.
+    #[test]
+    fn closed_around_checks_the_edges_fills_touch() {
+        // A tetrahedron whose facet 0-2-1 was the hole: boundary half-edges in surface
+        // direction are the reverse of that facet's edges.
+        let surface = vec![[0, 1, 3], [1, 2, 3], [2, 0, 3]];
+        let boundary = [(1, 0, 0), (2, 1, 0), (0, 2, 0)];
+        let mut closed = surface.clone();
+        closed.push([0, 2, 1]);
+        assert!(closed_around(4, &closed, &boundary));
+        let mut wrong_way = surface.clone();
+        wrong_way.push([0, 1, 2]);
+        assert!(!closed_around(4, &wrong_way, &boundary));
+        let mut twice = closed.clone();
+        twice.push([0, 2, 1]);
+        assert!(!closed_around(4, &twice, &boundary));
+        assert!(!closed_around(4, &surface, &boundary));
+        assert!(closed_around(4, &surface, &[]));
     }
 }

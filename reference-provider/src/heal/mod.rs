@@ -660,6 +660,9 @@ pub fn repair_soup(
         seconds: t.elapsed().as_secs_f64(),
     };
 
+    // Check the fills on the final facets (only where a fill may have touched them).
+    let fills_closed =
+        holes.filled == 0 || holes::closed_around(vertices.len(), &triangles, &compact.boundary);
     let mesh = compact_vertices(&vertices, triangles);
     report.output_facets = mesh.triangles.len() as u64;
     report.output_vertices = mesh.vertices.len() as u64;
@@ -669,6 +672,7 @@ pub fn repair_soup(
     report.watertight = !mesh.triangles.is_empty()
         && holes.left_open == 0
         && !holes.unsafe_fill
+        && fills_closed
         && report.stages.topology.non_manifold_edges == 0
         && report.winding_consistent;
     report.volume = oriented.volume;

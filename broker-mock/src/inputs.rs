@@ -229,7 +229,7 @@ pub(crate) async fn attempt_claimed(
     )
     .await;
     let now = state.clock.now();
-    match classify(sent) {
+    let (why, verdict) = match classify(sent) {
         Outcome::Delivered(note) => {
             sqlx::query(
                 "UPDATE jobs SET input_state = 'delivered', input_attempts = $2, input_last_attempt_at = $3,
@@ -243,6 +243,7 @@ pub(crate) async fn attempt_claimed(
             .execute(&state.db)
             .await?;
             tracing::info!(job = %job.id, attempt = number, note = ?note, "job.input delivered");
+            return Ok(());
         }
         Outcome::Retry(why) if number < max => {
             let delay = backoff_ms(state, number);
@@ -263,38 +264,31 @@ pub(crate) async fn attempt_claimed(
             .execute(&state.db)
             .await?;
             tracing::info!(job = %job.id, attempt = number, delay_ms = delay, error = %why, "job.input not delivered; will try again");
+            return Ok(());
         }
-        Outcome::Retry(why) => {
-            let verdict = format!(
+        Outcome::Retry(why) => (
+            why,
+            format!(
                 "job.input not delivered after {number} attempts: the broker gives up and fails the job"
-            );
-            give_up(
-                state,
-                &job,
-                &provider.job_url,
-                &subject,
-                number,
-                &why,
-                verdict,
-            )
-            .await?;
-        }
-        Outcome::Refused(why) => {
-            let verdict = format!(
+            ),
+        ),
+        Outcome::Refused(why) => (
+            why,
+            format!(
                 "job.input refused by the provider (attempt {number}/{max}): not retried, the broker fails the job"
-            );
-            give_up(
-                state,
-                &job,
-                &provider.job_url,
-                &subject,
-                number,
-                &why,
-                verdict,
-            )
-            .await?;
-        }
-    }
+            ),
+        ),
+    };
+    give_up(
+        state,
+        &job,
+        &provider.job_url,
+        &subject,
+        number,
+        &why,
+        verdict,
+    )
+    .await?;
     Ok(())
 }
 

@@ -497,25 +497,7 @@ async fn accepted_job(
     s: &Setup,
     broker: &broker_mock::Broker,
 ) -> (UserClient, Model, Job) {
-    let (_, user) = new_user(api, "gareth").await;
-    let model = user.upload_model("cube.stl", stl()).await.unwrap();
-    fake.add_account("acc_gareth");
-    user.link(
-        &s.reg.provider_id,
-        &link_token(&s.reg, "acc_gareth", broker.clock().now()),
-    )
-    .await
-    .unwrap();
-    let job = user
-        .create_job(&CreateJob {
-            provider_id: s.reg.provider_id.clone(),
-            model_id: model.model_id.clone(),
-            version: None,
-            operation: None,
-            params: serde_json::Value::Null,
-        })
-        .await
-        .unwrap();
+    let (_, user, model, job) = linked_job(api, fake, s, broker).await;
     assert_eq!(job.state, JobState::Accepted, "{job:?}");
     (user, model, job)
 }

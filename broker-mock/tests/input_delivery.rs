@@ -28,35 +28,6 @@ fn config() -> Config {
     }
 }
 
-/// A linked user's job on the fake provider, accepted (its input may still be pending).
-async fn accepted_job(
-    api: &BrokerApi,
-    fake: &Fake,
-    s: &Setup,
-    broker: &broker_mock::Broker,
-) -> (String, UserClient, Model, Job) {
-    let (created, user) = new_user(api, "gareth").await;
-    let model = user.upload_model("cube.stl", stl()).await.unwrap();
-    fake.add_account("acc_gareth");
-    user.link(
-        &s.reg.provider_id,
-        &link_token(&s.reg, "acc_gareth", broker.clock().now()),
-    )
-    .await
-    .unwrap();
-    let job = user
-        .create_job(&CreateJob {
-            provider_id: s.reg.provider_id.clone(),
-            model_id: model.model_id.clone(),
-            version: None,
-            operation: None,
-            params: serde_json::Value::Null,
-        })
-        .await
-        .unwrap();
-    (created.api_key, user, model, job)
-}
-
 /// Polls the job until `done` holds (generous deadline: the machine may be busy).
 async fn job_until(user: &UserClient, id: &JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -101,7 +72,7 @@ async fn a_refused_input_is_sent_again_with_a_fresh_credential_until_taken() {
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
     *fake.state.input_failures_left.lock().unwrap() = 3;
-    let (_, user, model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let (_, user, model, job) = linked_job(&api, &fake, &s, &broker).await;
     assert_eq!(job.state, JobState::Accepted, "{job:?}");
     // The first attempt was made before the answer (a later one may have been made too).
     let d = delivery(&job);
@@ -210,7 +181,7 @@ async fn the_broker_gives_up_after_the_configured_attempts_and_fails_the_job() {
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
     *fake.state.input_failures_left.lock().unwrap() = u32::MAX;
-    let (_, user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let (_, user, _model, job) = linked_job(&api, &fake, &s, &broker).await;
     let job = job_until(&user, &job.job_id, "the job failed", |j| {
         j.state == JobState::Failed
     })
@@ -278,7 +249,7 @@ async fn a_4xx_fails_the_job_at_once_and_a_409_counts_as_delivered() {
     *fake.state.input_refusal.lock().unwrap() =
         Some(Problem::new(ProblemType::InvalidRequest).with_detail("the input names no known job"));
     *fake.state.input_failures_left.lock().unwrap() = u32::MAX;
-    let (_, user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let (_, user, _model, job) = linked_job(&api, &fake, &s, &broker).await;
     assert_eq!(job.state, JobState::Failed, "{job:?}");
     let d = delivery(&job);
     assert_eq!(
@@ -340,7 +311,7 @@ async fn the_providers_own_report_stops_the_attempts() {
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
     *fake.state.input_failures_left.lock().unwrap() = u32::MAX;
-    let (_, user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let (_, user, _model, job) = linked_job(&api, &fake, &s, &broker).await;
     assert_eq!(delivery(&job).state, InputDeliveryState::Pending);
     // The provider got the input after all and reports the job's end.
     let failed = event(
@@ -394,7 +365,7 @@ async fn a_pending_input_survives_a_restart_and_is_delivered_after_it() {
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
     *fake.state.input_failures_left.lock().unwrap() = u32::MAX;
-    let (key, _, model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let (key, _, model, job) = linked_job(&api, &fake, &s, &broker).await;
     let d = delivery(&job);
     assert_eq!(
         (d.state, d.attempts),

@@ -16,7 +16,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Return freed memory to the kernel after 10 ms instead of 1 s: a freed buffer is still
 /// reused when the next allocation follows at once, but the buffers of all stages no longer
-/// stay resident together for a whole run (at 1M facets the default kept the peak at 3.5×
+/// stay resident together for a whole run (at 1M facets the default kept the peak at 3.7×
 /// the file size; with 10 ms, 2.8×, for some speed: freed memory is faulted in again).
 #[allow(unsafe_code)]
 fn tune_allocator() {

@@ -416,3 +416,34 @@ pub fn problem_type(v: &serde_json::Value) -> &str {
         .and_then(|t| t.rsplit('/').next())
         .unwrap_or("")
 }
+
+/// A job for a linked user ("gareth") of the fake provider: creates the user, uploads a
+/// model, links the account and asks for the job. Returns the user's API key, the user, the
+/// model and the job as the broker answered (its input may still be pending).
+pub async fn linked_job(
+    api: &BrokerApi,
+    fake: &Fake,
+    s: &Setup,
+    broker: &broker_mock::Broker,
+) -> (String, UserClient, Model, Job) {
+    let (created, user) = new_user(api, "gareth").await;
+    let model = user.upload_model("cube.stl", stl()).await.unwrap();
+    fake.add_account("acc_gareth");
+    user.link(
+        &s.reg.provider_id,
+        &link_token(&s.reg, "acc_gareth", broker.clock().now()),
+    )
+    .await
+    .unwrap();
+    let job = user
+        .create_job(&CreateJob {
+            provider_id: s.reg.provider_id.clone(),
+            model_id: model.model_id.clone(),
+            version: None,
+            operation: None,
+            params: serde_json::Value::Null,
+        })
+        .await
+        .unwrap();
+    (created.api_key, user, model, job)
+}

@@ -115,22 +115,10 @@ pub(crate) fn fill(
         return stats;
     }
     // Existing edges between loop vertices: a fill must not create them a second time.
-    let mut on_loop = vec![0u64; v.len().div_ceil(64)];
-    for (l, _) in &loops {
-        for &x in l {
-            on_loop[x as usize / 64] |= 1 << (x % 64);
-        }
-    }
-    let bit = |x: u32| on_loop[x as usize / 64] & (1 << (x % 64)) != 0;
     let existing: HashSet<(u32, u32)> = if loops.iter().any(|(l, _)| l.len() > 3) {
-        triangles
-            .par_iter()
-            .flat_map_iter(|t| {
-                (0..3).filter_map(move |k| {
-                    let (a, b) = (t[k], t[(k + 1) % 3]);
-                    (bit(a) && bit(b)).then_some((a.min(b), a.max(b)))
-                })
-            })
+        let on_loop = vertex_set(v.len(), loops.iter().flat_map(|(l, _)| l.iter().copied()));
+        half_edges_within(triangles, &on_loop)
+            .map(|(a, b)| (a.min(b), a.max(b)))
             .collect()
     } else {
         HashSet::new()
@@ -178,22 +166,8 @@ pub(crate) fn closed_around(
     if boundary.is_empty() {
         return true;
     }
-    let mut on = vec![0u64; vertices.div_ceil(64)];
-    for &(a, b, _) in boundary {
-        for x in [a, b] {
-            on[x as usize / 64] |= 1 << (x % 64);
-        }
-    }
-    let bit = |x: u32| on[x as usize / 64] & (1 << (x % 64)) != 0;
-    let mut halves: Vec<(u32, u32)> = triangles
-        .par_iter()
-        .flat_map_iter(|t| {
-            (0..3).filter_map(move |k| {
-                let (a, b) = (t[k], t[(k + 1) % 3]);
-                (bit(a) && bit(b)).then_some((a, b))
-            })
-        })
-        .collect();
+    let on = vertex_set(vertices, boundary.iter().flat_map(|&(a, b, _)| [a, b]));
+    let mut halves: Vec<(u32, u32)> = half_edges_within(triangles, &on).collect();
     halves.par_sort_unstable_by_key(|&(a, b)| (a.min(b), a.max(b), a));
     let mut i = 0;
     while i < halves.len() {
@@ -212,6 +186,29 @@ pub(crate) fn closed_around(
         i = j;
     }
     true
+}
+
+/// A set of vertex ids below `n`, as a bitset.
+fn vertex_set(n: usize, members: impl Iterator<Item = u32>) -> Vec<u64> {
+    let mut bits = vec![0u64; n.div_ceil(64)];
+    for x in members {
+        bits[x as usize / 64] |= 1 << (x % 64);
+    }
+    bits
+}
+
+/// The half-edges `(from, to)` of `triangles` whose two ends are both in `set`, in parallel.
+fn half_edges_within<'a>(
+    triangles: &'a [[u32; 3]],
+    set: &'a [u64],
+) -> impl ParallelIterator<Item = (u32, u32)> + 'a {
+    let has = move |x: u32| set[x as usize / 64] & (1 << (x % 64)) != 0;
+    triangles.par_iter().flat_map_iter(move |t| {
+        (0..3).filter_map(move |k| {
+            let (a, b) = (t[k], t[(k + 1) % 3]);
+            (has(a) && has(b)).then_some((a, b))
+        })
+    })
 }
 
 type V3 = [f64; 3];

@@ -107,10 +107,8 @@ pub fn parse_file(path: &Path, options: &RepairOptions) -> Result<Soup, HealErro
         }
     };
     check_facets(count, options)?;
-    let count = usize::try_from(count).map_err(|_| HealError::TooManyFacets {
-        facets: count,
-        limit: u32::MAX.into(),
-    })?;
+    // Below 2^31 / 3 after `check_facets`.
+    let count = count as usize;
     // The positions take 36 bytes per 50-byte record: bounded by the file's size.
     let mut positions = vec![[0.0f32; 3]; count * 3];
     let mut buf = vec![0u8; RECORD * STREAM_FACETS.min(count)];

@@ -134,7 +134,7 @@ impl Clock {
     /// Now, in Unix seconds.
     #[must_use]
     pub fn now(&self) -> i64 {
-        diax_sdk::unix_now().saturating_add(self.offset.load(Ordering::Relaxed))
+        diax_sdk::clock::unix_now().saturating_add(self.offset.load(Ordering::Relaxed))
     }
 
     /// Now, in Unix milliseconds.

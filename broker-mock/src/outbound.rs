@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use diax_sdk::client;
+use diax_sdk::util::ErrorChain;
 use diax_sdk::wire::Download;
 use diax_sdk::{Keyring, MessageId};
 use http::HeaderMap;
@@ -27,12 +28,12 @@ pub(crate) fn http_client(cfg: &Config) -> Result<reqwest::Client, StartError> {
         extra_root_certs_pem: extra,
         user_agent: concat!("broker-mock/", env!("CARGO_PKG_VERSION")).to_owned(),
     })
-    .map_err(|e| StartError::Client(e.to_string()))
+    .map_err(|e| StartError::Client(ErrorChain(&e).to_string()))
 }
 
 /// Whether `url` may be called: `https`, or plain `http` to a loopback host (the SDK's rule).
 pub(crate) fn check_peer_url(url: &str) -> Result<url::Url, String> {
-    client::require_secure_url(url).map_err(|e| e.to_string())
+    client::require_secure_url(url).map_err(|e| ErrorChain(&e).to_string())
 }
 
 /// An answer to an outgoing request.
@@ -253,7 +254,7 @@ async fn download_inner(
                 client::DownloadError::Refused {
                     problem: Some(p), ..
                 } => format!("{e}: {p}"),
-                _ => e.to_string(),
+                _ => ErrorChain(&e).to_string(),
             };
             Err((status, detail))
         }

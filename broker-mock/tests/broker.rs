@@ -11,6 +11,8 @@ mod common;
 use broker_mock::client::MessageFilter;
 use broker_mock::{ClientError, Config};
 use common::*;
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::*;
 use diax_sdk::*;
 

@@ -19,17 +19,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use broker_mock::conformance::{Check, ConformanceConfig, Report, TlsIdentity, Verdict, run};
-use diax_sdk::axum::{Signed, raw_headers};
+use diax_sdk::axum_ext::{Signed, raw_headers};
 use diax_sdk::client::{
     self, ClientConfig, DownloadLimits, RetryPolicy, SignedSender, download_to_vec,
 };
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::{random_token, sha256_hex};
 use diax_sdk::wire::{
     BrokerMessage, Download, InputAccepted, JobAccepted, JobEvent, JobEventKind, JobInput,
     JobOffer, JobResult, JobState,
 };
 use diax_sdk::{
     Delivery, KeyId, Keyring, MessageId, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProviderId,
-    ProviderJobId, Quote, Secret, Verifier, random_token, sha256_hex, unix_now,
+    ProviderJobId, Quote, Secret, Verifier,
 };
 
 const QUOTE: i64 = 60;
@@ -389,6 +391,7 @@ async fn send_event(app: &App, url: &str, event: &JobEvent) {
         max_attempts: 20,
         initial_backoff: Duration::from_millis(30),
         max_backoff: Duration::from_millis(300),
+        ..RetryPolicy::default()
     };
     if !inner.faults.new_id_on_retry {
         let _ = inner

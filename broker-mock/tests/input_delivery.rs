@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use broker_mock::client::MessageFilter;
 use broker_mock::{BrokerApi, Config, LoggedMessage, UserClient};
 use common::*;
+use diax_sdk::clock::unix_now;
 use diax_sdk::wire::*;
 use diax_sdk::*;
 

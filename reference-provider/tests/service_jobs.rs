@@ -5,8 +5,9 @@ mod service_support;
 
 use std::time::Duration;
 
+use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::{BrokerMessage, JobEventKind, JobState, JobStatus};
-use diax_sdk::{MessageId, ProblemType, sha256_hex};
+use diax_sdk::{MessageId, ProblemType};
 use fixmyprint::service::{self, ExecutionOutcome, queue};
 use service_support::*;
 
@@ -442,7 +443,7 @@ async fn bad_signed_input(backend: Backend) {
         .post(format!("{}/diax/jobs", provider.base_url()))
         .header("content-type", "application/json")
         .header("webhook-id", "msg_1")
-        .header("webhook-timestamp", diax_sdk::unix_now().to_string())
+        .header("webhook-timestamp", diax_sdk::clock::unix_now().to_string())
         .header("webhook-signature", "v1,AAAA")
         .body("{}")
         .send()
@@ -499,7 +500,7 @@ async fn bad_signed_input(backend: Backend) {
     assert_eq!(resp.status, 401);
     // Stale timestamp.
     let ring = broker.keyring();
-    let old = diax_sdk::unix_now() - 3600;
+    let old = diax_sdk::clock::unix_now() - 3600;
     let signed = ring.sign(&MessageId::generate(), old, b"{}").unwrap();
     let resp = client()
         .post(&url)

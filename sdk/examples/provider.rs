@@ -1,5 +1,5 @@
 //! A minimal provider endpoint: verifies the broker's signed messages with
-//! [`Signed<BrokerMessage>`](diax_sdk::axum::Signed) and answers them.
+//! [`Signed<BrokerMessage>`](diax_sdk::axum_ext::Signed) and answers them.
 //!
 //! ```text
 //! DIAX_SECRET=whsec_… DIAX_LISTEN=127.0.0.1:8080 \
@@ -18,7 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use diax_sdk::axum::Signed;
+use diax_sdk::axum_ext::Signed;
 use diax_sdk::wire::{BrokerMessage, InputAccepted, JobAccepted, JobState};
 use diax_sdk::{JobId, KeyId, Keyring, Problem, ProviderJobId, Secret, Verifier};
 

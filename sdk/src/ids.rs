@@ -83,7 +83,7 @@ macro_rules! id_type {
             /// A fresh random id: the prefix followed by 20 random base-62 characters.
             #[must_use]
             pub fn generate() -> Self {
-                Self(crate::random_token($prefix, 20))
+                Self(crate::util::random_token($prefix, 20))
             }
 
             /// The id as a string slice.

@@ -17,13 +17,19 @@
 //! | [`Secret`], [`Keyring`] | `whsec_` secrets that never print, several keys for rotation |
 //! | [`token`] | link tokens: HS256 JWTs with pinned algorithm and strict validation |
 //! | [`problem`] | RFC 9457 problem details with the protocol's stable types |
-//! | `axum` (feature) | an extractor that verifies, checks replay and parses a signed body |
-//! | `client` (feature) | registration client, signed callbacks with retries, downloads |
+//! | [`clock`] | [`unix_now`](clock::unix_now) and the [`Clock`](clock::Clock) senders sign with |
+//! | [`util`] | random tokens, SHA-256 hex digests, [`ErrorChain`](util::ErrorChain) for logs |
+//! | `axum_ext` (feature `axum`) | an extractor that verifies, checks replay and parses a signed body |
+//! | `client` (feature `client`) | registration client, signed sends with retries, downloads |
+//!
+//! The crate root re-exports the main types (ids, secrets, the verifier, problems, tokens);
+//! helpers live in their modules. The axum integration is `axum_ext`, not `axum`, so that
+//! `use diax_sdk::*;` never makes `axum::…` paths ambiguous.
 //!
 //! ## Features
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `axum` | no | `axum::Signed<T>` extractor, problem responses (axum 0.8) |
+//! | `axum` | no | `axum_ext` module: the `Signed<T>` extractor, problem responses (axum 0.8) |
 //! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
 //! | `cli` | no | the `diax` debugging command |
 //! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`] |
@@ -34,7 +40,8 @@
 //! ```
 //! use diax_sdk::webhook::RawHeaders;
 //! use diax_sdk::wire::BrokerMessage;
-//! use diax_sdk::{KeyId, Keyring, MessageId, Problem, Secret, unix_now};
+//! use diax_sdk::clock::unix_now;
+//! use diax_sdk::{KeyId, Keyring, MessageId, Problem, Secret};
 //!
 //! // The secret the broker gave you at registration.
 //! let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
@@ -64,17 +71,20 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod clock;
 pub mod ids;
 pub mod problem;
+mod redact;
 pub mod replay;
 pub mod secret;
 pub mod token;
+pub mod util;
 mod verify;
 pub mod webhook;
 pub mod wire;
 
 #[cfg(feature = "axum")]
-pub mod axum;
+pub mod axum_ext;
 #[cfg(feature = "client")]
 pub mod client;
 
@@ -86,38 +96,9 @@ pub use problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
 pub use replay::{Delivery, MemoryReplayStore, ReplayError, ReplayStore};
 pub use secret::{Key, Keyring, Secret, SecretError};
 pub use token::{LinkClaims, LinkTokenIssuer, LinkTokenValidator, TokenError};
-pub use verify::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_RETENTION_SECS, Verifier, VerifierConfig, unix_now,
-};
+pub use verify::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_RETENTION_SECS, Verifier, VerifierConfig};
 pub use webhook::{SignError, SignedHeaders, Verified, VerifyError};
 pub use wire::Quote;
-
-/// A random token: `prefix` followed by `len` characters from `[A-Za-z0-9]`, from the
-/// operating system's CSPRNG. Used for ids, API keys and credentials.
-#[must_use]
-pub fn random_token(prefix: &str, len: usize) -> String {
-    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(prefix.len() + len);
-    out.push_str(prefix);
-    let mut buf = [0u8; 64];
-    while out.len() < prefix.len() + len {
-        rand::fill(&mut buf[..]);
-        for b in buf {
-            // Rejection sampling keeps the distribution uniform (248 = 4 * 62).
-            if b < 248 && out.len() < prefix.len() + len {
-                out.push(char::from(ALPHABET[usize::from(b % 62)]));
-            }
-        }
-    }
-    out
-}
-
-/// Lowercase hex SHA-256 of `bytes`.
-#[must_use]
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(all(doctest, feature = "axum"))]

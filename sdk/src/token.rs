@@ -60,13 +60,22 @@ pub struct LinkClaims {
     pub jti: String,
 }
 
-/// A token just issued, with its claims.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A token just issued, with its claims. `Debug` shows the claims, never the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     /// The compact JWT.
     pub token: String,
     /// What it says.
     pub claims: LinkClaims,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &crate::redact::Redacted)
+            .field("claims", &self.claims)
+            .finish()
+    }
 }
 
 /// Why a link token could not be issued or was refused. Each variant names one check.
@@ -171,7 +180,7 @@ impl LinkTokenIssuer {
             iat: now,
             exp: now.saturating_add(i64::try_from(self.ttl_secs).unwrap_or(i64::MAX)),
             nbf: None,
-            jti: crate::random_token("lt_", 24),
+            jti: crate::util::random_token("lt_", 24),
         };
         let token = encode_claims(&claims, &self.key_id, &self.secret)?;
         Ok(IssuedToken { token, claims })
@@ -182,7 +191,7 @@ impl LinkTokenIssuer {
     /// # Errors
     /// As [`Self::issue_at`].
     pub fn issue(&self, account: &AccountId) -> Result<IssuedToken, TokenError> {
-        self.issue_at(account, crate::unix_now())
+        self.issue_at(account, crate::clock::unix_now())
     }
 }
 
@@ -400,7 +409,7 @@ impl LinkTokenValidator {
     /// # Errors
     /// As [`Self::validate_at`].
     pub fn validate(&self, token: &str, keyring: &Keyring) -> Result<LinkClaims, TokenError> {
-        self.validate_at(token, keyring, crate::unix_now())
+        self.validate_at(token, keyring, crate::clock::unix_now())
     }
 }
 
@@ -444,6 +453,23 @@ mod tests {
             val.validate_at(&t.token, &ring, 1000 - 31),
             Err(TokenError::NotYetValid(1000))
         );
+    }
+
+    #[test]
+    fn debug_never_shows_the_token_or_the_secret() {
+        let secret = Secret::generate();
+        let text = secret.expose();
+        let kid = KeyId::parse("key_a").unwrap();
+        let iss = LinkTokenIssuer::new(ProviderId::parse("prv_x").unwrap(), "diax", kid, secret);
+        let t = iss
+            .issue_at(&AccountId::parse("acc_1").unwrap(), 1000)
+            .unwrap();
+        let signature = t.token.rsplit('.').next().unwrap();
+        for debug in [format!("{t:?}"), format!("{iss:?}")] {
+            assert!(!debug.contains(signature), "{debug}");
+            assert!(!debug.contains(&text[6..]), "{debug}");
+        }
+        assert!(format!("{t:?}").contains("acc_1"));
     }
 
     #[test]

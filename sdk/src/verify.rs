@@ -1,8 +1,8 @@
 //! [`Verifier`]: signature, timestamp, size and replay checks for incoming signed requests.
 
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::unix_now;
 use crate::replay::{Delivery, MemoryReplayStore, ReplayError, ReplayStore, body_digest};
 use crate::secret::Keyring;
 use crate::webhook::{DEFAULT_TOLERANCE_SECS, RawHeaders, Verified, VerifyError};
@@ -12,15 +12,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default time a verified message id is remembered: 24 hours, so that retries of the same
 /// delivery over a long outage are still recognised as redeliveries.
 pub const DEFAULT_REPLAY_RETENTION_SECS: u64 = 24 * 3600;
-
-/// The current Unix time in seconds.
-#[must_use]
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// Settings of a [`Verifier`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use crate::ids::{
     AccountId, GroupId, JobId, KeyId, ModelId, NotificationId, ProviderId, ProviderJobId, UserId,
 };
 use crate::problem::Problem;
+use crate::redact::{Redacted, redact_opt, redact_url};
 
 /// HTTP paths of the broker's API, relative to its base URL. `{…}` marks a path parameter.
 pub mod broker_paths {
@@ -135,7 +136,8 @@ pub struct CreateUser {
 }
 
 /// Answer to [`CreateUser`] (`201`). The API key and the notification secret are shown once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` redacts both.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserCreated {
     /// The new user.
@@ -146,6 +148,19 @@ pub struct UserCreated {
     /// `notification_url` was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_secret: Option<String>,
+}
+
+impl fmt::Debug for UserCreated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCreated")
+            .field("user_id", &self.user_id)
+            .field("api_key", &Redacted)
+            .field(
+                "notification_secret",
+                &redact_opt(self.notification_secret.as_ref()),
+            )
+            .finish()
+    }
 }
 
 /// A broker user (`GET /v1/me`).
@@ -219,8 +234,9 @@ pub struct RegisterProvider {
     pub secret_scope: SecretScope,
 }
 
-/// Answer to [`RegisterProvider`] (`201`). The secret is shown once: store it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Answer to [`RegisterProvider`] (`201`). The secret is shown once: store it. `Debug`
+/// redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderRegistered {
     /// The provider's id: `iss` of its link tokens, `provider_id` in every message.
@@ -240,6 +256,20 @@ pub struct ProviderRegistered {
     pub bound_user_id: Option<UserId>,
 }
 
+impl fmt::Debug for ProviderRegistered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderRegistered")
+            .field("provider_id", &self.provider_id)
+            .field("broker_id", &self.broker_id)
+            .field("key_id", &self.key_id)
+            .field("secret", &Redacted)
+            .field("events_url", &self.events_url)
+            .field("secret_scope", &self.secret_scope)
+            .field("bound_user_id", &self.bound_user_id)
+            .finish()
+    }
+}
+
 /// `POST /v1/providers/{provider_id}/secrets/rotate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -249,8 +279,8 @@ pub struct RotateSecret {
     pub grace_secs: Option<u64>,
 }
 
-/// Answer to [`RotateSecret`]. The new secret is shown once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Answer to [`RotateSecret`]. The new secret is shown once. `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretRotated {
     /// The provider.
@@ -263,6 +293,18 @@ pub struct SecretRotated {
     pub previous_key_id: KeyId,
     /// Unix time until which the retired secret is still accepted and signed with.
     pub previous_valid_until: i64,
+}
+
+impl fmt::Debug for SecretRotated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretRotated")
+            .field("provider_id", &self.provider_id)
+            .field("key_id", &self.key_id)
+            .field("secret", &Redacted)
+            .field("previous_key_id", &self.previous_key_id)
+            .field("previous_valid_until", &self.previous_valid_until)
+            .finish()
+    }
 }
 
 /// One provider in the public registry.
@@ -547,14 +589,23 @@ pub struct JobList {
 // Account links
 // ---------------------------------------------------------------------------------------------
 
-/// `POST /v1/links`: hand the broker a link token from a provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/links`: hand the broker a link token from a provider. `Debug` redacts the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkAccount {
     /// The provider that issued the token.
     pub provider_id: ProviderId,
     /// The link token (a JWT).
     pub token: String,
+}
+
+impl fmt::Debug for LinkAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkAccount")
+            .field("provider_id", &self.provider_id)
+            .field("token", &Redacted)
+            .finish()
+    }
 }
 
 /// A stored account link (`201` answer to [`LinkAccount`]).
@@ -577,8 +628,8 @@ pub struct LinkList {
     pub links: Vec<AccountLink>,
 }
 
-/// A link token as a provider hands it to its user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A link token as a provider hands it to its user. `Debug` redacts the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkTokenGrant {
     /// The JWT.
@@ -591,12 +642,26 @@ pub struct LinkTokenGrant {
     pub expires_at: i64,
 }
 
+impl fmt::Debug for LinkTokenGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkTokenGrant")
+            .field("token", &Redacted)
+            .field("provider_id", &self.provider_id)
+            .field("account_id", &self.account_id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Broker -> provider (signed)
 // ---------------------------------------------------------------------------------------------
 
 /// A location to fetch bytes from, with the credential to use and what to expect.
 /// Used for the broker's temporary model credentials and the provider's result.
+///
+/// `Debug` redacts the credential: the `authorization` value, and the parts of the URL that
+/// can carry one (user information, query, fragment).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Download {
@@ -617,11 +682,8 @@ pub struct Download {
 impl fmt::Debug for Download {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Download")
-            .field("url", &self.url)
-            .field(
-                "authorization",
-                &self.authorization.as_ref().map(|_| "[redacted]"),
-            )
+            .field("url", &redact_url(&self.url))
+            .field("authorization", &redact_opt(self.authorization.as_ref()))
             .field("expires_at", &self.expires_at)
             .field("size", &self.size)
             .field("sha256", &self.sha256)
@@ -954,5 +1016,114 @@ mod tests {
         assert_eq!(v["percent"], 40);
         assert_eq!(serde_json::from_value::<JobEvent>(v).unwrap(), ev);
         assert!(serde_json::from_str::<JobEvent>(r#"{"type":"job.exploded"}"#).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhY2NfMSJ9.c2lnbmF0dXJl";
+        let user = UserId::parse("usr_1").unwrap();
+        let provider = ProviderId::parse("prv_1").unwrap();
+        let key = KeyId::parse("key_1").unwrap();
+        let download = |url: &str| Download {
+            url: url.into(),
+            authorization: Some("Bearer tc_hushhush".into()),
+            expires_at: 10,
+            size: 3,
+            sha256: "ab".into(),
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (
+                format!(
+                    "{:?}",
+                    UserCreated {
+                        user_id: user.clone(),
+                        api_key: "dxk_hushhush".into(),
+                        notification_secret: Some(SECRET.into()),
+                    }
+                ),
+                "hushhush",
+            ),
+            (
+                format!(
+                    "{:?}",
+                    UserCreated {
+                        user_id: user.clone(),
+                        api_key: "dxk_hushhush".into(),
+                        notification_secret: Some(SECRET.into()),
+                    }
+                ),
+                &SECRET[6..],
+            ),
+            (
+                format!(
+                    "{:?}",
+                    ProviderRegistered {
+                        provider_id: provider.clone(),
+                        broker_id: "diax".into(),
+                        key_id: key.clone(),
+                        secret: SECRET.into(),
+                        events_url: "https://b/e".into(),
+                        secret_scope: SecretScope::User,
+                        bound_user_id: Some(user),
+                    }
+                ),
+                &SECRET[6..],
+            ),
+            (
+                format!(
+                    "{:?}",
+                    SecretRotated {
+                        provider_id: provider.clone(),
+                        key_id: key.clone(),
+                        secret: SECRET.into(),
+                        previous_key_id: key,
+                        previous_valid_until: 5,
+                    }
+                ),
+                &SECRET[6..],
+            ),
+            (
+                format!(
+                    "{:?}",
+                    LinkAccount {
+                        provider_id: provider.clone(),
+                        token: TOKEN.into(),
+                    }
+                ),
+                "c2lnbmF0dXJl",
+            ),
+            (
+                format!(
+                    "{:?}",
+                    LinkTokenGrant {
+                        token: TOKEN.into(),
+                        provider_id: provider,
+                        account_id: AccountId::parse("acc_1").unwrap(),
+                        expires_at: 9,
+                    }
+                ),
+                "c2lnbmF0dXJl",
+            ),
+            (format!("{:?}", download("https://b/x")), "hushhush"),
+            (
+                format!(
+                    "{:?}",
+                    download("https://s3.example/b/k?X-Amz-Signature=hushhush")
+                ),
+                "hushhush",
+            ),
+            (
+                format!("{:?}", download("https://user:hushhush@b.example/k")),
+                "hushhush",
+            ),
+        ];
+        for (debug, secret) in &cases {
+            assert!(!debug.contains(secret), "{debug}");
+            assert!(debug.contains("[redacted]"), "{debug}");
+        }
+        // What is not secret still shows.
+        assert!(cases[2].0.contains("prv_1") && cases[2].0.contains("https://b/e"));
+        assert!(cases[7].0.contains("https://s3.example/b/k?[redacted]"));
     }
 }

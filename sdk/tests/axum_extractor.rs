@@ -9,11 +9,12 @@ use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use diax_sdk::axum::Signed;
+use diax_sdk::axum_ext::Signed;
+use diax_sdk::clock::unix_now;
 use diax_sdk::wire::BrokerMessage;
 use diax_sdk::{
     Delivery, KeyId, Keyring, MessageId, PROBLEM_CONTENT_TYPE, ProblemType, Secret, Verifier,
-    VerifierConfig, unix_now,
+    VerifierConfig,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};

@@ -13,15 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use diax_sdk::client::{
-    ApiError, BrokerClient, ClientConfig, DownloadError, DownloadLimits, RetryPolicy, SendError,
-    SignedSender, download, download_to_file, download_to_vec, http_client, require_secure_url,
+    Attempt, BrokerCallError, BrokerClient, ClientConfig, DownloadError, DownloadLimits,
+    RetryPolicy, SendError, SignedSender, download, download_to_file, download_to_vec, http_client,
+    require_secure_url,
 };
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::{ErrorChain, sha256_hex};
 use diax_sdk::webhook::RawHeaders;
 use diax_sdk::wire::{Download, Pricing, ProviderRegistered, RegisterProvider, SecretScope};
-use diax_sdk::{
-    GroupId, KeyId, Keyring, MessageId, Problem, ProblemType, ProviderId, Secret, sha256_hex,
-    unix_now,
-};
+use diax_sdk::{GroupId, KeyId, Keyring, MessageId, Problem, ProblemType, ProviderId, Secret};
 
 const BLOB: &[u8] = b"solid cube\nendsolid cube\n--- some model bytes ---";
 const CREDENTIAL: &str = "Bearer tc_ok";
@@ -188,6 +188,14 @@ async fn register(headers: HeaderMap, Json(req): Json<RegisterProvider>) -> Resp
     (StatusCode::CREATED, Json(answer)).into_response()
 }
 
+/// Secret rotation answers that are not what a client expects.
+async fn rotate(axum::extract::Path(provider): axum::extract::Path<String>) -> Response {
+    match provider.as_str() {
+        "prv_down" => (StatusCode::BAD_GATEWAY, "upstream is down").into_response(),
+        _ => (StatusCode::OK, "{\"provider_id\": 7").into_response(),
+    }
+}
+
 async fn server() -> (String, Log) {
     let log = Log::default();
     let app = Router::new()
@@ -203,6 +211,7 @@ async fn server() -> (String, Log) {
         .route("/moved", get(moved))
         .route("/stall", get(stall))
         .route("/v1/providers", post(register))
+        .route("/v1/providers/{provider}/secrets/rotate", post(rotate))
         .with_state(log.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -225,6 +234,7 @@ fn fast_policy(max_attempts: u32) -> RetryPolicy {
         max_attempts,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(40),
+        ..RetryPolicy::default()
     }
 }
 
@@ -274,7 +284,11 @@ async fn send_honours_retry_after_and_re_signs() {
             &id,
             b"{}".to_vec(),
             &ring,
-            &fast_policy(3),
+            // Retry-After is honoured up to max_backoff, so leave room for it.
+            &RetryPolicy {
+                max_backoff: Duration::from_secs(2),
+                ..fast_policy(3)
+            },
         )
         .await
         .expect("delivered");
@@ -325,9 +339,17 @@ async fn send_gives_up_after_max_attempts() {
         )
         .await
         .expect_err("never succeeds");
-    assert!(
-        matches!(err, SendError::Exhausted { attempts: 3, ref last } if last.contains("503")),
-        "{err:?}"
+    // The last answer is kept whole, as the source of the error.
+    match &err {
+        SendError::Exhausted { attempts: 3, last } => match &**last {
+            SendError::Status(resp) => assert_eq!(resp.status, 503),
+            other => panic!("unexpected last failure {other:?}"),
+        },
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        ErrorChain(&err).to_string(),
+        "gave up after 3 attempts: peer answered HTTP 503"
     );
     assert_eq!(log.hits("always_503"), 3);
 
@@ -346,10 +368,20 @@ async fn send_gives_up_after_max_attempts() {
         )
         .await
         .expect_err("refused");
+    match &err {
+        SendError::Exhausted { attempts: 2, last } => {
+            assert!(matches!(**last, SendError::Connect(_)), "{last:?}");
+            assert!(last.is_transient());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The cause is a source, down to the operating system's refusal.
+    let chain = ErrorChain(&err).to_string();
     assert!(
-        matches!(err, SendError::Exhausted { attempts: 2, .. }),
-        "{err:?}"
+        chain.starts_with("gave up after 2 attempts: could not connect: "),
+        "{chain}"
     );
+    assert!(std::error::Error::source(&err).is_some());
 }
 
 #[tokio::test]
@@ -600,6 +632,13 @@ async fn only_secure_urls_are_used() {
         .expect_err("insecure");
     assert!(matches!(err, DownloadError::Url(_)), "{err:?}");
     assert!(BrokerClient::new(client(), "http://broker.example").is_err());
+
+    // A refused URL is named without the parts that can carry a credential.
+    let err = require_secure_url("http://u:hush1@203.0.113.7/m?X-Amz-Signature=hush2")
+        .expect_err("insecure");
+    let text = err.to_string();
+    assert!(!text.contains("hush1") && !text.contains("hush2"), "{text}");
+    assert!(text.contains("203.0.113.7"), "{text}");
 }
 
 #[tokio::test]
@@ -629,7 +668,232 @@ async fn broker_client_registers_and_keeps_problems() {
         .await
         .expect_err("refused");
     match err {
-        ApiError::Problem(p) => assert!(p.is(ProblemType::Unauthorized)),
+        BrokerCallError::Problem(p) => assert!(p.is(ProblemType::Unauthorized)),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn broker_client_errors_keep_the_answer_and_the_cause() {
+    let (base, _log) = server().await;
+    let broker = BrokerClient::new(client(), &base).expect("loopback http");
+    let rotate = diax_sdk::wire::RotateSecret::default();
+
+    // A status without a problem document: the whole answer is kept.
+    let down = ProviderId::parse("prv_down").expect("id");
+    match broker.rotate_secret("key_good", &down, &rotate).await {
+        Err(BrokerCallError::Status(resp)) => {
+            assert_eq!(resp.status, 502);
+            assert_eq!(&resp.body[..], b"upstream is down");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // A 200 that does not parse: the parse error is the source, the answer is kept.
+    let garbled = ProviderId::parse("prv_garbled").expect("id");
+    let err = broker
+        .rotate_secret("key_good", &garbled, &rotate)
+        .await
+        .expect_err("malformed");
+    match &err {
+        BrokerCallError::Decode { response, .. } => assert_eq!(response.status, 200),
+        other => panic!("unexpected {other:?}"),
+    }
+    let source = std::error::Error::source(&err).expect("source");
+    assert!(source.is::<serde_json::Error>(), "{source:?}");
+
+    // Nobody listening: the transport error, with its cause.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let nobody = BrokerClient::new(client(), &format!("http://{closed}")).expect("loopback");
+    let err = nobody
+        .rotate_secret("key_good", &down, &rotate)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, BrokerCallError::Send(SendError::Connect(_))),
+        "{err:?}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+/// What the attempt hook saw of one attempt.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen2 {
+    number: u32,
+    max: u32,
+    timestamp: i64,
+    status: Option<u16>,
+    retry: bool,
+}
+
+#[tokio::test]
+async fn every_attempt_is_signed_afresh_with_the_injected_clock_and_reported() {
+    let (base, log) = server().await;
+    let ring = ring();
+    let id = MessageId::generate();
+    // A clock that moves 100 s each time it is read: one read per attempt.
+    let ticks = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let clock = {
+        let ticks = Arc::clone(&ticks);
+        move || 1_700_000_000 + 100 * ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    };
+    let sender = SignedSender::new(client()).with_clock(clock);
+    let reports = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    // Spawned: the send future, hook included, is Send.
+    let task = {
+        let (sender, ring, id, reports) =
+            (sender.clone(), ring.clone(), id.clone(), reports.clone());
+        let url = format!("{base}/flaky");
+        tokio::spawn(async move {
+            sender
+                .send_with_hook(
+                    &url,
+                    &id,
+                    b"{\"n\":2}".to_vec(),
+                    &ring,
+                    &fast_policy(5),
+                    |a: &Attempt<'_>| {
+                        assert!(a.url.ends_with("/flaky"));
+                        let seen = Seen2 {
+                            number: a.number,
+                            max: a.max_attempts,
+                            timestamp: a.signed.timestamp,
+                            status: a.outcome.ok().map(|r| r.status),
+                            retry: a.retry_in.is_some(),
+                        };
+                        let reports = Arc::clone(&reports);
+                        async move { reports.lock().await.push(seen) }
+                    },
+                )
+                .await
+        })
+    };
+    let resp = task.await.expect("task").expect("delivered");
+    assert_eq!(resp.status, 202);
+
+    let seen = log.seen();
+    let stamps: Vec<i64> = seen.iter().map(|s| s.timestamp).collect();
+    assert_eq!(stamps, [1_700_000_000, 1_700_000_100, 1_700_000_200]);
+    assert!(seen.iter().all(|s| s.id == id.as_str()));
+    assert_ne!(seen[0].signature, seen[1].signature);
+    assert_ne!(seen[1].signature, seen[2].signature);
+    for s in &seen {
+        let ts = s.timestamp.to_string();
+        let h = RawHeaders::new(&s.id, &ts, &s.signature);
+        ring.verify_at(&h, &s.body, s.timestamp, 0)
+            .expect("each attempt signed for its own timestamp");
+    }
+    let expected = |number, timestamp, status, retry| Seen2 {
+        number,
+        max: 5,
+        timestamp,
+        status: Some(status),
+        retry,
+    };
+    assert_eq!(
+        *reports.lock().await,
+        [
+            expected(1, 1_700_000_000, 503, true),
+            expected(2, 1_700_000_100, 503, true),
+            expected(3, 1_700_000_200, 202, false),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_hook_sees_refusals_and_transport_failures() {
+    let (base, _log) = server().await;
+    let sender = SignedSender::new(client());
+
+    // A 4xx: one attempt, reported as the last.
+    let mut seen = Vec::new();
+    let resp = sender
+        .send_with_hook(
+            &format!("{base}/bad"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+            &fast_policy(5),
+            |a: &Attempt<'_>| {
+                seen.push((a.number, a.outcome.map(|r| r.status).ok(), a.retry_in));
+                std::future::ready(())
+            },
+        )
+        .await
+        .expect("final answer");
+    assert_eq!(resp.status, 400);
+    assert_eq!(seen, [(1, Some(400), None)]);
+
+    // Nobody listening: each failure is reported, then the sender gives up.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut failures = Vec::new();
+    let err = sender
+        .send_with_hook(
+            &format!("http://{closed}/x"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+            &fast_policy(2),
+            |a: &Attempt<'_>| {
+                let e = a.outcome.expect_err("no answer");
+                failures.push((a.number, a.retry_in.is_some(), ErrorChain(e).to_string()));
+                std::future::ready(())
+            },
+        )
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, SendError::Exhausted { attempts: 2, .. }));
+    assert_eq!(failures.len(), 2);
+    assert_eq!((failures[0].0, failures[0].1), (1, true));
+    assert_eq!((failures[1].0, failures[1].1), (2, false));
+    assert!(
+        failures[0].2.starts_with("could not connect: "),
+        "{failures:?}"
+    );
+
+    // Refused before any attempt: no call.
+    let mut calls = 0;
+    let err = sender
+        .send_with_hook(
+            &format!("{base}/bad"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &Keyring::new(),
+            &fast_policy(5),
+            |_: &Attempt<'_>| {
+                calls += 1;
+                std::future::ready(())
+            },
+        )
+        .await
+        .expect_err("no key");
+    assert!(matches!(err, SendError::NoActiveKey), "{err:?}");
+    assert_eq!(calls, 0);
+}
+
+#[tokio::test]
+async fn answers_over_the_sender_limit_are_refused() {
+    let (base, log) = server().await;
+    let err = SignedSender::new(client())
+        .with_max_response_bytes(4)
+        .send_once(
+            &format!("{base}/bad"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+        )
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, SendError::ResponseTooLarge { limit: 4 }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(log.hits("bad"), 1);
 }

@@ -9,9 +9,10 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use diax_sdk::clock::unix_now;
 use diax_sdk::token::{LINK_TOKEN_TYP, LinkTokenIssuer, LinkTokenValidator, TokenError};
 use diax_sdk::webhook::{RawHeaders, sign};
-use diax_sdk::{AccountId, KeyId, Keyring, MessageId, ProviderId, Secret, unix_now};
+use diax_sdk::{AccountId, KeyId, Keyring, MessageId, ProviderId, Secret};
 use serde_json::{Value, json};
 
 const CASES: usize = 50;
@@ -169,7 +170,11 @@ fn random_id() -> MessageId {
         0 => MessageId::generate(),
         1 => MessageId::parse(format!("msg_{}-{}.{}", below(1000), below(1000), below(9)))
             .expect("id"),
-        _ => MessageId::parse(diax_sdk::random_token("evt:", 1 + below(100) as usize)).expect("id"),
+        _ => MessageId::parse(diax_sdk::util::random_token(
+            "evt:",
+            1 + below(100) as usize,
+        ))
+        .expect("id"),
     }
 }
 

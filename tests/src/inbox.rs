@@ -45,7 +45,7 @@ async fn receive(
         .clone()
         // Not configured yet: ask the broker to come back later.
         .ok_or_else(|| Problem::new(ProblemType::ServiceUnavailable))?;
-    let headers = diax_sdk::axum::raw_headers(&headers);
+    let headers = diax_sdk::axum_ext::raw_headers(&headers);
     let (_, delivery) = verifier
         .verify(&headers, &body)
         .await

@@ -29,7 +29,7 @@ impl TempDatabase {
     /// When the server cannot be reached or refuses.
     pub async fn create() -> Result<Self, sqlx::Error> {
         let admin = admin_url();
-        let name = diax_sdk::random_token("e2e_", 16).to_ascii_lowercase();
+        let name = diax_sdk::util::random_token("e2e_", 16).to_ascii_lowercase();
         let mut conn = PgConnectOptions::from_str(&admin)?.connect().await?;
         // The name is ours: lowercase letters, digits and '_' only.
         let sql = format!("CREATE DATABASE {name}");

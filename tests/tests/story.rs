@@ -85,7 +85,7 @@ async fn full_story(db: ProviderDb) {
     let source = v2.source.as_ref().unwrap();
     assert_eq!(source.from_version, 1);
     assert_eq!(&source.provider_id, outcome.provider.id());
-    assert_eq!(v2.sha256, diax_sdk::sha256_hex(&outcome.repaired));
+    assert_eq!(v2.sha256, diax_sdk::util::sha256_hex(&outcome.repaired));
     // Step 7: notified by signed callback (exactly one completion) and pending on the next request.
     let inbox = outcome.gareth.inbox.as_ref().unwrap();
     let completions: Vec<_> = inbox

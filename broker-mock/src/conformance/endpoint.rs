@@ -15,9 +15,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use diax_sdk::client::{self, Client, DownloadLimits};
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::{ErrorChain, sha256_hex};
 use diax_sdk::webhook::RawHeaders;
 use diax_sdk::wire::{EventAck, JobEvent, JobEventKind, JobState};
-use diax_sdk::{JobId, Keyring, Problem, ProblemType, sha256_hex, unix_now};
+use diax_sdk::{JobId, Keyring, Problem, ProblemType};
 use tokio::sync::{Mutex, watch};
 
 use super::{ConformanceError, TlsIdentity};
@@ -528,7 +530,7 @@ async fn apply(shared: &Shared, log: &mut Log, event: JobEvent) -> Response {
                         status,
                         problem: Some(p),
                     }) => Err(format!("the result location answered {status}: {p}")),
-                    Err(e) => Err(format!("fetching the result: {e}")),
+                    Err(e) => Err(format!("fetching the result: {}", ErrorChain(&e))),
                 }
             };
             log.result = Some(fetched);

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diax_sdk::client::{self, Client, ClientConfig};
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::{ErrorChain, random_token, sha256_hex};
 use diax_sdk::webhook::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use diax_sdk::wire::{
     BrokerMessage, Download, InputAccepted, JobAccepted, JobEventKind, JobInput, JobOffer,
@@ -12,7 +14,7 @@ use diax_sdk::wire::{
 };
 use diax_sdk::{
     AccountId, JobId, KeyId, Keyring, MessageId, ModelId, PROBLEM_CONTENT_TYPE, Problem,
-    ProblemType, ProviderId, ProviderJobId, Secret, UserId, random_token, sha256_hex, unix_now,
+    ProblemType, ProviderId, ProviderJobId, Secret, UserId,
 };
 use serde_json::Value;
 
@@ -166,7 +168,8 @@ fn parse_config(
             "broker id: 1 to 128 characters".into(),
         ));
     }
-    client::require_secure_url(&cfg.provider_url).map_err(|e| bad("provider URL", &e))?;
+    client::require_secure_url(&cfg.provider_url)
+        .map_err(|e| bad("provider URL", &ErrorChain(&e)))?;
     if cfg.timeout.is_zero() {
         return Err(ConformanceError::Config("timeout must be positive".into()));
     }

@@ -7,8 +7,9 @@ use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use diax_sdk::util::{random_token, sha256_hex};
 use diax_sdk::wire::{Model, ModelList, ModelVersion, VersionSource, broker_paths};
-use diax_sdk::{JobId, ModelId, Problem, ProviderId, UserId, random_token, sha256_hex};
+use diax_sdk::{JobId, ModelId, Problem, ProviderId, UserId};
 use http::{HeaderValue, Method, StatusCode, header};
 
 use super::{AuthUser, bearer, json, path_id, read_body};

@@ -4,8 +4,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
+use diax_sdk::util::{random_token, sha256_hex};
 use diax_sdk::wire::{AddMember, CreateGroup, CreateUser, Group, User, UserCreated, broker_paths};
-use diax_sdk::{GroupId, Problem, Secret, UserId, random_token, sha256_hex};
+use diax_sdk::{GroupId, Problem, Secret, UserId};
 use http::StatusCode;
 
 use super::{AuthUser, JsonBody, check_name, json, path_id};

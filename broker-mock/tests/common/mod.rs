@@ -17,6 +17,8 @@ use ::axum::http::{HeaderMap, StatusCode};
 use ::axum::response::{IntoResponse, Response};
 use ::axum::routing::{get, post};
 use broker_mock::{BrokerApi, Config, UserClient};
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::sha256_hex;
 use diax_sdk::webhook::RawHeaders;
 use diax_sdk::wire::*;
 use diax_sdk::*;

@@ -7,7 +7,8 @@
 //! kind per job, and `CHECK (balance >= 0)` keeps balances from going negative whatever the
 //! code does.
 
-use diax_sdk::{AccountId, sha256_hex};
+use diax_sdk::AccountId;
+use diax_sdk::util::sha256_hex;
 use serde::{Deserialize, Serialize};
 
 use super::db::{Db, Tx, exec, fetch_all, fetch_optional, is_unique_violation, now_ms};
@@ -154,7 +155,7 @@ pub async fn create_account(
         ));
     }
     let account_id = AccountId::generate();
-    let api_key = diax_sdk::random_token("fmp_", 40);
+    let api_key = diax_sdk::util::random_token("fmp_", 40);
     let mut tx = db.begin().await?;
     exec!(
         &mut tx,
@@ -300,7 +301,7 @@ pub async fn top_up(
         )?
         .ok_or_else(|| ApiError::NotFound("account".into()))?;
         let entry = LedgerEntry {
-            entry_id: diax_sdk::random_token("led_", 20),
+            entry_id: diax_sdk::util::random_token("led_", 20),
             kind: "top_up".into(),
             amount,
             balance_after: after.balance,
@@ -377,7 +378,7 @@ pub(crate) async fn hold(
         return Ok(false);
     };
     let entry = LedgerEntry {
-        entry_id: diax_sdk::random_token("led_", 20),
+        entry_id: diax_sdk::util::random_token("led_", 20),
         kind: "hold".into(),
         amount,
         balance_after: after.balance,
@@ -422,7 +423,7 @@ pub(crate) async fn settle(
     }
     .ok_or(sqlx::Error::RowNotFound)?;
     let entry = LedgerEntry {
-        entry_id: diax_sdk::random_token("led_", 20),
+        entry_id: diax_sdk::util::random_token("led_", 20),
         kind: if capture { "capture" } else { "release" }.into(),
         amount,
         balance_after: after.balance,

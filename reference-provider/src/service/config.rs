@@ -140,6 +140,19 @@ impl Config {
             format!("sqlite://{}", self.data_dir.join("fixmyprint.db").display())
         })
     }
+
+    /// The SDK retry policy of event callbacks and model downloads: from
+    /// `retry_initial_backoff`, doubling up to `retry_max_backoff`, with no attempt limit
+    /// (the outbox and the job queue keep trying; jobs stop at `max_job_attempts`).
+    #[must_use]
+    pub fn retry_policy(&self) -> diax_sdk::client::RetryPolicy {
+        diax_sdk::client::RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_backoff: self.retry_initial_backoff,
+            max_backoff: self.retry_max_backoff,
+            ..diax_sdk::client::RetryPolicy::default()
+        }
+    }
 }
 
 /// The settings file (`--config FILE`, TOML or JSON by extension). Every member is optional;

@@ -142,7 +142,7 @@ impl Service {
                 replay,
                 db,
                 storage,
-                instance_id: diax_sdk::random_token("inst_", 12),
+                instance_id: diax_sdk::util::random_token("inst_", 12),
                 wake_jobs: Notify::new(),
                 wake_outbox: Notify::new(),
                 config,
@@ -384,7 +384,7 @@ async fn refresh_keyring(service: Service, mut stop: watch::Receiver<bool>) {
         }
         let _ = service
             .replay()
-            .purge_expired(diax_sdk::unix_now())
+            .purge_expired(diax_sdk::clock::unix_now())
             .await
             .map_err(|e| tracing::warn!(error = %e, "replay purge failed"));
     }

@@ -10,8 +10,10 @@
 use std::time::Duration;
 
 use diax_sdk::client::{RetryPolicy, retry_after};
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::ErrorChain;
 use diax_sdk::wire::{JobEvent, JobEventKind};
-use diax_sdk::{MessageId, ProviderId, unix_now};
+use diax_sdk::{MessageId, ProviderId};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -220,11 +222,7 @@ async fn deliver(
     owner: &str,
     row: OutboxRow,
 ) -> Result<DeliveryOutcome, sqlx::Error> {
-    let policy = RetryPolicy {
-        max_attempts: u32::MAX,
-        initial_backoff: service.config().retry_initial_backoff,
-        max_backoff: service.config().retry_max_backoff,
-    };
+    let policy = service.config().retry_policy();
     let attempt = u32::try_from(row.attempts.max(1)).unwrap_or(u32::MAX);
     let id = match MessageId::parse(row.message_id.clone()) {
         Ok(id) => id,
@@ -322,8 +320,8 @@ async fn deliver(
             }
         }
         Err(e) => {
-            let (reason, after) = retry(e.to_string(), None);
-            tracing::info!(error = %e, retry_in_ms = ms(after), "event delivery failed; will retry");
+            let (reason, after) = retry(ErrorChain(&e).to_string(), None);
+            tracing::info!(error = %reason, retry_in_ms = ms(after), "event delivery failed; will retry");
             finish(
                 service,
                 &row,

@@ -46,7 +46,7 @@ struct KeyRow {
 pub enum RegisterError {
     /// The broker refused or could not be reached.
     #[error("broker call failed: {0}")]
-    Broker(#[from] diax_sdk::client::ApiError),
+    Broker(#[from] diax_sdk::client::BrokerCallError),
     /// The broker's URL or our client configuration is unusable.
     #[error(transparent)]
     Client(#[from] diax_sdk::client::ClientError),
@@ -138,7 +138,7 @@ async fn create_group(
         .map_err(|e| RegisterError::Answer(e.to_string()))?;
     if !status.is_success() {
         if let Ok(p) = serde_json::from_slice::<diax_sdk::Problem>(&body) {
-            return Err(diax_sdk::client::ApiError::Problem(Box::new(p)).into());
+            return Err(diax_sdk::client::BrokerCallError::Problem(Box::new(p)).into());
         }
         return Err(RegisterError::Answer(format!(
             "creating a group: HTTP {status}"

@@ -63,9 +63,10 @@ impl ResultStore for DirStore {
     fn put<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let path = self.path(key)?;
-            let tmp = self
-                .dir
-                .join(format!(".{key}.{}.part", diax_sdk::random_token("", 8)));
+            let tmp = self.dir.join(format!(
+                ".{key}.{}.part",
+                diax_sdk::util::random_token("", 8)
+            ));
             let result = async {
                 tokio::fs::write(&tmp, &bytes).await?;
                 tokio::fs::rename(&tmp, &path).await

@@ -8,9 +8,11 @@
 
 use std::time::Duration;
 
-use diax_sdk::client::{DownloadLimits, RetryPolicy};
+use diax_sdk::client::DownloadLimits;
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::{ErrorChain, sha256_hex};
 use diax_sdk::wire::{Download, JobEventKind, JobResult};
-use diax_sdk::{Problem, ProblemType, ProviderId, Quote, sha256_hex, unix_now};
+use diax_sdk::{Problem, ProblemType, ProviderId, Quote};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -260,7 +262,7 @@ async fn fetch_input(
     let path = dir.join(format!(
         "{}-{}.stl",
         job.provider_job_id,
-        diax_sdk::random_token("", 8)
+        diax_sdk::util::random_token("", 8)
     ));
     let limits = DownloadLimits {
         max_bytes: config.max_model_bytes,
@@ -276,22 +278,20 @@ async fn fetch_input(
             Ok(Step::Heal(bytes?))
         }
         Err(e) if e.is_transient() => {
-            let policy = RetryPolicy {
-                max_attempts: u32::MAX,
-                initial_backoff: config.retry_initial_backoff,
-                max_backoff: config.retry_max_backoff,
-            };
+            let policy = config.retry_policy();
             let attempt = u32::try_from(job.attempts.max(1)).unwrap_or(u32::MAX);
             Ok(Step::Release(
-                format!("download failed: {e}"),
+                format!("download failed: {}", ErrorChain(&e)),
                 policy.delay(attempt, None),
             ))
         }
         Err(e) => {
-            tracing::warn!(error = %e, "download refused");
+            tracing::warn!(error = %ErrorChain(&e), "download refused");
             Ok(Step::Fail(
-                Problem::new(ProblemType::DownloadFailed)
-                    .with_detail(format!("the model could not be downloaded: {e}")),
+                Problem::new(ProblemType::DownloadFailed).with_detail(format!(
+                    "the model could not be downloaded: {}",
+                    ErrorChain(&e)
+                )),
             ))
         }
     }
@@ -356,7 +356,7 @@ async fn complete(
     // another worker published.
     let object_key = format!("{id}_{}", job.attempts);
     service.storage().put(&object_key, stl.into()).await?;
-    let credential = diax_sdk::random_token("rc_", 40);
+    let credential = diax_sdk::util::random_token("rc_", 40);
     let ttl = i64::try_from(service.config().result_ttl.as_secs()).unwrap_or(i64::MAX);
     let expires_at = unix_now().saturating_add(ttl);
     let result = JobResult {

@@ -14,13 +14,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use diax_sdk::client::{ClientConfig, SignedSender};
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::{
     BrokerMessage, Download, EventAck, Group, JobEvent, JobOffer, JobState, OfferUser,
     OfferedModel, ProviderRegistered, SecretRotated, SecretScope,
 };
 use diax_sdk::{
     AccountId, GroupId, JobId, KeyId, Keyring, MessageId, ModelId, ProviderId, Secret, UserId,
-    Verifier, sha256_hex, unix_now,
+    Verifier,
 };
 use fixmyprint::service::accounts::AccountCreated;
 use fixmyprint::service::{self, Config, ServiceHandle};
@@ -79,7 +81,7 @@ impl TestDb {
                 let admin = pg_admin_url();
                 let name = format!(
                     "fmp_test_{}",
-                    diax_sdk::random_token("", 12).to_ascii_lowercase()
+                    diax_sdk::util::random_token("", 12).to_ascii_lowercase()
                 );
                 let mut conn = sqlx::PgConnection::connect(&admin)
                     .await
@@ -175,7 +177,7 @@ async fn broker_events(
     let Some(verifier) = verifier else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let raw = diax_sdk::axum::raw_headers(&headers);
+    let raw = diax_sdk::axum_ext::raw_headers(&headers);
     let (verified, delivery) = match verifier.verify(&raw, &body).await {
         Ok(v) => v,
         Err(e) => return diax_sdk::Problem::from(&e).into_response(),
@@ -336,7 +338,7 @@ impl FakeBroker {
 
     /// Hosts `bytes` behind a fresh credential; returns the `Download` for a job input.
     pub fn host_model(&self, bytes: &[u8]) -> Download {
-        let token = diax_sdk::random_token("tc_", 24);
+        let token = diax_sdk::util::random_token("tc_", 24);
         self.state
             .models
             .lock()

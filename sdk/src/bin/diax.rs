@@ -18,9 +18,27 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use diax_sdk::clock::unix_now;
 use diax_sdk::token::{LinkTokenIssuer, LinkTokenValidator};
 use diax_sdk::webhook::{DEFAULT_TOLERANCE_SECS, RawHeaders, sign};
-use diax_sdk::{AccountId, KeyId, Keyring, MessageId, ProviderId, Secret, unix_now};
+use diax_sdk::{AccountId, KeyId, Keyring, MessageId, ProviderId, Secret};
+
+/// A command-line value that must not show in `Debug` output (a secret, a token).
+#[derive(Clone)]
+struct Hidden(String);
+
+impl std::str::FromStr for Hidden {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
 
 /// Sign and verify Standard Webhooks messages and diax link tokens.
 #[derive(Debug, Parser)]
@@ -36,7 +54,7 @@ enum Command {
     Sign {
         /// The shared secret, `whsec_<base64>`.
         #[arg(long)]
-        secret: String,
+        secret: Hidden,
         /// The `webhook-id`.
         #[arg(long)]
         id: String,
@@ -51,7 +69,7 @@ enum Command {
     Verify {
         /// The shared secret, `whsec_<base64>`.
         #[arg(long)]
-        secret: String,
+        secret: Hidden,
         /// The `webhook-id` header as received.
         #[arg(long)]
         id: String,
@@ -89,7 +107,7 @@ enum TokenCommand {
     Issue {
         /// The shared secret, `whsec_<base64>`.
         #[arg(long)]
-        secret: String,
+        secret: Hidden,
         /// Id of the secret (`kid` header).
         #[arg(long)]
         kid: String,
@@ -113,7 +131,7 @@ enum TokenCommand {
     Verify {
         /// The shared secret, `whsec_<base64>`.
         #[arg(long)]
-        secret: String,
+        secret: Hidden,
         /// Id of the secret (`kid` header).
         #[arg(long)]
         kid: String,
@@ -127,7 +145,7 @@ enum TokenCommand {
         #[arg(long, allow_negative_numbers = true)]
         now: Option<i64>,
         /// The token.
-        token: String,
+        token: Hidden,
     },
 }
 
@@ -172,7 +190,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             timestamp,
             body_file,
         } => {
-            let secret = Secret::parse(&secret).map_err(input("--secret"))?;
+            let secret = Secret::parse(&secret.0).map_err(input("--secret"))?;
             let id = MessageId::parse(id).map_err(input("--id"))?;
             let body = read_body(body_file.as_ref())?;
             Ok(sign(&secret, id.as_str(), timestamp, &body))
@@ -186,7 +204,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             now,
             tolerance,
         } => {
-            let secret = Secret::parse(&secret).map_err(input("--secret"))?;
+            let secret = Secret::parse(&secret.0).map_err(input("--secret"))?;
             let body = read_body(body_file.as_ref())?;
             let ring = Keyring::single(KeyId::parse("key_cli").map_err(input("key id"))?, secret);
             let ts = timestamp.to_string();
@@ -207,7 +225,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     now,
                 },
         } => {
-            let secret = Secret::parse(&secret).map_err(input("--secret"))?;
+            let secret = Secret::parse(&secret.0).map_err(input("--secret"))?;
             let kid = KeyId::parse(kid).map_err(input("--kid"))?;
             let iss = ProviderId::parse(iss).map_err(input("--iss"))?;
             let sub = AccountId::parse(sub).map_err(input("--sub"))?;
@@ -231,12 +249,12 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     token,
                 },
         } => {
-            let secret = Secret::parse(&secret).map_err(input("--secret"))?;
+            let secret = Secret::parse(&secret.0).map_err(input("--secret"))?;
             let kid = KeyId::parse(kid).map_err(input("--kid"))?;
             let iss = ProviderId::parse(iss).map_err(input("--iss"))?;
             let ring = Keyring::single(kid, secret);
             let claims = LinkTokenValidator::new(iss, aud)
-                .validate_at(token.trim(), &ring, now.unwrap_or_else(unix_now))
+                .validate_at(token.0.trim(), &ring, now.unwrap_or_else(unix_now))
                 .map_err(|e| Failure::Invalid(e.to_string()))?;
             serde_json::to_string(&claims).map_err(|e| Failure::Invalid(e.to_string()))
         }
@@ -280,6 +298,41 @@ fn main() -> ExitCode {
         Err(Failure::Input(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsed_arguments_never_show_secrets_or_tokens() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+        for args in [
+            vec![
+                "diax",
+                "sign",
+                "--secret",
+                secret,
+                "--id",
+                "m",
+                "--timestamp",
+                "1",
+            ],
+            vec![
+                "diax", "token", "verify", "--secret", secret, "--kid", "k", "--iss", "p", "--aud",
+                "a", token,
+            ],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let debug = format!("{cli:?}");
+            assert!(
+                !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                "{debug}"
+            );
+            assert!(!debug.contains("c2lnbmF0dXJl"), "{debug}");
         }
     }
 }

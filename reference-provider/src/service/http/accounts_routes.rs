@@ -4,8 +4,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use diax_sdk::clock::unix_now;
 use diax_sdk::wire::LinkTokenGrant;
-use diax_sdk::{AccountId, Problem, unix_now};
+use diax_sdk::{AccountId, Problem};
 
 use super::{ApiJson, Authenticated};
 use crate::service::Service;

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use diax_sdk::axum::Signed;
+use diax_sdk::axum_ext::Signed;
 use diax_sdk::wire::{BrokerMessage, InputAccepted, JobAccepted, JobStatus};
 use diax_sdk::{Delivery, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProviderJobId};
 

@@ -70,7 +70,7 @@ impl<T: DeserializeOwned> FromRequest<Service> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Service) -> Result<Self, ApiError> {
-        if !diax_sdk::axum::is_json(req.headers()) {
+        if !diax_sdk::axum_ext::is_json(req.headers()) {
             return Err(Problem::new(ProblemType::UnsupportedMediaType)
                 .with_detail("send the body as application/json")
                 .into());

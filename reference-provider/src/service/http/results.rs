@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use diax_sdk::{Problem, ProviderJobId, sha256_hex, unix_now};
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::sha256_hex;
+use diax_sdk::{Problem, ProviderJobId};
 
 use super::bearer;
 use crate::service::Service;

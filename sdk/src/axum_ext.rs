@@ -1,9 +1,12 @@
 //! axum support (feature `axum`): problem responses and the [`Signed`] extractor.
 //!
+//! The module is called `axum_ext` rather than `axum` so that `use diax_sdk::*;` next to
+//! `use axum::…;` never makes a path ambiguous.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use axum::{Router, routing::post, http::StatusCode};
-//! use diax_sdk::axum::Signed;
+//! use diax_sdk::axum_ext::Signed;
 //! use diax_sdk::wire::BrokerMessage;
 //! use diax_sdk::{KeyId, Keyring, Secret, Verifier};
 //!

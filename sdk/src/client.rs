@@ -253,6 +253,15 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The most to wait after `attempt` attempts failed (1 = before the first retry):
     /// `initial_backoff × multiplier^(attempt − 1)`, capped at `max_backoff`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use diax_sdk::client::RetryPolicy;
+    ///
+    /// let p = RetryPolicy { multiplier: 1.5, ..RetryPolicy::default() };
+    /// assert_eq!(p.backoff(2), Duration::from_millis(750));
+    /// assert_eq!(p.backoff(100), p.max_backoff);
+    /// ```
     #[must_use]
     pub fn backoff(&self, attempt: u32) -> Duration {
         let multiplier = if self.multiplier.is_finite() && self.multiplier >= 1.0 {
@@ -268,6 +277,18 @@ impl RetryPolicy {
     /// The wait after `attempt` attempts failed: uniformly random in
     /// `0..=`[`backoff(attempt)`](Self::backoff) (full jitter), or the peer's `retry_after`
     /// when that is longer, capped at `max_backoff`.
+    ///
+    /// A durable queue (an outbox) uses it to schedule its next attempt itself:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use diax_sdk::client::RetryPolicy;
+    ///
+    /// let policy = RetryPolicy { max_attempts: u32::MAX, ..RetryPolicy::default() };
+    /// let attempts_so_far = 3;
+    /// let wait = policy.delay(attempts_so_far, None);
+    /// assert!(wait <= Duration::from_secs(2)); // 500 ms × 2²
+    /// ```
     #[must_use]
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let jittered = self.backoff(attempt).mul_f64(rand::random::<f64>());
@@ -353,6 +374,13 @@ impl Response {
     }
 
     /// The start of the body as text (at most `max` bytes, lossy UTF-8), for messages.
+    ///
+    /// ```
+    /// use diax_sdk::client::Response;
+    ///
+    /// let resp = Response { status: 502, headers: Default::default(), body: "bad gateway".into() };
+    /// assert_eq!(resp.body_start(3), "bad");
+    /// ```
     #[must_use]
     pub fn body_start(&self, max: usize) -> String {
         String::from_utf8_lossy(&self.body[..self.body.len().min(max)]).into_owned()
@@ -373,6 +401,25 @@ impl fmt::Debug for Response {
 /// Why a signed send did not get a final answer. Transport failures keep the HTTP client's
 /// error as their [`source`](std::error::Error::source); use
 /// [`ErrorChain`](crate::util::ErrorChain) to print the whole chain.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use diax_sdk::client::{ClientConfig, SendError, SignedSender, http_client};
+/// use diax_sdk::util::ErrorChain;
+/// use diax_sdk::{KeyId, Keyring, MessageId, Secret};
+///
+/// let ring = Keyring::single(KeyId::parse("key_1")?, Secret::generate());
+/// let sender = SignedSender::new(http_client(&ClientConfig::default())?);
+/// // Plain http to a public host is refused before anything is sent.
+/// let err = sender
+///     .send_once("http://broker.example/events", &MessageId::generate(), "{}", &ring)
+///     .await
+///     .unwrap_err();
+/// assert!(matches!(err, SendError::Url(_)) && !err.is_transient());
+/// assert!(ErrorChain(&err).to_string().contains("plain http"));
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -456,7 +503,8 @@ async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Response,
     })
 }
 
-/// One attempt of a signed send, as [`SignedSender::send_with_hook`] reports it.
+/// One attempt of a signed send, as [`SignedSender::send_with_hook`] reports it (see its
+/// example).
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Attempt<'a> {
@@ -557,6 +605,15 @@ impl SignedSender {
 
     /// Reads answers up to `limit` bytes; a longer answer is a
     /// [`SendError::ResponseTooLarge`] (retried like other transport failures).
+    ///
+    /// ```
+    /// use diax_sdk::client::{ClientConfig, SignedSender, http_client};
+    ///
+    /// let sender = SignedSender::new(http_client(&ClientConfig::default())?)
+    ///     .with_max_response_bytes(64 * 1024);
+    /// # let _ = sender;
+    /// # Ok::<(), diax_sdk::client::ClientError>(())
+    /// ```
     #[must_use]
     pub fn with_max_response_bytes(mut self, limit: usize) -> Self {
         self.max_response_bytes = limit;
@@ -570,6 +627,14 @@ impl SignedSender {
     }
 
     /// The clock attempts are signed with.
+    ///
+    /// ```
+    /// use diax_sdk::client::{ClientConfig, SignedSender, http_client};
+    ///
+    /// let sender = SignedSender::new(http_client(&ClientConfig::default())?).with_clock(|| 42);
+    /// assert_eq!(sender.clock().now(), 42);
+    /// # Ok::<(), diax_sdk::client::ClientError>(())
+    /// ```
     #[must_use]
     pub fn clock(&self) -> &dyn Clock {
         &*self.clock

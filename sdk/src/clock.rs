@@ -28,6 +28,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The current Unix time in seconds, from the system clock (0 before 1970, `i64::MAX` in the
 /// very far future: never a panic).
+///
+/// ```
+/// assert!(diax_sdk::clock::unix_now() > 1_700_000_000);
+/// ```
 #[must_use]
 pub fn unix_now() -> i64 {
     SystemTime::now()

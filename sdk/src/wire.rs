@@ -136,7 +136,6 @@ pub struct CreateUser {
 }
 
 /// Answer to [`CreateUser`] (`201`). The API key and the notification secret are shown once.
-/// `Debug` redacts both.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserCreated {
@@ -150,6 +149,7 @@ pub struct UserCreated {
     pub notification_secret: Option<String>,
 }
 
+/// Redacts the API key and the notification secret.
 impl fmt::Debug for UserCreated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserCreated")
@@ -234,8 +234,7 @@ pub struct RegisterProvider {
     pub secret_scope: SecretScope,
 }
 
-/// Answer to [`RegisterProvider`] (`201`). The secret is shown once: store it. `Debug`
-/// redacts it.
+/// Answer to [`RegisterProvider`] (`201`). The secret is shown once: store it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderRegistered {
@@ -256,6 +255,7 @@ pub struct ProviderRegistered {
     pub bound_user_id: Option<UserId>,
 }
 
+/// Redacts the secret.
 impl fmt::Debug for ProviderRegistered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProviderRegistered")
@@ -279,7 +279,7 @@ pub struct RotateSecret {
     pub grace_secs: Option<u64>,
 }
 
-/// Answer to [`RotateSecret`]. The new secret is shown once. `Debug` redacts it.
+/// Answer to [`RotateSecret`]. The new secret is shown once.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretRotated {
@@ -295,6 +295,7 @@ pub struct SecretRotated {
     pub previous_valid_until: i64,
 }
 
+/// Redacts the secret.
 impl fmt::Debug for SecretRotated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretRotated")
@@ -589,7 +590,7 @@ pub struct JobList {
 // Account links
 // ---------------------------------------------------------------------------------------------
 
-/// `POST /v1/links`: hand the broker a link token from a provider. `Debug` redacts the token.
+/// `POST /v1/links`: hand the broker a link token from a provider.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkAccount {
@@ -599,6 +600,7 @@ pub struct LinkAccount {
     pub token: String,
 }
 
+/// Redacts the token.
 impl fmt::Debug for LinkAccount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LinkAccount")
@@ -628,7 +630,7 @@ pub struct LinkList {
     pub links: Vec<AccountLink>,
 }
 
-/// A link token as a provider hands it to its user. `Debug` redacts the token.
+/// A link token as a provider hands it to its user.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkTokenGrant {
@@ -642,6 +644,7 @@ pub struct LinkTokenGrant {
     pub expires_at: i64,
 }
 
+/// Redacts the token.
 impl fmt::Debug for LinkTokenGrant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LinkTokenGrant")
@@ -659,9 +662,6 @@ impl fmt::Debug for LinkTokenGrant {
 
 /// A location to fetch bytes from, with the credential to use and what to expect.
 /// Used for the broker's temporary model credentials and the provider's result.
-///
-/// `Debug` redacts the credential: the `authorization` value, and the parts of the URL that
-/// can carry one (user information, query, fragment).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Download {
@@ -679,6 +679,7 @@ pub struct Download {
     pub sha256: String,
 }
 
+/// Redacts the credential: the `authorization` value and the parts of the URL that can carry one (user information, query, fragment).
 impl fmt::Debug for Download {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Download")

@@ -10,7 +10,7 @@ use diax_sdk::{GroupId, JobId, ModelId, NotificationId, Problem, ProviderId, Use
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::MessageList;
+use crate::store::messages::MessageList;
 
 /// Why a call to the broker failed.
 #[derive(Debug, thiserror::Error)]

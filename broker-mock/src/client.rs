@@ -1,5 +1,5 @@
-//! A typed async client of the broker's user API, for tests, the demo and the conformance
-//! runner. Errors keep the broker's problem document.
+//! A typed async client of the broker's user API, for tests and the demo. Errors keep the
+//! broker's problem document.
 
 use diax_sdk::wire::{
     AccountLink, AckNotifications, CreateGroup, CreateJob, CreateUser, Group, Job, JobList,

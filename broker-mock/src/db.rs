@@ -5,9 +5,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use crate::store::replay::SqliteReplayStore;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use crate::store::replay::SqliteReplayStore;
 
 /// Opens (creating if needed) the database named by `db` (a path, a `sqlite:` URL or
 /// `sqlite::memory:`) and runs the embedded migrations.

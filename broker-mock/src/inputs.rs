@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use diax_sdk::wire::{BrokerMessage, Download, JobInput};
+use diax_sdk::wire::{BrokerMessage, Download, InputDeliveryState, JobInput};
 use diax_sdk::{JobId, MessageId, Problem, ProblemType};
 use tokio::sync::watch;
 
@@ -127,7 +127,7 @@ pub(crate) async fn attempt_claimed(
     let due = input
         .next_attempt_ms
         .is_some_and(|t| t <= state.clock.now_ms());
-    if input.state != diax_sdk::wire::InputDeliveryState::Pending || !due {
+    if input.state != InputDeliveryState::Pending || !due {
         return Ok(());
     }
     let max = state.cfg.input_max_attempts.max(1);

@@ -87,7 +87,8 @@ impl App {
         &self.state.clock
     }
 
-    /// Serves in a background task until the returned handle is shut down (or dropped).
+    /// Serves in a background task of the current Tokio runtime until the returned handle
+    /// is shut down (or dropped).
     #[must_use = "dropping the handle stops the server"]
     pub fn spawn(self) -> Broker {
         let local_addr = self.local_addr;

@@ -644,6 +644,136 @@ pub(crate) async fn input_given_up(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_stored_job_that_does_not_decode_is_an_error_naming_the_column() {
+        let db = crate::db::open("sqlite::memory:").await.expect("db");
+        // Rows written behind the broker's back (users and providers are not needed here).
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&db)
+            .await
+            .expect("pragma");
+        let cases = [
+            ("job_state", "weird", None, None, "state"),
+            (
+                "job_pjob",
+                "accepted",
+                Some("not an id!"),
+                None,
+                "provider_job_id",
+            ),
+            ("job_problem", "failed", None, Some("{not json"), "problem"),
+        ];
+        for (id, state, pjob, problem, column) in cases {
+            sqlx::query(
+                "INSERT INTO jobs (id, user_id, provider_id, model_id, version, operation, state, provider_job_id, problem, created_at, updated_at)
+                 VALUES ($1, 'usr_x', 'prv_x', 'mdl_x', 1, 'repair', $2, $3, $4, 0, 0)",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(pjob)
+            .bind(problem)
+            .execute(&db)
+            .await
+            .expect("insert");
+            let id = JobId::parse(id).expect("id");
+            match find(&db, &id).await {
+                Err(ApiError::Db(sqlx::Error::ColumnDecode { index, .. })) => {
+                    assert_eq!(index, column, "{id}");
+                }
+                other => panic!("{id}: expected a decoding error, got {other:?}"),
+            }
+        }
+    }
+
+    async fn db_with_job(id: &str, state: &str) -> (SqlitePool, JobId) {
+        let db = crate::db::open("sqlite::memory:").await.expect("db");
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&db)
+            .await
+            .expect("pragma");
+        sqlx::query(
+            "INSERT INTO jobs (id, user_id, provider_id, model_id, version, operation, state, provider_job_id,
+               input_state, input_next_attempt_ms, created_at, updated_at)
+             VALUES ($1, 'usr_x', 'prv_x', 'mdl_x', 1, 'repair', $2, 'pjob_x', 'pending', 0, 0, 0)",
+        )
+        .bind(id)
+        .bind(state)
+        .execute(&db)
+        .await
+        .expect("insert");
+        (db, JobId::parse(id).expect("id"))
+    }
+
+    fn event(job: &JobId, kind: JobEventKind) -> (JobEvent, String) {
+        let event = JobEvent {
+            job_id: job.clone(),
+            provider_job_id: ProviderJobId::parse("pjob_x").expect("id"),
+            provider_id: ProviderId::parse("prv_x").expect("id"),
+            sequence: 1,
+            occurred_at: 0,
+            kind,
+        };
+        let canonical = serde_json::to_string(&event).expect("json");
+        (event, canonical)
+    }
+
+    #[tokio::test]
+    async fn an_event_meets_the_job_where_it_is_now_not_where_it_was_read() {
+        // Read while accepted; the broker gives the input up before the event is applied.
+        let (db, id) = db_with_job("job_gave_up", "accepted").await;
+        let read = get(&db, &id).await.expect("job");
+        let problem = Problem::new(diax_sdk::ProblemType::UpstreamFailed);
+        assert!(
+            input_given_up(&db, &id, 3, "unreachable", &problem, 10)
+                .await
+                .expect("give up")
+        );
+        let (progress, canonical) = event(
+            &id,
+            JobEventKind::Progress {
+                percent: 5,
+                stage: None,
+            },
+        );
+        match apply_event(&db, &read, &progress, &canonical, 1, None, 11).await {
+            Err(ApiError::InvalidTransition(why)) => assert!(why.contains("is failed"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let now = get(&db, &id).await.expect("job");
+        assert_eq!((now.state, now.progress), (JobState::Failed, None));
+        assert_eq!(
+            recorded_event(&db, &id, 1).await.expect("read"),
+            None,
+            "the refused event is not recorded"
+        );
+
+        // Read while offered; the offer's 202 lands first: the provider's own
+        // `job.accepted` still applies, from `accepted`.
+        let (db, id) = db_with_job("job_raced", "offered").await;
+        let read = get(&db, &id).await.expect("job");
+        let accepted = JobAccepted {
+            job_id: id.clone(),
+            provider_job_id: ProviderJobId::parse("pjob_x").expect("id"),
+            status_url: "http://127.0.0.1:1/status".into(),
+            quote: None,
+            state: JobState::Accepted,
+        };
+        assert!(
+            offer_accepted(&db, &id, &accepted, 10, 10_000)
+                .await
+                .expect("accept")
+        );
+        let (ev, canonical) = event(&id, JobEventKind::Accepted { quote: None });
+        let to = apply_event(&db, &read, &ev, &canonical, 1, None, 11)
+            .await
+            .expect("applied");
+        assert_eq!(to, Some(JobState::Accepted));
+        assert_eq!(
+            recorded_event(&db, &id, 1).await.expect("read"),
+            Some(canonical)
+        );
+    }
+
     #[test]
     fn stored_input_states_round_trip_and_unknown_ones_are_refused() {
         for st in INPUT_STATES {

@@ -1,5 +1,5 @@
-//! A typed async client of the broker's user API, for tests, the demo and the conformance
-//! runner. Errors keep the broker's problem document.
+//! A typed async client of the broker's user API, for tests and the demo. Errors keep the
+//! broker's problem document.
 
 use diax_sdk::wire::{
     AccountLink, AckNotifications, CreateGroup, CreateJob, CreateUser, Group, Job, JobList,
@@ -10,7 +10,7 @@ use diax_sdk::{GroupId, JobId, ModelId, NotificationId, Problem, ProviderId, Use
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::MessageList;
+use crate::store::messages::MessageList;
 
 /// Why a call to the broker failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,26 @@
-//! The one API error type and its mapping to problem responses.
+//! The errors of the broker mock: [`ApiError`] (why a request or a delivery step failed, and
+//! the one place that maps each to its problem document) and [`StartError`] (why the server
+//! could not start). Turning an [`ApiError`] into an HTTP response is the HTTP layer's job
+//! (`http::respond`); this module knows no HTTP framework.
 
-use axum::response::{IntoResponse, Response};
-use diax_sdk::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
-use http::{HeaderValue, StatusCode, header};
+use diax_sdk::{Problem, ProblemType};
 
-use crate::http::LogNote;
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Binding or serving failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The outgoing HTTP client could not be built (bad CA file, …).
+    #[error("http client: {0}")]
+    Client(String),
+    /// A configuration value is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+}
 
 /// Why a request to the broker mock failed. [`ApiError::problem`] is the single place that
 /// decides the status and problem type of each.
@@ -97,44 +113,7 @@ impl From<Problem> for ApiError {
     }
 }
 
-/// A problem as an HTTP response (`application/problem+json`), noting the refusal reason
-/// for the message log.
-pub(crate) fn problem_response(problem: &Problem) -> Response {
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (status, problem.to_json()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-    );
-    let reason = match &problem.detail {
-        Some(d) => format!("{}: {d}", problem.title),
-        None => problem.title.clone(),
-    };
-    resp.extensions_mut().insert(LogNote {
-        verdict: Some("refused".into()),
-        reason: Some(reason),
-        ..LogNote::default()
-    });
-    resp
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if matches!(self, Self::Db(_) | Self::Internal(_)) {
-            tracing::error!(error = %self, "request failed unexpectedly");
-        }
-        let mut resp = problem_response(&self.problem());
-        if let (Self::Db(_) | Self::Internal(_), Some(note)) =
-            (&self, resp.extensions_mut().get_mut::<LogNote>())
-        {
-            // The log is for developers on this machine: give them the real cause.
-            note.reason = Some(self.to_string());
-        }
-        resp
-    }
-}
-
-/// Result of handlers.
+/// Result of handlers and domain operations.
 pub type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]

@@ -16,57 +16,21 @@
 //! restarts. Progress or an end reported by the provider stops the attempts (the input is no
 //! longer needed). Every attempt is in the message log, labelled `job.input attempt n/max`.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use diax_sdk::wire::{BrokerMessage, Download, JobInput, JobState};
-use diax_sdk::{JobId, MessageId, Problem, ProblemType, ProviderId, ProviderJobId};
+use diax_sdk::wire::{BrokerMessage, Download, InputDeliveryState, JobInput};
+use diax_sdk::{JobId, MessageId, Problem, ProblemType};
 use tokio::sync::watch;
 
-use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::http::jobs::{JobRow, find_job};
-use crate::http::messages::{NewMessage, record};
-use crate::http::models::issue_credential;
-use crate::http::notifications::notify_job;
-use crate::http::providers::{keyring, load_provider};
-use crate::outbound::{Answer, Subject, answer_summary, send_signed};
+use crate::notifier::notify_job;
+use crate::outbound::{Answer, Subject, answer_summary, record, send_signed};
+use crate::state::{AppState, Claim};
+use crate::store::jobs::{self, JobRow};
+use crate::store::{models, providers};
 
-/// Job ids with an attempt in flight in this process, so the first attempt and the
-/// background task never send the same job's input at the same time.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight(Mutex<HashSet<String>>);
-
-/// Removes its job from [`InFlight`] when dropped.
-pub(crate) struct Claim<'a> {
-    set: &'a InFlight,
-    job: String,
-}
-
-impl InFlight {
-    /// Marks `job` in flight, unless it is already.
-    pub(crate) fn claim(&self, job: &str) -> Option<Claim<'_>> {
-        let mut set = match self.0.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        set.insert(job.to_owned()).then(|| Claim {
-            set: self,
-            job: job.to_owned(),
-        })
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        let mut set = match self.set.0.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        set.remove(&self.job);
-    }
-}
+/// Most inputs attempted in one round.
+const ROUND: i64 = 50;
 
 /// Runs until `stop` turns true; an attempt in flight is abandoned (the input stays
 /// pending and is sent again, as a new message, after a restart).
@@ -92,14 +56,8 @@ pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 }
 
 /// One round: an attempt for every pending input that is due.
-pub(crate) async fn deliver_due(state: &AppState) -> Result<(), sqlx::Error> {
-    let due: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE input_state = 'pending' AND input_next_attempt_ms <= $1
-         ORDER BY input_next_attempt_ms LIMIT 50",
-    )
-    .bind(state.clock.now_ms())
-    .fetch_all(&state.db)
-    .await?;
+pub(crate) async fn deliver_due(state: &AppState) -> ApiResult<()> {
+    let due = jobs::inputs_due(&state.db, state.clock.now_ms(), ROUND).await?;
     for id in due {
         if let Err(e) = attempt(state, &id).await {
             tracing::warn!(job = %id, error = %e, "job.input attempt failed unexpectedly");
@@ -146,8 +104,8 @@ fn classify(outcome: Result<Answer, String>) -> Outcome {
 ///
 /// # Errors
 /// Database errors, or a job whose stored data is unusable.
-pub(crate) async fn attempt(state: &AppState, job_id: &str) -> ApiResult<()> {
-    match state.inputs_in_flight.claim(job_id) {
+pub(crate) async fn attempt(state: &AppState, job_id: &JobId) -> ApiResult<()> {
+    match state.inputs_in_flight.claim(job_id.as_str()) {
         Some(claim) => attempt_claimed(state, job_id, claim).await,
         None => Ok(()),
     }
@@ -157,48 +115,45 @@ pub(crate) async fn attempt(state: &AppState, job_id: &str) -> ApiResult<()> {
 /// its input pending, so the background task cannot take it first).
 pub(crate) async fn attempt_claimed(
     state: &AppState,
-    job_id: &str,
+    job_id: &JobId,
     _claim: Claim<'_>,
 ) -> ApiResult<()> {
-    let Some(job) = find_job(state, job_id).await? else {
+    let Some(job) = jobs::find(&state.db, job_id).await? else {
         return Ok(());
     };
-    let due = job
-        .input_next_attempt_ms
+    let Some(input) = &job.input else {
+        return Ok(());
+    };
+    let due = input
+        .next_attempt_ms
         .is_some_and(|t| t <= state.clock.now_ms());
-    if job.input_state.as_deref() != Some("pending") || !due {
+    if input.state != InputDeliveryState::Pending || !due {
         return Ok(());
     }
     let max = state.cfg.input_max_attempts.max(1);
-    let number = u32::try_from(job.input_attempts)
-        .unwrap_or(u32::MAX)
-        .saturating_add(1);
-    let bad = |e: diax_sdk::InvalidId| ApiError::Internal(e.to_string());
-    let provider_id = ProviderId::parse(job.provider_id.clone()).map_err(bad)?;
-    let provider = load_provider(state, &provider_id).await?;
-    let provider_job_id = job
-        .provider_job_id
-        .clone()
-        .ok_or_else(|| {
-            ApiError::Internal(format!("accepted job {} has no provider job id", job.id))
-        })
-        .and_then(|p| ProviderJobId::parse(p).map_err(bad))?;
-    let ring = keyring(state, &provider.id).await?;
+    let number = input.attempts.saturating_add(1);
+    let provider = providers::find(&state.db, &job.provider_id).await?;
+    let provider_job_id = job.provider_job_id.clone().ok_or_else(|| {
+        ApiError::Internal(format!("accepted job {} has no provider job id", job.id))
+    })?;
+    let ring = providers::keyring(&state.db, &provider.id).await?;
 
     let expires_at = state
         .clock
         .now()
         .saturating_add(i64::try_from(state.cfg.credential_ttl).unwrap_or(i64::MAX));
-    let token = issue_credential(state, &job.id, &job.model_id, job.version, expires_at).await?;
-    let (size, sha): (i64, String) = sqlx::query_as(
-        "SELECT size, sha256 FROM model_versions WHERE model_id = $1 AND version = $2",
+    let token = models::issue_credential(
+        &state.db,
+        &job.id,
+        &job.model_id,
+        job.version,
+        expires_at,
+        state.clock.now(),
     )
-    .bind(&job.model_id)
-    .bind(job.version)
-    .fetch_one(&state.db)
     .await?;
+    let facts = models::version_facts(&state.db, &job.model_id, job.version).await?;
     let input = BrokerMessage::Input(JobInput {
-        job_id: JobId::parse(job.id.clone()).map_err(bad)?,
+        job_id: job.id.clone(),
         provider_job_id,
         download: Download {
             url: format!(
@@ -207,14 +162,14 @@ pub(crate) async fn attempt_claimed(
             ),
             authorization: Some(format!("Bearer {token}")),
             expires_at,
-            size: u64::try_from(size).unwrap_or(0),
-            sha256: sha,
+            size: facts.size,
+            sha256: facts.sha256,
         },
     });
     let body = serde_json::to_vec(&input).map_err(|e| ApiError::Internal(e.to_string()))?;
     let subject = Subject {
-        provider_id: Some(provider.id.clone()),
-        job_id: Some(job.id.clone()),
+        provider_id: Some(provider.id.to_string()),
+        job_id: Some(job.id.to_string()),
         label: Some(format!("job.input attempt {number}/{max}")),
     };
     // A fresh credential makes a different body: a new message, so a new webhook-id.
@@ -231,17 +186,7 @@ pub(crate) async fn attempt_claimed(
     let now = state.clock.now();
     let (why, verdict) = match classify(sent) {
         Outcome::Delivered(note) => {
-            sqlx::query(
-                "UPDATE jobs SET input_state = 'delivered', input_attempts = $2, input_last_attempt_at = $3,
-                   input_delivered_at = $3, input_next_attempt_ms = NULL, input_last_error = $4, updated_at = $3
-                 WHERE id = $1 AND input_state IN ('pending', 'stopped')",
-            )
-            .bind(&job.id)
-            .bind(i64::from(number))
-            .bind(now)
-            .bind(&note)
-            .execute(&state.db)
-            .await?;
+            jobs::input_delivered(&state.db, &job.id, number, note.as_deref(), now).await?;
             tracing::info!(job = %job.id, attempt = number, note = ?note, "job.input delivered");
             return Ok(());
         }
@@ -251,18 +196,7 @@ pub(crate) async fn attempt_claimed(
                 .clock
                 .now_ms()
                 .saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
-            sqlx::query(
-                "UPDATE jobs SET input_attempts = $2, input_last_attempt_at = $3, input_next_attempt_ms = $4,
-                   input_last_error = $5, updated_at = $3
-                 WHERE id = $1 AND input_state = 'pending'",
-            )
-            .bind(&job.id)
-            .bind(i64::from(number))
-            .bind(now)
-            .bind(next)
-            .bind(&why)
-            .execute(&state.db)
-            .await?;
+            jobs::input_retry_at(&state.db, &job.id, number, &why, next, now).await?;
             tracing::info!(job = %job.id, attempt = number, delay_ms = delay, error = %why, "job.input not delivered; will try again");
             return Ok(());
         }
@@ -314,37 +248,24 @@ async fn give_up(
     why: &str,
     verdict: String,
 ) -> ApiResult<()> {
-    let now = state.clock.now();
     let problem = Problem::new(ProblemType::UpstreamFailed)
         .with_detail(format!(
             "the broker could not deliver the job's input to the provider: {why}"
         ))
         .with("input_attempts", number);
-    let text = serde_json::to_string(&problem).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let failed = sqlx::query(
-        "UPDATE jobs SET input_state = 'failed', input_attempts = $2, input_last_attempt_at = $3,
-           input_next_attempt_ms = NULL, input_last_error = $4, state = 'failed', problem = $5, updated_at = $3
-         WHERE id = $1 AND input_state = 'pending' AND state = $6",
-    )
-    .bind(&job.id)
-    .bind(i64::from(number))
-    .bind(now)
-    .bind(why)
-    .bind(&text)
-    .bind(JobState::Accepted.as_str())
-    .execute(&state.db)
-    .await?;
-    if failed.rows_affected() != 1 {
+    let failed =
+        jobs::input_given_up(&state.db, &job.id, number, why, &problem, state.clock.now()).await?;
+    if !failed {
         // The job moved on meanwhile (the provider reported on it): nothing to give up.
         return Ok(());
     }
     tracing::warn!(job = %job.id, attempts = number, error = %why, "job.input given up; job failed");
     // Not a request: the broker's decision about the message, logged with it.
-    let mut logged = NewMessage::out("POST", job_url, subject);
+    let mut logged = subject.message("POST", job_url);
     logged.verdict = verdict;
     logged.reason = Some(why.to_owned());
     record(state, logged).await;
-    if let Some(updated) = find_job(state, &job.id).await? {
+    if let Some(updated) = jobs::find(&state.db, &job.id).await? {
         notify_job(state, &updated, "job.failed").await?;
     }
     Ok(())

@@ -10,8 +10,10 @@ use diax_sdk::wire::Download;
 use diax_sdk::{Keyring, MessageId};
 use http::HeaderMap;
 
-use crate::http::messages::{NewMessage, record};
-use crate::{AppState, Config, StartError};
+use crate::config::Config;
+use crate::error::StartError;
+use crate::state::AppState;
+use crate::store::messages::{self, NewMessage};
 
 /// Builds the one outgoing client with the SDK: rustls (ring) with the platform roots plus
 /// the `--ca-cert` roots, never following redirects.
@@ -29,11 +31,6 @@ pub(crate) fn http_client(cfg: &Config) -> Result<reqwest::Client, StartError> {
         user_agent: concat!("broker-mock/", env!("CARGO_PKG_VERSION")).to_owned(),
     })
     .map_err(|e| StartError::Client(ErrorChain(&e).to_string()))
-}
-
-/// Whether `url` may be called: `https`, or plain `http` to a loopback host (the SDK's rule).
-pub(crate) fn check_peer_url(url: &str) -> Result<url::Url, String> {
-    client::require_secure_url(url).map_err(|e| ErrorChain(&e).to_string())
 }
 
 /// An answer to an outgoing request.
@@ -54,6 +51,11 @@ pub(crate) struct Subject {
 }
 
 impl Subject {
+    /// A message to `url` about this subject, for the log.
+    pub(crate) fn message(&self, method: &str, url: &str) -> NewMessage {
+        NewMessage::out(method, url, self.provider_id.clone(), self.job_id.clone())
+    }
+
     fn verdict(&self, verdict: &str) -> String {
         match &self.label {
             Some(l) => format!("{l}: {verdict}"),
@@ -123,7 +125,7 @@ pub(crate) async fn send_signed(
         for (k, v) in &pairs {
             req = req.header(*k, v);
         }
-        let mut logged = NewMessage::out("POST", url, subject);
+        let mut logged = subject.message("POST", url);
         logged.headers = signature_headers(&pairs);
         logged
             .headers
@@ -208,7 +210,7 @@ pub(crate) async fn download(
     subject: &Subject,
 ) -> Result<Vec<u8>, String> {
     let result = download_inner(state, dl).await;
-    let mut logged = NewMessage::out("GET", &dl.url, subject);
+    let mut logged = subject.message("GET", &dl.url);
     if let Some(a) = &dl.authorization {
         logged
             .headers
@@ -267,4 +269,9 @@ pub(crate) fn redact_authorization(value: &str) -> String {
         Some((scheme, _)) => format!("{scheme} [redacted]"),
         None => "[redacted]".to_owned(),
     }
+}
+
+/// Appends `m` to the message log, stamped now.
+pub(crate) async fn record(state: &AppState, m: NewMessage) {
+    messages::record(&state.db, state.clock.now_ms(), m).await;
 }

@@ -1069,7 +1069,8 @@ fn judge_accepted(answer: &Result<Answer, String>, job_id: &JobId) -> Result<Job
             acc.job_id
         ));
     }
-    client::require_secure_url(&acc.status_url).map_err(|e| format!("status_url: {e}"))?;
+    client::require_secure_url(&acc.status_url)
+        .map_err(|e| format!("status_url: {}", ErrorChain(&e)))?;
     match &a.location {
         None => Err(format!(
             "202 JobAccepted without a Location header (must be the status_url {})",

@@ -1,17 +1,20 @@
-//! Account links: a user hands the broker a provider's link token.
+//! `/v1/links`: a user hands the broker a provider's link token. Thin handlers over
+//! [`crate::store::links`].
 
 use axum::Router;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use diax_sdk::Problem;
 use diax_sdk::wire::{AccountLink, LinkAccount, LinkList, broker_paths};
-use diax_sdk::{AccountId, LinkTokenValidator, Problem, ProviderId};
 use http::StatusCode;
 
-use super::providers::{keyring, load_provider};
-use super::{AuthUser, JsonBody, LogNote, json};
-use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, JsonBody};
+use super::respond::{json, with_note};
+use crate::error::ApiResult;
+use crate::state::AppState;
+use crate::store::messages::Note;
+use crate::store::{links, providers};
 
 /// OpenAPI description of the account link routes.
 #[derive(utoipa::OpenApi)]
@@ -47,76 +50,43 @@ async fn link(
     user: AuthUser,
     JsonBody(req): JsonBody<LinkAccount>,
 ) -> ApiResult<Response> {
-    let note = LogNote {
-        provider_id: Some(req.provider_id.to_string()),
-        ..LogNote::default()
-    };
     let result = link_inner(&state, &user, &req).await;
-    let mut resp = match result {
+    let resp = match result {
         Ok(r) => r,
-        Err(e) => axum::response::IntoResponse::into_response(e),
+        Err(e) => e.into_response(),
     };
-    let merged = match resp.extensions().get::<LogNote>() {
-        Some(n) => LogNote {
-            provider_id: note.provider_id,
+    let provider_id = Some(req.provider_id.to_string());
+    let merged = match resp.extensions().get::<Note>() {
+        Some(n) => Note {
+            provider_id,
             ..n.clone()
         },
-        None => note,
+        None => Note {
+            provider_id,
+            ..Note::default()
+        },
     };
-    resp.extensions_mut().insert(merged);
-    Ok(resp)
+    Ok(with_note(resp, merged))
 }
 
 async fn link_inner(state: &AppState, user: &AuthUser, req: &LinkAccount) -> ApiResult<Response> {
-    let provider = load_provider(state, &req.provider_id).await?;
-    if !provider.speaks_for(user.id.as_str()) {
-        return Err(ApiError::Forbidden(format!(
-            "provider {} uses a per-user secret bound to another user",
-            req.provider_id
-        )));
-    }
-    let now = state.clock.now();
-    let ring = keyring(state, &provider.id).await?;
-    let claims = LinkTokenValidator::new(req.provider_id.clone(), state.cfg.broker_id.clone())
-        .validate_at(&req.token, &ring, now)
-        .map_err(|e| ApiError::from(Problem::from(&e)))?;
-    let mut tx = state.db.begin().await?;
-    let fresh = sqlx::query(
-        "INSERT INTO used_jtis (provider_id, jti, used_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    let provider = providers::find(&state.db, &req.provider_id).await?;
+    let link = links::link_with_token(
+        &state.db,
+        &user.id,
+        &provider,
+        &req.token,
+        &state.cfg.broker_id,
+        state.clock.now(),
     )
-    .bind(&provider.id)
-    .bind(&claims.jti)
-    .bind(now)
-    .execute(&mut *tx)
     .await?;
-    if fresh.rows_affected() != 1 {
-        return Err(ApiError::TokenReused(claims.jti));
-    }
-    sqlx::query(
-        "INSERT INTO links (user_id, provider_id, account_id, linked_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (user_id, provider_id) DO UPDATE SET account_id = excluded.account_id, linked_at = excluded.linked_at",
-    )
-    .bind(user.id.as_str())
-    .bind(&provider.id)
-    .bind(claims.sub.as_str())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    tracing::info!(user = %user.id, provider = %provider.id, account = %claims.sub, "account linked");
-    let mut resp = json(
-        StatusCode::CREATED,
-        &AccountLink {
-            provider_id: req.provider_id.clone(),
-            provider_account: claims.sub,
-            linked_at: now,
+    Ok(with_note(
+        json(StatusCode::CREATED, &link),
+        Note {
+            verdict: Some("link token valid; account linked".into()),
+            ..Note::default()
         },
-    );
-    resp.extensions_mut().insert(LogNote {
-        verdict: Some("link token valid; account linked".into()),
-        ..LogNote::default()
-    });
-    Ok(resp)
+    ))
 }
 
 /// The caller's account links
@@ -129,21 +99,8 @@ async fn link_inner(state: &AppState, user: &AuthUser, req: &LinkAccount) -> Api
     responses((status = 200, description = "The caller's links", body = LinkList))
 )]
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT provider_id, account_id, linked_at FROM links WHERE user_id = $1 ORDER BY linked_at, provider_id",
-    )
-    .bind(user.id.as_str())
-    .fetch_all(&state.db)
-    .await?;
-    let links = rows
-        .into_iter()
-        .filter_map(|(p, a, t)| {
-            Some(AccountLink {
-                provider_id: ProviderId::parse(p).ok()?,
-                provider_account: AccountId::parse(a).ok()?,
-                linked_at: t,
-            })
-        })
-        .collect();
-    Ok(json(StatusCode::OK, &LinkList { links }))
+    Ok(json(
+        StatusCode::OK,
+        &links::list(&state.db, &user.id).await?,
+    ))
 }

@@ -1,5 +1,4 @@
-//! The message log: every request in and out, with its verdict; `GET /v1/messages` and the
-//! `/inspector` page.
+//! `GET /v1/messages` and the `/inspector` page over [`crate::store::messages`].
 
 use std::collections::HashMap;
 
@@ -10,11 +9,11 @@ use axum::routing::get;
 use diax_sdk::Problem;
 use diax_sdk::wire::broker_paths;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
 
-use crate::AppState;
-use crate::error::{ApiError, ApiResult};
-use crate::outbound::Subject;
+use super::respond::json;
+use crate::error::ApiResult;
+use crate::state::AppState;
+use crate::store::messages::{self, Filter, MessageList};
 
 /// OpenAPI description of the message log routes.
 #[derive(utoipa::OpenApi)]
@@ -25,114 +24,6 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(broker_paths::MESSAGES, get(list))
         .route("/inspector", get(inspector))
-}
-
-/// One logged message, as `GET /v1/messages` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LoggedMessage {
-    /// Log sequence number (increasing).
-    pub id: i64,
-    /// When, Unix milliseconds.
-    pub at_ms: i64,
-    /// `in` (received by the broker) or `out` (sent by the broker).
-    pub direction: String,
-    /// HTTP method.
-    pub method: String,
-    /// Path and query for `in`, the full URL for `out`.
-    pub endpoint: String,
-    /// Status answered (`in`) or received (`out`); absent when no answer came.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// The provider concerned, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider_id: Option<String>,
-    /// The job concerned, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-    /// Relevant headers (credentials redacted); answer headers are prefixed `answer-`.
-    pub headers: serde_json::Map<String, serde_json::Value>,
-    /// What the broker made of it: `accepted`, `refused`, `signature valid (key_…)`, ….
-    pub verdict: String,
-    /// The exact reason, when refused or failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// `GET /v1/messages`: newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MessageList {
-    /// The messages.
-    pub messages: Vec<LoggedMessage>,
-}
-
-/// A message about to be logged.
-#[derive(Debug, Clone)]
-pub(crate) struct NewMessage {
-    pub(crate) direction: &'static str,
-    pub(crate) method: String,
-    pub(crate) endpoint: String,
-    pub(crate) status: Option<u16>,
-    pub(crate) provider_id: Option<String>,
-    pub(crate) job_id: Option<String>,
-    pub(crate) headers: serde_json::Map<String, serde_json::Value>,
-    pub(crate) verdict: String,
-    pub(crate) reason: Option<String>,
-}
-
-impl NewMessage {
-    pub(crate) fn out(method: &str, url: &str, subject: &Subject) -> Self {
-        Self {
-            direction: "out",
-            method: method.to_owned(),
-            endpoint: url.to_owned(),
-            status: None,
-            provider_id: subject.provider_id.clone(),
-            job_id: subject.job_id.clone(),
-            headers: serde_json::Map::new(),
-            verdict: String::new(),
-            reason: None,
-        }
-    }
-}
-
-/// Appends to the log; a logging failure is itself only logged.
-pub(crate) async fn record(state: &AppState, m: NewMessage) {
-    let headers = serde_json::Value::Object(m.headers).to_string();
-    let res = sqlx::query(
-        "INSERT INTO messages (at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(state.clock.now_ms())
-    .bind(m.direction)
-    .bind(&m.method)
-    .bind(&m.endpoint)
-    .bind(m.status.map(i64::from))
-    .bind(&m.provider_id)
-    .bind(&m.job_id)
-    .bind(headers)
-    .bind(&m.verdict)
-    .bind(&m.reason)
-    .execute(&state.db)
-    .await;
-    if let Err(e) = res {
-        tracing::warn!(error = %e, "could not write the message log");
-    }
-    tracing::debug!(direction = m.direction, method = %m.method, endpoint = %m.endpoint, status = ?m.status, verdict = %m.verdict, reason = ?m.reason, "message");
-}
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: i64,
-    at_ms: i64,
-    direction: String,
-    method: String,
-    endpoint: String,
-    status: Option<i64>,
-    provider_id: Option<String>,
-    job_id: Option<String>,
-    headers: String,
-    verdict: String,
-    reason: Option<String>,
 }
 
 /// The message log
@@ -159,65 +50,11 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    for key in q.keys() {
-        if !matches!(
-            key.as_str(),
-            "direction" | "provider_id" | "job_id" | "limit"
-        ) {
-            return Err(ApiError::InvalidRequest(format!(
-                "unknown parameter {key:?}; use direction, provider_id, job_id, limit"
-            )));
-        }
-    }
-    let direction = q.get("direction").filter(|d| !d.is_empty());
-    if let Some(d) = direction
-        && d != "in"
-        && d != "out"
-    {
-        return Err(ApiError::InvalidRequest(
-            "direction must be `in` or `out`".into(),
-        ));
-    }
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::InvalidRequest(
-                    "limit must be an integer from 1 to 1000".into(),
-                ));
-            }
-        },
-    };
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason
-         FROM messages
-         WHERE ($1 IS NULL OR direction = $1) AND ($2 IS NULL OR provider_id = $2) AND ($3 IS NULL OR job_id = $3)
-         ORDER BY id DESC LIMIT $4",
-    )
-    .bind(direction)
-    .bind(q.get("provider_id").filter(|d| !d.is_empty()))
-    .bind(q.get("job_id").filter(|d| !d.is_empty()))
-    .bind(limit)
-    .fetch_all(&state.db)
-    .await?;
-    let messages = rows
-        .into_iter()
-        .map(|r| LoggedMessage {
-            id: r.id,
-            at_ms: r.at_ms,
-            direction: r.direction,
-            method: r.method,
-            endpoint: r.endpoint,
-            status: r.status.and_then(|s| u16::try_from(s).ok()),
-            provider_id: r.provider_id,
-            job_id: r.job_id,
-            headers: serde_json::from_str(&r.headers).unwrap_or_default(),
-            verdict: r.verdict,
-            reason: r.reason,
-        })
-        .collect();
-    Ok(super::json(StatusCode::OK, &MessageList { messages }))
+    let filter = Filter::parse(&q)?;
+    Ok(json(
+        StatusCode::OK,
+        &messages::list(&state.db, &filter).await?,
+    ))
 }
 
 /// The message inspector

@@ -1,20 +1,19 @@
-//! User notifications: kept pending until acknowledged, and pushed (signed) to the user's
-//! `notification_url` by the background deliverer.
+//! `/v1/notifications`: a user's pending notifications and their acknowledgement. Thin
+//! handlers over [`crate::store::notifications`].
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use diax_sdk::wire::{
-    AckNotifications, ModelVersionRef, Notification, NotificationList, broker_paths,
-};
-use diax_sdk::{JobId, ModelId, NotificationId, Problem};
+use diax_sdk::Problem;
+use diax_sdk::wire::{AckNotifications, NotificationList, broker_paths};
 use http::StatusCode;
 
-use super::jobs::JobRow;
-use super::{AuthUser, JsonBody, json};
-use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, JsonBody};
+use super::respond::json;
+use crate::error::ApiResult;
+use crate::state::AppState;
+use crate::store::notifications;
 
 /// OpenAPI description of the notification routes.
 #[derive(utoipa::OpenApi)]
@@ -25,55 +24,6 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(broker_paths::NOTIFICATIONS, get(list))
         .route(broker_paths::NOTIFICATIONS_ACK, post(ack))
-}
-
-/// Records a notification about `job` for its user and wakes the deliverer.
-pub(crate) async fn notify_job(state: &AppState, job: &JobRow, event: &str) -> ApiResult<()> {
-    let bad = |e: diax_sdk::InvalidId| ApiError::Internal(e.to_string());
-    let model_id = ModelId::parse(job.model_id.clone()).map_err(bad)?;
-    let n = Notification {
-        notification_id: NotificationId::generate(),
-        event: event.to_owned(),
-        job_id: JobId::parse(job.id.clone()).map_err(bad)?,
-        state: job.state(),
-        result: job.result_version.map(|v| ModelVersionRef {
-            model_id,
-            version: u32::try_from(v).unwrap_or(0),
-        }),
-        problem: job
-            .problem
-            .as_ref()
-            .and_then(|p| serde_json::from_str(p).ok()),
-        created_at: state.clock.now(),
-    };
-    let body = serde_json::to_string(&n).map_err(|e| ApiError::Internal(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO notifications (id, user_id, job_id, body, created_at, next_attempt_ms) VALUES ($1, $2, $3, $4, $5, 0)",
-    )
-    .bind(n.notification_id.as_str())
-    .bind(&job.user_id)
-    .bind(&job.id)
-    .bind(body)
-    .bind(n.created_at)
-    .execute(&state.db)
-    .await?;
-    state.wake_notifier.notify_one();
-    Ok(())
-}
-
-async fn pending(state: &AppState, user: &str) -> ApiResult<NotificationList> {
-    let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT body FROM notifications WHERE user_id = $1 AND acked_at IS NULL ORDER BY created_at, rowid",
-    )
-    .bind(user)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(NotificationList {
-        notifications: rows
-            .iter()
-            .filter_map(|b| serde_json::from_str(b).ok())
-            .collect(),
-    })
 }
 
 /// Pending notifications
@@ -91,7 +41,7 @@ async fn pending(state: &AppState, user: &str) -> ApiResult<NotificationList> {
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     Ok(json(
         StatusCode::OK,
-        &pending(&state, user.id.as_str()).await?,
+        &notifications::pending(&state.db, &user.id).await?,
     ))
 }
 
@@ -114,30 +64,15 @@ async fn ack(
     user: AuthUser,
     JsonBody(req): JsonBody<AckNotifications>,
 ) -> ApiResult<Response> {
-    if req.notification_ids.len() > 1000 {
-        return Err(ApiError::InvalidRequest(
-            "at most 1000 notification ids at once".into(),
-        ));
-    }
-    let mut tx = state.db.begin().await?;
-    for id in &req.notification_ids {
-        let owner: Option<String> =
-            sqlx::query_scalar("SELECT user_id FROM notifications WHERE id = $1")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if owner.as_deref() != Some(user.id.as_str()) {
-            return Err(ApiError::NotFound(format!("no notification {id}")));
-        }
-        sqlx::query("UPDATE notifications SET acked_at = COALESCE(acked_at, $2) WHERE id = $1")
-            .bind(id.as_str())
-            .bind(state.clock.now())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    notifications::acknowledge(
+        &state.db,
+        &user.id,
+        &req.notification_ids,
+        state.clock.now(),
+    )
+    .await?;
     Ok(json(
         StatusCode::OK,
-        &pending(&state, user.id.as_str()).await?,
+        &notifications::pending(&state.db, &user.id).await?,
     ))
 }

@@ -1,18 +1,18 @@
-//! Users (API keys stored hashed), groups and membership.
+//! `/v1/users`, `/v1/me`, `/v1/groups`: thin handlers over [`crate::store::users`].
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use diax_sdk::util::{random_token, sha256_hex};
 use diax_sdk::wire::{AddMember, CreateGroup, CreateUser, Group, User, UserCreated, broker_paths};
-use diax_sdk::{GroupId, Problem, Secret, UserId};
+use diax_sdk::{GroupId, Problem};
 use http::StatusCode;
 
-use super::{AuthUser, JsonBody, check_name, json, path_id};
-use crate::AppState;
-use crate::error::{ApiError, ApiResult};
-use crate::outbound::check_peer_url;
+use super::extract::{AuthUser, JsonBody, path_id};
+use super::respond::json;
+use crate::error::ApiResult;
+use crate::state::AppState;
+use crate::store::{notifications, users};
 
 /// OpenAPI description of the user and group routes.
 #[derive(utoipa::OpenApi)]
@@ -26,29 +26,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route(broker_paths::GROUPS, post(create_group))
         .route("/v1/groups/{group_id}", get(get_group))
         .route(broker_paths::GROUP_MEMBERS, post(add_member))
-}
-
-/// The user owning an API key.
-pub(crate) async fn user_by_key(state: &AppState, key: &str) -> Result<Option<UserId>, ApiError> {
-    let id: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE api_key_hash = $1")
-        .bind(sha256_hex(key.as_bytes()))
-        .fetch_optional(&state.db)
-        .await?;
-    Ok(id.and_then(|id| UserId::parse(id).ok()))
-}
-
-/// Pending notifications of the owner of an API key (`None` for an unknown key).
-pub(crate) async fn pending_count_for_key(
-    state: &AppState,
-    key: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM notifications n WHERE n.user_id = u.id AND n.acked_at IS NULL)
-         FROM users u WHERE u.api_key_hash = $1",
-    )
-    .bind(sha256_hex(key.as_bytes()))
-    .fetch_optional(&state.db)
-    .await
 }
 
 /// Create a user
@@ -69,38 +46,14 @@ async fn create_user(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CreateUser>,
 ) -> ApiResult<Response> {
-    check_name("name", &req.name)?;
-    if let Some(url) = &req.notification_url {
-        check_peer_url(url)
-            .map_err(|e| ApiError::InvalidRequest(format!("notification_url {e}")))?;
-    }
-    let user_id = UserId::generate();
-    let api_key = random_token("bk_", 40);
-    let secret = req
-        .notification_url
-        .as_ref()
-        .map(|_| Secret::generate().expose());
-    sqlx::query(
-        "INSERT INTO users (id, name, api_key_hash, notification_url, notification_secret, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    let created = users::create(
+        &state.db,
+        &req.name,
+        req.notification_url.as_deref(),
+        state.clock.now(),
     )
-    .bind(user_id.as_str())
-    .bind(&req.name)
-    .bind(sha256_hex(api_key.as_bytes()))
-    .bind(&req.notification_url)
-    .bind(&secret)
-    .bind(state.clock.now())
-    .execute(&state.db)
     .await?;
-    tracing::info!(user = %user_id, "user created");
-    Ok(json(
-        StatusCode::CREATED,
-        &UserCreated {
-            user_id,
-            api_key,
-            notification_secret: secret,
-        },
-    ))
+    Ok(json(StatusCode::CREATED, &created))
 }
 
 /// The caller
@@ -113,75 +66,18 @@ async fn create_user(
     responses((status = 200, description = "The authenticated user", body = User))
 )]
 async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
-    let (name, notification_url): (String, Option<String>) =
-        sqlx::query_as("SELECT name, notification_url FROM users WHERE id = $1")
-            .bind(user.id.as_str())
-            .fetch_one(&state.db)
-            .await?;
-    let groups: Vec<String> = sqlx::query_scalar(
-        "SELECT group_id FROM group_members WHERE user_id = $1 ORDER BY added_at, group_id",
-    )
-    .bind(user.id.as_str())
-    .fetch_all(&state.db)
-    .await?;
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND acked_at IS NULL",
-    )
-    .bind(user.id.as_str())
-    .fetch_one(&state.db)
-    .await?;
+    let profile = users::profile(&state.db, &user.id).await?;
+    let pending = notifications::pending_count(&state.db, &user.id).await?;
     Ok(json(
         StatusCode::OK,
         &User {
             user_id: user.id,
-            name,
-            notification_url,
-            groups: groups
-                .into_iter()
-                .filter_map(|g| GroupId::parse(g).ok())
-                .collect(),
-            pending_notifications: u64::try_from(pending).unwrap_or(0),
+            name: profile.name,
+            notification_url: profile.notification_url,
+            groups: profile.groups,
+            pending_notifications: pending,
         },
     ))
-}
-
-/// Whether `user` is a member of `group`; `NotFound` when the group does not exist.
-pub(crate) async fn is_member(state: &AppState, group: &GroupId, user: &UserId) -> ApiResult<bool> {
-    let row: Option<(String, Option<String>)> = sqlx::query_as(
-        "SELECT g.id, m.user_id FROM groups g
-         LEFT JOIN group_members m ON m.group_id = g.id AND m.user_id = $2
-         WHERE g.id = $1",
-    )
-    .bind(group.as_str())
-    .bind(user.as_str())
-    .fetch_optional(&state.db)
-    .await?;
-    match row {
-        None => Err(ApiError::NotFound(format!("no group {group}"))),
-        Some((_, member)) => Ok(member.is_some()),
-    }
-}
-
-async fn load_group(state: &AppState, group: &GroupId) -> ApiResult<Group> {
-    let name: Option<String> = sqlx::query_scalar("SELECT name FROM groups WHERE id = $1")
-        .bind(group.as_str())
-        .fetch_optional(&state.db)
-        .await?;
-    let name = name.ok_or_else(|| ApiError::NotFound(format!("no group {group}")))?;
-    let members: Vec<String> = sqlx::query_scalar(
-        "SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY added_at, user_id",
-    )
-    .bind(group.as_str())
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Group {
-        group_id: group.clone(),
-        name,
-        members: members
-            .into_iter()
-            .filter_map(|m| UserId::parse(m).ok())
-            .collect(),
-    })
 }
 
 /// Create a group
@@ -203,25 +99,8 @@ async fn create_group(
     user: AuthUser,
     JsonBody(req): JsonBody<CreateGroup>,
 ) -> ApiResult<Response> {
-    check_name("name", &req.name)?;
-    let id = GroupId::generate();
-    let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    sqlx::query("INSERT INTO groups (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(id.as_str())
-        .bind(&req.name)
-        .bind(user.id.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO group_members (group_id, user_id, added_at) VALUES ($1, $2, $3)")
-        .bind(id.as_str())
-        .bind(user.id.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(json(StatusCode::CREATED, &load_group(&state, &id).await?))
+    let group = users::create_group(&state.db, &user.id, &req.name, state.clock.now()).await?;
+    Ok(json(StatusCode::CREATED, &group))
 }
 
 /// A group
@@ -244,12 +123,11 @@ async fn get_group(
     Path(group): Path<String>,
 ) -> ApiResult<Response> {
     let group: GroupId = path_id("group", &group)?;
-    if !is_member(&state, &group, &user.id).await? {
-        return Err(ApiError::Forbidden(format!(
-            "you are not a member of {group}"
-        )));
-    }
-    Ok(json(StatusCode::OK, &load_group(&state, &group).await?))
+    users::require_member(&state.db, &group, &user.id).await?;
+    Ok(json(
+        StatusCode::OK,
+        &users::group(&state.db, &group).await?,
+    ))
 }
 
 /// Add a member to a group
@@ -276,26 +154,7 @@ async fn add_member(
     JsonBody(req): JsonBody<AddMember>,
 ) -> ApiResult<Response> {
     let group: GroupId = path_id("group", &group)?;
-    if !is_member(&state, &group, &user.id).await? {
-        return Err(ApiError::Forbidden(format!(
-            "you are not a member of {group}"
-        )));
-    }
-    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
-        .bind(req.user_id.as_str())
-        .fetch_optional(&state.db)
-        .await?;
-    if exists.is_none() {
-        return Err(ApiError::NotFound(format!("no user {}", req.user_id)));
-    }
-    sqlx::query(
-        "INSERT INTO group_members (group_id, user_id, added_at) VALUES ($1, $2, $3)
-         ON CONFLICT (group_id, user_id) DO NOTHING",
-    )
-    .bind(group.as_str())
-    .bind(req.user_id.as_str())
-    .bind(state.clock.now())
-    .execute(&state.db)
-    .await?;
-    Ok(json(StatusCode::OK, &load_group(&state, &group).await?))
+    let group =
+        users::add_member(&state.db, &user.id, &group, &req.user_id, state.clock.now()).await?;
+    Ok(json(StatusCode::OK, &group))
 }

@@ -1,11 +1,4 @@
 //! Shared test helpers: a broker on port 0, a fake provider, signed events.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::type_complexity,
-    missing_docs
-)]
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,7 +9,7 @@ use ::axum::extract::{Path, State};
 use ::axum::http::{HeaderMap, StatusCode};
 use ::axum::response::{IntoResponse, Response};
 use ::axum::routing::{get, post};
-use broker_mock::{BrokerApi, Config, UserClient};
+use broker_mock::{BrokerApi, ClientError, Config, UserClient};
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::sha256_hex;
 use diax_sdk::webhook::RawHeaders;
@@ -448,4 +441,51 @@ pub async fn linked_job(
         .await
         .unwrap();
     (created.api_key, user, model, job)
+}
+
+/// The problem type slug of a client error.
+pub fn kind(e: &ClientError) -> String {
+    e.problem()
+        .and_then(|p| p.kind())
+        .map(|k| k.slug().to_owned())
+        .unwrap_or_else(|| format!("not a problem: {e}"))
+}
+
+/// Sends a raw request; returns status, content type and JSON body.
+pub async fn raw(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    auth: Option<&str>,
+    ct: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String, serde_json::Value) {
+    let mut req = http.request(method, url).body(body);
+    if let Some(a) = auth {
+        req = req.bearer_auth(a);
+    }
+    if let Some(c) = ct {
+        req = req.header("content-type", c);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, ct, json)
+}
+
+/// Creates a job for a linked user of a fake provider that accepts; returns the job.
+pub async fn accepted_job(
+    api: &BrokerApi,
+    fake: &Fake,
+    s: &Setup,
+    broker: &broker_mock::Broker,
+) -> (UserClient, Model, Job) {
+    let (_, user, model, job) = linked_job(api, fake, s, broker).await;
+    assert_eq!(job.state, JobState::Accepted, "{job:?}");
+    (user, model, job)
 }

@@ -2,24 +2,17 @@
 //! and a new `webhook-id` until the provider takes it, given up (job failed) after the
 //! configured attempts or on a 4xx, stopped by the provider's own report, kept across a
 //! restart.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::type_complexity,
-    missing_docs
-)]
-
-mod common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use broker_mock::client::MessageFilter;
 use broker_mock::{BrokerApi, Config, LoggedMessage, UserClient};
-use common::*;
 use diax_sdk::clock::unix_now;
 use diax_sdk::wire::*;
 use diax_sdk::*;
+
+use crate::common::*;
 
 /// One HTTP request per attempt, so attempts and requests can be counted alike.
 fn config() -> Config {
@@ -399,4 +392,33 @@ async fn a_pending_input_survives_a_restart_and_is_delivered_after_it() {
     assert_eq!(user.model(&model.model_id).await.unwrap().versions.len(), 1);
     broker.shutdown().await;
     drop(dir);
+}
+
+#[tokio::test]
+async fn input_delivery_is_retried_with_the_same_message_id() {
+    let (broker, api) = start(test_config()).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    *fake.state.input_failures_left.lock().unwrap() = 2;
+    let (_user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let ids = fake.state.input_ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(ids.iter().all(|i| i == &ids[0] && i.starts_with("msg_")));
+    assert_eq!(fake.state.inputs.lock().unwrap().len(), 1);
+    let log = api
+        .messages(&MessageFilter {
+            direction: Some("out".into()),
+            job_id: Some(job.job_id.to_string()),
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        log.messages
+            .iter()
+            .filter(|m| m.status == Some(503))
+            .count(),
+        2
+    );
+    broker.shutdown().await;
 }

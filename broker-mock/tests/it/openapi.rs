@@ -1,7 +1,6 @@
 //! The OpenAPI description: the checked-in copy is current, the server serves the same
 //! document, and every route the router serves is documented (and every documented
 //! operation is routed).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

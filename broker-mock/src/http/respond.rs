@@ -1,0 +1,69 @@
+//! Responses: JSON answers, problem documents (every error answer, with its reason noted for
+//! the message log), and the fallbacks for unknown routes and methods.
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use diax_sdk::{PROBLEM_CONTENT_TYPE, Problem};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::error::ApiError;
+use crate::store::messages::Note;
+
+/// A JSON answer with a status.
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+/// `resp` carrying `note` for the message log.
+pub(crate) fn with_note(mut resp: Response, note: Note) -> Response {
+    resp.extensions_mut().insert(note);
+    resp
+}
+
+/// A problem as an HTTP response (`application/problem+json`), noting the refusal reason
+/// for the message log.
+pub(crate) fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, problem.to_json()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    let reason = match &problem.detail {
+        Some(d) => format!("{}: {d}", problem.title),
+        None => problem.title.clone(),
+    };
+    with_note(
+        resp,
+        Note {
+            verdict: Some("refused".into()),
+            reason: Some(reason),
+            ..Note::default()
+        },
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let internal = matches!(self, Self::Db(_) | Self::Internal(_));
+        if internal {
+            tracing::error!(error = %self, "request failed unexpectedly");
+        }
+        let mut resp = problem_response(&self.problem());
+        if internal && let Some(note) = resp.extensions_mut().get_mut::<Note>() {
+            // The log is for developers on this machine: give them the real cause.
+            note.reason = Some(self.to_string());
+        }
+        resp
+    }
+}
+
+/// The answer for a path no route serves.
+pub(crate) async fn no_route(req: Request) -> ApiError {
+    ApiError::NoRoute(format!("{} {}", req.method(), req.uri().path()))
+}
+
+/// The answer for a method a route does not serve.
+pub(crate) async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(req.method().to_string())
+}

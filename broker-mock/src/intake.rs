@@ -1,0 +1,188 @@
+//! Receiving a provider's signed job events (PROTOCOL §5.6): the signature is checked over
+//! the raw body with the provider's active keys (tolerance, durable replay store), the event
+//! must be about one of the provider's jobs (and, for a per-user secret, one of its user's),
+//! then the job moves along its state machine. A `job.completed` has its result fetched
+//! into a new model version before it is acknowledged; a repeat of an applied event is
+//! acknowledged as a duplicate; an end notifies the user.
+
+use std::sync::Arc;
+
+use diax_sdk::webhook::RawHeaders;
+use diax_sdk::wire::{EventAck, JobEvent, JobEventKind, JobState, VersionSource};
+use diax_sdk::{Delivery, JobId, Problem, Verifier, VerifierConfig};
+
+use crate::error::{ApiError, ApiResult};
+use crate::notifier::notify_job;
+use crate::outbound::{Subject, download};
+use crate::state::AppState;
+use crate::store::jobs::{self, JobRow};
+use crate::store::messages::Note;
+use crate::store::models;
+use crate::store::providers::{self, Provider};
+use crate::store::replay::SqliteReplayStore;
+
+/// Verifies and applies one event `body` posted to the events URL of `provider`, noting
+/// the verdict and the job for the message log.
+///
+/// # Errors
+/// The problem to answer: signature problems, `InvalidRequest`, `Forbidden`, `NotFound`,
+/// `Conflict`, `InvalidTransition`, `DownloadFailed`; database errors.
+pub(crate) async fn receive(
+    state: &AppState,
+    provider: &Provider,
+    raw: &RawHeaders<'_>,
+    body: &[u8],
+    note: &mut Note,
+) -> ApiResult<EventAck> {
+    let verifier = Verifier::new(providers::keyring(&state.db, &provider.id).await?)
+        .with_replay_store(Arc::new(SqliteReplayStore::new(
+            state.db.clone(),
+            format!("provider:{}", provider.id),
+        )))
+        .with_config(VerifierConfig {
+            tolerance_secs: state.cfg.tolerance,
+            max_body_bytes: state.cfg.max_body_bytes,
+            ..VerifierConfig::default()
+        });
+    let (verified, delivery) = match verifier.verify_at(raw, body, state.clock.now()).await {
+        Ok(v) => v,
+        Err(e) => {
+            note.verdict = Some("signature refused".into());
+            return Err(ApiError::from(Problem::from(&e)));
+        }
+    };
+    note.verdict = Some(format!(
+        "signature valid ({}){}",
+        verified.key_id,
+        if delivery == Delivery::Redelivery {
+            ", redelivery"
+        } else {
+            ""
+        }
+    ));
+    let event: JobEvent = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidRequest(format!("not a job event: {e}")))?;
+    note.job_id = Some(event.job_id.to_string());
+    if event.provider_id != provider.id {
+        return Err(ApiError::Forbidden(format!(
+            "event names provider {} but was posted to the events URL of {}",
+            event.provider_id, provider.id
+        )));
+    }
+    // Serialise events of one job: a redelivery racing its original acts once.
+    let lock = state.job_lock(event.job_id.as_str());
+    let _guard = lock.lock().await;
+    let job = match jobs::find(&state.db, &event.job_id).await? {
+        Some(j) if j.provider_id == provider.id => j,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "provider {} has no job {}",
+                provider.id, event.job_id
+            )));
+        }
+    };
+    if !provider.speaks_for(&job.user_id) {
+        return Err(ApiError::Forbidden(
+            "a per-user secret may only speak for its own user's jobs".into(),
+        ));
+    }
+    if let Some(pj) = &job.provider_job_id
+        && *pj != event.provider_job_id
+    {
+        return Err(ApiError::Conflict(format!(
+            "job {} is provider job {pj}, not {}",
+            job.id, event.provider_job_id
+        )));
+    }
+    let canonical = serde_json::to_string(&event).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let seq = i64::try_from(event.sequence)
+        .map_err(|_| ApiError::InvalidRequest("sequence out of range".into()))?;
+    if let Some(known) = jobs::recorded_event(&state.db, &job.id, seq).await? {
+        if known == canonical {
+            return Ok(ack(&job.id, job.state, true));
+        }
+        return Err(ApiError::InvalidTransition(format!(
+            "event {} of job {} was already received with other content",
+            event.sequence, job.id
+        )));
+    }
+    jobs::admit_event(&job, &event, seq)?;
+    apply(state, &job, &event, &canonical, seq).await
+}
+
+fn ack(job: &JobId, state: JobState, duplicate: bool) -> EventAck {
+    EventAck {
+        job_id: job.clone(),
+        state,
+        duplicate,
+    }
+}
+
+async fn apply(
+    state: &AppState,
+    job: &JobRow,
+    event: &JobEvent,
+    canonical: &str,
+    seq: i64,
+) -> ApiResult<EventAck> {
+    let now = state.clock.now();
+    let mut result_version = None;
+    if let JobEventKind::Completed { result } = &event.kind {
+        let subject = Subject {
+            provider_id: Some(job.provider_id.to_string()),
+            job_id: Some(job.id.to_string()),
+            ..Subject::default()
+        };
+        let bytes = download(state, &result.download, &subject)
+            .await
+            .map_err(|e| ApiError::DownloadFailed(format!("could not fetch the result: {e}")))?;
+        let source = VersionSource {
+            job_id: event.job_id.clone(),
+            provider_id: event.provider_id.clone(),
+            from_version: job.version,
+        };
+        // Another delivery of the same event may have stored it meanwhile.
+        if let Some(again) = recheck_duplicate(state, job, seq, canonical).await? {
+            return Ok(again);
+        }
+        let v = models::add_version(&state.db, &job.model_id, &bytes, &source, now).await?;
+        result_version = Some(v);
+    }
+    let Some(new_state) =
+        jobs::apply_event(&state.db, job, event, canonical, seq, result_version, now).await?
+    else {
+        return recheck_duplicate(state, job, seq, canonical)
+            .await?
+            .ok_or_else(|| ApiError::InvalidTransition("a concurrent event won".into()));
+    };
+    if new_state.is_terminal()
+        && let Some(updated) = jobs::find(&state.db, &job.id).await?
+    {
+        notify_job(state, &updated, event.kind.name()).await?;
+    }
+    tracing::info!(job = %job.id, event = event.kind.name(), sequence = event.sequence, "job event applied");
+    Ok(ack(&job.id, new_state, false))
+}
+
+/// The acknowledgement of a duplicate, if event `seq` of `job` was recorded meanwhile with
+/// the same content; `InvalidTransition` if with other content.
+async fn recheck_duplicate(
+    state: &AppState,
+    job: &JobRow,
+    seq: i64,
+    canonical: &str,
+) -> ApiResult<Option<EventAck>> {
+    match jobs::recorded_event(&state.db, &job.id, seq).await? {
+        None => Ok(None),
+        Some(k) if k == canonical => {
+            let now = jobs::find(&state.db, &job.id)
+                .await?
+                .map_or(job.state, |j| j.state);
+            Ok(Some(ack(&job.id, now, true)))
+        }
+        Some(_) => Err(ApiError::InvalidTransition(format!(
+            "event {seq} of job {} was already received with other content",
+            job.id
+        ))),
+    }
+}

@@ -1,0 +1,235 @@
+//! The server: [`App`] (built on a bound listener, served until a shutdown future) and
+//! [`Broker`], a handle on an [`App`] serving in the background.
+//!
+//! Both servers of the kit have this shape:
+//!
+//! | step | broker mock |
+//! |---|---|
+//! | build on a bound listener and a config | [`App::build`]`(listener, config, clock)` |
+//! | where it listens, how peers reach it | [`App::local_addr`], [`App::base_url`] |
+//! | serve until a future completes, then drain and stop the background tasks | [`App::serve`]`(shutdown)` |
+//! | serve in the background | [`App::spawn`] `->` [`Broker`] |
+//! | the handle | [`Broker::local_addr`], [`Broker::base_url`], [`Broker::clock`], [`Broker::shutdown`]`().await` |
+//! | bind, build and spawn in one call | [`Broker::start`]`(config)` |
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{Clock, Config};
+use crate::error::StartError;
+use crate::state::AppState;
+use crate::{db, http, inputs, notifier, outbound};
+
+/// A built broker, bound to its listener but not yet serving.
+#[derive(Debug)]
+pub struct App {
+    state: AppState,
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl App {
+    /// Opens the database, builds the HTTP client and prepares to serve on `listener`.
+    ///
+    /// # Errors
+    /// [`StartError`] when the database, the CA files or the listener are unusable.
+    pub async fn build(
+        listener: std::net::TcpListener,
+        config: Config,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
+        // One crypto provider for rustls everywhere (server and client): ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return Err(StartError::Config(
+                "--tls-cert and --tls-key go together".into(),
+            ));
+        }
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("{scheme}://{local_addr}"),
+        };
+        let db = db::open(&config.db).await?;
+        let http = outbound::http_client(&config)?;
+        let state = AppState::new(db, config, base_url, http, clock);
+        Ok(Self {
+            state,
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The address the listener is bound to.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL the broker announces (`--public-url` or derived from the address).
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.state.base_url
+    }
+
+    /// The broker's clock; [`Clock::advance`] moves it for expiry tests.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.state.clock
+    }
+
+    /// Serves in a background task of the current Tokio runtime until the returned handle
+    /// is shut down (or dropped).
+    #[must_use = "dropping the handle stops the server"]
+    pub fn spawn(self) -> Broker {
+        let local_addr = self.local_addr;
+        let base_url = self.state.base_url.clone();
+        let clock = self.state.clock.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(async move {
+            let _ = rx.await;
+        }));
+        Broker {
+            local_addr,
+            base_url,
+            clock,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets requests in flight
+    /// finish, and stops the background deliverers (notifications, job inputs).
+    ///
+    /// # Errors
+    /// When serving fails (TLS files unreadable, socket errors).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let router = http::router(self.state.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let notifier = tokio::spawn(notifier::run(self.state.clone(), stop_rx.clone()));
+        let inputs = tokio::spawn(inputs::run(self.state.clone(), stop_rx));
+        tracing::info!(addr = %self.local_addr, base_url = %self.state.base_url, "broker mock listening");
+        let result = match (&self.state.cfg.tls_cert, &self.state.cfg.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+                let handle = axum_server::Handle::new();
+                let h2 = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    h2.graceful_shutdown(Some(Duration::from_secs(5)));
+                });
+                axum_server::from_tcp_rustls(self.listener, tls)?
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await
+            }
+            _ => {
+                let listener = tokio::net::TcpListener::from_std(self.listener)?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
+        let _ = stop_tx.send(true);
+        let _ = notifier.await;
+        let _ = inputs.await;
+        tracing::info!("broker mock stopped");
+        result.map_err(StartError::from)
+    }
+}
+
+/// Serves the broker on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// As [`App::build`] and [`App::serve`].
+pub async fn run(
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    config: Config,
+) -> Result<(), StartError> {
+    App::build(listener, config, Clock::default())
+        .await?
+        .serve(shutdown)
+        .await
+}
+
+/// A broker running in the background of this process (for tests, the demo and the
+/// conformance runner).
+#[derive(Debug)]
+pub struct Broker {
+    local_addr: SocketAddr,
+    base_url: String,
+    clock: Clock,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), StartError>>>,
+}
+
+impl Broker {
+    /// Binds `config.addr` (use port 0 for a free port), builds the [`App`] with a fresh
+    /// [`Clock`] and [spawns](App::spawn) it.
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let listener = std::net::TcpListener::bind(config.addr)?;
+        Ok(App::build(listener, config, Clock::default())
+            .await?
+            .spawn())
+    }
+
+    /// The bound address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The broker's clock; [`Clock::advance`] moves it for expiry tests.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Stops the server gracefully and waits for it (and its background tasks) to end.
+    pub async fn shutdown(mut self) {
+        self.stop_inner().await;
+    }
+
+    async fn stop_inner(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "broker stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "broker task failed"),
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

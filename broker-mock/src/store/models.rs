@@ -1,0 +1,289 @@
+//! The model repository: models with numbered versions (uploads and job results), and the
+//! temporary credentials that open one version for one method until they expire. Owns
+//! `models`, `model_versions` and `credentials`.
+
+use diax_sdk::util::{random_token, sha256_hex};
+use diax_sdk::wire::{Model, ModelList, ModelVersion, VersionSource};
+use diax_sdk::{JobId, ModelId, UserId};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row, SqlitePool};
+
+use super::{opt_id, scalar_id};
+use crate::error::{ApiError, ApiResult};
+
+/// Prefix of temporary credentials.
+pub(crate) const CREDENTIAL_PREFIX: &str = "tc_";
+
+/// The one method a temporary credential allows.
+const CREDENTIAL_METHOD: &str = "GET";
+
+struct VersionRow(ModelVersion);
+
+impl<'r> FromRow<'r, SqliteRow> for VersionRow {
+    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+        let job: Option<JobId> = opt_id(row, "source_job_id")?;
+        let provider = opt_id(row, "source_provider_id")?;
+        let from: Option<u32> = row.try_get("source_from_version")?;
+        let source = match (job, provider, from) {
+            (Some(job_id), Some(provider_id), Some(from_version)) => Some(VersionSource {
+                job_id,
+                provider_id,
+                from_version,
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(super::corrupt(
+                    "source_job_id",
+                    "a version's source is stored in part",
+                ));
+            }
+        };
+        Ok(Self(ModelVersion {
+            version: row.try_get("version")?,
+            size: row.try_get("size")?,
+            sha256: row.try_get("sha256")?,
+            created_at: row.try_get("created_at")?,
+            source,
+        }))
+    }
+}
+
+/// `owner`'s model `id` with its versions, or `NotFound` (also when it is someone else's).
+pub(crate) async fn find(db: &SqlitePool, owner: &UserId, id: &ModelId) -> ApiResult<Model> {
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT name FROM models WHERE id = $1 AND owner_id = $2")
+            .bind(id.as_str())
+            .bind(owner.as_str())
+            .fetch_optional(db)
+            .await?;
+    let name = name.ok_or_else(|| ApiError::NotFound(format!("no model {id}")))?;
+    let rows: Vec<VersionRow> = sqlx::query_as(
+        "SELECT version, size, sha256, created_at, source_job_id, source_provider_id, source_from_version
+         FROM model_versions WHERE model_id = $1 ORDER BY version",
+    )
+    .bind(id.as_str())
+    .fetch_all(db)
+    .await?;
+    Ok(Model {
+        model_id: id.clone(),
+        name,
+        versions: rows.into_iter().map(|VersionRow(v)| v).collect(),
+    })
+}
+
+/// `owner`'s models, oldest first.
+pub(crate) async fn list(db: &SqlitePool, owner: &UserId) -> ApiResult<ModelList> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM models WHERE owner_id = $1 ORDER BY created_at, id")
+            .bind(owner.as_str())
+            .fetch_all(db)
+            .await?;
+    let mut models = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id: ModelId = scalar_id("models.id", id)?;
+        models.push(find(db, owner, &id).await?);
+    }
+    Ok(ModelList { models })
+}
+
+/// A model's file name: 1–255 characters, no `/`, `\` or control characters, not `.`/`..`.
+pub(crate) fn check_file_name(name: &str) -> ApiResult<()> {
+    let n = name.chars().count();
+    if n == 0
+        || n > 255
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\')
+        || name == "."
+        || name == ".."
+    {
+        return Err(ApiError::InvalidRequest(
+            "?name= must be a file name of 1 to 255 characters without '/', '\\' or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores `bytes` as version 1 of a new model of `owner` named `name` (checked by
+/// [`check_file_name`]).
+pub(crate) async fn upload(
+    db: &SqlitePool,
+    owner: &UserId,
+    name: &str,
+    bytes: &[u8],
+    now: i64,
+) -> ApiResult<Model> {
+    check_file_name(name)?;
+    if bytes.is_empty() {
+        return Err(ApiError::InvalidRequest("empty model".into()));
+    }
+    let id = ModelId::generate();
+    let mut tx = db.begin().await?;
+    sqlx::query("INSERT INTO models (id, owner_id, name, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO model_versions (model_id, version, size, sha256, content, created_at) VALUES ($1, 1, $2, $3, $4, $5)",
+    )
+    .bind(id.as_str())
+    .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+    .bind(sha256_hex(bytes))
+    .bind(bytes)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    find(db, owner, &id).await
+}
+
+/// Stores `bytes` as a new version of `model`, made by a job; returns the version number.
+pub(crate) async fn add_version(
+    db: &SqlitePool,
+    model: &ModelId,
+    bytes: &[u8],
+    source: &VersionSource,
+    now: i64,
+) -> ApiResult<u32> {
+    let version: u32 = sqlx::query_scalar(
+        "INSERT INTO model_versions (model_id, version, size, sha256, content, created_at, source_job_id, source_provider_id, source_from_version)
+         SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8 FROM model_versions WHERE model_id = $1
+         RETURNING version",
+    )
+    .bind(model.as_str())
+    .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+    .bind(sha256_hex(bytes))
+    .bind(bytes)
+    .bind(now)
+    .bind(source.job_id.as_str())
+    .bind(source.provider_id.as_str())
+    .bind(i64::from(source.from_version))
+    .fetch_one(db)
+    .await?;
+    Ok(version)
+}
+
+/// What an offer or an input says about a model version.
+pub(crate) struct VersionFacts {
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: String,
+}
+
+/// The name, size and digest of `model` version `version` (which exists: a job refers to it).
+pub(crate) async fn version_facts(
+    db: &SqlitePool,
+    model: &ModelId,
+    version: u32,
+) -> ApiResult<VersionFacts> {
+    let (name, size, sha256): (String, u64, String) = sqlx::query_as(
+        "SELECT m.name, v.size, v.sha256 FROM models m JOIN model_versions v ON v.model_id = m.id
+         WHERE m.id = $1 AND v.version = $2",
+    )
+    .bind(model.as_str())
+    .bind(version)
+    .fetch_one(db)
+    .await?;
+    Ok(VersionFacts { name, size, sha256 })
+}
+
+/// The stored bytes of a model version with their digest and owner.
+pub(crate) struct Content {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) sha256: String,
+    pub(crate) owner: UserId,
+}
+
+/// The content of `model` version `version`, if it exists.
+pub(crate) async fn content(
+    db: &SqlitePool,
+    model: &ModelId,
+    version: u32,
+) -> ApiResult<Option<Content>> {
+    let row: Option<(Vec<u8>, String, String)> = sqlx::query_as(
+        "SELECT v.content, v.sha256, m.owner_id FROM model_versions v JOIN models m ON m.id = v.model_id
+         WHERE v.model_id = $1 AND v.version = $2",
+    )
+    .bind(model.as_str())
+    .bind(version)
+    .fetch_optional(db)
+    .await?;
+    row.map(|(bytes, sha256, owner)| {
+        Ok(Content {
+            bytes,
+            sha256,
+            owner: scalar_id("models.owner_id", owner)?,
+        })
+    })
+    .transpose()
+}
+
+/// Creates a temporary credential for GETting `model` version `version` on behalf of
+/// `job`, valid until `expires_at`; returns the bearer value (stored only as its SHA-256).
+pub(crate) async fn issue_credential(
+    db: &SqlitePool,
+    job: &JobId,
+    model: &ModelId,
+    version: u32,
+    expires_at: i64,
+    now: i64,
+) -> ApiResult<String> {
+    let token = random_token(CREDENTIAL_PREFIX, 40);
+    sqlx::query(
+        "INSERT INTO credentials (token_hash, job_id, model_id, version, method, expires_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(sha256_hex(token.as_bytes()))
+    .bind(job.as_str())
+    .bind(model.as_str())
+    .bind(version)
+    .bind(CREDENTIAL_METHOD)
+    .bind(expires_at)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(token)
+}
+
+/// Checks temporary credential `token` for `method` on the raw path segments `model` and
+/// `version` at `now`; answers the job it was issued for.
+///
+/// Unknown, tampered with or expired: `CredentialInvalid`; another model, version or
+/// method: `CredentialScope`.
+pub(crate) async fn check_credential(
+    db: &SqlitePool,
+    token: &str,
+    method: &str,
+    model: &str,
+    version: &str,
+    now: i64,
+) -> ApiResult<JobId> {
+    let row: Option<(String, String, i64, String, i64)> = sqlx::query_as(
+        "SELECT job_id, model_id, version, method, expires_at FROM credentials WHERE token_hash = $1",
+    )
+    .bind(sha256_hex(token.as_bytes()))
+    .fetch_optional(db)
+    .await?;
+    let Some((job, c_model, c_version, c_method, expires_at)) = row else {
+        return Err(ApiError::CredentialInvalid(
+            "unknown or tampered temporary credential",
+        ));
+    };
+    if now > expires_at {
+        return Err(ApiError::CredentialInvalid("temporary credential expired"));
+    }
+    if c_model != model || c_version.to_string() != version {
+        return Err(ApiError::CredentialScope(format!(
+            "this credential opens {c_model} version {c_version} only"
+        )));
+    }
+    if method != c_method {
+        return Err(ApiError::CredentialScope(format!(
+            "this credential allows {c_method} only, not {method}"
+        )));
+    }
+    Ok(scalar_id("credentials.job_id", job)?)
+}

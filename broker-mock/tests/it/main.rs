@@ -1,0 +1,24 @@
+//! The broker mock's integration tests, in one binary (one link instead of one per file):
+//! real HTTP servers on OS-assigned loopback ports, real SQLite files, real TLS, and a fake
+//! provider that speaks the protocol. One module per area.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity,
+    missing_docs
+)]
+
+mod common;
+
+mod architecture;
+mod events;
+mod input_delivery;
+mod messages;
+mod models;
+mod notifications;
+mod openapi;
+mod problems;
+mod providers;
+mod server;
+mod story;
+mod users;

@@ -26,7 +26,7 @@ pub fn repair_with_progress(
 ) -> Result<Repaired, HealError> {
     progress(Stage::Parse);
     let soup = stl::parse(bytes, options)?;
-    Ok(repair_soup(soup, options, progress))
+    repair_soup(soup, options, progress)
 }
 
 /// Read and repair a file, checking the size cap before reading it.
@@ -37,11 +37,15 @@ pub fn repair_file(
 ) -> Result<Repaired, HealError> {
     progress(Stage::Parse);
     let soup = stl::parse_file(path, options)?;
-    Ok(repair_soup(soup, options, progress))
+    repair_soup(soup, options, progress)
 }
 
 /// Run every stage after parsing on a parsed [`Soup`] (which is consumed so its memory is
 /// released as early as possible).
+///
+/// # Errors
+/// [`HealError::NothingPrintable`] when no facet would remain (the error says which option
+/// keeps what was removed): an empty file is never a successful repair.
 ///
 /// Each stage is a function below that returns its output and its own report; [`timed`]
 /// announces it to `progress` and measures it. A new stage goes into this sequence, with a
@@ -50,7 +54,7 @@ pub fn repair_soup(
     soup: Soup,
     options: &RepairOptions,
     progress: &(dyn Fn(Stage) + Sync),
-) -> Repaired {
+) -> Result<Repaired, HealError> {
     let input_facets = soup.facets();
     let parse = ParseReport {
         format: soup.format.name().to_string(),
@@ -89,6 +93,14 @@ pub fn repair_soup(
     let fills_closed =
         filled.filled == 0 || holes::closed_around(vertices.len(), &triangles, &boundary);
     let mesh = compact_vertices(&vertices, triangles);
+    if mesh.triangles.is_empty() {
+        return Err(HealError::NothingPrintable {
+            input_facets,
+            degenerate: clean.degenerate_removed,
+            tiny_shells: shells.tiny_removed,
+            tiny_shell_facets: shells.facets_removed,
+        });
+    }
     let stages = Stages {
         parse,
         weld,
@@ -101,8 +113,7 @@ pub fn repair_soup(
         write: WriteReport::default(),
     };
     let winding_consistent = stages.winding.conflicts == 0 && options.fix_winding;
-    let watertight = !mesh.triangles.is_empty()
-        && filled.left_open == 0
+    let watertight = filled.left_open == 0
         && !filled.unsafe_fill
         && fills_closed
         && stages.topology.non_manifold_edges == 0
@@ -128,7 +139,7 @@ pub fn repair_soup(
         stages,
         total_seconds,
     };
-    Repaired { mesh, report }
+    Ok(Repaired { mesh, report })
 }
 
 /// A stage report that records how long its stage took.

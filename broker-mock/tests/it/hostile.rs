@@ -10,7 +10,6 @@ use broker_mock::client::MessageFilter;
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::*;
-use diax_sdk::*;
 
 use crate::common::*;
 

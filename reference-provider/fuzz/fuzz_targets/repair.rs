@@ -2,7 +2,7 @@
 //! or a typed error; never a panic.
 #![no_main]
 
-use fixmyprint::heal::{self, RepairOptions};
+use fixmyprint_heal::{self as heal, RepairOptions};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

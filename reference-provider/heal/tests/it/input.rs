@@ -1,6 +1,6 @@
 //! Input validation: every broken input gets a specific error naming where, never a panic and
 //! never an allocation the file size does not justify.
-use fixmyprint::heal::{self, HealError, RepairOptions, generate};
+use fixmyprint_heal::{self as heal, HealError, RepairOptions, generate};
 
 fn opts() -> RepairOptions {
     RepairOptions::default()

@@ -1,9 +1,8 @@
 //! Property tests: repair never panics on arbitrary bytes or arbitrary small meshes, its output
 //! is always valid binary STL, and repairing a repaired model changes nothing.
-mod heal_support;
 
-use fixmyprint::heal::{self, RepairOptions, generate};
-use heal_support::verify;
+use crate::support::verify;
+use fixmyprint_heal::{self as heal, RepairOptions, generate};
 use proptest::prelude::*;
 
 fn valid_binary(b: &[u8]) -> bool {

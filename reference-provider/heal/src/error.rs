@@ -31,6 +31,35 @@ pub enum HealError {
     /// A binary header that declares zero facets.
     #[error("binary STL declares 0 facets (header only): nothing to repair")]
     NoFacets,
+    /// An ASCII file with `solid` and `endsolid` but no facet between them.
+    #[error("empty ASCII STL: `solid`/`endsolid` with no facets in between, nothing to repair")]
+    EmptyAscii,
+    /// Nothing printable would remain: every facet was removed by a stage whose option keeps
+    /// it. The message says what was found and which option keeps it.
+    #[error("{}", nothing_printable(*.input_facets, *.degenerate, *.tiny_shells, *.tiny_shell_facets))]
+    NothingPrintable {
+        /// Facets in the input.
+        input_facets: u64,
+        /// Facets removed as degenerate (zero area).
+        degenerate: u64,
+        /// Shells removed as tiny.
+        tiny_shells: u64,
+        /// Facets in them.
+        tiny_shell_facets: u64,
+    },
+    /// [`RepairOptions::deadline`](crate::RepairOptions::deadline) passed before the repair
+    /// was done.
+    #[error(
+        "out of time: the repair's deadline passed during the {} stage, {seconds:.3} s after \
+         parsing began",
+        .stage.name()
+    )]
+    DeadlineExceeded {
+        /// The stage that was running (or about to start).
+        stage: crate::Stage,
+        /// Seconds spent, parsing included.
+        seconds: f64,
+    },
     /// The header declares more facets than the data holds.
     #[error(
         "binary STL truncated: header declares {declared} facets ({expected} bytes) but the file \
@@ -91,4 +120,29 @@ pub enum HealError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// The one-line message of [`HealError::NothingPrintable`].
+fn nothing_printable(input: u64, degenerate: u64, tiny: u64, tiny_facets: u64) -> String {
+    let mut why = Vec::new();
+    if tiny_facets > 0 {
+        why.push(format!(
+            "{tiny_facets} facets in {tiny} separate pieces too small or too open to be printed \
+             on their own were removed as tiny shells (--keep-tiny-shells, option \
+             `remove_tiny_shells: false`, keeps them)"
+        ));
+    }
+    if degenerate > 0 {
+        why.push(format!(
+            "{degenerate} facets have zero area (--keep-degenerate, option \
+             `remove_degenerate: false`, keeps them)"
+        ));
+    }
+    if why.is_empty() {
+        why.push("no facet survived the repair".to_string());
+    }
+    format!(
+        "nothing printable remains of the {input} facets in the file: {}",
+        why.join("; ")
+    )
 }

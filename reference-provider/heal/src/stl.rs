@@ -599,7 +599,7 @@ fn parse_ascii(bytes: &[u8], options: &RepairOptions) -> Result<(Vec<[f32; 3]>, 
     }
     let facets: usize = chunks.iter().map(|c| c.positions.len() / 3).sum();
     if facets == 0 {
-        return Err(HealError::NoFacets);
+        return Err(HealError::EmptyAscii);
     }
     check_facets(facets as u64, options)?;
     let wrong = chunks.iter().map(|c| c.wrong).sum();

@@ -248,7 +248,7 @@ impl Keyring {
     ///
     /// let mut ring = Keyring::new();
     /// for n in 0..30 {
-    ///     ring.insert(KeyId::parse(&format!("key_{n}"))?, Secret::generate(), None);
+    ///     ring.insert(KeyId::parse(format!("key_{n}"))?, Secret::generate(), None);
     /// }
     /// let signed = ring.sign(&MessageId::parse("msg_1")?, 1_700_000_000, b"{}")?;
     /// assert!(signed.signature.len() <= MAX_SIGNATURE_HEADER_LEN);
@@ -400,7 +400,7 @@ mod tests {
         // The first secret and 21 rotations, all still in their grace period.
         for n in 0..=21 {
             let secret = Secret::generate();
-            let kid = KeyId::parse(&format!("key_{n}")).unwrap();
+            let kid = KeyId::parse(format!("key_{n}")).unwrap();
             newest = Some((kid.clone(), secret.clone()));
             ring.insert(kid, secret, Some(now + 86_400));
         }

@@ -244,6 +244,8 @@ async fn download_inner(
     let limits = client::DownloadLimits {
         max_bytes: u64::try_from(state.cfg.max_model_bytes).unwrap_or(u64::MAX),
         timeout: Duration::from_secs(state.cfg.http_timeout.max(1).saturating_mul(4)),
+        connect_timeout: Duration::from_secs(state.cfg.http_timeout.max(1)),
+        idle_timeout: Duration::from_secs(state.cfg.http_timeout.max(1)),
     };
     match client::download_to_vec(&state.http, dl, &limits).await {
         Ok(bytes) => Ok((200, bytes)),

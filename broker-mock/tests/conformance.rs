@@ -39,24 +39,30 @@ const FUNDED: &str = "acc_funded";
 const POOR: &str = "acc_poor";
 const PROVIDER_ID: &str = "prv_testprovider";
 
-/// How a test provider misbehaves.
-#[derive(Debug, Clone, Copy, Default)]
-struct Faults {
+/// How the test provider misbehaves: one realistic bug at a time (`None` is a correct
+/// provider). Each test names the checks that bug must fail, and only those.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Bug {
+    /// A correct provider.
+    #[default]
+    None,
     /// Parses signed messages without checking signature or timestamp (or replays).
-    skip_signatures: bool,
+    SkipSignatures,
     /// Checks signature and timestamp, but remembers no message ids.
-    no_replay_protection: bool,
+    NoReplayProtection,
     /// Accepts inputs but never downloads nor calls back.
-    never_call_back: bool,
+    NeverCallBack,
     /// Retries an event under a new webhook-id each attempt.
-    new_id_on_retry: bool,
+    NewIdOnRetry,
     /// Takes every `job.input` for a new job: runs (downloads, completes) again.
-    rerun_on_new_input: bool,
+    RerunOnNewInput,
     /// Answers a job's second `job.input` `404` (forgets jobs once they have their input).
-    refuse_repeated_input: bool,
+    RefuseRepeatedInput,
     /// Answers a job's second `job.input` `409 invalid-transition` (allowed: the input is no
     /// longer needed).
-    conflict_on_repeated_input: bool,
+    ConflictOnRepeatedInput,
+    /// Accepts offers addressed to any provider id.
+    IgnoresProviderId,
 }
 
 struct Job {
@@ -68,7 +74,7 @@ struct Job {
 }
 
 struct Inner {
-    faults: Faults,
+    bug: Bug,
     base_url: String,
     keyring: Keyring,
     verifier: Arc<Verifier>,
@@ -112,12 +118,12 @@ fn problem_response(p: &Problem) -> Response {
         .into_response()
 }
 
-async fn start_provider(faults: Faults) -> Provider {
-    start_provider_trusting(faults, Vec::new()).await
+async fn start_provider(bug: Bug) -> Provider {
+    start_provider_trusting(bug, Vec::new()).await
 }
 
 /// A provider whose HTTP client also trusts `roots` (PEM), for a runner serving HTTPS.
-async fn start_provider_trusting(faults: Faults, roots: Vec<Vec<u8>>) -> Provider {
+async fn start_provider_trusting(bug: Bug, roots: Vec<Vec<u8>>) -> Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     let secret = Secret::generate();
@@ -131,7 +137,7 @@ async fn start_provider_trusting(faults: Faults, roots: Vec<Vec<u8>>) -> Provide
     .unwrap();
     let balances = HashMap::from([(FUNDED.to_owned(), 10_000), (POOR.to_owned(), 10)]);
     let app = App(Arc::new(Inner {
-        faults,
+        bug,
         base_url: base_url.clone(),
         verifier: Arc::new(Verifier::new(keyring.clone())),
         keyring,
@@ -142,7 +148,7 @@ async fn start_provider_trusting(faults: Faults, roots: Vec<Vec<u8>>) -> Provide
         answers: Mutex::default(),
         results: Mutex::default(),
     }));
-    let jobs_route = if faults.skip_signatures || faults.no_replay_protection {
+    let jobs_route = if matches!(bug, Bug::SkipSignatures | Bug::NoReplayProtection) {
         post(jobs_unchecked)
     } else {
         post(jobs_signed)
@@ -179,7 +185,7 @@ async fn jobs_signed(
 
 /// The broken paths: no checks at all, or signature checks without replay protection.
 async fn jobs_unchecked(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    if !app.0.faults.skip_signatures
+    if app.0.bug != Bug::SkipSignatures
         && let Err(e) = app
             .0
             .keyring
@@ -245,7 +251,7 @@ fn offer_answer(
     inner: &Inner,
     offer: &JobOffer,
 ) -> Result<(u16, Vec<u8>, Option<String>), Problem> {
-    if offer.provider_id.as_str() != PROVIDER_ID {
+    if offer.provider_id.as_str() != PROVIDER_ID && inner.bug != Bug::IgnoresProviderId {
         return Err(Problem::new(ProblemType::Forbidden));
     }
     let accepted = |pjob: &ProviderJobId| {
@@ -302,15 +308,15 @@ fn input_answer(app: &App, input: JobInput) -> Result<(u16, Vec<u8>, Option<Stri
             .get_mut(input.job_id.as_str())
             .filter(|j| j.provider_job_id == input.provider_job_id)
             .ok_or_else(|| Problem::new(ProblemType::NotFound).with_detail("no such job"))?;
-        if job.has_input && app.0.faults.refuse_repeated_input {
+        if job.has_input && app.0.bug == Bug::RefuseRepeatedInput {
             return Err(Problem::new(ProblemType::NotFound).with_detail("no such job"));
         }
-        if job.has_input && app.0.faults.conflict_on_repeated_input {
+        if job.has_input && app.0.bug == Bug::ConflictOnRepeatedInput {
             return Err(Problem::new(ProblemType::InvalidTransition)
                 .with_detail("this job has its input already"));
         }
         // Every input of a job is the same input: the job starts once.
-        let start = !job.has_input || app.0.faults.rerun_on_new_input;
+        let start = !job.has_input || app.0.bug == Bug::RerunOnNewInput;
         job.has_input = true;
         (job.events_url.clone(), start, job.state)
     };
@@ -320,7 +326,7 @@ fn input_answer(app: &App, input: JobInput) -> Result<(u16, Vec<u8>, Option<Stri
         state,
     })
     .unwrap();
-    if start && !app.0.faults.never_call_back {
+    if start && app.0.bug != Bug::NeverCallBack {
         tokio::spawn(work(app.clone(), input, events_url));
     }
     Ok((202, body, None))
@@ -393,7 +399,7 @@ async fn send_event(app: &App, url: &str, event: &JobEvent) {
         max_backoff: Duration::from_millis(300),
         ..RetryPolicy::default()
     };
-    if !inner.faults.new_id_on_retry {
+    if inner.bug != Bug::NewIdOnRetry {
         let _ = inner
             .sender
             .send(url, &MessageId::generate(), body, &inner.keyring, &policy)
@@ -449,7 +455,7 @@ fn set(names: &[&'static str]) -> BTreeSet<&'static str> {
 
 #[tokio::test]
 async fn a_correct_provider_passes_every_check() {
-    let provider = start_provider(Faults::default()).await;
+    let provider = start_provider(Bug::None).await;
     let report = run(config(&provider)).await.unwrap();
     println!("{}", report.to_human());
     assert!(report.passed(), "{}", report.to_human());
@@ -467,11 +473,7 @@ async fn a_correct_provider_passes_every_check() {
 
 #[tokio::test]
 async fn a_provider_that_skips_signature_checks_fails_them() {
-    let provider = start_provider(Faults {
-        skip_signatures: true,
-        ..Faults::default()
-    })
-    .await;
+    let provider = start_provider(Bug::SkipSignatures).await;
     let report = run(config(&provider)).await.unwrap();
     println!("{}", report.to_human());
     assert_eq!(
@@ -501,11 +503,7 @@ async fn a_provider_that_skips_signature_checks_fails_them() {
 
 #[tokio::test]
 async fn a_provider_without_replay_protection_fails_the_replay_check() {
-    let provider = start_provider(Faults {
-        no_replay_protection: true,
-        ..Faults::default()
-    })
-    .await;
+    let provider = start_provider(Bug::NoReplayProtection).await;
     let report = run(config(&provider)).await.unwrap();
     println!("{}", report.to_human());
     assert_eq!(
@@ -524,11 +522,7 @@ async fn a_provider_without_replay_protection_fails_the_replay_check() {
 
 #[tokio::test]
 async fn a_provider_that_never_calls_back_fails_the_job_checks() {
-    let provider = start_provider(Faults {
-        never_call_back: true,
-        ..Faults::default()
-    })
-    .await;
+    let provider = start_provider(Bug::NeverCallBack).await;
     let mut cfg = config(&provider);
     cfg.timeout = Duration::from_secs(2);
     let report = run(cfg).await.unwrap();
@@ -565,11 +559,7 @@ async fn a_provider_that_never_calls_back_fails_the_job_checks() {
 
 #[tokio::test]
 async fn a_provider_that_retries_under_a_new_id_fails_the_retry_check() {
-    let provider = start_provider(Faults {
-        new_id_on_retry: true,
-        ..Faults::default()
-    })
-    .await;
+    let provider = start_provider(Bug::NewIdOnRetry).await;
     let report = run(config(&provider)).await.unwrap();
     println!("{}", report.to_human());
     assert_eq!(
@@ -589,11 +579,7 @@ async fn a_provider_that_retries_under_a_new_id_fails_the_retry_check() {
 
 #[tokio::test]
 async fn a_provider_that_runs_a_repeated_input_again_fails_the_repeated_input_check() {
-    let provider = start_provider(Faults {
-        rerun_on_new_input: true,
-        ..Faults::default()
-    })
-    .await;
+    let provider = start_provider(Bug::RerunOnNewInput).await;
     let report = run(config(&provider)).await.unwrap();
     println!("{}", report.to_human());
     assert_eq!(
@@ -617,11 +603,7 @@ async fn a_provider_that_runs_a_repeated_input_again_fails_the_repeated_input_ch
 
 #[tokio::test]
 async fn a_provider_answering_a_repeated_input_with_a_problem_fails_the_repeated_input_check() {
-    let provider = start_provider(Faults {
-        refuse_repeated_input: true,
-        ..Faults::default()
-    })
-    .await;
+    let provider = start_provider(Bug::RefuseRepeatedInput).await;
     let report = run(config(&provider)).await.unwrap();
     assert_eq!(
         failed(&report),
@@ -640,11 +622,7 @@ async fn a_provider_answering_a_repeated_input_with_a_problem_fails_the_repeated
 
 #[tokio::test]
 async fn a_provider_answering_a_repeated_input_with_409_passes() {
-    let provider = start_provider(Faults {
-        conflict_on_repeated_input: true,
-        ..Faults::default()
-    })
-    .await;
+    let provider = start_provider(Bug::ConflictOnRepeatedInput).await;
     let report = run(config(&provider)).await.unwrap();
     assert!(report.passed(), "{}", report.to_human());
     let r = report.get(Check::InputRepeatedSameJob).unwrap();
@@ -658,7 +636,7 @@ async fn a_provider_answering_a_repeated_input_with_409_passes() {
 
 #[tokio::test]
 async fn without_accounts_the_account_checks_are_skipped_not_passed() {
-    let provider = start_provider(Faults::default()).await;
+    let provider = start_provider(Bug::None).await;
     let mut cfg = config(&provider);
     cfg.poor_account = None;
     let report = run(cfg).await.unwrap();
@@ -670,7 +648,7 @@ async fn without_accounts_the_account_checks_are_skipped_not_passed() {
 
 #[tokio::test]
 async fn bad_configuration_is_an_error_not_a_report() {
-    let provider = start_provider(Faults::default()).await;
+    let provider = start_provider(Bug::None).await;
     let mut cfg = config(&provider);
     cfg.secret = "not-a-secret".into();
     assert!(run(cfg).await.is_err());
@@ -690,7 +668,7 @@ async fn the_runner_can_serve_its_endpoint_over_https() {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
-    let provider = start_provider_trusting(Faults::default(), vec![ca.pem().into_bytes()]).await;
+    let provider = start_provider_trusting(Bug::None, vec![ca.pem().into_bytes()]).await;
     let mut cfg = config(&provider);
     cfg.tls = Some(TlsIdentity {
         cert_pem: cert.pem().into_bytes(),
@@ -716,12 +694,8 @@ fn run_cli(args: Vec<String>) -> std::process::Output {
 
 #[tokio::test]
 async fn the_cli_prints_json_writes_junit_and_sets_the_exit_status() {
-    let good = start_provider(Faults::default()).await;
-    let bad = start_provider(Faults {
-        no_replay_protection: true,
-        ..Faults::default()
-    })
-    .await;
+    let good = start_provider(Bug::None).await;
+    let bad = start_provider(Bug::NoReplayProtection).await;
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("conformance.xml");
     let args = |p: &Provider, extra: &[&str]| {
@@ -790,4 +764,22 @@ async fn the_cli_prints_json_writes_junit_and_sets_the_exit_status() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_provider_accepting_offers_for_another_provider_fails_the_other_provider_check() {
+    let provider = start_provider(Bug::IgnoresProviderId).await;
+    let report = run(config(&provider)).await.unwrap();
+    assert_eq!(
+        failed(&report),
+        set(&["offer.other-provider"]),
+        "{}",
+        report.to_human()
+    );
+    let r = report.get(Check::OfferOtherProvider).unwrap();
+    assert!(
+        r.reason.contains("expected 403 forbidden, got 202"),
+        "{}",
+        r.reason
+    );
 }

@@ -13,7 +13,8 @@ runs=${RUNS:-3}
 admesh_max=${ADMESH_MAX_FACETS:-4000000}
 
 cd "$root"
-cargo build --release -q -p fixmyprint --bin fixmyprint --example heal_gen
+cargo build --release -q -p fixmyprint --bin fixmyprint
+cargo build --release -q -p fixmyprint-heal --features generate --example heal_gen
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 fmp=$target/release/fixmyprint
 gen=$target/release/examples/heal_gen

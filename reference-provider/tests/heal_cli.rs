@@ -95,3 +95,55 @@ fn heal_bad_input_one_line_exit_2() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn heal_nothing_printable_exits_non_zero_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out) = (dir.path().join("in.stl"), dir.path().join("out.stl"));
+    // 100 separate triangles, far apart.
+    let mut b = vec![0u8; 84];
+    b[80..84].copy_from_slice(&100u32.to_le_bytes());
+    for i in 0..100 {
+        let x = i as f32 * 10.0;
+        b.extend_from_slice(&[0u8; 12]);
+        for p in [[x, 0.0, 0.0], [x + 1.0, 0.0, 0.0], [x, 1.0, 0.0]] {
+            for c in p {
+                b.extend_from_slice(&f32::to_le_bytes(c));
+            }
+        }
+        b.extend_from_slice(&[0u8; 2]);
+    }
+    std::fs::write(&inp, &b).unwrap();
+    let o = bin().arg("repair").arg(&inp).arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("100 facets") && err.contains("--keep-tiny-shells"),
+        "{err}"
+    );
+    assert!(!out.exists(), "no output on failure");
+    let o = bin()
+        .args(["repair", "--quiet", "--keep-tiny-shells"])
+        .arg(&inp)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out).unwrap().len() >= 84 + 50 * 100);
+}
+
+#[test]
+fn heal_empty_ascii_file_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out) = (dir.path().join("in.stl"), dir.path().join("out.stl"));
+    std::fs::write(&inp, "solid empty\nendsolid empty\n").unwrap();
+    let o = bin().arg("repair").arg(&inp).arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("empty ASCII STL") && !err.contains("binary"),
+        "{err}"
+    );
+}

@@ -812,13 +812,34 @@ impl SignedSender {
 // Downloads
 // ---------------------------------------------------------------------------------------------
 
-/// Bounds on a download.
+/// Bounds on a download: its size and three clocks, all set by the caller and independent
+/// of the client's own request timeout ([`ClientConfig::timeout`] never cuts a download).
+///
+/// ```
+/// use std::time::Duration;
+/// use diax_sdk::client::DownloadLimits;
+///
+/// // A 30 s request timeout elsewhere; a model may take up to 10 minutes to arrive, as long
+/// // as bytes keep coming at least every 20 s.
+/// let limits = DownloadLimits {
+///     timeout: Duration::from_secs(600),
+///     idle_timeout: Duration::from_secs(20),
+///     ..DownloadLimits::default()
+/// };
+/// assert_eq!(limits.connect_timeout, Duration::from_secs(30));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DownloadLimits {
     /// Largest size accepted, whatever the declared size says. Default 256 MiB.
     pub max_bytes: u64,
-    /// Time for the whole download. Default 5 minutes.
+    /// The total deadline: time for the whole download, from the first connection attempt
+    /// to the last byte. Default 5 minutes.
     pub timeout: Duration,
+    /// Time to connect and receive the answer's status and headers. Default 30 s.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of the body (a stalled transfer ends after it).
+    /// Default 30 s.
+    pub idle_timeout: Duration,
 }
 
 impl Default for DownloadLimits {
@@ -826,7 +847,31 @@ impl Default for DownloadLimits {
         Self {
             max_bytes: 256 * 1024 * 1024,
             timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// Which clock of [`DownloadLimits`] ended a download ([`DownloadError::Timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownloadTimeout {
+    /// [`DownloadLimits::connect_timeout`]: no status and headers in time.
+    Connect,
+    /// [`DownloadLimits::idle_timeout`]: the body stalled.
+    Idle,
+    /// [`DownloadLimits::timeout`]: the whole download took too long.
+    Deadline,
+}
+
+impl fmt::Display for DownloadTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "no answer within the connect timeout",
+            Self::Idle => "no bytes within the idle timeout",
+            Self::Deadline => "not complete within the total deadline",
+        })
     }
 }
 
@@ -884,9 +929,9 @@ pub enum DownloadError {
         /// Digest of what arrived.
         actual: String,
     },
-    /// The whole download took longer than allowed.
-    #[error("download timed out")]
-    Timeout,
+    /// A clock of [`DownloadLimits`] ran out; which one is said.
+    #[error("download timed out: {0}")]
+    Timeout(DownloadTimeout),
     /// Transport failure. The source is the HTTP client's error, stripped of the URL (which
     /// may carry a credential).
     #[error("transfer failed")]
@@ -901,7 +946,7 @@ impl DownloadError {
     #[must_use]
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Timeout | Self::Transfer(_) => true,
+            Self::Timeout(_) | Self::Transfer(_) => true,
             Self::Refused { status, .. } => RetryPolicy::is_retryable_status(*status),
             _ => false,
         }
@@ -929,7 +974,17 @@ pub async fn download<W: AsyncWrite + Unpin>(
     .await
     {
         Ok(result) => result,
-        Err(_) => Err(DownloadError::Timeout),
+        Err(_) => Err(DownloadError::Timeout(DownloadTimeout::Deadline)),
+    }
+}
+
+/// A transport error, stripped of its URL; a timeout of the request's own clock (the total
+/// deadline, or `phase`'s when it fires first inside the HTTP client) is named as such.
+fn transfer_error(e: reqwest::Error, phase: DownloadTimeout) -> DownloadError {
+    if e.is_timeout() {
+        DownloadError::Timeout(phase)
+    } else {
+        DownloadError::Transfer(e.without_url())
     }
 }
 
@@ -946,14 +1001,16 @@ async fn download_inner<W: AsyncWrite + Unpin>(
             limit: limits.max_bytes,
         });
     }
-    let mut req = client.get(url);
+    // The request's own timeout replaces the client's whole-request timeout, so only the
+    // limits given here bound the download.
+    let mut req = client.get(url).timeout(limits.timeout);
     if let Some(auth) = &download.authorization {
         req = req.header(AUTHORIZATION, auth);
     }
-    let resp = req
-        .send()
+    let resp = tokio::time::timeout(limits.connect_timeout, req.send())
         .await
-        .map_err(|e| DownloadError::Transfer(e.without_url()))?;
+        .map_err(|_| DownloadError::Timeout(DownloadTimeout::Connect))?
+        .map_err(|e| transfer_error(e, DownloadTimeout::Connect))?;
     if resp.status().as_u16() != 200 {
         let status = resp.status().as_u16();
         let problem = read_limited(resp, MAX_RESPONSE_BYTES)
@@ -966,8 +1023,12 @@ async fn download_inner<W: AsyncWrite + Unpin>(
     let mut hasher = Sha256::new();
     let mut received: u64 = 0;
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| DownloadError::Transfer(e.without_url()))?;
+    loop {
+        let next = tokio::time::timeout(limits.idle_timeout, stream.next())
+            .await
+            .map_err(|_| DownloadError::Timeout(DownloadTimeout::Idle))?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| transfer_error(e, DownloadTimeout::Deadline))?;
         received += chunk.len() as u64;
         if received > download.size {
             return Err(DownloadError::TooLong {

@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use diax_sdk::client::{
     Attempt, BrokerCallError, BrokerClient, ClientConfig, DownloadError, DownloadLimits,
-    RetryPolicy, SendError, SignedSender, download, download_to_file, download_to_vec, http_client,
-    require_secure_url,
+    DownloadTimeout, RetryPolicy, SendError, SignedSender, download, download_to_file,
+    download_to_vec, http_client, require_secure_url,
 };
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::{ErrorChain, sha256_hex};
@@ -168,6 +168,22 @@ async fn stall() -> Response {
     Body::from_stream(first.chain(futures_util::stream::pending())).into_response()
 }
 
+/// The blob in 4-byte pieces, one every 150 ms (about 1.8 s in all).
+async fn trickle() -> Response {
+    use futures_util::StreamExt as _;
+    let pieces = futures_util::stream::iter(BLOB.chunks(4)).then(|piece| async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Ok::<_, std::io::Error>(Bytes::copy_from_slice(piece))
+    });
+    Body::from_stream(pieces).into_response()
+}
+
+/// The blob, after 3 s without any answer.
+async fn late() -> Response {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (StatusCode::OK, BLOB).into_response()
+}
+
 async fn register(headers: HeaderMap, Json(req): Json<RegisterProvider>) -> Response {
     if headers
         .get(header::AUTHORIZATION)
@@ -210,6 +226,8 @@ async fn server() -> (String, Log) {
         .route("/broken", get(broken))
         .route("/moved", get(moved))
         .route("/stall", get(stall))
+        .route("/trickle", get(trickle))
+        .route("/late", get(late))
         .route("/v1/providers", post(register))
         .route("/v1/providers/{provider}/secrets/rotate", post(rotate))
         .with_state(log.clone());
@@ -586,10 +604,92 @@ async fn failed_downloads_leave_no_file() {
     let err = download_to_file(&c, &blob_download(&base, "/stall"), &path, &short)
         .await
         .expect_err("stalls");
-    assert!(matches!(err, DownloadError::Timeout), "{err:?}");
+    assert!(
+        matches!(err, DownloadError::Timeout(DownloadTimeout::Deadline)),
+        "{err:?}"
+    );
     assert!(err.is_transient());
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_empty(dir.path());
+}
+
+#[tokio::test]
+async fn a_download_outlives_the_request_timeout_within_its_own_limits() {
+    let (base, _log) = server().await;
+    // The client cuts any request after 500 ms; the trickle takes about 1.8 s.
+    let c = http_client(&ClientConfig {
+        timeout: Duration::from_millis(500),
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let mut dl = blob_download(&base, "/trickle");
+    dl.authorization = None;
+    let limits = DownloadLimits {
+        timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        ..DownloadLimits::default()
+    };
+    let got = download_to_vec(&c, &dl, &limits)
+        .await
+        .expect("the download's own limits apply");
+    assert_eq!(got, BLOB);
+
+    // Each limit, when it is the one that runs out, is named.
+    let err = download_to_vec(
+        &c,
+        &dl,
+        &DownloadLimits {
+            timeout: Duration::from_millis(600),
+            ..limits
+        },
+    )
+    .await
+    .expect_err("over the deadline");
+    assert!(
+        matches!(err, DownloadError::Timeout(DownloadTimeout::Deadline)),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert!(
+        err.to_string().contains("total deadline"),
+        "{}",
+        ErrorChain(&err)
+    );
+
+    let mut stalled = blob_download(&base, "/stall");
+    stalled.authorization = None;
+    let err = download_to_vec(
+        &c,
+        &stalled,
+        &DownloadLimits {
+            idle_timeout: Duration::from_millis(300),
+            ..limits
+        },
+    )
+    .await
+    .expect_err("stalls");
+    assert!(
+        matches!(err, DownloadError::Timeout(DownloadTimeout::Idle)),
+        "{err:?}"
+    );
+
+    let mut late = blob_download(&base, "/late");
+    late.authorization = None;
+    let err = download_to_vec(
+        &c,
+        &late,
+        &DownloadLimits {
+            connect_timeout: Duration::from_millis(300),
+            ..limits
+        },
+    )
+    .await
+    .expect_err("no answer in time");
+    assert!(
+        matches!(err, DownloadError::Timeout(DownloadTimeout::Connect)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -102,7 +102,7 @@ fn the_link_token_example_validates() {
     );
     let validator = LinkTokenValidator::new(
         ProviderId::parse("prv_Q7mZ2kX9wB4nT6vR1cHs").unwrap(),
-        "diax-mock",
+        "3diax-mock",
     );
     let claims = validator
         .validate_at(ex.block.trim(), &ring, 1764352700)

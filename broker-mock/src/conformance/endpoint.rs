@@ -159,6 +159,7 @@ impl Endpoint {
             limits: DownloadLimits {
                 max_bytes: 256 * 1024 * 1024,
                 timeout: setup.request_timeout,
+                ..DownloadLimits::default()
             },
             log: Mutex::new(Log::default()),
             done: done_tx,

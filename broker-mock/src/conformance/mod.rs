@@ -214,6 +214,8 @@ checks! {
     /// The same `job_id` offered under a new `webhook-id` returns the same
     /// `provider_job_id` (no second job).
     OfferRepeatedSameJob => "offer.repeated-same-job",
+    /// An offer naming another provider's id → `403 forbidden`.
+    OfferOtherProvider => "offer.other-provider",
     /// A body changed after signing → `401 signature-invalid`.
     SignatureTamperedBody => "signature.tampered-body",
     /// Signed with another secret → `401 signature-invalid`.

@@ -267,6 +267,7 @@ async fn fetch_input(
     let limits = DownloadLimits {
         max_bytes: config.max_model_bytes,
         timeout: config.http_timeout.saturating_mul(10),
+        ..DownloadLimits::default()
     };
     let result =
         diax_sdk::client::download_to_file(service.http(), &download, &path, &limits).await;

@@ -208,6 +208,7 @@ impl Runner {
     }
 
     async fn refusal_checks(&mut self) {
+        self.other_provider_check().await;
         self.signature_checks().await;
         self.replay_checks().await;
         self.timestamp_checks().await;

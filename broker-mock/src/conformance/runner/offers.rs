@@ -2,15 +2,15 @@
 
 use diax_sdk::client;
 use diax_sdk::clock::unix_now;
-use diax_sdk::util::ErrorChain;
+use diax_sdk::util::{ErrorChain, random_token};
 use diax_sdk::wire::{
     BrokerMessage, JobAccepted, JobOffer, OfferUser, OfferedModel, SERVICE_KIND_MODEL_REPAIR,
 };
-use diax_sdk::{AccountId, JobId, MessageId};
+use diax_sdk::{AccountId, JobId, MessageId, ProblemType, ProviderId};
 use serde_json::Value;
 use std::time::Instant;
 
-use super::exchange::{Answer, sign};
+use super::exchange::{Answer, expect_problem, sign};
 use super::{Check, Runner, Verdict, not_checked};
 
 impl Runner {
@@ -84,6 +84,25 @@ impl Runner {
         };
         self.judge(Check::OfferRepeatedSameJob, outcome, t);
         accepted
+    }
+
+    /// `offer.other-provider`: an offer addressed to another provider id, otherwise valid
+    /// (the funded account), must be refused `403 forbidden` (PROTOCOL §5.2).
+    pub(super) async fn other_provider_check(&mut self) {
+        let t = Instant::now();
+        let mut offer = self.offer(&JobId::generate(), self.account());
+        let other = random_token("prv_conformanceOther", 12);
+        offer.provider_id =
+            ProviderId::parse(other.clone()).unwrap_or_else(|_| ProviderId::generate());
+        let body = Self::body(&BrokerMessage::Offer(offer));
+        let answer = self.send_signed(&body).await;
+        let outcome = expect_problem(&answer, ProblemType::Forbidden).map(|_| {
+            format!(
+                "an offer naming provider_id {other} (not {}): 403 forbidden",
+                self.provider_id
+            )
+        });
+        self.judge(Check::OfferOtherProvider, outcome, t);
     }
 
     pub(super) fn offer(&self, job_id: &JobId, account: Option<&str>) -> JobOffer {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 
-use super::keys::{self, hi, lo, pack};
+use crate::keys::{self, hi, lo, pack};
 
 /// No twin: a boundary half-edge.
 pub(crate) const NONE: u32 = u32::MAX;

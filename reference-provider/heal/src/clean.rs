@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::keys::{self, hi, lo, pack};
+use crate::keys::{self, hi, lo, pack};
 
 /// A facet is degenerate when its doubled area is at most this fraction of its longest edge
 /// squared (i.e. its height is below ~1e-10 of its longest edge: zero up to rounding).

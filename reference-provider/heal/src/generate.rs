@@ -8,7 +8,7 @@
 //! defect injectors ([`Defects`]) then break it the ways real files are broken:
 //!
 //! ```
-//! use fixmyprint::heal::generate::{self, Defects};
+//! use fixmyprint_heal::generate::{self, Defects};
 //!
 //! let all = generate::broken_model(1, 10_000); // binary STL with every defect
 //! assert!(all.len() > 84 + 50 * 10_000);
@@ -18,7 +18,7 @@
 
 use std::f64::consts::PI;
 
-use super::{Bbox, Mesh, stl};
+use crate::{Bbox, Mesh, stl};
 
 /// A small deterministic random generator (SplitMix64).
 #[derive(Debug, Clone)]

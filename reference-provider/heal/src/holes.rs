@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use super::clean::degenerate;
+use crate::clean::degenerate;
 
 #[derive(Debug, Default)]
 pub(crate) struct HoleStats {
@@ -465,11 +465,7 @@ mod tests {
         assert!(!forced);
         assert_eq!(t.len(), 2);
         for f in t {
-            let n = crate::heal::stl::facet_normal(
-                v[f[0] as usize],
-                v[f[1] as usize],
-                v[f[2] as usize],
-            );
+            let n = crate::stl::facet_normal(v[f[0] as usize], v[f[1] as usize], v[f[2] as usize]);
             assert!(n[2] > 0.99);
         }
     }

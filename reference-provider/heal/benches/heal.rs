@@ -2,7 +2,7 @@
 //! every defect (`generate::broken_model`). Sizes: 100k and 1M facets (`HEAL_BENCH_FACETS`
 //! overrides, comma-separated).
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use fixmyprint::heal::{self, RepairOptions, generate, stages, stl};
+use fixmyprint_heal::{self as heal, RepairOptions, generate, stages, stl};
 
 fn sizes() -> Vec<usize> {
     std::env::var("HEAL_BENCH_FACETS")

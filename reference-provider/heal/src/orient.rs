@@ -12,8 +12,8 @@
 
 use rayon::prelude::*;
 
-use super::topology::{NONE, SAME};
-use super::{Bbox, bbox_of};
+use crate::topology::{NONE, SAME};
+use crate::{Bbox, bbox_of};
 
 pub(crate) struct Winding {
     /// Per facet: flip it.
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn inside_cube() {
-        let g = crate::heal::generate::sphere([0.0; 3], 1.0, 500);
+        let g = crate::generate::sphere([0.0; 3], 1.0, 500);
         let faces: Vec<u32> = (0..g.triangles.len() as u32).collect();
         assert!(inside(
             &g.vertices,

@@ -1,6 +1,6 @@
 //! Input validation: every broken input gets a specific error naming where, never a panic and
 //! never an allocation the file size does not justify.
-use fixmyprint::heal::{self, HealError, RepairOptions, generate};
+use fixmyprint_heal::{self as heal, HealError, RepairOptions, generate};
 
 fn opts() -> RepairOptions {
     RepairOptions::default()
@@ -254,4 +254,76 @@ fn heal_size_and_facet_caps() {
     assert!(matches!(e, HealError::TooLarge { .. }));
     let e = heal::repair_file(&dir.path().join("missing.stl"), &opts(), &|_| {}).unwrap_err();
     assert!(matches!(e, HealError::Io { .. }));
+}
+
+#[test]
+fn heal_empty_ascii_file_is_named_as_such() {
+    let e = err(b"solid x\nendsolid x\n");
+    assert!(matches!(e, HealError::EmptyAscii), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ASCII STL") && msg.contains("no facets"),
+        "{msg}"
+    );
+    assert!(!msg.contains("binary"), "{msg}");
+}
+
+/// `n` separate triangles, far apart: each is its own shell of one facet.
+fn isolated_triangles(n: usize) -> Vec<u8> {
+    let facets: Vec<[[f32; 3]; 3]> = (0..n).map(|i| tri(i as f32 * 10.0)).collect();
+    binary(&facets, n as u32)
+}
+
+#[test]
+fn heal_isolated_triangles_are_a_typed_error_not_an_empty_mesh() {
+    let e = err(&isolated_triangles(100));
+    match &e {
+        HealError::NothingPrintable {
+            input_facets,
+            tiny_shells,
+            tiny_shell_facets,
+            degenerate,
+        } => {
+            assert_eq!(
+                (*input_facets, *tiny_shells, *tiny_shell_facets, *degenerate),
+                (100, 100, 100, 0)
+            );
+        }
+        other => panic!("expected NothingPrintable, got {other:?}"),
+    }
+    let msg = e.to_string();
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(
+        msg.contains("100 facets") && msg.contains("100 separate pieces"),
+        "{msg}"
+    );
+    assert!(msg.contains("--keep-tiny-shells"), "{msg}");
+    // The option the message names keeps them.
+    let kept = heal::repair(
+        &isolated_triangles(100),
+        &RepairOptions {
+            remove_tiny_shells: false,
+            ..opts()
+        },
+    )
+    .unwrap();
+    // Each triangle's open edges make a three-edge hole, filled with its back face.
+    assert_eq!(kept.mesh.triangles.len(), 200);
+}
+
+#[test]
+fn heal_all_degenerate_is_a_typed_error() {
+    // Three collinear corners in every facet.
+    let facets: Vec<[[f32; 3]; 3]> = (0..10)
+        .map(|i| {
+            let x = i as f32;
+            [[x, 0.0, 0.0], [x + 1.0, 1.0, 0.0], [x + 2.0, 2.0, 0.0]]
+        })
+        .collect();
+    let e = err(&binary(&facets, 10));
+    assert!(
+        matches!(e, HealError::NothingPrintable { degenerate: 10, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("--keep-degenerate"), "{e}");
 }

@@ -1,10 +1,9 @@
 //! Quality bar: every defect alone and all together come out watertight, consistently wound,
 //! outward (cavity inward), free of duplicates, degenerates and tiny shells, with every real
 //! shell kept and the volume within 0.5 % of the clean model.
-mod heal_support;
 
-use fixmyprint::heal::{self, RepairOptions, generate};
-use heal_support::{assert_quality, verify};
+use crate::support::{assert_quality, verify};
+use fixmyprint_heal::{self as heal, RepairOptions, generate};
 
 #[test]
 fn heal_each_defect_alone() {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::{HealError, Mesh, RepairOptions};
+use crate::{HealError, Mesh, RepairOptions};
 
 /// Input encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -599,7 +599,7 @@ fn parse_ascii(bytes: &[u8], options: &RepairOptions) -> Result<(Vec<[f32; 3]>, 
     }
     let facets: usize = chunks.iter().map(|c| c.positions.len() / 3).sum();
     if facets == 0 {
-        return Err(HealError::NoFacets);
+        return Err(HealError::EmptyAscii);
     }
     check_facets(facets as u64, options)?;
     let wrong = chunks.iter().map(|c| c.wrong).sum();
@@ -788,11 +788,8 @@ mod tests {
     /// including the first non-finite facet when it sits in a later block.
     #[test]
     fn streamed_file_matches_in_memory_parse() {
-        let g = super::super::generate::model(
-            3,
-            2 * STREAM_FACETS + 999,
-            &super::super::generate::Defects::all(),
-        );
+        let g =
+            crate::generate::model(3, 2 * STREAM_FACETS + 999, &crate::generate::Defects::all());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.stl");
         std::fs::write(&path, &g.stl).unwrap();
@@ -848,7 +845,7 @@ mod tests {
     /// ends it with the sink's error instead of hanging.
     #[test]
     fn streamed_write_matches_encoding_and_reports_errors() {
-        let g = super::super::generate::model(5, 150_000, &super::super::generate::Defects::none());
+        let g = crate::generate::model(5, 150_000, &crate::generate::Defects::none());
         let mesh = &g.clean.mesh;
         assert!(mesh.triangles.len() > 2 * (1 << 16));
         let mut out = Vec::new();

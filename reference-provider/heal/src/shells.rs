@@ -3,9 +3,9 @@
 
 use rayon::prelude::*;
 
-use super::orient::Winding;
-use super::topology::NONE;
-use super::{Bbox, RepairOptions};
+use crate::orient::Winding;
+use crate::topology::NONE;
+use crate::{Bbox, RepairOptions};
 
 pub(crate) struct Kept {
     /// Per old shell: new shell number, or `u32::MAX` when removed.
@@ -46,7 +46,7 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
                         ca[s] += cb[s];
                         ba[s] = match (ba[s], bb[s]) {
                             (Some(x), Some(y)) => {
-                                super::bbox_of([x.min, x.max, y.min, y.max].into_iter())
+                                crate::bbox_of([x.min, x.max, y.min, y.max].into_iter())
                             }
                             (x, None) => x,
                             (None, y) => y,
@@ -58,7 +58,7 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
     } else {
         tally(t, &w.shell_of)
     };
-    let model = super::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));
+    let model = crate::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));
     let model_diag = model.map_or(0.0, |b| b.diagonal());
     let limit = model_diag * f64::from(options.tiny_shell_ratio);
     let mut new_id = vec![u32::MAX; n];

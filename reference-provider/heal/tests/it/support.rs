@@ -172,7 +172,7 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 }
 
 /// Assert the full quality bar against the clean model.
-pub fn assert_quality(name: &str, out: &[u8], clean: &fixmyprint::heal::generate::Model) {
+pub fn assert_quality(name: &str, out: &[u8], clean: &fixmyprint_heal::generate::Model) {
     let v = verify(out);
     assert!(v.watertight, "{name}: not watertight");
     assert!(v.consistent, "{name}: winding not consistent");

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::Bbox;
+use crate::Bbox;
 
 /// Finaliser of MurmurHash3: a cheap, well-mixing 32-bit hash.
 #[inline]
@@ -205,11 +205,11 @@ pub(crate) fn parts_for(n: usize) -> usize {
 pub(crate) fn par_bbox(points: &[[f32; 3]]) -> Option<Bbox> {
     points
         .par_chunks(1 << 16)
-        .map(|c| super::bbox_of(c.iter().copied()))
+        .map(|c| crate::bbox_of(c.iter().copied()))
         .reduce(
             || None,
             |a, b| match (a, b) {
-                (Some(a), Some(b)) => super::bbox_of([a.min, a.max, b.min, b.max].into_iter()),
+                (Some(a), Some(b)) => crate::bbox_of([a.min, a.max, b.min, b.max].into_iter()),
                 (a, None) => a,
                 (None, b) => b,
             },

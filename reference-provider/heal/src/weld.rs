@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 
-use super::Bbox;
-use super::keys::{self, hi, lo, pack};
+use crate::Bbox;
+use crate::keys::{self, hi, lo, pack};
 
 /// Grid cell side as a multiple of the tolerance: large enough that few points lie near a
 /// face, small enough that a cell holds few distinct vertices.

@@ -1,7 +1,7 @@
-//! Write a generated test model: `cargo run --release --example heal_gen -- OUT.stl FACETS
+//! Write a generated test model: `cargo run --release -p fixmyprint-heal --features generate --example heal_gen -- OUT.stl FACETS
 //! [SEED] [all|clean|ascii]`. `all` (default) injects every defect (see
-//! `fixmyprint::heal::generate::Defects::all`).
-use fixmyprint::heal::generate::{self, Defects};
+//! `fixmyprint_heal::generate::Defects::all`).
+use fixmyprint_heal::generate::{self, Defects};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,15 +1,14 @@
 //! Judge repaired outputs with an independent implementation: Python `trimesh`
 //! (`is_watertight`, `is_winding_consistent`, `volume`, and the sign of every body's volume).
 //! Python and trimesh come from `tests/py/ensure-venv.sh`; if they are missing this test FAILS.
-mod heal_support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use fixmyprint::heal::{self, RepairOptions, generate};
+use fixmyprint_heal::{self as heal, RepairOptions, generate};
 
 fn python() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/py/ensure-venv.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/ensure-venv.sh");
     let out = Command::new("bash")
         .arg(&script)
         .output()

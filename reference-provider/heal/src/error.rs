@@ -1,0 +1,135 @@
+//! [`HealError`]: why an input could not be repaired.
+
+/// Why an input could not be repaired. Every variant names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum HealError {
+    /// The input has no bytes at all.
+    #[error("empty file: an STL file needs at least an 84-byte header")]
+    Empty,
+    /// The input is larger than [`RepairOptions::max_file_bytes`].
+    #[error("file is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the input.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// More facets than [`RepairOptions::max_facets`].
+    #[error("file holds {facets} facets, over the limit of {limit}")]
+    TooManyFacets {
+        /// Facets in the input.
+        facets: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// Binary STL shorter than its 84-byte header.
+    #[error("binary STL truncated inside the header: {len} bytes, the header alone needs 84")]
+    TruncatedHeader {
+        /// Size of the input.
+        len: u64,
+    },
+    /// A binary header that declares zero facets.
+    #[error("binary STL declares 0 facets (header only): nothing to repair")]
+    NoFacets,
+    /// An ASCII file with `solid` and `endsolid` but no facet between them.
+    #[error("empty ASCII STL: `solid`/`endsolid` with no facets in between, nothing to repair")]
+    EmptyAscii,
+    /// Nothing printable would remain: every facet was removed by a stage whose option keeps
+    /// it. The message says what was found and which option keeps it.
+    #[error("{}", nothing_printable(*.input_facets, *.degenerate, *.tiny_shells, *.tiny_shell_facets))]
+    NothingPrintable {
+        /// Facets in the input.
+        input_facets: u64,
+        /// Facets removed as degenerate (zero area).
+        degenerate: u64,
+        /// Shells removed as tiny.
+        tiny_shells: u64,
+        /// Facets in them.
+        tiny_shell_facets: u64,
+    },
+    /// The header declares more facets than the data holds.
+    #[error(
+        "binary STL truncated: header declares {declared} facets ({expected} bytes) but the file \
+         has {actual} bytes; facet {facet} is cut off at byte offset {offset}"
+    )]
+    Truncated {
+        /// Facet count from the header.
+        declared: u64,
+        /// File size the header implies.
+        expected: u64,
+        /// Actual file size.
+        actual: u64,
+        /// Index of the first incomplete facet.
+        facet: u64,
+        /// Byte offset where that facet starts.
+        offset: u64,
+    },
+    /// The header declares fewer facets than the data holds.
+    #[error(
+        "binary STL facet count mismatch: header declares {declared} facets ({expected} bytes) but \
+         the file has {actual} bytes; {extra} unexpected bytes start at byte offset {offset}"
+    )]
+    TrailingData {
+        /// Facet count from the header.
+        declared: u64,
+        /// File size the header implies.
+        expected: u64,
+        /// Actual file size.
+        actual: u64,
+        /// Bytes beyond what the header declares.
+        extra: u64,
+        /// Byte offset of the first unexpected byte.
+        offset: u64,
+    },
+    /// A NaN or infinite coordinate.
+    #[error("facet {facet} (byte offset {offset}) has a non-finite coordinate (NaN or infinity)")]
+    NonFinite {
+        /// Index of the facet.
+        facet: u64,
+        /// Byte offset of the facet (binary) or of its `facet` keyword (ASCII).
+        offset: u64,
+    },
+    /// A syntax error in an ASCII STL file.
+    #[error("ASCII STL, line {line} (byte offset {offset}): {problem}")]
+    Ascii {
+        /// 1-based line number.
+        line: u64,
+        /// Byte offset of the offending token.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// The one-line message of [`HealError::NothingPrintable`].
+fn nothing_printable(input: u64, degenerate: u64, tiny: u64, tiny_facets: u64) -> String {
+    let mut why = Vec::new();
+    if tiny_facets > 0 {
+        why.push(format!(
+            "{tiny_facets} facets in {tiny} separate pieces too small or too open to be printed \
+             on their own were removed as tiny shells (--keep-tiny-shells, option \
+             `remove_tiny_shells: false`, keeps them)"
+        ));
+    }
+    if degenerate > 0 {
+        why.push(format!(
+            "{degenerate} facets have zero area (--keep-degenerate, option \
+             `remove_degenerate: false`, keeps them)"
+        ));
+    }
+    if why.is_empty() {
+        why.push("no facet survived the repair".to_string());
+    }
+    format!(
+        "nothing printable remains of the {input} facets in the file: {}",
+        why.join("; ")
+    )
+}

@@ -1,0 +1,62 @@
+//! [`RepairOptions`]: which stages run and with which parameters.
+
+use serde::{Deserialize, Serialize};
+
+/// Which stages run and with which parameters. `Default` gives the recommended settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RepairOptions {
+    /// Refuse inputs larger than this many bytes (checked before anything is allocated).
+    pub max_file_bytes: u64,
+    /// Refuse inputs with more facets than this.
+    pub max_facets: u64,
+    /// Weld vertices within a tolerance after the exact weld (exact welding always runs).
+    pub weld: bool,
+    /// Absolute weld tolerance in model units; `None` derives it from
+    /// [`RepairOptions::weld_relative_tolerance`].
+    pub weld_tolerance: Option<f32>,
+    /// Weld tolerance as a fraction of the bounding-box diagonal (used when
+    /// [`RepairOptions::weld_tolerance`] is `None`); never below 16 ulp of the largest coordinate.
+    pub weld_relative_tolerance: f32,
+    /// Drop facets with a repeated vertex or zero area.
+    pub remove_degenerate: bool,
+    /// Drop facets using the same three vertices as an earlier facet (either winding).
+    pub remove_duplicates: bool,
+    /// Make the winding consistent within every shell.
+    pub fix_winding: bool,
+    /// Flip shells that face inward (cavities nested in another shell stay inward).
+    pub fix_orientation: bool,
+    /// Remove tiny disconnected shells.
+    pub remove_tiny_shells: bool,
+    /// A shell is tiny when its bounding-box diagonal is below this fraction of the model's
+    /// diagonal and it has at most [`RepairOptions::tiny_shell_max_facets`] facets. Shells of
+    /// fewer than 4 facets (which cannot enclose a volume) are always tiny.
+    pub tiny_shell_ratio: f32,
+    /// See [`RepairOptions::tiny_shell_ratio`].
+    pub tiny_shell_max_facets: u32,
+    /// Fill holes (closed boundary loops).
+    pub fill_holes: bool,
+    /// Leave holes with more boundary edges than this open.
+    pub max_hole_edges: u32,
+}
+
+impl Default for RepairOptions {
+    fn default() -> Self {
+        RepairOptions {
+            max_file_bytes: 4 << 30,
+            max_facets: 80_000_000,
+            weld: true,
+            weld_tolerance: None,
+            weld_relative_tolerance: 1e-6,
+            remove_degenerate: true,
+            remove_duplicates: true,
+            fix_winding: true,
+            fix_orientation: true,
+            remove_tiny_shells: true,
+            tiny_shell_ratio: 0.01,
+            tiny_shell_max_facets: 64,
+            fill_holes: true,
+            max_hole_edges: 5_000,
+        }
+    }
+}

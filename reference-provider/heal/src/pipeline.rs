@@ -1,0 +1,374 @@
+//! The pipeline: [`repair_soup`] runs the stages in order, each returning its output and its
+//! own report, timed by one helper; [`repair`] and [`repair_file`] parse first.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::report::{
+    CleanReport, HolesReport, OrientReport, ParseReport, Repaired, Report, ShellsReport, Stage,
+    Stages, TopologyReport, WeldReport, WindingReport, WriteReport,
+};
+use crate::stl::{self, Soup};
+use crate::{
+    Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, topology, weld,
+};
+
+/// Repair an STL file held in memory (binary or ASCII, auto-detected).
+pub fn repair(bytes: &[u8], options: &RepairOptions) -> Result<Repaired, HealError> {
+    repair_with_progress(bytes, options, &|_| {})
+}
+
+/// Like [`repair`], calling `progress` as each stage starts.
+pub fn repair_with_progress(
+    bytes: &[u8],
+    options: &RepairOptions,
+    progress: &(dyn Fn(Stage) + Sync),
+) -> Result<Repaired, HealError> {
+    progress(Stage::Parse);
+    let soup = stl::parse(bytes, options)?;
+    repair_soup(soup, options, progress)
+}
+
+/// Read and repair a file, checking the size cap before reading it.
+pub fn repair_file(
+    path: &Path,
+    options: &RepairOptions,
+    progress: &(dyn Fn(Stage) + Sync),
+) -> Result<Repaired, HealError> {
+    progress(Stage::Parse);
+    let soup = stl::parse_file(path, options)?;
+    repair_soup(soup, options, progress)
+}
+
+/// Run every stage after parsing on a parsed [`Soup`] (which is consumed so its memory is
+/// released as early as possible).
+///
+/// # Errors
+/// [`HealError::NothingPrintable`] when no facet would remain (the error says which option
+/// keeps what was removed): an empty file is never a successful repair.
+///
+/// Each stage is a function below that returns its output and its own report; [`timed`]
+/// announces it to `progress` and measures it. A new stage goes into this sequence, with a
+/// [`Stage`] variant, a report struct in [`Stages`] and a line in `docs/HEALING.md`.
+pub fn repair_soup(
+    soup: Soup,
+    options: &RepairOptions,
+    progress: &(dyn Fn(Stage) + Sync),
+) -> Result<Repaired, HealError> {
+    let input_facets = soup.facets();
+    let parse = ParseReport {
+        format: soup.format.name().to_string(),
+        bytes: soup.bytes,
+        facets: soup.facets(),
+        wrong_normals: soup.wrong_normals,
+        seconds: soup.seconds,
+    };
+    let (welded, weld) = timed(Stage::Weld, progress, || {
+        weld_stage(soup.positions, options)
+    });
+    let vertices = welded.vertices;
+    let mut triangles = welded.triangles;
+    let ((), clean) = timed(Stage::Clean, progress, || {
+        clean_stage(&vertices, &mut triangles, options)
+    });
+    let (topo, topology) = timed(Stage::Topology, progress, || topology_stage(&triangles));
+    let (winding_of, winding) = timed(Stage::Winding, progress, || {
+        winding_stage(&topo, triangles.len(), options)
+    });
+    let (kept, shells) = timed(Stage::Shells, progress, || {
+        shells_stage(&vertices, &triangles, topo, &winding_of, options)
+    });
+    let shell_count = kept.shells;
+    let boundary = kept.compact.boundary;
+    let mut triangles = kept.compact.triangles;
+    let mut shell_of = kept.compact.shell_of;
+    let (filled, holes) = timed(Stage::Holes, progress, || {
+        holes_stage(&vertices, &mut triangles, &mut shell_of, &boundary, options)
+    });
+    let (oriented, orient) = timed(Stage::Orient, progress, || {
+        orient_stage(&vertices, &mut triangles, &shell_of, shell_count, options)
+    });
+
+    // Check the fills on the final facets (only where a fill may have touched them).
+    let fills_closed =
+        filled.filled == 0 || holes::closed_around(vertices.len(), &triangles, &boundary);
+    let mesh = compact_vertices(&vertices, triangles);
+    if mesh.triangles.is_empty() {
+        return Err(HealError::NothingPrintable {
+            input_facets,
+            degenerate: clean.degenerate_removed,
+            tiny_shells: shells.tiny_removed,
+            tiny_shell_facets: shells.facets_removed,
+        });
+    }
+    let stages = Stages {
+        parse,
+        weld,
+        clean,
+        topology,
+        winding,
+        shells,
+        holes,
+        orient,
+        write: WriteReport::default(),
+    };
+    let winding_consistent = stages.winding.conflicts == 0 && options.fix_winding;
+    let watertight = filled.left_open == 0
+        && !filled.unsafe_fill
+        && fills_closed
+        && stages.topology.non_manifold_edges == 0
+        && winding_consistent;
+    let total_seconds = stages.parse.seconds
+        + stages.weld.seconds
+        + stages.clean.seconds
+        + stages.topology.seconds
+        + stages.winding.seconds
+        + stages.shells.seconds
+        + stages.holes.seconds
+        + stages.orient.seconds;
+    let report = Report {
+        input_facets,
+        output_facets: mesh.triangles.len() as u64,
+        output_vertices: mesh.vertices.len() as u64,
+        shells: u64::from(shell_count),
+        holes_filled: filled.filled,
+        watertight,
+        winding_consistent,
+        volume: oriented.volume,
+        bbox: mesh.bbox(),
+        stages,
+        total_seconds,
+    };
+    Ok(Repaired { mesh, report })
+}
+
+/// A stage report that records how long its stage took.
+trait Timed {
+    fn set_seconds(&mut self, seconds: f64);
+}
+
+macro_rules! timed_reports {
+    ($($r:ty),*) => {$(
+        impl Timed for $r {
+            fn set_seconds(&mut self, seconds: f64) {
+                self.seconds = seconds;
+            }
+        }
+    )*};
+}
+timed_reports!(
+    WeldReport,
+    CleanReport,
+    TopologyReport,
+    WindingReport,
+    ShellsReport,
+    HolesReport,
+    OrientReport
+);
+
+/// Run one stage: announce it to `progress`, run it, and put its wall-clock time in its report.
+fn timed<T, R: Timed>(
+    stage: Stage,
+    progress: &(dyn Fn(Stage) + Sync),
+    run: impl FnOnce() -> (T, R),
+) -> (T, R) {
+    progress(stage);
+    let started = Instant::now();
+    let (out, mut report) = run();
+    report.set_seconds(started.elapsed().as_secs_f64());
+    (out, report)
+}
+
+/// Weld: merge bit-identical corners, then corners within the tolerance the options give.
+fn weld_stage(positions: Vec<[f32; 3]>, options: &RepairOptions) -> (weld::Welded, WeldReport) {
+    let bbox = keys::par_bbox(&positions);
+    let tolerance = if options.weld {
+        tolerance_for(bbox, options)
+    } else {
+        0.0
+    };
+    let welded = weld::weld_in(positions, tolerance, bbox);
+    let report = WeldReport {
+        input_vertices: welded.input_vertices,
+        exact_merged: welded.exact_merged,
+        tolerance_merged: welded.tolerance_merged,
+        output_vertices: welded.vertices.len() as u64,
+        tolerance: f64::from(tolerance),
+        seconds: 0.0,
+    };
+    (welded, report)
+}
+
+/// Clean: drop degenerate and duplicate facets in place.
+fn clean_stage(
+    vertices: &[[f32; 3]],
+    triangles: &mut Vec<[u32; 3]>,
+    options: &RepairOptions,
+) -> ((), CleanReport) {
+    let (degenerate, duplicate) = clean::clean(
+        vertices,
+        triangles,
+        options.remove_degenerate,
+        options.remove_duplicates,
+    );
+    let report = CleanReport {
+        degenerate_removed: degenerate,
+        duplicate_removed: duplicate,
+        seconds: 0.0,
+    };
+    ((), report)
+}
+
+/// Topology: pair every half-edge with its twin.
+fn topology_stage(triangles: &[[u32; 3]]) -> (topology::Topology, TopologyReport) {
+    let topo = topology::pair_edges(triangles);
+    let report = TopologyReport {
+        edges: topo.edges,
+        boundary_edges: topo.boundary_edges,
+        non_manifold_edges: topo.non_manifold_edges,
+        seconds: 0.0,
+    };
+    (topo, report)
+}
+
+/// Winding: make the winding consistent across every edge and number the shells.
+fn winding_stage(
+    topo: &topology::Topology,
+    facets: usize,
+    options: &RepairOptions,
+) -> (orient::Winding, WindingReport) {
+    let winding = orient::make_consistent(&topo.twin, facets, options.fix_winding);
+    let report = WindingReport {
+        facets_flipped: winding.flipped_count,
+        conflicts: winding.conflicts,
+        shells: u64::from(winding.shell_count),
+        seconds: 0.0,
+    };
+    (winding, report)
+}
+
+/// What the shells stage keeps: the compacted facets and the number of shells.
+struct KeptShells {
+    compact: shells::Compact,
+    shells: u32,
+}
+
+/// Shells: remove tiny shells, apply the winding flips, compact the facets and collect the
+/// boundary edges. The edge pairing is released here, as nothing after needs it.
+fn shells_stage(
+    vertices: &[[f32; 3]],
+    triangles: &[[u32; 3]],
+    topo: topology::Topology,
+    winding: &orient::Winding,
+    options: &RepairOptions,
+) -> (KeptShells, ShellsReport) {
+    let kept = shells::select(vertices, triangles, winding, options);
+    let compact = shells::compact(triangles, &topo.twin, winding, &kept);
+    drop(topo);
+    let report = ShellsReport {
+        tiny_removed: kept.removed_shells,
+        facets_removed: kept.removed_facets,
+        kept: u64::from(kept.kept_shells),
+        seconds: 0.0,
+    };
+    let out = KeptShells {
+        compact,
+        shells: kept.kept_shells,
+    };
+    (out, report)
+}
+
+/// Holes: fill the closed boundary loops (or only count them when filling is off).
+fn holes_stage(
+    vertices: &[[f32; 3]],
+    triangles: &mut Vec<[u32; 3]>,
+    shell_of: &mut Vec<u32>,
+    boundary: &[(u32, u32, u32)],
+    options: &RepairOptions,
+) -> (holes::HoleStats, HolesReport) {
+    let stats = if options.fill_holes {
+        holes::fill(
+            vertices,
+            triangles,
+            shell_of,
+            boundary,
+            options.max_hole_edges,
+        )
+    } else {
+        holes::HoleStats::open(boundary)
+    };
+    let report = HolesReport {
+        found: stats.found,
+        filled: stats.filled,
+        left_open: stats.left_open,
+        facets_added: stats.facets_added,
+        seconds: 0.0,
+    };
+    (stats, report)
+}
+
+/// Orient: turn every shell outward (cavities inward) and measure the volume.
+fn orient_stage(
+    vertices: &[[f32; 3]],
+    triangles: &mut [[u32; 3]],
+    shell_of: &[u32],
+    shell_count: u32,
+    options: &RepairOptions,
+) -> (orient::Oriented, OrientReport) {
+    let oriented = orient::orient_outward(
+        vertices,
+        triangles,
+        shell_of,
+        shell_count,
+        options.fix_orientation,
+    );
+    let report = OrientReport {
+        shells_flipped: oriented.flipped,
+        cavities: oriented.cavities,
+        seconds: 0.0,
+    };
+    (oriented, report)
+}
+
+/// The weld tolerance the options give for these positions.
+pub(crate) fn weld_tolerance(positions: &[[f32; 3]], options: &RepairOptions) -> f32 {
+    tolerance_for(keys::par_bbox(positions), options)
+}
+
+/// The weld tolerance for points whose bounding box is `bbox`.
+fn tolerance_for(bbox: Option<Bbox>, options: &RepairOptions) -> f32 {
+    if let Some(t) = options.weld_tolerance {
+        return if t.is_finite() && t > 0.0 { t } else { 0.0 };
+    }
+    let Some(b) = bbox else {
+        return 0.0;
+    };
+    let max_abs = (0..3)
+        .map(|a| b.min[a].abs().max(b.max[a].abs()))
+        .fold(0.0f32, f32::max);
+    let rel = options.weld_relative_tolerance.max(0.0);
+    let t = (b.diagonal() * f64::from(rel)) as f32;
+    let ulps = max_abs * (16.0 * f32::EPSILON);
+    if rel == 0.0 { 0.0 } else { t.max(ulps) }
+}
+
+/// Keep only referenced vertices, numbered in order of first use.
+fn compact_vertices(vertices: &[[f32; 3]], mut triangles: Vec<[u32; 3]>) -> Mesh {
+    const UNSET: u32 = u32::MAX;
+    let mut map = vec![UNSET; vertices.len()];
+    let mut out = Vec::new();
+    for t in triangles.iter_mut() {
+        for v in t.iter_mut() {
+            let m = &mut map[*v as usize];
+            if *m == UNSET {
+                *m = out.len() as u32;
+                out.push(vertices[*v as usize]);
+            }
+            *v = *m;
+        }
+    }
+    Mesh {
+        vertices: out,
+        triangles,
+    }
+}

@@ -1,0 +1,258 @@
+//! The pipeline's [`Stage`]s and what each reports: one struct per stage, gathered in
+//! [`Stages`] and summarised by [`Report`]; [`Repaired`] pairs the report with the mesh.
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Bbox, Mesh, stl};
+
+/// A stage of the pipeline, reported to a progress callback as it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Decoding the STL.
+    Parse,
+    /// Merging vertices.
+    Weld,
+    /// Dropping degenerate and duplicate facets.
+    Clean,
+    /// Pairing edges.
+    Topology,
+    /// Making the winding consistent and finding shells.
+    Winding,
+    /// Removing tiny shells.
+    Shells,
+    /// Filling holes.
+    Holes,
+    /// Orienting every shell outward (cavities inward).
+    Orient,
+    /// Writing the output (run by the caller, e.g. the CLI).
+    Write,
+}
+
+impl Stage {
+    /// All stages in pipeline order.
+    pub const ALL: [Stage; 9] = [
+        Stage::Parse,
+        Stage::Weld,
+        Stage::Clean,
+        Stage::Topology,
+        Stage::Winding,
+        Stage::Shells,
+        Stage::Holes,
+        Stage::Orient,
+        Stage::Write,
+    ];
+
+    /// Short lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Parse => "parse",
+            Stage::Weld => "weld",
+            Stage::Clean => "clean",
+            Stage::Topology => "topology",
+            Stage::Winding => "winding",
+            Stage::Shells => "shells",
+            Stage::Holes => "holes",
+            Stage::Orient => "orient",
+            Stage::Write => "write",
+        }
+    }
+}
+
+/// Parse stage figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParseReport {
+    /// `"binary"` or `"ascii"`.
+    pub format: String,
+    /// Input size.
+    pub bytes: u64,
+    /// Facets read.
+    pub facets: u64,
+    /// Stored normals that were zero, non-finite or disagreed with the vertex order.
+    pub wrong_normals: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Weld stage figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WeldReport {
+    /// Vertex slots in the input (3 per facet).
+    pub input_vertices: u64,
+    /// Slots merged with a bit-identical vertex.
+    pub exact_merged: u64,
+    /// Slots merged with a vertex within the tolerance but not bit-identical.
+    pub tolerance_merged: u64,
+    /// Distinct vertices after welding.
+    pub output_vertices: u64,
+    /// Tolerance used (model units; 0 for exact only).
+    pub tolerance: f64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Clean stage figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CleanReport {
+    /// Facets with a repeated vertex or zero area, removed.
+    pub degenerate_removed: u64,
+    /// Facets repeating an earlier facet's vertices (either winding), removed.
+    pub duplicate_removed: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Edge-topology stage figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopologyReport {
+    /// Distinct undirected edges.
+    pub edges: u64,
+    /// Edges with one facet.
+    pub boundary_edges: u64,
+    /// Edges with more than two facets; their facets are re-paired so that every edge keeps at
+    /// most two, the rest are cut loose along that edge.
+    pub non_manifold_edges: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Winding stage figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindingReport {
+    /// Facets flipped to agree with their neighbours.
+    pub facets_flipped: u64,
+    /// Edges whose two facets cannot agree (non-orientable surfaces).
+    pub conflicts: u64,
+    /// Connected shells found.
+    pub shells: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Shell stage figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShellsReport {
+    /// Tiny shells removed.
+    pub tiny_removed: u64,
+    /// Facets in them.
+    pub facets_removed: u64,
+    /// Shells kept.
+    pub kept: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Hole stage figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HolesReport {
+    /// Boundary loops found.
+    pub found: u64,
+    /// Loops filled.
+    pub filled: u64,
+    /// Loops left open (too large, or not closed).
+    pub left_open: u64,
+    /// Facets added.
+    pub facets_added: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Orientation stage figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrientReport {
+    /// Whole shells flipped.
+    pub shells_flipped: u64,
+    /// Shells nested inside an odd number of others (kept facing inward).
+    pub cavities: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Write stage figures (filled in by whoever writes the output).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WriteReport {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Per-stage figures, in pipeline order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stages {
+    /// See [`ParseReport`].
+    pub parse: ParseReport,
+    /// See [`WeldReport`].
+    pub weld: WeldReport,
+    /// See [`CleanReport`].
+    pub clean: CleanReport,
+    /// See [`TopologyReport`].
+    pub topology: TopologyReport,
+    /// See [`WindingReport`].
+    pub winding: WindingReport,
+    /// See [`ShellsReport`].
+    pub shells: ShellsReport,
+    /// See [`HolesReport`].
+    pub holes: HolesReport,
+    /// See [`OrientReport`].
+    pub orient: OrientReport,
+    /// See [`WriteReport`].
+    pub write: WriteReport,
+}
+
+/// What the repair did and what came out. Serialises to the JSON report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Facets in the input.
+    pub input_facets: u64,
+    /// Facets in the output.
+    pub output_facets: u64,
+    /// Vertices in the output.
+    pub output_vertices: u64,
+    /// Shells in the output.
+    pub shells: u64,
+    /// Holes filled.
+    pub holes_filled: u64,
+    /// Every edge has exactly two facets, traversed in opposite directions.
+    pub watertight: bool,
+    /// The winding agrees across every edge.
+    pub winding_consistent: bool,
+    /// Enclosed volume (cavities subtract), model units cubed.
+    pub volume: f64,
+    /// Bounding box of the output, `None` when empty.
+    pub bbox: Option<Bbox>,
+    /// Per-stage counts and times.
+    pub stages: Stages,
+    /// Seconds for all stages run so far.
+    pub total_seconds: f64,
+}
+
+/// The outcome of a repair: the mesh and the report.
+#[derive(Debug, Clone)]
+pub struct Repaired {
+    /// The repaired mesh.
+    pub mesh: Mesh,
+    /// What was done.
+    pub report: Report,
+}
+
+impl Repaired {
+    /// Encode the mesh as binary STL with freshly computed normals.
+    pub fn to_stl_bytes(&self) -> Vec<u8> {
+        stl::encode_binary(&self.mesh)
+    }
+
+    /// Write the mesh as binary STL and record the write stage in the report.
+    pub fn write_stl<W: Write + Send>(&mut self, out: W) -> std::io::Result<()> {
+        let t = Instant::now();
+        let bytes = stl::write_binary(&self.mesh, out)?;
+        self.report.stages.write = WriteReport {
+            bytes,
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        self.report.total_seconds += self.report.stages.write.seconds;
+        Ok(())
+    }
+}

@@ -1,0 +1,7 @@
+//! The healer's integration tests, one binary with a module per area.
+
+mod input;
+mod props;
+mod quality;
+mod support;
+mod trimesh;

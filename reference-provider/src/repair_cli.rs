@@ -1,7 +1,8 @@
 //! `fixmyprint repair IN.stl OUT.stl`: heal an STL file and write binary STL.
 //!
-//! Exit status: 0 on success, 2 when the input is not a usable STL file (one line on stderr
-//! naming what is wrong and where), 1 on I/O errors. A progress bar is drawn on stderr only when
+//! Exit status: 0 on success, 2 when the input is not a usable STL file or nothing printable
+//! would remain (one line on stderr naming what is wrong and where), 3 when `--deadline`
+//! passed, 1 on I/O errors. A progress bar is drawn on stderr only when
 //! stderr is a terminal and `--quiet` is not given. `--json` prints the report on stdout;
 //! `--report FILE` writes it to a file.
 use std::io::{BufWriter, IsTerminal, Write};
@@ -72,13 +73,16 @@ pub struct RepairArgs {
     /// Refuse inputs with more facets than this.
     #[arg(long, value_name = "N", default_value_t = RepairOptions::default().max_facets)]
     pub max_facets: u64,
+    /// Give up (exit 3) when the repair takes longer than this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub deadline: Option<f64>,
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }
 
 impl RepairArgs {
-    /// The library options these arguments select.
+    /// The library options these arguments select (a `--deadline` counts from this call).
     pub fn options(&self) -> RepairOptions {
         RepairOptions {
             max_file_bytes: self.max_file_bytes,
@@ -95,6 +99,10 @@ impl RepairArgs {
             tiny_shell_max_facets: self.tiny_shell_max_facets,
             fill_holes: !self.no_fill_holes,
             max_hole_edges: self.max_hole_edges,
+            deadline: self.deadline.and_then(|s| {
+                let d = std::time::Duration::try_from_secs_f64(s.max(0.0)).ok()?;
+                std::time::Instant::now().checked_add(d)
+            }),
         }
     }
 }
@@ -113,6 +121,7 @@ pub fn run(args: RepairArgs) -> ExitCode {
             eprintln!("error: {e}");
             match e {
                 CliError::Heal(_, HealError::Io { .. }) | CliError::Output(..) => ExitCode::from(1),
+                CliError::Heal(_, HealError::DeadlineExceeded { .. }) => ExitCode::from(3),
                 CliError::Heal(..) => ExitCode::from(2),
             }
         }

@@ -147,3 +147,28 @@ fn heal_empty_ascii_file_names_it() {
         "{err}"
     );
 }
+
+#[test]
+fn heal_deadline_exits_3_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out) = (dir.path().join("in.stl"), dir.path().join("out.stl"));
+    std::fs::write(&inp, generate::broken_model(4, 2_000)).unwrap();
+    let o = bin()
+        .args(["repair", "--deadline", "0"])
+        .arg(&inp)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("deadline"), "{err}");
+    assert!(!out.exists(), "no output on failure");
+    let o = bin()
+        .args(["repair", "--quiet", "--deadline", "3600"])
+        .arg(&inp)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

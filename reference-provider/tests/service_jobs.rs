@@ -301,10 +301,11 @@ async fn non_stl_fails_and_releases(backend: Backend) {
     assert!(problem.is(ProblemType::ModelInvalid), "{problem:?}");
     drain_outbox(&provider).await;
     let events = broker.events_for(&job.offer.job_id);
-    let JobEventKind::Failed { problem } = &events.last().unwrap().kind else {
+    let JobEventKind::Failed { problem, charged } = &events.last().unwrap().kind else {
         panic!("last event is not job.failed: {events:?}")
     };
     assert!(problem.is(ProblemType::ModelInvalid));
+    assert_eq!(charged.as_ref().map(|q| q.amount), Some(0), "{charged:?}");
     let (_, me) = get_json(
         &format!("{}/v1/accounts/me", provider.base_url()),
         Some(&account.api_key),

@@ -14,7 +14,12 @@ pub(crate) fn degenerate(v: &[[f32; 3]], t: [u32; 3]) -> bool {
     if t[0] == t[1] || t[1] == t[2] || t[0] == t[2] {
         return true;
     }
-    let p = t.map(|i| v[i as usize].map(f64::from));
+    degenerate_at(t.map(|i| v[i as usize]))
+}
+
+/// Is the triangle with these corners of zero area (relative to its longest edge)?
+pub(crate) fn degenerate_at(p: [[f32; 3]; 3]) -> bool {
+    let p = p.map(|x| x.map(f64::from));
     let sub = |a: [f64; 3], b: [f64; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
     let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
     let (e0, e1, e2) = (sub(p[1], p[0]), sub(p[2], p[0]), sub(p[2], p[1]));

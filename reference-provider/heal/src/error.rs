@@ -47,6 +47,19 @@ pub enum HealError {
         /// Facets in them.
         tiny_shell_facets: u64,
     },
+    /// [`RepairOptions::deadline`](crate::RepairOptions::deadline) passed before the repair
+    /// was done.
+    #[error(
+        "out of time: the repair's deadline passed during the {} stage, {seconds:.3} s after \
+         parsing began",
+        .stage.name()
+    )]
+    DeadlineExceeded {
+        /// The stage that was running (or about to start).
+        stage: crate::Stage,
+        /// Seconds spent, parsing included.
+        seconds: f64,
+    },
     /// The header declares more facets than the data holds.
     #[error(
         "binary STL truncated: header declares {declared} facets ({expected} bytes) but the file \

@@ -255,6 +255,98 @@ pub fn clean_model(seed: u64, target_facets: usize) -> Model {
     }
 }
 
+/// A closed thin tube along z (radius `radius`, length `length`, `around` sectors, `rings`
+/// rings of quads, flat caps fanned from their centres), facing outward.
+pub fn tube(origin: [f32; 3], radius: f32, length: f32, around: usize, rings: usize) -> Mesh {
+    let (around, rings) = (around.max(3), rings.max(1));
+    let mut vertices = Vec::with_capacity(around * (rings + 1) + 2);
+    for r in 0..=rings {
+        let z = origin[2] + length * r as f32 / rings as f32;
+        for a in 0..around {
+            let t = 2.0 * PI * a as f64 / around as f64;
+            vertices.push([
+                origin[0] + radius * t.cos() as f32,
+                origin[1] + radius * t.sin() as f32,
+                z,
+            ]);
+        }
+    }
+    let at = |r: usize, a: usize| (r * around + a % around) as u32;
+    let mut triangles = Vec::with_capacity(2 * around * (rings + 1));
+    for r in 0..rings {
+        for a in 0..around {
+            triangles.push([at(r, a), at(r, a + 1), at(r + 1, a + 1)]);
+            triangles.push([at(r, a), at(r + 1, a + 1), at(r + 1, a)]);
+        }
+    }
+    let (bottom, top) = (vertices.len() as u32, vertices.len() as u32 + 1);
+    vertices.push([origin[0], origin[1], origin[2]]);
+    vertices.push([origin[0], origin[1], origin[2] + length]);
+    for a in 0..around {
+        triangles.push([bottom, at(0, a + 1), at(0, a)]);
+        triangles.push([top, at(rings, a), at(rings, a + 1)]);
+    }
+    outward(Mesh {
+        vertices,
+        triangles,
+    })
+}
+
+/// The worst case for hole filling: `tubes` thin closed tubes side by side, each with a
+/// helical strip two quads wide cut out of its wall, winding once round the tube every
+/// `around` rings. Each cut leaves one hole whose rim (about `4 × rings` edges) wraps round
+/// the tube again and again, so its projection onto any plane overlaps itself and ear
+/// clipping finds no valid ear. Binary STL; `clean` is the uncut tubes.
+pub fn cut_tubes(tubes: usize, rings: usize) -> Generated {
+    let around = 8;
+    let mut mesh = Mesh::default();
+    let mut shells = Vec::new();
+    let mut shell_of = Vec::new();
+    let mut cut = Vec::new();
+    for k in 0..tubes.max(1) {
+        let m = tube([k as f32 * 0.5, 0.0, 0.0], 0.05, 10.0, around, rings);
+        let base = mesh.vertices.len() as u32;
+        shells.push(ShellInfo {
+            name: "tube",
+            volume: m.signed_volume(),
+            cavity: false,
+            bbox: m.bbox().unwrap_or(Bbox {
+                min: [0.0; 3],
+                max: [0.0; 3],
+            }),
+            facets: m.triangles.len(),
+        });
+        // Wall facets come in pairs per quad, ring by ring: quad (r, a) is facets
+        // 2 (r around + a) and the next. Cut quads (r, r mod around) and (r, r + 1 mod around).
+        for (f, t) in m.triangles.iter().enumerate() {
+            let quad = f / 2;
+            let (r, a) = (quad / around, quad % around);
+            let on_strip = r < rings && (a == r % around || a == (r + 1) % around);
+            if !on_strip {
+                cut.push(t.map(|i| i + base));
+            }
+        }
+        mesh.vertices.extend_from_slice(&m.vertices);
+        mesh.triangles
+            .extend(m.triangles.iter().map(|t| t.map(|i| i + base)));
+        shell_of.extend(std::iter::repeat_n(k as u32, m.triangles.len()));
+    }
+    let stl = stl::encode_binary(&Mesh {
+        vertices: mesh.vertices.clone(),
+        triangles: cut,
+    });
+    let volume = shells.iter().map(|s| s.volume).sum();
+    Generated {
+        stl,
+        clean: Model {
+            mesh,
+            shell_of,
+            shells,
+            volume,
+        },
+    }
+}
+
 /// Which defects to inject, and how much of each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Defects {

@@ -2,17 +2,27 @@
 //!
 //! Boundary half-edges (surface direction `u → v`) give hole edges `v → u`; following them
 //! vertex to vertex traces the hole loops (a loop that passes a vertex twice is split there).
-//! Each loop up to the size limit is triangulated by ear clipping on its projection onto the
-//! loop's best-fit plane (Newell normal): at every step the valid ear of best shape (area over
-//! the sum of squared edge lengths) is cut, so the result avoids slivers and fans. An ear is
-//! valid when it is convex, holds no other loop vertex, is not degenerate and its new edge does
-//! not already exist in the mesh. The loop order makes the new facets wind like the surface.
+//! Each loop up to the size limit is filled by the first of these that succeeds, so the cost
+//! of a loop is at most a constant times its length and the stage is linear in the boundary:
+//!
+//! 1. loops of up to [`EAR_MAX_EDGES`] edges: ear clipping on the projection onto the loop's
+//!    best-fit plane (Newell normal): at every step the valid ear of best shape (area over the
+//!    sum of squared edge lengths) is cut, so the result avoids slivers and fans. An ear is
+//!    valid when it is convex, holds no other loop vertex, is not degenerate and its new edge
+//!    does not already exist in the mesh;
+//! 2. when no valid ear is left and the loop has up to [`MIN_AREA_MAX_EDGES`] edges: the
+//!    fill of least area ([`min_area`]), which needs no projection (a loop wrapping round a
+//!    thin tube);
+//! 3. otherwise a fan from a new vertex at the loop's centroid ([`fan`]): every new edge ends
+//!    at the new vertex, so it can repeat no edge of the mesh and the fill is always manifold.
+//!
+//! The loop order makes the new facets wind like the surface.
 
 use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::clean::degenerate;
+use crate::clean::{degenerate, degenerate_at};
 
 #[derive(Debug, Default)]
 pub(crate) struct HoleStats {
@@ -20,8 +30,44 @@ pub(crate) struct HoleStats {
     pub filled: u64,
     pub left_open: u64,
     pub facets_added: u64,
-    /// Some loop could only be closed with a forced (non-valid) ear.
+    /// Some loop could only be closed with a forced (non-valid) ear or a flat facet.
     pub unsafe_fill: bool,
+    /// Vertices added (one per loop filled by a fan).
+    pub vertices_added: u64,
+    /// Candidate checks made by the triangulations (see [`Work`]).
+    pub work: u64,
+    /// The deadline passed: the remaining loops were left open.
+    pub out_of_time: bool,
+}
+
+/// How a loop was filled: facets (a fan's centre is [`CENTRE`]), whether an ear was forced or
+/// a facet is flat, the fan's centre, and the work it took.
+struct LoopFill {
+    tris: Vec<[u32; 3]>,
+    forced: bool,
+    centre: Option<[f32; 3]>,
+    work: u64,
+}
+
+/// Stands for a fan's new centre vertex until it gets its index.
+const CENTRE: u32 = u32::MAX;
+
+/// Loops of up to this many edges are ear-clipped (`O(n²)` each, so at most this many times
+/// `n`); longer ones go to [`min_area`] or [`fan`].
+pub(crate) const EAR_MAX_EDGES: usize = 128;
+
+/// Loops of up to this many edges that ear clipping cannot close are filled by [`min_area`]
+/// (`O(n³)`, at most this many squared times `n`); longer ones by [`fan`].
+pub(crate) const MIN_AREA_MAX_EDGES: usize = 48;
+
+/// Work counter: one unit per candidate vertex, ear or split a triangulation looks at.
+#[derive(Default)]
+struct Work(std::cell::Cell<u64>);
+
+impl Work {
+    fn add(&self, n: usize) {
+        self.0.set(self.0.get() + n as u64);
+    }
 }
 
 impl HoleStats {
@@ -99,11 +145,12 @@ fn trace(boundary: &[(u32, u32, u32)]) -> (Vec<(Vec<u32>, u32)>, u64) {
 }
 
 pub(crate) fn fill(
-    v: &[[f32; 3]],
+    v: &mut Vec<[f32; 3]>,
     triangles: &mut Vec<[u32; 3]>,
     shell_of: &mut Vec<u32>,
     boundary: &[(u32, u32, u32)],
     max_edges: u32,
+    deadline: Option<std::time::Instant>,
 ) -> HoleStats {
     let (loops, open) = trace(boundary);
     let mut stats = HoleStats {
@@ -123,33 +170,106 @@ pub(crate) fn fill(
     } else {
         HashSet::new()
     };
-    type Fill = Option<(Vec<[u32; 3]>, bool, u32)>;
-    let results: Vec<Fill> = loops
+    let late = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    let vs: &[[f32; 3]] = v;
+    let results: Vec<Option<(LoopFill, u32)>> = loops
         .par_iter()
         .map(|(l, s)| {
-            if l.len() < 3 || l.len() > max_edges as usize {
+            if l.len() < 3 || l.len() > max_edges as usize || late() {
                 return None;
             }
-            let (tris, forced) = triangulate(v, l, &existing);
-            if forced && let Some(tris) = min_area(v, l, &existing) {
-                return Some((tris, false, *s));
-            }
-            Some((tris, forced, *s))
+            Some((fill_loop(vs, l, &existing), *s))
         })
         .collect();
+    stats.out_of_time = late();
     for r in results {
         match r {
             None => stats.left_open += 1,
-            Some((tris, forced, s)) => {
+            Some((mut fill, s)) => {
                 stats.filled += 1;
-                stats.unsafe_fill |= forced;
-                stats.facets_added += tris.len() as u64;
-                shell_of.extend(std::iter::repeat_n(s, tris.len()));
-                triangles.extend(tris);
+                stats.unsafe_fill |= fill.forced;
+                stats.work += fill.work;
+                if let Some(c) = fill.centre {
+                    let id = v.len() as u32;
+                    v.push(c);
+                    stats.vertices_added += 1;
+                    for x in fill.tris.iter_mut().flatten() {
+                        if *x == CENTRE {
+                            *x = id;
+                        }
+                    }
+                }
+                stats.facets_added += fill.tris.len() as u64;
+                shell_of.extend(std::iter::repeat_n(s, fill.tris.len()));
+                triangles.extend(fill.tris);
             }
         }
     }
     stats
+}
+
+/// Fill one loop: ear clipping for short loops, the least-area fill when that fails, a fan
+/// from the centroid otherwise. At most a constant times `l.len()` work.
+fn fill_loop(v: &[[f32; 3]], l: &[u32], existing: &HashSet<(u32, u32)>) -> LoopFill {
+    let work = Work::default();
+    if l.len() <= EAR_MAX_EDGES {
+        let (tris, forced) = triangulate_counted(v, l, existing, &work);
+        if !forced {
+            return LoopFill {
+                tris,
+                forced,
+                centre: None,
+                work: work.0.get(),
+            };
+        }
+        if let Some(tris) = min_area_counted(v, l, existing, &work) {
+            return LoopFill {
+                tris,
+                forced: false,
+                centre: None,
+                work: work.0.get(),
+            };
+        }
+        if l.len() <= 3 {
+            return LoopFill {
+                tris,
+                forced,
+                centre: None,
+                work: work.0.get(),
+            };
+        }
+    }
+    let (tris, centre, forced) = fan(v, l);
+    work.add(l.len());
+    LoopFill {
+        tris,
+        forced,
+        centre: Some(centre),
+        work: work.0.get(),
+    }
+}
+
+/// A fan of facets `(l[i], l[i+1], centre)` round a new vertex at the centroid of the loop:
+/// `O(n)`, and manifold whatever the loop's shape, as every new edge ends at the new vertex
+/// (loop vertices are distinct). Returns the facets (the centre as [`CENTRE`]), the centre,
+/// and whether a facet is flat.
+pub(crate) fn fan(v: &[[f32; 3]], l: &[u32]) -> (Vec<[u32; 3]>, [f32; 3], bool) {
+    let n = l.len();
+    let sum = l.iter().fold([0.0f64; 3], |s, &i| {
+        let p = v[i as usize];
+        [
+            s[0] + f64::from(p[0]),
+            s[1] + f64::from(p[1]),
+            s[2] + f64::from(p[2]),
+        ]
+    });
+    let centre = sum.map(|x| (x / n as f64) as f32);
+    let tris: Vec<[u32; 3]> = (0..n).map(|i| [l[i], l[(i + 1) % n], CENTRE]).collect();
+    let flat = tris.iter().any(|t| {
+        let p = t.map(|i| if i == CENTRE { centre } else { v[i as usize] });
+        degenerate_at(p)
+    });
+    (tris, centre, flat)
 }
 
 /// Did filling close every hole properly? Every edge between two vertices of the boundary
@@ -232,10 +352,20 @@ fn norm(a: V3) -> f64 {
 
 /// Ear-clip one loop. Returns the triangles and whether an ear had to be forced (or the last
 /// facet is degenerate).
+#[cfg(test)]
 pub(crate) fn triangulate(
     v: &[[f32; 3]],
     l: &[u32],
     existing: &HashSet<(u32, u32)>,
+) -> (Vec<[u32; 3]>, bool) {
+    triangulate_counted(v, l, existing, &Work::default())
+}
+
+fn triangulate_counted(
+    v: &[[f32; 3]],
+    l: &[u32],
+    existing: &HashSet<(u32, u32)>,
+    work: &Work,
 ) -> (Vec<[u32; 3]>, bool) {
     let n = l.len();
     if n == 3 {
@@ -310,6 +440,7 @@ pub(crate) fn triangulate(
         }
         let mut j = next[cc];
         while j != a {
+            work.add(1);
             if alive[j] && l[j] != va && l[j] != vc && l[j] != l[b] {
                 let x = q[j];
                 if cross2(q[a], q[b], x) >= 0.0
@@ -332,6 +463,7 @@ pub(crate) fn triangulate(
         // Best valid ear; if none, the most convex one (forced).
         let mut best: Option<(usize, f64)> = None;
         let mut i = start;
+        work.add(remaining);
         for _ in 0..remaining {
             if let Some(s) = score[i]
                 && best.is_none_or(|(_, bs)| s > bs)
@@ -379,21 +511,28 @@ pub(crate) fn triangulate(
     (out, forced)
 }
 
-/// Loops of up to this many edges that ear clipping cannot close are filled by [`min_area`].
-const MIN_AREA_MAX_EDGES: usize = 400;
-
 /// The fill of least total area among those that add no edge the mesh already has and no
 /// degenerate facet, by dynamic programming over the loop's sub-chains (as in Liepa, "Filling
 /// holes in meshes", 2003): `O(n³)` time, `O(n²)` memory, so only for loops of up to
-/// [`MIN_AREA_MAX_EDGES`] edges. It needs no projection, so it closes the strongly non-planar
+/// [`MIN_AREA_MAX_EDGES`] edges (a bounded cost per loop). It needs no projection, so it closes the strongly non-planar
 /// loops (a hole wrapping most of the way round a thin tube) whose projection onto any plane
 /// overlaps itself and leaves ear clipping without a valid ear. Every chord of a polygon
 /// triangulation is used by exactly two of its facets, so the fill is manifold. Facets keep the
 /// loop order, as in [`triangulate`]. `None` when no such fill exists (or the loop is too long).
+#[cfg(test)]
 pub(crate) fn min_area(
     v: &[[f32; 3]],
     l: &[u32],
     existing: &HashSet<(u32, u32)>,
+) -> Option<Vec<[u32; 3]>> {
+    min_area_counted(v, l, existing, &Work::default())
+}
+
+fn min_area_counted(
+    v: &[[f32; 3]],
+    l: &[u32],
+    existing: &HashSet<(u32, u32)>,
+    work: &Work,
 ) -> Option<Vec<[u32; 3]>> {
     let n = l.len();
     if !(3..=MIN_AREA_MAX_EDGES).contains(&n) {
@@ -417,6 +556,7 @@ pub(crate) fn min_area(
                 continue;
             }
             let mut best = f64::INFINITY;
+            work.add(k - i - 1);
             for m in i + 1..k {
                 let inner = cost[at(i, m)] + cost[at(m, k)];
                 if inner >= best || degenerate(v, [l[i], l[m], l[k]]) {

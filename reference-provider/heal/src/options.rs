@@ -1,5 +1,7 @@
 //! [`RepairOptions`]: which stages run and with which parameters.
 
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
 
 /// Which stages run and with which parameters. `Default` gives the recommended settings.
@@ -38,6 +40,11 @@ pub struct RepairOptions {
     pub fill_holes: bool,
     /// Leave holes with more boundary edges than this open.
     pub max_hole_edges: u32,
+    /// Give up with [`HealError::DeadlineExceeded`](crate::HealError::DeadlineExceeded) once
+    /// this instant has passed (checked between stages and inside the long loops). Not part of
+    /// the serialised options.
+    #[serde(skip)]
+    pub deadline: Option<Instant>,
 }
 
 impl Default for RepairOptions {
@@ -57,6 +64,7 @@ impl Default for RepairOptions {
             tiny_shell_max_facets: 64,
             fill_holes: true,
             max_hole_edges: 5_000,
+            deadline: None,
         }
     }
 }

@@ -45,10 +45,12 @@ pub fn repair_file(
 ///
 /// # Errors
 /// [`HealError::NothingPrintable`] when no facet would remain (the error says which option
-/// keeps what was removed): an empty file is never a successful repair.
+/// keeps what was removed): an empty file is never a successful repair;
+/// [`HealError::DeadlineExceeded`] when [`RepairOptions::deadline`] passes.
 ///
-/// Each stage is a function below that returns its output and its own report; [`timed`]
-/// announces it to `progress` and measures it. A new stage goes into this sequence, with a
+/// Each stage is a function below that returns its output and its own report; one helper
+/// (`Clock::run`) announces it to `progress`, measures it and enforces
+/// [`RepairOptions::deadline`]. A new stage goes into this sequence, with a
 /// [`Stage`] variant, a report struct in [`Stages`] and a line in `docs/HEALING.md`.
 pub fn repair_soup(
     soup: Soup,
@@ -63,31 +65,40 @@ pub fn repair_soup(
         wrong_normals: soup.wrong_normals,
         seconds: soup.seconds,
     };
-    let (welded, weld) = timed(Stage::Weld, progress, || {
-        weld_stage(soup.positions, options)
-    });
-    let vertices = welded.vertices;
+    let mut clock = Clock {
+        progress,
+        deadline: options.deadline,
+        spent: soup.seconds,
+    };
+    let (welded, weld) = clock.run(Stage::Weld, || weld_stage(soup.positions, options))?;
+    let mut vertices = welded.vertices;
     let mut triangles = welded.triangles;
-    let ((), clean) = timed(Stage::Clean, progress, || {
+    let ((), clean) = clock.run(Stage::Clean, || {
         clean_stage(&vertices, &mut triangles, options)
-    });
-    let (topo, topology) = timed(Stage::Topology, progress, || topology_stage(&triangles));
-    let (winding_of, winding) = timed(Stage::Winding, progress, || {
+    })?;
+    let (topo, topology) = clock.run(Stage::Topology, || topology_stage(&triangles))?;
+    let (winding_of, winding) = clock.run(Stage::Winding, || {
         winding_stage(&topo, triangles.len(), options)
-    });
-    let (kept, shells) = timed(Stage::Shells, progress, || {
+    })?;
+    let (kept, shells) = clock.run(Stage::Shells, || {
         shells_stage(&vertices, &triangles, topo, &winding_of, options)
-    });
+    })?;
     let shell_count = kept.shells;
     let boundary = kept.compact.boundary;
     let mut triangles = kept.compact.triangles;
     let mut shell_of = kept.compact.shell_of;
-    let (filled, holes) = timed(Stage::Holes, progress, || {
-        holes_stage(&vertices, &mut triangles, &mut shell_of, &boundary, options)
-    });
-    let (oriented, orient) = timed(Stage::Orient, progress, || {
+    let (filled, holes) = clock.run(Stage::Holes, || {
+        holes_stage(
+            &mut vertices,
+            &mut triangles,
+            &mut shell_of,
+            &boundary,
+            options,
+        )
+    })?;
+    let (oriented, orient) = clock.run(Stage::Orient, || {
         orient_stage(&vertices, &mut triangles, &shell_of, shell_count, options)
-    });
+    })?;
 
     // Check the fills on the final facets (only where a fill may have touched them).
     let fills_closed =
@@ -166,17 +177,43 @@ timed_reports!(
     OrientReport
 );
 
-/// Run one stage: announce it to `progress`, run it, and put its wall-clock time in its report.
-fn timed<T, R: Timed>(
-    stage: Stage,
-    progress: &(dyn Fn(Stage) + Sync),
-    run: impl FnOnce() -> (T, R),
-) -> (T, R) {
-    progress(stage);
-    let started = Instant::now();
-    let (out, mut report) = run();
-    report.set_seconds(started.elapsed().as_secs_f64());
-    (out, report)
+/// Runs the stages: announces each to `progress`, times it, and enforces the deadline.
+struct Clock<'a> {
+    progress: &'a (dyn Fn(Stage) + Sync),
+    deadline: Option<Instant>,
+    /// Seconds spent so far, parsing included.
+    spent: f64,
+}
+
+impl Clock<'_> {
+    /// Run one stage: check the deadline, announce the stage, run it, put its wall-clock time
+    /// in its report, and check the deadline again (a stage that saw it pass inside a long
+    /// loop stops early; its partial output is never used).
+    fn run<T, R: Timed>(
+        &mut self,
+        stage: Stage,
+        run: impl FnOnce() -> (T, R),
+    ) -> Result<(T, R), HealError> {
+        self.check(stage)?;
+        (self.progress)(stage);
+        let started = Instant::now();
+        let (out, mut report) = run();
+        let seconds = started.elapsed().as_secs_f64();
+        self.spent += seconds;
+        report.set_seconds(seconds);
+        self.check(stage)?;
+        Ok((out, report))
+    }
+
+    fn check(&self, stage: Stage) -> Result<(), HealError> {
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Err(HealError::DeadlineExceeded {
+                stage,
+                seconds: self.spent,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Weld: merge bit-identical corners, then corners within the tolerance the options give.
@@ -280,7 +317,7 @@ fn shells_stage(
 
 /// Holes: fill the closed boundary loops (or only count them when filling is off).
 fn holes_stage(
-    vertices: &[[f32; 3]],
+    vertices: &mut Vec<[f32; 3]>,
     triangles: &mut Vec<[u32; 3]>,
     shell_of: &mut Vec<u32>,
     boundary: &[(u32, u32, u32)],
@@ -293,6 +330,7 @@ fn holes_stage(
             shell_of,
             boundary,
             options.max_hole_edges,
+            options.deadline,
         )
     } else {
         holes::HoleStats::open(boundary)
@@ -302,6 +340,8 @@ fn holes_stage(
         filled: stats.filled,
         left_open: stats.left_open,
         facets_added: stats.facets_added,
+        vertices_added: stats.vertices_added,
+        work: stats.work,
         seconds: 0.0,
     };
     (stats, report)

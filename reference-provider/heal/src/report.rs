@@ -155,6 +155,13 @@ pub struct HolesReport {
     pub left_open: u64,
     /// Facets added.
     pub facets_added: u64,
+    /// Vertices added (the centre of every loop filled by a fan).
+    #[serde(default)]
+    pub vertices_added: u64,
+    /// Candidate checks the triangulations made: a measure of the stage's cost, at most a
+    /// constant times the boundary edges whatever the holes' shapes.
+    #[serde(default)]
+    pub work: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

@@ -98,6 +98,8 @@ pub struct Config {
     pub keyring_refresh: Duration,
     /// Timeout of outgoing HTTP calls.
     pub http_timeout: Duration,
+    /// Longest a job's repair may take; a model that needs more fails with `model-invalid`.
+    pub heal_budget: Duration,
     /// Prices.
     pub pricing: Pricing,
 }
@@ -127,6 +129,7 @@ impl Default for Config {
             tolerance_secs: 300,
             keyring_refresh: Duration::from_secs(5),
             http_timeout: Duration::from_secs(30),
+            heal_budget: Duration::from_secs(30),
             pricing: Pricing::default(),
         }
     }
@@ -184,6 +187,7 @@ pub struct FileConfig {
     pub tolerance_secs: Option<u64>,
     pub keyring_refresh_ms: Option<u64>,
     pub http_timeout_ms: Option<u64>,
+    pub heal_budget_ms: Option<u64>,
     pub price_base: Option<i64>,
     pub price_per_mib: Option<i64>,
     pub currency: Option<String>,
@@ -384,6 +388,9 @@ impl FileConfig {
         }
         if let Some(v) = self.http_timeout_ms {
             c.http_timeout = d(v.max(1));
+        }
+        if let Some(v) = self.heal_budget_ms {
+            c.heal_budget = d(v.max(1));
         }
         if let Some(v) = self.price_base {
             c.pricing.base = v;

@@ -70,16 +70,27 @@ pub enum WorkerError {
 
 /// The healing step, isolated so the service depends on the healing core in one place:
 /// STL bytes in, a repaired binary STL and the repair report (JSON) out, or the healer's
-/// error message.
+/// error message. The repair gives up once `budget` has passed.
 ///
 /// # Errors
-/// The healer's error, as text, when the model cannot be repaired.
-pub fn heal_model(bytes: &[u8], max_bytes: u64) -> Result<(Vec<u8>, serde_json::Value), String> {
+/// The healer's error, as text, when the model cannot be repaired or ran out of its budget.
+pub fn heal_model(
+    bytes: &[u8],
+    max_bytes: u64,
+    budget: Duration,
+) -> Result<(Vec<u8>, serde_json::Value), String> {
     let options = crate::heal::RepairOptions {
         max_file_bytes: max_bytes,
+        deadline: std::time::Instant::now().checked_add(budget),
         ..crate::heal::RepairOptions::default()
     };
-    let repaired = crate::heal::repair(bytes, &options).map_err(|e| e.to_string())?;
+    let repaired = crate::heal::repair(bytes, &options).map_err(|e| match e {
+        crate::heal::HealError::DeadlineExceeded { .. } => format!(
+            "healing this model takes longer than the provider's budget of {} s per job ({e})",
+            budget.as_secs_f64()
+        ),
+        e => e.to_string(),
+    })?;
     let stl = repaired.to_stl_bytes();
     let report = serde_json::to_value(&repaired.report).unwrap_or(serde_json::Value::Null);
     Ok((stl, report))
@@ -213,9 +224,9 @@ async fn execute(
             provider_job_id: id,
         });
     }
-    let max = config.max_model_bytes;
+    let (max, budget) = (config.max_model_bytes, config.heal_budget);
     let started = std::time::Instant::now();
-    let healed = tokio::task::spawn_blocking(move || heal_model(&bytes, max)).await;
+    let healed = tokio::task::spawn_blocking(move || heal_model(&bytes, max, budget)).await;
     let (stl, report) = match healed {
         Ok(Ok(out)) => out,
         Ok(Err(reason)) => {
@@ -330,6 +341,7 @@ async fn fail(
         provider,
         JobEventKind::Failed {
             problem: problem.clone(),
+            charged: Some(Quote::new(0, job.currency.clone())),
         },
     )
     .await?;
@@ -439,5 +451,20 @@ pub async fn run_worker(service: Service, index: usize, mut stop: watch::Receive
                 _ = stop.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repair_over_its_budget_fails_with_a_clear_reason() {
+        let model = crate::heal::generate::broken_model(2, 2_000);
+        let e = heal_model(&model, 1 << 20, Duration::ZERO).unwrap_err();
+        assert!(e.contains("budget") && e.contains("deadline"), "{e}");
+        let (stl, report) = heal_model(&model, 1 << 20, Duration::from_secs(3600)).unwrap();
+        assert_eq!(report["watertight"], true);
+        assert!(stl.len() > 84);
     }
 }

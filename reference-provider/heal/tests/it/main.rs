@@ -1,5 +1,6 @@
 //! The healer's integration tests, one binary with a module per area.
 
+mod bounds;
 mod input;
 mod props;
 mod quality;

@@ -199,3 +199,40 @@ async fn by_default_the_broker_calls_no_loopback_address() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn twenty_one_rotations_in_the_grace_period_do_not_lock_the_provider_out() {
+    let (broker, api) = start(test_config()).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (_user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    // The provider keeps every secret it was given, each active until its grace ends.
+    let mut ring = s.ring.clone();
+    for _ in 0..21 {
+        let rotated = s
+            .owner
+            .rotate_secret(&s.reg.provider_id, &RotateSecret::default())
+            .await
+            .unwrap();
+        ring.insert(
+            rotated.key_id.clone(),
+            diax_sdk::Secret::parse(&rotated.secret).unwrap(),
+            None,
+        );
+    }
+    let now = unix_now();
+    assert_eq!(ring.active_at(now).count(), 22);
+    let body = serde_json::to_vec(&event(
+        &job,
+        &s.reg,
+        1,
+        JobEventKind::Progress {
+            percent: 10,
+            stage: None,
+        },
+    ))
+    .unwrap();
+    let (st, p) = post_event_raw(&http(), &s.reg, &ring, "msg_after_21", now, &body).await;
+    assert_eq!(st, 200, "{p}");
+    broker.shutdown().await;
+}

@@ -39,6 +39,12 @@ pub struct Config {
     /// Default grace period of a rotated secret, seconds.
     #[arg(long, env = "BROKER_MOCK_ROTATION_GRACE", default_value_t = 86_400)]
     pub rotation_grace: u64,
+    /// Development only: let outgoing requests (offers, inputs, notifications, result
+    /// downloads) reach loopback, private and link-local addresses, and use plain http to
+    /// loopback. Off by default: the broker then only calls public https addresses, checked
+    /// on the address each host name resolves to. Turn it on to run providers on this machine.
+    #[arg(long, env = "BROKER_MOCK_ALLOW_PRIVATE_ADDRESSES")]
+    pub allow_private_addresses: bool,
     /// Extra PEM root certificates trusted for outgoing HTTPS (providers with a private CA).
     #[arg(long = "ca-cert", env = "BROKER_MOCK_CA_CERT", value_delimiter = ',')]
     pub ca_certs: Vec<PathBuf>,
@@ -105,6 +111,7 @@ impl Default for Config {
             credential_ttl: 600,
             tolerance: 300,
             rotation_grace: 86_400,
+            allow_private_addresses: false,
             ca_certs: Vec::new(),
             max_model_bytes: 64 * 1024 * 1024,
             max_body_bytes: 1024 * 1024,
@@ -187,5 +194,14 @@ mod tests {
         };
         assert_eq!(pick(&flags), pick(&default));
         assert_eq!(flags.credential_ttl, default.credential_ttl);
+        assert!(!flags.allow_private_addresses && !default.allow_private_addresses);
+    }
+
+    #[test]
+    fn private_addresses_are_allowed_only_when_asked_for() {
+        let on = Cli::try_parse_from(["broker-mock", "--allow-private-addresses"])
+            .expect("flag")
+            .config;
+        assert!(on.allow_private_addresses);
     }
 }

@@ -60,8 +60,8 @@ impl App {
             None => format!("{scheme}://{local_addr}"),
         };
         let db = db::open(&config.db).await?;
-        let http = outbound::http_client(&config)?;
-        let state = AppState::new(db, config, base_url, http, clock);
+        let fetcher = outbound::fetcher(&config)?;
+        let state = AppState::new(db, config, base_url, fetcher, clock);
         Ok(Self {
             state,
             listener,

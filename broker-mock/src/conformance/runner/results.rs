@@ -64,7 +64,7 @@ impl Runner {
         for (what, authorization) in [
             ("without a credential", None),
             (
-                "with a wrong credential",
+                "given a wrong credential",
                 Some(format!(
                     "Bearer {}",
                     random_token("rc_conformanceWrong", 24)

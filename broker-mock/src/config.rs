@@ -39,6 +39,12 @@ pub struct Config {
     /// Default grace period of a rotated secret, seconds.
     #[arg(long, env = "BROKER_MOCK_ROTATION_GRACE", default_value_t = 86_400)]
     pub rotation_grace: u64,
+    /// Development only: let outgoing requests (offers, inputs, notifications, result
+    /// downloads) reach loopback, private and link-local addresses, and use plain http to
+    /// loopback. Off by default: the broker then only calls public https addresses, checked
+    /// on the address each host name resolves to. Turn it on to run providers on this machine.
+    #[arg(long, env = "BROKER_MOCK_ALLOW_PRIVATE_ADDRESSES")]
+    pub allow_private_addresses: bool,
     /// Extra PEM root certificates trusted for outgoing HTTPS (providers with a private CA).
     #[arg(long = "ca-cert", env = "BROKER_MOCK_CA_CERT", value_delimiter = ',')]
     pub ca_certs: Vec<PathBuf>,
@@ -48,6 +54,20 @@ pub struct Config {
     /// Largest JSON or signed request body, bytes.
     #[arg(long, env = "BROKER_MOCK_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Messages kept in the message log; older ones are dropped as new ones come (a ring).
+    #[arg(long, env = "BROKER_MOCK_MAX_LOG_MESSAGES", default_value_t = 10_000)]
+    pub max_log_messages: u32,
+    /// Models one user may hold.
+    #[arg(long, env = "BROKER_MOCK_MAX_MODELS_PER_USER", default_value_t = 100)]
+    pub max_models_per_user: u32,
+    /// Bytes of model versions (uploads and results) one user may hold before uploads are
+    /// refused.
+    #[arg(long, env = "BROKER_MOCK_MAX_STORED_BYTES_PER_USER", default_value_t = 512 * 1024 * 1024)]
+    pub max_stored_bytes_per_user: u64,
+    /// How often expired replay rows, used link-token ids and expired credentials are
+    /// purged, milliseconds.
+    #[arg(long, env = "BROKER_MOCK_SWEEP_INTERVAL_MS", default_value_t = 60_000)]
+    pub sweep_interval_ms: u64,
     /// Timeout of each outgoing HTTP request, seconds.
     #[arg(long, env = "BROKER_MOCK_HTTP_TIMEOUT", default_value_t = 30)]
     pub http_timeout: u64,
@@ -105,9 +125,14 @@ impl Default for Config {
             credential_ttl: 600,
             tolerance: 300,
             rotation_grace: 86_400,
+            allow_private_addresses: false,
             ca_certs: Vec::new(),
             max_model_bytes: 64 * 1024 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_log_messages: 10_000,
+            max_models_per_user: 100,
+            max_stored_bytes_per_user: 512 * 1024 * 1024,
+            sweep_interval_ms: 60_000,
             http_timeout: 30,
             send_attempts: 3,
             retry_backoff_ms: 200,
@@ -187,5 +212,28 @@ mod tests {
         };
         assert_eq!(pick(&flags), pick(&default));
         assert_eq!(flags.credential_ttl, default.credential_ttl);
+        assert_eq!(
+            (
+                flags.max_log_messages,
+                flags.max_models_per_user,
+                flags.max_stored_bytes_per_user,
+                flags.sweep_interval_ms
+            ),
+            (
+                default.max_log_messages,
+                default.max_models_per_user,
+                default.max_stored_bytes_per_user,
+                default.sweep_interval_ms
+            )
+        );
+        assert!(!flags.allow_private_addresses && !default.allow_private_addresses);
+    }
+
+    #[test]
+    fn private_addresses_are_allowed_only_when_asked_for() {
+        let on = Cli::try_parse_from(["broker-mock", "--allow-private-addresses"])
+            .expect("flag")
+            .config;
+        assert!(on.allow_private_addresses);
     }
 }

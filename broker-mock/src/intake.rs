@@ -107,7 +107,7 @@ pub(crate) async fn receive(
         )));
     }
     jobs::admit_event(&job, &event, seq)?;
-    apply(state, &job, &event, &canonical, seq).await
+    apply(state, provider, &job, &event, &canonical, seq).await
 }
 
 fn ack(job: &JobId, state: JobState, duplicate: bool) -> EventAck {
@@ -120,6 +120,7 @@ fn ack(job: &JobId, state: JobState, duplicate: bool) -> EventAck {
 
 async fn apply(
     state: &AppState,
+    provider: &Provider,
     job: &JobRow,
     event: &JobEvent,
     canonical: &str,
@@ -133,7 +134,8 @@ async fn apply(
             job_id: Some(job.id.to_string()),
             ..Subject::default()
         };
-        let bytes = download(state, &result.download, &subject)
+        // A result must be on the origin the provider registered (its job URL's).
+        let bytes = download(state, &result.download, &provider.job_url, &subject)
             .await
             .map_err(|e| ApiError::DownloadFailed(format!("could not fetch the result: {e}")))?;
         let source = VersionSource {

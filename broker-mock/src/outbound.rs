@@ -1,5 +1,7 @@
-//! Outgoing HTTP: one client (rustls, no redirects), signed POSTs to providers with
-//! retries, and result downloads with size and digest checks. Every request is logged.
+//! Outgoing HTTP: one [`Fetcher`](client::Fetcher) (rustls, no redirects, no proxy, the
+//! address policy of `--allow-private-addresses` checked on every URL and every resolved
+//! address), signed POSTs to providers with retries, and result downloads with size and
+//! digest checks from the origin the provider registered. Every request is logged.
 
 use std::time::Duration;
 
@@ -15,22 +17,32 @@ use crate::error::StartError;
 use crate::state::AppState;
 use crate::store::messages::{self, NewMessage};
 
+/// The outgoing policy: the safe one unless `--allow-private-addresses` is given.
+pub(crate) fn fetch_policy(cfg: &Config) -> client::FetchPolicy {
+    if cfg.allow_private_addresses {
+        client::FetchPolicy::development()
+    } else {
+        client::FetchPolicy::default()
+    }
+}
+
 /// Builds the one outgoing client with the SDK: rustls (ring) with the platform roots plus
-/// the `--ca-cert` roots, never following redirects.
-pub(crate) fn http_client(cfg: &Config) -> Result<reqwest::Client, StartError> {
+/// the `--ca-cert` roots, never following redirects, under [`fetch_policy`].
+pub(crate) fn fetcher(cfg: &Config) -> Result<client::Fetcher, StartError> {
     let mut extra = Vec::new();
     for path in &cfg.ca_certs {
         let pem = std::fs::read(path)
             .map_err(|e| StartError::Client(format!("reading {}: {e}", path.display())))?;
         extra.push(pem);
     }
-    client::http_client(&client::ClientConfig {
+    let config = client::ClientConfig {
         timeout: Duration::from_secs(cfg.http_timeout.max(1)),
         connect_timeout: Duration::from_secs(cfg.http_timeout.clamp(1, 10)),
         extra_root_certs_pem: extra,
         user_agent: concat!("broker-mock/", env!("CARGO_PKG_VERSION")).to_owned(),
-    })
-    .map_err(|e| StartError::Client(ErrorChain(&e).to_string()))
+    };
+    client::Fetcher::new(&config, fetch_policy(cfg))
+        .map_err(|e| StartError::Client(ErrorChain(&e).to_string()))
 }
 
 /// An answer to an outgoing request.
@@ -105,6 +117,13 @@ pub(crate) async fn send_signed(
 ) -> Result<Answer, String> {
     let attempts = attempts.max(1);
     let mut last_err = String::new();
+    if let Err(refused) = state.fetcher.policy().check(url) {
+        let mut logged = subject.message("POST", url);
+        logged.verdict = subject.verdict("not sent");
+        logged.reason = Some(refused.to_string());
+        record(state, logged).await;
+        return Err(refused.to_string());
+    }
     for attempt in 1..=attempts {
         if attempt > 1 {
             let exp = 2u64.saturating_pow(attempt - 2);
@@ -118,7 +137,8 @@ pub(crate) async fn send_signed(
         };
         let pairs = signed.pairs();
         let mut req = state
-            .http
+            .fetcher
+            .client()
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec());
@@ -175,7 +195,9 @@ pub(crate) async fn send_signed(
                 last_err = format!("peer answered {status}");
             }
             Err(e) => {
-                last_err = if e.is_timeout() {
+                last_err = if let Some(refused) = policy_refusal(&e) {
+                    format!("not sent: {refused}")
+                } else if e.is_timeout() {
                     format!("timed out: {e}")
                 } else if e.is_connect() {
                     format!("could not connect: {e}")
@@ -186,10 +208,26 @@ pub(crate) async fn send_signed(
                     subject.verdict(&format!("transport error (attempt {attempt}/{attempts})"));
                 logged.reason = Some(last_err.clone());
                 record(state, logged).await;
+                if policy_refusal(&e).is_some() {
+                    break;
+                }
             }
         }
     }
     Err(last_err)
+}
+
+/// The fetch policy's refusal in a transport error's chain (the resolver refused every
+/// address of the host).
+fn policy_refusal(e: &reqwest::Error) -> Option<client::FetchRefused> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<client::FetchRefused>() {
+            return Some(r.clone());
+        }
+        cur = err.source();
+    }
+    None
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, String> {
@@ -203,13 +241,17 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes
     Ok(Bytes::from(buf))
 }
 
-/// Downloads what `dl` describes: URL policy, status, size cap, declared size and SHA-256.
+/// Downloads what `dl` describes from the origin of `origin_of` (the provider's registered
+/// job URL): URL and address policy, status, size cap, declared size and SHA-256. The error
+/// names the rule that failed, never what the server sent (its body, the real size or
+/// digest).
 pub(crate) async fn download(
     state: &AppState,
     dl: &Download,
+    origin_of: &str,
     subject: &Subject,
 ) -> Result<Vec<u8>, String> {
-    let result = download_inner(state, dl).await;
+    let result = download_inner(state, dl, origin_of).await;
     let mut logged = subject.message("GET", &dl.url);
     if let Some(a) = &dl.authorization {
         logged
@@ -234,6 +276,7 @@ pub(crate) async fn download(
 async fn download_inner(
     state: &AppState,
     dl: &Download,
+    origin_of: &str,
 ) -> Result<(u16, Vec<u8>), (Option<u16>, String)> {
     if dl.expires_at < state.clock.now() {
         return Err((
@@ -247,18 +290,26 @@ async fn download_inner(
         connect_timeout: Duration::from_secs(state.cfg.http_timeout.max(1)),
         idle_timeout: Duration::from_secs(state.cfg.http_timeout.max(1)),
     };
-    match client::download_to_vec(&state.http, dl, &limits).await {
+    let fetcher = state
+        .fetcher
+        .with_origin_of(origin_of)
+        .map_err(|e| (None, e.to_string()))?;
+    match fetcher.download_to_vec(dl, &limits).await {
         Ok(bytes) => Ok((200, bytes)),
         Err(e) => {
+            use client::DownloadError as E;
             let status = match &e {
-                client::DownloadError::Refused { status, .. } => Some(*status),
+                E::Refused { status, .. } => Some(*status),
                 _ => None,
             };
+            // The rule that failed; no body, size or digest of what the server sent, and
+            // one message for every transport failure.
             let detail = match &e {
-                client::DownloadError::Refused {
-                    problem: Some(p), ..
-                } => format!("{e}: {p}"),
-                _ => ErrorChain(&e).to_string(),
+                E::Refused { status, .. } => format!("the result's server answered {status}"),
+                E::Transfer(_) | E::Timeout(_) | E::Io(_) => {
+                    "the result could not be transferred".to_owned()
+                }
+                _ => e.to_string(),
             };
             Err((status, detail))
         }
@@ -275,5 +326,11 @@ pub(crate) fn redact_authorization(value: &str) -> String {
 
 /// Appends `m` to the message log, stamped now.
 pub(crate) async fn record(state: &AppState, m: NewMessage) {
-    messages::record(&state.db, state.clock.now_ms(), m).await;
+    messages::record(
+        &state.db,
+        state.cfg.max_log_messages,
+        state.clock.now_ms(),
+        m,
+    )
+    .await;
 }

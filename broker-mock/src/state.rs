@@ -22,7 +22,8 @@ pub(crate) struct Inner {
     pub(crate) cfg: Config,
     /// The base URL peers reach this broker at (events and download URLs are built on it).
     pub(crate) base_url: String,
-    pub(crate) http: reqwest::Client,
+    /// The outgoing client and its address policy.
+    pub(crate) fetcher: diax_sdk::client::Fetcher,
     pub(crate) clock: Clock,
     /// Woken when a notification is recorded, so it is pushed without waiting a round.
     pub(crate) wake_notifier: Notify,
@@ -37,7 +38,7 @@ impl AppState {
         db: SqlitePool,
         cfg: Config,
         base_url: String,
-        http: reqwest::Client,
+        fetcher: diax_sdk::client::Fetcher,
         clock: Clock,
     ) -> Self {
         Self {
@@ -45,7 +46,7 @@ impl AppState {
                 db,
                 cfg,
                 base_url,
-                http,
+                fetcher,
                 clock,
                 wake_notifier: Notify::new(),
                 inputs_in_flight: InFlight::default(),

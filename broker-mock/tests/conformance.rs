@@ -63,6 +63,8 @@ enum Bug {
     ConflictOnRepeatedInput,
     /// Accepts offers addressed to any provider id.
     IgnoresProviderId,
+    /// Charges the quote plus one cent on completion.
+    ChargesMoreThanQuoted,
 }
 
 struct Job {
@@ -376,12 +378,20 @@ async fn work(app: App, input: JobInput, events_url: String) {
                     download,
                     format: "stl".into(),
                     report: None,
-                    charged: Some(Quote::new(QUOTE, "EUR")),
+                    charged: Some(Quote::new(
+                        if inner.bug == Bug::ChargesMoreThanQuoted {
+                            QUOTE + 1
+                        } else {
+                            QUOTE
+                        },
+                        "EUR",
+                    )),
                 },
             }
         }
         Err(e) => JobEventKind::Failed {
             problem: Problem::new(ProblemType::DownloadFailed).with_detail(e.to_string()),
+            charged: Some(Quote::new(0, "EUR")),
         },
     };
     if let Some(job) = inner.jobs.lock().unwrap().get_mut(input.job_id.as_str()) {
@@ -535,8 +545,9 @@ async fn a_provider_that_never_calls_back_fails_the_job_checks() {
             "events.transitions",
             "events.retry-same-id",
             "result.digest",
-            // Dependent: no finished job to send the input to again.
+            // Dependent: no finished job to send the input to again, nothing charged.
             "input.repeated-same-job",
+            "charges.match-quote",
         ]),
         "{}",
         report.to_human()
@@ -582,11 +593,18 @@ async fn a_provider_that_runs_a_repeated_input_again_fails_the_repeated_input_ch
     let provider = start_provider(Bug::RerunOnNewInput).await;
     let report = run(config(&provider)).await.unwrap();
     println!("{}", report.to_human());
+    // The second run's job.completed charges again.
     assert_eq!(
         failed(&report),
-        set(&["input.repeated-same-job"]),
+        set(&["input.repeated-same-job", "charges.match-quote"]),
         "{}",
         report.to_human()
+    );
+    let charges = report.get(Check::ChargesMatchQuote).unwrap();
+    assert!(
+        charges.reason.contains("charged more than once"),
+        "{}",
+        charges.reason
     );
     let r = report.get(Check::InputRepeatedSameJob).unwrap();
     for part in [
@@ -779,6 +797,25 @@ async fn a_provider_accepting_offers_for_another_provider_fails_the_other_provid
     let r = report.get(Check::OfferOtherProvider).unwrap();
     assert!(
         r.reason.contains("expected 403 forbidden, got 202"),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test]
+async fn a_provider_charging_more_than_its_quote_fails_the_charges_check() {
+    let provider = start_provider(Bug::ChargesMoreThanQuoted).await;
+    let report = run(config(&provider)).await.unwrap();
+    assert_eq!(
+        failed(&report),
+        set(&["charges.match-quote"]),
+        "{}",
+        report.to_human()
+    );
+    let r = report.get(Check::ChargesMatchQuote).unwrap();
+    assert!(
+        r.reason
+            .contains("says 0.61 EUR was charged, but the accepted quote was 0.60 EUR"),
         "{}",
         r.reason
     );

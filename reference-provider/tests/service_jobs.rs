@@ -301,10 +301,11 @@ async fn non_stl_fails_and_releases(backend: Backend) {
     assert!(problem.is(ProblemType::ModelInvalid), "{problem:?}");
     drain_outbox(&provider).await;
     let events = broker.events_for(&job.offer.job_id);
-    let JobEventKind::Failed { problem } = &events.last().unwrap().kind else {
+    let JobEventKind::Failed { problem, charged } = &events.last().unwrap().kind else {
         panic!("last event is not job.failed: {events:?}")
     };
     assert!(problem.is(ProblemType::ModelInvalid));
+    assert_eq!(charged.as_ref().map(|q| q.amount), Some(0), "{charged:?}");
     let (_, me) = get_json(
         &format!("{}/v1/accounts/me", provider.base_url()),
         Some(&account.api_key),
@@ -425,6 +426,13 @@ async fn outbox_redelivery_while_broker_down(backend: Backend) {
             }
         }
     }
+    // The broker records an event before its answer reaches the provider, which only then
+    // marks the message delivered.
+    let settled = wait_until(Duration::from_secs(20), || async {
+        service::outbox::counts(provider.service()).await.unwrap().0 == 0
+    })
+    .await;
+    assert!(settled, "outbox drained");
     let (pending, delivered, dead) = service::outbox::counts(provider.service()).await.unwrap();
     assert_eq!((pending, delivered, dead), (0, 3, 0));
     provider.shutdown().await;

@@ -40,6 +40,9 @@ use crate::wire::{Download, ProviderRegistered, RegisterProvider, RotateSecret, 
 
 pub use reqwest::{Client, Url};
 
+mod policy;
+pub use policy::{FetchPolicy, FetchRefused, Fetcher, is_public_address};
+
 /// Installs rustls' ring crypto provider as the process default, if none is installed yet.
 /// Safe to call any number of times.
 pub fn install_crypto_provider() {
@@ -133,20 +136,22 @@ pub enum UrlError {
 /// # Errors
 /// [`ClientError::Certificate`] for unreadable PEM, [`ClientError::Build`] otherwise.
 pub fn http_client(config: &ClientConfig) -> Result<Client, ClientError> {
+    client_builder(config)?.build().map_err(ClientError::Build)
+}
+
+fn client_builder(config: &ClientConfig) -> Result<reqwest::ClientBuilder, ClientError> {
     install_crypto_provider();
     let mut certs = Vec::new();
     for pem in &config.extra_root_certs_pem {
         let cert = reqwest::Certificate::from_pem(pem).map_err(ClientError::Certificate)?;
         certs.push(cert);
     }
-    Client::builder()
+    Ok(Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(config.timeout)
         .connect_timeout(config.connect_timeout)
         .user_agent(config.user_agent.clone())
-        .tls_certs_merge(certs)
-        .build()
-        .map_err(ClientError::Build)
+        .tls_certs_merge(certs))
 }
 
 /// Parses a URL and requires a secure channel: `https`, or plain `http` only to a loopback
@@ -435,6 +440,9 @@ pub enum SendError {
     /// The URL is not allowed.
     #[error(transparent)]
     Url(#[from] ClientError),
+    /// A [`Fetcher`]'s policy refused the address the host resolved to (final, never retried).
+    #[error(transparent)]
+    NotAllowed(FetchRefused),
     /// The response body was larger than the sender's limit.
     #[error("response body larger than {limit} bytes")]
     ResponseTooLarge {
@@ -475,7 +483,9 @@ impl SendError {
 }
 
 fn classify(e: reqwest::Error) -> SendError {
-    if e.is_timeout() {
+    if let Some(refused) = policy::refusal_in(&e) {
+        SendError::NotAllowed(refused)
+    } else if e.is_timeout() {
         SendError::Timeout(e)
     } else if e.is_connect() {
         SendError::Connect(e)
@@ -891,6 +901,9 @@ pub enum DownloadError {
     /// The URL is not allowed.
     #[error(transparent)]
     Url(#[from] ClientError),
+    /// A [`Fetcher`]'s [`FetchPolicy`] refused the URL or the address it resolved to.
+    #[error(transparent)]
+    NotAllowed(#[from] FetchRefused),
     /// The declared size is above the limit.
     #[error("declared size {declared} exceeds the limit of {limit} bytes")]
     DeclaredTooLarge {
@@ -913,16 +926,16 @@ pub enum DownloadError {
         /// Declared size.
         declared: u64,
     },
-    /// Fewer bytes arrived than declared.
-    #[error("received {received} bytes; {declared} declared")]
+    /// Fewer bytes arrived than declared. The message names only the declared size.
+    #[error("fewer than the declared {declared} bytes received")]
     TooShort {
         /// Received.
         received: u64,
         /// Declared.
         declared: u64,
     },
-    /// The digest does not match.
-    #[error("SHA-256 mismatch: expected {expected}, got {actual}")]
+    /// The digest does not match. The message names only the declared digest.
+    #[error("SHA-256 mismatch: the bytes received do not have the declared digest {expected}")]
     DigestMismatch {
         /// Declared digest.
         expected: String,
@@ -967,9 +980,21 @@ pub async fn download<W: AsyncWrite + Unpin>(
     out: &mut W,
     limits: &DownloadLimits,
 ) -> Result<Downloaded, DownloadError> {
+    let url = require_secure_url(&download.url)?;
+    download_from(client, url, download, out, limits).await
+}
+
+/// [`download`] from an already checked `url`, under the total deadline.
+async fn download_from<W: AsyncWrite + Unpin>(
+    client: &Client,
+    url: Url,
+    download: &Download,
+    out: &mut W,
+    limits: &DownloadLimits,
+) -> Result<Downloaded, DownloadError> {
     match tokio::time::timeout(
         limits.timeout,
-        download_inner(client, download, out, limits),
+        download_inner(client, url, download, out, limits),
     )
     .await
     {
@@ -981,7 +1006,9 @@ pub async fn download<W: AsyncWrite + Unpin>(
 /// A transport error, stripped of its URL; a timeout of the request's own clock (the total
 /// deadline, or `phase`'s when it fires first inside the HTTP client) is named as such.
 fn transfer_error(e: reqwest::Error, phase: DownloadTimeout) -> DownloadError {
-    if e.is_timeout() {
+    if let Some(refused) = policy::refusal_in(&e) {
+        DownloadError::NotAllowed(refused)
+    } else if e.is_timeout() {
         DownloadError::Timeout(phase)
     } else {
         DownloadError::Transfer(e.without_url())
@@ -990,11 +1017,11 @@ fn transfer_error(e: reqwest::Error, phase: DownloadTimeout) -> DownloadError {
 
 async fn download_inner<W: AsyncWrite + Unpin>(
     client: &Client,
+    url: Url,
     download: &Download,
     out: &mut W,
     limits: &DownloadLimits,
 ) -> Result<Downloaded, DownloadError> {
-    let url = require_secure_url(&download.url)?;
     if download.size > limits.max_bytes {
         return Err(DownloadError::DeclaredTooLarge {
             declared: download.size,
@@ -1069,6 +1096,19 @@ pub async fn download_to_file(
     path: &Path,
     limits: &DownloadLimits,
 ) -> Result<Downloaded, DownloadError> {
+    let url = require_secure_url(&dl.url)?;
+    file_download(path, async |file: &mut tokio::fs::File| {
+        download_from(client, url, dl, file, limits).await
+    })
+    .await
+}
+
+/// Runs `fetch` into a temporary file beside `path`, renamed into place on success and
+/// removed on error.
+async fn file_download(
+    path: &Path,
+    fetch: impl AsyncFnOnce(&mut tokio::fs::File) -> Result<Downloaded, DownloadError>,
+) -> Result<Downloaded, DownloadError> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -1079,7 +1119,7 @@ pub async fn download_to_file(
     ));
     let result = async {
         let mut file = tokio::fs::File::create(&tmp).await?;
-        let got = download(client, dl, &mut file, limits).await?;
+        let got = fetch(&mut file).await?;
         file.sync_all().await?;
         drop(file);
         tokio::fs::rename(&tmp, path).await?;
@@ -1101,10 +1141,14 @@ pub async fn download_to_vec(
     dl: &Download,
     limits: &DownloadLimits,
 ) -> Result<Vec<u8>, DownloadError> {
-    let cap = usize::try_from(dl.size.min(limits.max_bytes)).unwrap_or(0);
-    let mut buf = Vec::with_capacity(cap.min(64 * 1024 * 1024));
+    let mut buf = download_buffer(dl, limits);
     download(client, dl, &mut buf, limits).await?;
     Ok(buf)
+}
+
+fn download_buffer(dl: &Download, limits: &DownloadLimits) -> Vec<u8> {
+    let cap = usize::try_from(dl.size.min(limits.max_bytes)).unwrap_or(0);
+    Vec::with_capacity(cap.min(64 * 1024 * 1024))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -512,6 +512,10 @@ pub struct Job {
     /// The provider's report on the work (opaque JSON), once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Value>,
+    /// What the provider reported it charged, once the job ended (`job.completed`: the
+    /// price; `job.failed`: zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged: Option<Quote>,
     /// How the delivery of the `job.input` to the provider stands, once it accepted the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_delivery: Option<InputDelivery>,
@@ -838,7 +842,9 @@ pub struct JobResult {
     /// The provider's report on the work (opaque JSON, e.g. a repair report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Value>,
-    /// What was charged.
+    /// What the provider charged the user for this job: its quote, charged once (PROTOCOL
+    /// §5.6). Providers MUST send it; it is optional here only so that an event without it
+    /// still parses (the broker then shows no charge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charged: Option<Quote>,
 }
@@ -870,11 +876,15 @@ pub enum JobEventKind {
         /// The result.
         result: JobResult,
     },
-    /// Work failed; nothing was charged.
+    /// Work failed; nothing was charged (the hold is released).
     #[serde(rename = "job.failed")]
     Failed {
         /// Why.
         problem: Problem,
+        /// What the provider charged: amount `0` in the quote's currency (PROTOCOL §5.6).
+        /// Providers MUST send it; optional here only so that an event without it parses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        charged: Option<Quote>,
     },
 }
 

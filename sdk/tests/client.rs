@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use diax_sdk::client::{
     Attempt, BrokerCallError, BrokerClient, ClientConfig, DownloadError, DownloadLimits,
-    DownloadTimeout, RetryPolicy, SendError, SignedSender, download, download_to_file,
-    download_to_vec, http_client, require_secure_url,
+    DownloadTimeout, FetchPolicy, FetchRefused, Fetcher, RetryPolicy, SendError, SignedSender,
+    download, download_to_file, download_to_vec, http_client, require_secure_url,
 };
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::{ErrorChain, sha256_hex};
@@ -690,6 +690,125 @@ async fn a_download_outlives_the_request_timeout_within_its_own_limits() {
         matches!(err, DownloadError::Timeout(DownloadTimeout::Connect)),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_fetcher_refuses_private_addresses_by_url_and_by_dns() {
+    let (base, log) = server().await;
+    let port = base.rsplit(':').next().expect("port");
+    let safe = Fetcher::new(&ClientConfig::default(), FetchPolicy::default()).expect("fetcher");
+    let limits = DownloadLimits::default();
+    let refused = |url: &str| {
+        let mut dl = blob_download("", "");
+        dl.url = url.to_owned();
+        dl
+    };
+    for (url, rule) in [
+        (format!("http://127.0.0.1:{port}/blob"), "scheme"),
+        (format!("https://127.0.0.1:{port}/blob"), "private"),
+        (format!("https://localhost:{port}/blob"), "private"),
+        (format!("https://LOCALHOST.:{port}/blob"), "private"),
+        (format!("https://2130706433:{port}/blob"), "private"), // 127.0.0.1 in decimal
+        (format!("https://0x7f.1:{port}/blob"), "private"),
+        (format!("https://[::1]:{port}/blob"), "private"),
+        (format!("https://[::ffff:127.0.0.1]:{port}/blob"), "private"),
+        ("https://10.0.0.1/blob".to_owned(), "private"),
+        ("https://192.168.0.1/blob".to_owned(), "private"),
+        (
+            "https://169.254.169.254/latest/meta-data".to_owned(),
+            "private",
+        ),
+        ("ftp://files.example/blob".to_owned(), "scheme"),
+    ] {
+        let err = safe
+            .download_to_vec(&refused(&url), &limits)
+            .await
+            .expect_err(&url);
+        match (&err, rule) {
+            (DownloadError::NotAllowed(FetchRefused::Scheme { .. }), "scheme")
+            | (DownloadError::NotAllowed(FetchRefused::PrivateAddress { .. }), "private") => {}
+            other => panic!("{url}: {other:?}"),
+        }
+        assert!(!err.is_transient(), "{url}");
+    }
+    assert_eq!(log.hits("blob"), 0);
+
+    // A DNS name that resolves to loopback is refused on the resolved address, by the
+    // resolver of the fetcher's client, whoever sends the request.
+    let err = safe
+        .client()
+        .get(format!("http://localhost:{port}/blob"))
+        .send()
+        .await
+        .expect_err("resolver refuses");
+    let chain = ErrorChain(&err).to_string();
+    assert!(chain.contains("private, loopback or link-local"), "{chain}");
+    let err = SignedSender::new(safe.client().clone())
+        .send(
+            &format!("http://localhost:{port}/flaky"),
+            &MessageId::generate(),
+            b"{}".to_vec(),
+            &ring(),
+            &fast_policy(3),
+        )
+        .await
+        .expect_err("refused, not retried");
+    assert!(
+        matches!(
+            err,
+            SendError::NotAllowed(FetchRefused::PrivateAddress { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!((log.hits("blob"), log.hits("flaky")), (0, 0));
+
+    // The development policy reaches loopback, still only on the allowed origin and never
+    // through a redirect.
+    let dev = Fetcher::new(&ClientConfig::default(), FetchPolicy::development())
+        .expect("fetcher")
+        .with_origin_of(&format!("{base}/jobs"))
+        .expect("origin");
+    let got = dev
+        .download_to_vec(&blob_download(&base, "/blob"), &limits)
+        .await
+        .expect("allowed");
+    assert_eq!(got, BLOB);
+    let other_port = "http://127.0.0.1:1/blob";
+    let err = dev
+        .download_to_vec(&refused(other_port), &limits)
+        .await
+        .expect_err("other origin");
+    assert!(
+        matches!(err, DownloadError::NotAllowed(FetchRefused::Origin { .. })),
+        "{err:?}"
+    );
+    let err = dev
+        .download_to_vec(&blob_download(&base, "/moved"), &limits)
+        .await
+        .expect_err("redirect");
+    assert!(
+        matches!(err, DownloadError::Refused { status: 302, .. }),
+        "{err:?}"
+    );
+    assert_eq!(log.hits("blob"), 1);
+
+    // A refusal names the rule, not what the server sent: no real digest or size.
+    let mut lying = blob_download(&base, "/blob");
+    lying.sha256 = sha256_hex(b"other");
+    let err = dev
+        .download_to_vec(&lying, &limits)
+        .await
+        .expect_err("digest");
+    let text = ErrorChain(&err).to_string();
+    assert!(!text.contains(&sha256_hex(BLOB)), "{text}");
+    lying = blob_download(&base, "/blob");
+    lying.size += 10;
+    let err = dev
+        .download_to_vec(&lying, &limits)
+        .await
+        .expect_err("size");
+    let text = ErrorChain(&err).to_string();
+    assert!(!text.contains(&BLOB.len().to_string()), "{text}");
 }
 
 #[tokio::test]

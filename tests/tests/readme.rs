@@ -122,8 +122,14 @@ async fn the_readme_walkthrough_works() {
 
     // 1. The broker mock with a SQLite file.
     let mut cmd = Command::new(&broker_bin);
-    cmd.args(["serve", "--addr", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("broker.db"));
+    cmd.args([
+        "serve",
+        "--allow-private-addresses",
+        "--addr",
+        "127.0.0.1:0",
+        "--db",
+    ])
+    .arg(dir.path().join("broker.db"));
     let broker = serve(cmd);
 
     // 2. The operator's broker account.

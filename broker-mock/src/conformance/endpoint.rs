@@ -19,7 +19,7 @@ use diax_sdk::clock::unix_now;
 use diax_sdk::util::{ErrorChain, sha256_hex};
 use diax_sdk::webhook::RawHeaders;
 use diax_sdk::wire::{EventAck, JobEvent, JobEventKind, JobState};
-use diax_sdk::{JobId, Keyring, Problem, ProblemType};
+use diax_sdk::{JobId, Keyring, Problem, ProblemType, Quote};
 use tokio::sync::{Mutex, watch};
 
 use super::{ConformanceError, TlsIdentity};
@@ -45,6 +45,14 @@ pub(crate) struct EventDelivery {
     /// Signature/tolerance failure, or body that does not parse.
     pub(crate) error: Option<String>,
     pub(crate) event_type: Option<&'static str>,
+}
+
+/// A terminal event's report of what was charged.
+#[derive(Debug, Clone)]
+pub(crate) struct Charge {
+    pub(crate) id: String,
+    pub(crate) event_type: &'static str,
+    pub(crate) charged: Option<Quote>,
 }
 
 /// How the provider retried the completion event after the forced `503`.
@@ -76,6 +84,9 @@ pub(crate) struct Log {
     pub(crate) terminal: Option<JobEvent>,
     /// The result fetch: size and digest, or why it failed.
     pub(crate) result: Option<Result<(u64, String), String>>,
+    /// Every terminal event of the job under test under a new `webhook-id`, in arrival
+    /// order, with what it says was charged (redeliveries are not repeated here).
+    pub(crate) charges: Vec<Charge>,
     seen: HashMap<String, String>,
     state: Option<JobState>,
     last_sequence: u64,
@@ -446,6 +457,23 @@ async fn events(
         None => {
             log.seen.insert(id.clone(), digest.clone());
             let known_job = log.job_id.as_deref() == Some(event.job_id.as_str());
+            // The forced completion's retry under a new id is judged by
+            // events.retry-same-id; it is not a second charge.
+            let retried_under_new_id = log.retry.is_none()
+                && log.terminal.is_none()
+                && log.forced.as_ref().is_some_and(|(fid, _, _)| *fid != id);
+            if is_terminal && known_job && !retried_under_new_id {
+                let charged = match &event.kind {
+                    JobEventKind::Completed { result } => result.charged.clone(),
+                    JobEventKind::Failed { charged, .. } => charged.clone(),
+                    _ => None,
+                };
+                log.charges.push(Charge {
+                    id: id.clone(),
+                    event_type: event.kind.name(),
+                    charged,
+                });
+            }
             if is_terminal && known_job && log.forced.is_none() {
                 log.forced = Some((id.clone(), digest, Instant::now()));
                 problem(Problem::new(ProblemType::ServiceUnavailable).with_detail(

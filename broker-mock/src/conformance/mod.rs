@@ -257,6 +257,9 @@ checks! {
     /// credential is answered `2xx` or `409` and starts no second run: no download, no new
     /// event (so no second `job.completed` or `job.failed`).
     InputRepeatedSameJob => "input.repeated-same-job",
+    /// The job's terminal event says what was charged: the accepted quote on
+    /// `job.completed`, zero on `job.failed`; and only one terminal event charges.
+    ChargesMatchQuote => "charges.match-quote",
 }
 
 impl fmt::Display for Check {

@@ -30,6 +30,8 @@ pub fn test_config() -> Config {
         input_max_backoff_ms: 200,
         retry_backoff_ms: 20,
         http_timeout: 5,
+        // The fake providers run on loopback.
+        allow_private_addresses: true,
         ..Config::default()
     }
 }

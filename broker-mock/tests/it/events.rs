@@ -13,7 +13,7 @@ async fn event_refusals() {
     let (broker, api) = start(test_config()).await;
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
-    let (_user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let (user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
     let h = http();
     let body = serde_json::to_vec(&event(
         &job,
@@ -238,6 +238,7 @@ async fn event_refusals() {
         7,
         JobEventKind::Failed {
             problem: Problem::new(ProblemType::ModelInvalid).with_detail("not a mesh"),
+            charged: Some(Quote::new(0, "EUR")),
         },
     );
     let (st, ack) = post_event_raw(
@@ -250,6 +251,9 @@ async fn event_refusals() {
     )
     .await;
     assert_eq!((st, ack["state"].as_str()), (200, Some("failed")), "{ack}");
+    // The user sees that the failed job charged nothing.
+    let shown = user.job(&job.job_id).await.unwrap();
+    assert_eq!(shown.charged, Some(Quote::new(0, "EUR")));
     // The log names the exact reasons.
     let log = api
         .messages(&MessageFilter {

@@ -314,6 +314,7 @@ async fn the_providers_own_report_stops_the_attempts() {
         1,
         JobEventKind::Failed {
             problem: Problem::new(ProblemType::Internal).with_detail("printer on fire"),
+            charged: None,
         },
     );
     let (st, ack) = post_event_raw(

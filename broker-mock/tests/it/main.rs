@@ -12,6 +12,7 @@ mod common;
 
 mod architecture;
 mod events;
+mod hostile;
 mod input_delivery;
 mod messages;
 mod models;

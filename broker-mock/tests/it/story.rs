@@ -154,6 +154,9 @@ async fn the_seed_story_end_to_end() {
     let job = gareth.job(&job.job_id).await.unwrap();
     assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.report.as_ref().unwrap()["holes_filled"], 3);
+    // What the provider charged is shown beside what it quoted.
+    assert_eq!(job.charged, Some(Quote::new(250, "EUR")));
+    assert_eq!(job.quote, Some(Quote::new(250, "EUR")));
     let result = job.result.clone().unwrap();
     assert_eq!(result.version, 2);
     let model = gareth.model(&model.model_id).await.unwrap();

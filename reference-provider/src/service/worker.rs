@@ -341,6 +341,7 @@ async fn fail(
         provider,
         JobEventKind::Failed {
             problem: problem.clone(),
+            charged: Some(Quote::new(0, job.currency.clone())),
         },
     )
     .await?;

@@ -205,6 +205,9 @@ impl Runner {
         // 5. The finished job's input once more, as a broker's next delivery attempt.
         self.repeated_input_check(&job_id, accepted.as_ref(), input_ok)
             .await;
+
+        // 6. What the job's end says was charged, once everything has arrived.
+        self.charges_check(accepted.as_ref(), input_ok).await;
     }
 
     async fn refusal_checks(&mut self) {

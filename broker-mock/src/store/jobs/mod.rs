@@ -42,6 +42,8 @@ pub(crate) struct JobRow {
     pub(crate) problem: Option<Problem>,
     pub(crate) result_version: Option<u32>,
     pub(crate) report: Option<Value>,
+    /// What the provider reported it charged, from its `job.completed` or `job.failed`.
+    pub(crate) charged: Option<Quote>,
     pub(crate) last_sequence: i64,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
@@ -101,6 +103,7 @@ impl<'r> FromRow<'r, SqliteRow> for JobRow {
             problem: opt_json(row, "problem")?,
             result_version: row.try_get("result_version")?,
             report: opt_json(row, "report")?,
+            charged: opt_json(row, "charged")?,
             last_sequence: row.try_get("last_sequence")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
@@ -152,6 +155,7 @@ impl JobRow {
             problem: self.problem.clone(),
             result: self.result(),
             report: self.report.clone(),
+            charged: self.charged.clone(),
             input_delivery: self.input_delivery(),
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -508,7 +512,7 @@ async fn set_event_state(
         }
         JobEventKind::Completed { result } => {
             sqlx::query(
-                "UPDATE jobs SET state = $8, progress = 100, result_version = $2, report = $3, quote = COALESCE($4, quote),
+                "UPDATE jobs SET state = $8, progress = 100, result_version = $2, report = $3, charged = $4,
                    last_sequence = $5, updated_at = $6
                  WHERE id = $1 AND state = $7",
             )
@@ -523,9 +527,9 @@ async fn set_event_state(
             .execute(&mut *tx)
             .await?
         }
-        JobEventKind::Failed { problem } => {
+        JobEventKind::Failed { problem, charged } => {
             sqlx::query(
-                "UPDATE jobs SET state = $6, problem = $2, last_sequence = $3, updated_at = $4
+                "UPDATE jobs SET state = $6, problem = $2, charged = $7, last_sequence = $3, updated_at = $4
                  WHERE id = $1 AND state = $5",
             )
             .bind(job.as_str())
@@ -534,6 +538,7 @@ async fn set_event_state(
             .bind(now)
             .bind(from.as_str())
             .bind(to.as_str())
+            .bind(quote_text(charged.as_ref())?)
             .execute(&mut *tx)
             .await?
         }

@@ -189,6 +189,7 @@ mod tests {
             },
             JobEventKind::Failed {
                 problem: diax_sdk::Problem::new(diax_sdk::ProblemType::ModelInvalid),
+                charged: None,
             },
         ];
         for kind in &kinds {

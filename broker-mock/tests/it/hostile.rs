@@ -1,0 +1,364 @@
+//! Hostile and slow peers: the result URL cannot reach other origins or private addresses
+//! (SSRF), refusals do not echo what a server sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ::axum::Router;
+use ::axum::routing::get;
+use broker_mock::client::MessageFilter;
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::sha256_hex;
+use diax_sdk::wire::*;
+
+use crate::common::*;
+
+const SECRET_FILE: &[u8] = b"internal-only: the database password is hunter2";
+
+/// An internal-only server on loopback holding a secret file; counts its hits.
+async fn internal_server() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let app = Router::new().route(
+        "/secret",
+        get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { SECRET_FILE }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = ::axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), hits)
+}
+
+fn completed(job: &Job, s: &Setup, seq: u64, download: Download) -> Vec<u8> {
+    serde_json::to_vec(&event(
+        job,
+        &s.reg,
+        seq,
+        JobEventKind::Completed {
+            result: JobResult {
+                download,
+                format: "stl".into(),
+                report: None,
+                charged: None,
+            },
+        },
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_result_url_off_the_providers_origin_is_never_fetched() {
+    let (broker, api) = start(test_config()).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (user, model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let (internal, hits) = internal_server().await;
+    let h = http();
+    let now = unix_now();
+
+    // Another loopback port, the cloud metadata address, another host: all off the origin
+    // of the registered job URL, refused before any connection.
+    let targets = [
+        format!("{internal}/secret"),
+        "https://169.254.169.254/latest/meta-data/".to_owned(),
+        "https://internal.example/secret".to_owned(),
+    ];
+    for (i, url) in targets.iter().enumerate() {
+        let dl = Download {
+            url: url.clone(),
+            authorization: None,
+            expires_at: now + 600,
+            size: SECRET_FILE.len() as u64,
+            sha256: sha256_hex(b"a guess"),
+        };
+        let (st, p) = post_event_raw(
+            &h,
+            &s.reg,
+            &s.ring,
+            &format!("msg_ssrf_{i}"),
+            now,
+            &completed(&job, &s, 1, dl),
+        )
+        .await;
+        assert_eq!(
+            (st, problem_type(&p)),
+            (502, "download-failed"),
+            "{url}: {p}"
+        );
+        let detail = p["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("not an allowed origin"), "{url}: {detail}");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the internal server was reached"
+    );
+
+    // On the provider's origin, a wrong digest or size is refused naming the rule only:
+    // neither the real digest nor the real size of what the server sent.
+    let healed = b"healed bytes".to_vec();
+    fake.set_result(healed.clone());
+    let mut lying = fake.result_download(&healed, now + 600);
+    lying.sha256 = sha256_hex(b"something else");
+    let (st, p) = post_event_raw(
+        &h,
+        &s.reg,
+        &s.ring,
+        "msg_lie_1",
+        now,
+        &completed(&job, &s, 1, lying),
+    )
+    .await;
+    assert_eq!(st, 502, "{p}");
+    let mut short = fake.result_download(&healed, now + 600);
+    short.size += 7;
+    let (st, p2) = post_event_raw(
+        &h,
+        &s.reg,
+        &s.ring,
+        "msg_lie_2",
+        now,
+        &completed(&job, &s, 1, short),
+    )
+    .await;
+    assert_eq!(st, 502, "{p2}");
+    let log = api
+        .messages(&MessageFilter {
+            job_id: Some(job.job_id.to_string()),
+            limit: Some(1000),
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    let everything = format!("{p} {p2} {}", serde_json::to_string(&log.messages).unwrap());
+    assert!(!everything.contains(&sha256_hex(&healed)), "{everything}");
+    assert!(
+        !everything.contains(&format!("received {} bytes", healed.len())),
+        "{everything}"
+    );
+    assert!(everything.contains("SHA-256 mismatch"), "{everything}");
+    // Nothing was stored.
+    assert_eq!(user.model(&model.model_id).await.unwrap().versions.len(), 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn by_default_the_broker_calls_no_loopback_address() {
+    let config = broker_mock::Config {
+        allow_private_addresses: false,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    // Plain http to loopback: refused by scheme (https only) before any address rule.
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (_, user) = new_user(&api, "mallory").await;
+    let model = user.upload_model("cube.stl", stl()).await.unwrap();
+    fake.add_account("acc_mallory");
+    user.link(
+        &s.reg.provider_id,
+        &link_token(&s.reg, "acc_mallory", broker.clock().now()),
+    )
+    .await
+    .unwrap();
+    let outcome = user
+        .create_job(&CreateJob {
+            provider_id: s.reg.provider_id.clone(),
+            model_id: model.model_id.clone(),
+            version: None,
+            operation: None,
+            params: serde_json::Value::Null,
+        })
+        .await;
+    assert!(
+        !matches!(&outcome, Ok(j) if j.state == JobState::Accepted),
+        "{outcome:?}"
+    );
+    assert!(fake.state.offers.lock().unwrap().is_empty());
+    let log = api
+        .messages(&MessageFilter {
+            direction: Some("out".into()),
+            limit: Some(100),
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        log.messages.iter().any(|m| m
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("fetch refused: ")),
+        "{:?}",
+        log.messages
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn twenty_one_rotations_in_the_grace_period_do_not_lock_the_provider_out() {
+    let (broker, api) = start(test_config()).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (_user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    // The provider keeps every secret it was given, each active until its grace ends.
+    let mut ring = s.ring.clone();
+    for _ in 0..21 {
+        let rotated = s
+            .owner
+            .rotate_secret(&s.reg.provider_id, &RotateSecret::default())
+            .await
+            .unwrap();
+        ring.insert(
+            rotated.key_id.clone(),
+            diax_sdk::Secret::parse(&rotated.secret).unwrap(),
+            None,
+        );
+    }
+    let now = unix_now();
+    assert_eq!(ring.active_at(now).count(), 22);
+    let body = serde_json::to_vec(&event(
+        &job,
+        &s.reg,
+        1,
+        JobEventKind::Progress {
+            percent: 10,
+            stage: None,
+        },
+    ))
+    .unwrap();
+    let (st, p) = post_event_raw(&http(), &s.reg, &ring, "msg_after_21", now, &body).await;
+    assert_eq!(st, 200, "{p}");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_junk_requests_keeps_the_message_log_bounded() {
+    let config = broker_mock::Config {
+        max_log_messages: 200,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    let h = http();
+    let long_path = format!("/{}", "a".repeat(4000));
+    let long_agent = "z".repeat(4000);
+    for i in 0..1000 {
+        let resp = h
+            .get(format!("{}{long_path}{i}", broker.base_url()))
+            .header("user-agent", &long_agent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+    }
+    let log = api
+        .messages(&MessageFilter {
+            limit: Some(1000),
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.messages.len(), 200, "the log is a ring of 200");
+    // The newest are kept.
+    assert!(log.messages[0].endpoint.ends_with('…'));
+    for m in &log.messages {
+        assert!(
+            m.endpoint.len() <= 512, // the documented limit
+            "{}",
+            m.endpoint.len()
+        );
+        let agent = m.headers["user-agent"].as_str().unwrap();
+        assert!(agent.len() <= 256, "{}", agent.len());
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn models_per_user_and_stored_bytes_have_quotas() {
+    let config = broker_mock::Config {
+        max_models_per_user: 2,
+        max_stored_bytes_per_user: 1000,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    let (_, user) = new_user(&api, "hoarder").await;
+    user.upload_model("a.stl", vec![b'a'; 100]).await.unwrap();
+    user.upload_model("b.stl", vec![b'b'; 100]).await.unwrap();
+    let e = user
+        .upload_model("c.stl", vec![b'c'; 100])
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "forbidden");
+    let (_, other) = new_user(&api, "big").await;
+    other.upload_model("a.stl", vec![b'a'; 600]).await.unwrap();
+    let e = other
+        .upload_model("b.stl", vec![b'b'; 600])
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "payload-too-large");
+    assert_eq!(other.models().await.unwrap().models.len(), 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_replay_rows_used_token_ids_and_credentials_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("broker.db").display());
+    let config = broker_mock::Config {
+        db: db.clone(),
+        sweep_interval_ms: 20,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    // A link (a used jti), an input (a credential), an event (a replay row).
+    let (_user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let body = serde_json::to_vec(&event(
+        &job,
+        &s.reg,
+        1,
+        JobEventKind::Progress {
+            percent: 10,
+            stage: None,
+        },
+    ))
+    .unwrap();
+    let (st, p) = post_event_raw(&http(), &s.reg, &s.ring, "msg_p1", unix_now(), &body).await;
+    assert_eq!(st, 200, "{p}");
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let q = match table {
+                "replay" => "SELECT COUNT(*) FROM replay",
+                "used_jtis" => "SELECT COUNT(*) FROM used_jtis",
+                _ => "SELECT COUNT(*) FROM credentials",
+            };
+            sqlx::query_scalar::<_, i64>(q)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    for table in ["replay", "used_jtis", "credentials"] {
+        assert!(count(table).await > 0, "{table} is empty to begin with");
+    }
+    // Two days later, everything above has expired.
+    broker.clock().advance(2 * 86_400);
+    for _ in 0..250 {
+        if count("replay").await + count("used_jtis").await + count("credentials").await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for table in ["replay", "used_jtis", "credentials"] {
+        assert_eq!(count(table).await, 0, "{table} was not purged");
+    }
+    broker.shutdown().await;
+}

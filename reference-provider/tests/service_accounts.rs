@@ -337,3 +337,43 @@ async fn tls_and_config_file() {
     );
     provider.shutdown().await;
 }
+
+/// A body over the limit is refused before it has all arrived; the connection still serves
+/// the next request once the client has finished sending (a pooling client reuses it).
+#[tokio::test]
+async fn a_413_leaves_the_connection_usable() {
+    use tokio::io::AsyncWriteExt as _;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let config = test_config(&db, db.dir());
+    let limit = config.max_body_bytes;
+    let provider = start_provider(config).await;
+    let mut stream = tokio::net::TcpStream::connect(provider.local_addr())
+        .await
+        .unwrap();
+    let length = 2 * limit;
+    stream
+        .write_all(
+            format!(
+                "POST /v1/accounts HTTP/1.1\r\nHost: fixmyprint\r\n\
+                 Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    stream.write_all(&vec![b' '; limit + 1]).await.unwrap();
+    let (status, head) = read_raw_response(&mut stream).await;
+    assert_eq!(status, 413, "{head}");
+    stream
+        .write_all(&vec![b' '; length - limit - 1])
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: fixmyprint\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, head) = read_raw_response(&mut stream).await;
+    assert_eq!(status, 200, "{head}");
+    drop(stream);
+    provider.shutdown().await;
+}

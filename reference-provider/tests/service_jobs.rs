@@ -426,6 +426,13 @@ async fn outbox_redelivery_while_broker_down(backend: Backend) {
             }
         }
     }
+    // The broker records an event before its answer reaches the provider, which only then
+    // marks the message delivered.
+    let settled = wait_until(Duration::from_secs(20), || async {
+        service::outbox::counts(provider.service()).await.unwrap().0 == 0
+    })
+    .await;
+    assert!(settled, "outbox drained");
     let (pending, delivered, dead) = service::outbox::counts(provider.service()).await.unwrap();
     assert_eq!((pending, delivered, dead), (0, 3, 0));
     provider.shutdown().await;

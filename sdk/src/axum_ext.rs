@@ -21,12 +21,18 @@
 //! # let _ = app;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A server that refuses requests before reading their whole body (413 over a size limit,
+//! 401/415 before reading at all) should also add the [`finish_request_body`] middleware, so
+//! that HTTP/1.1 clients never reuse a connection the server is about to close.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRef, FromRequest, Request};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -128,5 +134,132 @@ where
             delivery,
             body,
         })
+    }
+}
+
+/// At most this many unread request-body bytes are read and discarded after a response
+/// by [`finish_request_body`]; a longer rest closes the connection instead.
+pub const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// At most this long is spent by [`finish_request_body`] reading the unread rest of a request
+/// body; a slower client gets its connection closed instead.
+pub const DRAIN_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Middleware that keeps HTTP/1.1 connections safe to reuse when a handler answers without
+/// reading the whole request body (a 413 over a size limit, a 401 or 415 before reading).
+///
+/// Left alone, hyper closes such a connection right after the response, with no
+/// `Connection: close` in it, so a pooling client may send its next request into a closed
+/// socket (`IncompleteMessage`, connection reset). With this middleware the response goes out
+/// at once and the rest of the body is then read and discarded in the background (up to
+/// [`DRAIN_MAX_BYTES`], within [`DRAIN_MAX_WAIT`]), so the connection stays usable. When
+/// the announced rest is longer than that (or the client waits for `100-continue`), the
+/// response says `Connection: close` instead, so that no client reuses the connection.
+/// HTTP/2 requests pass through untouched (streams are reset on their own).
+///
+/// ```
+/// use axum::{Router, routing::post, http::StatusCode};
+///
+/// let app: Router = Router::new()
+///     .route("/upload", post(|| async { StatusCode::PAYLOAD_TOO_LARGE }))
+///     .layer(axum::middleware::from_fn(diax_sdk::axum_ext::finish_request_body));
+/// # let _ = app;
+/// ```
+pub async fn finish_request_body(req: Request, next: Next) -> Response {
+    if req.version() > Version::HTTP_11 {
+        return next.run(req).await;
+    }
+    let expects_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (parts, body) = req.into_parts();
+    let shared = Arc::new(Mutex::new(body));
+    let req = Request::from_parts(parts, Body::new(SharedBody(Arc::clone(&shared))));
+    let mut response = next.run(req).await;
+    let reusable = match Arc::try_unwrap(shared) {
+        // Still held (say, by a task the handler spawned): that holder reads it.
+        Err(_) => true,
+        Ok(body) => {
+            let mut body = body
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let runtime = tokio::runtime::Handle::try_current();
+            if body.is_end_stream() {
+                true
+            } else if expects_continue || body.size_hint().lower() > DRAIN_MAX_BYTES {
+                // Reading would ask the client for a body nobody wants, or take too long.
+                false
+            } else if let Ok(runtime) = runtime {
+                // hyper keeps reading the body into `body` after the response is written;
+                // once it has all arrived, the connection serves the next request.
+                runtime.spawn(async move {
+                    let _ = tokio::time::timeout(DRAIN_MAX_WAIT, drain(&mut body)).await;
+                });
+                true
+            } else {
+                false
+            }
+        }
+    };
+    if !reusable {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Reads and discards `body` to its end; `false` when it is longer than
+/// [`DRAIN_MAX_BYTES`] or fails.
+async fn drain(body: &mut Body) -> bool {
+    let mut seen: u64 = 0;
+    loop {
+        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await {
+            None => return true,
+            Some(Err(_)) => return false,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    seen = seen.saturating_add(data.len() as u64);
+                    if seen > DRAIN_MAX_BYTES {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request body the handler reads while [`finish_request_body`] keeps a share of it,
+/// to finish reading it after the response.
+struct SharedBody(Arc<Mutex<Body>>);
+
+impl HttpBody for SharedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let mut body = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::pin::Pin::new(&mut *body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .size_hint()
     }
 }

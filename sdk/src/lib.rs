@@ -29,7 +29,7 @@
 //! ## Features
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `axum` | no | `axum_ext` module: the `Signed<T>` extractor, problem responses (axum 0.8) |
+//! | `axum` | no | `axum_ext` module: the `Signed<T>` extractor, problem responses, the `finish_request_body` middleware (axum 0.8) |
 //! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
 //! | `cli` | no | the `diax` debugging command |
 //! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`] |

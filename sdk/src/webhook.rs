@@ -41,7 +41,8 @@ pub const HEADER_SIGNATURE: &str = "webhook-signature";
 
 /// Default tolerance between the signer's clock and ours, in seconds, in either direction.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
-/// Longest `webhook-signature` header accepted (room for 16 signatures).
+/// Longest `webhook-signature` header accepted: 1,024 bytes, room for 21 `v1` signatures
+/// (47 bytes each, space-separated). [`Keyring::sign`] never writes a longer one.
 pub const MAX_SIGNATURE_HEADER_LEN: usize = 16 * 64;
 /// Longest `webhook-id` accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -235,7 +236,25 @@ fn parse_timestamp(raw: &[u8]) -> Result<i64, VerifyError> {
 }
 
 impl Keyring {
-    /// Signs a message with every key active at `timestamp`.
+    /// Signs a message with every key active at `timestamp`, newest first, as many as fit in
+    /// [`MAX_SIGNATURE_HEADER_LEN`] (21 signatures): when more keys are active (more than 20
+    /// rotations within one grace period), the oldest are left out, so the header is never
+    /// refused for its length. A receiver that knows only one of the left-out secrets must
+    /// take the newer secret; the header keeps the order of the keys, oldest first.
+    ///
+    /// ```
+    /// use diax_sdk::webhook::MAX_SIGNATURE_HEADER_LEN;
+    /// use diax_sdk::{KeyId, Keyring, MessageId, Secret};
+    ///
+    /// let mut ring = Keyring::new();
+    /// for n in 0..30 {
+    ///     ring.insert(KeyId::parse(format!("key_{n}"))?, Secret::generate(), None);
+    /// }
+    /// let signed = ring.sign(&MessageId::parse("msg_1")?, 1_700_000_000, b"{}")?;
+    /// assert!(signed.signature.len() <= MAX_SIGNATURE_HEADER_LEN);
+    /// assert_eq!(signed.signature.split(' ').count(), 21);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`SignError::NoActiveKey`] when no key is active.
@@ -245,10 +264,19 @@ impl Keyring {
         timestamp: i64,
         body: &[u8],
     ) -> Result<SignedHeaders, SignError> {
-        let sigs: Vec<String> = self
-            .active_at(timestamp)
-            .map(|k| sign(&k.secret, id.as_str(), timestamp, body))
-            .collect();
+        let active: Vec<_> = self.active_at(timestamp).collect();
+        let mut sigs: Vec<String> = Vec::new();
+        let mut len = 0usize;
+        for key in active.iter().rev() {
+            let sig = sign(&key.secret, id.as_str(), timestamp, body);
+            let added = sig.len() + usize::from(!sigs.is_empty());
+            if len + added > MAX_SIGNATURE_HEADER_LEN {
+                break;
+            }
+            len += added;
+            sigs.push(sig);
+        }
+        sigs.reverse();
         if sigs.is_empty() {
             return Err(SignError::NoActiveKey);
         }
@@ -362,6 +390,49 @@ mod tests {
     const VECTOR_TS: i64 = 1614265330;
     const VECTOR_BODY: &[u8] = br#"{"test": 2432232314}"#;
     const VECTOR_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    #[test]
+    fn twenty_one_rotations_in_one_grace_period_never_overflow_the_header() {
+        let now = 1_700_000_000;
+        let id = MessageId::parse("msg_rot").unwrap();
+        let mut ring = Keyring::new();
+        let mut newest = None;
+        // The first secret and 21 rotations, all still in their grace period.
+        for n in 0..=21 {
+            let secret = Secret::generate();
+            let kid = KeyId::parse(format!("key_{n}")).unwrap();
+            newest = Some((kid.clone(), secret.clone()));
+            ring.insert(kid, secret, Some(now + 86_400));
+        }
+        assert_eq!(ring.active_at(now).count(), 22);
+        let signed = ring.sign(&id, now, b"{}").unwrap();
+        assert!(
+            signed.signature.len() <= MAX_SIGNATURE_HEADER_LEN,
+            "{} bytes",
+            signed.signature.len()
+        );
+        assert_eq!(signed.signature.split(' ').count(), 21);
+        // The receiver's own check accepts it, with the newest key alone or the whole ring.
+        let (kid, secret) = newest.unwrap();
+        let sig = signed.signature.clone();
+        let headers = RawHeaders::new(id.as_str(), "1700000000", &sig);
+        let receiver = Keyring::single(kid.clone(), secret);
+        assert_eq!(
+            receiver
+                .verify_at(&headers, b"{}", now, 300)
+                .unwrap()
+                .key_id,
+            kid
+        );
+        assert!(ring.verify_at(&headers, b"{}", now, 300).is_ok());
+        // The oldest key is the one left out.
+        assert!(!signed.signature.starts_with(&sign(
+            &ring.get(&KeyId::parse("key_0").unwrap()).unwrap().secret,
+            id.as_str(),
+            now,
+            b"{}"
+        )));
+    }
 
     fn ring() -> Keyring {
         Keyring::single(

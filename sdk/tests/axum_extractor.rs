@@ -457,3 +457,142 @@ async fn problems_render_as_problem_json() {
     assert!(p.is(ProblemType::AccountRequired));
     assert_eq!(p.register_url(), Some("https://p.example/signup"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Refusals before the whole body was read keep the connection safe to reuse
+// ---------------------------------------------------------------------------------------------
+
+/// The `Signed` extractor's server plus `GET /ping`, behind `finish_request_body`.
+async fn finishing_server() -> SocketAddr {
+    let ring = Keyring::single(KeyId::parse("key_1").expect("id"), Secret::generate());
+    let verifier = Verifier::new(ring).with_config(VerifierConfig {
+        max_body_bytes: BODY_LIMIT,
+        ..VerifierConfig::default()
+    });
+    let state = AppState {
+        verifier: Arc::new(verifier),
+        handled: Arc::new(AtomicUsize::new(0)),
+    };
+    let app = Router::new()
+        .route("/jobs", post(jobs))
+        .route("/ping", axum::routing::get(|| async { "pong" }))
+        .layer(axum::middleware::from_fn(
+            diax_sdk::axum_ext::finish_request_body,
+        ))
+        .with_state(state);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Reads one response (head and `Content-Length` body) off `stream`: (status, head).
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.expect("read head");
+        assert_eq!(n, 1, "connection closed after {raw:?}");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().expect("length"));
+    let mut body = vec![0_u8; length];
+    stream.read_exact(&mut body).await.expect("read body");
+    (status, head)
+}
+
+fn over_limit_head(length: usize) -> Vec<u8> {
+    format!(
+        "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_413_sent_before_the_body_arrived_leaves_the_connection_usable() {
+    let addr = finishing_server().await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // Twice the limit is announced; a bit more than the limit is sent, the rest only after
+    // the refusal, as a client still writing when the answer arrives would.
+    let length = 2 * BODY_LIMIT;
+    stream
+        .write_all(&over_limit_head(length))
+        .await
+        .expect("head");
+    stream
+        .write_all(&vec![b' '; BODY_LIMIT + 1])
+        .await
+        .expect("first part");
+    let (status, head) = read_response(&mut stream).await;
+    assert_eq!(status, 413, "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    stream
+        .write_all(&vec![b' '; length - BODY_LIMIT - 1])
+        .await
+        .expect("the rest of the body");
+    // The same connection serves the next request.
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("next request");
+    let (status, head) = read_response(&mut stream).await;
+    assert_eq!(status, 200, "{head}");
+}
+
+#[tokio::test]
+async fn a_413_for_a_body_too_long_to_drain_says_connection_close() {
+    let addr = finishing_server().await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let length = usize::try_from(diax_sdk::axum_ext::DRAIN_MAX_BYTES).expect("usize") * 4;
+    stream
+        .write_all(&over_limit_head(length))
+        .await
+        .expect("head");
+    stream
+        .write_all(&vec![b' '; BODY_LIMIT + 1])
+        .await
+        .expect("first part");
+    let (status, head) = read_response(&mut stream).await;
+    assert_eq!(status, 413, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+}
+
+#[tokio::test]
+async fn a_415_sent_without_reading_the_body_leaves_the_connection_usable() {
+    let addr = finishing_server().await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let body = vec![b'x'; 64 * 1024];
+    stream
+        .write_all(
+            format!(
+                "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("head");
+    let (status, head) = read_response(&mut stream).await;
+    assert_eq!(status, 415, "{head}");
+    stream
+        .write_all(&body)
+        .await
+        .expect("body after the answer");
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("next request");
+    let (status, head) = read_response(&mut stream).await;
+    assert_eq!(status, 200, "{head}");
+}

@@ -48,5 +48,9 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             log::log_and_count,
         ))
+        // Refusals sent before the whole body was read keep the connection reusable.
+        .layer(axum::middleware::from_fn(
+            diax_sdk::axum_ext::finish_request_body,
+        ))
         .with_state(state)
 }

@@ -193,3 +193,53 @@ async fn bad_input_gets_problems_and_the_server_keeps_serving() {
     );
     broker.shutdown().await;
 }
+
+/// A body over the limit is refused before it is read; once the client has finished
+/// sending it, the same connection serves the next request (pooling clients reuse it).
+#[tokio::test]
+async fn a_413_leaves_the_connection_usable() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (broker, _api) = start(Config {
+        max_body_bytes: 2048,
+        ..test_config()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(broker.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /v1/users HTTP/1.1\r\nHost: broker\r\nContent-Type: application/json\r\n\
+              Content-Length: 100000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    async fn response(stream: &mut tokio::net::TcpStream) -> (u16, String) {
+        let mut raw = Vec::new();
+        let mut byte = [0_u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut byte).await.unwrap();
+            assert_eq!(n, 1, "connection closed after {raw:?}");
+            raw.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = vec![0_u8; length];
+        stream.read_exact(&mut body).await.unwrap();
+        (head.split(' ').nth(1).unwrap().parse().unwrap(), head)
+    }
+    let (status, head) = response(&mut stream).await;
+    assert_eq!(status, 413, "{head}");
+    stream.write_all(&vec![b' '; 100_000]).await.unwrap();
+    stream
+        .write_all(b"GET /openapi.json HTTP/1.1\r\nHost: broker\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, head) = response(&mut stream).await;
+    assert_eq!(status, 200, "{head}");
+    drop(stream);
+    broker.shutdown().await;
+}

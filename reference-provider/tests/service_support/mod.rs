@@ -598,3 +598,29 @@ pub async fn accept_job(
         account: account.clone(),
     }
 }
+
+/// Reads one HTTP/1.1 response (head and `Content-Length` body) off `stream`:
+/// (status, lower-cased head).
+pub async fn read_raw_response(stream: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt as _;
+    let mut raw = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.expect("read head");
+        assert_eq!(n, 1, "connection closed after {raw:?}");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().expect("length"));
+    let mut body = vec![0_u8; length];
+    stream.read_exact(&mut body).await.expect("read body");
+    (status, head)
+}

@@ -45,6 +45,10 @@ pub fn router(service: Service) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Refusals sent before the whole body was read keep the connection reusable.
+        .layer(axum::middleware::from_fn(
+            diax_sdk::axum_ext::finish_request_body,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(service)
 }

@@ -54,6 +54,20 @@ pub struct Config {
     /// Largest JSON or signed request body, bytes.
     #[arg(long, env = "BROKER_MOCK_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Messages kept in the message log; older ones are dropped as new ones come (a ring).
+    #[arg(long, env = "BROKER_MOCK_MAX_LOG_MESSAGES", default_value_t = 10_000)]
+    pub max_log_messages: u32,
+    /// Models one user may hold.
+    #[arg(long, env = "BROKER_MOCK_MAX_MODELS_PER_USER", default_value_t = 100)]
+    pub max_models_per_user: u32,
+    /// Bytes of model versions (uploads and results) one user may hold before uploads are
+    /// refused.
+    #[arg(long, env = "BROKER_MOCK_MAX_STORED_BYTES_PER_USER", default_value_t = 512 * 1024 * 1024)]
+    pub max_stored_bytes_per_user: u64,
+    /// How often expired replay rows, used link-token ids and expired credentials are
+    /// purged, milliseconds.
+    #[arg(long, env = "BROKER_MOCK_SWEEP_INTERVAL_MS", default_value_t = 60_000)]
+    pub sweep_interval_ms: u64,
     /// Timeout of each outgoing HTTP request, seconds.
     #[arg(long, env = "BROKER_MOCK_HTTP_TIMEOUT", default_value_t = 30)]
     pub http_timeout: u64,
@@ -115,6 +129,10 @@ impl Default for Config {
             ca_certs: Vec::new(),
             max_model_bytes: 64 * 1024 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_log_messages: 10_000,
+            max_models_per_user: 100,
+            max_stored_bytes_per_user: 512 * 1024 * 1024,
+            sweep_interval_ms: 60_000,
             http_timeout: 30,
             send_attempts: 3,
             retry_backoff_ms: 200,
@@ -194,6 +212,20 @@ mod tests {
         };
         assert_eq!(pick(&flags), pick(&default));
         assert_eq!(flags.credential_ttl, default.credential_ttl);
+        assert_eq!(
+            (
+                flags.max_log_messages,
+                flags.max_models_per_user,
+                flags.max_stored_bytes_per_user,
+                flags.sweep_interval_ms
+            ),
+            (
+                default.max_log_messages,
+                default.max_models_per_user,
+                default.max_stored_bytes_per_user,
+                default.sweep_interval_ms
+            )
+        );
         assert!(!flags.allow_private_addresses && !default.allow_private_addresses);
     }
 

@@ -15,7 +15,7 @@
 //! | layer | modules | what |
 //! |---|---|---|
 //! | server | [`server`], `http` | [`App`] / [`Broker`]; the router, one file per area, thin handlers, the message-log middleware, the OpenAPI document |
-//! | flows and deliverers | `offers`, `intake`, `inputs`, `notifier`, `outbound` | offering a job and applying the answer; verifying and applying provider events; durable `job.input` delivery; pushing notifications; signed POSTs with retries and result downloads |
+//! | flows and deliverers | `offers`, `intake`, `inputs`, `notifier`, `janitor`, `outbound` | offering a job and applying the answer; verifying and applying provider events; durable `job.input` delivery; pushing notifications; purging expired rows; signed POSTs with retries and result downloads |
 //! | storage and domain | `store::{users, providers, links, replay, models, jobs, notifications, messages}`, [`db`] | one module per table or aggregate: its SQL, typed rows and rules; the job state machine in `store::jobs::state` |
 //! | foundations | [`config`], [`error`], `state` | [`Config`] and the adjustable [`Clock`]; [`ApiError`] and its problem mapping; the state every task shares |
 //!
@@ -60,6 +60,7 @@ pub mod error;
 mod http;
 mod inputs;
 mod intake;
+mod janitor;
 mod notifier;
 mod offers;
 pub mod openapi;

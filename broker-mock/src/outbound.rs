@@ -326,5 +326,11 @@ pub(crate) fn redact_authorization(value: &str) -> String {
 
 /// Appends `m` to the message log, stamped now.
 pub(crate) async fn record(state: &AppState, m: NewMessage) {
-    messages::record(&state.db, state.clock.now_ms(), m).await;
+    messages::record(
+        &state.db,
+        state.cfg.max_log_messages,
+        state.clock.now_ms(),
+        m,
+    )
+    .await;
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::config::{Clock, Config};
 use crate::error::StartError;
 use crate::state::AppState;
-use crate::{db, http, inputs, notifier, outbound};
+use crate::{db, http, inputs, janitor, notifier, outbound};
 
 /// A built broker, bound to its listener but not yet serving.
 #[derive(Debug)]
@@ -119,7 +119,8 @@ impl App {
         let router = http::router(self.state.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let notifier = tokio::spawn(notifier::run(self.state.clone(), stop_rx.clone()));
-        let inputs = tokio::spawn(inputs::run(self.state.clone(), stop_rx));
+        let inputs = tokio::spawn(inputs::run(self.state.clone(), stop_rx.clone()));
+        let janitor = tokio::spawn(janitor::run(self.state.clone(), stop_rx));
         tracing::info!(addr = %self.local_addr, base_url = %self.state.base_url, "broker mock listening");
         let result = match (&self.state.cfg.tls_cert, &self.state.cfg.tls_key) {
             (Some(cert), Some(key)) => {
@@ -145,6 +146,7 @@ impl App {
         let _ = stop_tx.send(true);
         let _ = notifier.await;
         let _ = inputs.await;
+        let _ = janitor.await;
         tracing::info!("broker mock stopped");
         result.map_err(StartError::from)
     }

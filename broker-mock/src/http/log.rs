@@ -136,7 +136,13 @@ pub(crate) async fn log_and_count(
                 String::from_utf8_lossy(ct.as_bytes()).into_owned().into(),
             );
         }
-        messages::record(&state.db, state.clock.now_ms(), logged).await;
+        messages::record(
+            &state.db,
+            state.cfg.max_log_messages,
+            state.clock.now_ms(),
+            logged,
+        )
+        .await;
     }
     resp
 }

@@ -53,7 +53,8 @@ pub(crate) fn router() -> Router<AppState> {
     responses(
         (status = 201, description = "The new model with its first version", body = Model),
         (status = 400, description = "`invalid-request`: missing or bad `name`, or an empty body", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload-too-large`: the model is larger than the broker accepts", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the user holds as many models as the broker allows (`--max-models-per-user`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`: the model is larger than the broker accepts, or would pass the user's storage quota (`--max-stored-bytes-per-user`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media-type`: not `application/octet-stream` or `model/stl`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -85,7 +86,11 @@ async fn upload(
         )));
     }
     let body = read_body(req, state.cfg.max_model_bytes).await?;
-    let model = models::upload(&state.db, &user.id, &name, &body, state.clock.now()).await?;
+    let quota = models::Quota {
+        models: state.cfg.max_models_per_user,
+        bytes: state.cfg.max_stored_bytes_per_user,
+    };
+    let model = models::upload(&state.db, &user.id, &name, &body, quota, state.clock.now()).await?;
     Ok(json(StatusCode::CREATED, &model))
 }
 

@@ -44,7 +44,10 @@ pub(crate) async fn link_with_token(
         .validate_at(token, &ring, now)
         .map_err(|e| ApiError::from(Problem::from(&e)))?;
     let mut tx = db.begin().await?;
-    if !replay::use_jti(&mut tx, &provider.id, &claims.jti, now).await? {
+    let keep_until = claims
+        .exp
+        .saturating_add(i64::try_from(diax_sdk::token::DEFAULT_LEEWAY_SECS).unwrap_or(0));
+    if !replay::use_jti(&mut tx, &provider.id, &claims.jti, now, keep_until).await? {
         return Err(ApiError::TokenReused(claims.jti));
     }
     sqlx::query(

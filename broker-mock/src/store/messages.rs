@@ -100,8 +100,41 @@ pub(crate) struct Note {
     pub(crate) job_id: Option<String>,
 }
 
-/// Appends to the log, stamped `at_ms`; a logging failure is itself only logged.
-pub(crate) async fn record(db: &SqlitePool, at_ms: i64, m: NewMessage) {
+/// Longest endpoint (path and query, or URL) kept in the log, bytes; longer ones are cut.
+pub(crate) const MAX_ENDPOINT_LEN: usize = 512;
+/// Longest header value kept in the log, bytes.
+pub(crate) const MAX_HEADER_VALUE_LEN: usize = 256;
+/// Longest verdict or reason kept in the log, bytes.
+pub(crate) const MAX_TEXT_LEN: usize = 2048;
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
+fn truncated(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Appends to the log, stamped `at_ms`, with every field cut to its limit
+/// ([`MAX_ENDPOINT_LEN`], [`MAX_HEADER_VALUE_LEN`], [`MAX_TEXT_LEN`]), then drops the oldest
+/// messages beyond the newest `keep` (the log is a ring). A logging failure is only logged.
+pub(crate) async fn record(db: &SqlitePool, keep: u32, at_ms: i64, mut m: NewMessage) {
+    m.method = truncated(m.method, 16);
+    m.endpoint = truncated(m.endpoint, MAX_ENDPOINT_LEN);
+    m.verdict = truncated(m.verdict, MAX_TEXT_LEN);
+    m.reason = m.reason.map(|r| truncated(r, MAX_TEXT_LEN));
+    m.provider_id = m.provider_id.map(|r| truncated(r, 128));
+    m.job_id = m.job_id.map(|r| truncated(r, 128));
+    for value in m.headers.values_mut() {
+        if let serde_json::Value::String(v) = value {
+            *v = truncated(std::mem::take(v), MAX_HEADER_VALUE_LEN);
+        }
+    }
     let headers = serde_json::Value::Object(m.headers).to_string();
     let res = sqlx::query(
         "INSERT INTO messages (at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason)
@@ -119,8 +152,18 @@ pub(crate) async fn record(db: &SqlitePool, at_ms: i64, m: NewMessage) {
     .bind(&m.reason)
     .execute(db)
     .await;
-    if let Err(e) = res {
-        tracing::warn!(error = %e, "could not write the message log");
+    match res {
+        Ok(done) => {
+            let oldest_kept = done.last_insert_rowid() - i64::from(keep.max(1));
+            if let Err(e) = sqlx::query("DELETE FROM messages WHERE id <= $1")
+                .bind(oldest_kept)
+                .execute(db)
+                .await
+            {
+                tracing::warn!(error = %e, "could not trim the message log");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not write the message log"),
     }
     tracing::debug!(direction = m.direction, method = %m.method, endpoint = %m.endpoint, status = ?m.status, verdict = %m.verdict, reason = ?m.reason, "message");
 }

@@ -104,13 +104,56 @@ pub(crate) fn check_file_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// How much one user may store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quota {
+    /// Models.
+    pub(crate) models: u32,
+    /// Bytes over all versions of all models (results included).
+    pub(crate) bytes: u64,
+}
+
+/// Refuses a new model of `bytes` bytes for `owner` when it would pass `quota`: `403
+/// forbidden` for the number of models, `413 payload-too-large` for the bytes.
+async fn check_quota(
+    conn: &mut sqlx::SqliteConnection,
+    owner: &UserId,
+    bytes: usize,
+    quota: Quota,
+) -> ApiResult<()> {
+    let (models, stored): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM models WHERE owner_id = $1),
+                (SELECT COALESCE(SUM(v.size), 0) FROM model_versions v JOIN models m ON m.id = v.model_id WHERE m.owner_id = $1)",
+    )
+    .bind(owner.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    if models >= i64::from(quota.models) {
+        return Err(ApiError::Forbidden(format!(
+            "model quota reached: a user may hold {} models; delete one first",
+            quota.models
+        )));
+    }
+    let after = u64::try_from(stored)
+        .unwrap_or(0)
+        .saturating_add(bytes as u64);
+    if after > quota.bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "storage quota reached: a user may store {} bytes of models",
+            quota.bytes
+        )));
+    }
+    Ok(())
+}
+
 /// Stores `bytes` as version 1 of a new model of `owner` named `name` (checked by
-/// [`check_file_name`]).
+/// [`check_file_name`]), within `quota`.
 pub(crate) async fn upload(
     db: &SqlitePool,
     owner: &UserId,
     name: &str,
     bytes: &[u8],
+    quota: Quota,
     now: i64,
 ) -> ApiResult<Model> {
     check_file_name(name)?;
@@ -119,6 +162,7 @@ pub(crate) async fn upload(
     }
     let id = ModelId::generate();
     let mut tx = db.begin().await?;
+    check_quota(&mut tx, owner, bytes.len(), quota).await?;
     sqlx::query("INSERT INTO models (id, owner_id, name, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id.as_str())
         .bind(owner.as_str())
@@ -286,4 +330,19 @@ pub(crate) async fn check_credential(
         )));
     }
     Ok(scalar_id("credentials.job_id", job)?)
+}
+
+/// Deletes temporary credentials that expired before `now`; returns how many.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn purge_expired_credentials(
+    db: &SqlitePool,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM credentials WHERE expires_at < $1")
+        .bind(now)
+        .execute(db)
+        .await?
+        .rows_affected())
 }

@@ -76,21 +76,42 @@ impl ReplayStore for SqliteReplayStore {
     }
 }
 
-/// Records the use of link token `jti` of `provider` inside the caller's transaction;
-/// `false` when it was used before.
+/// Records the use of link token `jti` of `provider` inside the caller's transaction, kept
+/// until `expires_at` (after which the token itself is refused); `false` when it was used
+/// before.
 pub(crate) async fn use_jti(
     conn: &mut SqliteConnection,
     provider: &ProviderId,
     jti: &str,
     now: i64,
+    expires_at: i64,
 ) -> Result<bool, sqlx::Error> {
     let fresh = sqlx::query(
-        "INSERT INTO used_jtis (provider_id, jti, used_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO used_jtis (provider_id, jti, used_at, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     )
     .bind(provider.as_str())
     .bind(jti)
     .bind(now)
+    .bind(expires_at)
     .execute(conn)
     .await?;
     Ok(fresh.rows_affected() == 1)
+}
+
+/// Deletes replay rows and used link-token ids that expired before `now`; returns how many.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn purge_expired(db: &SqlitePool, now: i64) -> Result<u64, sqlx::Error> {
+    let replay = sqlx::query("DELETE FROM replay WHERE expires_at < $1")
+        .bind(now)
+        .execute(db)
+        .await?
+        .rows_affected();
+    let jtis = sqlx::query("DELETE FROM used_jtis WHERE expires_at < $1")
+        .bind(now)
+        .execute(db)
+        .await?
+        .rows_affected();
+    Ok(replay + jtis)
 }

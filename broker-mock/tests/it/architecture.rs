@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Flows and deliverers: the broker's side of each exchange with a peer.
     ("outbound", &["config", "error", "state", "store"]),
     ("notifier", &["error", "state", "store", "outbound"]),
+    ("janitor", &["state", "store"]),
     (
         "inputs",
         &["error", "state", "store", "outbound", "notifier"],
@@ -44,7 +45,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "config", "error", "state", "db", "http", "outbound", "notifier", "inputs",
+            "config", "error", "state", "db", "http", "outbound", "notifier", "inputs", "janitor",
         ],
     ),
     // Beside the layers.

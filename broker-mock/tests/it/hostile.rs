@@ -236,3 +236,129 @@ async fn twenty_one_rotations_in_the_grace_period_do_not_lock_the_provider_out()
     assert_eq!(st, 200, "{p}");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_junk_requests_keeps_the_message_log_bounded() {
+    let config = broker_mock::Config {
+        max_log_messages: 200,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    let h = http();
+    let long_path = format!("/{}", "a".repeat(4000));
+    let long_agent = "z".repeat(4000);
+    for i in 0..1000 {
+        let resp = h
+            .get(format!("{}{long_path}{i}", broker.base_url()))
+            .header("user-agent", &long_agent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+    }
+    let log = api
+        .messages(&MessageFilter {
+            limit: Some(1000),
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.messages.len(), 200, "the log is a ring of 200");
+    // The newest are kept.
+    assert!(log.messages[0].endpoint.ends_with('…'));
+    for m in &log.messages {
+        assert!(
+            m.endpoint.len() <= 512, // the documented limit
+            "{}",
+            m.endpoint.len()
+        );
+        let agent = m.headers["user-agent"].as_str().unwrap();
+        assert!(agent.len() <= 256, "{}", agent.len());
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn models_per_user_and_stored_bytes_have_quotas() {
+    let config = broker_mock::Config {
+        max_models_per_user: 2,
+        max_stored_bytes_per_user: 1000,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    let (_, user) = new_user(&api, "hoarder").await;
+    user.upload_model("a.stl", vec![b'a'; 100]).await.unwrap();
+    user.upload_model("b.stl", vec![b'b'; 100]).await.unwrap();
+    let e = user
+        .upload_model("c.stl", vec![b'c'; 100])
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "forbidden");
+    let (_, other) = new_user(&api, "big").await;
+    other.upload_model("a.stl", vec![b'a'; 600]).await.unwrap();
+    let e = other
+        .upload_model("b.stl", vec![b'b'; 600])
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "payload-too-large");
+    assert_eq!(other.models().await.unwrap().models.len(), 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_replay_rows_used_token_ids_and_credentials_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("broker.db").display());
+    let config = broker_mock::Config {
+        db: db.clone(),
+        sweep_interval_ms: 20,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    // A link (a used jti), an input (a credential), an event (a replay row).
+    let (_user, _model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let body = serde_json::to_vec(&event(
+        &job,
+        &s.reg,
+        1,
+        JobEventKind::Progress {
+            percent: 10,
+            stage: None,
+        },
+    ))
+    .unwrap();
+    let (st, p) = post_event_raw(&http(), &s.reg, &s.ring, "msg_p1", unix_now(), &body).await;
+    assert_eq!(st, 200, "{p}");
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let q = match table {
+                "replay" => "SELECT COUNT(*) FROM replay",
+                "used_jtis" => "SELECT COUNT(*) FROM used_jtis",
+                _ => "SELECT COUNT(*) FROM credentials",
+            };
+            sqlx::query_scalar::<_, i64>(q)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    for table in ["replay", "used_jtis", "credentials"] {
+        assert!(count(table).await > 0, "{table} is empty to begin with");
+    }
+    // Two days later, everything above has expired.
+    broker.clock().advance(2 * 86_400);
+    for _ in 0..250 {
+        if count("replay").await + count("used_jtis").await + count("credentials").await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for table in ["replay", "used_jtis", "credentials"] {
+        assert_eq!(count(table).await, 0, "{table} was not purged");
+    }
+    broker.shutdown().await;
+}

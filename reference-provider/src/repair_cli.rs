@@ -31,10 +31,12 @@ pub struct RepairArgs {
     /// Print the JSON report on stdout instead of the summary line.
     #[arg(long)]
     pub json: bool,
-    /// Absolute weld tolerance in model units (default: relative to the bounding box).
+    /// Absolute weld tolerance in model units, for every corner (default: chosen from the
+    /// data, see --weld-relative).
     #[arg(long, value_name = "UNITS", conflicts_with = "weld_relative")]
     pub weld_tolerance: Option<f32>,
-    /// Weld tolerance as a fraction of the bounding-box diagonal.
+    /// Upper bound of the automatic weld, as a fraction of the bounding-box diagonal (each
+    /// corner's limit is further cut to a quarter of its facet's shortest edge).
     #[arg(long, value_name = "FRACTION", default_value_t = RepairOptions::default().weld_relative_tolerance)]
     pub weld_relative: f32,
     /// Weld only bit-identical vertices.

@@ -350,9 +350,12 @@ pub fn cut_tubes(tubes: usize, rings: usize) -> Generated {
 /// Which defects to inject, and how much of each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Defects {
-    /// Write an unwelded soup whose corner copies differ by float noise (up to 1e-7 of the
-    /// model diagonal plus a few ulp), so rounding-based welds miss some of them.
+    /// Write an unwelded soup whose corner copies differ by float noise (up to
+    /// [`Defects::noise_amplitude`] of the model diagonal per coordinate plus a few ulp), so
+    /// rounding-based welds miss some of them.
     pub noise: bool,
+    /// The noise's amplitude as a fraction of the diagonal (1e-7 in [`Defects::all`]).
+    pub noise_amplitude: f64,
     /// Fraction of facets written with reversed winding.
     pub flip_fraction: f64,
     /// Write the torus entirely inside out.
@@ -376,6 +379,7 @@ impl Defects {
     pub fn none() -> Defects {
         Defects {
             noise: false,
+            noise_amplitude: 1e-7,
             flip_fraction: 0.0,
             invert_shell: false,
             wrong_normals: false,
@@ -391,6 +395,7 @@ impl Defects {
     pub fn all() -> Defects {
         Defects {
             noise: true,
+            noise_amplitude: 1e-7,
             flip_fraction: 0.10,
             invert_shell: true,
             wrong_normals: true,
@@ -537,7 +542,7 @@ pub fn model(seed: u64, target_facets: usize, defects: &Defects) -> Generated {
         }
     }
     if defects.noise {
-        let amp = 1e-7 * diag;
+        let amp = defects.noise_amplitude * diag;
         for p in &mut soup {
             for x in p.iter_mut() {
                 let ulps = (rng.below(9) as i32 - 4) as f32 * x.abs() * f32::EPSILON;

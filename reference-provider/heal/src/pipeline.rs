@@ -8,6 +8,8 @@ use crate::report::{
     CleanReport, HolesReport, OrientReport, ParseReport, Repaired, Report, ShellsReport, Stage,
     Stages, TopologyReport, WeldReport, WindingReport, WriteReport,
 };
+use rayon::prelude::*;
+
 use crate::stl::{self, Soup};
 use crate::{
     Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, topology, weld,
@@ -57,6 +59,61 @@ pub fn repair_soup(
     options: &RepairOptions,
     progress: &(dyn Fn(Stage) + Sync),
 ) -> Result<Repaired, HealError> {
+    let format = soup.format;
+    let mut repaired = heal_once(soup, options, progress)?;
+    // A weld whose limits were cut by small facets may leave two vertices apart because of a
+    // facet that a later stage removed (a sliver in a tiny shell): welding the output again
+    // would merge them. Repeat the stages on the output until a weld of it merges nothing,
+    // so that repairing a repaired model changes nothing (at most two more passes; only when
+    // a removed tiny shell touched a vertex whose limit was cut, or a facet collapsed).
+    for _ in 0..2 {
+        let s = &repaired.report.stages;
+        if !(s.shells.removed_limited || s.weld.collapsed_facets > 0) {
+            break;
+        }
+        let positions: Vec<[f32; 3]> = repaired
+            .mesh
+            .triangles
+            .par_iter()
+            .flat_map_iter(|t| t.map(|i| repaired.mesh.vertices[i as usize]))
+            .collect();
+        let ((welded, _), _) = weld_stage(positions.clone(), options);
+        if welded.vertices.len() == repaired.mesh.vertices.len() {
+            break;
+        }
+        let again = heal_once(
+            Soup {
+                positions,
+                format,
+                bytes: 0,
+                wrong_normals: 0,
+                seconds: 0.0,
+            },
+            options,
+            progress,
+        )?;
+        let first = repaired.report;
+        repaired = Repaired {
+            mesh: again.mesh,
+            report: Report {
+                input_facets: first.input_facets,
+                holes_filled: first.holes_filled + again.report.holes_filled,
+                stages: first.stages,
+                total_seconds: first.total_seconds + again.report.total_seconds,
+                passes: first.passes + 1,
+                ..again.report
+            },
+        };
+    }
+    Ok(repaired)
+}
+
+/// One pass of every stage after parsing.
+fn heal_once(
+    soup: Soup,
+    options: &RepairOptions,
+    progress: &(dyn Fn(Stage) + Sync),
+) -> Result<Repaired, HealError> {
     let input_facets = soup.facets();
     let parse = ParseReport {
         format: soup.format.name().to_string(),
@@ -70,7 +127,8 @@ pub fn repair_soup(
         deadline: options.deadline,
         spent: soup.seconds,
     };
-    let (welded, weld) = clock.run(Stage::Weld, || weld_stage(soup.positions, options))?;
+    let ((welded, limited_vertex), weld) =
+        clock.run(Stage::Weld, || weld_stage(soup.positions, options))?;
     let mut vertices = welded.vertices;
     let mut triangles = welded.triangles;
     let ((), clean) = clock.run(Stage::Clean, || {
@@ -81,8 +139,16 @@ pub fn repair_soup(
         winding_stage(&topo, triangles.len(), options)
     })?;
     let (kept, shells) = clock.run(Stage::Shells, || {
-        shells_stage(&vertices, &triangles, topo, &winding_of, options)
+        shells_stage(
+            &vertices,
+            &triangles,
+            topo,
+            &winding_of,
+            &limited_vertex,
+            options,
+        )
     })?;
+    drop(limited_vertex);
     let shell_count = kept.shells;
     let boundary = kept.compact.boundary;
     let mut triangles = kept.compact.triangles;
@@ -149,6 +215,7 @@ pub fn repair_soup(
         bbox: mesh.bbox(),
         stages,
         total_seconds,
+        passes: 1,
     };
     Ok(Repaired { mesh, report })
 }
@@ -217,23 +284,82 @@ impl Clock<'_> {
 }
 
 /// Weld: merge bit-identical corners, then corners within the tolerance the options give.
-fn weld_stage(positions: Vec<[f32; 3]>, options: &RepairOptions) -> (weld::Welded, WeldReport) {
+/// Also returns, per vertex, whether a corner's limit was cut (empty when none was).
+fn weld_stage(
+    positions: Vec<[f32; 3]>,
+    options: &RepairOptions,
+) -> ((weld::Welded, Vec<bool>), WeldReport) {
     let bbox = keys::par_bbox(&positions);
     let tolerance = if options.weld {
         tolerance_for(bbox, options)
     } else {
         0.0
     };
-    let welded = weld::weld_in(positions, tolerance, bbox);
+    // Without an absolute tolerance from the caller, every corner's limit is also cut to a
+    // fraction of its own facet's shortest edge (see `weld::local_limits`).
+    let auto = options.weld && options.weld_tolerance.is_none() && tolerance > 0.0;
+    let (limits, limited) = if auto {
+        weld::local_limits(&positions, tolerance)
+    } else {
+        (Vec::new(), 0)
+    };
+    let distinct: Vec<bool> = if auto {
+        positions
+            .par_chunks_exact(3)
+            .map(|p| p[0] != p[1] && p[1] != p[2] && p[0] != p[2])
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let welded = weld::weld_in(positions, tolerance, bbox, auto.then_some(&limits[..]));
+    // Facets whose corners were apart in the input but share a vertex now.
+    let collapsed = if auto {
+        welded
+            .triangles
+            .par_iter()
+            .zip(limits.par_chunks_exact(3))
+            .zip(distinct.par_iter())
+            .filter(|((t, _), d)| **d && (t[0] == t[1] || t[1] == t[2] || t[0] == t[2]))
+            .count() as u64
+    } else {
+        0
+    };
+    let mut limited_vertex = Vec::new();
+    if limited > 0 {
+        limited_vertex = vec![false; welded.vertices.len()];
+        for (t, l) in welded.triangles.iter().zip(limits.chunks_exact(3)) {
+            for k in 0..3 {
+                if l[k] < tolerance {
+                    limited_vertex[t[k] as usize] = true;
+                }
+            }
+        }
+    }
+    let rule = if !options.weld || tolerance == 0.0 {
+        "exact: bit-identical corners only".to_string()
+    } else if options.weld_tolerance.is_some() {
+        "absolute: the weld_tolerance given".to_string()
+    } else {
+        format!(
+            "auto: {} of the bounding-box diagonal, cut for every corner to {} of the shortest \
+             edge of its facets",
+            options.weld_relative_tolerance,
+            weld::LOCAL_FRACTION
+        )
+    };
     let report = WeldReport {
         input_vertices: welded.input_vertices,
         exact_merged: welded.exact_merged,
         tolerance_merged: welded.tolerance_merged,
         output_vertices: welded.vertices.len() as u64,
         tolerance: f64::from(tolerance),
+        rule,
+        limited_corners: limited,
+        largest_merge: welded.largest_merge,
+        collapsed_facets: collapsed,
         seconds: 0.0,
     };
-    (welded, report)
+    ((welded, limited_vertex), report)
 }
 
 /// Clean: drop degenerate and duplicate facets in place.
@@ -297,15 +423,34 @@ fn shells_stage(
     triangles: &[[u32; 3]],
     topo: topology::Topology,
     winding: &orient::Winding,
+    limited_vertex: &[bool],
     options: &RepairOptions,
 ) -> (KeptShells, ShellsReport) {
     let kept = shells::select(vertices, triangles, winding, options);
     let compact = shells::compact(triangles, &topo.twin, winding, &kept);
+    // Did a removed facet cut the limit of a vertex that a kept facet still uses?
+    let removed_limited = !limited_vertex.is_empty() && kept.removed_facets > 0 && {
+        let mut in_kept = vec![false; vertices.len()];
+        for t in &compact.triangles {
+            for &v in t {
+                in_kept[v as usize] = true;
+            }
+        }
+        triangles
+            .par_iter()
+            .zip(winding.shell_of.par_iter())
+            .any(|(t, &s)| {
+                kept.new_id[s as usize] == u32::MAX
+                    && t.iter()
+                        .any(|&v| limited_vertex[v as usize] && in_kept[v as usize])
+            })
+    };
     drop(topo);
     let report = ShellsReport {
         tiny_removed: kept.removed_shells,
         facets_removed: kept.removed_facets,
         kept: u64::from(kept.kept_shells),
+        removed_limited,
         seconds: 0.0,
     };
     let out = KeptShells {

@@ -87,8 +87,22 @@ pub struct WeldReport {
     pub tolerance_merged: u64,
     /// Distinct vertices after welding.
     pub output_vertices: u64,
-    /// Tolerance used (model units; 0 for exact only).
+    /// Tolerance used (model units; 0 for exact only): the largest distance two corners may
+    /// be apart and still merge.
     pub tolerance: f64,
+    /// How the tolerance was chosen (`exact`, `absolute` or `auto` and its rule).
+    #[serde(default)]
+    pub rule: String,
+    /// Corners whose limit was cut below the tolerance because their facet is small (auto).
+    #[serde(default)]
+    pub limited_corners: u64,
+    /// Largest distance actually bridged by a merge: the noise found in the input.
+    #[serde(default)]
+    pub largest_merge: f64,
+    /// Facets whose corners were apart in the input but merged into one vertex (auto; 0
+    /// means no real edge was collapsed).
+    #[serde(default)]
+    pub collapsed_facets: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -140,6 +154,10 @@ pub struct ShellsReport {
     pub facets_removed: u64,
     /// Shells kept.
     pub kept: u64,
+    /// A removed shell touched a vertex whose weld limit its facets had cut (the repair then
+    /// checks that welding its result again merges nothing).
+    #[serde(default)]
+    pub removed_limited: bool,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -234,6 +252,10 @@ pub struct Report {
     pub stages: Stages,
     /// Seconds for all stages run so far.
     pub total_seconds: f64,
+    /// Times the stages ran: more than 1 when welding the result again would have merged
+    /// vertices (see `repair_soup`); `stages` describes the first pass, the summary the last.
+    #[serde(default)]
+    pub passes: u32,
 }
 
 /// The outcome of a repair: the mesh and the report.

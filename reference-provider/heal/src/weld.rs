@@ -38,12 +38,28 @@ pub(crate) struct Welded {
     pub input_vertices: u64,
     pub exact_merged: u64,
     pub tolerance_merged: u64,
+    /// Largest distance between two corners merged within the tolerance.
+    pub largest_merge: f64,
 }
 
 struct Grid {
     origin: [f64; 3],
     inv_cell: f64,
     tol: f32,
+}
+
+/// The tolerance of one corner: the grid's, or less where the corner's own facet is small.
+#[derive(Clone, Copy)]
+struct Limits<'a> {
+    per_corner: Option<&'a [f32]>,
+    tol: f32,
+}
+
+impl Limits<'_> {
+    #[inline]
+    fn of(&self, corner: u32) -> f32 {
+        self.per_corner.map_or(self.tol, |l| l[corner as usize])
+    }
 }
 
 impl Grid {
@@ -68,18 +84,23 @@ impl Grid {
         }
     }
 
+    /// Are `p` and `q` within `tol` (at most the grid's tolerance)? Returns the squared
+    /// distance when they are.
     #[inline]
-    fn matches(&self, p: [f32; 3], q: [f32; 3]) -> bool {
-        if self.tol > 0.0 {
+    fn matches(&self, p: [f32; 3], q: [f32; 3], tol: f32) -> Option<f64> {
+        if p == q {
+            return Some(0.0);
+        }
+        if self.tol > 0.0 && tol > 0.0 {
             let d: f64 = (0..3)
                 .map(|a| {
                     let d = f64::from(p[a]) - f64::from(q[a]);
                     d * d
                 })
                 .sum();
-            d <= f64::from(self.tol) * f64::from(self.tol)
+            (d <= f64::from(tol) * f64::from(tol)).then_some(d)
         } else {
-            p == q
+            None
         }
     }
 }
@@ -91,18 +112,75 @@ struct ChunkOut {
     reps: Vec<u64>,
     /// Their positions.
     rep_pos: Vec<[f32; 3]>,
+    /// Their tolerances.
+    rep_tol: Vec<f32>,
     exact: u64,
     tol: u64,
+    /// Largest squared distance of a tolerance merge.
+    largest: f64,
 }
+
+/// The auto-weld limit of every corner: `cap`, cut to [`LOCAL_FRACTION`] of the shortest
+/// edge of the corner's facet (so two ends of a real edge, which share a facet, are never
+/// within each other's limit); edges of length 0 (a repeated corner) do not count, and a
+/// facet of zero area (which the clean stage removes) sets no limit, so a repaired model
+/// welds the same way again. Also returns how many corners were cut below `cap`.
+pub(crate) fn local_limits(positions: &[[f32; 3]], cap: f32) -> (Vec<f32>, u64) {
+    let mut limits = vec![0.0f32; positions.len()];
+    let cut: u64 = limits
+        .par_chunks_exact_mut(3)
+        .zip(positions.par_chunks_exact(3))
+        .map(|(l, p)| {
+            let d = |a: [f32; 3], b: [f32; 3]| {
+                (0..3)
+                    .map(|k| {
+                        let x = f64::from(a[k]) - f64::from(b[k]);
+                        x * x
+                    })
+                    .sum::<f64>()
+                    .sqrt()
+            };
+            // A facet of zero area is removed by the clean stage, so its edges are not the
+            // model's: it sets no limit.
+            if crate::clean::degenerate_at([p[0], p[1], p[2]]) {
+                l.fill(cap);
+                return 0;
+            }
+            // Coincident corners say nothing about the scale: the shortest edge of length > 0.
+            let shortest = [d(p[0], p[1]), d(p[1], p[2]), d(p[2], p[0])]
+                .into_iter()
+                .filter(|&x| x > 0.0)
+                .fold(f64::INFINITY, f64::min);
+            let t = if shortest.is_finite() {
+                ((shortest * LOCAL_FRACTION) as f32).min(cap)
+            } else {
+                cap
+            };
+            l.fill(t);
+            if t < cap { 3 } else { 0 }
+        })
+        .sum();
+    (limits, cut)
+}
+
+/// A corner's weld limit is at most this fraction of its facet's shortest edge.
+pub(crate) const LOCAL_FRACTION: f64 = 0.25;
 
 /// Weld `positions` within `tol`.
 pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
     let bbox = keys::par_bbox(&positions);
-    weld_in(positions, tol, bbox)
+    weld_in(positions, tol, bbox, None)
 }
 
-/// Weld `positions`, whose bounding box is `bbox`, within `tol`.
-pub(crate) fn weld_in(positions: Vec<[f32; 3]>, tol: f32, bbox: Option<Bbox>) -> Welded {
+/// Weld `positions`, whose bounding box is `bbox`, within `tol`; with `per_corner`, two
+/// corners merge only within the smaller of their two limits (each at most `tol`).
+pub(crate) fn weld_in(
+    positions: Vec<[f32; 3]>,
+    tol: f32,
+    bbox: Option<Bbox>,
+    per_corner: Option<&[f32]>,
+) -> Welded {
+    let limits = Limits { per_corner, tol };
     let n = positions.len();
     let input_vertices = n as u64;
     let origin = bbox.map_or([0.0; 3], |b| b.min.map(f64::from));
@@ -137,28 +215,32 @@ pub(crate) fn weld_in(positions: Vec<[f32; 3]>, tol: f32, bbox: Option<Bbox>) ->
     }
     let outs: Vec<ChunkOut> = chunks
         .par_iter_mut()
-        .map(|c| cluster_chunk(c, &positions, &grid))
+        .map(|c| cluster_chunk(c, &positions, &grid, limits))
         .collect();
     drop(chunks);
     // Every position still needed is a representative's, kept in `rep_pos`.
     drop(positions);
     let mut rep_keys: Vec<u64> = Vec::with_capacity(outs.iter().map(|o| o.reps.len()).sum());
     let mut rep_pos: Vec<[f32; 3]> = Vec::with_capacity(rep_keys.capacity());
+    let mut rep_tol: Vec<f32> = Vec::with_capacity(rep_keys.capacity());
     let mut offsets = Vec::with_capacity(outs.len());
-    let (mut exact_merged, mut tolerance_merged) = (0, 0);
+    let (mut exact_merged, mut tolerance_merged, mut largest) = (0, 0, 0.0f64);
     for o in outs {
         offsets.push(rep_keys.len() as u32);
         rep_keys.extend_from_slice(&o.reps);
         rep_pos.extend_from_slice(&o.rep_pos);
+        rep_tol.extend_from_slice(&o.rep_tol);
         exact_merged += o.exact;
         tolerance_merged += o.tol;
+        largest = largest.max(o.largest);
     }
 
     // 3. Merges across cell faces, then union-find over representative ordinals.
     let mut parent: Vec<u32> = (0..rep_keys.len() as u32).collect();
     if tol > 0.0 {
-        let pairs = cross_cell_pairs(&rep_keys, &rep_pos, &grid);
-        for (a, b) in pairs {
+        let pairs = cross_cell_pairs(&rep_keys, &rep_pos, &rep_tol, &grid);
+        for (a, b, d) in pairs {
+            largest = largest.max(d);
             union(&mut parent, &rep_keys, a, b);
         }
         for i in 0..parent.len() {
@@ -190,6 +272,7 @@ pub(crate) fn weld_in(positions: Vec<[f32; 3]>, tol: f32, bbox: Option<Bbox>) ->
     drop(rep_keys);
     let vertices: Vec<[f32; 3]> = roots.par_iter().map(|&k| rep_pos[lo(k) as usize]).collect();
     drop(rep_pos);
+    drop(rep_tol);
     let mut number = vec![0u32; parent.len()];
     for (id, &k) in roots.iter().enumerate() {
         number[lo(k) as usize] = id as u32;
@@ -223,39 +306,91 @@ pub(crate) fn weld_in(positions: Vec<[f32; 3]>, tol: f32, bbox: Option<Bbox>) ->
         input_vertices,
         exact_merged,
         tolerance_merged,
+        largest_merge: largest.sqrt(),
     }
 }
 
-fn cluster_chunk(sorted: &mut [u64], positions: &[[f32; 3]], grid: &Grid) -> ChunkOut {
+fn cluster_chunk(
+    sorted: &mut [u64],
+    positions: &[[f32; 3]],
+    grid: &Grid,
+    limits: Limits<'_>,
+) -> ChunkOut {
     // Gather first: independent loads overlap, unlike loads inside the clustering loop.
     let pos: Vec<[f32; 3]> = sorted.iter().map(|&k| positions[lo(k) as usize]).collect();
     let mut reps: Vec<u64> = Vec::new();
     let mut rep_pos: Vec<[f32; 3]> = Vec::new();
-    let (mut exact, mut tol) = (0u64, 0u64);
+    let mut rep_tol: Vec<f32> = Vec::new();
+    let (mut exact, mut tol, mut largest) = (0u64, 0u64, 0.0f64);
+    // Per corner of the run: its limit, lowered to the smallest limit among its bit-identical
+    // copies (so a vertex is only as tolerant as the smallest facet round it).
+    let mut run_limit: Vec<f32> = Vec::new();
+    let mut order: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
         let h = hi(sorted[i]);
+        let run_start = i;
+        let run_end = i + sorted[i..].partition_point(|&k| hi(k) == h);
+        run_limit.clear();
+        run_limit.extend(sorted[run_start..run_end].iter().map(|&k| limits.of(lo(k))));
+        if limits.per_corner.is_some()
+            && run_end - run_start > 1
+            && run_limit.iter().any(|&t| t < limits.tol)
+        {
+            let bits = |j: usize| pos[run_start + j].map(f32::to_bits);
+            order.clear();
+            order.extend(0..run_end - run_start);
+            order.sort_unstable_by_key(|&j| bits(j));
+            let mut g = 0;
+            while g < order.len() {
+                let mut e = g + 1;
+                while e < order.len() && bits(order[e]) == bits(order[g]) {
+                    e += 1;
+                }
+                if e - g > 1 {
+                    let m = order[g..e]
+                        .iter()
+                        .map(|&j| run_limit[j])
+                        .fold(f32::INFINITY, f32::min);
+                    for &j in &order[g..e] {
+                        run_limit[j] = m;
+                    }
+                }
+                g = e;
+            }
+        }
         let run_start_rep = reps.len();
-        while i < sorted.len() && hi(sorted[i]) == h {
+        while i < run_end {
             let corner = lo(sorted[i]);
             let p = pos[i];
+            let t = run_limit[i - run_start];
             let mut found = None;
-            for (k, &q) in rep_pos[run_start_rep..].iter().enumerate() {
-                if grid.matches(p, q) {
+            for (k, (&q, &tq)) in rep_pos[run_start_rep..]
+                .iter()
+                .zip(&rep_tol[run_start_rep..])
+                .enumerate()
+            {
+                if let Some(d) = grid.matches(p, q, t.min(tq)) {
                     found = Some(run_start_rep + k);
                     if p == q {
                         exact += 1;
                     } else {
                         tol += 1;
+                        largest = largest.max(d);
                     }
                     break;
                 }
             }
             let local = match found {
-                Some(k) => k,
+                Some(k) => {
+                    // A vertex is only as tolerant as the smallest facet round it.
+                    rep_tol[k] = rep_tol[k].min(t);
+                    k
+                }
                 None => {
                     reps.push(sorted[i]);
                     rep_pos.push(p);
+                    rep_tol.push(t);
                     reps.len() - 1
                 }
             };
@@ -266,8 +401,10 @@ fn cluster_chunk(sorted: &mut [u64], positions: &[[f32; 3]], grid: &Grid) -> Chu
     ChunkOut {
         reps,
         rep_pos,
+        rep_tol,
         exact,
         tol,
+        largest,
     }
 }
 
@@ -277,9 +414,13 @@ fn cluster_chunk(sorted: &mut [u64], positions: &[[f32; 3]], grid: &Grid) -> Chu
 /// `hash(neighbour cell) << 32 | ordinal` for each neighbouring cell across those faces. The
 /// probes are sorted like the representatives, so one merge-join pass over both finds the
 /// candidates (sequential reads instead of one binary search per probe).
-fn cross_cell_pairs(rep_keys: &[u64], rep_pos: &[[f32; 3]], grid: &Grid) -> Vec<(u32, u32)> {
+fn cross_cell_pairs(
+    rep_keys: &[u64],
+    rep_pos: &[[f32; 3]],
+    rep_tol: &[f32],
+    grid: &Grid,
+) -> Vec<(u32, u32, f64)> {
     let cell = 1.0 / grid.inv_cell;
-    let near = f64::from(grid.tol);
     let mut probes: Vec<u64> = rep_keys
         .par_iter()
         .enumerate()
@@ -287,6 +428,7 @@ fn cross_cell_pairs(rep_keys: &[u64], rep_pos: &[[f32; 3]], grid: &Grid) -> Vec<
             let mut out = [0u64; 7];
             let mut len = 0;
             let p = rep_pos[ord];
+            let near = f64::from(rep_tol[ord]);
             let c = grid.cell(p);
             // Which neighbours to look at along each axis.
             let mut opts = [[0i64; 2]; 3];
@@ -341,8 +483,11 @@ fn cross_cell_pairs(rep_keys: &[u64], rep_pos: &[[f32; 3]], grid: &Grid) -> Vec<
                 let p = rep_pos[ord as usize];
                 let mut m = j;
                 while m < rep_keys.len() && hi(rep_keys[m]) == h {
-                    if m as u32 > ord && grid.matches(p, rep_pos[m]) {
-                        out.push((ord, m as u32));
+                    if m as u32 > ord
+                        && let Some(d) =
+                            grid.matches(p, rep_pos[m], rep_tol[ord as usize].min(rep_tol[m]))
+                    {
+                        out.push((ord, m as u32, d));
                     }
                     m += 1;
                 }

@@ -6,3 +6,4 @@ mod props;
 mod quality;
 mod support;
 mod trimesh;
+mod weld;

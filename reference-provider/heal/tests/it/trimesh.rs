@@ -66,6 +66,20 @@ fn heal_trimesh_agrees_on_every_defect_and_all_together() {
             },
         ),
     ));
+    // Float noise from none to 1e-5 of the diagonal per coordinate, healed with the defaults.
+    for amp in [1e-6, 1e-5] {
+        cases.push((
+            format!("all, noise {amp}"),
+            generate::model(
+                24,
+                30_000,
+                &generate::Defects {
+                    noise_amplitude: amp,
+                    ..generate::Defects::all()
+                },
+            ),
+        ));
+    }
     let mut paths = Vec::new();
     for (i, (name, g)) in cases.iter().enumerate() {
         let r = heal::repair(&g.stl, &RepairOptions::default())

@@ -1,16 +1,19 @@
 //! The conformance runner against providers written here: a correct minimal one (every
-//! check passes) and deliberately broken ones (the right checks fail).
+//! check passes) and the same provider with one realistic bug at a time (exactly the checks
+//! meant for that bug fail).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::type_complexity,
     clippy::result_large_err,
+    clippy::too_many_lines,
     missing_docs
 )]
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,10 +24,11 @@ use axum::routing::{get, post};
 use broker_mock::conformance::{Check, ConformanceConfig, Report, TlsIdentity, Verdict, run};
 use diax_sdk::axum_ext::{Signed, raw_headers};
 use diax_sdk::client::{
-    self, ClientConfig, DownloadLimits, RetryPolicy, SignedSender, download_to_vec,
+    self, ClientConfig, DownloadLimits, RetryPolicy, SignedSender, download_to_vec, retry_after,
 };
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::{random_token, sha256_hex};
+use diax_sdk::webhook::RawHeaders;
 use diax_sdk::wire::{
     BrokerMessage, Download, InputAccepted, JobAccepted, JobEvent, JobEventKind, JobInput,
     JobOffer, JobResult, JobState,
@@ -50,21 +54,56 @@ enum Bug {
     SkipSignatures,
     /// Checks signature and timestamp, but remembers no message ids.
     NoReplayProtection,
+    /// Remembers message ids for one second only.
+    ShortReplayMemory,
+    /// Checks only the first entry of `webhook-signature`.
+    OnlyFirstSignatureEntry,
+    /// Answers a malformed `webhook-signature` with a bare `500`.
+    MalformedSignatureIs500,
+    /// Answers a correctly signed body that is not JSON with a bare `500`.
+    NotJsonIs500,
+    /// Verifies the signature over the message re-serialised, not over the raw bytes.
+    VerifiesReserialisedJson,
+    /// Puts the shared secret in the detail of its signature problems.
+    EchoesSecret,
+    /// Accepts offers addressed to any provider id.
+    IgnoresProviderId,
+    /// Accepts any operation.
+    AcceptsAnyOperation,
+    /// Deduplicates a repeated offer only while the job waits for its input.
+    DedupOffersOnlyBeforeInput,
     /// Accepts inputs but never downloads nor calls back.
     NeverCallBack,
-    /// Retries an event under a new webhook-id each attempt.
-    NewIdOnRetry,
-    /// Takes every `job.input` for a new job: runs (downloads, completes) again.
+    /// Takes every `job.input` for a new job: runs (downloads, completes) again (also while
+    /// the first run works).
     RerunOnNewInput,
     /// Answers a job's second `job.input` `404` (forgets jobs once they have their input).
     RefuseRepeatedInput,
     /// Answers a job's second `job.input` `409 invalid-transition` (allowed: the input is no
     /// longer needed).
     ConflictOnRepeatedInput,
-    /// Accepts offers addressed to any provider id.
-    IgnoresProviderId,
+    /// Downloads without checking the declared size and SHA-256.
+    NoSizeOrDigestCheck,
+    /// Follows redirects on the download.
+    FollowsRedirects,
+    /// Takes any bytes for a model.
+    AcceptsAnyModel,
+    /// One event sequence for all jobs.
+    SharedSequence,
+    /// Retries an event under a new webhook-id each attempt.
+    NewIdOnRetry,
+    /// Signs an event once and re-sends the same timestamp and signature on retries.
+    SignsOnce,
+    /// Retries at once, ignoring backoff and `Retry-After`.
+    NoBackoff,
+    /// Sends `occurred_at` in milliseconds.
+    OccurredAtInMillis,
+    /// Serves the result without checking its credential.
+    ResultWithoutCredential,
     /// Charges the quote plus one cent on completion.
     ChargesMoreThanQuoted,
+    /// Says it charged the quote on a failed job.
+    ChargesOnFailure,
 }
 
 struct Job {
@@ -78,6 +117,7 @@ struct Job {
 struct Inner {
     bug: Bug,
     base_url: String,
+    secret_text: String,
     keyring: Keyring,
     verifier: Arc<Verifier>,
     sender: SignedSender,
@@ -86,6 +126,10 @@ struct Inner {
     jobs: Mutex<HashMap<String, Job>>,
     answers: Mutex<HashMap<String, (u16, Option<String>, Vec<u8>, Option<String>)>>,
     results: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Message ids seen by the hand-written verifier, with their body digest and when.
+    seen: Mutex<HashMap<String, (String, Instant)>>,
+    /// The shared sequence of [`Bug::SharedSequence`].
+    sequence: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -141,6 +185,7 @@ async fn start_provider_trusting(bug: Bug, roots: Vec<Vec<u8>>) -> Provider {
     let app = App(Arc::new(Inner {
         bug,
         base_url: base_url.clone(),
+        secret_text: secret_text.clone(),
         verifier: Arc::new(Verifier::new(keyring.clone())),
         keyring,
         sender: SignedSender::new(http.clone()),
@@ -149,11 +194,13 @@ async fn start_provider_trusting(bug: Bug, roots: Vec<Vec<u8>>) -> Provider {
         jobs: Mutex::default(),
         answers: Mutex::default(),
         results: Mutex::default(),
+        seen: Mutex::default(),
+        sequence: AtomicU64::new(0),
     }));
-    let jobs_route = if matches!(bug, Bug::SkipSignatures | Bug::NoReplayProtection) {
-        post(jobs_unchecked)
-    } else {
+    let jobs_route = if bug == Bug::None || !hand_written_verifier(bug) {
         post(jobs_signed)
+    } else {
+        post(jobs_unchecked)
     };
     let router = Router::new()
         .route("/diax/jobs", jobs_route)
@@ -174,6 +221,22 @@ async fn start_provider_trusting(bug: Bug, roots: Vec<Vec<u8>>) -> Provider {
     }
 }
 
+/// The bugs that live in the signature layer, where the SDK's extractor is replaced by a
+/// hand-written verifier.
+fn hand_written_verifier(bug: Bug) -> bool {
+    matches!(
+        bug,
+        Bug::SkipSignatures
+            | Bug::NoReplayProtection
+            | Bug::ShortReplayMemory
+            | Bug::OnlyFirstSignatureEntry
+            | Bug::MalformedSignatureIs500
+            | Bug::NotJsonIs500
+            | Bug::VerifiesReserialisedJson
+            | Bug::EchoesSecret
+    )
+}
+
 /// The correct path: the SDK's extractor verifies signature, tolerance and replays.
 async fn jobs_signed(
     State(app): State<App>,
@@ -185,22 +248,109 @@ async fn jobs_signed(
     }
 }
 
-/// The broken paths: no checks at all, or signature checks without replay protection.
+fn bare_500() -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+}
+
+/// The broken paths: a hand-written verifier with the bug under test.
 async fn jobs_unchecked(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    if app.0.bug != Bug::SkipSignatures
-        && let Err(e) = app
-            .0
-            .keyring
-            .verify_at(&raw_headers(&headers), &body, unix_now(), 300)
+    let inner = &app.0;
+    let bug = inner.bug;
+    if bug == Bug::MalformedSignatureIs500 {
+        let well_formed = headers
+            .get("webhook-signature")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(' ').all(|entry| {
+                    entry.split_once(',').is_some_and(|(version, sig)| {
+                        version.starts_with('v')
+                            && !sig.is_empty()
+                            && sig
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+                    })
+                })
+            });
+        if headers.contains_key("webhook-signature") && !well_formed {
+            return bare_500();
+        }
+    }
+    let reserialised;
+    let signed_bytes: &[u8] = if bug == Bug::VerifiesReserialisedJson {
+        match serde_json::from_slice::<BrokerMessage>(&body) {
+            Ok(m) => {
+                reserialised = serde_json::to_vec(&m).unwrap();
+                &reserialised
+            }
+            Err(e) => {
+                return problem_response(
+                    &Problem::new(ProblemType::InvalidRequest).with_detail(e.to_string()),
+                );
+            }
+        }
+    } else {
+        &body
+    };
+    let first_entry = headers.get("webhook-signature").map(|v| {
+        v.as_bytes()
+            .split(|b| *b == b' ')
+            .next()
+            .unwrap_or(b"")
+            .to_vec()
+    });
+    let raw = if bug == Bug::OnlyFirstSignatureEntry {
+        RawHeaders {
+            signature: first_entry.as_deref(),
+            ..raw_headers(&headers)
+        }
+    } else {
+        raw_headers(&headers)
+    };
+    if bug != Bug::SkipSignatures
+        && let Err(e) = inner.keyring.verify_at(&raw, signed_bytes, unix_now(), 300)
     {
-        return problem_response(&Problem::from(&e));
+        let mut p = Problem::from(&e);
+        if bug == Bug::EchoesSecret {
+            p = p.with_detail(format!(
+                "no signature matches the secret {}",
+                inner.secret_text
+            ));
+        }
+        return problem_response(&p);
     }
     let id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| MessageId::generate().to_string(), str::to_owned);
+    let mut delivery = Delivery::First;
+    if !matches!(bug, Bug::SkipSignatures | Bug::NoReplayProtection) {
+        let digest = sha256_hex(&body);
+        let memory = if bug == Bug::ShortReplayMemory {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(600)
+        };
+        let mut seen = inner.seen.lock().unwrap();
+        match seen.get(&id) {
+            Some((d, at)) if at.elapsed() < memory && *d != digest => {
+                return problem_response(&Problem::new(ProblemType::ReplayedMessage));
+            }
+            Some((d, at)) if at.elapsed() < memory && *d == digest => {
+                delivery = Delivery::Redelivery;
+            }
+            _ => {
+                seen.insert(id.clone(), (digest, Instant::now()));
+            }
+        }
+    }
     match serde_json::from_slice::<BrokerMessage>(&body) {
-        Ok(msg) => handle(&app, &id, Delivery::First, msg).await,
+        Ok(msg) => handle(&app, &id, delivery, msg).await,
+        Err(_)
+            if bug == Bug::NotJsonIs500
+                && serde_json::from_slice::<serde_json::Value>(&body).is_err() =>
+        {
+            bare_500()
+        }
         Err(e) => {
             problem_response(&Problem::new(ProblemType::InvalidRequest).with_detail(e.to_string()))
         }
@@ -256,6 +406,9 @@ fn offer_answer(
     if offer.provider_id.as_str() != PROVIDER_ID && inner.bug != Bug::IgnoresProviderId {
         return Err(Problem::new(ProblemType::Forbidden));
     }
+    if offer.operation != "repair" && inner.bug != Bug::AcceptsAnyOperation {
+        return Err(Problem::new(ProblemType::UnsupportedOperation));
+    }
     let accepted = |pjob: &ProviderJobId| {
         let status_url = format!("{}/diax/jobs/{pjob}", inner.base_url);
         let body = serde_json::to_vec(&JobAccepted {
@@ -269,8 +422,12 @@ fn offer_answer(
         (202, body, Some(status_url))
     };
     let mut jobs = inner.jobs.lock().unwrap();
+    let mut second_job = false;
     if let Some(job) = jobs.get(offer.job_id.as_str()) {
-        return Ok(accepted(&job.provider_job_id));
+        if !(job.has_input && inner.bug == Bug::DedupOffersOnlyBeforeInput) {
+            return Ok(accepted(&job.provider_job_id));
+        }
+        second_job = true;
     }
     let register_url = format!("{}/v1/accounts", inner.base_url);
     let account = offer
@@ -291,6 +448,10 @@ fn offer_answer(
     }
     *balance -= QUOTE;
     let pjob = ProviderJobId::generate();
+    if second_job {
+        // The bug: a second job (and a second hold) for an offer already taken.
+        return Ok(accepted(&pjob));
+    }
     jobs.insert(
         offer.job_id.to_string(),
         Job {
@@ -304,21 +465,22 @@ fn offer_answer(
 }
 
 fn input_answer(app: &App, input: JobInput) -> Result<(u16, Vec<u8>, Option<String>), Problem> {
+    let bug = app.0.bug;
     let (events_url, start, state) = {
         let mut jobs = app.0.jobs.lock().unwrap();
         let job = jobs
             .get_mut(input.job_id.as_str())
             .filter(|j| j.provider_job_id == input.provider_job_id)
             .ok_or_else(|| Problem::new(ProblemType::NotFound).with_detail("no such job"))?;
-        if job.has_input && app.0.bug == Bug::RefuseRepeatedInput {
+        if job.has_input && bug == Bug::RefuseRepeatedInput {
             return Err(Problem::new(ProblemType::NotFound).with_detail("no such job"));
         }
-        if job.has_input && app.0.bug == Bug::ConflictOnRepeatedInput {
+        if job.has_input && bug == Bug::ConflictOnRepeatedInput {
             return Err(Problem::new(ProblemType::InvalidTransition)
                 .with_detail("this job has its input already"));
         }
         // Every input of a job is the same input: the job starts once.
-        let start = !job.has_input || app.0.bug == Bug::RerunOnNewInput;
+        let start = !job.has_input || bug == Bug::RerunOnNewInput;
         job.has_input = true;
         (job.events_url.clone(), start, job.state)
     };
@@ -328,38 +490,85 @@ fn input_answer(app: &App, input: JobInput) -> Result<(u16, Vec<u8>, Option<Stri
         state,
     })
     .unwrap();
-    if start && app.0.bug != Bug::NeverCallBack {
+    if start && bug != Bug::NeverCallBack {
         tokio::spawn(work(app.clone(), input, events_url));
     }
     Ok((202, body, None))
 }
 
+/// Fetches the model: the SDK's checked download, or the bug's unchecked one.
+async fn fetch(inner: &Inner, download: &Download) -> Result<Vec<u8>, String> {
+    if !matches!(inner.bug, Bug::NoSizeOrDigestCheck | Bug::FollowsRedirects) {
+        return download_to_vec(&inner.http, download, &DownloadLimits::default())
+            .await
+            .map_err(|e| e.to_string());
+    }
+    let mut url = download.url.clone();
+    for _ in 0..3 {
+        let mut req = inner.http.get(&url);
+        if let Some(auth) = &download.authorization {
+            req = req.header(header::AUTHORIZATION, auth);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        if resp.status().is_redirection() && inner.bug == Bug::FollowsRedirects {
+            url = resp.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            continue;
+        }
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?.to_vec();
+        if inner.bug == Bug::FollowsRedirects
+            && (bytes.len() as u64 != download.size || sha256_hex(&bytes) != download.sha256)
+        {
+            return Err("size or digest mismatch".into());
+        }
+        return Ok(bytes);
+    }
+    Err("too many redirects".into())
+}
+
+/// A binary STL: 84 header bytes and 50 per facet.
+fn is_binary_stl(bytes: &[u8]) -> bool {
+    bytes.len() >= 84
+        && u32::from_le_bytes(bytes[80..84].try_into().unwrap()) as usize * 50 + 84 == bytes.len()
+}
+
 /// Downloads, "heals" by echoing the model, hosts the result, and calls back.
 async fn work(app: App, input: JobInput, events_url: String) {
     let inner = &app.0;
-    let event = |sequence, kind| JobEvent {
-        job_id: input.job_id.clone(),
-        provider_job_id: input.provider_job_id.clone(),
-        provider_id: ProviderId::parse(PROVIDER_ID).unwrap(),
-        sequence,
-        occurred_at: unix_now(),
-        kind,
-    };
-    send_event(
-        &app,
-        &events_url,
-        &event(
-            1,
-            JobEventKind::Progress {
-                percent: 10,
-                stage: Some("download".into()),
+    let mut own_sequence = 0;
+    let mut event = |kind| {
+        let sequence = if inner.bug == Bug::SharedSequence {
+            inner.sequence.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            own_sequence += 1;
+            own_sequence
+        };
+        JobEvent {
+            job_id: input.job_id.clone(),
+            provider_job_id: input.provider_job_id.clone(),
+            provider_id: ProviderId::parse(PROVIDER_ID).unwrap(),
+            sequence,
+            occurred_at: if inner.bug == Bug::OccurredAtInMillis {
+                unix_now() * 1000
+            } else {
+                unix_now()
             },
-        ),
-    )
-    .await;
-    let last = match download_to_vec(&inner.http, &input.download, &DownloadLimits::default()).await
-    {
-        Ok(bytes) => {
+            kind,
+        }
+    };
+    let progress = event(JobEventKind::Progress {
+        percent: 10,
+        stage: Some("download".into()),
+    });
+    send_event(&app, &events_url, &progress).await;
+    let fetched = fetch(inner, &input.download).await;
+    let last = match fetched {
+        Ok(bytes) if is_binary_stl(&bytes) || inner.bug == Bug::AcceptsAnyModel => {
             let token = random_token("rc_", 24);
             let download = Download {
                 url: format!("{}/results/{}", inner.base_url, input.provider_job_id),
@@ -373,31 +582,42 @@ async fn work(app: App, input: JobInput, events_url: String) {
                 .lock()
                 .unwrap()
                 .insert(input.provider_job_id.to_string(), (token, bytes));
+            let charged = if inner.bug == Bug::ChargesMoreThanQuoted {
+                QUOTE + 1
+            } else {
+                QUOTE
+            };
             JobEventKind::Completed {
                 result: JobResult {
                     download,
                     format: "stl".into(),
                     report: None,
-                    charged: Some(Quote::new(
-                        if inner.bug == Bug::ChargesMoreThanQuoted {
-                            QUOTE + 1
-                        } else {
-                            QUOTE
-                        },
-                        "EUR",
-                    )),
+                    charged: Some(Quote::new(charged, "EUR")),
                 },
             }
         }
+        Ok(_) => JobEventKind::Failed {
+            problem: Problem::new(ProblemType::ModelInvalid).with_detail("not a binary STL"),
+            charged: Some(Quote::new(failed_charge(inner.bug), "EUR")),
+        },
         Err(e) => JobEventKind::Failed {
-            problem: Problem::new(ProblemType::DownloadFailed).with_detail(e.to_string()),
-            charged: Some(Quote::new(0, "EUR")),
+            problem: Problem::new(ProblemType::DownloadFailed).with_detail(e),
+            charged: Some(Quote::new(failed_charge(inner.bug), "EUR")),
         },
     };
     if let Some(job) = inner.jobs.lock().unwrap().get_mut(input.job_id.as_str()) {
         job.state = last.state();
     }
-    send_event(&app, &events_url, &event(2, last)).await;
+    let last = event(last);
+    send_event(&app, &events_url, &last).await;
+}
+
+fn failed_charge(bug: Bug) -> i64 {
+    if bug == Bug::ChargesOnFailure {
+        QUOTE
+    } else {
+        0
+    }
 }
 
 async fn send_event(app: &App, url: &str, event: &JobEvent) {
@@ -406,24 +626,55 @@ async fn send_event(app: &App, url: &str, event: &JobEvent) {
     let policy = RetryPolicy {
         max_attempts: 20,
         initial_backoff: Duration::from_millis(30),
-        max_backoff: Duration::from_millis(300),
+        max_backoff: Duration::from_secs(2),
         ..RetryPolicy::default()
     };
-    if inner.bug != Bug::NewIdOnRetry {
+    let id = MessageId::generate();
+    if !matches!(
+        inner.bug,
+        Bug::NewIdOnRetry | Bug::SignsOnce | Bug::NoBackoff
+    ) {
         let _ = inner
             .sender
-            .send(url, &MessageId::generate(), body, &inner.keyring, &policy)
+            .send(url, &id, body, &inner.keyring, &policy)
             .await;
         return;
     }
+    let signed_once = inner.keyring.sign(&id, unix_now(), &body).unwrap();
     for attempt in 1..policy.max_attempts {
-        match inner
-            .sender
-            .send_once(url, &MessageId::generate(), body.clone(), &inner.keyring)
-            .await
-        {
-            Ok(r) if !RetryPolicy::is_retryable_status(r.status) => return,
-            _ => tokio::time::sleep(policy.delay(attempt, None)).await,
+        let answer = match inner.bug {
+            Bug::SignsOnce => inner
+                .http
+                .post(url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("webhook-id", id.as_str())
+                .header("webhook-timestamp", signed_once.timestamp.to_string())
+                .header("webhook-signature", &signed_once.signature)
+                .body(body.clone())
+                .send()
+                .await
+                .map(|r| (r.status().as_u16(), retry_after(r.headers())))
+                .map_err(|_| ()),
+            Bug::NewIdOnRetry => inner
+                .sender
+                .send_once(url, &MessageId::generate(), body.clone(), &inner.keyring)
+                .await
+                .map(|r| (r.status, retry_after(&r.headers)))
+                .map_err(|_| ()),
+            _ => inner
+                .sender
+                .send_once(url, &id, body.clone(), &inner.keyring)
+                .await
+                .map(|r| (r.status, retry_after(&r.headers)))
+                .map_err(|_| ()),
+        };
+        let hint = match answer {
+            Ok((status, _)) if !RetryPolicy::is_retryable_status(status) => return,
+            Ok((_, hint)) => hint,
+            Err(()) => None,
+        };
+        if inner.bug != Bug::NoBackoff {
+            tokio::time::sleep(policy.delay(attempt, hint)).await;
         }
     }
 }
@@ -434,6 +685,11 @@ async fn result(State(app): State<App>, Path(pjob): Path<String>, headers: Heade
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let results = app.0.results.lock().unwrap();
+    if app.0.bug == Bug::ResultWithoutCredential
+        && let Some((_, bytes)) = results.get(&pjob)
+    {
+        return (StatusCode::OK, bytes.clone()).into_response();
+    }
     let found = results
         .iter()
         .find(|(_, (token, _))| auth == format!("Bearer {token}"));
@@ -497,6 +753,11 @@ async fn a_provider_that_skips_signature_checks_fails_them() {
             "replay.different-body",
             "timestamp.stale",
             "timestamp.future",
+            // Malformed headers are acted on (a 404 for the unknown job), not refused.
+            "signature.malformed-id",
+            "signature.malformed-timestamp",
+            "signature.malformed-signature",
+            "replay.after-delay",
         ]),
         "{}",
         report.to_human()
@@ -518,7 +779,7 @@ async fn a_provider_without_replay_protection_fails_the_replay_check() {
     println!("{}", report.to_human());
     assert_eq!(
         failed(&report),
-        set(&["replay.different-body"]),
+        set(&["replay.different-body", "replay.after-delay"]),
         "{}",
         report.to_human()
     );
@@ -545,9 +806,23 @@ async fn a_provider_that_never_calls_back_fails_the_job_checks() {
             "events.transitions",
             "events.retry-same-id",
             "result.digest",
-            // Dependent: no finished job to send the input to again, nothing charged.
+            // Dependent: nothing to judge without events, no ended job to send the offer
+            // and input to again, nothing charged.
+            "events.retry-fresh-signature",
+            "events.retry-backoff",
+            "events.fields",
+            "result.credential-required",
+            "offer.repeated-after-end",
             "input.repeated-same-job",
             "charges.match-quote",
+            // The other jobs never end either.
+            "input.size-mismatch",
+            "input.digest-mismatch",
+            "input.redirect",
+            "job.bad-model",
+            "charges.failed-zero",
+            "jobs.parallel",
+            "input.repeated-while-running",
         ]),
         "{}",
         report.to_human()
@@ -596,7 +871,11 @@ async fn a_provider_that_runs_a_repeated_input_again_fails_the_repeated_input_ch
     // The second run's job.completed charges again.
     assert_eq!(
         failed(&report),
-        set(&["input.repeated-same-job", "charges.match-quote"]),
+        set(&[
+            "input.repeated-same-job",
+            "input.repeated-while-running",
+            "charges.match-quote",
+        ]),
         "{}",
         report.to_human()
     );
@@ -625,7 +904,7 @@ async fn a_provider_answering_a_repeated_input_with_a_problem_fails_the_repeated
     let report = run(config(&provider)).await.unwrap();
     assert_eq!(
         failed(&report),
-        set(&["input.repeated-same-job"]),
+        set(&["input.repeated-same-job", "input.repeated-while-running"]),
         "{}",
         report.to_human()
     );
@@ -819,4 +1098,156 @@ async fn a_provider_charging_more_than_its_quote_fails_the_charges_check() {
         "{}",
         r.reason
     );
+}
+
+/// Runs the runner against the provider with `bug` and checks that exactly `expected` fail.
+async fn fails_exactly(bug: Bug, expected: &[&'static str]) -> Report {
+    let provider = start_provider(bug).await;
+    let report = run(config(&provider)).await.unwrap();
+    assert_eq!(
+        failed(&report),
+        set(expected),
+        "{bug:?}:\n{}",
+        report.to_human()
+    );
+    report
+}
+
+fn reason(report: &Report, check: Check) -> String {
+    report.get(check).unwrap().reason.clone()
+}
+
+#[tokio::test]
+async fn a_provider_checking_only_the_first_signature_entry_fails_the_multiple_entries_check() {
+    let report = fails_exactly(
+        Bug::OnlyFirstSignatureEntry,
+        &["signature.multiple-entries"],
+    )
+    .await;
+    let r = reason(&report, Check::SignatureMultipleEntries);
+    assert!(r.contains("refused as 401 signature-invalid"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_answering_a_malformed_signature_with_500_fails_that_check() {
+    let report = fails_exactly(
+        Bug::MalformedSignatureIs500,
+        &["signature.malformed-signature"],
+    )
+    .await;
+    let r = reason(&report, Check::SignatureMalformedSignature);
+    assert!(r.contains("expected a 400 or 401 problem, got 500"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_answering_a_signed_non_json_body_with_500_fails_the_body_check() {
+    let report = fails_exactly(Bug::NotJsonIs500, &["body.not-json"]).await;
+    let r = reason(&report, Check::BodyNotJson);
+    assert!(r.contains("expected a 400 problem, got 500"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_verifying_reserialised_json_fails_the_raw_bytes_check() {
+    let report = fails_exactly(Bug::VerifiesReserialisedJson, &["signature.raw-bytes"]).await;
+    let r = reason(&report, Check::SignatureRawBytes);
+    assert!(r.contains("401 signature-invalid"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_remembering_ids_for_a_moment_fails_the_delayed_replay_check() {
+    let report = fails_exactly(Bug::ShortReplayMemory, &["replay.after-delay"]).await;
+    let r = reason(&report, Check::ReplayAfterDelay);
+    assert!(r.contains("expected 409 replayed-message"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_accepting_any_operation_fails_the_unsupported_operation_check() {
+    fails_exactly(Bug::AcceptsAnyOperation, &["offer.unsupported-operation"]).await;
+}
+
+#[tokio::test]
+async fn a_provider_echoing_the_secret_fails_the_secret_check() {
+    let report = fails_exactly(Bug::EchoesSecret, &["secret.not-echoed"]).await;
+    let r = reason(&report, Check::SecretNotEchoed);
+    assert!(r.contains("carried the secret in the body"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_deduplicating_offers_only_before_the_input_fails_the_repeated_offer_checks() {
+    let report = fails_exactly(
+        Bug::DedupOffersOnlyBeforeInput,
+        &["offer.repeated-after-input", "offer.repeated-after-end"],
+    )
+    .await;
+    let r = reason(&report, Check::OfferRepeatedAfterEnd);
+    assert!(r.contains("the provider created a second job"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_not_checking_size_and_digest_fails_the_mismatch_checks() {
+    let report = fails_exactly(
+        Bug::NoSizeOrDigestCheck,
+        &["input.size-mismatch", "input.digest-mismatch"],
+    )
+    .await;
+    let r = reason(&report, Check::InputSizeMismatch);
+    assert!(r.contains("job.completed instead of job.failed"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_following_redirects_fails_the_redirect_check() {
+    let report = fails_exactly(Bug::FollowsRedirects, &["input.redirect"]).await;
+    let r = reason(&report, Check::InputRedirect);
+    assert!(r.contains("followed the redirect"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_taking_any_bytes_for_a_model_fails_the_bad_model_check() {
+    fails_exactly(Bug::AcceptsAnyModel, &["job.bad-model"]).await;
+}
+
+#[tokio::test]
+async fn a_provider_with_one_sequence_for_all_jobs_fails_the_parallel_check() {
+    let report = fails_exactly(Bug::SharedSequence, &["jobs.parallel"]).await;
+    let r = reason(&report, Check::JobsParallel);
+    assert!(r.contains("has sequence"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_signing_a_retried_event_once_fails_the_fresh_signature_check() {
+    let report = fails_exactly(Bug::SignsOnce, &["events.retry-fresh-signature"]).await;
+    let r = reason(&report, Check::EventsRetryFreshSignature);
+    assert!(r.contains("not signed afresh"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_retrying_without_backoff_fails_the_backoff_check() {
+    let report = fails_exactly(Bug::NoBackoff, &["events.retry-backoff"]).await;
+    let r = reason(&report, Check::EventsRetryBackoff);
+    assert!(r.contains("after a 503 with Retry-After: 1"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_sending_times_in_milliseconds_fails_the_fields_check() {
+    let report = fails_exactly(Bug::OccurredAtInMillis, &["events.fields"]).await;
+    let r = reason(&report, Check::EventsFields);
+    assert!(r.contains("Unix seconds expected"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_serving_the_result_without_its_credential_fails_that_check() {
+    let report = fails_exactly(
+        Bug::ResultWithoutCredential,
+        &["result.credential-required"],
+    )
+    .await;
+    let r = reason(&report, Check::ResultCredentialRequired);
+    assert!(r.contains("without a credential"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_charging_failed_jobs_fails_the_failed_charges_check() {
+    let report = fails_exactly(Bug::ChargesOnFailure, &["charges.failed-zero"]).await;
+    let r = reason(&report, Check::ChargesFailedZero);
+    assert!(r.contains("0.60 EUR was charged"), "{r}");
 }

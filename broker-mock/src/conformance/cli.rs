@@ -65,6 +65,9 @@ pub struct ConformanceArgs {
     /// the finished job's input sent again (at most --timeout).
     #[arg(long, default_value_t = 2)]
     pub rerun_window: u64,
+    /// Seconds `replay.after-delay` waits between its two bodies (below the tolerance).
+    #[arg(long, default_value_t = 3)]
+    pub replay_delay: u64,
     /// Print the report as JSON instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -110,6 +113,10 @@ impl ConformanceArgs {
         cfg.timeout = Duration::from_secs(self.timeout);
         cfg.tolerance_secs = self.tolerance;
         cfg.rerun_window = Duration::from_secs(self.rerun_window);
+        if self.replay_delay >= self.tolerance {
+            return Err("--replay-delay must be below --tolerance".into());
+        }
+        cfg.replay_delay = Duration::from_secs(self.replay_delay);
         Ok(cfg)
     }
 }

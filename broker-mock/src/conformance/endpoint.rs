@@ -47,6 +47,53 @@ pub(crate) struct EventDelivery {
     pub(crate) event_type: Option<&'static str>,
 }
 
+/// How many deliveries of the job's completion event are refused (`503`, `Retry-After: 1`)
+/// before one is accepted.
+pub(crate) const REFUSALS: usize = 3;
+
+/// One delivery of the refused completion event.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    pub(crate) at: Instant,
+    pub(crate) timestamp: Option<String>,
+    pub(crate) signature: Option<String>,
+}
+
+/// Another job of the run (a parallel job, or one whose input or model is bad).
+#[derive(Debug, Default)]
+pub(crate) struct SideJob {
+    /// First deliveries of its events, in order.
+    pub(crate) events: Vec<JobEvent>,
+    /// Its webhook-ids.
+    pub(crate) ids: Vec<String>,
+    pub(crate) violations: Vec<String>,
+    /// Requests to its download location: (method, path, status).
+    pub(crate) downloads: Vec<(String, String, u16)>,
+    /// Whether the provider followed its download location's redirect.
+    pub(crate) followed_redirect: bool,
+    last_sequence: u64,
+}
+
+impl SideJob {
+    /// Its terminal event, once one arrived.
+    pub(crate) fn terminal(&self) -> Option<&JobEvent> {
+        self.events.iter().find(|e| e.kind.state().is_terminal())
+    }
+}
+
+/// What a side job's download location serves.
+#[derive(Debug, Clone)]
+pub(crate) struct Served {
+    pub(crate) job_id: String,
+    pub(crate) bytes: Bytes,
+    /// Every credential issued for it (each `job.input` carries a fresh one).
+    pub(crate) credentials: Vec<String>,
+    /// Answer `302` to this location instead.
+    pub(crate) redirect: Option<String>,
+    /// This is where a redirect points: any request here means the redirect was followed.
+    pub(crate) redirect_target: bool,
+}
+
 /// A terminal event's report of what was charged.
 #[derive(Debug, Clone)]
 pub(crate) struct Charge {
@@ -87,12 +134,26 @@ pub(crate) struct Log {
     /// Every terminal event of the job under test under a new `webhook-id`, in arrival
     /// order, with what it says was charged (redeliveries are not repeated here).
     pub(crate) charges: Vec<Charge>,
+    /// Every delivery of the refused completion event, in arrival order: the first
+    /// [`REFUSALS`] are answered `503` with `Retry-After: 1`, the next is accepted.
+    pub(crate) attempts: Vec<Attempt>,
+    /// Field values of any job's events out of their unit or range (PROTOCOL §1, §5.6).
+    pub(crate) field_errors: Vec<String>,
+    /// Where an event carried the shared secret.
+    pub(crate) leaks: Vec<String>,
+    /// The run's other jobs, by broker job id.
+    pub(crate) side: HashMap<String, SideJob>,
     seen: HashMap<String, String>,
     state: Option<JobState>,
     last_sequence: u64,
 }
 
 impl Log {
+    /// How many distinct event messages arrived.
+    pub(crate) fn seen_count(&self) -> usize {
+        self.seen.len()
+    }
+
     /// Sets (or checks) the provider job id of the job under test.
     pub(crate) fn set_provider_job(&mut self, pjob: &str) {
         match &self.provider_job_id {
@@ -116,6 +177,10 @@ pub(crate) struct Shared {
     limits: DownloadLimits,
     pub(crate) log: Mutex<Log>,
     done: watch::Sender<bool>,
+    /// The side jobs' download locations, by path.
+    pub(crate) served: Mutex<HashMap<String, Served>>,
+    /// Text forms of the shared secret, looked for in every event.
+    pub(crate) secret_texts: Vec<String>,
 }
 
 /// The running endpoint.
@@ -140,6 +205,7 @@ pub(crate) struct EndpointSetup {
     pub(crate) tolerance: u64,
     pub(crate) http: Client,
     pub(crate) request_timeout: Duration,
+    pub(crate) secret_texts: Vec<String>,
 }
 
 impl Endpoint {
@@ -174,6 +240,8 @@ impl Endpoint {
             },
             log: Mutex::new(Log::default()),
             done: done_tx,
+            served: Mutex::new(HashMap::new()),
+            secret_texts: setup.secret_texts,
         });
         let router = Router::new()
             .route(
@@ -301,6 +369,10 @@ async fn content(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let side = shared.served.lock().await.get(uri.path()).cloned();
+    if let Some(served) = side {
+        return side_content(&shared, &served, &method, &uri, &headers).await;
+    }
     let auth = headers
         .get(header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -361,6 +433,179 @@ async fn content(
     response
 }
 
+/// A side job's download location: its credential, GET only; a redirect when told so.
+async fn side_content(
+    shared: &Shared,
+    served: &Served,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let known = auth
+        .as_deref()
+        .is_some_and(|a| served.credentials.iter().any(|c| c == a));
+    let response = if !known {
+        problem(Problem::new(ProblemType::CredentialInvalid))
+    } else if *method != Method::GET {
+        problem(Problem::new(ProblemType::CredentialScope))
+    } else if let Some(location) = &served.redirect {
+        (
+            StatusCode::FOUND,
+            [(header::LOCATION, location.clone())],
+            String::new(),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("model/stl"))],
+            served.bytes.clone(),
+        )
+            .into_response()
+    };
+    let mut log = shared.log.lock().await;
+    let job = log.side.entry(served.job_id.clone()).or_default();
+    job.downloads.push((
+        method.to_string(),
+        uri.path().to_owned(),
+        response.status().as_u16(),
+    ));
+    if served.redirect_target {
+        job.followed_redirect = true;
+    }
+    response
+}
+
+/// Units and ranges of an event's fields (PROTOCOL §1 and §5.6): times in Unix seconds near
+/// now, digests lowercase hex, money non-negative with an ISO 4217 code, problems with an
+/// error status.
+pub(crate) fn field_errors(event: &JobEvent, now: i64, tolerance: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let what = format!("{} (sequence {})", event.kind.name(), event.sequence);
+    let tolerance = i64::try_from(tolerance).unwrap_or(300);
+    if event.occurred_at.abs_diff(now) > tolerance.unsigned_abs() {
+        out.push(format!(
+            "{what}: occurred_at {} is {} s from now: Unix seconds expected (§1)",
+            event.occurred_at,
+            event.occurred_at.saturating_sub(now)
+        ));
+    }
+    if event.sequence == 0 {
+        out.push(format!("{what}: sequence 0 (sequences start at 1)"));
+    }
+    let money = |out: &mut Vec<String>, q: &diax_sdk::Quote| {
+        if q.amount < 0 {
+            out.push(format!("{what}: charged amount {} is negative", q.amount));
+        }
+        if q.currency.len() != 3 || !q.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            out.push(format!(
+                "{what}: currency {:?} is not an ISO 4217 code",
+                q.currency
+            ));
+        }
+    };
+    match &event.kind {
+        JobEventKind::Completed { result } => {
+            let d = &result.download;
+            let ten_years = 10 * 365 * 24 * 3600;
+            if d.expires_at <= now || d.expires_at > now.saturating_add(ten_years) {
+                out.push(format!(
+                    "{what}: result.download.expires_at {} is not a future time in Unix \
+                     seconds (§1)",
+                    d.expires_at
+                ));
+            }
+            if d.sha256.len() != 64
+                || !d
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                out.push(format!(
+                    "{what}: result.download.sha256 {:?} is not lowercase hex SHA-256",
+                    d.sha256
+                ));
+            }
+            if d.size == 0 {
+                out.push(format!("{what}: result.download.size is 0"));
+            }
+            if let Some(q) = &result.charged {
+                money(&mut out, q);
+            }
+        }
+        JobEventKind::Failed { problem, charged } => {
+            if !(400..600).contains(&problem.status) {
+                out.push(format!(
+                    "{what}: problem status {} is not an error status",
+                    problem.status
+                ));
+            }
+            if let Some(q) = charged {
+                money(&mut out, q);
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// An event for a side job: recorded with its order checked, acknowledged.
+fn side_event(log: &mut Log, id: String, digest: &str, event: JobEvent) -> Response {
+    let job_id = event.job_id.clone();
+    match log.seen.get(&id) {
+        Some(prev) if prev != digest => {
+            let job = log.side.entry(job_id.to_string()).or_default();
+            job.violations.push(format!(
+                "webhook-id {id} reused for a different body ({})",
+                event.kind.name()
+            ));
+            return problem(Problem::new(ProblemType::ReplayedMessage));
+        }
+        Some(_) => {
+            let state = log
+                .side
+                .get(job_id.as_str())
+                .and_then(|j| j.events.last())
+                .map_or(JobState::Accepted, |e| e.kind.state());
+            return ack(&job_id, state, true);
+        }
+        None => {}
+    }
+    log.seen.insert(id.clone(), digest.to_owned());
+    let job = log.side.entry(job_id.to_string()).or_default();
+    if let Some(t) = job.terminal() {
+        job.violations.push(format!(
+            "{} (sequence {}) after the job was already {}",
+            event.kind.name(),
+            event.sequence,
+            t.kind.state().as_str()
+        ));
+        return problem(Problem::new(ProblemType::InvalidTransition));
+    }
+    if job.events.is_empty() && event.sequence != 1 {
+        job.violations.push(format!(
+            "its first event ({}) has sequence {}, not 1",
+            event.kind.name(),
+            event.sequence
+        ));
+    } else if !job.events.is_empty() && event.sequence <= job.last_sequence {
+        job.violations.push(format!(
+            "{} has sequence {} after sequence {}",
+            event.kind.name(),
+            event.sequence,
+            job.last_sequence
+        ));
+    }
+    job.last_sequence = job.last_sequence.max(event.sequence);
+    let state = event.kind.state();
+    job.ids.push(id);
+    job.events.push(event);
+    ack(&job_id, state, false)
+}
+
 fn ack(job_id: &JobId, state: JobState, duplicate: bool) -> Response {
     (
         StatusCode::OK,
@@ -417,6 +662,27 @@ async fn events(
     // The id verified, so it is present.
     let id = id.unwrap_or_default();
     let digest = sha256_hex(&body);
+    let text = String::from_utf8_lossy(&body);
+    if shared
+        .secret_texts
+        .iter()
+        .any(|s| text.contains(s.as_str()))
+    {
+        log.leaks.push(format!(
+            "event {id} ({}) carries the secret",
+            event.kind.name()
+        ));
+    }
+    if !log.seen.contains_key(&id) {
+        let errors = field_errors(&event, unix_now(), shared.tolerance);
+        log.field_errors.extend(errors);
+    }
+    if log.side.contains_key(event.job_id.as_str()) {
+        let response = side_event(&mut log, id, &digest, event);
+        delivery.status = response.status().as_u16();
+        log.deliveries.push(delivery);
+        return response;
+    }
     if provider_id != shared.provider_id || event.provider_id.as_str() != shared.provider_id {
         log.violations.push(format!(
             "event {id} sent for provider {} at the events URL of {provider_id}; expected {}",
@@ -441,7 +707,11 @@ async fn events(
         Some(_) => {
             let forced_retry =
                 log.retry.is_none() && log.forced.as_ref().is_some_and(|(fid, _, _)| *fid == id);
-            if forced_retry {
+            if forced_retry && log.attempts.len() < REFUSALS {
+                log.attempts.push(attempt_of(&headers));
+                refuse()
+            } else if forced_retry {
+                log.attempts.push(attempt_of(&headers));
                 let waited = log
                     .forced
                     .as_ref()
@@ -476,10 +746,8 @@ async fn events(
             }
             if is_terminal && known_job && log.forced.is_none() {
                 log.forced = Some((id.clone(), digest, Instant::now()));
-                problem(Problem::new(ProblemType::ServiceUnavailable).with_detail(
-                    "the conformance runner refuses the first delivery of the completion \
-                     event once, to see it retried with the same webhook-id",
-                ))
+                log.attempts.push(attempt_of(&headers));
+                refuse()
             } else {
                 let new_id_retry = is_terminal
                     && known_job
@@ -488,6 +756,7 @@ async fn events(
                     && log.forced.as_ref().is_some_and(|(fid, _, _)| *fid != id);
                 if new_id_retry {
                     log.retry = Some(Retry::NewId(id.clone()));
+                    log.attempts.push(attempt_of(&headers));
                 }
                 apply(&shared, &mut log, event).await
             }
@@ -495,6 +764,31 @@ async fn events(
     };
     delivery.status = response.status().as_u16();
     log.deliveries.push(delivery);
+    response
+}
+
+fn attempt_of(headers: &HeaderMap) -> Attempt {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    Attempt {
+        at: Instant::now(),
+        timestamp: text("webhook-timestamp"),
+        signature: text("webhook-signature"),
+    }
+}
+
+/// `503` with `Retry-After: 1` to a delivery of the completion event.
+fn refuse() -> Response {
+    let mut response = problem(Problem::new(ProblemType::ServiceUnavailable).with_detail(
+        "the conformance runner refuses the first deliveries of the completion event, to see \
+         them retried with the same webhook-id, signed afresh, not before Retry-After",
+    ));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

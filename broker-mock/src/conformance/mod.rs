@@ -5,11 +5,17 @@
 //! what a broker serves during a job from a temporary endpoint of its own (port 0 by
 //! default, loopback HTTP or HTTPS with [`ConformanceConfig::tls`]): the test model behind a
 //! temporary bearer credential it issued, and an `events_url` that verifies the provider's
-//! signed events. It sends good and bad signed messages (tampered, wrong secret, missing
-//! headers, replayed, stale, from the future, unknown account, …), forces a retry of the
-//! completion event (`503` to its first delivery), fetches the result, and finally sends the
-//! finished job's input again (new `webhook-id`, fresh credential) to see that it starts no
-//! second run. `docs/CONFORMANCE.md` describes every check.
+//! signed events. It sends good and bad signed messages (tampered, wrong secret, missing and
+//! malformed headers, several signature entries, bodies whose re-serialisation differs from
+//! their bytes, bodies that are not JSON, replays at once and seconds later, stale, from the
+//! future, unknown account, another provider, an unsupported operation, …), refuses the
+//! completion event three times (`503`, `Retry-After: 1`) to watch the retries, fetches the
+//! result with and without its credential, offers and inputs the job again at each stage,
+//! runs six other jobs at once (a parallel one, one whose input comes twice, and four the
+//! provider must fail: wrong size, wrong digest, a redirect, a model that is no STL), checks
+//! what each job says it charged, and scans every answer and event for the secret. Every
+//! [`Check`] names the PROTOCOL sections it rests on ([`Check::section`]);
+//! `docs/CONFORMANCE.md` describes every check.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,6 +57,8 @@ pub const DEFAULT_PROVIDER_ID: &str = "prv_conformance";
 pub const DEFAULT_BROKER_ID: &str = "3diax-mock";
 /// How long `input.repeated-same-job` watches for a second run by default.
 pub const DEFAULT_RERUN_WINDOW: Duration = Duration::from_secs(2);
+/// How long `replay.after-delay` waits between its two messages by default.
+pub const DEFAULT_REPLAY_DELAY: Duration = Duration::from_secs(3);
 
 /// A certificate chain and its private key, both PEM, for the runner's own endpoint.
 #[derive(Clone)]
@@ -113,6 +121,9 @@ pub struct ConformanceConfig {
     /// a new event) once the provider answered the finished job's input sent again. Default
     /// 2 s (never above [`Self::timeout`]); a second terminal event ends the watch early.
     pub rerun_window: Duration,
+    /// How long `replay.after-delay` waits between its two messages. Default 3 s (kept
+    /// below the tolerance).
+    pub replay_delay: Duration,
 }
 
 impl fmt::Debug for ConformanceConfig {
@@ -133,6 +144,7 @@ impl fmt::Debug for ConformanceConfig {
             .field("request_timeout", &self.request_timeout)
             .field("tolerance_secs", &self.tolerance_secs)
             .field("rerun_window", &self.rerun_window)
+            .field("replay_delay", &self.replay_delay)
             .finish()
     }
 }
@@ -158,6 +170,7 @@ impl ConformanceConfig {
             request_timeout: Duration::from_secs(30),
             tolerance_secs: 300,
             rerun_window: DEFAULT_RERUN_WINDOW,
+            replay_delay: DEFAULT_REPLAY_DELAY,
         }
     }
 }
@@ -178,7 +191,7 @@ pub enum ConformanceError {
 }
 
 macro_rules! checks {
-    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal @ $section:literal,)*) => {
         /// A named conformance check. The names are stable: scripts may match on them.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[non_exhaustive]
@@ -196,6 +209,12 @@ macro_rules! checks {
                 match self { $(Check::$variant => $name,)* }
             }
 
+            /// The sections of `docs/PROTOCOL.md` the check rests on, e.g. `§3, §5.2`.
+            #[must_use]
+            pub fn section(self) -> &'static str {
+                match self { $(Check::$variant => $section,)* }
+            }
+
             /// The check with this name.
             #[must_use]
             pub fn from_name(name: &str) -> Option<Self> {
@@ -208,58 +227,106 @@ macro_rules! checks {
 checks! {
     /// A signed offer naming the funded account is answered `202 JobAccepted` with a
     /// `status_url` (and `Location`).
-    OfferValidAccepted => "offer.valid-accepted",
+    OfferValidAccepted => "offer.valid-accepted" @ "§5.2",
     /// The same offer message again (same `webhook-id`, same body) gets the same answer.
-    OfferRedeliverySameAnswer => "offer.redelivery-same-answer",
+    OfferRedeliverySameAnswer => "offer.redelivery-same-answer" @ "§3, §5.2",
     /// The same `job_id` offered under a new `webhook-id` returns the same
     /// `provider_job_id` (no second job).
-    OfferRepeatedSameJob => "offer.repeated-same-job",
+    OfferRepeatedSameJob => "offer.repeated-same-job" @ "§5.2",
     /// An offer naming another provider's id → `403 forbidden`.
-    OfferOtherProvider => "offer.other-provider",
+    OfferOtherProvider => "offer.other-provider" @ "§5.2",
+    /// An offer for an operation the provider does not offer → `422 unsupported-operation`.
+    OfferUnsupportedOperation => "offer.unsupported-operation" @ "§5.2",
+    /// The same `job_id` offered again once the job has its input → the same job.
+    OfferRepeatedAfterInput => "offer.repeated-after-input" @ "§5.2",
+    /// The same `job_id` offered again once the job has ended → the same job.
+    OfferRepeatedAfterEnd => "offer.repeated-after-end" @ "§5.2",
     /// A body changed after signing → `401 signature-invalid`.
-    SignatureTamperedBody => "signature.tampered-body",
+    SignatureTamperedBody => "signature.tampered-body" @ "§3",
     /// Signed with another secret → `401 signature-invalid`.
-    SignatureWrongSecret => "signature.wrong-secret",
+    SignatureWrongSecret => "signature.wrong-secret" @ "§3",
     /// No `webhook-id` → `400 signature-missing`.
-    SignatureMissingId => "signature.missing-id",
+    SignatureMissingId => "signature.missing-id" @ "§3",
     /// No `webhook-timestamp` → `400 signature-missing`.
-    SignatureMissingTimestamp => "signature.missing-timestamp",
+    SignatureMissingTimestamp => "signature.missing-timestamp" @ "§3",
     /// No `webhook-signature` → `400 signature-missing`.
-    SignatureMissingSignature => "signature.missing-signature",
+    SignatureMissingSignature => "signature.missing-signature" @ "§3",
+    /// Several signature entries, the only valid one last (as during rotation) → accepted.
+    SignatureMultipleEntries => "signature.multiple-entries" @ "§3, §6",
+    /// Malformed `webhook-id` values → `400`/`401` problems, never a `5xx`.
+    SignatureMalformedId => "signature.malformed-id" @ "§2, §3",
+    /// Malformed `webhook-timestamp` values → `400`/`401` problems, never a `5xx`.
+    SignatureMalformedTimestamp => "signature.malformed-timestamp" @ "§2, §3",
+    /// Malformed `webhook-signature` values → `400`/`401` problems, never a `5xx`.
+    SignatureMalformedSignature => "signature.malformed-signature" @ "§2, §3",
+    /// A body whose re-serialisation differs from its raw bytes (whitespace, escapes,
+    /// non-ASCII, an unknown member) verifies over the raw bytes.
+    SignatureRawBytes => "signature.raw-bytes" @ "§3",
+    /// A correctly signed body that is not JSON → `400` problem.
+    BodyNotJson => "body.not-json" @ "§1, §2",
+    /// A correctly signed JSON body that is not a message of the schema → `400` problem.
+    BodyNotSchema => "body.not-schema" @ "§1, §2",
     /// A verified `webhook-id` reused with a different body → `409 replayed-message`.
-    ReplayDifferentBody => "replay.different-body",
+    ReplayDifferentBody => "replay.different-body" @ "§3",
+    /// The same, with the second body sent seconds later (within the tolerance).
+    ReplayAfterDelay => "replay.after-delay" @ "§3",
     /// Timestamp beyond the tolerance in the past → `401 timestamp-out-of-tolerance`.
-    TimestampStale => "timestamp.stale",
+    TimestampStale => "timestamp.stale" @ "§3",
     /// Timestamp beyond the tolerance in the future → `401 timestamp-out-of-tolerance`.
-    TimestampFuture => "timestamp.future",
+    TimestampFuture => "timestamp.future" @ "§3",
     /// An account the provider does not know → `401 account-required` with `register_url`.
-    AccountUnknown => "account.unknown",
+    AccountUnknown => "account.unknown" @ "§5.2",
     /// No account in the offer → `401 account-required` with `register_url`.
-    AccountMissing => "account.missing",
+    AccountMissing => "account.missing" @ "§5.2",
     /// An account that cannot pay → `402 payment-required` with `quote` (and `top_up_url`).
-    PaymentInsufficient => "payment.insufficient",
+    PaymentInsufficient => "payment.insufficient" @ "§5.2",
     /// The `job.input` with temporary credentials is answered `202 InputAccepted`.
-    InputAccepted => "input.accepted",
+    InputAccepted => "input.accepted" @ "§5.5",
     /// The provider fetched the model with exactly the temporary credential, GET only, and
     /// was refused nothing.
-    DownloadCredentials => "download.credentials",
+    DownloadCredentials => "download.credentials" @ "§5.5",
     /// Every event delivery verifies with the shared secret within the tolerance and parses.
-    EventsSigned => "events.signed",
+    EventsSigned => "events.signed" @ "§3, §5.6",
     /// Events name the right job and provider, follow `accepted → running* → completed |
     /// failed`, and their `sequence` starts at 1 and increases.
-    EventsTransitions => "events.transitions",
-    /// After a `503` to the completion event, the retry keeps its `webhook-id` and body.
-    EventsRetrySameId => "events.retry-same-id",
+    EventsTransitions => "events.transitions" @ "§5.6",
+    /// After `503`s to the completion event, the retries keep its `webhook-id` and body.
+    EventsRetrySameId => "events.retry-same-id" @ "§3, §5.6",
+    /// Each retry of a refused event is signed afresh (a later timestamp when later).
+    EventsRetryFreshSignature => "events.retry-fresh-signature" @ "§3",
+    /// Retries of a refused event wait at least the `Retry-After` given.
+    EventsRetryBackoff => "events.retry-backoff" @ "§5.6",
+    /// Event fields in their units and ranges (`occurred_at` in seconds, …).
+    EventsFields => "events.fields" @ "§1, §5.6",
     /// The job completed and its result location serves bytes of the declared size and
     /// SHA-256.
-    ResultDigest => "result.digest",
+    ResultDigest => "result.digest" @ "§5.6",
+    /// The result location refuses a fetch without, or with a wrong, credential.
+    ResultCredentialRequired => "result.credential-required" @ "§5.6",
     /// The finished job's `job.input` sent again under a new `webhook-id` with a fresh
     /// credential is answered `2xx` or `409` and starts no second run: no download, no new
     /// event (so no second `job.completed` or `job.failed`).
-    InputRepeatedSameJob => "input.repeated-same-job",
+    InputRepeatedSameJob => "input.repeated-same-job" @ "§5.5",
     /// The job's terminal event says what was charged: the accepted quote on
     /// `job.completed`, zero on `job.failed`; and only one terminal event charges.
-    ChargesMatchQuote => "charges.match-quote",
+    ChargesMatchQuote => "charges.match-quote" @ "§5.6",
+    /// A job whose input's declared size does not match → `job.failed` `download-failed`.
+    InputSizeMismatch => "input.size-mismatch" @ "§5.5",
+    /// A job whose input's declared SHA-256 does not match → `job.failed` `download-failed`.
+    InputDigestMismatch => "input.digest-mismatch" @ "§5.5",
+    /// A job whose download location redirects → not followed; `job.failed`.
+    InputRedirect => "input.redirect" @ "§1, §5.5",
+    /// A job whose model is not an STL → `job.failed` with a problem.
+    JobBadModel => "job.bad-model" @ "§5.6",
+    /// Every failed job says it charged zero.
+    ChargesFailedZero => "charges.failed-zero" @ "§5.6",
+    /// A job's input sent again while it runs (new `webhook-id`, fresh credential) →
+    /// `2xx` or `409`, and no second run.
+    InputRepeatedWhileRunning => "input.repeated-while-running" @ "§5.5",
+    /// Jobs run in parallel keep their own sequences, ids and webhook-ids.
+    JobsParallel => "jobs.parallel" @ "§5.6",
+    /// No answer or event carries the shared secret.
+    SecretNotEchoed => "secret.not-echoed" @ "§2, §3",
 }
 
 impl fmt::Display for Check {
@@ -302,6 +369,8 @@ pub struct CheckResult {
     /// Which check.
     #[serde(rename = "name")]
     pub check: Check,
+    /// The sections of `docs/PROTOCOL.md` it rests on ([`Check::section`]).
+    pub section: &'static str,
     /// Its verdict.
     pub verdict: Verdict,
     /// One line: what was seen.

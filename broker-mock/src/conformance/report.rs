@@ -58,7 +58,7 @@ impl Report {
         }
     }
 
-    /// One line per check (`PASS  name  reason`) and a summary line.
+    /// One line per check (`PASS  name  §section  reason`) and a summary line.
     #[must_use]
     pub fn to_human(&self) -> String {
         let width = self
@@ -67,13 +67,20 @@ impl Report {
             .map(|r| r.check.name().len())
             .max()
             .unwrap_or(0);
+        let sections = self
+            .results
+            .iter()
+            .map(|r| r.section.chars().count())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for r in &self.results {
             let _ = writeln!(
                 out,
-                "{}  {:<width$}  {}",
+                "{}  {:<width$}  {:<sections$}  {}",
                 r.verdict,
                 r.check.name(),
+                r.section,
                 r.reason
             );
         }
@@ -97,8 +104,8 @@ impl Report {
     }
 
     /// The report as a JSON document: `{provider_url, passed, started_at, duration_ms,
-    /// summary: {total, passed, failed, skipped}, checks: [{name, verdict, reason,
-    /// duration_ms}]}`.
+    /// summary: {total, passed, failed, skipped}, checks: [{name, section, verdict,
+    /// reason, duration_ms}]}`.
     #[must_use]
     pub fn to_json(&self) -> String {
         let doc = JsonReport {

@@ -118,6 +118,59 @@ pub(super) fn expect_problem(
     Ok(p)
 }
 
+/// Whether `a` refuses the message at the signature layer (§3).
+pub(super) fn is_signature_problem(a: &Answer) -> bool {
+    a.problem().is_some_and(|p| {
+        matches!(
+            p.kind(),
+            Some(
+                ProblemType::SignatureInvalid
+                    | ProblemType::SignatureMissing
+                    | ProblemType::SignatureMalformed
+                    | ProblemType::TimestampOutOfTolerance
+                    | ProblemType::ReplayedMessage
+            )
+        )
+    })
+}
+
+/// Whether a correctly signed message passed the signature layer: any answer but a
+/// signature problem or a `5xx`.
+pub(super) fn expect_verified(
+    answer: &Result<Answer, String>,
+    what: &str,
+) -> Result<String, String> {
+    let a = answer
+        .as_ref()
+        .map_err(|e| format!("{what}: no answer: {e}"))?;
+    if is_signature_problem(a) {
+        return Err(format!(
+            "{what}: refused as {}, but it was correctly signed",
+            a.describe()
+        ));
+    }
+    if a.status >= 500 {
+        return Err(format!(
+            "{what}: expected it verified, got {}",
+            a.describe()
+        ));
+    }
+    Ok(format!("{what}: verified (answered {})", a.describe()))
+}
+
+/// Whether `answer` is a `400` or `401` problem document (a malformed header is refused,
+/// never answered `5xx` or acted on).
+pub(super) fn expect_refused_4xx(answer: &Result<Answer, String>) -> Result<String, String> {
+    let a = answer.as_ref().map_err(|e| format!("no answer: {e}"))?;
+    match a.problem() {
+        Some(_) if matches!(a.status, 400 | 401) => Ok(a.describe()),
+        _ => Err(format!(
+            "expected a 400 or 401 problem, got {}",
+            a.describe()
+        )),
+    }
+}
+
 impl Runner {
     pub(super) async fn send(&self, body: &[u8], headers: &SigHeaders) -> Result<Answer, String> {
         let mut req = self
@@ -151,6 +204,11 @@ impl Runner {
         };
         let content_type = text(http::header::CONTENT_TYPE);
         let location = text(http::header::LOCATION);
+        let header_text: String = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -162,6 +220,7 @@ impl Runner {
             }
             body.extend_from_slice(&chunk);
         }
+        self.scan_for_secret(&header_text, &body, status);
         Ok(Answer {
             status,
             content_type,
@@ -179,5 +238,19 @@ impl Runner {
 
     pub(super) fn body(msg: &BrokerMessage) -> Vec<u8> {
         serde_json::to_vec(msg).unwrap_or_default()
+    }
+
+    /// Records an answer that carries the shared secret (in a header or the body).
+    fn scan_for_secret(&self, headers: &str, body: &[u8], status: u16) {
+        let text = String::from_utf8_lossy(body);
+        for (place, hay) in [("a header", headers), ("the body", text.as_ref())] {
+            if self.secret_texts.iter().any(|s| hay.contains(s.as_str())) {
+                let mut leaks = self
+                    .leaks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                leaks.push(format!("a {status} answer carried the secret in {place}"));
+            }
+        }
     }
 }

@@ -91,16 +91,28 @@ impl Runner {
         provider_job_id: &ProviderJobId,
         credential: String,
     ) -> Result<Answer, String> {
+        let download = Download {
+            url: self.endpoint.model_url(),
+            authorization: Some(credential),
+            expires_at: unix_now().saturating_add(CREDENTIAL_TTL_SECS),
+            size: self.model_size,
+            sha256: self.model_sha256.clone(),
+        };
+        self.deliver(job_id, provider_job_id, download).await
+    }
+
+    /// Sends a `job.input` carrying `download` as one delivery attempt of a broker: a new
+    /// `webhook-id`, retried with that id on transport errors, 408, 429 and 5xx.
+    pub(super) async fn deliver(
+        &self,
+        job_id: &JobId,
+        provider_job_id: &ProviderJobId,
+        download: Download,
+    ) -> Result<Answer, String> {
         let input = JobInput {
             job_id: job_id.clone(),
             provider_job_id: provider_job_id.clone(),
-            download: Download {
-                url: self.endpoint.model_url(),
-                authorization: Some(credential),
-                expires_at: unix_now().saturating_add(CREDENTIAL_TTL_SECS),
-                size: self.model_size,
-                sha256: self.model_sha256.clone(),
-            },
+            download,
         };
         let body = Self::body(&BrokerMessage::Input(input));
         let id = MessageId::generate();

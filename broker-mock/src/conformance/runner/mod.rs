@@ -5,9 +5,11 @@ mod accounts;
 mod events;
 mod exchange;
 mod inputs;
+mod jobs;
 mod offers;
 mod replay;
 mod results;
+mod secrets;
 mod signatures;
 
 use std::collections::HashMap;
@@ -40,6 +42,10 @@ struct Runner {
     /// The first `job.input`'s credential.
     credential: String,
     results: HashMap<Check, CheckResult>,
+    /// Text forms of the shared secret (`whsec_…` and its base64 part).
+    secret_texts: Vec<String>,
+    /// Where an answer carried the secret.
+    leaks: std::sync::Mutex<Vec<String>>,
 }
 
 fn parse_config(
@@ -95,6 +101,14 @@ pub(crate) async fn run(cfg: ConformanceConfig) -> Result<Report, ConformanceErr
     let user_id = UserId::parse(random_token("usr_conformance", 12))
         .map_err(|e| ConformanceError::Config(e.to_string()))?;
     let credential = format!("Bearer {}", random_token("tc_", 32));
+    let secret_texts: Vec<String> = [
+        Some(cfg.secret.clone()),
+        cfg.secret.strip_prefix("whsec_").map(str::to_owned),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|s| s.len() >= 16)
+    .collect();
     let endpoint = Endpoint::start(EndpointSetup {
         listen: cfg.listen,
         public_url: cfg.public_url.clone(),
@@ -107,6 +121,7 @@ pub(crate) async fn run(cfg: ConformanceConfig) -> Result<Report, ConformanceErr
         tolerance: cfg.tolerance_secs,
         http: http.clone(),
         request_timeout: cfg.request_timeout.min(cfg.timeout),
+        secret_texts: secret_texts.clone(),
     })
     .await?;
     let mut runner = Runner {
@@ -121,6 +136,8 @@ pub(crate) async fn run(cfg: ConformanceConfig) -> Result<Report, ConformanceErr
         provider_id,
         credential,
         results: HashMap::new(),
+        secret_texts,
+        leaks: std::sync::Mutex::new(Vec::new()),
     };
     runner.play().await;
     let Runner {
@@ -135,6 +152,7 @@ pub(crate) async fn run(cfg: ConformanceConfig) -> Result<Report, ConformanceErr
         .map(|c| {
             results.remove(c).unwrap_or(CheckResult {
                 check: *c,
+                section: c.section(),
                 verdict: Verdict::Fail,
                 reason: "not run (runner bug)".into(),
                 duration_ms: 0,
@@ -159,6 +177,7 @@ impl Runner {
     ) {
         let result = CheckResult {
             check,
+            section: check.section(),
             verdict,
             reason: one_line(&reason.into(), 400),
             duration_ms: u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -179,21 +198,38 @@ impl Runner {
     }
 
     async fn play(&mut self) {
+        // 0. The first body of the delayed replay; its second goes near the end.
+        let replay = self.replay_start().await;
+
         // 1. The valid offer, its redelivery and a repeated offer.
         let job_id = JobId::generate();
         self.endpoint.shared.log.lock().await.job_id = Some(job_id.to_string());
         let accepted = self.offer_checks(&job_id).await;
 
-        // 2. The input: temporary credentials for the model.
+        // 2. The input: temporary credentials for the model; then the offer once more.
         let input_sent = Instant::now();
         let input_ok = self.input_check(&job_id, accepted.as_ref()).await;
+        self.repeated_offer_check(
+            Check::OfferRepeatedAfterInput,
+            &job_id,
+            accepted.as_ref(),
+            input_ok.then_some("the job has its input"),
+        )
+        .await;
 
         // 3. Refusals, while the provider works on the job.
         self.refusal_checks().await;
 
-        // 4. The provider's download, events, forced retry and result.
-        let t = Instant::now();
+        // 4. Once the job's completion arrived (its sequence is complete): the other jobs,
+        // all at once.
         let deadline = tokio::time::Instant::from_std(input_sent + self.cfg.timeout);
+        if input_ok {
+            self.wait_completion_sent(deadline).await;
+        }
+        let side = self.start_side_jobs().await;
+
+        // 5. The provider's download, events, refused retries and result; the other jobs.
+        let t = Instant::now();
         let finished = if input_ok {
             self.endpoint.wait_done(deadline).await
         } else {
@@ -201,18 +237,52 @@ impl Runner {
         };
         self.judge_job(accepted.as_ref(), input_ok, finished, t)
             .await;
+        let side_deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        self.judge_side_jobs(&side, accepted.as_ref(), side_deadline)
+            .await;
 
-        // 5. The finished job's input once more, as a broker's next delivery attempt.
+        // 6. The ended job: its result without the credential, its offer and input again.
+        self.result_credential_check(finished).await;
+        self.repeated_offer_check(
+            Check::OfferRepeatedAfterEnd,
+            &job_id,
+            accepted.as_ref(),
+            (input_ok && finished).then_some("the job has ended"),
+        )
+        .await;
         self.repeated_input_check(&job_id, accepted.as_ref(), input_ok)
             .await;
 
-        // 6. What the job's end says was charged, once everything has arrived.
+        // 7. The delayed replay's second body, what was charged, the secret.
+        self.replay_finish(replay).await;
         self.charges_check(accepted.as_ref(), input_ok).await;
+        self.secret_check().await;
+    }
+
+    /// Waits until the job's completion event arrived (refused or applied) or `deadline`.
+    async fn wait_completion_sent(&self, deadline: tokio::time::Instant) {
+        loop {
+            {
+                let log = self.endpoint.shared.log.lock().await;
+                if log.forced.is_some() || log.terminal.is_some() {
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn refusal_checks(&mut self) {
         self.other_provider_check().await;
+        self.unsupported_operation_check().await;
         self.signature_checks().await;
+        self.multiple_entries_check().await;
+        self.malformed_header_checks().await;
+        self.raw_bytes_check().await;
+        self.body_checks().await;
         self.replay_checks().await;
         self.timestamp_checks().await;
         self.account_checks().await;
@@ -237,6 +307,9 @@ impl Runner {
                 Check::EventsSigned,
                 Check::EventsTransitions,
                 Check::EventsRetrySameId,
+                Check::EventsRetryFreshSignature,
+                Check::EventsRetryBackoff,
+                Check::EventsFields,
                 Check::ResultDigest,
             ] {
                 self.record(c, Verdict::Fail, why.clone(), t);
@@ -267,6 +340,15 @@ impl Runner {
                 Check::EventsRetrySameId,
                 events::judge_retry(&log, waited, &unfinished),
             ),
+            (
+                Check::EventsRetryFreshSignature,
+                events::judge_fresh_signature(&log, &unfinished),
+            ),
+            (
+                Check::EventsRetryBackoff,
+                events::judge_backoff(&log, &unfinished),
+            ),
+            (Check::EventsFields, events::judge_fields(&log, &unfinished)),
             (
                 Check::ResultDigest,
                 results::judge_result(&log, &unfinished),

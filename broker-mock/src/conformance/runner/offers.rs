@@ -105,6 +105,55 @@ impl Runner {
         self.judge(Check::OfferOtherProvider, outcome, t);
     }
 
+    /// `offer.unsupported-operation` (§5.2): a valid offer naming the funded account for an
+    /// operation nobody offers → `422 unsupported-operation`.
+    pub(super) async fn unsupported_operation_check(&mut self) {
+        let t = Instant::now();
+        let mut offer = self.offer(&JobId::generate(), self.account());
+        offer.operation = "conformance-unsupported-operation".to_owned();
+        let body = Self::body(&BrokerMessage::Offer(offer));
+        let answer = self.send_signed(&body).await;
+        let outcome = expect_problem(&answer, ProblemType::UnsupportedOperation).map(|_| {
+            "operation conformance-unsupported-operation: 422 unsupported-operation".to_owned()
+        });
+        self.judge(Check::OfferUnsupportedOperation, outcome, t);
+    }
+
+    /// `offer.repeated-after-input` / `offer.repeated-after-end` (§5.2: offers with the same
+    /// `job_id` are the same job, whatever its stage): the job's offer under a new
+    /// `webhook-id` once `stage` is reached (`None` when it was not).
+    pub(super) async fn repeated_offer_check(
+        &mut self,
+        check: Check,
+        job_id: &JobId,
+        accepted: Option<&JobAccepted>,
+        stage: Option<&str>,
+    ) {
+        let t = Instant::now();
+        let outcome = match (accepted, stage) {
+            (None, _) => Err(not_checked(Check::OfferValidAccepted)),
+            (Some(_), None) => Err(format!(
+                "not checked: the job never reached this stage (see {} and \
+                 events.transitions)",
+                Check::InputAccepted
+            )),
+            (Some(acc), Some(stage)) => {
+                let mut offer = self.offer(job_id, self.account());
+                offer.offered_at = offer.offered_at.saturating_add(2);
+                let body = Self::body(&BrokerMessage::Offer(offer));
+                let again = self.send_signed(&body).await;
+                let what = format!("the same job_id under a new webhook-id once {stage}");
+                same_job(&again, acc, &what).map(|()| {
+                    format!(
+                        "{what}: 202 with the same provider_job_id {}",
+                        acc.provider_job_id
+                    )
+                })
+            }
+        };
+        self.judge(check, outcome, t);
+    }
+
     pub(super) fn offer(&self, job_id: &JobId, account: Option<&str>) -> JobOffer {
         JobOffer {
             job_id: job_id.clone(),

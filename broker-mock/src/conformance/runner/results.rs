@@ -3,6 +3,8 @@
 use std::time::Instant;
 
 use diax_sdk::Quote;
+use diax_sdk::client::{self, DownloadError, DownloadLimits};
+use diax_sdk::util::random_token;
 use diax_sdk::wire::{JobAccepted, JobEventKind};
 
 use super::super::endpoint::{Charge, Log};
@@ -28,6 +30,80 @@ pub(super) fn judge_result(log: &Log, unfinished: &str) -> Result<String, String
 }
 
 impl Runner {
+    /// `result.credential-required` (§5.6: the result is fetched with its credential): the
+    /// completed job's result location, fetched without a credential and with a wrong one,
+    /// must refuse (`401`/`403`) and serve nothing.
+    pub(super) async fn result_credential_check(&mut self, finished: bool) {
+        let t = Instant::now();
+        let result = {
+            let log = self.endpoint.shared.log.lock().await;
+            match &log.terminal {
+                Some(ev) => match &ev.kind {
+                    JobEventKind::Completed { result } => Some(result.download.clone()),
+                    _ => None,
+                },
+                None => None,
+            }
+        };
+        let Some(download) = result else {
+            let why = if finished {
+                "not checked: the job did not complete (see result.digest)"
+            } else {
+                "not checked: the job did not end (see events.transitions)"
+            };
+            self.judge(Check::ResultCredentialRequired, Err(why.to_owned()), t);
+            return;
+        };
+        let limits = DownloadLimits {
+            max_bytes: download.size.saturating_add(1),
+            timeout: self.cfg.request_timeout.min(self.cfg.timeout),
+            ..DownloadLimits::default()
+        };
+        let mut seen = Vec::new();
+        let mut outcome = Ok(());
+        for (what, authorization) in [
+            ("without a credential", None),
+            (
+                "given a wrong credential",
+                Some(format!(
+                    "Bearer {}",
+                    random_token("rc_conformanceWrong", 24)
+                )),
+            ),
+        ] {
+            let mut d = download.clone();
+            d.authorization = authorization;
+            match client::download_to_vec(&self.http, &d, &limits).await {
+                Err(DownloadError::Refused { status, .. }) if matches!(status, 401 | 403) => {
+                    seen.push(format!("{what}: {status}"));
+                }
+                Err(DownloadError::Refused { status, .. }) => {
+                    outcome = Err(format!(
+                        "the result location {what} answered {status}; expected 401 or 403"
+                    ));
+                    break;
+                }
+                Ok(bytes) => {
+                    outcome = Err(format!(
+                        "the result location served {} bytes {what}: anyone with the URL gets \
+                         the user's model",
+                        bytes.len()
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    outcome = Err(format!(
+                        "the result location {what}: {}",
+                        diax_sdk::util::ErrorChain(&e)
+                    ));
+                    break;
+                }
+            }
+        }
+        let outcome = outcome.map(|()| format!("result.download.url {}", seen.join(", ")));
+        self.judge(Check::ResultCredentialRequired, outcome, t);
+    }
+
     /// `charges.match-quote`, judged at the end of the run (after the finished job's input
     /// came again), so that a second charge shows.
     pub(super) async fn charges_check(&mut self, accepted: Option<&JobAccepted>, input_ok: bool) {

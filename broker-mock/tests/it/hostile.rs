@@ -439,6 +439,9 @@ async fn a_tarpit_destination_delays_only_itself() {
     // Never more than the per-destination bound (2) at the tarpit at once, and none of its
     // requests has ended yet.
     let at_tarpit = tarpit_hits.load(Ordering::SeqCst);
-    assert!((1..=2).contains(&at_tarpit), "{at_tarpit} requests at the tarpit");
+    assert!(
+        (1..=2).contains(&at_tarpit),
+        "{at_tarpit} requests at the tarpit"
+    );
     broker.shutdown().await;
 }

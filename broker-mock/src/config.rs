@@ -74,7 +74,7 @@ pub struct Config {
     #[arg(
         long,
         env = "BROKER_MOCK_MAX_IN_FLIGHT_PER_DESTINATION",
-        default_value_t = 2
+        default_value_t = 8
     )]
     pub max_in_flight_per_destination: u32,
     /// Consecutive failed deliveries after which a destination's circuit opens (nothing is
@@ -153,7 +153,7 @@ impl Default for Config {
             max_models_per_user: 100,
             max_stored_bytes_per_user: 512 * 1024 * 1024,
             sweep_interval_ms: 60_000,
-            max_in_flight_per_destination: 2,
+            max_in_flight_per_destination: 8,
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
             http_timeout: 30,

@@ -55,6 +55,8 @@ pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(interval) => {}
+            // A finished attempt frees room at its destination: look again at once.
+            Some(_) = tasks.join_next() => {}
         }
     }
     tasks.abort_all();

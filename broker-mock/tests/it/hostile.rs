@@ -420,7 +420,11 @@ async fn notified_user(
 #[tokio::test]
 async fn a_tarpit_destination_delays_only_itself() {
     // Each request to the tarpit hangs for the whole HTTP timeout (5 s here).
-    let (broker, api) = start(test_config()).await;
+    let config = broker_mock::Config {
+        max_in_flight_per_destination: 2,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
     let (tarpit_url, tarpit_hits) = tarpit().await;

@@ -462,10 +462,9 @@ mod start_up_tests {
     #[tokio::test]
     async fn an_unreachable_postgres_is_named_at_once() {
         // Port 1 on loopback: nothing listens there.
-        let err = Db::connect("postgres://postgres@127.0.0.1:1/fixmyprint")
-            .await
-            .err()
-            .expect("no server");
+        let Err(err) = Db::connect("postgres://postgres@127.0.0.1:1/fixmyprint").await else {
+            panic!("nothing listens on port 1");
+        };
         assert!(matches!(err, DbError::Unreachable { .. }), "{err:?}");
         let text = err.to_string();
         assert!(

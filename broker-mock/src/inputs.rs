@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+use diax_sdk::client::RetryPolicy;
 use diax_sdk::wire::{BrokerMessage, Download, InputDeliveryState, JobInput};
 use diax_sdk::{JobId, MessageId, Problem, ProblemType};
 use tokio::sync::watch;
@@ -226,16 +227,16 @@ pub(crate) async fn attempt_claimed(
     Ok(())
 }
 
-/// Delay before attempt `number + 1`: doubling from `input_backoff_ms`, capped, with jitter.
+/// Delay before attempt `number + 1`: the SDK's [`RetryPolicy`] (full jitter, doubling from
+/// `input_backoff_ms` up to `input_max_backoff_ms`).
 fn backoff_ms(state: &AppState, number: u32) -> u64 {
-    let exp = number.saturating_sub(1).min(20);
-    let base = state
-        .cfg
-        .input_backoff_ms
-        .saturating_mul(1u64 << exp)
-        .min(state.cfg.input_max_backoff_ms)
-        .max(1);
-    base / 2 + rand::random_range(0..=base / 2)
+    let policy = RetryPolicy {
+        max_attempts: state.cfg.input_max_attempts,
+        initial_backoff: Duration::from_millis(state.cfg.input_backoff_ms.max(1)),
+        max_backoff: Duration::from_millis(state.cfg.input_max_backoff_ms.max(1)),
+        multiplier: 2.0,
+    };
+    u64::try_from(policy.delay(number, None).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Fails the job (if it still waits for its input), tells the user and logs why.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use diax_sdk::client::RetryPolicy;
 use diax_sdk::{KeyId, Keyring};
 use tokio::sync::watch;
 
@@ -77,13 +78,13 @@ pub(crate) async fn deliver_due(state: &AppState) -> ApiResult<()> {
                 Err(e) => e,
             };
             let attempts = n.attempts.saturating_add(1);
-            let exp = (attempts - 1).min(20);
-            let base = state
-                .cfg
-                .notify_backoff_ms
-                .saturating_mul(1u64 << exp)
-                .min(state.cfg.notify_max_backoff_ms);
-            let delay = base / 2 + rand::random_range(0..=base / 2);
+            let policy = RetryPolicy {
+                max_attempts: state.cfg.notify_max_attempts,
+                initial_backoff: Duration::from_millis(state.cfg.notify_backoff_ms.max(1)),
+                max_backoff: Duration::from_millis(state.cfg.notify_max_backoff_ms.max(1)),
+                multiplier: 2.0,
+            };
+            let delay = u64::try_from(policy.delay(attempts, None).as_millis()).unwrap_or(u64::MAX);
             let next = state
                 .clock
                 .now_ms()

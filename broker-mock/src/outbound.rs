@@ -103,9 +103,12 @@ pub(crate) fn answer_summary(a: &Answer) -> (String, Option<String>) {
     (format!("peer refused with {}", a.status), Some(reason))
 }
 
-/// POSTs `body` signed with `keyring` (a fresh timestamp each attempt, the same
-/// `webhook-id`), retrying transport errors, 5xx and 429 up to `attempts` times.
-/// Returns the last answer, or the last transport error.
+/// POSTs `body` signed with `keyring` through the SDK's [`SignedSender`](client::SignedSender)
+/// (a fresh timestamp from the broker's clock each attempt, the same `webhook-id`), retrying
+/// transport errors, 408, 429 and 5xx up to `attempts` times under the SDK's
+/// [`RetryPolicy`](client::RetryPolicy) (from `--retry-backoff-ms`), logging every attempt.
+/// Returns the last answer (a retryable one when every attempt got one), or the last
+/// transport error.
 pub(crate) async fn send_signed(
     state: &AppState,
     url: &str,
@@ -115,8 +118,6 @@ pub(crate) async fn send_signed(
     attempts: u32,
     subject: &Subject,
 ) -> Result<Answer, String> {
-    let attempts = attempts.max(1);
-    let mut last_err = String::new();
     if let Err(refused) = state.fetcher.policy().check(url) {
         let mut logged = subject.message("POST", url);
         logged.verdict = subject.verdict("not sent");
@@ -124,121 +125,97 @@ pub(crate) async fn send_signed(
         record(state, logged).await;
         return Err(refused.to_string());
     }
-    for attempt in 1..=attempts {
-        if attempt > 1 {
-            let exp = 2u64.saturating_pow(attempt - 2);
-            let base = state.cfg.retry_backoff_ms.saturating_mul(exp).min(30_000);
-            let jitter = rand::random_range(0..=base / 4 + 1);
-            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-        }
-        let signed = match keyring.sign(id, state.clock.now(), body) {
-            Ok(s) => s,
-            Err(e) => return Err(format!("cannot sign: {e}")),
-        };
-        let pairs = signed.pairs();
-        let mut req = state
-            .fetcher
-            .client()
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
-        for (k, v) in &pairs {
-            req = req.header(*k, v);
-        }
-        let mut logged = subject.message("POST", url);
-        logged.headers = signature_headers(&pairs);
-        logged
-            .headers
-            .insert("content-type".into(), "application/json".into());
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                let body = match read_limited(resp, state.cfg.max_body_bytes).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        last_err = format!("reading the answer failed: {e}");
-                        logged.status = Some(status);
-                        logged.verdict = subject.verdict("transport error");
-                        logged.reason = Some(last_err.clone());
-                        record(state, logged).await;
-                        continue;
-                    }
-                };
-                let answer = Answer {
-                    status,
-                    headers,
-                    body,
-                };
-                let (verdict, reason) = answer_summary(&answer);
-                logged.status = Some(status);
-                logged.verdict =
-                    subject.verdict(&format!("{verdict} (attempt {attempt}/{attempts})"));
-                logged.reason = reason;
-                if let Some(ct) = answer.headers.get(http::header::CONTENT_TYPE) {
+    let policy = client::RetryPolicy {
+        max_attempts: attempts.max(1),
+        initial_backoff: Duration::from_millis(state.cfg.retry_backoff_ms),
+        max_backoff: Duration::from_secs(30),
+        multiplier: 2.0,
+    };
+    let clock = state.clock.clone();
+    let sender = client::SignedSender::new(state.fetcher.client().clone())
+        .with_clock(move || clock.now())
+        .with_max_response_bytes(state.cfg.max_body_bytes);
+    let sent = sender
+        .send_with_hook(
+            url,
+            id,
+            Bytes::copy_from_slice(body),
+            keyring,
+            &policy,
+            |attempt: &client::Attempt<'_>| {
+                let logged = attempt_message(subject, attempt);
+                async move { record(state, logged).await }
+            },
+        )
+        .await;
+    match sent {
+        Ok(resp) => Ok(answer(resp)),
+        Err(client::SendError::Exhausted { last, .. }) => match *last {
+            client::SendError::Status(resp) => Ok(answer(*resp)),
+            other => Err(transport_reason(&other)),
+        },
+        Err(e) => Err(transport_reason(&e)),
+    }
+}
+
+fn answer(resp: client::Response) -> Answer {
+    Answer {
+        status: resp.status,
+        headers: resp.headers,
+        body: resp.body,
+    }
+}
+
+/// One attempt of a signed send, as the message log shows it.
+fn attempt_message(subject: &Subject, attempt: &client::Attempt<'_>) -> NewMessage {
+    let (n, max) = (attempt.number, attempt.max_attempts);
+    let pairs = attempt.signed.pairs();
+    let mut logged = subject.message("POST", attempt.url);
+    logged.headers = signature_headers(&pairs);
+    logged
+        .headers
+        .insert("content-type".into(), "application/json".into());
+    match attempt.outcome {
+        Ok(resp) => {
+            let a = Answer {
+                status: resp.status,
+                headers: resp.headers.clone(),
+                body: resp.body.clone(),
+            };
+            let (verdict, reason) = answer_summary(&a);
+            logged.status = Some(a.status);
+            logged.verdict = subject.verdict(&format!("{verdict} (attempt {n}/{max})"));
+            logged.reason = reason;
+            for (name, key) in [
+                (http::header::CONTENT_TYPE, "answer-content-type"),
+                (http::header::LOCATION, "answer-location"),
+            ] {
+                if let Some(v) = a.headers.get(name) {
                     logged.headers.insert(
-                        "answer-content-type".into(),
-                        String::from_utf8_lossy(ct.as_bytes()).into_owned().into(),
+                        key.into(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
                     );
-                }
-                if let Some(loc) = answer.headers.get(http::header::LOCATION) {
-                    logged.headers.insert(
-                        "answer-location".into(),
-                        String::from_utf8_lossy(loc.as_bytes()).into_owned().into(),
-                    );
-                }
-                record(state, logged).await;
-                let retryable = status >= 500 || status == 429 || status == 408;
-                if !retryable || attempt == attempts {
-                    return Ok(answer);
-                }
-                last_err = format!("peer answered {status}");
-            }
-            Err(e) => {
-                last_err = if let Some(refused) = policy_refusal(&e) {
-                    format!("not sent: {refused}")
-                } else if e.is_timeout() {
-                    format!("timed out: {e}")
-                } else if e.is_connect() {
-                    format!("could not connect: {e}")
-                } else {
-                    format!("request failed: {e}")
-                };
-                logged.verdict =
-                    subject.verdict(&format!("transport error (attempt {attempt}/{attempts})"));
-                logged.reason = Some(last_err.clone());
-                record(state, logged).await;
-                if policy_refusal(&e).is_some() {
-                    break;
                 }
             }
         }
+        Err(e) => {
+            logged.verdict = subject.verdict(&format!("transport error (attempt {n}/{max})"));
+            logged.reason = Some(transport_reason(e));
+        }
     }
-    Err(last_err)
+    logged
 }
 
-/// The fetch policy's refusal in a transport error's chain (the resolver refused every
-/// address of the host).
-fn policy_refusal(e: &reqwest::Error) -> Option<client::FetchRefused> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<client::FetchRefused>() {
-            return Some(r.clone());
-        }
-        cur = err.source();
-    }
-    None
-}
-
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, String> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if buf.len() + chunk.len() > limit {
-            return Err(format!("answer larger than {limit} bytes"));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
+/// A transport failure for the log: what happened and its cause.
+fn transport_reason(e: &client::SendError) -> String {
+    use client::SendError as E;
+    let what = match e {
+        E::Timeout(_) => "timed out",
+        E::Connect(_) => "could not connect",
+        E::NotAllowed(_) | E::Url(_) => "not sent",
+        _ => "request failed",
+    };
+    format!("{what}: {}", ErrorChain(e))
 }
 
 /// Downloads what `dl` describes from the origin of `origin_of` (the provider's registered

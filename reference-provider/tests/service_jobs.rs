@@ -349,7 +349,7 @@ async fn lease_expiry_after_crash(backend: Backend) {
     .await
     .unwrap()
     .expect("claimable");
-    assert_eq!(claimed.provider_job_id, job.provider_job_id.as_str());
+    assert_eq!(claimed.provider_job_id, job.provider_job_id);
     assert_eq!(
         service::try_execute_job(provider.service(), "t")
             .await
@@ -578,7 +578,7 @@ async fn shutdown_releases_and_restart_completes(backend: Backend) {
         .await
         .unwrap()
         .expect("claimable");
-    assert_eq!(claimed.state, "running");
+    assert_eq!(claimed.state, queue::JobPhase::Running);
     provider.shutdown().await;
 
     let restarted = start_provider(config).await;
@@ -609,3 +609,39 @@ async fn shutdown_releases_and_restart_completes(backend: Backend) {
     restarted.shutdown().await;
 }
 both_backends!(shutdown_releases_and_restart_completes);
+
+/// A stored job whose id does not decode is an error naming the column, never a made-up id
+/// (the state column has a CHECK constraint).
+async fn corrupt_job_rows_are_errors(backend: Backend) {
+    use sqlx::Connection as _;
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Gus").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(5, 500);
+    let job = accept_job(&provider, &broker, &account, &model).await;
+    let id = job.provider_job_id.as_str().to_owned();
+    for (column, update) in [(
+        "broker_job_id",
+        "UPDATE jobs SET broker_job_id = 'bad id!' WHERE provider_job_id = $1",
+    )] {
+        match backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query(update).bind(&id).execute(&mut c).await.unwrap();
+                let _ = c.close().await;
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query(update).bind(&id).execute(&mut c).await.unwrap();
+                let _ = c.close().await;
+            }
+        }
+        let err = queue::get(provider.service().db(), &id).await.unwrap_err();
+        assert!(err.to_string().contains(column), "{column}: {err}");
+    }
+    provider.shutdown().await;
+}
+both_backends!(corrupt_job_rows_are_errors);

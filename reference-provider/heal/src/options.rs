@@ -34,11 +34,12 @@ pub struct RepairOptions {
     pub fix_orientation: bool,
     /// Remove tiny disconnected shells.
     pub remove_tiny_shells: bool,
-    /// A shell is tiny when its bounding-box diagonal is below this fraction of the model's
-    /// diagonal and it has at most [`RepairOptions::tiny_shell_max_facets`] facets. Shells of
+    /// A shell is tiny (noise, removed) when it shares no vertex with another shell and its
+    /// bounding-box diagonal is below this fraction of the model's diagonal (default 2 %),
+    /// whatever its facet count (up to [`RepairOptions::tiny_shell_max_facets`]). Shells of
     /// fewer than 4 facets (which cannot enclose a volume) are always tiny.
     pub tiny_shell_ratio: f32,
-    /// See [`RepairOptions::tiny_shell_ratio`].
+    /// See [`RepairOptions::tiny_shell_ratio`] (default: no limit).
     pub tiny_shell_max_facets: u32,
     /// Fill holes (closed boundary loops).
     pub fill_holes: bool,
@@ -64,8 +65,8 @@ impl Default for RepairOptions {
             fix_winding: true,
             fix_orientation: true,
             remove_tiny_shells: true,
-            tiny_shell_ratio: 0.01,
-            tiny_shell_max_facets: 64,
+            tiny_shell_ratio: 0.02,
+            tiny_shell_max_facets: u32::MAX,
             fill_holes: true,
             max_hole_edges: 5_000,
             deadline: None,

@@ -58,6 +58,22 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
     } else {
         tally(t, &w.shell_of)
     };
+    // Shells that share a vertex with another shell: pieces of one surface, never noise.
+    let mut touches = vec![false; n];
+    if options.remove_tiny_shells && n > 1 {
+        let mut first = vec![u32::MAX; v.len()];
+        for (f, &s) in t.iter().zip(&w.shell_of) {
+            for &i in f {
+                let x = &mut first[i as usize];
+                if *x == u32::MAX {
+                    *x = s;
+                } else if *x != s {
+                    touches[s as usize] = true;
+                    touches[*x as usize] = true;
+                }
+            }
+        }
+    }
     let model = crate::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));
     let model_diag = model.map_or(0.0, |b| b.diagonal());
     let limit = model_diag * f64::from(options.tiny_shell_ratio);
@@ -66,7 +82,8 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
     for s in 0..n {
         let diag = bb[s].map_or(0.0, |b| b.diagonal());
         let tiny = options.remove_tiny_shells
-            && (count[s] < 4 || (count[s] <= options.tiny_shell_max_facets && diag < limit));
+            && (count[s] < 4
+                || (!touches[s] && count[s] <= options.tiny_shell_max_facets && diag < limit));
         if tiny {
             removed += 1;
             removed_facets += u64::from(count[s]);

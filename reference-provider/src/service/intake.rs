@@ -23,7 +23,7 @@ fn accepted(service: &Service, job: &JobRow) -> JobAccepted {
     JobAccepted {
         job_id: job.broker_id(),
         provider_job_id: job.id(),
-        status_url: status_url(service, &job.provider_job_id),
+        status_url: status_url(service, job.provider_job_id.as_str()),
         quote: Some(Quote::new(job.quote_amount, job.currency.clone())),
         state: job.wire_state(),
     }
@@ -165,7 +165,7 @@ pub async fn handle_input(service: &Service, input: &JobInput) -> Result<InputAc
     let mut tx = db.begin().await?;
     let job = queue::find(&mut tx, input.provider_job_id.as_str())
         .await?
-        .filter(|j| j.broker_job_id == input.job_id.as_str())
+        .filter(|j| j.broker_job_id == input.job_id)
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "no job {} for broker job {}",
@@ -180,7 +180,7 @@ pub async fn handle_input(service: &Service, input: &JobInput) -> Result<InputAc
             "UPDATE jobs SET input_json = $1, updated_at = $2 WHERE provider_job_id = $3",
             &download,
             now_ms(),
-            &job.provider_job_id
+            job.provider_job_id.as_str()
         )?;
     }
     tx.commit().await?;

@@ -91,7 +91,7 @@ pub async fn enqueue(
         Seq,
         "UPDATE jobs SET next_sequence = next_sequence + 1 WHERE provider_job_id = $1
          RETURNING next_sequence",
-        &job.provider_job_id
+        job.provider_job_id.as_str()
     )?
     .ok_or(sqlx::Error::RowNotFound)?
     .next_sequence
@@ -113,7 +113,7 @@ pub async fn enqueue(
                              attempts, next_attempt_at, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
         id.as_str(),
-        &job.provider_job_id,
+        job.provider_job_id.as_str(),
         seq,
         event_type,
         &job.events_url,

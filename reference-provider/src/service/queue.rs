@@ -1,4 +1,5 @@
-//! The durable job queue.
+//! The durable job queue: the `jobs` table and the provider job's state machine
+//! ([`JobPhase`]).
 //!
 //! A job row is created `accepted` when an offer is accepted, becomes claimable once its
 //! input arrives, is `running` while a worker holds its lease (renewed by heartbeats), and
@@ -7,6 +8,7 @@
 //! of several instances never claim the same row; SQLite claims with a single `UPDATE …
 //! RETURNING` inside a `BEGIN IMMEDIATE` transaction (one writer at a time).
 
+use std::fmt;
 use std::time::Duration;
 
 use diax_sdk::wire::{JobState, JobStatus};
@@ -25,12 +27,108 @@ macro_rules! job_cols {
     };
 }
 
-/// A job as stored.
+/// Where a provider job is: the `jobs.state` column.
+///
+/// | from | to | by |
+/// |---|---|---|
+/// | (none) | `accepted` | [`super::intake::handle_offer`] (an offer accepted) |
+/// | `accepted` | `running` | [`claim`] (input present, `not_before` passed) |
+/// | `running` | `running` | [`claim`] (the lease expired: another worker takes over) |
+/// | `running` | `accepted` | [`release`], [`release_instance`] (retry later, shutdown) |
+/// | `running` | `completed` | the worker, once the result is stored |
+/// | `running` | `failed` | the worker, on a final failure |
+///
+/// `completed` and `failed` are final. [`JobPhase::can_become`] is this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobPhase {
+    /// Offer accepted, hold placed; waiting for its input or a worker.
+    Accepted,
+    /// A worker holds the lease.
+    Running,
+    /// Result stored, hold captured.
+    Completed,
+    /// Failed for good, hold released.
+    Failed,
+}
+
+impl JobPhase {
+    /// Every phase.
+    pub const ALL: [JobPhase; 4] = [
+        JobPhase::Accepted,
+        JobPhase::Running,
+        JobPhase::Completed,
+        JobPhase::Failed,
+    ];
+
+    /// The stored name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Accepted => "accepted",
+            JobPhase::Running => "running",
+            JobPhase::Completed => "completed",
+            JobPhase::Failed => "failed",
+        }
+    }
+
+    /// The wire state.
+    #[must_use]
+    pub fn wire(self) -> JobState {
+        match self {
+            JobPhase::Accepted => JobState::Accepted,
+            JobPhase::Running => JobState::Running,
+            JobPhase::Completed => JobState::Completed,
+            JobPhase::Failed => JobState::Failed,
+        }
+    }
+
+    /// Whether the queue may move a job from `self` to `next` (the table above).
+    #[must_use]
+    pub fn can_become(self, next: JobPhase) -> bool {
+        use JobPhase::{Accepted, Completed, Failed, Running};
+        matches!(
+            (self, next),
+            (Accepted | Running, Running) | (Running, Accepted | Completed | Failed)
+        )
+    }
+
+    /// Whether no transition leaves this phase.
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        JobPhase::ALL.iter().all(|&next| !self.can_become(next))
+    }
+}
+
+impl fmt::Display for JobPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored state name that is none of the known ones.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown job state {0:?}")]
+pub struct UnknownPhase(String);
+
+impl TryFrom<String> for JobPhase {
+    type Error = UnknownPhase;
+    fn try_from(s: String) -> Result<Self, UnknownPhase> {
+        JobPhase::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(UnknownPhase(s))
+    }
+}
+
+/// A job as stored. Ids and the state are checked when the row is read: a row that does not
+/// decode is an error naming its column, never a made-up value.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 #[allow(missing_docs)]
 pub struct JobRow {
-    pub provider_job_id: String,
-    pub broker_job_id: String,
+    #[sqlx(try_from = "String")]
+    pub provider_job_id: ProviderJobId,
+    #[sqlx(try_from = "String")]
+    pub broker_job_id: JobId,
     pub offer_message_id: String,
     pub account_id: String,
     pub broker_user_id: String,
@@ -41,8 +139,8 @@ pub struct JobRow {
     pub model_sha256: String,
     pub quote_amount: i64,
     pub currency: String,
-    /// `accepted`, `running`, `completed` or `failed`.
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: JobPhase,
     pub progress: Option<i64>,
     /// The broker's `Download` (JSON), once `job.input` arrived.
     pub input_json: Option<String>,
@@ -63,25 +161,19 @@ impl JobRow {
     /// The wire state.
     #[must_use]
     pub fn wire_state(&self) -> JobState {
-        match self.state.as_str() {
-            "running" => JobState::Running,
-            "completed" => JobState::Completed,
-            "failed" => JobState::Failed,
-            _ => JobState::Accepted,
-        }
+        self.state.wire()
     }
 
-    /// The provider job id, typed.
+    /// The provider job id.
     #[must_use]
     pub fn id(&self) -> ProviderJobId {
-        ProviderJobId::parse(self.provider_job_id.clone())
-            .unwrap_or_else(|_| ProviderJobId::generate())
+        self.provider_job_id.clone()
     }
 
-    /// The broker job id, typed.
+    /// The broker job id.
     #[must_use]
     pub fn broker_id(&self) -> JobId {
-        JobId::parse(self.broker_job_id.clone()).unwrap_or_else(|_| JobId::generate())
+        self.broker_job_id.clone()
     }
 
     /// The status document (`GET status_url`).
@@ -294,4 +386,41 @@ pub async fn set_progress(
         owner
     )?;
     Ok(n == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobPhase::{self, Accepted, Completed, Failed, Running};
+
+    /// The whole transition table: every pair, allowed or not.
+    #[test]
+    fn job_transitions() {
+        let allowed = [
+            (Accepted, Running),
+            (Running, Running),
+            (Running, Accepted),
+            (Running, Completed),
+            (Running, Failed),
+        ];
+        for from in JobPhase::ALL {
+            for to in JobPhase::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+        let finals: Vec<_> = JobPhase::ALL.into_iter().filter(|p| p.is_final()).collect();
+        assert_eq!(finals, [Completed, Failed]);
+    }
+
+    #[test]
+    fn stored_names_round_trip_and_unknown_ones_are_errors() {
+        for p in JobPhase::ALL {
+            assert_eq!(JobPhase::try_from(p.as_str().to_owned()).unwrap(), p);
+        }
+        let e = JobPhase::try_from("done".to_owned()).unwrap_err();
+        assert!(e.to_string().contains("\"done\""), "{e}");
+    }
 }

@@ -131,17 +131,17 @@ async fn run_claimed(
     let provider = match registration::registration(service.db()).await? {
         Some(r) => r.provider().map_err(|_| WorkerError::NotRegistered)?,
         None => {
-            queue::release(service.db(), &job.provider_job_id, owner, lease).await?;
+            queue::release(service.db(), job.provider_job_id.as_str(), owner, lease).await?;
             return Err(WorkerError::NotRegistered);
         }
     };
     let work = execute(service, job, owner, &provider);
-    let beat = heartbeat(service, &job.provider_job_id, owner);
+    let beat = heartbeat(service, job.provider_job_id.as_str(), owner);
     tokio::select! {
         result = work => result,
         () = beat => {
             tracing::warn!("lease lost while working; abandoning this attempt");
-            Ok(ExecutionOutcome::LostLease { provider_job_id: job.provider_job_id.clone() })
+            Ok(ExecutionOutcome::LostLease { provider_job_id: job.provider_job_id.to_string() })
         }
     }
 }
@@ -168,7 +168,7 @@ async fn progress(
     stage: &str,
 ) -> Result<bool, WorkerError> {
     let mut tx = service.db().begin().await?;
-    if !queue::set_progress(&mut tx, &job.provider_job_id, owner, percent).await? {
+    if !queue::set_progress(&mut tx, job.provider_job_id.as_str(), owner, percent).await? {
         return Ok(false);
     }
     outbox::enqueue(
@@ -192,7 +192,7 @@ async fn execute(
     owner: &str,
     provider: &ProviderId,
 ) -> Result<ExecutionOutcome, WorkerError> {
-    let id = job.provider_job_id.clone();
+    let id = job.provider_job_id.as_str().to_owned();
     let config = service.config();
     let step = if job.attempts > i64::from(config.max_job_attempts) {
         Step::Fail(Problem::new(ProblemType::Internal).with_detail(format!(
@@ -316,7 +316,7 @@ async fn fail(
     provider: &ProviderId,
     problem: Problem,
 ) -> Result<ExecutionOutcome, WorkerError> {
-    let id = job.provider_job_id.clone();
+    let id = job.provider_job_id.as_str().to_owned();
     let problem_json = serde_json::to_string(&problem).unwrap_or_default();
     let mut tx = service.db().begin().await?;
     let n = exec!(
@@ -362,7 +362,7 @@ async fn complete(
     stl: Vec<u8>,
     report: serde_json::Value,
 ) -> Result<ExecutionOutcome, WorkerError> {
-    let id = job.provider_job_id.clone();
+    let id = job.provider_job_id.as_str().to_owned();
     let size = stl.len() as u64;
     let sha256 = sha256_hex(&stl);
     // One object per attempt: a worker that lost its lease never overwrites the result

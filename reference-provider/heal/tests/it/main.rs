@@ -4,6 +4,7 @@ mod bounds;
 mod input;
 mod props;
 mod quality;
+mod shells;
 mod support;
 mod trimesh;
 mod weld;

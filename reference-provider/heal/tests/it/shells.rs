@@ -1,0 +1,73 @@
+//! The tiny-shell rule: a shell is noise (removed) only when it shares no vertex with another
+//! shell and its bounding box is under 2 % of the model's diagonal, whatever its facet count.
+use fixmyprint_heal::{self as heal, Mesh, RepairOptions, generate};
+
+/// A big sphere (r = 10) and a small one of radius `r` at `centre`, as one binary STL.
+fn two_spheres(r: f32, centre: [f32; 3], small_facets: usize) -> Vec<u8> {
+    let big = generate::sphere([0.0; 3], 10.0, 4_000);
+    let small = generate::sphere(centre, r, small_facets);
+    let mut m = Mesh::default();
+    for part in [big, small] {
+        let base = m.vertices.len() as u32;
+        m.vertices.extend_from_slice(&part.vertices);
+        m.triangles
+            .extend(part.triangles.iter().map(|t| t.map(|i| i + base)));
+    }
+    heal::stl::encode_binary(&m)
+}
+
+#[test]
+fn heal_small_lone_shell_is_noise_whatever_its_facet_count() {
+    // Model diagonal ~35: a sphere of r = 0.2 has a bbox diagonal of ~0.7 (2 %) — under it.
+    let r = heal::repair(
+        &two_spheres(0.15, [0.0, 0.0, 14.0], 800),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.report.shells, 1, "{:?}", r.report.stages.shells);
+    assert_eq!(r.report.stages.shells.tiny_removed, 1);
+}
+
+#[test]
+fn heal_small_shell_above_2_percent_is_kept() {
+    let r = heal::repair(
+        &two_spheres(0.5, [0.0, 0.0, 14.0], 800),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.report.shells, 2, "{:?}", r.report.stages.shells);
+}
+
+#[test]
+fn heal_small_shell_touching_another_is_kept() {
+    // The small sphere's lowest point is the big sphere's top vertex: they share a vertex.
+    let big = generate::sphere([0.0; 3], 10.0, 4_000);
+    let top = *big
+        .vertices
+        .iter()
+        .max_by(|a, b| a[2].total_cmp(&b[2]))
+        .unwrap();
+    let mut small = generate::sphere([top[0], top[1], top[2] + 0.15], 0.15, 800);
+    let low = small
+        .vertices
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1[2].total_cmp(&b.1[2]))
+        .unwrap()
+        .0;
+    small.vertices[low] = top;
+    let mut m = Mesh::default();
+    for part in [big, small] {
+        let base = m.vertices.len() as u32;
+        m.vertices.extend_from_slice(&part.vertices);
+        m.triangles
+            .extend(part.triangles.iter().map(|t| t.map(|i| i + base)));
+    }
+    let r = heal::repair(&heal::stl::encode_binary(&m), &RepairOptions::default()).unwrap();
+    assert_eq!(
+        r.report.stages.shells.tiny_removed, 0,
+        "{:?}",
+        r.report.stages.shells
+    );
+    assert_eq!(r.report.shells, 2);
+}

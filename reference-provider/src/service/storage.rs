@@ -68,7 +68,15 @@ impl ResultStore for DirStore {
                 diax_sdk::util::random_token("", 8)
             ));
             let result = async {
-                tokio::fs::write(&tmp, &bytes).await?;
+                // Readable by the service's user only (0600 on Unix).
+                let mut options = tokio::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                options.mode(0o600);
+                let mut file = options.open(&tmp).await?;
+                tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await?;
+                file.sync_all().await?;
+                drop(file);
                 tokio::fs::rename(&tmp, &path).await
             }
             .await;
@@ -98,5 +106,27 @@ impl ResultStore for DirStore {
                 _ => Ok(()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DirStore, ResultStore as _};
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn results_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path()).unwrap();
+        store
+            .put("res_1", bytes::Bytes::from_static(b"solid"))
+            .await
+            .unwrap();
+        let mut files = std::fs::read_dir(dir.path()).unwrap();
+        let file = files.next().unwrap().unwrap();
+        assert!(files.next().is_none(), "no .part left behind");
+        let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

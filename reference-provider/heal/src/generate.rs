@@ -347,6 +347,165 @@ pub fn cut_tubes(tubes: usize, rings: usize) -> Generated {
     }
 }
 
+/// A closed box from `min` to `max`, facing outward.
+pub fn block(min: [f32; 3], max: [f32; 3]) -> Mesh {
+    extrude(
+        &[
+            [min[0], min[1]],
+            [max[0], min[1]],
+            [max[0], max[1]],
+            [min[0], max[1]],
+        ],
+        None,
+        min[2],
+        max[2],
+    )
+}
+
+/// A CAD-like flat part with long thin facets: a square plate (side 100, thickness 2) with a
+/// round hole (radius 20, `segments` sides), its faces triangulated as a strip between the
+/// square and the hole, as CAD exporters do.
+pub fn plate_with_hole(segments: usize) -> Mesh {
+    let n = (segments.max(8) / 8) * 8;
+    let mut outer = Vec::with_capacity(n);
+    let mut inner = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = 2.0 * PI * i as f64 / n as f64;
+        let (c, s) = (t.cos(), t.sin());
+        let k = 50.0 / c.abs().max(s.abs());
+        outer.push([(k * c) as f32, (k * s) as f32]);
+        inner.push([(20.0 * c) as f32, (20.0 * s) as f32]);
+    }
+    extrude(&outer, Some(&inner), 0.0, 2.0)
+}
+
+/// A CAD-like L bracket (arms 60 × 5 and 5 × 40, 30 wide): a few long thin facets, the caps
+/// fanned from the inner corner.
+pub fn bracket() -> Mesh {
+    extrude(
+        &[
+            [5.0, 5.0],
+            [5.0, 40.0],
+            [0.0, 40.0],
+            [0.0, 0.0],
+            [60.0, 0.0],
+            [60.0, 5.0],
+        ],
+        None,
+        0.0,
+        30.0,
+    )
+}
+
+/// Extrude a counter-clockwise polygon (star-shaped from its first vertex) from `z0` to `z1`;
+/// with `inner` (as many vertices, each on the ray of its outer one) the polygon has a hole
+/// and the caps are strips between the two loops. Closed and facing outward.
+fn extrude(outer: &[[f32; 2]], inner: Option<&[[f32; 2]]>, z0: f32, z1: f32) -> Mesh {
+    let n = outer.len();
+    let mut vertices = Vec::new();
+    for z in [z0, z1] {
+        vertices.extend(outer.iter().map(|p| [p[0], p[1], z]));
+    }
+    if let Some(inner) = inner {
+        for z in [z0, z1] {
+            vertices.extend(inner.iter().map(|p| [p[0], p[1], z]));
+        }
+    }
+    let o = |i: usize, top: usize| (top * n + i % n) as u32;
+    let h = |i: usize, top: usize| (2 * n + top * n + i % n) as u32;
+    let mut triangles = Vec::new();
+    for i in 0..n {
+        // Outer wall.
+        triangles.push([o(i, 0), o(i + 1, 0), o(i + 1, 1)]);
+        triangles.push([o(i, 0), o(i + 1, 1), o(i, 1)]);
+        if inner.is_some() {
+            // Hole wall (facing the hole's axis) and the strips of the caps.
+            triangles.push([h(i, 0), h(i + 1, 1), h(i + 1, 0)]);
+            triangles.push([h(i, 0), h(i, 1), h(i + 1, 1)]);
+            triangles.push([o(i, 1), o(i + 1, 1), h(i + 1, 1)]);
+            triangles.push([o(i, 1), h(i + 1, 1), h(i, 1)]);
+            triangles.push([o(i, 0), h(i + 1, 0), o(i + 1, 0)]);
+            triangles.push([o(i, 0), h(i, 0), h(i + 1, 0)]);
+        } else if i >= 1 && i + 1 < n {
+            triangles.push([o(0, 1), o(i, 1), o(i + 1, 1)]);
+            triangles.push([o(0, 0), o(i + 1, 0), o(i, 0)]);
+        }
+    }
+    Mesh {
+        vertices,
+        triangles,
+    }
+}
+
+/// Named closed parts as one model (no cavities: for shapes that do not nest).
+pub fn parts(parts: Vec<(&'static str, Mesh)>) -> Model {
+    let mut mesh = Mesh::default();
+    let mut shell_of = Vec::new();
+    let mut shells = Vec::new();
+    for (s, (name, m)) in parts.into_iter().enumerate() {
+        let base = mesh.vertices.len() as u32;
+        shells.push(ShellInfo {
+            name,
+            volume: m.signed_volume(),
+            cavity: false,
+            bbox: m.bbox().unwrap_or(Bbox {
+                min: [0.0; 3],
+                max: [0.0; 3],
+            }),
+            facets: m.triangles.len(),
+        });
+        mesh.vertices.extend_from_slice(&m.vertices);
+        mesh.triangles
+            .extend(m.triangles.iter().map(|t| t.map(|i| i + base)));
+        shell_of.extend(std::iter::repeat_n(s as u32, m.triangles.len()));
+    }
+    let volume = shells.iter().map(|s| s.volume).sum();
+    Model {
+        mesh,
+        shell_of,
+        shells,
+        volume,
+    }
+}
+
+/// `model` written as a pure triangle soup: facets in random order, a fraction of them
+/// flipped, every corner copy moved by independent noise of up to `noise` × the diagonal per
+/// coordinate (0: exact copies), optionally one part (`invert`, by shell number) inside out.
+pub fn soup(
+    model: &Model,
+    seed: u64,
+    noise: f64,
+    flip_fraction: f64,
+    invert: Option<u32>,
+) -> Generated {
+    let mut rng = Rng::new(seed);
+    let m = &model.mesh;
+    let diag = m.bbox().map_or(1.0, |b| b.diagonal());
+    let mut order: Vec<usize> = (0..m.triangles.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let mut positions = Vec::with_capacity(3 * order.len());
+    for &f in &order {
+        let mut t = m.triangles[f];
+        if invert == Some(model.shell_of[f]) || rng.f64() < flip_fraction {
+            t.swap(1, 2);
+        }
+        for i in t {
+            let p = m.vertices[i as usize];
+            positions.push(if noise > 0.0 {
+                p.map(|x| (f64::from(x) + (rng.f64() - 0.5) * 2.0 * noise * diag) as f32)
+            } else {
+                p
+            });
+        }
+    }
+    Generated {
+        stl: stl::encode_soup(&positions, &[]),
+        clean: model.clone(),
+    }
+}
+
 /// Which defects to inject, and how much of each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Defects {

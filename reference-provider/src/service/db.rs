@@ -94,12 +94,48 @@ pub enum DbError {
     /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
     #[error("unsupported database URL (use sqlite://PATH or postgres://…): {0}")]
     UnsupportedUrl(String),
+    /// PostgreSQL could not be reached at start-up (refused, unknown host, bad credentials).
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Unreachable {
+        /// `host:port` from the URL.
+        target: String,
+        /// What the connection attempt said.
+        source: sqlx::Error,
+    },
+    /// The SQLite file could not be created.
+    #[error("cannot create the SQLite database {path}: {source}")]
+    CreateFile {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Connecting or querying failed.
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
     /// A migration failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Creates the SQLite database file readable by its owner only (`0600` on Unix), unless it
+/// exists already or is in memory. SQLite gives its `-wal` and `-shm` files the same mode.
+fn create_private_file(path: &std::path::Path) -> Result<(), DbError> {
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(DbError::CreateFile {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
 }
 
 impl Db {
@@ -116,6 +152,7 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);
+            create_private_file(opts.get_filename())?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(opts)
@@ -123,6 +160,24 @@ impl Db {
             Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
+            // One direct attempt first: an unreachable server is reported at once and by
+            // name, not as "pool timed out" after the acquire timeout.
+            {
+                use sqlx::Connection as _;
+                let target = format!("{}:{}", opts.get_host(), opts.get_port());
+                let probe = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    sqlx::PgConnection::connect_with(&opts),
+                )
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+                match probe {
+                    Ok(conn) => {
+                        let _ = conn.close().await;
+                    }
+                    Err(source) => return Err(DbError::Unreachable { target, source }),
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(10)
                 .acquire_timeout(Duration::from_secs(30))
@@ -398,4 +453,42 @@ pub fn hex_encode(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+#[cfg(test)]
+mod start_up_tests {
+    use super::{Db, DbError};
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_named_at_once() {
+        // Port 1 on loopback: nothing listens there.
+        let Err(err) = Db::connect("postgres://postgres@127.0.0.1:1/fixmyprint").await else {
+            panic!("nothing listens on port 1");
+        };
+        assert!(matches!(err, DbError::Unreachable { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot connect to PostgreSQL at 127.0.0.1:1"),
+            "{text}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_database_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fmp.db");
+        let db = Db::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        for file in ["fmp.db", "fmp.db-wal", "fmp.db-shm"] {
+            let p = dir.path().join(file);
+            if p.exists() {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{file}");
+            }
+        }
+        db.close().await;
+    }
 }

@@ -16,6 +16,11 @@ pub trait ResultStore: Send + Sync + Debug {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>>;
     /// Removes `key` (no error when absent).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<()>>;
+    /// Removes unfinished writes (left by a crash) last touched before `before`; how many.
+    fn sweep_partial(&self, before: std::time::SystemTime) -> BoxFuture<'_, io::Result<u64>> {
+        let _ = before;
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Results as files in a directory.
@@ -68,7 +73,15 @@ impl ResultStore for DirStore {
                 diax_sdk::util::random_token("", 8)
             ));
             let result = async {
-                tokio::fs::write(&tmp, &bytes).await?;
+                // Readable by the service's user only (0600 on Unix).
+                let mut options = tokio::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                options.mode(0o600);
+                let mut file = options.open(&tmp).await?;
+                tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await?;
+                file.sync_all().await?;
+                drop(file);
                 tokio::fs::rename(&tmp, &path).await
             }
             .await;
@@ -98,5 +111,50 @@ impl ResultStore for DirStore {
                 _ => Ok(()),
             }
         })
+    }
+
+    fn sweep_partial(&self, before: std::time::SystemTime) -> BoxFuture<'_, io::Result<u64>> {
+        Box::pin(async move {
+            let mut removed = 0;
+            let mut entries = tokio::fs::read_dir(&self.dir).await?;
+            while let Some(entry) = entries.next_entry().await? {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !(name.starts_with('.') && name.ends_with(".part")) {
+                    continue;
+                }
+                let old = entry
+                    .metadata()
+                    .await
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < before);
+                if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DirStore, ResultStore as _};
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn results_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path()).unwrap();
+        store
+            .put("res_1", bytes::Bytes::from_static(b"solid"))
+            .await
+            .unwrap();
+        let mut files = std::fs::read_dir(dir.path()).unwrap();
+        let file = files.next().unwrap().unwrap();
+        assert!(files.next().is_none(), "no .part left behind");
+        let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -4,6 +4,7 @@ mod bounds;
 mod input;
 mod props;
 mod quality;
+mod shapes;
 mod shells;
 mod support;
 mod trimesh;

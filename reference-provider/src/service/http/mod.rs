@@ -3,6 +3,7 @@
 //! unknown paths and methods included.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
@@ -10,6 +11,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use diax_sdk::{Problem, ProblemType, Verifier};
 use serde::de::DeserializeOwned;
+use tower_http::classify::ServerErrorsFailureClass;
 
 use super::Service;
 use super::accounts::{self, Account};
@@ -49,8 +51,24 @@ pub fn router(service: Service) -> Router {
         .layer(axum::middleware::from_fn(
             diax_sdk::axum_ext::finish_request_body,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(log_failure))
         .with_state(service)
+}
+
+/// Whether a failed request is worth an ERROR line. A 503 is the normal answer before the
+/// provider is registered (and while the database is unreachable, which `/readyz` reports):
+/// a warning. Unexpected errors are also logged at ERROR where they happen (`ApiError`).
+fn failure_is_error(class: &ServerErrorsFailureClass) -> bool {
+    !matches!(class, ServerErrorsFailureClass::StatusCode(s) if *s == http::StatusCode::SERVICE_UNAVAILABLE)
+}
+
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_ms = latency.as_millis();
+    if failure_is_error(&class) {
+        tracing::error!(classification = %class, latency_ms, "response failed");
+    } else {
+        tracing::warn!(classification = %class, latency_ms, "response failed");
+    }
 }
 
 async fn not_found() -> Response {
@@ -124,4 +142,21 @@ pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+
+    #[test]
+    fn a_503_is_not_logged_as_an_error_other_failures_are() {
+        use http::StatusCode as S;
+        assert!(!super::failure_is_error(&Class::StatusCode(
+            S::SERVICE_UNAVAILABLE
+        )));
+        for s in [S::INTERNAL_SERVER_ERROR, S::BAD_GATEWAY, S::GATEWAY_TIMEOUT] {
+            assert!(super::failure_is_error(&Class::StatusCode(s)), "{s}");
+        }
+        assert!(super::failure_is_error(&Class::Error("broken".into())));
+    }
 }

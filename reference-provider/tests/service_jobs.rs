@@ -715,3 +715,45 @@ async fn sweep_removes_expired_results_and_old_partial_writes(backend: Backend) 
     provider.shutdown().await;
 }
 both_backends!(sweep_removes_expired_results_and_old_partial_writes);
+
+/// A `job.completed` whose result credential expired before the broker took it is not sent
+/// (the broker could no longer fetch the result): the message is stopped and recorded as
+/// dead, never re-sent forever.
+async fn a_completed_event_with_an_expired_result_is_stopped(backend: Backend) {
+    use sqlx::Connection as _;
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Ivy").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(6, 500);
+    let job = accept_job(&provider, &broker, &account, &model).await;
+    assert!(matches!(
+        service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap(),
+        ExecutionOutcome::Completed { .. }
+    ));
+    let expire = "UPDATE result_credentials SET expires_at = 0";
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(expire).execute(&mut c).await.unwrap();
+            let _ = c.close().await;
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(expire).execute(&mut c).await.unwrap();
+            let _ = c.close().await;
+        }
+    }
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&job.offer.job_id);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert!(!kinds.contains(&"job.completed"), "{kinds:?}");
+    let (pending, _, dead) = service::outbox::counts(provider.service()).await.unwrap();
+    assert_eq!((pending, dead), (0, 1));
+    provider.shutdown().await;
+}
+both_backends!(a_completed_event_with_an_expired_result_is_stopped);

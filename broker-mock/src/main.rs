@@ -55,7 +55,7 @@ async fn main() -> std::process::ExitCode {
                 }
             };
             let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
+                terminated().await;
                 tracing::info!("shutting down");
             };
             match broker_mock::run(listener, shutdown, config).await {
@@ -67,5 +67,28 @@ async fn main() -> std::process::ExitCode {
             }
         }
         Command::Conformance(_) => std::process::ExitCode::from(2), // handled above
+    }
+}
+
+/// Ctrl-C (SIGINT) or, on Unix, SIGTERM (what service managers and `docker stop` send).
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

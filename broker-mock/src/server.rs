@@ -138,9 +138,26 @@ impl App {
             }
             _ => {
                 let listener = tokio::net::TcpListener::from_std(self.listener)?;
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                // Graceful, but not forever: a connection held open (idle, or a request that
+                // never completes) gets 5 s after the shutdown signal, like the TLS server.
+                let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    shutdown.await;
+                    let _ = fired_tx.send(());
+                });
+                tokio::select! {
+                    res = serve => res,
+                    () = async {
+                        if fired_rx.await.is_ok() {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        } else {
+                            std::future::pending::<()>().await;
+                        }
+                    } => {
+                        tracing::warn!("connections still open 5 s after shutdown: closed");
+                        Ok(())
+                    }
+                }
             }
         };
         let _ = stop_tx.send(true);

@@ -449,3 +449,39 @@ async fn a_tarpit_destination_delays_only_itself() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_held_connection_does_not_stop_the_shutdown_and_the_database_is_private() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.db");
+    let config = broker_mock::Config {
+        db: path.display().to_string(),
+        ..test_config()
+    };
+    let (broker, _api) = start(config).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    // A slow peer: a request whose body never comes, so a handler is left waiting for it.
+    let mut held = tokio::net::TcpStream::connect(broker.local_addr())
+        .await
+        .unwrap();
+    held.write_all(
+        b"POST /v1/users HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"name\":",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    // Shutdown completes (after at most its 5 s grace), instead of waiting for the peer.
+    tokio::time::timeout(std::time::Duration::from_secs(20), broker.shutdown())
+        .await
+        .expect("the shutdown waited on a held connection");
+    // It did wait for the request in flight, up to its grace.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    drop(held);
+}

@@ -645,3 +645,115 @@ async fn corrupt_job_rows_are_errors(backend: Backend) {
     provider.shutdown().await;
 }
 both_backends!(corrupt_job_rows_are_errors);
+
+/// Expired result credentials go with their files; unfinished writes left by a crash go
+/// once old; everything else stays.
+async fn sweep_removes_expired_results_and_old_partial_writes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Hal").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(4, 500);
+    let job = accept_job(&provider, &broker, &account, &model).await;
+    assert!(matches!(
+        service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap(),
+        ExecutionOutcome::Completed { .. }
+    ));
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&job.offer.job_id);
+    let Some(JobEventKind::Completed { result }) = events.last().map(|e| &e.kind) else {
+        panic!("not completed")
+    };
+    let dl = result.download.clone();
+    let results = db.dir().join("results");
+    let stored = || {
+        std::fs::read_dir(&results)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    let old_part = results.join(".pjob_x_1.crashed.part");
+    let new_part = results.join(".pjob_y_1.writing.part");
+    std::fs::write(&old_part, b"half").unwrap();
+    std::fs::write(&new_part, b"half").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old_part)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    assert_eq!(stored().len(), 3, "{:?}", stored());
+
+    // Before expiry: only the old unfinished write goes.
+    let now = diax_sdk::clock::unix_now();
+    let swept = service::janitor::sweep(provider.service(), now)
+        .await
+        .unwrap();
+    assert_eq!((swept.expired_results, swept.partial_files), (0, 1));
+    assert!(!old_part.exists() && new_part.exists());
+    diax_sdk::client::download_to_vec(&client(), &dl, &Default::default())
+        .await
+        .expect("result still there");
+
+    // After expiry (a day and more): the credential and its file go.
+    let swept = service::janitor::sweep(provider.service(), now + 2 * 86_400)
+        .await
+        .unwrap();
+    assert_eq!((swept.expired_results, swept.partial_files), (1, 0));
+    assert_eq!(stored(), [".pjob_y_1.writing.part"]);
+    let resp = client()
+        .get(&dl.url)
+        .header("authorization", dl.authorization.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    provider.shutdown().await;
+}
+both_backends!(sweep_removes_expired_results_and_old_partial_writes);
+
+/// A `job.completed` whose result credential expired before the broker took it is not sent
+/// (the broker could no longer fetch the result): the message is stopped and recorded as
+/// dead, never re-sent forever.
+async fn a_completed_event_with_an_expired_result_is_stopped(backend: Backend) {
+    use sqlx::Connection as _;
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Ivy").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(6, 500);
+    let job = accept_job(&provider, &broker, &account, &model).await;
+    assert!(matches!(
+        service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap(),
+        ExecutionOutcome::Completed { .. }
+    ));
+    let expire = "UPDATE result_credentials SET expires_at = 0";
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(expire).execute(&mut c).await.unwrap();
+            let _ = c.close().await;
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(expire).execute(&mut c).await.unwrap();
+            let _ = c.close().await;
+        }
+    }
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&job.offer.job_id);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert!(!kinds.contains(&"job.completed"), "{kinds:?}");
+    let (pending, _, dead) = service::outbox::counts(provider.service()).await.unwrap();
+    assert_eq!((pending, dead), (0, 1));
+    provider.shutdown().await;
+}
+both_backends!(a_completed_event_with_an_expired_result_is_stopped);

@@ -1,7 +1,9 @@
 //! The runner's own endpoint: what a broker serves during a job. It serves the test model
-//! to the temporary credentials it issued (and records every attempt), and receives the
-//! provider's signed events at the `events_url` of its offers (verifying, recording, and
-//! forcing one retry of the completion event).
+//! (and the other jobs' models, one of them behind a redirect) to the temporary credentials
+//! it issued, recording every attempt, and receives the provider's signed events at the
+//! `events_url` of its offers: verifying, recording, checking units and ranges, scanning for
+//! the secret, and refusing the first [`REFUSALS`] deliveries of the job's completion event
+//! (`503`, `Retry-After: 1`) to watch the retries.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -618,7 +620,7 @@ fn ack(job_id: &JobId, state: JobState, duplicate: bool) -> Response {
         .into_response()
 }
 
-/// The events URL: verify, record, force one retry of the completion, apply.
+/// The events URL: verify, record, refuse the completion's first deliveries, apply.
 async fn events(
     State(shared): State<Arc<Shared>>,
     Path(provider_id): Path<String>,
@@ -871,4 +873,80 @@ async fn apply(shared: &Shared, log: &mut Log, event: JobEvent) -> Response {
         let _ = shared.done.send(true);
     }
     ack(&job_id, state, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use diax_sdk::wire::{Download, JobResult};
+    use diax_sdk::{ProviderId, ProviderJobId, Quote};
+
+    use super::*;
+
+    fn event(occurred_at: i64, kind: JobEventKind) -> JobEvent {
+        JobEvent {
+            job_id: JobId::generate(),
+            provider_job_id: ProviderJobId::generate(),
+            provider_id: ProviderId::generate(),
+            sequence: 2,
+            occurred_at,
+            kind,
+        }
+    }
+
+    fn completed(expires_at: i64, sha256: &str, charged: Quote) -> JobEventKind {
+        JobEventKind::Completed {
+            result: JobResult {
+                download: Download {
+                    url: "https://provider.example/r".into(),
+                    authorization: None,
+                    expires_at,
+                    size: 684,
+                    sha256: sha256.into(),
+                },
+                format: "stl".into(),
+                report: None,
+                charged: Some(charged),
+            },
+        }
+    }
+
+    #[test]
+    fn fields_in_their_units_pass_and_each_wrong_unit_is_named() {
+        let now = 1_764_352_800;
+        let sha = "a".repeat(64);
+        let good = event(now - 2, completed(now + 3600, &sha, Quote::new(60, "EUR")));
+        assert!(field_errors(&good, now, 300).is_empty());
+
+        let millis = event(
+            now * 1000,
+            completed(now + 3600, &sha, Quote::new(60, "EUR")),
+        );
+        let errors = field_errors(&millis, now, 300);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("Unix seconds expected"), "{errors:?}");
+
+        let expires_in_ms = event(
+            now,
+            completed((now + 3600) * 1000, &sha, Quote::new(60, "EUR")),
+        );
+        assert!(field_errors(&expires_in_ms, now, 300)[0].contains("expires_at"));
+
+        let upper_hex = event(
+            now,
+            completed(now + 3600, &"A".repeat(64), Quote::new(60, "EUR")),
+        );
+        assert!(field_errors(&upper_hex, now, 300)[0].contains("sha256"));
+
+        let bad_money = event(now, completed(now + 3600, &sha, Quote::new(-1, "euro")));
+        assert_eq!(field_errors(&bad_money, now, 300).len(), 2);
+
+        let failed = event(
+            now,
+            JobEventKind::Failed {
+                problem: Problem::new(ProblemType::ModelInvalid),
+                charged: Some(Quote::new(0, "EUR")),
+            },
+        );
+        assert!(field_errors(&failed, now, 300).is_empty());
+    }
 }

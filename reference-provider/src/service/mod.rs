@@ -11,6 +11,7 @@
 //! | [`worker`] | download → heal → store → publish → callbacks ([`try_execute_job`]) |
 //! | [`outbox`] | durable signed callbacks with retries ([`try_deliver_outbox`]) |
 //! | [`storage`] | where results are kept |
+//! | [`janitor`] | sweeping expired result credentials and files, unfinished writes |
 //! | [`http`] | routes, one file per area, one shared state ([`Service`]) |
 //! | [`tls`] | HTTPS serving |
 //!
@@ -35,6 +36,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod intake;
+pub mod janitor;
 pub mod outbox;
 pub mod queue;
 pub mod registration;
@@ -371,6 +373,7 @@ pub async fn run(
 
 async fn refresh_keyring(service: Service, mut stop: watch::Receiver<bool>) {
     let every = service.config().keyring_refresh;
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -387,5 +390,11 @@ async fn refresh_keyring(service: Service, mut stop: watch::Receiver<bool>) {
             .purge_expired(diax_sdk::clock::unix_now())
             .await
             .map_err(|e| tracing::warn!(error = %e, "replay purge failed"));
+        if last_sweep.is_none_or(|t| t.elapsed() >= janitor::SWEEP_EVERY) {
+            last_sweep = Some(tokio::time::Instant::now());
+            if let Err(e) = janitor::sweep(&service, diax_sdk::clock::unix_now()).await {
+                tracing::warn!(error = %e, "sweep failed");
+            }
+        }
     }
 }

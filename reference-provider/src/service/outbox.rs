@@ -244,6 +244,24 @@ async fn deliver(
             });
         }
     };
+    if row.event_type == "job.completed" && result_expired(service, &row.provider_job_id).await? {
+        let reason = "the result credential expired before the broker acknowledged the event";
+        tracing::warn!(reason, "job.completed stopped");
+        finish(
+            service,
+            &row,
+            owner,
+            "dead",
+            None,
+            Some(reason.to_owned()),
+            now_ms(),
+        )
+        .await?;
+        return Ok(DeliveryOutcome::Dead {
+            message_id: row.message_id,
+            status: 0,
+        });
+    }
     let keyring = service.verifier().keyring();
     let result = service
         .sender()
@@ -340,6 +358,25 @@ async fn deliver(
         }
     };
     Ok(outcome)
+}
+
+/// Whether the job's result can no longer be fetched: its newest result credential expired
+/// (or was swept).
+async fn result_expired(service: &Service, provider_job_id: &str) -> Result<bool, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Newest {
+        expires_at: Option<i64>,
+    }
+    let mut tx = service.db().begin().await?;
+    let newest = fetch_optional!(
+        &mut tx,
+        Newest,
+        "SELECT MAX(expires_at) AS expires_at FROM result_credentials WHERE provider_job_id = $1",
+        provider_job_id
+    )?;
+    tx.commit().await?;
+    let now = diax_sdk::clock::unix_now();
+    Ok(newest.and_then(|n| n.expires_at).is_none_or(|at| at <= now))
 }
 
 /// Releases every outbox message leased by this instance (on shutdown).

@@ -16,6 +16,11 @@ pub trait ResultStore: Send + Sync + Debug {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>>;
     /// Removes `key` (no error when absent).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<()>>;
+    /// Removes unfinished writes (left by a crash) last touched before `before`; how many.
+    fn sweep_partial(&self, before: std::time::SystemTime) -> BoxFuture<'_, io::Result<u64>> {
+        let _ = before;
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Results as files in a directory.
@@ -105,6 +110,29 @@ impl ResultStore for DirStore {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
+        })
+    }
+
+    fn sweep_partial(&self, before: std::time::SystemTime) -> BoxFuture<'_, io::Result<u64>> {
+        Box::pin(async move {
+            let mut removed = 0;
+            let mut entries = tokio::fs::read_dir(&self.dir).await?;
+            while let Some(entry) = entries.next_entry().await? {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !(name.starts_with('.') && name.ends_with(".part")) {
+                    continue;
+                }
+                let old = entry
+                    .metadata()
+                    .await
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < before);
+                if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
         })
     }
 }

@@ -68,6 +68,26 @@ pub struct Config {
     /// purged, milliseconds.
     #[arg(long, env = "BROKER_MOCK_SWEEP_INTERVAL_MS", default_value_t = 60_000)]
     pub sweep_interval_ms: u64,
+    /// Deliveries (notifications, `job.input` attempts) in flight at once to one destination
+    /// (scheme, host and port); the others wait for a later round. Destinations are served
+    /// concurrently, so a slow one delays only itself.
+    #[arg(
+        long,
+        env = "BROKER_MOCK_MAX_IN_FLIGHT_PER_DESTINATION",
+        default_value_t = 8
+    )]
+    pub max_in_flight_per_destination: u32,
+    /// Consecutive failed deliveries after which a destination's circuit opens (nothing is
+    /// sent to it until the cool-down has passed; then one attempt probes it).
+    #[arg(long, env = "BROKER_MOCK_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open, milliseconds.
+    #[arg(
+        long,
+        env = "BROKER_MOCK_BREAKER_COOLDOWN_MS",
+        default_value_t = 30_000
+    )]
+    pub breaker_cooldown_ms: u64,
     /// Timeout of each outgoing HTTP request, seconds.
     #[arg(long, env = "BROKER_MOCK_HTTP_TIMEOUT", default_value_t = 30)]
     pub http_timeout: u64,
@@ -133,6 +153,9 @@ impl Default for Config {
             max_models_per_user: 100,
             max_stored_bytes_per_user: 512 * 1024 * 1024,
             sweep_interval_ms: 60_000,
+            max_in_flight_per_destination: 8,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
             http_timeout: 30,
             send_attempts: 3,
             retry_backoff_ms: 200,

@@ -22,6 +22,7 @@ use diax_sdk::client::RetryPolicy;
 use diax_sdk::wire::{BrokerMessage, Download, InputDeliveryState, JobInput};
 use diax_sdk::{JobId, MessageId, Problem, ProblemType};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::error::{ApiError, ApiResult};
 use crate::notifier::notify_job;
@@ -37,13 +38,15 @@ const ROUND: i64 = 50;
 /// pending and is sent again, as a new message, after a restart).
 pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(state.cfg.input_interval_ms.max(10));
+    let mut tasks = JoinSet::new();
     loop {
         if *stop.borrow() {
             break;
         }
+        while tasks.try_join_next().is_some() {}
         tokio::select! {
             _ = stop.changed() => break,
-            res = deliver_due(&state) => {
+            res = deliver_due(&state, &mut tasks) => {
                 if let Err(e) = res {
                     tracing::warn!(error = %e, "input delivery round failed");
                 }
@@ -52,17 +55,25 @@ pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(interval) => {}
+            // A finished attempt frees room at its destination: look again at once.
+            Some(_) = tasks.join_next() => {}
         }
     }
+    tasks.abort_all();
 }
 
-/// One round: an attempt for every pending input that is due.
-pub(crate) async fn deliver_due(state: &AppState) -> ApiResult<()> {
+/// One round: a concurrent attempt (in `tasks`) for every pending input that is due, as
+/// far as its provider's destination has room ([`AppState::enter`]): a slow provider
+/// delays only its own inputs.
+pub(crate) async fn deliver_due(state: &AppState, tasks: &mut JoinSet<()>) -> ApiResult<()> {
     let due = jobs::inputs_due(&state.db, state.clock.now_ms(), ROUND).await?;
     for id in due {
-        if let Err(e) = attempt(state, &id).await {
-            tracing::warn!(job = %id, error = %e, "job.input attempt failed unexpectedly");
-        }
+        let state = state.clone();
+        tasks.spawn(async move {
+            if let Err(e) = attempt(&state, &id).await {
+                tracing::warn!(job = %id, error = %e, "job.input attempt failed unexpectedly");
+            }
+        });
     }
     Ok(())
 }
@@ -134,6 +145,10 @@ pub(crate) async fn attempt_claimed(
     let max = state.cfg.input_max_attempts.max(1);
     let number = input.attempts.saturating_add(1);
     let provider = providers::find(&state.db, &job.provider_id).await?;
+    // The provider's destination must have room; otherwise a later round sends it.
+    let Some(slot) = state.enter(&provider.job_url, state.clock.now_ms()) else {
+        return Ok(());
+    };
     let provider_job_id = job.provider_job_id.clone().ok_or_else(|| {
         ApiError::Internal(format!("accepted job {} has no provider job id", job.id))
     })?;
@@ -185,7 +200,10 @@ pub(crate) async fn attempt_claimed(
     )
     .await;
     let now = state.clock.now();
-    let (why, verdict) = match classify(sent) {
+    let outcome = classify(sent);
+    // An answer that is not worth retrying means the destination is up.
+    slot.done(!matches!(outcome, Outcome::Retry(_)), state.clock.now_ms());
+    let (why, verdict) = match outcome {
         Outcome::Delivered(note) => {
             jobs::input_delivered(&state.db, &job.id, number, note.as_deref(), now).await?;
             tracing::info!(job = %job.id, attempt = number, note = ?note, "job.input delivered");

@@ -362,3 +362,90 @@ async fn expired_replay_rows_used_token_ids_and_credentials_are_purged() {
     }
     broker.shutdown().await;
 }
+
+/// A server that takes requests and never answers; counts them.
+async fn tarpit() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let app = Router::new().route(
+        "/notify",
+        ::axum::routing::post(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                std::future::pending::<()>().await;
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = ::axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/notify"), hits)
+}
+
+/// A user with a notification URL, and one rejected job (so one notification) per `jobs`.
+async fn notified_user(
+    api: &broker_mock::BrokerApi,
+    s: &Setup,
+    url: String,
+    jobs: usize,
+) -> broker_mock::UserClient {
+    let created = api
+        .create_user(&CreateUser {
+            name: "notified".into(),
+            notification_url: Some(url),
+        })
+        .await
+        .unwrap();
+    let user = api.user(created.api_key.clone());
+    let m = user.upload_model("x.stl", stl()).await.unwrap();
+    for _ in 0..jobs {
+        let job = user
+            .create_job(&CreateJob {
+                provider_id: s.reg.provider_id.clone(),
+                model_id: m.model_id.clone(),
+                version: None,
+                operation: None,
+                params: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        assert_eq!(job.state, JobState::Rejected);
+    }
+    user
+}
+
+#[tokio::test]
+async fn a_tarpit_destination_delays_only_itself() {
+    // Each request to the tarpit hangs for the whole HTTP timeout (5 s here).
+    let config = broker_mock::Config {
+        max_in_flight_per_destination: 2,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (tarpit_url, tarpit_hits) = tarpit().await;
+    let _stuck = notified_user(&api, &s, tarpit_url, 4).await;
+    eventually("the tarpit holding deliveries", || {
+        tarpit_hits.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    // A healthy user's notification is created after four stuck ones, and is delivered
+    // while the tarpit still holds its requests (sent one at a time, it would wait 4 × 5 s).
+    let _healthy = notified_user(&api, &s, format!("{}/notify", fake.base_url), 1).await;
+    eventually("the healthy notification", || {
+        !fake.state.notifications.lock().unwrap().is_empty()
+    })
+    .await;
+    // Never more than the per-destination bound (2) at the tarpit at once, and none of its
+    // requests has ended yet.
+    let at_tarpit = tarpit_hits.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&at_tarpit),
+        "{at_tarpit} requests at the tarpit"
+    );
+    broker.shutdown().await;
+}

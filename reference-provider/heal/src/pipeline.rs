@@ -88,10 +88,24 @@ pub fn repair_soup(
             wrong_normals: 0,
             seconds: 0.0,
         };
-        // Should another pass find nothing printable, the result so far stands.
+        // Should the next pass find nothing printable, so is the input: say so with its
+        // figures (the first pass's removals plus the next one's).
         let again = match heal_once(soup, options, progress) {
             Ok(again) => again,
-            Err(HealError::NothingPrintable { .. }) => break,
+            Err(HealError::NothingPrintable {
+                degenerate,
+                tiny_shells,
+                tiny_shell_facets,
+                ..
+            }) => {
+                let s = &repaired.report.stages;
+                return Err(HealError::NothingPrintable {
+                    input_facets: repaired.report.input_facets,
+                    degenerate: s.clean.degenerate_removed + degenerate,
+                    tiny_shells: s.shells.tiny_removed + tiny_shells,
+                    tiny_shell_facets: s.shells.facets_removed + tiny_shell_facets,
+                });
+            }
             Err(e) => return Err(e),
         };
         let first = repaired.report;

@@ -81,17 +81,33 @@ pub fn repair_soup(
         if welded.vertices.len() == repaired.mesh.vertices.len() {
             break;
         }
-        let again = heal_once(
-            Soup {
-                positions,
-                format,
-                bytes: 0,
-                wrong_normals: 0,
-                seconds: 0.0,
-            },
-            options,
-            progress,
-        )?;
+        let soup = Soup {
+            positions,
+            format,
+            bytes: 0,
+            wrong_normals: 0,
+            seconds: 0.0,
+        };
+        // Should the next pass find nothing printable, so is the input: say so with its
+        // figures (the first pass's removals plus the next one's).
+        let again = match heal_once(soup, options, progress) {
+            Ok(again) => again,
+            Err(HealError::NothingPrintable {
+                degenerate,
+                tiny_shells,
+                tiny_shell_facets,
+                ..
+            }) => {
+                let s = &repaired.report.stages;
+                return Err(HealError::NothingPrintable {
+                    input_facets: repaired.report.input_facets,
+                    degenerate: s.clean.degenerate_removed + degenerate,
+                    tiny_shells: s.shells.tiny_removed + tiny_shells,
+                    tiny_shell_facets: s.shells.facets_removed + tiny_shell_facets,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let first = repaired.report;
         repaired = Repaired {
             mesh: again.mesh,
@@ -327,12 +343,14 @@ fn weld_stage(
     let mut limited_vertex = Vec::new();
     if limited > 0 {
         limited_vertex = vec![false; welded.vertices.len()];
-        for (t, l) in welded.triangles.iter().zip(limits.chunks_exact(3)) {
-            for k in 0..3 {
-                if l[k] < tolerance {
-                    limited_vertex[t[k] as usize] = true;
-                }
-            }
+        let ids: Vec<u32> = welded
+            .triangles
+            .par_iter()
+            .zip(limits.par_chunks_exact(3))
+            .flat_map_iter(|(t, l)| (0..3).filter(|&k| l[k] < tolerance).map(|k| t[k]))
+            .collect();
+        for v in ids {
+            limited_vertex[v as usize] = true;
         }
     }
     let rule = if !options.weld || tolerance == 0.0 {

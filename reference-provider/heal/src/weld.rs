@@ -48,18 +48,11 @@ struct Grid {
     tol: f32,
 }
 
-/// The tolerance of one corner: the grid's, or less where the corner's own facet is small.
+/// The tolerance of every corner (`per_corner`, each at most `tol`), or `tol` for all.
 #[derive(Clone, Copy)]
 struct Limits<'a> {
     per_corner: Option<&'a [f32]>,
     tol: f32,
-}
-
-impl Limits<'_> {
-    #[inline]
-    fn of(&self, corner: u32) -> f32 {
-        self.per_corner.map_or(self.tol, |l| l[corner as usize])
-    }
 }
 
 impl Grid {
@@ -122,9 +115,9 @@ struct ChunkOut {
 
 /// The auto-weld limit of every corner: `cap`, cut to [`LOCAL_FRACTION`] of the shortest
 /// edge of the corner's facet (so two ends of a real edge, which share a facet, are never
-/// within each other's limit); edges of length 0 (a repeated corner) do not count, and a
-/// facet of zero area (which the clean stage removes) sets no limit, so a repaired model
-/// welds the same way again. Also returns how many corners were cut below `cap`.
+/// within each other's limit); edges of length 0 (a repeated corner) do not count, and the
+/// corners of a facet of zero area (which the clean stage removes) get 0: they weld only to
+/// bit-identical copies and set no limit for them. Also returns how many corners were cut below `cap`.
 pub(crate) fn local_limits(positions: &[[f32; 3]], cap: f32) -> (Vec<f32>, u64) {
     let mut limits = vec![0.0f32; positions.len()];
     let cut: u64 = limits
@@ -141,9 +134,10 @@ pub(crate) fn local_limits(positions: &[[f32; 3]], cap: f32) -> (Vec<f32>, u64) 
                     .sqrt()
             };
             // A facet of zero area is removed by the clean stage, so its edges are not the
-            // model's: it sets no limit.
+            // model's: its corners weld only to bit-identical copies (limit 0), and they set
+            // no limit for those copies (see `cluster_chunk`).
             if crate::clean::degenerate_at([p[0], p[1], p[2]]) {
-                l.fill(cap);
+                l.fill(0.0);
                 return 0;
             }
             // Coincident corners say nothing about the scale: the shortest edge of length > 0.
@@ -318,6 +312,11 @@ fn cluster_chunk(
 ) -> ChunkOut {
     // Gather first: independent loads overlap, unlike loads inside the clustering loop.
     let pos: Vec<[f32; 3]> = sorted.iter().map(|&k| positions[lo(k) as usize]).collect();
+    // The corners' limits, gathered the same way (only when they differ per corner).
+    let lim: Vec<f32> = match limits.per_corner {
+        Some(l) => sorted.iter().map(|&k| l[lo(k) as usize]).collect(),
+        None => Vec::new(),
+    };
     let mut reps: Vec<u64> = Vec::new();
     let mut rep_pos: Vec<[f32; 3]> = Vec::new();
     let mut rep_tol: Vec<f32> = Vec::new();
@@ -332,7 +331,11 @@ fn cluster_chunk(
         let run_start = i;
         let run_end = i + sorted[i..].partition_point(|&k| hi(k) == h);
         run_limit.clear();
-        run_limit.extend(sorted[run_start..run_end].iter().map(|&k| limits.of(lo(k))));
+        if lim.is_empty() {
+            run_limit.resize(run_end - run_start, limits.tol);
+        } else {
+            run_limit.extend_from_slice(&lim[run_start..run_end]);
+        }
         if limits.per_corner.is_some()
             && run_end - run_start > 1
             && run_limit.iter().any(|&t| t < limits.tol)
@@ -348,12 +351,16 @@ fn cluster_chunk(
                     e += 1;
                 }
                 if e - g > 1 {
+                    // Corners of zero-area facets (limit 0) neither lower nor take the limit.
                     let m = order[g..e]
                         .iter()
                         .map(|&j| run_limit[j])
+                        .filter(|&t| t > 0.0)
                         .fold(f32::INFINITY, f32::min);
                     for &j in &order[g..e] {
-                        run_limit[j] = m;
+                        if run_limit[j] > 0.0 && m.is_finite() {
+                            run_limit[j] = m;
+                        }
                     }
                 }
                 g = e;
@@ -383,8 +390,12 @@ fn cluster_chunk(
             }
             let local = match found {
                 Some(k) => {
-                    // A vertex is only as tolerant as the smallest facet round it.
-                    rep_tol[k] = rep_tol[k].min(t);
+                    // A vertex is only as tolerant as the smallest facet round it (a corner
+                    // of a zero-area facet, limit 0, joins only bit-identical copies and
+                    // does not count).
+                    if t > 0.0 {
+                        rep_tol[k] = rep_tol[k].min(t);
+                    }
                     k
                 }
                 None => {

@@ -182,7 +182,43 @@ pub(crate) fn fill(
         })
         .collect();
     stats.out_of_time = late();
-    for r in results {
+    // Loops are filled independently, so two loops that share vertices can each add the same
+    // chord between them: an edge with four half-edges. Chords are claimed in loop order, and
+    // a fill whose chord is already taken (by the mesh or an earlier fill) becomes a fan,
+    // whose new edges all end at its own new vertex.
+    let mut taken = existing;
+    for (r, (l, _)) in results.into_iter().zip(&loops) {
+        let r = r.map(|(fill, s)| {
+            if fill.centre.is_some() {
+                return (fill, s);
+            }
+            // Not a fan, so the loop has at most `EAR_MAX_EDGES` edges.
+            let n = l.len();
+            let key = |a: u32, b: u32| (a.min(b), a.max(b));
+            let own: HashSet<(u32, u32)> = (0..n).map(|i| key(l[i], l[(i + 1) % n])).collect();
+            let chords: Vec<(u32, u32)> = fill
+                .tris
+                .iter()
+                .flat_map(|t| (0..3).map(move |k| key(t[k], t[(k + 1) % 3])))
+                .filter(|c| !own.contains(c))
+                .collect();
+            if chords.iter().any(|c| taken.contains(c)) {
+                let (tris, centre, forced) = fan(v, l);
+                let work = fill.work + n as u64;
+                (
+                    LoopFill {
+                        tris,
+                        forced,
+                        centre: Some(centre),
+                        work,
+                    },
+                    s,
+                )
+            } else {
+                taken.extend(chords);
+                (fill, s)
+            }
+        });
         match r {
             None => stats.left_open += 1,
             Some((mut fill, s)) => {

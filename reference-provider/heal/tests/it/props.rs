@@ -288,3 +288,12 @@ fn small_flat_mesh_fill_ends_in_no_degenerate_facet() {
         panic!("{e}");
     }
 }
+
+/// Found by `heal_repair_is_idempotent` (1000 cases): on a coarse model two hole loops that
+/// share vertices were each filled with the same chord between them, an edge with four
+/// half-edges, and the report said "not watertight". A fill whose chord is already taken now
+/// becomes a fan round its own new vertex.
+#[test]
+fn coarse_model_seed_576_fills_share_no_chord() {
+    assert_repairs_in_one_pass(576, 212, 144);
+}

@@ -392,3 +392,80 @@ fn secret_new_prints_fresh_parseable_secrets() {
     assert_eq!(s.expose(), a);
     assert_eq!(s.expose_bytes().len(), 32);
 }
+
+#[test]
+fn the_secret_comes_from_a_file_stdin_or_the_environment_not_only_argv() {
+    let dir = tempfile::tempdir().expect("dir");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{VECTOR_SECRET}\n")).expect("write");
+    let body_file = dir.path().join("body");
+    std::fs::write(&body_file, VECTOR_BODY).expect("write");
+    let path = secret_file.display().to_string();
+    let from_file = diax(
+        &[
+            "sign",
+            "--secret-file",
+            &path,
+            "--id",
+            VECTOR_ID,
+            "--timestamp",
+            VECTOR_TS,
+        ],
+        VECTOR_BODY,
+    );
+    assert_eq!(stdout(&from_file), VECTOR_SIG, "{from_file:?}");
+
+    let body = body_file.display().to_string();
+    let from_stdin = diax(
+        &[
+            "sign",
+            "--secret-file",
+            "-",
+            "--body-file",
+            &body,
+            "--id",
+            VECTOR_ID,
+            "--timestamp",
+            VECTOR_TS,
+        ],
+        VECTOR_SECRET.as_bytes(),
+    );
+    assert_eq!(stdout(&from_stdin), VECTOR_SIG, "{from_stdin:?}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diax"))
+        .args(["sign", "--id", VECTOR_ID, "--timestamp", VECTOR_TS])
+        .env("DIAX_SECRET", VECTOR_SECRET)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("diax starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(VECTOR_BODY)
+        .expect("write");
+    let from_env = child.wait_with_output().expect("runs");
+    assert_eq!(stdout(&from_env), VECTOR_SIG, "{from_env:?}");
+
+    // Standard input cannot carry both; no secret at all is bad input.
+    let both = diax(
+        &[
+            "sign",
+            "--secret-file",
+            "-",
+            "--id",
+            VECTOR_ID,
+            "--timestamp",
+            VECTOR_TS,
+        ],
+        VECTOR_BODY,
+    );
+    assert_bad_input(&both, "--secret-file -");
+    let none = diax(
+        &["sign", "--id", VECTOR_ID, "--timestamp", VECTOR_TS],
+        VECTOR_BODY,
+    );
+    assert_bad_input(&none, "no secret");
+}

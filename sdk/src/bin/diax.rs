@@ -1,6 +1,8 @@
 //! `diax`: a debugging command for Standard Webhooks signatures and diax link tokens.
 //!
 //! ```text
+//! The secret comes from `--secret-file F` (`-`: standard input), `DIAX_SECRET`, or `--secret S`.
+//!
 //! diax sign   --secret S --id I --timestamp T [--body-file F]
 //! diax verify --secret S --id I --timestamp T --signature SIG [--body-file F] [--now N] [--tolerance SECS]
 //! diax token issue  --secret S --kid K --iss I --sub S --aud A --ttl SECS
@@ -40,6 +42,53 @@ impl std::fmt::Debug for Hidden {
     }
 }
 
+/// Where the shared secret comes from: `--secret-file` (a file, or `-` for standard input),
+/// the `DIAX_SECRET` environment variable, or `--secret` (visible to other users of the
+/// machine in the process list: prefer the others).
+#[derive(Debug, clap::Args)]
+struct SecretArg {
+    /// The shared secret, `whsec_<base64>` (prefer --secret-file or DIAX_SECRET).
+    #[arg(long, env = "DIAX_SECRET", hide_env_values = true)]
+    secret: Option<Hidden>,
+    /// File holding the shared secret (`-`: standard input); surrounding whitespace is ignored.
+    #[arg(long, conflicts_with = "secret")]
+    secret_file: Option<PathBuf>,
+}
+
+impl SecretArg {
+    fn resolve(&self, body_from_stdin: bool) -> Result<Secret, Failure> {
+        let label = if self.secret_file.is_some() {
+            "--secret-file"
+        } else {
+            "--secret"
+        };
+        let text = match (&self.secret_file, &self.secret) {
+            (Some(path), _) if path.as_os_str() == "-" => {
+                if body_from_stdin {
+                    return Err(Failure::Input(
+                        "--secret-file -: standard input already carries the body (use --body-file)"
+                            .into(),
+                    ));
+                }
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(input("--secret-file -"))?;
+                text
+            }
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(input(&format!("--secret-file {}", path.display())))?,
+            (None, Some(secret)) => secret.0.clone(),
+            (None, None) => {
+                return Err(Failure::Input(
+                    "no secret: give --secret-file, DIAX_SECRET or --secret".into(),
+                ));
+            }
+        };
+        Secret::parse(text.trim()).map_err(input(label))
+    }
+}
+
 /// Sign and verify Standard Webhooks messages and diax link tokens.
 #[derive(Debug, Parser)]
 #[command(name = "diax", version)]
@@ -52,9 +101,8 @@ struct Cli {
 enum Command {
     /// Print the `webhook-signature` value of a message.
     Sign {
-        /// The shared secret, `whsec_<base64>`.
-        #[arg(long)]
-        secret: Hidden,
+        #[command(flatten)]
+        secret: SecretArg,
         /// The `webhook-id`.
         #[arg(long)]
         id: String,
@@ -67,9 +115,8 @@ enum Command {
     },
     /// Check a signed message; exit 0 printing "valid", or 1 printing the reason.
     Verify {
-        /// The shared secret, `whsec_<base64>`.
-        #[arg(long)]
-        secret: Hidden,
+        #[command(flatten)]
+        secret: SecretArg,
         /// The `webhook-id` header as received.
         #[arg(long)]
         id: String,
@@ -105,9 +152,8 @@ enum Command {
 enum TokenCommand {
     /// Print a fresh link token.
     Issue {
-        /// The shared secret, `whsec_<base64>`.
-        #[arg(long)]
-        secret: Hidden,
+        #[command(flatten)]
+        secret: SecretArg,
         /// Id of the secret (`kid` header).
         #[arg(long)]
         kid: String,
@@ -129,9 +175,8 @@ enum TokenCommand {
     },
     /// Check a link token; print its claims as JSON, or exit 1 with the reason.
     Verify {
-        /// The shared secret, `whsec_<base64>`.
-        #[arg(long)]
-        secret: Hidden,
+        #[command(flatten)]
+        secret: SecretArg,
         /// Id of the secret (`kid` header).
         #[arg(long)]
         kid: String,
@@ -190,7 +235,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             timestamp,
             body_file,
         } => {
-            let secret = Secret::parse(&secret.0).map_err(input("--secret"))?;
+            let secret = secret.resolve(body_file.as_ref().is_none_or(|p| p.as_os_str() == "-"))?;
             let id = MessageId::parse(id).map_err(input("--id"))?;
             let body = read_body(body_file.as_ref())?;
             Ok(sign(&secret, id.as_str(), timestamp, &body))
@@ -204,7 +249,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             now,
             tolerance,
         } => {
-            let secret = Secret::parse(&secret.0).map_err(input("--secret"))?;
+            let secret = secret.resolve(body_file.as_ref().is_none_or(|p| p.as_os_str() == "-"))?;
             let body = read_body(body_file.as_ref())?;
             let ring = Keyring::single(KeyId::parse("key_cli").map_err(input("key id"))?, secret);
             let ts = timestamp.to_string();
@@ -225,7 +270,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     now,
                 },
         } => {
-            let secret = Secret::parse(&secret.0).map_err(input("--secret"))?;
+            let secret = secret.resolve(false)?;
             let kid = KeyId::parse(kid).map_err(input("--kid"))?;
             let iss = ProviderId::parse(iss).map_err(input("--iss"))?;
             let sub = AccountId::parse(sub).map_err(input("--sub"))?;
@@ -249,7 +294,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     token,
                 },
         } => {
-            let secret = Secret::parse(&secret.0).map_err(input("--secret"))?;
+            let secret = secret.resolve(false)?;
             let kid = KeyId::parse(kid).map_err(input("--kid"))?;
             let iss = ProviderId::parse(iss).map_err(input("--iss"))?;
             let ring = Keyring::single(kid, secret);

@@ -65,10 +65,13 @@ pub fn repair_soup(
     // facet that a later stage removed (a sliver in a tiny shell): welding the output again
     // would merge them. Repeat the stages on the output until a weld of it merges nothing,
     // so that repairing a repaired model changes nothing (at most two more passes; only when
-    // a removed tiny shell touched a vertex whose limit was cut, or a facet collapsed).
+    // a facet collapsed, or some limit was cut and a later stage removed facets: a tiny
+    // shell, a degenerate or a duplicate facet).
     for _ in 0..2 {
         let s = &repaired.report.stages;
-        if !(s.shells.removed_limited || s.weld.collapsed_facets > 0) {
+        let removed =
+            s.shells.removed_limited || s.clean.degenerate_removed + s.clean.duplicate_removed > 0;
+        if !(s.weld.collapsed_facets > 0 || (s.weld.limited_corners > 0 && removed)) {
             break;
         }
         let positions: Vec<[f32; 3]> = repaired

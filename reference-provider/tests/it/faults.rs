@@ -1,21 +1,18 @@
 //! Hostile and slow peers around a job, on SQLite and PostgreSQL: a model source that is down
 //! for a while, an input that is not the model the offer priced, an input that never comes,
 //! and the development top-up turned off.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod service_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::{BrokerMessage, Download, JobEventKind, JobInput};
 use diax_sdk::{MessageId, ProblemType};
 use fixmyprint::service::{self, ExecutionOutcome, janitor, queue};
 use serde_json::Value;
-use service_support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// How long the model source is down in [`a_model_source_down_for_a_while`]: a few seconds

@@ -1,6 +1,6 @@
-//! Shared helpers of the `service_*` tests: a throwaway database (SQLite file or a fresh
+//! Shared helpers of the service tests: a throwaway database (SQLite file or a fresh
 //! PostgreSQL database), a tiny fake broker, and a provider started on port 0.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,17 +38,16 @@ pub enum Backend {
 }
 
 /// Runs an async test body once per backend (two `#[tokio::test]`s).
-#[macro_export]
 macro_rules! both_backends {
     ($name:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name($crate::service_support::Backend::Sqlite).await;
+                super::$name($crate::support::Backend::Sqlite).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$name($crate::service_support::Backend::Postgres).await;
+                super::$name($crate::support::Backend::Postgres).await;
             }
         }
     };

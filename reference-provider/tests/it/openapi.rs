@@ -1,17 +1,14 @@
 //! FixMyPrint's OpenAPI description: the checked-in copy is current, the service serves the
 //! same document, and every route the router serves is documented (and every documented
 //! operation is routed).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-mod service_support;
-
+use crate::support::{Backend, TestDb, start_provider, test_config};
 use diax_sdk::client::{ClientConfig, http_client};
 use fixmyprint::service::http::openapi;
 use serde_json::Value;
-use service_support::{Backend, TestDb, start_provider, test_config};
 
 const CHECKED_IN: &str = "docs/openapi/fixmyprint.json";
 const REGENERATE: &str = "cargo run -p fixmyprint -- openapi > docs/openapi/fixmyprint.json";

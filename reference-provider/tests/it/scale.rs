@@ -1,16 +1,13 @@
 //! Scale-out: two provider instances on one PostgreSQL database and one shared data
 //! directory share many jobs; every job runs to completion once, is charged once, and
 //! every callback reaches the broker.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod service_support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use crate::support::*;
 use diax_sdk::wire::JobEventKind;
 use fixmyprint::service;
-use service_support::*;
 
 async fn two_instances_share_the_work(backend: Backend) {
     const JOBS: usize = 16;

@@ -1,13 +1,10 @@
 //! The provider's own API (accounts, top-up, ledger, link tokens), bad input on every
 //! endpoint, secret rotation, TLS and the settings file.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod service_support;
-
+use crate::support::*;
 use diax_sdk::wire::{BrokerMessage, LinkTokenGrant};
 use diax_sdk::{LinkTokenValidator, MessageId, ProblemType};
 use serde_json::{Value, json};
-use service_support::*;
 
 async fn accounts_and_money(backend: Backend) {
     let db = TestDb::new(backend).await;

@@ -1,15 +1,12 @@
 //! Job intake, work and callbacks over real HTTP, on SQLite and PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod service_support;
 
 use std::time::Duration;
 
+use crate::support::*;
 use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::{BrokerMessage, JobEventKind, JobState, JobStatus};
 use diax_sdk::{MessageId, ProblemType};
 use fixmyprint::service::{self, ExecutionOutcome, queue};
-use service_support::*;
 
 /// The story: unknown account → 401, empty balance → 402, top-up → 202, input, work,
 /// callbacks, result behind a credential, exactly one charge.

@@ -1,0 +1,15 @@
+//! FixMyPrint's integration tests, in one binary (one link instead of one per file): the
+//! service over real HTTP on OS-assigned loopback ports, real SQLite files and fresh
+//! PostgreSQL databases, a fake broker that speaks the protocol, and the `fixmyprint repair`
+//! command. One module per area; `support` holds the shared helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+// First, so that its `both_backends!` macro is in scope for the modules below.
+#[macro_use]
+mod support;
+
+mod accounts;
+mod heal_cli;
+mod jobs;
+mod openapi;
+mod scale;

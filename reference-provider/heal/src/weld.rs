@@ -244,14 +244,9 @@ pub(crate) fn touched_may_merge(
     })
 }
 
-/// Per vertex of `ids` (each at most once): the smallest positive [`facet_limit`] of the
+/// Per entry of `ids` (a vertex may be listed more than once): the smallest positive [`facet_limit`] of the
 /// facets round it, or `cap` when there is none.
-fn vertex_limits(
-    vertices: &[[f32; 3]],
-    triangles: &[[u32; 3]],
-    ids: &[u32],
-    cap: f32,
-) -> Vec<f32> {
+fn vertex_limits(vertices: &[[f32; 3]], triangles: &[[u32; 3]], ids: &[u32], cap: f32) -> Vec<f32> {
     const NO: u32 = u32::MAX;
     let mut slot = vec![NO; vertices.len()];
     for (k, &v) in ids.iter().enumerate() {

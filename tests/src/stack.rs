@@ -123,6 +123,7 @@ impl Stack {
             retry_max_backoff: Duration::from_secs(2),
             keyring_refresh: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
+            dev_top_up: true,
             ..fixmyprint::service::Config::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -106,6 +106,9 @@ problem_types! {
     ModelInvalid => ("model-invalid", 422, "Model invalid"),
     /// A download failed its size or digest check, or could not be completed.
     DownloadFailed => ("download-failed", 502, "Download failed"),
+    /// The job's input is not the model the offer priced (its declared size or SHA-256
+    /// differs from the offer's).
+    InputMismatch => ("input-mismatch", 422, "Input does not match the offer"),
     /// The provider (or broker) could not be reached or answered badly.
     UpstreamFailed => ("upstream-failed", 502, "Upstream failed"),
     /// Too many requests. The response carries `Retry-After`.

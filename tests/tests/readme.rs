@@ -147,6 +147,7 @@ async fn the_readme_walkthrough_works() {
     let mut cmd = Command::new(&fixmyprint_bin);
     cmd.args([
         "serve",
+        "--dev-top-up",
         "--addr",
         "127.0.0.1:0",
         "--broker-url",

@@ -53,7 +53,8 @@ pub struct TlsFiles {
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to listen (used by the binary; [`crate::service::run`] takes a listener).
+    /// Where to listen (used by the binary and [`crate::service::ServiceHandle::start`];
+    /// [`crate::service::App::build`] takes a bound listener).
     pub addr: SocketAddr,
     /// `sqlite://PATH` or `postgres://…`; `None` = `sqlite://{data_dir}/fixmyprint.db`.
     pub database_url: Option<String>,
@@ -100,6 +101,12 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Longest a job's repair may take; a model that needs more fails with `model-invalid`.
     pub heal_budget: Duration,
+    /// An accepted job whose input has not arrived this long after the offer is failed
+    /// (`upstream-failed`) and its hold released.
+    pub input_timeout: Duration,
+    /// Whether `POST /v1/accounts/me/top-up` adds money with no payment (a development
+    /// stand-in for a payment system; off by default, then it answers `403 forbidden`).
+    pub dev_top_up: bool,
     /// Prices.
     pub pricing: Pricing,
 }
@@ -130,6 +137,8 @@ impl Default for Config {
             keyring_refresh: Duration::from_secs(5),
             http_timeout: Duration::from_secs(30),
             heal_budget: Duration::from_secs(30),
+            input_timeout: Duration::from_secs(3600),
+            dev_top_up: false,
             pricing: Pricing::default(),
         }
     }
@@ -188,6 +197,8 @@ pub struct FileConfig {
     pub keyring_refresh_ms: Option<u64>,
     pub http_timeout_ms: Option<u64>,
     pub heal_budget_ms: Option<u64>,
+    pub input_timeout_secs: Option<u64>,
+    pub dev_top_up: Option<bool>,
     pub price_base: Option<i64>,
     pub price_per_mib: Option<i64>,
     pub currency: Option<String>,
@@ -269,6 +280,10 @@ pub struct ServeArgs {
     /// Job workers in this instance [default: 2].
     #[arg(long, env = "FIXMYPRINT_WORKERS")]
     pub workers: Option<usize>,
+    /// Let `POST /v1/accounts/me/top-up` add money with no payment (development only: a
+    /// stand-in for a payment system) [default: off].
+    #[arg(long, env = "FIXMYPRINT_DEV_TOP_UP")]
+    pub dev_top_up: bool,
     /// Settings file (TOML or JSON).
     #[arg(long, env = "FIXMYPRINT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -311,6 +326,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.workers {
             c.workers = v;
+        }
+        if self.dev_top_up {
+            c.dev_top_up = true;
         }
         Ok(c)
     }
@@ -391,6 +409,12 @@ impl FileConfig {
         }
         if let Some(v) = self.heal_budget_ms {
             c.heal_budget = d(v.max(1));
+        }
+        if let Some(v) = self.input_timeout_secs {
+            c.input_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.dev_top_up {
+            c.dev_top_up = v;
         }
         if let Some(v) = self.price_base {
             c.pricing.base = v;

@@ -1,11 +1,16 @@
-//! Sweeping what expires: result credentials past their expiry (with their result files)
-//! and unfinished result writes left by a crash. Run by every instance from the background
+//! Sweeping what expires: result credentials past their expiry (with their result files),
+//! unfinished result writes left by a crash, and accepted jobs whose input never came
+//! (failed, hold released). Run by every instance from the background
 //! loop in `mod.rs`; each step is idempotent, so instances sharing a database may overlap.
 
 use std::time::{Duration, SystemTime};
 
+use diax_sdk::wire::JobEventKind;
+use diax_sdk::{Problem, ProblemType, Quote};
+
 use super::Service;
-use super::db::{exec, fetch_all};
+use super::db::{exec, fetch_all, ms, now_ms};
+use super::{accounts, outbox, queue, registration};
 
 /// How often each instance sweeps.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -21,6 +26,9 @@ pub struct Swept {
     pub expired_results: u64,
     /// Unfinished result writes (`.part` files).
     pub partial_files: u64,
+    /// Accepted jobs whose input did not come within `input_timeout`: failed, hold
+    /// released, `job.failed` queued.
+    pub inputs_never_came: u64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -30,7 +38,8 @@ struct ExpiredCredential {
 }
 
 /// Removes result credentials that expired before `now` (Unix seconds) and their result
-/// files, and unfinished writes older than [`PARTIAL_MAX_AGE`].
+/// files, and unfinished writes older than [`PARTIAL_MAX_AGE`]; fails the accepted jobs
+/// whose input has not come within `input_timeout` of their offer ([`expire_waiting_jobs`]).
 ///
 /// # Errors
 /// Database errors; a file that cannot be removed is logged and retried next time.
@@ -64,12 +73,96 @@ pub async fn sweep(service: &Service, now: i64) -> Result<Swept, sqlx::Error> {
         Ok(n) => swept.partial_files = n,
         Err(e) => tracing::warn!(error = %e, "could not sweep unfinished result writes"),
     }
+    swept.inputs_never_came = expire_waiting_jobs(service, now).await?;
     if swept != Swept::default() {
         tracing::info!(
             expired_results = swept.expired_results,
             partial_files = swept.partial_files,
+            inputs_never_came = swept.inputs_never_came,
             "swept"
         );
     }
     Ok(swept)
+}
+
+#[derive(sqlx::FromRow)]
+struct Waiting {
+    provider_job_id: String,
+}
+
+/// Fails every accepted job whose input has not arrived `input_timeout` after its offer
+/// (`now` in Unix seconds): `upstream-failed`, the hold released and `job.failed` queued, in
+/// one transaction per job guarded by the state (an input arriving meanwhile wins, and
+/// instances sweeping at once settle a job once). Returns how many were failed.
+///
+/// # Errors
+/// Database errors.
+pub async fn expire_waiting_jobs(service: &Service, now: i64) -> Result<u64, sqlx::Error> {
+    let timeout = service.config().input_timeout;
+    let cutoff = now.saturating_mul(1000).saturating_sub(ms(timeout));
+    let mut tx = service.db().begin().await?;
+    let waiting: Vec<Waiting> = fetch_all!(
+        &mut tx,
+        Waiting,
+        "SELECT provider_job_id FROM jobs
+         WHERE state = 'accepted' AND input_json IS NULL AND created_at < $1
+         ORDER BY created_at LIMIT 100",
+        cutoff
+    )?;
+    tx.commit().await?;
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let Some(provider) = registration::registration(service.db())
+        .await?
+        .and_then(|r| r.provider().ok())
+    else {
+        return Ok(0);
+    };
+    let problem = Problem::new(ProblemType::UpstreamFailed).with_detail(format!(
+        "the job's input did not arrive within {} s of the offer",
+        timeout.as_secs()
+    ));
+    let problem_json = serde_json::to_string(&problem).unwrap_or_default();
+    let mut failed = 0;
+    for w in waiting {
+        let mut tx = service.db().begin().await?;
+        let n = exec!(
+            &mut tx,
+            "UPDATE jobs SET state = 'failed', problem_json = $1, updated_at = $2
+             WHERE provider_job_id = $3 AND state = 'accepted' AND input_json IS NULL",
+            &problem_json,
+            now_ms(),
+            &w.provider_job_id
+        )?;
+        let job = queue::find(&mut tx, &w.provider_job_id).await?;
+        let (1, Some(job)) = (n, job) else {
+            continue;
+        };
+        accounts::settle(
+            &mut tx,
+            &job.account_id,
+            &w.provider_job_id,
+            job.quote_amount,
+            false,
+        )
+        .await?;
+        outbox::enqueue(
+            &mut tx,
+            &job,
+            &provider,
+            JobEventKind::Failed {
+                problem: problem.clone(),
+                charged: Some(Quote::new(0, job.currency.clone())),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        failed += 1;
+        tracing::info!(job = %w.provider_job_id, "the job's input never came; failed, hold released");
+    }
+    if failed > 0 {
+        service.wake_outbox();
+    }
+    Ok(failed)
 }

@@ -22,8 +22,8 @@ macro_rules! job_cols {
     () => {
         "provider_job_id, broker_job_id, offer_message_id, account_id, broker_user_id, events_url,
          operation, model_name, model_size, model_sha256, quote_amount, currency, state, progress,
-         input_json, problem_json, result_json, next_sequence, attempts, not_before, lease_owner,
-         lease_until, created_at, updated_at"
+         input_json, problem_json, result_json, next_sequence, attempts, download_retries,
+         not_before, lease_owner, lease_until, created_at, updated_at"
     };
 }
 
@@ -148,6 +148,8 @@ pub struct JobRow {
     pub result_json: Option<String>,
     pub next_sequence: i64,
     pub attempts: i64,
+    /// Transient download failures so far (retried outside the `attempts` budget).
+    pub download_retries: i64,
     /// Unix ms before which the job is not claimed (retry delay).
     pub not_before: i64,
     pub lease_owner: Option<String>,
@@ -334,6 +336,36 @@ pub async fn release(
         &mut tx,
         "UPDATE jobs SET state = 'accepted', lease_owner = NULL, lease_until = NULL,
                 not_before = $1, updated_at = $2
+         WHERE provider_job_id = $3 AND lease_owner = $4 AND state = 'running'",
+        now.saturating_add(ms(delay)),
+        now,
+        provider_job_id,
+        owner
+    )?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Gives a job back to the queue after a transient download failure (claimable after
+/// `delay`), if `owner` still holds it: the claim's attempt is given back (transient
+/// failures of the model source do not use up the crash budget) and `download_retries`
+/// counted instead.
+///
+/// # Errors
+/// Database errors.
+pub async fn release_for_retry(
+    db: &Db,
+    provider_job_id: &str,
+    owner: &str,
+    delay: Duration,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let n = exec!(
+        &mut tx,
+        "UPDATE jobs SET state = 'accepted', lease_owner = NULL, lease_until = NULL,
+                not_before = $1, updated_at = $2, attempts = attempts - 1,
+                download_retries = download_retries + 1
          WHERE provider_job_id = $3 AND lease_owner = $4 AND state = 'running'",
         now.saturating_add(ms(delay)),
         now,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use diax_sdk::client::DownloadLimits;
+use diax_sdk::client::{DownloadError, DownloadLimits};
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::{ErrorChain, sha256_hex};
 use diax_sdk::wire::{Download, JobEventKind, JobResult};
@@ -167,6 +167,11 @@ async fn progress(
     percent: u8,
     stage: &str,
 ) -> Result<bool, WorkerError> {
+    if job.progress.is_some_and(|p| p >= i64::from(percent)) {
+        // An earlier attempt (a download retried later, a worker that died) already
+        // reported this phase: one `job.progress` per real phase change.
+        return Ok(true);
+    }
     let mut tx = service.db().begin().await?;
     if !queue::set_progress(&mut tx, job.provider_job_id.as_str(), owner, percent).await? {
         return Ok(false);
@@ -206,8 +211,8 @@ async fn execute(
         Step::Heal(bytes) => bytes,
         Step::Fail(problem) => return fail(service, job, owner, provider, problem).await,
         Step::Release(reason, delay) => {
-            tracing::info!(reason = %reason, "releasing the job for a later attempt");
-            queue::release(service.db(), &id, owner, delay).await?;
+            tracing::info!(reason = %reason, retry_in_ms = delay.as_millis() as u64, "download failed; retrying later");
+            queue::release_for_retry(service.db(), &id, owner, delay).await?;
             return Ok(ExecutionOutcome::Released {
                 provider_job_id: id,
                 reason,
@@ -249,6 +254,28 @@ async fn execute(
     complete(service, job, owner, provider, stl, report).await
 }
 
+/// Whether a failed download may succeed later: transport trouble, timeouts, a `5xx`/`429`
+/// answer, or a body cut short.
+fn retryable(e: &DownloadError) -> bool {
+    e.is_transient() || matches!(e, DownloadError::TooShort { .. })
+}
+
+/// The problem of a job whose input credential expired before its model could be fetched:
+/// `upstream-failed` when the source kept failing, `download-failed` otherwise.
+fn expired_input(job: &JobRow, last: Option<&DownloadError>) -> Problem {
+    let retries = job.download_retries + i64::from(last.is_some());
+    if retries == 0 {
+        return Problem::new(ProblemType::DownloadFailed)
+            .with_detail("the input credential expired before the model could be downloaded");
+    }
+    let last = last
+        .map(|e| format!(" (last: {})", ErrorChain(e)))
+        .unwrap_or_default();
+    Problem::new(ProblemType::UpstreamFailed).with_detail(format!(
+        "the model source failed {retries} time(s){last} until the input credential expired"
+    ))
+}
+
 async fn fetch_input(
     service: &Service,
     job: &JobRow,
@@ -265,6 +292,22 @@ async fn fetch_input(
             Problem::new(ProblemType::InvalidRequest).with_detail("the job's input is unreadable"),
         ));
     };
+    // The input must be the model the offer priced: what the SDK checks the bytes against
+    // (size, SHA-256) is the input's declaration, so that must be the offer's.
+    let declared_size = i64::try_from(download.size).unwrap_or(i64::MAX);
+    if declared_size != job.model_size || !download.sha256.eq_ignore_ascii_case(&job.model_sha256) {
+        tracing::warn!("the input is not the model the offer priced");
+        return Ok(Step::Fail(
+            Problem::new(ProblemType::InputMismatch).with_detail(format!(
+                "the input declares {} bytes with SHA-256 {}; the offer priced {} bytes with \
+                 SHA-256 {}",
+                download.size, download.sha256, job.model_size, job.model_sha256
+            )),
+        ));
+    }
+    if download.expires_at <= unix_now() {
+        return Ok(Step::Fail(expired_input(job, None)));
+    }
     if !progress(service, job, owner, provider, 10, "downloading").await? {
         return Ok(Step::Lost);
     }
@@ -289,12 +332,19 @@ async fn fetch_input(
             tracing::info!(size = got.size, "model downloaded");
             Ok(Step::Heal(bytes?))
         }
-        Err(e) if e.is_transient() => {
-            let policy = config.retry_policy();
-            let attempt = u32::try_from(job.attempts.max(1)).unwrap_or(u32::MAX);
+        Err(e) if retryable(&e) => {
+            // Retried until the credential expires, with backoff; the last retry is timed
+            // to happen before the expiry.
+            let retry = u32::try_from(job.download_retries.saturating_add(1)).unwrap_or(u32::MAX);
+            let backoff = config.retry_policy().delay(retry, None);
+            let left = u64::try_from(download.expires_at.saturating_sub(unix_now())).unwrap_or(0);
+            let Some(room) = Duration::from_secs(left).checked_sub(Duration::from_secs(1)) else {
+                tracing::warn!(error = %ErrorChain(&e), "download failed; the input credential expires now");
+                return Ok(Step::Fail(expired_input(job, Some(&e))));
+            };
             Ok(Step::Release(
                 format!("download failed: {}", ErrorChain(&e)),
-                policy.delay(attempt, None),
+                backoff.min(room),
             ))
         }
         Err(e) => {

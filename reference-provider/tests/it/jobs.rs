@@ -51,7 +51,7 @@ async fn full_story(backend: Backend) {
 
     // A known account with no money.
     let account = create_account(&provider, "Gareth").await;
-    let offer = broker.offer(Some(&account.account_id), model.len() as u64);
+    let offer = broker.offer_for(Some(&account.account_id), &model);
     let (status, _, body) = send_signed(
         &provider,
         &broker,

@@ -352,6 +352,16 @@ impl FakeBroker {
         }
     }
 
+    /// An offer of `model`, with its real size and SHA-256 (what the provider checks the
+    /// job's input against).
+    pub fn offer_for(&self, account: Option<&AccountId>, model: &[u8]) -> JobOffer {
+        let mut offer = self.offer(account, model.len() as u64);
+        offer.model.sha256 = sha256_hex(model);
+        offer
+    }
+
+    /// An offer of a model of `size` bytes that is never fetched (its digest is a
+    /// placeholder: an input sent for it is refused as `input-mismatch`).
     pub fn offer(&self, account: Option<&AccountId>, size: u64) -> JobOffer {
         let provider = self.provider_id();
         JobOffer {
@@ -421,15 +431,17 @@ pub fn test_config(db: &TestDb, data_dir: &std::path::Path) -> Config {
         shutdown_grace: Duration::from_secs(5),
         keyring_refresh: Duration::from_millis(100),
         http_timeout: Duration::from_secs(10),
+        dev_top_up: true,
         ..Config::default()
     }
 }
 
 pub async fn start_provider(config: Config) -> ServiceHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    service::start(listener, config)
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    service::App::build(listener, config)
         .await
         .expect("provider starts")
+        .spawn()
 }
 
 /// Registers the provider at the fake broker through the library entry point.
@@ -567,7 +579,7 @@ pub async fn accept_job(
     account: &AccountCreated,
     model: &[u8],
 ) -> AcceptedJob {
-    let offer = broker.offer(Some(&account.account_id), model.len() as u64);
+    let offer = broker.offer_for(Some(&account.account_id), model);
     let (status, _, body) = send_signed(
         provider,
         broker,

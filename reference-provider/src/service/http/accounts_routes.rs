@@ -92,9 +92,13 @@ async fn ledger(
     }))
 }
 
-/// Top up the balance
+/// Top up the balance (development stand-in)
 ///
-/// With an `Idempotency-Key`, repeating the request returns the same entry and adds nothing.
+/// A stand-in for a payment system, for development and tests: it adds the amount with no
+/// payment, so it is off unless the instance runs with `--dev-top-up` (otherwise `403
+/// forbidden`). A real deployment credits accounts from its payment system instead (see
+/// docs/FIXMYPRINT.md). With an `Idempotency-Key`, repeating the request returns the same
+/// entry and adds nothing.
 #[utoipa::path(
     post,
     path = "/v1/accounts/me/top-up",
@@ -106,6 +110,7 @@ async fn ledger(
     responses(
         (status = 200, description = "The ledger entry and the new balance", body = TopUpDone),
         (status = 400, description = "`invalid-request`: amount outside 1 to 100 000 000, or a non-ASCII key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the development top-up is turned off on this instance", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: the idempotency key was used with another amount", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -115,6 +120,14 @@ async fn top_up(
     headers: HeaderMap,
     ApiJson(req): ApiJson<TopUp>,
 ) -> ApiResult<Json<TopUpDone>> {
+    if !service.config().dev_top_up {
+        return Err(ApiError::Problem(
+            Problem::new(diax_sdk::ProblemType::Forbidden).with_detail(
+                "top-up without payment is a development stand-in, turned off on this \
+                 instance (--dev-top-up turns it on); balances are credited by the payment system",
+            ),
+        ));
+    }
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()

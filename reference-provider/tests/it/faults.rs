@@ -1,0 +1,426 @@
+//! Hostile and slow peers around a job, on SQLite and PostgreSQL: a model source that is down
+//! for a while, an input that is not the model the offer priced, an input that never comes,
+//! and the development top-up turned off.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::support::*;
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::sha256_hex;
+use diax_sdk::wire::{BrokerMessage, Download, JobEventKind, JobInput};
+use diax_sdk::{MessageId, ProblemType};
+use fixmyprint::service::{self, ExecutionOutcome, janitor, queue};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// How long the model source is down in [`a_model_source_down_for_a_while`]: a few seconds
+/// by default; `FIXMYPRINT_TEST_OUTAGE_MS=60000` runs the 60 s outage of the reliability
+/// figures.
+fn outage() -> Duration {
+    std::env::var("FIXMYPRINT_TEST_OUTAGE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(3), Duration::from_millis)
+}
+
+/// A model source on a loopback port that fails every request until it is switched on:
+/// in turn a `503`, a body cut off halfway (the declared length never arrives), and a
+/// connection closed before any answer. Then it serves the model.
+struct FlakySource {
+    url: String,
+    up: Arc<tokio::sync::watch::Sender<bool>>,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FlakySource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FlakySource {
+    async fn start(model: Vec<u8>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/model", listener.local_addr().unwrap());
+        let (up, up_rx) = tokio::sync::watch::channel(false);
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        let model = Arc::new(model);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let up = *up_rx.borrow();
+                let model = Arc::clone(&model);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0_u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let len = model.len();
+                    let ok = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: model/stl\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = match (up, n % 3) {
+                        (true, _) => {
+                            let _ = stream.write_all(ok.as_bytes()).await;
+                            stream.write_all(&model).await
+                        }
+                        (false, 0) => {
+                            stream
+                                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .await
+                        }
+                        (false, 1) => {
+                            let _ = stream.write_all(ok.as_bytes()).await;
+                            stream.write_all(&model[..len / 2]).await
+                        }
+                        (false, _) => Ok(()),
+                    };
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        FlakySource {
+            url,
+            up: Arc::new(up),
+            requests,
+            task,
+        }
+    }
+
+    fn download(&self, model: &[u8], expires_at: i64) -> Download {
+        Download {
+            url: self.url.clone(),
+            authorization: Some("Bearer tc_flaky".into()),
+            expires_at,
+            size: model.len() as u64,
+            sha256: sha256_hex(model),
+        }
+    }
+}
+
+/// Offers `model` for `account` and sends `download` as its input; the provider job id.
+async fn offer_with_input(
+    provider: &service::ServiceHandle,
+    broker: &FakeBroker,
+    account: &fixmyprint::service::accounts::AccountCreated,
+    model: &[u8],
+    download: Download,
+) -> (diax_sdk::JobId, String) {
+    let offer = broker.offer_for(Some(&account.account_id), model);
+    let (status, _, body) = send_signed(
+        provider,
+        broker,
+        &MessageId::generate(),
+        &BrokerMessage::Offer(offer.clone()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let pjob = body["provider_job_id"].as_str().unwrap().to_owned();
+    let input = JobInput {
+        job_id: offer.job_id.clone(),
+        provider_job_id: diax_sdk::ProviderJobId::parse(pjob.clone()).unwrap(),
+        download,
+    };
+    let (status, _, body) = send_signed(
+        provider,
+        broker,
+        &MessageId::generate(),
+        &BrokerMessage::Input(input),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    (offer.job_id, pjob)
+}
+
+async fn account_view(provider: &service::ServiceHandle, api_key: &str) -> (i64, i64, Vec<String>) {
+    let base = provider.base_url();
+    let (_, me) = get_json(&format!("{base}/v1/accounts/me"), Some(api_key)).await;
+    let (_, ledger) = get_json(&format!("{base}/v1/accounts/me/ledger"), Some(api_key)).await;
+    let kinds = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    (
+        me["balance"].as_i64().unwrap(),
+        me["held"].as_i64().unwrap(),
+        kinds,
+    )
+}
+
+/// The model source fails (503, cut bodies, closed connections) for a while and comes
+/// back: the job completes, charged once, with one `job.progress` per phase, and the
+/// retries did not use up the crash budget.
+async fn a_model_source_down_for_a_while(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let mut config = test_config(&db, db.dir());
+    config.workers = 1;
+    config.outbox_workers = 1;
+    config.max_job_attempts = 2;
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Flo").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(3, 800);
+    let source = FlakySource::start(model.clone()).await;
+    let (job_id, pjob) = offer_with_input(
+        &provider,
+        &broker,
+        &account,
+        &model,
+        source.download(&model, unix_now() + 600),
+    )
+    .await;
+
+    // Down: more failed requests than the crash budget, and the job is still waiting.
+    let failing = wait_until(Duration::from_secs(60), || async {
+        source.requests.load(Ordering::SeqCst) >= 6
+    })
+    .await;
+    assert!(failing, "the worker retries the download");
+    tokio::time::sleep(outage()).await;
+    let row = queue::get(provider.service().db(), &pjob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!row.state.is_final(), "still waiting: {}", row.state);
+    source.up.send_replace(true);
+
+    let done = wait_until(Duration::from_secs(60), || async {
+        broker
+            .events_for(&job_id)
+            .iter()
+            .any(|e| e.kind.state().is_terminal())
+    })
+    .await;
+    assert!(done, "the job finished after the source came back");
+    let events = broker.events_for(&job_id);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        kinds,
+        ["job.progress", "job.progress", "job.completed"],
+        "one progress event per phase, whatever the retries"
+    );
+    let row = queue::get(provider.service().db(), &pjob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.attempts, 1, "retried downloads are not crash attempts");
+    assert!(row.download_retries >= 6, "{}", row.download_retries);
+    let (balance, held, kinds) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, held), (500 - 60, 0));
+    assert_eq!(kinds, ["top_up", "hold", "capture"], "charged once");
+    provider.shutdown().await;
+}
+both_backends!(a_model_source_down_for_a_while);
+
+/// The source never comes back: once the input credential expires, the job fails with
+/// `upstream-failed` (not `internal`) and the hold is released.
+async fn a_model_source_down_until_the_credential_expires(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Exp").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(3, 800);
+    let source = FlakySource::start(model.clone()).await;
+    let (job_id, pjob) = offer_with_input(
+        &provider,
+        &broker,
+        &account,
+        &model,
+        source.download(&model, unix_now() + 3),
+    )
+    .await;
+    // Drive the worker by hand until the job is settled.
+    let mut released = 0;
+    let problem = loop {
+        match service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap()
+        {
+            ExecutionOutcome::Released { .. } => released += 1,
+            ExecutionOutcome::Failed { problem, .. } => break problem,
+            ExecutionOutcome::EmptyQueue => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(released >= 1);
+    assert!(problem.is(ProblemType::UpstreamFailed), "{problem:?}");
+    assert!(
+        problem.detail.as_deref().unwrap().contains("expired"),
+        "{problem:?}"
+    );
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&job_id);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["job.progress", "job.failed"]);
+    let (balance, held, kinds) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, held), (500, 0));
+    assert_eq!(kinds, ["top_up", "hold", "release"]);
+    let row = queue::get(provider.service().db(), &pjob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.attempts, 1);
+    provider.shutdown().await;
+}
+both_backends!(a_model_source_down_until_the_credential_expires);
+
+/// An input whose declared size or digest is not the offer's: `input-mismatch`, nothing
+/// downloaded, hold released.
+async fn an_input_that_is_not_the_offered_model(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Mis").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(3, 800);
+    let other = fixmyprint::heal::generate::broken_model(4, 800);
+    let source = FlakySource::start(other.clone()).await;
+    source.up.send_replace(true);
+    // Same size, another digest; then another size.
+    let mut wrong_size = source.download(&model, unix_now() + 600);
+    wrong_size.size += 1;
+    for download in [source.download(&other, unix_now() + 600), wrong_size] {
+        let (job_id, _) = offer_with_input(&provider, &broker, &account, &model, download).await;
+        let outcome = service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap();
+        let ExecutionOutcome::Failed { problem, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(problem.is(ProblemType::InputMismatch), "{problem:?}");
+        assert_eq!(problem.status, 422);
+        drain_outbox(&provider).await;
+        let events = broker.events_for(&job_id);
+        let JobEventKind::Failed { problem, charged } = &events.last().unwrap().kind else {
+            panic!("{events:?}")
+        };
+        assert!(problem.is(ProblemType::InputMismatch));
+        assert_eq!(charged.as_ref().unwrap().amount, 0);
+    }
+    assert_eq!(source.requests.load(Ordering::SeqCst), 0, "nothing fetched");
+    let (balance, held, _) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, held), (500, 0));
+    provider.shutdown().await;
+}
+both_backends!(an_input_that_is_not_the_offered_model);
+
+/// An accepted job whose input never comes is failed by the sweep after `input_timeout`,
+/// its hold released; a job whose input came is left alone.
+async fn an_input_that_never_comes_expires(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let mut config = test_config(&db, db.dir());
+    config.input_timeout = Duration::from_secs(600);
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Wait").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(3, 800);
+    let waiting = broker.offer_for(Some(&account.account_id), &model);
+    let (status, _, body) = send_signed(
+        &provider,
+        &broker,
+        &MessageId::generate(),
+        &BrokerMessage::Offer(waiting.clone()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let waiting_pjob = body["provider_job_id"].as_str().unwrap().to_owned();
+    let with_input = accept_job(&provider, &broker, &account, &model).await;
+
+    // Not yet due.
+    let swept = janitor::sweep(provider.service(), unix_now())
+        .await
+        .unwrap();
+    assert_eq!(swept.inputs_never_came, 0);
+    // Past the timeout (the sweep is given a later clock).
+    let later = unix_now() + 601;
+    let swept = janitor::sweep(provider.service(), later).await.unwrap();
+    assert_eq!(swept.inputs_never_came, 1);
+    let swept = janitor::sweep(provider.service(), later).await.unwrap();
+    assert_eq!(swept.inputs_never_came, 0, "settled once");
+
+    let row = queue::get(provider.service().db(), &waiting_pjob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, queue::JobPhase::Failed);
+    let (status, job) = get_json(
+        &format!("{}/diax/jobs/{waiting_pjob}", provider.base_url()),
+        None,
+    )
+    .await;
+    if status == 200 {
+        assert_eq!(job["state"], "failed");
+    }
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&waiting.job_id);
+    let JobEventKind::Failed { problem, .. } = &events.last().unwrap().kind else {
+        panic!("{events:?}")
+    };
+    assert!(problem.is(ProblemType::UpstreamFailed), "{problem:?}");
+    let other = queue::get(provider.service().db(), with_input.provider_job_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.state, queue::JobPhase::Accepted, "its input came");
+    let (balance, held, kinds) = account_view(&provider, &account.api_key).await;
+    assert_eq!(
+        (balance, held),
+        (500 - 60, 60),
+        "one hold released, one kept"
+    );
+    assert_eq!(kinds, ["top_up", "hold", "hold", "release"]);
+    provider.shutdown().await;
+}
+both_backends!(an_input_that_never_comes_expires);
+
+/// Without `--dev-top-up`, the top-up adds nothing and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_top_up_is_off_unless_the_development_flag_is_set() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = test_config(&db, db.dir());
+    config.dev_top_up = false;
+    let provider = start_provider(config).await;
+    let account = create_account(&provider, "Free").await;
+    let resp = client()
+        .post(format!("{}/v1/accounts/me/top-up", provider.base_url()))
+        .bearer_auth(&account.api_key)
+        .json(&serde_json::json!({ "amount": 1000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/problem+json",
+        "a problem document"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], ProblemType::Forbidden.uri());
+    assert!(
+        body["detail"].as_str().unwrap().contains("--dev-top-up"),
+        "{body}"
+    );
+    let (balance, held, kinds) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, held, kinds.len()), (0, 0, 0));
+    provider.shutdown().await;
+}

@@ -22,6 +22,7 @@
 //! | [`util`] | random tokens, SHA-256 hex digests, [`ErrorChain`](util::ErrorChain) for logs |
 //! | `axum_ext` (feature `axum`) | an extractor that verifies, checks replay and parses a signed body |
 //! | `client` (feature `client`) | registration client, signed sends with retries, downloads |
+//! | `openapi` (feature `openapi`) | the shared problem responses of an OpenAPI document, its checked-in text, the checks tests run on it |
 //! | `server` (feature `server`) | serve an axum router on a bound listener, HTTP or HTTPS, until a shutdown future |
 //!
 //! The crate root re-exports the main types (ids, secrets, the verifier, problems, tokens);
@@ -35,7 +36,7 @@
 //! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
 //! | `server` | no | `server` module (axum-server 0.9 + rustls/ring), implies `axum` |
 //! | `cli` | no | the `diax` debugging command |
-//! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`] |
+//! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`]; the `openapi` module |
 //!
 //! Without features the crate needs no async runtime and no HTTP library.
 //!
@@ -91,6 +92,8 @@ pub mod wire;
 pub mod axum_ext;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "server")]
 pub mod server;
 

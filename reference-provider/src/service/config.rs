@@ -53,7 +53,8 @@ pub struct TlsFiles {
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to listen (used by the binary; [`crate::service::run`] takes a listener).
+    /// Where to listen (used by the binary and [`crate::service::ServiceHandle::start`];
+    /// [`crate::service::App::build`] takes a bound listener).
     pub addr: SocketAddr,
     /// `sqlite://PATH` or `postgres://…`; `None` = `sqlite://{data_dir}/fixmyprint.db`.
     pub database_url: Option<String>,

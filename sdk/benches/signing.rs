@@ -8,7 +8,11 @@
 //! `verifier/1KiB` adds what an endpoint does on top: the size limit and the in-memory replay
 //! store (here answering "redelivery", the same message being checked again and again).
 //! The `v1a-*` functions do the same with ed25519 (`v1a`): the sender's ring holds its own
-//! secret key, the receiver's only the public key.
+//! secret key, the receiver's only the public key. Measured on 2 shared cores at a load
+//! average of 9 (other builds running): `verify` 1.8 µs, `v1a-verify` 70 µs, `v1a-verifier`
+//! 67 µs, `v1a-sign` 27 µs (medians). A `v1a` check is about 40 times a `v1` one, some
+//! 14,000 per second per core: it matters only to an intake taking thousands of offers a
+//! second on one core.
 
 use std::future::Future;
 use std::hint::black_box;

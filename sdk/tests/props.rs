@@ -372,3 +372,64 @@ proptest! {
         prop_assert!(v.validate_at(&tampered, &ring, now).is_err());
     }
 }
+
+/// ed25519 (`v1a`): the receiver holds only the sender's public key.
+mod v1a {
+    use super::*;
+    use diax_sdk::SigningKey;
+    use diax_sdk::ed25519::PublicKey;
+
+    fn key() -> impl Strategy<Value = SigningKey> {
+        any::<[u8; 32]>().prop_map(|seed| SigningKey::from_seed(&seed))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn signed_messages_verify_with_the_public_key_and_any_change_fails(
+            key in key(), id in message_id(), ts in timestamp(), body in body(),
+            pos in any::<prop::sample::Index>(), byte in 1u8..,
+        ) {
+            let sender = Keyring::single(KeyId::parse("key_s").expect("id"), key.clone());
+            let receiver = Keyring::single(KeyId::parse("key_s").expect("id"), key.public_key());
+            let signed = sender.sign(&id, ts, &body).expect("active key");
+            let t = ts.to_string();
+            let h = headers(id.as_str(), &t, &signed.signature);
+            prop_assert!(receiver.verify_at(&h, &body, ts, 300).is_ok());
+            // A flipped body byte, or a flipped signature byte, is refused without a panic.
+            let mut other = body.clone();
+            if other.is_empty() { other.push(byte); } else { let i = pos.index(other.len()); other[i] ^= byte; }
+            prop_assert_eq!(receiver.verify_at(&h, &other, ts, 300), Err(VerifyError::SignatureMismatch));
+            let mut raw = STANDARD.decode(&signed.signature[4..]).expect("base64");
+            let i = pos.index(raw.len());
+            raw[i] ^= byte;
+            let flipped = format!("v1a,{}", STANDARD.encode(&raw));
+            let h2 = headers(id.as_str(), &t, &flipped);
+            prop_assert_eq!(receiver.verify_at(&h2, &body, ts, 300), Err(VerifyError::SignatureMismatch));
+        }
+
+        #[test]
+        fn key_parsers_never_panic(text in "\\PC{0,120}", raw in prop::collection::vec(any::<u8>(), 0..100)) {
+            let _ = SigningKey::parse(&text);
+            let _ = PublicKey::parse(&text);
+            let b64 = STANDARD.encode(&raw);
+            let _ = SigningKey::parse(&format!("whsk_{b64}"));
+            let _ = PublicKey::parse(&format!("whpk_{b64}"));
+            if raw.len() >= 32 {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(&raw[..32]);
+                let _ = PublicKey::from_bytes(&a);
+            }
+        }
+
+        #[test]
+        fn any_v1a_header_never_panics(
+            key in key(), id in message_id(), sig in "[ -~]{0,300}", body in body(),
+        ) {
+            let receiver = Keyring::single(KeyId::parse("key_s").expect("id"), key.public_key());
+            let header = format!("v1a,{sig} {sig}");
+            let _ = receiver.verify_at(&headers(id.as_str(), "1000", &header), &body, 1000, 300);
+        }
+    }
+}

@@ -365,12 +365,10 @@ async fn an_input_that_never_comes_expires(backend: Backend) {
     assert_eq!(row.state, queue::JobPhase::Failed);
     let (status, job) = get_json(
         &format!("{}/diax/jobs/{waiting_pjob}", provider.base_url()),
-        None,
+        Some(&account.api_key),
     )
     .await;
-    if status == 200 {
-        assert_eq!(job["state"], "failed");
-    }
+    assert_eq!((status, &job["state"]), (200, &Value::from("failed")));
     drain_outbox(&provider).await;
     let events = broker.events_for(&waiting.job_id);
     let JobEventKind::Failed { problem, .. } = &events.last().unwrap().kind else {

@@ -122,44 +122,22 @@ impl App {
         let inputs = tokio::spawn(inputs::run(self.state.clone(), stop_rx.clone()));
         let janitor = tokio::spawn(janitor::run(self.state.clone(), stop_rx));
         tracing::info!(addr = %self.local_addr, base_url = %self.state.base_url, "broker mock listening");
-        let result = match (&self.state.cfg.tls_cert, &self.state.cfg.tls_key) {
+        let cfg = &self.state.cfg;
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(cert), Some(key)) => {
-                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
-                let handle = axum_server::Handle::new();
-                let h2 = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    h2.graceful_shutdown(Some(Duration::from_secs(5)));
-                });
-                axum_server::from_tcp_rustls(self.listener, tls)?
-                    .handle(handle)
-                    .serve(router.into_make_service())
-                    .await
+                Some(axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?)
             }
-            _ => {
-                let listener = tokio::net::TcpListener::from_std(self.listener)?;
-                // Graceful, but not forever: a connection held open (idle, or a request that
-                // never completes) gets 5 s after the shutdown signal, like the TLS server.
-                let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
-                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                    shutdown.await;
-                    let _ = fired_tx.send(());
-                });
-                tokio::select! {
-                    res = serve => res,
-                    () = async {
-                        if fired_rx.await.is_ok() {
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                        } else {
-                            std::future::pending::<()>().await;
-                        }
-                    } => {
-                        tracing::warn!("connections still open 5 s after shutdown: closed");
-                        Ok(())
-                    }
-                }
-            }
+            _ => None,
         };
+        // A deadline for each request's head (slowloris), a connection cap, and 5 s for
+        // requests in flight after the shutdown signal (a connection held open cannot stop
+        // the shutdown).
+        let limits = diax_sdk::serve::ServerLimits {
+            header_read_timeout: Duration::from_millis(cfg.header_read_timeout_ms.max(1)),
+            max_connections: cfg.max_connections,
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let result = diax_sdk::serve::serve(self.listener, router, tls, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = notifier.await;
         let _ = inputs.await;

@@ -327,7 +327,14 @@ pub async fn start_service(
     let local_addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let app = http::router(service.clone());
-    let server = tls::serve(listener, app, service.config().tls.clone(), stop_rx.clone()).await?;
+    let server = tls::serve(
+        listener,
+        app,
+        service.config().tls.clone(),
+        service.config().server_limits(),
+        stop_rx.clone(),
+    )
+    .await?;
     let mut background = Vec::new();
     for i in 0..service.config().workers {
         background.push(tokio::spawn(worker::run_worker(

@@ -1,9 +1,9 @@
-//! Serving the router over plain HTTP or HTTPS (rustls, ring), with graceful shutdown.
-
-use std::time::Duration;
+//! Serving the router over plain HTTP or HTTPS (rustls, ring), within the SDK's connection
+//! bounds ([`diax_sdk::serve`]), with graceful shutdown.
 
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
+use diax_sdk::serve::ServerLimits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,8 +27,9 @@ pub async fn load(files: &TlsFiles) -> std::io::Result<RustlsConfig> {
     RustlsConfig::from_pem_file(&files.cert, &files.key).await
 }
 
-/// Serves `app` on `listener` (HTTPS when `tls` is set) until `stop` turns true; open
-/// connections then get a few seconds to finish.
+/// Serves `app` on `listener` (HTTPS when `tls` is set) within `limits` (a deadline for each
+/// request's head, a connection cap) until `stop` turns true; open connections then get
+/// `limits.shutdown_grace` to finish.
 ///
 /// # Errors
 /// When the TLS material cannot be loaded or the listener cannot be converted.
@@ -36,25 +37,19 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsFiles>,
+    limits: ServerLimits,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<std::io::Result<()>>> {
-    match tls {
-        None => {
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop));
-            Ok(tokio::spawn(async move { server.await }))
-        }
-        Some(files) => {
-            let config = load(&files).await?;
-            let std_listener = listener.into_std()?;
-            let handle = axum_server::Handle::new();
-            let server = axum_server::from_tcp_rustls(std_listener, config)?.handle(handle.clone());
-            tokio::spawn(async move {
-                stopped(stop).await;
-                handle.graceful_shutdown(Some(Duration::from_secs(5)));
-            });
-            Ok(tokio::spawn(async move {
-                server.serve(app.into_make_service()).await
-            }))
-        }
-    }
+    let tls = match tls {
+        Some(files) => Some(load(&files).await?),
+        None => None,
+    };
+    let listener = listener.into_std()?;
+    Ok(tokio::spawn(diax_sdk::serve::serve(
+        listener,
+        app,
+        tls,
+        limits,
+        stopped(stop),
+    )))
 }

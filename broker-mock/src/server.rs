@@ -1,7 +1,8 @@
 //! The server: [`App`] (built on a bound listener, served until a shutdown future) and
 //! [`Broker`], a handle on an [`App`] serving in the background.
 //!
-//! Both servers of the kit have this shape:
+//! Both servers of the kit have this shape (FixMyPrint's is `fixmyprint::service::server`),
+//! and both serve through [`diax_sdk::server::serve`]:
 //!
 //! | step | broker mock |
 //! |---|---|
@@ -122,22 +123,24 @@ impl App {
         let inputs = tokio::spawn(inputs::run(self.state.clone(), stop_rx.clone()));
         let janitor = tokio::spawn(janitor::run(self.state.clone(), stop_rx));
         tracing::info!(addr = %self.local_addr, base_url = %self.state.base_url, "broker mock listening");
-        let cfg = &self.state.cfg;
-        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?)
-            }
-            _ => None,
-        };
-        // A deadline for each request's head (slowloris), a connection cap, and 5 s for
-        // requests in flight after the shutdown signal (a connection held open cannot stop
-        // the shutdown).
-        let limits = diax_sdk::serve::ServerLimits {
-            header_read_timeout: Duration::from_millis(cfg.header_read_timeout_ms.max(1)),
-            max_connections: cfg.max_connections,
-            shutdown_grace: Duration::from_secs(5),
-        };
-        let result = diax_sdk::serve::serve(self.listener, router, tls, limits, shutdown).await;
+        let result = async {
+            let tls = match (&self.state.cfg.tls_cert, &self.state.cfg.tls_key) {
+                (Some(cert), Some(key)) => Some(diax_sdk::server::load_tls(cert, key).await?),
+                _ => None,
+            };
+            // A deadline for each request's head (slowloris), a connection cap, and a
+            // graceful shutdown that is not forever: a connection held open (idle, or a
+            // request that never completes) gets 5 s after the shutdown signal.
+            let limits = diax_sdk::server::ServerLimits {
+                header_read_timeout: Duration::from_millis(
+                    self.state.cfg.header_read_timeout_ms.max(1),
+                ),
+                max_connections: self.state.cfg.max_connections,
+                drain: Duration::from_secs(5),
+            };
+            diax_sdk::server::serve_within(self.listener, router, tls, shutdown, limits).await
+        }
+        .await;
         let _ = stop_tx.send(true);
         let _ = notifier.await;
         let _ = inputs.await;

@@ -21,7 +21,7 @@
 //! | [`util`] | random tokens, SHA-256 hex digests, [`ErrorChain`](util::ErrorChain) for logs |
 //! | `axum_ext` (feature `axum`) | an extractor that verifies, checks replay and parses a signed body |
 //! | `client` (feature `client`) | registration client, signed sends with retries, downloads |
-//! | `serve` (feature `server`) | serving a router with a request-head deadline, a connection cap and a bounded shutdown |
+//! | `server` (feature `server`) | serve an axum router on a bound listener, HTTP or HTTPS, until a shutdown future, with a request-head deadline and a connection cap |
 //!
 //! The crate root re-exports the main types (ids, secrets, the verifier, problems, tokens);
 //! helpers live in their modules. The axum integration is `axum_ext`, not `axum`, so that
@@ -32,7 +32,7 @@
 //! |---|---|---|
 //! | `axum` | no | `axum_ext` module: the `Signed<T>` extractor, problem responses, the `finish_request_body` middleware (axum 0.8) |
 //! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
-//! | `server` | no | `serve` module (axum-server with rustls/ring): head deadline (slowloris), connection cap, bounded graceful shutdown |
+//! | `server` | no | `server` module (axum-server 0.9 + rustls/ring): head deadline (slowloris), connection cap, bounded drain; implies `axum` |
 //! | `cli` | no | the `diax` debugging command |
 //! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`] |
 //!
@@ -90,7 +90,7 @@ pub mod axum_ext;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
-pub mod serve;
+pub mod server;
 
 pub use ids::{
     AccountId, GroupId, InvalidId, JobId, KeyId, MessageId, ModelId, NotificationId, ProviderId,

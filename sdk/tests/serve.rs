@@ -1,11 +1,11 @@
-//! `diax_sdk::serve` on a real loopback listener: a client that never finishes its request
+//! `diax_sdk::server` on a real loopback listener: a client that never finishes its request
 //! head is cut after the deadline, a connection over the cap waits until one closes, and
 //! ordinary clients are served throughout.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
 
-use diax_sdk::serve::{ServerLimits, serve};
+use diax_sdk::server::{ServerLimits, serve_within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -14,9 +14,15 @@ async fn start(limits: ServerLimits) -> (String, tokio::sync::oneshot::Sender<()
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, app, None, limits, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(serve_within(
+        listener,
+        app,
+        None,
+        async {
+            let _ = stopped.await;
+        },
+        limits,
+    ));
     (addr.to_string(), stop)
 }
 

@@ -126,8 +126,10 @@ impl Stack {
             dev_top_up: true,
             ..fixmyprint::service::Config::default()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let provider = fixmyprint::service::start(listener, config).await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let provider = fixmyprint::service::App::build(listener, config)
+            .await?
+            .spawn();
 
         let http = diax_sdk::client::http_client(&diax_sdk::client::ClientConfig {
             extra_root_certs_pem: vec![pki.ca_pem.clone()],

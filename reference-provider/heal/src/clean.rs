@@ -32,13 +32,13 @@ pub(crate) fn degenerate_at(p: [[f32; 3]; 3]) -> bool {
     dot(cr, cr).sqrt() <= ZERO_AREA * longest
 }
 
-/// Returns (degenerate removed, duplicates removed).
+/// Returns (degenerate removed, duplicates removed, the vertices of the removed facets).
 pub(crate) fn clean(
     vertices: &[[f32; 3]],
     triangles: &mut Vec<[u32; 3]>,
     remove_degenerate: bool,
     remove_duplicates: bool,
-) -> (u64, u64) {
+) -> (u64, u64, Vec<u32>) {
     let n = triangles.len();
     let mut keep: Vec<bool> = if remove_degenerate {
         triangles
@@ -106,7 +106,14 @@ pub(crate) fn clean(
             keep[d as usize] = false;
         }
     }
+    let mut removed_vertices = Vec::new();
     if degenerate_removed + duplicate_removed > 0 {
+        removed_vertices = triangles
+            .par_iter()
+            .zip(keep.par_iter())
+            .filter(|(_, k)| !**k)
+            .flat_map_iter(|(t, _)| *t)
+            .collect();
         let kept: Vec<[u32; 3]> = triangles
             .par_iter()
             .zip(keep.par_iter())
@@ -116,5 +123,5 @@ pub(crate) fn clean(
         *triangles = kept;
     }
     debug_assert!(triangles.len() <= n);
-    (degenerate_removed, duplicate_removed)
+    (degenerate_removed, duplicate_removed, removed_vertices)
 }

@@ -468,6 +468,32 @@ pub fn parts(parts: Vec<(&'static str, Mesh)>) -> Model {
     }
 }
 
+/// Many shells: an outer sphere (r = 16, `outer_facets`) round `n³` small spheres (r = 0.45,
+/// `bubble_facets` each) on a grid of spacing 1 centred in it — the bubbles are cavities,
+/// wound inward in the clean model. `n = 17` gives 4 913 cavities: the case for the nesting
+/// check (each bubble's box is above the 2 % tiny-shell bound, so all are kept).
+pub fn bubbles(n: usize, bubble_facets: usize, outer_facets: usize) -> Model {
+    let half = (n as f32 - 1.0) / 2.0;
+    let mut shells = vec![("outer", sphere([0.0; 3], 16.0, outer_facets))];
+    for i in 0..n {
+        for j in 0..n {
+            for k in 0..n {
+                let c = [i, j, k].map(|x| x as f32 - half);
+                let mut b = sphere(c, 0.45, bubble_facets);
+                for t in &mut b.triangles {
+                    t.swap(1, 2);
+                }
+                shells.push(("bubble", b));
+            }
+        }
+    }
+    let mut m = parts(shells);
+    for s in m.shells.iter_mut().skip(1) {
+        s.cavity = true;
+    }
+    m
+}
+
 /// `model` written as a pure triangle soup: facets in random order, a fraction of them
 /// flipped, every corner copy moved by independent noise of up to `noise` × the diagonal per
 /// coordinate (0: exact copies), optionally one part (`invert`, by shell number) inside out.

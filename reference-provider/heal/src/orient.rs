@@ -173,27 +173,7 @@ pub(crate) fn orient_outward(
         })
         .collect();
     // Nesting depth of every shell.
-    let depth: Vec<u32> = (0..shells)
-        .into_par_iter()
-        .map(|s| {
-            let Some(bs) = info[s].1 else { return 0 };
-            let fs = shell_faces(s);
-            let samples: Vec<[f32; 3]> = [0, fs.len() / 2]
-                .iter()
-                .filter_map(|&i| fs.get(i))
-                .map(|&f| v[tt[f as usize][0] as usize])
-                .collect();
-            (0..shells)
-                .filter(|&o| o != s)
-                .filter(|&o| info[o].1.is_some_and(|bo| strictly_inside(&bs, &bo)))
-                .filter(|&o| {
-                    samples
-                        .iter()
-                        .all(|&p| inside(v, tt, shell_faces(o), p, info[o].1))
-                })
-                .count() as u32
-        })
-        .collect();
+    let depth = nesting_depths(v, tt, shell_of, &info, &start, &faces);
     let mut flipped = 0;
     let mut cavities = 0;
     let mut volume = 0.0;
@@ -236,43 +216,285 @@ fn strictly_inside(inner: &Bbox, outer: &Bbox) -> bool {
 fn inside(v: &[[f32; 3]], t: &[[u32; 3]], faces: &[u32], p: [f32; 3], bb: Option<Bbox>) -> bool {
     let scale = bb.map_or(1.0, |b| b.diagonal()).max(f64::MIN_POSITIVE);
     let p = p.map(f64::from);
+    let nudge = [scale * 1.234_567_9e-7, scale * 7.654_321e-8];
     let votes: usize = (0..3)
         .map(|axis| {
             let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
-            let pu = p[u] + scale * 1.234_567_9e-7;
-            let pw = p[w] + scale * 7.654_321e-8;
-            let mut crossings = 0usize;
-            for &f in faces {
-                let q = t[f as usize].map(|i| v[i as usize].map(f64::from));
-                let (a, b, c) = (q[0], q[1], q[2]);
-                // Quick reject on the projected bounding box.
-                if (a[u] < pu && b[u] < pu && c[u] < pu)
-                    || (a[u] > pu && b[u] > pu && c[u] > pu)
-                    || (a[w] < pw && b[w] < pw && c[w] < pw)
-                    || (a[w] > pw && b[w] > pw && c[w] > pw)
-                {
-                    continue;
-                }
-                let e = |s: [f64; 3], r: [f64; 3]| {
-                    (r[u] - s[u]) * (pw - s[w]) - (r[w] - s[w]) * (pu - s[u])
-                };
-                let (e0, e1, e2) = (e(a, b), e(b, c), e(c, a));
-                let pos = e0 > 0.0 && e1 > 0.0 && e2 > 0.0;
-                let neg = e0 < 0.0 && e1 < 0.0 && e2 < 0.0;
-                if !(pos || neg) {
-                    continue;
-                }
-                // Barycentric height of the hit along the axis.
-                let sum = e0 + e1 + e2;
-                let x = (e1 * a[axis] + e2 * b[axis] + e0 * c[axis]) / sum;
-                if x > p[axis] {
-                    crossings += 1;
-                }
-            }
-            crossings % 2
+            let (pu, pw) = (p[u] + nudge[0], p[w] + nudge[1]);
+            faces
+                .iter()
+                .filter(|&&f| crosses(v, t[f as usize], axis, p, pu, pw))
+                .count()
+                % 2
         })
         .sum();
     votes >= 2
+}
+
+/// Does the ray from `p` along `+axis`, its start moved to `pu`, `pw` on the two other axes,
+/// cross the facet `f`?
+#[inline]
+fn crosses(v: &[[f32; 3]], f: [u32; 3], axis: usize, p: [f64; 3], pu: f64, pw: f64) -> bool {
+    let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
+    let q = f.map(|i| v[i as usize].map(f64::from));
+    let (a, b, c) = (q[0], q[1], q[2]);
+    // Quick reject on the projected bounding box.
+    if (a[u] < pu && b[u] < pu && c[u] < pu)
+        || (a[u] > pu && b[u] > pu && c[u] > pu)
+        || (a[w] < pw && b[w] < pw && c[w] < pw)
+        || (a[w] > pw && b[w] > pw && c[w] > pw)
+    {
+        return false;
+    }
+    let e = |s: [f64; 3], r: [f64; 3]| (r[u] - s[u]) * (pw - s[w]) - (r[w] - s[w]) * (pu - s[u]);
+    let (e0, e1, e2) = (e(a, b), e(b, c), e(c, a));
+    let pos = e0 > 0.0 && e1 > 0.0 && e2 > 0.0;
+    let neg = e0 < 0.0 && e1 < 0.0 && e2 < 0.0;
+    if !(pos || neg) {
+        return false;
+    }
+    // Barycentric height of the hit along the axis.
+    let sum = e0 + e1 + e2;
+    let x = (e1 * a[axis] + e2 * b[axis] + e0 * c[axis]) / sum;
+    x > p[axis]
+}
+
+/// Per shell: how many other shells contain it (a shell `o` contains `s` when the box of `o`
+/// strictly contains the box of `s` and both sample vertices of `s` are inside `o` by the
+/// majority of three axis rays).
+///
+/// With few shells, and when testing every nested pair costs little (at most a few passes
+/// over the facets), every pair of boxes is compared and each nested pair tested by its own
+/// rays. Otherwise (many shells — a model of thousands of parts — or many small shells inside
+/// a big one) the facets are binned once per axis into a column grid ([`Columns`]) and every
+/// ray meets only the facets of its column, whichever shells they belong to: no pass over
+/// pairs of shells, so the cost grows with the facets and the rays, not with shells squared.
+fn nesting_depths(
+    v: &[[f32; 3]],
+    t: &[[u32; 3]],
+    shell_of: &[u32],
+    info: &[(f64, Option<Bbox>)],
+    start: &[u32],
+    faces: &[u32],
+) -> Vec<u32> {
+    let shells = info.len();
+    let shell_faces = |s: usize| &faces[start[s] as usize..start[s + 1] as usize];
+    let samples = |s: usize| -> Vec<[f32; 3]> {
+        let fs = shell_faces(s);
+        [0, fs.len() / 2]
+            .iter()
+            .filter_map(|&i| fs.get(i))
+            .map(|&f| v[t[f as usize][0] as usize])
+            .collect()
+    };
+    let nested = |s: usize, o: usize| {
+        o != s
+            && matches!((info[s].1, info[o].1), (Some(bs), Some(bo)) if strictly_inside(&bs, &bo))
+    };
+    let direct = shells <= DIRECT_MAX_SHELLS && {
+        let cost: usize = (0..shells)
+            .flat_map(|s| (0..shells).map(move |o| (s, o)))
+            .filter(|&(s, o)| nested(s, o))
+            .map(|(_, o)| shell_faces(o).len())
+            .sum();
+        cost <= 2 * t.len() + 4096
+    };
+    if direct {
+        return (0..shells)
+            .into_par_iter()
+            .map(|s| {
+                let ps = samples(s);
+                (0..shells)
+                    .filter(|&o| nested(s, o))
+                    .filter(|&o| {
+                        ps.iter()
+                            .all(|&p| inside(v, t, shell_faces(o), p, info[o].1))
+                    })
+                    .count() as u32
+            })
+            .collect();
+    }
+    let Some(model) = bbox_of(info.iter().filter_map(|i| i.1).flat_map(|b| [b.min, b.max])) else {
+        return vec![0; shells];
+    };
+    let scale = model.diagonal().max(f64::MIN_POSITIVE);
+    let nudge = [scale * 1.234_567_9e-7, scale * 7.654_321e-8];
+    let cols: Vec<Columns> = (0..3)
+        .into_par_iter()
+        .map(|a| Columns::new(v, t, &model, a))
+        .collect();
+    (0..shells)
+        .into_par_iter()
+        .map(|s| {
+            let mut inside_all: Option<Vec<u32>> = None;
+            for p in samples(s) {
+                let p = p.map(f64::from);
+                let mut odd: Vec<u32> = cols
+                    .iter()
+                    .flat_map(|c| c.odd_shells(v, t, shell_of, s as u32, p, nudge))
+                    .collect();
+                odd.sort_unstable();
+                // Inside by majority: odd along at least two of the three axes.
+                let mut maj: Vec<u32> = odd
+                    .windows(2)
+                    .filter(|w| w[0] == w[1])
+                    .map(|w| w[0])
+                    .collect();
+                maj.dedup();
+                inside_all = Some(match inside_all {
+                    None => maj,
+                    Some(prev) => prev
+                        .into_iter()
+                        .filter(|o| maj.binary_search(o).is_ok())
+                        .collect(),
+                });
+            }
+            inside_all
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&o| nested(s, o as usize))
+                .count() as u32
+        })
+        .collect()
+}
+
+/// Shells with more than this many shells use the column index ([`Columns`]) for nesting;
+/// below it, every pair of shells whose boxes nest is tested directly when that is cheap.
+const DIRECT_MAX_SHELLS: usize = 64;
+
+/// A face whose projection covers more than this many cells of a column grid is kept in the
+/// grid's list of wide faces (tested by every ray) instead of being entered in every cell.
+const WIDE_CELLS: usize = 64;
+
+/// One column grid per axis: the faces binned by their projection along that axis onto a grid
+/// of about `faces / 2` cells, so a ray along the axis meets only the faces entered in its
+/// cell (plus the wide ones). Built in `O(faces)`; a ray costs the faces in its column.
+struct Columns {
+    axis: usize,
+    origin: [f64; 2],
+    inv: [f64; 2],
+    res: [usize; 2],
+    start: Vec<u32>,
+    faces: Vec<u32>,
+    wide: Vec<u32>,
+}
+
+impl Columns {
+    fn new(v: &[[f32; 3]], t: &[[u32; 3]], bb: &Bbox, axis: usize) -> Columns {
+        let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
+        let side = ((t.len() / 2).max(1) as f64).sqrt().ceil().min(2048.0) as usize;
+        let origin = [f64::from(bb.min[u]), f64::from(bb.min[w])];
+        let ext = [
+            (f64::from(bb.max[u]) - origin[0]).max(f64::MIN_POSITIVE),
+            (f64::from(bb.max[w]) - origin[1]).max(f64::MIN_POSITIVE),
+        ];
+        let res = [side, side];
+        let inv = [side as f64 / ext[0], side as f64 / ext[1]];
+        let span = |f: &[u32; 3]| {
+            let q = f.map(|i| v[i as usize]);
+            let lo_hi = |a: usize, k: usize| {
+                let (mn, mx) = q
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(mn, mx), p| {
+                        (mn.min(f64::from(p[a])), mx.max(f64::from(p[a])))
+                    });
+                let c = |x: f64| {
+                    ((x - origin[k]) * inv[k])
+                        .floor()
+                        .clamp(0.0, (res[k] - 1) as f64) as usize
+                };
+                (c(mn), c(mx))
+            };
+            (lo_hi(u, 0), lo_hi(w, 1))
+        };
+        let mut count = vec![0u32; res[0] * res[1] + 1];
+        let mut wide = Vec::new();
+        let spans: Vec<((usize, usize), (usize, usize))> = t.par_iter().map(span).collect();
+        for (f, &((u0, u1), (w0, w1))) in spans.iter().enumerate() {
+            if (u1 - u0 + 1) * (w1 - w0 + 1) > WIDE_CELLS {
+                wide.push(f as u32);
+                continue;
+            }
+            for iu in u0..=u1 {
+                for iw in w0..=w1 {
+                    count[iu * res[1] + iw + 1] += 1;
+                }
+            }
+        }
+        for i in 1..count.len() {
+            count[i] += count[i - 1];
+        }
+        let mut fill = count.clone();
+        let mut faces = vec![0u32; *count.last().unwrap_or(&0) as usize];
+        for (f, &((u0, u1), (w0, w1))) in spans.iter().enumerate() {
+            if (u1 - u0 + 1) * (w1 - w0 + 1) > WIDE_CELLS {
+                continue;
+            }
+            for iu in u0..=u1 {
+                for iw in w0..=w1 {
+                    let c = iu * res[1] + iw;
+                    faces[fill[c] as usize] = f as u32;
+                    fill[c] += 1;
+                }
+            }
+        }
+        Columns {
+            axis,
+            origin,
+            inv,
+            res,
+            start: count,
+            faces,
+            wide,
+        }
+    }
+
+    /// The shells (other than `own`) that the ray from `p` along `+axis` crosses an odd
+    /// number of times, sorted.
+    fn odd_shells(
+        &self,
+        v: &[[f32; 3]],
+        t: &[[u32; 3]],
+        shell_of: &[u32],
+        own: u32,
+        p: [f64; 3],
+        nudge: [f64; 2],
+    ) -> Vec<u32> {
+        let axis = self.axis;
+        let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
+        let (pu, pw) = (p[u] + nudge[0], p[w] + nudge[1]);
+        let cu = ((pu - self.origin[0]) * self.inv[0]).floor();
+        let cw = ((pw - self.origin[1]) * self.inv[1]).floor();
+        let in_grid =
+            cu >= 0.0 && cw >= 0.0 && (cu as usize) < self.res[0] && (cw as usize) < self.res[1];
+        let cell: &[u32] = if in_grid {
+            let c = cu as usize * self.res[1] + cw as usize;
+            &self.faces[self.start[c] as usize..self.start[c + 1] as usize]
+        } else {
+            &[]
+        };
+        let mut hits: Vec<u32> = cell
+            .iter()
+            .chain(&self.wide)
+            .filter(|&&f| shell_of[f as usize] != own)
+            .filter(|&&f| crosses(v, t[f as usize], axis, p, pu, pw))
+            .map(|&f| shell_of[f as usize])
+            .collect();
+        hits.sort_unstable();
+        let mut odd = Vec::new();
+        let mut i = 0;
+        while i < hits.len() {
+            let mut j = i + 1;
+            while j < hits.len() && hits[j] == hits[i] {
+                j += 1;
+            }
+            if (j - i) % 2 == 1 {
+                odd.push(hits[i]);
+            }
+            i = j;
+        }
+        odd
+    }
 }
 
 #[cfg(test)]

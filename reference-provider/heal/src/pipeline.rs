@@ -60,18 +60,28 @@ pub fn repair_soup(
     progress: &(dyn Fn(Stage) + Sync),
 ) -> Result<Repaired, HealError> {
     let format = soup.format;
-    let mut repaired = heal_once(soup, options, progress)?;
+    let (mut repaired, mut touched) = heal_once(soup, options, progress)?;
     // A weld whose limits were cut by small facets may leave two vertices apart because of a
-    // facet that a later stage removed (a sliver in a tiny shell): welding the output again
-    // would merge them. Repeat the stages on the output until a weld of it merges nothing,
-    // so that repairing a repaired model changes nothing (at most two more passes; only when
-    // a facet collapsed, or some limit was cut and a later stage removed facets: a tiny
-    // shell, a degenerate or a duplicate facet).
+    // facet that a later stage removed (a sliver in a tiny shell, a degenerate or duplicate
+    // copy): welding the output again would merge them. Only the vertices of removed facets
+    // (and the vertices hole filling added) can be affected, so only they are checked against
+    // their neighbourhood (`weld::touched_may_merge`, no sort); when one of them could merge,
+    // the output is welded again, and if that merges anything the stages run once more on it
+    // (at most two more passes), so that repairing a repaired model changes nothing.
     for _ in 0..2 {
         let s = &repaired.report.stages;
         let removed =
             s.shells.removed_limited || s.clean.degenerate_removed + s.clean.duplicate_removed > 0;
         if !(s.weld.collapsed_facets > 0 || (s.weld.limited_corners > 0 && removed)) {
+            break;
+        }
+        let cap = weld_tolerance(&repaired.mesh.vertices, options);
+        if !weld::touched_may_merge(
+            &repaired.mesh.vertices,
+            &repaired.mesh.triangles,
+            &touched,
+            cap,
+        ) {
             break;
         }
         let positions: Vec<[f32; 3]> = repaired
@@ -94,7 +104,10 @@ pub fn repair_soup(
         // Should the next pass find nothing printable, so is the input: say so with its
         // figures (the first pass's removals plus the next one's).
         let again = match heal_once(soup, options, progress) {
-            Ok(again) => again,
+            Ok((again, t)) => {
+                touched = t;
+                again
+            }
             Err(HealError::NothingPrintable {
                 degenerate,
                 tiny_shells,
@@ -127,12 +140,13 @@ pub fn repair_soup(
     Ok(repaired)
 }
 
-/// One pass of every stage after parsing.
+/// One pass of every stage after parsing. Also returns the output vertices that a removed
+/// facet used or that hole filling added (the only ones a second weld could merge).
 fn heal_once(
     soup: Soup,
     options: &RepairOptions,
     progress: &(dyn Fn(Stage) + Sync),
-) -> Result<Repaired, HealError> {
+) -> Result<(Repaired, Vec<u32>), HealError> {
     let input_facets = soup.facets();
     let parse = ParseReport {
         format: soup.format.name().to_string(),
@@ -150,7 +164,7 @@ fn heal_once(
         clock.run(Stage::Weld, || weld_stage(soup.positions, options))?;
     let mut vertices = welded.vertices;
     let mut triangles = welded.triangles;
-    let ((), clean) = clock.run(Stage::Clean, || {
+    let (mut touched, clean) = clock.run(Stage::Clean, || {
         clean_stage(&vertices, &mut triangles, options)
     })?;
     let (topo, topology) = clock.run(Stage::Topology, || topology_stage(&triangles))?;
@@ -168,10 +182,12 @@ fn heal_once(
         )
     })?;
     drop(limited_vertex);
+    touched.extend_from_slice(&kept.removed_vertices);
     let shell_count = kept.shells;
     let boundary = kept.compact.boundary;
     let mut triangles = kept.compact.triangles;
     let mut shell_of = kept.compact.shell_of;
+    let before_holes = vertices.len() as u32;
     let (filled, holes) = clock.run(Stage::Holes, || {
         holes_stage(
             &mut vertices,
@@ -188,7 +204,8 @@ fn heal_once(
     // Check the fills on the final facets (only where a fill may have touched them).
     let fills_closed =
         filled.filled == 0 || holes::closed_around(vertices.len(), &triangles, &boundary);
-    let mesh = compact_vertices(&vertices, triangles);
+    touched.extend(before_holes..vertices.len() as u32);
+    let (mesh, touched) = compact_vertices(&vertices, triangles, touched);
     if mesh.triangles.is_empty() {
         return Err(HealError::NothingPrintable {
             input_facets,
@@ -236,7 +253,7 @@ fn heal_once(
         total_seconds,
         passes: 1,
     };
-    Ok(Repaired { mesh, report })
+    Ok((Repaired { mesh, report }, touched))
 }
 
 /// A stage report that records how long its stage took.
@@ -383,13 +400,13 @@ fn weld_stage(
     ((welded, limited_vertex), report)
 }
 
-/// Clean: drop degenerate and duplicate facets in place.
+/// Clean: drop degenerate and duplicate facets in place; returns the removed facets' vertices.
 fn clean_stage(
     vertices: &[[f32; 3]],
     triangles: &mut Vec<[u32; 3]>,
     options: &RepairOptions,
-) -> ((), CleanReport) {
-    let (degenerate, duplicate) = clean::clean(
+) -> (Vec<u32>, CleanReport) {
+    let (degenerate, duplicate, removed) = clean::clean(
         vertices,
         triangles,
         options.remove_degenerate,
@@ -400,7 +417,7 @@ fn clean_stage(
         duplicate_removed: duplicate,
         seconds: 0.0,
     };
-    ((), report)
+    (removed, report)
 }
 
 /// Topology: pair every half-edge with its twin.
@@ -431,10 +448,12 @@ fn winding_stage(
     (winding, report)
 }
 
-/// What the shells stage keeps: the compacted facets and the number of shells.
+/// What the shells stage keeps: the compacted facets and the number of shells, and the
+/// vertices of the removed facets.
 struct KeptShells {
     compact: shells::Compact,
     shells: u32,
+    removed_vertices: Vec<u32>,
 }
 
 /// Shells: remove tiny shells, apply the winding flips, compact the facets and collect the
@@ -467,6 +486,16 @@ fn shells_stage(
             })
     };
     drop(topo);
+    let removed_vertices: Vec<u32> = if kept.removed_facets > 0 {
+        triangles
+            .par_iter()
+            .zip(winding.shell_of.par_iter())
+            .filter(|&(_, &s)| kept.new_id[s as usize] == u32::MAX)
+            .flat_map_iter(|(t, _)| *t)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let report = ShellsReport {
         tiny_removed: kept.removed_shells,
         facets_removed: kept.removed_facets,
@@ -477,6 +506,7 @@ fn shells_stage(
     let out = KeptShells {
         compact,
         shells: kept.kept_shells,
+        removed_vertices,
     };
     (out, report)
 }
@@ -558,8 +588,13 @@ fn tolerance_for(bbox: Option<Bbox>, options: &RepairOptions) -> f32 {
     if rel == 0.0 { 0.0 } else { t.max(ulps) }
 }
 
-/// Keep only referenced vertices, numbered in order of first use.
-fn compact_vertices(vertices: &[[f32; 3]], mut triangles: Vec<[u32; 3]>) -> Mesh {
+/// Keep only referenced vertices, numbered in order of first use; `touched` is renumbered the
+/// same way (vertices no longer used are left out, each vertex once).
+fn compact_vertices(
+    vertices: &[[f32; 3]],
+    mut triangles: Vec<[u32; 3]>,
+    touched: Vec<u32>,
+) -> (Mesh, Vec<u32>) {
     const UNSET: u32 = u32::MAX;
     let mut map = vec![UNSET; vertices.len()];
     let mut out = Vec::new();
@@ -573,8 +608,16 @@ fn compact_vertices(vertices: &[[f32; 3]], mut triangles: Vec<[u32; 3]>) -> Mesh
             *v = *m;
         }
     }
-    Mesh {
+    let mut touched: Vec<u32> = touched
+        .into_iter()
+        .map(|v| map[v as usize])
+        .filter(|&m| m != UNSET)
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let mesh = Mesh {
         vertices: out,
         triangles,
-    }
+    };
+    (mesh, touched)
 }

@@ -124,37 +124,154 @@ pub(crate) fn local_limits(positions: &[[f32; 3]], cap: f32) -> (Vec<f32>, u64) 
         .par_chunks_exact_mut(3)
         .zip(positions.par_chunks_exact(3))
         .map(|(l, p)| {
-            let d = |a: [f32; 3], b: [f32; 3]| {
-                (0..3)
-                    .map(|k| {
-                        let x = f64::from(a[k]) - f64::from(b[k]);
-                        x * x
-                    })
-                    .sum::<f64>()
-                    .sqrt()
-            };
-            // A facet of zero area is removed by the clean stage, so its edges are not the
-            // model's: its corners weld only to bit-identical copies (limit 0), and they set
-            // no limit for those copies (see `cluster_chunk`).
-            if crate::clean::degenerate_at([p[0], p[1], p[2]]) {
-                l.fill(0.0);
-                return 0;
-            }
-            // Coincident corners say nothing about the scale: the shortest edge of length > 0.
-            let shortest = [d(p[0], p[1]), d(p[1], p[2]), d(p[2], p[0])]
-                .into_iter()
-                .filter(|&x| x > 0.0)
-                .fold(f64::INFINITY, f64::min);
-            let t = if shortest.is_finite() {
-                ((shortest * LOCAL_FRACTION) as f32).min(cap)
-            } else {
-                cap
-            };
+            let t = facet_limit([p[0], p[1], p[2]], cap);
             l.fill(t);
-            if t < cap { 3 } else { 0 }
+            if t > 0.0 && t < cap { 3 } else { 0 }
         })
         .sum();
     (limits, cut)
+}
+
+/// The auto-weld limit of the corners of the facet `p` (see [`local_limits`]): `cap` cut to
+/// [`LOCAL_FRACTION`] of its shortest edge of length > 0; 0 for a facet of zero area.
+fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
+    let d = |a: [f32; 3], b: [f32; 3]| {
+        (0..3)
+            .map(|k| {
+                let x = f64::from(a[k]) - f64::from(b[k]);
+                x * x
+            })
+            .sum::<f64>()
+            .sqrt()
+    };
+    // A facet of zero area is removed by the clean stage, so its edges are not the model's:
+    // its corners weld only to bit-identical copies (limit 0), and they set no limit for
+    // those copies (see `cluster_chunk`).
+    if crate::clean::degenerate_at(p) {
+        return 0.0;
+    }
+    // Coincident corners say nothing about the scale: the shortest edge of length > 0.
+    let shortest = [d(p[0], p[1]), d(p[1], p[2]), d(p[2], p[0])]
+        .into_iter()
+        .filter(|&x| x > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if shortest.is_finite() {
+        ((shortest * LOCAL_FRACTION) as f32).min(cap)
+    } else {
+        cap
+    }
+}
+
+/// Could an automatic weld of `mesh` (bound `cap`) merge one of the vertices `touched` with
+/// another vertex? Each vertex's limit is the smallest [`facet_limit`] of the facets round it
+/// (an upper bound of what [`weld_in`] uses); two vertices could merge only within the smaller
+/// of their limits. Never says `false` when such a weld would merge one of them.
+///
+/// Cost: linear passes over the facets and the vertices plus a sort of 8 probes per touched
+/// vertex, much less than welding again (which sorts every corner): in a grid of side
+/// `2 × cap`, the ball of radius `cap` round a vertex meets at most two cells per axis, so
+/// every touched vertex emits `hash(cell) << 32 | ordinal` for those (at most 8) cells, and
+/// every vertex looks its own cell up among the sorted probes.
+pub(crate) fn touched_may_merge(
+    vertices: &[[f32; 3]],
+    triangles: &[[u32; 3]],
+    touched: &[u32],
+    cap: f32,
+) -> bool {
+    if touched.is_empty() || cap <= 0.0 {
+        return false;
+    }
+    let lim_u = vertex_limits(vertices, triangles, touched, cap);
+    let side = 2.0 * f64::from(cap);
+    let inv = 1.0 / side;
+    let cell = |p: [f32; 3]| p.map(|x| (f64::from(x) * inv).floor() as i64);
+    let hash = |c: [i64; 3]| keys::hash3(c[0] as u32, c[1] as u32, c[2] as u32);
+    let mut probes: Vec<u64> = touched
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(k, &u)| {
+            let p = vertices[u as usize];
+            let c = cell(p);
+            // Along each axis: the own cell, and the neighbour on the nearer side.
+            let side_of = |a: usize| {
+                let f = f64::from(p[a]) * inv - c[a] as f64;
+                if f < 0.5 { -1 } else { 1 }
+            };
+            let s = [side_of(0), side_of(1), side_of(2)];
+            (0..8).map(move |m: usize| {
+                let n = [0, 1, 2].map(|a| c[a] + if m >> a & 1 == 1 { s[a] } else { 0 });
+                pack(hash(n), k as u32)
+            })
+        })
+        .collect();
+    keys::sort(&mut probes);
+    let d2 = |a: [f32; 3], b: [f32; 3]| -> f64 {
+        (0..3)
+            .map(|k| {
+                let x = f64::from(a[k]) - f64::from(b[k]);
+                x * x
+            })
+            .sum()
+    };
+    let (probes, lim_u_ref) = (&probes, &lim_u);
+    // Pairs (touched ordinal, other vertex) within the touched vertex's own limit.
+    let pairs: Vec<(u32, u32)> = vertices
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(v, &p)| {
+            let h = hash(cell(p));
+            let from = probes.partition_point(|&x| hi(x) < h);
+            probes[from..]
+                .iter()
+                .take_while(move |&&x| hi(x) == h)
+                .map(|&x| lo(x))
+                .filter(move |&k| {
+                    let u = touched[k as usize];
+                    let l = f64::from(lim_u_ref[k as usize]);
+                    u as usize != v && d2(vertices[u as usize], p) <= l * l
+                })
+                .map(move |k| (k, v as u32))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return false;
+    }
+    let others: Vec<u32> = pairs.iter().map(|&(_, v)| v).collect();
+    let lim_v = vertex_limits(vertices, triangles, &others, cap);
+    pairs.iter().zip(&lim_v).any(|(&(k, v), &lv)| {
+        let l = f64::from(lim_u[k as usize].min(lv));
+        d2(vertices[touched[k as usize] as usize], vertices[v as usize]) <= l * l
+    })
+}
+
+/// Per entry of `ids` (a vertex may be listed more than once): the smallest positive [`facet_limit`] of the
+/// facets round it, or `cap` when there is none.
+fn vertex_limits(vertices: &[[f32; 3]], triangles: &[[u32; 3]], ids: &[u32], cap: f32) -> Vec<f32> {
+    const NO: u32 = u32::MAX;
+    let mut slot = vec![NO; vertices.len()];
+    for (k, &v) in ids.iter().enumerate() {
+        slot[v as usize] = k as u32;
+    }
+    let slot = &slot;
+    let found: Vec<(u32, f32)> = triangles
+        .par_iter()
+        .filter(|t| t.iter().any(|&v| slot[v as usize] != NO))
+        .flat_map_iter(|t| {
+            let l = facet_limit(t.map(|i| vertices[i as usize]), cap);
+            t.map(|v| (slot[v as usize], l))
+        })
+        .filter(|&(k, l)| l > 0.0 && k != NO)
+        .collect();
+    let mut out = vec![cap; ids.len()];
+    for (k, l) in found {
+        out[k as usize] = out[k as usize].min(l);
+    }
+    // A vertex listed twice got its limit in its last slot only: share it.
+    for (k, &v) in ids.iter().enumerate() {
+        let s = slot[v as usize] as usize;
+        out[k] = out[s];
+    }
+    out
 }
 
 /// A corner's weld limit is at most this fraction of its facet's shortest edge.

@@ -97,7 +97,7 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
     };
     let result = runtime().map_err(super::ServeError::from).and_then(|rt| {
         rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind(config.addr).await?;
+            let listener = std::net::TcpListener::bind(config.addr)?;
             super::run(listener, shutdown_signal(), config).await
         })
     });

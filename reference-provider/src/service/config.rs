@@ -53,7 +53,8 @@ pub struct TlsFiles {
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to listen (used by the binary; [`crate::service::run`] takes a listener).
+    /// Where to listen (used by the binary and [`crate::service::ServiceHandle::start`];
+    /// [`crate::service::App::build`] takes a bound listener).
     pub addr: SocketAddr,
     /// `sqlite://PATH` or `postgres://…`; `None` = `sqlite://{data_dir}/fixmyprint.db`.
     pub database_url: Option<String>,
@@ -158,14 +159,14 @@ impl Config {
         })
     }
 
-    /// The bounds of the HTTP server: `header_read_timeout`, `max_connections`, and 5 s for
-    /// requests in flight at shutdown.
+    /// The bounds of the HTTP server: `header_read_timeout`, `max_connections`, and `drain`
+    /// for connections still open at shutdown.
     #[must_use]
-    pub fn server_limits(&self) -> diax_sdk::serve::ServerLimits {
-        diax_sdk::serve::ServerLimits {
+    pub fn server_limits(&self, drain: Duration) -> diax_sdk::server::ServerLimits {
+        diax_sdk::server::ServerLimits {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
-            shutdown_grace: std::time::Duration::from_secs(5),
+            drain,
         }
     }
 

@@ -13,21 +13,17 @@
 //! | [`storage`] | where results are kept |
 //! | [`janitor`] | sweeping expired result credentials and files, unfinished writes |
 //! | [`http`] | routes, one file per area, one shared state ([`Service`]) |
-//! | [`tls`] | HTTPS serving |
+//! | [`server`] | [`App`]: build on a bound listener, serve until a shutdown future; [`ServiceHandle`] |
 //!
-//! Start it with [`run`] (the caller owns the listener and the shutdown signal) or
-//! [`start`], which returns a [`ServiceHandle`] for tests.
+//! Start it with [`run`] (the caller owns the listener and the shutdown signal), or build an
+//! [`App`] and [spawn](App::spawn) it, which returns a [`ServiceHandle`] for tests.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use diax_sdk::client::{ClientConfig, SignedSender};
 use diax_sdk::{Verifier, VerifierConfig};
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 
 pub mod accounts;
 pub mod cli;
@@ -40,14 +36,15 @@ pub mod janitor;
 pub mod outbox;
 pub mod queue;
 pub mod registration;
+pub mod server;
 pub mod storage;
-pub mod tls;
 pub mod worker;
 
 pub use config::{Config, Pricing, ServeArgs};
 pub use db::{Db, DbReplayStore};
 pub use outbox::{DeliveryOutcome, try_deliver_outbox};
 pub use registration::{RegisterOptions, register, rotate};
+pub use server::{App, ServiceHandle, run};
 pub use storage::{DirStore, ResultStore};
 pub use worker::{ExecutionOutcome, try_execute_job};
 
@@ -229,179 +226,5 @@ impl Service {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.inner.public_url)
-    }
-}
-
-/// A running service: its address, its state, and a way to stop it.
-#[derive(Debug)]
-pub struct ServiceHandle {
-    local_addr: SocketAddr,
-    base_url: String,
-    service: Service,
-    stop: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
-    background: Vec<JoinHandle<()>>,
-}
-
-impl ServiceHandle {
-    /// The address the listener is bound to.
-    #[must_use]
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The service's public base URL.
-    #[must_use]
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    /// The shared state (to drive workers from tests, say).
-    #[must_use]
-    pub fn service(&self) -> &Service {
-        &self.service
-    }
-
-    /// Graceful shutdown: stop accepting requests, let in-flight requests and jobs finish
-    /// for up to `shutdown_grace`, release what is still leased by this instance, close the
-    /// database.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let grace = self.service.config().shutdown_grace;
-        let mut background = self.background;
-        let waited = tokio::time::timeout(grace, async {
-            for task in &mut background {
-                let _ = task.await;
-            }
-        })
-        .await;
-        if waited.is_err() {
-            for task in &background {
-                task.abort();
-            }
-            tracing::warn!("shutdown grace elapsed: releasing in-flight work");
-        }
-        if let Err(e) = queue::release_instance(&self.service).await {
-            tracing::error!(error = %e, "could not release jobs on shutdown");
-        }
-        if let Err(e) = outbox::release_instance(&self.service).await {
-            tracing::error!(error = %e, "could not release outbox messages on shutdown");
-        }
-        match tokio::time::timeout(grace + Duration::from_secs(1), self.server).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-            Ok(_) => {}
-            Err(_) => tracing::warn!("server did not stop in time"),
-        }
-        self.service.db().close().await;
-    }
-}
-
-/// Starts the service on `listener`: HTTP(S) server, job workers, outbox loops and the
-/// keyring refresher. The public URL is `config.public_url` or derived from the listener.
-///
-/// # Errors
-/// [`ServeError`] when the database, TLS material or client cannot be set up.
-pub async fn start(listener: TcpListener, config: Config) -> Result<ServiceHandle, ServeError> {
-    let local_addr = listener.local_addr()?;
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let base_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("{scheme}://{local_addr}"));
-    let service = Service::new(config, base_url.clone()).await?;
-    start_service(listener, service).await
-}
-
-/// Starts an already built [`Service`] on `listener`.
-///
-/// # Errors
-/// [`ServeError`] for TLS material that cannot be loaded.
-pub async fn start_service(
-    listener: TcpListener,
-    service: Service,
-) -> Result<ServiceHandle, ServeError> {
-    let local_addr = listener.local_addr()?;
-    let (stop, stop_rx) = watch::channel(false);
-    let app = http::router(service.clone());
-    let server = tls::serve(
-        listener,
-        app,
-        service.config().tls.clone(),
-        service.config().server_limits(),
-        stop_rx.clone(),
-    )
-    .await?;
-    let mut background = Vec::new();
-    for i in 0..service.config().workers {
-        background.push(tokio::spawn(worker::run_worker(
-            service.clone(),
-            i,
-            stop_rx.clone(),
-        )));
-    }
-    for i in 0..service.config().outbox_workers {
-        background.push(tokio::spawn(outbox::run_delivery(
-            service.clone(),
-            i,
-            stop_rx.clone(),
-        )));
-    }
-    background.push(tokio::spawn(refresh_keyring(service.clone(), stop_rx)));
-    tracing::info!(addr = %local_addr, url = %service.public_url(), instance = %service.instance_id(), "fixmyprint serving");
-    Ok(ServiceHandle {
-        local_addr,
-        base_url: service.public_url().to_owned(),
-        service,
-        stop,
-        server,
-        background,
-    })
-}
-
-/// Runs the service on `listener` until `shutdown` completes, then shuts down gracefully.
-///
-/// # Errors
-/// [`ServeError`] when start-up fails.
-pub async fn run(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-    config: Config,
-) -> Result<(), ServeError> {
-    let handle = start(listener, config).await?;
-    shutdown.await;
-    tracing::info!("shutting down");
-    handle.shutdown().await;
-    Ok(())
-}
-
-async fn refresh_keyring(service: Service, mut stop: watch::Receiver<bool>) {
-    let every = service.config().keyring_refresh;
-    let mut last_sweep: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        if let Err(e) = service.reload_keyring().await {
-            tracing::warn!(error = %e, "keyring refresh failed");
-        }
-        let _ = service
-            .replay()
-            .purge_expired(diax_sdk::clock::unix_now())
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "replay purge failed"));
-        if last_sweep.is_none_or(|t| t.elapsed() >= janitor::SWEEP_EVERY) {
-            last_sweep = Some(tokio::time::Instant::now());
-            if let Err(e) = janitor::sweep(&service, diax_sdk::clock::unix_now()).await {
-                tracing::warn!(error = %e, "sweep failed");
-            }
-        }
     }
 }

@@ -437,10 +437,11 @@ pub fn test_config(db: &TestDb, data_dir: &std::path::Path) -> Config {
 }
 
 pub async fn start_provider(config: Config) -> ServiceHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    service::start(listener, config)
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    service::App::build(listener, config)
         .await
         .expect("provider starts")
+        .spawn()
 }
 
 /// Registers the provider at the fake broker through the library entry point.

@@ -71,3 +71,26 @@ fn heal_small_shell_touching_another_is_kept() {
     );
     assert_eq!(r.report.shells, 2);
 }
+
+#[test]
+fn heal_thousands_of_cavities_are_all_turned_inward() {
+    // 4 913 spherical cavities in one outer sphere (4 914 shells); every other cavity comes
+    // wound outward and must be turned inward, the outer sphere comes inside out.
+    let model = generate::bubbles(17, 24, 2_000);
+    let mut mesh = model.mesh.clone();
+    for (t, &s) in mesh.triangles.iter_mut().zip(&model.shell_of) {
+        if s % 2 == 0 {
+            t.swap(1, 2);
+        }
+    }
+    let r = heal::repair(&heal::stl::encode_binary(&mesh), &RepairOptions::default()).unwrap();
+    let shells = model.shells.len() as u64;
+    assert_eq!(shells, 4_914);
+    assert_eq!(r.report.shells, shells, "{:?}", r.report.stages.shells);
+    assert_eq!(r.report.stages.orient.cavities, shells - 1);
+    assert_eq!(r.report.stages.orient.shells_flipped, shells / 2);
+    assert!(r.report.watertight);
+    let rel = (r.report.volume - model.volume).abs() / model.volume;
+    assert!(rel < 1e-6, "volume {} vs {}", r.report.volume, model.volume);
+    assert!(model.volume > 0.0);
+}

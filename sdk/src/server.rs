@@ -1,51 +1,63 @@
-//! Serving an axum router over plain HTTP or HTTPS with the bounds every server of a 3DIAX
-//! deployment needs against slow and hostile peers: a deadline for each request's head
-//! (slowloris), a cap on connections served at once, and a bounded graceful shutdown.
-//! Feature `server`.
+//! Serving (feature `server`): an axum [`Router`] on a bound listener, over HTTP or HTTPS
+//! (rustls with ring), until a shutdown future completes.
+//!
+//! Both servers of the kit (the reference provider and the broker mock) start this way: bind
+//! a listener (port 0 in tests), build the app, and [`serve`] it until their shutdown signal.
+//! After the signal the server stops accepting, lets requests in flight finish, and closes
+//! connections still open after the drain time (an idle keep-alive connection or a request
+//! that never completes cannot hold the shutdown up).
+//!
+//! Every connection is bounded ([`ServerLimits`]): a client must send each request's head
+//! within a deadline or its connection is closed (a slowloris client cannot hold it), and at
+//! most a fixed number of connections are served at once ([`ConnectionLimit`]; more wait in
+//! the listen backlog). [`serve`] applies the defaults, [`serve_within`] the caller's.
 //!
 //! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
-//! use diax_sdk::serve::{ServerLimits, serve};
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//!
+//! # async fn run() -> std::io::Result<()> {
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-//! let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-//! serve(listener, app, None, ServerLimits::default(), async {
-//!     let _ = tokio::signal::ctrl_c().await;
-//! })
-//! .await
+//! let app: Router = Router::new().route("/healthz", get(|| async { "ok" }));
+//! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! // HTTPS instead: `Some(diax_sdk::server::load_tls("cert.pem", "key.pem").await?)`.
+//! diax_sdk::server::serve(listener, app, None, shutdown, Duration::from_secs(5)).await
 //! # }
 //! ```
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum::Router;
+pub use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bounds of a server's connections.
 ///
 /// ```
 /// use std::time::Duration;
-/// let limits = diax_sdk::serve::ServerLimits {
+/// let limits = diax_sdk::server::ServerLimits {
 ///     max_connections: 64,
-///     ..diax_sdk::serve::ServerLimits::default()
+///     ..diax_sdk::server::ServerLimits::default()
 /// };
 /// assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
     /// A connection must deliver each request's complete head (request line and headers)
-    /// within this, the first one counted from the accept (after the TLS handshake, which has
-    /// its own 10 s bound), or it is closed. Default 10 s.
+    /// within this, the first one counted from the accept (after the TLS handshake, which
+    /// has its own 10 s bound), or it is closed. Default 10 s.
     pub header_read_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog until one
     /// closes. Default 1,024.
     pub max_connections: usize,
-    /// After the shutdown signal, how long requests in flight may still finish before every
-    /// connection is closed. Default 5 s.
-    pub shutdown_grace: Duration,
+    /// After the shutdown signal, how long open connections may still finish before they
+    /// are closed. Default 5 s.
+    pub drain: Duration,
 }
 
 impl Default for ServerLimits {
@@ -53,32 +65,77 @@ impl Default for ServerLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
-            shutdown_grace: Duration::from_secs(5),
+            drain: Duration::from_secs(5),
         }
     }
 }
 
-/// Serves `router` on `listener` (HTTPS with `tls`, else plain HTTP) within `limits` until
-/// `shutdown` completes; then stops accepting and gives requests in flight
-/// [`ServerLimits::shutdown_grace`] to finish.
+/// Loads a PEM certificate chain and private key into a server TLS configuration (rustls
+/// with ring, installed as the process's crypto provider if none is).
 ///
 /// # Errors
-/// When the listener cannot be used or serving fails.
+/// When a file cannot be read or does not hold a usable certificate chain and key.
+pub async fn load_tls(
+    cert: impl AsRef<Path>,
+    key: impl AsRef<Path>,
+) -> std::io::Result<RustlsConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    RustlsConfig::from_pem_file(cert, key).await
+}
+
+/// Serves `router` on `listener` (HTTPS with `tls`, plain HTTP/1.1 and HTTP/2 without) until
+/// `shutdown` completes; then stops accepting and gives open connections `drain` to finish
+/// before closing them. Returns when every connection is closed. The other bounds are
+/// [`ServerLimits::default`]; [`serve_within`] takes them all.
+///
+/// # Errors
+/// When the listener cannot be used (it is switched to non-blocking mode here) or accepting
+/// fails.
 pub async fn serve(
     listener: std::net::TcpListener,
-    router: axum::Router,
+    router: Router,
     tls: Option<RustlsConfig>,
-    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
 ) -> std::io::Result<()> {
+    let limits = ServerLimits {
+        drain,
+        ..ServerLimits::default()
+    };
+    serve_within(listener, router, tls, shutdown, limits).await
+}
+
+/// [`serve`] within `limits`: a deadline for each request's head, a cap on connections
+/// served at once, and the drain time after `shutdown`.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use diax_sdk::server::{ServerLimits, serve_within};
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let app = axum::Router::new();
+/// let limits = ServerLimits { max_connections: 256, ..ServerLimits::default() };
+/// serve_within(listener, app, None, std::future::pending(), limits).await
+/// # }
+/// ```
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_within(
+    listener: std::net::TcpListener,
+    router: Router,
+    tls: Option<RustlsConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServerLimits,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
     let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    let grace = limits.shutdown_grace;
+    let signal = handle.clone();
+    let drain = limits.drain;
     let watcher = tokio::spawn(async move {
         shutdown.await;
-        stopper.graceful_shutdown(Some(grace));
+        signal.graceful_shutdown(Some(drain));
     });
-    let make = ConnectionLimit::new(router.into_make_service(), limits.max_connections);
+    let service = ConnectionLimit::new(router.into_make_service(), limits.max_connections);
     let head = limits.header_read_timeout;
     let result = match tls {
         Some(tls) => {
@@ -86,14 +143,14 @@ pub async fn serve(
                 .handle(handle)
                 .first_request_timeout(head);
             server.http_builder().http1().header_read_timeout(head);
-            server.serve(make).await
+            server.serve(service).await
         }
         None => {
             let mut server = axum_server::from_tcp(listener)?
                 .handle(handle)
                 .first_request_timeout(head);
             server.http_builder().http1().header_read_timeout(head);
-            server.serve(make).await
+            server.serve(service).await
         }
     };
     watcher.abort();
@@ -110,7 +167,7 @@ type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>
 /// use tower::Service as _;
 /// # async fn demo() {
 /// let router = axum::Router::new();
-/// let mut make = diax_sdk::serve::ConnectionLimit::new(router.into_make_service(), 1);
+/// let mut make = diax_sdk::server::ConnectionLimit::new(router.into_make_service(), 1);
 /// let addr: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
 /// std::future::poll_fn(|cx| make.poll_ready(cx)).await.unwrap();
 /// let first = make.call(addr).await.unwrap();

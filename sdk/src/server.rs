@@ -164,17 +164,18 @@ type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>
 /// loop waits on it, so connections over the cap wait in the listen backlog.
 ///
 /// ```
-/// use tower::Service as _;
-/// # async fn demo() {
+/// use std::net::SocketAddr;
+/// use tower::Service;
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let router = axum::Router::new();
 /// let mut make = diax_sdk::server::ConnectionLimit::new(router.into_make_service(), 1);
-/// let addr: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
-/// std::future::poll_fn(|cx| make.poll_ready(cx)).await.unwrap();
+/// let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+/// std::future::poll_fn(|cx| Service::<SocketAddr>::poll_ready(&mut make, cx)).await.unwrap();
 /// let first = make.call(addr).await.unwrap();
 /// assert_eq!(make.open(), 1);
 /// drop(first); // the connection ended
 /// assert_eq!(make.open(), 0);
-/// # }
+/// # });
 /// ```
 pub struct ConnectionLimit<M> {
     inner: M,

@@ -7,6 +7,8 @@
 //! Target: `verify/1KiB` (signature and tolerance check of a 1 KiB body) ≤ 3 µs median.
 //! `verifier/1KiB` adds what an endpoint does on top: the size limit and the in-memory replay
 //! store (here answering "redelivery", the same message being checked again and again).
+//! The `v1a-*` functions do the same with ed25519 (`v1a`): the sender's ring holds its own
+//! secret key, the receiver's only the public key.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -15,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use diax_sdk::webhook::RawHeaders;
-use diax_sdk::{KeyId, Keyring, MessageId, Secret, Verifier, VerifierConfig};
+use diax_sdk::{KeyId, Keyring, MessageId, Secret, SigningKey, Verifier, VerifierConfig};
 
 const NOW: i64 = 1_700_000_000;
 
@@ -39,6 +41,9 @@ fn bench(c: &mut Criterion) {
         Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret"),
     );
     let id = MessageId::parse("msg_p5jXN8AQM9LWM0D4loKWxJek").expect("id");
+    let ed_key = SigningKey::from_seed(&[7u8; 32]);
+    let ed_sender = Keyring::single(KeyId::parse("key_ed").expect("id"), ed_key.clone());
+    let ed_receiver = Keyring::single(KeyId::parse("key_ed").expect("id"), ed_key.public_key());
 
     for (name, len) in [("1KiB", 1024), ("1MiB", 1024 * 1024)] {
         let body = body(len);
@@ -64,6 +69,28 @@ fn bench(c: &mut Criterion) {
         group.bench_function("verifier", |b| {
             b.iter(|| {
                 now_or_never(verifier.verify_at(black_box(&headers), black_box(&body), NOW))
+                    .expect("valid")
+            })
+        });
+        let ed_signed = ed_sender.sign(&id, NOW, &body).expect("sign");
+        let ed_headers = RawHeaders::new(ed_signed.id.as_str(), &ts, &ed_signed.signature);
+        group.bench_function("v1a-sign", |b| {
+            b.iter(|| ed_sender.sign(black_box(&id), NOW, black_box(&body)))
+        });
+        group.bench_function("v1a-verify", |b| {
+            b.iter(|| {
+                ed_receiver
+                    .verify_at(black_box(&ed_headers), black_box(&body), NOW, 300)
+                    .expect("valid")
+            })
+        });
+        let ed_verifier = Verifier::new(ed_receiver.clone()).with_config(VerifierConfig {
+            max_body_bytes: 2 * 1024 * 1024,
+            ..VerifierConfig::default()
+        });
+        group.bench_function("v1a-verifier", |b| {
+            b.iter(|| {
+                now_or_never(ed_verifier.verify_at(black_box(&ed_headers), black_box(&body), NOW))
                     .expect("valid")
             })
         });

@@ -11,16 +11,18 @@
 //! | module | what |
 //! |---|---|
 //! | [`wire`] | every message of the protocol as serde types |
-//! | [`webhook`] | Standard Webhooks v1 signing and signature verification over raw bytes |
+//! | [`webhook`] | Standard Webhooks `v1` (HMAC) and `v1a` (ed25519) signing and verification over raw bytes |
 //! | [`Verifier`] | full check of an incoming request: size, signature, tolerance, replay |
 //! | [`replay`] | [`ReplayStore`] trait and an in-memory implementation |
-//! | [`Secret`], [`Keyring`] | `whsec_` secrets that never print, several keys for rotation |
-//! | [`token`] | link tokens: HS256 JWTs with pinned algorithm and strict validation |
+//! | [`Secret`], [`Keyring`] | `whsec_` secrets that never print, several keys for rotation or a migration between schemes |
+//! | [`ed25519`] | `whsk_` secret keys and `whpk_` public keys for `v1a` signatures and EdDSA tokens |
+//! | [`token`] | link tokens: HS256 or EdDSA JWTs, algorithm pinned per key, strict validation |
 //! | [`problem`] | RFC 9457 problem details with the protocol's stable types |
 //! | [`clock`] | [`unix_now`](clock::unix_now) and the [`Clock`](clock::Clock) senders sign with |
 //! | [`util`] | random tokens, SHA-256 hex digests, [`ErrorChain`](util::ErrorChain) for logs |
 //! | `axum_ext` (feature `axum`) | an extractor that verifies, checks replay and parses a signed body |
 //! | `client` (feature `client`) | registration client, signed sends with retries, downloads |
+//! | `openapi` (feature `openapi`) | the shared problem responses of an OpenAPI document, its checked-in text, the checks tests run on it |
 //! | `server` (feature `server`) | serve an axum router on a bound listener, HTTP or HTTPS, until a shutdown future, with a request-head deadline and a connection cap |
 //!
 //! The crate root re-exports the main types (ids, secrets, the verifier, problems, tokens);
@@ -34,7 +36,7 @@
 //! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
 //! | `server` | no | `server` module (axum-server 0.9 + rustls/ring): head deadline (slowloris), connection cap, bounded drain; implies `axum` |
 //! | `cli` | no | the `diax` debugging command |
-//! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`] |
+//! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`]; the `openapi` module |
 //!
 //! Without features the crate needs no async runtime and no HTTP library.
 //!
@@ -74,6 +76,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod clock;
+pub mod ed25519;
 pub mod ids;
 pub mod problem;
 mod redact;
@@ -89,16 +92,19 @@ pub mod wire;
 pub mod axum_ext;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "server")]
 pub mod server;
 
+pub use ed25519::{KeyError, PublicKey, SigningKey};
 pub use ids::{
     AccountId, GroupId, InvalidId, JobId, KeyId, MessageId, ModelId, NotificationId, ProviderId,
     ProviderJobId, UserId,
 };
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
 pub use replay::{Delivery, MemoryReplayStore, ReplayError, ReplayStore};
-pub use secret::{Key, Keyring, Secret, SecretError};
+pub use secret::{Key, KeyMaterial, Keyring, Scheme, Secret, SecretError};
 pub use token::{LinkClaims, LinkTokenIssuer, LinkTokenValidator, TokenError};
 pub use verify::{DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_RETENTION_SECS, Verifier, VerifierConfig};
 pub use webhook::{SignError, SignedHeaders, Verified, VerifyError};

@@ -301,7 +301,9 @@ impl From<&crate::webhook::VerifyError> for Problem {
             E::TimestampTooOld { .. } | E::TimestampInFuture { .. } => {
                 ProblemType::TimestampOutOfTolerance
             }
-            E::SignatureMismatch | E::NoActiveKey => ProblemType::SignatureInvalid,
+            E::SignatureMismatch | E::NoActiveKey | E::WrongScheme { .. } => {
+                ProblemType::SignatureInvalid
+            }
             E::Replayed(_) => ProblemType::ReplayedMessage,
             E::BodyTooLarge { .. } => ProblemType::PayloadTooLarge,
             E::ReplayStore(_) => ProblemType::ServiceUnavailable,

@@ -1,4 +1,5 @@
-//! Shared secrets (`whsec_…`) and the keyring that holds several of them during rotation.
+//! Shared secrets (`whsec_…`), key material of either scheme, and the keyring that holds
+//! several keys during a rotation or a migration from `v1` (HMAC) to `v1a` (ed25519).
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,6 +7,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::ed25519::{PublicKey, SigningKey};
 use crate::ids::KeyId;
 
 /// Fewest secret bytes accepted: anything shorter is too weak for HMAC-SHA256.
@@ -149,13 +151,216 @@ impl Drop for Secret {
     }
 }
 
-/// One secret in a [`Keyring`], with the window in which it is valid.
+/// The two signature schemes of Standard Webhooks.
+///
+/// ```
+/// use diax_sdk::secret::Scheme;
+///
+/// assert_eq!(Scheme::V1a.version(), "v1a");
+/// assert_eq!("ed25519".parse::<Scheme>(), Ok(Scheme::V1a));
+/// assert_eq!(Scheme::default(), Scheme::V1);
+/// assert_eq!(Scheme::V1.to_string(), "hmac-sha256");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scheme {
+    /// `v1`: HMAC-SHA256 with a secret both sides share (`whsec_`), HS256 link tokens.
+    #[default]
+    V1,
+    /// `v1a`: ed25519; each side signs with its own `whsk_` and verifies the peer's `whpk_`;
+    /// EdDSA link tokens.
+    V1a,
+}
+
+impl Scheme {
+    /// The version tag of its `webhook-signature` entries: `v1` or `v1a`.
+    #[must_use]
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V1a => "v1a",
+        }
+    }
+
+    /// Its name in registration messages: `hmac-sha256` or `ed25519`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "hmac-sha256",
+            Self::V1a => "ed25519",
+        }
+    }
+
+    /// The JWS `alg` of link tokens signed under it: `HS256` or `EdDSA`.
+    #[must_use]
+    pub fn jwt_alg(self) -> &'static str {
+        match self {
+            Self::V1 => "HS256",
+            Self::V1a => "EdDSA",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = UnknownScheme;
+    /// Accepts the registration names (`hmac-sha256`, `ed25519`) and the version tags
+    /// (`v1`, `v1a`).
+    fn from_str(s: &str) -> Result<Self, UnknownScheme> {
+        match s {
+            "hmac-sha256" | "v1" => Ok(Self::V1),
+            "ed25519" | "v1a" => Ok(Self::V1a),
+            _ => Err(UnknownScheme),
+        }
+    }
+}
+
+/// A scheme name other than `hmac-sha256`, `ed25519`, `v1` or `v1a`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown signature scheme; expected hmac-sha256 (v1) or ed25519 (v1a)")]
+pub struct UnknownScheme;
+
+/// What one key in a [`Keyring`] is, and so what it can do.
+///
+/// | variant | signs | verifies |
+/// |---|---|---|
+/// | [`Hmac`](Self::Hmac) | `v1` entries, HS256 tokens | `v1` entries, HS256 tokens |
+/// | [`Ed25519`](Self::Ed25519) (own secret key) | `v1a` entries, EdDSA tokens | nothing |
+/// | [`Ed25519Public`](Self::Ed25519Public) (a peer's key) | nothing | `v1a` entries, EdDSA tokens |
+///
+/// An own ed25519 secret key deliberately verifies nothing: a message signed with it came
+/// from this party, never from the peer, so accepting it would let a captured outgoing
+/// message be reflected back.
+///
+/// ```
+/// use diax_sdk::ed25519::SigningKey;
+/// use diax_sdk::secret::{KeyMaterial, Scheme};
+/// use diax_sdk::Secret;
+///
+/// let hmac = KeyMaterial::from(Secret::generate());
+/// let own = KeyMaterial::from(SigningKey::generate());
+/// assert!(hmac.can_sign() && hmac.can_verify());
+/// assert!(own.can_sign() && !own.can_verify());
+/// assert_eq!(own.scheme(), Scheme::V1a);
+/// assert_eq!(format!("{own:?}").contains("whsk_[redacted]"), true);
+/// ```
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// A shared `whsec_` secret.
+    Hmac(Secret),
+    /// This party's own `whsk_` secret key.
+    Ed25519(SigningKey),
+    /// A peer's `whpk_` public key.
+    Ed25519Public(PublicKey),
+}
+
+impl KeyMaterial {
+    /// The scheme the key belongs to.
+    #[must_use]
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            Self::Hmac(_) => Scheme::V1,
+            Self::Ed25519(_) | Self::Ed25519Public(_) => Scheme::V1a,
+        }
+    }
+
+    /// Whether the key signs (an HMAC secret or an own ed25519 key).
+    #[must_use]
+    pub fn can_sign(&self) -> bool {
+        !matches!(self, Self::Ed25519Public(_))
+    }
+
+    /// Whether the key verifies a peer's signatures (an HMAC secret or a peer's public key).
+    #[must_use]
+    pub fn can_verify(&self) -> bool {
+        !matches!(self, Self::Ed25519(_))
+    }
+
+    /// The HMAC secret, if this is one.
+    #[must_use]
+    pub fn secret(&self) -> Option<&Secret> {
+        match self {
+            Self::Hmac(secret) => Some(secret),
+            _ => None,
+        }
+    }
+
+    /// The text form: `whsec_…`, `whsk_…` (both secret: handle with care) or `whpk_…`.
+    #[must_use]
+    pub fn expose(&self) -> String {
+        match self {
+            Self::Hmac(secret) => secret.expose(),
+            Self::Ed25519(key) => key.expose(),
+            Self::Ed25519Public(key) => key.to_string(),
+        }
+    }
+
+    /// Parses any of the three text forms, told apart by their prefix.
+    ///
+    /// ```
+    /// use diax_sdk::secret::{KeyMaterial, Scheme};
+    ///
+    /// let k = KeyMaterial::parse("whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")?;
+    /// assert_eq!(k.scheme(), Scheme::V1a);
+    /// assert!(KeyMaterial::parse("whxx_AAAA").is_err());
+    /// # Ok::<(), diax_sdk::secret::KeyMaterialError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`KeyMaterialError`] naming the form that was tried and what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, KeyMaterialError> {
+        let t = text.trim();
+        if t.starts_with(SigningKey::PREFIX) {
+            Ok(Self::Ed25519(SigningKey::parse(t)?))
+        } else if t.starts_with(PublicKey::PREFIX) {
+            Ok(Self::Ed25519Public(PublicKey::parse(t)?))
+        } else {
+            Ok(Self::Hmac(Secret::parse(t)?))
+        }
+    }
+}
+
+/// Why a string is none of `whsec_…`, `whsk_…` and `whpk_…`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyMaterialError {
+    /// Not a usable `whsec_` secret.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Not a usable `whsk_` or `whpk_` key.
+    #[error(transparent)]
+    Key(#[from] crate::ed25519::KeyError),
+}
+
+impl From<Secret> for KeyMaterial {
+    fn from(secret: Secret) -> Self {
+        Self::Hmac(secret)
+    }
+}
+
+impl From<SigningKey> for KeyMaterial {
+    fn from(key: SigningKey) -> Self {
+        Self::Ed25519(key)
+    }
+}
+
+impl From<PublicKey> for KeyMaterial {
+    fn from(key: PublicKey) -> Self {
+        Self::Ed25519Public(key)
+    }
+}
+
+/// One key in a [`Keyring`], with the window in which it is valid.
 #[derive(Debug, Clone)]
 pub struct Key {
     /// The key's id (`kid` in link tokens).
     pub id: KeyId,
-    /// The secret.
-    pub secret: Secret,
+    /// The key itself.
+    pub material: KeyMaterial,
     /// Unix time (seconds) after which the key is no longer accepted or used; `None` = no end.
     pub not_after: Option<i64>,
 }
@@ -166,16 +371,24 @@ impl Key {
     pub fn is_active_at(&self, now: i64) -> bool {
         self.not_after.is_none_or(|end| now <= end)
     }
+
+    /// The HMAC secret, if the key is one.
+    #[must_use]
+    pub fn secret(&self) -> Option<&Secret> {
+        self.material.secret()
+    }
 }
 
-/// The secrets one party shares with one peer, by key id.
+/// The keys one party holds for one peer, by key id.
 ///
-/// During a rotation the keyring holds the new secret and the old one (with a `not_after`
-/// at the end of the grace period): senders sign with every active key, receivers accept a
-/// signature made with any active key.
+/// During a rotation the keyring holds the new key and the old one (with a `not_after`
+/// at the end of the grace period): senders sign with every active key that signs, receivers
+/// accept a signature made with any active key that verifies. With `v1` (HMAC) both sides hold
+/// the same secrets; with `v1a` (ed25519) each side holds its own [`SigningKey`] and the
+/// peer's [`PublicKey`]; during a migration from one to the other the ring holds both kinds.
 ///
 /// ```
-/// use diax_sdk::{Keyring, KeyId, Secret};
+/// use diax_sdk::{KeyId, Keyring, Secret};
 ///
 /// let mut ring = Keyring::new();
 /// ring.insert(KeyId::parse("key_old")?, Secret::generate(), Some(1_700_000_600));
@@ -198,19 +411,20 @@ impl Keyring {
 
     /// A keyring with one key that never expires.
     #[must_use]
-    pub fn single(id: KeyId, secret: Secret) -> Self {
+    pub fn single(id: KeyId, key: impl Into<KeyMaterial>) -> Self {
         let mut ring = Self::new();
-        ring.insert(id, secret, None);
+        ring.insert(id, key, None);
         ring
     }
 
-    /// Adds a key, replacing any key with the same id. The newest key inserted is the
+    /// Adds a key (a [`Secret`], a [`SigningKey`], a [`PublicKey`] or a [`KeyMaterial`]),
+    /// replacing any key with the same id. The newest signing key inserted is the
     /// [`primary`](Self::primary) one.
-    pub fn insert(&mut self, id: KeyId, secret: Secret, not_after: Option<i64>) {
+    pub fn insert(&mut self, id: KeyId, key: impl Into<KeyMaterial>, not_after: Option<i64>) {
         self.keys.retain(|k| k.id != id);
         self.keys.push(Key {
             id,
-            secret,
+            material: key.into(),
             not_after,
         });
     }
@@ -250,10 +464,29 @@ impl Keyring {
         self.get(id).filter(|k| k.is_active_at(now))
     }
 
-    /// The newest key that is active at `now`: the one to issue link tokens with.
+    /// The newest key that is active at `now` and signs (an HMAC secret or an own ed25519
+    /// key): the one to issue link tokens with.
     #[must_use]
     pub fn primary(&self, now: i64) -> Option<&Key> {
-        self.keys.iter().rev().find(|k| k.is_active_at(now))
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.is_active_at(now) && k.material.can_sign())
+    }
+
+    /// Whether keys active at `now` verify `v1` and `v1a` signatures (what a receiver accepts).
+    #[must_use]
+    pub(crate) fn verifying_schemes(&self, now: i64) -> (bool, bool) {
+        let mut v1 = false;
+        let mut v1a = false;
+        for key in self.active_at(now) {
+            match key.material {
+                KeyMaterial::Hmac(_) => v1 = true,
+                KeyMaterial::Ed25519Public(_) => v1a = true,
+                KeyMaterial::Ed25519(_) => {}
+            }
+        }
+        (v1, v1a)
     }
 
     /// Every key active at `now`, oldest first.
@@ -311,6 +544,8 @@ mod tests {
         let text = s.expose();
         let back = Secret::parse(&text).unwrap();
         assert_eq!(back.expose_bytes(), s.expose_bytes());
+        let ring = Keyring::single(KeyId::parse("key_a").unwrap(), s.clone());
+        assert!(!format!("{ring:?}").contains(&text[6..]));
         assert!(!format!("{s:?}").contains(&text[6..]));
         assert!(!format!("{s}").contains(&text[6..]));
     }
@@ -328,5 +563,53 @@ mod tests {
         assert!(ring.get_active(&old, 101).is_none());
         ring.prune(101);
         assert_eq!(ring.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod mixed_tests {
+    use super::*;
+
+    #[test]
+    fn primary_is_the_newest_key_that_signs() {
+        let mut ring = Keyring::new();
+        let own = SigningKey::generate();
+        ring.insert(KeyId::parse("key_hmac").unwrap(), Secret::generate(), None);
+        ring.insert(KeyId::parse("key_own").unwrap(), own.clone(), None);
+        ring.insert(
+            KeyId::parse("key_peer").unwrap(),
+            SigningKey::generate().public_key(),
+            None,
+        );
+        assert_eq!(ring.primary(0).unwrap().id.as_str(), "key_own");
+        assert_eq!(ring.verifying_schemes(0), (true, true));
+        assert!(!format!("{ring:?}").contains(&own.expose()[5..]));
+        ring.remove(&KeyId::parse("key_peer").unwrap());
+        assert_eq!(ring.verifying_schemes(0), (true, false));
+    }
+
+    #[test]
+    fn key_material_parses_every_form() {
+        let own = SigningKey::generate();
+        assert!(matches!(
+            KeyMaterial::parse(&own.expose()),
+            Ok(KeyMaterial::Ed25519(_))
+        ));
+        assert!(matches!(
+            KeyMaterial::parse(&own.public_key().to_string()),
+            Ok(KeyMaterial::Ed25519Public(_))
+        ));
+        assert!(matches!(
+            KeyMaterial::parse(&Secret::generate().expose()),
+            Ok(KeyMaterial::Hmac(_))
+        ));
+        assert!(matches!(
+            KeyMaterial::parse("whpk_AAAA"),
+            Err(KeyMaterialError::Key(_))
+        ));
+        assert!(matches!(
+            KeyMaterial::parse("nope"),
+            Err(KeyMaterialError::Secret(SecretError::MissingPrefix))
+        ));
     }
 }

@@ -1,10 +1,12 @@
-//! Link tokens: JWTs (RFC 7519) signed HS256 with the provider's shared secret.
+//! Link tokens: JWTs (RFC 7519) signed HS256 with the provider's shared secret, or EdDSA
+//! (ed25519) with the provider's own secret key when it registered with `v1a`.
 //!
 //! A provider issues one to its user (`sub` = the user's provider account); the user hands it
-//! to the broker, which checks it and links the account. Validation follows RFC 8725: the
-//! algorithm is pinned to HS256 (never `none`, never the token's own choice), `typ` must be
-//! [`LINK_TOKEN_TYP`], `kid` is only looked up in the keyring, and `exp`, `aud`, `iss`, `sub`,
-//! `iat` and `jti` are required.
+//! to the broker, which checks it and links the account. Validation follows RFC 8725: `kid` is
+//! only looked up in the keyring, and the algorithm is pinned by the key found there (HS256 for
+//! a `whsec_` secret, EdDSA for a `whpk_` public key; never `none`, never the token's own
+//! choice); `typ` must be [`LINK_TOKEN_TYP`], and `exp`, `aud`, `iss`, `sub`, `iat` and `jti`
+//! are required.
 //!
 //! ```
 //! use diax_sdk::token::{LinkTokenIssuer, LinkTokenValidator};
@@ -22,6 +24,24 @@
 //! assert_eq!(claims.sub.as_str(), "acc_gareth");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! With ed25519 the provider signs with its secret key and the broker holds only the public one:
+//!
+//! ```
+//! use diax_sdk::token::{LinkTokenIssuer, LinkTokenValidator};
+//! use diax_sdk::{AccountId, KeyId, Keyring, ProviderId, SigningKey};
+//!
+//! let key_id = KeyId::parse("key_1")?;
+//! let own = SigningKey::generate();
+//! let provider = ProviderId::parse("prv_fixmyprint")?;
+//! let issuer = LinkTokenIssuer::new(provider.clone(), "diax", key_id.clone(), own.clone());
+//! let issued = issuer.issue_at(&AccountId::parse("acc_gareth")?, 1_700_000_000)?;
+//!
+//! let broker_ring = Keyring::single(key_id, own.public_key());
+//! let claims = LinkTokenValidator::new(provider, "diax").validate_at(&issued.token, &broker_ring, 1_700_000_005)?;
+//! assert_eq!(claims.sub.as_str(), "acc_gareth");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,7 +49,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, KeyId, ProviderId};
-use crate::secret::{Keyring, Secret};
+use crate::secret::{KeyMaterial, Keyring};
 
 /// The `typ` header of every link token.
 pub const LINK_TOKEN_TYP: &str = "diax-link+jwt";
@@ -88,8 +108,8 @@ pub enum TokenError {
     /// Longer than [`MAX_TOKEN_LEN`].
     #[error("token longer than 4096 bytes")]
     TooLong,
-    /// `alg` is not HS256.
-    #[error("algorithm {0:?} is not accepted; only HS256")]
+    /// `alg` is neither HS256 nor EdDSA, or not the algorithm of the key `kid` names.
+    #[error("algorithm {0:?} is not accepted for this key")]
     UnsupportedAlgorithm(String),
     /// `typ` is missing or not [`LINK_TOKEN_TYP`].
     #[error("token type must be \"diax-link+jwt\"")]
@@ -124,7 +144,7 @@ pub enum TokenError {
     /// The lifetime requested is zero or absurd.
     #[error("invalid token lifetime")]
     InvalidLifetime,
-    /// The signing library failed.
+    /// The signing library failed, or the key given cannot sign (a peer's public key).
     #[error("could not sign token: {0}")]
     Signing(String),
 }
@@ -135,25 +155,26 @@ pub struct LinkTokenIssuer {
     issuer: ProviderId,
     audience: String,
     key_id: KeyId,
-    secret: Secret,
+    key: KeyMaterial,
     ttl_secs: u64,
 }
 
 impl LinkTokenIssuer {
     /// An issuer for `provider`, whose tokens are meant for broker `audience`, signed with
-    /// the secret named `key_id`. Lifetime [`DEFAULT_LINK_TOKEN_TTL_SECS`].
+    /// the key named `key_id`: a [`Secret`](crate::Secret) (HS256) or the provider's own
+    /// [`SigningKey`](crate::SigningKey) (EdDSA). Lifetime [`DEFAULT_LINK_TOKEN_TTL_SECS`].
     #[must_use]
     pub fn new(
         provider: ProviderId,
         audience: impl Into<String>,
         key_id: KeyId,
-        secret: Secret,
+        key: impl Into<KeyMaterial>,
     ) -> Self {
         Self {
             issuer: provider,
             audience: audience.into(),
             key_id,
-            secret,
+            key: key.into(),
             ttl_secs: DEFAULT_LINK_TOKEN_TTL_SECS,
         }
     }
@@ -168,7 +189,8 @@ impl LinkTokenIssuer {
     /// Issues a token for `account` at time `now`.
     ///
     /// # Errors
-    /// [`TokenError::InvalidLifetime`] for a lifetime of 0 or over a year.
+    /// [`TokenError::InvalidLifetime`] for a lifetime of 0 or over a year;
+    /// [`TokenError::Signing`] when the key is a public key.
     pub fn issue_at(&self, account: &AccountId, now: i64) -> Result<IssuedToken, TokenError> {
         if self.ttl_secs == 0 || self.ttl_secs > 366 * 24 * 3600 {
             return Err(TokenError::InvalidLifetime);
@@ -182,7 +204,7 @@ impl LinkTokenIssuer {
             nbf: None,
             jti: crate::util::random_token("lt_", 24),
         };
-        let token = encode_claims(&claims, &self.key_id, &self.secret)?;
+        let token = encode_claims(&claims, &self.key_id, &self.key)?;
         Ok(IssuedToken { token, claims })
     }
 
@@ -195,21 +217,51 @@ impl LinkTokenIssuer {
     }
 }
 
-/// Signs arbitrary link claims (for tools and tests that need unusual tokens).
+/// Signs arbitrary link claims (for tools and tests that need unusual tokens): HS256 with an
+/// HMAC secret, EdDSA with an own ed25519 key.
+///
+/// ```
+/// use diax_sdk::token::{LinkClaims, encode_claims};
+/// use diax_sdk::{AccountId, KeyId, KeyMaterial, ProviderId, SigningKey};
+///
+/// let claims = LinkClaims {
+///     iss: ProviderId::parse("prv_x")?, sub: AccountId::parse("acc_1")?, aud: "diax".into(),
+///     iat: 1000, exp: 2000, nbf: None, jti: "j1".into(),
+/// };
+/// let key = KeyMaterial::from(SigningKey::generate());
+/// let token = encode_claims(&claims, &KeyId::parse("key_a")?, &key)?;
+/// assert_eq!(token.split('.').count(), 3);
+/// // A public key cannot sign.
+/// let public = KeyMaterial::from(SigningKey::generate().public_key());
+/// assert!(encode_claims(&claims, &KeyId::parse("key_a")?, &public).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Errors
-/// [`TokenError::Signing`] if the JWT library fails.
+/// [`TokenError::Signing`] if the key cannot sign or the JWT library fails.
 pub fn encode_claims(
     claims: &LinkClaims,
     key_id: &KeyId,
-    secret: &Secret,
+    key: &KeyMaterial,
 ) -> Result<String, TokenError> {
-    let mut header = Header::new(Algorithm::HS256);
+    let signing = |e: jsonwebtoken::errors::Error| TokenError::Signing(e.to_string());
+    let (alg, encoding) = match key {
+        KeyMaterial::Hmac(secret) => (
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret.expose_bytes()).map_err(signing)?,
+        ),
+        KeyMaterial::Ed25519(own) => (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_der(&own.pkcs8_der().map_err(TokenError::Signing)?),
+        ),
+        KeyMaterial::Ed25519Public(_) => {
+            return Err(TokenError::Signing("a public key cannot sign".into()));
+        }
+    };
+    let mut header = Header::new(alg);
     header.typ = Some(LINK_TOKEN_TYP.to_owned());
     header.kid = Some(key_id.to_string());
-    let key = EncodingKey::from_secret(secret.expose_bytes())
-        .map_err(|e| TokenError::Signing(e.to_string()))?;
-    jsonwebtoken::encode(&header, claims, &key).map_err(|e| TokenError::Signing(e.to_string()))
+    jsonwebtoken::encode(&header, claims, &encoding).map_err(signing)
 }
 
 /// Validates link tokens from one provider, for one broker.
@@ -314,15 +366,16 @@ impl LinkTokenValidator {
         now: i64,
     ) -> Result<LinkClaims, TokenError> {
         let header = Self::parse_header(token)?;
-        match header.alg.as_ref().and_then(serde_json::Value::as_str) {
-            Some("HS256") => {}
+        let alg = match header.alg.as_ref().and_then(serde_json::Value::as_str) {
+            Some("HS256") => Algorithm::HS256,
+            Some("EdDSA") => Algorithm::EdDSA,
             Some(other) => {
                 return Err(TokenError::UnsupportedAlgorithm(
                     other.chars().take(32).collect(),
                 ));
             }
             None => return Err(TokenError::UnsupportedAlgorithm(String::new())),
-        }
+        };
         if header.typ.as_ref().and_then(serde_json::Value::as_str) != Some(LINK_TOKEN_TYP) {
             return Err(TokenError::WrongType);
         }
@@ -333,17 +386,40 @@ impl LinkTokenValidator {
             .ok_or(TokenError::MissingKeyId)?;
         let unknown = || TokenError::UnknownKey(kid_text.chars().take(64).collect());
         let kid = KeyId::parse(kid_text).map_err(|_| unknown())?;
-        let key = keyring.get_active(&kid, now).ok_or_else(unknown)?;
+        let key = keyring
+            .get_active(&kid, now)
+            .filter(|k| k.material.can_verify())
+            .ok_or_else(unknown)?;
+
+        // The key pins the algorithm: a token naming another one is refused before any
+        // signature check, so an HMAC check keyed with a public key can never happen.
+        let decoding = match (&key.material, alg) {
+            (KeyMaterial::Hmac(secret), Algorithm::HS256) => {
+                DecodingKey::from_secret(secret.expose_bytes())
+                    .map_err(|_| TokenError::BadSignature)?
+            }
+            (KeyMaterial::Ed25519Public(public), Algorithm::EdDSA) => {
+                DecodingKey::from_ed_der(&public.to_bytes())
+            }
+            _ => {
+                return Err(TokenError::UnsupportedAlgorithm(
+                    header
+                        .alg
+                        .as_ref()
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                ));
+            }
+        };
 
         // Signature and algorithm through jsonwebtoken; every time-based and identity check
         // is ours, against `now`, so tests control the clock.
-        let mut validation = Validation::new(Algorithm::HS256);
+        let mut validation = Validation::new(alg);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let decoding = DecodingKey::from_secret(key.secret.expose_bytes())
-            .map_err(|_| TokenError::BadSignature)?;
         let data =
             jsonwebtoken::decode::<RawClaims>(token, &decoding, &validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -416,6 +492,7 @@ impl LinkTokenValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Secret, SigningKey};
 
     fn setup() -> (LinkTokenIssuer, LinkTokenValidator, Keyring) {
         let kid = KeyId::parse("key_a").unwrap();
@@ -542,21 +619,21 @@ mod tests {
             nbf: None,
             jti: "j1".into(),
         };
-        let t = encode_claims(&claims, &key.id, &key.secret).unwrap();
+        let t = encode_claims(&claims, &key.id, &key.material).unwrap();
         assert_eq!(
             val.validate_at(&t, &ring, 1000),
             Err(TokenError::WrongIssuer("prv_other".into()))
         );
         claims.iss = ProviderId::parse("prv_x").unwrap();
         claims.aud = "other-broker".into();
-        let t = encode_claims(&claims, &key.id, &key.secret).unwrap();
+        let t = encode_claims(&claims, &key.id, &key.material).unwrap();
         assert_eq!(
             val.validate_at(&t, &ring, 1000),
             Err(TokenError::WrongAudience)
         );
         claims.aud = "diax".into();
         claims.nbf = Some(1500);
-        let t = encode_claims(&claims, &key.id, &key.secret).unwrap();
+        let t = encode_claims(&claims, &key.id, &key.material).unwrap();
         assert_eq!(
             val.validate_at(&t, &ring, 1000),
             Err(TokenError::NotYetValid(1500))
@@ -578,5 +655,89 @@ mod tests {
         ] {
             assert!(val.validate_at(t, &ring, 0).is_err());
         }
+    }
+
+    #[test]
+    fn eddsa_round_trip_and_algorithm_pinned_by_the_key() {
+        let prv = ProviderId::parse("prv_x").unwrap();
+        let kid = KeyId::parse("key_ed").unwrap();
+        let own = SigningKey::generate();
+        let iss = LinkTokenIssuer::new(prv.clone(), "diax", kid.clone(), own.clone());
+        let val = LinkTokenValidator::new(prv, "diax");
+        let acc = AccountId::parse("acc_1").unwrap();
+        let t = iss.issue_at(&acc, 1000).unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(t.token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["alg"], "EdDSA");
+        let broker = Keyring::single(kid.clone(), own.public_key());
+        assert_eq!(val.validate_at(&t.token, &broker, 1000).unwrap(), t.claims);
+        // Another key pair's public key under the same kid: bad signature.
+        let other = Keyring::single(kid.clone(), SigningKey::generate().public_key());
+        assert_eq!(
+            val.validate_at(&t.token, &other, 1000),
+            Err(TokenError::BadSignature)
+        );
+        // The provider's own secret key verifies nothing: the kid is unknown to that ring.
+        let own_ring = Keyring::single(kid.clone(), own.clone());
+        assert!(matches!(
+            val.validate_at(&t.token, &own_ring, 1000),
+            Err(TokenError::UnknownKey(_))
+        ));
+        // An EdDSA token whose kid names an HMAC secret is refused for its algorithm.
+        let hmac_ring = Keyring::single(kid.clone(), Secret::generate());
+        assert_eq!(
+            val.validate_at(&t.token, &hmac_ring, 1000),
+            Err(TokenError::UnsupportedAlgorithm("EdDSA".into()))
+        );
+        // The classic confusion: HS256 keyed with the public key's bytes, kid of the public key.
+        let public_as_secret = Secret::from_bytes(&own.public_key().to_bytes()).unwrap();
+        let forged = encode_claims(&t.claims, &kid, &KeyMaterial::Hmac(public_as_secret)).unwrap();
+        assert_eq!(
+            val.validate_at(&forged, &broker, 1000),
+            Err(TokenError::UnsupportedAlgorithm("HS256".into()))
+        );
+        // A tampered claim fails the signature.
+        let parts: Vec<_> = t.token.split('.').collect();
+        let claims =
+            r#"{"iss":"prv_x","sub":"acc_2","aud":"diax","iat":1000,"exp":2000,"jti":"j"}"#;
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(claims),
+            parts[2]
+        );
+        assert_eq!(
+            val.validate_at(&tampered, &broker, 1000),
+            Err(TokenError::BadSignature)
+        );
+        // Garbage signatures of every length are refused without a panic.
+        for sig in [
+            "",
+            "AAAA",
+            &URL_SAFE_NO_PAD.encode([0u8; 64]),
+            &URL_SAFE_NO_PAD.encode([0u8; 65]),
+        ] {
+            let t2 = format!("{}.{}.{}", parts[0], parts[1], sig);
+            assert_eq!(
+                val.validate_at(&t2, &broker, 1000),
+                Err(TokenError::BadSignature),
+                "{sig}"
+            );
+        }
+        // A public key cannot issue.
+        let bad = LinkTokenIssuer::new(
+            ProviderId::parse("prv_x").unwrap(),
+            "diax",
+            kid,
+            own.public_key(),
+        );
+        assert!(matches!(
+            bad.issue_at(&acc, 1000),
+            Err(TokenError::Signing(_))
+        ));
     }
 }

@@ -1,10 +1,17 @@
-//! Standard Webhooks v1 signatures: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+//! Standard Webhooks signatures: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
 //!
 //! The signed content is `{id}.{timestamp}.{body}` over the raw body bytes (any bytes, not only
-//! UTF-8); the signature is `v1,` followed by the base64 HMAC-SHA256 of that content, keyed by
-//! the secret's bytes. A header may carry several space-separated signatures (one per active
-//! key during a rotation); versions other than `v1` are skipped. Verification compares in
-//! constant time and refuses timestamps outside a tolerance in either direction.
+//! UTF-8). Two schemes sign it:
+//!
+//! - `v1,` followed by the base64 HMAC-SHA256 of that content, keyed by a shared `whsec_`
+//!   secret's bytes ([`sign`]);
+//! - `v1a,` followed by the base64 ed25519 signature of that content, made with the sender's
+//!   own `whsk_` key and checked with its `whpk_` public key ([`sign_v1a`]).
+//!
+//! A header may carry several space-separated signatures (one per active key during a rotation
+//! or a migration between the schemes); versions the receiver has no key for are skipped.
+//! Verification compares HMACs in constant time and refuses timestamps outside a tolerance in
+//! either direction.
 //!
 //! ```
 //! use diax_sdk::webhook::{sign, RawHeaders};
@@ -22,6 +29,26 @@
 //! assert_eq!(verified.id.as_str(), "msg_p5jXN8AQM9LWM0D4loKWxJek");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The same with ed25519: the sender signs with its secret key, the receiver holds only the
+//! sender's public key.
+//!
+//! ```
+//! use diax_sdk::ed25519::SigningKey;
+//! use diax_sdk::webhook::RawHeaders;
+//! use diax_sdk::{KeyId, Keyring, MessageId};
+//!
+//! let sender_key = SigningKey::generate();
+//! let sender = Keyring::single(KeyId::parse("key_sender")?, sender_key.clone());
+//! let receiver = Keyring::single(KeyId::parse("key_sender")?, sender_key.public_key());
+//!
+//! let signed = sender.sign(&MessageId::parse("msg_1")?, 1_700_000_000, b"{}")?;
+//! assert!(signed.signature.starts_with("v1a,"));
+//! let ts = signed.timestamp.to_string();
+//! let headers = RawHeaders::new("msg_1", &ts, &signed.signature);
+//! assert_eq!(receiver.verify_at(&headers, b"{}", 1_700_000_000, 300)?.key_id.as_str(), "key_sender");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -29,20 +56,22 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::ed25519::{SIGNATURE_BYTES, SigningKey};
 use crate::ids::{KeyId, MessageId};
-use crate::secret::{Keyring, Secret};
+use crate::secret::{KeyMaterial, Keyring, Scheme, Secret};
 
 /// Header carrying the message id.
 pub const HEADER_ID: &str = "webhook-id";
 /// Header carrying the Unix timestamp (seconds) at which the message was signed.
 pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
-/// Header carrying the space-separated `v1,<base64>` signatures.
+/// Header carrying the space-separated `v1,<base64>` and `v1a,<base64>` signatures.
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
 
 /// Default tolerance between the signer's clock and ours, in seconds, in either direction.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 /// Longest `webhook-signature` header accepted: 1,024 bytes, room for 21 `v1` signatures
-/// (47 bytes each, space-separated). [`Keyring::sign`] never writes a longer one.
+/// (47 bytes each, space-separated) or 11 `v1a` ones (93 bytes each). [`Keyring::sign`] never
+/// writes a longer one.
 pub const MAX_SIGNATURE_HEADER_LEN: usize = 16 * 64;
 /// Longest `webhook-id` accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -84,12 +113,23 @@ pub enum VerifyError {
         /// The tolerance in force.
         tolerance: u64,
     },
-    /// No `v1` signature in the header matches any active key.
+    /// No signature in the header matches any active key.
     #[error("no signature matches any active key")]
     SignatureMismatch,
-    /// The header holds no `v1` signature at all.
-    #[error("no v1 signature in webhook-signature")]
+    /// The header holds no `v1` or `v1a` signature at all.
+    #[error("no v1 or v1a signature in webhook-signature")]
     NoSupportedSignature,
+    /// The header holds signatures only of a scheme the receiver has no active key for: `v1a`
+    /// entries where only `v1` (HMAC) keys are configured, or the reverse.
+    #[error(
+        "the message carries only {found} signatures; this receiver verifies {expected} signatures only"
+    )]
+    WrongScheme {
+        /// The version of the entries found (`v1` or `v1a`).
+        found: &'static str,
+        /// The version the receiver's active keys verify.
+        expected: &'static str,
+    },
     /// The keyring has no key active now.
     #[error("no active key to verify with")]
     NoActiveKey,
@@ -159,7 +199,8 @@ pub struct SignedHeaders {
     pub id: MessageId,
     /// `webhook-timestamp`.
     pub timestamp: i64,
-    /// `webhook-signature`: one `v1,…` entry per active key, space-separated.
+    /// `webhook-signature`: one `v1,…` or `v1a,…` entry per active signing key,
+    /// space-separated.
     pub signature: String,
 }
 
@@ -199,6 +240,15 @@ fn mac_for(secret: &Secret, id: &[u8], timestamp: &[u8], body: &[u8]) -> HmacSha
 }
 
 /// Signs `id.timestamp.body` with one secret; returns `v1,<base64>`.
+///
+/// ```
+/// use diax_sdk::{webhook::sign, Secret};
+///
+/// let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+/// let sig = sign(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+/// assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+/// # Ok::<(), diax_sdk::SecretError>(())
+/// ```
 #[must_use]
 pub fn sign(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> String {
     let ts = timestamp.to_string();
@@ -206,6 +256,35 @@ pub fn sign(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> String {
         .finalize()
         .into_bytes();
     format!("v1,{}", STANDARD.encode(tag))
+}
+
+fn signed_content(id: &[u8], timestamp: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
+    content.extend_from_slice(id);
+    content.push(b'.');
+    content.extend_from_slice(timestamp);
+    content.push(b'.');
+    content.extend_from_slice(body);
+    content
+}
+
+/// Signs `id.timestamp.body` with one ed25519 secret key; returns `v1a,<base64>` (88 base64
+/// characters of the 64-byte signature).
+///
+/// ```
+/// use diax_sdk::ed25519::SigningKey;
+/// use diax_sdk::webhook::sign_v1a;
+///
+/// let key = SigningKey::generate();
+/// let sig = sign_v1a(&key, "msg_1", 1_700_000_000, b"{}");
+/// assert!(sig.starts_with("v1a,"));
+/// assert_eq!(sig.len(), 4 + 88);
+/// ```
+#[must_use]
+pub fn sign_v1a(key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    let sig = key.sign(&signed_content(id.as_bytes(), ts.as_bytes(), body));
+    format!("v1a,{}", STANDARD.encode(sig))
 }
 
 fn parse_id(raw: &[u8]) -> Result<MessageId, VerifyError> {
@@ -236,11 +315,13 @@ fn parse_timestamp(raw: &[u8]) -> Result<i64, VerifyError> {
 }
 
 impl Keyring {
-    /// Signs a message with every key active at `timestamp`, newest first, as many as fit in
-    /// [`MAX_SIGNATURE_HEADER_LEN`] (21 signatures): when more keys are active (more than 20
-    /// rotations within one grace period), the oldest are left out, so the header is never
-    /// refused for its length. A receiver that knows only one of the left-out secrets must
-    /// take the newer secret; the header keeps the order of the keys, oldest first.
+    /// Signs a message with every signing key active at `timestamp` (HMAC secrets give `v1`
+    /// entries, own ed25519 keys `v1a` entries, peers' public keys nothing), newest first, as
+    /// many as fit in [`MAX_SIGNATURE_HEADER_LEN`] (21 `v1` signatures): when more keys are
+    /// active (more than 20 rotations within one grace period), the oldest are left out, so
+    /// the header is never refused for its length. A receiver that knows only one of the
+    /// left-out secrets must take the newer secret; the header keeps the order of the keys,
+    /// oldest first.
     ///
     /// ```
     /// use diax_sdk::webhook::MAX_SIGNATURE_HEADER_LEN;
@@ -257,7 +338,7 @@ impl Keyring {
     /// ```
     ///
     /// # Errors
-    /// [`SignError::NoActiveKey`] when no key is active.
+    /// [`SignError::NoActiveKey`] when no signing key is active.
     pub fn sign(
         &self,
         id: &MessageId,
@@ -268,7 +349,11 @@ impl Keyring {
         let mut sigs: Vec<String> = Vec::new();
         let mut len = 0usize;
         for key in active.iter().rev() {
-            let sig = sign(&key.secret, id.as_str(), timestamp, body);
+            let sig = match &key.material {
+                KeyMaterial::Hmac(secret) => sign(secret, id.as_str(), timestamp, body),
+                KeyMaterial::Ed25519(own) => sign_v1a(own, id.as_str(), timestamp, body),
+                KeyMaterial::Ed25519Public(_) => continue,
+            };
             let added = sig.len() + usize::from(!sigs.is_empty());
             if len + added > MAX_SIGNATURE_HEADER_LEN {
                 break;
@@ -289,6 +374,12 @@ impl Keyring {
 
     /// Verifies a signed message at time `now` (Unix seconds) with the keys active then,
     /// refusing timestamps more than `tolerance_secs` away from `now` in either direction.
+    ///
+    /// `v1` entries are checked against the HMAC secrets (in constant time, against every
+    /// candidate), `v1a` entries against the peers' public keys; entries of other versions are
+    /// skipped. A header whose only entries are of a scheme no active key verifies is refused
+    /// with [`VerifyError::WrongScheme`]; a `v1a` entry that does not decode to 64 bytes, when
+    /// nothing else matches, with [`VerifyError::MalformedHeader`].
     ///
     /// This checks the signature only; replays are the business of a
     /// [`ReplayStore`](crate::replay::ReplayStore) (see [`Verifier`](crate::Verifier)).
@@ -334,41 +425,86 @@ impl Keyring {
             });
         }
 
-        // Decode every v1 signature once; skip other versions and undecodable entries.
-        let mut candidates: Vec<[u8; 32]> = Vec::new();
+        // Decode every signature once; skip other versions and undecodable v1 entries.
+        let mut v1: Vec<[u8; 32]> = Vec::new();
+        let mut v1a: Vec<[u8; SIGNATURE_BYTES]> = Vec::new();
+        let mut v1a_malformed = false;
         for entry in raw_sig.split(|b| *b == b' ').filter(|e| !e.is_empty()) {
-            let Some(b64) = entry.strip_prefix(b"v1,") else {
-                continue;
-            };
-            let mut out = [0u8; 33];
-            if let Ok(32) = STANDARD.decode_slice(b64, &mut out) {
-                let mut sig = [0u8; 32];
-                sig.copy_from_slice(&out[..32]);
-                candidates.push(sig);
+            if let Some(b64) = entry.strip_prefix(b"v1,") {
+                let mut out = [0u8; 33];
+                if let Ok(32) = STANDARD.decode_slice(b64, &mut out) {
+                    let mut sig = [0u8; 32];
+                    sig.copy_from_slice(&out[..32]);
+                    v1.push(sig);
+                }
+            } else if let Some(b64) = entry.strip_prefix(b"v1a,") {
+                let mut out = [0u8; SIGNATURE_BYTES + 1];
+                match STANDARD.decode_slice(b64, &mut out) {
+                    Ok(SIGNATURE_BYTES) => {
+                        let mut sig = [0u8; SIGNATURE_BYTES];
+                        sig.copy_from_slice(&out[..SIGNATURE_BYTES]);
+                        v1a.push(sig);
+                    }
+                    _ => v1a_malformed = true,
+                }
             }
         }
-        if candidates.is_empty() {
-            return Err(VerifyError::NoSupportedSignature);
+        if v1.is_empty() && v1a.is_empty() {
+            return Err(if v1a_malformed {
+                malformed_v1a()
+            } else {
+                VerifyError::NoSupportedSignature
+            });
         }
 
-        let mut any_key = false;
-        let mut matched: Option<&KeyId> = None;
-        for key in self.active_at(now) {
-            any_key = true;
-            let expected = mac_for(&key.secret, raw_id, raw_ts, body)
-                .finalize()
-                .into_bytes();
-            // Compare against every candidate without stopping early.
-            let mut hit = subtle::Choice::from(0);
-            for cand in &candidates {
-                hit |= expected.as_slice().ct_eq(cand);
-            }
-            if bool::from(hit) && matched.is_none() {
-                matched = Some(&key.id);
-            }
-        }
-        if !any_key {
+        let (has_v1, has_v1a) = self.verifying_schemes(now);
+        if !has_v1 && !has_v1a {
             return Err(VerifyError::NoActiveKey);
+        }
+        if !has_v1 && v1a.is_empty() {
+            return Err(if v1a_malformed {
+                malformed_v1a()
+            } else {
+                VerifyError::WrongScheme {
+                    found: Scheme::V1.version(),
+                    expected: Scheme::V1a.version(),
+                }
+            });
+        }
+        if !has_v1a && v1.is_empty() {
+            return Err(VerifyError::WrongScheme {
+                found: Scheme::V1a.version(),
+                expected: Scheme::V1.version(),
+            });
+        }
+
+        let mut matched: Option<&KeyId> = None;
+        let mut content: Option<Vec<u8>> = None;
+        for key in self.active_at(now) {
+            match &key.material {
+                KeyMaterial::Hmac(secret) if !v1.is_empty() => {
+                    let expected = mac_for(secret, raw_id, raw_ts, body)
+                        .finalize()
+                        .into_bytes();
+                    // Compare against every candidate without stopping early.
+                    let mut hit = subtle::Choice::from(0);
+                    for cand in &v1 {
+                        hit |= expected.as_slice().ct_eq(cand);
+                    }
+                    if bool::from(hit) && matched.is_none() {
+                        matched = Some(&key.id);
+                    }
+                }
+                // Public-key checks hold no secret: stopping at the first match leaks nothing.
+                KeyMaterial::Ed25519Public(public) if !v1a.is_empty() && matched.is_none() => {
+                    let content =
+                        content.get_or_insert_with(|| signed_content(raw_id, raw_ts, body));
+                    if v1a.iter().any(|sig| public.verify(content, sig)) {
+                        matched = Some(&key.id);
+                    }
+                }
+                _ => {}
+            }
         }
         match matched {
             Some(key_id) => Ok(Verified {
@@ -376,8 +512,16 @@ impl Keyring {
                 timestamp,
                 key_id: key_id.clone(),
             }),
+            None if v1a_malformed => Err(malformed_v1a()),
             None => Err(VerifyError::SignatureMismatch),
         }
+    }
+}
+
+fn malformed_v1a() -> VerifyError {
+    VerifyError::MalformedHeader {
+        name: HEADER_SIGNATURE,
+        reason: "a v1a signature must be the base64 of 64 bytes",
     }
 }
 
@@ -426,12 +570,17 @@ mod tests {
         );
         assert!(ring.verify_at(&headers, b"{}", now, 300).is_ok());
         // The oldest key is the one left out.
-        assert!(!signed.signature.starts_with(&sign(
-            &ring.get(&KeyId::parse("key_0").unwrap()).unwrap().secret,
-            id.as_str(),
-            now,
-            b"{}"
-        )));
+        assert!(
+            !signed.signature.starts_with(&sign(
+                ring.get(&KeyId::parse("key_0").unwrap())
+                    .unwrap()
+                    .secret()
+                    .unwrap(),
+                id.as_str(),
+                now,
+                b"{}"
+            ))
+        );
     }
 
     fn ring() -> Keyring {
@@ -555,5 +704,159 @@ mod tests {
             r.verify_at(&h, &[0xff, 0x00, 0xfe, 0x81], 5000, 300),
             Err(VerifyError::SignatureMismatch)
         );
+    }
+
+    fn ed_pair() -> (SigningKey, Keyring, Keyring) {
+        let own = SigningKey::generate();
+        let kid = KeyId::parse("key_ed").unwrap();
+        (
+            own.clone(),
+            Keyring::single(kid.clone(), own.clone()),
+            Keyring::single(kid, own.public_key()),
+        )
+    }
+
+    #[test]
+    fn v1a_signs_and_only_the_public_key_verifies() {
+        let (_, sender, receiver) = ed_pair();
+        let id = MessageId::parse("msg_ed").unwrap();
+        let s = sender.sign(&id, 5000, b"body").unwrap();
+        assert!(s.signature.starts_with("v1a,"));
+        let h = RawHeaders::new(id.as_str(), "5000", &s.signature);
+        assert_eq!(
+            receiver
+                .verify_at(&h, b"body", 5000, 300)
+                .unwrap()
+                .key_id
+                .as_str(),
+            "key_ed"
+        );
+        assert_eq!(
+            receiver.verify_at(&h, b"bodY", 5000, 300),
+            Err(VerifyError::SignatureMismatch)
+        );
+        // The sender's own secret key never verifies (no reflection of its own messages).
+        assert_eq!(
+            sender.verify_at(&h, b"body", 5000, 300),
+            Err(VerifyError::NoActiveKey)
+        );
+        // Another key pair's public key does not verify it.
+        let (_, _, stranger) = ed_pair();
+        assert_eq!(
+            stranger.verify_at(&h, b"body", 5000, 300),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn schemes_that_do_not_meet_get_typed_errors() {
+        let (_, sender, receiver) = ed_pair();
+        let id = MessageId::parse("msg_x").unwrap();
+        let v1a = sender.sign(&id, 5000, b"b").unwrap().signature;
+        let v1 = ring().sign(&id, 5000, b"b").unwrap().signature;
+        let h = RawHeaders::new(id.as_str(), "5000", &v1a);
+        assert_eq!(
+            ring().verify_at(&h, b"b", 5000, 300),
+            Err(VerifyError::WrongScheme {
+                found: "v1a",
+                expected: "v1"
+            })
+        );
+        let h = RawHeaders::new(id.as_str(), "5000", &v1);
+        assert_eq!(
+            receiver.verify_at(&h, b"b", 5000, 300),
+            Err(VerifyError::WrongScheme {
+                found: "v1",
+                expected: "v1a"
+            })
+        );
+        // Wrong-length v1a entries are malformed, unless another entry matches.
+        for bad in [
+            "v1a,AAAA",
+            "v1a,!!!",
+            "v1a,",
+            &format!("v1a,{}", STANDARD.encode([0u8; 65])),
+        ] {
+            let h = RawHeaders::new(id.as_str(), "5000", bad);
+            for r in [&receiver, &ring()] {
+                assert!(
+                    matches!(
+                        r.verify_at(&h, b"b", 5000, 300),
+                        Err(VerifyError::MalformedHeader {
+                            name: HEADER_SIGNATURE,
+                            ..
+                        })
+                    ),
+                    "{bad}"
+                );
+            }
+            let both = format!("{bad} {v1a}");
+            let h = RawHeaders::new(id.as_str(), "5000", &both);
+            assert!(receiver.verify_at(&h, b"b", 5000, 300).is_ok());
+        }
+        // A well-formed signature that is not a valid ed25519 encoding is a mismatch, not a panic.
+        let junk = format!("v1a,{}", STANDARD.encode([0xffu8; 64]));
+        let h = RawHeaders::new(id.as_str(), "5000", &junk);
+        assert_eq!(
+            receiver.verify_at(&h, b"b", 5000, 300),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn a_migration_ring_signs_both_and_each_side_accepts_its_own() {
+        let (own, _, _) = ed_pair();
+        let secret = Secret::generate();
+        let mut sender = Keyring::new();
+        sender.insert(
+            KeyId::parse("key_hmac").unwrap(),
+            secret.clone(),
+            Some(10_000),
+        );
+        sender.insert(KeyId::parse("key_ed").unwrap(), own.clone(), None);
+        let id = MessageId::parse("msg_mig").unwrap();
+        let s = sender.sign(&id, 5000, b"b").unwrap();
+        let entries: Vec<_> = s.signature.split(' ').collect();
+        assert_eq!(entries.len(), 2);
+        assert!(entries[0].starts_with("v1,") && entries[1].starts_with("v1a,"));
+        let h = RawHeaders::new(id.as_str(), "5000", &s.signature);
+        let old_receiver = Keyring::single(KeyId::parse("key_hmac").unwrap(), secret);
+        let new_receiver = Keyring::single(KeyId::parse("key_ed").unwrap(), own.public_key());
+        assert_eq!(
+            old_receiver
+                .verify_at(&h, b"b", 5000, 300)
+                .unwrap()
+                .key_id
+                .as_str(),
+            "key_hmac"
+        );
+        assert_eq!(
+            new_receiver
+                .verify_at(&h, b"b", 5000, 300)
+                .unwrap()
+                .key_id
+                .as_str(),
+            "key_ed"
+        );
+        // After the HMAC key's grace period only the v1a entry is written.
+        let later = sender.sign(&id, 10_001, b"b").unwrap();
+        assert!(later.signature.starts_with("v1a,") && !later.signature.contains(' '));
+    }
+
+    #[test]
+    fn eleven_v1a_keys_fit_the_header() {
+        let mut ring = Keyring::new();
+        for n in 0..15 {
+            ring.insert(
+                KeyId::parse(format!("key_{n}")).unwrap(),
+                SigningKey::generate(),
+                None,
+            );
+        }
+        let s = ring
+            .sign(&MessageId::parse("msg_1").unwrap(), 1, b"")
+            .unwrap();
+        assert!(s.signature.len() <= MAX_SIGNATURE_HEADER_LEN);
+        assert_eq!(s.signature.split(' ').count(), 11);
     }
 }

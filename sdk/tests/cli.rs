@@ -141,7 +141,10 @@ fn verify_accepts_the_vector_and_explains_refusals() {
         VECTOR_BODY,
     );
     assert_eq!(garbage.status.code(), Some(1));
-    assert!(stdout(&garbage).contains("no v1 signature"), "{garbage:?}");
+    assert!(
+        stdout(&garbage).contains("no v1 or v1a signature"),
+        "{garbage:?}"
+    );
 }
 
 #[test]

@@ -13,18 +13,16 @@
 use std::sync::LazyLock;
 
 use diax_sdk::Problem;
+use diax_sdk::openapi::SharedProblems;
 use diax_sdk::wire::PENDING_NOTIFICATIONS_HEADER;
 use utoipa::OpenApi as _;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi, RefOr, Response, ResponseBuilder};
+use utoipa::openapi::{HeaderBuilder, OpenApi, RefOr};
 
 use super::{events, jobs, links, messages, models, notifications, providers, users};
 
 /// Where the document is served.
 pub const PATH: &str = "/openapi.json";
-
-/// The media type of problem documents.
-const PROBLEM: &str = diax_sdk::PROBLEM_CONTENT_TYPE;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -107,110 +105,34 @@ pub fn document() -> OpenApi {
 /// exact text of `docs/openapi/broker-mock.json`.
 #[must_use]
 pub fn to_json() -> String {
-    static JSON: LazyLock<String> = LazyLock::new(|| pretty_sorted(&document()));
+    static JSON: LazyLock<String> =
+        LazyLock::new(|| diax_sdk::openapi::to_sorted_json(&document()));
     JSON.clone()
-}
-
-/// Pretty JSON of `doc` with sorted keys and a final newline.
-pub(crate) fn pretty_sorted(doc: &OpenApi) -> String {
-    let mut value = serde_json::to_value(doc).unwrap_or_default();
-    sort_keys(&mut value);
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    text.push('\n');
-    text
-}
-
-fn sort_keys(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            map.sort_keys();
-            map.values_mut().for_each(sort_keys);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys),
-        _ => {}
-    }
-}
-
-fn problem_response(description: &str) -> RefOr<Response> {
-    ResponseBuilder::new()
-        .description(description)
-        .content(
-            PROBLEM,
-            ContentBuilder::new()
-                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-                    "Problem",
-                ))))
-                .build(),
-        )
-        .build()
-        .into()
 }
 
 /// Adds the responses and headers shared by every operation of a kind (see the module docs).
 fn add_shared_responses(doc: &mut OpenApi) {
-    for item in doc.paths.paths.values_mut() {
-        for op in [
-            item.get.as_mut(),
-            item.post.as_mut(),
-            item.put.as_mut(),
-            item.delete.as_mut(),
-            item.patch.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let json_body = op.request_body.as_ref().is_some_and(
-                |b| matches!(b, RefOr::T(b) if b.content.contains_key("application/json")),
-            );
-            let authenticated = op
-                .security
-                .as_ref()
-                .and_then(|reqs| serde_json::to_value(reqs).ok())
-                .and_then(|v| v.as_array().cloned())
-                .is_some_and(|reqs| reqs.iter().any(|r| r.get("api_key").is_some()));
-            let responses = &mut op.responses.responses;
-            let mut add = |status: &str, description: &str| {
-                responses
-                    .entry(status.to_owned())
-                    .or_insert_with(|| problem_response(description));
-            };
-            if json_body {
-                add(
-                    "400",
-                    "`invalid-request`: the body is not valid JSON of the expected shape",
+    diax_sdk::openapi::add_shared_problem_responses(
+        doc,
+        &SharedProblems {
+            payload_too_large: "`payload-too-large`: the body is larger than the broker accepts",
+            internal: "`internal`: unexpected error; details only in the broker's log",
+        },
+    );
+    for op in diax_sdk::openapi::operations_mut(doc) {
+        if !diax_sdk::openapi::requires_scheme(op, "api_key") {
+            continue;
+        }
+        for response in op.responses.responses.values_mut() {
+            if let RefOr::T(r) = response {
+                r.headers.insert(
+                    PENDING_NOTIFICATIONS_HEADER.to_owned(),
+                    HeaderBuilder::new()
+                        .schema(Some(<u64 as utoipa::PartialSchema>::schema()))
+                        .description(Some("The caller's pending notification count"))
+                        .build()
+                        .into(),
                 );
-                add(
-                    "413",
-                    "`payload-too-large`: the body is larger than the broker accepts",
-                );
-                add(
-                    "415",
-                    "`unsupported-media-type`: the body is not `application/json`",
-                );
-            }
-            if authenticated {
-                add(
-                    "401",
-                    "`unauthorized`: missing or unknown API key (`Authorization: Bearer <api_key>`)",
-                );
-            }
-            add(
-                "500",
-                "`internal`: unexpected error; details only in the broker's log",
-            );
-            if authenticated {
-                for response in responses.values_mut() {
-                    if let RefOr::T(r) = response {
-                        r.headers.insert(
-                            PENDING_NOTIFICATIONS_HEADER.to_owned(),
-                            HeaderBuilder::new()
-                                .schema(Some(<u64 as utoipa::PartialSchema>::schema()))
-                                .description(Some("The caller's pending notification count"))
-                                .build()
-                                .into(),
-                        );
-                    }
-                }
             }
         }
     }

@@ -297,6 +297,6 @@ pub async fn issuer(db: &Db, now: i64) -> Result<Option<LinkTokenIssuer>, sqlx::
         provider,
         reg.broker_id,
         key.id.clone(),
-        key.secret.clone(),
+        key.material.clone(),
     )))
 }

@@ -2,11 +2,11 @@
 //! same document, and every route the router serves is documented (and every documented
 //! operation is routed).
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::support::{Backend, TestDb, start_provider, test_config};
 use diax_sdk::client::{ClientConfig, http_client};
+use diax_sdk::openapi as openapi_checks;
 use fixmyprint::service::http::openapi;
 use serde_json::Value;
 
@@ -30,40 +30,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
 ];
 
-const METHODS: &[&str] = &["get", "head", "post", "put", "delete", "patch", "options"];
-
-fn operations(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for method in METHODS {
-            if item.get(*method).is_some() {
-                out.insert(((*method).to_owned(), path.clone()));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn checked_in_document_is_current() {
     let generated = openapi::to_json();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(CHECKED_IN);
-    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    if checked_in != generated {
-        let first_diff = checked_in
-            .lines()
-            .zip(generated.lines())
-            .position(|(a, b)| a != b)
-            .map_or_else(
-                || "the files differ in length".to_owned(),
-                |i| format!("first difference at line {}", i + 1),
-            );
-        panic!(
-            "{CHECKED_IN} is stale or missing ({first_diff}).\n\
-             Regenerate it from the workspace root with:\n\n    {REGENERATE}\n"
-        );
+    if let Err(stale) = openapi_checks::check_checked_in(&path, &generated, REGENERATE) {
+        panic!("{stale}");
     }
 }
 
@@ -77,55 +51,9 @@ fn document_is_well_formed() {
     assert_eq!(schemes["api_key"]["scheme"], "bearer");
     assert_eq!(schemes["result_credential"]["scheme"], "bearer");
 
-    let tags: BTreeSet<&str> = doc["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    let mut ids = BTreeSet::new();
-    for (method, path) in operations(&doc) {
-        let op = &doc["paths"][&path][&method];
-        let where_ = format!("{} {path}", method.to_uppercase());
-        let id = op["operationId"].as_str().expect("operationId");
-        assert!(
-            ids.insert(id.to_owned()),
-            "{where_}: duplicate operationId {id}"
-        );
-        assert!(op["summary"].is_string(), "{where_}: no summary");
-        for tag in op["tags"].as_array().expect("tags") {
-            assert!(
-                tags.contains(tag.as_str().unwrap()),
-                "{where_}: undeclared tag {tag}"
-            );
-        }
-        // Every path parameter is declared.
-        for segment in path.split('/').filter(|s| s.starts_with('{')) {
-            let name = segment.trim_matches(|c| c == '{' || c == '}');
-            let declared = op["parameters"].as_array().is_some_and(|ps| {
-                ps.iter()
-                    .any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true)
-            });
-            assert!(declared, "{where_}: path parameter {name} not declared");
-        }
-        // Every error response is a problem document.
-        for (status, response) in op["responses"].as_object().unwrap() {
-            if status.starts_with('4') || status.starts_with('5') {
-                assert_eq!(
-                    response["content"]["application/problem+json"]["schema"]["$ref"],
-                    "#/components/schemas/Problem",
-                    "{where_} {status}: not a problem document"
-                );
-            }
-        }
-        assert!(op["responses"]["500"].is_object(), "{where_}: no 500");
-        let secured = op["security"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|r| r.get("api_key").is_some()));
-        if secured {
-            assert!(op["responses"]["401"].is_object(), "{where_}: no 401");
-        }
-    }
+    // Ids, summaries, tags, path parameters, problem responses, 500s and 401s.
+    let findings = openapi_checks::lint(&doc);
+    assert!(findings.is_empty(), "{}", findings.join("\n"));
 
     // Signed endpoints document the Standard Webhooks headers.
     let events = &doc["paths"]["/diax/jobs"]["post"];
@@ -160,21 +88,9 @@ fn document_is_well_formed() {
 #[test]
 fn every_route_is_documented() {
     let doc: Value = serde_json::from_str(&openapi::to_json()).unwrap();
-    let documented = operations(&doc);
-    let known: BTreeSet<(String, String)> = ROUTES
-        .iter()
-        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
-        .collect();
-    let missing: Vec<_> = known.difference(&documented).collect();
-    assert!(
-        missing.is_empty(),
-        "routes missing from the document: {missing:?}"
-    );
-    let unknown: Vec<_> = documented.difference(&known).collect();
-    assert!(
-        unknown.is_empty(),
-        "documented operations not in this test's route list (add them): {unknown:?}"
-    );
+    if let Err(mismatch) = openapi_checks::check_routes(&doc, ROUTES) {
+        panic!("{mismatch}");
+    }
 }
 
 /// Fills a documented path's parameters with well-formed dummy values.
@@ -207,7 +123,7 @@ async fn running_service_serves_the_document_and_every_operation() {
     // Each documented operation reaches a handler: neither the router's fallback 404 ("no
     // such resource") nor its 405.
     let doc: Value = serde_json::from_str(&served).unwrap();
-    for (method, path) in operations(&doc) {
+    for (method, path) in openapi_checks::operations(&doc) {
         let url = format!("{base}{}", concrete(&path));
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let resp = http.request(m.clone(), &url).send().await.unwrap();

@@ -13,9 +13,10 @@
 use std::sync::LazyLock;
 
 use diax_sdk::Problem;
+use diax_sdk::openapi::SharedProblems;
 use utoipa::OpenApi as _;
+use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder};
 
 /// Where the document is served.
 pub const PATH: &str = "/openapi.json";
@@ -95,38 +96,9 @@ pub fn document() -> OpenApi {
 /// exact text of `docs/openapi/fixmyprint.json`.
 #[must_use]
 pub fn to_json() -> String {
-    static JSON: LazyLock<String> = LazyLock::new(|| {
-        let mut value = serde_json::to_value(document()).unwrap_or_default();
-        sort_keys(&mut value);
-        let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
-        text.push('\n');
-        text
-    });
+    static JSON: LazyLock<String> =
+        LazyLock::new(|| diax_sdk::openapi::to_sorted_json(&document()));
     JSON.clone()
-}
-
-fn sort_keys(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            map.sort_keys();
-            map.values_mut().for_each(sort_keys);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys),
-        _ => {}
-    }
-}
-
-fn problem_response(description: &str) -> RefOr<Response> {
-    ResponseBuilder::new()
-        .description(description)
-        .content(
-            diax_sdk::PROBLEM_CONTENT_TYPE,
-            ContentBuilder::new()
-                .schema(Some(RefOr::Ref(Ref::from_schema_name("Problem"))))
-                .build(),
-        )
-        .build()
-        .into()
 }
 
 /// Adds the responses shared by every operation of a kind (see the module docs).
@@ -138,56 +110,12 @@ fn add_shared_responses(doc: &mut OpenApi) {
         {
             head.operation_id = Some(format!("{id}_head"));
         }
-        for op in [
-            item.get.as_mut(),
-            item.head.as_mut(),
-            item.post.as_mut(),
-            item.put.as_mut(),
-            item.delete.as_mut(),
-            item.patch.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let json_body = op.request_body.as_ref().is_some_and(
-                |b| matches!(b, RefOr::T(b) if b.content.contains_key("application/json")),
-            );
-            let authenticated = op
-                .security
-                .as_ref()
-                .and_then(|reqs| serde_json::to_value(reqs).ok())
-                .and_then(|v| v.as_array().cloned())
-                .is_some_and(|reqs| reqs.iter().any(|r| r.get("api_key").is_some()));
-            let responses = &mut op.responses.responses;
-            let mut add = |status: &str, description: &str| {
-                responses
-                    .entry(status.to_owned())
-                    .or_insert_with(|| problem_response(description));
-            };
-            if json_body {
-                add(
-                    "400",
-                    "`invalid-request`: the body is not valid JSON of the expected shape",
-                );
-                add(
-                    "413",
-                    "`payload-too-large`: the body is larger than `max_body_bytes`",
-                );
-                add(
-                    "415",
-                    "`unsupported-media-type`: the body is not `application/json`",
-                );
-            }
-            if authenticated {
-                add(
-                    "401",
-                    "`unauthorized`: missing or unknown API key (`Authorization: Bearer <api_key>`)",
-                );
-            }
-            add(
-                "500",
-                "`internal`: unexpected error; details only in the server's log",
-            );
-        }
     }
+    diax_sdk::openapi::add_shared_problem_responses(
+        doc,
+        &SharedProblems {
+            payload_too_large: "`payload-too-large`: the body is larger than `max_body_bytes`",
+            internal: "`internal`: unexpected error; details only in the server's log",
+        },
+    );
 }

@@ -42,6 +42,12 @@ pub struct RepairArgs {
     /// Weld only bit-identical vertices.
     #[arg(long)]
     pub exact_weld_only: bool,
+    /// Do not stitch open seams (boundary edges lying along other boundary edges).
+    #[arg(long)]
+    pub no_stitch: bool,
+    /// The largest gap a stitch bridges, as a fraction of the bounding-box diagonal.
+    #[arg(long, value_name = "FRACTION", default_value_t = RepairOptions::default().stitch_relative)]
+    pub stitch_relative: f32,
     /// Keep degenerate (zero-area) facets; repeated-vertex facets are always dropped.
     #[arg(long)]
     pub keep_degenerate: bool,
@@ -92,6 +98,8 @@ impl RepairArgs {
             weld: !self.exact_weld_only,
             weld_tolerance: self.weld_tolerance,
             weld_relative_tolerance: self.weld_relative,
+            stitch: !self.no_stitch,
+            stitch_relative: self.stitch_relative,
             remove_degenerate: !self.keep_degenerate,
             remove_duplicates: !self.keep_duplicates,
             fix_winding: !self.no_winding,

@@ -6,6 +6,7 @@
 use diax_sdk::wire::SecretScope;
 use e2e::stack::{Stack, StackOptions};
 use e2e::story::{self, ProviderAccount, Quiet};
+use fixmyprint::service::accounts::LedgerKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixmyprint_passes_every_conformance_check() {
@@ -49,7 +50,7 @@ async fn fixmyprint_passes_every_conformance_check() {
     let captures: Vec<_> = ledger
         .entries
         .iter()
-        .filter(|e| e.kind == "capture")
+        .filter(|e| e.kind == LedgerKind::Capture)
         .collect();
     assert_eq!(captures.len(), 3, "{:?}", ledger.entries);
     assert_eq!(after.held, 0);

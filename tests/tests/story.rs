@@ -11,6 +11,7 @@ use diax_sdk::{ProblemType, Quote};
 use e2e::stack::{ProviderDb, Stack, StackOptions};
 use e2e::story::{self, ProviderAccount, Quiet};
 use fixmyprint::heal::generate;
+use fixmyprint::service::accounts::LedgerKind;
 
 /// `{watertight, winding_consistent, volume, bodies, inward_bodies}` of an STL file,
 /// according to trimesh.
@@ -108,7 +109,7 @@ async fn full_story(db: ProviderDb) {
         .ledger
         .entries
         .iter()
-        .filter(|e| e.kind == "capture")
+        .filter(|e| e.kind == LedgerKind::Capture)
         .collect();
     assert_eq!(captures.len(), 1, "ledger: {:?}", outcome.ledger.entries);
     assert_eq!(captures[0].amount, quote.amount);
@@ -343,12 +344,12 @@ async fn a_bad_stl_fails_and_nothing_is_charged() {
     assert_eq!((after.balance, after.held), (10_000, 0));
     let ledger = account.ledger().await.unwrap();
     assert!(
-        ledger.entries.iter().all(|e| e.kind != "capture"),
+        ledger.entries.iter().all(|e| e.kind != LedgerKind::Capture),
         "{:?}",
         ledger.entries
     );
     assert!(
-        ledger.entries.iter().any(|e| e.kind == "release"),
+        ledger.entries.iter().any(|e| e.kind == LedgerKind::Release),
         "{:?}",
         ledger.entries
     );

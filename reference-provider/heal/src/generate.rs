@@ -468,6 +468,85 @@ pub fn parts(parts: Vec<(&'static str, Mesh)>) -> Model {
     }
 }
 
+/// A cube of side 10 whose faces are tiled by `n × n` squares (two facets each), as a soup of
+/// bit-identical corner copies, with a `patch × patch` square of its top face cut out as a
+/// separate open piece: the patch's copies of its rim vertices carry noise of up to `gap` ×
+/// the diagonal per coordinate, so the seam is open after an exact weld (and after the
+/// automatic one when `gap` is above its bound). The clean model is the closed cube. The case
+/// for stitching: with `n = 100` and `patch = 2` the patch is under 2 % of the diagonal, so
+/// dropping it as a tiny shell (and filling its hole) would lose real surface.
+pub fn seam_patch(n: usize, patch: usize, gap: f64, seed: u64) -> Generated {
+    let side = 10.0f64;
+    let n = n.max(2);
+    let patch = patch.clamp(1, n - 1);
+    let at = |i: usize| (i as f64 * side / n as f64) as f32;
+    let (p0, p1) = (n / 2 - patch / 2, n / 2 - patch / 2 + patch);
+    let in_patch = |a: usize, s: usize, i: usize, j: usize| {
+        a == 2 && s == 1 && (p0..p1).contains(&i) && (p0..p1).contains(&j)
+    };
+    let diag = side * 3f64.sqrt();
+    let mut rng = Rng::new(seed);
+    let mut noise = std::collections::HashMap::new();
+    let mut jitter = |i: usize, j: usize| -> [f32; 3] {
+        *noise
+            .entry((i, j))
+            .or_insert_with(|| [0, 1, 2].map(|_| ((rng.f64() * 2.0 - 1.0) * gap * diag) as f32))
+    };
+    let mut clean = Mesh::default();
+    let mut cut = Mesh::default();
+    for a in 0..3 {
+        let (u, w) = ((a + 1) % 3, (a + 2) % 3);
+        for s in 0..2 {
+            for i in 0..n {
+                for j in 0..n {
+                    let corner = |di: usize, dj: usize| {
+                        let mut p = [0f32; 3];
+                        p[a] = if s == 1 { side as f32 } else { 0.0 };
+                        p[u] = at(i + di);
+                        p[w] = at(j + dj);
+                        p
+                    };
+                    let q = [corner(0, 0), corner(1, 0), corner(1, 1), corner(0, 1)];
+                    let mut tris = [[q[0], q[1], q[2]], [q[0], q[2], q[3]]];
+                    // (u, w, a) is right-handed: counter-clockwise in (u, w) faces +a.
+                    if s == 0 {
+                        for t in &mut tris {
+                            t.swap(1, 2);
+                        }
+                    }
+                    for t in tris {
+                        let base = clean.vertices.len() as u32;
+                        clean.vertices.extend_from_slice(&t);
+                        clean.triangles.push([base, base + 1, base + 2]);
+                        let t = if in_patch(a, s, i, j) {
+                            t.map(|p| {
+                                // Rim vertices of the patch (on its border) get the noise.
+                                let gi = ((f64::from(p[u]) / side * n as f64).round()) as usize;
+                                let gj = ((f64::from(p[w]) / side * n as f64).round()) as usize;
+                                if gi == p0 || gi == p1 || gj == p0 || gj == p1 {
+                                    let d = jitter(gi, gj);
+                                    [p[0] + d[0], p[1] + d[1], p[2] + d[2]]
+                                } else {
+                                    p
+                                }
+                            })
+                        } else {
+                            t
+                        };
+                        let base = cut.vertices.len() as u32;
+                        cut.vertices.extend_from_slice(&t);
+                        cut.triangles.push([base, base + 1, base + 2]);
+                    }
+                }
+            }
+        }
+    }
+    Generated {
+        stl: crate::stl::encode_binary(&cut),
+        clean: parts(vec![("tiled cube", clean)]),
+    }
+}
+
 /// Many shells: an outer sphere (r = 16, `outer_facets`) round `n³` small spheres (r = 0.45,
 /// `bubble_facets` each) on a grid of spacing 1 centred in it — the bubbles are cavities,
 /// wound inward in the clean model. `n = 17` gives 4 913 cavities: the case for the nesting

@@ -32,7 +32,8 @@
 //!   `report`: [`Stage`], one report struct per stage, [`Report`], [`Repaired`].
 //! - `pipeline`: [`repair`], [`repair_file`], [`repair_soup`], the stages run in order, each
 //!   returning its own report, timed by one helper.
-//! - One module per stage: [`stl`] (parse and write), `weld`, `clean`, `topology`, `orient`
+//! - One module per stage: [`stl`] (parse and write), `weld`, `clean`, `topology` (and
+//!   `stitch`, run with it), `orient`
 //!   (winding and outward orientation), `shells`, `holes`; `keys` holds the shared hashing and
 //!   parallel sort.
 //! - [`stages`]: single stages on flat arrays, for the benches.
@@ -52,6 +53,7 @@ mod pipeline;
 mod report;
 mod shells;
 pub mod stages;
+mod stitch;
 pub mod stl;
 mod topology;
 mod types;

@@ -24,6 +24,15 @@ pub struct RepairOptions {
     /// a real edge, however short, never merge. The default 5e-5 welds copies that differ by
     /// up to 1e-5 of the diagonal per coordinate with room to spare.
     pub weld_relative_tolerance: f32,
+    /// Stitch open seams: boundary edges that lie along another boundary edge (both ends
+    /// within a quarter of the shorter boundary edge at each, and within
+    /// [`RepairOptions::stitch_relative`] of the diagonal) are joined, so an open piece of
+    /// surface beside another is sewn on rather than dropped as a tiny shell. Only with the
+    /// automatic weld: an explicit [`RepairOptions::weld_tolerance`], or `weld: false`, wins.
+    pub stitch: bool,
+    /// The largest gap a stitch bridges, as a fraction of the bounding-box diagonal (default
+    /// 1e-3).
+    pub stitch_relative: f32,
     /// Drop facets with a repeated vertex or zero area.
     pub remove_degenerate: bool,
     /// Drop facets using the same three vertices as an earlier facet (either winding).
@@ -60,6 +69,8 @@ impl Default for RepairOptions {
             weld: true,
             weld_tolerance: None,
             weld_relative_tolerance: 5e-5,
+            stitch: true,
+            stitch_relative: 1e-3,
             remove_degenerate: true,
             remove_duplicates: true,
             fix_winding: true,

@@ -12,7 +12,8 @@ use rayon::prelude::*;
 
 use crate::stl::{self, Soup};
 use crate::{
-    Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, topology, weld,
+    Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, stitch, topology,
+    weld,
 };
 
 /// Repair an STL file held in memory (binary or ASCII, auto-detected).
@@ -72,7 +73,10 @@ pub fn repair_soup(
         let s = &repaired.report.stages;
         let removed =
             s.shells.removed_limited || s.clean.degenerate_removed + s.clean.duplicate_removed > 0;
-        if !(s.weld.collapsed_facets > 0 || (s.weld.limited_corners > 0 && removed)) {
+        if !(s.weld.collapsed_facets > 0
+            || s.topology.stitched_vertices > 0
+            || (s.weld.limited_corners > 0 && removed))
+        {
             break;
         }
         let cap = weld_tolerance(&repaired.mesh.vertices, options);
@@ -167,7 +171,22 @@ fn heal_once(
     let (mut touched, clean) = clock.run(Stage::Clean, || {
         clean_stage(&vertices, &mut triangles, options)
     })?;
-    let (topo, topology) = clock.run(Stage::Topology, || topology_stage(&triangles))?;
+    // Facets that stitching made degenerate or duplicate (removed there).
+    let mut clean_extra = (0u64, 0u64);
+    let (topo, topology) = clock.run(Stage::Topology, || {
+        topology_stage(
+            &vertices,
+            &mut triangles,
+            &mut touched,
+            &mut clean_extra,
+            options,
+        )
+    })?;
+    let clean = CleanReport {
+        degenerate_removed: clean.degenerate_removed + clean_extra.0,
+        duplicate_removed: clean.duplicate_removed + clean_extra.1,
+        ..clean
+    };
     let (winding_of, winding) = clock.run(Stage::Winding, || {
         winding_stage(&topo, triangles.len(), options)
     })?;
@@ -420,13 +439,55 @@ fn clean_stage(
     (removed, report)
 }
 
-/// Topology: pair every half-edge with its twin.
-fn topology_stage(triangles: &[[u32; 3]]) -> (topology::Topology, TopologyReport) {
-    let topo = topology::pair_edges(triangles);
+/// Topology: pair every half-edge with its twin; then, when edges are left open, stitch
+/// the boundary edges that lie along other boundary edges (`stitch.rs`), clean the facets the
+/// merges made degenerate or duplicate (their counts go to `removed`, their vertices to
+/// `touched`) and pair the edges again.
+fn topology_stage(
+    vertices: &[[f32; 3]],
+    triangles: &mut Vec<[u32; 3]>,
+    touched: &mut Vec<u32>,
+    removed: &mut (u64, u64),
+    options: &RepairOptions,
+) -> (topology::Topology, TopologyReport) {
+    let mut topo = topology::pair_edges(triangles);
+    let mut st = stitch::Stitched::default();
+    // An explicit weld tolerance (or exact welding only) wins: no stitch beyond it.
+    let auto = options.weld && options.weld_tolerance.is_none();
+    if options.stitch && auto && topo.boundary_edges > 1 {
+        let diag = keys::par_bbox(vertices).map_or(0.0, |b| b.diagonal());
+        let cap = diag * f64::from(options.stitch_relative.max(0.0));
+        st = stitch::stitch(vertices, triangles, &topo.twin, cap);
+        if st.edges > 0 {
+            let into = &st.merge_into;
+            touched.extend(
+                (0..into.len() as u32)
+                    .filter(|&v| into[v as usize] != v)
+                    .flat_map(|v| [v, into[v as usize]]),
+            );
+            triangles
+                .par_iter_mut()
+                .for_each(|t| *t = t.map(|v| into[v as usize]));
+            drop(topo);
+            let (degenerate, duplicate, gone) = clean::clean(
+                vertices,
+                triangles,
+                options.remove_degenerate,
+                options.remove_duplicates,
+            );
+            removed.0 += degenerate;
+            removed.1 += duplicate;
+            touched.extend(gone);
+            topo = topology::pair_edges(triangles);
+        }
+    }
     let report = TopologyReport {
         edges: topo.edges,
         boundary_edges: topo.boundary_edges,
         non_manifold_edges: topo.non_manifold_edges,
+        stitched_edges: st.edges,
+        stitched_vertices: st.vertices,
+        stitch_largest: st.largest,
         seconds: 0.0,
     };
     (topo, report)

@@ -128,6 +128,14 @@ pub struct TopologyReport {
     /// Edges with more than two facets; their facets are re-paired so that every edge keeps at
     /// most two, the rest are cut loose along that edge.
     pub non_manifold_edges: u64,
+    /// Pairs of boundary edges stitched together (an open seam sewn; see
+    /// [`RepairOptions::stitch`](crate::RepairOptions::stitch)). `edges`, `boundary_edges` and
+    /// `non_manifold_edges` are counted after stitching.
+    pub stitched_edges: u64,
+    /// Vertices merged by stitching.
+    pub stitched_vertices: u64,
+    /// Largest gap a stitch bridged (model units).
+    pub stitch_largest: f64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

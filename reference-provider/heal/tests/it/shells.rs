@@ -94,3 +94,37 @@ fn heal_thousands_of_cavities_are_all_turned_inward() {
     assert!(rel < 1e-6, "volume {} vs {}", r.report.volume, model.volume);
     assert!(model.volume > 0.0);
 }
+
+#[test]
+fn heal_open_patch_along_a_seam_is_stitched_not_dropped() {
+    // A 0.2 × 0.2 patch cut out of a 10-unit cube's top face (1.2 % of the diagonal), its rim
+    // copies moved by up to 2e-4 of the diagonal per coordinate — four times the automatic
+    // weld's bound — and 0 (exact copies) for comparison.
+    for gap in [0.0, 2e-5, 2e-4, 5e-4] {
+        let g = generate::seam_patch(100, 2, gap, 7);
+        let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
+        let s = &r.report.stages;
+        assert_eq!(s.shells.tiny_removed, 0, "gap {gap}: {:?}", s.shells);
+        assert_eq!(r.report.shells, 1, "gap {gap}");
+        assert_eq!(s.holes.found, 0, "gap {gap}: {:?}", s.holes);
+        assert_eq!(
+            r.report.output_facets,
+            g.clean.mesh.triangles.len() as u64,
+            "gap {gap}"
+        );
+        assert!(r.report.watertight, "gap {gap}");
+        let rel = (r.report.volume - g.clean.volume).abs() / g.clean.volume;
+        assert!(rel < 1e-4, "gap {gap}: volume {}", r.report.volume);
+        if gap >= 2e-4 {
+            assert_eq!(s.topology.stitched_edges, 8, "gap {gap}: {:?}", s.topology);
+        }
+    }
+    // Without stitching the patch is lost: that is what the stitch prevents.
+    let g = generate::seam_patch(100, 2, 2e-4, 7);
+    let options = RepairOptions {
+        stitch: false,
+        ..RepairOptions::default()
+    };
+    let r = heal::repair(&g.stl, &options).unwrap();
+    assert_eq!(r.report.stages.shells.tiny_removed, 1);
+}

@@ -4,7 +4,8 @@
 //! [FACETS] [RUNS]` (default 1000000 facets, 3 runs; best of the runs). Prints one row per
 //! case: facets, best wall seconds, the ratio to the all-defects model (time per facet), and
 //! what the report says. Each repair gets a 120 s deadline, so a runaway case shows as such
-//! instead of hanging the bench.
+//! instead of hanging the bench. `HEAL_WORST_CASE=WORDS` runs only the cases whose name
+//! contains them.
 use std::time::{Duration, Instant};
 
 use fixmyprint_heal::{HealError, Mesh, RepairOptions, Report, generate, repair, stl};
@@ -125,14 +126,34 @@ fn main() {
             near_duplicate_soup(facets, 8, 1e-5),
         ),
     ];
-    for (name, input) in cases {
+    // HEAL_WORST_CASE=WORDS runs only the cases whose name contains them.
+    let only = std::env::var("HEAL_WORST_CASE").unwrap_or_default();
+    for (name, input) in cases.into_iter().filter(|(n, _)| n.contains(only.as_str())) {
         let (t, r) = time(&input, runs);
         let n = facets_of(&input);
         let what = match r {
-            Ok(r) => format!(
-                "{} shells, {} holes filled, watertight {}",
-                r.shells, r.holes_filled, r.watertight
-            ),
+            Ok(r) => {
+                let s = &r.stages;
+                format!(
+                    "{} shells, {} holes filled, watertight {}; slowest stage: {}",
+                    r.shells,
+                    r.holes_filled,
+                    r.watertight,
+                    [
+                        ("weld", s.weld.seconds),
+                        ("clean", s.clean.seconds),
+                        ("topology", s.topology.seconds),
+                        ("winding", s.winding.seconds),
+                        ("shells", s.shells.seconds),
+                        ("holes", s.holes.seconds),
+                        ("orient", s.orient.seconds),
+                    ]
+                    .into_iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(n, t)| format!("{n} {t:.3} s"))
+                    .unwrap_or_default()
+                )
+            }
             Err(e) => format!("error: {e}"),
         };
         println!("| {name} | {n} | {t:.3} | {:.2} | {what} |", t / n / per0);

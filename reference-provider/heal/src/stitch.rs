@@ -181,14 +181,16 @@ pub(crate) fn stitch(
                     // The edge's budget of verifications, shared by all its probes.
                     let left = STITCH_MAX_CANDIDATES
                         .saturating_sub(budget[i as usize].load(Ordering::Relaxed) as usize);
-                    let run: Vec<u64> = filed[from..]
+                    if left == 0 {
+                        continue;
+                    }
+                    let run = filed[from..]
                         .iter()
-                        .copied()
-                        .take_while(|&x| hi(x) == hi(pr))
                         .take(left)
-                        .collect();
-                    budget[i as usize].fetch_add(run.len() as u32, Ordering::Relaxed);
-                    for &fk in &run {
+                        .take_while(|&&x| hi(x) == hi(pr))
+                        .count();
+                    budget[i as usize].fetch_add(run as u32, Ordering::Relaxed);
+                    for &fk in &filed[from..from + run] {
                         let j = lo(fk);
                         if j == i {
                             continue;

@@ -3,14 +3,15 @@
 //! and the job whose input came twice),
 //! also after inputs and offers came again; the four jobs that must fail charge nothing.
 
-use diax_sdk::wire::SecretScope;
+use diax_sdk::wire::{Scheme, SecretScope};
 use e2e::stack::{Stack, StackOptions};
 use e2e::story::{self, ProviderAccount, Quiet};
+use fixmyprint::service::accounts::LedgerKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixmyprint_passes_every_conformance_check() {
     let stack = Stack::start(StackOptions::default()).await.unwrap();
-    let provider = story::register_provider(&stack, SecretScope::Service, &Quiet)
+    let provider = story::register_provider(&stack, SecretScope::Service, Scheme::V1, &Quiet)
         .await
         .unwrap();
     let base = stack.provider.base_url().trim_end_matches('/').to_owned();
@@ -28,7 +29,11 @@ async fn fixmyprint_passes_every_conformance_check() {
 
     let mut config = broker_mock::conformance::ConformanceConfig::new(
         format!("{base}/diax/jobs"),
-        provider.registered.secret.clone(),
+        provider
+            .registered
+            .secret
+            .clone()
+            .expect("an hmac-sha256 registration has a secret"),
     );
     config.key_id = provider.registered.key_id.to_string();
     config.provider_id = provider.registered.provider_id.to_string();
@@ -49,7 +54,7 @@ async fn fixmyprint_passes_every_conformance_check() {
     let captures: Vec<_> = ledger
         .entries
         .iter()
-        .filter(|e| e.kind == "capture")
+        .filter(|e| e.kind == LedgerKind::Capture)
         .collect();
     assert_eq!(captures.len(), 3, "{:?}", ledger.entries);
     assert_eq!(after.held, 0);

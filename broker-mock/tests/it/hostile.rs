@@ -216,7 +216,7 @@ async fn twenty_one_rotations_in_the_grace_period_do_not_lock_the_provider_out()
             .unwrap();
         ring.insert(
             rotated.key_id.clone(),
-            diax_sdk::Secret::parse(&rotated.secret).unwrap(),
+            diax_sdk::Secret::parse(rotated.secret.as_deref().unwrap()).unwrap(),
             None,
         );
     }

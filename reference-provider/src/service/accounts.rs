@@ -21,7 +21,8 @@ pub const MAX_TOP_UP: i64 = 100_000_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Account {
     /// Id (`acc_…`): the `sub` of link tokens.
-    pub account_id: String,
+    #[sqlx(try_from = "String")]
+    pub account_id: AccountId,
     /// Display name.
     pub name: String,
     /// Currency of the balance.
@@ -78,13 +79,91 @@ pub struct TopUp {
     pub amount: i64,
 }
 
+/// What a ledger entry does: `top_up` (+balance), `hold` (balance → held: a job was
+/// accepted), `capture` (held → charged: the job completed) or `release` (held → balance:
+/// the job failed or expired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// Money paid in: +balance.
+    TopUp,
+    /// A job's price reserved: balance → held.
+    Hold,
+    /// A job's hold charged: held → gone.
+    Capture,
+    /// A job's hold given back: held → balance.
+    Release,
+}
+
+impl LedgerKind {
+    /// Every kind.
+    pub const ALL: [LedgerKind; 4] = [
+        LedgerKind::TopUp,
+        LedgerKind::Hold,
+        LedgerKind::Capture,
+        LedgerKind::Release,
+    ];
+
+    /// The stored name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::TopUp => "top_up",
+            LedgerKind::Hold => "hold",
+            LedgerKind::Capture => "capture",
+            LedgerKind::Release => "release",
+        }
+    }
+
+    /// Whether an entry of this kind may follow a job's last entry `last` (`None`: the job
+    /// has none yet): the state machine of a job's money, whose first entry is a `hold`.
+    ///
+    /// | job's last entry | next entry | by |
+    /// |---|---|---|
+    /// | (none) | `hold` | [`hold`], when an offer is accepted |
+    /// | `hold` | `capture` | [`settle`], when the job completes |
+    /// | `hold` | `release` | [`settle`], when the job fails or expires |
+    ///
+    /// `capture` and `release` are final; a `top_up` belongs to no job. The unique index on
+    /// (job, kind) is the database's backstop.
+    #[must_use]
+    pub fn may_follow(self, last: Option<LedgerKind>) -> bool {
+        use LedgerKind::{Capture, Hold, Release};
+        matches!((last, self), (None, Hold) | (Some(Hold), Capture | Release))
+    }
+}
+
+impl std::fmt::Display for LedgerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored ledger kind that is none of the known ones.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown ledger entry kind {0:?}")]
+pub struct UnknownLedgerKind(String);
+
+impl TryFrom<String> for LedgerKind {
+    type Error = UnknownLedgerKind;
+    fn try_from(s: String) -> Result<Self, UnknownLedgerKind> {
+        LedgerKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(UnknownLedgerKind(s))
+    }
+}
+
 /// One ledger entry.
+// The kind is checked when the row is read: an unknown stored kind is an error naming the
+// column, never a made-up value.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LedgerEntry {
     /// Id.
     pub entry_id: String,
-    /// `top_up`, `hold`, `capture` or `release`.
-    pub kind: String,
+    /// What the entry does.
+    #[sqlx(try_from = "String")]
+    pub kind: LedgerKind,
     /// Amount moved, minor units, never negative.
     pub amount: i64,
     /// Spendable balance after the entry.
@@ -124,7 +203,7 @@ pub struct TopUpDone {
 impl From<Account> for AccountView {
     fn from(a: Account) -> Self {
         AccountView {
-            account_id: AccountId::parse(a.account_id).unwrap_or_else(|_| AccountId::generate()),
+            account_id: a.account_id,
             name: a.name,
             balance: a.balance,
             held: a.held,
@@ -302,7 +381,7 @@ pub async fn top_up(
         .ok_or_else(|| ApiError::NotFound("account".into()))?;
         let entry = LedgerEntry {
             entry_id: diax_sdk::util::random_token("led_", 20),
-            kind: "top_up".into(),
+            kind: LedgerKind::TopUp,
             amount,
             balance_after: after.balance,
             held_after: after.held,
@@ -344,7 +423,7 @@ async fn insert_entry(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &e.entry_id,
         account_id,
-        &e.kind,
+        e.kind.as_str(),
         e.amount,
         e.balance_after,
         e.held_after,
@@ -379,7 +458,7 @@ pub(crate) async fn hold(
     };
     let entry = LedgerEntry {
         entry_id: diax_sdk::util::random_token("led_", 20),
-        kind: "hold".into(),
+        kind: LedgerKind::Hold,
         amount,
         balance_after: after.balance,
         held_after: after.held,
@@ -424,7 +503,11 @@ pub(crate) async fn settle(
     .ok_or(sqlx::Error::RowNotFound)?;
     let entry = LedgerEntry {
         entry_id: diax_sdk::util::random_token("led_", 20),
-        kind: if capture { "capture" } else { "release" }.into(),
+        kind: if capture {
+            LedgerKind::Capture
+        } else {
+            LedgerKind::Release
+        },
         amount,
         balance_after: after.balance,
         held_after: after.held,
@@ -432,4 +515,36 @@ pub(crate) async fn settle(
         created_at: now_ms(),
     };
     insert_entry(tx, account_id, &entry, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LedgerKind::{self, Capture, Hold, Release, TopUp};
+
+    /// The whole table of a job's money: every (last entry, next entry) pair.
+    #[test]
+    fn ledger_transitions() {
+        let allowed = [(None, Hold), (Some(Hold), Capture), (Some(Hold), Release)];
+        let lasts = std::iter::once(None).chain(LedgerKind::ALL.into_iter().map(Some));
+        for last in lasts {
+            for next in LedgerKind::ALL {
+                assert_eq!(
+                    next.may_follow(last),
+                    allowed.contains(&(last, next)),
+                    "{last:?} -> {next}"
+                );
+            }
+        }
+        assert!(!TopUp.may_follow(None), "a top-up belongs to no job");
+    }
+
+    #[test]
+    fn stored_and_wire_names_agree_and_unknown_ones_are_errors() {
+        for k in LedgerKind::ALL {
+            assert_eq!(LedgerKind::try_from(k.as_str().to_owned()).unwrap(), k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        let e = LedgerKind::try_from("refund".to_owned()).unwrap_err();
+        assert!(e.to_string().contains("\"refund\""), "{e}");
+    }
 }

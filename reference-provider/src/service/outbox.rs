@@ -21,6 +21,80 @@ use super::Service;
 use super::db::{Tx, exec, fetch_optional, ms, now_ms};
 use super::queue::JobRow;
 
+/// Where an outbox message is: the `outbox.state` column.
+///
+/// | from | to | by |
+/// |---|---|---|
+/// | (none) | `pending` | [`enqueue`], in the transaction of the change it announces |
+/// | `pending` | `pending` | a failed attempt that may be retried (next attempt scheduled) |
+/// | `pending` | `delivered` | a 2xx answer |
+/// | `pending` | `dead` | a final refusal (4xx other than 408/429), an unusable stored id, a `job.completed` whose result expired |
+///
+/// `delivered` and `dead` are final. [`OutboxState::can_become`] is this table; every move
+/// is the guarded `UPDATE` in `finish` (only a `pending` row leased by the caller moves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// Acknowledged by the broker.
+    Delivered,
+    /// Given up for good.
+    Dead,
+}
+
+impl OutboxState {
+    /// Every state.
+    pub const ALL: [OutboxState; 3] = [
+        OutboxState::Pending,
+        OutboxState::Delivered,
+        OutboxState::Dead,
+    ];
+
+    /// The stored name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Dead => "dead",
+        }
+    }
+
+    /// Whether a message may move from `self` to `next` (the table above).
+    #[must_use]
+    pub fn can_become(self, next: OutboxState) -> bool {
+        use OutboxState::{Dead, Delivered, Pending};
+        matches!((self, next), (Pending, Pending | Delivered | Dead))
+    }
+
+    /// Whether no transition leaves this state.
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        OutboxState::ALL.iter().all(|&next| !self.can_become(next))
+    }
+}
+
+impl std::fmt::Display for OutboxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored outbox state that is none of the known ones.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown outbox state {0:?}")]
+pub struct UnknownOutboxState(String);
+
+impl TryFrom<String> for OutboxState {
+    type Error = UnknownOutboxState;
+    fn try_from(s: String) -> Result<Self, UnknownOutboxState> {
+        OutboxState::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(UnknownOutboxState(s))
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Seq {
     next_sequence: i64,
@@ -111,13 +185,14 @@ pub async fn enqueue(
         tx,
         "INSERT INTO outbox (message_id, provider_job_id, sequence, event_type, url, body, state,
                              attempts, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)",
         id.as_str(),
         job.provider_job_id.as_str(),
         seq,
         event_type,
         &job.events_url,
         body,
+        OutboxState::Pending.as_str(),
         now_ms()
     )?;
     tracing::debug!(job = %job.provider_job_id, message_id = %id, event = event_type, sequence = seq, "event queued");
@@ -177,11 +252,12 @@ async fn finish(
     service: &Service,
     row: &OutboxRow,
     owner: &str,
-    state: &'static str,
+    state: OutboxState,
     status: Option<u16>,
     error: Option<String>,
     next_attempt_at: i64,
 ) -> Result<(), sqlx::Error> {
+    debug_assert!(OutboxState::Pending.can_become(state));
     let now = now_ms();
     let mut tx = service.db().begin().await?;
     exec!(
@@ -189,14 +265,15 @@ async fn finish(
         "UPDATE outbox SET state = $1, last_status = $2, last_error = $3, next_attempt_at = $4,
                 lease_owner = NULL, lease_until = NULL,
                 delivered_at = CASE WHEN $1 = 'delivered' THEN $5 ELSE delivered_at END
-         WHERE message_id = $6 AND lease_owner = $7",
-        state,
+         WHERE message_id = $6 AND lease_owner = $7 AND state = $8",
+        state.as_str(),
         status.map(i64::from),
         error,
         next_attempt_at,
         now,
         &row.message_id,
-        owner
+        owner,
+        OutboxState::Pending.as_str()
     )?;
     tx.commit().await
 }
@@ -232,7 +309,7 @@ async fn deliver(
                 service,
                 &row,
                 owner,
-                "dead",
+                OutboxState::Dead,
                 None,
                 Some(e.to_string()),
                 now_ms(),
@@ -251,7 +328,7 @@ async fn deliver(
             service,
             &row,
             owner,
-            "dead",
+            OutboxState::Dead,
             None,
             Some(reason.to_owned()),
             now_ms(),
@@ -277,7 +354,7 @@ async fn deliver(
                 service,
                 &row,
                 owner,
-                "delivered",
+                OutboxState::Delivered,
                 Some(resp.status),
                 None,
                 now_ms(),
@@ -302,7 +379,7 @@ async fn deliver(
                 service,
                 &row,
                 owner,
-                "dead",
+                OutboxState::Dead,
                 Some(resp.status),
                 Some(detail),
                 now_ms(),
@@ -325,7 +402,7 @@ async fn deliver(
                 service,
                 &row,
                 owner,
-                "pending",
+                OutboxState::Pending,
                 Some(resp.status),
                 Some(reason.clone()),
                 now_ms() + ms(after),
@@ -344,7 +421,7 @@ async fn deliver(
                 service,
                 &row,
                 owner,
-                "pending",
+                OutboxState::Pending,
                 None,
                 Some(reason.clone()),
                 now_ms() + ms(after),
@@ -445,5 +522,39 @@ pub async fn run_delivery(service: Service, index: usize, mut stop: watch::Recei
                 _ = stop.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutboxState::{self, Dead, Delivered, Pending};
+
+    /// The whole transition table: every pair, allowed or not.
+    #[test]
+    fn outbox_transitions() {
+        let allowed = [(Pending, Pending), (Pending, Delivered), (Pending, Dead)];
+        for from in OutboxState::ALL {
+            for to in OutboxState::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+        let finals: Vec<_> = OutboxState::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
+        assert_eq!(finals, [Delivered, Dead]);
+    }
+
+    #[test]
+    fn stored_names_round_trip_and_unknown_ones_are_errors() {
+        for s in OutboxState::ALL {
+            assert_eq!(OutboxState::try_from(s.as_str().to_owned()).unwrap(), s);
+        }
+        let e = OutboxState::try_from("sent".to_owned()).unwrap_err();
+        assert!(e.to_string().contains("\"sent\""), "{e}");
     }
 }

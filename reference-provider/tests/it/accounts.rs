@@ -240,7 +240,7 @@ async fn secret_rotation(backend: Backend) {
     let reg = register(&provider, &broker).await;
     let old_ring = broker.keyring();
     let svc = provider.service();
-    let rotated = fixmyprint::service::rotate(svc.db(), svc.http(), "usr_key", Some(3600))
+    let rotated = fixmyprint::service::rotate(svc.db(), svc.http(), "usr_key", Some(3600), None)
         .await
         .expect("rotate");
     assert_eq!(rotated.previous_key_id, reg.key_id);

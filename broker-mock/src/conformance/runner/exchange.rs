@@ -1,6 +1,7 @@
 //! What goes over the wire to the provider: signing, sending, and reading its answers.
 
 use bytes::Bytes;
+use diax_sdk::client;
 use diax_sdk::clock::unix_now;
 use diax_sdk::webhook::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use diax_sdk::wire::BrokerMessage;
@@ -9,7 +10,7 @@ use diax_sdk::{Keyring, MessageId, PROBLEM_CONTENT_TYPE, Problem, ProblemType};
 use super::Runner;
 
 /// Largest answer read from the provider.
-const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// A provider's answer.
 #[derive(Debug, Clone)]
@@ -227,6 +228,30 @@ impl Runner {
             location,
             body: Bytes::from(body),
         })
+    }
+
+    /// An answer the SDK's sender read (already limited to [`MAX_ANSWER_BYTES`]), checked
+    /// for the secret like every other answer.
+    pub(super) fn answer(&self, resp: client::Response) -> Answer {
+        let text = |name: http::HeaderName| {
+            resp.headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let content_type = text(http::header::CONTENT_TYPE);
+        let location = text(http::header::LOCATION);
+        let header_text: String = resp
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        self.scan_for_secret(&header_text, &resp.body, resp.status);
+        Answer {
+            status: resp.status,
+            content_type,
+            location,
+            body: resp.body,
+        }
     }
 
     /// Signs `body` now under a fresh id and sends it.

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use diax_sdk::client;
 use diax_sdk::clock::unix_now;
-use diax_sdk::util::random_token;
+use diax_sdk::util::{ErrorChain, random_token};
 use diax_sdk::wire::{BrokerMessage, Download, InputAccepted, JobAccepted, JobInput};
 use diax_sdk::{JobId, MessageId, ProviderJobId};
 
 use super::super::endpoint::Log;
-use super::exchange::{Answer, sign};
+use super::exchange::{Answer, MAX_ANSWER_BYTES};
 use super::{CREDENTIAL_TTL_SECS, Check, Runner, Verdict, not_checked};
 
 impl Runner {
@@ -115,25 +115,33 @@ impl Runner {
             download,
         };
         let body = Self::body(&BrokerMessage::Input(input));
-        let id = MessageId::generate();
-        let mut answer = Err(String::new());
-        // Retried like a broker would: transport errors, 408, 429, 5xx; the same id.
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
-            }
-            answer = self
-                .send(&body, &sign(&self.keyring, &id, unix_now(), &body))
-                .await;
-            let retry = match &answer {
-                Ok(a) => client::RetryPolicy::is_retryable_status(a.status),
-                Err(_) => true,
-            };
-            if !retry {
-                break;
-            }
+        // Through the SDK's signed sender, like the broker mock's own deliveries: the same
+        // `webhook-id` on every attempt, each signed afresh, retried on transport errors,
+        // 408, 429 and 5xx.
+        let policy = client::RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_millis(500),
+            multiplier: 2.0,
+        };
+        let sent = client::SignedSender::new(self.http.clone())
+            .with_max_response_bytes(MAX_ANSWER_BYTES)
+            .send(
+                &self.cfg.provider_url,
+                &MessageId::generate(),
+                body,
+                &self.keyring,
+                &policy,
+            )
+            .await;
+        match sent {
+            Ok(resp) => Ok(self.answer(resp)),
+            Err(client::SendError::Exhausted { last, .. }) => match *last {
+                client::SendError::Status(resp) => Ok(self.answer(*resp)),
+                other => Err(ErrorChain(&other).to_string()),
+            },
+            Err(e) => Err(ErrorChain(&e).to_string()),
         }
-        answer
     }
 
     /// `input.repeated-same-job`: once the provider has reported the job's end, sends its

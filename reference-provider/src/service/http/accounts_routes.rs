@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use diax_sdk::Problem;
 use diax_sdk::clock::unix_now;
 use diax_sdk::wire::LinkTokenGrant;
-use diax_sdk::{AccountId, Problem};
 
 use super::{ApiJson, Authenticated};
 use crate::service::Service;
@@ -83,7 +83,7 @@ async fn ledger(
     State(service): State<Service>,
     Authenticated(account): Authenticated,
 ) -> ApiResult<Json<Ledger>> {
-    let entries = accounts::ledger(service.db(), &account.account_id).await?;
+    let entries = accounts::ledger(service.db(), account.account_id.as_str()).await?;
     let view = AccountView::from(account);
     Ok(Json(Ledger {
         account_id: view.account_id,
@@ -135,7 +135,7 @@ async fn top_up(
         ),
         None => None,
     };
-    let done = accounts::top_up(service.db(), &account.account_id, req.amount, key).await?;
+    let done = accounts::top_up(service.db(), account.account_id.as_str(), req.amount, key).await?;
     Ok(Json(done))
 }
 
@@ -162,8 +162,7 @@ async fn link_token(
     let issuer = registration::issuer(service.db(), now)
         .await?
         .ok_or(ApiError::NotRegistered)?;
-    let account_id = AccountId::parse(account.account_id.clone())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let account_id = account.account_id;
     let issued = issuer
         .issue_at(&account_id, now)
         .map_err(|e| ApiError::Internal(e.to_string()))?;

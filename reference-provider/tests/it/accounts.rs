@@ -211,8 +211,8 @@ async fn bad_input_everywhere(backend: Backend) {
         ),
         (
             c.get(format!("{base}/diax/jobs/pjob_missing")),
-            404,
-            ProblemType::NotFound,
+            401,
+            ProblemType::Unauthorized,
         ),
     ];
     for (i, (req, status, kind)) in cases.drain(..).enumerate() {

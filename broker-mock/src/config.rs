@@ -131,6 +131,17 @@ pub struct Config {
     /// before the broker gives up and fails the job.
     #[arg(long, env = "BROKER_MOCK_INPUT_MAX_ATTEMPTS", default_value_t = 10)]
     pub input_max_attempts: u32,
+    /// A connection must send each request's head (request line and headers) within this,
+    /// milliseconds, or it is closed (slowloris).
+    #[arg(
+        long,
+        env = "BROKER_MOCK_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "BROKER_MOCK_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -167,6 +178,8 @@ impl Default for Config {
             input_backoff_ms: 2000,
             input_max_backoff_ms: 300_000,
             input_max_attempts: 10,
+            header_read_timeout_ms: 10_000,
+            max_connections: 1024,
         }
     }
 }

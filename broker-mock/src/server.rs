@@ -128,10 +128,17 @@ impl App {
                 (Some(cert), Some(key)) => Some(diax_sdk::server::load_tls(cert, key).await?),
                 _ => None,
             };
-            // Graceful, but not forever: a connection held open (idle, or a request that
-            // never completes) gets 5 s after the shutdown signal.
-            diax_sdk::server::serve(self.listener, router, tls, shutdown, Duration::from_secs(5))
-                .await
+            // A deadline for each request's head (slowloris), a connection cap, and a
+            // graceful shutdown that is not forever: a connection held open (idle, or a
+            // request that never completes) gets 5 s after the shutdown signal.
+            let limits = diax_sdk::server::ServerLimits {
+                header_read_timeout: Duration::from_millis(
+                    self.state.cfg.header_read_timeout_ms.max(1),
+                ),
+                max_connections: self.state.cfg.max_connections,
+                drain: Duration::from_secs(5),
+            };
+            diax_sdk::server::serve_within(self.listener, router, tls, shutdown, limits).await
         }
         .await;
         let _ = stop_tx.send(true);

@@ -31,11 +31,11 @@ use diax_sdk::util::{random_token, sha256_hex};
 use diax_sdk::webhook::RawHeaders;
 use diax_sdk::wire::{
     BrokerMessage, Download, InputAccepted, JobAccepted, JobEvent, JobEventKind, JobInput,
-    JobOffer, JobResult, JobState,
+    JobOffer, JobResult, JobState, Scheme,
 };
 use diax_sdk::{
     Delivery, KeyId, Keyring, MessageId, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProviderId,
-    ProviderJobId, Quote, Secret, Verifier,
+    ProviderJobId, Quote, Secret, SigningKey, Verifier, VerifyError,
 };
 
 const QUOTE: i64 = 60;
@@ -66,6 +66,9 @@ enum Bug {
     VerifiesReserialisedJson,
     /// Puts the shared secret in the detail of its signature problems.
     EchoesSecret,
+    /// With ed25519: checks the headers and the timestamp, but takes any well-formed `v1a`
+    /// entry as valid, whoever signed it.
+    AnyV1aEntry,
     /// Accepts offers addressed to any provider id.
     IgnoresProviderId,
     /// Accepts any operation.
@@ -143,7 +146,10 @@ impl FromRef<App> for Arc<Verifier> {
 
 struct Provider {
     job_url: String,
+    /// What the runner signs with: the shared secret, or with ed25519 the broker's secret key.
     secret: String,
+    /// With ed25519: the provider's public key.
+    public_key: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -170,11 +176,36 @@ async fn start_provider(bug: Bug) -> Provider {
 
 /// A provider whose HTTP client also trusts `roots` (PEM), for a runner serving HTTPS.
 async fn start_provider_trusting(bug: Bug, roots: Vec<Vec<u8>>) -> Provider {
+    start_provider_with(bug, roots, Scheme::V1).await
+}
+
+/// A provider signing and verifying with `scheme`: a shared secret, or its own ed25519 key
+/// and the broker's public key (whose secret key the runner is given).
+async fn start_provider_with(bug: Bug, roots: Vec<Vec<u8>>, scheme: Scheme) -> Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
-    let secret = Secret::generate();
-    let secret_text = secret.expose();
-    let keyring = Keyring::single(KeyId::parse("key_test").unwrap(), secret);
+    let (keyring, secret_text, public_key) = match scheme {
+        Scheme::V1 => {
+            let secret = Secret::generate();
+            let text = secret.expose();
+            (
+                Keyring::single(KeyId::parse("key_test").unwrap(), secret),
+                text,
+                None,
+            )
+        }
+        Scheme::V1a => {
+            let own = SigningKey::generate();
+            let broker = SigningKey::generate();
+            let mut ring = Keyring::single(KeyId::parse("key_test").unwrap(), own.clone());
+            ring.insert(
+                KeyId::parse("key_broker").unwrap(),
+                broker.public_key(),
+                None,
+            );
+            (ring, broker.expose(), Some(own.public_key().to_string()))
+        }
+    };
     let http = client::http_client(&ClientConfig {
         timeout: Duration::from_secs(10),
         extra_root_certs_pem: roots,
@@ -217,6 +248,7 @@ async fn start_provider_trusting(bug: Bug, roots: Vec<Vec<u8>>) -> Provider {
     Provider {
         job_url: format!("{base_url}/diax/jobs"),
         secret: secret_text,
+        public_key,
         stop: Some(tx),
     }
 }
@@ -234,6 +266,7 @@ fn hand_written_verifier(bug: Bug) -> bool {
             | Bug::NotJsonIs500
             | Bug::VerifiesReserialisedJson
             | Bug::EchoesSecret
+            | Bug::AnyV1aEntry
     )
 }
 
@@ -306,8 +339,24 @@ async fn jobs_unchecked(State(app): State<App>, headers: HeaderMap, body: Bytes)
     } else {
         raw_headers(&headers)
     };
+    let any_v1a = bug == Bug::AnyV1aEntry
+        && headers
+            .get("webhook-signature")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(' ').any(|e| {
+                    e.strip_prefix("v1a,").is_some_and(|sig| {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(sig)
+                            .is_ok_and(|b| b.len() == 64)
+                    })
+                })
+            });
     if bug != Bug::SkipSignatures
         && let Err(e) = inner.keyring.verify_at(&raw, signed_bytes, unix_now(), 300)
+        // Headers and timestamp are checked; only the key behind a v1a entry is not.
+        && !(any_v1a && e == VerifyError::SignatureMismatch)
     {
         let mut p = Problem::from(&e);
         if bug == Bug::EchoesSecret {
@@ -704,6 +753,7 @@ async fn result(State(app): State<App>, Path(pjob): Path<String>, headers: Heade
 
 fn config(p: &Provider) -> ConformanceConfig {
     let mut cfg = ConformanceConfig::new(&p.job_url, &p.secret);
+    cfg.provider_public_key.clone_from(&p.public_key);
     cfg.provider_id = PROVIDER_ID.into();
     cfg.account = Some(FUNDED.into());
     cfg.poor_account = Some(POOR.into());
@@ -735,6 +785,41 @@ async fn a_correct_provider_passes_every_check() {
     );
     let retry = report.get(Check::EventsRetrySameId).unwrap();
     assert!(retry.reason.contains("same webhook-id"), "{}", retry.reason);
+}
+
+#[tokio::test]
+async fn a_correct_ed25519_provider_passes_every_check_with_v1a() {
+    let provider = start_provider_with(Bug::None, Vec::new(), Scheme::V1a).await;
+    assert!(provider.secret.starts_with("whsk_"));
+    let report = run(config(&provider)).await.unwrap();
+    println!("{}", report.to_human());
+    assert!(report.passed(), "{}", report.to_human());
+    assert_eq!(report.results.len(), Check::ALL.len());
+    assert!(report.skipped().is_empty(), "{}", report.to_human());
+}
+
+#[tokio::test]
+async fn an_ed25519_provider_taking_a_v1a_entry_from_any_key_fails_the_signature_checks() {
+    let provider = start_provider_with(Bug::AnyV1aEntry, Vec::new(), Scheme::V1a).await;
+    let report = run(config(&provider)).await.unwrap();
+    println!("{}", report.to_human());
+    assert_eq!(
+        failed(&report),
+        set(&["signature.tampered-body", "signature.wrong-secret"]),
+        "{}",
+        report.to_human()
+    );
+}
+
+#[tokio::test]
+async fn an_ed25519_run_needs_both_keys() {
+    let provider = start_provider_with(Bug::None, Vec::new(), Scheme::V1a).await;
+    let mut cfg = config(&provider);
+    cfg.provider_public_key = None;
+    assert!(run(cfg).await.is_err());
+    let mut cfg = config(&provider);
+    cfg.secret = provider.public_key.clone().unwrap();
+    assert!(run(cfg).await.is_err());
 }
 
 #[tokio::test]

@@ -1206,10 +1206,13 @@ pub enum BrokerCallError {
 ///     pricing: Pricing::Paid,
 ///     description: None,
 ///     secret_scope: SecretScope::Service,
+///     signature_scheme: Default::default(), // hmac-sha256; ed25519 also needs public_key
+///     public_key: None,
 /// };
 /// match broker.register_provider("dxk_…", &request).await {
 ///     Ok(registered) => {
-///         let secret = Secret::parse(&registered.secret)?; // store it: it is shown once
+///         // Store it: it is shown once.
+///         let secret = Secret::parse(registered.secret.as_deref().unwrap_or_default())?;
 ///         # let _ = secret;
 ///     }
 ///     Err(BrokerCallError::Problem(p)) if p.is(ProblemType::Unauthorized) => {

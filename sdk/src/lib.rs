@@ -23,7 +23,7 @@
 //! | `axum_ext` (feature `axum`) | an extractor that verifies, checks replay and parses a signed body |
 //! | `client` (feature `client`) | registration client, signed sends with retries, downloads |
 //! | `openapi` (feature `openapi`) | the shared problem responses of an OpenAPI document, its checked-in text, the checks tests run on it |
-//! | `server` (feature `server`) | serve an axum router on a bound listener, HTTP or HTTPS, until a shutdown future |
+//! | `server` (feature `server`) | serve an axum router on a bound listener, HTTP or HTTPS, until a shutdown future, with a request-head deadline and a connection cap |
 //!
 //! The crate root re-exports the main types (ids, secrets, the verifier, problems, tokens);
 //! helpers live in their modules. The axum integration is `axum_ext`, not `axum`, so that
@@ -34,7 +34,7 @@
 //! |---|---|---|
 //! | `axum` | no | `axum_ext` module: the `Signed<T>` extractor, problem responses, the `finish_request_body` middleware (axum 0.8) |
 //! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
-//! | `server` | no | `server` module (axum-server 0.9 + rustls/ring), implies `axum` |
+//! | `server` | no | `server` module (axum-server 0.9 + rustls/ring): head deadline (slowloris), connection cap, bounded drain; implies `axum` |
 //! | `cli` | no | the `diax` debugging command |
 //! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`]; the `openapi` module |
 //!

@@ -151,7 +151,8 @@ impl Drop for Secret {
     }
 }
 
-/// The two signature schemes of Standard Webhooks.
+/// The two signature schemes of Standard Webhooks. On the wire (registration) they are
+/// named `hmac-sha256` and `ed25519`.
 ///
 /// ```
 /// use diax_sdk::secret::Scheme;
@@ -161,13 +162,18 @@ impl Drop for Secret {
 /// assert_eq!(Scheme::default(), Scheme::V1);
 /// assert_eq!(Scheme::V1.to_string(), "hmac-sha256");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Scheme {
     /// `v1`: HMAC-SHA256 with a secret both sides share (`whsec_`), HS256 link tokens.
     #[default]
+    #[serde(rename = "hmac-sha256")]
     V1,
     /// `v1a`: ed25519; each side signs with its own `whsk_` and verifies the peer's `whpk_`;
     /// EdDSA link tokens.
+    #[serde(rename = "ed25519")]
     V1a,
 }
 
@@ -188,6 +194,12 @@ impl Scheme {
             Self::V1 => "hmac-sha256",
             Self::V1a => "ed25519",
         }
+    }
+
+    /// Whether this is [`Scheme::V1`] (for `skip_serializing_if`).
+    #[must_use]
+    pub fn is_v1(&self) -> bool {
+        *self == Self::V1
     }
 
     /// The JWS `alg` of link tokens signed under it: `HS256` or `EdDSA`.

@@ -16,6 +16,7 @@ use crate::ids::{
 use crate::problem::Problem;
 pub use crate::quote::Quote;
 use crate::redact::{Redacted, redact_opt, redact_url};
+pub use crate::secret::Scheme;
 
 /// HTTP paths of the broker's API, relative to its base URL. `{…}` marks a path parameter.
 pub mod broker_paths {
@@ -200,6 +201,14 @@ pub struct RegisterProvider {
     /// Service-wide secret (default) or one bound to the registering user.
     #[serde(default)]
     pub secret_scope: SecretScope,
+    /// How the two sides sign: `hmac-sha256` (default, `v1`, a shared secret the broker
+    /// makes) or `ed25519` (`v1a`: each side keeps its own secret key; no shared secret).
+    #[serde(default, skip_serializing_if = "Scheme::is_v1")]
+    pub signature_scheme: Scheme,
+    /// With `ed25519`: the provider's `whpk_` public key, which the broker verifies the
+    /// provider's events and link tokens with. Refused with `hmac-sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// Answer to [`RegisterProvider`] (`201`). The secret is shown once: store it.
@@ -210,10 +219,12 @@ pub struct ProviderRegistered {
     pub provider_id: ProviderId,
     /// The broker's id: the `aud` of link tokens.
     pub broker_id: String,
-    /// Id of the shared secret (`kid` of link tokens).
+    /// Id of the provider's key (`kid` of its link tokens): the shared secret, or with
+    /// `ed25519` the provider's public key.
     pub key_id: KeyId,
-    /// The shared secret, `whsec_…`.
-    pub secret: String,
+    /// The shared secret, `whsec_…` (`hmac-sha256` only; absent with `ed25519`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Where the provider POSTs signed [`JobEvent`]s.
     pub events_url: String,
     /// Scope of the secret.
@@ -221,6 +232,16 @@ pub struct ProviderRegistered {
     /// For [`SecretScope::User`]: the user the secret is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_user_id: Option<UserId>,
+    /// The scheme both sides sign with.
+    #[serde(default, skip_serializing_if = "Scheme::is_v1")]
+    pub signature_scheme: Scheme,
+    /// With `ed25519`: the id of the broker's key (its messages verify with the key of this id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_key_id: Option<KeyId>,
+    /// With `ed25519`: the broker's `whpk_` public key, which the provider verifies offers
+    /// and inputs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_public_key: Option<String>,
 }
 
 /// Redacts the secret.
@@ -230,21 +251,30 @@ impl fmt::Debug for ProviderRegistered {
             .field("provider_id", &self.provider_id)
             .field("broker_id", &self.broker_id)
             .field("key_id", &self.key_id)
-            .field("secret", &Redacted)
+            .field("secret", &redact_opt(self.secret.as_ref()))
             .field("events_url", &self.events_url)
             .field("secret_scope", &self.secret_scope)
             .field("bound_user_id", &self.bound_user_id)
+            .field("signature_scheme", &self.signature_scheme)
+            .field("broker_key_id", &self.broker_key_id)
+            .field("broker_public_key", &self.broker_public_key)
             .finish()
     }
 }
 
-/// `POST /v1/providers/{provider_id}/secrets/rotate`.
+/// `POST /v1/providers/{provider_id}/secrets/rotate`. Without `public_key` the broker makes
+/// a new shared secret (`hmac-sha256`); with one, the provider's new `ed25519` key and a new
+/// broker key take over. Either way the old keys stay valid for the grace period, so a
+/// rotation can also move a provider from one scheme to the other.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RotateSecret {
     /// How long the old secret stays valid, in seconds (default: the broker's, 24 h in the mock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_secs: Option<u64>,
+    /// The provider's new `whpk_` public key (`ed25519`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// Answer to [`RotateSecret`]. The new secret is shown once.
@@ -253,14 +283,24 @@ pub struct RotateSecret {
 pub struct SecretRotated {
     /// The provider.
     pub provider_id: ProviderId,
-    /// Id of the new secret.
+    /// Id of the new secret (or of the provider's new public key).
     pub key_id: KeyId,
-    /// The new secret, `whsec_…`.
-    pub secret: String,
+    /// The new secret, `whsec_…` (`hmac-sha256` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Id of the secret being retired.
     pub previous_key_id: KeyId,
     /// Unix time until which the retired secret is still accepted and signed with.
     pub previous_valid_until: i64,
+    /// The scheme of the new keys.
+    #[serde(default, skip_serializing_if = "Scheme::is_v1")]
+    pub signature_scheme: Scheme,
+    /// With `ed25519`: the id of the broker's new key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_key_id: Option<KeyId>,
+    /// With `ed25519`: the broker's new `whpk_` public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_public_key: Option<String>,
 }
 
 /// Redacts the secret.
@@ -269,9 +309,12 @@ impl fmt::Debug for SecretRotated {
         f.debug_struct("SecretRotated")
             .field("provider_id", &self.provider_id)
             .field("key_id", &self.key_id)
-            .field("secret", &Redacted)
+            .field("secret", &redact_opt(self.secret.as_ref()))
             .field("previous_key_id", &self.previous_key_id)
             .field("previous_valid_until", &self.previous_valid_until)
+            .field("signature_scheme", &self.signature_scheme)
+            .field("broker_key_id", &self.broker_key_id)
+            .field("broker_public_key", &self.broker_public_key)
             .finish()
     }
 }
@@ -1041,10 +1084,13 @@ mod tests {
                         provider_id: provider.clone(),
                         broker_id: "diax".into(),
                         key_id: key.clone(),
-                        secret: SECRET.into(),
+                        secret: Some(SECRET.into()),
                         events_url: "https://b/e".into(),
                         secret_scope: SecretScope::User,
                         bound_user_id: Some(user),
+                        signature_scheme: Scheme::V1,
+                        broker_key_id: None,
+                        broker_public_key: None,
                     }
                 ),
                 &SECRET[6..],
@@ -1055,9 +1101,12 @@ mod tests {
                     SecretRotated {
                         provider_id: provider.clone(),
                         key_id: key.clone(),
-                        secret: SECRET.into(),
+                        secret: Some(SECRET.into()),
                         previous_key_id: key,
                         previous_valid_until: 5,
+                        signature_scheme: Scheme::V1,
+                        broker_key_id: None,
+                        broker_public_key: None,
                     }
                 ),
                 &SECRET[6..],

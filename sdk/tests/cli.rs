@@ -472,3 +472,143 @@ fn the_secret_comes_from_a_file_stdin_or_the_environment_not_only_argv() {
     );
     assert_bad_input(&none, "no secret");
 }
+
+#[test]
+fn ed25519_keys_sign_verify_and_issue_tokens() {
+    let made = diax(&["secret", "new", "--ed25519"], b"");
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let out = stdout(&made);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let (secret, public) = (lines[0], lines[1]);
+    let key = diax_sdk::SigningKey::parse(secret).expect("whsk_ parses");
+    assert_eq!(key.public_key().to_string(), public);
+    let derived = diax(&["secret", "public", "--secret", secret], b"");
+    assert_eq!(stdout(&derived), public);
+
+    // Sign with the secret key, verify with the public key; the body decides.
+    let signed = diax(
+        &[
+            "sign",
+            "--secret",
+            secret,
+            "--id",
+            "msg_1",
+            "--timestamp",
+            "1700000000",
+        ],
+        b"{}",
+    );
+    assert_eq!(signed.status.code(), Some(0), "{signed:?}");
+    let sig = stdout(&signed);
+    assert!(sig.starts_with("v1a,"), "{sig}");
+    let verify = |key: &str, body: &[u8]| {
+        diax(
+            &[
+                "verify",
+                "--secret",
+                key,
+                "--id",
+                "msg_1",
+                "--timestamp",
+                "1700000000",
+                "--signature",
+                &sig,
+                "--now",
+                "1700000000",
+            ],
+            body,
+        )
+    };
+    assert_eq!(stdout(&verify(public, b"{}")), "valid");
+    assert_eq!(stdout(&verify(secret, b"{}")), "valid");
+    let tampered = verify(public, b"[]");
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(
+        stdout(&tampered).contains("no signature matches"),
+        "{tampered:?}"
+    );
+    // A v1a signature checked with a shared secret: the wrong scheme, said so.
+    let wrong = verify(VECTOR_SECRET, b"{}");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(stdout(&wrong).contains("only v1a signatures"), "{wrong:?}");
+
+    // A public key cannot sign or issue; a bad key is bad input.
+    let no = diax(
+        &["sign", "--secret", public, "--id", "m", "--timestamp", "1"],
+        b"",
+    );
+    assert_bad_input(&no, "cannot sign");
+    let no = diax(
+        &[
+            "token", "issue", "--secret", public, "--kid", "key_1", "--iss", "prv_1", "--sub",
+            "acc_1", "--aud", "diax", "--ttl", "60",
+        ],
+        b"",
+    );
+    assert_bad_input(&no, "cannot sign");
+    assert_bad_input(
+        &diax(&["secret", "public", "--secret", "whpk_AAAA"], b""),
+        "--secret",
+    );
+    assert_bad_input(
+        &diax(&["secret", "public", "--secret", VECTOR_SECRET], b""),
+        "no public key",
+    );
+
+    // EdDSA tokens: issued with the secret key, checked with the public key.
+    let issued = diax(
+        &[
+            "token",
+            "issue",
+            "--secret",
+            secret,
+            "--kid",
+            "key_1",
+            "--iss",
+            "prv_1",
+            "--sub",
+            "acc_1",
+            "--aud",
+            "diax",
+            "--ttl",
+            "60",
+            "--now",
+            "1700000000",
+        ],
+        b"",
+    );
+    assert_eq!(issued.status.code(), Some(0), "{issued:?}");
+    let token = stdout(&issued);
+    let check = |key: &str| {
+        diax(
+            &[
+                "token",
+                "verify",
+                "--secret",
+                key,
+                "--kid",
+                "key_1",
+                "--iss",
+                "prv_1",
+                "--aud",
+                "diax",
+                "--now",
+                "1700000010",
+                &token,
+            ],
+            b"",
+        )
+    };
+    let ok = check(public);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(stdout(&ok).contains("\"sub\":\"acc_1\""));
+    let other = diax(&["secret", "new", "--ed25519"], b"");
+    let other_public = stdout(&other).lines().nth(1).expect("public").to_owned();
+    let bad = check(&other_public);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stdout(&bad).contains("bad signature"), "{bad:?}");
+    let confused = check(VECTOR_SECRET);
+    assert_eq!(confused.status.code(), Some(1));
+    assert!(stdout(&confused).contains("algorithm"), "{confused:?}");
+}

@@ -196,10 +196,13 @@ async fn register(headers: HeaderMap, Json(req): Json<RegisterProvider>) -> Resp
         provider_id: ProviderId::parse("prv_new").expect("id"),
         broker_id: "diax".into(),
         key_id: KeyId::parse("key_1").expect("id"),
-        secret: Secret::generate().expose(),
+        secret: Some(Secret::generate().expose()),
         events_url: "http://127.0.0.1/v1/providers/prv_new/events".into(),
         secret_scope: req.secret_scope,
         bound_user_id: None,
+        signature_scheme: req.signature_scheme,
+        broker_key_id: None,
+        broker_public_key: None,
     };
     (StatusCode::CREATED, Json(answer)).into_response()
 }
@@ -873,6 +876,8 @@ async fn broker_client_registers_and_keeps_problems() {
         pricing: Pricing::Paid,
         description: None,
         secret_scope: SecretScope::User,
+        signature_scheme: Default::default(),
+        public_key: None,
     };
     let registered = broker
         .register_provider("key_good", &request)
@@ -880,7 +885,7 @@ async fn broker_client_registers_and_keeps_problems() {
         .expect("registered");
     assert_eq!(registered.provider_id.as_str(), "prv_new");
     assert_eq!(registered.secret_scope, SecretScope::User);
-    assert!(Secret::parse(&registered.secret).is_ok());
+    assert!(Secret::parse(registered.secret.as_deref().unwrap_or_default()).is_ok());
 
     let err = broker
         .register_provider("key_bad", &request)

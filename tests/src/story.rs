@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use broker_mock::UserClient;
 use diax_sdk::wire::{
     AccountLink, CreateJob, CreateUser, Job, JobState, LinkTokenGrant, Model, ProviderRegistered,
-    SERVICE_KIND_MODEL_REPAIR, SecretScope,
+    SERVICE_KIND_MODEL_REPAIR, Scheme, SecretScope,
 };
 use diax_sdk::{Problem, ProblemType, ProviderId};
 use fixmyprint::service::RegisterOptions;
@@ -88,7 +88,8 @@ impl RegisteredProvider {
 }
 
 /// Step 1: the operator creates a broker account and a group, registers FixMyPrint, and
-/// FixMyPrint stores the shared secret. Checks the registry listing.
+/// FixMyPrint stores the shared secret (`hmac-sha256`), or with `ed25519` its own secret key
+/// and the broker's public key. Checks the registry listing.
 ///
 /// With [`SecretScope::User`] the secret is bound to the operator, who is then also the only
 /// user the provider may serve (the open-source variant).
@@ -98,6 +99,7 @@ impl RegisteredProvider {
 pub async fn register_provider(
     stack: &Stack,
     scope: SecretScope,
+    scheme: Scheme,
     n: &dyn Narrator,
 ) -> StepResult<RegisteredProvider> {
     const STEP: &str = "provider registration";
@@ -125,15 +127,22 @@ pub async fn register_provider(
             public_url: stack.provider.base_url().to_owned(),
             secret_scope: scope,
             description: Some("Watertight, outward, printable models".into()),
+            signature_scheme: scheme,
         },
     )
     .await
     .step(STEP)?;
     service.reload_keyring().await.step(STEP)?;
-    n.say(&format!(
-        "registered as {} ({:?} secret {} for broker {}); the secret is stored in FixMyPrint's database",
-        registered.provider_id, registered.secret_scope, registered.key_id, registered.broker_id
-    ));
+    match (&registered.broker_key_id, &registered.broker_public_key) {
+        (Some(broker_kid), Some(broker_public)) => n.say(&format!(
+            "registered as {} with ed25519 ({:?} scope): FixMyPrint sent its public key {}, the broker answered with its own, {} ({broker_public}); no secret is shared, FixMyPrint's secret key never left its database",
+            registered.provider_id, registered.secret_scope, registered.key_id, broker_kid
+        )),
+        _ => n.say(&format!(
+            "registered as {} ({:?} secret {} for broker {}); the secret is stored in FixMyPrint's database",
+            registered.provider_id, registered.secret_scope, registered.key_id, registered.broker_id
+        )),
+    }
     let registry = stack
         .broker_api
         .registry(Some(SERVICE_KIND_MODEL_REPAIR))
@@ -379,6 +388,8 @@ pub struct StoryOutcome {
     pub payment_refusal: Problem,
     /// Gareth's account at FixMyPrint.
     pub account: ProviderAccount,
+    /// The link token FixMyPrint signed (HS256 or EdDSA, with the scheme).
+    pub link_token: String,
     /// The stored link.
     pub link: AccountLink,
     /// The job in its final state.
@@ -405,10 +416,11 @@ pub async fn play(
     stack: &Stack,
     model_name: &str,
     model_bytes: Vec<u8>,
+    scheme: Scheme,
     n: &dyn Narrator,
 ) -> StepResult<StoryOutcome> {
     n.step("1. FixMyPrint registers itself with the broker");
-    let provider = register_provider(stack, SecretScope::Service, n).await?;
+    let provider = register_provider(stack, SecretScope::Service, scheme, n).await?;
 
     n.step("2. Gareth finds FixMyPrint and sends his model across");
     let gareth = broker_user(stack, "Gareth", true).await?;
@@ -461,7 +473,8 @@ pub async fn play(
     ));
     let grant = account.link_token().await?;
     n.say(&format!(
-        "FixMyPrint signed a link token (expires at {})",
+        "FixMyPrint signed a link token with {} (expires at {})",
+        scheme.jwt_alg(),
         grant.expires_at
     ));
     let link = gareth
@@ -589,6 +602,7 @@ pub async fn play(
         first_refusal,
         payment_refusal,
         account,
+        link_token: grant.token,
         link,
         job,
         repaired,

@@ -4,9 +4,22 @@ use std::process::Command;
 
 #[test]
 fn the_demo_plays_the_story_and_writes_its_files() {
+    demo_plays_the_story(&["--facets", "60000"]);
+}
+
+/// The same story with ed25519 signatures (a smaller model: the healing is the same).
+#[test]
+fn the_demo_plays_the_story_with_ed25519() {
+    let stdout = demo_plays_the_story(&["--facets", "8000", "--signature-scheme", "ed25519"]);
+    assert!(stdout.contains("no secret is shared"), "{stdout}");
+    assert!(stdout.contains("EdDSA"), "{stdout}");
+}
+
+fn demo_plays_the_story(args: &[&str]) -> String {
     let out_dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--facets", "60000", "--out"])
+        .args(args)
+        .arg("--out")
         .arg(out_dir.path())
         .env("NO_COLOR", "1")
         .output()
@@ -35,6 +48,7 @@ fn the_demo_plays_the_story_and_writes_its_files() {
         serde_json::from_slice(&std::fs::read(out_dir.path().join("report.json")).unwrap())
             .unwrap();
     assert_eq!(report["watertight"], true, "{report}");
+    stdout.into_owned()
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use diax_sdk::wire::{CreateJob, JobState, SecretScope};
+use diax_sdk::wire::{CreateJob, JobState, Scheme, SecretScope};
 use diax_sdk::{ProblemType, Quote};
 use e2e::stack::{ProviderDb, Stack, StackOptions};
 use e2e::story::{self, ProviderAccount, Quiet};
@@ -49,7 +49,7 @@ print(json.dumps({"watertight": bool(m.is_watertight), "winding_consistent": boo
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-async fn full_story(db: ProviderDb) {
+async fn full_story(db: ProviderDb, scheme: Scheme) {
     let stack = Stack::start(StackOptions {
         provider_db: db,
         ..StackOptions::default()
@@ -57,9 +57,18 @@ async fn full_story(db: ProviderDb) {
     .await
     .unwrap();
     let generated = generate::model(11, 120_000, &generate::Defects::all());
-    let outcome = story::play(&stack, "gareth.stl", generated.stl.clone(), &Quiet)
+    let outcome = story::play(&stack, "gareth.stl", generated.stl.clone(), scheme, &Quiet)
         .await
         .unwrap();
+    assert_eq!(outcome.provider.registered.signature_scheme, scheme);
+    // With ed25519 nothing secret crossed the wire at registration, and the link token is EdDSA.
+    assert_eq!(
+        outcome.provider.registered.secret.is_none(),
+        scheme == Scheme::V1a
+    );
+    let header = outcome.link_token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&base64_decode(header)).unwrap();
+    assert_eq!(header["alg"], scheme.jwt_alg());
 
     // Step 2: the first refusal names where to register, and that is FixMyPrint's sign-up.
     assert!(outcome.first_refusal.is(ProblemType::AccountRequired));
@@ -157,20 +166,23 @@ async fn full_story(db: ProviderDb) {
     stack.shutdown().await;
 }
 
+// The story runs once per signature scheme and once per database, in two runs rather than
+// four: the scheme and the database are independent of each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_story_over_https_with_sqlite() {
-    full_story(ProviderDb::Sqlite).await;
+async fn seed_story_over_https_with_sqlite_and_hmac() {
+    full_story(ProviderDb::Sqlite, Scheme::V1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_story_over_https_with_postgres() {
-    full_story(ProviderDb::Postgres).await;
+async fn seed_story_over_https_with_postgres_and_ed25519() {
+    full_story(ProviderDb::Postgres, Scheme::V1a).await;
 }
 
 /// Sets up registration, Gareth, a linked and funded account, and an uploaded model.
 async fn linked_gareth(
     stack: &Stack,
     scope: SecretScope,
+    scheme: Scheme,
     model: Vec<u8>,
 ) -> (
     story::RegisteredProvider,
@@ -178,7 +190,7 @@ async fn linked_gareth(
     ProviderAccount,
     diax_sdk::ModelId,
 ) {
-    let provider = story::register_provider(stack, scope, &Quiet)
+    let provider = story::register_provider(stack, scope, scheme, &Quiet)
         .await
         .unwrap();
     let gareth = match scope {
@@ -250,10 +262,18 @@ async fn run_job(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_secret_serves_only_its_user() {
+    // The open-source variant with ed25519: its keys are bound to the one user, and the
+    // broker holds only its public key.
     let stack = Stack::start(StackOptions::default()).await.unwrap();
-    let (provider, owner, _account, model) =
-        linked_gareth(&stack, SecretScope::User, generate::broken_model(3, 20_000)).await;
+    let (provider, owner, _account, model) = linked_gareth(
+        &stack,
+        SecretScope::User,
+        Scheme::V1a,
+        generate::broken_model(3, 20_000),
+    )
+    .await;
     assert_eq!(provider.registered.secret_scope, SecretScope::User);
+    assert_eq!(provider.registered.signature_scheme, Scheme::V1a);
     let job = run_job(&owner, provider.id(), &model).await;
     assert_eq!(job.state, JobState::Completed, "{job:?}");
 
@@ -287,34 +307,42 @@ async fn secret_rotation_in_the_middle_of_the_story() {
     let (provider, gareth, account, model) = linked_gareth(
         &stack,
         SecretScope::Service,
+        Scheme::V1,
         generate::broken_model(5, 20_000),
     )
     .await;
     let first = run_job(&gareth, provider.id(), &model).await;
     assert_eq!(first.state, JobState::Completed);
 
-    // FixMyPrint rotates its secret; the old one stays valid for a grace period.
+    // FixMyPrint rotates from its shared secret to ed25519 keys (a migration); the old secret
+    // stays valid for a grace period, so both sides hold v1 and v1a keys.
     let service = stack.provider.service();
     let rotated = fixmyprint::service::rotate(
         service.db(),
         service.http(),
         &provider.operator_key,
         Some(3600),
+        Some(Scheme::V1a),
     )
     .await
     .unwrap();
     service.reload_keyring().await.unwrap();
     assert_ne!(rotated.key_id, provider.registered.key_id);
-    // Tokens are now issued with the new key, and the broker accepts them.
+    assert_eq!(rotated.previous_key_id, provider.registered.key_id);
+    assert_eq!(rotated.signature_scheme, Scheme::V1a);
+    assert!(rotated.secret.is_none() && rotated.broker_public_key.is_some());
+    // Tokens are now issued with the new key (EdDSA), and the broker accepts them.
     let grant = account.link_token().await.unwrap();
     let header = grant.token.split('.').next().unwrap();
-    assert!(String::from_utf8_lossy(&base64_decode(header)).contains(rotated.key_id.as_str()));
+    let header: serde_json::Value = serde_json::from_slice(&base64_decode(header)).unwrap();
+    assert_eq!(header["kid"], rotated.key_id.as_str());
+    assert_eq!(header["alg"], "EdDSA");
     gareth
         .client
         .link(provider.id(), &grant.token)
         .await
         .unwrap();
-    // Offers (signed with both keys) and callbacks (signed with both) still flow.
+    // Offers and callbacks (each signed with both schemes' keys) still flow.
     let second = run_job(&gareth, provider.id(), &model).await;
     assert_eq!(second.state, JobState::Completed, "{second:?}");
     stack.shutdown().await;
@@ -333,6 +361,7 @@ async fn a_bad_stl_fails_and_nothing_is_charged() {
     let (provider, gareth, account, model) = linked_gareth(
         &stack,
         SecretScope::Service,
+        Scheme::V1,
         b"solid junk\n this is not a facet\n".to_vec(),
     )
     .await;

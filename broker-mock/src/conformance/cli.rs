@@ -19,9 +19,14 @@ pub struct ConformanceArgs {
     /// (https, or http to a loopback address).
     #[arg(long)]
     pub provider_url: String,
-    /// The shared secret, `whsec_…` (better passed in the environment).
+    /// The shared secret, `whsec_…`, or for an ed25519 provider the broker's secret key,
+    /// `whsk_…`, whose public key the provider trusts (better passed in the environment).
     #[arg(long, env = "DIAX_CONFORMANCE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// With ed25519: the provider's public key, `whpk_…`, its events must verify with. The
+    /// whole check list then runs with v1a signatures.
+    #[arg(long)]
+    pub provider_public_key: Option<String>,
     /// Id of the secret (`kid`); providers verifying against a keyring ignore it.
     #[arg(long, default_value = DEFAULT_KEY_ID)]
     pub key_id: String,
@@ -88,9 +93,11 @@ impl ConformanceArgs {
     pub fn to_config(&self) -> Result<ConformanceConfig, String> {
         let secret = self.secret.clone().ok_or(
             "--secret (or DIAX_CONFORMANCE_SECRET) is required: the whsec_ secret shared with \
-             the provider",
+             the provider, or with ed25519 the broker's whsk_ key",
         )?;
         let mut cfg = ConformanceConfig::new(self.provider_url.clone(), secret);
+        cfg.provider_public_key
+            .clone_from(&self.provider_public_key);
         cfg.key_id.clone_from(&self.key_id);
         cfg.provider_id.clone_from(&self.provider_id);
         cfg.broker_id.clone_from(&self.broker_id);

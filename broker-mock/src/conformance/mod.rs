@@ -83,8 +83,13 @@ impl fmt::Debug for TlsIdentity {
 pub struct ConformanceConfig {
     /// The provider's `job_url`: where signed `BrokerMessage`s are POSTed.
     pub provider_url: String,
-    /// The shared secret (`whsec_…`) the provider verifies with and signs its events with.
+    /// The shared secret (`whsec_…`) the provider verifies with and signs its events with;
+    /// or, for a provider registered with `ed25519`, the broker's secret key (`whsk_…`) whose
+    /// public key the provider trusts, with [`Self::provider_public_key`].
     pub secret: String,
+    /// With `ed25519`: the provider's public key (`whpk_…`), which its events must verify
+    /// with. The whole check list then runs with `v1a` signatures.
+    pub provider_public_key: Option<String>,
     /// Id of the secret (a provider's keyring usually ignores it). Default
     /// [`DEFAULT_KEY_ID`].
     pub key_id: String,
@@ -131,6 +136,7 @@ impl fmt::Debug for ConformanceConfig {
         f.debug_struct("ConformanceConfig")
             .field("provider_url", &self.provider_url)
             .field("secret", &"[redacted]")
+            .field("provider_public_key", &self.provider_public_key)
             .field("key_id", &self.key_id)
             .field("provider_id", &self.provider_id)
             .field("broker_id", &self.broker_id)
@@ -157,6 +163,7 @@ impl ConformanceConfig {
         Self {
             provider_url: provider_url.into(),
             secret: secret.into(),
+            provider_public_key: None,
             key_id: DEFAULT_KEY_ID.to_owned(),
             provider_id: DEFAULT_PROVIDER_ID.to_owned(),
             broker_id: DEFAULT_BROKER_ID.to_owned(),

@@ -35,7 +35,9 @@ pub(crate) fn router() -> Router<AppState> {
 ///
 /// A member of `group_id` registers a provider on the group's behalf. The answer carries the
 /// shared `whsec_` secret (shown once), the broker id (the `aud` of link tokens) and the
-/// provider's events URL. With `secret_scope: user` the secret is bound to the caller.
+/// provider's events URL. With `signature_scheme: ed25519` the request carries the provider's
+/// `whpk_` public key and the answer the broker's, and no secret is shared. With
+/// `secret_scope: user` the keys are bound to the caller.
 #[utoipa::path(
     post,
     path = "/v1/providers",
@@ -45,7 +47,7 @@ pub(crate) fn router() -> Router<AppState> {
     request_body = RegisterProvider,
     responses(
         (status = 201, description = "The provider, its secret (shown once) and events URL", body = ProviderRegistered),
-        (status = 400, description = "`invalid-request`: bad name, service kind, URL or description", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-request`: bad name, service kind, URL, description or public key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: the caller is not a member of the group", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such group", body = Problem, content_type = "application/problem+json"),
     )
@@ -63,17 +65,20 @@ async fn register(
             provider_id: reg.provider_id,
             broker_id: state.cfg.broker_id.clone(),
             key_id: reg.key_id,
-            secret: reg.secret.expose(),
+            secret: reg.keys.secret(),
             secret_scope: req.secret_scope,
             bound_user_id: reg.bound_user_id,
+            signature_scheme: reg.keys.scheme(),
+            broker_key_id: reg.keys.broker_key_id(),
+            broker_public_key: reg.keys.broker_public_key(),
         },
     ))
 }
 
 /// Rotate a provider's secret
 ///
-/// Answers a new secret (shown once); the previous one stays valid, and is signed with,
-/// until `previous_valid_until`.
+/// Answers a new secret (shown once), or with `public_key` the broker's new public key; the
+/// previous keys stay valid, and are signed with, until `previous_valid_until`.
 #[utoipa::path(
     post,
     path = "/v1/providers/{provider_id}/secrets/rotate",
@@ -84,7 +89,7 @@ async fn register(
     request_body = RotateSecret,
     responses(
         (status = 200, description = "The new secret (shown once) and the end of the old one's grace period", body = SecretRotated),
-        (status = 400, description = "`invalid-request`: malformed provider id, or grace period over a year", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-request`: malformed provider id or public key, or grace period over a year", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: not a member of the owning group (or not the bound user)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such provider", body = Problem, content_type = "application/problem+json"),
     )
@@ -100,7 +105,7 @@ async fn rotate(
         &state.db,
         &user.id,
         &provider_id,
-        req.grace_secs,
+        &req,
         state.cfg.rotation_grace,
         state.clock.now(),
     )

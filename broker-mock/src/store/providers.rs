@@ -3,9 +3,11 @@
 //! `provider_keys`.
 
 use diax_sdk::wire::{
-    Pricing, ProviderListing, RegisterProvider, Registry, SecretRotated, SecretScope,
+    Pricing, ProviderListing, RegisterProvider, Registry, Scheme, SecretRotated, SecretScope,
 };
-use diax_sdk::{GroupId, KeyId, Keyring, ProviderId, Secret, UserId};
+use diax_sdk::{
+    GroupId, KeyId, KeyMaterial, Keyring, ProviderId, PublicKey, Secret, SigningKey, UserId,
+};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row, SqlitePool};
 
@@ -110,8 +112,9 @@ pub(crate) async fn find(db: &SqlitePool, id: &ProviderId) -> ApiResult<Provider
     .ok_or_else(|| ApiError::NotFound(format!("no provider {id}")))
 }
 
-/// The provider's keyring: every stored secret with its end of validity, oldest first
-/// (so the newest is the primary).
+/// The provider's keyring: every stored key with its end of validity, oldest first (so the
+/// newest is the primary). A row holds a shared `whsec_` secret (`hmac-sha256`), or with
+/// `ed25519` the provider's `whpk_` public key or the broker's own `whsk_` key for it.
 pub(crate) async fn keyring(db: &SqlitePool, id: &ProviderId) -> ApiResult<Keyring> {
     let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
         "SELECT key_id, secret, not_after FROM provider_keys WHERE provider_id = $1 ORDER BY seq",
@@ -122,8 +125,8 @@ pub(crate) async fn keyring(db: &SqlitePool, id: &ProviderId) -> ApiResult<Keyri
     let mut ring = Keyring::new();
     for (kid, secret, not_after) in rows {
         let kid = KeyId::parse(kid).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let secret = Secret::parse(&secret).map_err(|e| ApiError::Internal(e.to_string()))?;
-        ring.insert(kid, secret, not_after);
+        let key = KeyMaterial::parse(&secret).map_err(|e| ApiError::Internal(e.to_string()))?;
+        ring.insert(kid, key, not_after);
     }
     Ok(ring)
 }
@@ -144,12 +147,97 @@ pub(crate) fn check_service_kind(kind: &str) -> ApiResult<()> {
     }
 }
 
+/// The keys a registration or rotation made: a shared secret (shown once), or the broker's
+/// own ed25519 key for the provider (whose public half the provider is told).
+pub(crate) enum NewKeys {
+    /// `hmac-sha256`: the shared secret.
+    Shared(Secret),
+    /// `ed25519`: the id and public key of the broker's new key.
+    Ed25519 {
+        broker_key_id: KeyId,
+        broker_public_key: PublicKey,
+    },
+}
+
+impl NewKeys {
+    pub(crate) fn scheme(&self) -> Scheme {
+        match self {
+            Self::Shared(_) => Scheme::V1,
+            Self::Ed25519 { .. } => Scheme::V1a,
+        }
+    }
+
+    pub(crate) fn secret(&self) -> Option<String> {
+        match self {
+            Self::Shared(secret) => Some(secret.expose()),
+            Self::Ed25519 { .. } => None,
+        }
+    }
+
+    pub(crate) fn broker_key_id(&self) -> Option<KeyId> {
+        match self {
+            Self::Ed25519 { broker_key_id, .. } => Some(broker_key_id.clone()),
+            Self::Shared(_) => None,
+        }
+    }
+
+    pub(crate) fn broker_public_key(&self) -> Option<String> {
+        match self {
+            Self::Ed25519 {
+                broker_public_key, ..
+            } => Some(broker_public_key.to_string()),
+            Self::Shared(_) => None,
+        }
+    }
+}
+
 /// What a registration created: the secret is shown once.
 pub(crate) struct Registered {
     pub(crate) provider_id: ProviderId,
     pub(crate) key_id: KeyId,
-    pub(crate) secret: Secret,
+    pub(crate) keys: NewKeys,
     pub(crate) bound_user_id: Option<UserId>,
+}
+
+/// The rows a scheme stores under a new provider key id: `(key_id, text)` pairs, and what the
+/// answer tells the provider.
+fn new_keys(
+    scheme: Scheme,
+    public_key: Option<&str>,
+    key_id: &KeyId,
+) -> ApiResult<(Vec<(KeyId, String)>, NewKeys)> {
+    match (scheme, public_key) {
+        (Scheme::V1, None) => {
+            let secret = Secret::generate();
+            Ok((
+                vec![(key_id.clone(), secret.expose())],
+                NewKeys::Shared(secret),
+            ))
+        }
+        (Scheme::V1, Some(_)) => Err(ApiError::InvalidRequest(
+            "public_key is given only with signature_scheme ed25519".into(),
+        )),
+        (Scheme::V1a, None) => Err(ApiError::InvalidRequest(
+            "signature_scheme ed25519 needs the provider's public_key (whpk_…)".into(),
+        )),
+        (Scheme::V1a, Some(text)) => {
+            let provider_key = PublicKey::parse(text)
+                .map_err(|e| ApiError::InvalidRequest(format!("public_key: {e}")))?;
+            let own = SigningKey::generate();
+            let broker_key_id = KeyId::generate();
+            let broker_public_key = own.public_key();
+            Ok((
+                vec![
+                    (key_id.clone(), provider_key.to_string()),
+                    (broker_key_id.clone(), own.expose()),
+                ],
+                NewKeys::Ed25519 {
+                    broker_key_id,
+                    broker_public_key,
+                },
+            ))
+        }
+    }
 }
 
 /// `user` (a member of `req.group_id`) registers a provider for the group, after checking
@@ -180,10 +268,10 @@ pub(crate) async fn register(
             "description must be at most 500 characters".into(),
         ));
     }
-    users::require_member(db, &req.group_id, user).await?;
     let provider_id = ProviderId::generate();
     let key_id = KeyId::generate();
-    let secret = Secret::generate();
+    let (rows, keys) = new_keys(req.signature_scheme, req.public_key.as_deref(), &key_id)?;
+    users::require_member(db, &req.group_id, user).await?;
     let bound: Option<UserId> = (req.secret_scope == SecretScope::User).then(|| user.clone());
     let mut tx = db.begin().await?;
     sqlx::query(
@@ -203,36 +291,50 @@ pub(crate) async fn register(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO provider_keys (provider_id, key_id, secret, not_after, created_at) VALUES ($1, $2, $3, NULL, $4)",
-    )
-    .bind(provider_id.as_str())
-    .bind(key_id.as_str())
-    .bind(secret.expose())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    insert_keys(&mut tx, &provider_id, &rows, now).await?;
     tx.commit().await?;
-    tracing::info!(provider = %provider_id, kind = %req.service_kind, "provider registered");
+    tracing::info!(provider = %provider_id, kind = %req.service_kind, scheme = %req.signature_scheme, "provider registered");
     Ok(Registered {
         provider_id,
         key_id,
-        secret,
+        keys,
         bound_user_id: bound,
     })
 }
 
-/// `user` rotates the secret of `provider_id`: a new secret (shown once) becomes the
-/// primary; every older one stays valid until the grace period ends (`grace_secs`, else
+async fn insert_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    provider_id: &ProviderId,
+    rows: &[(KeyId, String)],
+    now: i64,
+) -> ApiResult<()> {
+    for (key_id, text) in rows {
+        sqlx::query(
+            "INSERT INTO provider_keys (provider_id, key_id, secret, not_after, created_at) VALUES ($1, $2, $3, NULL, $4)",
+        )
+        .bind(provider_id.as_str())
+        .bind(key_id.as_str())
+        .bind(text)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// `user` rotates the secret of `provider_id`: a new secret (shown once), or with
+/// `public_key` the provider's new ed25519 key and a new broker key, become the primary;
+/// every older key stays valid until the grace period ends (`grace_secs`, else
 /// `default_grace`); keys already past their end are deleted.
 pub(crate) async fn rotate(
     db: &SqlitePool,
     user: &UserId,
     provider_id: &ProviderId,
-    grace_secs: Option<u64>,
+    req: &diax_sdk::wire::RotateSecret,
     default_grace: u64,
     now: i64,
 ) -> ApiResult<SecretRotated> {
+    let grace_secs = req.grace_secs;
     let provider = find(db, provider_id).await?;
     if !users::is_member(db, &provider.group_id, user).await? {
         return Err(ApiError::Forbidden(format!(
@@ -253,12 +355,20 @@ pub(crate) async fn rotate(
     }
     let valid_until = now.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
     let ring = keyring(db, provider_id).await?;
+    // The provider's newest key: its shared secret or its public key (not the broker's own).
     let previous = ring
-        .primary(now)
+        .active_at(now)
+        .filter(|k| k.material.can_verify())
+        .last()
         .map(|k| k.id.clone())
         .ok_or_else(|| ApiError::Internal("provider has no active key".into()))?;
     let key_id = KeyId::generate();
-    let secret = Secret::generate();
+    let scheme = if req.public_key.is_some() {
+        Scheme::V1a
+    } else {
+        Scheme::V1
+    };
+    let (rows, keys) = new_keys(scheme, req.public_key.as_deref(), &key_id)?;
     let mut tx = db.begin().await?;
     // Every key still open-ended now ends with the grace period; keys already ending sooner keep their end.
     sqlx::query(
@@ -274,23 +384,18 @@ pub(crate) async fn rotate(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO provider_keys (provider_id, key_id, secret, not_after, created_at) VALUES ($1, $2, $3, NULL, $4)",
-    )
-    .bind(provider_id.as_str())
-    .bind(key_id.as_str())
-    .bind(secret.expose())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    insert_keys(&mut tx, provider_id, &rows, now).await?;
     tx.commit().await?;
-    tracing::info!(provider = %provider_id, new_key = %key_id, old_key = %previous, "secret rotated");
+    tracing::info!(provider = %provider_id, new_key = %key_id, old_key = %previous, %scheme, "secret rotated");
     Ok(SecretRotated {
         provider_id: provider_id.clone(),
         key_id,
-        secret: secret.expose(),
+        secret: keys.secret(),
         previous_key_id: previous,
         previous_valid_until: valid_until,
+        signature_scheme: keys.scheme(),
+        broker_key_id: keys.broker_key_id(),
+        broker_public_key: keys.broker_public_key(),
     })
 }
 

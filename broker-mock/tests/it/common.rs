@@ -327,6 +327,8 @@ pub fn register_req(group: &GroupId, job_url: &str, scope: SecretScope) -> Regis
         pricing: Pricing::Paid,
         description: Some("heals models".into()),
         secret_scope: scope,
+        signature_scheme: Scheme::V1,
+        public_key: None,
     }
 }
 
@@ -344,9 +346,46 @@ pub async fn register(api: &BrokerApi, fake: &Fake, scope: SecretScope) -> Setup
         .register_provider(&register_req(&group.group_id, &fake.job_url(), scope))
         .await
         .unwrap();
-    let ring = Keyring::single(reg.key_id.clone(), Secret::parse(&reg.secret).unwrap());
+    let ring = Keyring::single(
+        reg.key_id.clone(),
+        Secret::parse(reg.secret.as_deref().unwrap()).unwrap(),
+    );
     fake.set_ring(ring.clone());
     Setup { owner, reg, ring }
+}
+
+/// A provider registered with ed25519: its ring holds its own secret key (which signs its
+/// events and link tokens) and the broker's public key (which verifies offers).
+pub async fn register_ed25519(api: &BrokerApi, fake: &Fake, scope: SecretScope) -> Setup {
+    let (_, owner) = new_user(api, "FixMyPrint owner").await;
+    let group = owner.create_group("fixmyprint").await.unwrap();
+    let own = SigningKey::generate();
+    let mut req = register_req(&group.group_id, &fake.job_url(), scope);
+    req.signature_scheme = Scheme::V1a;
+    req.public_key = Some(own.public_key().to_string());
+    let reg = owner.register_provider(&req).await.unwrap();
+    let mut ring = Keyring::single(reg.key_id.clone(), own);
+    ring.insert(
+        reg.broker_key_id.clone().unwrap(),
+        PublicKey::parse(reg.broker_public_key.as_deref().unwrap()).unwrap(),
+        None,
+    );
+    fake.set_ring(ring.clone());
+    Setup { owner, reg, ring }
+}
+
+/// A link token signed with the newest signing key of a setup's ring (either scheme).
+pub fn link_token_from(s: &Setup, account: &str, now: i64) -> String {
+    let key = s.ring.primary(now).unwrap();
+    LinkTokenIssuer::new(
+        s.reg.provider_id.clone(),
+        s.reg.broker_id.clone(),
+        key.id.clone(),
+        key.material.clone(),
+    )
+    .issue_at(&AccountId::parse(account).unwrap(), now)
+    .unwrap()
+    .token
 }
 
 pub fn link_token(reg: &ProviderRegistered, account: &str, now: i64) -> String {
@@ -354,7 +393,7 @@ pub fn link_token(reg: &ProviderRegistered, account: &str, now: i64) -> String {
         reg.provider_id.clone(),
         reg.broker_id.clone(),
         reg.key_id.clone(),
-        Secret::parse(&reg.secret).unwrap(),
+        Secret::parse(reg.secret.as_deref().unwrap()).unwrap(),
     )
     .issue_at(&AccountId::parse(account).unwrap(), now)
     .unwrap()
@@ -428,7 +467,7 @@ pub async fn linked_job(
     fake.add_account("acc_gareth");
     user.link(
         &s.reg.provider_id,
-        &link_token(&s.reg, "acc_gareth", broker.clock().now()),
+        &link_token_from(s, "acc_gareth", broker.clock().now()),
     )
     .await
     .unwrap();

@@ -216,7 +216,7 @@ async fn twenty_one_rotations_in_the_grace_period_do_not_lock_the_provider_out()
             .unwrap();
         ring.insert(
             rotated.key_id.clone(),
-            diax_sdk::Secret::parse(&rotated.secret).unwrap(),
+            diax_sdk::Secret::parse(rotated.secret.as_deref().unwrap()).unwrap(),
             None,
         );
     }
@@ -484,4 +484,59 @@ async fn a_held_connection_does_not_stop_the_shutdown_and_the_database_is_privat
     // It did wait for the request in flight, up to its grace.
     assert!(started.elapsed() >= std::time::Duration::from_secs(4));
     drop(held);
+}
+
+/// Sends half a request head and nothing more; returns once the server closed the
+/// connection, or panics after `bound`, far beyond the deadline under test.
+pub(crate) async fn slowloris(addr: std::net::SocketAddr, bound: std::time::Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/registry HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut buf = [0_u8; 512];
+    let closed = tokio::time::timeout(bound, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a client that never finished its head was not cut"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_and_others_are_served() {
+    let (broker, _api) = start(broker_mock::Config {
+        header_read_timeout_ms: 300,
+        max_connections: 2,
+        ..test_config()
+    })
+    .await;
+    let addr = broker.local_addr();
+    let bound = std::time::Duration::from_secs(20);
+    // Both connection slots held by slow clients: an ordinary request is served once they
+    // are cut, and the broker keeps serving.
+    let slow = [
+        tokio::spawn(slowloris(addr, bound)),
+        tokio::spawn(slowloris(addr, bound)),
+    ];
+    let http = diax_sdk::client::http_client(&diax_sdk::client::ClientConfig::default()).unwrap();
+    for _ in 0..2 {
+        let resp = http
+            .get(format!("{}/v1/registry", broker.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    for s in slow {
+        s.await.unwrap();
+    }
 }

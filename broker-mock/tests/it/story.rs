@@ -59,7 +59,7 @@ async fn the_seed_story_end_to_end() {
         s.reg.provider_id.clone(),
         "another-broker",
         s.reg.key_id.clone(),
-        Secret::parse(&s.reg.secret).unwrap(),
+        Secret::parse(s.reg.secret.as_deref().unwrap()).unwrap(),
     )
     .issue_at(&AccountId::parse("acc_gareth").unwrap(), now)
     .unwrap()

@@ -326,12 +326,14 @@ fn nesting_depths(
     (0..shells)
         .into_par_iter()
         .map(|s| {
+            // Only the facets of shells whose box strictly contains this one's can count.
+            let want = |o: u32| nested(s, o as usize);
             let mut inside_all: Option<Vec<u32>> = None;
             for p in samples(s) {
                 let p = p.map(f64::from);
                 let mut odd: Vec<u32> = cols
                     .iter()
-                    .flat_map(|c| c.odd_shells(v, t, shell_of, s as u32, p, nudge))
+                    .flat_map(|c| c.odd_shells(v, t, shell_of, &want, p, nudge))
                     .collect();
                 odd.sort_unstable();
                 // Inside by majority: odd along at least two of the three axes.
@@ -362,90 +364,104 @@ fn nesting_depths(
 /// below it, every pair of shells whose boxes nest is tested directly when that is cheap.
 const DIRECT_MAX_SHELLS: usize = 64;
 
-/// A face whose projection covers more than this many cells of a column grid is kept in the
-/// grid's list of wide faces (tested by every ray) instead of being entered in every cell.
-const WIDE_CELLS: usize = 64;
+/// A face is filed in the finest level of a column grid where its projection covers at most
+/// this many cells.
+const LEVEL_CELLS: usize = 16;
 
-/// One column grid per axis: the faces binned by their projection along that axis onto a grid
-/// of about `faces / 2` cells, so a ray along the axis meets only the faces entered in its
-/// cell (plus the wide ones). Built in `O(faces)`; a ray costs the faces in its column.
+/// One column grid per axis: the faces binned by their projection along that axis, so a ray
+/// along the axis meets only the faces filed in its column. The grid has levels: the finest
+/// of about `faces / 2` cells, each next one half as fine per side, down to one cell; a face
+/// is filed in the finest level where it covers at most [`LEVEL_CELLS`] cells, so every face
+/// is filed a bounded number of times whatever its size, and a ray looks at one cell per
+/// level. Built in `O(faces)`; a ray costs the faces of its columns.
 struct Columns {
     axis: usize,
     origin: [f64; 2],
-    inv: [f64; 2],
-    res: [usize; 2],
+    ext: [f64; 2],
+    levels: Vec<Level>,
+}
+
+struct Level {
+    res: usize,
     start: Vec<u32>,
     faces: Vec<u32>,
-    wide: Vec<u32>,
 }
 
 impl Columns {
     fn new(v: &[[f32; 3]], t: &[[u32; 3]], bb: &Bbox, axis: usize) -> Columns {
         let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
-        let side = ((t.len() / 2).max(1) as f64).sqrt().ceil().min(2048.0) as usize;
+        let finest = ((t.len() / 2).max(1) as f64).sqrt().ceil().min(2048.0) as usize;
         let origin = [f64::from(bb.min[u]), f64::from(bb.min[w])];
         let ext = [
             (f64::from(bb.max[u]) - origin[0]).max(f64::MIN_POSITIVE),
             (f64::from(bb.max[w]) - origin[1]).max(f64::MIN_POSITIVE),
         ];
-        let res = [side, side];
-        let inv = [side as f64 / ext[0], side as f64 / ext[1]];
-        let span = |f: &[u32; 3]| {
-            let q = f.map(|i| v[i as usize]);
-            let lo_hi = |a: usize, k: usize| {
-                let (mn, mx) = q
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(mn, mx), p| {
-                        (mn.min(f64::from(p[a])), mx.max(f64::from(p[a])))
-                    });
-                let c = |x: f64| {
-                    ((x - origin[k]) * inv[k])
-                        .floor()
-                        .clamp(0.0, (res[k] - 1) as f64) as usize
+        let mut res_of = vec![finest];
+        while *res_of.last().unwrap_or(&1) > 1 {
+            let r = res_of.last().copied().unwrap_or(1);
+            res_of.push(r.div_ceil(2));
+        }
+        // Per face: its level and its cell span there.
+        let spans: Vec<(usize, [usize; 4])> = t
+            .par_iter()
+            .map(|f| {
+                let q = f.map(|i| v[i as usize]);
+                let range = |a: usize| {
+                    q.iter()
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(mn, mx), p| {
+                            (mn.min(f64::from(p[a])), mx.max(f64::from(p[a])))
+                        })
                 };
-                (c(mn), c(mx))
-            };
-            (lo_hi(u, 0), lo_hi(w, 1))
-        };
-        let mut count = vec![0u32; res[0] * res[1] + 1];
-        let mut wide = Vec::new();
-        let spans: Vec<((usize, usize), (usize, usize))> = t.par_iter().map(span).collect();
-        for (f, &((u0, u1), (w0, w1))) in spans.iter().enumerate() {
-            if (u1 - u0 + 1) * (w1 - w0 + 1) > WIDE_CELLS {
-                wide.push(f as u32);
-                continue;
-            }
-            for iu in u0..=u1 {
-                for iw in w0..=w1 {
-                    count[iu * res[1] + iw + 1] += 1;
+                let (ru, rw) = (range(u), range(w));
+                for (l, &res) in res_of.iter().enumerate() {
+                    let c = |x: f64, k: usize| {
+                        ((x - origin[k]) / ext[k] * res as f64)
+                            .floor()
+                            .clamp(0.0, (res - 1) as f64) as usize
+                    };
+                    let s = [c(ru.0, 0), c(ru.1, 0), c(rw.0, 1), c(rw.1, 1)];
+                    if (s[1] - s[0] + 1) * (s[3] - s[2] + 1) <= LEVEL_CELLS || res == 1 {
+                        return (l, s);
+                    }
                 }
-            }
-        }
-        for i in 1..count.len() {
-            count[i] += count[i - 1];
-        }
-        let mut fill = count.clone();
-        let mut faces = vec![0u32; *count.last().unwrap_or(&0) as usize];
-        for (f, &((u0, u1), (w0, w1))) in spans.iter().enumerate() {
-            if (u1 - u0 + 1) * (w1 - w0 + 1) > WIDE_CELLS {
-                continue;
-            }
-            for iu in u0..=u1 {
-                for iw in w0..=w1 {
-                    let c = iu * res[1] + iw;
-                    faces[fill[c] as usize] = f as u32;
-                    fill[c] += 1;
+                (res_of.len() - 1, [0; 4])
+            })
+            .collect();
+        let levels = res_of
+            .iter()
+            .enumerate()
+            .map(|(l, &res)| {
+                let mut start = vec![0u32; res * res + 1];
+                let mine = || spans.iter().enumerate().filter(move |(_, x)| x.0 == l);
+                for (_, (_, s)) in mine() {
+                    for iu in s[0]..=s[1] {
+                        for iw in s[2]..=s[3] {
+                            start[iu * res + iw + 1] += 1;
+                        }
+                    }
                 }
-            }
-        }
+                for i in 1..start.len() {
+                    start[i] += start[i - 1];
+                }
+                let mut fill = start.clone();
+                let mut faces = vec![0u32; start.last().copied().unwrap_or(0) as usize];
+                for (f, (_, s)) in mine() {
+                    for iu in s[0]..=s[1] {
+                        for iw in s[2]..=s[3] {
+                            let c = iu * res + iw;
+                            faces[fill[c] as usize] = f as u32;
+                            fill[c] += 1;
+                        }
+                    }
+                }
+                Level { res, start, faces }
+            })
+            .collect();
         Columns {
             axis,
             origin,
-            inv,
-            res,
-            start: count,
-            faces,
-            wide,
+            ext,
+            levels,
         }
     }
 
@@ -456,30 +472,31 @@ impl Columns {
         v: &[[f32; 3]],
         t: &[[u32; 3]],
         shell_of: &[u32],
-        own: u32,
+        want: &dyn Fn(u32) -> bool,
         p: [f64; 3],
         nudge: [f64; 2],
     ) -> Vec<u32> {
         let axis = self.axis;
         let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
         let (pu, pw) = (p[u] + nudge[0], p[w] + nudge[1]);
-        let cu = ((pu - self.origin[0]) * self.inv[0]).floor();
-        let cw = ((pw - self.origin[1]) * self.inv[1]).floor();
-        let in_grid =
-            cu >= 0.0 && cw >= 0.0 && (cu as usize) < self.res[0] && (cw as usize) < self.res[1];
-        let cell: &[u32] = if in_grid {
-            let c = cu as usize * self.res[1] + cw as usize;
-            &self.faces[self.start[c] as usize..self.start[c + 1] as usize]
-        } else {
-            &[]
-        };
-        let mut hits: Vec<u32> = cell
-            .iter()
-            .chain(&self.wide)
-            .filter(|&&f| shell_of[f as usize] != own)
-            .filter(|&&f| crosses(v, t[f as usize], axis, p, pu, pw))
-            .map(|&f| shell_of[f as usize])
-            .collect();
+        let mut hits: Vec<u32> = Vec::new();
+        for lv in &self.levels {
+            // Faces are filed clamped to the grid, and `crosses` checks the real extent: a
+            // ray on the grid's edge (or outside it) looks at the nearest column.
+            let cell = |x: f64, k: usize| {
+                ((x - self.origin[k]) / self.ext[k] * lv.res as f64)
+                    .floor()
+                    .clamp(0.0, (lv.res - 1) as f64) as usize
+            };
+            let c = cell(pu, 0) * lv.res + cell(pw, 1);
+            hits.extend(
+                lv.faces[lv.start[c] as usize..lv.start[c + 1] as usize]
+                    .iter()
+                    .filter(|&&f| want(shell_of[f as usize]))
+                    .filter(|&&f| crosses(v, t[f as usize], axis, p, pu, pw))
+                    .map(|&f| shell_of[f as usize]),
+            );
+        }
         hits.sort_unstable();
         let mut odd = Vec::new();
         let mut i = 0;

@@ -19,7 +19,9 @@
 //! edge is filed under its length class `⌊log₂ L⌋` and the cell of its midpoint in a grid of
 //! side `2^class / 2`, and looks for partners in the nearer 8 cells of its own class and of
 //! the two neighbouring classes. At most [`STITCH_MAX_CANDIDATES`] candidates are verified
-//! per probe, so a crafted pile of coincident boundary edges costs linear time.
+//! per edge, so a crafted pile of coincident boundary edges costs linear time.
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 
@@ -29,8 +31,8 @@ use crate::topology::{NONE, half_edge};
 /// A boundary vertex's stitch limit as a fraction of the shortest boundary edge at it.
 pub(crate) const STITCH_FRACTION: f64 = 0.25;
 
-/// At most this many candidates are verified per probe cell.
-pub(crate) const STITCH_MAX_CANDIDATES: usize = 16;
+/// At most this many candidates are verified per boundary edge (over all its probes).
+pub(crate) const STITCH_MAX_CANDIDATES: usize = 24;
 
 /// What stitching found.
 #[derive(Debug, Default)]
@@ -111,6 +113,14 @@ pub(crate) fn stitch(
             l > 0.0 && l.is_finite()
         })
         .collect();
+    // Per usable edge: its endpoints' limits (looked up once, not per candidate).
+    let elim: Vec<[f64; 2]> = usable
+        .par_iter()
+        .map(|&h| {
+            let (a, b) = half_edge(triangles, h);
+            [limit(a), limit(b)]
+        })
+        .collect();
     let mut filed: Vec<u64> = usable
         .par_iter()
         .enumerate()
@@ -127,7 +137,12 @@ pub(crate) fn stitch(
         .flat_map_iter(|(i, &h)| {
             let c0 = class(len(h));
             let m = mid(h);
-            (c0 - 1..=c0 + 1).flat_map(move |c| {
+            // A partner's length is within a factor 1.5 of this one's: the class below is
+            // possible only under 1.5 · 2^c, the class above only over 2^(c+1) / 1.5.
+            let l = len(h) / 2f64.powi(c0);
+            let lo_c = if l < 1.5 { c0 - 1 } else { c0 };
+            let hi_c = if l > 4.0 / 3.0 { c0 + 1 } else { c0 };
+            (lo_c..=hi_c).flat_map(move |c| {
                 let s = side(c);
                 let dir = m.map(|x| {
                     let f = x / s - (x / s).floor();
@@ -146,20 +161,36 @@ pub(crate) fn stitch(
     let facet_has = |h: u32, v: u32| triangles[(h / 3) as usize].contains(&v);
     let best: Vec<Option<(u32, f64)>> = {
         let chunks = keys::run_chunks(&probes, keys::parts_for(probes.len()));
+        let budget: Vec<AtomicU32> = (0..usable.len()).map(|_| AtomicU32::new(0)).collect();
         let found: Vec<(u32, u32, f64)> = chunks
             .par_iter()
             .flat_map_iter(|r| {
                 let mut out = Vec::new();
+                // Probes and filed edges are both sorted: walk them together (a merge-join,
+                // sequential reads instead of a binary search per probe).
+                let mut from = probes
+                    .get(r.start)
+                    .map_or(0, |&p| filed.partition_point(|&x| hi(x) < hi(p)));
                 for &pr in &probes[r.clone()] {
+                    while from < filed.len() && hi(filed[from]) < hi(pr) {
+                        from += 1;
+                    }
                     let i = lo(pr);
                     let h = usable[i as usize];
                     let (a, b) = half_edge(triangles, h);
-                    let from = filed.partition_point(|&x| hi(x) < hi(pr));
-                    for &fk in filed[from..]
+                    // The edge's budget of verifications, shared by all its probes.
+                    let left = STITCH_MAX_CANDIDATES
+                        .saturating_sub(budget[i as usize].load(Ordering::Relaxed) as usize);
+                    if left == 0 {
+                        continue;
+                    }
+                    let run = filed[from..]
                         .iter()
+                        .take(left)
                         .take_while(|&&x| hi(x) == hi(pr))
-                        .take(STITCH_MAX_CANDIDATES)
-                    {
+                        .count();
+                    budget[i as usize].fetch_add(run as u32, Ordering::Relaxed);
+                    for &fk in &filed[from..from + run] {
                         let j = lo(fk);
                         if j == i {
                             continue;
@@ -170,13 +201,14 @@ pub(crate) fn stitch(
                         {
                             continue;
                         }
-                        let within = |x: u32, y: u32| {
+                        let (li, lj) = (elim[i as usize], elim[j as usize]);
+                        let within = |x: u32, lx: f64, y: u32, ly: f64| {
                             let d = dist(pos(x), pos(y));
-                            (d <= limit(x).min(limit(y))).then_some(d)
+                            (d <= lx.min(ly)).then_some(d)
                         };
-                        let score = match (within(a, d), within(b, c)) {
+                        let score = match (within(a, li[0], d, lj[1]), within(b, li[1], c, lj[0])) {
                             (Some(x), Some(y)) => Some(x.max(y)),
-                            _ => match (within(a, c), within(b, d)) {
+                            _ => match (within(a, li[0], c, lj[0]), within(b, li[1], d, lj[1])) {
                                 (Some(x), Some(y)) => Some(x.max(y)),
                                 _ => None,
                             },

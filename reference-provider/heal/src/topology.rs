@@ -126,23 +126,21 @@ fn link(twin: &[AtomicU32], a: (u32, u32, bool), b: (u32, u32, bool)) {
 }
 
 /// The half-edges of one non-manifold edge (sorted by half-edge): pair opposite directions
-/// first, then whatever is left, in facet order; a last odd one stays a boundary edge.
+/// first (the i-th running one way with the i-th running the other, in facet order), then
+/// whatever is left pairwise; a last odd one stays a boundary edge. Linear in the group, so a
+/// crafted edge shared by thousands of facets costs no more than they do.
 fn make_manifold(twin: &[AtomicU32], group: &[(u32, u32, bool)]) {
-    let mut used = vec![false; group.len()];
-    for a in 0..group.len() {
-        if used[a] {
-            continue;
-        }
-        if let Some(b) = (a + 1..group.len()).find(|&b| !used[b] && group[b].2 != group[a].2) {
-            used[a] = true;
-            used[b] = true;
-            link(twin, group[a], group[b]);
-        }
+    let fwd: Vec<(u32, u32, bool)> = group.iter().copied().filter(|h| h.2).collect();
+    let bwd: Vec<(u32, u32, bool)> = group.iter().copied().filter(|h| !h.2).collect();
+    let pairs = fwd.len().min(bwd.len());
+    for (&a, &b) in fwd.iter().zip(&bwd) {
+        link(twin, a, b);
     }
-    let rest: Vec<(u32, u32, bool)> = (0..group.len())
-        .filter(|&a| !used[a])
-        .map(|a| group[a])
-        .collect();
+    let rest = if fwd.len() > pairs {
+        &fwd[pairs..]
+    } else {
+        &bwd[pairs..]
+    };
     for p in rest.chunks_exact(2) {
         link(twin, p[0], p[1]);
     }

@@ -21,6 +21,7 @@
 //! After this, any two output vertices are more than the tolerance apart, so welding the output
 //! again merges nothing (the repair is idempotent).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
@@ -31,6 +32,9 @@ use crate::keys::{self, hi, lo, pack};
 /// Grid cell side as a multiple of the tolerance: large enough that few points lie near a
 /// face, small enough that a cell holds few distinct vertices.
 const CELL_FACTOR: f64 = 16.0;
+
+/// A run of one cell with more representatives than this files them in a finer grid.
+const RUN_INDEX_REPS: usize = 48;
 
 pub(crate) struct Welded {
     pub vertices: Vec<[f32; 3]>,
@@ -75,6 +79,14 @@ impl Grid {
         } else {
             keys::hash3(p[0].to_bits(), p[1].to_bits(), p[2].to_bits())
         }
+    }
+
+    /// The cell of `p` in a grid of side `tol` (the same origin).
+    #[inline]
+    fn fine(&self, p: [f32; 3]) -> [i64; 3] {
+        let inv = self.inv_cell * CELL_FACTOR;
+        let c = |a: usize| ((f64::from(p[a]) - self.origin[a]) * inv).floor() as i64;
+        [c(0), c(1), c(2)]
     }
 
     /// Are `p` and `q` within `tol` (at most the grid's tolerance)? Returns the squared
@@ -484,27 +496,58 @@ fn cluster_chunk(
             }
         }
         let run_start_rep = reps.len();
+        // Many distinct vertices in one cell (fine detail, or a crafted pile of
+        // near-duplicates): past `RUN_INDEX_REPS` representatives, they are also filed by
+        // their cell in a grid of side `tol`, so a corner compares with the representatives
+        // of the 27 cells round it instead of with every one of the run. It finds the same
+        // representative (the first within the limit), so the output does not change.
+        let mut index: Option<HashMap<[i64; 3], Vec<u32>>> = None;
         while i < run_end {
             let corner = lo(sorted[i]);
             let p = pos[i];
             let t = run_limit[i - run_start];
-            let mut found = None;
-            for (k, (&q, &tq)) in rep_pos[run_start_rep..]
-                .iter()
-                .zip(&rep_tol[run_start_rep..])
-                .enumerate()
-            {
-                if let Some(d) = grid.matches(p, q, t.min(tq)) {
-                    found = Some(run_start_rep + k);
-                    if p == q {
-                        exact += 1;
-                    } else {
-                        tol += 1;
-                        largest = largest.max(d);
+            let mut found: Option<(usize, f64)> = None;
+            if let Some(ix) = &index {
+                let c = grid.fine(p);
+                for dx in -1..=1 {
+                    for dy in -1..=1 {
+                        for dz in -1..=1 {
+                            let Some(ks) = ix.get(&[c[0] + dx, c[1] + dy, c[2] + dz]) else {
+                                continue;
+                            };
+                            for &k in ks {
+                                let k = k as usize;
+                                if found.is_some_and(|(f, _)| f <= k) {
+                                    break;
+                                }
+                                if let Some(d) = grid.matches(p, rep_pos[k], t.min(rep_tol[k])) {
+                                    found = Some((k, d));
+                                }
+                            }
+                        }
                     }
-                    break;
+                }
+            } else {
+                for (k, (&q, &tq)) in rep_pos[run_start_rep..]
+                    .iter()
+                    .zip(&rep_tol[run_start_rep..])
+                    .enumerate()
+                {
+                    if let Some(d) = grid.matches(p, q, t.min(tq)) {
+                        found = Some((run_start_rep + k, d));
+                        break;
+                    }
                 }
             }
+            if let Some((k, d)) = found {
+                if p == rep_pos[k] {
+                    exact += 1;
+                } else {
+                    tol += 1;
+                    largest = largest.max(d);
+                }
+            }
+            let found = found.map(|(k, _)| k);
             let local = match found {
                 Some(k) => {
                     // A vertex is only as tolerant as the smallest facet round it (a corner
@@ -519,7 +562,17 @@ fn cluster_chunk(
                     reps.push(sorted[i]);
                     rep_pos.push(p);
                     rep_tol.push(t);
-                    reps.len() - 1
+                    let k = reps.len() - 1;
+                    if let Some(ix) = index.as_mut() {
+                        ix.entry(grid.fine(p)).or_default().push(k as u32);
+                    } else if grid.tol > 0.0 && k + 1 - run_start_rep > RUN_INDEX_REPS {
+                        let mut ix: HashMap<[i64; 3], Vec<u32>> = HashMap::new();
+                        for (r, &q) in rep_pos.iter().enumerate().skip(run_start_rep) {
+                            ix.entry(grid.fine(q)).or_default().push(r as u32);
+                        }
+                        index = Some(ix);
+                    }
+                    k
                 }
             };
             sorted[i] = pack(local as u32, corner);

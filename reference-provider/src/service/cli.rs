@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use diax_sdk::GroupId;
 use diax_sdk::client::ClientConfig;
-use diax_sdk::wire::SecretScope;
+use diax_sdk::wire::{Scheme, SecretScope};
 
 use super::config::ServeArgs;
 use super::db::Db;
@@ -31,10 +31,23 @@ pub struct RegisterArgs {
     /// `service` (one secret for everyone) or `user` (bound to the registering user).
     #[arg(long, default_value = "service", value_parser = ["service", "user"])]
     pub secret_scope: String,
+    /// `hmac-sha256` (a shared secret the broker makes) or `ed25519` (FixMyPrint makes its
+    /// own key pair and sends only the public key; no secret is shared).
+    #[arg(long, default_value = "hmac-sha256", value_parser = parse_scheme)]
+    pub signature_scheme: Scheme,
     /// Also print the shared secret (to point the conformance runner at this provider). It
-    /// is stored in the database either way.
+    /// is stored in the database either way. With `ed25519` nothing secret is printed: the
+    /// keys' ids and the public keys are.
     #[arg(long)]
     pub show_secret: bool,
+}
+
+fn parse_scheme(s: &str) -> Result<Scheme, String> {
+    match s {
+        "hmac-sha256" => Ok(Scheme::V1),
+        "ed25519" => Ok(Scheme::V1a),
+        _ => Err("expected hmac-sha256 or ed25519".into()),
+    }
 }
 
 /// `fixmyprint rotate`.
@@ -49,6 +62,10 @@ pub struct RotateArgs {
     /// Seconds the old secret stays valid [default: the broker's].
     #[arg(long)]
     pub grace_secs: Option<u64>,
+    /// Scheme of the new keys, `hmac-sha256` or `ed25519` [default: the current one]: a
+    /// rotation to the other scheme migrates, both being accepted during the grace period.
+    #[arg(long, value_parser = parse_scheme)]
+    pub signature_scheme: Option<Scheme>,
 }
 
 fn init_tracing() {
@@ -159,6 +176,7 @@ pub fn register(args: &RegisterArgs) -> ExitCode {
                     SecretScope::Service
                 },
                 description: args.description.clone(),
+                signature_scheme: args.signature_scheme,
             };
             let reg = registration::register(&db, &http, &opts)
                 .await
@@ -168,8 +186,13 @@ pub fn register(args: &RegisterArgs) -> ExitCode {
                 "registered: provider_id={} broker_id={} key_id={} events_url={} (secret stored in the database)",
                 reg.provider_id, reg.broker_id, reg.key_id, reg.events_url
             );
-            if args.show_secret {
-                line.push_str(&format!("\nsecret={}", reg.secret));
+            if let (true, Some(secret)) = (args.show_secret, &reg.secret) {
+                line.push_str(&format!("\nsecret={secret}"));
+            }
+            if let (Some(kid), Some(public)) = (&reg.broker_key_id, &reg.broker_public_key) {
+                line.push_str(&format!(
+                    "\nsignature_scheme=ed25519 broker_key_id={kid} broker_public_key={public}"
+                ));
             }
             Ok(line)
         })
@@ -184,9 +207,15 @@ pub fn rotate(args: &RotateArgs) -> ExitCode {
     let result: Result<String, String> = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(async {
             let (_, db, http) = open(&args.serve).await?;
-            let rotated = registration::rotate(&db, &http, &args.api_key, args.grace_secs)
-                .await
-                .map_err(|e| e.to_string())?;
+            let rotated = registration::rotate(
+                &db,
+                &http,
+                &args.api_key,
+                args.grace_secs,
+                args.signature_scheme,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             db.close().await;
             Ok(format!(
                 "rotated: new key_id={}; {} stays valid until {}",

@@ -107,6 +107,10 @@ pub struct Config {
     /// Whether `POST /v1/accounts/me/top-up` adds money with no payment (a development
     /// stand-in for a payment system; off by default, then it answers `403 forbidden`).
     pub dev_top_up: bool,
+    /// A connection must send each request's head within this (slowloris), or it is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Prices.
     pub pricing: Pricing,
 }
@@ -139,6 +143,8 @@ impl Default for Config {
             heal_budget: Duration::from_secs(30),
             input_timeout: Duration::from_secs(3600),
             dev_top_up: false,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
             pricing: Pricing::default(),
         }
     }
@@ -151,6 +157,17 @@ impl Config {
         self.database_url.clone().unwrap_or_else(|| {
             format!("sqlite://{}", self.data_dir.join("fixmyprint.db").display())
         })
+    }
+
+    /// The bounds of the HTTP server: `header_read_timeout`, `max_connections`, and `drain`
+    /// for connections still open at shutdown.
+    #[must_use]
+    pub fn server_limits(&self, drain: Duration) -> diax_sdk::server::ServerLimits {
+        diax_sdk::server::ServerLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+            drain,
+        }
     }
 
     /// The SDK retry policy of event callbacks and model downloads: from
@@ -199,6 +216,8 @@ pub struct FileConfig {
     pub heal_budget_ms: Option<u64>,
     pub input_timeout_secs: Option<u64>,
     pub dev_top_up: Option<bool>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
     pub price_base: Option<i64>,
     pub price_per_mib: Option<i64>,
     pub currency: Option<String>,
@@ -415,6 +434,12 @@ impl FileConfig {
         }
         if let Some(v) = self.dev_top_up {
             c.dev_top_up = v;
+        }
+        if let Some(v) = self.header_read_timeout_ms {
+            c.header_read_timeout = d(v.max(1));
+        }
+        if let Some(v) = self.max_connections {
+            c.max_connections = v.max(1);
         }
         if let Some(v) = self.price_base {
             c.pricing.base = v;

@@ -1,11 +1,19 @@
 //! Registration with the broker, the stored keyring, and secret rotation.
+//!
+//! With `hmac-sha256` the keyring holds the shared `whsec_` secrets. With `ed25519` it holds
+//! FixMyPrint's own `whsk_` keys (which sign its events and link tokens, under the key ids the
+//! broker assigned) and the broker's `whpk_` public keys (which verify offers and inputs); the
+//! secret key is made here and never leaves this database.
 
 use diax_sdk::client::{BrokerClient, Client};
 use diax_sdk::wire::{
     CreateGroup, Group, Pricing as WirePricing, ProviderRegistered, RegisterProvider, RotateSecret,
-    SERVICE_KIND_MODEL_REPAIR, SecretRotated, SecretScope,
+    SERVICE_KIND_MODEL_REPAIR, Scheme, SecretRotated, SecretScope,
 };
-use diax_sdk::{GroupId, KeyId, Keyring, LinkTokenIssuer, ProviderId, Secret};
+use diax_sdk::{
+    GroupId, KeyId, KeyMaterial, Keyring, LinkTokenIssuer, ProviderId, PublicKey, Secret,
+    SigningKey,
+};
 
 use super::db::{Db, Tx, exec, fetch_all, fetch_optional, now_ms};
 
@@ -79,6 +87,8 @@ pub struct RegisterOptions {
     pub secret_scope: SecretScope,
     /// One-line description.
     pub description: Option<String>,
+    /// `hmac-sha256` (a shared secret) or `ed25519` (own key pair, no shared secret).
+    pub signature_scheme: Scheme,
 }
 
 /// Registers with the broker (creating a group first when none is given) and stores the
@@ -97,6 +107,7 @@ pub async fn register(
         None => create_group(http, &opts.broker_url, &opts.api_key, &opts.name).await?,
     };
     let public = opts.public_url.trim_end_matches('/');
+    let own = (opts.signature_scheme == Scheme::V1a).then(SigningKey::generate);
     let request = RegisterProvider {
         group_id,
         name: opts.name.clone(),
@@ -106,9 +117,11 @@ pub async fn register(
         pricing: WirePricing::Paid,
         description: opts.description.clone(),
         secret_scope: opts.secret_scope,
+        signature_scheme: opts.signature_scheme,
+        public_key: own.as_ref().map(|k| k.public_key().to_string()),
     };
     let registered = broker.register_provider(&opts.api_key, &request).await?;
-    store_registration(db, &registered, &opts.broker_url).await?;
+    store_registration(db, &registered, &opts.broker_url, own.as_ref()).await?;
     Ok(registered)
 }
 
@@ -149,16 +162,56 @@ async fn create_group(
     Ok(group.group_id)
 }
 
-/// Stores a registration (replacing any earlier one and its keys).
+/// The key rows an answer asks us to store: `(key_id, text)`. With `hmac-sha256` the shared
+/// secret; with `ed25519` our own secret key under our key id and the broker's public key
+/// under its key id.
+fn answered_keys(
+    scheme: Scheme,
+    key_id: &KeyId,
+    secret: Option<&str>,
+    broker_key: (Option<&KeyId>, Option<&str>),
+    own: Option<&SigningKey>,
+) -> Result<Vec<(KeyId, String)>, RegisterError> {
+    let answer = |what: &str| RegisterError::Answer(what.to_owned());
+    match (scheme, own) {
+        (Scheme::V1, _) => {
+            let secret = Secret::parse(secret.ok_or_else(|| answer("no secret in the answer"))?)
+                .map_err(|e| RegisterError::Answer(e.to_string()))?;
+            Ok(vec![(key_id.clone(), secret.expose())])
+        }
+        (Scheme::V1a, Some(own)) => {
+            let (Some(broker_key_id), Some(broker_public)) = broker_key else {
+                return Err(answer("no broker key in an ed25519 answer"));
+            };
+            let broker_public = PublicKey::parse(broker_public)
+                .map_err(|e| RegisterError::Answer(format!("broker_public_key: {e}")))?;
+            Ok(vec![
+                (key_id.clone(), own.expose()),
+                (broker_key_id.clone(), broker_public.to_string()),
+            ])
+        }
+        (Scheme::V1a, None) => Err(answer("an ed25519 answer to an hmac-sha256 request")),
+    }
+}
+
+/// Stores a registration (replacing any earlier one and its keys). `own` is the secret key
+/// whose public half an `ed25519` registration sent.
 ///
 /// # Errors
-/// Database errors, or [`RegisterError::Answer`] for a malformed secret.
+/// Database errors, or [`RegisterError::Answer`] for a malformed or missing key.
 pub async fn store_registration(
     db: &Db,
     reg: &ProviderRegistered,
     broker_url: &str,
+    own: Option<&SigningKey>,
 ) -> Result<(), RegisterError> {
-    Secret::parse(&reg.secret).map_err(|e| RegisterError::Answer(e.to_string()))?;
+    let keys = answered_keys(
+        reg.signature_scheme,
+        &reg.key_id,
+        reg.secret.as_deref(),
+        (reg.broker_key_id.as_ref(), reg.broker_public_key.as_deref()),
+        own,
+    )?;
     let scope = match reg.secret_scope {
         SecretScope::Service => "service",
         SecretScope::User => "user",
@@ -177,7 +230,9 @@ pub async fn store_registration(
         scope,
         now_ms()
     )?;
-    insert_key(&mut tx, reg.key_id.as_str(), &reg.secret).await?;
+    for (key_id, text) in &keys {
+        insert_key(&mut tx, key_id.as_str(), text).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -196,7 +251,8 @@ async fn insert_key(tx: &mut Tx, key_id: &str, secret: &str) -> Result<(), sqlx:
 
 /// Rotates the secret at the broker and keeps the old key until the end of its grace
 /// period: incoming messages verify against both, outgoing ones are signed with both, and
-/// link tokens use the new one.
+/// link tokens use the new one. `scheme` is the scheme of the new keys (default: the current
+/// one), so a rotation can also move between `hmac-sha256` and `ed25519`.
 ///
 /// # Errors
 /// [`RegisterError`].
@@ -205,6 +261,7 @@ pub async fn rotate(
     http: &Client,
     api_key: &str,
     grace_secs: Option<u64>,
+    scheme: Option<Scheme>,
 ) -> Result<SecretRotated, RegisterError> {
     let reg = registration(db)
         .await?
@@ -212,33 +269,60 @@ pub async fn rotate(
     let provider = reg
         .provider()
         .map_err(|e| RegisterError::Answer(e.to_string()))?;
+    let scheme = match scheme {
+        Some(s) => s,
+        None => load_keyring(db)
+            .await?
+            .primary(diax_sdk::clock::unix_now())
+            .map_or(Scheme::V1, |k| k.material.scheme()),
+    };
+    let own = (scheme == Scheme::V1a).then(SigningKey::generate);
     let broker = BrokerClient::new(http.clone(), &reg.broker_url)?;
-    let rotated = broker
-        .rotate_secret(api_key, &provider, &RotateSecret { grace_secs })
-        .await?;
-    store_rotation(db, &rotated).await?;
+    let request = RotateSecret {
+        grace_secs,
+        public_key: own.as_ref().map(|k| k.public_key().to_string()),
+    };
+    let rotated = broker.rotate_secret(api_key, &provider, &request).await?;
+    store_rotation(db, &rotated, own.as_ref()).await?;
     Ok(rotated)
 }
 
-/// Stores the result of a rotation.
+/// Stores the result of a rotation: every key without an end (ours and, with `ed25519`, the
+/// broker's) now ends with the grace period, and the new keys are added. `own` is the secret
+/// key whose public half an `ed25519` rotation sent.
 ///
 /// # Errors
-/// Database errors, [`RegisterError::Answer`] for a malformed secret.
-pub async fn store_rotation(db: &Db, rotated: &SecretRotated) -> Result<(), RegisterError> {
-    Secret::parse(&rotated.secret).map_err(|e| RegisterError::Answer(e.to_string()))?;
+/// Database errors, [`RegisterError::Answer`] for a malformed or missing key.
+pub async fn store_rotation(
+    db: &Db,
+    rotated: &SecretRotated,
+    own: Option<&SigningKey>,
+) -> Result<(), RegisterError> {
+    let keys = answered_keys(
+        rotated.signature_scheme,
+        &rotated.key_id,
+        rotated.secret.as_deref(),
+        (
+            rotated.broker_key_id.as_ref(),
+            rotated.broker_public_key.as_deref(),
+        ),
+        own,
+    )?;
     let mut tx = db.begin().await?;
     exec!(
         &mut tx,
-        "UPDATE provider_keys SET not_after = $1 WHERE key_id = $2",
+        "UPDATE provider_keys SET not_after = $1 WHERE key_id = $2 OR not_after IS NULL",
         rotated.previous_valid_until,
         rotated.previous_key_id.as_str()
     )?;
-    exec!(
-        &mut tx,
-        "DELETE FROM provider_keys WHERE key_id = $1",
-        rotated.key_id.as_str()
-    )?;
-    insert_key(&mut tx, rotated.key_id.as_str(), &rotated.secret).await?;
+    for (key_id, text) in &keys {
+        exec!(
+            &mut tx,
+            "DELETE FROM provider_keys WHERE key_id = $1",
+            key_id.as_str()
+        )?;
+        insert_key(&mut tx, key_id.as_str(), text).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -273,8 +357,11 @@ pub async fn load_keyring(db: &Db) -> Result<Keyring, sqlx::Error> {
     tx.commit().await?;
     let mut ring = Keyring::new();
     for row in rows {
-        match (KeyId::parse(row.key_id.clone()), Secret::parse(&row.secret)) {
-            (Ok(id), Ok(secret)) => ring.insert(id, secret, row.not_after),
+        match (
+            KeyId::parse(row.key_id.clone()),
+            KeyMaterial::parse(&row.secret),
+        ) {
+            (Ok(id), Ok(key)) => ring.insert(id, key, row.not_after),
             _ => tracing::error!(key_id = %row.key_id, "stored key is invalid; skipped"),
         }
     }

@@ -109,12 +109,12 @@ impl App {
     pub fn spawn(self) -> ServiceHandle {
         let service = self.service;
         let (stop, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(diax_sdk::server::serve(
+        let server = tokio::spawn(diax_sdk::server::serve_within(
             self.listener,
             http::router(service.clone()),
             self.tls,
             stopped(stop_rx.clone()),
-            DRAIN,
+            service.config().server_limits(DRAIN),
         ));
         let mut background = Vec::new();
         for i in 0..service.config().workers {

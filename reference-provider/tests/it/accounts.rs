@@ -211,8 +211,8 @@ async fn bad_input_everywhere(backend: Backend) {
         ),
         (
             c.get(format!("{base}/diax/jobs/pjob_missing")),
-            404,
-            ProblemType::NotFound,
+            401,
+            ProblemType::Unauthorized,
         ),
     ];
     for (i, (req, status, kind)) in cases.drain(..).enumerate() {
@@ -240,7 +240,7 @@ async fn secret_rotation(backend: Backend) {
     let reg = register(&provider, &broker).await;
     let old_ring = broker.keyring();
     let svc = provider.service();
-    let rotated = fixmyprint::service::rotate(svc.db(), svc.http(), "usr_key", Some(3600))
+    let rotated = fixmyprint::service::rotate(svc.db(), svc.http(), "usr_key", Some(3600), None)
         .await
         .expect("rotate");
     assert_eq!(rotated.previous_key_id, reg.key_id);

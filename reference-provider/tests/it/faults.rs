@@ -365,12 +365,10 @@ async fn an_input_that_never_comes_expires(backend: Backend) {
     assert_eq!(row.state, queue::JobPhase::Failed);
     let (status, job) = get_json(
         &format!("{}/diax/jobs/{waiting_pjob}", provider.base_url()),
-        None,
+        Some(&account.api_key),
     )
     .await;
-    if status == 200 {
-        assert_eq!(job["state"], "failed");
-    }
+    assert_eq!((status, &job["state"]), (200, &Value::from("failed")));
     drain_outbox(&provider).await;
     let events = broker.events_for(&waiting.job_id);
     let JobEventKind::Failed { problem, .. } = &events.last().unwrap().kind else {
@@ -422,5 +420,50 @@ async fn the_top_up_is_off_unless_the_development_flag_is_set() {
     );
     let (balance, held, kinds) = account_view(&provider, &account.api_key).await;
     assert_eq!((balance, held, kinds.len()), (0, 0, 0));
+    provider.shutdown().await;
+}
+
+/// Sends half a request head and nothing more; returns once the server closed the
+/// connection, or panics after 20 s, far beyond the deadline under test.
+async fn slowloris(addr: std::net::SocketAddr) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut buf = [0_u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a client that never finished its head was not cut"
+    );
+}
+
+/// Slow clients holding every connection slot are cut after the head deadline; ordinary
+/// requests are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_and_others_are_served() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = test_config(&db, db.dir());
+    config.header_read_timeout = Duration::from_millis(300);
+    config.max_connections = 2;
+    let provider = start_provider(config).await;
+    let addr = provider.local_addr();
+    let slow = [tokio::spawn(slowloris(addr)), tokio::spawn(slowloris(addr))];
+    for _ in 0..2 {
+        let (status, body) = get_json(&format!("{}/healthz", provider.base_url()), None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for s in slow {
+        s.await.unwrap();
+    }
     provider.shutdown().await;
 }

@@ -201,8 +201,15 @@ async fn full_story(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status(), 403);
 
-    // Status, money.
-    let (code, status) = get_json(&status_url, None).await;
+    // Status (its owner only), money.
+    let (code, body) = get_json(&status_url, None).await;
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(body["type"], ProblemType::Unauthorized.uri());
+    let stranger = create_account(&provider, "Stranger").await;
+    let (code, body) = get_json(&status_url, Some(&stranger.api_key)).await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["type"], ProblemType::NotFound.uri());
+    let (code, status) = get_json(&status_url, Some(&account.api_key)).await;
     assert_eq!(code, 200);
     let status: JobStatus = serde_json::from_value(status).unwrap();
     assert_eq!(
@@ -314,7 +321,7 @@ async fn non_stl_fails_and_releases(backend: Backend) {
     );
     let (_, status) = get_json(
         &format!("{}/diax/jobs/{}", provider.base_url(), job.provider_job_id),
-        None,
+        Some(&account.api_key),
     )
     .await;
     assert_eq!(status["state"], "failed");
@@ -546,7 +553,7 @@ async fn bad_signed_input(backend: Backend) {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["type"], ProblemType::UnsupportedOperation.uri());
     // Unknown status id.
-    let (status, body) = get_json(&format!("{url}/pjob_nope"), None).await;
+    let (status, body) = get_json(&format!("{url}/pjob_nope"), Some(&account.api_key)).await;
     assert_eq!(
         (status, body["type"].as_str()),
         (404, Some(ProblemType::NotFound.uri().as_str()))

@@ -266,9 +266,12 @@ async fn broker_register(State(st): State<Arc<BrokerState>>, headers: HeaderMap)
             provider_id,
             broker_id: BROKER_ID.into(),
             key_id,
-            secret: secret.expose(),
+            secret: Some(secret.expose()),
             secret_scope: SecretScope::Service,
             bound_user_id: None,
+            signature_scheme: Default::default(),
+            broker_key_id: None,
+            broker_public_key: None,
         }),
     )
         .into_response()
@@ -290,9 +293,12 @@ async fn broker_rotate(
     axum::Json(SecretRotated {
         provider_id: ProviderId::parse(provider).unwrap(),
         key_id,
-        secret: secret.expose(),
+        secret: Some(secret.expose()),
         previous_key_id: previous,
         previous_valid_until: until,
+        signature_scheme: Default::default(),
+        broker_key_id: None,
+        broker_public_key: None,
     })
     .into_response()
 }
@@ -458,6 +464,7 @@ pub async fn register(provider: &ServiceHandle, broker: &FakeBroker) -> Provider
             public_url: provider.base_url().to_owned(),
             secret_scope: SecretScope::Service,
             description: None,
+            signature_scheme: Default::default(),
         },
     )
     .await

@@ -1,13 +1,16 @@
 //! `diax`: a debugging command for Standard Webhooks signatures and diax link tokens.
 //!
 //! ```text
-//! The secret comes from `--secret-file F` (`-`: standard input), `DIAX_SECRET`, or `--secret S`.
+//! The key comes from `--secret-file F` (`-`: standard input), `DIAX_SECRET`, or `--secret S`.
+//! It is a shared `whsec_` secret (v1, HS256), an ed25519 `whsk_` secret key (signs v1a and
+//! EdDSA tokens; verifies with its own public half) or a `whpk_` public key (verifies only).
 //!
 //! diax sign   --secret S --id I --timestamp T [--body-file F]
 //! diax verify --secret S --id I --timestamp T --signature SIG [--body-file F] [--now N] [--tolerance SECS]
 //! diax token issue  --secret S --kid K --iss I --sub S --aud A --ttl SECS
 //! diax token verify --secret S --kid K --iss I --aud A [--now N] TOKEN
-//! diax secret new
+//! diax secret new [--ed25519]
+//! diax secret public --secret S
 //! ```
 //!
 //! The body is read from `--body-file`, or from standard input when no file is given.
@@ -22,8 +25,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use diax_sdk::clock::unix_now;
 use diax_sdk::token::{LinkTokenIssuer, LinkTokenValidator};
-use diax_sdk::webhook::{DEFAULT_TOLERANCE_SECS, RawHeaders, sign};
-use diax_sdk::{AccountId, KeyId, Keyring, MessageId, ProviderId, Secret};
+use diax_sdk::webhook::{DEFAULT_TOLERANCE_SECS, RawHeaders, sign, sign_v1a};
+use diax_sdk::{AccountId, KeyId, KeyMaterial, Keyring, MessageId, ProviderId, Secret, SigningKey};
 
 /// A command-line value that must not show in `Debug` output (a secret, a token).
 #[derive(Clone)]
@@ -42,21 +45,42 @@ impl std::fmt::Debug for Hidden {
     }
 }
 
-/// Where the shared secret comes from: `--secret-file` (a file, or `-` for standard input),
-/// the `DIAX_SECRET` environment variable, or `--secret` (visible to other users of the
-/// machine in the process list: prefer the others).
+/// Where the key comes from: `--secret-file` (a file, or `-` for standard input), the
+/// `DIAX_SECRET` environment variable, or `--secret` (visible to other users of the machine in
+/// the process list: prefer the others).
 #[derive(Debug, clap::Args)]
 struct SecretArg {
-    /// The shared secret, `whsec_<base64>` (prefer --secret-file or DIAX_SECRET).
+    /// The key: a shared `whsec_` secret, an ed25519 `whsk_` secret key or `whpk_` public key
+    /// (prefer --secret-file or DIAX_SECRET).
     #[arg(long, env = "DIAX_SECRET", hide_env_values = true)]
     secret: Option<Hidden>,
-    /// File holding the shared secret (`-`: standard input); surrounding whitespace is ignored.
+    /// File holding the key (`-`: standard input); surrounding whitespace is ignored.
     #[arg(long, conflicts_with = "secret")]
     secret_file: Option<PathBuf>,
 }
 
+/// A key that signs: a `whsec_` secret or a `whsk_` secret key.
+fn signing(key: KeyMaterial, what: &str) -> Result<KeyMaterial, Failure> {
+    if key.can_sign() {
+        Ok(key)
+    } else {
+        Err(Failure::Input(format!(
+            "{what}: a whpk_ public key cannot sign; give the whsk_ secret key"
+        )))
+    }
+}
+
+/// A key that verifies: a `whsec_` secret, a `whpk_` public key, or the public half of a
+/// `whsk_` secret key.
+fn verifying(key: KeyMaterial) -> KeyMaterial {
+    match key {
+        KeyMaterial::Ed25519(own) => KeyMaterial::Ed25519Public(own.public_key()),
+        other => other,
+    }
+}
+
 impl SecretArg {
-    fn resolve(&self, body_from_stdin: bool) -> Result<Secret, Failure> {
+    fn resolve(&self, body_from_stdin: bool) -> Result<KeyMaterial, Failure> {
         let label = if self.secret_file.is_some() {
             "--secret-file"
         } else {
@@ -85,7 +109,7 @@ impl SecretArg {
                 ));
             }
         };
-        Secret::parse(text.trim()).map_err(input(label))
+        KeyMaterial::parse(text.trim()).map_err(input(label))
     }
 }
 
@@ -123,7 +147,7 @@ enum Command {
         /// The `webhook-timestamp`, Unix seconds.
         #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(0..))]
         timestamp: i64,
-        /// The `webhook-signature` header as received (space-separated `v1,…` entries).
+        /// The `webhook-signature` header as received (space-separated `v1,…`/`v1a,…` entries).
         #[arg(long)]
         signature: String,
         /// File holding the body (default: standard input).
@@ -136,12 +160,12 @@ enum Command {
         #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_TOLERANCE_SECS)]
         tolerance: u64,
     },
-    /// Link tokens (HS256 JWTs).
+    /// Link tokens (HS256 or EdDSA JWTs).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Shared secrets.
+    /// Shared secrets and ed25519 keys.
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
@@ -196,8 +220,18 @@ enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 enum SecretCommand {
-    /// Print a new random `whsec_` secret.
-    New,
+    /// Print a new random `whsec_` secret, or with `--ed25519` a new `whsk_` secret key and,
+    /// on a second line, its `whpk_` public key.
+    New {
+        /// Make an ed25519 key pair (Standard Webhooks v1a) instead of a shared secret.
+        #[arg(long)]
+        ed25519: bool,
+    },
+    /// Print the `whpk_` public key of a `whsk_` secret key.
+    Public {
+        #[command(flatten)]
+        secret: SecretArg,
+    },
 }
 
 /// What went wrong, and which exit status says so.
@@ -235,10 +269,25 @@ fn run(cli: Cli) -> Result<String, Failure> {
             timestamp,
             body_file,
         } => {
-            let secret = secret.resolve(body_file.as_ref().is_none_or(|p| p.as_os_str() == "-"))?;
+            let key = secret.resolve(body_file.as_ref().is_none_or(|p| p.as_os_str() == "-"))?;
             let id = MessageId::parse(id).map_err(input("--id"))?;
-            let body = read_body(body_file.as_ref())?;
-            Ok(sign(&secret, id.as_str(), timestamp, &body))
+            match signing(key, "sign")? {
+                KeyMaterial::Ed25519(own) => Ok(sign_v1a(
+                    &own,
+                    id.as_str(),
+                    timestamp,
+                    &read_body(body_file.as_ref())?,
+                )),
+                KeyMaterial::Hmac(secret) => Ok(sign(
+                    &secret,
+                    id.as_str(),
+                    timestamp,
+                    &read_body(body_file.as_ref())?,
+                )),
+                KeyMaterial::Ed25519Public(_) => Err(Failure::Input(
+                    "sign: a whpk_ public key cannot sign; give the whsk_ secret key".into(),
+                )),
+            }
         }
         Command::Verify {
             secret,
@@ -249,9 +298,12 @@ fn run(cli: Cli) -> Result<String, Failure> {
             now,
             tolerance,
         } => {
-            let secret = secret.resolve(body_file.as_ref().is_none_or(|p| p.as_os_str() == "-"))?;
+            let key = secret.resolve(body_file.as_ref().is_none_or(|p| p.as_os_str() == "-"))?;
             let body = read_body(body_file.as_ref())?;
-            let ring = Keyring::single(KeyId::parse("key_cli").map_err(input("key id"))?, secret);
+            let ring = Keyring::single(
+                KeyId::parse("key_cli").map_err(input("key id"))?,
+                verifying(key),
+            );
             let ts = timestamp.to_string();
             let headers = RawHeaders::new(&id, &ts, &signature);
             ring.verify_at(&headers, &body, now.unwrap_or_else(unix_now), tolerance)
@@ -270,14 +322,14 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     now,
                 },
         } => {
-            let secret = secret.resolve(false)?;
+            let key = signing(secret.resolve(false)?, "token issue")?;
             let kid = KeyId::parse(kid).map_err(input("--kid"))?;
             let iss = ProviderId::parse(iss).map_err(input("--iss"))?;
             let sub = AccountId::parse(sub).map_err(input("--sub"))?;
             if aud.is_empty() {
                 return Err(Failure::Input("--aud: must not be empty".into()));
             }
-            let issued = LinkTokenIssuer::new(iss, aud, kid, secret)
+            let issued = LinkTokenIssuer::new(iss, aud, kid, key)
                 .with_ttl(ttl)
                 .issue_at(&sub, now.unwrap_or_else(unix_now))
                 .map_err(input("--ttl"))?;
@@ -294,18 +346,33 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     token,
                 },
         } => {
-            let secret = secret.resolve(false)?;
+            let key = verifying(secret.resolve(false)?);
             let kid = KeyId::parse(kid).map_err(input("--kid"))?;
             let iss = ProviderId::parse(iss).map_err(input("--iss"))?;
-            let ring = Keyring::single(kid, secret);
+            let ring = Keyring::single(kid, key);
             let claims = LinkTokenValidator::new(iss, aud)
                 .validate_at(token.0.trim(), &ring, now.unwrap_or_else(unix_now))
                 .map_err(|e| Failure::Invalid(e.to_string()))?;
             serde_json::to_string(&claims).map_err(|e| Failure::Invalid(e.to_string()))
         }
         Command::Secret {
-            command: SecretCommand::New,
+            command: SecretCommand::New { ed25519: false },
         } => Ok(Secret::generate().expose()),
+        Command::Secret {
+            command: SecretCommand::New { ed25519: true },
+        } => {
+            let key = SigningKey::generate();
+            Ok(format!("{}\n{}", key.expose(), key.public_key()))
+        }
+        Command::Secret {
+            command: SecretCommand::Public { secret },
+        } => match secret.resolve(false)? {
+            KeyMaterial::Ed25519(own) => Ok(own.public_key().to_string()),
+            KeyMaterial::Ed25519Public(public) => Ok(public.to_string()),
+            KeyMaterial::Hmac(_) => Err(Failure::Input(
+                "secret public: a whsec_ secret is shared and has no public key".into(),
+            )),
+        },
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::Parser;
+use diax_sdk::Scheme;
 use e2e::stack::{Stack, StackOptions};
 use e2e::story::{self, Narrator};
 use fixmyprint::heal::{self, RepairOptions, generate};
@@ -25,6 +26,23 @@ struct Args {
     /// Seed of the model generator.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// How broker and FixMyPrint sign: `hmac-sha256` (a shared secret) or `ed25519`
+    /// (Standard Webhooks v1a: each keeps its own secret key, no secret is shared).
+    #[arg(long, default_value = "hmac-sha256", value_parser = parse_scheme)]
+    signature_scheme: Scheme,
+}
+
+fn parse_scheme(s: &str) -> Result<Scheme, String> {
+    s.parse::<Scheme>()
+        .map_err(|e| e.to_string())
+        .and_then(|scheme| {
+            // Only the registration names: v1/v1a are header versions, not what the flag takes.
+            if s == scheme.name() {
+                Ok(scheme)
+            } else {
+                Err("expected hmac-sha256 or ed25519".into())
+            }
+        })
 }
 
 struct Printer {
@@ -106,7 +124,14 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         stack.provider.base_url(),
         stack.dir().display()
     ));
-    let outcome = story::play(&stack, "gareth.stl", original, &printer).await;
+    let outcome = story::play(
+        &stack,
+        "gareth.stl",
+        original,
+        args.signature_scheme,
+        &printer,
+    )
+    .await;
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {

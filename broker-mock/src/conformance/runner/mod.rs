@@ -19,7 +19,10 @@ use diax_sdk::client::{self, Client, ClientConfig};
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::{ErrorChain, random_token, sha256_hex};
 use diax_sdk::wire::JobAccepted;
-use diax_sdk::{AccountId, JobId, KeyId, Keyring, ModelId, ProviderId, Secret, UserId};
+use diax_sdk::{
+    AccountId, JobId, KeyId, KeyMaterial, Keyring, ModelId, ProviderId, PublicKey, Secret,
+    SigningKey, UserId,
+};
 
 use super::endpoint::{Endpoint, EndpointSetup};
 use super::model::test_model;
@@ -48,13 +51,52 @@ struct Runner {
     leaks: std::sync::Mutex<Vec<String>>,
 }
 
+impl Runner {
+    /// A key of the run's scheme that the provider does not trust.
+    fn stranger_key(&self) -> KeyMaterial {
+        match self.keyring.primary(unix_now()).map(|k| &k.material) {
+            Some(KeyMaterial::Ed25519(_)) => SigningKey::generate().into(),
+            _ => Secret::generate().into(),
+        }
+    }
+}
+
 fn parse_config(
     cfg: &ConformanceConfig,
 ) -> Result<(Keyring, ProviderId, Client), ConformanceError> {
     let bad =
         |what: &str, e: &dyn std::fmt::Display| ConformanceError::Config(format!("{what}: {e}"));
-    let secret = Secret::parse(&cfg.secret).map_err(|e| bad("secret", &e))?;
+    let key = KeyMaterial::parse(&cfg.secret).map_err(|e| bad("secret", &e))?;
     let key_id = KeyId::parse(cfg.key_id.clone()).map_err(|e| bad("key id", &e))?;
+    let mut keyring = Keyring::new();
+    match (&key, &cfg.provider_public_key) {
+        (KeyMaterial::Hmac(_), None) => {}
+        (KeyMaterial::Ed25519(_), Some(public)) => {
+            let public = PublicKey::parse(public).map_err(|e| bad("provider public key", &e))?;
+            let provider_key =
+                KeyId::parse("key_conformance_provider").map_err(|e| bad("provider key id", &e))?;
+            keyring.insert(provider_key, public, None);
+        }
+        (KeyMaterial::Hmac(_), Some(_)) => {
+            return Err(ConformanceError::Config(
+                "provider public key: only with ed25519, where the secret is the broker's whsk_ key"
+                    .into(),
+            ));
+        }
+        (KeyMaterial::Ed25519(_), None) => {
+            return Err(ConformanceError::Config(
+                "provider public key: an ed25519 run (a whsk_ broker key) needs the provider's whpk_ key to check its events"
+                    .into(),
+            ));
+        }
+        (KeyMaterial::Ed25519Public(_), _) => {
+            return Err(ConformanceError::Config(
+                "secret: a whpk_ public key cannot sign; give the whsec_ secret or the broker's whsk_ key"
+                    .into(),
+            ));
+        }
+    }
+    keyring.insert(key_id, key, None);
     let provider_id =
         ProviderId::parse(cfg.provider_id.clone()).map_err(|e| bad("provider id", &e))?;
     for (what, acc) in [
@@ -86,7 +128,7 @@ fn parse_config(
         user_agent: concat!("broker-mock-conformance/", env!("CARGO_PKG_VERSION")).to_owned(),
     })
     .map_err(|e| ConformanceError::Client(e.to_string()))?;
-    Ok((Keyring::single(key_id, secret), provider_id, http))
+    Ok((keyring, provider_id, http))
 }
 
 pub(crate) async fn run(cfg: ConformanceConfig) -> Result<Report, ConformanceError> {
@@ -103,7 +145,10 @@ pub(crate) async fn run(cfg: ConformanceConfig) -> Result<Report, ConformanceErr
     let credential = format!("Bearer {}", random_token("tc_", 32));
     let secret_texts: Vec<String> = [
         Some(cfg.secret.clone()),
-        cfg.secret.strip_prefix("whsec_").map(str::to_owned),
+        cfg.secret
+            .strip_prefix("whsec_")
+            .or_else(|| cfg.secret.strip_prefix("whsk_"))
+            .map(str::to_owned),
     ]
     .into_iter()
     .flatten()

@@ -6,7 +6,7 @@ use std::time::Instant;
 use diax_sdk::clock::unix_now;
 use diax_sdk::webhook::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use diax_sdk::wire::BrokerMessage;
-use diax_sdk::{JobId, KeyId, Keyring, MessageId, ProblemType, Secret};
+use diax_sdk::{JobId, KeyId, Keyring, MessageId, ProblemType};
 
 use super::exchange::{
     SigHeaders, expect_problem, expect_refused_4xx, expect_verified, one_line, sign,
@@ -35,9 +35,11 @@ impl Runner {
         let body = Self::body(&BrokerMessage::Offer(
             self.offer(&JobId::generate(), self.account()),
         ));
+        // A key of the run's scheme that the provider does not trust: another shared
+        // secret, or with ed25519 another key pair than the broker's.
         let wrong = Keyring::single(
             KeyId::parse("key_conformance_wrong").unwrap_or_else(|_| KeyId::generate()),
-            Secret::generate(),
+            self.stranger_key(),
         );
         let answer = self
             .send(
@@ -113,7 +115,7 @@ impl Runner {
             let ring = Keyring::single(
                 KeyId::parse(format!("key_conformance_other{n}"))
                     .unwrap_or_else(|_| KeyId::generate()),
-                Secret::generate(),
+                self.stranger_key(),
             );
             sign(&ring, &id, now, &body).signature.unwrap_or_default()
         };
@@ -121,7 +123,7 @@ impl Runner {
         let entries = format!(
             "{} v2,{} {} {}",
             other(1),
-            other(2).trim_start_matches("v1,"),
+            other(2).split_once(',').map_or("", |(_, sig)| sig),
             other(3),
             valid.signature.clone().unwrap_or_default()
         );

@@ -10,6 +10,7 @@ use diax_sdk::axum_ext::Signed;
 use diax_sdk::wire::{BrokerMessage, InputAccepted, JobAccepted, JobStatus};
 use diax_sdk::{Delivery, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProviderJobId};
 
+use super::Authenticated;
 use crate::service::error::{ApiError, ApiResult};
 use crate::service::{Service, intake, queue};
 
@@ -187,23 +188,31 @@ fn rebuild(saved: &crate::service::db::SavedResponse) -> Response {
 }
 
 /// A job's status (the `status_url`)
+///
+/// Readable by the job's owner only: the provider account the offer named, with its API
+/// key. Another account gets `404` (as for a job that does not exist), so a status URL
+/// seen elsewhere (in a log, say) is of no use without the owner's key.
 #[utoipa::path(
     get,
     path = "/diax/jobs/{provider_job_id}",
     operation_id = "get_job_status",
     tag = "broker",
+    security(("api_key" = [])),
     params(("provider_job_id" = ProviderJobId, Path, description = "The provider's job id")),
     responses(
         (status = 200, description = "The job's state, progress and problem", body = JobStatus),
-        (status = 404, description = "`not-found`: no such job", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no or an unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such job of this account", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn status(
     State(service): State<Service>,
+    Authenticated(account): Authenticated,
     Path(provider_job_id): Path<String>,
 ) -> ApiResult<Json<JobStatus>> {
     let job = queue::get(service.db(), &provider_job_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {provider_job_id}")))?;
+        .filter(|job| job.account_id == account.account_id.as_str())
+        .ok_or_else(|| ApiError::NotFound(format!("no job {provider_job_id} of this account")))?;
     Ok(Json(job.status()))
 }

@@ -90,9 +90,12 @@ async fn register(axum::extract::State(b): axum::extract::State<Broker>) -> Resp
             provider_id,
             broker_id: BROKER_ID.into(),
             key_id,
-            secret: secret.expose(),
+            secret: Some(secret.expose()),
             secret_scope: SecretScope::Service,
             bound_user_id: None,
+            signature_scheme: Default::default(),
+            broker_key_id: None,
+            broker_public_key: None,
         }),
     )
         .into_response()

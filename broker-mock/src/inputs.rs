@@ -88,6 +88,17 @@ enum Outcome {
     Refused(String),
 }
 
+/// Whether an attempt's result shows the destination up, for its circuit breaker. Any
+/// answer but a server failure does: a provider answering `503` or `429` (busy, not taking
+/// work now) or `408` is reachable, and its input is retried with backoff, not counted
+/// towards opening the circuit. Transport failures and other `5xx` count.
+fn destination_up(sent: &Result<Answer, String>) -> bool {
+    match sent {
+        Ok(a) => !(500..=599).contains(&a.status) || a.status == 503,
+        Err(_) => false,
+    }
+}
+
 fn classify(outcome: Result<Answer, String>) -> Outcome {
     let answer = match outcome {
         Ok(a) => a,
@@ -200,9 +211,9 @@ pub(crate) async fn attempt_claimed(
     )
     .await;
     let now = state.clock.now();
+    let up = destination_up(&sent);
     let outcome = classify(sent);
-    // An answer that is not worth retrying means the destination is up.
-    slot.done(!matches!(outcome, Outcome::Retry(_)), state.clock.now_ms());
+    slot.done(up, state.clock.now_ms());
     let (why, verdict) = match outcome {
         Outcome::Delivered(note) => {
             jobs::input_delivered(&state.db, &job.id, number, note.as_deref(), now).await?;
@@ -288,4 +299,31 @@ async fn give_up(
         notify_job(state, &updated, "job.failed").await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod breaker_tests {
+    use super::*;
+
+    fn answer(status: u16) -> Result<Answer, String> {
+        Ok(Answer {
+            status,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+        })
+    }
+
+    #[test]
+    fn busy_answers_are_back_off_not_breaker_failures() {
+        for status in [200, 202, 408, 409, 422, 429, 503] {
+            assert!(destination_up(&answer(status)), "{status}");
+        }
+        for status in [500, 502, 504] {
+            assert!(!destination_up(&answer(status)), "{status}");
+        }
+        assert!(!destination_up(&Err("connection refused".into())));
+        // 503 and 429 are still retried.
+        assert!(matches!(classify(answer(503)), Outcome::Retry(_)));
+        assert!(matches!(classify(answer(429)), Outcome::Retry(_)));
+    }
 }

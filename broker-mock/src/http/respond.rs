@@ -45,14 +45,22 @@ pub(crate) fn problem_response(problem: &Problem) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let internal = matches!(self, Self::Db(_) | Self::Internal(_));
-        if internal {
-            tracing::error!(error = %self, "request failed unexpectedly");
+        if !matches!(self, Self::Db(_) | Self::Internal(_)) {
+            return problem_response(&self.problem());
         }
-        let mut resp = problem_response(&self.problem());
-        if internal && let Some(note) = resp.extensions_mut().get_mut::<Note>() {
-            // The log is for developers on this machine: give them the real cause.
-            note.reason = Some(self.to_string());
+        // The cause goes to the server's log only, under an id; the message log (public:
+        // anyone can read it) and the answer carry the generic problem and that id.
+        let error_id = diax_sdk::util::random_token("err_", 16);
+        tracing::error!(error = %self, error_id = %error_id, "request failed unexpectedly");
+        let problem = self
+            .problem()
+            .with_instance(format!("urn:diax:error:{error_id}"));
+        let mut resp = problem_response(&problem);
+        if let Some(note) = resp.extensions_mut().get_mut::<Note>() {
+            note.reason = Some(format!(
+                "{} (error {error_id}; the cause is in the server's log)",
+                problem.title
+            ));
         }
         resp
     }
@@ -66,4 +74,29 @@ pub(crate) async fn no_route(req: Request) -> ApiError {
 /// The answer for a method a route does not serve.
 pub(crate) async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::MethodNotAllowed(req.method().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_cause_stays_out_of_the_message_log_and_the_answer() {
+        for error in [
+            ApiError::Internal("secret path /etc/broker.key".into()),
+            ApiError::Db(sqlx::Error::Protocol("secret path /etc/broker.key".into())),
+        ] {
+            let resp = error.into_response();
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let reason = resp
+                .extensions()
+                .get::<Note>()
+                .unwrap()
+                .reason
+                .clone()
+                .unwrap();
+            assert!(!reason.contains("secret"), "{reason}");
+            assert!(reason.contains("err_"), "{reason}");
+        }
+    }
 }

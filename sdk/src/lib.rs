@@ -79,6 +79,7 @@ pub mod clock;
 pub mod ed25519;
 pub mod ids;
 pub mod problem;
+mod quote;
 mod redact;
 pub mod replay;
 pub mod secret;

@@ -17,7 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::wire::Quote;
+use crate::quote::Quote;
 
 /// Media type of a problem document.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";

@@ -14,6 +14,7 @@ use crate::ids::{
     AccountId, GroupId, JobId, KeyId, ModelId, NotificationId, ProviderId, ProviderJobId, UserId,
 };
 use crate::problem::Problem;
+pub use crate::quote::Quote;
 use crate::redact::{Redacted, redact_opt, redact_url};
 pub use crate::secret::Scheme;
 
@@ -62,39 +63,6 @@ pub const PENDING_NOTIFICATIONS_HEADER: &str = "diax-pending-notifications";
 
 /// The service kind of a model-healing provider.
 pub const SERVICE_KIND_MODEL_REPAIR: &str = "model-repair";
-
-/// A price: integer minor units of a currency (e.g. cents).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Quote {
-    /// Amount in minor units; never negative.
-    pub amount: i64,
-    /// ISO 4217 currency code.
-    pub currency: String,
-}
-
-impl Quote {
-    /// A quote of `amount` minor units of `currency`.
-    #[must_use]
-    pub fn new(amount: i64, currency: impl Into<String>) -> Self {
-        Self {
-            amount,
-            currency: currency.into(),
-        }
-    }
-}
-
-impl fmt::Display for Quote {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:02} {}",
-            self.amount / 100,
-            (self.amount % 100).abs(),
-            self.currency
-        )
-    }
-}
 
 /// Whether a provider charges for its service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

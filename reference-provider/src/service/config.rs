@@ -101,6 +101,9 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Longest a job's repair may take; a model that needs more fails with `model-invalid`.
     pub heal_budget: Duration,
+    /// How often each instance sweeps (expired results, unfinished writes, jobs whose input
+    /// never came); the first sweep is one interval after start.
+    pub sweep_every: Duration,
     /// An accepted job whose input has not arrived this long after the offer is failed
     /// (`upstream-failed`) and its hold released.
     pub input_timeout: Duration,
@@ -142,6 +145,7 @@ impl Default for Config {
             http_timeout: Duration::from_secs(30),
             heal_budget: Duration::from_secs(30),
             input_timeout: Duration::from_secs(3600),
+            sweep_every: super::janitor::SWEEP_EVERY,
             dev_top_up: false,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
@@ -215,6 +219,7 @@ pub struct FileConfig {
     pub http_timeout_ms: Option<u64>,
     pub heal_budget_ms: Option<u64>,
     pub input_timeout_secs: Option<u64>,
+    pub sweep_every_secs: Option<u64>,
     pub dev_top_up: Option<bool>,
     pub header_read_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
@@ -428,6 +433,9 @@ impl FileConfig {
         }
         if let Some(v) = self.heal_budget_ms {
             c.heal_budget = d(v.max(1));
+        }
+        if let Some(v) = self.sweep_every_secs {
+            c.sweep_every = Duration::from_secs(v.max(1));
         }
         if let Some(v) = self.input_timeout_secs {
             c.input_timeout = Duration::from_secs(v.max(1));

@@ -11,9 +11,9 @@ use diax_sdk::{ProviderJobId, Quote};
 
 use super::Service;
 use super::accounts;
-use super::db::{exec, is_unique_violation, now_ms};
+use super::db::{is_unique_violation, now_ms};
 use super::error::ApiError;
-use super::queue::{self, JobRow};
+use super::queue::{self, JobRow, NewJob};
 use super::registration;
 
 /// Operations this provider runs.
@@ -97,26 +97,26 @@ pub async fn handle_offer(
             account.currency, quote.currency
         )));
     }
-    let inserted = exec!(
+    let model_size = i64::try_from(offer.model.size).unwrap_or(i64::MAX);
+    let inserted = queue::insert(
         &mut tx,
-        "INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
-                           broker_user_id, events_url, operation, model_name, model_size,
-                           model_sha256, quote_amount, currency, state, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'accepted', $13, $13)",
-        provider_job_id.as_str(),
-        offer.job_id.as_str(),
-        message_id,
-        account_id.as_str(),
-        offer.user.broker_user_id.as_str(),
-        &offer.events_url,
-        &offer.operation,
-        &offer.model.name,
-        i64::try_from(offer.model.size).unwrap_or(i64::MAX),
-        &offer.model.sha256,
-        quote.amount,
-        &quote.currency,
-        now
-    );
+        &NewJob {
+            provider_job_id: provider_job_id.as_str(),
+            broker_job_id: offer.job_id.as_str(),
+            offer_message_id: message_id,
+            account_id: account_id.as_str(),
+            broker_user_id: offer.user.broker_user_id.as_str(),
+            events_url: &offer.events_url,
+            operation: &offer.operation,
+            model_name: &offer.model.name,
+            model_size,
+            model_sha256: &offer.model.sha256,
+            quote_amount: quote.amount,
+            currency: &quote.currency,
+            now,
+        },
+    )
+    .await;
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
@@ -175,13 +175,7 @@ pub async fn handle_input(service: &Service, input: &JobInput) -> Result<InputAc
     let state = job.wire_state();
     if !state.is_terminal() && job.input_json.as_deref() != Some(download.as_str()) {
         // New or refreshed credentials (a re-sent input): the next claim uses them.
-        exec!(
-            &mut tx,
-            "UPDATE jobs SET input_json = $1, updated_at = $2 WHERE provider_job_id = $3",
-            &download,
-            now_ms(),
-            job.provider_job_id.as_str()
-        )?;
+        queue::set_input(&mut tx, job.provider_job_id.as_str(), &download).await?;
     }
     tx.commit().await?;
     if state == JobState::Accepted {

@@ -9,10 +9,10 @@ use diax_sdk::wire::JobEventKind;
 use diax_sdk::{Problem, ProblemType, Quote};
 
 use super::Service;
-use super::db::{exec, fetch_all, ms, now_ms};
+use super::db::{exec, fetch_all, ms};
 use super::{accounts, outbox, queue, registration};
 
-/// How often each instance sweeps.
+/// How often each instance sweeps, by default (`sweep_every_secs`).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// An unfinished result write older than this is left over from a crash (a write takes
@@ -127,16 +127,9 @@ pub async fn expire_waiting_jobs(service: &Service, now: i64) -> Result<u64, sql
     let mut failed = 0;
     for w in waiting {
         let mut tx = service.db().begin().await?;
-        let n = exec!(
-            &mut tx,
-            "UPDATE jobs SET state = 'failed', problem_json = $1, updated_at = $2
-             WHERE provider_job_id = $3 AND state = 'accepted' AND input_json IS NULL",
-            &problem_json,
-            now_ms(),
-            &w.provider_job_id
-        )?;
+        let expired = queue::expire_waiting(&mut tx, &w.provider_job_id, &problem_json).await?;
         let job = queue::find(&mut tx, &w.provider_job_id).await?;
-        let (1, Some(job)) = (n, job) else {
+        let (true, Some(job)) = (expired, job) else {
             continue;
         };
         accounts::settle(

@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 
 use super::Service;
 use super::db::{Tx, exec, fetch_optional, ms, now_ms};
-use super::queue::JobRow;
+use super::queue::{self, JobRow};
 
 /// Where an outbox message is: the `outbox.state` column.
 ///
@@ -95,11 +95,6 @@ impl TryFrom<String> for OutboxState {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Seq {
-    next_sequence: i64,
-}
-
 /// A claimed outbox message.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
@@ -160,16 +155,7 @@ pub async fn enqueue(
     provider_id: &ProviderId,
     kind: JobEventKind,
 ) -> Result<MessageId, sqlx::Error> {
-    let seq = fetch_optional!(
-        tx,
-        Seq,
-        "UPDATE jobs SET next_sequence = next_sequence + 1 WHERE provider_job_id = $1
-         RETURNING next_sequence",
-        job.provider_job_id.as_str()
-    )?
-    .ok_or(sqlx::Error::RowNotFound)?
-    .next_sequence
-        - 1;
+    let seq = queue::take_sequence(tx, job.provider_job_id.as_str()).await?;
     let event_type = kind.name();
     let event = JobEvent {
         job_id: job.broker_id(),

@@ -31,14 +31,16 @@ macro_rules! job_cols {
 ///
 /// | from | to | by |
 /// |---|---|---|
-/// | (none) | `accepted` | [`super::intake::handle_offer`] (an offer accepted) |
+/// | (none) | `accepted` | [`insert`] (an offer accepted) |
 /// | `accepted` | `running` | [`claim`] (input present, `not_before` passed) |
+/// | `accepted` | `failed` | [`expire_waiting`] (the input never came) |
 /// | `running` | `running` | [`claim`] (the lease expired: another worker takes over) |
-/// | `running` | `accepted` | [`release`], [`release_instance`] (retry later, shutdown) |
-/// | `running` | `completed` | the worker, once the result is stored |
-/// | `running` | `failed` | the worker, on a final failure |
+/// | `running` | `accepted` | [`release`], [`release_for_retry`], [`release_instance`] (retry later, shutdown) |
+/// | `running` | `completed` | [`finish`] with [`Finish::Completed`] (the result is stored) |
+/// | `running` | `failed` | [`finish`] with [`Finish::Failed`] (a final failure) |
 ///
-/// `completed` and `failed` are final. [`JobPhase::can_become`] is this table.
+/// `completed` and `failed` are final. [`JobPhase::can_become`] is this table, and every
+/// write of `jobs.state` is one of the functions it names, all in this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobPhase {
     /// Offer accepted, hold placed; waiting for its input or a worker.
@@ -88,7 +90,9 @@ impl JobPhase {
         use JobPhase::{Accepted, Completed, Failed, Running};
         matches!(
             (self, next),
-            (Accepted | Running, Running) | (Running, Accepted | Completed | Failed)
+            (Accepted | Running, Running)
+                | (Accepted, Failed)
+                | (Running, Accepted | Completed | Failed)
         )
     }
 
@@ -297,6 +301,188 @@ pub async fn claim(db: &Db, owner: &str, lease: Duration) -> Result<Option<JobRo
     Ok(row)
 }
 
+/// A job to insert `accepted`: what the accepted offer said and what was quoted.
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)]
+pub struct NewJob<'a> {
+    pub provider_job_id: &'a str,
+    pub broker_job_id: &'a str,
+    pub offer_message_id: &'a str,
+    pub account_id: &'a str,
+    pub broker_user_id: &'a str,
+    pub events_url: &'a str,
+    pub operation: &'a str,
+    pub model_name: &'a str,
+    pub model_size: i64,
+    pub model_sha256: &'a str,
+    pub quote_amount: i64,
+    pub currency: &'a str,
+    /// Unix ms.
+    pub now: i64,
+}
+
+/// Inserts an accepted offer's job, `accepted` and waiting for its input (the first row of
+/// the table on [`JobPhase`]). A second offer for the same broker job fails with a unique
+/// violation, which the caller answers with the job that won.
+///
+/// # Errors
+/// Database errors, the unique violation included.
+pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<(), sqlx::Error> {
+    exec!(
+        tx,
+        "INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
+                           broker_user_id, events_url, operation, model_name, model_size,
+                           model_sha256, quote_amount, currency, state, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+        job.provider_job_id,
+        job.broker_job_id,
+        job.offer_message_id,
+        job.account_id,
+        job.broker_user_id,
+        job.events_url,
+        job.operation,
+        job.model_name,
+        job.model_size,
+        job.model_sha256,
+        job.quote_amount,
+        job.currency,
+        JobPhase::Accepted.as_str(),
+        job.now
+    )?;
+    Ok(())
+}
+
+/// Stores a job's (new or refreshed) input download, JSON, unless the job is final.
+///
+/// # Errors
+/// Database errors.
+pub async fn set_input(
+    tx: &mut Tx,
+    provider_job_id: &str,
+    download_json: &str,
+) -> Result<bool, sqlx::Error> {
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET input_json = $1, updated_at = $2
+         WHERE provider_job_id = $3 AND state IN ($4, $5)",
+        download_json,
+        now_ms(),
+        provider_job_id,
+        JobPhase::Accepted.as_str(),
+        JobPhase::Running.as_str()
+    )?;
+    Ok(n == 1)
+}
+
+/// How a worker ends a job it holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Finish<'a> {
+    /// The result is stored: the status summary (the result without its credential), JSON.
+    Completed {
+        /// What `GET status_url` shows of the result.
+        summary_json: &'a str,
+    },
+    /// A final failure: the problem, JSON.
+    Failed {
+        /// The problem the status and `job.failed` carry.
+        problem_json: &'a str,
+    },
+}
+
+/// Moves a job `owner` holds from `running` to `completed` or `failed`, in the caller's
+/// transaction (which also settles the hold and queues the event); `false` when `owner`
+/// lost the lease, and nothing was written.
+///
+/// # Errors
+/// Database errors.
+pub async fn finish(
+    tx: &mut Tx,
+    provider_job_id: &str,
+    owner: &str,
+    finish: Finish<'_>,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let n = match finish {
+        Finish::Completed { summary_json } => {
+            debug_assert!(JobPhase::Running.can_become(JobPhase::Completed));
+            exec!(
+                tx,
+                "UPDATE jobs SET state = $1, progress = 100, result_json = $2,
+                        lease_owner = NULL, lease_until = NULL, updated_at = $3, finished_by = $5
+                 WHERE provider_job_id = $4 AND lease_owner = $5 AND state = $6",
+                JobPhase::Completed.as_str(),
+                summary_json,
+                now,
+                provider_job_id,
+                owner,
+                JobPhase::Running.as_str()
+            )?
+        }
+        Finish::Failed { problem_json } => {
+            debug_assert!(JobPhase::Running.can_become(JobPhase::Failed));
+            exec!(
+                tx,
+                "UPDATE jobs SET state = $1, problem_json = $2, lease_owner = NULL,
+                        lease_until = NULL, updated_at = $3, finished_by = $5
+                 WHERE provider_job_id = $4 AND lease_owner = $5 AND state = $6",
+                JobPhase::Failed.as_str(),
+                problem_json,
+                now,
+                provider_job_id,
+                owner,
+                JobPhase::Running.as_str()
+            )?
+        }
+    };
+    Ok(n == 1)
+}
+
+/// Fails an `accepted` job whose input never came, in the caller's transaction; `false`
+/// when the job is no longer waiting (its input arrived meanwhile, or another instance
+/// expired it first), and nothing was written.
+///
+/// # Errors
+/// Database errors.
+pub async fn expire_waiting(
+    tx: &mut Tx,
+    provider_job_id: &str,
+    problem_json: &str,
+) -> Result<bool, sqlx::Error> {
+    debug_assert!(JobPhase::Accepted.can_become(JobPhase::Failed));
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET state = $1, problem_json = $2, updated_at = $3
+         WHERE provider_job_id = $4 AND state = $5 AND input_json IS NULL",
+        JobPhase::Failed.as_str(),
+        problem_json,
+        now_ms(),
+        provider_job_id,
+        JobPhase::Accepted.as_str()
+    )?;
+    Ok(n == 1)
+}
+
+/// Takes the job's next event sequence number (0, 1, 2, …) in the caller's transaction,
+/// which queues the event that carries it.
+///
+/// # Errors
+/// Database errors; `RowNotFound` for an unknown job.
+pub async fn take_sequence(tx: &mut Tx, provider_job_id: &str) -> Result<i64, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Seq {
+        next_sequence: i64,
+    }
+    let seq = fetch_optional!(
+        tx,
+        Seq,
+        "UPDATE jobs SET next_sequence = next_sequence + 1 WHERE provider_job_id = $1
+         RETURNING next_sequence",
+        provider_job_id
+    )?
+    .ok_or(sqlx::Error::RowNotFound)?;
+    Ok(seq.next_sequence - 1)
+}
+
 /// Extends the lease of a job `owner` still holds; `false` when it lost it.
 ///
 /// # Errors
@@ -429,6 +615,7 @@ mod tests {
     fn job_transitions() {
         let allowed = [
             (Accepted, Running),
+            (Accepted, Failed),
             (Running, Running),
             (Running, Accepted),
             (Running, Completed),

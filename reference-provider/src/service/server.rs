@@ -265,7 +265,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 async fn refresh_keyring(service: Service, mut stop: watch::Receiver<bool>) {
     let every = service.config().keyring_refresh;
-    let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -282,8 +282,8 @@ async fn refresh_keyring(service: Service, mut stop: watch::Receiver<bool>) {
             .purge_expired(diax_sdk::clock::unix_now())
             .await
             .map_err(|e| tracing::warn!(error = %e, "replay purge failed"));
-        if last_sweep.is_none_or(|t| t.elapsed() >= janitor::SWEEP_EVERY) {
-            last_sweep = Some(tokio::time::Instant::now());
+        if last_sweep.elapsed() >= service.config().sweep_every {
+            last_sweep = tokio::time::Instant::now();
             if let Err(e) = janitor::sweep(&service, diax_sdk::clock::unix_now()).await {
                 tracing::warn!(error = %e, "sweep failed");
             }

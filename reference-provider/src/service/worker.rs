@@ -18,9 +18,9 @@ use tracing::Instrument as _;
 
 use super::Service;
 use super::accounts;
-use super::db::{exec, now_ms};
+use super::db::exec;
 use super::outbox;
-use super::queue::{self, JobRow};
+use super::queue::{self, Finish, JobRow};
 use super::registration;
 
 /// What [`try_execute_job`] did.
@@ -369,17 +369,16 @@ async fn fail(
     let id = job.provider_job_id.as_str().to_owned();
     let problem_json = serde_json::to_string(&problem).unwrap_or_default();
     let mut tx = service.db().begin().await?;
-    let n = exec!(
+    let finished = queue::finish(
         &mut tx,
-        "UPDATE jobs SET state = 'failed', problem_json = $1, lease_owner = NULL,
-                lease_until = NULL, updated_at = $2, finished_by = $4
-         WHERE provider_job_id = $3 AND lease_owner = $4 AND state = 'running'",
-        &problem_json,
-        now_ms(),
         &id,
-        owner
-    )?;
-    if n != 1 {
+        owner,
+        Finish::Failed {
+            problem_json: &problem_json,
+        },
+    )
+    .await?;
+    if !finished {
         return Ok(ExecutionOutcome::LostLease {
             provider_job_id: id,
         });
@@ -441,17 +440,16 @@ async fn complete(
     })
     .to_string();
     let mut tx = service.db().begin().await?;
-    let n = exec!(
+    let finished = queue::finish(
         &mut tx,
-        "UPDATE jobs SET state = 'completed', progress = 100, result_json = $1,
-                lease_owner = NULL, lease_until = NULL, updated_at = $2, finished_by = $4
-         WHERE provider_job_id = $3 AND lease_owner = $4 AND state = 'running'",
-        &summary,
-        now_ms(),
         &id,
-        owner
-    )?;
-    if n != 1 {
+        owner,
+        Finish::Completed {
+            summary_json: &summary,
+        },
+    )
+    .await?;
+    if !finished {
         drop(tx);
         let _ = service.storage().delete(&object_key).await;
         return Ok(ExecutionOutcome::LostLease {

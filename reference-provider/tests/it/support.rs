@@ -436,6 +436,8 @@ pub fn test_config(db: &TestDb, data_dir: &std::path::Path) -> Config {
         retry_max_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(5),
         keyring_refresh: Duration::from_millis(100),
+        // Tests sweep explicitly, with the clock they choose; a background sweep would race them.
+        sweep_every: Duration::from_secs(24 * 3600),
         http_timeout: Duration::from_secs(10),
         dev_top_up: true,
         ..Config::default()

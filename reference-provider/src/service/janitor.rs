@@ -134,7 +134,7 @@ pub async fn expire_waiting_jobs(service: &Service, now: i64) -> Result<u64, sql
         };
         accounts::settle(
             &mut tx,
-            &job.account_id,
+            job.account_id.as_str(),
             &w.provider_job_id,
             job.quote_amount,
             false,

@@ -13,7 +13,7 @@ use diax_sdk::client::{RetryPolicy, retry_after};
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::ErrorChain;
 use diax_sdk::wire::{JobEvent, JobEventKind};
-use diax_sdk::{MessageId, ProviderId};
+use diax_sdk::{MessageId, ProviderId, ProviderJobId};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -99,9 +99,11 @@ impl TryFrom<String> for OutboxState {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     /// `webhook-id`.
-    pub message_id: String,
+    #[sqlx(try_from = "String")]
+    pub message_id: MessageId,
     /// The job.
-    pub provider_job_id: String,
+    #[sqlx(try_from = "String")]
+    pub provider_job_id: ProviderJobId,
     /// Per-job sequence.
     pub sequence: i64,
     /// `job.progress`, …
@@ -257,7 +259,7 @@ async fn finish(
         error,
         next_attempt_at,
         now,
-        &row.message_id,
+        row.message_id.as_str(),
         owner,
         OutboxState::Pending.as_str()
     )?;
@@ -302,12 +304,14 @@ async fn deliver(
             )
             .await?;
             return Ok(DeliveryOutcome::Dead {
-                message_id: row.message_id,
+                message_id: row.message_id.to_string(),
                 status: 0,
             });
         }
     };
-    if row.event_type == "job.completed" && result_expired(service, &row.provider_job_id).await? {
+    if row.event_type == "job.completed"
+        && result_expired(service, row.provider_job_id.as_str()).await?
+    {
         let reason = "the result credential expired before the broker acknowledged the event";
         tracing::warn!(reason, "job.completed stopped");
         finish(
@@ -321,7 +325,7 @@ async fn deliver(
         )
         .await?;
         return Ok(DeliveryOutcome::Dead {
-            message_id: row.message_id,
+            message_id: row.message_id.to_string(),
             status: 0,
         });
     }
@@ -352,7 +356,7 @@ async fn deliver(
                 "event delivered"
             );
             DeliveryOutcome::Delivered {
-                message_id: row.message_id,
+                message_id: row.message_id.to_string(),
                 status: resp.status,
             }
         }
@@ -372,7 +376,7 @@ async fn deliver(
             )
             .await?;
             DeliveryOutcome::Dead {
-                message_id: row.message_id,
+                message_id: row.message_id.to_string(),
                 status: resp.status,
             }
         }
@@ -395,7 +399,7 @@ async fn deliver(
             )
             .await?;
             DeliveryOutcome::Retry {
-                message_id: row.message_id,
+                message_id: row.message_id.to_string(),
                 reason,
                 after,
             }
@@ -414,7 +418,7 @@ async fn deliver(
             )
             .await?;
             DeliveryOutcome::Retry {
-                message_id: row.message_id,
+                message_id: row.message_id.to_string(),
                 reason,
                 after,
             }

@@ -12,7 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 use diax_sdk::wire::{JobState, JobStatus};
-use diax_sdk::{JobId, Problem, ProviderJobId};
+use diax_sdk::{AccountId, JobId, Problem, ProviderJobId};
 
 use super::Service;
 use super::db::{Db, Tx, exec, fetch_optional, ms, now_ms};
@@ -134,7 +134,8 @@ pub struct JobRow {
     #[sqlx(try_from = "String")]
     pub broker_job_id: JobId,
     pub offer_message_id: String,
-    pub account_id: String,
+    #[sqlx(try_from = "String")]
+    pub account_id: AccountId,
     pub broker_user_id: String,
     pub events_url: String,
     pub operation: String,

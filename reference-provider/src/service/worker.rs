@@ -383,7 +383,14 @@ async fn fail(
             provider_job_id: id,
         });
     }
-    accounts::settle(&mut tx, &job.account_id, &id, job.quote_amount, false).await?;
+    accounts::settle(
+        &mut tx,
+        job.account_id.as_str(),
+        &id,
+        job.quote_amount,
+        false,
+    )
+    .await?;
     outbox::enqueue(
         &mut tx,
         job,
@@ -465,7 +472,14 @@ async fn complete(
         &object_key,
         expires_at
     )?;
-    accounts::settle(&mut tx, &job.account_id, &id, job.quote_amount, true).await?;
+    accounts::settle(
+        &mut tx,
+        job.account_id.as_str(),
+        &id,
+        job.quote_amount,
+        true,
+    )
+    .await?;
     outbox::enqueue(&mut tx, job, provider, JobEventKind::Completed { result }).await?;
     tx.commit().await?;
     service.wake_outbox();

@@ -212,7 +212,7 @@ async fn status(
 ) -> ApiResult<Json<JobStatus>> {
     let job = queue::get(service.db(), &provider_job_id)
         .await?
-        .filter(|job| job.account_id == account.account_id.as_str())
+        .filter(|job| job.account_id == account.account_id)
         .ok_or_else(|| ApiError::NotFound(format!("no job {provider_job_id} of this account")))?;
     Ok(Json(job.status()))
 }

@@ -146,6 +146,8 @@ async fn run_claimed(
     }
 }
 
+/// Renews the lease while the job runs; returns only when the lease is lost (another worker
+/// took the job over, or shutdown released it), which abandons the attempt.
 async fn heartbeat(service: &Service, provider_job_id: &str, owner: &str) {
     let lease = service.config().job_lease;
     let every = (lease / 3).max(Duration::from_millis(10));
@@ -153,7 +155,16 @@ async fn heartbeat(service: &Service, provider_job_id: &str, owner: &str) {
         tokio::time::sleep(every).await;
         match queue::heartbeat(service.db(), provider_job_id, owner, lease).await {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => {
+                // A beat that finds the job final is not a loss: the attempt's own final
+                // write may just have committed (the beat waited on the row for it), and
+                // the attempt's result says whether that write was its own. Only a job
+                // still open under another owner, or back in the queue, is lost.
+                match queue::get(service.db(), provider_job_id).await {
+                    Ok(Some(job)) if job.state.is_final() => std::future::pending().await,
+                    _ => return,
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
     }

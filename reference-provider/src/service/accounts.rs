@@ -434,8 +434,10 @@ async fn insert_entry(
     .map(|_| ())
 }
 
-/// Moves `amount` from balance to held for a job, inside the caller's transaction.
-/// Returns `false` (and changes nothing) when the balance does not cover it.
+/// Moves `amount` (in `currency`) from balance to held for a job, inside the caller's
+/// transaction. Returns `false` (and changes nothing) when there is no such account, when
+/// it keeps another currency, or when its balance does not cover the amount; the caller
+/// reads the account to tell which.
 ///
 /// # Errors
 /// Database errors.
@@ -444,14 +446,16 @@ pub(crate) async fn hold(
     account_id: &str,
     provider_job_id: &str,
     amount: i64,
+    currency: &str,
 ) -> Result<bool, sqlx::Error> {
     let after = fetch_optional!(
-        tx,
+        &mut *tx,
         Amounts,
         "UPDATE accounts SET balance = balance - $1, held = held + $1
-         WHERE account_id = $2 AND balance >= $1 RETURNING balance, held",
+         WHERE account_id = $2 AND balance >= $1 AND currency = $3 RETURNING balance, held",
         amount,
-        account_id
+        account_id,
+        currency
     )?;
     let Some(after) = after else {
         return Ok(false);

@@ -16,6 +16,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Postgres, Sqlite, Transaction};
 
+use super::group_commit::{CommitError, GroupCommit, Outcome, Work};
+
 /// Current Unix time in milliseconds.
 #[must_use]
 pub fn now_ms() -> i64 {
@@ -295,10 +297,13 @@ pub fn redact_url(url: &str) -> String {
 /// A [`ReplayStore`] in the database, shared by every instance using it.
 ///
 /// It also remembers the answer given to each message id, so a redelivery is answered
-/// exactly as the first delivery was ([`DbReplayStore::saved_response`]).
+/// exactly as the first delivery was ([`DbReplayStore::saved_response`]). Ids are recorded
+/// and answers saved through the intake's [`GroupCommit`] writer: many messages per
+/// transaction.
 #[derive(Debug, Clone)]
 pub struct DbReplayStore {
     db: Db,
+    commit: GroupCommit,
 }
 
 /// An answer saved for a message id.
@@ -318,11 +323,69 @@ struct DigestRow {
     expires_at: i64,
 }
 
+/// Records a message id in the caller's transaction: [`Delivery::First`] for a new (or
+/// expired) id, [`Delivery::Redelivery`] for a known id with the same `digest` (hex),
+/// [`ReplayError::Conflict`] for a known id with another.
+pub(crate) async fn record_in(
+    tx: &mut Tx,
+    id: &str,
+    digest: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<Result<Delivery, ReplayError>, sqlx::Error> {
+    let inserted = exec!(
+        &mut *tx,
+        "INSERT INTO replay (message_id, digest, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (message_id) DO UPDATE
+           SET digest = excluded.digest, expires_at = excluded.expires_at,
+               response_status = NULL, response_body = NULL, response_location = NULL
+         WHERE replay.expires_at < $4",
+        id,
+        digest,
+        expires_at,
+        now
+    )?;
+    if inserted == 1 {
+        return Ok(Ok(Delivery::First));
+    }
+    let row = fetch_optional!(
+        &mut *tx,
+        DigestRow,
+        "SELECT digest, expires_at FROM replay WHERE message_id = $1",
+        id
+    )?;
+    Ok(match row {
+        Some(r) if r.digest == digest && r.expires_at >= now => Ok(Delivery::Redelivery),
+        _ => Err(ReplayError::Conflict),
+    })
+}
+
+/// Saves the answer given to `message_id` in the caller's transaction (the first answer
+/// saved stays).
+pub(crate) async fn save_response_in(
+    tx: &mut Tx,
+    message_id: &str,
+    status: i64,
+    body: &str,
+    location: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    exec!(
+        tx,
+        "UPDATE replay SET response_status = $1, response_body = $2, response_location = $3
+         WHERE message_id = $4 AND response_status IS NULL",
+        status,
+        body,
+        location,
+        message_id
+    )?;
+    Ok(())
+}
+
 impl DbReplayStore {
-    /// A store over `db`.
+    /// A store over `db`, writing through `commit`.
     #[must_use]
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, commit: GroupCommit) -> Self {
+        Self { db, commit }
     }
 
     async fn record_inner(
@@ -331,37 +394,17 @@ impl DbReplayStore {
         digest: [u8; 32],
         expires_at: i64,
         now: i64,
-    ) -> Result<Result<Delivery, ReplayError>, sqlx::Error> {
-        let digest = hex_encode(&digest);
-        let mut tx = self.db.begin().await?;
-        let inserted = exec!(
-            &mut tx,
-            "INSERT INTO replay (message_id, digest, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (message_id) DO UPDATE
-               SET digest = excluded.digest, expires_at = excluded.expires_at,
-                   response_status = NULL, response_body = NULL, response_location = NULL
-             WHERE replay.expires_at < $4",
-            id,
-            &digest,
+    ) -> Result<Result<Delivery, ReplayError>, CommitError> {
+        let work = Work::Record {
+            id: id.to_owned(),
+            digest: hex_encode(&digest),
             expires_at,
-            now
-        )?;
-        let result = if inserted == 1 {
-            Ok(Delivery::First)
-        } else {
-            let row = fetch_optional!(
-                &mut tx,
-                DigestRow,
-                "SELECT digest, expires_at FROM replay WHERE message_id = $1",
-                id
-            )?;
-            match row {
-                Some(r) if r.digest == digest && r.expires_at >= now => Ok(Delivery::Redelivery),
-                _ => Err(ReplayError::Conflict),
-            }
+            now,
         };
-        tx.commit().await?;
-        Ok(result)
+        match self.commit.submit(work).await? {
+            Outcome::Recorded(result) => Ok(result),
+            _ => Err(CommitError::Mismatch("a replay record")),
+        }
     }
 
     /// The answer saved for `message_id`, if the first delivery finished.
@@ -384,28 +427,24 @@ impl DbReplayStore {
         Ok(row)
     }
 
-    /// Saves the answer given to `message_id`.
+    /// Saves the answer given to `message_id` (group-committed).
     ///
     /// # Errors
-    /// The driver's error.
+    /// The database's error, or [`CommitError::Stopped`] during shutdown.
     pub async fn save_response(
         &self,
         message_id: &str,
         status: u16,
         body: &str,
         location: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        exec!(
-            &mut tx,
-            "UPDATE replay SET response_status = $1, response_body = $2, response_location = $3
-             WHERE message_id = $4 AND response_status IS NULL",
-            i64::from(status),
-            body,
-            location,
-            message_id
-        )?;
-        tx.commit().await
+    ) -> Result<(), CommitError> {
+        let work = Work::SaveResponse {
+            message_id: message_id.to_owned(),
+            status: i64::from(status),
+            body: body.to_owned(),
+            location: location.map(str::to_owned),
+        };
+        self.commit.submit(work).await.map(|_| ())
     }
 
     /// Deletes expired ids.

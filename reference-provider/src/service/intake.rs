@@ -1,29 +1,32 @@
 //! Signed messages from the broker: job offers and job inputs.
 //!
-//! An offer is accepted in one transaction that holds the quote on the account and creates
-//! the job; the broker's job id is unique, so a repeated offer (same job id, or a
-//! redelivery of the same message) returns the same job and holds nothing twice.
+//! An offer is accepted in one transaction that holds the quote on the account, creates
+//! the job and saves the answer for redeliveries; the broker's job id is unique, so a
+//! repeated offer (same job id, or a redelivery of the same message) returns the same job
+//! and holds nothing twice. That transaction is shared with other messages arriving at the
+//! same time ([`group_commit`](super::group_commit)), and the `202` is sent only once it is
+//! committed.
 
 use diax_sdk::wire::{
     InputAccepted, JobAccepted, JobInput, JobOffer, JobState, SERVICE_KIND_MODEL_REPAIR,
 };
-use diax_sdk::{ProviderJobId, Quote};
+use diax_sdk::{AccountId, ProviderJobId, Quote};
 
-use super::Service;
+use super::{Config, Service};
 use super::accounts;
-use super::db::{is_unique_violation, now_ms};
+use super::db::{Tx, now_ms, save_response_in};
 use super::error::ApiError;
+use super::group_commit::{BatchCache, CommitError, Outcome, Work};
 use super::queue::{self, JobRow, NewJob};
-use super::registration;
 
 /// Operations this provider runs.
 pub const OPERATIONS: &[&str] = &["repair"];
 
-fn accepted(service: &Service, job: &JobRow) -> JobAccepted {
+fn accepted(public_url: &str, job: &JobRow) -> JobAccepted {
     JobAccepted {
         job_id: job.broker_id(),
         provider_job_id: job.id(),
-        status_url: status_url(service, job.provider_job_id.as_str()),
+        status_url: status_url_at(public_url, job.provider_job_id.as_str()),
         quote: Some(Quote::new(job.quote_amount, job.currency.clone())),
         state: job.wire_state(),
     }
@@ -32,126 +35,229 @@ fn accepted(service: &Service, job: &JobRow) -> JobAccepted {
 /// `{public}/diax/jobs/{provider_job_id}`.
 #[must_use]
 pub fn status_url(service: &Service, provider_job_id: &str) -> String {
-    service.url(&format!("/diax/jobs/{provider_job_id}"))
+    status_url_at(service.public_url(), provider_job_id)
 }
 
-/// Handles a verified `job.offer` delivered under `message_id`.
+fn status_url_at(public_url: &str, provider_job_id: &str) -> String {
+    format!("{public_url}/diax/jobs/{provider_job_id}")
+}
+
+/// The answer to an offer, decided and saved in the transaction: the `202` body with the
+/// document it encodes, or a refusal.
+pub(crate) type Offered = Result<(JobAccepted, String), ApiError>;
+
+/// A `job.offer` on its way to the intake writer, with what could be decided without the
+/// database.
+#[derive(Debug)]
+pub(crate) struct OfferWork {
+    offer: JobOffer,
+    message_id: String,
+    checked: Result<Checked, Refusal>,
+}
+
+#[derive(Debug)]
+struct Checked {
+    account_id: AccountId,
+    quote: Quote,
+    provider_job_id: ProviderJobId,
+    model_size: i64,
+}
+
+/// Refusals decided before the database is read (answered only after the repeated-offer
+/// check, so a repeated offer gets its job whatever else changed).
+#[derive(Debug)]
+enum Refusal {
+    Unsupported(String),
+    ModelTooLarge(String),
+    NoAccount,
+}
+
+impl Refusal {
+    fn to_error(&self, public_url: &str) -> ApiError {
+        match self {
+            Refusal::Unsupported(m) => ApiError::Unsupported(m.clone()),
+            Refusal::ModelTooLarge(m) => ApiError::ModelTooLarge(m.clone()),
+            Refusal::NoAccount => ApiError::AccountRequired {
+                register_url: format!("{public_url}/v1/accounts"),
+            },
+        }
+    }
+}
+
+impl OfferWork {
+    /// `offer`, delivered under `message_id`, with the checks that need no database made
+    /// against `config`.
+    pub(crate) fn new(config: &Config, offer: JobOffer, message_id: String) -> Self {
+        let checked = check(config, &offer);
+        Self {
+            offer,
+            message_id,
+            checked,
+        }
+    }
+}
+
+fn check(config: &Config, offer: &JobOffer) -> Result<Checked, Refusal> {
+    if offer.service_kind != SERVICE_KIND_MODEL_REPAIR
+        || !OPERATIONS.contains(&offer.operation.as_str())
+    {
+        return Err(Refusal::Unsupported(format!(
+            "this provider runs {SERVICE_KIND_MODEL_REPAIR}/repair, not {}/{}",
+            offer.service_kind, offer.operation
+        )));
+    }
+    if offer.model.size > config.max_model_bytes {
+        return Err(Refusal::ModelTooLarge(format!(
+            "the model is {} bytes; this provider accepts at most {}",
+            offer.model.size, config.max_model_bytes
+        )));
+    }
+    let Some(account_id) = offer.user.provider_account.clone() else {
+        return Err(Refusal::NoAccount);
+    };
+    Ok(Checked {
+        account_id,
+        quote: config.pricing.quote(offer.model.size),
+        provider_job_id: ProviderJobId::generate(),
+        model_size: i64::try_from(offer.model.size).unwrap_or(i64::MAX),
+    })
+}
+
+/// Handles a verified `job.offer` delivered under `message_id`: the answer is committed
+/// (and saved for redeliveries) when this returns.
 ///
 /// # Errors
 /// `account-required`, `payment-required`, `unsupported-operation`, `forbidden` (offer for
 /// another provider) as [`ApiError`]s; database errors.
 pub async fn handle_offer(
     service: &Service,
-    offer: &JobOffer,
+    offer: JobOffer,
     message_id: &str,
-) -> Result<JobAccepted, ApiError> {
-    let db = service.db();
-    let reg = registration::registration(db)
-        .await?
-        .ok_or(ApiError::NotRegistered)?;
+) -> Result<(JobAccepted, String), ApiError> {
+    let work = OfferWork::new(service.config(), offer, message_id.to_owned());
+    match service.group_commit().submit(Work::Offer(Box::new(work))).await {
+        Ok(Outcome::Offered(answer)) => answer,
+        Ok(_) => Err(ApiError::Internal(
+            CommitError::Mismatch("an offer").to_string(),
+        )),
+        Err(CommitError::Db(e)) => Err(ApiError::Db(e)),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// Decides `work` in the caller's transaction (the intake writer's): at most one hold, one
+/// ledger entry and one job row, and the answer saved under the message id. A refusal
+/// writes nothing but its saved answer.
+pub(crate) async fn offer_in(
+    tx: &mut Tx,
+    cache: &mut BatchCache,
+    public_url: &str,
+    work: &OfferWork,
+) -> Result<Offered, sqlx::Error> {
+    let offer = &work.offer;
+    let Some(reg) = cache.registration(tx).await? else {
+        return Ok(Err(ApiError::NotRegistered));
+    };
     if offer.provider_id.as_str() != reg.provider_id {
-        return Err(ApiError::Problem(
+        let forbidden = ApiError::Problem(
             diax_sdk::Problem::new(diax_sdk::ProblemType::Forbidden)
                 .with_detail("this offer is addressed to another provider"),
-        ));
+        );
+        return refuse(tx, work, forbidden).await;
     }
     // The same broker job offered again: the same answer, whatever else changed.
-    {
-        let mut tx = db.begin().await?;
-        let existing = queue::find_by_broker_job(&mut tx, offer.job_id.as_str()).await?;
-        tx.commit().await?;
-        if let Some(job) = existing {
-            tracing::info!(job = %job.provider_job_id, broker_job = %offer.job_id, "repeated offer: same job");
-            return Ok(accepted(service, &job));
-        }
+    if let Some(job) = queue::find_by_broker_job(tx, offer.job_id.as_str()).await? {
+        tracing::info!(job = %job.provider_job_id, broker_job = %offer.job_id, "repeated offer: same job");
+        return answer(tx, work, accepted(public_url, &job)).await;
     }
-    if offer.service_kind != SERVICE_KIND_MODEL_REPAIR
-        || !OPERATIONS.contains(&offer.operation.as_str())
-    {
-        return Err(ApiError::Unsupported(format!(
-            "this provider runs {SERVICE_KIND_MODEL_REPAIR}/repair, not {}/{}",
-            offer.service_kind, offer.operation
-        )));
-    }
-    if offer.model.size > service.config().max_model_bytes {
-        return Err(ApiError::ModelTooLarge(format!(
-            "the model is {} bytes; this provider accepts at most {}",
-            offer.model.size,
-            service.config().max_model_bytes
-        )));
-    }
-    let register_url = service.url("/v1/accounts");
-    let Some(account_id) = offer.user.provider_account.as_ref() else {
-        return Err(ApiError::AccountRequired { register_url });
+    let c = match &work.checked {
+        Ok(c) => c,
+        Err(refusal) => return refuse(tx, work, refusal.to_error(public_url)).await,
     };
-    let quote = service.config().pricing.quote(offer.model.size);
-    let provider_job_id = ProviderJobId::generate();
-    let now = now_ms();
-    let mut tx = db.begin().await?;
-    let Some(account) = accounts::account_in(&mut tx, account_id.as_str()).await? else {
-        return Err(ApiError::AccountRequired { register_url });
-    };
-    if account.currency != quote.currency {
-        return Err(ApiError::Internal(format!(
-            "account currency {} differs from price currency {}",
-            account.currency, quote.currency
-        )));
+    let account_id = c.account_id.as_str();
+    let job_id = c.provider_job_id.as_str();
+    if !accounts::hold(tx, account_id, job_id, c.quote.amount, &c.quote.currency).await? {
+        // Nothing was held: tell why.
+        let error = match accounts::account_in(tx, account_id).await? {
+            None => ApiError::AccountRequired {
+                register_url: format!("{public_url}/v1/accounts"),
+            },
+            Some(account) if account.currency != c.quote.currency => {
+                return Ok(Err(ApiError::Internal(format!(
+                    "account currency {} differs from price currency {}",
+                    account.currency, c.quote.currency
+                ))));
+            }
+            Some(account) => ApiError::PaymentRequired {
+                top_up_url: format!("{public_url}/v1/accounts/me/top-up"),
+                quote: c.quote.clone(),
+                balance: account.balance,
+            },
+        };
+        return refuse(tx, work, error).await;
     }
-    let model_size = i64::try_from(offer.model.size).unwrap_or(i64::MAX);
-    let inserted = queue::insert(
-        &mut tx,
+    queue::insert(
+        tx,
         &NewJob {
-            provider_job_id: provider_job_id.as_str(),
+            provider_job_id: job_id,
             broker_job_id: offer.job_id.as_str(),
-            offer_message_id: message_id,
-            account_id: account_id.as_str(),
+            offer_message_id: &work.message_id,
+            account_id,
             broker_user_id: offer.user.broker_user_id.as_str(),
             events_url: &offer.events_url,
             operation: &offer.operation,
             model_name: &offer.model.name,
-            model_size,
+            model_size: c.model_size,
             model_sha256: &offer.model.sha256,
-            quote_amount: quote.amount,
-            currency: &quote.currency,
-            now,
+            quote_amount: c.quote.amount,
+            currency: &c.quote.currency,
+            now: now_ms(),
         },
     )
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            // A concurrent delivery of the same offer won the race: answer with its job.
-            drop(tx);
-            let mut tx = db.begin().await?;
-            let job = queue::find_by_broker_job(&mut tx, offer.job_id.as_str()).await?;
-            tx.commit().await?;
-            return job
-                .map(|j| accepted(service, &j))
-                .ok_or_else(|| ApiError::Internal("job vanished after a conflict".into()));
-        }
-        Err(e) => return Err(e.into()),
+    .await?;
+    tracing::info!(job = %job_id, broker_job = %offer.job_id, account = %account_id, amount = c.quote.amount, "offer accepted; quote held");
+    let acc = JobAccepted {
+        job_id: offer.job_id.clone(),
+        provider_job_id: c.provider_job_id.clone(),
+        status_url: status_url_at(public_url, job_id),
+        quote: Some(c.quote.clone()),
+        state: JobState::Accepted,
+    };
+    answer(tx, work, acc).await
+}
+
+/// The answer to an offer whose job another instance inserted first (the job row's unique
+/// broker job id): that job.
+pub(crate) async fn offer_repeated(
+    tx: &mut Tx,
+    public_url: &str,
+    work: &OfferWork,
+) -> Result<Offered, sqlx::Error> {
+    match queue::find_by_broker_job(tx, work.offer.job_id.as_str()).await? {
+        Some(job) => answer(tx, work, accepted(public_url, &job)).await,
+        None => Ok(Err(ApiError::Internal(
+            "job vanished after a conflict".into(),
+        ))),
     }
-    if !accounts::hold(
-        &mut tx,
-        account_id.as_str(),
-        provider_job_id.as_str(),
-        quote.amount,
-    )
-    .await?
-    {
-        tx.rollback().await?;
-        return Err(ApiError::PaymentRequired {
-            top_up_url: service.url("/v1/accounts/me/top-up"),
-            quote,
-            balance: account.balance,
-        });
+}
+
+async fn answer(tx: &mut Tx, work: &OfferWork, acc: JobAccepted) -> Result<Offered, sqlx::Error> {
+    let body = match serde_json::to_string(&acc) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(ApiError::Internal(e.to_string()))),
+    };
+    save_response_in(tx, &work.message_id, 202, &body, Some(&acc.status_url)).await?;
+    Ok(Ok((acc, body)))
+}
+
+/// Saves a 4xx refusal for redeliveries (a 5xx is not saved: a redelivery tries again).
+async fn refuse(tx: &mut Tx, work: &OfferWork, error: ApiError) -> Result<Offered, sqlx::Error> {
+    let problem = error.to_problem();
+    if (400..500).contains(&problem.status) {
+        let body = String::from_utf8_lossy(&problem.to_json()).into_owned();
+        save_response_in(tx, &work.message_id, i64::from(problem.status), &body, None).await?;
     }
-    let job = queue::find(&mut tx, provider_job_id.as_str())
-        .await?
-        .ok_or_else(|| ApiError::Internal("job not found after insert".into()))?;
-    tx.commit().await?;
-    tracing::info!(job = %provider_job_id, broker_job = %offer.job_id, account = %account_id, amount = quote.amount, "offer accepted; quote held");
-    Ok(accepted(service, &job))
+    Ok(Err(error))
 }
 
 /// Handles a verified `job.input`: stores the download so a worker can claim the job.

@@ -7,6 +7,7 @@
 //! | [`accounts`] | provider-side accounts, append-only ledger, hold/capture/release |
 //! | [`registration`] | broker registration, stored keyring, secret rotation |
 //! | [`intake`] | signed job offers and inputs from the broker |
+//! | [`group_commit`] | the intake's writer: many messages' writes per transaction |
 //! | [`queue`] | the durable job queue (claims with leases) |
 //! | [`worker`] | download → heal → store → publish → callbacks ([`try_execute_job`]) |
 //! | [`outbox`] | durable signed callbacks with retries ([`try_deliver_outbox`]) |
@@ -25,11 +26,14 @@ use diax_sdk::client::{ClientConfig, SignedSender};
 use diax_sdk::{Verifier, VerifierConfig};
 use tokio::sync::Notify;
 
+use group_commit::GroupCommit;
+
 pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod group_commit;
 pub mod http;
 pub mod intake;
 pub mod janitor;
@@ -81,6 +85,7 @@ struct Inner {
     public_url: String,
     verifier: Arc<Verifier>,
     replay: DbReplayStore,
+    group_commit: GroupCommit,
     http: reqwest::Client,
     sender: SignedSender,
     storage: Arc<dyn ResultStore>,
@@ -123,7 +128,9 @@ impl Service {
             extra_root_certs_pem: roots,
             user_agent: concat!("fixmyprint/", env!("CARGO_PKG_VERSION")).into(),
         })?;
-        let replay = DbReplayStore::new(db.clone());
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let group_commit = GroupCommit::start(db.clone(), public_url.clone());
+        let replay = DbReplayStore::new(db.clone(), group_commit.clone());
         let keyring = registration::load_keyring(&db).await?;
         let verifier = Verifier::new(keyring)
             .with_replay_store(Arc::new(replay.clone()))
@@ -134,7 +141,8 @@ impl Service {
             });
         Ok(Self {
             inner: Arc::new(Inner {
-                public_url: public_url.trim_end_matches('/').to_owned(),
+                public_url,
+                group_commit,
                 sender: SignedSender::new(http.clone()),
                 http,
                 verifier: Arc::new(verifier),
@@ -177,6 +185,12 @@ impl Service {
     #[must_use]
     pub fn replay(&self) -> &DbReplayStore {
         &self.inner.replay
+    }
+
+    /// The intake's group-commit writer.
+    #[must_use]
+    pub fn group_commit(&self) -> &GroupCommit {
+        &self.inner.group_commit
     }
 
     /// The outgoing HTTP client.

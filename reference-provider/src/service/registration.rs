@@ -333,13 +333,21 @@ pub async fn store_rotation(
 /// Database errors.
 pub async fn registration(db: &Db) -> Result<Option<Registration>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let r = fetch_optional!(
-        &mut tx,
-        Registration,
-        "SELECT provider_id, broker_id, broker_url, events_url, secret_scope FROM registration WHERE id = 1"
-    )?;
+    let r = registration_in(&mut tx).await?;
     tx.commit().await?;
     Ok(r)
+}
+
+/// The registration, in the caller's transaction.
+///
+/// # Errors
+/// Database errors.
+pub async fn registration_in(tx: &mut Tx) -> Result<Option<Registration>, sqlx::Error> {
+    fetch_optional!(
+        tx,
+        Registration,
+        "SELECT provider_id, broker_id, broker_url, events_url, secret_scope FROM registration WHERE id = 1"
+    )
 }
 
 /// The stored keys as a keyring (oldest first, so the newest is primary). Keys whose

@@ -11,6 +11,7 @@ mod support;
 mod accounts;
 mod faults;
 mod heal_cli;
+mod intake;
 mod jobs;
 mod openapi;
 mod scale;

@@ -103,42 +103,39 @@ async fn receive(
             Err(e) => return ApiError::Db(e).into_response(),
         }
     }
-    let (status, body, location, problem) = match &signed.message {
+    let input = match signed.message {
         BrokerMessage::Offer(offer) => {
-            match intake::handle_offer(&service, offer, &message_id).await {
-                Ok(acc) => {
-                    let loc = acc.status_url.clone();
-                    (
-                        StatusCode::ACCEPTED,
-                        serde_json::to_string(&acc),
-                        Some(loc),
-                        false,
-                    )
+            // The answer is committed and saved with the offer's own writes.
+            return match intake::handle_offer(&service, offer, &message_id).await {
+                Ok((acc, body)) => {
+                    respond(StatusCode::ACCEPTED, body, Some(&acc.status_url), false)
                 }
-                Err(e) => return save_error(&service, &message_id, e).await,
-            }
+                Err(e) => {
+                    let problem = e.to_problem();
+                    if (400..500).contains(&problem.status) {
+                        tracing::info!(message_id, problem = %problem, "message refused");
+                    }
+                    e.into_response()
+                }
+            };
         }
-        BrokerMessage::Input(input) => match intake::handle_input(&service, input).await {
-            Ok(acc) => (
-                StatusCode::ACCEPTED,
-                serde_json::to_string(&acc),
-                None,
-                false,
-            ),
-            Err(e) => return save_error(&service, &message_id, e).await,
-        },
+        BrokerMessage::Input(input) => input,
     };
-    let Ok(body) = body else {
+    let acc = match intake::handle_input(&service, &input).await {
+        Ok(acc) => acc,
+        Err(e) => return save_error(&service, &message_id, e).await,
+    };
+    let Ok(body) = serde_json::to_string(&acc) else {
         return ApiError::Internal("could not encode the answer".into()).into_response();
     };
     if let Err(e) = service
         .replay()
-        .save_response(&message_id, status.as_u16(), &body, location.as_deref())
+        .save_response(&message_id, StatusCode::ACCEPTED.as_u16(), &body, None)
         .await
     {
         tracing::warn!(error = %e, "could not save the answer for redeliveries");
     }
-    respond(status, body, location.as_deref(), problem)
+    respond(StatusCode::ACCEPTED, body, None, false)
 }
 
 /// Answers with an error, saving 4xx answers so a redelivery gets the same one.

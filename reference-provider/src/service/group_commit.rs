@@ -218,8 +218,7 @@ async fn apply(
             body,
             location,
         } => {
-            super::db::save_response_in(tx, message_id, *status, body, location.as_deref())
-                .await?;
+            super::db::save_response_in(tx, message_id, *status, body, location.as_deref()).await?;
             Outcome::Saved
         }
         Work::Offer(offer) => {
@@ -234,11 +233,11 @@ mod tests {
     use diax_sdk::{AccountId, JobId, ModelId, ProviderId, UserId};
 
     use super::*;
+    use crate::service::Config;
     use crate::service::accounts::{self, CreateAccount};
     use crate::service::db::exec;
-    use crate::service::intake::OfferWork;
-    use crate::service::Config;
     use crate::service::error::ApiError;
+    use crate::service::intake::OfferWork;
 
     const URL: &str = "https://fmp.test";
 
@@ -343,7 +342,10 @@ mod tests {
             results[3]
         );
         assert!(
-            matches!(&results[4], Err(ApiError::PaymentRequired { balance: 0, .. })),
+            matches!(
+                &results[4],
+                Err(ApiError::PaymentRequired { balance: 0, .. })
+            ),
             "{:?}",
             results[4]
         );

@@ -12,12 +12,12 @@ use diax_sdk::wire::{
 };
 use diax_sdk::{AccountId, ProviderJobId, Quote};
 
-use super::{Config, Service};
 use super::accounts;
 use super::db::{Tx, now_ms, save_response_in};
 use super::error::ApiError;
 use super::group_commit::{BatchCache, CommitError, Outcome, Work};
 use super::queue::{self, JobRow, NewJob};
+use super::{Config, Service};
 
 /// Operations this provider runs.
 pub const OPERATIONS: &[&str] = &["repair"];
@@ -135,7 +135,11 @@ pub async fn handle_offer(
     message_id: &str,
 ) -> Result<(JobAccepted, String), ApiError> {
     let work = OfferWork::new(service.config(), offer, message_id.to_owned());
-    match service.group_commit().submit(Work::Offer(Box::new(work))).await {
+    match service
+        .group_commit()
+        .submit(Work::Offer(Box::new(work)))
+        .await
+    {
         Ok(Outcome::Offered(answer)) => answer,
         Ok(_) => Err(ApiError::Internal(
             CommitError::Mismatch("an offer").to_string(),

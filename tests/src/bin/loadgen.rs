@@ -63,6 +63,15 @@ struct Args {
     /// Skip the `/healthz` phase.
     #[arg(long)]
     no_healthz: bool,
+    /// Offers per second to aim at (open loop: each request is sent at its planned time,
+    /// and its latency counts from that time, so a stall shows as latency, not as fewer
+    /// requests). Without it the offer phase sends back to back (closed loop).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Print the server's resident memory (RSS) every this many seconds during the offer
+    /// phase (for a soak: `--rate 5000 --seconds 600 --rss-every 30`).
+    #[arg(long)]
+    rss_every: Option<u64>,
     /// Extra arguments for `fixmyprint serve` (repeat), e.g. `--serve-arg=--workers=0`.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
@@ -170,6 +179,22 @@ fn cpu_secs(pid: &str) -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resident memory of a process in KiB (`VmRSS` in `/proc/<pid>/status`).
+fn rss_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How the loops of a phase send.
+#[derive(Clone, Copy)]
+struct Pace {
+    /// Requests per second over all loops (open loop), or back to back (`None`).
+    rate: Option<u64>,
+    /// Print the server's RSS this often.
+    rss_every: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -330,9 +355,20 @@ async fn run(args: Args) -> Result<(), String> {
     let accounts = Arc::new(accounts);
 
     println!(
-        "loadgen: {} backend, {} connections, {} s per phase, {} accounts, server pid {server_pid}",
-        args.backend, args.connections, args.seconds, args.accounts
+        "loadgen: {} backend, {} connections, {} s per phase, {} accounts, offer rate {}, server pid {server_pid}",
+        args.backend,
+        args.connections,
+        args.seconds,
+        args.accounts,
+        args.rate
+            .map_or_else(|| "as fast as answered".to_owned(), |r| format!("{r}/s"))
     );
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    println!("load average before: {}", load());
     let phase_len = Duration::from_secs(args.seconds);
     if !args.no_healthz {
         let url = format!("{base}/healthz");
@@ -343,6 +379,10 @@ async fn run(args: Args) -> Result<(), String> {
             &server_pid,
             move |c: &reqwest::Client, _n: u64| c.get(&url),
             200,
+            Pace {
+                rate: None,
+                rss_every: None,
+            },
         )
         .await;
         println!(
@@ -393,11 +433,20 @@ async fn run(args: Args) -> Result<(), String> {
             req.body(body)
         },
         202,
+        Pace {
+            rate: args.rate,
+            rss_every: args.rss_every.map(Duration::from_secs),
+        },
     )
     .await;
     println!(
         "{}  server CPU {server_cpu:>4.0} %  loader CPU {own_cpu:>4.0} %",
         phase.line("offers")
+    );
+    println!(
+        "server RSS after the offers: {} KiB; load average after: {}",
+        rss_kib(&server_pid).unwrap_or(0),
+        load()
     );
     if let Some(f) = &phase.first_failure {
         println!("first failure: {f}");
@@ -410,8 +459,8 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 /// Runs `connections` loops for `len`, each sending `make(client, n)` and expecting
-/// `want`; returns the phase and the CPU shares (% of one core) of the server and of this
-/// process over the phase.
+/// `want`, back to back or at a shared `pace.rate`; returns the phase and the CPU shares
+/// (% of one core) of the server and of this process over the phase.
 async fn drive<F>(
     http: &reqwest::Client,
     connections: usize,
@@ -419,6 +468,7 @@ async fn drive<F>(
     server_pid: &str,
     make: F,
     want: u16,
+    pace: Pace,
 ) -> (Phase, f64, f64)
 where
     F: Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
@@ -428,6 +478,12 @@ where
     let counter = Arc::new(AtomicU64::new(0));
     let (server0, own0) = (cpu_secs(server_pid), cpu_secs("self"));
     let t0 = Instant::now();
+    let start = tokio::time::Instant::now();
+    // Open loop: request n is due at start + n / rate, whichever loop sends it.
+    let interval = pace
+        .rate
+        .filter(|r| *r > 0)
+        .map(|r| Duration::from_secs_f64(1.0 / r as f64));
     let mut tasks = Vec::new();
     for _ in 0..connections.max(1) {
         let (http, make, stop, counter) =
@@ -437,7 +493,17 @@ where
             while !stop.load(Ordering::Relaxed) {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let req = make(&http, n);
-                let t = Instant::now();
+                let t = match interval {
+                    Some(every) => {
+                        let due = start + every.mul_f64(n as f64);
+                        tokio::time::sleep_until(due).await;
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        due.into_std()
+                    }
+                    None => Instant::now(),
+                };
                 let res = req.send().await;
                 let ok = match res {
                     Ok(r) => {
@@ -473,7 +539,27 @@ where
             p
         }));
     }
-    tokio::time::sleep(len).await;
+    match pace.rss_every {
+        Some(every) if !every.is_zero() => {
+            let end = start + len;
+            let mut next = start;
+            loop {
+                println!(
+                    "  t = {:>4} s  server RSS {:>8} KiB  requests begun {}",
+                    start.elapsed().as_secs(),
+                    rss_kib(server_pid).unwrap_or(0),
+                    counter.load(Ordering::Relaxed)
+                );
+                next += every;
+                if next >= end {
+                    tokio::time::sleep_until(end).await;
+                    break;
+                }
+                tokio::time::sleep_until(next).await;
+            }
+        }
+        _ => tokio::time::sleep(len).await,
+    }
     stop.store(true, Ordering::Relaxed);
     let mut all = Phase::default();
     for t in tasks {

@@ -179,7 +179,7 @@ async fn a_signed_sender_with_ed25519_keys_is_verified_by_public_key_only() {
         ..RetryPolicy::default()
     };
     let send = |ring: Keyring| {
-        let (sender, url, policy) = (sender.clone(), url.clone(), policy.clone());
+        let (sender, url, policy) = (sender.clone(), url.clone(), policy);
         async move {
             sender
                 .send(

@@ -77,7 +77,7 @@ fn with_trusted(mut ring: diax_sdk::Keyring, config: &Config) -> diax_sdk::Keyri
     }
     for (n, key) in config.trusted_broker_keys.iter().enumerate() {
         if let Ok(id) = diax_sdk::KeyId::parse(format!("key_trusted_{}", n + 1)) {
-            ring.insert(id, key.clone(), None);
+            ring.insert(id, *key, None);
         }
     }
     ring

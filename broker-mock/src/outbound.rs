@@ -274,12 +274,13 @@ async fn download_inner(
     };
     // The provider's registered origin, or an object store the broker is configured to
     // trust (a presigned URL on the store's origin).
-    let on_store = url::Url::parse(&dl.url).is_ok_and(|u| {
-        let origin = u.origin().ascii_serialization();
-        state.cfg.result_store_origins.iter().any(|o| {
-            url::Url::parse(o).is_ok_and(|o| o.origin().ascii_serialization() == origin)
-        })
-    });
+    let on_store =
+        url::Url::parse(&dl.url).is_ok_and(|u| {
+            let origin = u.origin().ascii_serialization();
+            state.cfg.result_store_origins.iter().any(|o| {
+                url::Url::parse(o).is_ok_and(|o| o.origin().ascii_serialization() == origin)
+            })
+        });
     let fetcher = state
         .fetcher
         .with_origin_of(if on_store { &dl.url } else { origin_of })

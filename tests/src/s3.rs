@@ -59,7 +59,10 @@ impl S3Server {
             })?;
         // The port it got is in its first lines on stderr; keep draining stderr after that
         // so the server never blocks on a full pipe.
-        let stderr = child.stderr.take().ok_or_else(|| S3ServerError("no stderr".into()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| S3ServerError("no stderr".into()))?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -68,7 +71,9 @@ impl S3Server {
                 if let Some(at) = line.find("Running on http://127.0.0.1:")
                     && let Some(tx) = tx.take()
                 {
-                    let port = line[at + "Running on http://127.0.0.1:".len()..].trim().to_owned();
+                    let port = line[at + "Running on http://127.0.0.1:".len()..]
+                        .trim()
+                        .to_owned();
                     let _ = tx.send(port);
                 }
             }
@@ -186,11 +191,7 @@ impl Cuttable {
                 });
             }
         });
-        Ok(Self {
-            endpoint,
-            up,
-            task,
-        })
+        Ok(Self { endpoint, up, task })
     }
 
     /// `http://127.0.0.1:PORT` of the relay.

@@ -53,14 +53,20 @@ async fn the_story_with_results_in_a_bucket_served_by_presigned_urls() {
     let fetched = result_fetches(&stack, outcome.job.job_id.as_str()).await;
     assert_eq!(fetched.len(), 1, "{fetched:?}");
     let logged = &fetched[0];
-    let prefix = format!("{}/{bucket}/fixmyprint/results-test/results/", s3.endpoint());
+    let prefix = format!(
+        "{}/{bucket}/fixmyprint/results-test/results/",
+        s3.endpoint()
+    );
     assert!(logged.starts_with(&prefix), "{logged}");
     assert!(logged.ends_with("?[redacted]"), "{logged}");
 
     // The object is in the bucket; FixMyPrint's status names no presigned URL (a credential).
     let service = stack.provider.service();
     let pjid = outcome.job.provider_job_id.clone().unwrap();
-    let row = queue::get(service.db(), pjid.as_str()).await.unwrap().unwrap();
+    let row = queue::get(service.db(), pjid.as_str())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!row.result_json.unwrap().contains("X-Amz-"));
     let key = format!("{pjid}_{}", row.attempts);
     let store = S3Store::new(s3.settings(&bucket, "fixmyprint/results-test"), TIMEOUT).unwrap();
@@ -83,14 +89,19 @@ async fn bad_store_settings_fail_at_start_up_in_one_line() {
         .await
         .unwrap_err();
     assert!(!e.contains('\n'), "{e}");
-    assert!(e.contains("s3://no-such-bucket-here") && e.contains("NoSuchBucket"), "{e}");
+    assert!(
+        e.contains("s3://no-such-bucket-here") && e.contains("NoSuchBucket"),
+        "{e}"
+    );
     // An endpoint nobody listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let mut settings = s3.settings("whatever", "");
     settings.endpoint = Some(format!("http://127.0.0.1:{port}"));
-    let e = S3Store::connect(settings, Duration::from_secs(3)).await.unwrap_err();
+    let e = S3Store::connect(settings, Duration::from_secs(3))
+        .await
+        .unwrap_err();
     assert!(!e.contains('\n'), "{e}");
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     // Plain http to a host that is not loopback is refused before any request.
@@ -169,13 +180,24 @@ async fn a_store_outage_mid_job_is_retried_and_nothing_is_lost() {
         .await
         .unwrap();
     account
-        .top_up(&format!("{}/v1/accounts/me/top-up", stack.provider.base_url()), 10_000)
+        .top_up(
+            &format!("{}/v1/accounts/me/top-up", stack.provider.base_url()),
+            10_000,
+        )
         .await
         .unwrap();
     let grant = account.link_token().await.unwrap();
-    gareth.client.link(provider.id(), &grant.token).await.unwrap();
+    gareth
+        .client
+        .link(provider.id(), &grant.token)
+        .await
+        .unwrap();
     let model = generate::model(7, 5_000, &generate::Defects::all());
-    let model = gareth.client.upload_model("m.stl", model.stl).await.unwrap();
+    let model = gareth
+        .client
+        .upload_model("m.stl", model.stl)
+        .await
+        .unwrap();
 
     // The store goes away; the job is offered, downloaded and healed, but cannot be stored.
     relay.set_up(false);
@@ -194,8 +216,15 @@ async fn a_store_outage_mid_job_is_retried_and_nothing_is_lost() {
     let service = stack.provider.service();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let row = queue::get(service.db(), pjid.as_str()).await.unwrap().unwrap();
-        assert!(!row.state.is_final(), "the job ended during the outage: {:?}", row.state);
+        let row = queue::get(service.db(), pjid.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !row.state.is_final(),
+            "the job ended during the outage: {:?}",
+            row.state
+        );
         if row.download_retries >= 1 {
             break;
         }

@@ -22,9 +22,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer as _;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectStoreExt as _, PutPayload, RetryConfig,
-};
+use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt as _, PutPayload, RetryConfig};
 
 use super::{ResultStore, check_key};
 
@@ -253,10 +251,7 @@ impl S3Store {
     /// # Errors
     /// One line naming the store and what failed.
     pub async fn probe(&self) -> Result<(), String> {
-        let path = self.path_of(&format!(
-            ".probe-{}",
-            diax_sdk::util::random_token("", 12)
-        ));
+        let path = self.path_of(&format!(".probe-{}", diax_sdk::util::random_token("", 12)));
         let what = |op: &str, e: object_store::Error| {
             format!(
                 "result store {} at {}: {op} failed: {}",

@@ -81,10 +81,7 @@ async fn pump(n: usize, client: TcpStream, server: TcpStream, st: Arc<ProxyState
         let st = Arc::clone(&st);
         async move {
             let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let Ok(len) = cr.read(&mut buf).await else {
-                    break;
-                };
+            while let Ok(len) = cr.read(&mut buf).await {
                 if len == 0 {
                     break;
                 }
@@ -104,10 +101,7 @@ async fn pump(n: usize, client: TcpStream, server: TcpStream, st: Arc<ProxyState
     };
     let down = async move {
         let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let Ok(len) = sr.read(&mut buf).await else {
-                break;
-            };
+        while let Ok(len) = sr.read(&mut buf).await {
             if len == 0 {
                 break;
             }

@@ -50,6 +50,7 @@ mod keys;
 mod options;
 mod orient;
 mod pipeline;
+pub mod provenance;
 mod report;
 mod shells;
 pub mod stages;
@@ -61,6 +62,7 @@ mod weld;
 
 pub use error::HealError;
 pub use options::RepairOptions;
+pub use provenance::Provenance;
 pub use pipeline::{repair, repair_file, repair_soup, repair_with_progress};
 pub use report::{
     CleanReport, HolesReport, OrientReport, ParseReport, Repaired, Report, ShellsReport, Stage,

@@ -13,4 +13,5 @@ mod faults;
 mod heal_cli;
 mod jobs;
 mod openapi;
+mod picture;
 mod scale;

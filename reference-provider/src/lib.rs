@@ -5,11 +5,10 @@
 //!   re-export of `fixmyprint_heal`, so `fixmyprint::heal::repair` and
 //!   `fixmyprint_heal::repair` are the same function.
 //! - [`repair_cli`]: the `fixmyprint repair IN OUT` command.
-//! - [`picture`]: the repair picture (before and after, what changed marked), PNG or HTML.
+//! - [`heal::picture`]: the repair picture (before and after, what changed marked), PNG or HTML.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 pub use fixmyprint_heal as heal;
-pub mod picture;
 pub mod repair_cli;
 pub mod service;

@@ -5,7 +5,7 @@
 //! passed, 1 on I/O errors. A progress bar is drawn on stderr only when
 //! stderr is a terminal and `--quiet` is not given. `--json` prints the report on stdout;
 //! `--report FILE` writes it to a file. `--picture R.png` and `--html R.html` draw the model
-//! before and after with what the repair changed marked ([`crate::picture`]); a picture that
+//! before and after with what the repair changed marked ([`crate::heal::picture`]); a picture that
 //! cannot be made or written is one line on stderr and exit status 1, after the repaired STL
 //! and the report were written.
 use std::io::{BufWriter, IsTerminal, Write};
@@ -17,7 +17,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::heal::{self, HealError, RepairOptions, Stage};
-use crate::picture::{Picture, PictureError, PictureOptions};
+use crate::heal::picture::{Picture, PictureError, PictureOptions};
 
 /// Arguments of `fixmyprint repair`.
 #[derive(Debug, Clone, Args)]

@@ -38,6 +38,8 @@
 //!   parallel sort.
 //! - [`stages`]: single stages on flat arrays, for the benches.
 //! - [`generate`] (feature `generate`): the deterministic test-model generator.
+//! - `provenance`: [`Provenance`], what the repair did to each output facet.
+//! - `picture` (feature `picture`): the repair picture, before and after, as PNG or HTML.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
@@ -49,6 +51,8 @@ mod holes;
 mod keys;
 mod options;
 mod orient;
+#[cfg(feature = "picture")]
+pub mod picture;
 mod pipeline;
 pub mod provenance;
 mod report;

@@ -6,7 +6,7 @@ use std::process::Command;
 use fixmyprint::heal::generate::{self, Defects};
 use fixmyprint::heal::provenance::mark;
 use fixmyprint::heal::{self, RepairOptions};
-use fixmyprint::picture::{Image, PANEL, Picture, PictureOptions, colour};
+use fixmyprint::heal::picture::{Image, PANEL, Picture, PictureOptions, colour};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fixmyprint"))

@@ -3,13 +3,13 @@
 //! report's counts; as PNG, or as one self-contained HTML file.
 //!
 //! Drawn in-process by a small software rasteriser (z-buffer, flat shading); the marks come
-//! from the healer's [`Provenance`](crate::heal::Provenance), so they are exact. Memory is
+//! from the healer's [`Provenance`](crate::Provenance), so they are exact. Memory is
 //! fixed (six panels of [`PANEL`]² pixels) whatever the model's size; time is linear in its
 //! facets, which [`PictureOptions::max_facets`] bounds.
 //!
 //! ```
-//! use fixmyprint::heal::{self, RepairOptions};
-//! use fixmyprint::picture::{Picture, PictureOptions};
+//! use fixmyprint_heal::{self as heal, RepairOptions};
+//! use fixmyprint_heal::picture::{Picture, PictureOptions};
 //!
 //! // A tetrahedron with a facet missing: hole filling adds it back, drawn in the hole colour.
 //! let stl = "solid t
@@ -36,8 +36,8 @@ mod raster;
 use base64::Engine as _;
 use rayon::prelude::*;
 
-use crate::heal::provenance::mark;
-use crate::heal::{Bbox, Repaired, Report};
+use crate::provenance::mark;
+use crate::{Bbox, Repaired, Report};
 use raster::{Camera, Panel, Rgb, VIEWS, shaded};
 
 /// Side of one view's square panel, in pixels.
@@ -133,7 +133,7 @@ pub struct Image {
 
 impl Picture {
     /// Frame the three views on the input's corner positions (`3 ×` facets, as in
-    /// [`Soup::positions`](crate::heal::Soup::positions)).
+    /// [`Soup::positions`](crate::Soup::positions)).
     ///
     /// # Errors
     /// [`PictureError::TooLarge`] over the facet budget, [`PictureError::Empty`] without
@@ -181,17 +181,15 @@ impl Picture {
 
     /// Draw the "before" views: the input's facets, all in the model colour.
     pub fn draw_before(&mut self, positions: &[[f32; 3]]) {
+        let n = positions.len() / 3;
         self.before = self
             .cameras
             .par_iter()
             .map(|cam| {
-                let mut panel = Panel::new(PANEL, colour::BACKGROUND);
-                for f in positions.chunks_exact(3) {
-                    let f = [f[0], f[1], f[2]];
-                    let c = shaded(colour::MODEL, cam.shade(f));
-                    panel.fill(f.map(|p| cam.project(p)), c, None);
-                }
-                panel
+                render(cam, n, |f| {
+                    let p = &positions[3 * f..3 * f + 3];
+                    ([p[0], p[1], p[2]], colour::MODEL)
+                })
             })
             .collect();
     }
@@ -207,16 +205,15 @@ impl Picture {
             .cameras
             .par_iter()
             .map(|cam| {
-                let mut panel = Panel::new(PANEL, colour::BACKGROUND);
+                let facet = |f: usize| {
+                    let p = mesh.triangles[f].map(|v| mesh.vertices[v as usize]);
+                    (p, colour_of(marks.get(f).copied().unwrap_or(0)))
+                };
+                let mut panel = render(cam, mesh.triangles.len(), facet);
                 let mut rings = Rings::new(PANEL);
-                for (f, t) in mesh.triangles.iter().enumerate() {
-                    let p = t.map(|v| mesh.vertices[v as usize]);
-                    let m = marks.get(f).copied().unwrap_or(0);
-                    let c = shaded(colour_of(m), cam.shade(p));
-                    let s = p.map(|q| cam.project(q));
-                    panel.fill(s, c, None);
+                for (f, m) in marks.iter().enumerate() {
                     if m & mark::FILLED != 0 {
-                        rings.add(&s);
+                        rings.add(&facet(f).0.map(|q| cam.project(q)));
                     }
                 }
                 rings.draw(&mut panel, colour::FILLED);
@@ -238,13 +235,36 @@ impl Picture {
                 let mut rings = Rings::new(PANEL);
                 for f in removed {
                     let s = f.map(|q| cam.project(q));
-                    panel.fill(s, colour::REMOVED, Some(tolerance));
+                    panel.fill(s, || colour::REMOVED, Some(tolerance));
                     rings.add(&s);
                 }
                 rings.draw(panel, colour::REMOVED);
             });
         layout(&self.before, &after, repaired)
     }
+}
+
+/// Draw `n` facets (`facet(i)` gives corners and colour) in one view: the facets are split
+/// into a few runs drawn in parallel, each on its own panel, merged by depth.
+fn render<F>(cam: &Camera, n: usize, facet: F) -> Panel
+where
+    F: Fn(usize) -> ([[f32; 3]; 3], Rgb) + Sync,
+{
+    let runs = (rayon::current_num_threads() * 2).max(1);
+    let len = n.div_ceil(runs).max(1 << 15);
+    (0..n)
+        .into_par_iter()
+        .with_min_len(len)
+        .fold(
+            || Panel::new(PANEL, colour::BACKGROUND),
+            |mut panel, f| {
+                let (p, c) = facet(f);
+                panel.fill(p.map(|q| cam.project(q)), || shaded(c, cam.shade(p)), None);
+                panel
+            },
+        )
+        .reduce_with(Panel::merge)
+        .unwrap_or_else(|| Panel::new(PANEL, colour::BACKGROUND))
 }
 
 /// The colour of a facet with these marks: hole fill first, then non-manifold split, winding

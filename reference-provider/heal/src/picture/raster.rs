@@ -1,7 +1,7 @@
 //! A small software rasteriser: fixed orthographic views, a z-buffer, flat two-sided shading.
 //! No per-facet memory: corners are projected as the facets are drawn.
 
-use fixmyprint_heal::Bbox;
+use crate::Bbox;
 
 /// An RGB colour.
 pub type Rgb = [u8; 3];
@@ -143,11 +143,12 @@ impl Panel {
         }
     }
 
-    /// Draw a facet (already projected) with `colour`: written where it is nearer than what
-    /// is there, or, with `blend`, mixed half and half into pixels it lies on or in front of
-    /// (within `tolerance` of depth).
+    /// Draw a facet (already projected) in `colour` (asked only when the facet covers a pixel
+    /// centre, since most facets of a large model cover none): written where it is nearer
+    /// than what is there, or, with `blend` (a depth tolerance), mixed half and half into the
+    /// pixels it lies on or in front of.
     #[inline]
-    pub fn fill(&mut self, s: [[f32; 3]; 3], colour: Rgb, blend: Option<f32>) {
+    pub fn fill(&mut self, s: [[f32; 3]; 3], colour: impl FnOnce() -> Rgb, blend: Option<f32>) {
         let n = self.size as f32;
         let min_x = s[0][0].min(s[1][0]).min(s[2][0]).max(0.0);
         let max_x = s[0][0].max(s[1][0]).max(s[2][0]).min(n - 1.0);
@@ -167,6 +168,7 @@ impl Panel {
             return;
         }
         let inv = 1.0 / area;
+        let colour = colour();
         let size = self.size;
         for py in y0 as usize..=y1 as usize {
             let y = py as f32 + 0.5;
@@ -193,6 +195,22 @@ impl Panel {
                 }
             }
         }
+    }
+
+    /// Keep, per pixel, the nearer of this panel and `other` (drawn from other facets).
+    pub fn merge(mut self, other: Panel) -> Panel {
+        for ((d, c), (od, oc)) in self
+            .depth
+            .iter_mut()
+            .zip(self.rgb.iter_mut())
+            .zip(other.depth.into_iter().zip(other.rgb))
+        {
+            if od < *d {
+                *d = od;
+                *c = oc;
+            }
+        }
+        self
     }
 
     /// A ring of radius `r` and thickness 2 around pixel (`cx`, `cy`), drawn over everything.

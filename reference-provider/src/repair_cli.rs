@@ -16,8 +16,8 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::heal::{self, HealError, RepairOptions, Stage};
 use crate::heal::picture::{Picture, PictureError, PictureOptions};
+use crate::heal::{self, HealError, RepairOptions, Stage};
 
 /// Arguments of `fixmyprint repair`.
 #[derive(Debug, Clone, Args)]
@@ -184,8 +184,8 @@ fn repair(args: &RepairArgs) -> Result<(), CliError> {
     };
     let input = args.input.display().to_string();
     progress(Stage::Parse);
-    let soup =
-        heal::stl::parse_file(&args.input, &options).map_err(|e| CliError::Heal(input.clone(), e))?;
+    let soup = heal::stl::parse_file(&args.input, &options)
+        .map_err(|e| CliError::Heal(input.clone(), e))?;
     // The "before" views are drawn from the input before the repair consumes it.
     let mut picture = None;
     if args.picture.is_some() || args.html.is_some() {

@@ -10,7 +10,10 @@ use fixmyprint_heal::{self as heal, RepairOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let facets = args.first().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let facets = args
+        .first()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let runs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     let g = generate::model(1, facets, &Defects::all());
     let options = RepairOptions::default();

@@ -66,8 +66,8 @@ mod weld;
 
 pub use error::HealError;
 pub use options::RepairOptions;
-pub use provenance::Provenance;
 pub use pipeline::{repair, repair_file, repair_soup, repair_with_progress};
+pub use provenance::Provenance;
 pub use report::{
     CleanReport, HolesReport, OrientReport, ParseReport, Repaired, Report, ShellsReport, Stage,
     Stages, TopologyReport, WeldReport, WindingReport, WriteReport,

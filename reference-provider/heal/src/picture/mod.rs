@@ -354,7 +354,12 @@ fn layout(before: &[Panel], after: &[Panel], repaired: &Repaired) -> Image {
             let (x, y) = (col * PANEL, HEADER + row * PANEL);
             img.blit(x, y, panel);
             img.frame(x, y, PANEL, PANEL, [200, 200, 200]);
-            img.text(x + 8, y + 6, &format!("{name}: {}", VIEWS[col].name), colour::INK);
+            img.text(
+                x + 8,
+                y + 6,
+                &format!("{name}: {}", VIEWS[col].name),
+                colour::INK,
+            );
         }
     }
     let s = &report.stages;
@@ -447,7 +452,11 @@ impl Image {
     /// Text in the 8×8 font at scale 2 (ASCII; anything else as `?`).
     fn text(&mut self, x: usize, y: usize, text: &str, c: Rgb) {
         for (i, ch) in text.chars().enumerate() {
-            let code = if ch.is_ascii() { ch as usize } else { '?' as usize };
+            let code = if ch.is_ascii() {
+                ch as usize
+            } else {
+                '?' as usize
+            };
             let glyph = font8x8::legacy::BASIC_LEGACY[code];
             for (row, bits) in glyph.iter().enumerate() {
                 for col in 0..8 {
@@ -498,11 +507,17 @@ impl Image {
                 "holes filled",
                 format!("{} ({} facets)", report.holes_filled, s.holes.facets_added),
             ),
-            ("facets flipped (winding)", s.winding.facets_flipped.to_string()),
+            (
+                "facets flipped (winding)",
+                s.winding.facets_flipped.to_string(),
+            ),
             ("shells turned outward", s.orient.shells_flipped.to_string()),
             (
                 "noise shells removed",
-                format!("{} ({} facets)", s.shells.tiny_removed, s.shells.facets_removed),
+                format!(
+                    "{} ({} facets)",
+                    s.shells.tiny_removed, s.shells.facets_removed
+                ),
             ),
             (
                 "non-manifold edges split",

@@ -53,7 +53,11 @@ pub(crate) const VIEWS: [View; 3] = [
     },
     View {
         name: "iso",
-        right: [std::f32::consts::FRAC_1_SQRT_2, std::f32::consts::FRAC_1_SQRT_2, 0.0],
+        right: [
+            std::f32::consts::FRAC_1_SQRT_2,
+            std::f32::consts::FRAC_1_SQRT_2,
+            0.0,
+        ],
         // (−1, 1, 2) / √6 and (1, −1, 1) / √3.
         up: [-0.408_248_3, 0.408_248_3, 0.816_496_6],
         back: [0.577_350_26, -0.577_350_26, 0.577_350_26],
@@ -189,7 +193,8 @@ impl Panel {
                     }
                     Some(tol) if z <= self.depth[i] + tol => {
                         let o = self.rgb[i];
-                        self.rgb[i] = [0, 1, 2].map(|k| ((u16::from(o[k]) + u16::from(colour[k])) / 2) as u8);
+                        self.rgb[i] =
+                            [0, 1, 2].map(|k| ((u16::from(o[k]) + u16::from(colour[k])) / 2) as u8);
                     }
                     _ => {}
                 }

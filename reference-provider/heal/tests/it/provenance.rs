@@ -37,9 +37,7 @@ fn each_defect_marks_what_its_stage_reports() {
         let filled = s.holes.facets_added as usize;
         let n = p.facets.len();
         assert!(
-            p.facets[n - filled..]
-                .iter()
-                .all(|m| m & mark::FILLED != 0),
+            p.facets[n - filled..].iter().all(|m| m & mark::FILLED != 0),
             "{name}"
         );
     }
@@ -70,7 +68,11 @@ fn facets_on_a_non_manifold_edge_are_marked() {
         vec![[a, c, b], [a, b, e], [a, e, c], [b, c, e]]
     };
     let mut facets = tet([0.5, 0.0, 0.0], 1.0);
-    facets.extend(tet([0.5, 0.0, 0.0], -1.0).into_iter().map(|[a, b, c]| [a, c, b]));
+    facets.extend(
+        tet([0.5, 0.0, 0.0], -1.0)
+            .into_iter()
+            .map(|[a, b, c]| [a, c, b]),
+    );
     let mut stl = String::from("solid t\n");
     for f in &facets {
         stl.push_str("facet normal 0 0 0 outer loop\n");

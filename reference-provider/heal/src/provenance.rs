@@ -25,14 +25,16 @@ pub mod mark {
 /// ```
 /// use fixmyprint_heal::{self as heal, RepairOptions, provenance::mark};
 ///
-/// // A tetrahedron with one facet missing: hole filling adds it back.
+/// // A tetrahedron with one facet missing (kept, although under 4 facets): hole filling adds
+/// // it back.
 /// let stl = "solid t
 /// facet normal 0 0 0 outer loop vertex 0 0 0 vertex 0 1 0 vertex 1 0 0 endloop endfacet
 /// facet normal 0 0 0 outer loop vertex 0 0 0 vertex 0 0 1 vertex 0 1 0 endloop endfacet
 /// facet normal 0 0 0 outer loop vertex 0 0 0 vertex 1 0 0 vertex 0 0 1 endloop endfacet
 /// endsolid t
 /// ";
-/// let repaired = heal::repair(stl.as_bytes(), &RepairOptions::default())?;
+/// let options = RepairOptions { remove_tiny_shells: false, ..RepairOptions::default() };
+/// let repaired = heal::repair(stl.as_bytes(), &options)?;
 /// let p = &repaired.provenance;
 /// assert_eq!(p.facets.len(), repaired.mesh.triangles.len());
 /// assert_eq!(p.count(mark::FILLED), repaired.report.stages.holes.facets_added);

@@ -11,14 +11,15 @@
 //! use fixmyprint_heal::{self as heal, RepairOptions};
 //! use fixmyprint_heal::picture::{Picture, PictureOptions};
 //!
-//! // A tetrahedron with a facet missing: hole filling adds it back, drawn in the hole colour.
+//! // A tetrahedron with a facet missing (kept, although under 4 facets): hole filling adds it
+//! // back, drawn in the hole colour.
 //! let stl = "solid t
 //! facet normal 0 0 0 outer loop vertex 0 0 0 vertex 0 1 0 vertex 1 0 0 endloop endfacet
 //! facet normal 0 0 0 outer loop vertex 0 0 0 vertex 0 0 1 vertex 0 1 0 endloop endfacet
 //! facet normal 0 0 0 outer loop vertex 0 0 0 vertex 1 0 0 vertex 0 0 1 endloop endfacet
 //! endsolid t
 //! ";
-//! let options = RepairOptions::default();
+//! let options = RepairOptions { remove_tiny_shells: false, ..RepairOptions::default() };
 //! let soup = heal::stl::parse(stl.as_bytes(), &options)?;
 //! let mut picture = Picture::new(&soup.positions, &PictureOptions::default())?;
 //! picture.draw_before(&soup.positions);

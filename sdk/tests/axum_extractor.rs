@@ -13,8 +13,8 @@ use diax_sdk::axum_ext::Signed;
 use diax_sdk::clock::unix_now;
 use diax_sdk::wire::BrokerMessage;
 use diax_sdk::{
-    Delivery, KeyId, Keyring, MessageId, PROBLEM_CONTENT_TYPE, ProblemType, Secret, Verifier,
-    VerifierConfig,
+    Delivery, KeyId, Keyring, MessageId, PROBLEM_CONTENT_TYPE, ProblemType, Secret, SigningKey,
+    Verifier, VerifierConfig,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,7 +71,21 @@ struct Server {
 
 async fn server() -> Server {
     let ring = Keyring::single(KeyId::parse("key_1").expect("id"), Secret::generate());
-    let verifier = Verifier::new(ring.clone()).with_config(VerifierConfig {
+    server_verifying(ring.clone(), ring).await
+}
+
+/// A receiver of `v1a` signatures: it holds the sender's public key (`key_1`); the returned
+/// `ring` holds the matching secret key, which signs.
+async fn ed25519_server() -> Server {
+    let own = SigningKey::generate();
+    let verifying = Keyring::single(KeyId::parse("key_1").expect("id"), own.public_key());
+    let signing = Keyring::single(KeyId::parse("key_1").expect("id"), own);
+    server_verifying(signing, verifying).await
+}
+
+/// A server verifying with `verifying`; `ring` is what the tests sign with.
+async fn server_verifying(ring: Keyring, verifying: Keyring) -> Server {
+    let verifier = Verifier::new(verifying).with_config(VerifierConfig {
         max_body_bytes: BODY_LIMIT,
         ..VerifierConfig::default()
     });
@@ -276,6 +290,93 @@ async fn tampered_body_and_wrong_secret_are_refused() {
     .await
     .assert_problem(ProblemType::SignatureInvalid);
     assert_eq!(s.handled.load(Ordering::SeqCst), 0);
+}
+
+/// `v1a` (ed25519): the sender's key is accepted, alone or next to entries of keys the
+/// receiver does not know; another ed25519 key, an HMAC (`v1`) signature where only `v1a`
+/// keys are configured and the reverse, and a `v1a` entry of the wrong length get the problem
+/// types of PROTOCOL §2, and the handler never runs for them.
+#[tokio::test]
+async fn ed25519_signatures_right_key_accepted_wrong_key_and_scheme_refused() {
+    let s = ed25519_server().await;
+    let body = offer_body("job_1");
+    let now = unix_now();
+    let id = MessageId::generate();
+    let r = send_signed(s.addr, &s.ring, &id, now, &body, &[JSON]).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        (v["id"].as_str(), v["key_id"].as_str()),
+        (Some(id.as_str()), Some("key_1"))
+    );
+
+    // The right entry next to a stranger's `v1a` entry and an unknown version: accepted.
+    let stranger = Keyring::single(KeyId::parse("key_9").expect("id"), SigningKey::generate());
+    let id = MessageId::generate();
+    let mine = s.ring.sign(&id, now, &body).expect("sign").signature;
+    let theirs = stranger.sign(&id, now, &body).expect("sign").signature;
+    let header = format!("v9,AAAA {theirs} {mine}");
+    let ts = now.to_string();
+    let r = post_raw(
+        s.addr,
+        &[
+            ("webhook-id", id.as_str().as_bytes()),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", header.as_bytes()),
+            JSON,
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.handled.load(Ordering::SeqCst), 2);
+
+    // Another ed25519 key, and an HMAC secret where only v1a keys are configured.
+    let hmac = Keyring::single(KeyId::parse("key_1").expect("id"), Secret::generate());
+    for ring in [&stranger, &hmac] {
+        send_signed(s.addr, ring, &MessageId::generate(), now, &body, &[JSON])
+            .await
+            .assert_problem(ProblemType::SignatureInvalid);
+    }
+    // A `v1a` entry that is not 64 bytes: malformed.
+    let id = MessageId::generate();
+    let short = format!("v1a,{}", "A".repeat(44));
+    post_raw(
+        s.addr,
+        &[
+            ("webhook-id", id.as_str().as_bytes()),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", short.as_bytes()),
+            JSON,
+        ],
+        &body,
+    )
+    .await
+    .assert_problem(ProblemType::SignatureMalformed);
+    // Tampered body under a valid v1a signature.
+    let id = MessageId::generate();
+    let signed = s.ring.sign(&id, now, &body).expect("sign");
+    post_raw(
+        s.addr,
+        &[
+            ("webhook-id", id.as_str().as_bytes()),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", signed.signature.as_bytes()),
+            JSON,
+        ],
+        &offer_body("job_2"),
+    )
+    .await
+    .assert_problem(ProblemType::SignatureInvalid);
+    assert_eq!(s.handled.load(Ordering::SeqCst), 2);
+
+    // The reverse: a v1a signature to a receiver with only an HMAC secret.
+    let h = server().await;
+    let own = Keyring::single(KeyId::parse("key_1").expect("id"), SigningKey::generate());
+    send_signed(h.addr, &own, &MessageId::generate(), now, &body, &[JSON])
+        .await
+        .assert_problem(ProblemType::SignatureInvalid);
+    assert_eq!(h.handled.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -122,3 +122,99 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
         String::from_utf8_lossy(&buf)
     );
 }
+
+/// `SignedSender` with `v1a` (ed25519) keys against a receiver served by
+/// `diax_sdk::server` with the `Signed` extractor, holding only the sender's public key: the
+/// right key is accepted (also from a keyring migrating from a `v1` secret, which signs with
+/// both), another ed25519 key and an HMAC secret are refused with `401 signature-invalid`
+/// (PROTOCOL §2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_sender_with_ed25519_keys_is_verified_by_public_key_only() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use diax_sdk::axum_ext::Signed;
+    use diax_sdk::client::{RetryPolicy, SignedSender};
+    use diax_sdk::{KeyId, Keyring, MessageId, ProblemType, Secret, SigningKey, Verifier};
+
+    let own = SigningKey::generate();
+    let verifier = Arc::new(Verifier::new(Keyring::single(
+        KeyId::parse("key_ed").unwrap(),
+        own.public_key(),
+    )));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&hits);
+    let app = axum::Router::new()
+        .route(
+            "/events",
+            axum::routing::post(move |Signed { verified, .. }: Signed<serde_json::Value>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    (
+                        axum::http::StatusCode::ACCEPTED,
+                        verified.key_id.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .with_state(verifier);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_within(
+        listener,
+        app,
+        None,
+        async {
+            let _ = stopped.await;
+        },
+        ServerLimits::default(),
+    ));
+    let sender = SignedSender::new(diax_sdk::client::http_client(&Default::default()).unwrap());
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    };
+    let send = |ring: Keyring| {
+        let (sender, url, policy) = (sender.clone(), url.clone(), policy);
+        async move {
+            sender
+                .send(
+                    &url,
+                    &MessageId::generate(),
+                    b"{\"n\":1}".to_vec(),
+                    &ring,
+                    &policy,
+                )
+                .await
+                .expect("an answer")
+        }
+    };
+
+    let ring = Keyring::single(KeyId::parse("key_ed").unwrap(), own.clone());
+    let resp = send(ring).await;
+    assert_eq!((resp.status, &resp.body[..]), (202, &b"key_ed"[..]));
+    // Migrating from an HMAC secret: both entries are sent, the v1a one verifies.
+    let mut migrating = Keyring::single(KeyId::parse("key_old").unwrap(), Secret::generate());
+    migrating.insert(KeyId::parse("key_ed").unwrap(), own, None);
+    assert_eq!(send(migrating).await.status, 202);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    let wrong_key = Keyring::single(KeyId::parse("key_ed").unwrap(), SigningKey::generate());
+    let wrong_scheme = Keyring::single(KeyId::parse("key_ed").unwrap(), Secret::generate());
+    for ring in [wrong_key, wrong_scheme] {
+        let resp = send(ring).await;
+        assert_eq!(resp.status, 401);
+        let problem = resp.problem().expect("a problem document");
+        assert!(problem.is(ProblemType::SignatureInvalid), "{problem:?}");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "refused messages never reach the handler"
+    );
+    let _ = stop.send(());
+}

@@ -113,10 +113,96 @@ async fn post(http: &reqwest::Client, url: &str, key: Option<&str>, body: Value)
     value
 }
 
+/// Step 5: a funded account (1,000 minor units) and a poor one at the FixMyPrint at `url`.
+async fn accounts(http: &reqwest::Client, url: &str) -> (Value, Value) {
+    let funded = post(
+        http,
+        &format!("{url}/v1/accounts"),
+        None,
+        json!({"name": "funded"}),
+    )
+    .await;
+    post(
+        http,
+        &format!("{url}/v1/accounts/me/top-up"),
+        funded["api_key"].as_str(),
+        json!({"amount": 1000}),
+    )
+    .await;
+    let poor = post(
+        http,
+        &format!("{url}/v1/accounts"),
+        None,
+        json!({"name": "poor"}),
+    )
+    .await;
+    (funded, poor)
+}
+
+/// Polls until the server at `url` has loaded its registration: its job endpoint answers an
+/// unsigned message with `400` instead of `503`.
+async fn wait_for_registration(http: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http
+            .post(format!("{url}/diax/jobs"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == reqwest::StatusCode::BAD_REQUEST {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "registration not picked up: {}",
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Step 6: starts the conformance runner against the FixMyPrint at `url`, the secret (or
+/// secret key) in the environment.
+fn conformance(
+    bin: &Path,
+    secret: &str,
+    url: &str,
+    provider_id: &str,
+    funded: &Value,
+    poor: &Value,
+    extra: &[&str],
+) -> std::thread::JoinHandle<Output> {
+    let child = Command::new(bin)
+        .env("NO_COLOR", "1")
+        .env("DIAX_CONFORMANCE_SECRET", secret)
+        .args([
+            "conformance",
+            "--provider-url",
+            &format!("{url}/diax/jobs"),
+            "--provider-id",
+            provider_id,
+        ])
+        .args([
+            "--account",
+            funded["account_id"].as_str().unwrap(),
+            "--poor-account",
+            poor["account_id"].as_str().unwrap(),
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the conformance runner");
+    // Drained on a thread of its own, so a full pipe never stalls the runner.
+    std::thread::spawn(move || child.wait_with_output().expect("conformance runner output"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_works() {
     let broker_bin = binary("broker-mock");
     let fixmyprint_bin = binary("fixmyprint");
+    let diax_bin = binary("diax");
     let dir = tempfile::tempdir().unwrap();
     let http = diax_sdk::client::http_client(&diax_sdk::client::ClientConfig::default()).unwrap();
 
@@ -208,80 +294,101 @@ async fn the_readme_walkthrough_works() {
     assert!(secret.starts_with("whsec_"));
 
     // 5. A funded and a poor account.
-    let funded = post(
-        &http,
-        &format!("{}/v1/accounts", fixmyprint.url),
-        None,
-        json!({"name": "funded"}),
-    )
-    .await;
-    let funded_key = funded["api_key"].as_str().unwrap();
-    post(
-        &http,
-        &format!("{}/v1/accounts/me/top-up", fixmyprint.url),
-        Some(funded_key),
-        json!({"amount": 1000}),
-    )
-    .await;
-    let poor = post(
-        &http,
-        &format!("{}/v1/accounts", fixmyprint.url),
-        None,
-        json!({"name": "poor"}),
-    )
-    .await;
+    let (funded, poor) = accounts(&http, &fixmyprint.url).await;
 
     // The running service picks the registration up from its database within seconds:
     // until then its job endpoint answers 503, afterwards an unsigned message gets 400.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let resp = http
-            .post(format!("{}/diax/jobs", fixmyprint.url))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == reqwest::StatusCode::BAD_REQUEST {
-            break;
-        }
+    wait_for_registration(&http, &fixmyprint.url).await;
+
+    // 6. The conformance runner: every check passes. It runs while the ed25519 variant below
+    //    is set up, then that one runs too.
+    let hmac_run = conformance(
+        &broker_bin,
+        &secret,
+        &fixmyprint.url,
+        &provider_id,
+        &funded,
+        &poor,
+        &[],
+    );
+
+    // The same steps with ed25519: a key pair for the runner, FixMyPrint trusting its public
+    // key, registered with `--signature-scheme ed25519` (it prints its own public key), and
+    // the runner with its secret key and FixMyPrint's public key.
+    let out = run(Command::new(&diax_bin).args(["secret", "new", "--ed25519"]));
+    let keys = String::from_utf8(out.stdout).unwrap();
+    let mut lines = keys.lines();
+    let (runner_secret, runner_public) = (lines.next().unwrap(), lines.next().unwrap());
+    assert!(runner_secret.starts_with("whsk_") && runner_public.starts_with("whpk_"));
+    let data_ed = dir.path().join("fixmyprint-ed25519");
+    let mut cmd = Command::new(&fixmyprint_bin);
+    cmd.args([
+        "serve",
+        "--dev-top-up",
+        "--trust-broker-key",
+        runner_public,
+        "--addr",
+        "127.0.0.1:0",
+        "--broker-url",
+        &broker.url,
+        "--data-dir",
+    ])
+    .arg(&data_ed);
+    let fixmyprint_ed = serve(cmd);
+    let out = run(Command::new(&fixmyprint_bin)
+        .args([
+            "register",
+            "--signature-scheme",
+            "ed25519",
+            "--broker-url",
+            &broker.url,
+            "--public-url",
+            &fixmyprint_ed.url,
+            "--api-key",
+            &operator_key,
+            "--data-dir",
+        ])
+        .arg(&data_ed));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {stdout}"))
+            .to_owned()
+    };
+    let (provider_id_ed, public_key) = (field("provider_id"), field("public_key"));
+    assert!(public_key.starts_with("whpk_"), "{stdout}");
+    assert!(
+        !stdout.contains("whsk_") && !stdout.contains("whsec_"),
+        "{stdout}"
+    );
+    let (funded_ed, poor_ed) = accounts(&http, &fixmyprint_ed.url).await;
+    wait_for_registration(&http, &fixmyprint_ed.url).await;
+    let ed_run = conformance(
+        &broker_bin,
+        runner_secret,
+        &fixmyprint_ed.url,
+        &provider_id_ed,
+        &funded_ed,
+        &poor_ed,
+        &["--provider-public-key", &public_key],
+    );
+    for (scheme, child) in [("hmac-sha256", hmac_run), ("ed25519", ed_run)] {
+        let out = child.join().unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
         assert!(
-            Instant::now() < deadline,
-            "registration not picked up: {}",
-            resp.status()
+            out.status.success(),
+            "conformance ({scheme}) failed:\n{report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            report.contains("PASS") && !report.contains("FAIL"),
+            "{scheme}: {report}"
+        );
     }
 
-    // 6. The conformance runner: every check passes.
-    let out = Command::new(&broker_bin)
-        .env("NO_COLOR", "1")
-        .env("DIAX_CONFORMANCE_SECRET", &secret)
-        .args([
-            "conformance",
-            "--provider-url",
-            &format!("{}/diax/jobs", fixmyprint.url),
-            "--provider-id",
-            &provider_id,
-        ])
-        .args([
-            "--account",
-            funded["account_id"].as_str().unwrap(),
-            "--poor-account",
-            poor["account_id"].as_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "conformance failed:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        report.contains("PASS") && !report.contains("FAIL"),
-        "{report}"
-    );
-
+    drop(fixmyprint_ed);
     drop(fixmyprint);
     drop(broker);
     pg.drop_database().await.unwrap();

@@ -135,7 +135,7 @@ fn main() {
             Ok(r) => {
                 let s = &r.stages;
                 format!(
-                    "{} shells, {} holes filled, watertight {}; slowest stage: {}",
+                    "{} shells, {} holes filled, watertight {}; stages: {}",
                     r.shells,
                     r.holes_filled,
                     r.watertight,
@@ -149,9 +149,10 @@ fn main() {
                         ("orient", s.orient.seconds),
                     ]
                     .into_iter()
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|(n, t)| format!("{n} {t:.3} s"))
-                    .unwrap_or_default()
+                    .filter(|(_, t)| *t >= 0.01)
+                    .map(|(n, t)| format!("{n} {t:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
                 )
             }
             Err(e) => format!("error: {e}"),

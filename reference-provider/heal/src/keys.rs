@@ -119,25 +119,28 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
         parts.push(s);
         rest = r;
     }
-    parts
-        .into_par_iter()
-        .for_each_init(Vec::new, |tmp: &mut Vec<u64>, s| {
+    parts.into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(tmp, start): &mut (Vec<u64>, Vec<usize>), s| {
             if s.len() > n / 8 {
                 s.par_sort_unstable();
             } else if s.len() < 64 || shift == 0 {
                 s.sort_unstable();
             } else {
-                // A second radix digit through a reused buffer, then an insertion sort that
-                // only has to order the few keys sharing both digits.
-                let b2 = 8.min(shift);
+                // A second radix digit through a reused buffer, wide enough that about four
+                // keys share both digits (so the cost per key does not grow with the bucket),
+                // then an insertion sort that only has to order those few.
+                let want = usize::BITS - (s.len() / 4).leading_zeros();
+                let b2 = want.clamp(8, 16).min(shift);
                 let sh2 = shift - b2;
                 let mask = (1u64 << b2) - 1;
                 let digit = |k: u64| (((k - min) >> sh2) & mask) as usize;
-                let mut start = [0usize; 257];
+                start.clear();
+                start.resize((1 << b2) + 1, 0);
                 for &k in s.iter() {
                     start[digit(k) + 1] += 1;
                 }
-                for d in 0..256 {
+                for d in 0..1 << b2 {
                     start[d + 1] += start[d];
                 }
                 tmp.clear();
@@ -148,17 +151,30 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
                     start[d] += 1;
                 }
                 s.copy_from_slice(tmp);
-                for i in 1..s.len() {
-                    let k = s[i];
-                    let mut j = i;
-                    while j > 0 && s[j - 1] > k {
-                        s[j] = s[j - 1];
-                        j -= 1;
+                // `start[d]` is now where sub-bucket `d` ends. A sub-bucket that is not small
+                // (keys that differ only below both digits) gets a comparison sort, so no
+                // input makes this quadratic.
+                let mut from = 0;
+                for &end in &start[..1 << b2] {
+                    let sub = &mut s[from..end];
+                    from = end;
+                    if sub.len() > 32 {
+                        sub.sort_unstable();
+                        continue;
                     }
-                    s[j] = k;
+                    for i in 1..sub.len() {
+                        let k = sub[i];
+                        let mut j = i;
+                        while j > 0 && sub[j - 1] > k {
+                            sub[j] = sub[j - 1];
+                            j -= 1;
+                        }
+                        sub[j] = k;
+                    }
                 }
             }
-        });
+        },
+    );
     *keys = out;
 }
 
@@ -234,6 +250,8 @@ mod tests {
             (300_000, 0xffff_ffff),
             (200_000, 0xff),
             (100_000, 0),
+            // Keys that differ only in bits below both radix digits.
+            (200_000, 0xf000_0000_0000_000f),
         ] {
             let mut a: Vec<u64> = (0..n).map(|_| next() & mask).collect();
             let mut b = a.clone();

@@ -329,30 +329,30 @@ fn nesting_depths(
     (0..shells)
         .into_par_iter()
         .map(|s| {
-            // Only the facets of shells whose box strictly contains this one's can count.
-            let want = |o: u32| nested(s, o as usize);
+            // Only the facets of shells whose box strictly contains this one's can count; at
+            // the second sample, only those of the shells the first one was inside.
             let mut inside_all: Option<Vec<u32>> = None;
             for p in samples(s) {
                 let p = p.map(f64::from);
-                let mut odd: Vec<u32> = cols
-                    .iter()
-                    .flat_map(|c| c.odd_shells(v, t, shell_of, &want, p, nudge))
-                    .collect();
-                odd.sort_unstable();
-                // Inside by majority: odd along at least two of the three axes.
-                let mut maj: Vec<u32> = odd
-                    .windows(2)
-                    .filter(|w| w[0] == w[1])
-                    .map(|w| w[0])
-                    .collect();
-                maj.dedup();
-                inside_all = Some(match inside_all {
-                    None => maj,
-                    Some(prev) => prev
-                        .into_iter()
-                        .filter(|o| maj.binary_search(o).is_ok())
-                        .collect(),
-                });
+                let want = |o: u32| match &inside_all {
+                    None => nested(s, o as usize),
+                    Some(prev) => prev.binary_search(&o).is_ok(),
+                };
+                // Inside by majority: odd along at least two of the three axes. The ray along
+                // z is cast only for the shells that x and y disagree on.
+                let ox = cols[0].odd_shells(v, t, shell_of, &want, p, nudge);
+                let oy = cols[1].odd_shells(v, t, shell_of, &want, p, nudge);
+                let (mut maj, split) = agree(&ox, &oy);
+                if !split.is_empty() {
+                    let want_z = |o: u32| split.binary_search(&o).is_ok();
+                    maj.extend(cols[2].odd_shells(v, t, shell_of, &want_z, p, nudge));
+                    maj.sort_unstable();
+                }
+                let none = maj.is_empty();
+                inside_all = Some(maj);
+                if none {
+                    break;
+                }
             }
             inside_all
                 .unwrap_or_default()
@@ -361,6 +361,35 @@ fn nesting_depths(
                 .count() as u32
         })
         .collect()
+}
+
+/// Two sorted lists of shells: those in both, and those in only one (both sorted).
+fn agree(x: &[u32], y: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let (mut both, mut one) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() || j < y.len() {
+        match (x.get(i), y.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                both.push(*a);
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                one.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                one.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                one.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (both, one)
 }
 
 /// Shells with more than this many shells use the column index ([`Columns`]) for nesting;

@@ -17,11 +17,14 @@
 //! Finding candidates is a sort, not a pairwise search: matching edges have lengths within
 //! a factor 1.5 of each other and midpoints within a quarter of the shorter one, so every
 //! edge is filed under its length class `⌊log₂ L⌋` and the cell of its midpoint in a grid of
-//! side `2^class / 2`, and looks for partners in the nearer 8 cells of its own class and of
-//! the two neighbouring classes. At most [`STITCH_MAX_CANDIDATES`] candidates are verified
-//! per edge, so a crafted pile of coincident boundary edges costs linear time.
+//! side `2^class` (the edges are sorted by that cell, so one cell's edges are neighbours in
+//! memory), and looks up the nearer 8 cells of its own class and, when its length allows a
+//! shorter partner, of the class below; every match found counts for both edges. At most
+//! [`STITCH_MAX_CANDIDATES`] candidates are verified per edge, in a fixed order, so a crafted
+//! pile of coincident boundary edges costs linear time and the result does not depend on
+//! the threads.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -66,194 +69,177 @@ pub(crate) fn stitch(
     let dist = |a: [f64; 3], b: [f64; 3]| {
         ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
     };
-    let len = |h: u32| {
+    // Per vertex: the shortest boundary edge at it (one pass, no sort).
+    let mut shortest = vec![f64::INFINITY; vertices.len()];
+    for &h in &boundary {
         let (a, b) = half_edge(triangles, h);
-        dist(pos(a), pos(b))
+        let l = dist(pos(a), pos(b));
+        for v in [a, b] {
+            let s = &mut shortest[v as usize];
+            *s = s.min(l);
+        }
+    }
+    let limit = |v: u32| -> f64 {
+        let s = shortest[v as usize];
+        if s.is_finite() {
+            (s * STITCH_FRACTION).min(cap)
+        } else {
+            0.0
+        }
     };
-    // Per boundary vertex: the shortest boundary edge at it (sorted (vertex, length) pairs).
-    let mut at: Vec<(u32, f64)> = boundary
+    // Every boundary edge of positive length as one record (its facet, endpoints, positions
+    // and limits on one cache line), so verifying a candidate reads one record.
+    let edges: Vec<Edge> = boundary
         .par_iter()
-        .flat_map_iter(|&h| {
+        .filter_map(|&h| {
             let (a, b) = half_edge(triangles, h);
-            let l = len(h);
-            [(a, l), (b, l)]
+            let (pa, pb) = (pos(a), pos(b));
+            let l = dist(pa, pb);
+            (l > 0.0 && l.is_finite()).then(|| Edge {
+                a,
+                b,
+                facet: triangles[(h / 3) as usize],
+                pa: vertices[a as usize],
+                pb: vertices[b as usize],
+                limit: [limit(a), limit(b)],
+            })
         })
         .collect();
-    at.par_sort_unstable_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
-    at.dedup_by_key(|x| x.0);
-    let limit = |v: u32| -> f64 {
-        let i = at.partition_point(|x| x.0 < v);
-        at.get(i)
-            .filter(|x| x.0 == v)
-            .map_or(0.0, |x| (x.1 * STITCH_FRACTION).min(cap))
-    };
-    // Length class and midpoint of every boundary edge of positive length.
-    let class = |l: f64| l.log2().floor() as i32;
-    let side = |c: i32| 2f64.powi(c) / 2.0;
-    let mid = |h: u32| {
-        let (a, b) = half_edge(triangles, h);
-        let (p, q) = (pos(a), pos(b));
-        [0, 1, 2].map(|k| (p[k] + q[k]) / 2.0)
-    };
-    let cell_hash = |c: i32, m: [f64; 3], shift: [i64; 3]| {
+    drop(boundary);
+    let class = |e: &Edge| e.len().log2().floor() as i32;
+    let cell_of = |c: i32, m: [f64; 3]| {
         let s = side(c);
-        let x = m.map(|x| (x / s).floor() as i64);
-        let h = keys::hash3(
-            (x[0] + shift[0]) as u32,
-            (x[1] + shift[1]) as u32,
-            (x[2] + shift[2]) as u32,
-        );
+        m.map(|x| (x / s).floor() as i64)
+    };
+    let cell_hash = |c: i32, x: [i64; 3]| {
+        let h = keys::hash3(x[0] as u32, x[1] as u32, x[2] as u32);
         keys::fmix32(h ^ (c as u32).wrapping_mul(0x9E37_79B9))
     };
-    let usable: Vec<u32> = boundary
-        .par_iter()
-        .copied()
-        .filter(|&h| {
-            let l = len(h);
-            l > 0.0 && l.is_finite()
-        })
-        .collect();
-    // Per usable edge: its endpoints' limits (looked up once, not per candidate).
-    let elim: Vec<[f64; 2]> = usable
-        .par_iter()
-        .map(|&h| {
-            let (a, b) = half_edge(triangles, h);
-            [limit(a), limit(b)]
-        })
-        .collect();
-    let mut filed: Vec<u64> = usable
+    let mut filed: Vec<u64> = edges
         .par_iter()
         .enumerate()
-        .map(|(i, &h)| {
-            let l = len(h);
-            pack(cell_hash(class(l), mid(h), [0; 3]), i as u32)
+        .map(|(i, e)| {
+            let c = class(e);
+            pack(cell_hash(c, cell_of(c, e.mid())), i as u32)
         })
         .collect();
     keys::sort(&mut filed);
-    // Probes: for classes c-1, c, c+1, the nearer cell along each axis (8 cells).
-    let mut probes: Vec<u64> = usable
-        .par_iter()
-        .enumerate()
-        .flat_map_iter(|(i, &h)| {
-            let c0 = class(len(h));
-            let m = mid(h);
-            // A partner's length is within a factor 1.5 of this one's: the class below is
-            // possible only under 1.5 · 2^c, the class above only over 2^(c+1) / 1.5.
-            let l = len(h) / 2f64.powi(c0);
-            let lo_c = if l < 1.5 { c0 - 1 } else { c0 };
-            let hi_c = if l > 4.0 / 3.0 { c0 + 1 } else { c0 };
-            (lo_c..=hi_c).flat_map(move |c| {
-                let s = side(c);
-                let dir = m.map(|x| {
-                    let f = x / s - (x / s).floor();
-                    if f < 0.5 { -1 } else { 1 }
-                });
-                (0..8).map(move |k: usize| {
-                    let shift = [0, 1, 2].map(|a| if k >> a & 1 == 1 { dir[a] } else { 0 });
-                    pack(cell_hash(c, m, shift), i as u32)
-                })
-            })
-        })
-        .collect();
-    keys::sort(&mut probes);
-    probes.dedup();
-    // Verify candidates: (this edge, other edge, score = larger endpoint distance, crossed).
-    let facet_has = |h: u32, v: u32| triangles[(h / 3) as usize].contains(&v);
-    let best: Vec<Option<(u32, f64)>> = {
-        let chunks = keys::run_chunks(&probes, keys::parts_for(probes.len()));
-        let budget: Vec<AtomicU32> = (0..usable.len()).map(|_| AtomicU32::new(0)).collect();
-        let found: Vec<(u32, u32, f64)> = chunks
-            .par_iter()
-            .flat_map_iter(|r| {
-                let mut out = Vec::new();
-                // Probes and filed edges are both sorted: walk them together (a merge-join,
-                // sequential reads instead of a binary search per probe).
-                let mut from = probes
-                    .get(r.start)
-                    .map_or(0, |&p| filed.partition_point(|&x| hi(x) < hi(p)));
-                for &pr in &probes[r.clone()] {
-                    while from < filed.len() && hi(filed[from]) < hi(pr) {
-                        from += 1;
-                    }
-                    let i = lo(pr);
-                    let h = usable[i as usize];
-                    let (a, b) = half_edge(triangles, h);
-                    // The edge's budget of verifications, shared by all its probes.
-                    let left = STITCH_MAX_CANDIDATES
-                        .saturating_sub(budget[i as usize].load(Ordering::Relaxed) as usize);
-                    if left == 0 {
+    // The edges in cell order, so the candidates of one cell are neighbours in memory.
+    let edges: Vec<Edge> = filed.par_iter().map(|&k| edges[lo(k) as usize]).collect();
+    let hash: Vec<u32> = filed.par_iter().map(|&k| hi(k)).collect();
+    drop(filed);
+    // Where each cell's run starts: an index by the top bits of the cell hash (about one run
+    // per slot), so a cell is found without a search.
+    let bits = (usize::BITS - hash.len().leading_zeros()).clamp(1, 30);
+    let slot = |h: u32| (h >> (32 - bits)) as usize;
+    let mut first = vec![0u32; (1usize << bits) + 1];
+    for &h in &hash {
+        first[slot(h) + 1] += 1;
+    }
+    for i in 1..first.len() {
+        first[i] += first[i - 1];
+    }
+    let run_of = |h: u32| {
+        let (a, b) = (first[slot(h)] as usize, first[slot(h) + 1] as usize);
+        let run = &hash[a..b];
+        let s = run.partition_point(|&x| x < h);
+        let e = s + run[s..].partition_point(|&x| x == h);
+        a + s..a + e
+    };
+    // Every edge looks up the nearer cell along each axis (8 cells) in its own class and,
+    // when its length allows a shorter partner there, in the class below; a partner in the
+    // class above finds this edge by its own look-up of the class below. Every match found
+    // is recorded for both edges (so no edge looks upward, and a match one edge found
+    // counts for the other even when the other's budget ran out first). Per edge: the best match,
+    // `score << 32 | other`, where the score (the larger endpoint gap, ≥ 0) is an `f32`'s
+    // bits, monotone in the distance, so the smallest key is the smallest score, then the
+    // smallest edge, whatever the order in which pairs are found. Every edge verifies at most
+    // `STITCH_MAX_CANDIDATES` candidates, in a fixed order, so the result does not depend on
+    // the threads.
+    let best: Vec<AtomicU64> = (0..edges.len()).map(|_| AtomicU64::new(u64::MAX)).collect();
+    let offer = |to: usize, key: u64| {
+        let b = &best[to];
+        if key < b.load(Ordering::Relaxed) {
+            b.fetch_min(key, Ordering::Relaxed);
+        }
+    };
+    (0..edges.len()).into_par_iter().for_each(|i| {
+        let e = &edges[i];
+        let c0 = class(e);
+        let m = e.mid();
+        // A partner's length is within a factor 1.5 of this one's: the class below is
+        // possible only under 1.5 · 2^c.
+        let lo_c = if e.len() / 2f64.powi(c0) < 1.5 {
+            c0 - 1
+        } else {
+            c0
+        };
+        let mut left = STITCH_MAX_CANDIDATES;
+        let mut mine = u64::MAX;
+        'classes: for c in (lo_c..=c0).rev() {
+            let s = side(c);
+            let x = cell_of(c, m);
+            let dir = [0, 1, 2].map(|k| {
+                if m[k] / s - (x[k] as f64) < 0.5 {
+                    -1
+                } else {
+                    1
+                }
+            });
+            for k in 0..8usize {
+                let shifted = [0, 1, 2].map(|a| x[a] + if k >> a & 1 == 1 { dir[a] } else { 0 });
+                for j in run_of(cell_hash(c, shifted)) {
+                    if j == i {
                         continue;
                     }
-                    let run = filed[from..]
-                        .iter()
-                        .take(left)
-                        .take_while(|&&x| hi(x) == hi(pr))
-                        .count();
-                    budget[i as usize].fetch_add(run as u32, Ordering::Relaxed);
-                    for &fk in &filed[from..from + run] {
-                        let j = lo(fk);
-                        if j == i {
-                            continue;
-                        }
-                        let g = usable[j as usize];
-                        let (c, d) = half_edge(triangles, g);
-                        if facet_has(g, a) || facet_has(g, b) || facet_has(h, c) || facet_has(h, d)
-                        {
-                            continue;
-                        }
-                        let (li, lj) = (elim[i as usize], elim[j as usize]);
-                        let within = |x: u32, lx: f64, y: u32, ly: f64| {
-                            let d = dist(pos(x), pos(y));
-                            (d <= lx.min(ly)).then_some(d)
-                        };
-                        let score = match (within(a, li[0], d, lj[1]), within(b, li[1], c, lj[0])) {
-                            (Some(x), Some(y)) => Some(x.max(y)),
-                            _ => match (within(a, li[0], c, lj[0]), within(b, li[1], d, lj[1])) {
-                                (Some(x), Some(y)) => Some(x.max(y)),
-                                _ => None,
-                            },
-                        };
-                        if let Some(s) = score {
-                            out.push((i, j, s));
-                        }
+                    if left == 0 {
+                        break 'classes;
+                    }
+                    left -= 1;
+                    if let Some(s) = e.gap(&edges[j]) {
+                        let s = u64::from((s as f32).to_bits()) << 32;
+                        mine = mine.min(s | j as u64);
+                        offer(j, s | i as u64);
                     }
                 }
-                out.into_iter()
-            })
-            .collect();
-        let mut best: Vec<Option<(u32, f64)>> = vec![None; usable.len()];
-        for (i, j, s) in found {
-            let b = &mut best[i as usize];
-            if b.is_none_or(|(bj, bs)| s < bs || (s == bs && j < bj)) {
-                *b = Some((j, s));
             }
         }
-        best
-    };
+        if mine != u64::MAX {
+            offer(i, mine);
+        }
+    });
+    drop(first);
+    drop(hash);
+    let best: Vec<u32> = best
+        .into_iter()
+        .map(|b| {
+            let b = b.into_inner();
+            if b == u64::MAX { NONE } else { lo(b) }
+        })
+        .collect();
     // Mutual best matches: union their endpoints.
     let mut parent: Vec<u32> = (0..vertices.len() as u32).collect();
-    let mut edges = 0u64;
+    let mut stitched = 0u64;
     let mut largest = 0.0f64;
-    for (i, b) in best.iter().enumerate() {
-        let Some((j, s)) = *b else { continue };
-        if (j as usize) < i || best[j as usize].map(|x| x.0) != Some(i as u32) {
+    for (i, &j) in best.iter().enumerate() {
+        if j == NONE || (j as usize) < i || best[j as usize] != i as u32 {
             continue;
         }
-        let (a, bb) = half_edge(triangles, usable[i]);
-        let (c, d) = half_edge(triangles, usable[j as usize]);
+        let (e, o) = (&edges[i], &edges[j as usize]);
+        let Some(s) = e.gap(o) else { continue };
         let lim = |x: u32, y: u32| dist(pos(x), pos(y)) <= limit(x).min(limit(y));
-        let pairs = if lim(a, d) && lim(bb, c) {
-            [(a, d), (bb, c)]
+        let pairs = if lim(e.a, o.b) && lim(e.b, o.a) {
+            [(e.a, o.b), (e.b, o.a)]
         } else {
-            [(a, c), (bb, d)]
+            [(e.a, o.a), (e.b, o.b)]
         };
         for (x, y) in pairs {
             union(&mut parent, x, y);
         }
-        edges += 1;
+        stitched += 1;
         largest = largest.max(s);
     }
-    if edges == 0 {
+    if stitched == 0 {
         return Stitched::default();
     }
     let mut merged = 0u64;
@@ -264,10 +250,76 @@ pub(crate) fn stitch(
     }
     Stitched {
         merge_into: parent,
-        edges,
+        edges: stitched,
         vertices: merged,
         largest,
     }
+}
+
+/// The side of the midpoint grid of length class `c` (edges of length `2^c ..< 2^(c+1)`):
+/// two matching edges' midpoints are less than a quarter of the shorter edge apart, so under
+/// half a side of the shorter edge's class along every axis, and the nearer cell along each
+/// axis holds the partner.
+fn side(c: i32) -> f64 {
+    2f64.powi(c)
+}
+
+/// A boundary half-edge `a → b` of `facet`, with what verifying a match needs.
+#[derive(Clone, Copy)]
+struct Edge {
+    a: u32,
+    b: u32,
+    facet: [u32; 3],
+    pa: [f32; 3],
+    pb: [f32; 3],
+    /// The stitch limits of `a` and `b`.
+    limit: [f64; 2],
+}
+
+impl Edge {
+    fn len(&self) -> f64 {
+        dist(self.pa, self.pb)
+    }
+
+    fn mid(&self) -> [f64; 3] {
+        [0, 1, 2].map(|k| (f64::from(self.pa[k]) + f64::from(self.pb[k])) / 2.0)
+    }
+
+    /// When `self` and `o` match (`a`, `d` and `b`, `c`, or `a`, `c` and `b`, `d`, each
+    /// within the smaller of their limits, no vertex of one in the other's facet): the larger
+    /// of the two endpoint gaps.
+    fn gap(&self, o: &Edge) -> Option<f64> {
+        if o.facet.contains(&self.a)
+            || o.facet.contains(&self.b)
+            || self.facet.contains(&o.a)
+            || self.facet.contains(&o.b)
+        {
+            return None;
+        }
+        let within = |x: [f32; 3], lx: f64, y: [f32; 3], ly: f64| {
+            let d = dist(x, y);
+            (d <= lx.min(ly)).then_some(d)
+        };
+        let (l, m) = (self.limit, o.limit);
+        match (
+            within(self.pa, l[0], o.pb, m[1]),
+            within(self.pb, l[1], o.pa, m[0]),
+        ) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            _ => match (
+                within(self.pa, l[0], o.pa, m[0]),
+                within(self.pb, l[1], o.pb, m[1]),
+            ) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                _ => None,
+            },
+        }
+    }
+}
+
+fn dist(a: [f32; 3], b: [f32; 3]) -> f64 {
+    let d = |k: usize| f64::from(a[k]) - f64::from(b[k]);
+    (d(0).powi(2) + d(1).powi(2) + d(2).powi(2)).sqrt()
 }
 
 fn find(parent: &mut [u32], mut x: u32) -> u32 {

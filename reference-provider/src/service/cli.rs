@@ -181,7 +181,6 @@ pub fn register(args: &RegisterArgs) -> ExitCode {
             let reg = registration::register(&db, &http, &opts)
                 .await
                 .map_err(|e| e.to_string())?;
-            db.close().await;
             let mut line = format!(
                 "registered: provider_id={} broker_id={} key_id={} events_url={} (secret stored in the database)",
                 reg.provider_id, reg.broker_id, reg.key_id, reg.events_url
@@ -194,6 +193,11 @@ pub fn register(args: &RegisterArgs) -> ExitCode {
                     "\nsignature_scheme=ed25519 broker_key_id={kid} broker_public_key={public}"
                 ));
             }
+            if let Some(own) = registration::own_public_key(&db).await.map_err(|e| e.to_string())? {
+                // What a broker (or the conformance runner) verifies FixMyPrint's events with.
+                line.push_str(&format!("\npublic_key={own}"));
+            }
+            db.close().await;
             Ok(line)
         })
     });

@@ -114,6 +114,11 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Broker public keys (`whpk_…`) trusted in addition to the registered broker's keys,
+    /// once registered: how the conformance runner, playing the broker with a key pair of
+    /// its own, reaches a provider registered with `ed25519`. Whoever holds the matching
+    /// secret key can send offers and inputs, so list only keys you made.
+    pub trusted_broker_keys: Vec<diax_sdk::PublicKey>,
     /// Prices.
     pub pricing: Pricing,
 }
@@ -149,6 +154,7 @@ impl Default for Config {
             dev_top_up: false,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            trusted_broker_keys: Vec::new(),
             pricing: Pricing::default(),
         }
     }
@@ -223,6 +229,7 @@ pub struct FileConfig {
     pub dev_top_up: Option<bool>,
     pub header_read_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
+    pub trusted_broker_keys: Option<Vec<String>>,
     pub price_base: Option<i64>,
     pub price_per_mib: Option<i64>,
     pub currency: Option<String>,
@@ -308,6 +315,14 @@ pub struct ServeArgs {
     /// stand-in for a payment system) [default: off].
     #[arg(long, env = "FIXMYPRINT_DEV_TOP_UP")]
     pub dev_top_up: bool,
+    /// A broker public key (`whpk_…`) to trust in addition to the registered broker's keys,
+    /// e.g. the conformance runner's; repeatable (environment: comma-separated).
+    #[arg(
+        long = "trust-broker-key",
+        env = "FIXMYPRINT_TRUST_BROKER_KEYS",
+        value_delimiter = ','
+    )]
+    pub trust_broker_key: Vec<String>,
     /// Settings file (TOML or JSON).
     #[arg(long, env = "FIXMYPRINT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -354,8 +369,24 @@ impl ServeArgs {
         if self.dev_top_up {
             c.dev_top_up = true;
         }
+        if !self.trust_broker_key.is_empty() {
+            c.trusted_broker_keys = parse_public_keys(&self.trust_broker_key)?;
+        }
         Ok(c)
     }
+}
+
+/// Parses `whpk_…` public keys; a secret (`whsk_`, `whsec_`) or anything else is refused.
+fn parse_public_keys(keys: &[String]) -> Result<Vec<diax_sdk::PublicKey>, ConfigError> {
+    keys.iter()
+        .map(|k| {
+            diax_sdk::PublicKey::parse(k.trim()).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "trusted broker key: {e} (expected a whpk_ public key)"
+                ))
+            })
+        })
+        .collect()
 }
 
 impl FileConfig {
@@ -449,6 +480,9 @@ impl FileConfig {
         if let Some(v) = self.max_connections {
             c.max_connections = v.max(1);
         }
+        if let Some(v) = self.trusted_broker_keys {
+            c.trusted_broker_keys = parse_public_keys(&v)?;
+        }
         if let Some(v) = self.price_base {
             c.pricing.base = v;
         }
@@ -487,5 +521,40 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_millis(20));
         assert_eq!(c.pricing.currency, "USD");
         assert!(toml::from_str::<FileConfig>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn trusted_broker_keys_take_public_keys_only() {
+        let own = diax_sdk::SigningKey::generate();
+        let public = own.public_key().to_string();
+        let args = ServeArgs {
+            trust_broker_key: vec![public.clone()],
+            ..ServeArgs::default()
+        };
+        let c = args.resolve().expect("a public key");
+        assert_eq!(c.trusted_broker_keys.len(), 1);
+        assert_eq!(c.trusted_broker_keys[0].to_string(), public);
+        let f: FileConfig =
+            toml::from_str(&format!("trusted_broker_keys = [\"{public}\"]")).expect("toml");
+        assert_eq!(
+            f.apply(Config::default())
+                .expect("apply")
+                .trusted_broker_keys
+                .len(),
+            1
+        );
+        for bad in [
+            own.expose(),
+            diax_sdk::Secret::generate().expose(),
+            "whpk_nope".into(),
+        ] {
+            let args = ServeArgs {
+                trust_broker_key: vec![bad.clone()],
+                ..ServeArgs::default()
+            };
+            let err = args.resolve().expect_err("not a public key").to_string();
+            assert!(err.contains("trusted broker key"), "{err}");
+            assert!(!err.contains(&bad), "the refusal echoes no key: {err}");
+        }
     }
 }

@@ -68,6 +68,21 @@ pub enum ServeError {
     Config(String),
 }
 
+/// The stored keyring plus the configured trusted broker keys (`key_trusted_1`, …), which
+/// verify broker messages only (a public key signs nothing). Before registration the ring
+/// stays empty: with no key of its own the service could not sign a single event.
+fn with_trusted(mut ring: diax_sdk::Keyring, config: &Config) -> diax_sdk::Keyring {
+    if ring.is_empty() {
+        return ring;
+    }
+    for (n, key) in config.trusted_broker_keys.iter().enumerate() {
+        if let Ok(id) = diax_sdk::KeyId::parse(format!("key_trusted_{}", n + 1)) {
+            ring.insert(id, *key, None);
+        }
+    }
+    ring
+}
+
 /// The state every handler and worker shares. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -124,7 +139,7 @@ impl Service {
             user_agent: concat!("fixmyprint/", env!("CARGO_PKG_VERSION")).into(),
         })?;
         let replay = DbReplayStore::new(db.clone());
-        let keyring = registration::load_keyring(&db).await?;
+        let keyring = with_trusted(registration::load_keyring(&db).await?, &config);
         let verifier = Verifier::new(keyring)
             .with_replay_store(Arc::new(replay.clone()))
             .with_config(VerifierConfig {
@@ -204,13 +219,16 @@ impl Service {
     }
 
     /// Reloads the keyring from the database into the verifier (after registration or a
-    /// rotation, possibly by another instance).
+    /// rotation, possibly by another instance), with the configured
+    /// [`trusted_broker_keys`](Config::trusted_broker_keys) once registered.
     ///
     /// # Errors
     /// Database errors.
     pub async fn reload_keyring(&self) -> Result<(), sqlx::Error> {
         let ring = registration::load_keyring(&self.inner.db).await?;
-        self.inner.verifier.set_keyring(ring);
+        self.inner
+            .verifier
+            .set_keyring(with_trusted(ring, &self.inner.config));
         Ok(())
     }
 

@@ -368,6 +368,21 @@ pub async fn load_keyring(db: &Db) -> Result<Keyring, sqlx::Error> {
     Ok(ring)
 }
 
+/// The public half of this provider's newest own ed25519 key (what the broker verifies its
+/// events and link tokens with), if it signs with one.
+///
+/// # Errors
+/// Database errors.
+pub async fn own_public_key(db: &Db) -> Result<Option<PublicKey>, sqlx::Error> {
+    let ring = load_keyring(db).await?;
+    Ok(ring
+        .primary(diax_sdk::clock::unix_now())
+        .and_then(|k| match &k.material {
+            KeyMaterial::Ed25519(own) => Some(own.public_key()),
+            _ => None,
+        }))
+}
+
 /// A link-token issuer with the newest active key, if registered.
 ///
 /// # Errors

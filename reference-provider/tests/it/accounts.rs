@@ -2,13 +2,13 @@
 //! endpoint, secret rotation, TLS and the settings file.
 
 use crate::support::*;
-use diax_sdk::wire::{BrokerMessage, LinkTokenGrant};
+use diax_sdk::wire::{BrokerMessage, LinkTokenGrant, Scheme};
 use diax_sdk::{LinkTokenValidator, MessageId, ProblemType};
 use serde_json::{Value, json};
 
-async fn accounts_and_money(backend: Backend) {
+async fn accounts_and_money(backend: Backend, scheme: Scheme) {
     let db = TestDb::new(backend).await;
-    let broker = FakeBroker::start().await;
+    let broker = FakeBroker::start_with(scheme).await;
     let provider = start_provider(test_config(&db, db.dir())).await;
     let base = provider.base_url().to_owned();
     let account = create_account(&provider, "Gareth").await;
@@ -95,7 +95,7 @@ async fn accounts_and_money(backend: Backend) {
     );
     provider.shutdown().await;
 }
-both_backends!(accounts_and_money);
+every_backend_and_scheme!(accounts_and_money);
 
 async fn bad_input_everywhere(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -233,9 +233,9 @@ both_backends!(bad_input_everywhere);
 
 /// Rotation: the provider keeps the old key during the grace period (both verify), and
 /// link tokens use the new one.
-async fn secret_rotation(backend: Backend) {
+async fn secret_rotation(backend: Backend, scheme: Scheme) {
     let db = TestDb::new(backend).await;
-    let broker = FakeBroker::start().await;
+    let broker = FakeBroker::start_with(scheme).await;
     let provider = start_provider(test_config(&db, db.dir())).await;
     let reg = register(&provider, &broker).await;
     let old_ring = broker.keyring();
@@ -273,7 +273,7 @@ async fn secret_rotation(backend: Backend) {
     assert_eq!(kid, rotated.key_id);
     provider.shutdown().await;
 }
-both_backends!(secret_rotation);
+every_backend_and_scheme!(secret_rotation);
 
 /// HTTPS with a certificate from a test CA, settings from a TOML file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,5 +372,47 @@ async fn a_413_leaves_the_connection_usable() {
     let (status, head) = read_raw_response(&mut stream).await;
     assert_eq!(status, 200, "{head}");
     drop(stream);
+    provider.shutdown().await;
+}
+
+/// `trusted_broker_keys`: once registered (with ed25519), a message signed by a trusted key
+/// verifies next to the registered broker's; before registration nothing does (`503`), and a
+/// key nobody trusted is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_broker_key_verifies_next_to_the_registered_ones() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let broker = FakeBroker::start_with(Scheme::V1a).await;
+    let runner = diax_sdk::SigningKey::generate();
+    let provider = start_provider(fixmyprint::service::Config {
+        trusted_broker_keys: vec![runner.public_key()],
+        ..test_config(&db, db.dir())
+    })
+    .await;
+    let runner_ring = diax_sdk::Keyring::single(diax_sdk::KeyId::generate(), runner);
+    let account = create_account(&provider, "Tr").await;
+    let send = |ring: diax_sdk::Keyring, body: Vec<u8>| {
+        let url = format!("{}/diax/jobs", provider.base_url());
+        async move {
+            diax_sdk::client::SignedSender::new(client())
+                .send_once(&url, &MessageId::generate(), body, &ring)
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    // Not registered: the trusted key alone does not make the service answer offers.
+    assert_eq!(send(runner_ring.clone(), b"{}".to_vec()).await, 503);
+    register(&provider, &broker).await;
+    let offer = serde_json::to_vec(&BrokerMessage::Offer(
+        broker.offer(Some(&account.account_id), 10),
+    ))
+    .unwrap();
+    assert_eq!(
+        send(runner_ring, offer.clone()).await,
+        402,
+        "verified, then refused for money"
+    );
+    assert_eq!(send(broker.keyring(), offer.clone()).await, 402);
+    assert_eq!(send(broker.stranger(), offer).await, 401);
     provider.shutdown().await;
 }

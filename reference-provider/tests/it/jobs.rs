@@ -4,15 +4,15 @@ use std::time::Duration;
 
 use crate::support::*;
 use diax_sdk::util::sha256_hex;
-use diax_sdk::wire::{BrokerMessage, JobEventKind, JobState, JobStatus};
+use diax_sdk::wire::{BrokerMessage, JobEventKind, JobState, JobStatus, Scheme};
 use diax_sdk::{MessageId, ProblemType};
 use fixmyprint::service::{self, ExecutionOutcome, queue};
 
 /// The story: unknown account → 401, empty balance → 402, top-up → 202, input, work,
 /// callbacks, result behind a credential, exactly one charge.
-async fn full_story(backend: Backend) {
+async fn full_story(backend: Backend, scheme: Scheme) {
     let db = TestDb::new(backend).await;
-    let broker = FakeBroker::start().await;
+    let broker = FakeBroker::start_with(scheme).await;
     let provider = start_provider(test_config(&db, db.dir())).await;
     register(&provider, &broker).await;
     let model = fixmyprint::heal::generate::broken_model(3, 2_000);
@@ -279,7 +279,7 @@ async fn full_story(backend: Backend) {
     assert_eq!(kinds, ["top_up", "hold", "capture"]);
     provider.shutdown().await;
 }
-both_backends!(full_story);
+every_backend_and_scheme!(full_story);
 
 /// A file that is not an STL ends in `job.failed` (model-invalid), nothing charged.
 async fn non_stl_fails_and_releases(backend: Backend) {
@@ -396,9 +396,9 @@ both_backends!(lease_expiry_after_crash);
 
 /// The broker answers 503 for a while: the outbox loop retries with the same webhook-id
 /// until it gets a 2xx; background workers do the job on their own.
-async fn outbox_redelivery_while_broker_down(backend: Backend) {
+async fn outbox_redelivery_while_broker_down(backend: Backend, scheme: Scheme) {
     let db = TestDb::new(backend).await;
-    let broker = FakeBroker::start().await;
+    let broker = FakeBroker::start_with(scheme).await;
     let mut config = test_config(&db, db.dir());
     config.workers = 1;
     config.outbox_workers = 1;
@@ -441,13 +441,13 @@ async fn outbox_redelivery_while_broker_down(backend: Backend) {
     assert_eq!((pending, delivered, dead), (0, 3, 0));
     provider.shutdown().await;
 }
-both_backends!(outbox_redelivery_while_broker_down);
+every_backend_and_scheme!(outbox_redelivery_while_broker_down);
 
 /// Bad signed input: unsigned, wrong content type, malformed JSON, unknown message type,
 /// unknown job for an input, stale timestamp; the service keeps serving.
-async fn bad_signed_input(backend: Backend) {
+async fn bad_signed_input(backend: Backend, scheme: Scheme) {
     let db = TestDb::new(backend).await;
-    let broker = FakeBroker::start().await;
+    let broker = FakeBroker::start_with(scheme).await;
     let provider = start_provider(test_config(&db, db.dir())).await;
 
     // Not registered yet: signed messages cannot be checked.
@@ -502,14 +502,25 @@ async fn bad_signed_input(backend: Backend) {
     let big = vec![b' '; 2 * 1024 * 1024];
     let (status, _, _) = send_raw_signed(&provider, &broker, &MessageId::generate(), big).await;
     assert_eq!(status, 413);
-    // Tampered: signed by another key.
-    let stranger =
-        diax_sdk::Keyring::single(diax_sdk::KeyId::generate(), diax_sdk::Secret::generate());
-    let resp = diax_sdk::client::SignedSender::new(client())
-        .send_once(&url, &MessageId::generate(), b"{}".to_vec(), &stranger)
-        .await
-        .unwrap();
-    assert_eq!(resp.status, 401);
+    // Tampered: signed by another key of the scheme, and by a key of the other scheme.
+    let other_scheme = match scheme {
+        Scheme::V1 => diax_sdk::Keyring::single(
+            diax_sdk::KeyId::generate(),
+            diax_sdk::SigningKey::generate(),
+        ),
+        Scheme::V1a => {
+            diax_sdk::Keyring::single(diax_sdk::KeyId::generate(), diax_sdk::Secret::generate())
+        }
+    };
+    for stranger in [broker.stranger(), other_scheme] {
+        let resp = diax_sdk::client::SignedSender::new(client())
+            .send_once(&url, &MessageId::generate(), b"{}".to_vec(), &stranger)
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 401);
+        let p: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(p["type"], ProblemType::SignatureInvalid.uri());
+    }
     // Stale timestamp.
     let ring = broker.keyring();
     let old = diax_sdk::clock::unix_now() - 3600;
@@ -563,7 +574,7 @@ async fn bad_signed_input(backend: Backend) {
     assert_eq!(status, 200);
     provider.shutdown().await;
 }
-both_backends!(bad_signed_input);
+every_backend_and_scheme!(bad_signed_input);
 
 /// Graceful shutdown releases what this instance still leases; after a restart on the same
 /// database the job completes and is charged once.

@@ -18,11 +18,12 @@ use diax_sdk::clock::unix_now;
 use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::{
     BrokerMessage, Download, EventAck, Group, JobEvent, JobOffer, JobState, OfferUser,
-    OfferedModel, ProviderRegistered, SecretRotated, SecretScope,
+    OfferedModel, ProviderRegistered, RegisterProvider, RotateSecret, Scheme, SecretRotated,
+    SecretScope,
 };
 use diax_sdk::{
-    AccountId, GroupId, JobId, KeyId, Keyring, MessageId, ModelId, ProviderId, Secret, UserId,
-    Verifier,
+    AccountId, GroupId, JobId, KeyId, KeyMaterial, Keyring, MessageId, ModelId, ProviderId,
+    PublicKey, Secret, SigningKey, UserId, Verifier,
 };
 use fixmyprint::service::accounts::AccountCreated;
 use fixmyprint::service::{self, Config, ServiceHandle};
@@ -48,6 +49,32 @@ macro_rules! both_backends {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 super::$name($crate::support::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+/// Runs an async test body once per backend and signature scheme (four `#[tokio::test]`s):
+/// `hmac-sha256` (`v1`, a shared secret) and `ed25519` (`v1a`, a key pair on each side).
+macro_rules! every_backend_and_scheme {
+    ($name:ident) => {
+        mod $name {
+            use diax_sdk::wire::Scheme;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::Backend::Sqlite, Scheme::V1).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::Backend::Postgres, Scheme::V1).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_ed25519() {
+                super::$name($crate::support::Backend::Sqlite, Scheme::V1a).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_ed25519() {
+                super::$name($crate::support::Backend::Postgres, Scheme::V1a).await;
             }
         }
     };
@@ -138,6 +165,10 @@ impl Drop for TestDb {
 
 #[derive(Debug, Default)]
 pub struct BrokerState {
+    /// The scheme it registers providers with.
+    pub scheme: Mutex<Scheme>,
+    /// With `hmac-sha256` the shared secrets; with `ed25519` the broker's own secret keys
+    /// (which sign offers and inputs) and the provider's public keys (which verify events).
     pub keyring: Mutex<Keyring>,
     pub verifier: Mutex<Option<Arc<Verifier>>>,
     pub provider_id: Mutex<Option<ProviderId>>,
@@ -247,14 +278,25 @@ async fn broker_groups() -> Response {
         .into_response()
 }
 
-async fn broker_register(State(st): State<Arc<BrokerState>>, headers: HeaderMap) -> Response {
+async fn broker_register(
+    State(st): State<Arc<BrokerState>>,
+    headers: HeaderMap,
+    axum::Json(request): axum::Json<RegisterProvider>,
+) -> Response {
     if headers.get("authorization").is_none() {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    let scheme = *st.scheme.lock().unwrap();
+    if request.signature_scheme != scheme {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    }
     let provider_id = ProviderId::generate();
     let key_id = KeyId::generate();
-    let secret = Secret::generate();
-    let ring = Keyring::single(key_id.clone(), secret.clone());
+    let mut ring = Keyring::new();
+    let keys = match new_keys(scheme, &key_id, request.public_key.as_deref(), &mut ring) {
+        Ok(keys) => keys,
+        Err(status) => return status.into_response(),
+    };
     *st.keyring.lock().unwrap() = ring.clone();
     *st.verifier.lock().unwrap() = Some(Arc::new(Verifier::new(ring)));
     *st.provider_id.lock().unwrap() = Some(provider_id.clone());
@@ -266,46 +308,122 @@ async fn broker_register(State(st): State<Arc<BrokerState>>, headers: HeaderMap)
             provider_id,
             broker_id: BROKER_ID.into(),
             key_id,
-            secret: Some(secret.expose()),
+            secret: keys.secret,
             secret_scope: SecretScope::Service,
             bound_user_id: None,
-            signature_scheme: Default::default(),
-            broker_key_id: None,
-            broker_public_key: None,
+            signature_scheme: scheme,
+            broker_key_id: keys.broker_key_id,
+            broker_public_key: keys.broker_public_key,
         }),
     )
         .into_response()
 }
 
+/// What an answer to a registration or rotation carries besides the key id.
+struct NewKeys {
+    secret: Option<String>,
+    broker_key_id: Option<KeyId>,
+    broker_public_key: Option<String>,
+}
+
+/// Adds the keys of a registration or rotation to `ring`: a shared secret under `key_id`
+/// (`hmac-sha256`), or the provider's public key under `key_id` and a fresh broker key pair
+/// under a key id of its own (`ed25519`, where the request must carry the public key).
+fn new_keys(
+    scheme: Scheme,
+    key_id: &KeyId,
+    public_key: Option<&str>,
+    ring: &mut Keyring,
+) -> Result<NewKeys, StatusCode> {
+    match scheme {
+        Scheme::V1 => {
+            let secret = Secret::generate();
+            ring.insert(key_id.clone(), secret.clone(), None);
+            Ok(NewKeys {
+                secret: Some(secret.expose()),
+                broker_key_id: None,
+                broker_public_key: None,
+            })
+        }
+        Scheme::V1a => {
+            let provider_key = public_key
+                .and_then(|k| PublicKey::parse(k).ok())
+                .ok_or(StatusCode::UNPROCESSABLE_ENTITY)?;
+            let broker_key = SigningKey::generate();
+            let broker_key_id = KeyId::generate();
+            ring.insert(key_id.clone(), provider_key, None);
+            ring.insert(broker_key_id.clone(), broker_key.clone(), None);
+            Ok(NewKeys {
+                secret: None,
+                broker_key_id: Some(broker_key_id),
+                broker_public_key: Some(broker_key.public_key().to_string()),
+            })
+        }
+    }
+}
+
 async fn broker_rotate(
     State(st): State<Arc<BrokerState>>,
     Path(provider): Path<String>,
+    axum::Json(request): axum::Json<RotateSecret>,
 ) -> Response {
+    let scheme = *st.scheme.lock().unwrap();
     let key_id = KeyId::generate();
-    let secret = Secret::generate();
     let until = unix_now() + 3600;
     let mut ring = st.keyring.lock().unwrap().clone();
-    let previous = ring.primary(unix_now()).unwrap().id.clone();
-    ring.expire(&previous, until);
-    ring.insert(key_id.clone(), secret.clone(), None);
+    // The provider's key in force: the shared secret, or the provider's public key.
+    let previous = ring
+        .iter()
+        .filter(|k| k.not_after.is_none())
+        .filter(|k| {
+            matches!(
+                k.material,
+                KeyMaterial::Hmac(_) | KeyMaterial::Ed25519Public(_)
+            )
+        })
+        .last()
+        .unwrap()
+        .id
+        .clone();
+    let open: Vec<KeyId> = ring
+        .iter()
+        .filter(|k| k.not_after.is_none())
+        .map(|k| k.id.clone())
+        .collect();
+    for id in &open {
+        ring.expire(id, until);
+    }
+    let keys = match new_keys(scheme, &key_id, request.public_key.as_deref(), &mut ring) {
+        Ok(keys) => keys,
+        Err(status) => return status.into_response(),
+    };
     *st.keyring.lock().unwrap() = ring.clone();
     *st.verifier.lock().unwrap() = Some(Arc::new(Verifier::new(ring)));
     axum::Json(SecretRotated {
         provider_id: ProviderId::parse(provider).unwrap(),
         key_id,
-        secret: Some(secret.expose()),
+        secret: keys.secret,
         previous_key_id: previous,
         previous_valid_until: until,
-        signature_scheme: Default::default(),
-        broker_key_id: None,
-        broker_public_key: None,
+        signature_scheme: scheme,
+        broker_key_id: keys.broker_key_id,
+        broker_public_key: keys.broker_public_key,
     })
     .into_response()
 }
 
 impl FakeBroker {
+    /// A fake broker that registers providers with `hmac-sha256`.
     pub async fn start() -> Self {
-        let state = Arc::new(BrokerState::default());
+        Self::start_with(Scheme::V1).await
+    }
+
+    /// A fake broker that registers providers with `scheme`.
+    pub async fn start_with(scheme: Scheme) -> Self {
+        let state = Arc::new(BrokerState {
+            scheme: Mutex::new(scheme),
+            ..BrokerState::default()
+        });
         let app = Router::new()
             .route("/v1/groups", post(broker_groups))
             .route("/v1/providers", post(broker_register))
@@ -335,6 +453,20 @@ impl FakeBroker {
             .unwrap()
             .clone()
             .expect("registered")
+    }
+
+    /// The scheme it registers providers with.
+    pub fn scheme(&self) -> Scheme {
+        *self.state.scheme.lock().unwrap()
+    }
+
+    /// A keyring of keys this broker does not have, of its scheme (signs messages the
+    /// provider must refuse).
+    pub fn stranger(&self) -> Keyring {
+        match self.scheme() {
+            Scheme::V1 => Keyring::single(KeyId::generate(), Secret::generate()),
+            Scheme::V1a => Keyring::single(KeyId::generate(), SigningKey::generate()),
+        }
     }
 
     pub fn keyring(&self) -> Keyring {
@@ -466,7 +598,7 @@ pub async fn register(provider: &ServiceHandle, broker: &FakeBroker) -> Provider
             public_url: provider.base_url().to_owned(),
             secret_scope: SecretScope::Service,
             description: None,
-            signature_scheme: Default::default(),
+            signature_scheme: broker.scheme(),
         },
     )
     .await

@@ -45,6 +45,16 @@ pub struct Config {
     /// on the address each host name resolves to. Turn it on to run providers on this machine.
     #[arg(long, env = "BROKER_MOCK_ALLOW_PRIVATE_ADDRESSES")]
     pub allow_private_addresses: bool,
+    /// Origins of object stores (`https://s3.eu-central-1.amazonaws.com`) a provider's result
+    /// may also be fetched from, besides the provider's registered origin: a provider that
+    /// keeps its results in a bucket hands out presigned URLs on its store's origin. The
+    /// address policy, size cap and digest check apply as to any result. Repeatable.
+    #[arg(
+        long = "result-store-origin",
+        env = "BROKER_MOCK_RESULT_STORE_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub result_store_origins: Vec<String>,
     /// Extra PEM root certificates trusted for outgoing HTTPS (providers with a private CA).
     #[arg(long = "ca-cert", env = "BROKER_MOCK_CA_CERT", value_delimiter = ',')]
     pub ca_certs: Vec<PathBuf>,
@@ -157,6 +167,7 @@ impl Default for Config {
             tolerance: 300,
             rotation_grace: 86_400,
             allow_private_addresses: false,
+            result_store_origins: Vec::new(),
             ca_certs: Vec::new(),
             max_model_bytes: 64 * 1024 * 1024,
             max_body_bytes: 1024 * 1024,

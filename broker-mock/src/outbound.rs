@@ -219,7 +219,7 @@ fn transport_reason(e: &client::SendError) -> String {
 }
 
 /// Downloads what `dl` describes from the origin of `origin_of` (the provider's registered
-/// job URL): URL and address policy, status, size cap, declared size and SHA-256. The error
+/// job URL) or one of the configured `--result-store-origin`s: URL and address policy, status, size cap, declared size and SHA-256. The error
 /// names the rule that failed, never what the server sent (its body, the real size or
 /// digest).
 pub(crate) async fn download(
@@ -229,7 +229,12 @@ pub(crate) async fn download(
     subject: &Subject,
 ) -> Result<Vec<u8>, String> {
     let result = download_inner(state, dl, origin_of).await;
-    let mut logged = subject.message("GET", &dl.url);
+    // A presigned URL carries its credential in the query: the log keeps the path only.
+    let shown = match dl.url.split_once('?') {
+        Some((path, _)) => format!("{path}?[redacted]"),
+        None => dl.url.clone(),
+    };
+    let mut logged = subject.message("GET", &shown);
     if let Some(a) = &dl.authorization {
         logged
             .headers
@@ -267,9 +272,18 @@ async fn download_inner(
         connect_timeout: Duration::from_secs(state.cfg.http_timeout.max(1)),
         idle_timeout: Duration::from_secs(state.cfg.http_timeout.max(1)),
     };
+    // The provider's registered origin, or an object store the broker is configured to
+    // trust (a presigned URL on the store's origin).
+    let on_store =
+        url::Url::parse(&dl.url).is_ok_and(|u| {
+            let origin = u.origin().ascii_serialization();
+            state.cfg.result_store_origins.iter().any(|o| {
+                url::Url::parse(o).is_ok_and(|o| o.origin().ascii_serialization() == origin)
+            })
+        });
     let fetcher = state
         .fetcher
-        .with_origin_of(origin_of)
+        .with_origin_of(if on_store { &dl.url } else { origin_of })
         .map_err(|e| (None, e.to_string()))?;
     match fetcher.download_to_vec(dl, &limits).await {
         Ok(bytes) => Ok((200, bytes)),

@@ -9,5 +9,6 @@
 pub mod inbox;
 pub mod pg;
 pub mod pki;
+pub mod s3;
 pub mod stack;
 pub mod story;

@@ -27,6 +27,9 @@ pub struct StackOptions {
     pub provider_db: ProviderDb,
     /// Job workers in FixMyPrint.
     pub workers: usize,
+    /// FixMyPrint's result store: `None` = its data directory; or a bucket, whose endpoint's
+    /// origin the broker is then told to trust for results (`--result-store-origin`).
+    pub storage: Option<fixmyprint::service::S3Settings>,
 }
 
 impl Default for StackOptions {
@@ -34,6 +37,7 @@ impl Default for StackOptions {
         Self {
             provider_db: ProviderDb::Sqlite,
             workers: 2,
+            storage: None,
         }
     }
 }
@@ -99,6 +103,11 @@ impl Stack {
             notify_interval_ms: 50,
             notify_backoff_ms: 100,
             retry_backoff_ms: 50,
+            result_store_origins: options
+                .storage
+                .iter()
+                .filter_map(|s| s.endpoint.clone())
+                .collect(),
             ..broker_mock::Config::default()
         })
         .await?;
@@ -124,6 +133,7 @@ impl Stack {
             keyring_refresh: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
             dev_top_up: true,
+            storage: options.storage.clone(),
             ..fixmyprint::service::Config::default()
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

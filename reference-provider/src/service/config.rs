@@ -121,6 +121,9 @@ pub struct Config {
     pub trusted_broker_keys: Vec<diax_sdk::PublicKey>,
     /// Prices.
     pub pricing: Pricing,
+    /// Where results go: `None` = files in `{data_dir}/results` (the default), or an
+    /// S3-compatible bucket (`--storage s3://bucket/prefix`).
+    pub storage: Option<super::storage::S3Settings>,
 }
 
 impl Default for Config {
@@ -156,6 +159,7 @@ impl Default for Config {
             max_connections: 1024,
             trusted_broker_keys: Vec::new(),
             pricing: Pricing::default(),
+            storage: None,
         }
     }
 }
@@ -233,6 +237,14 @@ pub struct FileConfig {
     pub price_base: Option<i64>,
     pub price_per_mib: Option<i64>,
     pub currency: Option<String>,
+    /// `s3://bucket[/prefix]` (or `dir`, the default).
+    pub storage: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    pub s3_session_token: Option<String>,
+    pub s3_multipart_threshold: Option<usize>,
 }
 
 /// Why settings could not be resolved.
@@ -281,7 +293,8 @@ impl FileConfig {
     }
 }
 
-/// `fixmyprint serve` options; each also reads a `FIXMYPRINT_*` environment variable.
+/// `fixmyprint serve` options; each also reads a `FIXMYPRINT_*` environment variable (the
+/// bucket's endpoint, region and credentials read the usual `AWS_*` names).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8480].
@@ -315,6 +328,25 @@ pub struct ServeArgs {
     /// stand-in for a payment system) [default: off].
     #[arg(long, env = "FIXMYPRINT_DEV_TOP_UP")]
     pub dev_top_up: bool,
+    /// Where results go: `dir` (files in the data dir) or `s3://bucket[/prefix]` (an
+    /// S3-compatible bucket; results handed out as presigned URLs) [default: dir].
+    #[arg(long, env = "FIXMYPRINT_STORAGE")]
+    pub storage: Option<String>,
+    /// Endpoint URL of the S3-compatible server [default: AWS].
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// Region of the bucket [default: us-east-1].
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+    /// Access key id for the bucket.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// Secret access key for the bucket.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Session token of temporary credentials for the bucket.
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    pub s3_session_token: Option<String>,
     /// A broker public key (`whpk_…`) to trust in addition to the registered broker's keys,
     /// e.g. the conformance runner's; repeatable (environment: comma-separated).
     #[arg(
@@ -334,10 +366,23 @@ impl ServeArgs {
     /// # Errors
     /// [`ConfigError`] when the file cannot be read or a value is invalid.
     pub fn resolve(&self) -> Result<Config, ConfigError> {
-        let file = match &self.config {
+        let mut file = match &self.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
+        // The storage options (and their AWS_* environment) override the file's, member by
+        // member.
+        let over = |flag: &Option<String>, file: &mut Option<String>| {
+            if flag.is_some() {
+                file.clone_from(flag);
+            }
+        };
+        over(&self.storage, &mut file.storage);
+        over(&self.s3_endpoint, &mut file.s3_endpoint);
+        over(&self.s3_region, &mut file.s3_region);
+        over(&self.s3_access_key_id, &mut file.s3_access_key_id);
+        over(&self.s3_secret_access_key, &mut file.s3_secret_access_key);
+        over(&self.s3_session_token, &mut file.s3_session_token);
         let mut c = file.apply(Config::default())?;
         if let Some(v) = self.addr {
             c.addr = v;
@@ -491,6 +536,24 @@ impl FileConfig {
         }
         if let Some(v) = self.currency {
             c.pricing.currency = v;
+        }
+        match self.storage.as_deref() {
+            None | Some("dir") => {
+                c.storage = None;
+            }
+            Some(url) => {
+                let mut s3 =
+                    super::storage::S3Settings::parse_url(url).map_err(ConfigError::Invalid)?;
+                s3.endpoint = self.s3_endpoint;
+                s3.region = self.s3_region;
+                s3.access_key_id = self.s3_access_key_id;
+                s3.secret_access_key = self.s3_secret_access_key;
+                s3.session_token = self.s3_session_token;
+                if let Some(v) = self.s3_multipart_threshold {
+                    s3.multipart_threshold = v;
+                }
+                c.storage = Some(s3);
+            }
         }
         if c.pricing.base < 0 || c.pricing.per_mib < 0 {
             return Err(ConfigError::Invalid("prices must not be negative".into()));

@@ -45,7 +45,7 @@ pub use db::{Db, DbReplayStore};
 pub use outbox::{DeliveryOutcome, try_deliver_outbox};
 pub use registration::{RegisterOptions, register, rotate};
 pub use server::{App, ServiceHandle, run};
-pub use storage::{DirStore, ResultStore};
+pub use storage::{DirStore, ResultStore, S3Settings, S3Store};
 pub use worker::{ExecutionOutcome, try_execute_job};
 
 /// Why the service could not start.
@@ -66,6 +66,9 @@ pub enum ServeError {
     /// A setting is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The result store is unusable (the start-up probe failed).
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// The stored keyring plus the configured trusted broker keys (`key_trusted_1`, …), which
@@ -105,8 +108,9 @@ struct Inner {
 }
 
 impl Service {
-    /// Opens the database (migrating it), the result store in `{data_dir}/results`, and the
-    /// HTTP client; `public_url` is the base URL peers reach this service at.
+    /// Opens the database (migrating it), the result store (`{data_dir}/results`, or the
+    /// bucket of [`Config::storage`], probed with a write), and the HTTP client; `public_url`
+    /// is the base URL peers reach this service at.
     ///
     /// # Errors
     /// [`ServeError`].
@@ -114,7 +118,15 @@ impl Service {
         std::fs::create_dir_all(&config.data_dir)?;
         std::fs::create_dir_all(config.data_dir.join("downloads"))?;
         let db = Db::connect(&config.database_url()).await?;
-        let storage = Arc::new(DirStore::new(config.data_dir.join("results"))?);
+        let storage: Arc<dyn ResultStore> = match &config.storage {
+            None => Arc::new(DirStore::new(config.data_dir.join("results"))?),
+            Some(s3) => Arc::new(
+                S3Store::connect(s3.clone(), config.http_timeout)
+                    .await
+                    .map_err(ServeError::Storage)?,
+            ),
+        };
+        tracing::info!(store = %storage.describe(), "result store ready");
         Self::with_parts(config, public_url, db, storage).await
     }
 

@@ -1,5 +1,11 @@
-//! Where results are kept: a small trait, and a directory implementation (local by default;
-//! point several instances at one shared directory to scale out).
+//! Where results are kept: a small trait with two implementations, a local directory
+//! ([`DirStore`], the default: zero setup; several instances on one machine or a shared file
+//! system may share it) and an S3-compatible bucket ([`S3Store`], `--storage s3://bucket/prefix`:
+//! instances on separate machines share nothing but the database and the bucket).
+//!
+//! A result written through either is visible whole or not at all. With the directory, the
+//! broker fetches a result from `GET /results/{id}` with a bearer credential; with a bucket,
+//! from a presigned `GET` URL straight from the store ([`ResultStore::presign_get`]).
 
 use std::fmt::Debug;
 use std::io;
@@ -7,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use diax_sdk::replay::BoxFuture;
+
+mod s3;
+pub use s3::{DEFAULT_PART_SIZE, MAX_PRESIGN, S3Settings, S3Store};
 
 /// A store of result objects by key (the provider job id).
 pub trait ResultStore: Send + Sync + Debug {
@@ -16,6 +25,21 @@ pub trait ResultStore: Send + Sync + Debug {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Bytes>>>;
     /// Removes `key` (no error when absent).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<()>>;
+    /// A URL that lets its bearer `GET` the object under `key` for `ttl` with no other
+    /// credential (a presigned URL), or `None` when this store cannot make one (the service
+    /// then serves the result itself, behind a credential of its own).
+    fn presign_get<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, io::Result<Option<String>>> {
+        let _ = (key, ttl);
+        Box::pin(async { Ok(None) })
+    }
+    /// Where the results are, for logs (`dir:/path`, `s3://bucket/prefix`).
+    fn describe(&self) -> String {
+        "results store".to_owned()
+    }
     /// Removes unfinished writes (left by a crash) last touched before `before`; how many.
     fn sweep_partial(&self, before: std::time::SystemTime) -> BoxFuture<'_, io::Result<u64>> {
         let _ = before;
@@ -47,20 +71,25 @@ impl DirStore {
     }
 
     fn path(&self, key: &str) -> io::Result<PathBuf> {
-        // Keys are protocol ids ([A-Za-z0-9_.:-], no leading dot); refuse anything else.
-        let ok = !key.is_empty()
-            && key.len() <= 128
-            && !key.starts_with('.')
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-        if !ok {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "bad object key",
-            ));
-        }
+        check_key(key)?;
         Ok(self.dir.join(format!("{key}.stl")))
+    }
+}
+
+/// Keys are protocol ids (`[A-Za-z0-9_-]`, at most 128); refuse anything else.
+fn check_key(key: &str) -> io::Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad object key",
+        ))
     }
 }
 
@@ -101,6 +130,10 @@ impl ResultStore for DirStore {
                 Err(e) => Err(e),
             }
         })
+    }
+
+    fn describe(&self) -> String {
+        format!("dir:{}", self.dir.display())
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<()>> {

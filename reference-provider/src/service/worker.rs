@@ -60,7 +60,7 @@ pub enum WorkerError {
     /// Database failure.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
-    /// Result store failure.
+    /// Result store failure (outside a job's own write, which is retried instead).
     #[error("result store: {0}")]
     Storage(#[from] std::io::Error),
     /// The provider is not registered, so no event could be signed.
@@ -435,14 +435,42 @@ async fn complete(
     // One object per attempt: a worker that lost its lease never overwrites the result
     // another worker published.
     let object_key = format!("{id}_{}", job.attempts);
-    service.storage().put(&object_key, stl.into()).await?;
     let credential = diax_sdk::util::random_token("rc_", 40);
-    let ttl = i64::try_from(service.config().result_ttl.as_secs()).unwrap_or(i64::MAX);
-    let expires_at = unix_now().saturating_add(ttl);
+    let ttl = service.config().result_ttl;
+    let expires_at = unix_now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+    // The store may be down for a while: the job goes back to the queue (its attempt given
+    // back) and runs again later; nothing is charged or reported meanwhile.
+    let stored = match service.storage().put(&object_key, stl.into()).await {
+        Ok(()) => service.storage().presign_get(&object_key, ttl).await,
+        Err(e) => Err(e),
+    };
+    let presigned = match stored {
+        Ok(presigned) => presigned,
+        Err(e) => {
+            let _ = service.storage().delete(&object_key).await;
+            let retry = u32::try_from(job.download_retries.saturating_add(1)).unwrap_or(u32::MAX);
+            let delay = service.config().retry_policy().delay(retry, None);
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "result store failed; retrying the job later");
+            queue::release_for_retry(service.db(), &id, owner, delay).await?;
+            return Ok(ExecutionOutcome::Released {
+                provider_job_id: id,
+                reason: format!("result store: {e}"),
+            });
+        }
+    };
+    // A store that presigns hands the broker the store's own URL; otherwise the service
+    // serves the result behind a bearer credential of its own.
+    let (url, authorization) = match presigned {
+        Some(url) => (url, None),
+        None => (
+            service.url(&format!("/results/{id}")),
+            Some(format!("Bearer {credential}")),
+        ),
+    };
     let result = JobResult {
         download: Download {
-            url: service.url(&format!("/results/{id}")),
-            authorization: Some(format!("Bearer {credential}")),
+            url,
+            authorization,
             expires_at,
             size,
             sha256,
@@ -451,9 +479,13 @@ async fn complete(
         report: Some(report),
         charged: Some(Quote::new(job.quote_amount, job.currency.clone())),
     };
-    // What the status shows: the result without its credential.
+    // What the status shows: the result without its credential (a presigned URL is one).
+    let shown_url = match &result.download.authorization {
+        Some(_) => result.download.url.clone(),
+        None => service.url(&format!("/results/{id}")),
+    };
     let summary = serde_json::json!({
-        "url": result.download.url, "size": size, "sha256": result.download.sha256,
+        "url": shown_url, "size": size, "sha256": result.download.sha256,
         "expires_at": expires_at,
     })
     .to_string();

@@ -1,0 +1,249 @@
+//! FixMyPrint with its results in an S3-compatible bucket: a real `moto_server` on loopback
+//! (see `e2e::s3`), the broker mock fetching results from presigned URLs on the store's
+//! origin, a start-up probe for bad settings, large results in parts, a store outage.
+
+use std::time::{Duration, Instant};
+
+use diax_sdk::clock::unix_now;
+use diax_sdk::util::sha256_hex;
+use diax_sdk::wire::{CreateJob, JobState, Scheme, SecretScope};
+use e2e::s3::{Cuttable, S3Server};
+use e2e::stack::{Stack, StackOptions};
+use e2e::story::{self, Quiet};
+use fixmyprint::heal::generate;
+use fixmyprint::service::{ResultStore as _, S3Store, janitor, queue};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The URLs the broker fetched results from, per its message log.
+async fn result_fetches(stack: &Stack, job_id: &str) -> Vec<String> {
+    let log = stack
+        .broker_api
+        .messages(&broker_mock::client::MessageFilter {
+            job_id: Some(job_id.to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    log.messages
+        .iter()
+        .filter(|m| m.method == "GET" && m.verdict.starts_with("result fetched"))
+        .map(|m| m.endpoint.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_story_with_results_in_a_bucket_served_by_presigned_urls() {
+    let s3 = S3Server::start().await.unwrap();
+    let bucket = s3.create_bucket().await.unwrap();
+    let stack = Stack::start(StackOptions {
+        storage: Some(s3.settings(&bucket, "fixmyprint/results-test")),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let model = generate::model(5, 20_000, &generate::Defects::all());
+    let outcome = story::play(&stack, "gareth.stl", model.stl, Scheme::V1, &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(outcome.job.state, JobState::Completed);
+
+    // The broker fetched the result straight from the store, with a presigned URL whose
+    // signature its message log does not keep.
+    let fetched = result_fetches(&stack, outcome.job.job_id.as_str()).await;
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    let logged = &fetched[0];
+    let prefix = format!(
+        "{}/{bucket}/fixmyprint/results-test/results/",
+        s3.endpoint()
+    );
+    assert!(logged.starts_with(&prefix), "{logged}");
+    assert!(logged.ends_with("?[redacted]"), "{logged}");
+
+    // The object is in the bucket; FixMyPrint's status names no presigned URL (a credential).
+    let service = stack.provider.service();
+    let pjid = outcome.job.provider_job_id.clone().unwrap();
+    let row = queue::get(service.db(), pjid.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!row.result_json.unwrap().contains("X-Amz-"));
+    let key = format!("{pjid}_{}", row.attempts);
+    let store = S3Store::new(s3.settings(&bucket, "fixmyprint/results-test"), TIMEOUT).unwrap();
+    let object = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(sha256_hex(&object), sha256_hex(&outcome.repaired));
+
+    // Once its credential has expired, the sweep removes the object from the bucket.
+    let later = unix_now() + i64::try_from(service.config().result_ttl.as_secs()).unwrap() + 60;
+    let swept = janitor::sweep(service, later).await.unwrap();
+    assert_eq!(swept.expired_results, 1);
+    assert!(store.get(&key).await.unwrap().is_none());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_store_settings_fail_at_start_up_in_one_line() {
+    let s3 = S3Server::start().await.unwrap();
+    // An unknown bucket.
+    let e = S3Store::connect(s3.settings("no-such-bucket-here", ""), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(!e.contains('\n'), "{e}");
+    assert!(
+        e.contains("s3://no-such-bucket-here") && e.contains("NoSuchBucket"),
+        "{e}"
+    );
+    // An endpoint nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut settings = s3.settings("whatever", "");
+    settings.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    let e = S3Store::connect(settings, Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(!e.contains('\n'), "{e}");
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    // Plain http to a host that is not loopback is refused before any request.
+    let mut settings = s3.settings("whatever", "");
+    settings.endpoint = Some("http://s3.example.com".into());
+    let e = S3Store::new(settings, TIMEOUT).unwrap_err();
+    assert!(e.contains("https"), "{e}");
+
+    // The service refuses to start with such a store, saying so.
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixmyprint::service::Config {
+        data_dir: dir.path().to_owned(),
+        storage: Some(s3.settings("no-such-bucket-here", "")),
+        ..fixmyprint::service::Config::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = fixmyprint::service::App::build(listener, config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains('\n') && e.contains("NoSuchBucket"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_go_up_in_parts_and_come_back_whole() {
+    let s3 = S3Server::start().await.unwrap();
+    let bucket = s3.create_bucket().await.unwrap();
+    let mut settings = s3.settings(&bucket, "big");
+    settings.multipart_threshold = 5 * 1024 * 1024;
+    let store = S3Store::connect(settings, TIMEOUT).await.unwrap();
+    // 12 MiB and a bit: three parts, the last one short.
+    let data: Vec<u8> = (0..12 * 1024 * 1024 + 12_345)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let data = bytes::Bytes::from(data);
+    store.put("res_big_1", data.clone()).await.unwrap();
+    assert_eq!(store.get("res_big_1").await.unwrap().unwrap(), data);
+    let url = store
+        .presign_get("res_big_1", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = reqwest::get(&url).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap(), data);
+    // (That the URL grants GET of this one object only is S3's rule; moto without its IAM
+    // mode does not check signatures, so it is not asserted here.)
+    // Keys are protocol ids; anything else is refused before a request.
+    assert!(store.put("../escape", data.slice(..10)).await.is_err());
+    store.delete("res_big_1").await.unwrap();
+    store.delete("res_big_1").await.unwrap();
+    assert!(store.get("res_big_1").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_mid_job_is_retried_and_nothing_is_lost() {
+    let s3 = S3Server::start().await.unwrap();
+    let bucket = s3.create_bucket().await.unwrap();
+    let relay = Cuttable::start(s3.endpoint().trim_start_matches("http://").to_owned())
+        .await
+        .unwrap();
+    let mut settings = s3.settings(&bucket, "");
+    settings.endpoint = Some(relay.endpoint().to_owned());
+    let stack = Stack::start(StackOptions {
+        storage: Some(settings),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let provider = story::register_provider(&stack, SecretScope::Service, Scheme::V1, &Quiet)
+        .await
+        .unwrap();
+    let gareth = story::broker_user(&stack, "Gareth", false).await.unwrap();
+    let register_url = format!("{}/v1/accounts", stack.provider.base_url());
+    let account = story::ProviderAccount::sign_up(&stack, &register_url, "Gareth")
+        .await
+        .unwrap();
+    account
+        .top_up(
+            &format!("{}/v1/accounts/me/top-up", stack.provider.base_url()),
+            10_000,
+        )
+        .await
+        .unwrap();
+    let grant = account.link_token().await.unwrap();
+    gareth
+        .client
+        .link(provider.id(), &grant.token)
+        .await
+        .unwrap();
+    let model = generate::model(7, 5_000, &generate::Defects::all());
+    let model = gareth
+        .client
+        .upload_model("m.stl", model.stl)
+        .await
+        .unwrap();
+
+    // The store goes away; the job is offered, downloaded and healed, but cannot be stored.
+    relay.set_up(false);
+    let job = gareth
+        .client
+        .create_job(&CreateJob {
+            provider_id: provider.id().clone(),
+            model_id: model.model_id.clone(),
+            version: None,
+            operation: None,
+            params: serde_json::Value::Null,
+        })
+        .await
+        .unwrap();
+    let pjid = job.provider_job_id.clone().unwrap();
+    let service = stack.provider.service();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = queue::get(service.db(), pjid.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !row.state.is_final(),
+            "the job ended during the outage: {:?}",
+            row.state
+        );
+        if row.download_retries >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was never retried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The store comes back: the job completes, once, and is charged once.
+    relay.set_up(true);
+    let done = story::wait_for_job(&gareth.client, &job, Duration::from_secs(120), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    let ledger = account.ledger().await.unwrap();
+    let captures = ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind == fixmyprint::service::accounts::LedgerKind::Capture)
+        .count();
+    assert_eq!(captures, 1);
+    assert_eq!(result_fetches(&stack, job.job_id.as_str()).await.len(), 1);
+    stack.shutdown().await;
+}

@@ -31,7 +31,9 @@ use crate::state::{AppState, Claim};
 use crate::store::jobs::{self, JobRow};
 use crate::store::{models, providers};
 
-/// Most inputs attempted in one round.
+/// Most inputs attempted in one round; each provider gets at most its destination's
+/// in-flight bound of them (more could not be sent at once anyway), so a provider with many
+/// inputs due never fills a round and starves the others.
 const ROUND: i64 = 50;
 
 /// Runs until `stop` turns true; an attempt in flight is abandoned (the input stays
@@ -66,7 +68,13 @@ pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 /// far as its provider's destination has room ([`AppState::enter`]): a slow provider
 /// delays only its own inputs.
 pub(crate) async fn deliver_due(state: &AppState, tasks: &mut JoinSet<()>) -> ApiResult<()> {
-    let due = jobs::inputs_due(&state.db, state.clock.now_ms(), ROUND).await?;
+    let due = jobs::inputs_due(
+        &state.db,
+        state.clock.now_ms(),
+        ROUND,
+        i64::from(state.cfg.max_in_flight_per_destination.max(1)),
+    )
+    .await?;
     for id in due {
         let state = state.clone();
         tasks.spawn(async move {

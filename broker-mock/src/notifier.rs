@@ -19,7 +19,9 @@ use crate::store::notifications;
 /// The key id notifications are signed under (users hold one secret each).
 const NOTIFICATION_KEY_ID: &str = "key_notifications";
 
-/// Most notifications sent in one round.
+/// Most notifications sent in one round; each notification URL gets at most its
+/// destination's in-flight bound of them, so one URL with many notifications due never fills
+/// a round and starves the others.
 const ROUND: i64 = 50;
 
 /// Records notification `event` about `job` for its user and wakes the deliverer.
@@ -64,6 +66,7 @@ pub(crate) async fn deliver_due(state: &AppState, tasks: &mut JoinSet<()>) -> Ap
         state.clock.now_ms(),
         state.cfg.notify_max_attempts,
         ROUND,
+        i64::from(state.cfg.max_in_flight_per_destination.max(1)),
     )
     .await?;
     let key_id =

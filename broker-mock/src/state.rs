@@ -125,19 +125,30 @@ impl Drop for Claim<'_> {
 /// Where background deliveries go, keyed by destination (a URL's scheme, host and port): at
 /// most `per_destination` deliveries in flight to each, and a circuit breaker that stops
 /// sending to a destination after `failures` consecutive failures for `cooldown_ms`.
+///
+/// The map is bounded ([`MAX_DESTINATIONS`]): an entry goes as soon as nothing is in flight
+/// and its last delivery succeeded; a failing one stays (its failure count and open circuit
+/// matter) until the map is full, when the idle ones (nothing in flight, circuit not open),
+/// least recently used first, make room. When none is idle a new destination waits for a
+/// later round.
 #[derive(Debug)]
 pub(crate) struct Destinations {
     per_destination: u32,
     failures: u32,
     cooldown_ms: u64,
+    max_entries: usize,
     map: Mutex<HashMap<String, Destination>>,
 }
+
+/// Most destinations tracked at once (see [`Destinations`]).
+pub(crate) const MAX_DESTINATIONS: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Destination {
     in_flight: u32,
     consecutive_failures: u32,
     open_until_ms: i64,
+    last_used_ms: i64,
 }
 
 /// A delivery's place at its destination; report its outcome with [`Slot::done`]. Dropped
@@ -160,12 +171,94 @@ pub(crate) fn destination_of(url: &str) -> String {
 
 impl Destinations {
     pub(crate) fn new(per_destination: u32, failures: u32, cooldown_ms: u64) -> Self {
+        Self::with_capacity(per_destination, failures, cooldown_ms, MAX_DESTINATIONS)
+    }
+
+    fn with_capacity(
+        per_destination: u32,
+        failures: u32,
+        cooldown_ms: u64,
+        max_entries: usize,
+    ) -> Self {
         Self {
             per_destination: per_destination.max(1),
             failures: failures.max(1),
             cooldown_ms,
+            max_entries: max_entries.max(1),
             map: Mutex::default(),
         }
+    }
+
+    /// Takes a place for one delivery to `key` at `now_ms`, if the destination has room and
+    /// its circuit lets it through (see [`AppState::enter`]).
+    fn admit(&self, key: &str, now_ms: i64) -> bool {
+        let mut map = self.lock();
+        if !map.contains_key(key) && map.len() >= self.max_entries {
+            let excess = map.len() + 1 - self.max_entries;
+            Self::evict_idle(&mut map, now_ms, excess);
+            if map.len() >= self.max_entries {
+                return false;
+            }
+        }
+        let dest = map.entry(key.to_owned()).or_default();
+        if dest.in_flight >= self.per_destination || now_ms < dest.open_until_ms {
+            return false;
+        }
+        if dest.consecutive_failures >= self.failures && dest.in_flight > 0 {
+            // Half-open: one probe at a time.
+            return false;
+        }
+        dest.in_flight += 1;
+        dest.last_used_ms = now_ms;
+        true
+    }
+
+    /// Removes up to `n` idle entries (nothing in flight, circuit not open), least recently
+    /// used first.
+    fn evict_idle(map: &mut HashMap<String, Destination>, now_ms: i64, n: usize) {
+        let mut idle: Vec<(i64, String)> = map
+            .iter()
+            .filter(|(_, d)| d.in_flight == 0 && now_ms >= d.open_until_ms)
+            .map(|(k, d)| (d.last_used_ms, k.clone()))
+            .collect();
+        idle.sort_unstable();
+        for (_, key) in idle.into_iter().take(n) {
+            map.remove(&key);
+        }
+    }
+
+    /// Reports a delivery to `key` done (`ok`: it succeeded).
+    fn finish(&self, key: &str, ok: bool, now_ms: i64) {
+        let mut map = self.lock();
+        if let Some(dest) = map.get_mut(key) {
+            dest.in_flight = dest.in_flight.saturating_sub(1);
+            dest.last_used_ms = dest.last_used_ms.max(now_ms);
+            if ok {
+                dest.consecutive_failures = 0;
+                dest.open_until_ms = 0;
+            } else {
+                dest.consecutive_failures = dest.consecutive_failures.saturating_add(1);
+                if dest.consecutive_failures >= self.failures {
+                    dest.open_until_ms =
+                        now_ms.saturating_add(i64::try_from(self.cooldown_ms).unwrap_or(i64::MAX));
+                }
+            }
+            if dest.in_flight == 0 && dest.consecutive_failures == 0 {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// Frees a place taken at `key` with no outcome.
+    fn leave(&self, key: &str) {
+        if let Some(dest) = self.lock().get_mut(key) {
+            dest.in_flight = dest.in_flight.saturating_sub(1);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Destination>> {
@@ -181,17 +274,9 @@ impl AppState {
     /// maximum in flight or its circuit is open (then the delivery waits for a later round).
     pub(crate) fn enter(&self, url: &str, now_ms: i64) -> Option<Slot> {
         let key = destination_of(url);
-        let d = &self.destinations;
-        let mut map = d.lock();
-        let dest = map.entry(key.clone()).or_default();
-        if dest.in_flight >= d.per_destination || now_ms < dest.open_until_ms {
+        if !self.destinations.admit(&key, now_ms) {
             return None;
         }
-        if dest.consecutive_failures >= d.failures && dest.in_flight > 0 {
-            // Half-open: one probe at a time.
-            return None;
-        }
-        dest.in_flight += 1;
         Some(Slot {
             state: self.clone(),
             key,
@@ -205,35 +290,67 @@ impl Slot {
     /// towards opening it.
     pub(crate) fn done(mut self, ok: bool, now_ms: i64) {
         self.reported = true;
-        let d = &self.state.destinations;
-        let mut map = d.lock();
-        if let Some(dest) = map.get_mut(&self.key) {
-            dest.in_flight = dest.in_flight.saturating_sub(1);
-            if ok {
-                dest.consecutive_failures = 0;
-                dest.open_until_ms = 0;
-            } else {
-                dest.consecutive_failures = dest.consecutive_failures.saturating_add(1);
-                if dest.consecutive_failures >= d.failures {
-                    dest.open_until_ms =
-                        now_ms.saturating_add(i64::try_from(d.cooldown_ms).unwrap_or(i64::MAX));
-                }
-            }
-            if dest.in_flight == 0 && dest.consecutive_failures == 0 {
-                map.remove(&self.key);
-            }
-        }
+        self.state.destinations.finish(&self.key, ok, now_ms);
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.reported {
-            return;
+        if !self.reported {
+            self.state.destinations.leave(&self.key);
         }
-        let mut map = self.state.destinations.lock();
-        if let Some(dest) = map.get_mut(&self.key) {
-            dest.in_flight = dest.in_flight.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Failing destinations stay (their breaker state matters) until the map is full; then
+    /// the idle ones make room, least recently used first, and a busy one is never evicted.
+    #[test]
+    fn the_destination_map_is_bounded_and_evicts_idle_entries() {
+        let d = Destinations::with_capacity(2, 3, 1_000, 4);
+        // Four destinations whose deliveries failed once each: kept (failure counts).
+        for (n, key) in ["a", "b", "c", "e"].iter().enumerate() {
+            let t = i64::try_from(n).unwrap();
+            assert!(d.admit(key, t));
+            d.finish(key, false, t);
         }
+        assert_eq!(d.len(), 4);
+        // A fifth: the least recently used idle one ("a") makes room.
+        assert!(d.admit("f", 10));
+        assert_eq!(d.len(), 4);
+        assert!(!d.lock().contains_key("a"));
+        // Everything busy or open: a new destination waits.
+        for key in ["b", "c", "e"] {
+            assert!(d.admit(key, 11));
+        }
+        assert!(!d.admit("g", 12), "no idle entry to evict");
+        assert_eq!(d.len(), 4);
+        // A success removes its entry at once.
+        d.finish("f", true, 13);
+        assert_eq!(d.len(), 3);
+        assert!(d.admit("g", 14));
+        // Ten thousand failing destinations one after another never grow the map past 4.
+        for n in 0..10_000_i64 {
+            let key = format!("h{n}");
+            if d.admit(&key, 100 + n) {
+                d.finish(&key, false, 100 + n);
+            }
+            assert!(d.len() <= 4);
+        }
+        // An open circuit is not idle: it is kept however old.
+        let d = Destinations::with_capacity(1, 1, 1_000_000, 2);
+        assert!(d.admit("open", 0));
+        d.finish("open", false, 0);
+        assert!(d.admit("x", 1));
+        d.finish("x", false, 1);
+        assert!(!d.admit("y", 2), "both open");
+        assert!(
+            d.admit("y", 2_000_000),
+            "after the cooldown both are idle again"
+        );
+        assert!(d.lock().contains_key("y"));
     }
 }

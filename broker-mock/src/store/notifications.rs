@@ -123,17 +123,23 @@ pub(crate) async fn due(
     now_ms: i64,
     max_attempts: u32,
     limit: i64,
+    per_destination: i64,
 ) -> ApiResult<Vec<Due>> {
     let rows: Vec<(String, String, String, u32, String, String)> = sqlx::query_as(
-        "SELECT n.id, n.job_id, n.body, n.attempts, u.notification_url, u.notification_secret
-         FROM notifications n JOIN users u ON u.id = n.user_id
-         WHERE n.delivered_at IS NULL AND u.notification_url IS NOT NULL AND u.notification_secret IS NOT NULL
-           AND n.next_attempt_ms <= $1 AND n.attempts < $2
-         ORDER BY n.created_at LIMIT $3",
+        "SELECT id, job_id, body, attempts, notification_url, notification_secret FROM (
+           SELECT n.id, n.job_id, n.body, n.attempts, n.created_at, u.notification_url,
+                  u.notification_secret,
+                  ROW_NUMBER() OVER (PARTITION BY u.notification_url ORDER BY n.created_at, n.id) AS nth
+           FROM notifications n JOIN users u ON u.id = n.user_id
+           WHERE n.delivered_at IS NULL AND u.notification_url IS NOT NULL AND u.notification_secret IS NOT NULL
+             AND n.next_attempt_ms <= $1 AND n.attempts < $2)
+         WHERE nth <= $4
+         ORDER BY created_at, id LIMIT $3",
     )
     .bind(now_ms)
     .bind(max_attempts)
     .bind(limit)
+    .bind(per_destination)
     .fetch_all(db)
     .await?;
     let mut due = Vec::with_capacity(rows.len());

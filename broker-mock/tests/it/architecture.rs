@@ -486,6 +486,8 @@ fn tables(sql: &str) -> (Vec<String>, Vec<String>) {
         match w.as_str() {
             // `ON CONFLICT … DO UPDATE SET` updates the row just inserted.
             "update" if before == Some("do") => {}
+            // `FROM (SELECT …)`: a subquery, whose own `FROM` names the table.
+            "from" | "join" if next == "select" => {}
             "into" | "update" => written.push(next.clone()),
             "from" if before == Some("delete") => written.push(next.clone()),
             "from" | "join" => read.push(next.clone()),
@@ -587,5 +589,9 @@ fn the_reader_of_the_source_sees_paths_strings_and_comments_as_rust_does() {
     assert_eq!(
         tables("DELETE FROM provider_keys WHERE x"),
         (vec!["provider_keys".to_owned()], vec![])
+    );
+    assert_eq!(
+        tables("SELECT a FROM (SELECT a FROM jobs WHERE x) WHERE y"),
+        (vec![], vec!["jobs".to_owned()])
     );
 }

@@ -450,6 +450,37 @@ async fn a_tarpit_destination_delays_only_itself() {
     broker.shutdown().await;
 }
 
+/// More due deliveries for one stuck destination than one round takes (50) do not starve
+/// the others: each round takes at most the per-destination bound from each destination.
+#[tokio::test]
+async fn a_stuck_destination_with_more_than_a_round_due_starves_no_one() {
+    let config = broker_mock::Config {
+        max_in_flight_per_destination: 2,
+        ..test_config()
+    };
+    let (broker, api) = start(config).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (tarpit_url, tarpit_hits) = tarpit().await;
+    let _stuck = notified_user(&api, &s, tarpit_url, 60).await;
+    eventually("the tarpit holding deliveries", || {
+        tarpit_hits.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    // Created after sixty stuck ones, all due: the oldest fifty alone filled a round before.
+    let _healthy = notified_user(&api, &s, format!("{}/notify", fake.base_url), 1).await;
+    eventually("the healthy notification", || {
+        !fake.state.notifications.lock().unwrap().is_empty()
+    })
+    .await;
+    let at_tarpit = tarpit_hits.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&at_tarpit),
+        "{at_tarpit} requests at the tarpit"
+    );
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_held_connection_does_not_stop_the_shutdown_and_the_database_is_private() {
     use tokio::io::AsyncWriteExt as _;

@@ -210,14 +210,31 @@ impl Db {
         matches!(self, Db::Postgres(_))
     }
 
-    /// Begins a transaction.
+    /// Begins a transaction. Cancel-safe: a caller dropped while this waits (a client that
+    /// disconnected, a `select!` that took another branch) never leaves a pooled connection
+    /// inside a transaction.
+    ///
+    /// sqlx 0.9's PostgreSQL `BEGIN` is not: dropped after sending `BEGIN` and before its
+    /// answer, it returns the connection to the pool with the server in a transaction that
+    /// nobody will end (`idle in transaction`, then "there is already a transaction in
+    /// progress" for its next user). So the `BEGIN` runs in a task of its own that always
+    /// completes; when nobody waits for it any more, the transaction it made is dropped
+    /// there, which rolls it back before the connection is reused. Once begun, sqlx
+    /// rolls back a dropped transaction itself. SQLite's driver already undoes a `BEGIN`
+    /// nobody received.
     ///
     /// # Errors
     /// The driver's error.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
             Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Postgres(p) => {
+                let pool = p.clone();
+                let begun = tokio::spawn(async move { pool.begin().await })
+                    .await
+                    .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
+                Tx::Postgres(begun?)
+            }
         })
     }
 

@@ -9,6 +9,7 @@
 mod support;
 
 mod accounts;
+mod cancel;
 mod faults;
 mod heal_cli;
 mod jobs;

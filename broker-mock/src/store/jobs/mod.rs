@@ -546,15 +546,26 @@ async fn set_event_state(
     Ok(done.rows_affected() == 1)
 }
 
-/// Jobs whose input is pending and due at `now_ms`, most overdue first.
-pub(crate) async fn inputs_due(db: &SqlitePool, now_ms: i64, limit: i64) -> ApiResult<Vec<JobId>> {
+/// Jobs whose input is pending and due at `now_ms`, most overdue first, at most
+/// `per_provider` of each provider (fair between providers) and `limit` in all.
+pub(crate) async fn inputs_due(
+    db: &SqlitePool,
+    now_ms: i64,
+    limit: i64,
+    per_provider: i64,
+) -> ApiResult<Vec<JobId>> {
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE input_state = $3 AND input_next_attempt_ms <= $1
-         ORDER BY input_next_attempt_ms LIMIT $2",
+        "SELECT id FROM (
+           SELECT id, input_next_attempt_ms,
+                  ROW_NUMBER() OVER (PARTITION BY provider_id ORDER BY input_next_attempt_ms, id) AS nth
+           FROM jobs WHERE input_state = $3 AND input_next_attempt_ms <= $1)
+         WHERE nth <= $4
+         ORDER BY input_next_attempt_ms, id LIMIT $2",
     )
     .bind(now_ms)
     .bind(limit)
     .bind(InputDeliveryState::Pending.as_str())
+    .bind(per_provider)
     .fetch_all(db)
     .await?;
     Ok(ids

@@ -1,0 +1,213 @@
+//! Cancel safety of database work: a client that disconnects while its request waits on
+//! PostgreSQL must not leave a pooled connection inside a transaction.
+//!
+//! The service reaches PostgreSQL through a loopback TCP proxy of the test's own that can hold
+//! back the server's answer to a `BEGIN`: the request is then parked inside `BEGIN`, the
+//! client goes away, and the answer is let through.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::Connection as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// A TCP proxy to PostgreSQL. Once [armed](Proxy::arm), the first client chunk holding
+/// `BEGIN` marks its connection: the server's bytes for that connection are held until
+/// [`Proxy::release`], and later client bytes on it are counted.
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    armed: AtomicBool,
+    held: Mutex<Option<usize>>,
+    released: tokio::sync::Notify,
+    is_released: AtomicBool,
+    /// Client bytes on the held connection after its `BEGIN`.
+    after_begin: AtomicUsize,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ProxyState::default());
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Ok((client, _)) = listener.accept().await {
+                n += 1;
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                tokio::spawn(pump(n, client, server, Arc::clone(&st)));
+            }
+        });
+        Proxy { addr, state, task }
+    }
+
+    fn arm(&self) {
+        self.state.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn holding(&self) -> bool {
+        self.state.held.lock().unwrap().is_some()
+    }
+
+    fn release(&self) {
+        self.state.is_released.store(true, Ordering::SeqCst);
+        self.state.released.notify_waiters();
+    }
+}
+
+async fn pump(n: usize, client: TcpStream, server: TcpStream, st: Arc<ProxyState>) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = {
+        let st = Arc::clone(&st);
+        async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(len) = cr.read(&mut buf).await {
+                if len == 0 {
+                    break;
+                }
+                let chunk = &buf[..len];
+                if *st.held.lock().unwrap() == Some(n) {
+                    st.after_begin.fetch_add(len, Ordering::SeqCst);
+                } else if chunk.windows(5).any(|w| w == b"BEGIN")
+                    && st.armed.swap(false, Ordering::SeqCst)
+                {
+                    *st.held.lock().unwrap() = Some(n);
+                }
+                if sw.write_all(chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(len) = sr.read(&mut buf).await {
+            if len == 0 {
+                break;
+            }
+            while *st.held.lock().unwrap() == Some(n) && !st.is_released.load(Ordering::SeqCst) {
+                let wait = st.released.notified();
+                if st.is_released.load(Ordering::SeqCst) {
+                    break;
+                }
+                wait.await;
+            }
+            if cw.write_all(&buf[..len]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::join!(up, down);
+}
+
+/// `postgres://user@host:port/db` → the same URL through `proxy`.
+fn through(url: &str, proxy: SocketAddr) -> (String, String) {
+    let after_scheme = url.find("://").unwrap() + 3;
+    let host_start = url[after_scheme..]
+        .find('@')
+        .map_or(after_scheme, |i| after_scheme + i + 1);
+    let host_end = host_start + url[host_start..].find('/').unwrap();
+    let upstream = url[host_start..host_end].to_owned();
+    (
+        format!("{}{proxy}{}", &url[..host_start], &url[host_end..]),
+        upstream,
+    )
+}
+
+async fn idle_in_transaction(admin: &str, db: &str) -> i64 {
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+    )
+    .bind(db)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    n
+}
+
+/// A request parked in `BEGIN` whose client disconnects: once PostgreSQL answers, no pooled
+/// connection stays inside a transaction, and the next requests (more than the pool holds)
+/// are served with none left open either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_during_begin_leaves_no_transaction_open() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let db_name = db.url.rsplit('/').next().unwrap().to_owned();
+    let (_, upstream) = through(&db.url, "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(upstream).await;
+    let (proxied, _) = through(&db.url, proxy.addr);
+    let provider = start_provider(fixmyprint::service::Config {
+        database_url: Some(proxied),
+        // Nothing else begins transactions while the test holds one back.
+        keyring_refresh: Duration::from_secs(3600),
+        ..test_config(&db, db.dir())
+    })
+    .await;
+    let account = create_account(&provider, "Gone").await;
+    let url = format!("{}/v1/accounts/me", provider.base_url());
+
+    // The request's BEGIN is held back; its client disconnects.
+    proxy.arm();
+    let mut stream = TcpStream::connect(provider.base_url().trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/accounts/me HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+                account.api_key
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { proxy.holding() }).await,
+        "the request never began a transaction"
+    );
+    drop(stream);
+    // A connection returned to the pool is pinged: client bytes after the BEGIN show that
+    // the request's work was dropped mid-BEGIN (what happened before the fix). Work that runs
+    // to completion sends nothing until the answer comes, so this only bounds the wait.
+    wait_until(Duration::from_secs(1), || async {
+        proxy.state.after_begin.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    proxy.release();
+
+    let admin = pg_admin_url();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            idle_in_transaction(&admin, &db_name).await == 0
+        })
+        .await,
+        "a pooled connection stayed idle in transaction"
+    );
+    for _ in 0..30 {
+        let (status, _) = get_json(&url, Some(&account.api_key)).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(idle_in_transaction(&admin, &db_name).await, 0);
+    provider.shutdown().await;
+}

@@ -5,6 +5,7 @@
 //!   re-export of `fixmyprint_heal`, so `fixmyprint::heal::repair` and
 //!   `fixmyprint_heal::repair` are the same function.
 //! - [`repair_cli`]: the `fixmyprint repair IN OUT` command.
+//! - [`heal::picture`]: the repair picture (before and after, what changed marked), PNG or HTML.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 

@@ -4,7 +4,10 @@
 //! would remain (one line on stderr naming what is wrong and where), 3 when `--deadline`
 //! passed, 1 on I/O errors. A progress bar is drawn on stderr only when
 //! stderr is a terminal and `--quiet` is not given. `--json` prints the report on stdout;
-//! `--report FILE` writes it to a file.
+//! `--report FILE` writes it to a file. `--picture R.png` and `--html R.html` draw the model
+//! before and after with what the repair changed marked ([`crate::heal::picture`]); a picture that
+//! cannot be made or written is one line on stderr and exit status 1, after the repaired STL
+//! and the report were written.
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +16,7 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::heal::picture::{Picture, PictureError, PictureOptions};
 use crate::heal::{self, HealError, RepairOptions, Stage};
 
 /// Arguments of `fixmyprint repair`.
@@ -84,6 +88,15 @@ pub struct RepairArgs {
     /// Give up (exit 3) when the repair takes longer than this many seconds.
     #[arg(long, value_name = "SECS")]
     pub deadline: Option<f64>,
+    /// Draw the model before and after the repair, with what changed marked, as PNG.
+    #[arg(long, value_name = "PICTURE.png")]
+    pub picture: Option<PathBuf>,
+    /// The same picture in one self-contained HTML page, with the report's counts.
+    #[arg(long, value_name = "REPORT.html")]
+    pub html: Option<PathBuf>,
+    /// Draw no picture of models with more facets than this.
+    #[arg(long, value_name = "N", default_value_t = PictureOptions::default().max_facets)]
+    pub picture_max_facets: u64,
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -130,7 +143,9 @@ pub fn run(args: RepairArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             match e {
-                CliError::Heal(_, HealError::Io { .. }) | CliError::Output(..) => ExitCode::from(1),
+                CliError::Heal(_, HealError::Io { .. })
+                | CliError::Output(..)
+                | CliError::Picture(..) => ExitCode::from(1),
                 CliError::Heal(_, HealError::DeadlineExceeded { .. }) => ExitCode::from(3),
                 CliError::Heal(..) => ExitCode::from(2),
             }
@@ -144,6 +159,8 @@ enum CliError {
     Heal(String, HealError),
     #[error("{0}: {1}")]
     Output(String, std::io::Error),
+    #[error("no picture of {0}: {1} (the repaired model was written)")]
+    Picture(String, PictureError),
 }
 
 fn repair(args: &RepairArgs) -> Result<(), CliError> {
@@ -166,7 +183,21 @@ fn repair(args: &RepairArgs) -> Result<(), CliError> {
         }
     };
     let input = args.input.display().to_string();
-    let mut repaired = heal::repair_file(&args.input, &options, &progress)
+    progress(Stage::Parse);
+    let soup = heal::stl::parse_file(&args.input, &options)
+        .map_err(|e| CliError::Heal(input.clone(), e))?;
+    // The "before" views are drawn from the input before the repair consumes it.
+    let mut picture = None;
+    if args.picture.is_some() || args.html.is_some() {
+        let options = PictureOptions {
+            max_facets: args.picture_max_facets,
+        };
+        picture = Some(Picture::new(&soup.positions, &options).map(|mut p| {
+            p.draw_before(&soup.positions);
+            p
+        }));
+    }
+    let mut repaired = heal::repair_soup(soup, &options, &progress)
         .map_err(|e| CliError::Heal(input.clone(), e))?;
     progress(Stage::Write);
     let out_name = args.output.display().to_string();
@@ -184,6 +215,7 @@ fn repair(args: &RepairArgs) -> Result<(), CliError> {
         std::fs::write(path, format!("{json}\n"))
             .map_err(|e| CliError::Output(path.display().to_string(), e))?;
     }
+    let drawn = picture.map(|p| p.map(|p| p.finish(&repaired)));
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let _ = writeln!(stdout, "{json}");
@@ -206,5 +238,25 @@ fn repair(args: &RepairArgs) -> Result<(), CliError> {
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(())
+    match drawn {
+        None => Ok(()),
+        Some(Err(e)) => Err(CliError::Picture(input, e)),
+        Some(Ok(image)) => {
+            let write = |path: &PathBuf, bytes: &[u8]| {
+                std::fs::write(path, bytes)
+                    .map_err(|e| CliError::Output(path.display().to_string(), e))
+            };
+            if let Some(path) = &args.picture {
+                write(path, &image.to_png())?;
+            }
+            if let Some(path) = &args.html {
+                let name = args
+                    .input
+                    .file_name()
+                    .map_or(input.clone(), |n| n.to_string_lossy().into_owned());
+                write(path, image.to_html(&name, report).as_bytes())?;
+            }
+            Ok(())
+        }
+    }
 }

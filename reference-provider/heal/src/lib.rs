@@ -38,6 +38,8 @@
 //!   parallel sort.
 //! - [`stages`]: single stages on flat arrays, for the benches.
 //! - [`generate`] (feature `generate`): the deterministic test-model generator.
+//! - `provenance`: [`Provenance`], what the repair did to each output facet.
+//! - `picture` (feature `picture`): the repair picture, before and after, as PNG or HTML.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
@@ -49,7 +51,10 @@ mod holes;
 mod keys;
 mod options;
 mod orient;
+#[cfg(feature = "picture")]
+pub mod picture;
 mod pipeline;
+pub mod provenance;
 mod report;
 mod shells;
 pub mod stages;
@@ -62,6 +67,7 @@ mod weld;
 pub use error::HealError;
 pub use options::RepairOptions;
 pub use pipeline::{repair, repair_file, repair_soup, repair_with_progress};
+pub use provenance::Provenance;
 pub use report::{
     CleanReport, HolesReport, OrientReport, ParseReport, Repaired, Report, ShellsReport, Stage,
     Stages, TopologyReport, WeldReport, WindingReport, WriteReport,

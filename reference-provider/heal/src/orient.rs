@@ -117,6 +117,8 @@ pub(crate) struct Oriented {
     pub flipped: u64,
     pub cavities: u64,
     pub volume: f64,
+    /// Per shell: turned outward (or a cavity turned inward) here, for provenance.
+    pub flip_shell: Vec<bool>,
 }
 
 /// Facets of every shell, as a CSR list.
@@ -204,6 +206,7 @@ pub(crate) fn orient_outward(
         flipped,
         cavities,
         volume,
+        flip_shell,
     }
 }
 

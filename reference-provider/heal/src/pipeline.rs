@@ -10,6 +10,7 @@ use crate::report::{
 };
 use rayon::prelude::*;
 
+use crate::provenance::{self, Provenance, mark};
 use crate::stl::{self, Soup};
 use crate::{
     Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, stitch, topology,
@@ -61,7 +62,7 @@ pub fn repair_soup(
     progress: &(dyn Fn(Stage) + Sync),
 ) -> Result<Repaired, HealError> {
     let format = soup.format;
-    let (mut repaired, mut touched) = heal_once(soup, options, progress)?;
+    let (mut repaired, mut touched) = heal_once(soup, options, progress, None)?;
     // A weld whose limits were cut by small facets may leave two vertices apart because of a
     // facet that a later stage removed (a sliver in a tiny shell, a degenerate or duplicate
     // copy): welding the output again would merge them. Only the vertices of removed facets
@@ -107,7 +108,9 @@ pub fn repair_soup(
         };
         // Should the next pass find nothing printable, so is the input: say so with its
         // figures (the first pass's removals plus the next one's).
-        let again = match heal_once(soup, options, progress) {
+        // What the first pass did to each facet is carried through the next one.
+        let carried = std::mem::take(&mut repaired.provenance.facets);
+        let again = match heal_once(soup, options, progress, Some(carried)) {
             Ok((again, t)) => {
                 touched = t;
                 again
@@ -129,8 +132,14 @@ pub fn repair_soup(
             Err(e) => return Err(e),
         };
         let first = repaired.report;
+        let mut removed = repaired.provenance.removed;
+        removed.extend_from_slice(&again.provenance.removed);
         repaired = Repaired {
             mesh: again.mesh,
+            provenance: Provenance {
+                facets: again.provenance.facets,
+                removed,
+            },
             report: Report {
                 input_facets: first.input_facets,
                 holes_filled: first.holes_filled + again.report.holes_filled,
@@ -146,10 +155,12 @@ pub fn repair_soup(
 
 /// One pass of every stage after parsing. Also returns the output vertices that a removed
 /// facet used or that hole filling added (the only ones a second weld could merge).
+/// `carried` is the provenance of the soup's facets from an earlier pass (one byte each).
 fn heal_once(
     soup: Soup,
     options: &RepairOptions,
     progress: &(dyn Fn(Stage) + Sync),
+    carried: Option<Vec<u8>>,
 ) -> Result<(Repaired, Vec<u32>), HealError> {
     let input_facets = soup.facets();
     let parse = ParseReport {
@@ -168,9 +179,16 @@ fn heal_once(
         clock.run(Stage::Weld, || weld_stage(soup.positions, options))?;
     let mut vertices = welded.vertices;
     let mut triangles = welded.triangles;
+    // Provenance per facet of `triangles` (the weld keeps one facet per input facet, in order);
+    // `None` while nothing is marked, so a first pass pays nothing before the winding stage.
+    let mut tags = carried.filter(|t| t.len() == triangles.len());
+    let before_clean = tags.as_ref().map(|_| triangles.clone());
     let (mut touched, clean) = clock.run(Stage::Clean, || {
         clean_stage(&vertices, &mut triangles, options)
     })?;
+    if let (Some(t), Some(before)) = (&mut tags, before_clean) {
+        *t = provenance::carry(&before, &triangles, t);
+    }
     // Facets that stitching made degenerate or duplicate (removed there).
     let mut clean_extra = (0u64, 0u64);
     let (topo, topology) = clock.run(Stage::Topology, || {
@@ -179,9 +197,19 @@ fn heal_once(
             &mut triangles,
             &mut touched,
             &mut clean_extra,
+            &mut tags,
             options,
         )
     })?;
+    let mut topo = topo;
+    let non_manifold = std::mem::take(&mut topo.non_manifold_facets);
+    provenance::mark_facets(
+        &mut tags,
+        triangles.len(),
+        &non_manifold,
+        mark::NON_MANIFOLD,
+    );
+    drop(non_manifold);
     let clean = CleanReport {
         degenerate_removed: clean.degenerate_removed + clean_extra.0,
         duplicate_removed: clean.duplicate_removed + clean_extra.1,
@@ -197,15 +225,19 @@ fn heal_once(
             topo,
             &winding_of,
             &limited_vertex,
+            tags.as_deref(),
             options,
         )
     })?;
+    drop(tags);
     drop(limited_vertex);
     touched.extend_from_slice(&kept.removed_vertices);
     let shell_count = kept.shells;
     let boundary = kept.compact.boundary;
     let mut triangles = kept.compact.triangles;
     let mut shell_of = kept.compact.shell_of;
+    let mut tags = kept.tags;
+    let removed = kept.removed;
     let before_holes = vertices.len() as u32;
     let (filled, holes) = clock.run(Stage::Holes, || {
         holes_stage(
@@ -216,9 +248,17 @@ fn heal_once(
             options,
         )
     })?;
+    tags.resize(triangles.len(), mark::FILLED);
     let (oriented, orient) = clock.run(Stage::Orient, || {
         orient_stage(&vertices, &mut triangles, &shell_of, shell_count, options)
     })?;
+    if oriented.flipped > 0 {
+        let flip = &oriented.flip_shell;
+        tags.par_iter_mut()
+            .zip(shell_of.par_iter())
+            .filter(|(_, s)| flip[**s as usize])
+            .for_each(|(t, _)| *t |= mark::OUTWARD);
+    }
 
     // Check the fills on the final facets (only where a fill may have touched them).
     let fills_closed =
@@ -272,7 +312,18 @@ fn heal_once(
         total_seconds,
         passes: 1,
     };
-    Ok((Repaired { mesh, report }, touched))
+    let provenance = Provenance {
+        facets: tags,
+        removed,
+    };
+    Ok((
+        Repaired {
+            mesh,
+            report,
+            provenance,
+        },
+        touched,
+    ))
 }
 
 /// A stage report that records how long its stage took.
@@ -444,6 +495,7 @@ fn topology_stage(
     triangles: &mut Vec<[u32; 3]>,
     touched: &mut Vec<u32>,
     removed: &mut (u64, u64),
+    tags: &mut Option<Vec<u8>>,
     options: &RepairOptions,
 ) -> (topology::Topology, TopologyReport) {
     let mut topo = topology::pair_edges(triangles);
@@ -465,12 +517,16 @@ fn topology_stage(
                 .par_iter_mut()
                 .for_each(|t| *t = t.map(|v| into[v as usize]));
             drop(topo);
+            let before = tags.as_ref().map(|_| triangles.clone());
             let (degenerate, duplicate, gone) = clean::clean(
                 vertices,
                 triangles,
                 options.remove_degenerate,
                 options.remove_duplicates,
             );
+            if let (Some(t), Some(before)) = (tags.as_mut(), before) {
+                *t = provenance::carry(&before, triangles, t);
+            }
             removed.0 += degenerate;
             removed.1 += duplicate;
             touched.extend(gone);
@@ -506,11 +562,14 @@ fn winding_stage(
 }
 
 /// What the shells stage keeps: the compacted facets and the number of shells, and the
-/// vertices of the removed facets.
+/// vertices of the removed facets; for provenance, the kept facets' marks (winding flips
+/// added) and the removed facets' corners.
 struct KeptShells {
     compact: shells::Compact,
     shells: u32,
     removed_vertices: Vec<u32>,
+    tags: Vec<u8>,
+    removed: Vec<[[f32; 3]; 3]>,
 }
 
 /// Shells: remove tiny shells, apply the winding flips, compact the facets and collect the
@@ -521,6 +580,7 @@ fn shells_stage(
     topo: topology::Topology,
     winding: &orient::Winding,
     limited_vertex: &[bool],
+    tags: Option<&[u8]>,
     options: &RepairOptions,
 ) -> (KeptShells, ShellsReport) {
     let kept = shells::select(vertices, triangles, winding, options);
@@ -553,6 +613,28 @@ fn shells_stage(
     } else {
         Vec::new()
     };
+    let keep = |f: usize| kept.new_id[winding.shell_of[f] as usize] != u32::MAX;
+    let kept_tags: Vec<u8> = (0..triangles.len())
+        .into_par_iter()
+        .filter(|&f| keep(f))
+        .map(|f| {
+            let prior = tags.map_or(0, |t| t[f]);
+            if winding.flip[f] {
+                prior | mark::WINDING
+            } else {
+                prior
+            }
+        })
+        .collect();
+    let removed: Vec<[[f32; 3]; 3]> = if kept.removed_facets > 0 {
+        (0..triangles.len())
+            .into_par_iter()
+            .filter(|&f| !keep(f))
+            .map(|f| triangles[f].map(|v| vertices[v as usize]))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let report = ShellsReport {
         tiny_removed: kept.removed_shells,
         facets_removed: kept.removed_facets,
@@ -564,6 +646,8 @@ fn shells_stage(
         compact,
         shells: kept.kept_shells,
         removed_vertices,
+        tags: kept_tags,
+        removed,
     };
     (out, report)
 }

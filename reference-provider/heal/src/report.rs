@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Bbox, Mesh, stl};
+use crate::{Bbox, Mesh, provenance::Provenance, stl};
 
 /// A stage of the pipeline, reported to a progress callback as it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +273,8 @@ pub struct Repaired {
     pub mesh: Mesh,
     /// What was done.
     pub report: Report,
+    /// What was done to each output facet, and the facets removed as noise.
+    pub provenance: Provenance,
 }
 
 impl Repaired {

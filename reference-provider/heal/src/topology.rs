@@ -27,6 +27,8 @@ pub(crate) struct Topology {
     pub edges: u64,
     pub boundary_edges: u64,
     pub non_manifold_edges: u64,
+    /// Facets with a half-edge on a non-manifold edge (made manifold here), for provenance.
+    pub non_manifold_facets: Vec<u32>,
 }
 
 #[inline]
@@ -41,6 +43,7 @@ struct Counts {
     edges: u64,
     boundary: u64,
     non_manifold: u64,
+    non_manifold_facets: Vec<u32>,
 }
 
 pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
@@ -94,6 +97,8 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
                         2 => link(&twin, around[g], around[g + 1]),
                         _ => {
                             c.non_manifold += 1;
+                            c.non_manifold_facets
+                                .extend(around[g..e].iter().map(|h| h.1 / 3));
                             make_manifold(&twin, &around[g..e]);
                         }
                     }
@@ -103,10 +108,14 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
             }
             c
         })
-        .reduce(Counts::default, |a, b| Counts {
-            edges: a.edges + b.edges,
-            boundary: a.boundary + b.boundary,
-            non_manifold: a.non_manifold + b.non_manifold,
+        .reduce(Counts::default, |mut a, b| {
+            a.non_manifold_facets.extend(b.non_manifold_facets);
+            Counts {
+                edges: a.edges + b.edges,
+                boundary: a.boundary + b.boundary,
+                non_manifold: a.non_manifold + b.non_manifold,
+                non_manifold_facets: a.non_manifold_facets,
+            }
         });
     drop(ks);
     let twin: Vec<u32> = twin.into_par_iter().map(AtomicU32::into_inner).collect();
@@ -115,6 +124,7 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
         edges: counts.edges,
         boundary_edges: counts.boundary,
         non_manifold_edges: counts.non_manifold,
+        non_manifold_facets: counts.non_manifold_facets,
     }
 }
 

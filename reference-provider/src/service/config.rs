@@ -242,9 +242,28 @@ pub struct FileConfig {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub s3_access_key_id: Option<String>,
-    pub s3_secret_access_key: Option<String>,
-    pub s3_session_token: Option<String>,
+    pub s3_secret_access_key: Option<Redacted>,
+    pub s3_session_token: Option<Redacted>,
     pub s3_multipart_threshold: Option<usize>,
+}
+
+/// A secret setting (the bucket's secret key): parsed and deserialized as a string, never
+/// printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
 }
 
 /// Why settings could not be resolved.
@@ -343,10 +362,10 @@ pub struct ServeArgs {
     pub s3_access_key_id: Option<String>,
     /// Secret access key for the bucket.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
+    pub s3_secret_access_key: Option<Redacted>,
     /// Session token of temporary credentials for the bucket.
     #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
-    pub s3_session_token: Option<String>,
+    pub s3_session_token: Option<Redacted>,
     /// A broker public key (`whpk_…`) to trust in addition to the registered broker's keys,
     /// e.g. the conformance runner's; repeatable (environment: comma-separated).
     #[arg(
@@ -372,11 +391,11 @@ impl ServeArgs {
         };
         // The storage options (and their AWS_* environment) override the file's, member by
         // member.
-        let over = |flag: &Option<String>, file: &mut Option<String>| {
+        fn over<T: Clone>(flag: &Option<T>, file: &mut Option<T>) {
             if flag.is_some() {
                 file.clone_from(flag);
             }
-        };
+        }
         over(&self.storage, &mut file.storage);
         over(&self.s3_endpoint, &mut file.s3_endpoint);
         over(&self.s3_region, &mut file.s3_region);
@@ -547,8 +566,8 @@ impl FileConfig {
                 s3.endpoint = self.s3_endpoint;
                 s3.region = self.s3_region;
                 s3.access_key_id = self.s3_access_key_id;
-                s3.secret_access_key = self.s3_secret_access_key;
-                s3.session_token = self.s3_session_token;
+                s3.secret_access_key = self.s3_secret_access_key.map(|r| r.0);
+                s3.session_token = self.s3_session_token.map(|r| r.0);
                 if let Some(v) = self.s3_multipart_threshold {
                     s3.multipart_threshold = v;
                 }
@@ -573,6 +592,44 @@ mod tests {
         assert_eq!(p.quote(1).amount, 60);
         assert_eq!(p.quote(1024 * 1024).amount, 60);
         assert_eq!(p.quote(1024 * 1024 + 1).amount, 70);
+    }
+
+    #[test]
+    fn storage_settings_from_file_and_flags_keep_secrets_out_of_debug() {
+        let f: FileConfig = toml::from_str(
+            "storage = \"s3://fmp-results/prod\"\ns3_region = \"eu-central-1\"\n\
+             s3_secret_access_key = \"file-secret\"",
+        )
+        .expect("toml");
+        assert!(!format!("{f:?}").contains("file-secret"));
+        let args = ServeArgs {
+            s3_secret_access_key: Some("flag-secret".parse().expect("infallible")),
+            s3_endpoint: Some("https://s3.example".into()),
+            ..ServeArgs::default()
+        };
+        assert!(!format!("{args:?}").contains("flag-secret"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "storage = \"s3://fmp-results/prod\"\ns3_region = \"eu-central-1\"",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            ..args
+        };
+        let s3 = args.resolve().expect("resolve").storage.expect("s3");
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("fmp-results", "prod")
+        );
+        assert_eq!(s3.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(s3.endpoint.as_deref(), Some("https://s3.example"));
+        assert_eq!(s3.secret_access_key.as_deref(), Some("flag-secret"));
+        assert!(!format!("{s3:?}").contains("flag-secret"));
+        let bad: FileConfig = toml::from_str("storage = \"s3://NO\"").expect("toml");
+        assert!(bad.apply(Config::default()).is_err());
     }
 
     #[test]

@@ -15,4 +15,5 @@ mod heal_cli;
 mod intake;
 mod jobs;
 mod openapi;
+mod picture;
 mod scale;

@@ -3,6 +3,7 @@
 mod bounds;
 mod input;
 mod props;
+mod provenance;
 mod quality;
 mod shapes;
 mod shells;

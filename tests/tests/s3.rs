@@ -247,3 +247,175 @@ async fn a_store_outage_mid_job_is_retried_and_nothing_is_lost() {
     assert_eq!(result_fetches(&stack, job.job_id.as_str()).await.len(), 1);
     stack.shutdown().await;
 }
+
+/// The `fixmyprint` binary of this test's profile, built if needed.
+fn fixmyprint_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-q", "--workspace", "--all-features", "--bins"])
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --bins failed");
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("fixmyprint")
+}
+
+/// A child process killed (SIGKILL) when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_only_postgres_and_a_bucket_and_survive_a_kill() {
+    const JOBS: usize = 50;
+    let s3 = S3Server::start().await.unwrap();
+    let bucket = s3.create_bucket().await.unwrap();
+    let settings = s3.settings(&bucket, "scale");
+    // Instance A: in this process, with the broker mock.
+    let stack = Stack::start(StackOptions {
+        provider_db: e2e::stack::ProviderDb::Postgres,
+        storage: Some(settings.clone()),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let provider = story::register_provider(&stack, SecretScope::Service, Scheme::V1, &Quiet)
+        .await
+        .unwrap();
+    let gareth = story::broker_user(&stack, "Gareth", false).await.unwrap();
+    let register_url = format!("{}/v1/accounts", stack.provider.base_url());
+    let account = story::ProviderAccount::sign_up(&stack, &register_url, "Gareth")
+        .await
+        .unwrap();
+    account
+        .top_up(
+            &format!("{}/v1/accounts/me/top-up", stack.provider.base_url()),
+            1_000_000,
+        )
+        .await
+        .unwrap();
+    let grant = account.link_token().await.unwrap();
+    gareth
+        .client
+        .link(provider.id(), &grant.token)
+        .await
+        .unwrap();
+
+    // Instance B: the real binary, its own data directory, the same database and bucket; a
+    // short lease, so that A takes over B's jobs soon after B is killed.
+    let service_a = stack.provider.service();
+    let database_url = service_a.config().database_url.clone().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let config_b = dir_b.path().join("b.toml");
+    std::fs::write(
+        &config_b,
+        "job_lease_ms = 1500\npoll_interval_ms = 50\nworkers = 2\n",
+    )
+    .unwrap();
+    let log_b = std::fs::File::create(dir_b.path().join("b.log")).unwrap();
+    let mut b = Killed(
+        std::process::Command::new(fixmyprint_binary())
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--database-url",
+                &database_url,
+            ])
+            .arg("--data-dir")
+            .arg(dir_b.path().join("data"))
+            .arg("--config")
+            .arg(&config_b)
+            .arg("--ca-cert")
+            .arg(&stack.pki.ca_cert)
+            .args(["--public-url", stack.provider.base_url()])
+            .args(["--storage", &settings.url()])
+            .args(["--s3-endpoint", s3.endpoint()])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RUST_LOG", "info")
+            .stdout(log_b.try_clone().unwrap())
+            .stderr(log_b)
+            .spawn()
+            .unwrap(),
+    );
+
+    // Fifty jobs, each on a model of its own (so "completed once" is "exactly one new
+    // version"), asked for all at once so that both instances have a queue to take from.
+    let models: Vec<_> = (0..JOBS)
+        .map(|i| generate::model(100 + i as u64, 2_000, &generate::Defects::all()).stl)
+        .collect();
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, stl) in models.into_iter().enumerate() {
+        let client = gareth.client.clone();
+        let provider_id = provider.id().clone();
+        asks.spawn(async move {
+            let model = client
+                .upload_model(&format!("m{i}.stl"), stl)
+                .await
+                .unwrap();
+            let job = client
+                .create_job(&CreateJob {
+                    provider_id,
+                    model_id: model.model_id.clone(),
+                    version: None,
+                    operation: None,
+                    params: serde_json::Value::Null,
+                })
+                .await
+                .unwrap();
+            (job, model.model_id)
+        });
+    }
+    // Mid-run, once B has taken work, it dies without any goodbye (whatever it holds is
+    // taken over by A when its lease runs out).
+    let log = dir_b.path().join("b.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("job claimed")
+    {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            b.0.try_wait().unwrap().is_none(),
+            "instance B exited early:\n{text}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "instance B never claimed a job:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.0.kill().unwrap();
+    b.0.wait().unwrap();
+    let jobs = asks.join_all().await;
+    assert_eq!(jobs.len(), JOBS);
+    for (job, model_id) in &jobs {
+        let done = story::wait_for_job(&gareth.client, job, Duration::from_secs(300), &Quiet)
+            .await
+            .unwrap();
+        assert_eq!(done.state, JobState::Completed, "{done:?}");
+        let model = gareth.client.model(model_id).await.unwrap();
+        assert_eq!(
+            model.versions.len(),
+            2,
+            "{model_id}: completed more than once"
+        );
+        assert!(!result_fetches(&stack, job.job_id.as_str()).await.is_empty());
+    }
+    let ledger = account.ledger().await.unwrap();
+    let captures = ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind == fixmyprint::service::accounts::LedgerKind::Capture)
+        .count();
+    assert_eq!(captures, JOBS, "charged exactly once per job");
+    drop(b);
+    stack.shutdown().await;
+}

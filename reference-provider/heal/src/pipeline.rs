@@ -353,11 +353,6 @@ fn weld_stage(
     // Without an absolute tolerance from the caller, every corner's limit is also cut to a
     // fraction of its own facet's shortest edge (see `weld::local_limits`).
     let auto = options.weld && options.weld_tolerance.is_none() && tolerance > 0.0;
-    let (limits, limited) = if auto {
-        weld::local_limits(&positions, tolerance)
-    } else {
-        (Vec::new(), 0)
-    };
     let distinct: Vec<bool> = if auto {
         positions
             .par_chunks_exact(3)
@@ -366,7 +361,8 @@ fn weld_stage(
     } else {
         Vec::new()
     };
-    let welded = weld::weld_in(positions, tolerance, bbox, auto.then_some(&limits[..]));
+    let mut welded = weld::weld_in(positions, tolerance, bbox, auto);
+    let (limits, limited) = (std::mem::take(&mut welded.limits), welded.limited);
     // Facets whose corners were apart in the input but share a vertex now.
     let collapsed = if auto {
         welded

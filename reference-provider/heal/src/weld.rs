@@ -44,6 +44,10 @@ pub(crate) struct Welded {
     pub tolerance_merged: u64,
     /// Largest distance between two corners merged within the tolerance.
     pub largest_merge: f64,
+    /// With local limits: every corner's limit (see [`local_limits`]), else empty.
+    pub limits: Vec<f32>,
+    /// With local limits: how many corners' limits were cut below the tolerance.
+    pub limited: u64,
 }
 
 struct Grid {
@@ -292,18 +296,18 @@ pub(crate) const LOCAL_FRACTION: f64 = 0.25;
 /// Weld `positions` within `tol`.
 pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
     let bbox = keys::par_bbox(&positions);
-    weld_in(positions, tol, bbox, None)
+    weld_in(positions, tol, bbox, false)
 }
 
-/// Weld `positions`, whose bounding box is `bbox`, within `tol`; with `per_corner`, two
-/// corners merge only within the smaller of their two limits (each at most `tol`).
+/// Weld `positions`, whose bounding box is `bbox`, within `tol`; with `local`, every corner
+/// gets its own limit ([`local_limits`], returned in [`Welded::limits`]) and two corners
+/// merge only within the smaller of their two limits (each at most `tol`).
 pub(crate) fn weld_in(
     positions: Vec<[f32; 3]>,
     tol: f32,
     bbox: Option<Bbox>,
-    per_corner: Option<&[f32]>,
+    local: bool,
 ) -> Welded {
-    let limits = Limits { per_corner, tol };
     let n = positions.len();
     let input_vertices = n as u64;
     let origin = bbox.map_or([0.0; 3], |b| b.min.map(f64::from));
@@ -323,6 +327,17 @@ pub(crate) fn weld_in(
         .map(|(i, &p)| pack(grid.hash(p), i as u32))
         .collect();
     keys::sort(&mut sorted);
+    // The corners' own limits, computed only now: the sort's second buffer is gone, so the
+    // two are never held at once.
+    let (per_corner, limited) = if local {
+        local_limits(&positions, tol)
+    } else {
+        (Vec::new(), 0)
+    };
+    let limits = Limits {
+        per_corner: local.then_some(&per_corner[..]),
+        tol,
+    };
 
     // 2. Cluster within runs; each chunk of `sorted` is overwritten with its corners'
     // chunk-local representative ordinals (no second corner-sized buffer).
@@ -430,6 +445,8 @@ pub(crate) fn weld_in(
         exact_merged,
         tolerance_merged,
         largest_merge: largest.sqrt(),
+        limits: per_corner,
+        limited,
     }
 }
 

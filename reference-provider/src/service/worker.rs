@@ -211,8 +211,12 @@ async fn execute(
     let id = job.provider_job_id.as_str().to_owned();
     let config = service.config();
     let step = if job.attempts > i64::from(config.max_job_attempts) {
-        Step::Fail(Problem::new(ProblemType::Internal).with_detail(format!(
-            "the job was abandoned after {} attempts",
+        // The crash budget: every claim of this job so far ended without a result (its
+        // worker crashed, ran out of memory or its instance was stopped). The model is the
+        // one common factor, so it is taken as one that cannot be processed.
+        Step::Fail(Problem::new(ProblemType::ModelInvalid).with_detail(format!(
+            "processing this model stopped its worker {} times (a crash, running out of \
+             memory, or its instance stopping); it is not tried again",
             config.max_job_attempts
         )))
     } else {

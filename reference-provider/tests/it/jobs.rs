@@ -394,6 +394,73 @@ async fn lease_expiry_after_crash(backend: Backend) {
 }
 both_backends!(lease_expiry_after_crash);
 
+/// The crash budget: a job whose every claim ended without a result (its worker died each
+/// time) fails as `model-invalid` once claimed more than `max_job_attempts` times, never
+/// `internal`; its hold is released and nothing is charged.
+async fn the_crash_budget_fails_the_job_as_model_invalid(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let mut config = test_config(&db, db.dir());
+    config.job_lease = Duration::from_millis(200);
+    config.max_job_attempts = 1;
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Cr").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let model = fixmyprint::heal::generate::broken_model(5, 1_000);
+    let job = accept_job(&provider, &broker, &account, &model).await;
+
+    // The one attempt of the budget: a worker that claims and dies.
+    queue::claim(
+        provider.service().db(),
+        "dead-instance/w0",
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap()
+    .expect("claimable");
+    // Polled until the lease has expired and the job is claimed again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let outcome = loop {
+        let outcome = service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap();
+        if outcome != ExecutionOutcome::EmptyQueue {
+            break outcome;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    match &outcome {
+        ExecutionOutcome::Failed {
+            provider_job_id,
+            problem,
+        } => {
+            assert_eq!(provider_job_id, job.provider_job_id.as_str());
+            assert!(problem.is(ProblemType::ModelInvalid), "{problem:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&job.offer.job_id);
+    let last = events.last().expect("events");
+    assert_eq!(last.kind.state(), JobState::Failed, "{events:?}");
+    let (_, me) = get_json(
+        &format!("{}/v1/accounts/me", provider.base_url()),
+        Some(&account.api_key),
+    )
+    .await;
+    assert_eq!(
+        (me["balance"].as_i64(), me["held"].as_i64()),
+        (Some(500), Some(0))
+    );
+    provider.shutdown().await;
+}
+both_backends!(the_crash_budget_fails_the_job_as_model_invalid);
+
 /// The broker answers 503 for a while: the outbox loop retries with the same webhook-id
 /// until it gets a 2xx; background workers do the job on their own.
 async fn outbox_redelivery_while_broker_down(backend: Backend, scheme: Scheme) {

@@ -52,7 +52,8 @@ pub struct Config {
     #[arg(
         long = "result-store-origin",
         env = "BROKER_MOCK_RESULT_STORE_ORIGINS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = store_origin
     )]
     pub result_store_origins: Vec<String>,
     /// Extra PEM root certificates trusted for outgoing HTTPS (providers with a private CA).
@@ -225,6 +226,35 @@ impl Clock {
     }
 }
 
+/// Parses one `--result-store-origin`: an `http` or `https` origin (scheme, host, optional
+/// port) and nothing else, given back in its normal form. A value the broker could never
+/// match (a path, a query, credentials, another scheme) is refused at start-up instead of
+/// being ignored.
+fn store_origin(value: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected an origin such as https://s3.eu-central-1.amazonaws.com";
+    let url = url::Url::parse(value).map_err(|e| format!("not a URL ({e}); {EXPECTED}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme `{}` is not http or https; {EXPECTED}",
+            url.scheme()
+        ));
+    }
+    if url.host().is_none() {
+        return Err(format!("no host; {EXPECTED}"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "an origin carries no user name or password; {EXPECTED}"
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "an origin has no path, query or fragment; {EXPECTED}"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -282,5 +312,33 @@ mod tests {
             .expect("flag")
             .config;
         assert!(on.allow_private_addresses);
+    }
+
+    #[test]
+    fn a_result_store_origin_is_an_origin_or_refused() {
+        let ok = Cli::try_parse_from([
+            "broker-mock",
+            "--result-store-origin",
+            "HTTPS://S3.Example.com:443/,http://127.0.0.1:9000",
+        ])
+        .expect("two origins")
+        .config;
+        assert_eq!(
+            ok.result_store_origins,
+            ["https://s3.example.com", "http://127.0.0.1:9000"]
+        );
+        for bad in [
+            "s3.example.com",
+            "ftp://s3.example.com",
+            "https://s3.example.com/bucket",
+            "https://s3.example.com/?x=1",
+            "https://key:secret@s3.example.com",
+            "https://",
+        ] {
+            let err = Cli::try_parse_from(["broker-mock", "--result-store-origin", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("origin"), "{bad}: {err}");
+        }
     }
 }

@@ -118,13 +118,13 @@ impl Morton {
     #[inline]
     fn key(&self, c: [i64; 3]) -> Option<u32> {
         let mut k = 0;
-        for a in 0..3 {
-            if c[a] < 0 || c[a] >= self.cells[a] {
+        for ((&ca, &n), spread) in c.iter().zip(&self.cells).zip(&self.spread) {
+            if ca < 0 || ca >= n {
                 return None;
             }
-            let x = c[a] as u32;
-            for byte in 0..4 {
-                k |= self.spread[a][byte][(x >> (8 * byte)) as usize & 255];
+            let x = ca as u32;
+            for (byte, table) in spread.iter().enumerate() {
+                k |= table[(x >> (8 * byte)) as usize & 255];
             }
         }
         Some(k)

@@ -145,7 +145,7 @@ pub(crate) async fn send_signed(
             &policy,
             |attempt: &client::Attempt<'_>| {
                 let mut logged = attempt_message(subject, attempt);
-                logged.duration_ms = Some(crate::http::log::elapsed_ms(attempt_started));
+                logged.duration_ms = Some(messages::elapsed_ms(attempt_started));
                 // The next attempt starts after the wait.
                 attempt_started = Instant::now() + attempt.retry_in.unwrap_or_default();
                 async move { record(state, logged).await }
@@ -234,7 +234,7 @@ pub(crate) async fn download(
 ) -> Result<Vec<u8>, String> {
     let started = Instant::now();
     let result = download_inner(state, dl, origin_of).await;
-    let duration_ms = crate::http::log::elapsed_ms(started);
+    let duration_ms = messages::elapsed_ms(started);
     // A presigned URL carries its credential in the query: the log keeps the path only.
     let shown = match dl.url.split_once('?') {
         Some((path, _)) => format!("{path}?[redacted]"),

@@ -42,11 +42,6 @@ fn logged_headers(headers: &HeaderMap) -> serde_json::Map<String, serde_json::Va
     out
 }
 
-/// Milliseconds since `started`, for the message log.
-pub(crate) fn elapsed_ms(started: std::time::Instant) -> i64 {
-    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
 /// The pending notification count of the owner of API key `key` (`None`: unknown key).
 async fn pending_for_key(state: &AppState, key: &str) -> Option<u64> {
     let user = users::by_key(&state.db, key).await.ok()??;
@@ -135,7 +130,7 @@ pub(crate) async fn log_and_count(
             headers,
             verdict,
             reason: note.reason,
-            duration_ms: Some(elapsed_ms(started)),
+            duration_ms: Some(messages::elapsed_ms(started)),
         };
         if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
             logged.headers.insert(

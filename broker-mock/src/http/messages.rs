@@ -140,9 +140,8 @@ setInterval(()=>{if(document.getElementById('auto').checked)load()},2000);load()
     tag = "messages",
     params(("job_id" = JobId, Path, description = "The job")),
     responses(
-        (status = 200, description = "An HTML page", body = String, content_type = "text/html"),
+        (status = 200, description = "An HTML page (saying so when the log holds no message about the job)", body = String, content_type = "text/html"),
         (status = 400, description = "`invalid-request`: malformed job id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "An HTML page saying the log holds no message about this job", body = String, content_type = "text/html"),
     )
 )]
 async fn job_timeline(
@@ -151,12 +150,7 @@ async fn job_timeline(
 ) -> ApiResult<Response> {
     let job: JobId = path_id("job", &id)?;
     let log = messages::timeline(&state.db, job.as_str()).await?;
-    let status = if log.is_empty() {
-        StatusCode::NOT_FOUND
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(timeline_html(job.as_str(), &log))).into_response())
+    Ok(Html(timeline_html(job.as_str(), &log)).into_response())
 }
 
 /// `s` safe in HTML text and attribute values.
@@ -216,10 +210,10 @@ fn timeline_html(job: &str, log: &[LoggedMessage]) -> String {
             || ["refused", "failed", "error", "not sent"]
                 .iter()
                 .any(|w| m.verdict.contains(w));
-        let _ = write!(
+        let _ = writeln!(
             rows,
             "<tr class=\"{dir}{bad}\" data-id=\"{id}\"><td>{n}</td><td class=\"num\">+{since}</td><td class=\"num\">{took}</td>\
-             <td>{who}</td><td><code>{req}</code></td><td>{status}</td><td>{verdict}{reason}</td></tr>\n",
+             <td>{who}</td><td><code>{req}</code></td><td>{status}</td><td>{verdict}{reason}</td></tr>",
             dir = esc(&m.direction),
             bad = if bad { " refused" } else { "" },
             id = m.id,

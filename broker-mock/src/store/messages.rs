@@ -114,6 +114,11 @@ pub(crate) const MAX_HEADER_VALUE_LEN: usize = 256;
 /// Longest verdict or reason kept in the log, bytes.
 pub(crate) const MAX_TEXT_LEN: usize = 2048;
 
+/// Milliseconds since `started`, for a message's `duration_ms`.
+pub(crate) fn elapsed_ms(started: std::time::Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
 /// `s` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
 fn truncated(mut s: String, max: usize) -> String {
     if s.len() > max {

@@ -101,6 +101,10 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Longest a job's repair may take; a model that needs more fails with `model-invalid`.
     pub heal_budget: Duration,
+    /// The repair picture offered with each result (`job.completed`'s `picture`): drawn only
+    /// for models of at most this many facets (about 0.5 s per million on two cores); `0`
+    /// draws none. A model over it completes without a picture.
+    pub picture_max_facets: u64,
     /// How often each instance sweeps (expired results, unfinished writes, jobs whose input
     /// never came); the first sweep is one interval after start.
     pub sweep_every: Duration,
@@ -152,6 +156,7 @@ impl Default for Config {
             keyring_refresh: Duration::from_secs(5),
             http_timeout: Duration::from_secs(30),
             heal_budget: Duration::from_secs(30),
+            picture_max_facets: 5_000_000,
             input_timeout: Duration::from_secs(3600),
             sweep_every: super::janitor::SWEEP_EVERY,
             dev_top_up: false,
@@ -228,6 +233,7 @@ pub struct FileConfig {
     pub keyring_refresh_ms: Option<u64>,
     pub http_timeout_ms: Option<u64>,
     pub heal_budget_ms: Option<u64>,
+    pub picture_max_facets: Option<u64>,
     pub input_timeout_secs: Option<u64>,
     pub sweep_every_secs: Option<u64>,
     pub dev_top_up: Option<bool>,
@@ -528,6 +534,9 @@ impl FileConfig {
         }
         if let Some(v) = self.heal_budget_ms {
             c.heal_budget = d(v.max(1));
+        }
+        if let Some(v) = self.picture_max_facets {
+            c.picture_max_facets = v;
         }
         if let Some(v) = self.sweep_every_secs {
             c.sweep_every = Duration::from_secs(v.max(1));

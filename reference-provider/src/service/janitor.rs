@@ -54,6 +54,12 @@ pub async fn sweep(service: &Service, now: i64) -> Result<Swept, sqlx::Error> {
     )?;
     tx.commit().await?;
     for cred in expired {
+        // The result's picture first, so that no picture outlives its result's row.
+        let picture = super::storage::picture_key(&cred.object_key);
+        if let Err(e) = service.storage().delete(&picture).await {
+            tracing::warn!(error = %e, key = %picture, "could not remove an expired picture");
+            continue;
+        }
         if let Err(e) = service.storage().delete(&cred.object_key).await {
             tracing::warn!(error = %e, key = %cred.object_key, "could not remove an expired result");
             continue;

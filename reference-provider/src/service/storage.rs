@@ -17,6 +17,13 @@ use diax_sdk::replay::BoxFuture;
 mod s3;
 pub use s3::{DEFAULT_PART_SIZE, MAX_PRESIGN, S3Settings, S3Store};
 
+/// The key of the repair picture kept beside the result under `result_key`: stored, served
+/// and swept with it.
+#[must_use]
+pub fn picture_key(result_key: &str) -> String {
+    format!("{result_key}-picture")
+}
+
 /// A store of result objects by key (the provider job id).
 pub trait ResultStore: Send + Sync + Debug {
     /// Stores `bytes` under `key`, atomically (readers see all or nothing).

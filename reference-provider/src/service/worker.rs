@@ -68,9 +68,24 @@ pub enum WorkerError {
     NotRegistered,
 }
 
+/// What the healing step makes of a model.
+#[derive(Debug)]
+pub struct Healed {
+    /// The repaired binary STL.
+    pub stl: Vec<u8>,
+    /// The repair report (JSON).
+    pub report: serde_json::Value,
+    /// The repair picture (PNG), or why there is none: it is an extra, so a model too large
+    /// for the picture's budget, a repair that used up the job's budget, or a failure while
+    /// drawing leaves the result as it is.
+    pub picture: Result<Vec<u8>, String>,
+}
+
 /// The healing step, isolated so the service depends on the healing core in one place:
-/// STL bytes in, a repaired binary STL and the repair report (JSON) out, or the healer's
-/// error message. The repair gives up once `budget` has passed.
+/// STL bytes in, a repaired binary STL, the repair report (JSON) and the repair picture out,
+/// or the healer's error message. The repair gives up once `budget` has passed; the picture
+/// (of models of at most `picture_max_facets` facets, `0`: none) is drawn only while the
+/// budget lasts.
 ///
 /// # Errors
 /// The healer's error, as text, when the model cannot be repaired or ran out of its budget.
@@ -78,22 +93,58 @@ pub fn heal_model(
     bytes: &[u8],
     max_bytes: u64,
     budget: Duration,
-) -> Result<(Vec<u8>, serde_json::Value), String> {
+    picture_max_facets: u64,
+) -> Result<Healed, String> {
+    use crate::heal::picture::{Picture, PictureOptions};
+    let started = std::time::Instant::now();
+    let deadline = started.checked_add(budget);
     let options = crate::heal::RepairOptions {
         max_file_bytes: max_bytes,
-        deadline: std::time::Instant::now().checked_add(budget),
+        deadline,
         ..crate::heal::RepairOptions::default()
     };
-    let repaired = crate::heal::repair(bytes, &options).map_err(|e| match e {
+    let over_budget = |e: crate::heal::HealError| match e {
         crate::heal::HealError::DeadlineExceeded { .. } => format!(
             "healing this model takes longer than the provider's budget of {} s per job ({e})",
             budget.as_secs_f64()
         ),
         e => e.to_string(),
-    })?;
+    };
+    let soup = crate::heal::stl::parse(bytes, &options).map_err(over_budget)?;
+    // The "before" views come from the input, before the repair consumes it. Drawing is
+    // guarded: whatever happens to the picture, the repair goes on.
+    let mut picture = if picture_max_facets == 0 {
+        Err("pictures are turned off (picture_max_facets = 0)".to_owned())
+    } else {
+        let options = PictureOptions {
+            max_facets: picture_max_facets,
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Picture::new(&soup.positions, &options).map(|mut p| {
+                p.draw_before(&soup.positions);
+                p
+            })
+        }))
+        .map_err(|_| "drawing the picture failed".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    };
+    let repaired = crate::heal::repair_soup(soup, &options, &|_| {}).map_err(over_budget)?;
     let stl = repaired.to_stl_bytes();
     let report = serde_json::to_value(&repaired.report).unwrap_or(serde_json::Value::Null);
-    Ok((stl, report))
+    if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+        picture = Err("the job's budget was used up by the repair".to_owned());
+    }
+    let picture = picture.and_then(|p| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.finish(&repaired).to_png()
+        }))
+        .map_err(|_| "drawing the picture failed".to_owned())
+    });
+    Ok(Healed {
+        stl,
+        report,
+        picture,
+    })
 }
 
 enum Step {
@@ -245,9 +296,11 @@ async fn execute(
         });
     }
     let (max, budget) = (config.max_model_bytes, config.heal_budget);
+    let picture_max = config.picture_max_facets;
     let started = std::time::Instant::now();
-    let healed = tokio::task::spawn_blocking(move || heal_model(&bytes, max, budget)).await;
-    let (stl, report) = match healed {
+    let healed =
+        tokio::task::spawn_blocking(move || heal_model(&bytes, max, budget, picture_max)).await;
+    let healed = match healed {
         Ok(Ok(out)) => out,
         Ok(Err(reason)) => {
             tracing::info!(reason = %reason, "model cannot be healed");
@@ -263,10 +316,26 @@ async fn execute(
     };
     tracing::info!(
         ms = started.elapsed().as_millis() as u64,
-        bytes = stl.len(),
+        bytes = healed.stl.len(),
         "healed"
     );
-    complete(service, job, owner, provider, stl, report).await
+    let picture = match healed.picture {
+        Ok(png) => Some(png),
+        Err(why) => {
+            tracing::info!(reason = %why, "no picture for this job");
+            None
+        }
+    };
+    complete(
+        service,
+        job,
+        owner,
+        provider,
+        healed.stl,
+        healed.report,
+        picture,
+    )
+    .await
 }
 
 /// Whether a failed download may succeed later: transport trouble, timeouts, a `5xx`/`429`
@@ -432,6 +501,7 @@ async fn complete(
     provider: &ProviderId,
     stl: Vec<u8>,
     report: serde_json::Value,
+    picture: Option<Vec<u8>>,
 ) -> Result<ExecutionOutcome, WorkerError> {
     let id = job.provider_job_id.as_str().to_owned();
     let size = stl.len() as u64;
@@ -471,6 +541,10 @@ async fn complete(
             Some(format!("Bearer {credential}")),
         ),
     };
+    let picture = match picture {
+        Some(png) => store_picture(service, &id, &object_key, png, &credential, expires_at).await,
+        None => None,
+    };
     let result = JobResult {
         download: Download {
             url,
@@ -482,7 +556,7 @@ async fn complete(
         format: "stl".into(),
         report: Some(report),
         charged: Some(Quote::new(job.quote_amount, job.currency.clone())),
-        picture: None,
+        picture,
     };
     // What the status shows: the result without its credential (a presigned URL is one).
     let shown_url = match &result.download.authorization {
@@ -507,6 +581,10 @@ async fn complete(
     if !finished {
         drop(tx);
         let _ = service.storage().delete(&object_key).await;
+        let _ = service
+            .storage()
+            .delete(&super::storage::picture_key(&object_key))
+            .await;
         return Ok(ExecutionOutcome::LostLease {
             provider_job_id: id,
         });
@@ -534,6 +612,47 @@ async fn complete(
     tracing::info!(charged = job.quote_amount, "job completed; hold captured");
     Ok(ExecutionOutcome::Completed {
         provider_job_id: id,
+    })
+}
+
+/// Stores the repair picture `png` of the result under `object_key` and says where the
+/// broker fetches it: presigned by the store, or `GET /results/{id}/picture` with the
+/// result's own `credential`. The picture is an extra: when the store fails, the job
+/// completes without it.
+async fn store_picture(
+    service: &Service,
+    id: &str,
+    object_key: &str,
+    png: Vec<u8>,
+    credential: &str,
+    expires_at: i64,
+) -> Option<Download> {
+    let key = super::storage::picture_key(object_key);
+    let size = png.len() as u64;
+    let sha256 = sha256_hex(&png);
+    let ttl = service.config().result_ttl;
+    let stored = match service.storage().put(&key, png.into()).await {
+        Ok(()) => service.storage().presign_get(&key, ttl).await,
+        Err(e) => Err(e),
+    };
+    let (url, authorization) = match stored {
+        Ok(Some(url)) => (url, None),
+        Ok(None) => (
+            service.url(&format!("/results/{id}/picture")),
+            Some(format!("Bearer {credential}")),
+        ),
+        Err(e) => {
+            let _ = service.storage().delete(&key).await;
+            tracing::warn!(error = %e, "result store failed for the picture; completing without it");
+            return None;
+        }
+    };
+    Some(Download {
+        url,
+        authorization,
+        expires_at,
+        size,
+        sha256,
     })
 }
 
@@ -571,10 +690,27 @@ mod tests {
     #[test]
     fn a_repair_over_its_budget_fails_with_a_clear_reason() {
         let model = crate::heal::generate::broken_model(2, 2_000);
-        let e = heal_model(&model, 1 << 20, Duration::ZERO).unwrap_err();
+        let e = heal_model(&model, 1 << 20, Duration::ZERO, 1_000_000).unwrap_err();
         assert!(e.contains("budget") && e.contains("deadline"), "{e}");
-        let (stl, report) = heal_model(&model, 1 << 20, Duration::from_secs(3600)).unwrap();
-        assert_eq!(report["watertight"], true);
-        assert!(stl.len() > 84);
+        let healed = heal_model(&model, 1 << 20, Duration::from_secs(3600), 1_000_000).unwrap();
+        assert_eq!(healed.report["watertight"], true);
+        assert!(healed.stl.len() > 84);
+        assert!(
+            healed
+                .picture
+                .unwrap()
+                .starts_with(&diax_sdk::wire::PNG_SIGNATURE)
+        );
+    }
+
+    #[test]
+    fn a_model_over_the_picture_budget_is_healed_without_a_picture() {
+        let model = crate::heal::generate::broken_model(2, 2_000);
+        let healed = heal_model(&model, 1 << 20, Duration::from_secs(3600), 10).unwrap();
+        assert_eq!(healed.report["watertight"], true);
+        let why = healed.picture.unwrap_err();
+        assert!(why.contains("budget"), "{why}");
+        let off = heal_model(&model, 1 << 20, Duration::from_secs(3600), 0).unwrap();
+        assert!(off.picture.is_err());
     }
 }

@@ -30,8 +30,13 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The `fixmyprint` binary of this test's profile, built if needed.
+/// The `fixmyprint` binary of this test's profile, built if needed (once per test run).
 fn fixmyprint_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(build_binaries).clone()
+}
+
+fn build_binaries() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "-q", "--workspace", "--all-features", "--bins"])

@@ -43,7 +43,7 @@ pub struct CreateAccount {
     pub name: String,
 }
 
-/// `201` answer to [`CreateAccount`]; the API key is shown once (`Debug` redacts it).
+/// `201` answer to [`CreateAccount`]; the API key is shown once.
 #[derive(Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct AccountCreated {
     /// The new account.
@@ -56,6 +56,7 @@ pub struct AccountCreated {
     pub currency: String,
 }
 
+/// Redacts the API key.
 impl std::fmt::Debug for AccountCreated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccountCreated")

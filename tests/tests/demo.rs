@@ -1,4 +1,4 @@
-//! The README's first command: the demo plays the whole story and writes its three files.
+//! The README's first command: the demo plays the whole story and writes its four files.
 
 use std::process::Command;
 
@@ -40,7 +40,7 @@ fn demo_plays_the_story(args: &[&str]) -> String {
     ] {
         assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
     }
-    for file in ["original.stl", "repaired.stl", "report.json"] {
+    for file in ["original.stl", "repaired.stl", "report.json", "picture.png"] {
         let meta = std::fs::metadata(out_dir.path().join(file)).unwrap();
         assert!(meta.len() > 0, "{file} is empty");
     }
@@ -48,6 +48,9 @@ fn demo_plays_the_story(args: &[&str]) -> String {
         serde_json::from_slice(&std::fs::read(out_dir.path().join("report.json")).unwrap())
             .unwrap();
     assert_eq!(report["watertight"], true, "{report}");
+    let picture = std::fs::read(out_dir.path().join("picture.png")).unwrap();
+    assert!(picture.starts_with(&diax_sdk::wire::PNG_SIGNATURE));
+    assert!(stdout.contains("picture.png"), "picture path not printed:\n{stdout}");
     stdout.into_owned()
 }
 

@@ -11,6 +11,7 @@ use diax_sdk::{ProblemType, Quote};
 use e2e::stack::{ProviderDb, Stack, StackOptions};
 use e2e::story::{self, ProviderAccount, Quiet};
 use fixmyprint::heal::generate;
+use fixmyprint::heal::picture::Image;
 use fixmyprint::service::accounts::LedgerKind;
 
 /// `{watertight, winding_consistent, volume, bodies, inward_bodies}` of an STL file,
@@ -96,6 +97,34 @@ async fn full_story(db: ProviderDb, scheme: Scheme) {
     assert_eq!(source.from_version, 1);
     assert_eq!(&source.provider_id, outcome.provider.id());
     assert_eq!(v2.sha256, diax_sdk::util::sha256_hex(&outcome.repaired));
+    // The repair picture came with the result and Gareth sees it at the broker: a real PNG
+    // whose "after" views show the filled holes in the hole colour, and whose "before" views
+    // show none.
+    assert!(v2.report_url.is_some(), "{v2:?}");
+    let png = outcome
+        .gareth
+        .client
+        .report(&result.model_id, 2)
+        .await
+        .unwrap();
+    assert!(png.starts_with(&diax_sdk::wire::PNG_SIGNATURE));
+    let picture = e2e::browser::Screenshot::decode(&png).unwrap();
+    let hole_pixels = |row: usize| -> usize {
+        (0..3)
+            .map(|col| {
+                let (x0, y0, side) = Image::panel_rect(col, row);
+                (y0..y0 + side)
+                    .flat_map(|y| (x0..x0 + side).map(move |x| (x, y)))
+                    .filter(|&(x, y)| {
+                        let [r, g, b] = picture.pixel(x, y).map(i32::from);
+                        r - g.max(b) > 45 && (g - b).abs() < 30
+                    })
+                    .count()
+            })
+            .sum()
+    };
+    assert_eq!(hole_pixels(0), 0, "hole colour in the before views");
+    assert!(hole_pixels(1) > 50, "no filled hole shown in the after views");
     // Step 7: notified by signed callback (exactly one completion) and pending on the next request.
     let inbox = outcome.gareth.inbox.as_ref().unwrap();
     let completions: Vec<_> = inbox

@@ -201,6 +201,24 @@ async fn full_story(backend: Backend, scheme: Scheme) {
         .unwrap();
     assert_eq!(resp.status(), 403);
 
+    // The repair picture beside it, behind the same credential: a PNG, digest as offered.
+    let picture = result.picture.as_ref().expect("job.completed offers a picture");
+    assert_eq!(picture.url, format!("{}/picture", dl.url));
+    assert_eq!(picture.authorization.as_deref(), Some(auth.as_str()));
+    let png = diax_sdk::client::download_to_vec(&client(), picture, &Default::default())
+        .await
+        .expect("the picture downloads with size and digest checks");
+    assert!(png.starts_with(&diax_sdk::wire::PNG_SIGNATURE));
+    let resp = client().get(&picture.url).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client()
+        .get(format!("{}/results/pjob_other/picture", provider.base_url()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
     // Status (its owner only), money.
     let (code, body) = get_json(&status_url, None).await;
     assert_eq!(code, 401, "{body}");
@@ -768,7 +786,9 @@ async fn sweep_removes_expired_results_and_old_partial_writes(backend: Backend) 
         .unwrap()
         .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 3600))
         .unwrap();
-    assert_eq!(stored().len(), 3, "{:?}", stored());
+    // The result, its picture and the two unfinished writes.
+    assert_eq!(stored().len(), 4, "{:?}", stored());
+    assert!(result.picture.is_some());
 
     // Before expiry: only the old unfinished write goes.
     let now = diax_sdk::clock::unix_now();
@@ -781,7 +801,7 @@ async fn sweep_removes_expired_results_and_old_partial_writes(backend: Backend) 
         .await
         .expect("result still there");
 
-    // After expiry (a day and more): the credential and its file go.
+    // After expiry (a day and more): the credential, its file and its picture go.
     let swept = service::janitor::sweep(provider.service(), now + 2 * 86_400)
         .await
         .unwrap();

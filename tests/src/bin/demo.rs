@@ -1,7 +1,7 @@
 //! The demo: the seed story end to end, narrated. Starts the broker mock and FixMyPrint in
 //! this process (HTTPS with a generated CA, embedded SQLite, a temporary data directory),
 //! plays the story with a generated broken model, and writes the original model, the repaired
-//! model and the repair report into `--out`. Exits non-zero with the reason when a step fails.
+//! model, the repair report and the repair picture into `--out`. Exits non-zero with the reason when a step fails.
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Parser)]
 #[command(about = "FixMyPrint kit demo: the seed story end to end, over HTTPS, in one process")]
 struct Args {
-    /// Where to write original.stl, repaired.stl and report.json.
+    /// Where to write original.stl, repaired.stl, report.json and picture.png.
     #[arg(long, default_value = "demo-out")]
     out: PathBuf,
     /// Facets in the generated broken model.
@@ -149,6 +149,25 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .unwrap_or(serde_json::Value::Null);
     std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)?;
+    // The repair picture, as Gareth sees it at the broker next to the new version.
+    let picture_path = args.out.join("picture.png");
+    let picture = match &outcome.job.result {
+        Some(v) => outcome.gareth.client.report(&v.model_id, v.version).await,
+        None => Err(broker_mock::client::ClientError::Unexpected {
+            status: 0,
+            body: "the completed job names no new version".into(),
+        }),
+    };
+    let picture_path = match picture {
+        Ok(png) => {
+            std::fs::write(&picture_path, png)?;
+            Some(picture_path)
+        }
+        Err(e) => {
+            printer.say(&format!("no repair picture: {e}"));
+            None
+        }
+    };
 
     printer.step("7. Checking what Gareth got");
     // Repairing the result again must find nothing to do: it is already printable.
@@ -163,6 +182,12 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         repaired_path.display(),
         report_path.display()
     ));
+    if let Some(path) = &picture_path {
+        printer.say(&format!(
+            "the repair picture (before and after, changes in colour): {}",
+            path.display()
+        ));
+    }
     stack.shutdown().await;
     if !(check.watertight && check.winding_consistent && check.volume > 0.0) {
         return Err("the repaired model is not watertight, consistently wound and outward".into());

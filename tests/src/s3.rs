@@ -130,6 +130,85 @@ impl S3Server {
         Ok(name)
     }
 
+    /// Makes the server check credentials from now on, as S3 does, and returns the only ones
+    /// it then accepts: `(access key id, secret access key)` of an IAM user allowed `s3:*`.
+    ///
+    /// moto accepts any credentials by default. This creates the user and its key through
+    /// moto's IAM API (still unchecked), then sets moto's `INITIAL_NO_AUTH_ACTION_COUNT` to 0
+    /// (`POST /moto-api/reset-auth`): every later request must be signed with that key. Create
+    /// buckets before calling it. Presigned URLs are not served in this mode.
+    ///
+    /// # Errors
+    /// When the server refuses a step.
+    pub async fn enforce_credentials(&self) -> Result<(String, String), S3ServerError> {
+        let http = reqwest::Client::new();
+        // Unchecked yet, but the Authorization header's credential scope tells moto which
+        // service is asked (IAM, not S3).
+        let scope = "AWS4-HMAC-SHA256 Credential=AKIDSETUP/20260101/us-east-1/iam/aws4_request, \
+                     SignedHeaders=host, Signature=0";
+        let iam = async |form: &[(&str, &str)]| -> Result<String, S3ServerError> {
+            let mut form = form.to_vec();
+            form.push(("Version", "2010-05-08"));
+            let body = form
+                .iter()
+                .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            let response = http
+                .post(format!("{}/", self.endpoint))
+                .header("authorization", scope)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| S3ServerError(e.to_string()))?;
+            let status = response.status();
+            let body = response
+                .text()
+                .await
+                .map_err(|e| S3ServerError(e.to_string()))?;
+            if !status.is_success() {
+                return Err(S3ServerError(format!("IAM {form:?}: {status} {body}")));
+            }
+            Ok(body)
+        };
+        let user = "fmp-tests";
+        iam(&[("Action", "CreateUser"), ("UserName", user)]).await?;
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+        iam(&[
+            ("Action", "PutUserPolicy"),
+            ("UserName", user),
+            ("PolicyName", "s3"),
+            ("PolicyDocument", policy),
+        ])
+        .await?;
+        let body = iam(&[("Action", "CreateAccessKey"), ("UserName", user)]).await?;
+        let between = |open: &str, close: &str| -> Result<String, S3ServerError> {
+            let start = body
+                .find(open)
+                .ok_or_else(|| S3ServerError(format!("no {open} in {body}")))?
+                + open.len();
+            let len = body[start..]
+                .find(close)
+                .ok_or_else(|| S3ServerError(format!("no {close} in {body}")))?;
+            Ok(body[start..start + len].to_owned())
+        };
+        let id = between("<AccessKeyId>", "</AccessKeyId>")?;
+        let secret = between("<SecretAccessKey>", "</SecretAccessKey>")?;
+        let status = http
+            .post(format!("{}/moto-api/reset-auth", self.endpoint))
+            .header("content-type", "application/octet-stream")
+            .body("0")
+            .send()
+            .await
+            .map_err(|e| S3ServerError(e.to_string()))?
+            .status();
+        if !status.is_success() {
+            return Err(S3ServerError(format!("reset-auth: {status}")));
+        }
+        Ok((id, secret))
+    }
+
     /// Settings for `s3://{bucket}/{prefix}` on this server, with test credentials.
     #[must_use]
     pub fn settings(&self, bucket: &str, prefix: &str) -> S3Settings {
@@ -146,6 +225,18 @@ impl S3Server {
             ..S3Settings::parse_url(&url).unwrap_or_default()
         }
     }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one name or value.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl Drop for S3Server {

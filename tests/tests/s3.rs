@@ -126,6 +126,50 @@ async fn bad_store_settings_fail_at_start_up_in_one_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_fail_at_start_up_in_one_line() {
+    let s3 = S3Server::start().await.unwrap();
+    let bucket = s3.create_bucket().await.unwrap();
+    let (id, secret) = s3.enforce_credentials().await.unwrap();
+    let with = |id: &str, secret: &str| {
+        let mut settings = s3.settings(&bucket, "creds");
+        settings.access_key_id = Some(id.to_owned());
+        settings.secret_access_key = Some(secret.to_owned());
+        settings
+    };
+    // The right key passes the probe (so the server does check, and what fails below is the
+    // credential alone).
+    S3Store::connect(with(&id, &secret), TIMEOUT).await.unwrap();
+    // A wrong secret, and a key the server does not know.
+    for (settings, code) in [
+        (with(&id, "not-the-secret"), "SignatureDoesNotMatch"),
+        (with("AKIANOSUCHKEY0000000", &secret), "InvalidAccessKeyId"),
+    ] {
+        let e = S3Store::connect(settings.clone(), TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.contains(&format!("s3://{bucket}/creds")) && e.contains(code),
+            "{e}"
+        );
+        assert!(!e.contains(&secret), "the secret is never printed: {e}");
+        // The service refuses to start with it, saying so in one line.
+        let dir = tempfile::tempdir().unwrap();
+        let config = fixmyprint::service::Config {
+            data_dir: dir.path().to_owned(),
+            storage: Some(settings),
+            ..fixmyprint::service::Config::default()
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = fixmyprint::service::App::build(listener, config)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n') && e.contains(code), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_results_go_up_in_parts_and_come_back_whole() {
     let s3 = S3Server::start().await.unwrap();
     let bucket = s3.create_bucket().await.unwrap();
@@ -308,14 +352,15 @@ async fn two_instances_share_only_postgres_and_a_bucket_and_survive_a_kill() {
         .unwrap();
 
     // Instance B: the real binary, its own data directory, the same database and bucket; a
-    // short lease, so that A takes over B's jobs soon after B is killed.
+    // lease of 10 s, so that A takes over B's jobs soon after B is killed (and not before the
+    // test has read what B held).
     let service_a = stack.provider.service();
     let database_url = service_a.config().database_url.clone().unwrap();
     let dir_b = tempfile::tempdir().unwrap();
     let config_b = dir_b.path().join("b.toml");
     std::fs::write(
         &config_b,
-        "job_lease_ms = 1500\npoll_interval_ms = 50\nworkers = 2\n",
+        "job_lease_ms = 10000\npoll_interval_ms = 50\nworkers = 2\n",
     )
     .unwrap();
     let log_b = std::fs::File::create(dir_b.path().join("b.log")).unwrap();
@@ -373,14 +418,24 @@ async fn two_instances_share_only_postgres_and_a_bucket_and_survive_a_kill() {
             (job, model.model_id)
         });
     }
-    // Mid-run, once B has taken work, it dies without any goodbye (whatever it holds is
-    // taken over by A when its lease runs out).
+    // Mid-run, while B holds work, it dies without any goodbye (whatever it holds is taken
+    // over by A when its lease runs out). To know what it held at that moment, B is frozen
+    // (SIGSTOP) first and its leases read from PostgreSQL; when it happens to hold none, it
+    // is let go on (SIGCONT) and caught again.
+    let pg = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let a_prefix = format!("{}/%", service_a.instance_id());
     let log = dir_b.path().join("b.log");
+    let b_pid = b.0.id().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &b_pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("job claimed")
-    {
+    let held: Vec<(String, String)> = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(
             b.0.try_wait().unwrap().is_none(),
@@ -388,10 +443,27 @@ async fn two_instances_share_only_postgres_and_a_bucket_and_survive_a_kill() {
         );
         assert!(
             Instant::now() < deadline,
-            "instance B never claimed a job:\n{text}"
+            "instance B was never caught holding a job:\n{text}"
         );
+        if text.contains("job claimed") {
+            signal("-STOP");
+            // B is frozen: whatever it leases stays leased to it until the lease (of 10 s,
+            // renewed by B's heartbeats until now) runs out.
+            let held: Vec<(String, String)> = sqlx::query_as(
+                "SELECT provider_job_id, lease_owner FROM jobs
+                  WHERE state = 'running' AND lease_owner NOT LIKE $1",
+            )
+            .bind(&a_prefix)
+            .fetch_all(&pg)
+            .await
+            .unwrap();
+            if !held.is_empty() {
+                break held;
+            }
+            signal("-CONT");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     b.0.kill().unwrap();
     b.0.wait().unwrap();
     let jobs = asks.join_all().await;
@@ -409,6 +481,28 @@ async fn two_instances_share_only_postgres_and_a_bucket_and_survive_a_kill() {
         );
         assert!(!result_fetches(&stack, job.job_id.as_str()).await.is_empty());
     }
+    // What B held when it died was finished by A, once: claimed again after B's lease ran
+    // out (a second attempt), completed with A's lease.
+    for (pjid, owner) in &held {
+        let (state, attempts, finished_by): (String, i64, Option<String>) = sqlx::query_as(
+            "SELECT state, attempts, finished_by FROM jobs WHERE provider_job_id = $1",
+        )
+        .bind(pjid)
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+        assert_eq!(state, "completed", "{pjid}");
+        assert!(
+            attempts >= 2,
+            "{pjid}: B held it ({owner}) but it was claimed only once"
+        );
+        let finished_by = finished_by.unwrap_or_default();
+        assert!(
+            finished_by.starts_with(&format!("{}/", service_a.instance_id())),
+            "{pjid}: held by {owner} when B died, finished by {finished_by:?}"
+        );
+    }
+    pg.close().await;
     let ledger = account.ledger().await.unwrap();
     let captures = ledger
         .entries

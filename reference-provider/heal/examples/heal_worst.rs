@@ -135,10 +135,15 @@ fn main() {
             Ok(r) => {
                 let s = &r.stages;
                 format!(
-                    "{} shells, {} holes filled, watertight {}; stages: {}",
+                    "{} shells, {} holes filled, watertight {}{}; stages: {}",
                     r.shells,
                     r.holes_filled,
                     r.watertight,
+                    if r.not_watertight.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.not_watertight.join("; "))
+                    },
                     [
                         ("weld", s.weld.seconds),
                         ("clean", s.clean.seconds),

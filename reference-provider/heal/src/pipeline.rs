@@ -285,11 +285,48 @@ fn heal_once(
         write: WriteReport::default(),
     };
     let winding_consistent = stages.winding.conflicts == 0 && options.fix_winding;
-    let watertight = filled.left_open == 0
-        && !filled.unsafe_fill
-        && fills_closed
-        && stages.topology.non_manifold_edges == 0
-        && winding_consistent;
+    let mut not_watertight = Vec::new();
+    if filled.left_open > 0 {
+        not_watertight.push(format!(
+            "{} of {} hole loops left open ({})",
+            filled.left_open,
+            filled.found,
+            if options.fill_holes {
+                format!(
+                    "longer than max_hole_edges = {} or not closed",
+                    options.max_hole_edges
+                )
+            } else {
+                "hole filling is off".to_owned()
+            }
+        ));
+    }
+    if filled.unsafe_fill {
+        not_watertight.push("a hole could only be closed by a flat fan facet".to_owned());
+    }
+    if !fills_closed {
+        not_watertight.push(
+            "a hole fill repeats an edge of the mesh or of another fill, or winds against its \
+             shell"
+                .to_owned(),
+        );
+    }
+    let nm = stages.topology.non_manifold_edges;
+    if nm > 0 {
+        not_watertight.push(format!(
+            "{nm} edges were shared by more than two facets (split apart): overlapping \
+             surfaces, such as copies of one surface that are neither welded nor apart"
+        ));
+    }
+    if !options.fix_winding {
+        not_watertight.push("winding was not fixed (fix_winding is off)".to_owned());
+    } else if stages.winding.conflicts > 0 {
+        not_watertight.push(format!(
+            "{} edges where the winding cannot agree (a non-orientable surface)",
+            stages.winding.conflicts
+        ));
+    }
+    let watertight = not_watertight.is_empty();
     let total_seconds = stages.parse.seconds
         + stages.weld.seconds
         + stages.clean.seconds
@@ -305,6 +342,7 @@ fn heal_once(
         shells: u64::from(shell_count),
         holes_filled: filled.filled,
         watertight,
+        not_watertight,
         winding_consistent,
         volume: oriented.volume,
         bbox: mesh.bbox(),

@@ -250,6 +250,10 @@ pub struct Report {
     pub holes_filled: u64,
     /// Every edge has exactly two facets, traversed in opposite directions.
     pub watertight: bool,
+    /// Why the output is not watertight: one line per cause, with its count (empty, and left
+    /// out of the JSON, when it is watertight).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_watertight: Vec<String>,
     /// The winding agrees across every edge.
     pub winding_consistent: bool,
     /// Enclosed volume (cavities subtract), model units cubed.

@@ -101,3 +101,60 @@ fn heal_report_serialises_to_json() {
     let back: heal::Report = serde_json::from_value(json).unwrap();
     assert_eq!(back, r.report);
 }
+
+/// The report says why an output is not watertight, one line per cause, and says nothing
+/// when it is.
+#[test]
+fn report_says_why_not_watertight() {
+    // Watertight: no reason, and none in the JSON.
+    let clean = generate::clean_model(3, 4_000);
+    let r = heal::repair(
+        &heal::stl::encode_binary(&clean.mesh),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    assert!(r.report.watertight);
+    assert!(r.report.not_watertight.is_empty());
+    assert!(
+        !serde_json::to_string(&r.report)
+            .unwrap()
+            .contains("not_watertight")
+    );
+
+    // A box with a facet missing and hole filling off: one reason, the open hole.
+    let mut open_box = generate::block([0.0; 3], [1.0, 2.0, 3.0]);
+    open_box.triangles.pop();
+    let off = RepairOptions {
+        fill_holes: false,
+        ..RepairOptions::default()
+    };
+    let r = heal::repair(&heal::stl::encode_binary(&open_box), &off).unwrap();
+    assert!(!r.report.watertight);
+    assert_eq!(
+        r.report.not_watertight,
+        vec!["1 of 1 hole loops left open (hole filling is off)".to_owned()]
+    );
+    let json: serde_json::Value = serde_json::to_value(&r.report).unwrap();
+    assert_eq!(json["not_watertight"].as_array().map(Vec::len), Some(1));
+
+    // Two tetrahedra whose open sides share three edges (four facets round each edge): the
+    // split edges are counted and named as overlapping surfaces.
+    let r = heal::repair(
+        include_bytes!("../../../fuzz/seeds/repair/nonmanifold.stl"),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    assert!(!r.report.watertight);
+    assert_eq!(
+        r.report.not_watertight.len(),
+        1,
+        "{:?}",
+        r.report.not_watertight
+    );
+    assert!(
+        r.report.not_watertight[0]
+            .starts_with("3 edges were shared by more than two facets (split apart)"),
+        "{:?}",
+        r.report.not_watertight
+    );
+}

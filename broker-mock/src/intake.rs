@@ -63,6 +63,15 @@ pub(crate) async fn receive(
     let event: JobEvent = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidRequest(format!("not a job event: {e}")))?;
     note.job_id = Some(event.job_id.to_string());
+    // Which event it was, for the message log (and the job's timeline in the inspector).
+    let what = match &event.kind {
+        JobEventKind::Progress { percent, .. } => format!("job.progress {percent} %"),
+        kind => kind.name().to_owned(),
+    };
+    if let Some(v) = note.verdict.as_mut() {
+        v.push_str(": ");
+        v.push_str(&what);
+    }
     if event.provider_id != provider.id {
         return Err(ApiError::Forbidden(format!(
             "event names provider {} but was posted to the events URL of {}",

@@ -99,7 +99,7 @@ async fn deliver_one(state: &AppState, key_id: KeyId, n: notifications::Due) -> 
     let subject = Subject {
         provider_id: None,
         job_id: Some(n.job_id.clone()),
-        ..Subject::default()
+        label: Some("notification to the user".into()),
     };
     let outcome = send_signed(state, &n.url, &n.id, n.body.as_bytes(), &ring, 1, &subject).await;
     let ok = matches!(&outcome, Ok(a) if (200..300).contains(&a.status));

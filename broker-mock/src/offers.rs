@@ -106,7 +106,7 @@ async fn offer(state: &AppState, provider: &Provider, job_id: &JobId) -> ApiResu
     let subject = Subject {
         provider_id: Some(provider.id.to_string()),
         job_id: Some(job.id.to_string()),
-        ..Subject::default()
+        label: Some("job.offer".into()),
     };
     let answer = send_signed(
         state,

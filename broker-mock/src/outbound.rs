@@ -3,7 +3,7 @@
 //! address), signed POSTs to providers with retries, and result downloads with size and
 //! digest checks from the origin the provider registered. Every request is logged.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diax_sdk::client;
@@ -135,6 +135,7 @@ pub(crate) async fn send_signed(
     let sender = client::SignedSender::new(state.fetcher.client().clone())
         .with_clock(move || clock.now())
         .with_max_response_bytes(state.cfg.max_body_bytes);
+    let mut attempt_started = Instant::now();
     let sent = sender
         .send_with_hook(
             url,
@@ -143,7 +144,10 @@ pub(crate) async fn send_signed(
             keyring,
             &policy,
             |attempt: &client::Attempt<'_>| {
-                let logged = attempt_message(subject, attempt);
+                let mut logged = attempt_message(subject, attempt);
+                logged.duration_ms = Some(messages::elapsed_ms(attempt_started));
+                // The next attempt starts after the wait.
+                attempt_started = Instant::now() + attempt.retry_in.unwrap_or_default();
                 async move { record(state, logged).await }
             },
         )
@@ -228,13 +232,16 @@ pub(crate) async fn download(
     origin_of: &str,
     subject: &Subject,
 ) -> Result<Vec<u8>, String> {
+    let started = Instant::now();
     let result = download_inner(state, dl, origin_of).await;
+    let duration_ms = messages::elapsed_ms(started);
     // A presigned URL carries its credential in the query: the log keeps the path only.
     let shown = match dl.url.split_once('?') {
         Some((path, _)) => format!("{path}?[redacted]"),
         None => dl.url.clone(),
     };
     let mut logged = subject.message("GET", &shown);
+    logged.duration_ms = Some(duration_ms);
     if let Some(a) = &dl.authorization {
         logged
             .headers

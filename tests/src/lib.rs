@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod browser;
 pub mod inbox;
 pub mod pg;
 pub mod pki;

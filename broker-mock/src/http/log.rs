@@ -65,6 +65,7 @@ pub(crate) async fn log_and_count(
     let api_key = bearer(req.headers())
         .filter(|t| !is_credential(t))
         .map(str::to_owned);
+    let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
 
     // Safety net: every error is a problem document, whatever produced it.
@@ -129,6 +130,7 @@ pub(crate) async fn log_and_count(
             headers,
             verdict,
             reason: note.reason,
+            duration_ms: Some(messages::elapsed_ms(started)),
         };
         if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
             logged.headers.insert(

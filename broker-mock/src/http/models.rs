@@ -203,10 +203,15 @@ async fn content(
             "no version {version} of model {model_id}"
         )));
     };
-    if let Some(user) = owner_check
-        && user != content.owner
-    {
-        return Err(ApiError::NotFound(format!("no model {model_id}")));
+    if let Some(user) = owner_check {
+        if user != content.owner {
+            return Err(ApiError::NotFound(format!("no model {model_id}")));
+        }
+        // The owner downloading a job's result: part of that job's timeline.
+        if let Some(job) = &content.source_job {
+            note.job_id = Some(job.clone());
+            note.verdict = Some("result downloaded by its owner".into());
+        }
     }
     let mut resp = (StatusCode::OK, content.bytes).into_response();
     resp.headers_mut()

@@ -43,6 +43,11 @@ pub struct LoggedMessage {
     /// The exact reason, when refused or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How long the exchange took, milliseconds: from the request's arrival to the answer
+    /// (`in`), or from sending to the answer or failure (`out`). It started at
+    /// `at_ms - duration_ms`. Absent for the broker's own decisions logged as messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
 }
 
 /// `GET /v1/messages`: newest first.
@@ -64,6 +69,7 @@ pub(crate) struct NewMessage {
     pub(crate) headers: serde_json::Map<String, serde_json::Value>,
     pub(crate) verdict: String,
     pub(crate) reason: Option<String>,
+    pub(crate) duration_ms: Option<i64>,
 }
 
 impl NewMessage {
@@ -85,6 +91,7 @@ impl NewMessage {
             headers: serde_json::Map::new(),
             verdict: String::new(),
             reason: None,
+            duration_ms: None,
         }
     }
 }
@@ -106,6 +113,11 @@ pub(crate) const MAX_ENDPOINT_LEN: usize = 512;
 pub(crate) const MAX_HEADER_VALUE_LEN: usize = 256;
 /// Longest verdict or reason kept in the log, bytes.
 pub(crate) const MAX_TEXT_LEN: usize = 2048;
+
+/// Milliseconds since `started`, for a message's `duration_ms`.
+pub(crate) fn elapsed_ms(started: std::time::Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
 
 /// `s` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
 fn truncated(mut s: String, max: usize) -> String {
@@ -137,8 +149,8 @@ pub(crate) async fn record(db: &SqlitePool, keep: u32, at_ms: i64, mut m: NewMes
     }
     let headers = serde_json::Value::Object(m.headers).to_string();
     let res = sqlx::query(
-        "INSERT INTO messages (at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO messages (at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(at_ms)
     .bind(m.direction)
@@ -150,6 +162,7 @@ pub(crate) async fn record(db: &SqlitePool, keep: u32, at_ms: i64, mut m: NewMes
     .bind(headers)
     .bind(&m.verdict)
     .bind(&m.reason)
+    .bind(m.duration_ms.map(|d| d.max(0)))
     .execute(db)
     .await;
     match res {
@@ -238,6 +251,7 @@ impl<'r> FromRow<'r, SqliteRow> for LogRow {
             headers: json_text("messages.headers", &headers)?,
             verdict: row.try_get("verdict")?,
             reason: row.try_get("reason")?,
+            duration_ms: row.try_get("duration_ms")?,
         }))
     }
 }
@@ -245,7 +259,7 @@ impl<'r> FromRow<'r, SqliteRow> for LogRow {
 /// The messages matching `filter`, newest first.
 pub(crate) async fn list(db: &SqlitePool, filter: &Filter) -> ApiResult<MessageList> {
     let rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT id, at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason
+        "SELECT id, at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason, duration_ms
          FROM messages
          WHERE ($1 IS NULL OR direction = $1) AND ($2 IS NULL OR provider_id = $2) AND ($3 IS NULL OR job_id = $3)
          ORDER BY id DESC LIMIT $4",
@@ -259,4 +273,25 @@ pub(crate) async fn list(db: &SqlitePool, filter: &Filter) -> ApiResult<MessageL
     Ok(MessageList {
         messages: rows.into_iter().map(|LogRow(m)| m).collect(),
     })
+}
+
+/// Most messages one job's timeline shows (its first ones).
+pub(crate) const MAX_TIMELINE: i64 = 1000;
+
+/// Every logged message about job `job_id` (at most [`MAX_TIMELINE`]), in the order they
+/// started: an exchange's start is `at_ms - duration_ms`, so a user's request that caused an
+/// offer comes before the offer although it was answered after it (and of two that started in
+/// the same millisecond, the longer one, which encloses the other, comes first).
+pub(crate) async fn timeline(db: &SqlitePool, job_id: &str) -> ApiResult<Vec<LoggedMessage>> {
+    let rows: Vec<LogRow> = sqlx::query_as(
+        "SELECT id, at_ms, direction, method, endpoint, status, provider_id, job_id, headers, verdict, reason, duration_ms
+         FROM messages
+         WHERE job_id = $1
+         ORDER BY at_ms - COALESCE(duration_ms, 0), COALESCE(duration_ms, 0) DESC, id LIMIT $2",
+    )
+    .bind(job_id)
+    .bind(MAX_TIMELINE)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|LogRow(m)| m).collect())
 }

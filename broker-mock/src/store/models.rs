@@ -239,6 +239,8 @@ pub(crate) struct Content {
     pub(crate) bytes: Vec<u8>,
     pub(crate) sha256: String,
     pub(crate) owner: UserId,
+    /// The job whose result this version is, as stored (for the message log).
+    pub(crate) source_job: Option<String>,
 }
 
 /// The content of `model` version `version`, if it exists.
@@ -247,19 +249,20 @@ pub(crate) async fn content(
     model: &ModelId,
     version: u32,
 ) -> ApiResult<Option<Content>> {
-    let row: Option<(Vec<u8>, String, String)> = sqlx::query_as(
-        "SELECT v.content, v.sha256, m.owner_id FROM model_versions v JOIN models m ON m.id = v.model_id
+    let row: Option<(Vec<u8>, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT v.content, v.sha256, m.owner_id, v.source_job_id FROM model_versions v JOIN models m ON m.id = v.model_id
          WHERE v.model_id = $1 AND v.version = $2",
     )
     .bind(model.as_str())
     .bind(version)
     .fetch_optional(db)
     .await?;
-    row.map(|(bytes, sha256, owner)| {
+    row.map(|(bytes, sha256, owner, source_job)| {
         Ok(Content {
             bytes,
             sha256,
             owner: scalar_id("models.owner_id", owner)?,
+            source_job,
         })
     })
     .transpose()

@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/notifications/ack"),
     ("get", "/v1/messages"),
     ("get", "/inspector"),
+    ("get", "/inspector/jobs/{job_id}"),
     ("get", "/openapi.json"),
 ];
 

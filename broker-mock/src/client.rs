@@ -317,10 +317,22 @@ impl UserClient {
     /// # Errors
     /// [`ClientError`].
     pub async fn download(&self, id: &ModelId, version: u32) -> Result<Vec<u8>, ClientError> {
-        let resp = self
-            .get(&format!("/v1/models/{id}/versions/{version}/content"))
-            .send()
-            .await?;
+        self.get_bytes(&format!("/v1/models/{id}/versions/{version}/content"))
+            .await
+    }
+
+    /// `GET /v1/models/{id}/versions/{v}/report`: the PNG picture of the job that made the
+    /// version.
+    ///
+    /// # Errors
+    /// [`ClientError`]; `404 not-found` when the version has no picture.
+    pub async fn report(&self, id: &ModelId, version: u32) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(&format!("/v1/models/{id}/versions/{version}/report"))
+            .await
+    }
+
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let resp = self.get(path).send().await?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(resp.bytes().await?.to_vec());

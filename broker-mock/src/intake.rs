@@ -1,8 +1,9 @@
 //! Receiving a provider's signed job events (PROTOCOL §5.6): the signature is checked over
 //! the raw body with the provider's active keys (tolerance, durable replay store), the event
 //! must be about one of the provider's jobs (and, for a per-user secret, one of its user's),
-//! then the job moves along its state machine. A `job.completed` has its result fetched
-//! into a new model version before it is acknowledged; a repeat of an applied event is
+//! then the job moves along its state machine. A `job.completed` has its result (and its
+//! picture, if any: a bad picture is dropped, the result kept) fetched into a new model
+//! version before it is acknowledged; a repeat of an applied event is
 //! acknowledged as a duplicate; an end notifies the user.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use diax_sdk::{Delivery, JobId, Problem, Verifier, VerifierConfig};
 
 use crate::error::{ApiError, ApiResult};
 use crate::notifier::notify_job;
-use crate::outbound::{Subject, download};
+use crate::outbound::{Fetched, Subject, download};
 use crate::state::AppState;
 use crate::store::jobs::{self, JobRow};
 use crate::store::messages::Note;
@@ -144,9 +145,23 @@ async fn apply(
             ..Subject::default()
         };
         // A result must be on the origin the provider registered (its job URL's).
-        let bytes = download(state, &result.download, &provider.job_url, &subject)
-            .await
-            .map_err(|e| ApiError::DownloadFailed(format!("could not fetch the result: {e}")))?;
+        let bytes = download(
+            state,
+            &result.download,
+            &provider.job_url,
+            &subject,
+            Fetched::Result,
+        )
+        .await
+        .map_err(|e| ApiError::DownloadFailed(format!("could not fetch the result: {e}")))?;
+        // The picture under the same rules; a bad one is dropped (the log says why), never
+        // the result.
+        let picture = match &result.picture {
+            Some(p) => download(state, p, &provider.job_url, &subject, Fetched::Picture)
+                .await
+                .ok(),
+            None => None,
+        };
         let source = VersionSource {
             job_id: event.job_id.clone(),
             provider_id: event.provider_id.clone(),
@@ -156,7 +171,15 @@ async fn apply(
         if let Some(again) = recheck_duplicate(state, job, seq, canonical).await? {
             return Ok(again);
         }
-        let v = models::add_version(&state.db, &job.model_id, &bytes, &source, now).await?;
+        let v = models::add_version(
+            &state.db,
+            &job.model_id,
+            &bytes,
+            picture.as_deref(),
+            &source,
+            now,
+        )
+        .await?;
         result_version = Some(v);
     }
     let Some(new_state) =

@@ -26,7 +26,7 @@ const DEFAULT_OPERATION: &str = "repair";
 /// user), `InvalidRequest` (operation); database errors.
 pub(crate) async fn create(state: &AppState, user: &UserId, req: &CreateJob) -> ApiResult<JobRow> {
     let provider = providers::find(&state.db, &req.provider_id).await?;
-    let model = models::find(&state.db, user, &req.model_id).await?;
+    let model = models::find(&state.db, &state.base_url, user, &req.model_id).await?;
     if !provider.speaks_for(user) {
         return Err(ApiError::Forbidden(format!(
             "provider {} uses a per-user secret bound to another user; it only runs that user's jobs",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use diax_sdk::client;
 use diax_sdk::util::ErrorChain;
-use diax_sdk::wire::Download;
+use diax_sdk::wire::{Download, MAX_PICTURE_BYTES, PNG_SIGNATURE};
 use diax_sdk::{Keyring, MessageId};
 use http::HeaderMap;
 
@@ -222,18 +222,45 @@ fn transport_reason(e: &client::SendError) -> String {
     format!("{what}: {}", ErrorChain(e))
 }
 
+/// What a provider hands the broker to fetch at the end of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    /// The result: a model, within `--max-model-bytes`.
+    Result,
+    /// The picture of the work: a PNG of at most [`MAX_PICTURE_BYTES`].
+    Picture,
+}
+
+impl Fetched {
+    fn name(self) -> &'static str {
+        match self {
+            Fetched::Result => "result",
+            Fetched::Picture => "picture",
+        }
+    }
+
+    fn max_bytes(self, state: &AppState) -> u64 {
+        match self {
+            Fetched::Result => u64::try_from(state.cfg.max_model_bytes).unwrap_or(u64::MAX),
+            Fetched::Picture => MAX_PICTURE_BYTES,
+        }
+    }
+}
+
 /// Downloads what `dl` describes from the origin of `origin_of` (the provider's registered
-/// job URL) or one of the configured `--result-store-origin`s: URL and address policy, status, size cap, declared size and SHA-256. The error
-/// names the rule that failed, never what the server sent (its body, the real size or
+/// job URL) or one of the configured `--result-store-origin`s: URL and address policy,
+/// status, size cap, declared size and SHA-256 (and for a picture, the PNG signature). The
+/// error names the rule that failed, never what the server sent (its body, the real size or
 /// digest).
 pub(crate) async fn download(
     state: &AppState,
     dl: &Download,
     origin_of: &str,
     subject: &Subject,
+    what: Fetched,
 ) -> Result<Vec<u8>, String> {
     let started = Instant::now();
-    let result = download_inner(state, dl, origin_of).await;
+    let result = download_inner(state, dl, origin_of, what).await;
     let duration_ms = messages::elapsed_ms(started);
     // A presigned URL carries its credential in the query: the log keeps the path only.
     let shown = match dl.url.split_once('?') {
@@ -247,14 +274,18 @@ pub(crate) async fn download(
             .headers
             .insert("authorization".into(), redact_authorization(a).into());
     }
+    let name = what.name();
     match &result {
         Ok((status, bytes)) => {
             logged.status = Some(*status);
-            logged.verdict = format!("result fetched: {} bytes, digest ok", bytes.len());
+            logged.verdict = format!("{name} fetched: {} bytes, digest ok", bytes.len());
         }
         Err((status, why)) => {
             logged.status = *status;
-            logged.verdict = "result download failed".into();
+            logged.verdict = match what {
+                Fetched::Result => "result download failed".into(),
+                Fetched::Picture => "picture refused; the result is kept without it".into(),
+            };
             logged.reason = Some(why.clone());
         }
     }
@@ -266,15 +297,17 @@ async fn download_inner(
     state: &AppState,
     dl: &Download,
     origin_of: &str,
+    what: Fetched,
 ) -> Result<(u16, Vec<u8>), (Option<u16>, String)> {
+    let name = what.name();
     if dl.expires_at < state.clock.now() {
         return Err((
             None,
-            format!("the result location expired at {}", dl.expires_at),
+            format!("the {name} location expired at {}", dl.expires_at),
         ));
     }
     let limits = client::DownloadLimits {
-        max_bytes: u64::try_from(state.cfg.max_model_bytes).unwrap_or(u64::MAX),
+        max_bytes: what.max_bytes(state),
         timeout: Duration::from_secs(state.cfg.http_timeout.max(1).saturating_mul(4)),
         connect_timeout: Duration::from_secs(state.cfg.http_timeout.max(1)),
         idle_timeout: Duration::from_secs(state.cfg.http_timeout.max(1)),
@@ -293,6 +326,10 @@ async fn download_inner(
         .with_origin_of(if on_store { &dl.url } else { origin_of })
         .map_err(|e| (None, e.to_string()))?;
     match fetcher.download_to_vec(dl, &limits).await {
+        Ok(bytes) if what == Fetched::Picture && !bytes.starts_with(&PNG_SIGNATURE) => Err((
+            Some(200),
+            "the picture is not a PNG (no PNG signature)".to_owned(),
+        )),
         Ok(bytes) => Ok((200, bytes)),
         Err(e) => {
             use client::DownloadError as E;
@@ -303,9 +340,9 @@ async fn download_inner(
             // The rule that failed; no body, size or digest of what the server sent, and
             // one message for every transport failure.
             let detail = match &e {
-                E::Refused { status, .. } => format!("the result's server answered {status}"),
+                E::Refused { status, .. } => format!("the {name}'s server answered {status}"),
                 E::Transfer(_) | E::Timeout(_) | E::Io(_) => {
-                    "the result could not be transferred".to_owned()
+                    format!("the {name} could not be transferred")
                 }
                 _ => e.to_string(),
             };

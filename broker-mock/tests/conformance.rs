@@ -642,6 +642,7 @@ async fn work(app: App, input: JobInput, events_url: String) {
                     format: "stl".into(),
                     report: None,
                     charged: Some(Quote::new(charged, "EUR")),
+                    picture: None,
                 },
             }
         }

@@ -42,6 +42,8 @@ pub mod broker_paths {
     pub const MODEL: &str = "/v1/models/{model_id}";
     /// `GET`: the bytes of one version (owner's API key or a temporary credential).
     pub const MODEL_CONTENT: &str = "/v1/models/{model_id}/versions/{version}/content";
+    /// `GET`: the PNG picture of the job that made one version (owner's API key).
+    pub const MODEL_REPORT: &str = "/v1/models/{model_id}/versions/{version}/report";
     /// `POST`: ask for a job; `GET`: list.
     pub const JOBS: &str = "/v1/jobs";
     /// `GET`: one job.
@@ -379,6 +381,11 @@ pub struct ModelVersion {
     /// The job that made it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<VersionSource>,
+    /// Where the owner GETs the picture the provider drew of its work on this version
+    /// (a PNG, e.g. FixMyPrint's before/after of a repair), with the same API key as the
+    /// content; absent when the version has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_url: Option<String>,
 }
 
 /// A model in a user's repository.
@@ -842,7 +849,7 @@ pub struct JobStatus {
 // Provider -> broker (signed)
 // ---------------------------------------------------------------------------------------------
 
-/// The result of a completed job.
+/// The result of a completed job, optionally with a picture of the work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResult {
@@ -858,7 +865,51 @@ pub struct JobResult {
     /// still parses (the broker then shows no charge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charged: Option<Quote>,
+    /// A picture of the work, if the provider drew one: a PNG (at most
+    /// [`MAX_PICTURE_BYTES`]) fetched like the result, on the same origin, with its own size
+    /// and digest (PROTOCOL §5.6). Optional: a broker that does not know it ignores it, and
+    /// a bad picture never spoils the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<Download>,
 }
+
+/// The largest picture ([`JobResult::picture`]) a broker must accept: 16 MiB.
+///
+/// A provider offers its picture next to the result, each with its own size and digest:
+///
+/// ```
+/// use diax_sdk::util::sha256_hex;
+/// use diax_sdk::wire::{Download, JobResult, PNG_SIGNATURE, Quote};
+///
+/// let stl = b"solid healed".to_vec();
+/// let png = [&PNG_SIGNATURE[..], b"...rest of the PNG"].concat();
+/// let at = |path: &str, bytes: &[u8]| Download {
+///     url: format!("https://fixmyprint.example/results/{path}"),
+///     authorization: Some("Bearer rt_...".into()),
+///     expires_at: 1_900_000_000,
+///     size: bytes.len() as u64,
+///     sha256: sha256_hex(bytes),
+/// };
+/// let result = JobResult {
+///     download: at("pjob_1", &stl),
+///     format: "stl".into(),
+///     report: None,
+///     charged: Some(Quote::new(250, "EUR")),
+///     picture: Some(at("pjob_1/picture", &png)),
+/// };
+/// let json = serde_json::to_value(&result).unwrap();
+/// assert_eq!(json["picture"]["size"], png.len());
+/// // An event from a provider that draws no picture parses too.
+/// let old: JobResult = serde_json::from_value(serde_json::json!({
+///     "download": json["download"], "format": "stl"
+/// }))
+/// .unwrap();
+/// assert!(old.picture.is_none());
+/// ```
+pub const MAX_PICTURE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The eight bytes every PNG file starts with.
+pub const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
 
 /// What happened, by event type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

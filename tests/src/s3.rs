@@ -262,6 +262,15 @@ impl Cuttable {
     /// When no port can be bound.
     pub async fn start(target: String) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(listener, target)
+    }
+
+    /// A relay on `listener` (bound beforehand, so that its address can be announced before
+    /// the target exists) to `target` (`host:port`), up.
+    ///
+    /// # Errors
+    /// When the listener's address cannot be read.
+    pub fn start_on(listener: tokio::net::TcpListener, target: String) -> std::io::Result<Self> {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let (up, watch) = tokio::sync::watch::channel(true);
         let task = tokio::spawn(async move {

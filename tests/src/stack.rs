@@ -10,6 +10,7 @@ use fixmyprint::service::config::TlsFiles;
 
 use crate::pg::TempDatabase;
 use crate::pki::Pki;
+use crate::s3::Cuttable;
 
 /// Where FixMyPrint keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,13 @@ pub struct StackOptions {
     /// FixMyPrint's result store: `None` = its data directory; or a bucket, whose endpoint's
     /// origin the broker is then told to trust for results (`--result-store-origin`).
     pub storage: Option<fixmyprint::service::S3Settings>,
+    /// Put a relay the test can cut ([`Stack::relay`]) in front of the broker: the broker
+    /// announces the relay's address, so FixMyPrint reaches it (registration, keyring,
+    /// model downloads, job events) only through the relay, while [`Stack::broker_api`]
+    /// talks to the broker directly.
+    pub broker_relay: bool,
+    /// The broker's `max_models_per_user` (its default, 100, unless set).
+    pub broker_max_models_per_user: Option<u32>,
 }
 
 impl Default for StackOptions {
@@ -38,6 +46,8 @@ impl Default for StackOptions {
             provider_db: ProviderDb::Sqlite,
             workers: 2,
             storage: None,
+            broker_relay: false,
+            broker_max_models_per_user: None,
         }
     }
 }
@@ -78,6 +88,8 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// The broker's user API.
     pub broker_api: BrokerApi,
+    /// The relay in front of the broker, with [`StackOptions::broker_relay`].
+    pub relay: Option<Cuttable>,
     pg: Option<TempDatabase>,
     dir: tempfile::TempDir,
 }
@@ -94,6 +106,15 @@ impl Stack {
             .tempdir()?;
         let pki = Pki::generate(dir.path())?;
 
+        let relay_listener = if options.broker_relay {
+            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+        } else {
+            None
+        };
+        let public_url = match &relay_listener {
+            Some(l) => Some(format!("https://{}", l.local_addr()?)),
+            None => None,
+        };
         let broker = Broker::start(broker_mock::Config {
             tls_cert: Some(pki.server_cert.clone()),
             tls_key: Some(pki.server_key.clone()),
@@ -103,6 +124,10 @@ impl Stack {
             notify_interval_ms: 50,
             notify_backoff_ms: 100,
             retry_backoff_ms: 50,
+            public_url,
+            max_models_per_user: options
+                .broker_max_models_per_user
+                .unwrap_or(broker_mock::Config::default().max_models_per_user),
             result_store_origins: options
                 .storage
                 .iter()
@@ -111,6 +136,10 @@ impl Stack {
             ..broker_mock::Config::default()
         })
         .await?;
+        let relay = match relay_listener {
+            Some(l) => Some(Cuttable::start_on(l, broker.local_addr().to_string())?),
+            None => None,
+        };
 
         let pg = match options.provider_db {
             ProviderDb::Sqlite => None,
@@ -146,13 +175,15 @@ impl Stack {
             timeout: Duration::from_secs(60),
             ..diax_sdk::client::ClientConfig::default()
         })?;
-        let broker_api = BrokerApi::new(http.clone(), broker.base_url());
+        let direct = format!("https://{}", broker.local_addr());
+        let broker_api = BrokerApi::new(http.clone(), &direct);
         Ok(Self {
             broker,
             provider,
             pki,
             http,
             broker_api,
+            relay,
             pg,
             dir,
         })

@@ -906,6 +906,7 @@ mod tests {
                 format: "stl".into(),
                 report: None,
                 charged: Some(charged),
+                picture: None,
             },
         }
     }

@@ -20,7 +20,7 @@ use crate::store::{jobs, models, users};
 
 /// OpenAPI description of the model repository routes.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(upload, list, get_model, content))]
+#[openapi(paths(upload, list, get_model, content, report))]
 pub(crate) struct Api;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -31,6 +31,7 @@ pub(crate) fn router() -> Router<AppState> {
             broker_paths::MODEL_CONTENT,
             get(content).fallback(content_other_method),
         )
+        .route(broker_paths::MODEL_REPORT, get(report))
 }
 
 /// Upload a model
@@ -90,7 +91,16 @@ async fn upload(
         models: state.cfg.max_models_per_user,
         bytes: state.cfg.max_stored_bytes_per_user,
     };
-    let model = models::upload(&state.db, &user.id, &name, &body, quota, state.clock.now()).await?;
+    let model = models::upload(
+        &state.db,
+        &state.base_url,
+        &user.id,
+        &name,
+        &body,
+        quota,
+        state.clock.now(),
+    )
+    .await?;
     Ok(json(StatusCode::CREATED, &model))
 }
 
@@ -106,7 +116,7 @@ async fn upload(
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     Ok(json(
         StatusCode::OK,
-        &models::list(&state.db, &user.id).await?,
+        &models::list(&state.db, &state.base_url, &user.id).await?,
     ))
 }
 
@@ -131,7 +141,7 @@ async fn get_model(
     let id: ModelId = path_id("model", &id)?;
     Ok(json(
         StatusCode::OK,
-        &models::find(&state.db, &user.id, &id).await?,
+        &models::find(&state.db, &state.base_url, &user.id, &id).await?,
     ))
 }
 
@@ -220,6 +230,58 @@ async fn content(
         resp.headers_mut().insert("x-content-sha256", v);
     }
     Ok(with_note(resp, note))
+}
+
+/// The picture of the job that made one version
+///
+/// The PNG the provider drew of its work (e.g. FixMyPrint's repair before and after), kept
+/// with the version it made; for the model's owner. The version's `report_url` says whether
+/// there is one.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model_id}/versions/{version}/report",
+    operation_id = "get_model_report",
+    tag = "models",
+    security(("api_key" = [])),
+    params(
+        ("model_id" = ModelId, Path, description = "The model"),
+        ("version" = u32, Path, description = "The version, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The PNG", body = Vec<u8>, content_type = "image/png",
+            headers(("x-content-sha256" = String, description = "SHA-256 of the bytes, lowercase hex"))),
+        (status = 400, description = "`invalid-request`: malformed model id or version", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such model or version of the caller's, or the version has no picture", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn report(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((model, version)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let model_id: ModelId = path_id("model", &model)?;
+    let version_no: u32 = version.parse().map_err(|_| {
+        ApiError::InvalidRequest(format!("version {version:?} is not a positive integer"))
+    })?;
+    let found = models::picture(&state.db, &model_id, version_no).await?;
+    let Some(found) = found.filter(|p| p.owner == user.id) else {
+        return Err(ApiError::NotFound(format!(
+            "no version {version_no} of model {model_id}"
+        )));
+    };
+    let Some((png, sha256)) = found.png else {
+        return Err(ApiError::NotFound(format!(
+            "version {version_no} of model {model_id} has no picture"
+        )));
+    };
+    let mut resp = (StatusCode::OK, png).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    if let Ok(v) = HeaderValue::from_str(&sha256) {
+        resp.headers_mut().insert("x-content-sha256", v);
+    }
+    Ok(resp)
 }
 
 /// Any method but GET on the content URL: refused as credential misuse when a credential

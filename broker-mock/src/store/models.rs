@@ -3,7 +3,7 @@
 //! `models`, `model_versions` and `credentials`.
 
 use diax_sdk::util::{random_token, sha256_hex};
-use diax_sdk::wire::{Model, ModelList, ModelVersion, VersionSource};
+use diax_sdk::wire::{Model, ModelList, ModelVersion, VersionSource, broker_paths};
 use diax_sdk::{JobId, ModelId, UserId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row, SqlitePool};
@@ -18,6 +18,17 @@ pub(crate) const CREDENTIAL_PREFIX: &str = "tc_";
 const CREDENTIAL_METHOD: &str = "GET";
 
 struct VersionRow(ModelVersion);
+
+/// The absolute URL of the picture of `model` version `version` on the broker at `base`.
+fn report_url(base: &str, model: &ModelId, version: u32) -> String {
+    format!(
+        "{}{}",
+        base.trim_end_matches('/'),
+        broker_paths::MODEL_REPORT
+            .replace("{model_id}", model.as_str())
+            .replace("{version}", &version.to_string())
+    )
+}
 
 impl<'r> FromRow<'r, SqliteRow> for VersionRow {
     fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
@@ -44,12 +55,20 @@ impl<'r> FromRow<'r, SqliteRow> for VersionRow {
             sha256: row.try_get("sha256")?,
             created_at: row.try_get("created_at")?,
             source,
+            // Set by `find` (which knows the broker's URL) from `has_picture`.
+            report_url: row.try_get::<bool, _>("has_picture")?.then(String::new),
         }))
     }
 }
 
-/// `owner`'s model `id` with its versions, or `NotFound` (also when it is someone else's).
-pub(crate) async fn find(db: &SqlitePool, owner: &UserId, id: &ModelId) -> ApiResult<Model> {
+/// `owner`'s model `id` with its versions, or `NotFound` (also when it is someone else's);
+/// `base` is the broker's URL, for the versions' `report_url`.
+pub(crate) async fn find(
+    db: &SqlitePool,
+    base: &str,
+    owner: &UserId,
+    id: &ModelId,
+) -> ApiResult<Model> {
     let name: Option<String> =
         sqlx::query_scalar("SELECT name FROM models WHERE id = $1 AND owner_id = $2")
             .bind(id.as_str())
@@ -58,21 +77,31 @@ pub(crate) async fn find(db: &SqlitePool, owner: &UserId, id: &ModelId) -> ApiRe
             .await?;
     let name = name.ok_or_else(|| ApiError::NotFound(format!("no model {id}")))?;
     let rows: Vec<VersionRow> = sqlx::query_as(
-        "SELECT version, size, sha256, created_at, source_job_id, source_provider_id, source_from_version
+        "SELECT version, size, sha256, created_at, source_job_id, source_provider_id, source_from_version,
+                picture IS NOT NULL AS has_picture
          FROM model_versions WHERE model_id = $1 ORDER BY version",
     )
     .bind(id.as_str())
     .fetch_all(db)
     .await?;
+    let versions = rows
+        .into_iter()
+        .map(|VersionRow(mut v)| {
+            if v.report_url.is_some() {
+                v.report_url = Some(report_url(base, id, v.version));
+            }
+            v
+        })
+        .collect();
     Ok(Model {
         model_id: id.clone(),
         name,
-        versions: rows.into_iter().map(|VersionRow(v)| v).collect(),
+        versions,
     })
 }
 
-/// `owner`'s models, oldest first.
-pub(crate) async fn list(db: &SqlitePool, owner: &UserId) -> ApiResult<ModelList> {
+/// `owner`'s models, oldest first (`base` as for [`find`]).
+pub(crate) async fn list(db: &SqlitePool, base: &str, owner: &UserId) -> ApiResult<ModelList> {
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT id FROM models WHERE owner_id = $1 ORDER BY created_at, id")
             .bind(owner.as_str())
@@ -81,7 +110,7 @@ pub(crate) async fn list(db: &SqlitePool, owner: &UserId) -> ApiResult<ModelList
     let mut models = Vec::with_capacity(ids.len());
     for id in ids {
         let id: ModelId = scalar_id("models.id", id)?;
-        models.push(find(db, owner, &id).await?);
+        models.push(find(db, base, owner, &id).await?);
     }
     Ok(ModelList { models })
 }
@@ -147,9 +176,10 @@ async fn check_quota(
 }
 
 /// Stores `bytes` as version 1 of a new model of `owner` named `name` (checked by
-/// [`check_file_name`]), within `quota`.
+/// [`check_file_name`]), within `quota` (`base` as for [`find`]).
 pub(crate) async fn upload(
     db: &SqlitePool,
+    base: &str,
     owner: &UserId,
     name: &str,
     bytes: &[u8],
@@ -181,20 +211,22 @@ pub(crate) async fn upload(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    find(db, owner, &id).await
+    find(db, base, owner, &id).await
 }
 
-/// Stores `bytes` as a new version of `model`, made by a job; returns the version number.
+/// Stores `bytes` as a new version of `model`, made by a job, with the job's checked
+/// `picture` (a PNG) if it sent one; returns the version number.
 pub(crate) async fn add_version(
     db: &SqlitePool,
     model: &ModelId,
     bytes: &[u8],
+    picture: Option<&[u8]>,
     source: &VersionSource,
     now: i64,
 ) -> ApiResult<u32> {
     let version: u32 = sqlx::query_scalar(
-        "INSERT INTO model_versions (model_id, version, size, sha256, content, created_at, source_job_id, source_provider_id, source_from_version)
-         SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8 FROM model_versions WHERE model_id = $1
+        "INSERT INTO model_versions (model_id, version, size, sha256, content, created_at, source_job_id, source_provider_id, source_from_version, picture, picture_sha256)
+         SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM model_versions WHERE model_id = $1
          RETURNING version",
     )
     .bind(model.as_str())
@@ -205,9 +237,41 @@ pub(crate) async fn add_version(
     .bind(source.job_id.as_str())
     .bind(source.provider_id.as_str())
     .bind(i64::from(source.from_version))
+    .bind(picture)
+    .bind(picture.map(sha256_hex))
     .fetch_one(db)
     .await?;
     Ok(version)
+}
+
+/// The picture of a model version, with what it takes to serve it to its owner.
+pub(crate) struct VersionPicture {
+    /// The PNG, `None` when the version has no picture.
+    pub(crate) png: Option<(Vec<u8>, String)>,
+    pub(crate) owner: UserId,
+}
+
+/// The picture of `model` version `version`, if the version exists.
+pub(crate) async fn picture(
+    db: &SqlitePool,
+    model: &ModelId,
+    version: u32,
+) -> ApiResult<Option<VersionPicture>> {
+    let row: Option<(Option<Vec<u8>>, Option<String>, String)> = sqlx::query_as(
+        "SELECT v.picture, v.picture_sha256, m.owner_id FROM model_versions v JOIN models m ON m.id = v.model_id
+         WHERE v.model_id = $1 AND v.version = $2",
+    )
+    .bind(model.as_str())
+    .bind(version)
+    .fetch_optional(db)
+    .await?;
+    row.map(|(png, sha256, owner)| {
+        Ok(VersionPicture {
+            png: png.zip(sha256),
+            owner: scalar_id("models.owner_id", owner)?,
+        })
+    })
+    .transpose()
 }
 
 /// What an offer or an input says about a model version.

@@ -82,6 +82,9 @@ pub struct FakeState {
     pub offer_signatures: Mutex<Vec<String>>,
     pub inputs: Mutex<Vec<(JobInput, Result<Vec<u8>, String>)>>,
     pub result: Mutex<Option<Vec<u8>>>,
+    /// Every GET of the result (authorised or not).
+    pub result_gets: Mutex<u32>,
+    pub picture: Mutex<Option<Vec<u8>>>,
     pub notify_failures_left: Mutex<u32>,
     pub input_failures_left: Mutex<u32>,
     /// What a refused input is answered with (default `503 service-unavailable`).
@@ -125,6 +128,21 @@ impl Fake {
     }
     pub fn set_result(&self, bytes: Vec<u8>) {
         *self.state.result.lock().unwrap() = Some(bytes);
+    }
+    pub fn set_picture(&self, bytes: Vec<u8>) {
+        *self.state.picture.lock().unwrap() = Some(bytes);
+    }
+    pub fn result_gets(&self) -> u32 {
+        *self.state.result_gets.lock().unwrap()
+    }
+    pub fn picture_download(&self, bytes: &[u8], expires_at: i64) -> Download {
+        Download {
+            url: format!("{}/pictures/r1", self.base_url),
+            authorization: Some(format!("Bearer {RESULT_TOKEN}")),
+            expires_at,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        }
     }
     pub fn result_download(&self, bytes: &[u8], expires_at: i64) -> Download {
         Download {
@@ -263,11 +281,27 @@ async fn jobs(State(fake): State<Fake>, headers: HeaderMap, body: ::axum::body::
 }
 
 async fn result(State(fake): State<Fake>, headers: HeaderMap, Path(_id): Path<String>) -> Response {
+    *fake.state.result_gets.lock().unwrap() += 1;
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     if auth != Some(&format!("Bearer {RESULT_TOKEN}")) {
         return problem(Problem::new(ProblemType::CredentialInvalid));
     }
     match fake.state.result.lock().unwrap().clone() {
+        Some(b) => (StatusCode::OK, b).into_response(),
+        None => problem(Problem::new(ProblemType::NotFound)),
+    }
+}
+
+async fn picture(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Path(_id): Path<String>,
+) -> Response {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if auth != Some(&format!("Bearer {RESULT_TOKEN}")) {
+        return problem(Problem::new(ProblemType::CredentialInvalid));
+    }
+    match fake.state.picture.lock().unwrap().clone() {
         Some(b) => (StatusCode::OK, b).into_response(),
         None => problem(Problem::new(ProblemType::NotFound)),
     }
@@ -297,6 +331,7 @@ pub fn fake_router(fake: Fake) -> Router {
     Router::new()
         .route("/jobs", post(jobs))
         .route("/results/{id}", get(result))
+        .route("/pictures/{id}", get(picture))
         .route("/notify", post(notify))
         .with_state(fake)
 }

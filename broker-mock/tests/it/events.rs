@@ -194,6 +194,7 @@ async fn event_refusals() {
                 format: "stl".into(),
                 report: None,
                 charged: None,
+                picture: None,
             },
         },
     );
@@ -219,6 +220,7 @@ async fn event_refusals() {
                 format: "stl".into(),
                 report: None,
                 charged: None,
+                picture: None,
             },
         },
     );
@@ -296,6 +298,7 @@ async fn concurrent_duplicate_completions_store_one_version() {
                 format: "stl".into(),
                 report: None,
                 charged: None,
+                picture: None,
             },
         },
     );

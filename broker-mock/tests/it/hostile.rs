@@ -45,6 +45,7 @@ fn completed(job: &Job, s: &Setup, seq: u64, download: Download) -> Vec<u8> {
                 format: "stl".into(),
                 report: None,
                 charged: None,
+                picture: None,
             },
         },
     ))

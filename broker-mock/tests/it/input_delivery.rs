@@ -142,6 +142,7 @@ async fn a_refused_input_is_sent_again_with_a_fresh_credential_until_taken() {
                     format: "stl".into(),
                     report: None,
                     charged: None,
+                    picture: None,
                 },
             },
         ),

@@ -18,6 +18,7 @@ mod messages;
 mod models;
 mod notifications;
 mod openapi;
+mod pictures;
 mod problems;
 mod providers;
 mod server;

@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/models"),
     ("get", "/v1/models/{model_id}"),
     ("get", "/v1/models/{model_id}/versions/{version}/content"),
+    ("get", "/v1/models/{model_id}/versions/{version}/report"),
     ("post", "/v1/jobs"),
     ("get", "/v1/jobs"),
     ("get", "/v1/jobs/{job_id}"),

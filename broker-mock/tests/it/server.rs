@@ -131,6 +131,7 @@ async fn tls_everywhere_with_a_generated_ca() {
                 format: "stl".into(),
                 report: None,
                 charged: None,
+                picture: None,
             },
         },
     );

@@ -143,6 +143,7 @@ async fn the_seed_story_end_to_end() {
                 format: "stl".into(),
                 report: Some(serde_json::json!({"holes_filled": 3})),
                 charged: Some(Quote::new(250, "EUR")),
+                picture: None,
             },
         },
     );

@@ -44,7 +44,7 @@ pub struct CreateAccount {
 }
 
 /// `201` answer to [`CreateAccount`]; the API key is shown once.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct AccountCreated {
     /// The new account.
     pub account_id: AccountId,
@@ -54,6 +54,18 @@ pub struct AccountCreated {
     pub balance: i64,
     /// Currency.
     pub currency: String,
+}
+
+/// Redacts the API key.
+impl std::fmt::Debug for AccountCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountCreated")
+            .field("account_id", &self.account_id)
+            .field("api_key", &"[redacted]")
+            .field("balance", &self.balance)
+            .field("currency", &self.currency)
+            .finish()
+    }
 }
 
 /// `GET /v1/accounts/me`.

@@ -6,19 +6,20 @@ use diax_sdk::GroupId;
 use diax_sdk::client::ClientConfig;
 use diax_sdk::wire::{Scheme, SecretScope};
 
-use super::config::ServeArgs;
+use super::config::{Redacted, ServeArgs};
 use super::db::Db;
 use super::registration::{self, RegisterOptions};
 
-/// `fixmyprint register`.
+/// `fixmyprint register` (`Debug` redacts the API key).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegisterArgs {
     /// Database, data dir, broker and public URLs (as for `serve`).
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// A broker user's API key.
-    #[arg(long, env = "FIXMYPRINT_BROKER_API_KEY")]
-    pub api_key: String,
+    /// A broker user's API key (prefer the environment variable: a command line is
+    /// visible to other users of the machine).
+    #[arg(long, env = "FIXMYPRINT_BROKER_API_KEY", hide_env_values = true)]
+    pub api_key: Redacted,
     /// The broker group that owns the provider [default: create one].
     #[arg(long)]
     pub group_id: Option<String>,
@@ -50,15 +51,16 @@ fn parse_scheme(s: &str) -> Result<Scheme, String> {
     }
 }
 
-/// `fixmyprint rotate`.
+/// `fixmyprint rotate` (`Debug` redacts the API key).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RotateArgs {
     /// Database and data dir (as for `serve`).
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// A broker user's API key (a member of the provider's group).
-    #[arg(long, env = "FIXMYPRINT_BROKER_API_KEY")]
-    pub api_key: String,
+    /// A broker user's API key (a member of the provider's group; prefer the environment
+    /// variable).
+    #[arg(long, env = "FIXMYPRINT_BROKER_API_KEY", hide_env_values = true)]
+    pub api_key: Redacted,
     /// Seconds the old secret stays valid [default: the broker's].
     #[arg(long)]
     pub grace_secs: Option<u64>,
@@ -166,7 +168,7 @@ pub fn register(args: &RegisterArgs) -> ExitCode {
             };
             let opts = RegisterOptions {
                 broker_url,
-                api_key: args.api_key.clone(),
+                api_key: args.api_key.0.clone(),
                 group_id,
                 name: args.name.clone(),
                 public_url,
@@ -214,7 +216,7 @@ pub fn rotate(args: &RotateArgs) -> ExitCode {
             let rotated = registration::rotate(
                 &db,
                 &http,
-                &args.api_key,
+                &args.api_key.0,
                 args.grace_secs,
                 args.signature_scheme,
             )
@@ -246,6 +248,58 @@ fn report(result: Result<String, String>) -> ExitCode {
         Err(e) => {
             eprintln!("fixmyprint: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::accounts::AccountCreated;
+
+    #[test]
+    fn api_keys_stay_out_of_debug() {
+        let key = "key_0123456789abcdefSECRET";
+        let register = RegisterArgs {
+            serve: ServeArgs::default(),
+            api_key: Redacted(key.into()),
+            group_id: None,
+            name: "FixMyPrint".into(),
+            description: None,
+            secret_scope: "service".into(),
+            signature_scheme: Scheme::V1,
+            show_secret: false,
+        };
+        let rotate = RotateArgs {
+            serve: ServeArgs::default(),
+            api_key: Redacted(key.into()),
+            grace_secs: None,
+            signature_scheme: None,
+        };
+        let options = RegisterOptions {
+            broker_url: "https://broker.example".into(),
+            api_key: key.into(),
+            group_id: None,
+            name: "FixMyPrint".into(),
+            public_url: "https://fixmyprint.example".into(),
+            secret_scope: SecretScope::Service,
+            description: None,
+            signature_scheme: Scheme::V1,
+        };
+        let created = AccountCreated {
+            account_id: diax_sdk::AccountId::parse("acc_0123456789abcdef").expect("id"),
+            api_key: key.into(),
+            balance: 0,
+            currency: "EUR".into(),
+        };
+        for debug in [
+            format!("{register:?}"),
+            format!("{rotate:?}"),
+            format!("{options:?}"),
+            format!("{created:?}"),
+        ] {
+            assert!(!debug.contains("SECRET"), "{debug}");
+            assert!(debug.contains("[redacted]"), "{debug}");
         }
     }
 }

@@ -69,8 +69,8 @@ pub enum RegisterError {
     Db(#[from] sqlx::Error),
 }
 
-/// How to register.
-#[derive(Debug, Clone)]
+/// How to register (`Debug` redacts the API key).
+#[derive(Clone)]
 pub struct RegisterOptions {
     /// The broker's base URL.
     pub broker_url: String,
@@ -89,6 +89,21 @@ pub struct RegisterOptions {
     pub description: Option<String>,
     /// `hmac-sha256` (a shared secret) or `ed25519` (own key pair, no shared secret).
     pub signature_scheme: Scheme,
+}
+
+impl std::fmt::Debug for RegisterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterOptions")
+            .field("broker_url", &self.broker_url)
+            .field("api_key", &"[redacted]")
+            .field("group_id", &self.group_id)
+            .field("name", &self.name)
+            .field("public_url", &self.public_url)
+            .field("secret_scope", &self.secret_scope)
+            .field("description", &self.description)
+            .field("signature_scheme", &self.signature_scheme)
+            .finish()
+    }
 }
 
 /// Registers with the broker (creating a group first when none is given) and stores the

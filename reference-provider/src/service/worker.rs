@@ -482,6 +482,7 @@ async fn complete(
         format: "stl".into(),
         report: Some(report),
         charged: Some(Quote::new(job.quote_amount, job.currency.clone())),
+        picture: None,
     };
     // What the status shows: the result without its credential (a presigned URL is one).
     let shown_url = match &result.download.authorization {

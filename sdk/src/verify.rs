@@ -140,6 +140,27 @@ impl Verifier {
             .verify_at(headers, body, now, self.config.tolerance_secs)
     }
 
+    /// Until when (Unix seconds) a message id verified at `now` is remembered: the
+    /// `expires_at` that [`Self::verify_at`] hands to the replay store (the retention, at
+    /// least twice the tolerance). For a service that records ids itself, in its own
+    /// transaction, after [`Self::verify_signature_at`].
+    ///
+    /// ```
+    /// use diax_sdk::{Keyring, Verifier};
+    ///
+    /// let verifier = Verifier::new(Keyring::default());
+    /// let now = 1_700_000_000;
+    /// assert_eq!(verifier.replay_expires_at(now), now + 24 * 3600);
+    /// ```
+    #[must_use]
+    pub fn replay_expires_at(&self, now: i64) -> i64 {
+        let retention = self
+            .config
+            .replay_retention_secs
+            .max(self.config.tolerance_secs.saturating_mul(2));
+        now.saturating_add(i64::try_from(retention).unwrap_or(i64::MAX))
+    }
+
     /// Full check at `now`: [`Self::verify_signature_at`], then the replay store. Returns
     /// whether this is the first delivery of the id or a redelivery of the same message.
     ///
@@ -153,11 +174,7 @@ impl Verifier {
         now: i64,
     ) -> Result<(Verified, Delivery), VerifyError> {
         let verified = self.verify_signature_at(headers, body, now)?;
-        let retention = self
-            .config
-            .replay_retention_secs
-            .max(self.config.tolerance_secs.saturating_mul(2));
-        let expires_at = now.saturating_add(i64::try_from(retention).unwrap_or(i64::MAX));
+        let expires_at = self.replay_expires_at(now);
         let delivery = self
             .replay
             .record(verified.id.as_str(), body_digest(body), expires_at, now)

@@ -128,6 +128,12 @@ pub struct Config {
     /// Where results go: `None` = files in `{data_dir}/results` (the default), or an
     /// S3-compatible bucket (`--storage s3://bucket/prefix`).
     pub storage: Option<super::storage::S3Settings>,
+    /// Origins (`scheme://host[:port]`) a job's input may be downloaded from. Empty (the
+    /// default): any origin the signed `job.input` names (the broker's signature vouches
+    /// for the location; `https` only, plain `http` only to loopback). Listed: only those,
+    /// e.g. the broker's origin and its model store's (for presigned inputs); another
+    /// origin fails the job with `download-failed` before any request.
+    pub input_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -165,6 +171,7 @@ impl Default for Config {
             trusted_broker_keys: Vec::new(),
             pricing: Pricing::default(),
             storage: None,
+            input_origins: Vec::new(),
         }
     }
 }
@@ -240,6 +247,7 @@ pub struct FileConfig {
     pub header_read_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub trusted_broker_keys: Option<Vec<String>>,
+    pub input_origins: Option<Vec<String>>,
     pub price_base: Option<i64>,
     pub price_per_mib: Option<i64>,
     pub currency: Option<String>,
@@ -380,6 +388,14 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trust_broker_key: Vec<String>,
+    /// An origin (`scheme://host[:port]`) job inputs may be downloaded from; repeatable
+    /// (environment: comma-separated) [default: any origin the signed job.input names].
+    #[arg(
+        long = "input-origin",
+        env = "FIXMYPRINT_INPUT_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub input_origin: Vec<String>,
     /// Settings file (TOML or JSON).
     #[arg(long, env = "FIXMYPRINT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -442,8 +458,38 @@ impl ServeArgs {
         if !self.trust_broker_key.is_empty() {
             c.trusted_broker_keys = parse_public_keys(&self.trust_broker_key)?;
         }
+        if !self.input_origin.is_empty() {
+            c.input_origins = parse_origins(&self.input_origin)?;
+        }
         Ok(c)
     }
+}
+
+/// Parses bare origins (`scheme://host[:port]`, `http` or `https`, nothing after the port)
+/// into their normal form.
+fn parse_origins(values: &[String]) -> Result<Vec<String>, ConfigError> {
+    values
+        .iter()
+        .map(|v| {
+            let bad = || {
+                ConfigError::Invalid(format!(
+                    "input origin {v:?}: expected a bare origin, scheme://host[:port] (http or https)"
+                ))
+            };
+            let url = url::Url::parse(v.trim()).map_err(|_| bad())?;
+            let bare = matches!(url.scheme(), "http" | "https")
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.host().is_some();
+            if !bare {
+                return Err(bad());
+            }
+            Ok(url.origin().ascii_serialization())
+        })
+        .collect()
 }
 
 /// Parses `whpk_…` public keys; a secret (`whsk_`, `whsec_`) or anything else is refused.
@@ -556,6 +602,9 @@ impl FileConfig {
         if let Some(v) = self.trusted_broker_keys {
             c.trusted_broker_keys = parse_public_keys(&v)?;
         }
+        if let Some(v) = self.input_origins {
+            c.input_origins = parse_origins(&v)?;
+        }
         if let Some(v) = self.price_base {
             c.pricing.base = v;
         }
@@ -650,6 +699,31 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_millis(20));
         assert_eq!(c.pricing.currency, "USD");
         assert!(toml::from_str::<FileConfig>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn input_origins_are_bare_origins_in_normal_form() {
+        let f: FileConfig = toml::from_str(
+            "input_origins = [\"https://Models.Example:443\", \"http://127.0.0.1:9000/\"]",
+        )
+        .expect("toml");
+        let c = f.apply(Config::default()).expect("apply");
+        assert_eq!(
+            c.input_origins,
+            ["https://models.example", "http://127.0.0.1:9000"]
+        );
+        for bad in [
+            "https://models.example/bucket",
+            "https://models.example/?x=1",
+            "https://user:pw@models.example",
+            "ftp://models.example",
+            "models.example",
+        ] {
+            let f: FileConfig =
+                toml::from_str(&format!("input_origins = [\"{bad}\"]")).expect("toml");
+            let e = f.apply(Config::default()).expect_err(bad).to_string();
+            assert!(e.contains("bare origin") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

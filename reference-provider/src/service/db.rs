@@ -398,6 +398,20 @@ pub(crate) async fn save_response_in(
     Ok(())
 }
 
+/// The answer saved for `message_id` in the caller's transaction, if there is one.
+pub(crate) async fn saved_response_in(
+    tx: &mut Tx,
+    message_id: &str,
+) -> Result<Option<SavedResponse>, sqlx::Error> {
+    fetch_optional!(
+        tx,
+        SavedResponse,
+        "SELECT response_status, response_body, response_location FROM replay
+         WHERE message_id = $1 AND response_status IS NOT NULL",
+        message_id
+    )
+}
+
 impl DbReplayStore {
     /// A store over `db`, writing through `commit`.
     #[must_use]
@@ -433,13 +447,7 @@ impl DbReplayStore {
         message_id: &str,
     ) -> Result<Option<SavedResponse>, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let row = fetch_optional!(
-            &mut tx,
-            SavedResponse,
-            "SELECT response_status, response_body, response_location FROM replay
-             WHERE message_id = $1 AND response_status IS NOT NULL",
-            message_id
-        )?;
+        let row = saved_response_in(&mut tx, message_id).await?;
         tx.commit().await?;
         Ok(row)
     }

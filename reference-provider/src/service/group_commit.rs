@@ -25,7 +25,7 @@
 use diax_sdk::{Delivery, ReplayError};
 use tokio::sync::{mpsc, oneshot};
 
-use super::db::{Db, Tx, is_unique_violation};
+use super::db::{Db, SavedResponse, Tx, is_unique_violation};
 use super::intake::{self, OfferWork, Offered};
 use super::registration::{self, Registration};
 
@@ -75,6 +75,33 @@ pub(crate) enum Work {
     },
     /// Accept or refuse a `job.offer` (and save the answer).
     Offer(Box<OfferWork>),
+    /// Remember a `job.offer`'s `webhook-id` and, unless it is a replay, accept or refuse
+    /// the offer, in the same transaction: one operation for a whole signed offer.
+    RecordedOffer {
+        record: RecordWork,
+        offer: Box<OfferWork>,
+    },
+}
+
+/// A `webhook-id` to remember (see [`super::db::DbReplayStore`]).
+#[derive(Debug)]
+pub(crate) struct RecordWork {
+    pub(crate) id: String,
+    pub(crate) digest: String,
+    pub(crate) expires_at: i64,
+    pub(crate) now: i64,
+}
+
+/// What became of a [`Work::RecordedOffer`].
+#[derive(Debug)]
+pub(crate) enum RecordedOffer {
+    /// The id was seen before with another body: nothing else was done.
+    Replayed(ReplayError),
+    /// A redelivery of a message answered before: that answer.
+    Saved(SavedResponse),
+    /// The offer was decided (first delivery, or a redelivery whose first delivery had
+    /// not finished).
+    Offered(Offered),
 }
 
 #[derive(Debug)]
@@ -82,6 +109,7 @@ pub(crate) enum Outcome {
     Recorded(Result<Delivery, ReplayError>),
     Saved,
     Offered(Offered),
+    RecordedOffer(RecordedOffer),
 }
 
 #[derive(Debug)]
@@ -194,6 +222,19 @@ async fn alone(db: &Db, public_url: &str, work: &Work) -> Result<Outcome, sqlx::
                 tx.commit().await?;
                 Ok(Outcome::Offered(outcome))
             }
+            Work::RecordedOffer { record, offer } if is_unique_violation(&e) => {
+                // The same, with the id recorded again (the rollback undid it).
+                tx.rollback().await?;
+                let mut tx = db.begin().await?;
+                let outcome = match record_in(&mut tx, record).await? {
+                    Err(replayed) => RecordedOffer::Replayed(replayed),
+                    Ok(_) => RecordedOffer::Offered(
+                        intake::offer_repeated(&mut tx, public_url, offer).await?,
+                    ),
+                };
+                tx.commit().await?;
+                Ok(Outcome::RecordedOffer(outcome))
+            }
             _ => Err(e),
         },
     }
@@ -224,7 +265,33 @@ async fn apply(
         Work::Offer(offer) => {
             Outcome::Offered(intake::offer_in(tx, cache, public_url, offer).await?)
         }
+        Work::RecordedOffer { record, offer } => {
+            Outcome::RecordedOffer(match record_in(tx, record).await? {
+                Err(replayed) => RecordedOffer::Replayed(replayed),
+                Ok(delivery) => {
+                    let saved = match delivery {
+                        Delivery::First => None,
+                        Delivery::Redelivery => {
+                            super::db::saved_response_in(tx, &record.id).await?
+                        }
+                    };
+                    match saved {
+                        Some(saved) => RecordedOffer::Saved(saved),
+                        None => RecordedOffer::Offered(
+                            intake::offer_in(tx, cache, public_url, offer).await?,
+                        ),
+                    }
+                }
+            })
+        }
     })
+}
+
+async fn record_in(
+    tx: &mut Tx,
+    r: &RecordWork,
+) -> Result<Result<Delivery, ReplayError>, sqlx::Error> {
+    super::db::record_in(tx, &r.id, &r.digest, r.expires_at, r.now).await
 }
 
 #[cfg(test)]

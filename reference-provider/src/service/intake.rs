@@ -15,7 +15,7 @@ use diax_sdk::{AccountId, ProviderJobId, Quote};
 use super::accounts;
 use super::db::{Tx, now_ms, save_response_in};
 use super::error::ApiError;
-use super::group_commit::{BatchCache, CommitError, Outcome, Work};
+use super::group_commit::{BatchCache, CommitError, Outcome, RecordWork, RecordedOffer, Work};
 use super::queue::{self, JobRow, NewJob};
 use super::{Config, Service};
 
@@ -149,6 +149,35 @@ pub async fn handle_offer(
     }
 }
 
+/// Handles a `job.offer` whose signature is verified but whose `webhook-id` is not yet
+/// recorded: the id is recorded and the offer decided in one group-committed operation
+/// (one transaction), so that a signed offer costs the writer one operation, not two.
+///
+/// # Errors
+/// Database errors and a stopped writer (refusals are in [`RecordedOffer::Offered`]).
+pub(crate) async fn handle_recorded_offer(
+    service: &Service,
+    offer: JobOffer,
+    record: RecordWork,
+) -> Result<RecordedOffer, ApiError> {
+    let work = OfferWork::new(service.config(), offer, record.id.clone());
+    match service
+        .group_commit()
+        .submit(Work::RecordedOffer {
+            record,
+            offer: Box::new(work),
+        })
+        .await
+    {
+        Ok(Outcome::RecordedOffer(outcome)) => Ok(outcome),
+        Ok(_) => Err(ApiError::Internal(
+            CommitError::Mismatch("a signed offer").to_string(),
+        )),
+        Err(CommitError::Db(e)) => Err(ApiError::Db(e)),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
 /// Decides `work` in the caller's transaction (the intake writer's): at most one hold, one
 /// ledger entry and one job row, and the answer saved under the message id. A refusal
 /// writes nothing but its saved answer.
@@ -169,6 +198,13 @@ pub(crate) async fn offer_in(
         );
         return refuse(tx, work, forbidden).await;
     }
+    // The usual case in one statement batch: a new job whose hold the balance covers.
+    if let Ok(c) = &work.checked
+        && let Some(accepted) = accept_new(tx, public_url, work, c).await?
+    {
+        return Ok(accepted);
+    }
+    // Anything else (nothing was written above): one step at a time.
     // The same broker job offered again: the same answer, whatever else changed.
     if let Some(job) = queue::find_by_broker_job(tx, offer.job_id.as_str()).await? {
         tracing::info!(job = %job.provider_job_id, broker_job = %offer.job_id, "repeated offer: same job");
@@ -228,6 +264,122 @@ pub(crate) async fn offer_in(
         state: JobState::Accepted,
     };
     answer(tx, work, acc).await
+}
+
+/// SQLite: the hold, its ledger entry, the job row and the saved answer as one compound
+/// statement, run in one call on the connection's thread. Each step after the first runs only
+/// if the one before it changed a row (`changes()`), so the whole is all or nothing; it
+/// returns the hold's row and the job's row, or no row at all.
+const ACCEPT_NEW_SQLITE: &str = "\
+UPDATE accounts SET balance = balance - $1, held = held + $1
+ WHERE account_id = $2 AND balance >= $1 AND currency = $3
+   AND NOT EXISTS (SELECT 1 FROM jobs WHERE broker_job_id = $4)
+ RETURNING balance, held;
+INSERT INTO ledger (entry_id, account_id, kind, amount, balance_after, held_after,
+                    provider_job_id, created_at)
+ SELECT $6, account_id, 'hold', $1, balance, held, $5, $7
+   FROM accounts WHERE account_id = $2 AND changes() = 1;
+INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
+                  broker_user_id, events_url, operation, model_name, model_size,
+                  model_sha256, quote_amount, currency, state, created_at, updated_at)
+ SELECT $5, $4, $8, $2, $9, $10, $11, $12, $13, $14, $1, $3, $15, $7, $7
+  WHERE changes() = 1
+ RETURNING provider_job_id;
+UPDATE replay SET response_status = 202, response_body = $16, response_location = $17
+ WHERE message_id = $8 AND response_status IS NULL
+   AND EXISTS (SELECT 1 FROM jobs WHERE provider_job_id = $5)";
+
+/// PostgreSQL: the same as one statement (one round trip): every part hangs on the hold's
+/// `RETURNING` row, so all of it happens or none.
+const ACCEPT_NEW_POSTGRES: &str = "\
+WITH acct AS (
+  UPDATE accounts SET balance = balance - $1, held = held + $1
+   WHERE account_id = $2 AND balance >= $1 AND currency = $3
+     AND NOT EXISTS (SELECT 1 FROM jobs WHERE broker_job_id = $4)
+   RETURNING account_id, balance, held),
+led AS (
+  INSERT INTO ledger (entry_id, account_id, kind, amount, balance_after, held_after,
+                      provider_job_id, created_at)
+  SELECT $6, account_id, 'hold', $1, balance, held, $5, $7 FROM acct),
+job AS (
+  INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
+                    broker_user_id, events_url, operation, model_name, model_size,
+                    model_sha256, quote_amount, currency, state, created_at, updated_at)
+  SELECT $5, $4, $8, $2, $9, $10, $11, $12, $13, $14, $1, $3, $15, $7, $7 FROM acct),
+rep AS (
+  UPDATE replay SET response_status = 202, response_body = $16, response_location = $17
+   WHERE message_id = $8 AND response_status IS NULL AND EXISTS (SELECT 1 FROM acct))
+SELECT balance, held FROM acct";
+
+/// Accepts a new offer whose hold the balance covers, in one statement batch (one call to
+/// the database instead of five): the hold, its ledger entry, the job row and the saved
+/// `202`. `None` (and nothing written) when the broker job exists already or the hold is
+/// refused (no such account, another currency, too low a balance): the caller then takes
+/// the step-by-step path, which tells these cases apart.
+async fn accept_new(
+    tx: &mut Tx,
+    public_url: &str,
+    work: &OfferWork,
+    c: &Checked,
+) -> Result<Option<Offered>, sqlx::Error> {
+    let offer = &work.offer;
+    let job_id = c.provider_job_id.as_str();
+    let acc = JobAccepted {
+        job_id: offer.job_id.clone(),
+        provider_job_id: c.provider_job_id.clone(),
+        status_url: status_url_at(public_url, job_id),
+        quote: Some(c.quote.clone()),
+        state: JobState::Accepted,
+    };
+    let body = match serde_json::to_string(&acc) {
+        Ok(b) => b,
+        Err(e) => return Ok(Some(Err(ApiError::Internal(e.to_string())))),
+    };
+    let entry_id = diax_sdk::util::random_token("led_", 20);
+    let now = now_ms();
+    macro_rules! bound {
+        ($sql:expr) => {
+            sqlx::query($sql)
+                .bind(c.quote.amount)
+                .bind(c.account_id.as_str())
+                .bind(c.quote.currency.as_str())
+                .bind(offer.job_id.as_str())
+                .bind(job_id)
+                .bind(entry_id.as_str())
+                .bind(now)
+                .bind(work.message_id.as_str())
+                .bind(offer.user.broker_user_id.as_str())
+                .bind(offer.events_url.as_str())
+                .bind(offer.operation.as_str())
+                .bind(offer.model.name.as_str())
+                .bind(c.model_size)
+                .bind(offer.model.sha256.as_str())
+                .bind(queue::JobPhase::Accepted.as_str())
+                .bind(body.as_str())
+                .bind(acc.status_url.as_str())
+        };
+    }
+    let accepted = match tx {
+        Tx::Sqlite(t) => match bound!(ACCEPT_NEW_SQLITE).fetch_all(&mut **t).await?.len() {
+            0 => false,
+            2 => true,
+            n => {
+                // Never expected: fail the transaction rather than keep half of it.
+                return Err(sqlx::Error::Protocol(format!(
+                    "accepting an offer returned {n} rows instead of 0 or 2"
+                )));
+            }
+        },
+        Tx::Postgres(t) => bound!(ACCEPT_NEW_POSTGRES)
+            .fetch_optional(&mut **t)
+            .await?
+            .is_some(),
+    };
+    if !accepted {
+        return Ok(None);
+    }
+    tracing::info!(job = %job_id, broker_job = %offer.job_id, account = %c.account_id, amount = c.quote.amount, "offer accepted; quote held");
+    Ok(Some(Ok((acc, body))))
 }
 
 /// The answer to an offer whose job another instance inserted first (the job row's unique

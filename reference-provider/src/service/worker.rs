@@ -338,6 +338,20 @@ async fn execute(
     .await
 }
 
+/// The input-origin rule ([`Config::input_origins`](super::Config::input_origins)): with
+/// none listed any origin passes (the transport rule, https or loopback http, is the
+/// download's own); otherwise the URL's origin must be listed.
+fn allowed_input(config: &super::Config, url: &str) -> Result<(), diax_sdk::client::FetchRefused> {
+    if config.input_origins.is_empty() {
+        return Ok(());
+    }
+    let policy = diax_sdk::client::FetchPolicy {
+        allowed_origins: config.input_origins.clone(),
+        ..diax_sdk::client::FetchPolicy::development()
+    };
+    policy.check(url).map(|_| ())
+}
+
 /// Whether a failed download may succeed later: transport trouble, timeouts, a `5xx`/`429`
 /// answer, or a body cut short.
 fn retryable(e: &DownloadError) -> bool {
@@ -407,8 +421,12 @@ async fn fetch_input(
         timeout: config.http_timeout.saturating_mul(10),
         ..DownloadLimits::default()
     };
-    let result =
-        diax_sdk::client::download_to_file(service.http(), &download, &path, &limits).await;
+    let result = match allowed_input(config, &download.url) {
+        Ok(()) => {
+            diax_sdk::client::download_to_file(service.http(), &download, &path, &limits).await
+        }
+        Err(refused) => Err(refused.into()),
+    };
     match result {
         Ok(got) => {
             let bytes = tokio::fs::read(&path).await;

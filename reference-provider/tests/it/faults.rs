@@ -322,6 +322,71 @@ async fn an_input_that_is_not_the_offered_model(backend: Backend) {
 }
 both_backends!(an_input_that_is_not_the_offered_model);
 
+/// With `input_origins` listed, an input on another origin fails the job with
+/// `download-failed` before any request (hold released); one on a listed origin is fetched.
+async fn inputs_only_from_the_listed_origins(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let broker = FakeBroker::start().await;
+    let model = fixmyprint::heal::generate::broken_model(3, 800);
+    let source = FlakySource::start(model.clone()).await;
+    source.up.send_replace(true);
+    let source_origin = url::Url::parse(&source.url)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let mut config = test_config(&db, db.dir());
+    config.input_origins = vec!["https://models.example".into()];
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Origins").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let download = source.download(&model, unix_now() + 600);
+    let (job_id, _) = offer_with_input(&provider, &broker, &account, &model, download).await;
+    let outcome = service::try_execute_job(provider.service(), "t")
+        .await
+        .unwrap();
+    let ExecutionOutcome::Failed { problem, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(problem.is(ProblemType::DownloadFailed), "{problem:?}");
+    let detail = problem.detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains(&source_origin) && detail.contains("not an allowed origin"),
+        "{detail}"
+    );
+    drain_outbox(&provider).await;
+    let events = broker.events_for(&job_id);
+    assert!(
+        matches!(&events.last().unwrap().kind, JobEventKind::Failed { .. }),
+        "{events:?}"
+    );
+    assert_eq!(source.requests.load(Ordering::SeqCst), 0, "nothing fetched");
+    let (balance, held, _) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, held), (500, 0));
+    provider.shutdown().await;
+
+    // The same input from a listed origin is fetched and healed.
+    let db = TestDb::new(backend).await;
+    let mut config = test_config(&db, db.dir());
+    config.input_origins = vec!["https://models.example".into(), source_origin];
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Origins").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let download = source.download(&model, unix_now() + 600);
+    offer_with_input(&provider, &broker, &account, &model, download).await;
+    let outcome = service::try_execute_job(provider.service(), "t")
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, ExecutionOutcome::Completed { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(source.requests.load(Ordering::SeqCst), 1);
+    provider.shutdown().await;
+}
+both_backends!(inputs_only_from_the_listed_origins);
+
 /// An accepted job whose input never comes is failed by the sweep after `input_timeout`,
 /// its hold released; a job whose input came is left alone.
 async fn an_input_that_never_comes_expires(backend: Backend) {

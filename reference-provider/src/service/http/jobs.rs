@@ -1,17 +1,24 @@
 //! `POST /diax/jobs` (the `job_url`: signed offers and inputs from the broker) and
 //! `GET /diax/jobs/{provider_job_id}` (the `status_url`).
 
+use axum::extract::Request;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use diax_sdk::axum_ext::Signed;
+use diax_sdk::axum_ext::{is_json, raw_headers};
+use diax_sdk::clock::unix_now;
+use diax_sdk::replay::{ReplayStore as _, body_digest};
 use diax_sdk::wire::{BrokerMessage, InputAccepted, JobAccepted, JobStatus};
-use diax_sdk::{Delivery, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProviderJobId};
+use diax_sdk::{
+    Delivery, PROBLEM_CONTENT_TYPE, Problem, ProblemType, ProviderJobId, ReplayError, VerifyError,
+};
 
 use super::Authenticated;
+use crate::service::db::hex_encode;
 use crate::service::error::{ApiError, ApiResult};
+use crate::service::group_commit::{RecordWork, RecordedOffer};
 use crate::service::{Service, intake, queue};
 
 /// OpenAPI description of the broker-facing job routes.
@@ -69,31 +76,51 @@ pub fn router() -> Router<Service> {
         (status = 503, description = "`service-unavailable`: this provider is not registered with a broker yet", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn receive(
-    State(service): State<Service>,
-    signed: Result<Signed<BrokerMessage>, Problem>,
-) -> Response {
-    let signed = match signed {
-        Ok(s) => s,
-        Err(problem) => {
-            let signature_problem = matches!(
-                problem.kind(),
-                Some(
-                    ProblemType::SignatureInvalid
-                        | ProblemType::SignatureMalformed
-                        | ProblemType::SignatureMissing
-                        | ProblemType::TimestampOutOfTolerance
-                )
-            );
-            if signature_problem && service.verifier().keyring().is_empty() {
-                return ApiError::NotRegistered.into_response();
+async fn receive(State(service): State<Service>, request: Request) -> Response {
+    let unrecorded = match verify(&service, request).await {
+        Ok(u) => u,
+        Err(problem) => return refused(&service, problem),
+    };
+    let message_id = unrecorded.record.id.clone();
+    let (message, delivery) = match unrecorded.message {
+        // An offer: its id is recorded in the transaction that decides it.
+        Ok(BrokerMessage::Offer(offer)) => {
+            return match intake::handle_recorded_offer(&service, offer, unrecorded.record).await {
+                Ok(RecordedOffer::Replayed(e)) => refused(&service, replay_problem(&message_id, e)),
+                Ok(RecordedOffer::Saved(saved)) => {
+                    tracing::info!(message_id = %message_id, "redelivery: answering as before");
+                    rebuild(&saved)
+                }
+                Ok(RecordedOffer::Offered(Ok((acc, body)))) => {
+                    respond(StatusCode::ACCEPTED, body, Some(&acc.status_url), false)
+                }
+                Ok(RecordedOffer::Offered(Err(e))) | Err(e) => {
+                    let problem = e.to_problem();
+                    if (400..500).contains(&problem.status) {
+                        tracing::info!(message_id, problem = %problem, "message refused");
+                    }
+                    e.into_response()
+                }
+            };
+        }
+        // Anything else: the id is recorded first, on its own (as `Signed` would).
+        message => {
+            let r = &unrecorded.record;
+            let delivery = match service
+                .replay()
+                .record(&r.id, unrecorded.digest, r.expires_at, r.now)
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => return refused(&service, replay_problem(&message_id, e)),
+            };
+            match message {
+                Ok(m) => (m, delivery),
+                Err(problem) => return refused(&service, problem),
             }
-            tracing::info!(problem = %problem, "signed message refused");
-            return problem.into_response();
         }
     };
-    let message_id = signed.verified.id.to_string();
-    if signed.delivery == Delivery::Redelivery {
+    if delivery == Delivery::Redelivery {
         match service.replay().saved_response(&message_id).await {
             Ok(Some(saved)) => {
                 tracing::info!(message_id = %message_id, "redelivery: answering as before");
@@ -103,23 +130,8 @@ async fn receive(
             Err(e) => return ApiError::Db(e).into_response(),
         }
     }
-    let input = match signed.message {
-        BrokerMessage::Offer(offer) => {
-            // The answer is committed and saved with the offer's own writes.
-            return match intake::handle_offer(&service, offer, &message_id).await {
-                Ok((acc, body)) => {
-                    respond(StatusCode::ACCEPTED, body, Some(&acc.status_url), false)
-                }
-                Err(e) => {
-                    let problem = e.to_problem();
-                    if (400..500).contains(&problem.status) {
-                        tracing::info!(message_id, problem = %problem, "message refused");
-                    }
-                    e.into_response()
-                }
-            };
-        }
-        BrokerMessage::Input(input) => input,
+    let BrokerMessage::Input(input) = message else {
+        return ApiError::Internal("an offer took the path of inputs".into()).into_response();
     };
     let acc = match intake::handle_input(&service, &input).await {
         Ok(acc) => acc,
@@ -136,6 +148,81 @@ async fn receive(
         tracing::warn!(error = %e, "could not save the answer for redeliveries");
     }
     respond(StatusCode::ACCEPTED, body, None, false)
+}
+
+/// A signed message whose signature, timestamp and size are checked, and whose
+/// `webhook-id` is not recorded yet.
+struct Unrecorded {
+    /// The parsed message, or the `invalid-request` problem for a body that does not match.
+    message: Result<BrokerMessage, Problem>,
+    /// The id to record.
+    record: RecordWork,
+    /// The body's SHA-256.
+    digest: [u8; 32],
+}
+
+/// The checks of [`diax_sdk::axum_ext::Signed`] (content type, size, signature, timestamp,
+/// schema) without its replay-store step, which the caller does: for an offer in the
+/// transaction that decides it.
+async fn verify(service: &Service, request: Request) -> Result<Unrecorded, Problem> {
+    let verifier = service.verifier();
+    let (parts, body) = request.into_parts();
+    if !is_json(&parts.headers) {
+        return Err(Problem::new(ProblemType::UnsupportedMediaType)
+            .with_detail("signed messages must be sent as application/json"));
+    }
+    let limit = verifier.config().max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Problem::new(ProblemType::PayloadTooLarge)
+            .with_detail(format!("body exceeds {limit} bytes or could not be read"))
+    })?;
+    let now = unix_now();
+    let verified = verifier
+        .verify_signature_at(&raw_headers(&parts.headers), &body, now)
+        .map_err(|e| Problem::from(&e))?;
+    let digest = body_digest(&body);
+    let message = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(ProblemType::InvalidRequest)
+            .with_detail(format!("body does not match the message schema: {e}"))
+    });
+    Ok(Unrecorded {
+        message,
+        record: RecordWork {
+            id: verified.id.to_string(),
+            digest: hex_encode(&digest),
+            expires_at: verifier.replay_expires_at(now),
+            now,
+        },
+        digest,
+    })
+}
+
+/// The problem for a replay-store refusal: `replayed-message` (409) for an id seen with
+/// another body, `service-unavailable` when the store failed.
+fn replay_problem(message_id: &str, e: ReplayError) -> Problem {
+    Problem::from(&match e {
+        ReplayError::Conflict => VerifyError::Replayed(message_id.to_owned()),
+        ReplayError::Unavailable(why) => VerifyError::ReplayStore(why),
+        other => VerifyError::ReplayStore(other.to_string()),
+    })
+}
+
+/// Answers a message refused before it was handled.
+fn refused(service: &Service, problem: Problem) -> Response {
+    let signature_problem = matches!(
+        problem.kind(),
+        Some(
+            ProblemType::SignatureInvalid
+                | ProblemType::SignatureMalformed
+                | ProblemType::SignatureMissing
+                | ProblemType::TimestampOutOfTolerance
+        )
+    );
+    if signature_problem && service.verifier().keyring().is_empty() {
+        return ApiError::NotRegistered.into_response();
+    }
+    tracing::info!(problem = %problem, "signed message refused");
+    problem.into_response()
 }
 
 /// Answers with an error, saving 4xx answers so a redelivery gets the same one.

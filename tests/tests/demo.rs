@@ -50,7 +50,10 @@ fn demo_plays_the_story(args: &[&str]) -> String {
     assert_eq!(report["watertight"], true, "{report}");
     let picture = std::fs::read(out_dir.path().join("picture.png")).unwrap();
     assert!(picture.starts_with(&diax_sdk::wire::PNG_SIGNATURE));
-    assert!(stdout.contains("picture.png"), "picture path not printed:\n{stdout}");
+    assert!(
+        stdout.contains("picture.png"),
+        "picture path not printed:\n{stdout}"
+    );
     stdout.into_owned()
 }
 

@@ -124,7 +124,10 @@ async fn full_story(db: ProviderDb, scheme: Scheme) {
             .sum()
     };
     assert_eq!(hole_pixels(0), 0, "hole colour in the before views");
-    assert!(hole_pixels(1) > 50, "no filled hole shown in the after views");
+    assert!(
+        hole_pixels(1) > 50,
+        "no filled hole shown in the after views"
+    );
     // Step 7: notified by signed callback (exactly one completion) and pending on the next request.
     let inbox = outcome.gareth.inbox.as_ref().unwrap();
     let completions: Vec<_> = inbox

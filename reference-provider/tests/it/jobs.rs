@@ -202,7 +202,10 @@ async fn full_story(backend: Backend, scheme: Scheme) {
     assert_eq!(resp.status(), 403);
 
     // The repair picture beside it, behind the same credential: a PNG, digest as offered.
-    let picture = result.picture.as_ref().expect("job.completed offers a picture");
+    let picture = result
+        .picture
+        .as_ref()
+        .expect("job.completed offers a picture");
     assert_eq!(picture.url, format!("{}/picture", dl.url));
     assert_eq!(picture.authorization.as_deref(), Some(auth.as_str()));
     let png = diax_sdk::client::download_to_vec(&client(), picture, &Default::default())
@@ -212,7 +215,10 @@ async fn full_story(backend: Backend, scheme: Scheme) {
     let resp = client().get(&picture.url).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let resp = client()
-        .get(format!("{}/results/pjob_other/picture", provider.base_url()))
+        .get(format!(
+            "{}/results/pjob_other/picture",
+            provider.base_url()
+        ))
         .header("authorization", &auth)
         .send()
         .await

@@ -25,6 +25,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/diax/jobs/{provider_job_id}"),
     ("get", "/results/{provider_job_id}"),
     ("head", "/results/{provider_job_id}"),
+    ("get", "/results/{provider_job_id}/picture"),
+    ("head", "/results/{provider_job_id}/picture"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/openapi.json"),

@@ -227,13 +227,20 @@ impl Scene {
         // Every event FixMyPrint queued was delivered; the broker received each (under its
         // webhook-id) and answered 200; a redelivery of one it already had is acknowledged
         // as a duplicate, not applied again (one result version per job, above).
-        let outbox: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT o.message_id, j.broker_job_id, o.state FROM outbox o \
-             JOIN jobs j ON j.provider_job_id = o.provider_job_id",
-        )
-        .fetch_all(&self.pg)
-        .await
-        .unwrap();
+        // The broker applies an event before FixMyPrint reads its `200` and marks the row
+        // delivered, so a job can be completed at the broker a moment before its last row
+        // is marked: wait for every row to leave `pending` (or give up after a minute).
+        let query = "SELECT o.message_id, j.broker_job_id, o.state FROM outbox o \
+                     JOIN jobs j ON j.provider_job_id = o.provider_job_id";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let outbox: Vec<(String, String, String)> = loop {
+            let rows: Vec<(String, String, String)> =
+                sqlx::query_as(query).fetch_all(&self.pg).await.unwrap();
+            if rows.iter().all(|r| r.2 != "pending") || tokio::time::Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let mut sent: HashMap<String, HashSet<String>> = HashMap::new();
         for (message_id, job, state) in &outbox {
             assert_eq!(state, "delivered", "{message_id} of {job}");

@@ -420,9 +420,12 @@ async fn notified_user(
 
 #[tokio::test]
 async fn a_tarpit_destination_delays_only_itself() {
-    // Each request to the tarpit hangs for the whole HTTP timeout (5 s here).
+    // Each request to the tarpit hangs for the whole HTTP timeout, long enough here that none
+    // ends during the test however slow the machine: the tarpit's hit count is then the
+    // number of its requests in flight.
     let config = broker_mock::Config {
         max_in_flight_per_destination: 2,
+        http_timeout: 600,
         ..test_config()
     };
     let (broker, api) = start(config).await;
@@ -435,7 +438,7 @@ async fn a_tarpit_destination_delays_only_itself() {
     })
     .await;
     // A healthy user's notification is created after four stuck ones, and is delivered
-    // while the tarpit still holds its requests (sent one at a time, it would wait 4 × 5 s).
+    // while the tarpit still holds its requests (sent one at a time, it would wait for ever).
     let _healthy = notified_user(&api, &s, format!("{}/notify", fake.base_url), 1).await;
     eventually("the healthy notification", || {
         !fake.state.notifications.lock().unwrap().is_empty()
@@ -455,8 +458,11 @@ async fn a_tarpit_destination_delays_only_itself() {
 /// the others: each round takes at most the per-destination bound from each destination.
 #[tokio::test]
 async fn a_stuck_destination_with_more_than_a_round_due_starves_no_one() {
+    // No tarpit request ends during the test (see above): hits are requests in flight. With
+    // the usual 5 s timeout, a loaded machine let the first time out and a third start.
     let config = broker_mock::Config {
         max_in_flight_per_destination: 2,
+        http_timeout: 600,
         ..test_config()
     };
     let (broker, api) = start(config).await;

@@ -137,7 +137,7 @@ async fn apply(
     seq: i64,
 ) -> ApiResult<EventAck> {
     let now = state.clock.now();
-    let mut result_version = None;
+    let mut fetched = None;
     if let JobEventKind::Completed { result } = &event.kind {
         let subject = Subject {
             provider_id: Some(job.provider_id.to_string()),
@@ -167,23 +167,20 @@ async fn apply(
             provider_id: event.provider_id.clone(),
             from_version: job.version,
         };
-        // Another delivery of the same event may have stored it meanwhile.
-        if let Some(again) = recheck_duplicate(state, job, seq, canonical).await? {
-            return Ok(again);
-        }
-        let v = models::add_version(
-            &state.db,
-            &job.model_id,
-            &bytes,
-            picture.as_deref(),
-            &source,
-            now,
-        )
-        .await?;
-        result_version = Some(v);
+        fetched = Some((bytes, picture, source));
     }
+    let version = fetched
+        .as_ref()
+        .map(|(bytes, picture, source)| models::NewVersion {
+            model: &job.model_id,
+            bytes,
+            picture: picture.as_deref(),
+            source,
+        });
+    // The version is stored with the event, in one transaction: a redelivery that
+    // recorded the event meanwhile makes none.
     let Some(new_state) =
-        jobs::apply_event(&state.db, job, event, canonical, seq, result_version, now).await?
+        jobs::apply_event(&state.db, job, event, canonical, seq, version.as_ref(), now).await?
     else {
         return recheck_duplicate(state, job, seq, canonical)
             .await?

@@ -6,7 +6,7 @@ use diax_sdk::util::{random_token, sha256_hex};
 use diax_sdk::wire::{Model, ModelList, ModelVersion, VersionSource, broker_paths};
 use diax_sdk::{JobId, ModelId, UserId};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row, SqlitePool};
+use sqlx::{FromRow, Row, SqliteConnection, SqlitePool};
 
 use super::{opt_id, scalar_id};
 use crate::error::{ApiError, ApiResult};
@@ -214,16 +214,29 @@ pub(crate) async fn upload(
     find(db, base, owner, &id).await
 }
 
-/// Stores `bytes` as a new version of `model`, made by a job, with the job's checked
-/// `picture` (a PNG) if it sent one; returns the version number.
+/// A model version a job made: its result, with the job's checked `picture` (a PNG) if it
+/// sent one.
+pub(crate) struct NewVersion<'a> {
+    pub(crate) model: &'a ModelId,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) picture: Option<&'a [u8]>,
+    pub(crate) source: &'a VersionSource,
+}
+
+/// Stores `new` as the next version of its model on `conn` (inside the transaction that
+/// records the event which made it, so a version exists exactly when its event was
+/// applied); returns the version number.
 pub(crate) async fn add_version(
-    db: &SqlitePool,
-    model: &ModelId,
-    bytes: &[u8],
-    picture: Option<&[u8]>,
-    source: &VersionSource,
+    conn: &mut SqliteConnection,
+    new: &NewVersion<'_>,
     now: i64,
 ) -> ApiResult<u32> {
+    let NewVersion {
+        model,
+        bytes,
+        picture,
+        source,
+    } = new;
     let version: u32 = sqlx::query_scalar(
         "INSERT INTO model_versions (model_id, version, size, sha256, content, created_at, source_job_id, source_provider_id, source_from_version, picture, picture_sha256)
          SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM model_versions WHERE model_id = $1
@@ -232,14 +245,14 @@ pub(crate) async fn add_version(
     .bind(model.as_str())
     .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
     .bind(sha256_hex(bytes))
-    .bind(bytes)
+    .bind(*bytes)
     .bind(now)
     .bind(source.job_id.as_str())
     .bind(source.provider_id.as_str())
     .bind(i64::from(source.from_version))
-    .bind(picture)
+    .bind(*picture)
     .bind(picture.map(sha256_hex))
-    .fetch_one(db)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(version)
 }

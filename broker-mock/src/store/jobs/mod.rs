@@ -21,6 +21,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row, SqliteConnection, SqlitePool};
 
 use self::state::Trigger;
+use super::models::{self, NewVersion};
 use super::{id, opt_id, opt_json, parsed, to_json_text};
 use crate::error::{ApiError, ApiResult};
 
@@ -390,7 +391,8 @@ pub(crate) fn admit_event(job: &JobRow, event: &JobEvent, sequence: i64) -> ApiR
 /// Applies provider event `event` (admitted by [`admit_event`], stored as `canonical`) to
 /// `job`: records it, moves the job along the state machine from the state it is in now,
 /// and stops a pending input once the provider works on the job or ended it.
-/// `result_version` is the stored result of a `job.completed`.
+/// `result` is the fetched result of a `job.completed`: it is stored as a new model version
+/// in the same transaction, so it exists exactly when the event was applied.
 ///
 /// `Ok(None)`: a concurrent delivery recorded this sequence first (nothing changed).
 pub(crate) async fn apply_event(
@@ -399,7 +401,7 @@ pub(crate) async fn apply_event(
     event: &JobEvent,
     canonical: &str,
     sequence: i64,
-    result_version: Option<u32>,
+    result: Option<&NewVersion<'_>>,
     now: i64,
 ) -> ApiResult<Option<JobState>> {
     let mut tx = db.begin().await?;
@@ -417,6 +419,13 @@ pub(crate) async fn apply_event(
     if inserted.rows_affected() != 1 {
         return Ok(None);
     }
+    // The result becomes a version in this transaction: if the event is refused, or the
+    // request is dropped before the commit, there is no version without its event (and a
+    // redelivery cannot make a second one).
+    let result_version = match result {
+        Some(new) => Some(models::add_version(&mut tx, new, now).await?),
+        None => None,
+    };
     let trigger = Trigger::of_event(&event.kind);
     // The broker's own steps (giving up an input) may have moved the job since it was read:
     // move it from where it is now, if the machine allows.
@@ -788,6 +797,93 @@ mod tests {
             recorded_event(&db, &id, 1).await.expect("read"),
             Some(canonical)
         );
+    }
+
+    async fn versions(db: &SqlitePool) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM model_versions WHERE model_id = 'mdl_x'")
+            .fetch_one(db)
+            .await
+            .expect("count")
+    }
+
+    fn completed(job: &JobId) -> (JobEvent, String) {
+        event(
+            job,
+            JobEventKind::Completed {
+                result: diax_sdk::wire::JobResult {
+                    download: diax_sdk::wire::Download {
+                        url: "https://provider.test/r".into(),
+                        authorization: None,
+                        expires_at: 100,
+                        size: 3,
+                        sha256: diax_sdk::util::sha256_hex(b"stl"),
+                    },
+                    format: "stl".into(),
+                    report: None,
+                    charged: None,
+                    picture: None,
+                },
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_result_is_a_version_exactly_when_its_event_is_applied() {
+        let source = diax_sdk::wire::VersionSource {
+            job_id: JobId::parse("job_done").expect("id"),
+            provider_id: ProviderId::parse("prv_x").expect("id"),
+            from_version: 1,
+        };
+        let model = ModelId::parse("mdl_x").expect("id");
+        let new = NewVersion {
+            model: &model,
+            bytes: b"stl",
+            picture: None,
+            source: &source,
+        };
+
+        // Refused by the state machine (the broker gave the job up while the result was
+        // being fetched): no version.
+        let (db, id) = db_with_job("job_done", "running").await;
+        let read = get(&db, &id).await.expect("job");
+        let problem = Problem::new(diax_sdk::ProblemType::UpstreamFailed);
+        sqlx::query("UPDATE jobs SET state = 'accepted' WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&db)
+            .await
+            .expect("update");
+        assert!(
+            input_given_up(&db, &id, 3, "unreachable", &problem, 10)
+                .await
+                .expect("give up")
+        );
+        let (done, canonical) = completed(&id);
+        match apply_event(&db, &read, &done, &canonical, 1, Some(&new), 11).await {
+            Err(ApiError::InvalidTransition(_)) => {}
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(versions(&db).await, 0, "a refused result made a version");
+
+        // Applied once; the same event again (a redelivery that was not seen as one, e.g.
+        // after the first request was dropped mid-way) records nothing and adds none.
+        let (db, id) = db_with_job("job_done", "running").await;
+        let read = get(&db, &id).await.expect("job");
+        let to = apply_event(&db, &read, &done, &canonical, 1, Some(&new), 11)
+            .await
+            .expect("applied");
+        assert_eq!(to, Some(JobState::Completed));
+        assert_eq!(versions(&db).await, 1);
+        let again = apply_event(&db, &read, &done, &canonical, 1, Some(&new), 12)
+            .await
+            .expect("no error");
+        assert_eq!(again, None);
+        assert_eq!(
+            versions(&db).await,
+            1,
+            "a second delivery made a second version"
+        );
+        let row = get(&db, &id).await.expect("job");
+        assert_eq!(row.result_version, Some(1));
     }
 
     #[test]

@@ -1042,6 +1042,7 @@ async fn a_provider_that_never_calls_back_fails_the_job_checks() {
             "events.retry-backoff",
             "events.fields",
             "result.credential-required",
+            "result.picture",
             "offer.repeated-after-end",
             "input.repeated-same-job",
             "charges.match-quote",

@@ -111,7 +111,9 @@ pub struct InputRefused(pub FetchRefused);
 
 fn hint(rule: &FetchRefused) -> &'static str {
     match rule {
-        FetchRefused::Scheme { .. } | FetchRefused::PlainHttp | FetchRefused::PrivateAddress { .. } => {
+        FetchRefused::Scheme { .. }
+        | FetchRefused::PlainHttp
+        | FetchRefused::PrivateAddress { .. } => {
             " (inputs come from public https addresses unless the origin is listed with \
              --input-origin or --allow-private-inputs is set)"
         }

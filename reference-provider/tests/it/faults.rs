@@ -408,7 +408,10 @@ async fn inputs_at_private_addresses_are_refused_by_default() {
         let ExecutionOutcome::Failed { problem, .. } = outcome else {
             panic!("{url}: {outcome:?}")
         };
-        assert!(problem.is(ProblemType::DownloadFailed), "{url}: {problem:?}");
+        assert!(
+            problem.is(ProblemType::DownloadFailed),
+            "{url}: {problem:?}"
+        );
         let detail = problem.detail.clone().unwrap_or_default();
         assert!(
             detail.contains("fetch refused") && detail.contains("--allow-private-inputs"),
@@ -474,7 +477,14 @@ async fn inputs_only_from_the_listed_origins(backend: Backend) {
     let account = create_account(&provider, "Unlisted").await;
     top_up(&provider, &account.api_key, 500).await;
     let unlisted = format!("http://127.0.0.1:{}/m.stl", counter.port);
-    offer_with_input(&provider, &broker, &account, &model, input_at(&unlisted, &model)).await;
+    offer_with_input(
+        &provider,
+        &broker,
+        &account,
+        &model,
+        input_at(&unlisted, &model),
+    )
+    .await;
     let outcome = service::try_execute_job(provider.service(), "t")
         .await
         .unwrap();
@@ -484,7 +494,11 @@ async fn inputs_only_from_the_listed_origins(backend: Backend) {
     assert!(problem.is(ProblemType::DownloadFailed), "{problem:?}");
     let detail = problem.detail.clone().unwrap_or_default();
     assert!(detail.contains("not an allowed origin"), "{detail}");
-    assert_eq!(counter.accepted(), 0, "no connection to an origin not listed");
+    assert_eq!(
+        counter.accepted(),
+        0,
+        "no connection to an origin not listed"
+    );
     provider.shutdown().await;
 
     let db = TestDb::new(backend).await;

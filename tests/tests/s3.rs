@@ -1,6 +1,7 @@
 //! FixMyPrint with its results in an S3-compatible bucket: a real `moto_server` on loopback
-//! (see `e2e::s3`), the broker mock fetching results and their repair pictures from presigned URLs on the store's
-//! origin, a start-up probe for bad settings, large results in parts, a store outage.
+//! (see `e2e::s3`), the broker mock fetching results and their repair pictures from
+//! presigned URLs on the store's origin, a start-up probe for bad settings, large results in
+//! parts, a store outage.
 
 use std::time::{Duration, Instant};
 

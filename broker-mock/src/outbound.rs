@@ -40,6 +40,7 @@ pub(crate) fn fetcher(cfg: &Config) -> Result<client::Fetcher, StartError> {
         connect_timeout: Duration::from_secs(cfg.http_timeout.clamp(1, 10)),
         extra_root_certs_pem: extra,
         user_agent: concat!("broker-mock/", env!("CARGO_PKG_VERSION")).to_owned(),
+        ..client::ClientConfig::default()
     };
     client::Fetcher::new(&config, fetch_policy(cfg))
         .map_err(|e| StartError::Client(ErrorChain(&e).to_string()))

@@ -60,6 +60,13 @@ pub struct ClientConfig {
     pub extra_root_certs_pem: Vec<Vec<u8>>,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// How long an idle pooled connection may be reused. Default 4 s: shorter than the
+    /// time servers keep an idle connection open (5 s for Apache httpd and Node.js, 10 s
+    /// for this SDK's [`server`](crate::server) and any hyper server with a header-read
+    /// timeout). A client that reuses a connection the server is closing at that moment
+    /// sends its request into a closed socket and gets a connection reset; a pool that
+    /// forgets idle connections first never does.
+    pub pool_idle_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -69,6 +76,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             extra_root_certs_pem: Vec::new(),
             user_agent: concat!("diax-sdk/", env!("CARGO_PKG_VERSION")).to_owned(),
+            pool_idle_timeout: Duration::from_secs(4),
         }
     }
 }
@@ -119,7 +127,7 @@ pub enum UrlError {
 }
 
 /// Builds a reqwest client: rustls with the platform's roots plus `extra_root_certs_pem`,
-/// no redirects, the configured timeouts.
+/// no redirects, the configured timeouts and idle-connection lifetime.
 ///
 /// ```
 /// use std::time::Duration;
@@ -150,6 +158,7 @@ fn client_builder(config: &ClientConfig) -> Result<reqwest::ClientBuilder, Clien
         .redirect(reqwest::redirect::Policy::none())
         .timeout(config.timeout)
         .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(config.pool_idle_timeout)
         .user_agent(config.user_agent.clone())
         .tls_certs_merge(certs))
 }

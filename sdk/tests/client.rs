@@ -1149,3 +1149,71 @@ async fn answers_over_the_sender_limit_are_refused() {
     assert!(err.is_transient());
     assert_eq!(log.hits("bad"), 1);
 }
+
+/// A plain HTTP/1.1 keep-alive server on loopback that answers every request `200 ok` and
+/// counts the connections it accepted.
+async fn counting_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    // Requests without bodies: one answer per header block.
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_idle_past_the_pool_timeout_is_never_reused() {
+    // Servers close idle keep-alive connections (this SDK's server after its 10 s
+    // header-read timeout, Apache and Node.js after 5 s); a client that reuses one at the
+    // moment the server closes it gets a connection reset. The default pool forgets idle
+    // connections before any of those.
+    assert!(ClientConfig::default().pool_idle_timeout < Duration::from_secs(5));
+    let (addr, accepted) = counting_server().await;
+    let client = http_client(&ClientConfig {
+        pool_idle_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let url = format!("http://{addr}/");
+    let get = || async {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "ok");
+    };
+    get().await;
+    get().await;
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "reused while fresh"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    get().await;
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "an idle connection older than the pool timeout was reused"
+    );
+}

@@ -218,3 +218,11 @@ async fn a_signed_sender_with_ed25519_keys_is_verified_by_public_key_only() {
     );
     let _ = stop.send(());
 }
+
+#[test]
+fn the_sdk_client_forgets_idle_connections_before_the_sdk_server_closes_them() {
+    assert!(
+        diax_sdk::client::ClientConfig::default().pool_idle_timeout
+            < ServerLimits::default().header_read_timeout
+    );
+}

@@ -560,8 +560,7 @@ async fn a_log_and_upload_flood_keeps_the_brokers_memory_bounded() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let base = format!("http://{addr}");
-    diax_sdk::client::install_crypto_provider();
-    let http = reqwest::Client::new();
+    let http = diax_sdk::client::http_client(&diax_sdk::client::ClientConfig::default()).unwrap();
     let pid = broker.0.id();
     // Warm: a user and a small upload.
     let api = broker_mock::BrokerApi::new(http.clone(), &base);

@@ -36,12 +36,10 @@ pub fn test_config() -> Config {
     }
 }
 
+/// The SDK's client (no redirects; idle connections forgotten before the server closes
+/// them, so no request goes into a connection the server is closing).
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    diax_sdk::client::http_client(&diax_sdk::client::ClientConfig::default()).unwrap()
 }
 
 pub async fn start(config: Config) -> (broker_mock::Broker, BrokerApi) {

@@ -157,6 +157,7 @@ impl Service {
             connect_timeout: config.http_timeout.min(Duration::from_secs(10)),
             extra_root_certs_pem: roots,
             user_agent: concat!("fixmyprint/", env!("CARGO_PKG_VERSION")).into(),
+            ..ClientConfig::default()
         };
         let http = diax_sdk::client::http_client(&client_config)?;
         let inputs = inputs::InputFetchers::new(&config, &client_config)?;

@@ -126,6 +126,7 @@ fn parse_config(
         connect_timeout: request_timeout.min(Duration::from_secs(10)),
         extra_root_certs_pem: cfg.extra_root_certs_pem.clone(),
         user_agent: concat!("broker-mock-conformance/", env!("CARGO_PKG_VERSION")).to_owned(),
+        ..ClientConfig::default()
     })
     .map_err(|e| ConformanceError::Client(e.to_string()))?;
     Ok((keyring, provider_id, http))

@@ -1,5 +1,6 @@
 //! The repair picture, checked by its pixels: filled holes in the hole colour where the holes
-//! were, nothing marked on a model that needed no repair, never blank or clipped; and the
+//! were (also a hole whose fill a view sees only from behind), nothing marked on a model that
+//! needed no repair, never blank or clipped; and the
 //! `--picture` / `--html` options of `fixmyprint repair`, bad paths and budgets included.
 use std::process::Command;
 
@@ -261,4 +262,111 @@ fn a_picture_that_cannot_be_made_is_one_line_and_the_repair_is_kept() {
         );
     }
     assert!(!dir.path().join("r.html").exists());
+}
+
+/// A 10 mm cube of `n` × `n` squares per face (two facets each, wound outward), as ASCII
+/// STL, without the squares of face `+y` (the back, away from the front view) whose
+/// (x, z) cell is in `hole`.
+fn cube_with_back_hole(n: usize, hole: std::ops::Range<usize>) -> String {
+    use std::fmt::Write as _;
+    let step = 10.0 / n as f32;
+    let mut stl = String::from("solid cube\n");
+    for axis in 0..3 {
+        let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
+        for side in [0.0f32, 10.0] {
+            for i in 0..n {
+                for j in 0..n {
+                    // On +y, u is z and v is x.
+                    if axis == 1 && side > 0.0 && hole.contains(&i) && hole.contains(&j) {
+                        continue;
+                    }
+                    let p = |di: usize, dj: usize| {
+                        let mut q = [0.0f32; 3];
+                        q[axis] = side;
+                        q[u] = (i + di) as f32 * step;
+                        q[v] = (j + dj) as f32 * step;
+                        q
+                    };
+                    // (p00, p10, p11) has normal +axis; the low side is wound the other way.
+                    let mut tris = [[p(0, 0), p(1, 0), p(1, 1)], [p(0, 0), p(1, 1), p(0, 1)]];
+                    if side == 0.0 {
+                        for t in &mut tris {
+                            t.swap(1, 2);
+                        }
+                    }
+                    for t in tris {
+                        stl.push_str("facet normal 0 0 0\nouter loop\n");
+                        for q in t {
+                            let _ = writeln!(stl, "vertex {} {} {}", q[0], q[1], q[2]);
+                        }
+                        stl.push_str("endloop\nendfacet\n");
+                    }
+                }
+            }
+        }
+    }
+    stl.push_str("endsolid cube\n");
+    stl
+}
+
+#[test]
+fn a_hole_seen_only_from_behind_is_still_ringed_in_the_hole_colour() {
+    // The hole is the 2 × 2 mm square x, z in [4, 6] of the back face (y = 10): the front
+    // view (from −y) and the iso view (from +x, −y, +z) see its fill only from behind,
+    // through the cube's near faces.
+    let stl = cube_with_back_hole(10, 4..6);
+    let (image, repaired, _) = draw(stl.as_bytes());
+    assert_eq!(repaired.report.holes_filled, 1);
+    assert!(repaired.report.watertight);
+    assert_framed(&image);
+    let options = RepairOptions::default();
+    let soup = heal::stl::parse(stl.as_bytes(), &options).unwrap();
+    let picture = Picture::new(&soup.positions, &PictureOptions::default()).unwrap();
+    for (col, view) in [(0, "front"), (2, "iso")] {
+        // The hole's outline on screen, and the bounding box of its corners.
+        let corners = [
+            [4.0, 10.0, 4.0],
+            [6.0, 10.0, 4.0],
+            [6.0, 10.0, 6.0],
+            [4.0, 10.0, 6.0],
+        ]
+        .map(|p| picture.image_position(col, 1, p));
+        let (x0, x1) = corners
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), c| (a.min(c.0), b.max(c.0)));
+        let (y0, y1) = corners
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), c| (a.min(c.1), b.max(c.1)));
+        let region: Vec<[u8; 3]> = (y0 as usize..=y1 as usize)
+            .flat_map(|y| (x0 as usize..=x1 as usize).map(move |x| (x, y)))
+            .map(|(x, y)| image.pixel(x, y))
+            .collect();
+        let red = region.iter().filter(|&&c| hole_coloured(c)).count();
+        // Marked: the rings around the hidden fill show in the hole colour...
+        assert!(
+            red >= 20,
+            "{view}: {red} hole-coloured pixels over the hidden hole"
+        );
+        // ...but the fill itself stays hidden behind the near faces (drawn over them, it
+        // would cover the whole region).
+        assert!(
+            red * 2 < region.len(),
+            "{view}: {red} of {} pixels over the hidden hole are in the hole colour: the \
+             fill shows through the surface",
+            region.len()
+        );
+        // Nothing of it in the "before" view.
+        assert!(
+            !in_panel(&image, col, 0).any(hole_coloured),
+            "{view}: hole colour before"
+        );
+    }
+    // The top view (from +z) sees the back face edge on: the hole is still marked near it.
+    let (x, y) = picture.image_position(1, 1, [5.0, 10.0, 10.0]);
+    let near = (-14i32..=14).any(|dy| {
+        (-14i32..=14).any(|dx| {
+            hole_coloured(image.pixel((x as i32 + dx) as usize, (y as i32 + dy) as usize))
+        })
+    });
+    assert!(near, "top: no hole colour near the back edge at ({x}, {y})");
 }

@@ -1,6 +1,7 @@
 //! FixMyPrint with its results in an S3-compatible bucket: a real `moto_server` on loopback
-//! (see `e2e::s3`), the broker mock fetching results from presigned URLs on the store's
-//! origin, a start-up probe for bad settings, large results in parts, a store outage.
+//! (see `e2e::s3`), the broker mock fetching results and their repair pictures from
+//! presigned URLs on the store's origin, a start-up probe for bad settings, large results in
+//! parts, a store outage.
 
 use std::time::{Duration, Instant};
 
@@ -73,11 +74,47 @@ async fn the_story_with_results_in_a_bucket_served_by_presigned_urls() {
     let object = store.get(&key).await.unwrap().unwrap();
     assert_eq!(sha256_hex(&object), sha256_hex(&outcome.repaired));
 
-    // Once its credential has expired, the sweep removes the object from the bucket.
+    // The repair picture took the same path: beside the result in the bucket, fetched by
+    // the broker from its own presigned URL on the store, and shown to Gareth as stored.
+    let log = stack
+        .broker_api
+        .messages(&broker_mock::client::MessageFilter {
+            job_id: Some(outcome.job.job_id.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pictures: Vec<&str> = log
+        .messages
+        .iter()
+        .filter(|m| m.method == "GET" && m.verdict.starts_with("picture fetched"))
+        .map(|m| m.endpoint.as_str())
+        .collect();
+    assert_eq!(pictures.len(), 1, "{pictures:?}");
+    assert!(
+        pictures[0].starts_with(&prefix) && pictures[0].ends_with("?[redacted]"),
+        "{}",
+        pictures[0]
+    );
+    let picture_key = fixmyprint::service::storage::picture_key(&key);
+    let stored_picture = store.get(&picture_key).await.unwrap().unwrap();
+    assert!(stored_picture.starts_with(&diax_sdk::wire::PNG_SIGNATURE));
+    let result = outcome.job.result.clone().unwrap();
+    let shown = outcome
+        .gareth
+        .client
+        .report(&result.model_id, result.version)
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&shown), sha256_hex(&stored_picture));
+
+    // Once its credential has expired, the sweep removes the object and its picture from
+    // the bucket.
     let later = unix_now() + i64::try_from(service.config().result_ttl.as_secs()).unwrap() + 60;
     let swept = janitor::sweep(service, later).await.unwrap();
     assert_eq!(swept.expired_results, 1);
     assert!(store.get(&key).await.unwrap().is_none());
+    assert!(store.get(&picture_key).await.unwrap().is_none());
     stack.shutdown().await;
 }
 

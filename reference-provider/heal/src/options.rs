@@ -25,7 +25,7 @@ pub struct RepairOptions {
     /// up to 1e-5 of the diagonal per coordinate with room to spare.
     pub weld_relative_tolerance: f32,
     /// Stitch open seams: boundary edges that lie along another boundary edge (both ends
-    /// within a quarter of the shorter boundary edge at each, and within
+    /// within half the shortest edge at any boundary vertex near them, and within
     /// [`RepairOptions::stitch_relative`] of the diagonal) are joined, so an open piece of
     /// surface beside another is sewn on rather than dropped as a tiny shell. Only with the
     /// automatic weld: an explicit [`RepairOptions::weld_tolerance`], or `weld: false`, wins.

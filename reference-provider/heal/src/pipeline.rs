@@ -540,36 +540,47 @@ fn topology_stage(
     let mut st = stitch::Stitched::default();
     // An explicit weld tolerance (or exact welding only) wins: no stitch beyond it.
     let auto = options.weld && options.weld_tolerance.is_none();
-    if options.stitch && auto && topo.boundary_edges > 1 {
-        let diag = keys::par_bbox(vertices).map_or(0.0, |b| b.diagonal());
-        let cap = diag * f64::from(options.stitch_relative.max(0.0));
-        st = stitch::stitch(vertices, triangles, &topo.twin, cap);
-        if st.edges > 0 {
-            let into = &st.merge_into;
-            touched.extend(
-                (0..into.len() as u32)
-                    .filter(|&v| into[v as usize] != v)
-                    .flat_map(|v| [v, into[v as usize]]),
-            );
-            triangles
-                .par_iter_mut()
-                .for_each(|t| *t = t.map(|v| into[v as usize]));
-            drop(topo);
-            let before = tags.as_ref().map(|_| triangles.clone());
-            let (degenerate, duplicate, gone) = clean::clean(
-                vertices,
-                triangles,
-                options.remove_degenerate,
-                options.remove_duplicates,
-            );
-            if let (Some(t), Some(before)) = (tags.as_mut(), before) {
-                *t = provenance::carry(&before, triangles, t);
-            }
-            removed.0 += degenerate;
-            removed.1 += duplicate;
-            touched.extend(gone);
-            topo = topology::pair_edges(triangles);
+    let diag = keys::par_bbox(vertices).map_or(0.0, |b| b.diagonal());
+    let cap = diag * f64::from(options.stitch_relative.max(0.0));
+    // Once a round has sewn its pairs, edges whose match was barred (two pieces that now
+    // share a vertex) may match: a few rounds, each only while the last one sewed something.
+    // Every round keeps the scales of the rounds before (see `stitch::stitch`), so limits never
+    // grow as the boundary shrinks.
+    let mut scale = Vec::new();
+    let mut rounds = 0;
+    while rounds < STITCH_ROUNDS && options.stitch && auto && topo.boundary_edges > 1 {
+        rounds += 1;
+        let round = stitch::stitch(vertices, triangles, &topo.twin, cap, &mut scale);
+        st.edges += round.edges;
+        st.vertices += round.vertices;
+        st.largest = st.largest.max(round.largest);
+        if round.edges == 0 {
+            break;
         }
+        let into = &round.merge_into;
+        touched.extend(
+            (0..into.len() as u32)
+                .filter(|&v| into[v as usize] != v)
+                .flat_map(|v| [v, into[v as usize]]),
+        );
+        triangles
+            .par_iter_mut()
+            .for_each(|t| *t = t.map(|v| into[v as usize]));
+        drop(topo);
+        let before = tags.as_ref().map(|_| triangles.clone());
+        let (degenerate, duplicate, gone) = clean::clean(
+            vertices,
+            triangles,
+            options.remove_degenerate,
+            options.remove_duplicates,
+        );
+        if let (Some(t), Some(before)) = (tags.as_mut(), before) {
+            *t = provenance::carry(&before, triangles, t);
+        }
+        removed.0 += degenerate;
+        removed.1 += duplicate;
+        touched.extend(gone);
+        topo = topology::pair_edges(triangles);
     }
     let report = TopologyReport {
         edges: topo.edges,
@@ -578,10 +589,14 @@ fn topology_stage(
         stitched_edges: st.edges,
         stitched_vertices: st.vertices,
         stitch_largest: st.largest,
+        stitch_rounds: rounds as u64,
         seconds: 0.0,
     };
     (topo, report)
 }
+
+/// At most this many stitch rounds (each re-pairs the edges).
+const STITCH_ROUNDS: usize = 3;
 
 /// Winding: make the winding consistent across every edge and number the shells.
 fn winding_stage(

@@ -136,6 +136,9 @@ pub struct TopologyReport {
     pub stitched_vertices: u64,
     /// Largest gap a stitch bridged (model units).
     pub stitch_largest: f64,
+    /// Stitch rounds that ran (each after the last one sewed something; at most 3).
+    #[serde(default)]
+    pub stitch_rounds: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

@@ -7,22 +7,29 @@
 //!
 //! Two boundary edges `a → b` and `c → d` match when `a`, `d` and `b`, `c` (or `a`, `c` and
 //! `b`, `d`: the winding is made consistent later) are each within the smaller of their two
-//! limits. A boundary vertex's limit is [`STITCH_FRACTION`] of the shortest boundary edge at
-//! it, and at most `stitch_relative` of the bounding-box diagonal. So a stitch never joins
-//! the two ends of one edge, nor two vertices of one facet (checked), and whole edges must
-//! match, not just single points: a narrow slot between two real edges of different lengths
-//! or offset along each other stays open. An edge is stitched to its mutual best match
-//! only; the matched endpoints are merged (the smaller vertex id survives).
+//! limits. A boundary vertex's limit is [`STITCH_FRACTION`] of its scale — the shortest edge
+//! (boundary or not) at any boundary vertex near it (the 27 cells round its own in a grid of
+//! side `stitch_relative` × the diagonal) — and at most that reach. The neighbourhood, not the
+//! vertex's own edges: a piece of a vertex left apart by the weld (one needle of a fan) may
+//! hold only long edges while its neighbour on the fan's rim is a short edge away. So a stitch
+//! never joins the two ends of one edge, nor two distinct vertices of one facet (checked), and
+//! whole edges must match, not just single points: a narrow slot between two real edges of
+//! different lengths or offset along each other stays open. Two edges that share an endpoint
+//! (two pieces of one fan) match by their other ends. An edge is stitched to its mutual best
+//! match only (the smallest larger endpoint gap: the best, not the first within a bound, which
+//! is what tells a vertex's copy from its neighbour when the noise is a large part of the
+//! edges); the matched endpoints are merged (the smaller vertex id survives).
 //!
-//! Finding candidates is a sort, not a pairwise search: matching edges have lengths within
-//! a factor 1.5 of each other and midpoints within a quarter of the shorter one, so every
-//! edge is filed under its length class `⌊log₂ L⌋` and the cell of its midpoint in a grid of
-//! side `2^class` (the edges are sorted by that cell, so one cell's edges are neighbours in
-//! memory), and looks up the nearer 8 cells of its own class and, when its length allows a
-//! shorter partner, of the class below; every match found counts for both edges. At most
-//! [`STITCH_MAX_CANDIDATES`] candidates are verified per edge, in a fixed order, so a crafted
-//! pile of coincident boundary edges costs linear time and the result does not depend on
-//! the threads.
+//! Finding candidates is a sort, not a pairwise search: the midpoints of matching edges are
+//! at most the mean of their endpoint gaps apart, so within the smaller of the two edges'
+//! reach (the larger limit of its ends). Every edge is filed under its reach class
+//! `k = ⌊log₂ reach⌋` and the cell of its midpoint in a grid of side `2^(k+2)` (the edges are
+//! sorted by that cell, so one cell's edges are neighbours in memory), and looks up the
+//! nearer 8 cells of its own class and of the class below; every match found counts for both
+//! edges. Copies of one edge have nearly the same scale; a pair two classes apart is not
+//! found (it stays open, never a wrong merge). At most [`STITCH_MAX_CANDIDATES`] candidates
+//! are verified per edge, in a fixed order, so a crafted pile of coincident boundary edges
+//! costs linear time and the result does not depend on the threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,8 +38,9 @@ use rayon::prelude::*;
 use crate::keys::{self, hi, lo, pack};
 use crate::topology::{NONE, half_edge};
 
-/// A boundary vertex's stitch limit as a fraction of the shortest boundary edge at it.
-pub(crate) const STITCH_FRACTION: f64 = 0.25;
+/// A boundary vertex's stitch limit as a fraction of its scale (the shortest edge at any
+/// boundary vertex near it).
+pub(crate) const STITCH_FRACTION: f64 = 0.5;
 
 /// At most this many candidates are verified per boundary edge (over all its probes).
 pub(crate) const STITCH_MAX_CANDIDATES: usize = 24;
@@ -51,12 +59,15 @@ pub(crate) struct Stitched {
 }
 
 /// Stitch the boundary half-edges of `triangles` (`twin[h] == NONE`); `cap` is the absolute
-/// upper bound of a limit.
+/// upper bound of a limit. `scale` holds every vertex's scale from earlier rounds (empty at
+/// first): a vertex's scale is never larger than it was, so limits do not grow as the
+/// boundary (whose vertices give the scales) shrinks.
 pub(crate) fn stitch(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
     twin: &[u32],
     cap: f64,
+    prior: &mut Vec<f64>,
 ) -> Stitched {
     let boundary: Vec<u32> = (0..twin.len() as u32)
         .into_par_iter()
@@ -69,18 +80,74 @@ pub(crate) fn stitch(
     let dist = |a: [f64; 3], b: [f64; 3]| {
         ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
     };
-    // Per vertex: the shortest boundary edge at it (one pass, no sort).
-    let mut shortest = vec![f64::INFINITY; vertices.len()];
+    // Per boundary vertex: the shortest edge of positive length at it, boundary or not (the
+    // facets round a vertex whose boundary edges are long may hold a short edge to a
+    // neighbour that a stitch must never reach).
+    let mut on_boundary = vec![false; vertices.len()];
     for &h in &boundary {
         let (a, b) = half_edge(triangles, h);
-        let l = dist(pos(a), pos(b));
-        for v in [a, b] {
-            let s = &mut shortest[v as usize];
-            *s = s.min(l);
+        on_boundary[a as usize] = true;
+        on_boundary[b as usize] = true;
+    }
+    let at_boundary: Vec<(u32, f64)> = {
+        let on = &on_boundary;
+        triangles
+            .par_iter()
+            .filter(|t| t.iter().any(|&v| on[v as usize]))
+            .flat_map_iter(|t| {
+                (0..3).flat_map(move |k| {
+                    let (a, b) = (t[k], t[(k + 1) % 3]);
+                    let l = dist(pos(a), pos(b));
+                    [(a, l), (b, l)]
+                })
+            })
+            .filter(|&(v, l)| on[v as usize] && l > 0.0)
+            .collect()
+    };
+    drop(on_boundary);
+    let mut shortest = vec![f64::INFINITY; vertices.len()];
+    for (v, l) in at_boundary {
+        let s = &mut shortest[v as usize];
+        *s = s.min(l);
+    }
+    // A fragment of a vertex (some of the facets round it, split off by the weld) sees only
+    // its own edges, which may all be long while a neighbour vertex is much nearer (a fan's
+    // apex copies beside a ring of short edges). So a vertex's scale is the shortest edge at
+    // any boundary vertex near it: the smallest over the 27 cells round its own in a grid of
+    // side `cap` (the farthest a stitch reaches), each cell holding the smallest of its own.
+    let inv = 1.0 / cap;
+    let cell = |v: usize| vertices[v].map(|x| (f64::from(x) * inv).floor() as i64);
+    let mut cell_min: std::collections::HashMap<[i64; 3], f64> = Default::default();
+    for (v, &s) in shortest.iter().enumerate() {
+        if s.is_finite() {
+            let m = cell_min.entry(cell(v)).or_insert(s);
+            *m = m.min(s);
         }
     }
+    let known = |v: usize| prior.get(v).copied().unwrap_or(f64::INFINITY);
+    let scale: Vec<f64> = (0..vertices.len())
+        .into_par_iter()
+        .map(|v| {
+            if !shortest[v].is_finite() {
+                return known(v);
+            }
+            let c = cell(v);
+            let mut m = shortest[v];
+            for d in 0..27 {
+                let n = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
+                let n = [0, 1, 2].map(|a| c[a].wrapping_add(n[a]));
+                if let Some(&x) = cell_min.get(&n) {
+                    m = m.min(x);
+                }
+            }
+            m.min(known(v))
+        })
+        .collect();
+    drop(cell_min);
+    *prior = scale;
+    let scale = &*prior;
     let limit = |v: u32| -> f64 {
-        let s = shortest[v as usize];
+        let s = scale[v as usize];
         if s.is_finite() {
             (s * STITCH_FRACTION).min(cap)
         } else {
@@ -106,7 +173,7 @@ pub(crate) fn stitch(
         })
         .collect();
     drop(boundary);
-    let class = |e: &Edge| e.len().log2().floor() as i32;
+    let class = |e: &Edge| e.reach().log2().floor() as i32;
     let cell_of = |c: i32, m: [f64; 3]| {
         let s = side(c);
         m.map(|x| (x / s).floor() as i64)
@@ -169,11 +236,7 @@ pub(crate) fn stitch(
         let m = e.mid();
         // A partner's length is within a factor 1.5 of this one's: the class below is
         // possible only under 1.5 · 2^c.
-        let lo_c = if e.len() / 2f64.powi(c0) < 1.5 {
-            c0 - 1
-        } else {
-            c0
-        };
+        let lo_c = c0.saturating_sub(1);
         let mut left = STITCH_MAX_CANDIDATES;
         let mut mine = u64::MAX;
         'classes: for c in (lo_c..=c0).rev() {
@@ -187,7 +250,8 @@ pub(crate) fn stitch(
                 }
             });
             for k in 0..8usize {
-                let shifted = [0, 1, 2].map(|a| x[a] + if k >> a & 1 == 1 { dir[a] } else { 0 });
+                let shifted =
+                    [0, 1, 2].map(|a| x[a].wrapping_add(if k >> a & 1 == 1 { dir[a] } else { 0 }));
                 for j in run_of(cell_hash(c, shifted)) {
                     if j == i {
                         continue;
@@ -226,12 +290,8 @@ pub(crate) fn stitch(
             continue;
         }
         let (e, o) = (&edges[i], &edges[j as usize]);
-        let Some(s) = e.gap(o) else { continue };
-        let lim = |x: u32, y: u32| dist(pos(x), pos(y)) <= limit(x).min(limit(y));
-        let pairs = if lim(e.a, o.b) && lim(e.b, o.a) {
-            [(e.a, o.b), (e.b, o.a)]
-        } else {
-            [(e.a, o.a), (e.b, o.b)]
+        let Some((s, pairs)) = e.pairs(o) else {
+            continue;
         };
         for (x, y) in pairs {
             union(&mut parent, x, y);
@@ -256,12 +316,11 @@ pub(crate) fn stitch(
     }
 }
 
-/// The side of the midpoint grid of length class `c` (edges of length `2^c ..< 2^(c+1)`):
-/// two matching edges' midpoints are less than a quarter of the shorter edge apart, so under
-/// half a side of the shorter edge's class along every axis, and the nearer cell along each
-/// axis holds the partner.
+/// The side of the midpoint grid of reach class `c` (edges whose reach is `2^c ..< 2^(c+1)`):
+/// two matching edges' midpoints are at most the smaller reach apart, so under half a side of
+/// the lower class along every axis, and the nearer cell along each axis holds the partner.
 fn side(c: i32) -> f64 {
-    2f64.powi(c)
+    2f64.powi(c.saturating_add(2))
 }
 
 /// A boundary half-edge `a → b` of `facet`, with what verifying a match needs.
@@ -277,8 +336,11 @@ struct Edge {
 }
 
 impl Edge {
-    fn len(&self) -> f64 {
-        dist(self.pa, self.pb)
+    /// How far a matching edge's midpoint may be from this one's: the larger endpoint limit
+    /// (the midpoints of two matching edges are at most the mean of the two endpoint gaps
+    /// apart, each gap within both of its endpoints' limits).
+    fn reach(&self) -> f64 {
+        self.limit[0].max(self.limit[1])
     }
 
     fn mid(&self) -> [f64; 3] {
@@ -286,34 +348,47 @@ impl Edge {
     }
 
     /// When `self` and `o` match (`a`, `d` and `b`, `c`, or `a`, `c` and `b`, `d`, each
-    /// within the smaller of their limits, no vertex of one in the other's facet): the larger
-    /// of the two endpoint gaps.
+    /// within the smaller of their limits, never two distinct vertices of one facet): the
+    /// larger of the two endpoint gaps.
     fn gap(&self, o: &Edge) -> Option<f64> {
-        if o.facet.contains(&self.a)
-            || o.facet.contains(&self.b)
-            || self.facet.contains(&o.a)
-            || self.facet.contains(&o.b)
-        {
-            return None;
-        }
+        self.pairs(o).map(|(s, _)| s)
+    }
+
+    /// [`Edge::gap`], and the vertex pairs the match merges.
+    fn pairs(&self, o: &Edge) -> Option<(f64, [(u32, u32); 2])> {
         let within = |x: [f32; 3], lx: f64, y: [f32; 3], ly: f64| {
             let d = dist(x, y);
             (d <= lx.min(ly)).then_some(d)
         };
         let (l, m) = (self.limit, o.limit);
-        match (
+        let reversed = (
             within(self.pa, l[0], o.pb, m[1]),
             within(self.pb, l[1], o.pa, m[0]),
-        ) {
-            (Some(x), Some(y)) => Some(x.max(y)),
-            _ => match (
-                within(self.pa, l[0], o.pa, m[0]),
-                within(self.pb, l[1], o.pb, m[1]),
-            ) {
-                (Some(x), Some(y)) => Some(x.max(y)),
-                _ => None,
-            },
+        );
+        let pairs = [(self.a, o.b), (self.b, o.a)];
+        if let (Some(x), Some(y)) = reversed
+            && self.may_merge(o, pairs)
+        {
+            return Some((x.max(y), pairs));
         }
+        let pairs = [(self.a, o.a), (self.b, o.b)];
+        match (
+            within(self.pa, l[0], o.pa, m[0]),
+            within(self.pb, l[1], o.pb, m[1]),
+        ) {
+            (Some(x), Some(y)) if self.may_merge(o, pairs) => Some((x.max(y), pairs)),
+            _ => None,
+        }
+    }
+
+    /// May the vertex pairs `pairs` (a vertex of `self`, one of `o`) be merged? Never two
+    /// distinct vertices of one facet; a pair that is one vertex already (the two edges share
+    /// an endpoint, as fragments of one fan do) merges nothing, but not both.
+    fn may_merge(&self, o: &Edge, pairs: [(u32, u32); 2]) -> bool {
+        pairs.iter().any(|&(x, y)| x != y)
+            && pairs
+                .iter()
+                .all(|&(x, y)| x == y || (!self.facet.contains(&y) && !o.facet.contains(&x)))
     }
 }
 

@@ -65,15 +65,16 @@ impl FromRequestParts<Service> for Operator {
     }
 }
 
-/// The `Idempotency-Key` header, if any.
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+/// The `Idempotency-Key` header, if any; `Err` when it is not ASCII.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, http::header::ToStrError> {
     headers
         .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::Invalid("Idempotency-Key must be ASCII".into()))
-        })
+        .map(|v| v.to_str())
         .transpose()
+}
+
+fn not_ascii(_: http::header::ToStrError) -> ApiError {
+    ApiError::Invalid("Idempotency-Key must be ASCII".into())
 }
 
 /// Open an account
@@ -173,7 +174,7 @@ async fn top_up(
             ),
         ));
     }
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers).map_err(not_ascii)?;
     let done = accounts::top_up(service.db(), account.account_id.as_str(), req.amount, key).await?;
     Ok(Json(done))
 }
@@ -215,7 +216,7 @@ async fn operator_top_up(
     if account_id.len() > 100 {
         return Err(ApiError::NotFound("no such account".into()));
     }
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers).map_err(not_ascii)?;
     let done = accounts::top_up(service.db(), &account_id, req.amount, key).await?;
     tracing::info!(account = %account_id, amount = req.amount, entry = %done.entry.entry_id, "operator top-up");
     Ok(Json(done))

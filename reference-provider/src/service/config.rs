@@ -114,6 +114,10 @@ pub struct Config {
     /// Whether `POST /v1/accounts/me/top-up` adds money with no payment (a development
     /// stand-in for a payment system; off by default, then it answers `403 forbidden`).
     pub dev_top_up: bool,
+    /// The operator's key: whoever presents it may credit any account
+    /// (`POST /v1/operator/accounts/{account_id}/top-up`), as a payment system does once a
+    /// payment settles. `None` (the default): no one may.
+    pub operator_key: Option<OperatorKey>,
     /// A connection must send each request's head within this (slowloris), or it is closed.
     pub header_read_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
@@ -172,6 +176,7 @@ impl Default for Config {
             input_timeout: Duration::from_secs(3600),
             sweep_every: super::janitor::SWEEP_EVERY,
             dev_top_up: false,
+            operator_key: None,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             trusted_broker_keys: Vec::new(),
@@ -251,6 +256,7 @@ pub struct FileConfig {
     pub input_timeout_secs: Option<u64>,
     pub sweep_every_secs: Option<u64>,
     pub dev_top_up: Option<bool>,
+    pub operator_key: Option<Redacted>,
     pub header_read_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub trusted_broker_keys: Option<Vec<String>>,
@@ -285,6 +291,60 @@ impl std::str::FromStr for Redacted {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Self(s.to_owned()))
+    }
+}
+
+/// The operator's key (see [`Config::operator_key`]): at least [`OperatorKey::MIN_LEN`]
+/// printable ASCII characters, never printed by `Debug`, compared in constant time.
+///
+/// ```
+/// use fixmyprint::service::config::OperatorKey;
+///
+/// let key = OperatorKey::parse("op-4f7c1e9a2b8d6035e1c7a9f2")?;
+/// assert!(key.matches("op-4f7c1e9a2b8d6035e1c7a9f2"));
+/// assert!(!key.matches("op-4f7c1e9a2b8d6035e1c7a9f3"));
+/// assert_eq!(format!("{key:?}"), "OperatorKey([redacted])");
+/// assert!(OperatorKey::parse("short").is_err());
+/// # Ok::<(), fixmyprint::service::config::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct OperatorKey(String);
+
+impl OperatorKey {
+    /// Shortest key accepted.
+    pub const MIN_LEN: usize = 24;
+
+    /// Checks a configured key.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] (naming the rule, never the value) for a key shorter than
+    /// [`Self::MIN_LEN`] or with characters outside printable ASCII.
+    pub fn parse(key: &str) -> Result<Self, ConfigError> {
+        let key = key.trim();
+        if key.len() < Self::MIN_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::Invalid(format!(
+                "operator key: expected at least {} printable ASCII characters without spaces",
+                Self::MIN_LEN
+            )));
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    /// Whether `presented` is this key (in constant time: both are hashed first, and the
+    /// digests compared with `subtle`).
+    #[must_use]
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::Digest as _;
+        use subtle::ConstantTimeEq as _;
+        let want = sha2::Sha256::digest(self.0.as_bytes());
+        let got = sha2::Sha256::digest(presented.as_bytes());
+        want.as_slice().ct_eq(got.as_slice()).into()
+    }
+}
+
+impl std::fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorKey([redacted])")
     }
 }
 
@@ -369,6 +429,12 @@ pub struct ServeArgs {
     /// stand-in for a payment system) [default: off].
     #[arg(long, env = "FIXMYPRINT_DEV_TOP_UP")]
     pub dev_top_up: bool,
+    /// The operator's key (at least 24 characters): whoever presents it may credit any
+    /// account (POST /v1/operator/accounts/{account_id}/top-up), as a payment system does.
+    /// Prefer the environment or the file: a command line is visible to other local users
+    /// [default: none, no one may]
+    #[arg(long, env = "FIXMYPRINT_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<Redacted>,
     /// Where results go: `dir` (files in the data dir) or `s3://bucket[/prefix]` (an
     /// S3-compatible bucket; results handed out as presigned URLs) [default: dir].
     #[arg(long, env = "FIXMYPRINT_STORAGE")]
@@ -437,6 +503,7 @@ impl ServeArgs {
         over(&self.s3_access_key_id, &mut file.s3_access_key_id);
         over(&self.s3_secret_access_key, &mut file.s3_secret_access_key);
         over(&self.s3_session_token, &mut file.s3_session_token);
+        over(&self.operator_key, &mut file.operator_key);
         let mut c = file.apply(Config::default())?;
         if let Some(v) = self.addr {
             c.addr = v;
@@ -609,6 +676,9 @@ impl FileConfig {
         if let Some(v) = self.dev_top_up {
             c.dev_top_up = v;
         }
+        if let Some(v) = self.operator_key {
+            c.operator_key = Some(OperatorKey::parse(&v.0)?);
+        }
         if let Some(v) = self.header_read_timeout_ms {
             c.header_read_timeout = d(v.max(1));
         }
@@ -707,6 +777,49 @@ mod tests {
         assert!(!format!("{s3:?}").contains("flag-secret"));
         let bad: FileConfig = toml::from_str("storage = \"s3://NO\"").expect("toml");
         assert!(bad.apply(Config::default()).is_err());
+    }
+
+    #[test]
+    fn the_operator_key_is_checked_and_never_printed() {
+        let key = "op-OPERATORSECRET-0123456789";
+        let args = ServeArgs {
+            operator_key: Some(key.parse().expect("infallible")),
+            ..ServeArgs::default()
+        };
+        assert!(!format!("{args:?}").contains("OPERATORSECRET"));
+        let c = args.resolve().expect("resolve");
+        assert!(c.operator_key.as_ref().expect("set").matches(key));
+        assert!(!format!("{c:?}").contains("OPERATORSECRET"));
+        // The file's key, overridden by the option.
+        let f: FileConfig =
+            toml::from_str("operator_key = \"op-FILESECRET-0123456789abcdef\"").expect("toml");
+        assert!(!format!("{f:?}").contains("FILESECRET"));
+        let from_file = f.clone().apply(Config::default()).expect("apply");
+        assert!(
+            from_file
+                .operator_key
+                .expect("set")
+                .matches("op-FILESECRET-0123456789abcdef")
+        );
+        // Too short or with spaces: refused, without echoing the value.
+        for bad in ["op-SHORT", "op OPERATOR SECRET 0123456789"] {
+            let args = ServeArgs {
+                operator_key: Some(bad.parse().expect("infallible")),
+                ..ServeArgs::default()
+            };
+            let e = args.resolve().expect_err(bad).to_string();
+            assert!(
+                e.contains("operator key") && !e.contains("SHORT") && !e.contains("SECRET"),
+                "{e}"
+            );
+        }
+        // --help never shows the environment's value.
+        let cmd = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "operator_key")
+            .expect("--operator-key");
+        assert!(arg.is_hide_env_values_set());
     }
 
     #[test]

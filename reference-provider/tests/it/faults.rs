@@ -658,6 +658,126 @@ async fn the_top_up_is_off_unless_the_development_flag_is_set() {
     provider.shutdown().await;
 }
 
+const OPERATOR_KEY: &str = "op-test-0123456789abcdef0123";
+
+/// `POST /v1/operator/accounts/{account}/top-up` with `key` as the bearer token (if any) and
+/// an optional `Idempotency-Key`: the status and the body.
+async fn operator_top_up(
+    provider: &service::ServiceHandle,
+    account: &str,
+    key: Option<&str>,
+    idempotency: Option<&str>,
+    amount: i64,
+) -> (u16, Value) {
+    let mut req = client()
+        .post(format!(
+            "{}/v1/operator/accounts/{account}/top-up",
+            provider.base_url()
+        ))
+        .json(&serde_json::json!({ "amount": amount }));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(i) = idempotency {
+        req = req.header("idempotency-key", i);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    }
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Only the operator key credits an account: with no key configured the operator route
+/// answers `403`; with one, a missing key, an account's own API key or a wrong key get
+/// `401` and add nothing; the right key credits the account named (once per
+/// `Idempotency-Key`), and an unknown account is `404`. The development top-up stays off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_operator_key_credits_an_account() {
+    // No operator key configured: nobody may.
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = test_config(&db, db.dir());
+    config.dev_top_up = false;
+    let provider = start_provider(config).await;
+    let account = create_account(&provider, "Nobody").await;
+    let id = account.account_id.to_string();
+    let (status, body) = operator_top_up(&provider, &id, Some(OPERATOR_KEY), None, 1000).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["type"], ProblemType::Forbidden.uri());
+    assert!(
+        body["detail"].as_str().unwrap().contains("--operator-key"),
+        "{body}"
+    );
+    let (balance, _, kinds) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, kinds.len()), (0, 0));
+    provider.shutdown().await;
+
+    // An operator key configured.
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = test_config(&db, db.dir());
+    config.dev_top_up = false;
+    config.operator_key =
+        Some(fixmyprint::service::config::OperatorKey::parse(OPERATOR_KEY).unwrap());
+    let provider = start_provider(config).await;
+    let account = create_account(&provider, "Paying").await;
+    let id = account.account_id.to_string();
+    let wrong = format!("{OPERATOR_KEY}x");
+    for key in [None, Some(account.api_key.as_str()), Some(wrong.as_str())] {
+        let (status, body) = operator_top_up(&provider, &id, key, None, 1000).await;
+        assert_eq!(status, 401, "{key:?}: {body}");
+        assert_eq!(body["type"], ProblemType::Unauthorized.uri());
+        assert!(!body.to_string().contains(OPERATOR_KEY), "{body}");
+    }
+    // The account's own key does not open the development top-up either.
+    let resp = client()
+        .post(format!("{}/v1/accounts/me/top-up", provider.base_url()))
+        .bearer_auth(&account.api_key)
+        .json(&serde_json::json!({ "amount": 1000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let (balance, _, kinds) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, kinds.len()), (0, 0), "nothing added");
+
+    // The operator credits it, once per payment id.
+    for _ in 0..2 {
+        let (status, body) =
+            operator_top_up(&provider, &id, Some(OPERATOR_KEY), Some("pay_1"), 1000).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["balance"], 1000);
+    }
+    let (status, body) =
+        operator_top_up(&provider, &id, Some(OPERATOR_KEY), Some("pay_1"), 999).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = operator_top_up(&provider, &id, Some(OPERATOR_KEY), None, 250).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["balance"], 1250);
+    let (balance, held, kinds) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, held), (1250, 0));
+    assert_eq!(kinds, ["top_up", "top_up"]);
+    let (status, body) =
+        operator_top_up(&provider, "acc_nosuchaccount", Some(OPERATOR_KEY), None, 1).await;
+    assert_eq!(status, 404, "{body}");
+    provider.shutdown().await;
+}
+
+/// With `--dev-top-up` (the demo and the tests), an account tops itself up with its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_top_up_credits_the_callers_account() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = test_config(&db, db.dir());
+    config.dev_top_up = true;
+    let provider = start_provider(config).await;
+    let account = create_account(&provider, "Demo").await;
+    let body = top_up(&provider, &account.api_key, 700).await;
+    assert_eq!(body["balance"], 700);
+    let (balance, _, kinds) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, kinds), (700, vec!["top_up".to_owned()]));
+    provider.shutdown().await;
+}
+
 /// Sends half a request head and nothing more; returns once the server closed the
 /// connection, or panics after 20 s, far beyond the deadline under test.
 async fn slowloris(addr: std::net::SocketAddr) {

@@ -21,6 +21,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts/me/ledger"),
     ("post", "/v1/accounts/me/top-up"),
     ("post", "/v1/accounts/me/link-token"),
+    ("post", "/v1/operator/accounts/{account_id}/top-up"),
     ("post", "/diax/jobs"),
     ("get", "/diax/jobs/{provider_job_id}"),
     ("get", "/results/{provider_job_id}"),
@@ -98,6 +99,7 @@ fn every_route_is_documented() {
 /// Fills a documented path's parameters with well-formed dummy values.
 fn concrete(path: &str) -> String {
     path.replace("{provider_job_id}", "pjob_openapi")
+        .replace("{account_id}", "acc_openapi")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
-//! The provider's own API for its users: accounts, balance, ledger, top-up, link tokens.
+//! The provider's own API for its users: accounts, balance, ledger, top-up, link tokens;
+//! and the operator's credit of an account (a payment system's entry point).
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -8,7 +10,7 @@ use diax_sdk::Problem;
 use diax_sdk::clock::unix_now;
 use diax_sdk::wire::LinkTokenGrant;
 
-use super::{ApiJson, Authenticated};
+use super::{ApiJson, Authenticated, bearer};
 use crate::service::Service;
 use crate::service::accounts::{
     self, AccountCreated, AccountView, CreateAccount, Ledger, TopUp, TopUpDone,
@@ -18,7 +20,7 @@ use crate::service::registration;
 
 /// OpenAPI description of the account routes.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(create, me, ledger, top_up, link_token))]
+#[openapi(paths(create, me, ledger, top_up, link_token, operator_top_up))]
 pub(crate) struct Api;
 
 /// Account routes.
@@ -29,6 +31,50 @@ pub fn router() -> Router<Service> {
         .route("/v1/accounts/me/ledger", get(ledger))
         .route("/v1/accounts/me/top-up", post(top_up))
         .route("/v1/accounts/me/link-token", post(link_token))
+        .route(
+            "/v1/operator/accounts/{account_id}/top-up",
+            post(operator_top_up),
+        )
+}
+
+/// The caller presented the configured operator key (`Authorization: Bearer <key>`).
+/// Checked before the body is read: `403 forbidden` when this instance has no operator key,
+/// `401 unauthorized` for a missing or wrong one.
+#[derive(Debug)]
+pub struct Operator;
+
+impl FromRequestParts<Service> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Service) -> Result<Self, ApiError> {
+        let Some(key) = &state.config().operator_key else {
+            return Err(ApiError::Problem(
+                Problem::new(diax_sdk::ProblemType::Forbidden).with_detail(
+                    "no operator key is configured on this instance (--operator-key, \
+                     FIXMYPRINT_OPERATOR_KEY)",
+                ),
+            ));
+        };
+        match bearer(parts) {
+            Some(presented) if key.matches(presented) => Ok(Operator),
+            Some(_) => Err(ApiError::Unauthorized("not the operator key")),
+            None => Err(ApiError::Unauthorized(
+                "send the operator key as Authorization: Bearer <key>",
+            )),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header, if any; `Err` when it is not ASCII.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, http::header::ToStrError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| v.to_str())
+        .transpose()
+}
+
+fn not_ascii(_: http::header::ToStrError) -> ApiError {
+    ApiError::Invalid("Idempotency-Key must be ASCII".into())
 }
 
 /// Open an account
@@ -128,14 +174,51 @@ async fn top_up(
             ),
         ));
     }
-    let key = match headers.get("idempotency-key") {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::Invalid("Idempotency-Key must be ASCII".into()))?,
-        ),
-        None => None,
-    };
+    let key = idempotency_key(&headers).map_err(not_ascii)?;
     let done = accounts::top_up(service.db(), account.account_id.as_str(), req.amount, key).await?;
+    Ok(Json(done))
+}
+
+/// Credit an account (operator)
+///
+/// How money comes in for real: the operator's payment system, once a payment settles,
+/// credits the account it was for, with the operator key (`--operator-key`) and the
+/// payment's id as `Idempotency-Key`, so that a settlement reported twice credits once.
+/// `403 forbidden` when this instance has no operator key. An account's own API key is
+/// not enough.
+#[utoipa::path(
+    post,
+    path = "/v1/operator/accounts/{account_id}/top-up",
+    operation_id = "operator_top_up",
+    tag = "operator",
+    security(("operator_key" = [])),
+    params(
+        ("account_id" = String, Path, description = "The account to credit (`acc_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The payment's id: the same key adds the amount once"),
+    ),
+    request_body = TopUp,
+    responses(
+        (status = 200, description = "The ledger entry and the account's new balance", body = TopUpDone),
+        (status = 400, description = "`invalid-request`: amount outside 1 to 100 000 000, or a non-ASCII key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no operator key presented, or not the configured one", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: no operator key is configured on this instance", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such account", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the idempotency key was used with another amount", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn operator_top_up(
+    State(service): State<Service>,
+    _operator: Operator,
+    Path(account_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<TopUp>,
+) -> ApiResult<Json<TopUpDone>> {
+    if account_id.len() > 100 {
+        return Err(ApiError::NotFound("no such account".into()));
+    }
+    let key = idempotency_key(&headers).map_err(not_ascii)?;
+    let done = accounts::top_up(service.db(), &account_id, req.amount, key).await?;
+    tracing::info!(account = %account_id, amount = req.amount, entry = %done.entry.entry_id, "operator top-up");
     Ok(Json(done))
 }
 

@@ -35,6 +35,7 @@ units of the account currency."
     tags(
         (name = "accounts", description = "The provider's own API for its users: accounts, balance, ledger, top-up, link tokens"),
         (name = "broker", description = "Broker-facing endpoints: signed messages (`job_url`), job status (`status_url`), results"),
+        (name = "operator", description = "The operator's own calls: crediting accounts from a payment system"),
         (name = "ops", description = "Health and readiness"),
         (name = "meta", description = "This document"),
     ),
@@ -73,6 +74,17 @@ pub fn document() -> OpenApi {
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
                     "An account's API key (`fmp_…`), from `POST /v1/accounts`",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "operator_key",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "The operator's key (`--operator-key`): credits accounts; never given to users",
                 ))
                 .build(),
         ),

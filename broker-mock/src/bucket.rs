@@ -430,10 +430,18 @@ impl Bucket {
 
     /// A URL that lets its bearer `GET` object `key` for `ttl` (at most [`MAX_PRESIGN`])
     /// with no other credential.
-    pub(crate) async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, BucketError> {
+    pub(crate) async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<String, BucketError> {
         let url = self
             .store
-            .signed_url(http::Method::GET, &ObjectPath::from(key), ttl.min(MAX_PRESIGN))
+            .signed_url(
+                http::Method::GET,
+                &ObjectPath::from(key),
+                ttl.min(MAX_PRESIGN),
+            )
             .await?;
         Ok(url.to_string())
     }

@@ -182,12 +182,8 @@ pub(crate) async fn attempt_claimed(
     let (url, authorization) = match &facts.object_key {
         // In the bucket: a presigned GET URL is both the location and the credential.
         Some(key) => {
-            let url = models::presign_object(
-                state.bucket.as_ref(),
-                key,
-                Duration::from_secs(ttl),
-            )
-            .await?;
+            let url = models::presign_object(state.bucket.as_ref(), key, Duration::from_secs(ttl))
+                .await?;
             (url, None)
         }
         // In the database: the broker's own content URL and a bearer credential for it.

@@ -115,10 +115,12 @@ async fn upload(
     let model = models::upload(
         &state.db,
         &state.base_url,
-        &id,
-        &user.id,
-        &name,
-        &body,
+        &models::NewModel {
+            id: &id,
+            owner: &user.id,
+            name: &name,
+            body: &body,
+        },
         quota,
         state.clock.now(),
     )

@@ -169,9 +169,7 @@ async fn check_quota(
             quota.models
         )));
     }
-    let after = u64::try_from(stored)
-        .unwrap_or(0)
-        .saturating_add(bytes);
+    let after = u64::try_from(stored).unwrap_or(0).saturating_add(bytes);
     if after > quota.bytes {
         return Err(ApiError::PayloadTooLarge(format!(
             "storage quota reached: a user may store {} bytes of models",
@@ -333,19 +331,32 @@ pub(crate) async fn precheck_quota(
     check_quota(&mut conn, owner, size, quota).await
 }
 
-/// Stores `body` (checked non-empty, within the size limit) as version 1 of a new model `id`
-/// (fresh: [`ModelId::generate`]) of `owner` named `name` (checked by [`check_file_name`]), within `quota` (`base` as for
-/// [`find`]). When refused, a staged object is left for the caller to [`discard`].
+/// A new model: its version 1 and who owns it.
+pub(crate) struct NewModel<'a> {
+    /// Fresh: [`ModelId::generate`] (a staged object is already named after it).
+    pub(crate) id: &'a ModelId,
+    pub(crate) owner: &'a UserId,
+    /// Checked by [`check_file_name`].
+    pub(crate) name: &'a str,
+    /// Non-empty, within the size limit.
+    pub(crate) body: &'a Body,
+}
+
+/// Stores `new` within `quota` (`base` as for [`find`]). When refused, a staged object is
+/// left for the caller to [`discard`].
 pub(crate) async fn upload(
     db: &SqlitePool,
     base: &str,
-    id: &ModelId,
-    owner: &UserId,
-    name: &str,
-    body: &Body,
+    new: &NewModel<'_>,
     quota: Quota,
     now: i64,
 ) -> ApiResult<Model> {
+    let NewModel {
+        id,
+        owner,
+        name,
+        body,
+    } = *new;
     check_file_name(name)?;
     if body.size() == 0 {
         return Err(ApiError::InvalidRequest("empty model".into()));
@@ -497,7 +508,8 @@ pub(crate) async fn content(
     model: &ModelId,
     version: u32,
 ) -> ApiResult<Option<Content>> {
-    let row: Option<(Vec<u8>, Option<String>, String, String, Option<String>)> = sqlx::query_as(
+    type Row = (Vec<u8>, Option<String>, String, String, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT v.content, v.object_key, v.sha256, m.owner_id, v.source_job_id FROM model_versions v JOIN models m ON m.id = v.model_id
          WHERE v.model_id = $1 AND v.version = $2",
     )

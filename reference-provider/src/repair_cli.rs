@@ -229,11 +229,7 @@ fn repair(args: &RepairArgs) -> Result<(), CliError> {
             report.output_facets,
             report.shells,
             report.holes_filled,
-            if report.watertight {
-                "watertight"
-            } else {
-                "NOT watertight"
-            },
+            watertight_summary(report),
             report.volume,
             started.elapsed().as_secs_f64()
         );
@@ -258,5 +254,16 @@ fn repair(args: &RepairArgs) -> Result<(), CliError> {
             }
             Ok(())
         }
+    }
+}
+
+/// "watertight", or "NOT watertight: " and every reason the report gives, on one line.
+fn watertight_summary(report: &heal::Report) -> String {
+    if report.watertight {
+        "watertight".to_owned()
+    } else if report.not_watertight.is_empty() {
+        "NOT watertight".to_owned()
+    } else {
+        format!("NOT watertight: {}", report.not_watertight.join("; "))
     }
 }

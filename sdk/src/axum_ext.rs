@@ -109,25 +109,12 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Arc::<Verifier>::from_ref(state);
-        let (parts, body) = req.into_parts();
-        if !is_json(&parts.headers) {
-            return Err(Problem::new(ProblemType::UnsupportedMediaType)
-                .with_detail("signed messages must be sent as application/json"));
-        }
-        let limit = verifier.config().max_body_bytes;
-        let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            Problem::new(ProblemType::PayloadTooLarge)
-                .with_detail(format!("body exceeds {limit} bytes or could not be read"))
-        })?;
-        let headers = raw_headers(&parts.headers);
+        let (headers, body) = read_signed_body(&verifier, req).await?;
         let (verified, delivery) = verifier
-            .verify(&headers, &body)
+            .verify(&raw_headers(&headers), &body)
             .await
             .map_err(|e| Problem::from(&e))?;
-        let message = serde_json::from_slice(&body).map_err(|e| {
-            Problem::new(ProblemType::InvalidRequest)
-                .with_detail(format!("body does not match the message schema: {e}"))
-        })?;
+        let message = parse_message(&body)?;
         Ok(Signed {
             message,
             verified,
@@ -135,6 +122,89 @@ where
             body,
         })
     }
+}
+
+/// The checks of [`Signed`] without its replay-store step, at `now`: content type, body
+/// size (the verifier's `max_body_bytes`), Standard Webhooks signature and timestamp
+/// tolerance. Returns who signed and the raw body, for a receiver that records the message
+/// id itself, in the transaction that acts on the message (with
+/// [`Verifier::replay_expires_at`]); parse the body with [`parse_message`].
+///
+/// ```
+/// use axum::{body::Body, extract::Request};
+/// use diax_sdk::axum_ext::{parse_message, verify_request_at};
+/// use diax_sdk::webhook::sign;
+/// use diax_sdk::{KeyId, Keyring, Secret, Verifier};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let secret = Secret::generate();
+/// let verifier = Verifier::new(Keyring::single(KeyId::parse("key_1").unwrap(), secret.clone()));
+/// let (now, body) = (1_700_000_000, br#"{"n":1}"#);
+/// let request = Request::post("/offers")
+///     .header("content-type", "application/json")
+///     .header("webhook-id", "msg_1")
+///     .header("webhook-timestamp", now.to_string())
+///     .header("webhook-signature", sign(&secret, "msg_1", now, body))
+///     .body(Body::from(&body[..]))
+///     .unwrap();
+/// let (verified, body) = verify_request_at(&verifier, request, now).await.unwrap();
+/// assert_eq!(verified.id.as_str(), "msg_1");
+/// let value: serde_json::Value = parse_message(&body).unwrap();
+/// assert_eq!(value["n"], 1);
+/// # });
+/// ```
+///
+/// # Errors
+/// The problem to answer: 415 `unsupported-media-type`, 413 `payload-too-large`, 400/401
+/// signature problems.
+pub async fn verify_request_at(
+    verifier: &Verifier,
+    req: Request,
+    now: i64,
+) -> Result<(Verified, Bytes), Problem> {
+    let (headers, body) = read_signed_body(verifier, req).await?;
+    let verified = verifier
+        .verify_signature_at(&raw_headers(&headers), &body, now)
+        .map_err(|e| Problem::from(&e))?;
+    Ok((verified, body))
+}
+
+/// A verified body parsed as `T`.
+///
+/// ```
+/// use diax_sdk::axum_ext::parse_message;
+///
+/// let problem = parse_message::<u32>(b"\"seven\"").unwrap_err();
+/// assert_eq!(problem.status, 400);
+/// ```
+///
+/// # Errors
+/// 400 `invalid-request` when the JSON does not match `T`.
+#[allow(clippy::result_large_err)] // the problem is the answer, built once per refused request
+pub fn parse_message<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::new(ProblemType::InvalidRequest)
+            .with_detail(format!("body does not match the message schema: {e}"))
+    })
+}
+
+/// A signed request's headers and whole body, once its content type is JSON and the body
+/// is within the verifier's `max_body_bytes`.
+async fn read_signed_body(
+    verifier: &Verifier,
+    req: Request,
+) -> Result<(HeaderMap, Bytes), Problem> {
+    let (parts, body) = req.into_parts();
+    if !is_json(&parts.headers) {
+        return Err(Problem::new(ProblemType::UnsupportedMediaType)
+            .with_detail("signed messages must be sent as application/json"));
+    }
+    let limit = verifier.config().max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Problem::new(ProblemType::PayloadTooLarge)
+            .with_detail(format!("body exceeds {limit} bytes or could not be read"))
+    })?;
+    Ok((parts.headers, body))
 }
 
 /// At most this many unread request-body bytes are read and discarded after a response

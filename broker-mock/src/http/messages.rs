@@ -153,20 +153,9 @@ async fn job_timeline(
     Ok(Html(timeline_html(job.as_str(), &log)).into_response())
 }
 
-/// `s` safe in HTML text and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// Text escaped for HTML content and quoted attributes.
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_quoted_attribute(s)
 }
 
 /// Who spoke to whom, read from the message: the provider posts events and fetches inputs

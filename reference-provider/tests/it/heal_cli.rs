@@ -172,3 +172,35 @@ fn heal_deadline_exits_3_with_one_line() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn heal_summary_names_why_not_watertight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out) = (dir.path().join("in.stl"), dir.path().join("out.stl"));
+    let holes = generate::Defects {
+        holes: 3,
+        ..generate::Defects::none()
+    };
+    std::fs::write(&inp, generate::model(1, 20_000, &holes).stl).unwrap();
+    let o = bin()
+        .arg("repair")
+        .arg(&inp)
+        .arg(&out)
+        .arg("--no-fill-holes")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(summary.lines().count(), 1, "{summary}");
+    assert!(
+        summary.contains("NOT watertight: 3 of 3 hole loops left open (hole filling is off)"),
+        "{summary}"
+    );
+    // The same input healed in full: no reason given.
+    let o = bin().arg("repair").arg(&inp).arg(&out).output().unwrap();
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        summary.contains(", watertight,") && !summary.contains("NOT"),
+        "{summary}"
+    );
+}

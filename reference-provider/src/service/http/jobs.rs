@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use diax_sdk::axum_ext::{is_json, raw_headers};
+use diax_sdk::axum_ext::{parse_message, verify_request_at};
 use diax_sdk::clock::unix_now;
 use diax_sdk::replay::{ReplayStore as _, body_digest};
 use diax_sdk::wire::{BrokerMessage, InputAccepted, JobAccepted, JobStatus};
@@ -166,25 +166,10 @@ struct Unrecorded {
 /// transaction that decides it.
 async fn verify(service: &Service, request: Request) -> Result<Unrecorded, Problem> {
     let verifier = service.verifier();
-    let (parts, body) = request.into_parts();
-    if !is_json(&parts.headers) {
-        return Err(Problem::new(ProblemType::UnsupportedMediaType)
-            .with_detail("signed messages must be sent as application/json"));
-    }
-    let limit = verifier.config().max_body_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Problem::new(ProblemType::PayloadTooLarge)
-            .with_detail(format!("body exceeds {limit} bytes or could not be read"))
-    })?;
     let now = unix_now();
-    let verified = verifier
-        .verify_signature_at(&raw_headers(&parts.headers), &body, now)
-        .map_err(|e| Problem::from(&e))?;
+    let (verified, body) = verify_request_at(verifier, request, now).await?;
     let digest = body_digest(&body);
-    let message = serde_json::from_slice(&body).map_err(|e| {
-        Problem::new(ProblemType::InvalidRequest)
-            .with_detail(format!("body does not match the message schema: {e}"))
-    });
+    let message = parse_message(&body);
     Ok(Unrecorded {
         message,
         record: RecordWork {

@@ -177,6 +177,13 @@ impl std::fmt::Debug for UserClient {
 }
 
 impl UserClient {
+    /// The API key this client sends (for handing to another client of the same user, such
+    /// as a browser page; never logged by this type's `Debug`).
+    #[must_use]
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api.base)
     }

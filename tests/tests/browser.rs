@@ -6,7 +6,10 @@
 //!   clipped, page background around it), not blank, with the hole colour in the "after"
 //!   views of a model that had holes and no change colour on one that needed no repair.
 //! - The broker mock's per-job timeline after a real story run: the job's messages in the
-//!   order they happened.
+//!   order they happened; and, opened with the owner's API key, a screenshot on which every
+//!   message of the job is a row (in order, each in its direction's colour, the refused ones
+//!   tinted) and the repair picture the broker keeps is drawn whole below them, its filled
+//!   holes in the hole colour.
 
 use std::time::Duration;
 
@@ -34,16 +37,28 @@ fn report_page(stl: &[u8]) -> (String, Image, heal::Repaired) {
 /// Where the picture's top-left corner is on the screenshot: the offset at which a grid of
 /// its pixels (corners included) all match the screen, within 3 per channel.
 fn find_picture(shot: &Screenshot, image: &Image) -> Option<(usize, usize)> {
-    let probes: Vec<(usize, usize)> = (0..=16)
+    find_pixels(shot, image.width, image.height, |x, y| image.pixel(x, y))
+}
+
+/// Where a `width` × `height` picture whose pixels `pixel` gives is on the screenshot, as
+/// [`find_picture`].
+fn find_pixels(
+    shot: &Screenshot,
+    width: usize,
+    height: usize,
+    pixel: impl Fn(usize, usize) -> [u8; 3],
+) -> Option<(usize, usize)> {
+    let probes: Vec<((usize, usize), [u8; 3])> = (0..=16)
         .flat_map(|i| (0..=16).map(move |j| (i, j)))
-        .map(|(i, j)| ((image.width - 1) * i / 16, (image.height - 1) * j / 16))
+        .map(|(i, j)| ((width - 1) * i / 16, (height - 1) * j / 16))
+        .map(|(x, y)| ((x, y), pixel(x, y)))
         .collect();
     let close = |a: [u8; 3], b: [u8; 3]| (0..3).all(|k| a[k].abs_diff(b[k]) <= 3);
-    for oy in 0..=shot.height.checked_sub(image.height)? {
-        for ox in 0..=shot.width.checked_sub(image.width)? {
+    for oy in 0..=shot.height.checked_sub(height)? {
+        for ox in 0..=shot.width.checked_sub(width)? {
             if probes
                 .iter()
-                .all(|&(x, y)| close(shot.pixel(ox + x, oy + y), image.pixel(x, y)))
+                .all(|&((x, y), c)| close(shot.pixel(ox + x, oy + y), c))
             {
                 return Some((ox, oy));
             }
@@ -257,6 +272,118 @@ async fn the_inspector_shows_a_jobs_messages_in_order() {
         rows.iter()
             .any(|r| r.contains("broker → user") && r.contains("notification to the user"))
     );
+    // Every logged message about the job is a row.
+    let logged = stack
+        .broker_api
+        .messages(&broker_mock::client::MessageFilter {
+            job_id: Some(job.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        logged.messages.len(),
+        "rows:\n{}",
+        rows.join("\n")
+    );
+    // Opened by Gareth with his API key, the page shows the picture of the new version.
+    let result = outcome.job.result.clone().unwrap();
+    let png = outcome
+        .gareth
+        .client
+        .report(&result.model_id, result.version)
+        .await
+        .unwrap();
+    let picture = Screenshot::decode(&png).unwrap();
+    let owner_url = format!(
+        "{url}#api_key={}",
+        url_encode(outcome.gareth.client.api_key())
+    );
+    let dom = browser()
+        .dump_dom(&owner_url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let img = dom
+        .split_once("<img id=\"picture-img\"")
+        .and_then(|(_, t)| t.split_once('>'))
+        .map(|(t, _)| t)
+        .unwrap_or_else(|| panic!("no picture element in {dom:.3000}"));
+    assert!(
+        img.contains("src=\"blob:") && !img.contains("hidden"),
+        "{img}"
+    );
+    assert!(
+        dom.contains(&format!("{} v{}</p>", result.model_id, result.version)),
+        "the picture's status line does not name the version"
+    );
+    // The screenshot: the table's rows as drawn, in order, match the log (which now holds
+    // the page's own GET of the job too: the table as served before the screenshot's own
+    // page script runs); the picture is below them, whole, with its filled holes in the hole
+    // colour.
+    let rows = timeline_rows(
+        &browser()
+            .dump_dom(&url, Duration::from_secs(1))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows.len(), logged.messages.len() + 1);
+    assert!(
+        rows.last()
+            .unwrap()
+            .contains(&format!("GET /v1/jobs/{job}<"))
+    );
+    let shot = browser()
+        .screenshot(&owner_url, 1400, 4000, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let drawn = drawn_rows(&shot);
+    let expected: Vec<DrawnRow> = rows
+        .iter()
+        .map(|r| DrawnRow {
+            out: r.starts_with("out"),
+            refused: r.split('"').next().is_some_and(|c| c.contains("refused")),
+            bottom: 0,
+        })
+        .collect();
+    assert_eq!(
+        drawn.iter().map(|r| (r.out, r.refused)).collect::<Vec<_>>(),
+        expected
+            .iter()
+            .map(|r| (r.out, r.refused))
+            .collect::<Vec<_>>(),
+        "the rows on screen (outgoing?, refused?) are not the job's messages in order"
+    );
+    assert!(expected.iter().any(|r| r.refused) && expected.iter().any(|r| !r.out));
+    let at = find_pixels(&shot, picture.width, picture.height, |x, y| {
+        picture.pixel(x, y)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the repair picture ({}×{}) is not on the {}×{} screenshot, whole and unscaled",
+            picture.width, picture.height, shot.width, shot.height
+        )
+    });
+    let last = drawn.last().unwrap().bottom;
+    assert!(
+        at.1 > last,
+        "the picture (at y {}) is not below the rows (end at y {last})",
+        at.1
+    );
+    for col in 0..3 {
+        let after = panel_on_screen(&shot, at, col, 1);
+        let red = after.iter().filter(|&&c| hole_coloured(c)).count();
+        assert!(
+            red > 50,
+            "after view {col} on screen: {red} pixels in the hole colour"
+        );
+        let before = panel_on_screen(&shot, at, col, 0);
+        assert!(
+            !before.into_iter().any(hole_coloured),
+            "before view {col} on screen shows the hole colour"
+        );
+    }
     // A job the log knows nothing of gets a page saying so; a malformed id a problem.
     let unknown = stack
         .http
@@ -286,4 +413,82 @@ async fn the_inspector_shows_a_jobs_messages_in_order() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     stack.shutdown().await;
+}
+
+/// `s` percent-encoded but for unreserved characters.
+fn url_encode(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// One row of the timeline table as drawn.
+#[derive(Debug)]
+struct DrawnRow {
+    /// The row's left border is the colour of a message the broker sent.
+    out: bool,
+    /// Its background is the tint of a refused exchange.
+    refused: bool,
+    /// The screen row of its bottom line.
+    bottom: usize,
+}
+
+/// The rows of the timeline table on a screenshot, top to bottom, read from the pixels: each
+/// body row's first cell has a left border in its direction's colour (sent by the broker,
+/// received by it) and a background (white, or tinted when refused), and ends at a one-pixel
+/// line; the header row has no coloured border.
+fn drawn_rows(shot: &Screenshot) -> Vec<DrawnRow> {
+    const OUT: [u8; 3] = [0x4d, 0x7c, 0xfe];
+    const IN: [u8; 3] = [0x31, 0xa2, 0x4c];
+    const LINE: [u8; 3] = [0xe3, 0xe6, 0xeb];
+    const WHITE: [u8; 3] = [255, 255, 255];
+    const REFUSED: [u8; 3] = [0xff, 0xf1, 0xf0];
+    let direction = |c: [u8; 3]| (c == OUT || c == IN).then_some(c == OUT);
+    // The border's column: the leftmost one in a direction colour; the cell's padding just
+    // right of the border.
+    let (border, y0) = (0..shot.width.min(200))
+        .find_map(|x| {
+            (0..shot.height)
+                .find(|&y| direction(shot.pixel(x, y)).is_some())
+                .map(|y| (x, y))
+        })
+        .unwrap_or_else(|| panic!("no row border in the screenshot"));
+    let inside = (border..shot.width)
+        .find(|&x| direction(shot.pixel(x, y0)).is_none())
+        .unwrap()
+        + 2;
+    let mut rows = Vec::new();
+    let mut open: Option<(bool, bool)> = None;
+    for y in y0..shot.height {
+        let Some(out) = direction(shot.pixel(border, y)) else {
+            assert!(open.is_none(), "a row without its bottom line at y {y}");
+            continue;
+        };
+        match shot.pixel(inside, y) {
+            // The line above the first row meets its border.
+            LINE if open.is_none() => {}
+            LINE => {
+                let (out, refused) = open.take().unwrap();
+                rows.push(DrawnRow {
+                    out,
+                    refused,
+                    bottom: y,
+                });
+            }
+            c @ (WHITE | REFUSED) => match open {
+                None => open = Some((out, c == REFUSED)),
+                Some(o) => assert_eq!(o, (out, c == REFUSED), "a row changes colour at y {y}"),
+            },
+            c => panic!("unexpected colour {c:?} in a row's padding at ({inside}, {y})"),
+        }
+    }
+    assert!(open.is_none(), "the last row is cut off by the window");
+    rows
 }

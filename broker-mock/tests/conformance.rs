@@ -107,6 +107,18 @@ enum Bug {
     ChargesMoreThanQuoted,
     /// Says it charged the quote on a failed job.
     ChargesOnFailure,
+    /// Offers no picture of its work (allowed: the picture is optional).
+    NoPicture,
+    /// Offers the result's STL bytes as its picture (size and digest as served).
+    PictureNotPng,
+    /// Offers a PNG cut short (size and digest as served: only decoding tells).
+    PictureCut,
+    /// Declares a picture over the 16 MiB bound.
+    PictureTooLarge,
+    /// Puts the picture on another origin than the result (`localhost` for `127.0.0.1`).
+    PictureOtherOrigin,
+    /// Serves the picture without checking its credential.
+    PictureWithoutCredential,
 }
 
 struct Job {
@@ -129,6 +141,8 @@ struct Inner {
     jobs: Mutex<HashMap<String, Job>>,
     answers: Mutex<HashMap<String, (u16, Option<String>, Vec<u8>, Option<String>)>>,
     results: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Each result's picture, by provider job id: its credential (the result's) and bytes.
+    pictures: Mutex<HashMap<String, (String, Vec<u8>)>>,
     /// Message ids seen by the hand-written verifier, with their body digest and when.
     seen: Mutex<HashMap<String, (String, Instant)>>,
     /// The shared sequence of [`Bug::SharedSequence`].
@@ -225,6 +239,7 @@ async fn start_provider_with(bug: Bug, roots: Vec<Vec<u8>>, scheme: Scheme) -> P
         jobs: Mutex::default(),
         answers: Mutex::default(),
         results: Mutex::default(),
+        pictures: Mutex::default(),
         seen: Mutex::default(),
         sequence: AtomicU64::new(0),
     }));
@@ -236,6 +251,7 @@ async fn start_provider_with(bug: Bug, roots: Vec<Vec<u8>>, scheme: Scheme) -> P
     let router = Router::new()
         .route("/diax/jobs", jobs_route)
         .route("/results/{pjob}", get(result))
+        .route("/results/{pjob}/picture", get(picture))
         .with_state(app);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -626,6 +642,7 @@ async fn work(app: App, input: JobInput, events_url: String) {
                 size: bytes.len() as u64,
                 sha256: sha256_hex(&bytes),
             };
+            let picture = draw_picture(inner, &input.provider_job_id, &token, &bytes, &download);
             inner
                 .results
                 .lock()
@@ -642,7 +659,7 @@ async fn work(app: App, input: JobInput, events_url: String) {
                     format: "stl".into(),
                     report: None,
                     charged: Some(Quote::new(charged, "EUR")),
-                    picture: None,
+                    picture,
                 },
             }
         }
@@ -660,6 +677,64 @@ async fn work(app: App, input: JobInput, events_url: String) {
     }
     let last = event(last);
     send_event(&app, &events_url, &last).await;
+}
+
+/// A small PNG: a 24 × 16 gradient.
+fn png_bytes() -> Vec<u8> {
+    let (w, h) = (24u32, 16u32);
+    let rgb: Vec<u8> = (0..w * h)
+        .flat_map(|i| [(i % w * 10) as u8, (i / w * 15) as u8, 128])
+        .collect();
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header().unwrap();
+    writer.write_image_data(&rgb).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// Hosts the job's picture (the bug's, if it has one about pictures) behind the result's
+/// credential and says where it is.
+fn draw_picture(
+    inner: &Inner,
+    pjob: &ProviderJobId,
+    token: &str,
+    stl: &[u8],
+    result: &Download,
+) -> Option<Download> {
+    let bytes = match inner.bug {
+        Bug::NoPicture => return None,
+        Bug::PictureNotPng => stl.to_vec(),
+        Bug::PictureCut => {
+            let png = png_bytes();
+            png[..png.len() * 2 / 3].to_vec()
+        }
+        _ => png_bytes(),
+    };
+    let base = if inner.bug == Bug::PictureOtherOrigin {
+        inner.base_url.replace("127.0.0.1", "localhost")
+    } else {
+        inner.base_url.clone()
+    };
+    let download = Download {
+        url: format!("{base}/results/{pjob}/picture"),
+        authorization: result.authorization.clone(),
+        expires_at: result.expires_at,
+        size: if inner.bug == Bug::PictureTooLarge {
+            diax_sdk::wire::MAX_PICTURE_BYTES + 1
+        } else {
+            bytes.len() as u64
+        },
+        sha256: sha256_hex(&bytes),
+    };
+    inner
+        .pictures
+        .lock()
+        .unwrap()
+        .insert(pjob.to_string(), (token.to_owned(), bytes));
+    Some(download)
 }
 
 fn failed_charge(bug: Bug) -> i64 {
@@ -752,6 +827,27 @@ async fn result(State(app): State<App>, Path(pjob): Path<String>, headers: Heade
     }
 }
 
+async fn picture(State(app): State<App>, Path(pjob): Path<String>, headers: HeaderMap) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let pictures = app.0.pictures.lock().unwrap();
+    match pictures.get(&pjob) {
+        Some((token, bytes))
+            if app.0.bug == Bug::PictureWithoutCredential || auth == format!("Bearer {token}") =>
+        {
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "image/png")],
+                bytes.clone(),
+            )
+                .into_response()
+        }
+        _ => problem_response(&Problem::new(ProblemType::CredentialInvalid)),
+    }
+}
+
 fn config(p: &Provider) -> ConformanceConfig {
     let mut cfg = ConformanceConfig::new(&p.job_url, &p.secret);
     cfg.provider_public_key.clone_from(&p.public_key);
@@ -786,6 +882,54 @@ async fn a_correct_provider_passes_every_check() {
     );
     let retry = report.get(Check::EventsRetrySameId).unwrap();
     assert!(retry.reason.contains("same webhook-id"), "{}", retry.reason);
+    let picture = &report.get(Check::ResultPicture).unwrap().reason;
+    assert!(
+        picture.contains("a 24×16 PNG") && picture.contains("refused without its credential"),
+        "{picture}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_offering_no_picture_passes_the_picture_check() {
+    let provider = start_provider(Bug::NoPicture).await;
+    let report = run(config(&provider)).await.unwrap();
+    assert!(report.passed(), "{}", report.to_human());
+    let r = report.get(Check::ResultPicture).unwrap();
+    assert_eq!(r.verdict, Verdict::Pass);
+    assert!(r.reason.contains("offers no picture"), "{}", r.reason);
+}
+
+/// Each bad picture fails `result.picture` alone, with a reason naming what is wrong: the
+/// result, the events and the charges still pass (the broker keeps the result without the
+/// picture), and the runner goes on to the end.
+#[tokio::test]
+async fn a_provider_offering_a_bad_picture_fails_the_picture_check_alone() {
+    let cases = [
+        (Bug::PictureNotPng, "not a PNG: its bytes do not start"),
+        (Bug::PictureCut, "not a whole PNG"),
+        (Bug::PictureTooLarge, "over the 16777216-byte bound"),
+        (Bug::PictureOtherOrigin, "neither the result's origin"),
+        (Bug::PictureWithoutCredential, "bytes without a credential"),
+    ];
+    let mut runs = tokio::task::JoinSet::new();
+    for (i, (bug, _)) in cases.iter().copied().enumerate() {
+        runs.spawn(async move {
+            let provider = start_provider(bug).await;
+            (i, run(config(&provider)).await.unwrap())
+        });
+    }
+    let mut reports = runs.join_all().await;
+    reports.sort_by_key(|(i, _)| *i);
+    for ((bug, says), (_, report)) in cases.iter().zip(&reports) {
+        assert_eq!(
+            failed(report),
+            set(&["result.picture"]),
+            "{bug:?}:\n{}",
+            report.to_human()
+        );
+        let r = reason(report, Check::ResultPicture);
+        assert!(r.contains(says), "{bug:?}: {r}");
+    }
 }
 
 #[tokio::test]
@@ -898,6 +1042,7 @@ async fn a_provider_that_never_calls_back_fails_the_job_checks() {
             "events.retry-backoff",
             "events.fields",
             "result.credential-required",
+            "result.picture",
             "offer.repeated-after-end",
             "input.repeated-same-job",
             "charges.match-quote",

@@ -183,6 +183,8 @@ impl Stack {
             keyring_refresh: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
             dev_top_up: true,
+            // The broker of the stack is on loopback.
+            allow_private_inputs: true,
             storage: options.storage.clone(),
             ..fixmyprint::service::Config::default()
         };

@@ -1,4 +1,5 @@
-//! The conformance runner, pointed at the real FixMyPrint over HTTPS: every check passes, and
+//! The conformance runner, pointed at the real FixMyPrint over HTTPS: every check passes (its
+//! repair picture checked whole), and
 //! the funded account is charged exactly three times (the job under test, the parallel job
 //! and the job whose input came twice),
 //! also after inputs and offers came again; the four jobs that must fail charge nothing.
@@ -107,6 +108,16 @@ async fn conformance_run(
     println!("{}", report.to_human());
     assert!(report.passed(), "{}", report.to_human());
     assert!(report.skipped().is_empty(), "{}", report.to_human());
+    // FixMyPrint's repair picture came with the result and was checked whole: a PNG of the
+    // picture's size, on FixMyPrint's origin, refused without the result's credential.
+    let picture = &report
+        .get(broker_mock::conformance::Check::ResultPicture)
+        .unwrap()
+        .reason;
+    assert!(
+        picture.contains("a 1200×992 PNG") && picture.contains("refused without its credential"),
+        "{picture}"
+    );
 
     // Three jobs ran to completion: each charged once, nothing left held (the failed jobs
     // released their holds); the poor account untouched.

@@ -133,7 +133,7 @@ impl Scene {
             .unwrap();
         Killed(
             std::process::Command::new(fixmyprint_binary())
-                .args(["serve", "--addr", "127.0.0.1:0"])
+                .args(["serve", "--allow-private-inputs", "--addr", "127.0.0.1:0"])
                 .args(["--database-url", &database_url])
                 .arg("--data-dir")
                 .arg(self.stack.provider.service().config().data_dir.clone())

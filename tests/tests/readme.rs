@@ -234,6 +234,7 @@ async fn the_readme_walkthrough_works() {
     cmd.args([
         "serve",
         "--dev-top-up",
+        "--allow-private-inputs",
         "--addr",
         "127.0.0.1:0",
         "--broker-url",
@@ -246,6 +247,7 @@ async fn the_readme_walkthrough_works() {
     let mut cmd = Command::new(&fixmyprint_bin);
     cmd.args([
         "serve",
+        "--allow-private-inputs",
         "--addr",
         "127.0.0.1:0",
         "--broker-url",
@@ -325,6 +327,7 @@ async fn the_readme_walkthrough_works() {
     cmd.args([
         "serve",
         "--dev-top-up",
+        "--allow-private-inputs",
         "--trust-broker-key",
         runner_public,
         "--addr",

@@ -431,6 +431,7 @@ async fn two_instances_share_only_postgres_and_a_bucket_and_survive_a_kill() {
         std::process::Command::new(fixmyprint_binary())
             .args([
                 "serve",
+                "--allow-private-inputs",
                 "--addr",
                 "127.0.0.1:0",
                 "--database-url",

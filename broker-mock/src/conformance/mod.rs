@@ -13,7 +13,9 @@
 //! result with and without its credential, offers and inputs the job again at each stage,
 //! runs six other jobs at once (a parallel one, one whose input comes twice, and four the
 //! provider must fail: wrong size, wrong digest, a redirect, a model that is no STL), checks
-//! what each job says it charged, and scans every answer and event for the secret. Every
+//! what each job says it charged, checks the result's picture when the provider offers one
+//! (origin, size bound, digest, credential, a PNG that decodes), and scans every answer and
+//! event for the secret. Every
 //! [`Check`] names the PROTOCOL sections it rests on ([`Check::section`]);
 //! `docs/CONFORMANCE.md` describes every check.
 //!
@@ -310,6 +312,12 @@ checks! {
     ResultDigest => "result.digest" @ "§5.6",
     /// The result location refuses a fetch without, or with a wrong, credential.
     ResultCredentialRequired => "result.credential-required" @ "§5.6",
+    /// The result's picture, when the provider offers one: on the result's origin (or the
+    /// job URL's), not expiring before the result, at most
+    /// [`MAX_PICTURE_BYTES`](diax_sdk::wire::MAX_PICTURE_BYTES), served with its declared
+    /// size and SHA-256, refused without its credential, and a PNG that decodes whole. A
+    /// provider that offers no picture passes (the picture is optional).
+    ResultPicture => "result.picture" @ "§5.6",
     /// The finished job's `job.input` sent again under a new `webhook-id` with a fresh
     /// credential is answered `2xx` or `409` and starts no second run: no download, no new
     /// event (so no second `job.completed` or `job.failed`).

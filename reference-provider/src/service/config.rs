@@ -129,11 +129,17 @@ pub struct Config {
     /// S3-compatible bucket (`--storage s3://bucket/prefix`).
     pub storage: Option<super::storage::S3Settings>,
     /// Origins (`scheme://host[:port]`) a job's input may be downloaded from. Empty (the
-    /// default): any origin the signed `job.input` names (the broker's signature vouches
-    /// for the location; `https` only, plain `http` only to loopback). Listed: only those,
+    /// default): any public `https` origin the signed `job.input` names. Listed: only those,
     /// e.g. the broker's origin and its model store's (for presigned inputs); another
-    /// origin fails the job with `download-failed` before any request.
+    /// origin fails the job with `download-failed` before any request. A listed origin
+    /// whose host is a loopback or private IP address (or `localhost`) is reached there:
+    /// listing it is the explicit permission.
     pub input_origins: Vec<String>,
+    /// Let job inputs come from loopback, private and link-local addresses on any origin
+    /// (plain `http` to loopback included): development set-ups on one machine. Off by
+    /// default: an input URL that is, or resolves to, such an address fails the job with
+    /// `download-failed` before any connection.
+    pub allow_private_inputs: bool,
 }
 
 impl Default for Config {
@@ -172,6 +178,7 @@ impl Default for Config {
             pricing: Pricing::default(),
             storage: None,
             input_origins: Vec::new(),
+            allow_private_inputs: false,
         }
     }
 }
@@ -248,6 +255,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub trusted_broker_keys: Option<Vec<String>>,
     pub input_origins: Option<Vec<String>>,
+    pub allow_private_inputs: Option<bool>,
     pub price_base: Option<i64>,
     pub price_per_mib: Option<i64>,
     pub currency: Option<String>,
@@ -396,6 +404,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub input_origin: Vec<String>,
+    /// Let job inputs come from loopback, private and link-local addresses, plain http to
+    /// loopback included (development on one machine only) [default: off; public https only,
+    /// or the listed --input-origin]
+    #[arg(long, env = "FIXMYPRINT_ALLOW_PRIVATE_INPUTS")]
+    pub allow_private_inputs: bool,
     /// Settings file (TOML or JSON).
     #[arg(long, env = "FIXMYPRINT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -460,6 +473,9 @@ impl ServeArgs {
         }
         if !self.input_origin.is_empty() {
             c.input_origins = parse_origins(&self.input_origin)?;
+        }
+        if self.allow_private_inputs {
+            c.allow_private_inputs = true;
         }
         Ok(c)
     }
@@ -604,6 +620,9 @@ impl FileConfig {
         }
         if let Some(v) = self.input_origins {
             c.input_origins = parse_origins(&v)?;
+        }
+        if let Some(v) = self.allow_private_inputs {
+            c.allow_private_inputs = v;
         }
         if let Some(v) = self.price_base {
             c.pricing.base = v;

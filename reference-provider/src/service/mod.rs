@@ -7,6 +7,7 @@
 //! | [`accounts`] | provider-side accounts, append-only ledger, hold/capture/release |
 //! | [`registration`] | broker registration, stored keyring, secret rotation |
 //! | [`intake`] | signed job offers and inputs from the broker |
+//! | [`inputs`] | where a job's input may be downloaded from (the fetch policy) |
 //! | [`group_commit`] | the intake's writer: many messages' writes per transaction |
 //! | [`queue`] | the durable job queue (claims with leases) |
 //! | [`worker`] | download → heal → store → publish → callbacks ([`try_execute_job`]) |
@@ -35,6 +36,7 @@ pub mod db;
 pub mod error;
 pub mod group_commit;
 pub mod http;
+pub mod inputs;
 pub mod intake;
 pub mod janitor;
 pub mod outbox;
@@ -105,6 +107,7 @@ struct Inner {
     replay: DbReplayStore,
     group_commit: GroupCommit,
     http: reqwest::Client,
+    inputs: inputs::InputFetchers,
     sender: SignedSender,
     storage: Arc<dyn ResultStore>,
     instance_id: String,
@@ -149,12 +152,14 @@ impl Service {
         for path in &config.ca_certs {
             roots.push(std::fs::read(path)?);
         }
-        let http = diax_sdk::client::http_client(&ClientConfig {
+        let client_config = ClientConfig {
             timeout: config.http_timeout,
             connect_timeout: config.http_timeout.min(Duration::from_secs(10)),
             extra_root_certs_pem: roots,
             user_agent: concat!("fixmyprint/", env!("CARGO_PKG_VERSION")).into(),
-        })?;
+        };
+        let http = diax_sdk::client::http_client(&client_config)?;
+        let inputs = inputs::InputFetchers::new(&config, &client_config)?;
         let public_url = public_url.trim_end_matches('/').to_owned();
         let group_commit = GroupCommit::start(db.clone(), public_url.clone());
         let replay = DbReplayStore::new(db.clone(), group_commit.clone());
@@ -172,6 +177,7 @@ impl Service {
                 group_commit,
                 sender: SignedSender::new(http.clone()),
                 http,
+                inputs,
                 verifier: Arc::new(verifier),
                 replay,
                 db,
@@ -224,6 +230,12 @@ impl Service {
     #[must_use]
     pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// The fetchers of job inputs, under the input fetch policy.
+    #[must_use]
+    pub fn inputs(&self) -> &inputs::InputFetchers {
+        &self.inner.inputs
     }
 
     /// The signed-callback sender.

@@ -338,20 +338,6 @@ async fn execute(
     .await
 }
 
-/// The input-origin rule ([`Config::input_origins`](super::Config::input_origins)): with
-/// none listed any origin passes (the transport rule, https or loopback http, is the
-/// download's own); otherwise the URL's origin must be listed.
-fn allowed_input(config: &super::Config, url: &str) -> Result<(), diax_sdk::client::FetchRefused> {
-    if config.input_origins.is_empty() {
-        return Ok(());
-    }
-    let policy = diax_sdk::client::FetchPolicy {
-        allowed_origins: config.input_origins.clone(),
-        ..diax_sdk::client::FetchPolicy::development()
-    };
-    policy.check(url).map(|_| ())
-}
-
 /// Whether a failed download may succeed later: transport trouble, timeouts, a `5xx`/`429`
 /// answer, or a body cut short.
 fn retryable(e: &DownloadError) -> bool {
@@ -421,12 +407,17 @@ async fn fetch_input(
         timeout: config.http_timeout.saturating_mul(10),
         ..DownloadLimits::default()
     };
-    let result = match allowed_input(config, &download.url) {
-        Ok(()) => {
-            diax_sdk::client::download_to_file(service.http(), &download, &path, &limits).await
+    let fetcher = match service.inputs().for_url(&download.url) {
+        Ok(fetcher) => fetcher,
+        Err(refused) => {
+            tracing::warn!(rule = %refused, "input refused by the fetch policy");
+            return Ok(Step::Fail(
+                Problem::new(ProblemType::DownloadFailed)
+                    .with_detail(format!("the model could not be downloaded: {refused}")),
+            ));
         }
-        Err(refused) => Err(refused.into()),
     };
+    let result = fetcher.download_to_file(&download, &path, &limits).await;
     match result {
         Ok(got) => {
             let bytes = tokio::fs::read(&path).await;

@@ -1,6 +1,7 @@
 //! Hostile and slow peers around a job, on SQLite and PostgreSQL: a model source that is down
 //! for a while, an input that is not the model the offer priced, an input that never comes,
-//! and the development top-up turned off.
+//! the development top-up turned off, and inputs the fetch policy refuses (private and
+//! loopback addresses, origins not listed) before any connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -322,8 +323,141 @@ async fn an_input_that_is_not_the_offered_model(backend: Backend) {
 }
 both_backends!(an_input_that_is_not_the_offered_model);
 
-/// With `input_origins` listed, an input on another origin fails the job with
-/// `download-failed` before any request (hold released); one on a listed origin is fetched.
+/// A TCP listener on loopback that counts the connections it accepts (and closes each at
+/// once): a peer a refused input must never reach.
+struct ConnectionCounter {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ConnectionCounter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ConnectionCounter {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Self {
+            port,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// The input of `model` at `url`, as a broker would describe it.
+fn input_at(url: &str, model: &[u8]) -> Download {
+    Download {
+        url: url.to_owned(),
+        authorization: Some("Bearer tc_probe".into()),
+        expires_at: unix_now() + 600,
+        size: model.len() as u64,
+        sha256: sha256_hex(model),
+    }
+}
+
+/// With the default settings (no `allow_private_inputs`, no input origins listed), a
+/// `job.input` at a loopback, private or link-local address fails the job with
+/// `download-failed` naming the rule, hold released, and no connection reaches the address;
+/// the same URL with `allow_private_inputs` is connected to (the counter counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_at_private_addresses_are_refused_by_default() {
+    let counter = ConnectionCounter::start().await;
+    let port = counter.port;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let broker = FakeBroker::start().await;
+    let mut config = test_config(&db, db.dir());
+    config.allow_private_inputs = false;
+    config.retry_initial_backoff = Duration::from_secs(60);
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Probe").await;
+    top_up(&provider, &account.api_key, 5_000).await;
+    let model = fixmyprint::heal::generate::broken_model(3, 800);
+    for url in [
+        format!("http://127.0.0.1:{port}/m.stl"),
+        format!("https://127.0.0.1:{port}/m.stl"),
+        format!("https://localhost:{port}/m.stl"),
+        format!("https://[::ffff:127.0.0.1]:{port}/m.stl"),
+        format!("https://2130706433:{port}/m.stl"),
+        "https://10.0.0.1/m.stl".to_owned(),
+        "https://192.168.1.1/m.stl".to_owned(),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+    ] {
+        let (job_id, _) =
+            offer_with_input(&provider, &broker, &account, &model, input_at(&url, &model)).await;
+        let outcome = service::try_execute_job(provider.service(), "t")
+            .await
+            .unwrap();
+        let ExecutionOutcome::Failed { problem, .. } = outcome else {
+            panic!("{url}: {outcome:?}")
+        };
+        assert!(
+            problem.is(ProblemType::DownloadFailed),
+            "{url}: {problem:?}"
+        );
+        let detail = problem.detail.clone().unwrap_or_default();
+        assert!(
+            detail.contains("fetch refused") && detail.contains("--allow-private-inputs"),
+            "{url}: {detail}"
+        );
+        assert!(!detail.contains('\n'), "one line: {detail}");
+        drain_outbox(&provider).await;
+        let events = broker.events_for(&job_id);
+        let JobEventKind::Failed { problem, charged } = &events.last().unwrap().kind else {
+            panic!("{url}: {events:?}")
+        };
+        assert!(problem.is(ProblemType::DownloadFailed));
+        assert_eq!(charged.as_ref().unwrap().amount, 0);
+    }
+    assert_eq!(counter.accepted(), 0, "no connection to a refused input");
+    let (balance, held, _) = account_view(&provider, &account.api_key).await;
+    assert_eq!((balance, held), (5_000, 0), "every hold released");
+    provider.shutdown().await;
+
+    // The development setting reaches the same address: the counter sees the connection
+    // (and the job, its connection closed, waits for a retry).
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = test_config(&db, db.dir());
+    config.allow_private_inputs = true;
+    config.retry_initial_backoff = Duration::from_secs(60);
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Dev").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let url = format!("http://127.0.0.1:{port}/m.stl");
+    offer_with_input(&provider, &broker, &account, &model, input_at(&url, &model)).await;
+    let outcome = service::try_execute_job(provider.service(), "t")
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, ExecutionOutcome::Released { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(counter.accepted(), 1);
+    provider.shutdown().await;
+}
+
+/// With `input_origins` listed (and no `allow_private_inputs`), an input on another origin
+/// fails the job with `download-failed` before any request (hold released), a loopback port
+/// not listed included (no connection reaches it); one on a listed origin is fetched, a
+/// listed loopback origin being the explicit permission to go there.
 async fn inputs_only_from_the_listed_origins(backend: Backend) {
     let db = TestDb::new(backend).await;
     let broker = FakeBroker::start().await;
@@ -334,7 +468,42 @@ async fn inputs_only_from_the_listed_origins(backend: Backend) {
         .unwrap()
         .origin()
         .ascii_serialization();
+    let counter = ConnectionCounter::start().await;
     let mut config = test_config(&db, db.dir());
+    config.allow_private_inputs = false;
+    config.input_origins = vec!["https://models.example".into(), source_origin.clone()];
+    let provider = start_provider(config).await;
+    register(&provider, &broker).await;
+    let account = create_account(&provider, "Unlisted").await;
+    top_up(&provider, &account.api_key, 500).await;
+    let unlisted = format!("http://127.0.0.1:{}/m.stl", counter.port);
+    offer_with_input(
+        &provider,
+        &broker,
+        &account,
+        &model,
+        input_at(&unlisted, &model),
+    )
+    .await;
+    let outcome = service::try_execute_job(provider.service(), "t")
+        .await
+        .unwrap();
+    let ExecutionOutcome::Failed { problem, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(problem.is(ProblemType::DownloadFailed), "{problem:?}");
+    let detail = problem.detail.clone().unwrap_or_default();
+    assert!(detail.contains("not an allowed origin"), "{detail}");
+    assert_eq!(
+        counter.accepted(),
+        0,
+        "no connection to an origin not listed"
+    );
+    provider.shutdown().await;
+
+    let db = TestDb::new(backend).await;
+    let mut config = test_config(&db, db.dir());
+    config.allow_private_inputs = false;
     config.input_origins = vec!["https://models.example".into()];
     let provider = start_provider(config).await;
     register(&provider, &broker).await;
@@ -368,6 +537,7 @@ async fn inputs_only_from_the_listed_origins(backend: Backend) {
     // The same input from a listed origin is fetched and healed.
     let db = TestDb::new(backend).await;
     let mut config = test_config(&db, db.dir());
+    config.allow_private_inputs = false;
     config.input_origins = vec!["https://models.example".into(), source_origin];
     let provider = start_provider(config).await;
     register(&provider, &broker).await;

@@ -572,6 +572,8 @@ pub fn test_config(db: &TestDb, data_dir: &std::path::Path) -> Config {
         sweep_every: Duration::from_secs(24 * 3600),
         http_timeout: Duration::from_secs(10),
         dev_top_up: true,
+        // Every peer of these tests is on loopback.
+        allow_private_inputs: true,
         ..Config::default()
     }
 }

@@ -298,7 +298,10 @@ async fn run(args: Args) -> Result<(), String> {
         .ok_or("the broker saw no registration")?;
 
     let mut serve = Command::new(&args.fixmyprint);
-    serve.arg("serve").arg("--dev-top-up");
+    serve
+        .arg("serve")
+        .arg("--dev-top-up")
+        .arg("--allow-private-inputs");
     common(&mut serve);
     serve.args(&args.serve_args).stdout(Stdio::null());
     let server = Server {

@@ -288,6 +288,7 @@ impl Runner {
 
         // 6. The ended job: its result without the credential, its offer and input again.
         self.result_credential_check(finished).await;
+        self.picture_check(finished).await;
         self.repeated_offer_check(
             Check::OfferRepeatedAfterEnd,
             &job_id,

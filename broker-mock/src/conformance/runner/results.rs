@@ -1,11 +1,13 @@
-//! The result (PROTOCOL §5.6): the job completed and its location serves the declared bytes.
+//! The result (PROTOCOL §5.6): the job completed and its location serves the declared bytes;
+//! its picture, when there is one, is a whole PNG fetched under the same rules.
 
 use std::time::Instant;
 
 use diax_sdk::Quote;
 use diax_sdk::client::{self, DownloadError, DownloadLimits};
+use diax_sdk::clock::unix_now;
 use diax_sdk::util::random_token;
-use diax_sdk::wire::{JobAccepted, JobEventKind};
+use diax_sdk::wire::{Download, JobAccepted, JobEventKind, MAX_PICTURE_BYTES, PNG_SIGNATURE};
 
 use super::super::endpoint::{Charge, Log};
 use super::{Check, Runner, not_checked};
@@ -104,6 +106,130 @@ impl Runner {
         self.judge(Check::ResultCredentialRequired, outcome, t);
     }
 
+    /// `result.picture` (§5.6: a picture is optional; when offered it is a PNG of at most
+    /// [`MAX_PICTURE_BYTES`] on the result's origins, with its own size and digest, fetchable
+    /// as long as the result). Checked as a broker fetches it, plus what a broker does not
+    /// look at: a credential-protected picture refused without its credential, and the PNG
+    /// decoding whole. Any other failure is this check's alone: the result stays good.
+    pub(super) async fn picture_check(&mut self, finished: bool) {
+        let t = Instant::now();
+        let completed = {
+            let log = self.endpoint.shared.log.lock().await;
+            match log.terminal.as_ref().map(|ev| &ev.kind) {
+                Some(JobEventKind::Completed { result }) => {
+                    Some((result.download.clone(), result.picture.clone()))
+                }
+                _ => None,
+            }
+        };
+        let outcome = match completed {
+            None if finished => {
+                Err("not checked: the job did not complete (see result.digest)".to_owned())
+            }
+            None => Err("not checked: the job did not end (see events.transitions)".to_owned()),
+            Some((_, None)) => {
+                Ok("the provider offers no picture (optional, PROTOCOL §5.6)".into())
+            }
+            Some((result, Some(picture))) => self.judge_picture(&result, &picture).await,
+        };
+        self.judge(Check::ResultPicture, outcome, t);
+    }
+
+    async fn judge_picture(&self, result: &Download, picture: &Download) -> Result<String, String> {
+        let origin = |url: &str| {
+            url::Url::parse(url)
+                .ok()
+                .map(|u| u.origin())
+                .filter(url::Origin::is_tuple)
+                .map(|o| o.ascii_serialization())
+        };
+        let allowed = [origin(&self.cfg.provider_url), origin(&result.url)];
+        let Some(at) = origin(&picture.url) else {
+            return Err("result.picture.url is not a URL with a host".into());
+        };
+        if !allowed.iter().flatten().any(|o| *o == at) {
+            return Err(format!(
+                "result.picture.url is on {at}, neither the result's origin nor the job URL's: \
+                 a broker refuses it"
+            ));
+        }
+        client::require_secure_url(&picture.url)
+            .map_err(|e| format!("result.picture.url: {}", diax_sdk::util::ErrorChain(&e)))?;
+        if picture.size > MAX_PICTURE_BYTES {
+            return Err(format!(
+                "result.picture.size is {} bytes, over the {MAX_PICTURE_BYTES}-byte bound \
+                 (diax_sdk::wire::MAX_PICTURE_BYTES): a broker refuses it",
+                picture.size
+            ));
+        }
+        if picture.expires_at < result.expires_at {
+            return Err(format!(
+                "result.picture.expires_at {} is before the result's {}: the picture must be \
+                 fetchable as long as the result",
+                picture.expires_at, result.expires_at
+            ));
+        }
+        if picture.expires_at < unix_now() {
+            return Err(format!(
+                "the picture location had expired at {}",
+                picture.expires_at
+            ));
+        }
+        let limits = DownloadLimits {
+            max_bytes: MAX_PICTURE_BYTES,
+            timeout: self.cfg.request_timeout.min(self.cfg.timeout),
+            ..DownloadLimits::default()
+        };
+        let bytes = match client::download_to_vec(&self.http, picture, &limits).await {
+            Ok(bytes) => bytes,
+            Err(DownloadError::Refused {
+                status,
+                problem: Some(p),
+            }) => return Err(format!("the picture location answered {status}: {p}")),
+            Err(e) => {
+                return Err(format!(
+                    "fetching the picture: {}",
+                    diax_sdk::util::ErrorChain(&e)
+                ));
+            }
+        };
+        let (width, height) = decode_png(&bytes)?;
+        let mut guarded = "presigned (no credential to leave out)".to_owned();
+        if picture.authorization.is_some() {
+            let mut bare = picture.clone();
+            bare.authorization = None;
+            match client::download_to_vec(&self.http, &bare, &limits).await {
+                Err(DownloadError::Refused { status, .. }) if matches!(status, 401 | 403) => {
+                    guarded = format!("refused without its credential ({status})");
+                }
+                Err(DownloadError::Refused { status, .. }) => {
+                    return Err(format!(
+                        "the picture location without a credential answered {status}; \
+                         expected 401 or 403"
+                    ));
+                }
+                Ok(b) => {
+                    return Err(format!(
+                        "the picture location served {} bytes without a credential: anyone \
+                         with the URL sees the user's model",
+                        b.len()
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "the picture location without a credential: {}",
+                        diax_sdk::util::ErrorChain(&e)
+                    ));
+                }
+            }
+        }
+        Ok(format!(
+            "result.picture: a {width}×{height} PNG of {} bytes with the declared sha256, on \
+             {at}, {guarded}",
+            bytes.len()
+        ))
+    }
+
     /// `charges.match-quote`, judged at the end of the run (after the finished job's input
     /// came again), so that a second charge shows.
     pub(super) async fn charges_check(&mut self, accepted: Option<&JobAccepted>, input_ok: bool) {
@@ -180,4 +306,64 @@ pub(super) fn judge_charges(charges: &[Charge], quote: Option<&Quote>) -> Result
         "{} {} says {charged} was charged (quote {quoted}), and no other terminal event came",
         first.event_type, first.id
     ))
+}
+
+/// The most a picture may take decoded while it is checked (the decoder's allocation bound).
+const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Decodes `bytes` as a PNG, row by row (one row in memory at a time), to its end: signature,
+/// header, every chunk's CRC, the compressed image data, `IEND`. Returns its width and height,
+/// or one line saying what is wrong.
+pub(super) fn decode_png(bytes: &[u8]) -> Result<(u32, u32), String> {
+    if !bytes.starts_with(&PNG_SIGNATURE) {
+        return Err(
+            "the picture is not a PNG: its bytes do not start with the PNG \
+                    signature (89 50 4E 47 0D 0A 1A 0A)"
+                .into(),
+        );
+    }
+    let bad = |e: png::DecodingError| format!("the picture is not a whole PNG: {e}");
+    let limits = png::Limits {
+        bytes: MAX_DECODED_BYTES,
+    };
+    let decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    while reader.next_row().map_err(bad)?.is_some() {}
+    reader.finish().map_err(bad)?;
+    Ok((width, height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_png;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&vec![200; (width * height * 3) as usize])
+            .unwrap();
+        w.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_whole_png_decodes_and_each_kind_of_damage_is_named() {
+        let good = png(40, 30);
+        assert_eq!(decode_png(&good), Ok((40, 30)));
+        let not_png = decode_png(b"solid model\nendsolid model\n").unwrap_err();
+        assert!(not_png.contains("PNG signature"), "{not_png}");
+        // Cut short: the image data ends early.
+        let cut = decode_png(&good[..good.len() / 2]).unwrap_err();
+        assert!(cut.contains("not a whole PNG"), "{cut}");
+        // One byte of the image data changed: a CRC no longer matches.
+        let mut flipped = good.clone();
+        let at = flipped.len() - 20;
+        flipped[at] ^= 0x55;
+        let crc = decode_png(&flipped).unwrap_err();
+        assert!(crc.contains("not a whole PNG"), "{crc}");
+    }
 }

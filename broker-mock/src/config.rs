@@ -153,6 +153,118 @@ pub struct Config {
     /// Connections served at once; more wait in the listen backlog until one closes.
     #[arg(long, env = "BROKER_MOCK_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Where model versions (uploads and job results) are kept: `db` (in the SQLite
+    /// database, the default) or `s3://bucket[/prefix]` (an S3-compatible bucket; providers
+    /// then get presigned `GET` URLs as the temporary credential and location of a job's
+    /// input). The bucket is probed at start-up.
+    #[arg(long, env = "BROKER_MOCK_STORAGE", default_value = "db", value_parser = storage)]
+    pub storage: String,
+    /// Endpoint URL of the S3-compatible server (plain http only on loopback)
+    /// [default: AWS, by region].
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// Region of the bucket [default: us-east-1].
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+    /// Access key id for the bucket.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// Secret access key for the bucket.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<Secret>,
+    /// Session token of temporary credentials for the bucket.
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    pub s3_session_token: Option<Secret>,
+    /// Models larger than this go to the bucket as a multipart upload in parts of this size,
+    /// bytes (at least 5 MiB, as S3 requires); smaller ones in one `PUT`.
+    #[arg(long, env = "BROKER_MOCK_S3_PART_SIZE", default_value_t = 8 * 1024 * 1024)]
+    pub s3_part_size: usize,
+}
+
+/// A secret setting (the bucket's secret key, a session token): never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Parses `--storage`: `db`, or `s3://bucket[/prefix]` (checked by [`S3Location::parse`]).
+fn storage(value: &str) -> Result<String, String> {
+    if value == "db" {
+        return Ok(value.to_owned());
+    }
+    S3Location::parse(value).map(|_| value.to_owned())
+}
+
+/// A bucket and a key prefix, from `s3://bucket[/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket name.
+    pub bucket: String,
+    /// The key prefix inside the bucket (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `s3://bucket[/prefix]`.
+    ///
+    /// ```
+    /// use broker_mock::config::S3Location;
+    /// let l = S3Location::parse("s3://models/broker/eu").unwrap();
+    /// assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("models", "broker/eu"));
+    /// assert!(S3Location::parse("s3://").is_err());
+    /// assert!(S3Location::parse("/var/lib/broker").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("storage {url:?}: expected db or s3://bucket[/prefix]"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        // S3 bucket names: 3-63 of [a-z0-9.-].
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'));
+        if !bucket_ok {
+            return Err(format!(
+                "storage {url:?}: the bucket name must be 3-63 characters of a-z, 0-9, '.' and '-'"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|p| p == "." || p == "..")
+            || prefix.contains("//")
+            || prefix.len() > 512
+        {
+            return Err(format!("storage {url:?}: invalid key prefix"));
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// `s3://bucket/prefix`, for messages.
+    #[must_use]
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
 }
 
 impl Default for Config {
@@ -192,6 +304,13 @@ impl Default for Config {
             input_max_attempts: 10,
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
+            storage: "db".to_owned(),
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_session_token: None,
+            s3_part_size: 8 * 1024 * 1024,
         }
     }
 }

@@ -20,6 +20,10 @@ pub enum StartError {
     /// A configuration value is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The model bucket (`--storage s3://…`) failed its start-up probe; the message names
+    /// the store and what failed, in one line.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// Why a request to the broker mock failed. [`ApiError::problem`] is the single place that

@@ -173,29 +173,45 @@ pub(crate) async fn attempt_claimed(
     })?;
     let ring = providers::keyring(&state.db, &provider.id).await?;
 
+    let ttl = state.cfg.credential_ttl;
     let expires_at = state
         .clock
         .now()
-        .saturating_add(i64::try_from(state.cfg.credential_ttl).unwrap_or(i64::MAX));
-    let token = models::issue_credential(
-        &state.db,
-        &job.id,
-        &job.model_id,
-        job.version,
-        expires_at,
-        state.clock.now(),
-    )
-    .await?;
+        .saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
     let facts = models::version_facts(&state.db, &job.model_id, job.version).await?;
+    let (url, authorization) = match &facts.object_key {
+        // In the bucket: a presigned GET URL is both the location and the credential.
+        Some(key) => {
+            let url = models::presign_object(state.bucket.as_ref(), key, Duration::from_secs(ttl))
+                .await?;
+            (url, None)
+        }
+        // In the database: the broker's own content URL and a bearer credential for it.
+        None => {
+            let token = models::issue_credential(
+                &state.db,
+                &job.id,
+                &job.model_id,
+                job.version,
+                expires_at,
+                state.clock.now(),
+            )
+            .await?;
+            (
+                format!(
+                    "{}/v1/models/{}/versions/{}/content",
+                    state.base_url, job.model_id, job.version
+                ),
+                Some(format!("Bearer {token}")),
+            )
+        }
+    };
     let input = BrokerMessage::Input(JobInput {
         job_id: job.id.clone(),
         provider_job_id,
         download: Download {
-            url: format!(
-                "{}/v1/models/{}/versions/{}/content",
-                state.base_url, job.model_id, job.version
-            ),
-            authorization: Some(format!("Bearer {token}")),
+            url,
+            authorization,
             expires_at,
             size: facts.size,
             sha256: facts.sha256,

@@ -167,21 +167,30 @@ async fn apply(
             provider_id: event.provider_id.clone(),
             from_version: job.version,
         };
-        fetched = Some((bytes, picture, source));
+        // Into the bucket now (with `--storage s3://…`); the row that names it is written
+        // with the event below.
+        let body = models::stage(state.bucket.as_ref(), &job.model_id, bytes).await?;
+        fetched = Some((body, picture, source));
     }
     let version = fetched
         .as_ref()
-        .map(|(bytes, picture, source)| models::NewVersion {
+        .map(|(body, picture, source)| models::NewVersion {
             model: &job.model_id,
-            bytes,
+            body,
             picture: picture.as_deref(),
             source,
         });
     // The version is stored with the event, in one transaction: a redelivery that
     // recorded the event meanwhile makes none.
-    let Some(new_state) =
-        jobs::apply_event(&state.db, job, event, canonical, seq, version.as_ref(), now).await?
-    else {
+    let applied =
+        jobs::apply_event(&state.db, job, event, canonical, seq, version.as_ref(), now).await;
+    if !matches!(applied, Ok(Some(_)))
+        && let Some((body, _, _)) = &fetched
+    {
+        // No version recorded: its object (if any) must not stay.
+        models::discard(state.bucket.as_ref(), body).await;
+    }
+    let Some(new_state) = applied? else {
         return recheck_duplicate(state, job, seq, canonical)
             .await?
             .ok_or_else(|| ApiError::InvalidTransition("a concurrent event won".into()));

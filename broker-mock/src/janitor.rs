@@ -1,5 +1,6 @@
 //! Purges rows that only grow: expired replay rows, used link-token ids whose token has
-//! expired, expired temporary credentials. Runs every `--sweep-interval-ms` until the server
+//! expired, expired temporary credentials; and, with a model bucket, objects no model
+//! version names (a failed insert, a crash between writing an object and its row). Runs every `--sweep-interval-ms` until the server
 //! shuts down. (The message log bounds itself as it is written; see
 //! `store::messages::record`.)
 
@@ -38,4 +39,18 @@ pub(crate) async fn sweep(state: &AppState) {
         Ok(n) => tracing::debug!(rows = n, "expired rows purged"),
         Err(e) => tracing::warn!(error = %e, "purging expired rows failed"),
     }
+    if let Some(bucket) = &state.bucket {
+        // Objects no version names, written long enough ago that no upload or result fetch
+        // still on its way to its row can be among them.
+        let before = now.saturating_sub(ORPHAN_GRACE_SECS);
+        match models::sweep_objects(&state.db, bucket, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(objects = n, "unreferenced model objects removed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping the model bucket failed"),
+        }
+    }
 }
+
+/// How old an object no version names must be before the sweep removes it, seconds: longer
+/// than any upload or result fetch takes between writing the object and its row.
+pub(crate) const ORPHAN_GRACE_SECS: i64 = 3600;

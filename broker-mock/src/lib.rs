@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod bucket;
 pub mod client;
 pub mod config;
 pub mod conformance;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::bucket::{Bucket, S3Settings};
 use crate::config::{Clock, Config};
 use crate::error::StartError;
 use crate::state::AppState;
@@ -36,7 +37,8 @@ impl App {
     /// Opens the database, builds the HTTP client and prepares to serve on `listener`.
     ///
     /// # Errors
-    /// [`StartError`] when the database, the CA files or the listener are unusable.
+    /// [`StartError`] when the database, the CA files, the listener or the model bucket
+    /// (`--storage s3://…`, probed with a write and a delete) are unusable.
     pub async fn build(
         listener: std::net::TcpListener,
         config: Config,
@@ -62,7 +64,19 @@ impl App {
         };
         let db = db::open(&config.db).await?;
         let fetcher = outbound::fetcher(&config)?;
-        let state = AppState::new(db, config, base_url, fetcher, clock);
+        // A bucket for the models is probed now, so bad settings fail here in one line.
+        let bucket = match S3Settings::from_config(&config).map_err(StartError::Config)? {
+            Some(settings) => {
+                let timeout = Duration::from_secs(config.http_timeout.max(1));
+                let bucket = Bucket::connect(settings, timeout)
+                    .await
+                    .map_err(StartError::Storage)?;
+                tracing::info!(store = %bucket.settings().location.url(), "model versions go to the bucket");
+                Some(bucket)
+            }
+            None => None,
+        };
+        let state = AppState::new(db, config, base_url, fetcher, clock, bucket);
         Ok(Self {
             state,
             listener,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use sqlx::SqlitePool;
 use tokio::sync::Notify;
 
+use crate::bucket::Bucket;
 use crate::config::{Clock, Config};
 
 /// State shared by every handler and background task (cheap to clone).
@@ -25,6 +26,8 @@ pub(crate) struct Inner {
     /// The outgoing client and its address policy.
     pub(crate) fetcher: diax_sdk::client::Fetcher,
     pub(crate) clock: Clock,
+    /// The bucket model versions are written to (`--storage s3://…`); `None`: the database.
+    pub(crate) bucket: Option<Bucket>,
     /// Woken when a notification is recorded, so it is pushed without waiting a round.
     pub(crate) wake_notifier: Notify,
     /// Jobs whose `job.input` is being sent right now.
@@ -44,6 +47,7 @@ impl AppState {
         base_url: String,
         fetcher: diax_sdk::client::Fetcher,
         clock: Clock,
+        bucket: Option<Bucket>,
     ) -> Self {
         let destinations = Destinations::new(
             cfg.max_in_flight_per_destination,
@@ -57,6 +61,7 @@ impl AppState {
                 base_url,
                 fetcher,
                 clock,
+                bucket,
                 wake_notifier: Notify::new(),
                 inputs_in_flight: InFlight::default(),
                 notifications_in_flight: InFlight::default(),

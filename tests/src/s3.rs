@@ -227,6 +227,48 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// The broker's model store in `s3://{bucket}/{prefix}` on this server.
+    #[must_use]
+    pub fn broker_storage(&self, bucket: &str, prefix: &str) -> crate::stack::BrokerStorage {
+        crate::stack::BrokerStorage {
+            url: format!("s3://{bucket}/{prefix}"),
+            endpoint: self.endpoint.clone(),
+        }
+    }
+
+    /// The object keys of `bucket` under `prefix` (moto without its IAM mode takes unsigned
+    /// requests).
+    ///
+    /// # Errors
+    /// When the server cannot be reached.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3ServerError> {
+        let body = reqwest::Client::new()
+            .get(format!(
+                "{}/{bucket}?list-type=2&prefix={}",
+                self.endpoint,
+                form_encode(prefix)
+            ))
+            .send()
+            .await
+            .map_err(|e| S3ServerError(e.to_string()))?
+            .text()
+            .await
+            .map_err(|e| S3ServerError(e.to_string()))?;
+        let mut keys = Vec::new();
+        let mut rest = body.as_str();
+        while let Some(at) = rest.find("<Key>") {
+            rest = &rest[at + "<Key>".len()..];
+            let Some(end) = rest.find("</Key>") else {
+                break;
+            };
+            keys.push(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+        Ok(keys)
+    }
+}
+
 /// `application/x-www-form-urlencoded` encoding of one name or value.
 fn form_encode(s: &str) -> String {
     s.bytes()

@@ -38,6 +38,18 @@ pub struct StackOptions {
     pub broker_relay: bool,
     /// The broker's `max_models_per_user` (its default, 100, unless set).
     pub broker_max_models_per_user: Option<u32>,
+    /// The broker's model store: `None` = its database; or a bucket (`--storage s3://…`).
+    pub broker_storage: Option<BrokerStorage>,
+}
+
+/// A bucket for the broker's models, on an S3-compatible server that takes the test
+/// credentials (`testing`/`testing`).
+#[derive(Debug, Clone)]
+pub struct BrokerStorage {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    /// The server, `http://127.0.0.1:PORT`.
+    pub endpoint: String,
 }
 
 impl Default for StackOptions {
@@ -48,6 +60,7 @@ impl Default for StackOptions {
             storage: None,
             broker_relay: false,
             broker_max_models_per_user: None,
+            broker_storage: None,
         }
     }
 }
@@ -133,6 +146,14 @@ impl Stack {
                 .iter()
                 .filter_map(|s| s.endpoint.clone())
                 .collect(),
+            storage: options
+                .broker_storage
+                .as_ref()
+                .map_or_else(|| "db".to_owned(), |b| b.url.clone()),
+            s3_endpoint: options.broker_storage.as_ref().map(|b| b.endpoint.clone()),
+            s3_region: Some("us-east-1".into()),
+            s3_access_key_id: Some("testing".into()),
+            s3_secret_access_key: Some(broker_mock::config::Secret("testing".into())),
             ..broker_mock::Config::default()
         })
         .await?;

@@ -119,6 +119,69 @@ async fn the_story_with_results_in_a_bucket_served_by_presigned_urls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_story_with_models_and_results_both_in_the_bucket() {
+    let s3 = S3Server::start().await.unwrap();
+    let bucket = s3.create_bucket().await.unwrap();
+    let stack = Stack::start(StackOptions {
+        storage: Some(s3.settings(&bucket, "fixmyprint")),
+        broker_storage: Some(s3.broker_storage(&bucket, "broker")),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let model = generate::model(6, 20_000, &generate::Defects::all());
+    let outcome = story::play(&stack, "gareth.stl", model.stl.clone(), Scheme::V1, &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(outcome.job.state, JobState::Completed);
+
+    // Gareth's upload and the repaired version are objects of the broker's prefix;
+    // FixMyPrint's result is one of its own.
+    let broker_objects = s3.keys(&bucket, "broker/models/").await.unwrap();
+    assert_eq!(broker_objects.len(), 2, "{broker_objects:?}");
+    let provider_objects = s3.keys(&bucket, "fixmyprint/results/").await.unwrap();
+    assert!(!provider_objects.is_empty(), "{provider_objects:?}");
+
+    // FixMyPrint took the model from a presigned URL on the store, not from the broker: the
+    // broker's log shows no request for the model's content with a temporary credential.
+    let job_id = outcome.job.job_id.as_str();
+    let log = stack
+        .broker_api
+        .messages(&broker_mock::client::MessageFilter {
+            job_id: Some(job_id.to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        log.messages
+            .iter()
+            .all(|m| !m.verdict.contains("temporary credential accepted")),
+        "{:#?}",
+        log.messages
+    );
+    // The broker fetched the result from FixMyPrint's presigned URL, as before.
+    let fetched = result_fetches(&stack, job_id).await;
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert!(
+        fetched[0].starts_with(&format!("{}/{bucket}/fixmyprint/results/", s3.endpoint())),
+        "{fetched:?}"
+    );
+    // What Gareth downloaded from the broker (streamed from its bucket) is the version the
+    // job made, and his upload is version 1, both as the broker recorded them.
+    let shown = outcome
+        .gareth
+        .client
+        .model(&outcome.model.model_id)
+        .await
+        .unwrap();
+    assert_eq!(shown.versions.len(), 2);
+    assert_eq!(shown.versions[0].sha256, sha256_hex(&model.stl));
+    assert_eq!(shown.versions[1].sha256, sha256_hex(&outcome.repaired));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_store_settings_fail_at_start_up_in_one_line() {
     let s3 = S3Server::start().await.unwrap();
     // An unknown bucket.

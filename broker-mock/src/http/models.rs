@@ -86,22 +86,49 @@ async fn upload(
             "content-type {ct:?}: upload the raw STL as application/octet-stream or model/stl"
         )));
     }
-    let body = read_body(req, state.cfg.max_model_bytes).await?;
     let quota = models::Quota {
         models: state.cfg.max_models_per_user,
         bytes: state.cfg.max_stored_bytes_per_user,
     };
+    let id = ModelId::generate();
+    let body = match &state.bucket {
+        None => models::Body::Inline(read_body(req, state.cfg.max_model_bytes).await?.into()),
+        Some(bucket) => {
+            // Streamed into the bucket (in parts above the part size): refused up front when
+            // the announced size is too large, then on the bytes actually sent.
+            let max = state.cfg.max_model_bytes as u64;
+            let announced = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if announced.is_some_and(|n| n > max) {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "body larger than {max} bytes"
+                )));
+            }
+            models::precheck_quota(&state.db, &user.id, announced.unwrap_or(0), quota).await?;
+            let stream = req.into_body().into_data_stream();
+            models::stage_stream(bucket, &id, stream, max).await?
+        }
+    };
     let model = models::upload(
         &state.db,
         &state.base_url,
-        &user.id,
-        &name,
-        &body,
+        &models::NewModel {
+            id: &id,
+            owner: &user.id,
+            name: &name,
+            body: &body,
+        },
         quota,
         state.clock.now(),
     )
-    .await?;
-    Ok(json(StatusCode::CREATED, &model))
+    .await;
+    if model.is_err() {
+        models::discard(state.bucket.as_ref(), &body).await;
+    }
+    Ok(json(StatusCode::CREATED, &model?))
 }
 
 /// The caller's models
@@ -223,7 +250,17 @@ async fn content(
             note.verdict = Some("result downloaded by its owner".into());
         }
     }
-    let mut resp = (StatusCode::OK, content.bytes).into_response();
+    let mut resp = match &content.object_key {
+        None => (StatusCode::OK, content.bytes).into_response(),
+        // Streamed from the bucket, never whole in memory.
+        Some(key) => {
+            let (size, stream) = models::open_object(state.bucket.as_ref(), key).await?;
+            let mut resp = (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            resp
+        }
+    };
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("model/stl"));
     if let Ok(v) = HeaderValue::from_str(&content.sha256) {

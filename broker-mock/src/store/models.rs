@@ -1,6 +1,11 @@
 //! The model repository: models with numbered versions (uploads and job results), and the
 //! temporary credentials that open one version for one method until they expire. Owns
 //! `models`, `model_versions` and `credentials`.
+//!
+//! A version's bytes are in its row (`content`, the default) or, with `--storage s3://…`,
+//! in an object of the bucket that the row names (`object_key`). The object is written
+//! first and the row second, so a row never names a missing object; an object no row names
+//! (a failed insert, a crash in between) is removed by the janitor's sweep.
 
 use diax_sdk::util::{random_token, sha256_hex};
 use diax_sdk::wire::{Model, ModelList, ModelVersion, VersionSource, broker_paths};
@@ -9,6 +14,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row, SqliteConnection, SqlitePool};
 
 use super::{opt_id, scalar_id};
+use crate::bucket::{Bucket, BucketError, Stored};
 use crate::error::{ApiError, ApiResult};
 
 /// Prefix of temporary credentials.
@@ -147,7 +153,7 @@ pub(crate) struct Quota {
 async fn check_quota(
     conn: &mut sqlx::SqliteConnection,
     owner: &UserId,
-    bytes: usize,
+    bytes: u64,
     quota: Quota,
 ) -> ApiResult<()> {
     let (models, stored): (i64, i64) = sqlx::query_as(
@@ -163,9 +169,7 @@ async fn check_quota(
             quota.models
         )));
     }
-    let after = u64::try_from(stored)
-        .unwrap_or(0)
-        .saturating_add(bytes as u64);
+    let after = u64::try_from(stored).unwrap_or(0).saturating_add(bytes);
     if after > quota.bytes {
         return Err(ApiError::PayloadTooLarge(format!(
             "storage quota reached: a user may store {} bytes of models",
@@ -175,24 +179,190 @@ async fn check_quota(
     Ok(())
 }
 
-/// Stores `bytes` as version 1 of a new model of `owner` named `name` (checked by
-/// [`check_file_name`]), within `quota` (`base` as for [`find`]).
+/// Where a new version's bytes are: in memory, to go into its row, or already in the
+/// bucket.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// The bytes, stored in the row.
+    Inline(Vec<u8>),
+    /// An object written to the bucket, named by the row.
+    Object(Stored),
+}
+
+impl Body {
+    fn size(&self) -> u64 {
+        match self {
+            Body::Inline(b) => b.len() as u64,
+            Body::Object(o) => o.size,
+        }
+    }
+
+    fn sha256(&self) -> String {
+        match self {
+            Body::Inline(b) => sha256_hex(b),
+            Body::Object(o) => o.sha256.clone(),
+        }
+    }
+
+    /// What goes into the `content` column (empty for an object).
+    fn content(&self) -> &[u8] {
+        match self {
+            Body::Inline(b) => b,
+            Body::Object(_) => &[],
+        }
+    }
+
+    fn object_key(&self) -> Option<&str> {
+        match self {
+            Body::Inline(_) => None,
+            Body::Object(o) => Some(&o.key),
+        }
+    }
+}
+
+/// Keeps `bytes` for a new version of `model`: written to `bucket` when there is one
+/// (then the version's row names the object), else kept for the row.
+///
+/// # Errors
+/// The bucket failed (an opaque 500; the log says why).
+pub(crate) async fn stage(
+    bucket: Option<&Bucket>,
+    model: &ModelId,
+    bytes: Vec<u8>,
+) -> ApiResult<Body> {
+    match bucket {
+        None => Ok(Body::Inline(bytes)),
+        Some(b) => b
+            .put(model.as_str(), bytes::Bytes::from(bytes))
+            .await
+            .map(Body::Object)
+            .map_err(store_error),
+    }
+}
+
+/// Streams `body` (at most `max` bytes) into the bucket as a new object for `model`.
+///
+/// # Errors
+/// `PayloadTooLarge` past `max`, `InvalidRequest` when the body fails (the client went
+/// away), an opaque 500 when the bucket fails; nothing is stored then.
+pub(crate) async fn stage_stream<S, E>(
+    bucket: &Bucket,
+    model: &ModelId,
+    body: S,
+    max: u64,
+) -> ApiResult<Body>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    bucket
+        .upload(model.as_str(), body, max)
+        .await
+        .map(Body::Object)
+        .map_err(store_error)
+}
+
+/// The bytes of a version kept in the bucket as object `key`: its size and a stream of
+/// chunks.
+///
+/// # Errors
+/// An opaque 500 when there is no bucket (the broker was started with `--storage db` over a
+/// database whose versions are in a bucket) or the bucket fails.
+pub(crate) async fn open_object(
+    bucket: Option<&Bucket>,
+    key: &str,
+) -> ApiResult<(
+    u64,
+    futures_util::stream::BoxStream<'static, Result<bytes::Bytes, BucketError>>,
+)> {
+    let bucket = bucket.ok_or_else(|| {
+        ApiError::Internal(format!(
+            "version kept in a bucket ({key}) but the broker runs with --storage db"
+        ))
+    })?;
+    bucket.get(key).await.map_err(store_error)
+}
+
+/// A presigned `GET` URL of object `key`, valid for `ttl`.
+///
+/// # Errors
+/// As [`open_object`].
+pub(crate) async fn presign_object(
+    bucket: Option<&Bucket>,
+    key: &str,
+    ttl: std::time::Duration,
+) -> ApiResult<String> {
+    let bucket = bucket.ok_or_else(|| {
+        ApiError::Internal(format!(
+            "version kept in a bucket ({key}) but the broker runs with --storage db"
+        ))
+    })?;
+    bucket.presign_get(key, ttl).await.map_err(store_error)
+}
+
+/// Removes the object of a version that was not recorded after all (best effort: the sweep
+/// removes what this misses).
+pub(crate) async fn discard(bucket: Option<&Bucket>, body: &Body) {
+    if let (Some(bucket), Body::Object(o)) = (bucket, body)
+        && let Err(e) = bucket.delete(&o.key).await
+    {
+        tracing::warn!(key = %o.key, error = %e, "could not remove an unrecorded model object; the sweep will");
+    }
+}
+
+/// A bucket failure as an API error: an opaque 500 whose reason goes to the log.
+pub(crate) fn store_error(e: BucketError) -> ApiError {
+    match e {
+        BucketError::Source(why) => ApiError::InvalidRequest(format!("upload failed: {why}")),
+        e @ BucketError::TooLarge(_) => ApiError::PayloadTooLarge(format!("body {e}")),
+        BucketError::Store(why) => ApiError::Internal(format!("model store: {why}")),
+    }
+}
+
+/// Checks that `owner` may add a new model of `size` bytes within `quota`, before its bytes
+/// are taken in (a streamed upload says its size up front only in `content-length`).
+pub(crate) async fn precheck_quota(
+    db: &SqlitePool,
+    owner: &UserId,
+    size: u64,
+    quota: Quota,
+) -> ApiResult<()> {
+    let mut conn = db.acquire().await?;
+    check_quota(&mut conn, owner, size, quota).await
+}
+
+/// A new model: its version 1 and who owns it.
+pub(crate) struct NewModel<'a> {
+    /// Fresh: [`ModelId::generate`] (a staged object is already named after it).
+    pub(crate) id: &'a ModelId,
+    pub(crate) owner: &'a UserId,
+    /// Checked by [`check_file_name`].
+    pub(crate) name: &'a str,
+    /// Non-empty, within the size limit.
+    pub(crate) body: &'a Body,
+}
+
+/// Stores `new` within `quota` (`base` as for [`find`]). When refused, a staged object is
+/// left for the caller to [`discard`].
 pub(crate) async fn upload(
     db: &SqlitePool,
     base: &str,
-    owner: &UserId,
-    name: &str,
-    bytes: &[u8],
+    new: &NewModel<'_>,
     quota: Quota,
     now: i64,
 ) -> ApiResult<Model> {
+    let NewModel {
+        id,
+        owner,
+        name,
+        body,
+    } = *new;
     check_file_name(name)?;
-    if bytes.is_empty() {
+    if body.size() == 0 {
         return Err(ApiError::InvalidRequest("empty model".into()));
     }
-    let id = ModelId::generate();
     let mut tx = db.begin().await?;
-    check_quota(&mut tx, owner, bytes.len(), quota).await?;
+    check_quota(&mut tx, owner, body.size(), quota).await?;
     sqlx::query("INSERT INTO models (id, owner_id, name, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id.as_str())
         .bind(owner.as_str())
@@ -201,24 +371,25 @@ pub(crate) async fn upload(
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "INSERT INTO model_versions (model_id, version, size, sha256, content, created_at) VALUES ($1, 1, $2, $3, $4, $5)",
+        "INSERT INTO model_versions (model_id, version, size, sha256, content, object_key, created_at) VALUES ($1, 1, $2, $3, $4, $5, $6)",
     )
     .bind(id.as_str())
-    .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
-    .bind(sha256_hex(bytes))
-    .bind(bytes)
+    .bind(i64::try_from(body.size()).unwrap_or(i64::MAX))
+    .bind(body.sha256())
+    .bind(body.content())
+    .bind(body.object_key())
     .bind(now)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    find(db, base, owner, &id).await
+    find(db, base, owner, id).await
 }
 
 /// A model version a job made: its result, with the job's checked `picture` (a PNG) if it
 /// sent one.
 pub(crate) struct NewVersion<'a> {
     pub(crate) model: &'a ModelId,
-    pub(crate) bytes: &'a [u8],
+    pub(crate) body: &'a Body,
     pub(crate) picture: Option<&'a [u8]>,
     pub(crate) source: &'a VersionSource,
 }
@@ -233,25 +404,26 @@ pub(crate) async fn add_version(
 ) -> ApiResult<u32> {
     let NewVersion {
         model,
-        bytes,
+        body,
         picture,
         source,
     } = new;
     let version: u32 = sqlx::query_scalar(
-        "INSERT INTO model_versions (model_id, version, size, sha256, content, created_at, source_job_id, source_provider_id, source_from_version, picture, picture_sha256)
-         SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM model_versions WHERE model_id = $1
+        "INSERT INTO model_versions (model_id, version, size, sha256, content, created_at, source_job_id, source_provider_id, source_from_version, picture, picture_sha256, object_key)
+         SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM model_versions WHERE model_id = $1
          RETURNING version",
     )
     .bind(model.as_str())
-    .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
-    .bind(sha256_hex(bytes))
-    .bind(*bytes)
+    .bind(i64::try_from(body.size()).unwrap_or(i64::MAX))
+    .bind(body.sha256())
+    .bind(body.content())
     .bind(now)
     .bind(source.job_id.as_str())
     .bind(source.provider_id.as_str())
     .bind(i64::from(source.from_version))
     .bind(*picture)
     .bind(picture.map(sha256_hex))
+    .bind(body.object_key())
     .fetch_one(&mut *conn)
     .await?;
     Ok(version)
@@ -292,6 +464,8 @@ pub(crate) struct VersionFacts {
     pub(crate) name: String,
     pub(crate) size: u64,
     pub(crate) sha256: String,
+    /// The bucket object holding the bytes, if they are not in the row.
+    pub(crate) object_key: Option<String>,
 }
 
 /// The name, size and digest of `model` version `version` (which exists: a job refers to it).
@@ -300,20 +474,28 @@ pub(crate) async fn version_facts(
     model: &ModelId,
     version: u32,
 ) -> ApiResult<VersionFacts> {
-    let (name, size, sha256): (String, u64, String) = sqlx::query_as(
-        "SELECT m.name, v.size, v.sha256 FROM models m JOIN model_versions v ON v.model_id = m.id
+    let (name, size, sha256, object_key): (String, u64, String, Option<String>) = sqlx::query_as(
+        "SELECT m.name, v.size, v.sha256, v.object_key FROM models m JOIN model_versions v ON v.model_id = m.id
          WHERE m.id = $1 AND v.version = $2",
     )
     .bind(model.as_str())
     .bind(version)
     .fetch_one(db)
     .await?;
-    Ok(VersionFacts { name, size, sha256 })
+    Ok(VersionFacts {
+        name,
+        size,
+        sha256,
+        object_key,
+    })
 }
 
 /// The stored bytes of a model version with their digest and owner.
 pub(crate) struct Content {
+    /// The bytes (empty when they are in the bucket).
     pub(crate) bytes: Vec<u8>,
+    /// The bucket object holding the bytes, if they are not in the row.
+    pub(crate) object_key: Option<String>,
     pub(crate) sha256: String,
     pub(crate) owner: UserId,
     /// The job whose result this version is, as stored (for the message log).
@@ -326,17 +508,19 @@ pub(crate) async fn content(
     model: &ModelId,
     version: u32,
 ) -> ApiResult<Option<Content>> {
-    let row: Option<(Vec<u8>, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT v.content, v.sha256, m.owner_id, v.source_job_id FROM model_versions v JOIN models m ON m.id = v.model_id
+    type Row = (Vec<u8>, Option<String>, String, String, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT v.content, v.object_key, v.sha256, m.owner_id, v.source_job_id FROM model_versions v JOIN models m ON m.id = v.model_id
          WHERE v.model_id = $1 AND v.version = $2",
     )
     .bind(model.as_str())
     .bind(version)
     .fetch_optional(db)
     .await?;
-    row.map(|(bytes, sha256, owner, source_job)| {
+    row.map(|(bytes, object_key, sha256, owner, source_job)| {
         Ok(Content {
             bytes,
+            object_key,
             sha256,
             owner: scalar_id("models.owner_id", owner)?,
             source_job,
@@ -410,6 +594,57 @@ pub(crate) async fn check_credential(
         )));
     }
     Ok(scalar_id("credentials.job_id", job)?)
+}
+
+/// Which of `keys` (bucket objects) a model version names.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn referenced_objects(
+    db: &SqlitePool,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut found = std::collections::HashSet::new();
+    for key in keys {
+        let hit: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM model_versions WHERE object_key = $1")
+                .bind(key)
+                .fetch_optional(db)
+                .await?;
+        if hit.is_some() {
+            found.insert(key.clone());
+        }
+    }
+    Ok(found)
+}
+
+/// Removes the bucket's model objects written before `before` (Unix seconds) that no
+/// version names: those of a failed or abandoned write. Returns how many.
+///
+/// # Errors
+/// Bucket or database errors, as one line.
+pub(crate) async fn sweep_objects(
+    db: &SqlitePool,
+    bucket: &Bucket,
+    before: i64,
+) -> Result<u64, String> {
+    use futures_util::StreamExt as _;
+    let mut listing = bucket.models_written_before(before).chunks(100);
+    let mut removed = 0;
+    while let Some(chunk) = listing.next().await {
+        let keys: Vec<String> = chunk
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let keep = referenced_objects(db, &keys)
+            .await
+            .map_err(|e| e.to_string())?;
+        for key in keys.iter().filter(|k| !keep.contains(*k)) {
+            bucket.delete(key).await.map_err(|e| e.to_string())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Deletes temporary credentials that expired before `now`; returns how many.

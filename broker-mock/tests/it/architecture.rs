@@ -16,9 +16,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Foundations.
     ("config", &[]),
     ("error", &[]),
-    ("state", &["config"]),
+    ("bucket", &["config"]),
+    ("state", &["config", "bucket"]),
     // Storage and domain: one module per table or aggregate.
-    ("store", &["error"]),
+    ("store", &["error", "bucket"]),
     ("db", &["store"]),
     // Flows and deliverers: the broker's side of each exchange with a peer.
     ("outbound", &["config", "error", "state", "store"]),
@@ -45,7 +46,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "config", "error", "state", "db", "http", "outbound", "notifier", "inputs", "janitor",
+            "config", "error", "bucket", "state", "db", "http", "outbound", "notifier", "inputs",
+            "janitor",
         ],
     ),
     // Beside the layers.

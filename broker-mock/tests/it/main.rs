@@ -11,11 +11,13 @@
 mod common;
 
 mod architecture;
+mod bucket;
 mod events;
 mod hostile;
 mod input_delivery;
 mod messages;
 mod models;
+mod moto;
 mod notifications;
 mod openapi;
 mod pictures;

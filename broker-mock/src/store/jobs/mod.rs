@@ -835,9 +835,10 @@ mod tests {
             from_version: 1,
         };
         let model = ModelId::parse("mdl_x").expect("id");
+        let body = models::Body::Inline(b"stl".to_vec());
         let new = NewVersion {
             model: &model,
-            bytes: b"stl",
+            body: &body,
             picture: None,
             source: &source,
         };

@@ -222,6 +222,10 @@ impl Browser {
             "--hide-scrollbars",
             "--force-device-scale-factor=1",
             "--ignore-certificate-errors",
+            // Each frame waits for its raster work (image decoding included), so a
+            // screenshot taken when the virtual-time budget ends shows every image the page
+            // had loaded by then, however busy the machine is.
+            "--run-all-compositor-stages-before-draw",
         ])
         .arg(format!("--window-size={width},{height}"))
         .arg(format!("--virtual-time-budget={}", settle.as_millis()))

@@ -27,6 +27,14 @@ fn bucket_config(moto: &Moto, bucket: &str) -> Config {
     }
 }
 
+/// [`bucket_config`] for models of up to 20 MiB (several parts).
+fn large_bucket_config(moto: &Moto, bucket: &str) -> Config {
+    Config {
+        max_model_bytes: 20 * 1024 * 1024,
+        ..bucket_config(moto, bucket)
+    }
+}
+
 /// Bytes that do not repeat in any short period (so a misplaced part would show).
 fn big(len: usize) -> Vec<u8> {
     (0..len)
@@ -164,11 +172,7 @@ async fn models_and_results_live_in_the_bucket_and_the_input_is_a_presigned_url(
 async fn large_uploads_go_up_in_parts_and_failed_ones_leave_nothing() {
     let moto = Moto::start().await;
     let bucket = moto.create_bucket().await;
-    let (broker, api) = start(Config {
-        max_model_bytes: 20 * 1024 * 1024,
-        ..bucket_config(&moto, &bucket)
-    })
-    .await;
+    let (broker, api) = start(large_bucket_config(&moto, &bucket)).await;
     let (created, user) = new_user(&api, "gareth").await;
 
     // 12 MiB and a bit: three parts of 5 MiB, the last one short; back whole.
@@ -250,11 +254,7 @@ async fn large_uploads_go_up_in_parts_and_failed_ones_leave_nothing() {
 async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
     let moto = Moto::start().await;
     let bucket = moto.create_bucket().await;
-    let (broker, api) = start(Config {
-        max_model_bytes: 20 * 1024 * 1024,
-        ..bucket_config(&moto, &bucket)
-    })
-    .await;
+    let (broker, api) = start(large_bucket_config(&moto, &bucket)).await;
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
     let (key, user, model, job) = linked_job(&api, &fake, &s, &broker).await;
@@ -266,31 +266,8 @@ async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
     // the upload of the first parts has begun.
     let healed = big(12 * 1024 * 1024 + 777);
     fake.set_result(healed.clone());
-    let h = http();
     let post = async |id: &str, download: Download| {
-        let done = event(
-            &job,
-            &s.reg,
-            1,
-            JobEventKind::Completed {
-                result: JobResult {
-                    download,
-                    format: "stl".into(),
-                    report: None,
-                    charged: None,
-                    picture: None,
-                },
-            },
-        );
-        post_event_raw(
-            &h,
-            &s.reg,
-            &s.ring,
-            id,
-            unix_now(),
-            &serde_json::to_vec(&done).unwrap(),
-        )
-        .await
+        post_event(&s, id, &completed(&job, &s.reg, 1, download)).await
     };
     let good = fake.result_download(&healed, unix_now() + 600);
     let wrong_digest = Download {
@@ -353,7 +330,7 @@ async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
         broker.base_url(),
         model.model_id
     );
-    let resp = h.get(&url).bearer_auth(&key).send().await.unwrap();
+    let resp = http().get(&url).bearer_auth(&key).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.unwrap() == healed);
     broker.shutdown().await;
@@ -456,53 +433,14 @@ async fn a_large_result_streams_through_the_broker_in_flat_memory() {
     let api = broker_mock::BrokerApi::new(http(), &base);
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
-    let (created, user) = new_user(&api, "gareth").await;
-    let model = user.upload_model("cube.stl", stl()).await.unwrap();
-    fake.add_account("acc_gareth");
-    user.link(
-        &s.reg.provider_id,
-        &link_token_from(&s, "acc_gareth", unix_now()),
-    )
-    .await
-    .unwrap();
-    let job = user
-        .create_job(&CreateJob {
-            provider_id: s.reg.provider_id.clone(),
-            model_id: model.model_id.clone(),
-            version: None,
-            operation: None,
-            params: serde_json::Value::Null,
-        })
-        .await
-        .unwrap();
+    let (key, _, model, job) = linked_job_at(&api, &fake, &s, unix_now()).await;
     assert_eq!(job.state, JobState::Accepted, "{job:?}");
     let result = big(mib << 20);
     fake.set_result(result.clone());
     let (rss_before, peak_before) = memory_kib(pid);
     let started = std::time::Instant::now();
-    let done = event(
-        &job,
-        &s.reg,
-        1,
-        JobEventKind::Completed {
-            result: JobResult {
-                download: fake.result_download(&result, unix_now() + 600),
-                format: "stl".into(),
-                report: None,
-                charged: None,
-                picture: None,
-            },
-        },
-    );
-    let (st, ack) = post_event_raw(
-        &http(),
-        &s.reg,
-        &s.ring,
-        "msg_big",
-        unix_now(),
-        &serde_json::to_vec(&done).unwrap(),
-    )
-    .await;
+    let download = fake.result_download(&result, unix_now() + 600);
+    let (st, ack) = post_event(&s, "msg_big", &completed(&job, &s.reg, 1, download)).await;
     let took = started.elapsed();
     assert_eq!(
         (st, ack["state"].as_str()),
@@ -522,12 +460,7 @@ async fn a_large_result_streams_through_the_broker_in_flat_memory() {
     );
     // Back whole, from the bucket through the broker.
     let url = format!("{base}/v1/models/{}/versions/2/content", model.model_id);
-    let resp = http()
-        .get(&url)
-        .bearer_auth(&created.api_key)
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(&url).bearer_auth(&key).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.unwrap() == result);
     assert!(

@@ -503,6 +503,39 @@ pub fn event(job: &Job, reg: &ProviderRegistered, seq: u64, kind: JobEventKind) 
     }
 }
 
+/// Event `seq` of `job`: `job.completed` with the result at `download` (STL, no report,
+/// charge or picture).
+pub fn completed(job: &Job, reg: &ProviderRegistered, seq: u64, download: Download) -> JobEvent {
+    event(
+        job,
+        reg,
+        seq,
+        JobEventKind::Completed {
+            result: JobResult {
+                download,
+                format: "stl".into(),
+                report: None,
+                charged: None,
+                picture: None,
+            },
+        },
+    )
+}
+
+/// Signs `event` with the provider's ring as message `msg_id`, now, and posts it; returns
+/// status and JSON body.
+pub async fn post_event(s: &Setup, msg_id: &str, event: &JobEvent) -> (u16, serde_json::Value) {
+    post_event_raw(
+        &http(),
+        &s.reg,
+        &s.ring,
+        msg_id,
+        unix_now(),
+        &serde_json::to_vec(event).unwrap(),
+    )
+    .await
+}
+
 pub async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
     for _ in 0..250 {
         if f() {
@@ -529,15 +562,23 @@ pub async fn linked_job(
     s: &Setup,
     broker: &broker_mock::Broker,
 ) -> (String, UserClient, Model, Job) {
+    linked_job_at(api, fake, s, broker.clock().now()).await
+}
+
+/// [`linked_job`] with a link token issued at `now` (the broker's clock; a broker in
+/// another process runs on the system clock).
+pub async fn linked_job_at(
+    api: &BrokerApi,
+    fake: &Fake,
+    s: &Setup,
+    now: i64,
+) -> (String, UserClient, Model, Job) {
     let (created, user) = new_user(api, "gareth").await;
     let model = user.upload_model("cube.stl", stl()).await.unwrap();
     fake.add_account("acc_gareth");
-    user.link(
-        &s.reg.provider_id,
-        &link_token_from(s, "acc_gareth", broker.clock().now()),
-    )
-    .await
-    .unwrap();
+    user.link(&s.reg.provider_id, &link_token_from(s, "acc_gareth", now))
+        .await
+        .unwrap();
     let job = user
         .create_job(&CreateJob {
             provider_id: s.reg.provider_id.clone(),

@@ -5,8 +5,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions as _, SqlitePool};
 
 pub use crate::store::replay::SqliteReplayStore;
 
@@ -32,15 +32,25 @@ pub async fn open(db: &str) -> Result<SqlitePool, sqlx::Error> {
         create_private(options.get_filename())?;
     }
     let pool = if memory {
-        // One connection keeps the shared in-memory database alive and avoids
-        // shared-cache table locks.
-        SqlitePoolOptions::new()
+        // An in-memory database lives as long as some connection to it is open, and the
+        // pool closes a connection whose use was cancelled (a client that hangs up drops
+        // its request mid-query): a connection outside the pool, never used, keeps the
+        // database until the pool closes. The pool's one connection avoids shared-cache
+        // table locks.
+        let keeper = options.connect().await?;
+        let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options)
-            .await?
+            .await?;
+        let closed = pool.close_event();
+        tokio::spawn(async move {
+            closed.await;
+            drop(keeper);
+        });
+        pool
     } else {
         SqlitePoolOptions::new()
             .max_connections(4)
@@ -72,5 +82,35 @@ fn create_private(path: &std::path::Path) -> Result<(), sqlx::Error> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(sqlx::Error::Io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests cancelled at any point (a client that hangs up drops its handler mid-query,
+    /// mid-acquire or mid-ping) may make the pool close its connection. An in-memory
+    /// database lives only as long as a connection to it: it must outlive that.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_in_memory_database_outlives_cancelled_queries() {
+        let db = open("sqlite::memory:").await.expect("db");
+        let user = crate::store::users::create(&db, "gareth", None, 0)
+            .await
+            .expect("user")
+            .user_id;
+        for i in 0..2_000_u32 {
+            let (pool, user) = (db.clone(), user.clone());
+            let task = tokio::spawn(async move { crate::store::users::exists(&pool, &user).await });
+            for _ in 0..i % 13 {
+                tokio::task::yield_now().await;
+            }
+            task.abort();
+            let _ = task.await;
+        }
+        let still = crate::store::users::exists(&db, &user)
+            .await
+            .expect("the tables are still there");
+        assert!(still, "the user is still there");
     }
 }

@@ -62,6 +62,12 @@ struct Scene {
 
 impl Scene {
     async fn start(options: StackOptions) -> Self {
+        // Warnings and errors of the in-process broker and instance A go to the test's
+        // captured output: a failing test shows why a server answered 500.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
         let stack = Stack::start(StackOptions {
             provider_db: ProviderDb::Postgres,
             ..options

@@ -43,7 +43,7 @@ pub(crate) async fn link_with_token(
     let claims = LinkTokenValidator::new(provider.id.clone(), broker_id.to_owned())
         .validate_at(token, &ring, now)
         .map_err(|e| ApiError::from(Problem::from(&e)))?;
-    let mut tx = db.begin().await?;
+    let mut tx = super::begin_write(db).await?;
     let keep_until = claims
         .exp
         .saturating_add(i64::try_from(diax_sdk::token::DEFAULT_LEEWAY_SECS).unwrap_or(0));

@@ -35,6 +35,16 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::error::ApiError;
 
+/// Begins a write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a
+/// transaction that reads before it writes waits its turn on the busy timeout. A deferred
+/// `BEGIN` would start as a reader and fail with `SQLITE_BUSY` ("database is locked", which
+/// the busy timeout does not wait out) when another connection wrote first.
+pub(crate) async fn begin_write(
+    db: &sqlx::SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    db.begin_with("BEGIN IMMEDIATE").await
+}
+
 /// A stored value of `column` that does not decode.
 pub(crate) fn corrupt(column: &str, why: impl Into<BoxDynError>) -> sqlx::Error {
     sqlx::Error::ColumnDecode {

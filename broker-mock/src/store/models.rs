@@ -361,7 +361,7 @@ pub(crate) async fn upload(
     if body.size() == 0 {
         return Err(ApiError::InvalidRequest("empty model".into()));
     }
-    let mut tx = db.begin().await?;
+    let mut tx = super::begin_write(db).await?;
     check_quota(&mut tx, owner, body.size(), quota).await?;
     sqlx::query("INSERT INTO models (id, owner_id, name, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id.as_str())
@@ -660,4 +660,52 @@ pub(crate) async fn purge_expired_credentials(
         .execute(db)
         .await?
         .rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uploads at once to a database file (several pooled connections): each reads the quota
+    /// and then writes, so a transaction that began as a reader would fail with
+    /// `SQLITE_BUSY` (which the busy timeout does not wait out) as soon as another wrote
+    /// first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_uploads_to_a_database_file_all_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::db::open(dir.path().join("b.db").to_str().expect("utf-8"))
+            .await
+            .expect("db");
+        let owner = crate::store::users::create(&db, "gareth", None, 0)
+            .await
+            .expect("user")
+            .user_id;
+        let quota = Quota {
+            models: 1_000,
+            bytes: 1 << 30,
+        };
+        let mut uploads = tokio::task::JoinSet::new();
+        for i in 0..64_u8 {
+            let (db, owner) = (db.clone(), owner.clone());
+            uploads.spawn(async move {
+                let id = ModelId::generate();
+                let body = Body::Inline(vec![i; 4096]);
+                let new = NewModel {
+                    id: &id,
+                    owner: &owner,
+                    name: "m.stl",
+                    body: &body,
+                };
+                upload(&db, "https://broker.test", &new, quota, 0).await
+            });
+        }
+        for outcome in uploads.join_all().await {
+            outcome.expect("every upload is stored");
+        }
+        let models: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM models")
+            .fetch_one(&db)
+            .await
+            .expect("count");
+        assert_eq!(models, 64);
+    }
 }

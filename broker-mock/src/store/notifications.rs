@@ -82,7 +82,7 @@ pub(crate) async fn acknowledge(
             "at most {MAX_ACK} notification ids at once"
         )));
     }
-    let mut tx = db.begin().await?;
+    let mut tx = super::begin_write(db).await?;
     for id in ids {
         let owner: Option<String> =
             sqlx::query_scalar("SELECT user_id FROM notifications WHERE id = $1")

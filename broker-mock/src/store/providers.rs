@@ -273,7 +273,7 @@ pub(crate) async fn register(
     let (rows, keys) = new_keys(req.signature_scheme, req.public_key.as_deref(), &key_id)?;
     users::require_member(db, &req.group_id, user).await?;
     let bound: Option<UserId> = (req.secret_scope == SecretScope::User).then(|| user.clone());
-    let mut tx = db.begin().await?;
+    let mut tx = super::begin_write(db).await?;
     sqlx::query(
         "INSERT INTO providers (id, group_id, name, service_kind, job_url, signup_url, pricing, description, secret_scope, bound_user_id, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -369,7 +369,7 @@ pub(crate) async fn rotate(
         Scheme::V1
     };
     let (rows, keys) = new_keys(scheme, req.public_key.as_deref(), &key_id)?;
-    let mut tx = db.begin().await?;
+    let mut tx = super::begin_write(db).await?;
     // Every key still open-ended now ends with the grace period; keys already ending sooner keep their end.
     sqlx::query(
         "UPDATE provider_keys SET not_after = $2

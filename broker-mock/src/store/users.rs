@@ -161,7 +161,7 @@ pub(crate) async fn create_group(
 ) -> ApiResult<Group> {
     check_name("name", name)?;
     let id = GroupId::generate();
-    let mut tx = db.begin().await?;
+    let mut tx = super::begin_write(db).await?;
     sqlx::query("INSERT INTO groups (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id.as_str())
         .bind(name)

@@ -404,7 +404,7 @@ pub(crate) async fn apply_event(
     result: Option<&NewVersion<'_>>,
     now: i64,
 ) -> ApiResult<Option<JobState>> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::store::begin_write(db).await?;
     let inserted = sqlx::query(
         "INSERT INTO job_events (job_id, sequence, kind, body, received_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT DO NOTHING",

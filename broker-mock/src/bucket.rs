@@ -306,16 +306,6 @@ impl Bucket {
         self.under(&name).to_string()
     }
 
-    /// Stores `bytes` (already in memory: a fetched job result) as a new object for `model`.
-    pub(crate) async fn put(&self, model: &str, bytes: Bytes) -> Result<Stored, BucketError> {
-        let size = bytes.len() as u64;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let stream = futures_util::stream::iter([Ok::<_, String>(bytes)]);
-        let stored = self.upload(model, stream, u64::MAX).await?;
-        debug_assert_eq!((stored.size, &stored.sha256), (size, &sha256));
-        Ok(stored)
-    }
-
     /// Streams `body` into a new object for `model`, hashing as it goes, refusing more than
     /// `max` bytes: one `PUT` when it fits in one part, else a multipart upload with at most
     /// [`PARTS_IN_FLIGHT`] parts in flight (memory stays flat with the model's size). On any

@@ -9,12 +9,12 @@
 use std::sync::Arc;
 
 use diax_sdk::webhook::RawHeaders;
-use diax_sdk::wire::{EventAck, JobEvent, JobEventKind, JobState, VersionSource};
+use diax_sdk::wire::{Download, EventAck, JobEvent, JobEventKind, JobState, VersionSource};
 use diax_sdk::{Delivery, JobId, Problem, Verifier, VerifierConfig};
 
 use crate::error::{ApiError, ApiResult};
 use crate::notifier::notify_job;
-use crate::outbound::{Fetched, Subject, download};
+use crate::outbound::{Fetched, Subject, download, download_stream};
 use crate::state::AppState;
 use crate::store::jobs::{self, JobRow};
 use crate::store::messages::Note;
@@ -144,16 +144,10 @@ async fn apply(
             job_id: Some(job.id.to_string()),
             ..Subject::default()
         };
-        // A result must be on the origin the provider registered (its job URL's).
-        let bytes = download(
-            state,
-            &result.download,
-            &provider.job_url,
-            &subject,
-            Fetched::Result,
-        )
-        .await
-        .map_err(|e| ApiError::DownloadFailed(format!("could not fetch the result: {e}")))?;
+        // A result must be on the origin the provider registered (its job URL's). With
+        // `--storage s3://…` it goes into the bucket as it arrives; the row that names it
+        // is written with the event below.
+        let body = fetch_result(state, provider, job, &result.download, &subject).await?;
         // The picture under the same rules; a bad one is dropped (the log says why), never
         // the result.
         let picture = match &result.picture {
@@ -167,9 +161,6 @@ async fn apply(
             provider_id: event.provider_id.clone(),
             from_version: job.version,
         };
-        // Into the bucket now (with `--storage s3://…`); the row that names it is written
-        // with the event below.
-        let body = models::stage(state.bucket.as_ref(), &job.model_id, bytes).await?;
         fetched = Some((body, picture, source));
     }
     let version = fetched
@@ -202,6 +193,46 @@ async fn apply(
     }
     tracing::info!(job = %job.id, event = event.kind.name(), sequence = event.sequence, "job event applied");
     Ok(ack(&job.id, new_state, false))
+}
+
+/// Fetches a job's result as a new version's body: into memory for the database, or with a
+/// bucket streamed into a new object as it arrives (in parts above the part size), so memory
+/// stays flat with the result's size. The object exists only when every check of the
+/// download passed; a refused or broken download leaves none.
+///
+/// # Errors
+/// `DownloadFailed` naming the rule the download broke; an opaque 500 when the bucket fails.
+async fn fetch_result(
+    state: &AppState,
+    provider: &Provider,
+    job: &JobRow,
+    dl: &Download,
+    subject: &Subject,
+) -> ApiResult<models::Body> {
+    let failed = |e: String| ApiError::DownloadFailed(format!("could not fetch the result: {e}"));
+    let Some(bucket) = state.bucket.as_ref() else {
+        let bytes = download(state, dl, &provider.job_url, subject, Fetched::Result)
+            .await
+            .map_err(failed)?;
+        return Ok(models::Body::Inline(bytes));
+    };
+    let (bytes, fetching) = download_stream(state, dl, &provider.job_url, subject, Fetched::Result);
+    let (fetched, staged) = tokio::join!(
+        fetching,
+        models::stage_stream(bucket, &job.model_id, bytes, dl.size)
+    );
+    match (fetched, staged) {
+        (Ok(_), Ok(body)) => Ok(body),
+        // The store failed (the download then broke off on the closed pipe): a 500, so the
+        // provider sends the event again later.
+        (_, Err(e @ ApiError::Internal(_))) | (Ok(_), Err(e)) => Err(e),
+        (Err(why), Err(_)) => Err(failed(why)),
+        (Err(why), Ok(body)) => {
+            // Not reached (the stream ends in the download's error), but never keep it.
+            models::discard(Some(bucket), &body).await;
+            Err(failed(why))
+        }
+    }
 }
 
 /// The acknowledgement of a duplicate, if event `seq` of `job` was recorded meanwhile with

@@ -10,7 +10,9 @@ use diax_sdk::client;
 use diax_sdk::util::ErrorChain;
 use diax_sdk::wire::{Download, MAX_PICTURE_BYTES, PNG_SIGNATURE};
 use diax_sdk::{Keyring, MessageId};
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use http::HeaderMap;
+use tokio::io::AsyncWrite;
 
 use crate::config::Config;
 use crate::error::StartError;
@@ -261,7 +263,74 @@ pub(crate) async fn download(
     what: Fetched,
 ) -> Result<Vec<u8>, String> {
     let started = Instant::now();
-    let result = download_inner(state, dl, origin_of, what).await;
+    let cap = dl.size.min(what.max_bytes(state)).min(64 * 1024 * 1024);
+    let mut bytes = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
+    let result = match fetch_into(state, dl, origin_of, what, &mut bytes).await {
+        Ok(_) if what == Fetched::Picture && !bytes.starts_with(&PNG_SIGNATURE) => Err((
+            Some(200),
+            "the picture is not a PNG (no PNG signature)".to_owned(),
+        )),
+        other => other,
+    };
+    log_fetch(state, dl, subject, what, started, &result).await;
+    result.map(|_| bytes).map_err(|(_, e)| e)
+}
+
+/// [`download`] as a stream, for a result that goes into the bucket without ever being
+/// whole in memory: the chunks as they arrive, and the future that fetches them (poll both
+/// together, e.g. with `tokio::join!`; the fetch waits while the stream is not read). The
+/// stream ends normally only after the last byte has passed every check (declared size,
+/// size cap, SHA-256); when a check fails or the transfer breaks, its last item is that
+/// error instead, so whoever stores the stream stores nothing. The future's output is the
+/// download's own verdict (the size fetched, or the rule that failed), logged as
+/// [`download`] logs it.
+pub(crate) fn download_stream<'a>(
+    state: &'a AppState,
+    dl: &'a Download,
+    origin_of: &'a str,
+    subject: &'a Subject,
+    what: Fetched,
+) -> (
+    impl Stream<Item = Result<Bytes, String>> + Send + 'static,
+    impl Future<Output = Result<u64, String>> + Send + 'a,
+) {
+    // A pipe of 256 KiB between the HTTP body and the store, and the verdict after it.
+    let (mut writer, reader) = tokio::io::duplex(PIPE_BYTES);
+    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let fetch = async move {
+        let started = Instant::now();
+        let result = fetch_into(state, dl, origin_of, what, &mut writer).await;
+        // End of the bytes first, then whether they passed: a reader never takes the end of
+        // the pipe for a good download before the verdict says so.
+        drop(writer);
+        let _ = verdict_tx.send(result.as_ref().map(|_| ()).map_err(|(_, e)| e.clone()));
+        log_fetch(state, dl, subject, what, started, &result).await;
+        result.map(|(_, size)| size).map_err(|(_, e)| e)
+    };
+    let verdict = futures_util::stream::once(verdict_rx).filter_map(|v| {
+        std::future::ready(match v {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(Err(why)),
+            Err(_) => Some(Err("the download was abandoned".to_owned())),
+        })
+    });
+    let bytes = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024)
+        .map_err(|e| format!("the pipe from the download broke: {e}"));
+    (bytes.chain(verdict), fetch)
+}
+
+/// Bytes buffered between a streamed download and its consumer.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// Notes a download in the message log.
+async fn log_fetch(
+    state: &AppState,
+    dl: &Download,
+    subject: &Subject,
+    what: Fetched,
+    started: Instant,
+    result: &Result<(u16, u64), (Option<u16>, String)>,
+) {
     let duration_ms = messages::elapsed_ms(started);
     // A presigned URL carries its credential in the query: the log keeps the path only.
     let shown = match dl.url.split_once('?') {
@@ -276,10 +345,10 @@ pub(crate) async fn download(
             .insert("authorization".into(), redact_authorization(a).into());
     }
     let name = what.name();
-    match &result {
-        Ok((status, bytes)) => {
+    match result {
+        Ok((status, size)) => {
             logged.status = Some(*status);
-            logged.verdict = format!("{name} fetched: {} bytes, digest ok", bytes.len());
+            logged.verdict = format!("{name} fetched: {size} bytes, digest ok");
         }
         Err((status, why)) => {
             logged.status = *status;
@@ -291,15 +360,17 @@ pub(crate) async fn download(
         }
     }
     record(state, logged).await;
-    result.map(|(_, b)| b).map_err(|(_, e)| e)
 }
 
-async fn download_inner(
+/// Fetches `dl` into `out` under the rules of [`download`] (but the PNG check): the status
+/// and size fetched, or the status (if any) and the rule that failed.
+async fn fetch_into<W: AsyncWrite + Unpin>(
     state: &AppState,
     dl: &Download,
     origin_of: &str,
     what: Fetched,
-) -> Result<(u16, Vec<u8>), (Option<u16>, String)> {
+    out: &mut W,
+) -> Result<(u16, u64), (Option<u16>, String)> {
     let name = what.name();
     if dl.expires_at < state.clock.now() {
         return Err((
@@ -326,12 +397,8 @@ async fn download_inner(
         .fetcher
         .with_origin_of(if on_store { &dl.url } else { origin_of })
         .map_err(|e| (None, e.to_string()))?;
-    match fetcher.download_to_vec(dl, &limits).await {
-        Ok(bytes) if what == Fetched::Picture && !bytes.starts_with(&PNG_SIGNATURE) => Err((
-            Some(200),
-            "the picture is not a PNG (no PNG signature)".to_owned(),
-        )),
-        Ok(bytes) => Ok((200, bytes)),
+    match fetcher.download(dl, out, &limits).await {
+        Ok(got) => Ok((200, got.size)),
         Err(e) => {
             use client::DownloadError as E;
             let status = match &e {

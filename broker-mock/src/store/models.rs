@@ -220,26 +220,6 @@ impl Body {
     }
 }
 
-/// Keeps `bytes` for a new version of `model`: written to `bucket` when there is one
-/// (then the version's row names the object), else kept for the row.
-///
-/// # Errors
-/// The bucket failed (an opaque 500; the log says why).
-pub(crate) async fn stage(
-    bucket: Option<&Bucket>,
-    model: &ModelId,
-    bytes: Vec<u8>,
-) -> ApiResult<Body> {
-    match bucket {
-        None => Ok(Body::Inline(bytes)),
-        Some(b) => b
-            .put(model.as_str(), bytes::Bytes::from(bytes))
-            .await
-            .map(Body::Object)
-            .map_err(store_error),
-    }
-}
-
 /// Streams `body` (at most `max` bytes) into the bucket as a new object for `model`.
 ///
 /// # Errors

@@ -27,6 +27,14 @@ fn bucket_config(moto: &Moto, bucket: &str) -> Config {
     }
 }
 
+/// [`bucket_config`] for models of up to 20 MiB (several parts).
+fn large_bucket_config(moto: &Moto, bucket: &str) -> Config {
+    Config {
+        max_model_bytes: 20 * 1024 * 1024,
+        ..bucket_config(moto, bucket)
+    }
+}
+
 /// Bytes that do not repeat in any short period (so a misplaced part would show).
 fn big(len: usize) -> Vec<u8> {
     (0..len)
@@ -164,11 +172,7 @@ async fn models_and_results_live_in_the_bucket_and_the_input_is_a_presigned_url(
 async fn large_uploads_go_up_in_parts_and_failed_ones_leave_nothing() {
     let moto = Moto::start().await;
     let bucket = moto.create_bucket().await;
-    let (broker, api) = start(Config {
-        max_model_bytes: 20 * 1024 * 1024,
-        ..bucket_config(&moto, &bucket)
-    })
-    .await;
+    let (broker, api) = start(large_bucket_config(&moto, &bucket)).await;
     let (created, user) = new_user(&api, "gareth").await;
 
     // 12 MiB and a bit: three parts of 5 MiB, the last one short; back whole.
@@ -244,6 +248,226 @@ async fn large_uploads_go_up_in_parts_and_failed_ones_leave_nothing() {
     assert_eq!(moto.keys(&bucket, PREFIX).await, before);
     assert_eq!(user.models().await.unwrap().models.len(), 1);
     broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
+    let moto = Moto::start().await;
+    let bucket = moto.create_bucket().await;
+    let (broker, api) = start(large_bucket_config(&moto, &bucket)).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (key, user, model, job) = linked_job(&api, &fake, &s, &broker).await;
+    let objects = format!("{PREFIX}/models/{}/", model.model_id);
+    let before = moto.keys(&bucket, &objects).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // 12 MiB and a bit: more than two parts of 5 MiB, so every refusal below comes after
+    // the upload of the first parts has begun.
+    let healed = big(12 * 1024 * 1024 + 777);
+    fake.set_result(healed.clone());
+    let post = async |id: &str, download: Download| {
+        post_event(&s, id, &completed(&job, &s.reg, 1, download)).await
+    };
+    let good = fake.result_download(&healed, unix_now() + 600);
+    let wrong_digest = Download {
+        sha256: sha256_hex(b"other bytes"),
+        ..good.clone()
+    };
+    // Declared one byte short: more arrives than declared.
+    let oversize = Download {
+        size: good.size - 1,
+        ..good.clone()
+    };
+    let refused = async |id: &str, (st, p): (u16, serde_json::Value)| {
+        assert_eq!(
+            (st, problem_type(&p)),
+            (502, "download-failed"),
+            "{id}: {p}"
+        );
+        until("the refused result's upload aborted", || async {
+            moto.open_uploads(&bucket).await.is_empty()
+        })
+        .await;
+        assert_eq!(moto.keys(&bucket, &objects).await, before, "{id}");
+        assert_eq!(user.model(&model.model_id).await.unwrap().versions.len(), 1);
+    };
+    for (id, download) in [("msg_digest", wrong_digest), ("msg_oversize", oversize)] {
+        refused(id, post(id, download).await).await;
+    }
+    // The provider's server sends 7 MiB, then holds the connection: the bytes are already
+    // going up as a multipart upload (nothing buffers the result whole). Then it breaks
+    // the connection off.
+    let gate = fake.cut_result_after(7 << 20);
+    let (answer, ()) = tokio::join!(post("msg_cut", good.clone()), async {
+        until(
+            "a multipart upload begun before the end of the result",
+            || async { !moto.open_uploads(&bucket).await.is_empty() },
+        )
+        .await;
+        gate.notify_one();
+    });
+    refused("msg_cut", answer).await;
+
+    // The whole result: version 2, one new object, byte for byte, no upload left open.
+    fake.serve_whole_result();
+    let (st, ack) = post("msg_done", good).await;
+    assert_eq!(
+        (st, ack["state"].as_str()),
+        (200, Some("completed")),
+        "{ack}"
+    );
+    assert!(moto.open_uploads(&bucket).await.is_empty());
+    let after = moto.keys(&bucket, &objects).await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    let shown = user.model(&model.model_id).await.unwrap();
+    assert_eq!(
+        (shown.versions[1].size, shown.versions[1].sha256.as_str()),
+        (healed.len() as u64, sha256_hex(&healed).as_str())
+    );
+    let url = format!(
+        "{}/v1/models/{}/versions/2/content",
+        broker.base_url(),
+        model.model_id
+    );
+    let resp = http().get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap() == healed);
+    broker.shutdown().await;
+}
+
+/// The resident memory of process `pid` now and at its peak (`VmRSS`, `VmHWM`), KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The `broker-mock` binary, killed when dropped.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real `broker-mock` binary with `args` and waits until it listens; returns it
+/// and its base URL.
+async fn spawn_broker(args: &[&str], dir: &std::path::Path) -> (Spawned, String) {
+    let log_path = dir.join("broker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Spawned(
+        std::process::Command::new(env!("CARGO_BIN_EXE_broker-mock"))
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..1500 {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("broker mock listening"))
+            && let Some(at) = line.find("base_url=")
+        {
+            let url = line[at + "base_url=".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+            return (child, url);
+        }
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "broker exited:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the broker never listened");
+}
+
+/// A job's result (96 MiB by default; `BROKER_MOCK_TEST_RESULT_MIB` sets it) goes from the
+/// provider into the bucket through the real `broker-mock` binary, which never holds it
+/// whole: its peak resident memory grows by less than half the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_streams_through_the_broker_in_flat_memory() {
+    let mib: usize = std::env::var("BROKER_MOCK_TEST_RESULT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96);
+    let moto = Moto::start().await;
+    let bucket = moto.create_bucket().await;
+    let dir = tempfile::tempdir().unwrap();
+    let max = ((mib + 1) << 20).to_string();
+    let storage = format!("s3://{bucket}/{PREFIX}");
+    let (broker, base) = spawn_broker(
+        &[
+            "--allow-private-addresses",
+            "--storage",
+            &storage,
+            "--s3-endpoint",
+            &moto.endpoint,
+            "--s3-access-key-id",
+            "testing",
+            "--s3-secret-access-key",
+            "testing",
+            "--max-model-bytes",
+            &max,
+            "--max-stored-bytes-per-user",
+            &max,
+        ],
+        dir.path(),
+    )
+    .await;
+    let pid = broker.0.id();
+    let api = broker_mock::BrokerApi::new(http(), &base);
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (key, _, model, job) = linked_job_at(&api, &fake, &s, unix_now()).await;
+    assert_eq!(job.state, JobState::Accepted, "{job:?}");
+    let result = big(mib << 20);
+    fake.set_result(result.clone());
+    let (rss_before, peak_before) = memory_kib(pid);
+    let started = std::time::Instant::now();
+    let download = fake.result_download(&result, unix_now() + 600);
+    let (st, ack) = post_event(&s, "msg_big", &completed(&job, &s.reg, 1, download)).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (st, ack["state"].as_str()),
+        (200, Some("completed")),
+        "{ack}"
+    );
+    let (rss_after, peak_after) = memory_kib(pid);
+    eprintln!(
+        "{mib} MiB result fetched into the bucket in {:.1} s ({:.1} MiB/s): broker VmRSS {} -> {} MiB, \
+         VmHWM {} -> {} MiB",
+        took.as_secs_f64(),
+        mib as f64 / took.as_secs_f64(),
+        rss_before / 1024,
+        rss_after / 1024,
+        peak_before / 1024,
+        peak_after / 1024
+    );
+    // Back whole, from the bucket through the broker.
+    let url = format!("{base}/v1/models/{}/versions/2/content", model.model_id);
+    let resp = http().get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap() == result);
+    assert!(
+        peak_after < peak_before + (mib as u64 * 1024) / 2,
+        "the broker's peak resident memory grew from {peak_before} KiB to {peak_after} KiB \
+         for a {mib} MiB result"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

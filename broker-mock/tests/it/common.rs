@@ -15,6 +15,7 @@ use diax_sdk::util::sha256_hex;
 use diax_sdk::webhook::RawHeaders;
 use diax_sdk::wire::*;
 use diax_sdk::*;
+use futures_util::StreamExt as _;
 
 pub fn stl() -> Vec<u8> {
     b"solid cube\n facet normal 0 0 1\n  outer loop\n   vertex 0 0 0\n   vertex 1 0 0\n   vertex 0 1 0\n  endloop\n endfacet\nendsolid cube\n".to_vec()
@@ -80,6 +81,8 @@ pub struct FakeState {
     pub offer_signatures: Mutex<Vec<String>>,
     pub inputs: Mutex<Vec<(JobInput, Result<Vec<u8>, String>)>>,
     pub result: Mutex<Option<Vec<u8>>>,
+    /// Serve only this many bytes of the result, then break the connection off when told.
+    pub result_cut: Mutex<Option<(usize, Arc<tokio::sync::Notify>)>>,
     /// Every GET of the result (authorised or not).
     pub result_gets: Mutex<u32>,
     pub picture: Mutex<Option<Vec<u8>>>,
@@ -129,6 +132,17 @@ impl Fake {
     }
     pub fn set_picture(&self, bytes: Vec<u8>) {
         *self.state.picture.lock().unwrap() = Some(bytes);
+    }
+    /// From now on serves the result's first `after` bytes, then holds the connection until
+    /// the returned `Notify` is notified, then breaks it off.
+    pub fn cut_result_after(&self, after: usize) -> Arc<tokio::sync::Notify> {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        *self.state.result_cut.lock().unwrap() = Some((after, gate.clone()));
+        gate
+    }
+    /// From now on serves the whole result.
+    pub fn serve_whole_result(&self) {
+        *self.state.result_cut.lock().unwrap() = None;
     }
     pub fn result_gets(&self) -> u32 {
         *self.state.result_gets.lock().unwrap()
@@ -284,9 +298,29 @@ async fn result(State(fake): State<Fake>, headers: HeaderMap, Path(_id): Path<St
     if auth != Some(&format!("Bearer {RESULT_TOKEN}")) {
         return problem(Problem::new(ProblemType::CredentialInvalid));
     }
-    match fake.state.result.lock().unwrap().clone() {
-        Some(b) => (StatusCode::OK, b).into_response(),
-        None => problem(Problem::new(ProblemType::NotFound)),
+    let cut = fake.state.result_cut.lock().unwrap().clone();
+    match (fake.state.result.lock().unwrap().clone(), cut) {
+        (Some(b), None) => (StatusCode::OK, b).into_response(),
+        (Some(b), Some((after, gate))) => {
+            // The declared length, some of the bytes in 1 MiB chunks, then (once the gate
+            // opens) an error: the server drops the connection mid-body.
+            let len = b.len();
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> = b[..after.min(len)]
+                .chunks(1 << 20)
+                .map(|c| Ok(c.to_vec()))
+                .collect();
+            let cut = futures_util::stream::once(async move {
+                gate.notified().await;
+                Err(std::io::Error::other("cut"))
+            });
+            (
+                StatusCode::OK,
+                [("content-length", len.to_string())],
+                ::axum::body::Body::from_stream(futures_util::stream::iter(chunks).chain(cut)),
+            )
+                .into_response()
+        }
+        (None, _) => problem(Problem::new(ProblemType::NotFound)),
     }
 }
 
@@ -469,6 +503,39 @@ pub fn event(job: &Job, reg: &ProviderRegistered, seq: u64, kind: JobEventKind) 
     }
 }
 
+/// Event `seq` of `job`: `job.completed` with the result at `download` (STL, no report,
+/// charge or picture).
+pub fn completed(job: &Job, reg: &ProviderRegistered, seq: u64, download: Download) -> JobEvent {
+    event(
+        job,
+        reg,
+        seq,
+        JobEventKind::Completed {
+            result: JobResult {
+                download,
+                format: "stl".into(),
+                report: None,
+                charged: None,
+                picture: None,
+            },
+        },
+    )
+}
+
+/// Signs `event` with the provider's ring as message `msg_id`, now, and posts it; returns
+/// status and JSON body.
+pub async fn post_event(s: &Setup, msg_id: &str, event: &JobEvent) -> (u16, serde_json::Value) {
+    post_event_raw(
+        &http(),
+        &s.reg,
+        &s.ring,
+        msg_id,
+        unix_now(),
+        &serde_json::to_vec(event).unwrap(),
+    )
+    .await
+}
+
 pub async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
     for _ in 0..250 {
         if f() {
@@ -495,15 +562,23 @@ pub async fn linked_job(
     s: &Setup,
     broker: &broker_mock::Broker,
 ) -> (String, UserClient, Model, Job) {
+    linked_job_at(api, fake, s, broker.clock().now()).await
+}
+
+/// [`linked_job`] with a link token issued at `now` (the broker's clock; a broker in
+/// another process runs on the system clock).
+pub async fn linked_job_at(
+    api: &BrokerApi,
+    fake: &Fake,
+    s: &Setup,
+    now: i64,
+) -> (String, UserClient, Model, Job) {
     let (created, user) = new_user(api, "gareth").await;
     let model = user.upload_model("cube.stl", stl()).await.unwrap();
     fake.add_account("acc_gareth");
-    user.link(
-        &s.reg.provider_id,
-        &link_token_from(s, "acc_gareth", broker.clock().now()),
-    )
-    .await
-    .unwrap();
+    user.link(&s.reg.provider_id, &link_token_from(s, "acc_gareth", now))
+        .await
+        .unwrap();
     let job = user
         .create_job(&CreateJob {
             provider_id: s.reg.provider_id.clone(),

@@ -34,22 +34,9 @@ async fn internal_server() -> (String, Arc<AtomicUsize>) {
     (format!("http://{addr}"), hits)
 }
 
+/// The body of [`crate::common::completed`].
 fn completed(job: &Job, s: &Setup, seq: u64, download: Download) -> Vec<u8> {
-    serde_json::to_vec(&event(
-        job,
-        &s.reg,
-        seq,
-        JobEventKind::Completed {
-            result: JobResult {
-                download,
-                format: "stl".into(),
-                report: None,
-                charged: None,
-                picture: None,
-            },
-        },
-    ))
-    .unwrap()
+    serde_json::to_vec(&crate::common::completed(job, &s.reg, seq, download)).unwrap()
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ async fn main() -> std::process::ExitCode {
         // The report goes to stdout; logs (warnings only, by default) to stderr.
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            .with_ansi(colours(&std::io::stderr()))
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -36,6 +37,7 @@ async fn main() -> std::process::ExitCode {
         return broker_mock::conformance::main(args.clone()).await;
     }
     tracing_subscriber::fmt()
+        .with_ansi(colours(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -68,6 +70,12 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Conformance(_) => std::process::ExitCode::from(2), // handled above
     }
+}
+
+/// Log lines are coloured only on a terminal, and not when `NO_COLOR` is set: a log file
+/// or a pipe gets plain text (`addr=127.0.0.1:8700`, not escape codes around `addr`).
+fn colours(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Ctrl-C (SIGINT) or, on Unix, SIGTERM (what service managers and `docker stop` send).

@@ -19,6 +19,10 @@ use diax_sdk::{
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+// Raw HTTP/1.1 helpers shared with the end-to-end suite.
+#[path = "../../tests/src/child.rs"]
+mod child;
+
 const BODY_LIMIT: usize = 4096;
 
 #[derive(Clone)]
@@ -589,25 +593,7 @@ async fn finishing_server() -> SocketAddr {
 
 /// Reads one response (head and `Content-Length` body) off `stream`: (status, head).
 async fn read_response(stream: &mut TcpStream) -> (u16, String) {
-    let mut raw = Vec::new();
-    let mut byte = [0_u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).await.expect("read head");
-        assert_eq!(n, 1, "connection closed after {raw:?}");
-        raw.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().expect("length"));
-    let mut body = vec![0_u8; length];
-    stream.read_exact(&mut body).await.expect("read body");
+    let (status, head, _) = child::read_response(stream).await;
     (status, head)
 }
 

@@ -7,6 +7,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod browser;
+pub mod child;
 pub mod inbox;
 pub mod pg;
 pub mod pki;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use broker_mock::client::MessageFilter;
 use diax_sdk::wire::{CreateJob, Job, JobState, Scheme, SecretScope};
 use diax_sdk::{JobId, ModelId};
+use e2e::child::Child;
 use e2e::stack::{ProviderDb, Stack, StackOptions};
 use e2e::story::{self, BrokerUser, ProviderAccount, Quiet, RegisteredProvider};
 use fixmyprint::heal::generate;
@@ -46,16 +47,6 @@ fn build_binaries() -> PathBuf {
     assert!(status.success(), "cargo build --bins failed");
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().join("fixmyprint")
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The stack (instance A in this process, on PostgreSQL), FixMyPrint registered, a broker
@@ -120,15 +111,11 @@ impl Scene {
     }
 
     /// Instance B: the real binary on the same database, with `config` (TOML) and the
-    /// instance's public URL; its output goes to `b.log` in the scene's directory.
-    fn spawn_b(&self, config: &str) -> Killed {
+    /// instance's public URL; its output goes to `b.log` in the scene's directory. Returns
+    /// once it listens.
+    async fn spawn_b(&self, config: &str) -> Child {
         let config_path = self.dir.path().join("b.toml");
         std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("b.log"))
-            .unwrap();
         let database_url = self
             .stack
             .provider
@@ -137,23 +124,24 @@ impl Scene {
             .database_url
             .clone()
             .unwrap();
-        Killed(
-            std::process::Command::new(fixmyprint_binary())
-                .args(["serve", "--allow-private-inputs", "--addr", "127.0.0.1:0"])
-                .args(["--database-url", &database_url])
-                .arg("--data-dir")
-                .arg(self.stack.provider.service().config().data_dir.clone())
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--ca-cert")
-                .arg(&self.stack.pki.ca_cert)
-                .args(["--public-url", self.stack.provider.base_url()])
-                .env("RUST_LOG", "info")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
+        let mut command = std::process::Command::new(fixmyprint_binary());
+        command
+            .args(["serve", "--allow-private-inputs", "--addr", "127.0.0.1:0"])
+            .args(["--database-url", &database_url])
+            .arg("--data-dir")
+            .arg(self.stack.provider.service().config().data_dir.clone())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--ca-cert")
+            .arg(&self.stack.pki.ca_cert)
+            .args(["--public-url", self.stack.provider.base_url()])
+            .env("RUST_LOG", "info");
+        Child::start(
+            &mut command,
+            &self.dir.path().join("b.log"),
+            "fixmyprint serving",
         )
+        .await
     }
 
     fn b_log(&self) -> String {
@@ -351,7 +339,7 @@ async fn kill_dash_nine_mid_job_again_and_again_loses_nothing_and_charges_once()
             tries <= kills * 5,
             "only {landed} of {tries} kills landed mid-job"
         );
-        let mut b = scene.spawn_b(b_config);
+        let mut b = scene.spawn_b(b_config).await;
         // Three jobs on models big enough that healing one takes a while.
         jobs.extend(scene.submit(seed..seed + 3, 20_000).await);
         seed += 3;
@@ -369,18 +357,13 @@ async fn kill_dash_nine_mid_job_again_and_again_loses_nothing_and_charges_once()
             if let Some(row) = row {
                 break Some(row);
             }
-            assert!(
-                b.0.try_wait().unwrap().is_none(),
-                "instance B exited:\n{}",
-                scene.b_log()
-            );
+            assert!(b.running(), "instance B exited:\n{}", scene.b_log());
             if Instant::now() > deadline {
                 break None;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        b.0.kill().unwrap();
-        b.0.wait().unwrap();
+        b.kill();
         drop(b);
         let Some((pjid, owner)) = held else { continue };
         // After the death: did B still hold it?
@@ -413,7 +396,7 @@ async fn many_concurrent_jobs_across_two_instances_each_run_exactly_once() {
         ..StackOptions::default()
     })
     .await;
-    let b = scene.spawn_b("poll_interval_ms = 20\nworkers = 2\n");
+    let b = scene.spawn_b("poll_interval_ms = 20\nworkers = 2\n").await;
     let jobs = scene.submit(0..n, 300).await;
     let counts = scene.check_all_completed_once(&jobs).await;
     assert_eq!(counts.reruns, 0, "{counts:?}");
@@ -520,54 +503,23 @@ async fn a_log_and_upload_flood_keeps_the_brokers_memory_bounded() {
     const UPLOAD_BYTES: usize = 20 * 1024 * 1024;
     let bin = fixmyprint_binary().with_file_name("broker-mock");
     let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("broker.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut broker = Killed(
-        std::process::Command::new(bin)
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--max-log-messages",
-                "1000",
-            ])
-            .arg("--db")
-            .arg(dir.path().join("broker.db"))
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let found = text
-            .lines()
-            .find(|l| l.contains("listening"))
-            .and_then(|l| {
-                let at = l.find("127.0.0.1:")?;
-                let rest = &l[at..];
-                let end = rest
-                    .char_indices()
-                    .skip("127.0.0.1:".len())
-                    .find(|(_, c)| !c.is_ascii_digit())
-                    .map_or(rest.len(), |(i, _)| i);
-                Some(rest[..end].to_owned())
-            });
-        if let Some(addr) = found {
-            break addr;
-        }
-        assert!(
-            broker.0.try_wait().unwrap().is_none(),
-            "broker exited:\n{text}"
-        );
-        assert!(Instant::now() < deadline, "broker never listened:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mut command = std::process::Command::new(bin);
+    command
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--max-log-messages",
+            "1000",
+        ])
+        .arg("--db")
+        .arg(dir.path().join("broker.db"))
+        .env("RUST_LOG", "info");
+    let mut broker = Child::start(&mut command, &dir.path().join("broker.log"), "listening").await;
+    let addr = broker.addr();
     let base = format!("http://{addr}");
     let http = diax_sdk::client::http_client(&diax_sdk::client::ClientConfig::default()).unwrap();
-    let pid = broker.0.id();
+    let pid = broker.id();
     // Warm: a user and a small upload.
     let api = broker_mock::BrokerApi::new(http.clone(), &base);
     let user = api
@@ -653,6 +605,5 @@ async fn a_log_and_upload_flood_keeps_the_brokers_memory_bounded() {
         after < before + BOUND_MIB * 1024,
         "VmRSS grew from {before} KiB to {after} KiB"
     );
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
+    broker.kill();
 }

@@ -8,6 +8,9 @@
     missing_docs
 )]
 
+// Shared with the end-to-end suite (which depends on this crate, so cannot be depended on).
+#[path = "../../../tests/src/child.rs"]
+mod child;
 mod common;
 
 mod architecture;
@@ -24,5 +27,6 @@ mod pictures;
 mod problems;
 mod providers;
 mod server;
+mod shutdown;
 mod story;
 mod users;

@@ -2,7 +2,9 @@
 //! options: `cargo run --release -p fixmyprint-heal --features generate --example heal_time --
 //! [FACETS] [RUNS] [SEED]` (default 1000000 facets, 7 runs, seed 1). Prints the best and the
 //! median wall time of `repair` (parse to repaired mesh, no file I/O) and the report's weld
-//! and hole figures.
+//! and hole figures. `HEAL_SOUP_NOISE=NOISE` times the clean model as a noisy triangle soup
+//! instead (`generate::soup(&clean_model(SEED, FACETS), 9, NOISE, 0.1, Some(1))`: shuffled,
+//! 10 % flipped, the torus inside out, every corner copy moved by up to NOISE × the diagonal).
 use std::time::Instant;
 
 use fixmyprint_heal::{RepairOptions, generate, repair};
@@ -11,7 +13,15 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (facets, runs, seed) = (arg(0, 1_000_000), arg(1, 7).max(1), arg(2, 1) as u64);
-    let input = generate::broken_model(seed, facets);
+    let soup_noise: Option<f64> = std::env::var("HEAL_SOUP_NOISE")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let input = match soup_noise {
+        Some(noise) => {
+            generate::soup(&generate::clean_model(seed, facets), 9, noise, 0.1, Some(1)).stl
+        }
+        None => generate::broken_model(seed, facets),
+    };
     // HEAL_WELD_TOLERANCE=UNITS times an absolute tolerance instead of the automatic one.
     let options = RepairOptions {
         weld_tolerance: std::env::var("HEAL_WELD_TOLERANCE")

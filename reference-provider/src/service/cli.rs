@@ -70,10 +70,18 @@ pub struct RotateArgs {
     pub signature_scheme: Option<Scheme>,
 }
 
+/// Logs go to stdout, coloured only on a terminal and not when `NO_COLOR` is set: a log file
+/// or a pipe gets plain text (`addr=127.0.0.1:8480`, not escape codes around `addr`).
 fn init_tracing() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let colours = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = tracing_subscriber::fmt()
+        .with_ansi(colours)
+        .with_env_filter(filter)
+        .try_init();
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

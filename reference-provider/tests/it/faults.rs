@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::support::*;
 use diax_sdk::clock::unix_now;
 use diax_sdk::util::sha256_hex;
-use diax_sdk::wire::{BrokerMessage, Download, JobEventKind, JobInput};
+use diax_sdk::wire::{BrokerMessage, Download, JobEventKind};
 use diax_sdk::{MessageId, ProblemType};
 use fixmyprint::service::{self, ExecutionOutcome, janitor, queue};
 use serde_json::Value;
@@ -108,40 +108,6 @@ impl FlakySource {
             sha256: sha256_hex(model),
         }
     }
-}
-
-/// Offers `model` for `account` and sends `download` as its input; the provider job id.
-async fn offer_with_input(
-    provider: &service::ServiceHandle,
-    broker: &FakeBroker,
-    account: &fixmyprint::service::accounts::AccountCreated,
-    model: &[u8],
-    download: Download,
-) -> (diax_sdk::JobId, String) {
-    let offer = broker.offer_for(Some(&account.account_id), model);
-    let (status, _, body) = send_signed(
-        provider,
-        broker,
-        &MessageId::generate(),
-        &BrokerMessage::Offer(offer.clone()),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    let pjob = body["provider_job_id"].as_str().unwrap().to_owned();
-    let input = JobInput {
-        job_id: offer.job_id.clone(),
-        provider_job_id: diax_sdk::ProviderJobId::parse(pjob.clone()).unwrap(),
-        download,
-    };
-    let (status, _, body) = send_signed(
-        provider,
-        broker,
-        &MessageId::generate(),
-        &BrokerMessage::Input(input),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    (offer.job_id, pjob)
 }
 
 async fn account_view(provider: &service::ServiceHandle, api_key: &str) -> (i64, i64, Vec<String>) {

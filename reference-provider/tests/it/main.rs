@@ -8,6 +8,10 @@
 #[macro_use]
 mod support;
 
+// Shared with the end-to-end suite (which depends on this crate, so cannot be depended on).
+#[path = "../../../tests/src/child.rs"]
+mod child;
+
 mod accounts;
 mod cancel;
 mod faults;
@@ -17,3 +21,4 @@ mod jobs;
 mod openapi;
 mod picture;
 mod scale;
+mod shutdown;

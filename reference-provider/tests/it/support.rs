@@ -716,11 +716,23 @@ pub struct AcceptedJob {
     pub account: AccountCreated,
 }
 
+/// Offers `model` for `account` and sends it as the job's input, hosted by the fake broker.
 pub async fn accept_job(
     provider: &ServiceHandle,
     broker: &FakeBroker,
     account: &AccountCreated,
     model: &[u8],
+) -> AcceptedJob {
+    accept_job_with_input(provider, broker, account, model, broker.host_model(model)).await
+}
+
+/// Offers `model` for `account` and sends `download` as the job's input.
+pub async fn accept_job_with_input(
+    provider: &ServiceHandle,
+    broker: &FakeBroker,
+    account: &AccountCreated,
+    model: &[u8],
+    download: Download,
 ) -> AcceptedJob {
     let offer = broker.offer_for(Some(&account.account_id), model);
     let (status, _, body) = send_signed(
@@ -736,7 +748,7 @@ pub async fn accept_job(
     let input = diax_sdk::wire::JobInput {
         job_id: offer.job_id.clone(),
         provider_job_id: accepted.provider_job_id.clone(),
-        download: broker.host_model(model),
+        download,
     };
     let (status, _, body) = send_signed(
         provider,
@@ -753,28 +765,14 @@ pub async fn accept_job(
     }
 }
 
-/// Reads one HTTP/1.1 response (head and `Content-Length` body) off `stream`:
-/// (status, lower-cased head).
-pub async fn read_raw_response(stream: &mut tokio::net::TcpStream) -> (u16, String) {
-    use tokio::io::AsyncReadExt as _;
-    let mut raw = Vec::new();
-    let mut byte = [0_u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).await.expect("read head");
-        assert_eq!(n, 1, "connection closed after {raw:?}");
-        raw.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().expect("length"));
-    let mut body = vec![0_u8; length];
-    stream.read_exact(&mut body).await.expect("read body");
-    (status, head)
+/// [`accept_job_with_input`], returning the broker's and the provider's job ids.
+pub async fn offer_with_input(
+    provider: &ServiceHandle,
+    broker: &FakeBroker,
+    account: &AccountCreated,
+    model: &[u8],
+    download: Download,
+) -> (JobId, String) {
+    let job = accept_job_with_input(provider, broker, account, model, download).await;
+    (job.offer.job_id, job.provider_job_id.to_string())
 }

@@ -1,5 +1,6 @@
 //! Model bytes in an S3-compatible bucket (`--storage s3://bucket/prefix`), through the
-//! `object_store` crate (ring signatures, the same rustls stack as the rest of the broker).
+//! `object_store` crate; the settings, the client, the endpoint rule and the start-up probe
+//! are the SDK's ([`diax_sdk::s3`], feature `object-store`), shared with FixMyPrint.
 //!
 //! - Objects are `{prefix}/models/{model_id}/{random}.stl`: a fresh name for every version
 //!   written, so a retried or abandoned write never replaces a stored version, and an object
@@ -14,116 +15,45 @@
 //!   endpoint fail at start-up, in one line.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use diax_sdk::s3::{Probe, S3Bucket, S3Settings, one_line};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::signer::Signer as _;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore as _, ObjectStoreExt as _, PutPayload, RetryConfig,
-    WriteMultipart,
-};
+use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload, WriteMultipart};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{Config, S3Location};
-
-/// The longest a SigV4 presigned URL may live (7 days).
-pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The smallest part S3 accepts (but for the last).
-const MIN_PART: usize = 5 * 1024 * 1024;
+use crate::config::Config;
 
 /// Parts of one upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 2;
 
-/// Where and how to reach the bucket.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Settings {
-    /// Bucket and key prefix.
-    pub location: S3Location,
-    /// Endpoint URL of an S3-compatible server (`None`: AWS, by region). Plain `http` is
-    /// accepted only for a loopback host.
-    pub endpoint: Option<String>,
-    /// Region (default `us-east-1`).
-    pub region: Option<String>,
-    /// Access key id.
-    pub access_key_id: Option<String>,
-    /// Secret access key.
-    pub secret_access_key: Option<String>,
-    /// Session token of temporary credentials.
-    pub session_token: Option<String>,
-    /// Multipart threshold and part size (at least 5 MiB).
-    pub part_size: usize,
-}
+/// How the start-up probe names the bucket, and where it writes (under the prefix).
+const PROBE: Probe<'static> = Probe {
+    role: "model store",
+    dir: "",
+};
 
-impl fmt::Debug for S3Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Settings")
-            .field("location", &self.location)
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "[redacted]"),
-            )
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "[redacted]"),
-            )
-            .field("part_size", &self.part_size)
-            .finish()
+/// The bucket settings of `config`, or `None` when models stay in the database
+/// (`--storage db`).
+///
+/// # Errors
+/// A bad `--storage` value.
+pub fn settings_from_config(config: &Config) -> Result<Option<S3Settings>, String> {
+    if config.storage == "db" {
+        return Ok(None);
     }
-}
-
-impl S3Settings {
-    /// The bucket settings of `config`, or `None` when models stay in the database
-    /// (`--storage db`).
-    ///
-    /// # Errors
-    /// A bad `--storage` value.
-    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
-        if config.storage == "db" {
-            return Ok(None);
-        }
-        Ok(Some(Self {
-            location: S3Location::parse(&config.storage)?,
-            endpoint: config.s3_endpoint.clone(),
-            region: config.s3_region.clone(),
-            access_key_id: config.s3_access_key_id.clone(),
-            secret_access_key: config.s3_secret_access_key.as_ref().map(|s| s.0.clone()),
-            session_token: config.s3_session_token.as_ref().map(|s| s.0.clone()),
-            part_size: config.s3_part_size,
-        }))
-    }
-}
-
-/// One line: the chain of an error, whitespace collapsed, bounded.
-pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.len() > 400 {
-        let mut cut = 400;
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        line.truncate(cut);
-        line.push('…');
-    }
-    line
+    Ok(Some(S3Settings {
+        endpoint: config.s3_endpoint.clone(),
+        region: config.s3_region.clone(),
+        access_key_id: config.s3_access_key_id.clone(),
+        secret_access_key: config.s3_secret_access_key.as_ref().map(|s| s.0.clone()),
+        session_token: config.s3_session_token.as_ref().map(|s| s.0.clone()),
+        part_size: config.s3_part_size,
+        ..S3Settings::parse_url(&config.storage)?
+    }))
 }
 
 /// Why a bucket operation failed.
@@ -159,19 +89,9 @@ pub(crate) struct Stored {
 }
 
 /// A connected bucket.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Bucket {
-    store: Arc<AmazonS3>,
-    settings: S3Settings,
-    part_size: usize,
-}
-
-impl fmt::Debug for Bucket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bucket")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
+    inner: S3Bucket,
 }
 
 impl Bucket {
@@ -181,61 +101,7 @@ impl Bucket {
     /// # Errors
     /// One line naming the bad setting.
     pub fn new(settings: S3Settings, timeout: Duration) -> Result<Self, String> {
-        diax_sdk::client::install_crypto_provider();
-        let mut options = ClientOptions::new()
-            .with_timeout(timeout)
-            .with_connect_timeout(timeout.min(Duration::from_secs(10)));
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&settings.location.bucket)
-            .with_region(settings.region.as_deref().unwrap_or("us-east-1"))
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(2),
-                    base: 2.0,
-                },
-                max_retries: 3,
-                retry_timeout: timeout,
-            });
-        if let Some(endpoint) = &settings.endpoint {
-            let url = url::Url::parse(endpoint)
-                .map_err(|e| format!("storage endpoint {endpoint:?}: {e}"))?;
-            match url.scheme() {
-                "https" => {}
-                "http" if diax_sdk::client::require_secure_url(endpoint).is_ok() => {
-                    options = options.with_allow_http(true);
-                }
-                _ => {
-                    return Err(format!(
-                        "storage endpoint {endpoint:?}: must be https (plain http only on loopback)"
-                    ));
-                }
-            }
-            // Path-style requests (`{endpoint}/{bucket}/{key}`), which every S3-compatible
-            // server understands.
-            builder = builder
-                .with_endpoint(endpoint.trim_end_matches('/'))
-                .with_virtual_hosted_style_request(false);
-        }
-        if let Some(v) = &settings.access_key_id {
-            builder = builder.with_access_key_id(v);
-        }
-        if let Some(v) = &settings.secret_access_key {
-            builder = builder.with_secret_access_key(v);
-        }
-        if let Some(v) = &settings.session_token {
-            builder = builder.with_token(v);
-        }
-        let store = builder
-            .with_client_options(options)
-            .build()
-            .map_err(|e| format!("storage {}: {}", settings.location.url(), one_line(&e)))?;
-        let part_size = settings.part_size.max(MIN_PART);
-        Ok(Self {
-            store: Arc::new(store),
-            settings,
-            part_size,
-        })
+        S3Bucket::new(settings, timeout).map(|inner| Self { inner })
     }
 
     /// [`Bucket::new`], then a probe: writes and removes a small object under the prefix, so
@@ -244,9 +110,9 @@ impl Bucket {
     /// # Errors
     /// One line naming the store and what failed.
     pub async fn connect(settings: S3Settings, timeout: Duration) -> Result<Self, String> {
-        let bucket = Self::new(settings, timeout)?;
-        bucket.probe().await?;
-        Ok(bucket)
+        S3Bucket::connect(settings, timeout, &PROBE)
+            .await
+            .map(|inner| Self { inner })
     }
 
     /// Writes and removes a probe object.
@@ -254,47 +120,18 @@ impl Bucket {
     /// # Errors
     /// One line naming the store and what failed.
     pub async fn probe(&self) -> Result<(), String> {
-        let path = self.under(&format!(
-            ".probe-{}",
-            diax_sdk::util::random_token("", 12).to_ascii_lowercase()
-        ));
-        let what = |op: &str, e: object_store::Error| {
-            format!(
-                "model store {} at {}: {op} failed: {}",
-                self.settings.location.url(),
-                self.settings.endpoint.as_deref().unwrap_or("AWS"),
-                one_line(&e)
-            )
-        };
-        self.store
-            .put(&path, PutPayload::from_static(b"probe"))
-            .await
-            .map_err(|e| what("writing a probe object", e))?;
-        self.store
-            .delete(&path)
-            .await
-            .map_err(|e| what("removing the probe object", e))?;
-        Ok(())
+        self.inner.probe(&PROBE).await
     }
 
     /// The settings.
     #[must_use]
     pub fn settings(&self) -> &S3Settings {
-        &self.settings
-    }
-
-    /// `name` under the prefix.
-    fn under(&self, name: &str) -> ObjectPath {
-        if self.settings.location.prefix.is_empty() {
-            ObjectPath::from(name)
-        } else {
-            ObjectPath::from(format!("{}/{name}", self.settings.location.prefix))
-        }
+        self.inner.settings()
     }
 
     /// Where model objects live: `{prefix}/models`.
     fn models_root(&self) -> ObjectPath {
-        self.under("models")
+        self.inner.path("models")
     }
 
     /// A fresh object name for a version of `model` (a protocol id).
@@ -303,7 +140,7 @@ impl Bucket {
             "models/{model}/{}.stl",
             diax_sdk::util::random_token("", 24).to_ascii_lowercase()
         );
-        self.under(&name).to_string()
+        self.inner.path(&name).to_string()
     }
 
     /// Streams `body` into a new object for `model`, hashing as it goes, refusing more than
@@ -330,7 +167,8 @@ impl Bucket {
         let mut first: Vec<Bytes> = Vec::new();
         let mut first_len = 0usize;
         let mut ended = false;
-        while first_len <= self.part_size {
+        let part_size = self.inner.part_size();
+        while first_len <= part_size {
             match body.next().await {
                 Some(Ok(chunk)) => {
                     size = size.saturating_add(chunk.len() as u64);
@@ -350,15 +188,15 @@ impl Bucket {
         }
         if ended {
             let payload: PutPayload = first.into_iter().collect();
-            self.store.put(&path, payload).await?;
+            self.inner.store().put(&path, payload).await?;
             return Ok(Stored {
                 key,
                 size,
                 sha256: hex::encode(hasher.finalize()),
             });
         }
-        let upload = self.store.put_multipart(&path).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let upload = self.inner.store().put_multipart(&path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.inner.part_size());
         for chunk in first {
             writer.put(chunk);
         }
@@ -405,34 +243,24 @@ impl Bucket {
         &self,
         key: &str,
     ) -> Result<(u64, BoxStream<'static, Result<Bytes, BucketError>>), BucketError> {
-        let got = self.store.get(&ObjectPath::from(key)).await?;
+        let got = self.inner.store().get(&ObjectPath::from(key)).await?;
         let size = got.meta.size;
         Ok((size, got.into_stream().map_err(BucketError::from).boxed()))
     }
 
     /// Removes `key` (no error when absent).
     pub(crate) async fn delete(&self, key: &str) -> Result<(), BucketError> {
-        match self.store.delete(&ObjectPath::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.inner.delete(&ObjectPath::from(key)).await?)
     }
 
-    /// A URL that lets its bearer `GET` object `key` for `ttl` (at most [`MAX_PRESIGN`])
-    /// with no other credential.
+    /// A URL that lets its bearer `GET` object `key` for `ttl` (at most
+    /// [`MAX_PRESIGN`](diax_sdk::s3::MAX_PRESIGN)) with no other credential.
     pub(crate) async fn presign_get(
         &self,
         key: &str,
         ttl: Duration,
     ) -> Result<String, BucketError> {
-        let url = self
-            .store
-            .signed_url(
-                http::Method::GET,
-                &ObjectPath::from(key),
-                ttl.min(MAX_PRESIGN),
-            )
-            .await?;
+        let url = self.inner.presign_get(&ObjectPath::from(key), ttl).await?;
         Ok(url.to_string())
     }
 
@@ -443,7 +271,8 @@ impl Bucket {
         before: i64,
     ) -> BoxStream<'static, Result<String, BucketError>> {
         let root = self.models_root();
-        self.store
+        self.inner
+            .store()
             .list(Some(&root))
             .map_err(BucketError::from)
             .try_filter_map(move |meta| {

@@ -198,73 +198,18 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// Parses `--storage`: `db`, or `s3://bucket[/prefix]` (checked by [`S3Location::parse`]).
+/// Parses `--storage`: `db`, or `s3://bucket[/prefix]` (checked by
+/// [`S3Settings::parse_url`](diax_sdk::s3::S3Settings::parse_url)).
 fn storage(value: &str) -> Result<String, String> {
     if value == "db" {
         return Ok(value.to_owned());
     }
-    S3Location::parse(value).map(|_| value.to_owned())
-}
-
-/// A bucket and a key prefix, from `s3://bucket[/prefix]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Location {
-    /// The bucket name.
-    pub bucket: String,
-    /// The key prefix inside the bucket (no leading or trailing `/`; may be empty).
-    pub prefix: String,
-}
-
-impl S3Location {
-    /// Parses `s3://bucket[/prefix]`.
-    ///
-    /// ```
-    /// use broker_mock::config::S3Location;
-    /// let l = S3Location::parse("s3://models/broker/eu").unwrap();
-    /// assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("models", "broker/eu"));
-    /// assert!(S3Location::parse("s3://").is_err());
-    /// assert!(S3Location::parse("/var/lib/broker").is_err());
-    /// ```
-    ///
-    /// # Errors
-    /// A message naming what is wrong.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("storage {url:?}: expected db or s3://bucket[/prefix]"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        // S3 bucket names: 3-63 of [a-z0-9.-].
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'));
-        if !bucket_ok {
-            return Err(format!(
-                "storage {url:?}: the bucket name must be 3-63 characters of a-z, 0-9, '.' and '-'"
-            ));
-        }
-        let prefix = prefix.trim_matches('/');
-        if prefix.split('/').any(|p| p == "." || p == "..")
-            || prefix.contains("//")
-            || prefix.len() > 512
-        {
-            return Err(format!("storage {url:?}: invalid key prefix"));
-        }
-        Ok(Self {
-            bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
-        })
+    if !value.starts_with("s3://") {
+        return Err(format!(
+            "storage {value:?}: expected db or s3://bucket[/prefix]"
+        ));
     }
-
-    /// `s3://bucket/prefix`, for messages.
-    #[must_use]
-    pub fn url(&self) -> String {
-        if self.prefix.is_empty() {
-            format!("s3://{}", self.bucket)
-        } else {
-            format!("s3://{}/{}", self.bucket, self.prefix)
-        }
-    }
+    diax_sdk::s3::S3Settings::parse_url(value).map(|_| value.to_owned())
 }
 
 impl Default for Config {

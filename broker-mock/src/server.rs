@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::bucket::{Bucket, S3Settings};
+use crate::bucket::{self, Bucket};
 use crate::config::{Clock, Config};
 use crate::error::StartError;
 use crate::state::AppState;
@@ -65,13 +65,13 @@ impl App {
         let db = db::open(&config.db).await?;
         let fetcher = outbound::fetcher(&config)?;
         // A bucket for the models is probed now, so bad settings fail here in one line.
-        let bucket = match S3Settings::from_config(&config).map_err(StartError::Config)? {
+        let bucket = match bucket::settings_from_config(&config).map_err(StartError::Config)? {
             Some(settings) => {
                 let timeout = Duration::from_secs(config.http_timeout.max(1));
                 let bucket = Bucket::connect(settings, timeout)
                     .await
                     .map_err(StartError::Storage)?;
-                tracing::info!(store = %bucket.settings().location.url(), "model versions go to the bucket");
+                tracing::info!(store = %bucket.settings().url(), "model versions go to the bucket");
                 Some(bucket)
             }
             None => None,

@@ -23,6 +23,7 @@
 //! | `axum_ext` (feature `axum`) | an extractor that verifies, checks replay and parses a signed body |
 //! | `client` (feature `client`) | registration client, signed sends with retries, downloads |
 //! | `openapi` (feature `openapi`) | the shared problem responses of an OpenAPI document, its checked-in text, the checks tests run on it |
+//! | `s3` (feature `object-store`) | S3-compatible buckets: settings, the client (https, or http on loopback only), the start-up probe, presigned `GET` URLs |
 //! | `server` (feature `server`) | serve an axum router on a bound listener, HTTP or HTTPS, until a shutdown future, with a request-head deadline and a connection cap |
 //!
 //! The crate root re-exports the main types (ids, secrets, the verifier, problems, tokens);
@@ -35,6 +36,7 @@
 //! | `axum` | no | `axum_ext` module: the `Signed<T>` extractor, problem responses, the `finish_request_body` middleware (axum 0.8) |
 //! | `client` | no | `client` module (reqwest 0.13 + rustls/ring, no redirects) |
 //! | `server` | no | `server` module (axum-server 0.9 + rustls/ring): head deadline (slowloris), connection cap, bounded drain; implies `axum` |
+//! | `object-store` | no | `s3` module (object_store 0.14, ring signatures, no aws-lc-rs); implies `client` |
 //! | `cli` | no | the `diax` debugging command |
 //! | `openapi` | no | `utoipa::ToSchema` (utoipa 6) for every [`wire`] type, the ids and [`Problem`]; the `openapi` module |
 //!
@@ -95,6 +97,8 @@ pub mod axum_ext;
 pub mod client;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+#[cfg(feature = "object-store")]
+pub mod s3;
 #[cfg(feature = "server")]
 pub mod server;
 

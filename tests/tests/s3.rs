@@ -274,7 +274,7 @@ async fn large_results_go_up_in_parts_and_come_back_whole() {
     let s3 = S3Server::start().await.unwrap();
     let bucket = s3.create_bucket().await.unwrap();
     let mut settings = s3.settings(&bucket, "big");
-    settings.multipart_threshold = 5 * 1024 * 1024;
+    settings.part_size = 5 * 1024 * 1024;
     let store = S3Store::connect(settings, TIMEOUT).await.unwrap();
     // 12 MiB and a bit: three parts, the last one short.
     let data: Vec<u8> = (0..12 * 1024 * 1024 + 12_345)

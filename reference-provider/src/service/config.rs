@@ -716,7 +716,7 @@ impl FileConfig {
                 s3.secret_access_key = self.s3_secret_access_key.map(|r| r.0);
                 s3.session_token = self.s3_session_token.map(|r| r.0);
                 if let Some(v) = self.s3_multipart_threshold {
-                    s3.multipart_threshold = v;
+                    s3.part_size = v;
                 }
                 c.storage = Some(s3);
             }

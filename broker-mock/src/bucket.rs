@@ -45,15 +45,12 @@ pub fn settings_from_config(config: &Config) -> Result<Option<S3Settings>, Strin
     if config.storage == "db" {
         return Ok(None);
     }
-    Ok(Some(S3Settings {
-        endpoint: config.s3_endpoint.clone(),
-        region: config.s3_region.clone(),
-        access_key_id: config.s3_access_key_id.clone(),
-        secret_access_key: config.s3_secret_access_key.as_ref().map(|s| s.0.clone()),
-        session_token: config.s3_session_token.as_ref().map(|s| s.0.clone()),
+    let mut settings = S3Settings {
         part_size: config.s3_part_size,
         ..S3Settings::parse_url(&config.storage)?
-    }))
+    };
+    config.s3.apply_to(&mut settings);
+    Ok(Some(settings))
 }
 
 /// Why a bucket operation failed.
@@ -141,6 +138,12 @@ impl Bucket {
             diax_sdk::util::random_token("", 24).to_ascii_lowercase()
         );
         self.inner.path(&name).to_string()
+    }
+
+    /// The most bytes one [`upload`](Self::upload) holds in memory: the part being filled
+    /// and the parts in flight.
+    pub(crate) fn buffered_bytes(&self) -> u64 {
+        (self.inner.part_size() as u64).saturating_mul(PARTS_IN_FLIGHT as u64 + 1)
     }
 
     /// Streams `body` into a new object for `model`, hashing as it goes, refusing more than

@@ -89,6 +89,10 @@ enum Bug {
     NoSizeOrDigestCheck,
     /// Follows redirects on the download.
     FollowsRedirects,
+    /// Sends `Authorization: Bearer none` when the input has no credential (a presigned URL).
+    BearerWithoutCredential,
+    /// Fetches the input's URL without its query (a presigned URL's credential).
+    DropsQuery,
     /// Takes any bytes for a model.
     AcceptsAnyModel,
     /// One event sequence for all jobs.
@@ -563,6 +567,24 @@ fn input_answer(app: &App, input: JobInput) -> Result<(u16, Vec<u8>, Option<Stri
 
 /// Fetches the model: the SDK's checked download, or the bug's unchecked one.
 async fn fetch(inner: &Inner, download: &Download) -> Result<Vec<u8>, String> {
+    if matches!(inner.bug, Bug::BearerWithoutCredential | Bug::DropsQuery) {
+        let mut url = reqwest::Url::parse(&download.url).map_err(|e| e.to_string())?;
+        if inner.bug == Bug::DropsQuery {
+            url.set_query(None);
+        }
+        let auth = match (&download.authorization, inner.bug) {
+            (None, Bug::BearerWithoutCredential) => Some("Bearer none".to_owned()),
+            (a, _) => a.clone(),
+        };
+        let download = Download {
+            url: url.to_string(),
+            authorization: auth,
+            ..download.clone()
+        };
+        return download_to_vec(&inner.http, &download, &DownloadLimits::default())
+            .await
+            .map_err(|e| e.to_string());
+    }
     if !matches!(inner.bug, Bug::NoSizeOrDigestCheck | Bug::FollowsRedirects) {
         return download_to_vec(&inner.http, download, &DownloadLimits::default())
             .await
@@ -1054,6 +1076,7 @@ async fn a_provider_that_never_calls_back_fails_the_job_checks() {
             "charges.failed-zero",
             "jobs.parallel",
             "input.repeated-while-running",
+            "input.presigned",
         ]),
         "{}",
         report.to_human()
@@ -1430,6 +1453,23 @@ async fn a_provider_following_redirects_fails_the_redirect_check() {
     let report = fails_exactly(Bug::FollowsRedirects, &["input.redirect"]).await;
     let r = reason(&report, Check::InputRedirect);
     assert!(r.contains("followed the redirect"), "{r}");
+}
+
+#[tokio::test]
+async fn a_provider_sending_a_bearer_with_a_presigned_url_fails_the_presigned_check() {
+    let report = fails_exactly(Bug::BearerWithoutCredential, &["input.presigned"]).await;
+    let r = reason(&report, Check::InputPresigned);
+    assert!(
+        r.contains("an Authorization header sent with a presigned URL"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_dropping_a_presigned_urls_query_fails_the_presigned_check() {
+    let report = fails_exactly(Bug::DropsQuery, &["input.presigned"]).await;
+    let r = reason(&report, Check::InputPresigned);
+    assert!(r.contains("query was changed (sent none"), "{r}");
 }
 
 #[tokio::test]

@@ -215,6 +215,11 @@ pub const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// body; a slower client gets its connection closed instead.
 pub const DRAIN_MAX_WAIT: Duration = Duration::from_secs(5);
 
+/// How long [`finish_request_body`] keeps reading and discarding a body too long to drain
+/// before it closes the connection (a lingering close), so that a client still sending gets
+/// the answer before the close, not a connection reset.
+pub const LINGER_MAX_WAIT: Duration = Duration::from_secs(5);
+
 /// Middleware that keeps HTTP/1.1 connections safe to reuse when a handler answers without
 /// reading the whole request body (a 413 over a size limit, a 401 or 415 before reading).
 ///
@@ -223,8 +228,12 @@ pub const DRAIN_MAX_WAIT: Duration = Duration::from_secs(5);
 /// socket (`IncompleteMessage`, connection reset). With this middleware the response goes out
 /// at once and the rest of the body is then read and discarded in the background (up to
 /// [`DRAIN_MAX_BYTES`], within [`DRAIN_MAX_WAIT`]), so the connection stays usable. When
-/// the announced rest is longer than that (or the client waits for `100-continue`), the
-/// response says `Connection: close` instead, so that no client reuses the connection.
+/// the announced rest is longer than that, the response says `Connection: close`, so that no
+/// client reuses the connection, and the body is still read and discarded for up to
+/// [`LINGER_MAX_WAIT`] before the close: closing a socket with unread bytes makes the kernel
+/// send a reset, which can reach a client still sending its body before it has read the
+/// answer, and the client would see a reset instead of the `413`. A client waiting for
+/// `100-continue` has sent no body: its connection is closed at once.
 /// HTTP/2 requests pass through untouched (streams are reset on their own).
 ///
 /// ```
@@ -257,16 +266,26 @@ pub async fn finish_request_body(req: Request, next: Next) -> Response {
             let runtime = tokio::runtime::Handle::try_current();
             if body.is_end_stream() {
                 true
-            } else if expects_continue || body.size_hint().lower() > DRAIN_MAX_BYTES {
-                // Reading would ask the client for a body nobody wants, or take too long.
+            } else if expects_continue {
+                // Reading would ask the client for a body nobody wants.
                 false
             } else if let Ok(runtime) = runtime {
-                // hyper keeps reading the body into `body` after the response is written;
-                // once it has all arrived, the connection serves the next request.
+                // hyper keeps reading the body into `body` after the response is written
+                // (with `Connection: close` too): drained, the connection serves the next
+                // request; too long to drain, it is closed once the client has stopped
+                // sending or the lingering time is over.
+                let reusable = body.size_hint().lower() <= DRAIN_MAX_BYTES;
                 runtime.spawn(async move {
-                    let _ = tokio::time::timeout(DRAIN_MAX_WAIT, drain(&mut body)).await;
+                    if reusable {
+                        let _ =
+                            tokio::time::timeout(DRAIN_MAX_WAIT, drain(&mut body, DRAIN_MAX_BYTES))
+                                .await;
+                    } else {
+                        let _ =
+                            tokio::time::timeout(LINGER_MAX_WAIT, drain(&mut body, u64::MAX)).await;
+                    }
                 });
-                true
+                reusable
             } else {
                 false
             }
@@ -280,9 +299,9 @@ pub async fn finish_request_body(req: Request, next: Next) -> Response {
     response
 }
 
-/// Reads and discards `body` to its end; `false` when it is longer than
-/// [`DRAIN_MAX_BYTES`] or fails.
-async fn drain(body: &mut Body) -> bool {
+/// Reads and discards `body` to its end; `false` when it is longer than `max` bytes or
+/// fails.
+async fn drain(body: &mut Body, max: u64) -> bool {
     let mut seen: u64 = 0;
     loop {
         match std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await {
@@ -291,7 +310,7 @@ async fn drain(body: &mut Body) -> bool {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     seen = seen.saturating_add(data.len() as u64);
-                    if seen > DRAIN_MAX_BYTES {
+                    if seen > max {
                         return false;
                     }
                 }

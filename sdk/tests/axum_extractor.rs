@@ -655,6 +655,42 @@ async fn a_413_for_a_body_too_long_to_drain_says_connection_close() {
 }
 
 #[tokio::test]
+async fn a_413_reaches_a_client_that_keeps_writing_a_body_too_long_to_drain() {
+    // A client busy writing its body may read the answer only once it has written it all.
+    // Were the server to close at once with unread bytes in its socket, the kernel would
+    // reset the connection and the client would lose the 413 it was sent: the server must
+    // linger, reading and discarding, until the client has stopped sending.
+    let addr = finishing_server().await;
+    let length = usize::try_from(diax_sdk::axum_ext::DRAIN_MAX_BYTES).expect("usize") * 2;
+    for round in 0..4 {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(&over_limit_head(length))
+            .await
+            .expect("head");
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < length {
+            let n = chunk.len().min(length - sent);
+            stream
+                .write_all(&chunk[..n])
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: cut after {sent} bytes: {e}"));
+            sent += n;
+        }
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "round {round}: {read:?}, {} bytes: {text}",
+            answer.len()
+        );
+        assert!(text.contains("connection: close"), "round {round}: {text}");
+    }
+}
+
+#[tokio::test]
 async fn a_415_sent_without_reading_the_body_leaves_the_connection_usable() {
     let addr = finishing_server().await;
     let mut stream = TcpStream::connect(addr).await.expect("connect");

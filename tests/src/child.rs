@@ -188,3 +188,21 @@ pub async fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
     stream.read_exact(&mut body).await.expect("read body");
     (status, head, body)
 }
+
+/// The resident memory of process `pid` now and at its peak (`VmRSS`, `VmHWM` of
+/// `/proc/PID/status`), KiB.
+///
+/// # Panics
+/// When the process is gone or the file lacks the fields (not Linux).
+#[must_use]
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod child;
 pub mod inbox;
+pub mod moto;
 pub mod pg;
 pub mod pki;
 pub mod s3;

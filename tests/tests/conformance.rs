@@ -1,7 +1,7 @@
 //! The conformance runner, pointed at the real FixMyPrint over HTTPS: every check passes (its
 //! repair picture checked whole), and
-//! the funded account is charged exactly three times (the job under test, the parallel job
-//! and the job whose input came twice),
+//! the funded account is charged exactly four times (the job under test, the parallel job,
+//! the job whose input came twice and the job whose input is a presigned URL),
 //! also after inputs and offers came again; the four jobs that must fail charge nothing.
 
 use diax_sdk::wire::{ProviderRegistered, Scheme, SecretScope};
@@ -119,7 +119,7 @@ async fn conformance_run(
         "{picture}"
     );
 
-    // Three jobs ran to completion: each charged once, nothing left held (the failed jobs
+    // Four jobs ran to completion: each charged once, nothing left held (the failed jobs
     // released their holds); the poor account untouched.
     let after = funded.view().await.unwrap();
     let ledger = funded.ledger().await.unwrap();
@@ -128,7 +128,7 @@ async fn conformance_run(
         .iter()
         .filter(|e| e.kind == LedgerKind::Capture)
         .collect();
-    assert_eq!(captures.len(), 3, "{:?}", ledger.entries);
+    assert_eq!(captures.len(), 4, "{:?}", ledger.entries);
     assert_eq!(after.held, 0);
     let charged: i64 = captures.iter().map(|c| c.amount).sum();
     assert_eq!(after.balance, 1000 - charged);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use broker_mock::client::MessageFilter;
 use diax_sdk::wire::{CreateJob, Job, JobState, Scheme, SecretScope};
 use diax_sdk::{JobId, ModelId};
-use e2e::child::Child;
+use e2e::child::{Child, memory_kib};
 use e2e::stack::{ProviderDb, Stack, StackOptions};
 use e2e::story::{self, BrokerUser, ProviderAccount, Quiet, RegisteredProvider};
 use fixmyprint::heal::generate;
@@ -476,19 +476,6 @@ async fn the_broker_down_during_callbacks_loses_none() {
         down.as_secs_f64()
     );
     scene.shutdown().await;
-}
-
-/// The resident memory (`VmRSS`, `VmHWM`) of process `pid`, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// The real `broker-mock` binary, as the README runs it (a database file), flooded by

@@ -73,6 +73,9 @@ pub(crate) struct SideJob {
     pub(crate) downloads: Vec<(String, String, u16)>,
     /// Whether the provider followed its download location's redirect.
     pub(crate) followed_redirect: bool,
+    /// Why its download location refused a request (a presigned URL fetched with an
+    /// `Authorization` header or with its query changed).
+    pub(crate) refusals: Vec<String>,
     last_sequence: u64,
 }
 
@@ -94,6 +97,9 @@ pub(crate) struct Served {
     pub(crate) redirect: Option<String>,
     /// This is where a redirect points: any request here means the redirect was followed.
     pub(crate) redirect_target: bool,
+    /// A presigned location: the credential is this query, exactly as given, and a request
+    /// with an `Authorization` header is refused (as S3 does: one auth mechanism only).
+    pub(crate) presigned_query: Option<String>,
 }
 
 /// A terminal event's report of what was charged.
@@ -435,7 +441,8 @@ async fn content(
     response
 }
 
-/// A side job's download location: its credential, GET only; a redirect when told so.
+/// A side job's download location: its credential (or its presigned query), GET only; a
+/// redirect when told so.
 async fn side_content(
     shared: &Shared,
     served: &Served,
@@ -446,11 +453,39 @@ async fn side_content(
     let auth = headers
         .get(header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let known = auth
-        .as_deref()
-        .is_some_and(|a| served.credentials.iter().any(|c| c == a));
-    let response = if !known {
-        problem(Problem::new(ProblemType::CredentialInvalid))
+    let refusal = match &served.presigned_query {
+        Some(_) if auth.is_some() => Some((
+            ProblemType::InvalidRequest,
+            "an Authorization header sent with a presigned URL (an object store refuses \
+             a request carrying two credentials: §5.5, send none when `authorization` is \
+             absent)"
+                .to_owned(),
+        )),
+        Some(query) if uri.query() != Some(query.as_str()) => Some((
+            ProblemType::CredentialInvalid,
+            format!(
+                "the presigned URL's query was changed (sent {}; §5.5: fetch the URL exactly \
+                 as given, its signature covers the query)",
+                uri.query()
+                    .map_or_else(|| "none".to_owned(), |q| format!("{} bytes", q.len()))
+            ),
+        )),
+        Some(_) => None,
+        None if !auth
+            .as_deref()
+            .is_some_and(|a| served.credentials.iter().any(|c| c == a)) =>
+        {
+            Some((ProblemType::CredentialInvalid, String::new()))
+        }
+        None => None,
+    };
+    let response = if let Some((kind, why)) = &refusal {
+        let p = Problem::new(*kind);
+        problem(if why.is_empty() {
+            p
+        } else {
+            p.with_detail(why.clone())
+        })
     } else if *method != Method::GET {
         problem(Problem::new(ProblemType::CredentialScope))
     } else if let Some(location) = &served.redirect {
@@ -477,6 +512,9 @@ async fn side_content(
     ));
     if served.redirect_target {
         job.followed_redirect = true;
+    }
+    if let Some((_, why)) = refusal.filter(|(_, why)| !why.is_empty()) {
+        job.refusals.push(why);
     }
     response
 }

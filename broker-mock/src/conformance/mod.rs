@@ -11,7 +11,8 @@
 //! future, unknown account, another provider, an unsupported operation, …), refuses the
 //! completion event three times (`503`, `Retry-After: 1`) to watch the retries, fetches the
 //! result with and without its credential, offers and inputs the job again at each stage,
-//! runs six other jobs at once (a parallel one, one whose input comes twice, and four the
+//! runs seven other jobs at once (a parallel one, one whose input comes twice, one whose
+//! input is a presigned URL, and four the
 //! provider must fail: wrong size, wrong digest, a redirect, a model that is no STL), checks
 //! what each job says it charged, checks the result's picture when the provider offers one
 //! (origin, size bound, digest, credential, a PNG that decodes), and scans every answer and
@@ -338,6 +339,9 @@ checks! {
     /// A job's input sent again while it runs (new `webhook-id`, fresh credential) →
     /// `2xx` or `409`, and no second run.
     InputRepeatedWhileRunning => "input.repeated-while-running" @ "§5.5",
+    /// A job whose input is a presigned object-store URL (no `authorization`, the credential
+    /// in the query): fetched exactly as given, with no `Authorization` header; it completes.
+    InputPresigned => "input.presigned" @ "§5.5",
     /// Jobs run in parallel keep their own sequences, ids and webhook-ids.
     JobsParallel => "jobs.parallel" @ "§5.6",
     /// No answer or event carries the shared secret.

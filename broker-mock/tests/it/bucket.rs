@@ -1,5 +1,5 @@
 //! `--storage s3://bucket/prefix`: model versions (uploads and job results) in a real
-//! S3-compatible server (`moto_server`, see `moto.rs`), the provider's input as a presigned
+//! S3-compatible server (`moto_server`, see `tests/src/moto.rs`), the provider's input as a presigned
 //! URL, uploads streamed in parts with nothing left by a failed one, the sweep of objects no
 //! version names, and bad bucket settings refused at start-up in one line.
 
@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use broker_mock::Config;
 use diax_sdk::clock::unix_now;
+use diax_sdk::s3::S3Args;
 use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::*;
 
+use crate::child::{Child, memory_kib};
 use crate::common::*;
 use crate::moto::Moto;
 
@@ -18,10 +20,13 @@ const PREFIX: &str = "broker/eu";
 fn bucket_config(moto: &Moto, bucket: &str) -> Config {
     Config {
         storage: format!("s3://{bucket}/{PREFIX}"),
-        s3_endpoint: Some(moto.endpoint.clone()),
-        s3_region: Some("us-east-1".into()),
-        s3_access_key_id: Some("testing".into()),
-        s3_secret_access_key: Some(broker_mock::config::Secret("testing".into())),
+        s3: S3Args {
+            endpoint: Some(moto.endpoint().to_owned()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".into()),
+            session_token: None,
+        },
         s3_part_size: 5 * 1024 * 1024,
         ..test_config()
     }
@@ -59,8 +64,8 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_and_results_live_in_the_bucket_and_the_input_is_a_presigned_url() {
-    let moto = Moto::start().await;
-    let bucket = moto.create_bucket().await;
+    let moto = Moto::start().await.unwrap();
+    let bucket = moto.create_bucket().await.unwrap();
     let (broker, api) = start(bucket_config(&moto, &bucket)).await;
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
@@ -70,7 +75,8 @@ async fn models_and_results_live_in_the_bucket_and_the_input_is_a_presigned_url(
     // The upload is one object under the prefix, named after its model.
     let objects = moto
         .keys(&bucket, &format!("{PREFIX}/models/{}/", model.model_id))
-        .await;
+        .await
+        .unwrap();
     assert_eq!(objects.len(), 1, "{objects:?}");
 
     // The provider got a presigned GET URL on the store: no Authorization header, the size
@@ -85,7 +91,7 @@ async fn models_and_results_live_in_the_bucket_and_the_input_is_a_presigned_url(
     assert_eq!(dl.authorization, None);
     assert!(
         dl.url
-            .starts_with(&format!("{}/{bucket}/{}", moto.endpoint, objects[0])),
+            .starts_with(&format!("{}/{bucket}/{}", moto.endpoint(), objects[0])),
         "{}",
         dl.url
     );
@@ -136,7 +142,8 @@ async fn models_and_results_live_in_the_bucket_and_the_input_is_a_presigned_url(
     );
     let objects = moto
         .keys(&bucket, &format!("{PREFIX}/models/{}/", model.model_id))
-        .await;
+        .await
+        .unwrap();
     assert_eq!(objects.len(), 2, "{objects:?}");
     let shown = user.model(&model.model_id).await.unwrap();
     assert_eq!(shown.versions[1].sha256, sha256_hex(&healed));
@@ -170,8 +177,8 @@ async fn models_and_results_live_in_the_bucket_and_the_input_is_a_presigned_url(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_uploads_go_up_in_parts_and_failed_ones_leave_nothing() {
-    let moto = Moto::start().await;
-    let bucket = moto.create_bucket().await;
+    let moto = Moto::start().await.unwrap();
+    let bucket = moto.create_bucket().await.unwrap();
     let (broker, api) = start(large_bucket_config(&moto, &bucket)).await;
     let (created, user) = new_user(&api, "gareth").await;
 
@@ -181,8 +188,8 @@ async fn large_uploads_go_up_in_parts_and_failed_ones_leave_nothing() {
     assert_eq!(model.versions[0].size, data.len() as u64);
     assert_eq!(model.versions[0].sha256, sha256_hex(&data));
     assert_eq!(user.download(&model.model_id, 1).await.unwrap(), data);
-    assert!(moto.open_uploads(&bucket).await.is_empty());
-    let before = moto.keys(&bucket, PREFIX).await;
+    assert!(moto.open_uploads(&bucket).await.unwrap().is_empty());
+    let before = moto.keys(&bucket, PREFIX).await.unwrap();
     assert_eq!(before.len(), 1, "{before:?}");
 
     let url = format!("{}/v1/models?name=cut.stl", broker.base_url());
@@ -206,10 +213,10 @@ async fn large_uploads_go_up_in_parts_and_failed_ones_leave_nothing() {
         "{sent:?}"
     );
     until("the cut upload aborted", || async {
-        moto.open_uploads(&bucket).await.is_empty()
+        moto.open_uploads(&bucket).await.unwrap().is_empty()
     })
     .await;
-    assert_eq!(moto.keys(&bucket, PREFIX).await, before);
+    assert_eq!(moto.keys(&bucket, PREFIX).await.unwrap(), before);
 
     // Larger than --max-model-bytes: announced, refused before a byte is read; streamed
     // without a length, refused when the limit is passed. Nothing stays either way.
@@ -242,24 +249,24 @@ async fn large_uploads_go_up_in_parts_and_failed_ones_leave_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     until("the oversized upload aborted", || async {
-        moto.open_uploads(&bucket).await.is_empty()
+        moto.open_uploads(&bucket).await.unwrap().is_empty()
     })
     .await;
-    assert_eq!(moto.keys(&bucket, PREFIX).await, before);
+    assert_eq!(moto.keys(&bucket, PREFIX).await.unwrap(), before);
     assert_eq!(user.models().await.unwrap().models.len(), 1);
     broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
-    let moto = Moto::start().await;
-    let bucket = moto.create_bucket().await;
+    let moto = Moto::start().await.unwrap();
+    let bucket = moto.create_bucket().await.unwrap();
     let (broker, api) = start(large_bucket_config(&moto, &bucket)).await;
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
     let (key, user, model, job) = linked_job(&api, &fake, &s, &broker).await;
     let objects = format!("{PREFIX}/models/{}/", model.model_id);
-    let before = moto.keys(&bucket, &objects).await;
+    let before = moto.keys(&bucket, &objects).await.unwrap();
     assert_eq!(before.len(), 1, "{before:?}");
 
     // 12 MiB and a bit: more than two parts of 5 MiB, so every refusal below comes after
@@ -286,10 +293,10 @@ async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
             "{id}: {p}"
         );
         until("the refused result's upload aborted", || async {
-            moto.open_uploads(&bucket).await.is_empty()
+            moto.open_uploads(&bucket).await.unwrap().is_empty()
         })
         .await;
-        assert_eq!(moto.keys(&bucket, &objects).await, before, "{id}");
+        assert_eq!(moto.keys(&bucket, &objects).await.unwrap(), before, "{id}");
         assert_eq!(user.model(&model.model_id).await.unwrap().versions.len(), 1);
     };
     for (id, download) in [("msg_digest", wrong_digest), ("msg_oversize", oversize)] {
@@ -302,7 +309,7 @@ async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
     let (answer, ()) = tokio::join!(post("msg_cut", good.clone()), async {
         until(
             "a multipart upload begun before the end of the result",
-            || async { !moto.open_uploads(&bucket).await.is_empty() },
+            || async { !moto.open_uploads(&bucket).await.unwrap().is_empty() },
         )
         .await;
         gate.notify_one();
@@ -317,8 +324,8 @@ async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
         (200, Some("completed")),
         "{ack}"
     );
-    assert!(moto.open_uploads(&bucket).await.is_empty());
-    let after = moto.keys(&bucket, &objects).await;
+    assert!(moto.open_uploads(&bucket).await.unwrap().is_empty());
+    let after = moto.keys(&bucket, &objects).await.unwrap();
     assert_eq!(after.len(), 2, "{after:?}");
     let shown = user.model(&model.model_id).await.unwrap();
     assert_eq!(
@@ -336,66 +343,6 @@ async fn a_result_streams_into_the_bucket_and_a_bad_one_leaves_nothing() {
     broker.shutdown().await;
 }
 
-/// The resident memory of process `pid` now and at its peak (`VmRSS`, `VmHWM`), KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// The `broker-mock` binary, killed when dropped.
-struct Spawned(std::process::Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the real `broker-mock` binary with `args` and waits until it listens; returns it
-/// and its base URL.
-async fn spawn_broker(args: &[&str], dir: &std::path::Path) -> (Spawned, String) {
-    let log_path = dir.join("broker.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Spawned(
-        std::process::Command::new(env!("CARGO_BIN_EXE_broker-mock"))
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..1500 {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("broker mock listening"))
-            && let Some(at) = line.find("base_url=")
-        {
-            let url = line[at + "base_url=".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-            return (child, url);
-        }
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "broker exited:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the broker never listened");
-}
-
 /// A job's result (96 MiB by default; `BROKER_MOCK_TEST_RESULT_MIB` sets it) goes from the
 /// provider into the bucket through the real `broker-mock` binary, which never holds it
 /// whole: its peak resident memory grows by less than half the result.
@@ -405,31 +352,38 @@ async fn a_large_result_streams_through_the_broker_in_flat_memory() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(96);
-    let moto = Moto::start().await;
-    let bucket = moto.create_bucket().await;
+    let moto = Moto::start().await.unwrap();
+    let bucket = moto.create_bucket().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let max = ((mib + 1) << 20).to_string();
     let storage = format!("s3://{bucket}/{PREFIX}");
-    let (broker, base) = spawn_broker(
-        &[
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_broker-mock"));
+    command
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
             "--allow-private-addresses",
             "--storage",
-            &storage,
-            "--s3-endpoint",
-            &moto.endpoint,
+        ])
+        .arg(&storage)
+        .args(["--s3-endpoint", moto.endpoint()])
+        .args([
             "--s3-access-key-id",
             "testing",
             "--s3-secret-access-key",
             "testing",
+        ])
+        .args([
             "--max-model-bytes",
             &max,
             "--max-stored-bytes-per-user",
             &max,
-        ],
-        dir.path(),
-    )
-    .await;
-    let pid = broker.0.id();
+        ])
+        .env("RUST_LOG", "info");
+    let broker = Child::start(&mut command, &dir.path().join("broker.log"), "listening").await;
+    let base = format!("http://{}", broker.addr());
+    let pid = broker.id();
     let api = broker_mock::BrokerApi::new(http(), &base);
     let fake = fake_provider().await;
     let s = register(&api, &fake, SecretScope::Service).await;
@@ -472,8 +426,8 @@ async fn a_large_result_streams_through_the_broker_in_flat_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_removes_objects_no_version_names() {
-    let moto = Moto::start().await;
-    let bucket = moto.create_bucket().await;
+    let moto = Moto::start().await.unwrap();
+    let bucket = moto.create_bucket().await.unwrap();
     let (broker, api) = start(Config {
         sweep_interval_ms: 50,
         ..bucket_config(&moto, &bucket)
@@ -481,33 +435,34 @@ async fn the_sweep_removes_objects_no_version_names() {
     .await;
     let (_, user) = new_user(&api, "gareth").await;
     let model = user.upload_model("cube.stl", stl()).await.unwrap();
-    let kept = moto.keys(&bucket, PREFIX).await;
+    let kept = moto.keys(&bucket, PREFIX).await.unwrap();
     assert_eq!(kept.len(), 1);
     // What a crash between writing an object and its row leaves.
     let stray = format!("{PREFIX}/models/{}/stray.stl", model.model_id);
-    moto.put(&bucket, &stray, b"orphan".to_vec()).await;
+    moto.put(&bucket, &stray, b"orphan".to_vec()).await.unwrap();
     // Outside the prefix: not the broker's to remove.
     moto.put(&bucket, "elsewhere/models/x.stl", b"other".to_vec())
-        .await;
+        .await
+        .unwrap();
     // Young objects are left alone (an upload may be on its way to its row).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(moto.keys(&bucket, PREFIX).await.contains(&stray));
+    assert!(moto.keys(&bucket, PREFIX).await.unwrap().contains(&stray));
     // An hour and more later the stray goes; the version's object and the foreign one stay.
     broker.clock().advance(3700);
     until("the stray removed", || async {
-        !moto.keys(&bucket, PREFIX).await.contains(&stray)
+        !moto.keys(&bucket, PREFIX).await.unwrap().contains(&stray)
     })
     .await;
-    assert_eq!(moto.keys(&bucket, PREFIX).await, kept);
-    assert_eq!(moto.keys(&bucket, "elsewhere").await.len(), 1);
+    assert_eq!(moto.keys(&bucket, PREFIX).await.unwrap(), kept);
+    assert_eq!(moto.keys(&bucket, "elsewhere").await.unwrap().len(), 1);
     assert_eq!(user.download(&model.model_id, 1).await.unwrap(), stl());
     broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bucket_settings_fail_at_start_up_in_one_line() {
-    let moto = Moto::start().await;
-    let bucket = moto.create_bucket().await;
+    let moto = Moto::start().await.unwrap();
+    let bucket = moto.create_bucket().await.unwrap();
     let fails = async |config: Config| -> String {
         let e = broker_mock::Broker::start(config)
             .await
@@ -526,27 +481,24 @@ async fn bad_bucket_settings_fail_at_start_up_in_one_line() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let e = fails(Config {
-        s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
-        http_timeout: 3,
-        ..bucket_config(&moto, &bucket)
-    })
-    .await;
+    let mut config = bucket_config(&moto, &bucket);
+    config.s3.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    config.http_timeout = 3;
+    let e = fails(config).await;
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     // Plain http to a host that is not loopback, before any request.
-    let e = fails(Config {
-        s3_endpoint: Some("http://s3.example.com".into()),
-        ..bucket_config(&moto, &bucket)
-    })
-    .await;
+    let mut config = bucket_config(&moto, &bucket);
+    config.s3.endpoint = Some("http://s3.example.com".into());
+    let e = fails(config).await;
     assert!(e.contains("https"), "{e}");
 
     // Wrong credentials, once the server checks them.
-    let (id, secret) = moto.enforce_credentials().await;
-    let with = |id: &str, secret: &str| Config {
-        s3_access_key_id: Some(id.to_owned()),
-        s3_secret_access_key: Some(broker_mock::config::Secret(secret.to_owned())),
-        ..bucket_config(&moto, &bucket)
+    let (id, secret) = moto.enforce_credentials().await.unwrap();
+    let with = |id: &str, secret: &str| {
+        let mut config = bucket_config(&moto, &bucket);
+        config.s3.access_key_id = Some(id.to_owned());
+        config.s3.secret_access_key = Some(secret.to_owned());
+        config
     };
     // The right key passes (so what fails below is the credential alone).
     broker_mock::Broker::start(with(&id, &secret))
@@ -569,8 +521,8 @@ async fn bad_bucket_settings_fail_at_start_up_in_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_refuses_a_bad_bucket_with_one_line_and_a_failure_exit() {
-    let moto = Moto::start().await;
-    let endpoint = moto.endpoint.clone();
+    let moto = Moto::start().await.unwrap();
+    let endpoint = moto.endpoint().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_broker-mock"))
             .args([

@@ -20,6 +20,7 @@ mod hostile;
 mod input_delivery;
 mod messages;
 mod models;
+#[path = "../../../tests/src/moto.rs"]
 mod moto;
 mod notifications;
 mod openapi;

@@ -322,10 +322,7 @@ fn nesting_depths(
     };
     let scale = model.diagonal().max(f64::MIN_POSITIVE);
     let nudge = [scale * 1.234_567_9e-7, scale * 7.654_321e-8];
-    let cols: Vec<Columns> = (0..3)
-        .into_par_iter()
-        .map(|a| Columns::new(v, t, &model, a))
-        .collect();
+    let cols = Columns::build(v, t, &model);
     (0..shells)
         .into_par_iter()
         .map(|s| {
@@ -405,7 +402,9 @@ const LEVEL_CELLS: usize = 16;
 /// of about `faces / 2` cells, each next one half as fine per side, down to one cell; a face
 /// is filed in the finest level where it covers at most [`LEVEL_CELLS`] cells, so every face
 /// is filed a bounded number of times whatever its size, and a ray looks at one cell per
-/// level. Built in `O(faces)`; a ray costs the faces of its columns.
+/// level. Built in `O(faces + cells)` (the faces are grouped by level in one pass, then the
+/// levels are filled in parallel, each from its own faces); a ray costs the faces of its
+/// columns.
 struct Columns {
     axis: usize,
     origin: [f64; 2],
@@ -419,22 +418,48 @@ struct Level {
     faces: Vec<u32>,
 }
 
+/// A face's level and cell span `[u0, u1, w0, w1]` in one word (a grid is at most 2048 cells
+/// per side, so a cell index fits 12 bits): 8 bytes a face instead of 40, since a column grid
+/// is built for every face along each of the three axes at once.
+mod span {
+    pub(super) fn pack(level: usize, s: [usize; 4]) -> u64 {
+        (level as u64) << 48
+            | (s[0] as u64) << 36
+            | (s[1] as u64) << 24
+            | (s[2] as u64) << 12
+            | s[3] as u64
+    }
+    pub(super) fn level(x: u64) -> usize {
+        (x >> 48) as usize
+    }
+    pub(super) fn cells(x: u64) -> [usize; 4] {
+        [36, 24, 12, 0].map(|b| (x >> b & 0xfff) as usize)
+    }
+}
+
 impl Columns {
-    fn new(v: &[[f32; 3]], t: &[[u32; 3]], bb: &Bbox, axis: usize) -> Columns {
-        let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
+    /// The column grids along x, y and z. Each face's corners are read once for all three
+    /// (the faces come in any order, so these are random reads: the costly part), giving
+    /// its span word per axis.
+    fn build(v: &[[f32; 3]], t: &[[u32; 3]], bb: &Bbox) -> Vec<Columns> {
         let finest = ((t.len() / 2).max(1) as f64).sqrt().ceil().min(2048.0) as usize;
-        let origin = [f64::from(bb.min[u]), f64::from(bb.min[w])];
-        let ext = [
-            (f64::from(bb.max[u]) - origin[0]).max(f64::MIN_POSITIVE),
-            (f64::from(bb.max[w]) - origin[1]).max(f64::MIN_POSITIVE),
-        ];
         let mut res_of = vec![finest];
         while *res_of.last().unwrap_or(&1) > 1 {
             let r = res_of.last().copied().unwrap_or(1);
             res_of.push(r.div_ceil(2));
         }
-        // Per face: its level and its cell span there.
-        let spans: Vec<(usize, [usize; 4])> = t
+        let frame = |axis: usize| {
+            let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
+            let origin = [f64::from(bb.min[u]), f64::from(bb.min[w])];
+            let ext = [
+                (f64::from(bb.max[u]) - origin[0]).max(f64::MIN_POSITIVE),
+                (f64::from(bb.max[w]) - origin[1]).max(f64::MIN_POSITIVE),
+            ];
+            (origin, ext)
+        };
+        let frames = [0, 1, 2].map(frame);
+        // Per face and axis: its level and its cell span there, packed in one word ([`span`]).
+        let spans: Vec<[u64; 3]> = t
             .par_iter()
             .map(|f| {
                 let q = f.map(|i| v[i as usize]);
@@ -444,28 +469,68 @@ impl Columns {
                             (mn.min(f64::from(p[a])), mx.max(f64::from(p[a])))
                         })
                 };
-                let (ru, rw) = (range(u), range(w));
-                for (l, &res) in res_of.iter().enumerate() {
-                    let c = |x: f64, k: usize| {
-                        ((x - origin[k]) / ext[k] * res as f64)
-                            .floor()
-                            .clamp(0.0, (res - 1) as f64) as usize
-                    };
-                    let s = [c(ru.0, 0), c(ru.1, 0), c(rw.0, 1), c(rw.1, 1)];
-                    if (s[1] - s[0] + 1) * (s[3] - s[2] + 1) <= LEVEL_CELLS || res == 1 {
-                        return (l, s);
+                let r = [range(0), range(1), range(2)];
+                [0, 1, 2].map(|axis| {
+                    let (origin, ext) = frames[axis];
+                    let (ru, rw) = (r[(axis + 1) % 3], r[(axis + 2) % 3]);
+                    for (l, &res) in res_of.iter().enumerate() {
+                        let c = |x: f64, k: usize| {
+                            ((x - origin[k]) / ext[k] * res as f64)
+                                .floor()
+                                .clamp(0.0, (res - 1) as f64) as usize
+                        };
+                        let s = [c(ru.0, 0), c(ru.1, 0), c(rw.0, 1), c(rw.1, 1)];
+                        if (s[1] - s[0] + 1) * (s[3] - s[2] + 1) <= LEVEL_CELLS || res == 1 {
+                            return span::pack(l, s);
+                        }
                     }
-                }
-                (res_of.len() - 1, [0; 4])
+                    span::pack(res_of.len() - 1, [0; 4])
+                })
             })
             .collect();
+        (0..3)
+            .into_par_iter()
+            .map(|axis| {
+                let (origin, ext) = frames[axis];
+                Columns::new(axis, origin, ext, &res_of, &spans)
+            })
+            .collect()
+    }
+
+    /// The grid along `axis` from every face's span words.
+    fn new(
+        axis: usize,
+        origin: [f64; 2],
+        ext: [f64; 2],
+        res_of: &[usize],
+        spans: &[[u64; 3]],
+    ) -> Columns {
+        // The faces grouped by level in one counting pass (`by_level[of[l]..of[l + 1]]` are
+        // level `l`'s, in face order), so each level then walks only its own faces: every face
+        // is read a bounded number of times, not once per level.
+        let mut of = vec![0usize; res_of.len() + 1];
+        for x in spans {
+            of[span::level(x[axis]) + 1] += 1;
+        }
+        for l in 1..of.len() {
+            of[l] += of[l - 1];
+        }
+        let mut by_level = vec![0u32; spans.len()];
+        let mut next = of.clone();
+        for (f, x) in spans.iter().enumerate() {
+            let l = span::level(x[axis]);
+            by_level[next[l]] = f as u32;
+            next[l] += 1;
+        }
+        drop(next);
         let levels = res_of
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(l, &res)| {
+                let mine = &by_level[of[l]..of[l + 1]];
                 let mut start = vec![0u32; res * res + 1];
-                let mine = || spans.iter().enumerate().filter(move |(_, x)| x.0 == l);
-                for (_, (_, s)) in mine() {
+                for &f in mine {
+                    let s = span::cells(spans[f as usize][axis]);
                     for iu in s[0]..=s[1] {
                         for iw in s[2]..=s[3] {
                             start[iu * res + iw + 1] += 1;
@@ -477,11 +542,12 @@ impl Columns {
                 }
                 let mut fill = start.clone();
                 let mut faces = vec![0u32; start.last().copied().unwrap_or(0) as usize];
-                for (f, (_, s)) in mine() {
+                for &f in mine {
+                    let s = span::cells(spans[f as usize][axis]);
                     for iu in s[0]..=s[1] {
                         for iw in s[2]..=s[3] {
                             let c = iu * res + iw;
-                            faces[fill[c] as usize] = f as u32;
+                            faces[fill[c] as usize] = f;
                             fill[c] += 1;
                         }
                     }

@@ -1,8 +1,9 @@
 //! The run's other jobs, started together once the job under test has sent its completion
 //! (PROTOCOL §5.5, §5.6): one that must complete beside the others (independent sequences
-//! and ids), and four the provider must fail: a declared size that does not match, a
-//! declared SHA-256 that does not match, a download location that redirects, a model that is
-//! not an STL. Each failed job must say it charged nothing.
+//! and ids), one whose input is a presigned object-store URL (no `authorization`; the
+//! credential is the URL's query), and four the provider must fail: a declared size that does
+//! not match, a declared SHA-256 that does not match, a download location that redirects, a
+//! model that is not an STL. Each failed job must say it charged nothing.
 
 use std::time::{Duration, Instant};
 
@@ -32,16 +33,20 @@ pub(super) enum SideKind {
     /// A good job whose input comes twice at once (a broker's second delivery attempt: a
     /// new `webhook-id`, a fresh credential) while the job runs.
     RepeatedInput,
+    /// A good job whose input is a presigned URL: `authorization` absent, the credential in
+    /// the query, refused with an `Authorization` header or a changed query.
+    Presigned,
 }
 
 impl SideKind {
-    const ALL: [SideKind; 6] = [
+    const ALL: [SideKind; 7] = [
         SideKind::Parallel,
         SideKind::SizeMismatch,
         SideKind::DigestMismatch,
         SideKind::Redirect,
         SideKind::BadModel,
         SideKind::RepeatedInput,
+        SideKind::Presigned,
     ];
 
     fn what(self) -> &'static str {
@@ -52,6 +57,7 @@ impl SideKind {
             Self::Redirect => "the job whose download location redirects",
             Self::BadModel => "the job whose model is not an STL",
             Self::RepeatedInput => "the job whose input came twice while it ran",
+            Self::Presigned => "the job whose input is a presigned URL",
         }
     }
 }
@@ -104,12 +110,14 @@ impl Runner {
         let credential = format!("Bearer {}", random_token("tc_", 32));
         let second_credential = format!("Bearer {}", random_token("tc_", 32));
         let bytes = Bytes::from(bytes);
+        let presigned_query = (kind == SideKind::Presigned).then(presigned_query);
         let entry = |redirect: Option<String>, redirect_target: bool| Served {
             job_id: job_id.to_string(),
             bytes: bytes.clone(),
             credentials: vec![credential.clone(), second_credential.clone()],
             redirect,
             redirect_target,
+            presigned_query: presigned_query.clone(),
         };
         {
             let mut map = self.endpoint.shared.served.lock().await;
@@ -151,8 +159,11 @@ impl Runner {
                 .flatten()
                 .ok_or_else(|| format!("its offer was answered {}", a.describe()))?;
             let download = Download {
-                url: format!("{}{path}", self.endpoint.base_url),
-                authorization: Some(credential.clone()),
+                url: match &presigned_query {
+                    Some(query) => format!("{}{path}?{query}", self.endpoint.base_url),
+                    None => format!("{}{path}", self.endpoint.base_url),
+                },
+                authorization: presigned_query.is_none().then(|| credential.clone()),
                 expires_at: unix_now().saturating_add(CREDENTIAL_TTL_SECS),
                 size: declared.0,
                 sha256: declared.1.clone(),
@@ -230,6 +241,10 @@ impl Runner {
         for &(s, job) in &pairs {
             let check = match s.kind {
                 SideKind::Parallel => continue,
+                SideKind::Presigned => {
+                    outcomes.push((Check::InputPresigned, judge_presigned(s, job, waited)));
+                    continue;
+                }
                 SideKind::RepeatedInput => {
                     outcomes.push((
                         Check::InputRepeatedWhileRunning,
@@ -334,6 +349,66 @@ fn judge_repeated_while_running(s: &Started, job: &SideJob, waited: u64) -> Resu
         )),
         Some(other) => Err(format!("{what}: a valid model ended with {}", other.name())),
         None => Err(format!("{what}: it did not end within {waited} s")),
+    }
+}
+
+/// The query of a presigned S3 `GET` as an object store signs it (SigV4 query
+/// authentication: percent-encoded `/` in the credential scope, a random signature), for a
+/// URL the provider must fetch exactly as given.
+fn presigned_query() -> String {
+    let date = yyyymmdd(unix_now());
+    let signature: String = random_token("", 64)
+        .bytes()
+        .map(|b| char::from(b"0123456789abcdef"[usize::from(b % 16)]))
+        .collect();
+    format!(
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}%2F{date}%2Fus-east-1%2Fs3%2Faws4_request\
+         &X-Amz-Date={date}T000000Z&X-Amz-Expires={CREDENTIAL_TTL_SECS}&X-Amz-SignedHeaders=host\
+         &X-Amz-Signature={signature}",
+        random_token("DIAXCONFORMANCE", 5)
+    )
+}
+
+/// `YYYYMMDD` of a Unix time (UTC).
+fn yyyymmdd(unix: i64) -> String {
+    // Civil-from-days (Howard Hinnant's algorithm), valid for every date after 1970.
+    let days = unix.div_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}")
+}
+
+/// `input.presigned` (§5.5): the job completed, its model fetched from the presigned URL as
+/// given, with no `Authorization` header.
+fn judge_presigned(s: &Started, job: &SideJob, waited: u64) -> Result<String, String> {
+    let what = s.kind.what();
+    if let Err(e) = &s.provider_job {
+        return Err(format!("{what}: {e}"));
+    }
+    let refused = job.refusals.first().map_or_else(String::new, |r| {
+        format!(
+            "; its location refused {} request(s): {r}",
+            job.refusals.len()
+        )
+    });
+    match job.terminal().map(|e| &e.kind) {
+        Some(JobEventKind::Completed { .. }) => Ok(format!(
+            "{what}: fetched as given, job.completed{}",
+            if job.refusals.is_empty() {
+                String::new()
+            } else {
+                format!(" (after retrying{refused})")
+            }
+        )),
+        Some(other) => Err(format!("{what}: {}{refused}", other.name())),
+        None => Err(format!("{what}: it did not end within {waited} s{refused}")),
     }
 }
 

@@ -45,15 +45,12 @@ pub fn settings_from_config(config: &Config) -> Result<Option<S3Settings>, Strin
     if config.storage == "db" {
         return Ok(None);
     }
-    Ok(Some(S3Settings {
-        endpoint: config.s3_endpoint.clone(),
-        region: config.s3_region.clone(),
-        access_key_id: config.s3_access_key_id.clone(),
-        secret_access_key: config.s3_secret_access_key.as_ref().map(|s| s.0.clone()),
-        session_token: config.s3_session_token.as_ref().map(|s| s.0.clone()),
+    let mut settings = S3Settings {
         part_size: config.s3_part_size,
         ..S3Settings::parse_url(&config.storage)?
-    }))
+    };
+    config.s3.apply_to(&mut settings);
+    Ok(Some(settings))
 }
 
 /// Why a bucket operation failed.

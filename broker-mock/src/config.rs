@@ -159,43 +159,13 @@ pub struct Config {
     /// input). The bucket is probed at start-up.
     #[arg(long, env = "BROKER_MOCK_STORAGE", default_value = "db", value_parser = storage)]
     pub storage: String,
-    /// Endpoint URL of the S3-compatible server (plain http only on loopback)
-    /// [default: AWS, by region].
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub s3_endpoint: Option<String>,
-    /// Region of the bucket [default: us-east-1].
-    #[arg(long, env = "AWS_REGION")]
-    pub s3_region: Option<String>,
-    /// Access key id for the bucket.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
-    pub s3_access_key_id: Option<String>,
-    /// Secret access key for the bucket.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<Secret>,
-    /// Session token of temporary credentials for the bucket.
-    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
-    pub s3_session_token: Option<Secret>,
+    /// The bucket's endpoint and credentials (`--s3-*`, `AWS_*`).
+    #[command(flatten)]
+    pub s3: diax_sdk::s3::S3Args,
     /// Models larger than this go to the bucket as a multipart upload in parts of this size,
     /// bytes (at least 5 MiB, as S3 requires); smaller ones in one `PUT`.
     #[arg(long, env = "BROKER_MOCK_S3_PART_SIZE", default_value_t = 8 * 1024 * 1024)]
     pub s3_part_size: usize,
-}
-
-/// A secret setting (the bucket's secret key, a session token): never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
 }
 
 /// Parses `--storage`: `db`, or `s3://bucket[/prefix]` (checked by
@@ -250,11 +220,7 @@ impl Default for Config {
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
             storage: "db".to_owned(),
-            s3_endpoint: None,
-            s3_region: None,
-            s3_access_key_id: None,
-            s3_secret_access_key: None,
-            s3_session_token: None,
+            s3: diax_sdk::s3::S3Args::default(),
             s3_part_size: 8 * 1024 * 1024,
         }
     }

@@ -5,6 +5,8 @@
 //!
 //! - [`S3Settings`]: bucket, key prefix, endpoint, region, credentials (redacted in `Debug`)
 //!   and the multipart part size, with [`S3Settings::parse_url`] for `s3://bucket/prefix`.
+//! - [`S3Args`] (with feature `cli`): the endpoint and credential flags and their `AWS_*`
+//!   environment variables, for a `clap` command line.
 //! - [`S3Bucket::new`] builds the client: path-style requests, an endpoint that is `https`,
 //!   or plain `http` on loopback only, a few retries within the request timeout.
 //! - [`S3Bucket::connect`] also writes and removes a probe object, so an unknown bucket,
@@ -112,6 +114,105 @@ impl fmt::Debug for S3Settings {
                 &self.session_token.as_ref().map(|_| "[redacted]"),
             )
             .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+/// A bucket's endpoint and credentials as command-line flags (with feature `cli`), to
+/// flatten into a [`clap`](https://docs.rs/clap) command so every program names them alike:
+/// `--s3-endpoint`, `--s3-region`, `--s3-access-key-id`, `--s3-secret-access-key` and
+/// `--s3-session-token`, each also read from its usual AWS environment variable
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`; the secret ones never shown by `--help`). `Debug` redacts the
+/// secrets.
+///
+/// ```
+/// use clap::Parser;
+/// use diax_sdk::s3::{S3Args, S3Settings};
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     s3: S3Args,
+/// }
+///
+/// let cli = Cli::parse_from([
+///     "serve",
+///     "--s3-endpoint",
+///     "http://127.0.0.1:9000",
+///     "--s3-secret-access-key",
+///     "shh",
+/// ]);
+/// let mut settings = S3Settings::parse_url("s3://models/eu")?;
+/// cli.s3.apply_to(&mut settings);
+/// assert_eq!(settings.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+/// assert!(!format!("{:?}", cli.s3).contains("shh"));
+/// # Ok::<(), String>(())
+/// ```
+#[cfg(feature = "cli")]
+#[derive(Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct S3Args {
+    /// Endpoint URL of the S3-compatible server (plain http only on loopback)
+    /// [default: AWS, by region].
+    #[arg(long = "s3-endpoint", env = "AWS_ENDPOINT_URL")]
+    pub endpoint: Option<String>,
+    /// Region of the bucket [default: us-east-1].
+    #[arg(long = "s3-region", env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Access key id for the bucket.
+    #[arg(long = "s3-access-key-id", env = "AWS_ACCESS_KEY_ID")]
+    pub access_key_id: Option<String>,
+    /// Secret access key for the bucket.
+    #[arg(
+        long = "s3-secret-access-key",
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials for the bucket.
+    #[arg(
+        long = "s3-session-token",
+        env = "AWS_SESSION_TOKEN",
+        hide_env_values = true
+    )]
+    pub session_token: Option<String>,
+}
+
+#[cfg(feature = "cli")]
+impl S3Args {
+    /// Sets every value given here on `settings`, leaving the others as they are (a command
+    /// line over a configuration file).
+    pub fn apply_to(&self, settings: &mut S3Settings) {
+        let pairs = [
+            (&self.endpoint, &mut settings.endpoint),
+            (&self.region, &mut settings.region),
+            (&self.access_key_id, &mut settings.access_key_id),
+            (&self.secret_access_key, &mut settings.secret_access_key),
+            (&self.session_token, &mut settings.session_token),
+        ];
+        for (given, setting) in pairs {
+            if given.is_some() {
+                setting.clone_from(given);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "cli")]
+impl fmt::Debug for S3Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Args")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }

@@ -150,10 +150,13 @@ impl Stack {
                 .broker_storage
                 .as_ref()
                 .map_or_else(|| "db".to_owned(), |b| b.url.clone()),
-            s3_endpoint: options.broker_storage.as_ref().map(|b| b.endpoint.clone()),
-            s3_region: Some("us-east-1".into()),
-            s3_access_key_id: Some("testing".into()),
-            s3_secret_access_key: Some(broker_mock::config::Secret("testing".into())),
+            s3: diax_sdk::s3::S3Args {
+                endpoint: options.broker_storage.as_ref().map(|b| b.endpoint.clone()),
+                region: Some("us-east-1".into()),
+                access_key_id: Some("testing".into()),
+                secret_access_key: Some("testing".into()),
+                session_token: None,
+            },
             ..broker_mock::Config::default()
         })
         .await?;

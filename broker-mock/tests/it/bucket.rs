@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use broker_mock::Config;
 use diax_sdk::clock::unix_now;
+use diax_sdk::s3::S3Args;
 use diax_sdk::util::sha256_hex;
 use diax_sdk::wire::*;
 
@@ -19,10 +20,13 @@ const PREFIX: &str = "broker/eu";
 fn bucket_config(moto: &Moto, bucket: &str) -> Config {
     Config {
         storage: format!("s3://{bucket}/{PREFIX}"),
-        s3_endpoint: Some(moto.endpoint().to_owned()),
-        s3_region: Some("us-east-1".into()),
-        s3_access_key_id: Some("testing".into()),
-        s3_secret_access_key: Some(broker_mock::config::Secret("testing".into())),
+        s3: S3Args {
+            endpoint: Some(moto.endpoint().to_owned()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".into()),
+            session_token: None,
+        },
         s3_part_size: 5 * 1024 * 1024,
         ..test_config()
     }
@@ -477,27 +481,24 @@ async fn bad_bucket_settings_fail_at_start_up_in_one_line() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let e = fails(Config {
-        s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
-        http_timeout: 3,
-        ..bucket_config(&moto, &bucket)
-    })
-    .await;
+    let mut config = bucket_config(&moto, &bucket);
+    config.s3.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    config.http_timeout = 3;
+    let e = fails(config).await;
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     // Plain http to a host that is not loopback, before any request.
-    let e = fails(Config {
-        s3_endpoint: Some("http://s3.example.com".into()),
-        ..bucket_config(&moto, &bucket)
-    })
-    .await;
+    let mut config = bucket_config(&moto, &bucket);
+    config.s3.endpoint = Some("http://s3.example.com".into());
+    let e = fails(config).await;
     assert!(e.contains("https"), "{e}");
 
     // Wrong credentials, once the server checks them.
     let (id, secret) = moto.enforce_credentials().await.unwrap();
-    let with = |id: &str, secret: &str| Config {
-        s3_access_key_id: Some(id.to_owned()),
-        s3_secret_access_key: Some(broker_mock::config::Secret(secret.to_owned())),
-        ..bucket_config(&moto, &bucket)
+    let with = |id: &str, secret: &str| {
+        let mut config = bucket_config(&moto, &bucket);
+        config.s3.access_key_id = Some(id.to_owned());
+        config.s3.secret_access_key = Some(secret.to_owned());
+        config
     };
     // The right key passes (so what fails below is the credential alone).
     broker_mock::Broker::start(with(&id, &secret))

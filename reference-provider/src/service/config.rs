@@ -439,21 +439,9 @@ pub struct ServeArgs {
     /// S3-compatible bucket; results handed out as presigned URLs) [default: dir].
     #[arg(long, env = "FIXMYPRINT_STORAGE")]
     pub storage: Option<String>,
-    /// Endpoint URL of the S3-compatible server [default: AWS].
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub s3_endpoint: Option<String>,
-    /// Region of the bucket [default: us-east-1].
-    #[arg(long, env = "AWS_REGION")]
-    pub s3_region: Option<String>,
-    /// Access key id for the bucket.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
-    pub s3_access_key_id: Option<String>,
-    /// Secret access key for the bucket.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<Redacted>,
-    /// Session token of temporary credentials for the bucket.
-    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
-    pub s3_session_token: Option<Redacted>,
+    /// The bucket's endpoint and credentials (`--s3-*`, `AWS_*`), over the file's.
+    #[command(flatten)]
+    pub s3: diax_sdk::s3::S3Args,
     /// A broker public key (`whpk_…`) to trust in addition to the registered broker's keys,
     /// e.g. the conformance runner's; repeatable (environment: comma-separated).
     #[arg(
@@ -498,13 +486,11 @@ impl ServeArgs {
             }
         }
         over(&self.storage, &mut file.storage);
-        over(&self.s3_endpoint, &mut file.s3_endpoint);
-        over(&self.s3_region, &mut file.s3_region);
-        over(&self.s3_access_key_id, &mut file.s3_access_key_id);
-        over(&self.s3_secret_access_key, &mut file.s3_secret_access_key);
-        over(&self.s3_session_token, &mut file.s3_session_token);
         over(&self.operator_key, &mut file.operator_key);
         let mut c = file.apply(Config::default())?;
+        if let Some(s3) = &mut c.storage {
+            self.s3.apply_to(s3);
+        }
         if let Some(v) = self.addr {
             c.addr = v;
         }
@@ -750,8 +736,11 @@ mod tests {
         .expect("toml");
         assert!(!format!("{f:?}").contains("file-secret"));
         let args = ServeArgs {
-            s3_secret_access_key: Some("flag-secret".parse().expect("infallible")),
-            s3_endpoint: Some("https://s3.example".into()),
+            s3: diax_sdk::s3::S3Args {
+                secret_access_key: Some("flag-secret".into()),
+                endpoint: Some("https://s3.example".into()),
+                ..diax_sdk::s3::S3Args::default()
+            },
             ..ServeArgs::default()
         };
         assert!(!format!("{args:?}").contains("flag-secret"));

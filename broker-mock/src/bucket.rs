@@ -140,6 +140,12 @@ impl Bucket {
         self.inner.path(&name).to_string()
     }
 
+    /// The most bytes one [`upload`](Self::upload) holds in memory: the part being filled
+    /// and the parts in flight.
+    pub(crate) fn buffered_bytes(&self) -> u64 {
+        (self.inner.part_size() as u64).saturating_mul(PARTS_IN_FLIGHT as u64 + 1)
+    }
+
     /// Streams `body` into a new object for `model`, hashing as it goes, refusing more than
     /// `max` bytes: one `PUT` when it fits in one part, else a multipart upload with at most
     /// [`PARTS_IN_FLIGHT`] parts in flight (memory stays flat with the model's size). On any

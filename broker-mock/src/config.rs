@@ -62,6 +62,13 @@ pub struct Config {
     /// Largest model upload or result download, bytes.
     #[arg(long, env = "BROKER_MOCK_MAX_MODEL_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_model_bytes: usize,
+    /// Model bytes held in memory at once, over all requests (uploads read whole, results
+    /// fetched whole, versions loaded to be sent; with `--storage s3://…` only what a
+    /// transfer buffers): past it a request that would hold more is answered `503` with
+    /// `Retry-After: 1`. At least `--max-model-bytes`
+    /// [default: 4 × `--max-model-bytes`].
+    #[arg(long, env = "BROKER_MOCK_MAX_BUFFERED_MODEL_BYTES")]
+    pub max_buffered_model_bytes: Option<u64>,
     /// Largest JSON or signed request body, bytes.
     #[arg(long, env = "BROKER_MOCK_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -168,6 +175,16 @@ pub struct Config {
     pub s3_part_size: usize,
 }
 
+impl Config {
+    /// The budget of model bytes held in memory at once: `--max-buffered-model-bytes`, or
+    /// 4 × `--max-model-bytes`.
+    #[must_use]
+    pub fn buffered_model_budget(&self) -> u64 {
+        self.max_buffered_model_bytes
+            .unwrap_or_else(|| (self.max_model_bytes as u64).saturating_mul(4))
+    }
+}
+
 /// Parses `--storage`: `db`, or `s3://bucket[/prefix]` (checked by
 /// [`S3Settings::parse_url`](diax_sdk::s3::S3Settings::parse_url)).
 fn storage(value: &str) -> Result<String, String> {
@@ -198,6 +215,7 @@ impl Default for Config {
             result_store_origins: Vec::new(),
             ca_certs: Vec::new(),
             max_model_bytes: 64 * 1024 * 1024,
+            max_buffered_model_bytes: None,
             max_body_bytes: 1024 * 1024,
             max_log_messages: 10_000,
             max_models_per_user: 100,

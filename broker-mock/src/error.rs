@@ -75,6 +75,10 @@ pub enum ApiError {
     /// Fetching a result failed.
     #[error("{0}")]
     DownloadFailed(String),
+    /// The broker is at a bound it will not pass right now (the budget of model bytes
+    /// held in memory): `503`, answered with `Retry-After: 1`.
+    #[error("{0}")]
+    Busy(String),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -102,6 +106,7 @@ impl ApiError {
             Self::CredentialInvalid(d) => (ProblemType::CredentialInvalid, (*d).to_owned()),
             Self::CredentialScope(d) => (ProblemType::CredentialScope, d.clone()),
             Self::DownloadFailed(d) => (ProblemType::DownloadFailed, d.clone()),
+            Self::Busy(d) => (ProblemType::ServiceUnavailable, d.clone()),
             Self::Db(_) | Self::Internal(_) => (
                 ProblemType::Internal,
                 "unexpected error; see the broker's log".to_owned(),
@@ -176,6 +181,11 @@ mod tests {
                 ApiError::DownloadFailed("x".into()),
                 502,
                 ProblemType::DownloadFailed,
+            ),
+            (
+                ApiError::Busy("x".into()),
+                503,
+                ProblemType::ServiceUnavailable,
             ),
             (
                 ApiError::Internal("secret path /etc".into()),

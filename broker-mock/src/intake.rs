@@ -138,7 +138,23 @@ async fn apply(
 ) -> ApiResult<EventAck> {
     let now = state.clock.now();
     let mut fetched = None;
+    // What the result (and its picture) will hold in memory while the event is applied,
+    // reserved before a byte is fetched; given back when this returns (or is dropped).
+    let mut _held = None;
     if let JobEventKind::Completed { result } = &event.kind {
+        let declared = result.download.size.min(state.cfg.max_model_bytes as u64);
+        let result_bytes = match &state.bucket {
+            None => declared,
+            Some(bucket) => declared.min(bucket.buffered_bytes()),
+        };
+        let picture_bytes = result
+            .picture
+            .as_ref()
+            .map_or(0, |p| p.size.min(diax_sdk::wire::MAX_PICTURE_BYTES));
+        _held = Some(state.model_budget.reserve(
+            result_bytes.saturating_add(picture_bytes),
+            "fetching this job's result",
+        )?);
         let subject = Subject {
             provider_id: Some(job.provider_id.to_string()),
             job_id: Some(job.id.to_string()),

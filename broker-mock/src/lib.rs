@@ -17,7 +17,7 @@
 //! | server | [`server`], `http` | [`App`] / [`Broker`]; the router, one file per area, thin handlers, the message-log middleware, the OpenAPI document |
 //! | flows and deliverers | `offers`, `intake`, `inputs`, `notifier`, `janitor`, `outbound` | offering a job and applying the answer; verifying and applying provider events; durable `job.input` delivery; pushing notifications; purging expired rows; signed POSTs with retries and result downloads |
 //! | storage and domain | `store::{users, providers, links, replay, models, jobs, notifications, messages}`, [`db`] | one module per table or aggregate: its SQL, typed rows and rules; the job state machine in `store::jobs::state` |
-//! | foundations | [`config`], [`error`], `state` | [`Config`] and the adjustable [`Clock`]; [`ApiError`] and its problem mapping; the state every task shares |
+//! | foundations | [`config`], [`error`], `state`, `budget` | [`Config`] and the adjustable [`Clock`]; [`ApiError`] and its problem mapping; the state every task shares; the budget of model bytes held in memory at once |
 //!
 //! Beside them: [`client`] ([`BrokerApi`] / [`UserClient`], a typed client of the user API,
 //! using only the storage layer's public types), [`openapi`], and [`conformance`], the
@@ -53,6 +53,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod bucket;
+mod budget;
 pub mod client;
 pub mod config;
 pub mod conformance;

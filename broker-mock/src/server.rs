@@ -51,6 +51,13 @@ impl App {
                 "--tls-cert and --tls-key go together".into(),
             ));
         }
+        if config.buffered_model_budget() < config.max_model_bytes as u64 {
+            return Err(StartError::Config(format!(
+                "--max-buffered-model-bytes ({}) is less than --max-model-bytes ({}): no model of the largest size could ever be taken",
+                config.buffered_model_budget(),
+                config.max_model_bytes
+            )));
+        }
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let scheme = if config.tls_cert.is_some() {

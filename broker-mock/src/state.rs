@@ -9,6 +9,7 @@ use sqlx::SqlitePool;
 use tokio::sync::Notify;
 
 use crate::bucket::Bucket;
+use crate::budget::ModelBudget;
 use crate::config::{Clock, Config};
 
 /// State shared by every handler and background task (cheap to clone).
@@ -28,6 +29,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     /// The bucket model versions are written to (`--storage s3://…`); `None`: the database.
     pub(crate) bucket: Option<Bucket>,
+    /// Model bytes held in memory at once (`--max-buffered-model-bytes`).
+    pub(crate) model_budget: Arc<ModelBudget>,
     /// Woken when a notification is recorded, so it is pushed without waiting a round.
     pub(crate) wake_notifier: Notify,
     /// Jobs whose `job.input` is being sent right now.
@@ -54,9 +57,11 @@ impl AppState {
             cfg.breaker_failures,
             cfg.breaker_cooldown_ms,
         );
+        let model_budget = ModelBudget::new(cfg.buffered_model_budget());
         Self {
             inner: Arc::new(Inner {
                 db,
+                model_budget,
                 cfg,
                 base_url,
                 fetcher,

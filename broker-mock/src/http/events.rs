@@ -56,6 +56,8 @@ pub(crate) fn router() -> Router<AppState> {
         (status = 413, description = "`payload-too-large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media-type`: not `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`download-failed`: the result could not be fetched or failed its size or digest check", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service-unavailable`: a `job.completed` whose result would pass the broker's budget of model bytes held in memory (`--max-buffered-model-bytes`); nothing was fetched or applied, send the event again after `Retry-After`", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u32, description = "Seconds to wait before sending again (1)"))),
     )
 )]
 async fn post_event(

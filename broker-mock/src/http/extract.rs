@@ -91,6 +91,36 @@ pub(crate) async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes
         .map_err(|_| too_large())
 }
 
+/// Reads a model upload of at most `limit` bytes into one buffer: of the `announced` size
+/// when there is one (the caller has refused one over `limit`), else grown up to `limit`
+/// and never past it. A body read whole thus takes about its own size in memory, which is
+/// what the model budget reserved for it, not up to twice that as a doubling buffer would.
+pub(crate) async fn read_model_body(
+    req: Request,
+    limit: usize,
+    announced: Option<u64>,
+) -> Result<Vec<u8>, ApiError> {
+    use futures_util::StreamExt as _;
+    let too_large = || ApiError::PayloadTooLarge(format!("body larger than {limit} bytes"));
+    let first = announced.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+    let mut buf = Vec::with_capacity(first);
+    let mut body = req.into_body().into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidRequest(format!("the body broke off: {e}")))?;
+        let needed = buf.len().saturating_add(chunk.len());
+        if needed > limit {
+            return Err(too_large());
+        }
+        if needed > buf.capacity() {
+            let grown = buf.capacity().saturating_mul(2).max(needed).min(limit);
+            buf.reserve_exact(grown - buf.len());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
 /// A JSON body: content type checked (415), size limited (413), parsed (400).
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub(crate) T);

@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use diax_sdk::wire::{Model, ModelList, broker_paths};
 use diax_sdk::{ModelId, Problem};
+use futures_util::StreamExt as _;
 use http::{HeaderValue, StatusCode, header};
 
-use super::extract::{AuthUser, bearer, is_credential, path_id, read_body};
+use super::extract::{AuthUser, bearer, is_credential, path_id, read_model_body};
 use super::respond::{json, with_note};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -57,6 +58,8 @@ pub(crate) fn router() -> Router<AppState> {
         (status = 403, description = "`forbidden`: the user holds as many models as the broker allows (`--max-models-per-user`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload-too-large`: the model is larger than the broker accepts, or would pass the user's storage quota (`--max-stored-bytes-per-user`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media-type`: not `application/octet-stream` or `model/stl`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service-unavailable`: the broker holds as many model bytes in memory as it may (`--max-buffered-model-bytes`); nothing was stored, try again after `Retry-After`", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u32, description = "Seconds to wait before trying again (1)"))),
     )
 )]
 async fn upload(
@@ -91,22 +94,32 @@ async fn upload(
         bytes: state.cfg.max_stored_bytes_per_user,
     };
     let id = ModelId::generate();
+    let max = state.cfg.max_model_bytes as u64;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "body larger than {max} bytes"
+        )));
+    }
+    // What this upload will hold in memory, reserved before a byte is read: the announced
+    // size (the limit when none is announced), or what the bucket buffers of it.
+    let whole = announced.unwrap_or(max);
+    let held = match &state.bucket {
+        None => whole,
+        Some(bucket) => whole.min(bucket.buffered_bytes()),
+    };
+    let _held = state.model_budget.reserve(held, "this upload")?;
     let body = match &state.bucket {
-        None => models::Body::Inline(read_body(req, state.cfg.max_model_bytes).await?.into()),
+        None => {
+            models::Body::Inline(read_model_body(req, state.cfg.max_model_bytes, announced).await?)
+        }
         Some(bucket) => {
             // Streamed into the bucket (in parts above the part size): refused up front when
-            // the announced size is too large, then on the bytes actually sent.
-            let max = state.cfg.max_model_bytes as u64;
-            let announced = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if announced.is_some_and(|n| n > max) {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "body larger than {max} bytes"
-                )));
-            }
+            // the announced size is too large (above), then on the bytes actually sent.
             models::precheck_quota(&state.db, &user.id, announced.unwrap_or(0), quota).await?;
             let stream = req.into_body().into_data_stream();
             models::stage_stream(bucket, &id, stream, max).await?
@@ -194,6 +207,8 @@ async fn get_model(
         (status = 403, description = "`credential-scope`: a credential for another model, version or method", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such model or version of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 405, description = "`method-not-allowed`: any method but GET", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service-unavailable`: sending this version would pass the broker's budget of model bytes held in memory (`--max-buffered-model-bytes`); try again after `Retry-After`", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u32, description = "Seconds to wait before trying again (1)"))),
     )
 )]
 async fn content(
@@ -251,7 +266,24 @@ async fn content(
         }
     }
     let mut resp = match &content.object_key {
-        None => (StatusCode::OK, content.bytes).into_response(),
+        // Loaded whole from the row: the size is reserved first and held until the body
+        // has been sent (or the client has gone).
+        None => {
+            let held = state.model_budget.reserve(content.size, "this download")?;
+            let bytes = models::content_bytes(&state.db, &model_id, version_no).await?;
+            let size = bytes.len() as u64;
+            let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                bytes::Bytes::from(bytes),
+            )])
+            .map(move |chunk| {
+                let _held = &held;
+                chunk
+            });
+            let mut resp = (StatusCode::OK, axum::body::Body::from_stream(body)).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            resp
+        }
         // Streamed from the bucket, never whole in memory.
         Some(key) => {
             let (size, stream) = models::open_object(state.bucket.as_ref(), key).await?;

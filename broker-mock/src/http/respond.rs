@@ -45,6 +45,13 @@ pub(crate) fn problem_response(problem: &Problem) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Busy(_) = self {
+            // A bound the broker will not pass right now: the client may try again shortly.
+            let mut resp = problem_response(&self.problem());
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
         if !matches!(self, Self::Db(_) | Self::Internal(_)) {
             return problem_response(&self.problem());
         }
@@ -79,6 +86,13 @@ pub(crate) async fn method_not_allowed(req: Request) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_is_503_with_retry_after() {
+        let resp = ApiError::Busy("full".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
 
     #[test]
     fn an_internal_cause_stays_out_of_the_message_log_and_the_answer() {

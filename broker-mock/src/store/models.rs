@@ -470,11 +470,12 @@ pub(crate) async fn version_facts(
     })
 }
 
-/// The stored bytes of a model version with their digest and owner.
+/// Where a model version's bytes are, with their size, digest and owner.
 pub(crate) struct Content {
-    /// The bytes (empty when they are in the bucket).
-    pub(crate) bytes: Vec<u8>,
-    /// The bucket object holding the bytes, if they are not in the row.
+    /// The size in bytes.
+    pub(crate) size: u64,
+    /// The bucket object holding the bytes; `None`: they are in the row
+    /// ([`content_bytes`]).
     pub(crate) object_key: Option<String>,
     pub(crate) sha256: String,
     pub(crate) owner: UserId,
@@ -482,24 +483,25 @@ pub(crate) struct Content {
     pub(crate) source_job: Option<String>,
 }
 
-/// The content of `model` version `version`, if it exists.
+/// What [`Content`] says of `model` version `version`, if it exists; the bytes are not
+/// read.
 pub(crate) async fn content(
     db: &SqlitePool,
     model: &ModelId,
     version: u32,
 ) -> ApiResult<Option<Content>> {
-    type Row = (Vec<u8>, Option<String>, String, String, Option<String>);
+    type Row = (i64, Option<String>, String, String, Option<String>);
     let row: Option<Row> = sqlx::query_as(
-        "SELECT v.content, v.object_key, v.sha256, m.owner_id, v.source_job_id FROM model_versions v JOIN models m ON m.id = v.model_id
+        "SELECT v.size, v.object_key, v.sha256, m.owner_id, v.source_job_id FROM model_versions v JOIN models m ON m.id = v.model_id
          WHERE v.model_id = $1 AND v.version = $2",
     )
     .bind(model.as_str())
     .bind(version)
     .fetch_optional(db)
     .await?;
-    row.map(|(bytes, object_key, sha256, owner, source_job)| {
+    row.map(|(size, object_key, sha256, owner, source_job)| {
         Ok(Content {
-            bytes,
+            size: u64::try_from(size).map_err(|_| super::corrupt("size", "negative"))?,
             object_key,
             sha256,
             owner: scalar_id("models.owner_id", owner)?,
@@ -507,6 +509,22 @@ pub(crate) async fn content(
         })
     })
     .transpose()
+}
+
+/// The bytes of `model` version `version` kept in its row, or `NotFound`.
+pub(crate) async fn content_bytes(
+    db: &SqlitePool,
+    model: &ModelId,
+    version: u32,
+) -> ApiResult<Vec<u8>> {
+    let bytes: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT content FROM model_versions WHERE model_id = $1 AND version = $2",
+    )
+    .bind(model.as_str())
+    .bind(version)
+    .fetch_optional(db)
+    .await?;
+    bytes.ok_or_else(|| ApiError::NotFound(format!("no version {version} of model {model}")))
 }
 
 /// Creates a temporary credential for GETting `model` version `version` on behalf of

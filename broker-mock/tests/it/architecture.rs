@@ -17,7 +17,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("error", &[]),
     ("bucket", &["config"]),
-    ("state", &["config", "bucket"]),
+    ("budget", &["error"]),
+    ("state", &["config", "bucket", "budget"]),
     // Storage and domain: one module per table or aggregate.
     ("store", &["error", "bucket"]),
     ("db", &["store"]),

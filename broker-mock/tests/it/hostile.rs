@@ -565,3 +565,245 @@ async fn a_slowloris_client_is_cut_and_others_are_served() {
         s.await.unwrap();
     }
 }
+
+/// An upload of `len` bytes whose head (with `Expect: 100-continue`) has been sent and
+/// whose `100 Continue` has come back: the broker is reading its body, so it holds its
+/// share of the model budget. Send the body with [`HeldUpload::finish`].
+struct HeldUpload(tokio::net::TcpStream, usize);
+
+impl HeldUpload {
+    async fn start(addr: std::net::SocketAddr, api_key: &str, len: usize) -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/models?name=held.stl HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {api_key}\r\n\
+                     content-type: model/stl\r\ncontent-length: {len}\r\nexpect: 100-continue\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0_u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                stream.read(&mut byte).await.unwrap(),
+                1,
+                "connection closed"
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 100"), "{head}");
+        Self(stream, len)
+    }
+
+    /// Sends the body; returns the status line of the answer.
+    async fn finish(mut self) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        self.0.write_all(&vec![b's'; self.1]).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0_u8; 4096];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = self.0.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+}
+
+/// A raw upload of `len` bytes; returns the status, `Retry-After` and the problem type.
+async fn upload_status(base: &str, api_key: &str, len: usize) -> (u16, Option<String>, String) {
+    let resp = http()
+        .post(format!("{base}/v1/models?name=now.stl"))
+        .bearer_auth(api_key)
+        .header("content-type", "model/stl")
+        .body(vec![b'n'; len])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    if status == 503 {
+        assert_eq!(
+            resp.headers()["content-type"],
+            diax_sdk::PROBLEM_CONTENT_TYPE
+        );
+    }
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    (status, retry_after, problem_type(&body).to_owned())
+}
+
+fn budget_config() -> broker_mock::Config {
+    broker_mock::Config {
+        max_model_bytes: 1000,
+        max_buffered_model_bytes: Some(2000),
+        ..test_config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_memory_budget_get_503_and_nothing_is_stored() {
+    let (broker, api) = start(budget_config()).await;
+    let (created, user) = new_user(&api, "uploader").await;
+    let key = created.api_key.clone();
+    let base = broker.base_url().to_owned();
+    // Two uploads of the largest size, their bodies still to come, hold the whole budget.
+    let a = HeldUpload::start(broker.local_addr(), &key, 1000).await;
+    let b = HeldUpload::start(broker.local_addr(), &key, 1000).await;
+    for len in [1000, 10] {
+        assert_eq!(
+            upload_status(&base, &key, len).await,
+            (503, Some("1".to_owned()), "service-unavailable".to_owned()),
+            "{len} bytes"
+        );
+    }
+    // A chunked upload (no announced size) reserves the limit: refused as well.
+    let chunked = http()
+        .post(format!("{base}/v1/models?name=chunked.stl"))
+        .bearer_auth(&key)
+        .header("content-type", "model/stl")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter([
+            Ok::<_, std::io::Error>(vec![b'c'; 10]),
+        ])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status().as_u16(), 503);
+    assert!(
+        user.models().await.unwrap().models.is_empty(),
+        "nothing stored"
+    );
+    // Once they finish, their reservations are given back: the next upload is taken.
+    assert_eq!(a.finish().await, "HTTP/1.1 201 Created");
+    assert_eq!(b.finish().await, "HTTP/1.1 201 Created");
+    assert_eq!(upload_status(&base, &key, 1000).await.0, 201);
+    assert_eq!(user.models().await.unwrap().models.len(), 3);
+
+    // Clients that hang up mid-body give their reservations back too.
+    let a = HeldUpload::start(broker.local_addr(), &key, 1000).await;
+    let b = HeldUpload::start(broker.local_addr(), &key, 1000).await;
+    assert_eq!(upload_status(&base, &key, 1000).await.0, 503);
+    drop((a, b));
+    let mut answered = Vec::new();
+    for _ in 0..250 {
+        let (status, _, _) = upload_status(&base, &key, 1000).await;
+        answered.push(status);
+        if status == 201 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(answered.last(), Some(&201), "{answered:?}");
+    assert!(
+        answered.iter().all(|s| [201, 503].contains(s)),
+        "{answered:?}"
+    );
+    assert_eq!(user.models().await.unwrap().models.len(), 4);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_past_the_memory_budget_is_not_fetched_until_there_is_room() {
+    let (broker, api) = start(budget_config()).await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (user, model, job) = accepted_job(&api, &fake, &s, &broker).await;
+    // The fake provider has fetched the input (which holds its size while it is sent).
+    eventually("the input fetched", || {
+        fake.state
+            .inputs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, got)| got.is_ok())
+    })
+    .await;
+    let result = vec![b'r'; 500];
+    fake.set_result(result.clone());
+    let (other, _) = new_user(&api, "uploader").await;
+    let held = [
+        HeldUpload::start(broker.local_addr(), &other.api_key, 1000).await,
+        HeldUpload::start(broker.local_addr(), &other.api_key, 1000).await,
+    ];
+    let event = completed(&job, &s, 1, fake.result_download(&result, unix_now() + 600));
+    let (st, p) = post_event_raw(&http(), &s.reg, &s.ring, "msg_budget", unix_now(), &event).await;
+    assert_eq!((st, problem_type(&p)), (503, "service-unavailable"), "{p}");
+    assert_eq!(fake.result_gets(), 0, "nothing fetched");
+    for upload in held {
+        assert_eq!(upload.finish().await, "HTTP/1.1 201 Created");
+    }
+    // The provider sends the event again (same id): now it is fetched and applied.
+    let (st, p) = post_event_raw(&http(), &s.reg, &s.ring, "msg_budget", unix_now(), &event).await;
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(fake.result_gets(), 1);
+    let versions = user.model(&model.model_id).await.unwrap().versions;
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_past_the_memory_budget_gets_503() {
+    let (broker, api) = start(budget_config()).await;
+    let (created, user) = new_user(&api, "reader").await;
+    let model = user.upload_model("m.stl", vec![b'm'; 900]).await.unwrap();
+    let url = format!(
+        "{}/v1/models/{}/versions/1/content",
+        broker.base_url(),
+        model.model_id
+    );
+    // 1,800 bytes held: a 900-byte version does not fit beside them.
+    let held = [
+        HeldUpload::start(broker.local_addr(), &created.api_key, 900).await,
+        HeldUpload::start(broker.local_addr(), &created.api_key, 900).await,
+    ];
+    let resp = http()
+        .get(&url)
+        .bearer_auth(&created.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    drop(held);
+    let mut last = 0;
+    for _ in 0..250 {
+        let resp = http()
+            .get(&url)
+            .bearer_auth(&created.api_key)
+            .send()
+            .await
+            .unwrap();
+        last = resp.status().as_u16();
+        if last == 200 {
+            assert_eq!(resp.headers()["content-length"], "900");
+            assert_eq!(resp.bytes().await.unwrap().as_ref(), vec![b'm'; 900]);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(last, 200);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_budget_smaller_than_one_model_is_refused_at_start() {
+    let err = broker_mock::Broker::start(broker_mock::Config {
+        max_model_bytes: 1000,
+        max_buffered_model_bytes: Some(999),
+        ..test_config()
+    })
+    .await
+    .expect_err("a budget that no model of the largest size fits");
+    assert!(
+        err.to_string().contains("--max-buffered-model-bytes"),
+        "{err}"
+    );
+}

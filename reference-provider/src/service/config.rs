@@ -50,8 +50,8 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Default [`Config::intake_writers`].
-pub const DEFAULT_INTAKE_WRITERS: usize = 2;
+/// Default [`Config::intake_writers`]: one (more gave no measurable gain, docs/LOADGEN.md).
+pub const DEFAULT_INTAKE_WRITERS: usize = 1;
 
 /// Most [`Config::intake_writers`] (each may hold a pooled PostgreSQL connection).
 pub const MAX_INTAKE_WRITERS: usize = 8;

@@ -15,8 +15,8 @@
 //!
 //! A signed offer is one operation: its `webhook-id` is recorded and the offer decided in
 //! the same transaction, and in the usual case (a new id, a new broker job, a balance that
-//! covers the hold) in one statement batch ([`intake::accept_recorded`]). On PostgreSQL
-//! several writers ([`GroupCommit::start_writers`]) commit at once, each its own batches;
+//! covers the hold) in one statement batch (`intake::accept_recorded`). On PostgreSQL
+//! several writers ([`GroupCommit::start_writers`]) can commit at once, each its own batches;
 //! an offer goes to the writer of its account, so one account's offers are decided in the
 //! order they came and two writers never wait for each other's account rows. SQLite has
 //! one writer connection ([`super::db::SqliteDb`]) and so one writer task.

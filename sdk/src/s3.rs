@@ -5,7 +5,7 @@
 //!
 //! - [`S3Settings`]: bucket, key prefix, endpoint, region, credentials (redacted in `Debug`)
 //!   and the multipart part size, with [`S3Settings::parse_url`] for `s3://bucket/prefix`.
-//! - [`S3Args`] (with feature `cli`): the endpoint and credential flags and their `AWS_*`
+//! - `S3Args` (with feature `cli`): the endpoint and credential flags and their `AWS_*`
 //!   environment variables, for a `clap` command line.
 //! - [`S3Bucket::new`] builds the client: path-style requests, an endpoint that is `https`,
 //!   or plain `http` on loopback only, a few retries within the request timeout.
@@ -58,8 +58,11 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// The default multipart threshold and part size.
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 
-/// Where and how to reach a bucket. Credentials left out are taken from nowhere else: pass
-/// them here (a command line reads the usual `AWS_*` environment variables into them).
+/// Where and how to reach a bucket. Pass the credentials here (a command line reads the usual
+/// `AWS_*` environment variables into them, see `S3Args`). With no access key, the client
+/// asks the EC2 instance metadata service (`169.254.169.254`, IMDSv2) for the instance role's
+/// credentials, as AWS SDKs do; off EC2 that fails, and [`S3Bucket::connect`] says so at
+/// start-up, naming that address.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Settings {
     /// Bucket name.

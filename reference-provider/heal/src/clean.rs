@@ -125,3 +125,52 @@ pub(crate) fn clean(
     debug_assert!(triangles.len() <= n);
     (degenerate_removed, duplicate_removed, removed_vertices)
 }
+
+/// [`clean`] after a change confined to the facets that use a `hot` vertex (the others were
+/// clean and are unchanged, so only those facets can have become degenerate, and every group
+/// of duplicates holds one of them — a duplicate has the same vertices): only the facets
+/// using a hot vertex are checked, with the same rules and the same choice of survivor (the
+/// first of equal facets). Returns the facets to remove (ascending), and how many of them
+/// were degenerate and how many duplicates.
+pub(crate) fn removals_near(
+    vertices: &[[f32; 3]],
+    triangles: &[[u32; 3]],
+    hot: &[bool],
+    remove_degenerate: bool,
+    remove_duplicates: bool,
+) -> (Vec<u32>, u64, u64) {
+    let near: Vec<u32> = (0..triangles.len() as u32)
+        .into_par_iter()
+        .filter(|&f| triangles[f as usize].iter().any(|&v| hot[v as usize]))
+        .collect();
+    let bad = |t: [u32; 3]| {
+        if remove_degenerate {
+            degenerate(vertices, t)
+        } else {
+            t[0] == t[1] || t[1] == t[2] || t[0] == t[2]
+        }
+    };
+    let (mut gone, live): (Vec<u32>, Vec<u32>) =
+        near.par_iter().partition(|&&f| bad(triangles[f as usize]));
+    let degenerate_removed = gone.len() as u64;
+    let mut duplicate_removed = 0;
+    if remove_duplicates {
+        let mut live: Vec<([u32; 3], u32)> = live
+            .into_par_iter()
+            .map(|f| {
+                let mut s = triangles[f as usize];
+                s.sort_unstable();
+                (s, f)
+            })
+            .collect();
+        live.par_sort_unstable();
+        for w in live.windows(2) {
+            if w[0].0 == w[1].0 {
+                gone.push(w[1].1);
+                duplicate_removed += 1;
+            }
+        }
+    }
+    gone.par_sort_unstable();
+    (gone, degenerate_removed, duplicate_removed)
+}

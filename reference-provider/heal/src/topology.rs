@@ -21,6 +21,7 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// Set on a twin entry when both half-edges run the same direction (inconsistent winding).
 pub(crate) const SAME: u32 = 1 << 31;
 
+#[derive(Default)]
 pub(crate) struct Topology {
     /// Per half-edge: twin half-edge (with [`SAME`] set when same direction) or [`NONE`].
     pub twin: Vec<u32>,
@@ -29,6 +30,9 @@ pub(crate) struct Topology {
     pub non_manifold_edges: u64,
     /// Facets with a half-edge on a non-manifold edge (made manifold here), for provenance.
     pub non_manifold_facets: Vec<u32>,
+    /// The half-edges cut loose from a non-manifold edge (no twin, but not a boundary edge of
+    /// their own), ascending.
+    pub loose: Vec<u32>,
 }
 
 #[inline]
@@ -44,6 +48,7 @@ struct Counts {
     boundary: u64,
     non_manifold: u64,
     non_manifold_facets: Vec<u32>,
+    loose: Vec<u32>,
 }
 
 pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
@@ -64,57 +69,21 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
     let counts = chunks
         .par_iter()
         .map(|r| {
-            let ks = &ks[r.clone()];
             let mut c = Counts::default();
-            // Per run: (other vertex, half-edge, runs from the low vertex).
-            let mut around: Vec<(u32, u32, bool)> = Vec::new();
-            let mut i = 0;
-            while i < ks.len() {
-                let low = hi(ks[i]);
-                let mut j = i + 1;
-                while j < ks.len() && hi(ks[j]) == low {
-                    j += 1;
-                }
-                around.clear();
-                around.extend(ks[i..j].iter().map(|&k| {
-                    let (a, b) = half_edge(triangles, lo(k));
-                    if a == low {
-                        (b, lo(k), true)
-                    } else {
-                        (a, lo(k), false)
-                    }
-                }));
-                around.sort_unstable();
-                let mut g = 0;
-                while g < around.len() {
-                    let mut e = g + 1;
-                    while e < around.len() && around[e].0 == around[g].0 {
-                        e += 1;
-                    }
-                    c.edges += 1;
-                    match e - g {
-                        1 => c.boundary += 1,
-                        2 => link(&twin, around[g], around[g + 1]),
-                        _ => {
-                            c.non_manifold += 1;
-                            c.non_manifold_facets
-                                .extend(around[g..e].iter().map(|h| h.1 / 3));
-                            make_manifold(&twin, &around[g..e]);
-                        }
-                    }
-                    g = e;
-                }
-                i = j;
-            }
+            pair_runs(triangles, &ks[r.clone()], &mut c, &mut |a, b| {
+                link(&twin, a, b)
+            });
             c
         })
         .reduce(Counts::default, |mut a, b| {
             a.non_manifold_facets.extend(b.non_manifold_facets);
+            a.loose.extend(b.loose);
             Counts {
                 edges: a.edges + b.edges,
                 boundary: a.boundary + b.boundary,
                 non_manifold: a.non_manifold + b.non_manifold,
                 non_manifold_facets: a.non_manifold_facets,
+                loose: a.loose,
             }
         });
     drop(ks);
@@ -125,11 +94,111 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
         boundary_edges: counts.boundary,
         non_manifold_edges: counts.non_manifold,
         non_manifold_facets: counts.non_manifold_facets,
+        loose: {
+            let mut l = counts.loose;
+            l.sort_unstable();
+            l
+        },
     }
 }
 
+/// One half-edge of a run round its low vertex: (other vertex, half-edge, runs from the low
+/// vertex).
+type Around = (u32, u32, bool);
+
+/// Pair the half-edges of `ks` (keys `low vertex << 32 | half-edge`, sorted, whole runs of
+/// equal low vertex): `link` is called for every twin pair, `c` counts the edges.
+fn pair_runs(
+    triangles: &[[u32; 3]],
+    ks: &[u64],
+    c: &mut Counts,
+    link: &mut impl FnMut(Around, Around),
+) {
+    let mut around: Vec<Around> = Vec::new();
+    let mut i = 0;
+    while i < ks.len() {
+        let low = hi(ks[i]);
+        let mut j = i + 1;
+        while j < ks.len() && hi(ks[j]) == low {
+            j += 1;
+        }
+        around.clear();
+        around.extend(ks[i..j].iter().map(|&k| {
+            let (a, b) = half_edge(triangles, lo(k));
+            if a == low {
+                (b, lo(k), true)
+            } else {
+                (a, lo(k), false)
+            }
+        }));
+        around.sort_unstable();
+        let mut g = 0;
+        while g < around.len() {
+            let mut e = g + 1;
+            while e < around.len() && around[e].0 == around[g].0 {
+                e += 1;
+            }
+            c.edges += 1;
+            match e - g {
+                1 => c.boundary += 1,
+                2 => link(around[g], around[g + 1]),
+                _ => {
+                    c.non_manifold += 1;
+                    c.non_manifold_facets
+                        .extend(around[g..e].iter().map(|h| h.1 / 3));
+                    c.loose.extend(make_manifold(&around[g..e], link));
+                }
+            }
+            g = e;
+        }
+        i = j;
+    }
+}
+
+/// Pair again, in place, the half-edges of every edge with an endpoint in `hot`; every other
+/// half-edge keeps its twin. After a change confined to the `hot` vertices (facets whose
+/// vertices were merged into them, facets removed that used them), this gives the twins
+/// [`pair_edges`] would give, at the cost of the half-edges near those vertices (plus one
+/// parallel scan): an edge's half-edges are all re-paired or all kept, and an edge with no
+/// endpoint in `hot` has the same half-edges as before. `loose` (the cut-loose half-edges,
+/// ascending) is kept up to date the same way. Returns the number of boundary edges.
+pub(crate) fn pair_near(
+    triangles: &[[u32; 3]],
+    twin: &mut [u32],
+    loose: &mut Vec<u32>,
+    hot: &[bool],
+) -> u64 {
+    let nh = triangles.len() * 3;
+    debug_assert_eq!(twin.len(), nh);
+    let mut ks: Vec<u64> = (0..nh as u32)
+        .into_par_iter()
+        .filter_map(|h| {
+            let (a, b) = half_edge(triangles, h);
+            (hot[a as usize] || hot[b as usize]).then(|| pack(a.min(b), h))
+        })
+        .collect();
+    ks.par_sort_unstable();
+    for &k in &ks {
+        twin[lo(k) as usize] = NONE;
+    }
+    let mut c = Counts::default();
+    pair_runs(triangles, &ks, &mut c, &mut |a, b| {
+        let same = if a.2 == b.2 { SAME } else { 0 };
+        twin[a.1 as usize] = b.1 | same;
+        twin[b.1 as usize] = a.1 | same;
+    });
+    loose.retain(|&h| {
+        let (a, b) = half_edge(triangles, h);
+        !(hot[a as usize] || hot[b as usize])
+    });
+    loose.extend(c.loose);
+    loose.sort_unstable();
+    let untwinned = twin.par_iter().filter(|&&t| t == NONE).count();
+    (untwinned - loose.len()) as u64
+}
+
 /// Twin two half-edges `(other vertex, half-edge, forward)` of one edge.
-fn link(twin: &[AtomicU32], a: (u32, u32, bool), b: (u32, u32, bool)) {
+fn link(twin: &[AtomicU32], a: Around, b: Around) {
     let same = if a.2 == b.2 { SAME } else { 0 };
     twin[a.1 as usize].store(b.1 | same, Ordering::Relaxed);
     twin[b.1 as usize].store(a.1 | same, Ordering::Relaxed);
@@ -139,12 +208,12 @@ fn link(twin: &[AtomicU32], a: (u32, u32, bool), b: (u32, u32, bool)) {
 /// first (the i-th running one way with the i-th running the other, in facet order), then
 /// whatever is left pairwise; a last odd one stays a boundary edge. Linear in the group, so a
 /// crafted edge shared by thousands of facets costs no more than they do.
-fn make_manifold(twin: &[AtomicU32], group: &[(u32, u32, bool)]) {
-    let fwd: Vec<(u32, u32, bool)> = group.iter().copied().filter(|h| h.2).collect();
-    let bwd: Vec<(u32, u32, bool)> = group.iter().copied().filter(|h| !h.2).collect();
+fn make_manifold(group: &[Around], link: &mut impl FnMut(Around, Around)) -> Option<u32> {
+    let fwd: Vec<Around> = group.iter().copied().filter(|h| h.2).collect();
+    let bwd: Vec<Around> = group.iter().copied().filter(|h| !h.2).collect();
     let pairs = fwd.len().min(bwd.len());
     for (&a, &b) in fwd.iter().zip(&bwd) {
-        link(twin, a, b);
+        link(a, b);
     }
     let rest = if fwd.len() > pairs {
         &fwd[pairs..]
@@ -152,8 +221,9 @@ fn make_manifold(twin: &[AtomicU32], group: &[(u32, u32, bool)]) {
         &bwd[pairs..]
     };
     for p in rest.chunks_exact(2) {
-        link(twin, p[0], p[1]);
+        link(p[0], p[1]);
     }
+    (rest.len() % 2 == 1).then(|| rest[rest.len() - 1].1)
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ async fn handle(
             (ack, noted)
         }
     };
-    let (ack, noted) = super::to_completion(work).await?;
+    let (ack, noted) = super::task::to_completion(work).await?;
     *note = noted;
     let ack = ack?;
     Ok(json(StatusCode::OK, &ack))

@@ -70,7 +70,8 @@ async fn create(
     // The offer and its answer run to their end even if the client hangs up meanwhile:
     // a job is never left `offered` with an answer from the provider unapplied.
     let job =
-        super::to_completion(async move { offers::create(&state, &user.id, &req).await }).await??;
+        super::task::to_completion(async move { offers::create(&state, &user.id, &req).await })
+            .await??;
     Ok(answer(StatusCode::CREATED, &job))
 }
 
@@ -134,7 +135,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id: JobId = path_id("job", &id)?;
-    let job =
-        super::to_completion(async move { offers::retry(&state, &user.id, &id).await }).await??;
+    let job = super::task::to_completion(async move { offers::retry(&state, &user.id, &id).await })
+        .await??;
     Ok(answer(StatusCode::OK, &job))
 }

@@ -205,6 +205,7 @@ impl Config {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
             drain,
+            ..diax_sdk::server::ServerLimits::default()
         }
     }
 

@@ -157,6 +157,14 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub header_read_timeout_ms: u64,
+    /// A request body that sends nothing for this long, milliseconds, is cut: an upload
+    /// that stalls gives back its connection and its share of `--max-buffered-model-bytes`.
+    #[arg(
+        long,
+        env = "BROKER_MOCK_BODY_IDLE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub body_idle_timeout_ms: u64,
     /// Connections served at once; more wait in the listen backlog until one closes.
     #[arg(long, env = "BROKER_MOCK_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
@@ -236,6 +244,7 @@ impl Default for Config {
             input_max_backoff_ms: 300_000,
             input_max_attempts: 10,
             header_read_timeout_ms: 10_000,
+            body_idle_timeout_ms: 30_000,
             max_connections: 1024,
             storage: "db".to_owned(),
             s3: diax_sdk::s3::S3Args::default(),

@@ -158,6 +158,9 @@ impl App {
                 ),
                 max_connections: self.state.cfg.max_connections,
                 drain: Duration::from_secs(5),
+                body_idle_timeout: Duration::from_millis(
+                    self.state.cfg.body_idle_timeout_ms.max(1),
+                ),
             };
             diax_sdk::server::serve_within(self.listener, router, tls, shutdown, limits).await
         }

@@ -35,6 +35,7 @@ use std::time::Duration;
 use axum::Router;
 pub use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_http::timeout::TimeoutBody;
 
 /// Bounds of a server's connections.
 ///
@@ -58,6 +59,10 @@ pub struct ServerLimits {
     /// After the shutdown signal, how long open connections may still finish before they
     /// are closed. Default 5 s.
     pub drain: Duration,
+    /// A request body that stalls (no bytes for this long while the handler waits for
+    /// them) fails with a read error, so a client that announces a body and never sends it
+    /// holds neither its handler nor what the handler reserved for it. Default 30 s.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -66,6 +71,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             drain: Duration::from_secs(5),
+            body_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -105,8 +111,9 @@ pub async fn serve(
     serve_within(listener, router, tls, shutdown, limits).await
 }
 
-/// [`serve`] within `limits`: a deadline for each request's head, a cap on connections
-/// served at once, and the drain time after `shutdown`.
+/// [`serve`] within `limits`: a deadline for each request's head, an idle timeout for each
+/// request's body, a cap on connections served at once, and the drain time after
+/// `shutdown`.
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
@@ -135,6 +142,12 @@ pub async fn serve_within(
         shutdown.await;
         signal.graceful_shutdown(Some(drain));
     });
+    let idle = limits.body_idle_timeout;
+    let router = router.layer(axum::middleware::map_request(
+        move |request: axum::extract::Request| async move {
+            request.map(|body| axum::body::Body::new(TimeoutBody::new(idle, body)))
+        },
+    ));
     let service = ConnectionLimit::new(router.into_make_service(), limits.max_connections);
     let head = limits.header_read_timeout;
     let result = match tls {

@@ -602,8 +602,14 @@ impl HeldUpload {
 
     /// Sends the body; returns the status line of the answer.
     async fn finish(mut self) -> String {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::io::AsyncWriteExt as _;
         self.0.write_all(&vec![b's'; self.1]).await.unwrap();
+        self.answer().await
+    }
+
+    /// Waits for the answer; returns its status line.
+    async fn answer(&mut self) -> String {
+        use tokio::io::AsyncReadExt as _;
         let mut answer = Vec::new();
         let mut buf = [0_u8; 4096];
         while !answer.windows(2).any(|w| w == b"\r\n") {
@@ -707,6 +713,34 @@ async fn uploads_past_the_memory_budget_get_503_and_nothing_is_stored() {
         "{answered:?}"
     );
     assert_eq!(user.models().await.unwrap().models.len(), 4);
+    broker.shutdown().await;
+}
+
+/// Clients that announce an upload and then send nothing do not hold the budget for long:
+/// their bodies are cut after the body idle timeout, and others can upload again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_are_cut_after_the_idle_timeout_and_give_the_budget_back() {
+    let (broker, api) = start(broker_mock::Config {
+        body_idle_timeout_ms: 300,
+        ..budget_config()
+    })
+    .await;
+    let (created, user) = new_user(&api, "staller").await;
+    let key = created.api_key.clone();
+    let base = broker.base_url().to_owned();
+    let mut a = HeldUpload::start(broker.local_addr(), &key, 1000).await;
+    let mut b = HeldUpload::start(broker.local_addr(), &key, 1000).await;
+    assert_eq!(upload_status(&base, &key, 1000).await.0, 503);
+    // Neither sends a byte: each is answered (a 400 problem) once its body stalled, and the
+    // connection is closed.
+    for held in [&mut a, &mut b] {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), held.answer())
+            .await
+            .expect("a stalled upload is answered within the idle timeout and a margin");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    assert_eq!(upload_status(&base, &key, 1000).await.0, 201);
+    assert_eq!(user.models().await.unwrap().models.len(), 1);
     broker.shutdown().await;
 }
 

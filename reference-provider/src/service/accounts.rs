@@ -275,7 +275,7 @@ pub async fn authenticate(db: &Db, api_key: &str) -> Result<Option<Account>, sql
     if api_key.len() > 200 {
         return Ok(None);
     }
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_read().await?;
     let row = fetch_optional!(
         &mut tx,
         Account,
@@ -292,7 +292,7 @@ pub async fn authenticate(db: &Db, api_key: &str) -> Result<Option<Account>, sql
 /// # Errors
 /// Database errors.
 pub async fn get_account(db: &Db, account_id: &str) -> Result<Option<Account>, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_read().await?;
     let row = account_in(&mut tx, account_id).await?;
     tx.commit().await?;
     Ok(row)
@@ -316,7 +316,7 @@ pub(crate) async fn account_in(
 /// # Errors
 /// Database errors.
 pub async fn ledger(db: &Db, account_id: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_read().await?;
     let rows = fetch_all!(
         &mut tx,
         LedgerEntry,

@@ -50,6 +50,12 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Default [`Config::intake_writers`].
+pub const DEFAULT_INTAKE_WRITERS: usize = 2;
+
+/// Most [`Config::intake_writers`] (each may hold a pooled PostgreSQL connection).
+pub const MAX_INTAKE_WRITERS: usize = 8;
+
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -73,6 +79,10 @@ pub struct Config {
     pub workers: usize,
     /// Outbox delivery loops in this instance (0: none).
     pub outbox_workers: usize,
+    /// Intake writer tasks on PostgreSQL, each committing its own batches of signed
+    /// messages (SQLite has one writer whatever this says). See
+    /// [`crate::service::group_commit`].
+    pub intake_writers: usize,
     /// How often idle workers look for work.
     pub poll_interval: Duration,
     /// A claimed job is claimable again this long after its last heartbeat.
@@ -158,6 +168,7 @@ impl Default for Config {
             ca_certs: Vec::new(),
             workers: 2,
             outbox_workers: 1,
+            intake_writers: DEFAULT_INTAKE_WRITERS,
             poll_interval: Duration::from_secs(1),
             job_lease: Duration::from_secs(60),
             outbox_lease: Duration::from_secs(30),
@@ -239,6 +250,7 @@ pub struct FileConfig {
     pub ca_cert: Option<Vec<PathBuf>>,
     pub workers: Option<usize>,
     pub outbox_workers: Option<usize>,
+    pub intake_writers: Option<usize>,
     pub poll_interval_ms: Option<u64>,
     pub job_lease_ms: Option<u64>,
     pub outbox_lease_ms: Option<u64>,
@@ -608,6 +620,14 @@ impl FileConfig {
         }
         if let Some(v) = self.outbox_workers {
             c.outbox_workers = v;
+        }
+        if let Some(v) = self.intake_writers {
+            if !(1..=MAX_INTAKE_WRITERS).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "intake_writers must be 1 to {MAX_INTAKE_WRITERS}, not {v}"
+                )));
+            }
+            c.intake_writers = v;
         }
         if let Some(v) = self.poll_interval_ms {
             c.poll_interval = d(v.max(1));

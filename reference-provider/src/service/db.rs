@@ -6,6 +6,8 @@
 //! `reference-provider/migrations/{sqlite,postgres}` and are embedded in the binary.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diax_sdk::replay::{BoxFuture, ReplayStore};
@@ -37,10 +39,54 @@ pub fn ms(d: Duration) -> i64 {
 #[derive(Debug, Clone)]
 pub enum Db {
     /// SQLite (one file; one node).
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     /// PostgreSQL (any number of nodes).
     Postgres(PgPool),
 }
+
+/// SQLite's connections: one writer and a few readers.
+///
+/// SQLite lets one connection write at a time. Every write transaction ([`Db::begin`])
+/// takes the **one** writer connection, so writers queue in the pool (first come, first
+/// served) instead of in SQLite's busy handler, which sleeps (up to 100 ms a turn), and the
+/// writer's page cache stays valid from one transaction to the next (another connection's
+/// write would invalidate it). Read-only transactions ([`Db::begin_read`]) take one of
+/// the read-only connections and never wait for the writer (WAL readers see the last
+/// commit).
+///
+/// Checkpoints (copying the write-ahead log back into the database file, with its
+/// `fsync`) run on a connection of their own, every [`CHECKPOINT_EVERY`], out of the
+/// writer's way; the writer checkpoints itself only when the log passes
+/// [`WAL_AUTOCHECKPOINT_PAGES`] (a bound on the log's size should the background
+/// checkpoints fall behind).
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    write: SqlitePool,
+    read: SqlitePool,
+    /// `true` until [`Db::close`]; the checkpoint task ends when it is `false` or dropped.
+    open: Arc<AtomicBool>,
+}
+
+/// Read-only SQLite connections.
+pub const SQLITE_READERS: u32 = 4;
+
+/// How often the background task checkpoints SQLite's write-ahead log (`PASSIVE`: it
+/// never blocks the writer or the readers).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Pages (4 KiB) of write-ahead log after which the writer checkpoints at commit itself
+/// (SQLite's default is 1,000): the log's bound should the background checkpoints fall
+/// behind.
+pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// SQLite's page cache per connection, in KiB (SQLite's default is 2,000).
+const SQLITE_CACHE_KIB: u32 = 16_384;
+
+/// Bytes of the database file SQLite reads through a memory map.
+const SQLITE_MMAP_BYTES: u64 = 256 << 20;
+
+/// Bytes the write-ahead log file is truncated to after a checkpoint reset it.
+const SQLITE_WAL_LIMIT_BYTES: u64 = 64 << 20;
 
 /// An open transaction on a [`Db`].
 #[derive(Debug)]
@@ -153,13 +199,13 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
+                .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string())
+                .pragma("journal_size_limit", SQLITE_WAL_LIMIT_BYTES.to_string());
             create_private_file(opts.get_filename())?;
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(opts)
-                .await?;
-            Db::Sqlite(pool)
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            Db::Sqlite(SqliteDb::open(opts, in_memory).await?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             // One direct attempt first: an unreachable server is reported at once and by
@@ -200,7 +246,7 @@ impl Db {
     /// [`DbError::Migrate`].
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self {
-            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(&p.write).await?,
             Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
         }
         Ok(())
@@ -229,14 +275,21 @@ impl Db {
     /// The driver's error.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(p) => {
-                let pool = p.clone();
-                let begun = tokio::spawn(async move { pool.begin().await })
-                    .await
-                    .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
-                Tx::Postgres(begun?)
-            }
+            Db::Sqlite(p) => Tx::Sqlite(p.write.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => Tx::Postgres(begin_pg(p).await?),
+        })
+    }
+
+    /// Begins a transaction that only reads. On SQLite it runs on a read-only connection,
+    /// never waits for the writer and sees the last commit; a write in it fails. On
+    /// PostgreSQL it is [`Db::begin`]. Cancel-safe like [`Db::begin`].
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(p) => Tx::Sqlite(p.read.begin_with("BEGIN").await?),
+            Db::Postgres(p) => Tx::Postgres(begin_pg(p).await?),
         })
     }
 
@@ -246,7 +299,7 @@ impl Db {
     /// The driver's error.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {
-            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(&p.read).await.map(|_| ()),
             Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
         }
     }
@@ -254,9 +307,92 @@ impl Db {
     /// Closes the pool.
     pub async fn close(&self) {
         match self {
-            Db::Sqlite(p) => p.close().await,
+            Db::Sqlite(p) => {
+                p.open.store(false, Ordering::Relaxed);
+                p.write.close().await;
+                p.read.close().await;
+            }
             Db::Postgres(p) => p.close().await,
         }
+    }
+}
+
+/// `BEGIN` on PostgreSQL in a task of its own (see [`Db::begin`]).
+async fn begin_pg(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+}
+
+impl SqliteDb {
+    /// Opens the writer, the readers and the checkpoint task over `opts`. An in-memory
+    /// database has no log to checkpoint, and reads on its one connection.
+    async fn open(opts: SqliteConnectOptions, in_memory: bool) -> Result<Self, sqlx::Error> {
+        // Pooled SQLite connections do not go stale: no `SELECT 1` round trip to the
+        // connection's thread before each use, and no closing of idle ones.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .test_before_acquire(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(
+                opts.clone()
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string()),
+            )
+            .await?;
+        let open = Arc::new(AtomicBool::new(true));
+        if in_memory {
+            return Ok(Self {
+                read: write.clone(),
+                write,
+                open,
+            });
+        }
+        let read = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READERS)
+            .test_before_acquire(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone().read_only(true))
+            .await?;
+        tokio::spawn(checkpoints(
+            opts.create_if_missing(false),
+            Arc::downgrade(&open),
+        ));
+        Ok(Self { write, read, open })
+    }
+}
+
+/// Checkpoints the write-ahead log every [`CHECKPOINT_EVERY`] (`PASSIVE`), on a
+/// connection of its own, until the database is closed (or dropped).
+async fn checkpoints(opts: SqliteConnectOptions, open: Weak<AtomicBool>) {
+    use sqlx::Connection as _;
+    let mut conn = None;
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !open.upgrade().is_some_and(|o| o.load(Ordering::Relaxed)) {
+            break;
+        }
+        if conn.is_none() {
+            conn = sqlx::SqliteConnection::connect_with(&opts).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut *c)
+            .await
+        {
+            tracing::warn!(error = %e, "background checkpoint failed");
+            conn = None;
+        }
+    }
+    if let Some(c) = conn {
+        let _ = c.close().await;
     }
 }
 
@@ -446,7 +582,7 @@ impl DbReplayStore {
         &self,
         message_id: &str,
     ) -> Result<Option<SavedResponse>, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_read().await?;
         let row = saved_response_in(&mut tx, message_id).await?;
         tx.commit().await?;
         Ok(row)

@@ -13,6 +13,14 @@
 //! each caller. So an answer (a `202` above all) is never given for a write that is not
 //! committed, and a crash before the commit loses only writes nobody was answered for.
 //!
+//! A signed offer is one operation: its `webhook-id` is recorded and the offer decided in
+//! the same transaction, and in the usual case (a new id, a new broker job, a balance that
+//! covers the hold) in one statement batch ([`intake::accept_recorded`]). On PostgreSQL
+//! several writers ([`GroupCommit::start_writers`]) commit at once, each its own batches;
+//! an offer goes to the writer of its account, so one account's offers are decided in the
+//! order they came and two writers never wait for each other's account rows. SQLite has
+//! one writer connection ([`super::db::SqliteDb`]) and so one writer task.
+//!
 //! Operations never fail each other: a refusal (unknown account, balance too low, a
 //! repeated offer) is an answer, not an error, and writes nothing. Should a statement fail
 //! (a database error, or a unique violation when another instance sharing the PostgreSQL
@@ -21,6 +29,8 @@
 //! failing one sees its error. Operations later in a batch see the writes of earlier ones
 //! (the same transaction): the same offer twice in one batch is one job, and two offers
 //! for one account take their holds one after the other.
+
+use std::sync::Arc;
 
 use diax_sdk::{Delivery, ReplayError};
 use tokio::sync::{mpsc, oneshot};
@@ -36,11 +46,11 @@ pub const MAX_BATCH: usize = 512;
 /// is bounded like every resource a stranger can grow).
 pub const QUEUE_DEPTH: usize = 4096;
 
-/// A handle to the writer task; cheap to clone. The task ends when the last handle is
+/// A handle to the writer tasks; cheap to clone. The tasks end when the last handle is
 /// dropped.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    queue: mpsc::Sender<Op>,
+    queues: Arc<[mpsc::Sender<Op>]>,
 }
 
 /// Errors of a group-committed operation.
@@ -140,23 +150,55 @@ impl BatchCache {
 }
 
 impl GroupCommit {
-    /// Starts the writer task over `db`; `public_url` is the service's base URL (for the
+    /// Starts one writer task over `db`; `public_url` is the service's base URL (for the
     /// status and top-up URLs in answers). Needs a Tokio runtime.
     #[must_use]
     pub fn start(db: Db, public_url: String) -> Self {
-        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(writer(db, public_url, rx));
-        Self { queue }
+        Self::start_writers(db, public_url, 1)
+    }
+
+    /// Starts `writers` writer tasks over `db` (at least one; SQLite always gets one, as
+    /// it has one writer connection). Each writer commits its own batches, so on
+    /// PostgreSQL several transactions are in flight at once. Operations are spread by
+    /// account (an offer) or message id (anything else): two offers for one account go
+    /// to one writer, in the order they came, and two writers never lock one account.
+    #[must_use]
+    pub fn start_writers(db: Db, public_url: String, writers: usize) -> Self {
+        let writers = if db.is_postgres() { writers.max(1) } else { 1 };
+        let queues = (0..writers)
+            .map(|_| {
+                let (queue, rx) = mpsc::channel(QUEUE_DEPTH / writers);
+                tokio::spawn(writer(db.clone(), public_url.clone(), rx));
+                queue
+            })
+            .collect();
+        Self { queues }
     }
 
     /// Queues `work` and waits until it is committed (or refused, or failed).
     pub(crate) async fn submit(&self, work: Work) -> Result<Outcome, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
+        self.queues[self.writer_of(&work)]
             .send(Op { work, reply })
             .await
             .map_err(|_| CommitError::Stopped)?;
         answer.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// The writer `work` goes to.
+    fn writer_of(&self, work: &Work) -> usize {
+        use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+        if self.queues.len() == 1 {
+            return 0;
+        }
+        let key = match work {
+            Work::Offer(offer) | Work::RecordedOffer { offer, .. } => offer.shard_key(),
+            Work::Record { id, .. } => id,
+            Work::SaveResponse { message_id, .. } => message_id,
+        };
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        // The remainder is below the writer count, which is a `usize`.
+        usize::try_from(hash % self.queues.len() as u64).unwrap_or(0)
     }
 }
 
@@ -266,6 +308,12 @@ async fn apply(
             Outcome::Offered(intake::offer_in(tx, cache, public_url, offer).await?)
         }
         Work::RecordedOffer { record, offer } => {
+            // The usual case (a new id, a new job, a hold the balance covers): one statement.
+            if let Some(offered) =
+                intake::accept_recorded(tx, cache, public_url, record, offer).await?
+            {
+                return Ok(Outcome::RecordedOffer(RecordedOffer::Offered(offered)));
+            }
             Outcome::RecordedOffer(match record_in(tx, record).await? {
                 Err(replayed) => RecordedOffer::Replayed(replayed),
                 Ok(delivery) => {
@@ -428,6 +476,279 @@ mod tests {
             .filter(|e| e.kind == accounts::LedgerKind::Hold)
             .count();
         assert_eq!(holds, 2);
+        db.close().await;
+    }
+
+    /// A PostgreSQL database for one test, dropped with the value.
+    struct PgDb {
+        admin: String,
+        name: String,
+    }
+
+    impl PgDb {
+        async fn create() -> (Self, String) {
+            use sqlx::Connection as _;
+            let admin = std::env::var("FIXMYPRINT_TEST_PG_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let name = format!(
+                "fmp_gc_{}",
+                diax_sdk::util::random_token("", 12).to_ascii_lowercase()
+            );
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let _ = conn.close().await;
+            let mut url = url::Url::parse(&admin).unwrap();
+            url.set_path(&format!("/{name}"));
+            (Self { admin, name }, url.to_string())
+        }
+    }
+
+    impl Drop for PgDb {
+        fn drop(&mut self) {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async move {
+                        use sqlx::Connection as _;
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut conn)
+                            .await;
+                            let _ = conn.close().await;
+                        }
+                    });
+            })
+            .join();
+        }
+    }
+
+    /// One transaction of signed offers (id recorded and offer decided together), with
+    /// every case that leaves the one-statement path: a redelivery of an offer accepted
+    /// earlier in the batch, its id reused for another body, an id whose old record has
+    /// expired, an overdraw, an unknown account and a repeated broker job.
+    async fn signed_offers_in_one_batch(db: Db) {
+        let provider = ProviderId::generate();
+        let mut tx = db.begin().await.unwrap();
+        exec!(
+            &mut tx,
+            "INSERT INTO registration (id, provider_id, broker_id, broker_url, events_url,
+                                       secret_scope, registered_at)
+             VALUES (1, $1, 'diax-test', 'https://broker.test', 'https://broker.test/e', 'service', 0)",
+            provider.as_str()
+        )
+        .unwrap();
+        let now = 1_000_000;
+        exec!(
+            &mut tx,
+            "INSERT INTO replay (message_id, digest, expires_at) VALUES ('msg_old', 'aa', $1)",
+            now - 1
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+        let config = Config::default();
+        let price = config.pricing.quote(1).amount;
+        let account = accounts::create_account(&db, &CreateAccount { name: "a".into() }, "EUR")
+            .await
+            .unwrap()
+            .account_id;
+        accounts::top_up(&db, account.as_str(), 3 * price, None)
+            .await
+            .unwrap();
+
+        let [a, b, c, d, e] = std::array::from_fn(|_| JobId::generate());
+        let stranger = AccountId::generate();
+        // (message id, body digest, offer)
+        let sends = [
+            ("msg_a", "d1", offer(&provider, &account, &a, 1)), // 0 accepted
+            ("msg_a", "d1", offer(&provider, &account, &a, 1)), // 1 redelivery of 0
+            ("msg_a", "d2", offer(&provider, &account, &b, 1)), // 2 id reused: 409
+            ("msg_b", "d3", offer(&provider, &account, &b, 1)), // 3 accepted
+            ("msg_old", "d4", offer(&provider, &account, &c, 1)), // 4 expired id: accepted
+            ("msg_c", "d5", offer(&provider, &account, &d, 1)), // 5 overdraw: 402
+            ("msg_d", "d6", offer(&provider, &stranger, &e, 1)), // 6 unknown account: 401
+            ("msg_e", "d7", offer(&provider, &account, &a, 1)), // 7 job of 0 again
+        ];
+        let (mut batch, mut answers): (Vec<_>, Vec<_>) = sends
+            .into_iter()
+            .map(|(id, digest, o)| {
+                op(Work::RecordedOffer {
+                    record: RecordWork {
+                        id: id.into(),
+                        digest: digest.into(),
+                        expires_at: now + 300,
+                        now,
+                    },
+                    offer: Box::new(OfferWork::new(&config, o, id.into())),
+                })
+            })
+            .unzip();
+        commit_batch(&db, URL, &mut batch).await;
+        let mut results = Vec::new();
+        for rx in &mut answers {
+            match rx.await.unwrap().unwrap() {
+                Outcome::RecordedOffer(o) => results.push(o),
+                other => panic!("{other:?}"),
+            }
+        }
+        let job_of = |r: &RecordedOffer| match r {
+            RecordedOffer::Offered(Ok((acc, _))) => acc.provider_job_id.to_string(),
+            RecordedOffer::Saved(saved) => {
+                assert_eq!(saved.response_status, 202);
+                let acc: diax_sdk::wire::JobAccepted =
+                    serde_json::from_str(&saved.response_body).unwrap();
+                acc.provider_job_id.to_string()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            matches!(results[1], RecordedOffer::Saved(_)),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(job_of(&results[0]), job_of(&results[1]));
+        assert!(
+            matches!(results[2], RecordedOffer::Replayed(ReplayError::Conflict)),
+            "{:?}",
+            results[2]
+        );
+        assert_ne!(job_of(&results[3]), job_of(&results[0]));
+        assert_ne!(job_of(&results[4]), job_of(&results[3]));
+        assert!(
+            matches!(
+                &results[5],
+                RecordedOffer::Offered(Err(ApiError::PaymentRequired { balance: 0, .. }))
+            ),
+            "{:?}",
+            results[5]
+        );
+        assert!(
+            matches!(
+                &results[6],
+                RecordedOffer::Offered(Err(ApiError::AccountRequired { .. }))
+            ),
+            "{:?}",
+            results[6]
+        );
+        assert_eq!(job_of(&results[7]), job_of(&results[0]));
+
+        // Three holds, the balance spent exactly, and every id recorded with its answer.
+        let acct = accounts::get_account(&db, account.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((acct.balance, acct.held), (0, 3 * price));
+        let holds = accounts::ledger(&db, account.as_str())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == accounts::LedgerKind::Hold)
+            .count();
+        assert_eq!(holds, 3);
+        let mut tx = db.begin_read().await.unwrap();
+        for (id, status) in [
+            ("msg_a", 202),
+            ("msg_b", 202),
+            ("msg_old", 202),
+            ("msg_c", 402),
+            ("msg_d", 401),
+            ("msg_e", 202),
+        ] {
+            let saved = crate::service::db::saved_response_in(&mut tx, id)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("no answer saved for {id}"));
+            assert_eq!(saved.response_status, status, "{id}");
+        }
+        tx.commit().await.unwrap();
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn signed_offers_in_one_batch_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        signed_offers_in_one_batch(db).await;
+    }
+
+    #[tokio::test]
+    async fn signed_offers_in_one_batch_postgres() {
+        let (_guard, url) = PgDb::create().await;
+        let db = Db::connect(&url).await.unwrap();
+        signed_offers_in_one_batch(db).await;
+    }
+
+    /// Offers for many accounts spread over several writers: each account's offers are
+    /// decided in order by one writer, and none overdraws.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_writers_never_overdraw() {
+        let (_guard, url) = PgDb::create().await;
+        let db = Db::connect(&url).await.unwrap();
+        let provider = ProviderId::generate();
+        let mut tx = db.begin().await.unwrap();
+        exec!(
+            &mut tx,
+            "INSERT INTO registration (id, provider_id, broker_id, broker_url, events_url,
+                                       secret_scope, registered_at)
+             VALUES (1, $1, 'diax-test', 'https://broker.test', 'https://broker.test/e', 'service', 0)",
+            provider.as_str()
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+        let config = Config::default();
+        let price = config.pricing.quote(1).amount;
+        let mut accts = Vec::new();
+        for i in 0..6 {
+            let id = accounts::create_account(
+                &db,
+                &CreateAccount {
+                    name: format!("a{i}"),
+                },
+                "EUR",
+            )
+            .await
+            .unwrap()
+            .account_id;
+            accounts::top_up(&db, id.as_str(), 3 * price, None)
+                .await
+                .unwrap();
+            accts.push(id);
+        }
+        let commit = GroupCommit::start_writers(db.clone(), URL.into(), 3);
+        // Five offers per account, all at once: three of each are accepted.
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let commit = commit.clone();
+                let o = offer(&provider, &accts[i % 6], &JobId::generate(), 1);
+                let work = Work::Offer(Box::new(OfferWork::new(&config, o, format!("m{i}"))));
+                tokio::spawn(async move { commit.submit(work).await })
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            match t.await.unwrap().unwrap() {
+                Outcome::Offered(Ok(_)) => accepted += 1,
+                Outcome::Offered(Err(ApiError::PaymentRequired { .. })) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(accepted, 18);
+        for id in &accts {
+            let a = accounts::get_account(&db, id.as_str())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((a.balance, a.held), (0, 3 * price));
+        }
         db.close().await;
     }
 }

@@ -97,6 +97,17 @@ impl OfferWork {
     }
 }
 
+impl OfferWork {
+    /// What spreads offers over the intake writers: the account the offer would hold
+    /// money on (else the broker job).
+    pub(crate) fn shard_key(&self) -> &str {
+        match &self.offer.user.provider_account {
+            Some(account) => account.as_str(),
+            None => self.offer.job_id.as_str(),
+        }
+    }
+}
+
 fn check(config: &Config, offer: &JobOffer) -> Result<Checked, Refusal> {
     if offer.service_kind != SERVICE_KIND_MODEL_REPAIR
         || !OPERATIONS.contains(&offer.operation.as_str())
@@ -200,7 +211,7 @@ pub(crate) async fn offer_in(
     }
     // The usual case in one statement batch: a new job whose hold the balance covers.
     if let Ok(c) = &work.checked
-        && let Some(accepted) = accept_new(tx, public_url, work, c).await?
+        && let Some(accepted) = accept_new(tx, public_url, work, c, None).await?
     {
         return Ok(accepted);
     }
@@ -266,6 +277,29 @@ pub(crate) async fn offer_in(
     answer(tx, work, acc).await
 }
 
+/// A signed offer's usual case in one statement batch: its `webhook-id` is new, its broker
+/// job is new, the offer is for this provider and the balance covers the hold. Then the
+/// hold, its ledger entry, the job row and the `webhook-id`'s replay record (with the saved
+/// `202`) are written together. `None`, with nothing written, in every other case (the
+/// id seen before, even expired; a repeated job; any refusal): the caller then records the
+/// id and decides the offer step by step.
+pub(crate) async fn accept_recorded(
+    tx: &mut Tx,
+    cache: &mut BatchCache,
+    public_url: &str,
+    record: &RecordWork,
+    work: &OfferWork,
+) -> Result<Option<Offered>, sqlx::Error> {
+    let Ok(c) = &work.checked else {
+        return Ok(None);
+    };
+    match cache.registration(tx).await? {
+        Some(reg) if reg.provider_id == work.offer.provider_id.as_str() => {}
+        _ => return Ok(None),
+    }
+    accept_new(tx, public_url, work, c, Some(record)).await
+}
+
 /// SQLite: the hold, its ledger entry, the job row and the saved answer as one compound
 /// statement, run in one call on the connection's thread. Each step after the first runs only
 /// if the one before it changed a row (`changes()`), so the whole is all or nothing; it
@@ -311,16 +345,66 @@ rep AS (
    WHERE message_id = $8 AND response_status IS NULL AND EXISTS (SELECT 1 FROM acct))
 SELECT balance, held FROM acct";
 
+/// [`ACCEPT_NEW_SQLITE`] for a `webhook-id` not seen before (`$18` its digest, `$19` its
+/// expiry): the replay record is inserted with the saved answer instead of updated.
+const ACCEPT_RECORDED_SQLITE: &str = "\
+UPDATE accounts SET balance = balance - $1, held = held + $1
+ WHERE account_id = $2 AND balance >= $1 AND currency = $3
+   AND NOT EXISTS (SELECT 1 FROM jobs WHERE broker_job_id = $4)
+   AND NOT EXISTS (SELECT 1 FROM replay WHERE message_id = $8)
+ RETURNING balance, held;
+INSERT INTO ledger (entry_id, account_id, kind, amount, balance_after, held_after,
+                    provider_job_id, created_at)
+ SELECT $6, account_id, 'hold', $1, balance, held, $5, $7
+   FROM accounts WHERE account_id = $2 AND changes() = 1;
+INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
+                  broker_user_id, events_url, operation, model_name, model_size,
+                  model_sha256, quote_amount, currency, state, created_at, updated_at)
+ SELECT $5, $4, $8, $2, $9, $10, $11, $12, $13, $14, $1, $3, $15, $7, $7
+  WHERE changes() = 1
+ RETURNING provider_job_id;
+INSERT INTO replay (message_id, digest, expires_at, response_status, response_body,
+                    response_location)
+ SELECT $8, $18, $19, 202, $16, $17
+  WHERE EXISTS (SELECT 1 FROM jobs WHERE provider_job_id = $5)";
+
+/// [`ACCEPT_NEW_POSTGRES`] for a `webhook-id` not seen before (`$18` its digest, `$19` its
+/// expiry). Another instance recording the same id at the same moment makes the insert a
+/// unique violation, which the intake writer handles (the batch again, one by one).
+const ACCEPT_RECORDED_POSTGRES: &str = "\
+WITH acct AS (
+  UPDATE accounts SET balance = balance - $1, held = held + $1
+   WHERE account_id = $2 AND balance >= $1 AND currency = $3
+     AND NOT EXISTS (SELECT 1 FROM jobs WHERE broker_job_id = $4)
+     AND NOT EXISTS (SELECT 1 FROM replay WHERE message_id = $8)
+   RETURNING account_id, balance, held),
+led AS (
+  INSERT INTO ledger (entry_id, account_id, kind, amount, balance_after, held_after,
+                      provider_job_id, created_at)
+  SELECT $6, account_id, 'hold', $1, balance, held, $5, $7 FROM acct),
+job AS (
+  INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
+                    broker_user_id, events_url, operation, model_name, model_size,
+                    model_sha256, quote_amount, currency, state, created_at, updated_at)
+  SELECT $5, $4, $8, $2, $9, $10, $11, $12, $13, $14, $1, $3, $15, $7, $7 FROM acct),
+rep AS (
+  INSERT INTO replay (message_id, digest, expires_at, response_status, response_body,
+                      response_location)
+  SELECT $8, $18, $19, 202, $16, $17 FROM acct)
+SELECT balance, held FROM acct";
+
 /// Accepts a new offer whose hold the balance covers, in one statement batch (one call to
 /// the database instead of five): the hold, its ledger entry, the job row and the saved
 /// `202`. `None` (and nothing written) when the broker job exists already or the hold is
 /// refused (no such account, another currency, too low a balance): the caller then takes
-/// the step-by-step path, which tells these cases apart.
+/// the step-by-step path, which tells these cases apart. With `record`, the message's
+/// `webhook-id` is recorded in the same batch, and `None` also when the id is known.
 async fn accept_new(
     tx: &mut Tx,
     public_url: &str,
     work: &OfferWork,
     c: &Checked,
+    record: Option<&RecordWork>,
 ) -> Result<Option<Offered>, sqlx::Error> {
     let offer = &work.offer;
     let job_id = c.provider_job_id.as_str();
@@ -359,8 +443,25 @@ async fn accept_new(
                 .bind(acc.status_url.as_str())
         };
     }
+    // The replay record's two values, for the statements that insert it.
+    macro_rules! with_record {
+        ($q:expr) => {
+            match record {
+                None => $q,
+                Some(r) => $q.bind(r.digest.as_str()).bind(r.expires_at),
+            }
+        };
+    }
+    let (sqlite, postgres) = match record {
+        None => (ACCEPT_NEW_SQLITE, ACCEPT_NEW_POSTGRES),
+        Some(_) => (ACCEPT_RECORDED_SQLITE, ACCEPT_RECORDED_POSTGRES),
+    };
     let accepted = match tx {
-        Tx::Sqlite(t) => match bound!(ACCEPT_NEW_SQLITE).fetch_all(&mut **t).await?.len() {
+        Tx::Sqlite(t) => match with_record!(bound!(sqlite))
+            .fetch_all(&mut **t)
+            .await?
+            .len()
+        {
             0 => false,
             2 => true,
             n => {
@@ -370,7 +471,7 @@ async fn accept_new(
                 )));
             }
         },
-        Tx::Postgres(t) => bound!(ACCEPT_NEW_POSTGRES)
+        Tx::Postgres(t) => with_record!(bound!(postgres))
             .fetch_optional(&mut **t)
             .await?
             .is_some(),

@@ -162,7 +162,8 @@ impl Service {
         let http = diax_sdk::client::http_client(&client_config)?;
         let inputs = inputs::InputFetchers::new(&config, &client_config)?;
         let public_url = public_url.trim_end_matches('/').to_owned();
-        let group_commit = GroupCommit::start(db.clone(), public_url.clone());
+        let group_commit =
+            GroupCommit::start_writers(db.clone(), public_url.clone(), config.intake_writers);
         let replay = DbReplayStore::new(db.clone(), group_commit.clone());
         let keyring = with_trusted(registration::load_keyring(&db).await?, &config);
         let verifier = Verifier::new(keyring)

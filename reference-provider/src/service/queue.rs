@@ -244,7 +244,7 @@ pub async fn find_by_broker_job(
 /// # Errors
 /// Database errors.
 pub async fn get(db: &Db, provider_job_id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_read().await?;
     let row = find(&mut tx, provider_job_id).await?;
     tx.commit().await?;
     Ok(row)

@@ -347,7 +347,7 @@ pub async fn store_rotation(
 /// # Errors
 /// Database errors.
 pub async fn registration(db: &Db) -> Result<Option<Registration>, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_read().await?;
     let r = registration_in(&mut tx).await?;
     tx.commit().await?;
     Ok(r)
@@ -371,7 +371,7 @@ pub async fn registration_in(tx: &mut Tx) -> Result<Option<Registration>, sqlx::
 /// # Errors
 /// Database errors.
 pub async fn load_keyring(db: &Db) -> Result<Keyring, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_read().await?;
     let rows = fetch_all!(
         &mut tx,
         KeyRow,

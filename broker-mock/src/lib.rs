@@ -30,8 +30,9 @@
 //! [`App::base_url`], then either [`App::serve`] it until a shutdown future completes (the
 //! binary) or [`App::spawn`] it and keep the [`Broker`] handle (tests, the demo):
 //! [`Broker::local_addr`], [`Broker::base_url`], [`Broker::clock`], and
-//! [`Broker::shutdown`]`().await`, which stops accepting, lets requests in flight finish and
-//! stops the background deliverers. [`Broker::start`] binds, builds and spawns in one call.
+//! [`Broker::shutdown`]`().await`, which stops accepting, lets requests in flight finish,
+//! stops the background deliverers and closes the database pool. [`Broker::start`] binds,
+//! builds and spawns in one call.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

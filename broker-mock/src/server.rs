@@ -130,7 +130,8 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets requests in flight
-    /// finish, and stops the background deliverers (notifications, job inputs).
+    /// finish, stops the background deliverers (notifications, job inputs) and closes the
+    /// database pool.
     ///
     /// # Errors
     /// When serving fails (TLS files unreadable, socket errors).
@@ -169,6 +170,15 @@ impl App {
         let _ = notifier.await;
         let _ = inputs.await;
         let _ = janitor.await;
+        // Close the pool: its connections end (and with an in-memory database, the
+        // connection that keeps it, so the database goes too). Bounded, in case a request
+        // cut after the drain still holds a connection.
+        if tokio::time::timeout(Duration::from_secs(5), self.state.db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database pool did not close within 5 s");
+        }
         tracing::info!("broker mock stopped");
         result.map_err(StartError::from)
     }
@@ -231,7 +241,8 @@ impl Broker {
         &self.clock
     }
 
-    /// Stops the server gracefully and waits for it (and its background tasks) to end.
+    /// Stops the server gracefully and waits for it (and its background tasks) to end; the
+    /// database pool is closed (an in-memory database is gone after it).
     pub async fn shutdown(mut self) {
         self.stop_inner().await;
     }

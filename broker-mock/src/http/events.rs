@@ -100,11 +100,24 @@ async fn handle(
     require_json(req.headers())?;
     let headers = req.headers().clone();
     let body = read_body(req, state.cfg.max_body_bytes).await?;
-    let raw = RawHeaders {
-        id: headers.get(HEADER_ID).map(|v| v.as_bytes()),
-        timestamp: headers.get(HEADER_TIMESTAMP).map(|v| v.as_bytes()),
-        signature: headers.get(HEADER_SIGNATURE).map(|v| v.as_bytes()),
+    // Verified and applied to the end even if the provider hangs up meanwhile: a result
+    // fetched and recorded always gets its user's notification (the provider's redelivery is
+    // then acknowledged as a duplicate).
+    let work = {
+        let state = state.clone();
+        let mut noted = std::mem::take(note);
+        async move {
+            let raw = RawHeaders {
+                id: headers.get(HEADER_ID).map(|v| v.as_bytes()),
+                timestamp: headers.get(HEADER_TIMESTAMP).map(|v| v.as_bytes()),
+                signature: headers.get(HEADER_SIGNATURE).map(|v| v.as_bytes()),
+            };
+            let ack = intake::receive(&state, &provider, &raw, &body, &mut noted).await;
+            (ack, noted)
+        }
     };
-    let ack = intake::receive(state, &provider, &raw, &body, note).await?;
+    let (ack, noted) = super::task::to_completion(work).await?;
+    *note = noted;
+    let ack = ack?;
     Ok(json(StatusCode::OK, &ack))
 }

@@ -67,7 +67,11 @@ async fn create(
     user: AuthUser,
     JsonBody(req): JsonBody<CreateJob>,
 ) -> ApiResult<Response> {
-    let job = offers::create(&state, &user.id, &req).await?;
+    // The offer and its answer run to their end even if the client hangs up meanwhile:
+    // a job is never left `offered` with an answer from the provider unapplied.
+    let job =
+        super::task::to_completion(async move { offers::create(&state, &user.id, &req).await })
+            .await??;
     Ok(answer(StatusCode::CREATED, &job))
 }
 
@@ -131,6 +135,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id: JobId = path_id("job", &id)?;
-    let job = offers::retry(&state, &user.id, &id).await?;
+    let job = super::task::to_completion(async move { offers::retry(&state, &user.id, &id).await })
+        .await??;
     Ok(answer(StatusCode::OK, &job))
 }

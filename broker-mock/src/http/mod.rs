@@ -15,6 +15,7 @@ pub(crate) mod notifications;
 pub(crate) mod openapi;
 pub(crate) mod providers;
 pub(crate) mod respond;
+pub(crate) mod task;
 pub(crate) mod users;
 
 use axum::Router;

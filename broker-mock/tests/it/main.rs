@@ -15,6 +15,7 @@ mod common;
 
 mod architecture;
 mod bucket;
+mod cancel;
 mod events;
 mod hostile;
 mod input_delivery;

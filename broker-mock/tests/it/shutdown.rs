@@ -192,3 +192,67 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_zero() {
         ]
     );
 }
+
+/// `Broker::shutdown` closes the database pool, so an in-memory database (kept by a
+/// connection outside the pool until the pool closes) is gone when it returns, even while a
+/// task of the broker still runs: here a `job.completed` whose result fetch hangs, which runs
+/// to its end after its client was cut. A named in-memory database shows it: a new
+/// connection to the same name finds it empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_pool_even_with_a_task_still_running() {
+    use crate::common::*;
+    use diax_sdk::clock::unix_now;
+    use diax_sdk::wire::SecretScope;
+    use sqlx::ConnectOptions as _;
+    use std::str::FromStr as _;
+    let name = format!(
+        "sqlite:file:broker-shutdown-{}-{}?mode=memory&cache=shared",
+        std::process::id(),
+        diax_sdk::util::random_token("", 8)
+    );
+    let count_tables = |name: String| async move {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(&name)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        n
+    };
+    let (broker, api) = start(broker_mock::Config {
+        db: name.clone(),
+        // The hanging fetch outlives the shutdown.
+        http_timeout: 120,
+        ..test_config()
+    })
+    .await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (_, _, job) = accepted_job(&api, &fake, &s, &broker).await;
+    let result = b"solid r\nendsolid r\n".to_vec();
+    fake.set_result(result.clone());
+    let gate = fake.cut_result_after(0);
+    let event = completed(
+        &job,
+        &s.reg,
+        1,
+        fake.result_download(&result, unix_now() + 600),
+    );
+    let posting = tokio::spawn(async move { post_event(&s, "msg_hanging", &event).await });
+    eventually("the result fetch", || fake.result_gets() == 1).await;
+    assert!(
+        count_tables(name.clone()).await > 0,
+        "the broker's tables, while it runs"
+    );
+    broker.shutdown().await;
+    assert_eq!(
+        count_tables(name).await,
+        0,
+        "the database outlived the broker"
+    );
+    gate.notify_waiters();
+    posting.abort();
+}

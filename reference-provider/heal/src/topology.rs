@@ -177,16 +177,33 @@ pub(crate) fn pair_near(
             (hot[a as usize] || hot[b as usize]).then(|| pack(a.min(b), h))
         })
         .collect();
-    ks.par_sort_unstable();
+    keys::sort(&mut ks);
     for &k in &ks {
         twin[lo(k) as usize] = NONE;
     }
+    // The runs in parallel chunks (a stitch that merged much of a crafted pile re-pairs most
+    // edges), each collecting its twin pairs; then the pairs are written.
+    let chunks = keys::run_chunks(&ks, keys::parts_for(ks.len()));
+    let found: Vec<(Counts, Vec<(u32, u32)>)> = chunks
+        .par_iter()
+        .map(|r| {
+            let mut c = Counts::default();
+            let mut pairs = Vec::new();
+            pair_runs(triangles, &ks[r.clone()], &mut c, &mut |a, b| {
+                let same = if a.2 == b.2 { SAME } else { 0 };
+                pairs.push((a.1, b.1 | same));
+            });
+            (c, pairs)
+        })
+        .collect();
     let mut c = Counts::default();
-    pair_runs(triangles, &ks, &mut c, &mut |a, b| {
-        let same = if a.2 == b.2 { SAME } else { 0 };
-        twin[a.1 as usize] = b.1 | same;
-        twin[b.1 as usize] = a.1 | same;
-    });
+    for (part, pairs) in found {
+        for (a, b) in pairs {
+            twin[a as usize] = b;
+            twin[(b & !SAME) as usize] = a | (b & SAME);
+        }
+        c.loose.extend(part.loose);
+    }
     loose.retain(|&h| {
         let (a, b) = half_edge(triangles, h);
         !(hot[a as usize] || hot[b as usize])

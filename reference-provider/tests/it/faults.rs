@@ -137,10 +137,7 @@ async fn a_model_source_down_for_a_while(backend: Backend) {
     config.workers = 1;
     config.outbox_workers = 1;
     config.max_job_attempts = 2;
-    let provider = start_provider(config).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Flo").await;
-    top_up(&provider, &account.api_key, 500).await;
+    let (provider, account) = funded_provider(config, &broker, "Flo", 500).await;
     let model = fixmyprint::heal::generate::broken_model(3, 800);
     let source = FlakySource::start(model.clone()).await;
     let (job_id, pjob) = offer_with_input(
@@ -199,10 +196,8 @@ both_backends!(a_model_source_down_for_a_while);
 async fn a_model_source_down_until_the_credential_expires(backend: Backend) {
     let db = TestDb::new(backend).await;
     let broker = FakeBroker::start().await;
-    let provider = start_provider(test_config(&db, db.dir())).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Exp").await;
-    top_up(&provider, &account.api_key, 500).await;
+    let (provider, account) =
+        funded_provider(test_config(&db, db.dir()), &broker, "Exp", 500).await;
     let model = fixmyprint::heal::generate::broken_model(3, 800);
     let source = FlakySource::start(model.clone()).await;
     let (job_id, pjob) = offer_with_input(
@@ -253,10 +248,8 @@ both_backends!(a_model_source_down_until_the_credential_expires);
 async fn an_input_that_is_not_the_offered_model(backend: Backend) {
     let db = TestDb::new(backend).await;
     let broker = FakeBroker::start().await;
-    let provider = start_provider(test_config(&db, db.dir())).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Mis").await;
-    top_up(&provider, &account.api_key, 500).await;
+    let (provider, account) =
+        funded_provider(test_config(&db, db.dir()), &broker, "Mis", 500).await;
     let model = fixmyprint::heal::generate::broken_model(3, 800);
     let other = fixmyprint::heal::generate::broken_model(4, 800);
     let source = FlakySource::start(other.clone()).await;
@@ -351,10 +344,7 @@ async fn inputs_at_private_addresses_are_refused_by_default() {
     let mut config = test_config(&db, db.dir());
     config.allow_private_inputs = false;
     config.retry_initial_backoff = Duration::from_secs(60);
-    let provider = start_provider(config).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Probe").await;
-    top_up(&provider, &account.api_key, 5_000).await;
+    let (provider, account) = funded_provider(config, &broker, "Probe", 5_000).await;
     let model = fixmyprint::heal::generate::broken_model(3, 800);
     for url in [
         format!("http://127.0.0.1:{port}/m.stl"),
@@ -403,10 +393,7 @@ async fn inputs_at_private_addresses_are_refused_by_default() {
     let mut config = test_config(&db, db.dir());
     config.allow_private_inputs = true;
     config.retry_initial_backoff = Duration::from_secs(60);
-    let provider = start_provider(config).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Dev").await;
-    top_up(&provider, &account.api_key, 500).await;
+    let (provider, account) = funded_provider(config, &broker, "Dev", 500).await;
     let url = format!("http://127.0.0.1:{port}/m.stl");
     offer_with_input(&provider, &broker, &account, &model, input_at(&url, &model)).await;
     let outcome = service::try_execute_job(provider.service(), "t")
@@ -438,10 +425,7 @@ async fn inputs_only_from_the_listed_origins(backend: Backend) {
     let mut config = test_config(&db, db.dir());
     config.allow_private_inputs = false;
     config.input_origins = vec!["https://models.example".into(), source_origin.clone()];
-    let provider = start_provider(config).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Unlisted").await;
-    top_up(&provider, &account.api_key, 500).await;
+    let (provider, account) = funded_provider(config, &broker, "Unlisted", 500).await;
     let unlisted = format!("http://127.0.0.1:{}/m.stl", counter.port);
     offer_with_input(
         &provider,
@@ -471,10 +455,7 @@ async fn inputs_only_from_the_listed_origins(backend: Backend) {
     let mut config = test_config(&db, db.dir());
     config.allow_private_inputs = false;
     config.input_origins = vec!["https://models.example".into()];
-    let provider = start_provider(config).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Origins").await;
-    top_up(&provider, &account.api_key, 500).await;
+    let (provider, account) = funded_provider(config, &broker, "Origins", 500).await;
     let download = source.download(&model, unix_now() + 600);
     let (job_id, _) = offer_with_input(&provider, &broker, &account, &model, download).await;
     let outcome = service::try_execute_job(provider.service(), "t")
@@ -505,10 +486,7 @@ async fn inputs_only_from_the_listed_origins(backend: Backend) {
     let mut config = test_config(&db, db.dir());
     config.allow_private_inputs = false;
     config.input_origins = vec!["https://models.example".into(), source_origin];
-    let provider = start_provider(config).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Origins").await;
-    top_up(&provider, &account.api_key, 500).await;
+    let (provider, account) = funded_provider(config, &broker, "Origins", 500).await;
     let download = source.download(&model, unix_now() + 600);
     offer_with_input(&provider, &broker, &account, &model, download).await;
     let outcome = service::try_execute_job(provider.service(), "t")
@@ -530,10 +508,7 @@ async fn an_input_that_never_comes_expires(backend: Backend) {
     let broker = FakeBroker::start().await;
     let mut config = test_config(&db, db.dir());
     config.input_timeout = Duration::from_secs(600);
-    let provider = start_provider(config).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Wait").await;
-    top_up(&provider, &account.api_key, 500).await;
+    let (provider, account) = funded_provider(config, &broker, "Wait", 500).await;
     let model = fixmyprint::heal::generate::broken_model(3, 800);
     let waiting = broker.offer_for(Some(&account.account_id), &model);
     let (status, _, body) = send_signed(

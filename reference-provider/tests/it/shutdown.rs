@@ -135,10 +135,8 @@ async fn completed(broker: &FakeBroker, job: &diax_sdk::JobId) -> Download {
 async fn sigterm_finishes_requests_releases_the_job_and_exits_zero(backend: Backend) {
     let db = TestDb::new(backend).await;
     let broker = FakeBroker::start().await;
-    let provider = start_provider(test_config(&db, db.dir())).await;
-    register(&provider, &broker).await;
-    let account = create_account(&provider, "Term").await;
-    top_up(&provider, &account.api_key, 1_000_000).await;
+    let (provider, account) =
+        funded_provider(test_config(&db, db.dir()), &broker, "Term", 1_000_000).await;
     let config: PathBuf = db.dir().join("b.toml");
     std::fs::write(
         &config,

@@ -609,6 +609,21 @@ pub async fn register(provider: &ServiceHandle, broker: &FakeBroker) -> Provider
     reg
 }
 
+/// The start of most fault and shutdown tests: a FixMyPrint instance on `config`,
+/// registered with `broker`, and a provider account `name` at it funded with `amount`.
+pub async fn funded_provider(
+    config: Config,
+    broker: &FakeBroker,
+    name: &str,
+    amount: i64,
+) -> (ServiceHandle, AccountCreated) {
+    let provider = start_provider(config).await;
+    register(&provider, broker).await;
+    let account = create_account(&provider, name).await;
+    top_up(&provider, &account.api_key, amount).await;
+    (provider, account)
+}
+
 /// An HTTP client for talking to the provider as a user or the broker.
 pub fn client() -> reqwest::Client {
     diax_sdk::client::http_client(&ClientConfig::default()).unwrap()

@@ -333,18 +333,35 @@ async fn report(
     let version_no: u32 = version.parse().map_err(|_| {
         ApiError::InvalidRequest(format!("version {version:?} is not a positive integer"))
     })?;
-    let found = models::picture(&state.db, &model_id, version_no).await?;
-    let Some(found) = found.filter(|p| p.owner == user.id) else {
-        return Err(ApiError::NotFound(format!(
-            "no version {version_no} of model {model_id}"
-        )));
-    };
-    let Some((png, sha256)) = found.png else {
-        return Err(ApiError::NotFound(format!(
+    let no_version = || ApiError::NotFound(format!("no version {version_no} of model {model_id}"));
+    let no_picture = || {
+        ApiError::NotFound(format!(
             "version {version_no} of model {model_id} has no picture"
-        )));
+        ))
     };
-    let mut resp = (StatusCode::OK, png).into_response();
+    let found = models::picture_size(&state.db, &model_id, version_no).await?;
+    let Some((size, _)) = found.filter(|(_, owner)| *owner == user.id) else {
+        return Err(no_version());
+    };
+    // Loaded whole from the row: its size is reserved first and held until the body has
+    // been sent (or the client has gone).
+    let held = state
+        .model_budget
+        .reserve(size.ok_or_else(no_picture)?, "this picture")?;
+    let found = models::picture(&state.db, &model_id, version_no).await?;
+    let Some((png, sha256)) = found else {
+        return Err(no_picture());
+    };
+    let len = png.len() as u64;
+    let body =
+        futures_util::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(png))])
+            .map(move |chunk| {
+                let _held = &held;
+                chunk
+            });
+    let mut resp = (StatusCode::OK, axum::body::Body::from_stream(body)).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
     if let Ok(v) = HeaderValue::from_str(&sha256) {

@@ -409,34 +409,45 @@ pub(crate) async fn add_version(
     Ok(version)
 }
 
-/// The picture of a model version, with what it takes to serve it to its owner.
-pub(crate) struct VersionPicture {
-    /// The PNG, `None` when the version has no picture.
-    pub(crate) png: Option<(Vec<u8>, String)>,
-    pub(crate) owner: UserId,
-}
-
-/// The picture of `model` version `version`, if the version exists.
-pub(crate) async fn picture(
+/// The size of the picture of `model` version `version` (`None`: it has none) and the
+/// model's owner, if the version exists; reads no picture bytes.
+pub(crate) async fn picture_size(
     db: &SqlitePool,
     model: &ModelId,
     version: u32,
-) -> ApiResult<Option<VersionPicture>> {
-    let row: Option<(Option<Vec<u8>>, Option<String>, String)> = sqlx::query_as(
-        "SELECT v.picture, v.picture_sha256, m.owner_id FROM model_versions v JOIN models m ON m.id = v.model_id
+) -> ApiResult<Option<(Option<u64>, UserId)>> {
+    let row: Option<(Option<i64>, String)> = sqlx::query_as(
+        "SELECT length(v.picture), m.owner_id FROM model_versions v JOIN models m ON m.id = v.model_id
          WHERE v.model_id = $1 AND v.version = $2",
     )
     .bind(model.as_str())
     .bind(version)
     .fetch_optional(db)
     .await?;
-    row.map(|(png, sha256, owner)| {
-        Ok(VersionPicture {
-            png: png.zip(sha256),
-            owner: scalar_id("models.owner_id", owner)?,
-        })
+    row.map(|(size, owner)| {
+        Ok((
+            size.map(|s| s.unsigned_abs()),
+            scalar_id("models.owner_id", owner)?,
+        ))
     })
     .transpose()
+}
+
+/// The picture of `model` version `version` (the PNG and its SHA-256), if the version
+/// exists and has one. Check its owner with [`picture_size`] first.
+pub(crate) async fn picture(
+    db: &SqlitePool,
+    model: &ModelId,
+    version: u32,
+) -> ApiResult<Option<(Vec<u8>, String)>> {
+    let row: Option<(Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+        "SELECT picture, picture_sha256 FROM model_versions WHERE model_id = $1 AND version = $2",
+    )
+    .bind(model.as_str())
+    .bind(version)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.and_then(|(png, sha256)| png.zip(sha256)))
 }
 
 /// What an offer or an input says about a model version.

@@ -638,3 +638,59 @@ pub async fn accepted_job(
     assert_eq!(job.state, JobState::Accepted, "{job:?}");
     (user, model, job)
 }
+
+/// An upload of `len` bytes whose head (with `Expect: 100-continue`) has been sent and
+/// whose `100 Continue` has come back: the broker is reading its body, so it holds its
+/// share of the model budget. Send the body with [`HeldUpload::finish`].
+pub struct HeldUpload(tokio::net::TcpStream, usize);
+
+impl HeldUpload {
+    pub async fn start(addr: std::net::SocketAddr, api_key: &str, len: usize) -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/models?name=held.stl HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {api_key}\r\n\
+                     content-type: model/stl\r\ncontent-length: {len}\r\nexpect: 100-continue\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0_u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                stream.read(&mut byte).await.unwrap(),
+                1,
+                "connection closed"
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 100"), "{head}");
+        Self(stream, len)
+    }
+
+    /// Sends the body; returns the status line of the answer.
+    pub async fn finish(mut self) -> String {
+        use tokio::io::AsyncWriteExt as _;
+        self.0.write_all(&vec![b's'; self.1]).await.unwrap();
+        self.answer().await
+    }
+
+    /// Waits for the answer; returns its status line.
+    pub async fn answer(&mut self) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut answer = Vec::new();
+        let mut buf = [0_u8; 4096];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = self.0.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+}

@@ -215,3 +215,46 @@ async fn a_resent_completion_downloads_nothing_more() {
     assert_eq!(user.model(&model.model_id).await.unwrap().versions.len(), 2);
     broker.shutdown().await;
 }
+
+/// A picture is loaded whole from the database to be sent: it takes its size from the
+/// model budget first, and past the budget it gets `503` with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_past_the_memory_budget_gets_503() {
+    let (broker, api) = start(broker_mock::Config {
+        max_model_bytes: 1000,
+        max_buffered_model_bytes: Some(1000),
+        ..test_config()
+    })
+    .await;
+    let fake = fake_provider().await;
+    let s = register(&api, &fake, SecretScope::Service).await;
+    let (key, user, model, job) = linked_job(&api, &fake, &s, &broker).await;
+    let healed = b"healed".to_vec();
+    let png = png_like(&[b'p'; 400]);
+    fake.set_result(healed.clone());
+    fake.set_picture(png.clone());
+    let picture = Some(fake.picture_download(&png, unix_now() + 600));
+    let done = event(&job, &s.reg, 1, completed(&fake, &healed, picture));
+    let body = serde_json::to_vec(&done).unwrap();
+    let (st, ack) = post_event_raw(&http(), &s.reg, &s.ring, "msg_done", unix_now(), &body).await;
+    assert_eq!(st, 200, "{ack}");
+    // 700 bytes held: the 408-byte picture does not fit beside them.
+    let held = HeldUpload::start(broker.local_addr(), &key, 700).await;
+    let url = format!(
+        "{}/v1/models/{}/versions/2/report",
+        broker.base_url(),
+        model.model_id
+    );
+    let resp = http().get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(held.finish().await, "HTTP/1.1 201 Created");
+    let resp = http().get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        png.len().to_string().as_str()
+    );
+    assert_eq!(user.report(&model.model_id, 2).await.unwrap(), png);
+    broker.shutdown().await;
+}

@@ -812,7 +812,7 @@ mod start_up_tests {
         held.await.unwrap();
         let other = tokio::spawn({
             let db = db.clone();
-            async move { db.begin().await.map(|tx| drop(tx)) }
+            async move { db.begin().await.map(drop) }
         });
         go_tx.send(()).unwrap();
         holder.await.unwrap();

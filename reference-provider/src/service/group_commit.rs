@@ -14,8 +14,12 @@
 //! committed, and a crash before the commit loses only writes nobody was answered for.
 //!
 //! A signed offer is one operation: its `webhook-id` is recorded and the offer decided in
-//! the same transaction, and in the usual case (a new id, a new broker job, a balance that
-//! covers the hold) in one statement batch (`intake::accept_recorded`). On PostgreSQL
+//! the same transaction. In the usual case (a new id, a new broker job, a balance that
+//! covers the hold) a whole run of consecutive signed offers in a batch is decided in one
+//! call to the database (`intake::accept_recorded_run`: on SQLite one call on the
+//! connection's thread, on PostgreSQL one round trip); the run stops at the first offer
+//! that needs more, which is decided step by step before the next run starts, so the
+//! outcome is the one of deciding the offers one at a time, in order. On PostgreSQL
 //! several writers ([`GroupCommit::start_writers`]) can commit at once, each its own batches;
 //! an offer goes to the writer of its account, so one account's offers are decided in the
 //! order they came and two writers never wait for each other's account rows. SQLite has
@@ -260,7 +264,7 @@ async fn together(db: &Db, public_url: &str, batch: &[Op]) -> Result<Vec<Outcome
         outcomes.extend(
             accepted
                 .into_iter()
-                .map(|o| Outcome::RecordedOffer(RecordedOffer::Offered(o))),
+                .map(|o| Outcome::RecordedOffer(RecordedOffer::Offered(Ok(o)))),
         );
         rest = &rest[n..];
         // The offer that ended the run, step by step (then the rest, in a new run).
@@ -341,7 +345,7 @@ async fn apply(
                 .await?
                 .pop()
             {
-                return Ok(Outcome::RecordedOffer(RecordedOffer::Offered(offered)));
+                return Ok(Outcome::RecordedOffer(RecordedOffer::Offered(Ok(offered))));
             }
             Outcome::RecordedOffer(
                 recorded_offer_steps(tx, cache, public_url, record, offer).await?,

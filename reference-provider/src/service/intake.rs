@@ -308,14 +308,14 @@ pub(crate) async fn accept_recorded_run(
     cache: &mut BatchCache,
     public_url: &str,
     run: &[(&RecordWork, &OfferWork)],
-) -> Result<Vec<Offered>, sqlx::Error> {
+) -> Result<Vec<(JobAccepted, String)>, sqlx::Error> {
     let reg = cache.registration(tx).await?;
     let mut ready = Vec::with_capacity(run.len());
     for &(record, work) in run {
         let Ok(c) = &work.checked else { break };
-        if !reg
+        if reg
             .as_ref()
-            .is_some_and(|r| r.provider_id == work.offer.provider_id.as_str())
+            .is_none_or(|r| r.provider_id != work.offer.provider_id.as_str())
         {
             break;
         }
@@ -355,7 +355,7 @@ pub(crate) async fn accept_recorded_run(
         .into_iter()
         .map(|n| {
             tracing::info!(job = %n.c.provider_job_id, broker_job = %n.work.offer.job_id, account = %n.c.account_id, amount = n.c.quote.amount, "offer accepted; quote held");
-            Ok((n.acc, n.body))
+            (n.acc, n.body)
         })
         .collect())
 }

@@ -384,6 +384,9 @@ pub(crate) fn stitch_copies(
         let Some((_, merge)) = e.pairs(o) else {
             continue;
         };
+        if folds(vertices, e, o) {
+            continue;
+        }
         let r = merge.map(|(x, y)| (find(&mut parent, x), find(&mut parent, y)));
         let real: Vec<(u32, u32)> = r.into_iter().filter(|(x, y)| x != y).collect();
         if real.is_empty() {
@@ -435,6 +438,50 @@ pub(crate) fn stitch_copies(
         vertices: merged,
         largest,
     }
+}
+
+/// Below this angle between two facets across a stitched edge (their third corners seen
+/// along the edge), a stitch of copies would fold one facet onto the other: refused.
+const FOLD_COS: f64 = 0.866; // cos 30°
+
+/// Would joining edge `e` to `o` fold their facets onto each other? Seen along the edge, the
+/// third corners of the two facets lie on opposite sides (a flat or gently bent surface), at
+/// a right angle (a box's edge) or, for a sharp wedge, at a smaller angle; two copies of one
+/// facet's neighbours never lie within 30° of each other on the same side, the spoke of the
+/// wrong needle of a fan often does.
+fn folds(vertices: &[[f32; 3]], e: &Edge, o: &Edge) -> bool {
+    let third = |x: &Edge| {
+        x.facet
+            .iter()
+            .find(|&&v| v != x.a && v != x.b)
+            .map(|&v| vertices[v as usize].map(f64::from))
+    };
+    let (Some(c), Some(d)) = (third(e), third(o)) else {
+        return false;
+    };
+    let (a, b) = (e.pa.map(f64::from), e.pb.map(f64::from));
+    let axis = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    let ll = axis.iter().map(|x| x * x).sum::<f64>();
+    if ll <= 0.0 {
+        return false;
+    }
+    // The part of `p - a` across the edge; the partner's third corner is taken from its own
+    // first endpoint, which lies at `a` or `b` within the noise.
+    let across = |p: [f64; 3], from: [f64; 3]| {
+        let v = [p[0] - from[0], p[1] - from[1], p[2] - from[2]];
+        let t = (v[0] * axis[0] + v[1] * axis[1] + v[2] * axis[2]) / ll;
+        [v[0] - t * axis[0], v[1] - t * axis[1], v[2] - t * axis[2]]
+    };
+    let u = across(c, a);
+    let w = across(d, o.pa.map(f64::from));
+    let (nu, nw) = (
+        u.iter().map(|x| x * x).sum::<f64>().sqrt(),
+        w.iter().map(|x| x * x).sum::<f64>().sqrt(),
+    );
+    if nu <= 0.0 || nw <= 0.0 {
+        return false;
+    }
+    (u[0] * w[0] + u[1] * w[1] + u[2] * w[2]) / (nu * nw) > FOLD_COS
 }
 
 /// The boundary edges filed by reach class and midpoint cell, for candidate look-ups.

@@ -15,6 +15,10 @@
 //!     payload_too_large: "`payload-too-large`: the body is larger than 1 MiB",
 //!     internal: "`internal`: unexpected error; details only in the server's log",
 //! });
+//! // The responses refer to the `Problem` schema, which the document defines.
+//! use utoipa::PartialSchema;
+//! let components = doc.components.get_or_insert_with(Default::default);
+//! components.schemas.insert("Problem".into(), diax_sdk::problem::Problem::schema());
 //! let text = to_sorted_json(&doc);
 //! assert!(text.contains("\"500\""));
 //! let value: serde_json::Value = serde_json::from_str(&text)?;
@@ -30,6 +34,8 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder};
 
 use crate::problem::PROBLEM_CONTENT_TYPE;
+
+const PROBLEM_REF: &str = "#/components/schemas/Problem";
 
 /// A response whose body is a problem document (`application/problem+json`, schema
 /// `#/components/schemas/Problem`).
@@ -196,7 +202,8 @@ pub fn operations(doc: &Value) -> BTreeSet<(String, String)> {
 /// operation has a unique `operationId`, a summary and declared tags; every path parameter
 /// is declared as a required path parameter; every 4xx/5xx response is a problem document;
 /// every operation documents its `500`, and every operation that requires `api_key` its
-/// `401`.
+/// `401`; the `Problem` schema, once referenced, has the five RFC 9457 members and keeps
+/// unknown ones (`additionalProperties`).
 #[must_use]
 pub fn lint(doc: &Value) -> Vec<String> {
     let mut findings = Vec::new();
@@ -241,8 +248,7 @@ pub fn lint(doc: &Value) -> Vec<String> {
         if let Some(responses) = op["responses"].as_object() {
             for (status, response) in responses {
                 if (status.starts_with('4') || status.starts_with('5'))
-                    && response["content"][PROBLEM_CONTENT_TYPE]["schema"]["$ref"]
-                        != "#/components/schemas/Problem"
+                    && response["content"][PROBLEM_CONTENT_TYPE]["schema"]["$ref"] != PROBLEM_REF
                 {
                     findings.push(format!("{at} {status}: not a problem document"));
                 }
@@ -256,6 +262,17 @@ pub fn lint(doc: &Value) -> Vec<String> {
             .is_some_and(|s| s.iter().any(|r| r.get("api_key").is_some()));
         if secured && !op["responses"]["401"].is_object() {
             findings.push(format!("{at}: no 401"));
+        }
+    }
+    if doc["paths"].to_string().contains(PROBLEM_REF) {
+        let problem = &doc["components"]["schemas"]["Problem"];
+        if !problem["additionalProperties"].is_object() {
+            findings.push("Problem: unknown members not kept".to_owned());
+        }
+        for member in ["type", "title", "status", "detail", "instance"] {
+            if !problem["properties"][member].is_object() {
+                findings.push(format!("Problem: no member {member}"));
+            }
         }
     }
     findings
@@ -284,6 +301,46 @@ pub fn check_routes(doc: &Value, routes: &[(&str, &str)]) -> Result<(), String> 
     }
 }
 
+/// Checks that the operation `method path` is documented as signed with Standard Webhooks
+/// (the `webhook-id`, `webhook-timestamp` and `webhook-signature` headers) and takes a JSON
+/// body of the schema `body` (a `$ref`, such as `#/components/schemas/JobEvent`).
+///
+/// ```
+/// let doc = serde_json::json!({"paths": {"/hook": {"post": {
+///     "parameters": [
+///         {"name": "webhook-id", "in": "header"},
+///         {"name": "webhook-timestamp", "in": "header"},
+///         {"name": "webhook-signature", "in": "header"}
+///     ],
+///     "requestBody": {"content": {"application/json": {"schema": {
+///         "$ref": "#/components/schemas/Event"}}}}
+/// }}}});
+/// assert!(diax_sdk::openapi::check_signed(&doc, "post", "/hook", "#/components/schemas/Event").is_ok());
+/// let err = diax_sdk::openapi::check_signed(&doc, "post", "/hook", "#/components/schemas/Other");
+/// assert!(err.unwrap_err().contains("body"));
+/// ```
+///
+/// # Errors
+/// A message naming the first header or the body schema that is missing.
+pub fn check_signed(doc: &Value, method: &str, path: &str, body: &str) -> Result<(), String> {
+    let op = &doc["paths"][path][method];
+    let at = format!("{} {path}", method.to_uppercase());
+    for header in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let documented = op["parameters"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["name"] == header && p["in"] == "header")
+        });
+        if !documented {
+            return Err(format!("{at}: no {header} header"));
+        }
+    }
+    let given = &op["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+    if given != body {
+        return Err(format!("{at}: body {given}, expected {body}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -297,8 +354,11 @@ mod tests {
                 "/x/{id}": {"get": {"operationId": "x", "summary": "X", "tags": ["b"],
                     "security": [{"api_key": []}],
                     "responses": {"404": {"description": "plain"}}}},
-                "/y": {"post": {"operationId": "x", "tags": ["a"], "responses": {}}}
-            }
+                "/y": {"post": {"operationId": "x", "tags": ["a"], "responses": {
+                    "400": {"content": {"application/problem+json": {"schema": {
+                        "$ref": "#/components/schemas/Problem"}}}}}}}
+            },
+            "components": {"schemas": {"Problem": {"properties": {"type": {}}}}}
         });
         let findings = lint(&doc);
         for expected in [
@@ -309,6 +369,8 @@ mod tests {
             "GET /x/{id}: no 401",
             "POST /y: duplicate operationId x",
             "POST /y: no summary",
+            "Problem: unknown members not kept",
+            "Problem: no member title",
         ] {
             assert!(
                 findings.iter().any(|f| f == expected),

@@ -100,6 +100,11 @@ impl Default for S3Settings {
     }
 }
 
+/// What `Debug` shows of a secret: whether there is one, never its value.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "[redacted]")
+}
+
 impl fmt::Debug for S3Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Settings")
@@ -108,14 +113,8 @@ impl fmt::Debug for S3Settings {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "[redacted]"),
-            )
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "[redacted]"),
-            )
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("session_token", &redacted(&self.session_token))
             .field("part_size", &self.part_size)
             .finish()
     }
@@ -208,14 +207,8 @@ impl fmt::Debug for S3Args {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "[redacted]"),
-            )
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "[redacted]"),
-            )
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("session_token", &redacted(&self.session_token))
             .finish()
     }
 }

@@ -742,23 +742,14 @@ async fn a_download_past_the_memory_budget_gets_503() {
         HeldUpload::start(broker.local_addr(), &created.api_key, 900).await,
         HeldUpload::start(broker.local_addr(), &created.api_key, 900).await,
     ];
-    let resp = http()
-        .get(&url)
-        .bearer_auth(&created.api_key)
-        .send()
-        .await
-        .unwrap();
+    let get = || http().get(&url).bearer_auth(&created.api_key).send();
+    let resp = get().await.unwrap();
     assert_eq!(resp.status().as_u16(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     drop(held);
     let mut last = 0;
     for _ in 0..250 {
-        let resp = http()
-            .get(&url)
-            .bearer_auth(&created.api_key)
-            .send()
-            .await
-            .unwrap();
+        let resp = get().await.unwrap();
         last = resp.status().as_u16();
         if last == 200 {
             assert_eq!(resp.headers()["content-length"], "900");

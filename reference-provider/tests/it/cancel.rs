@@ -134,6 +134,20 @@ fn through(url: &str, proxy: SocketAddr) -> (String, String) {
     )
 }
 
+/// Waits up to 10 s for no connection to the test database `db_url` to be idle in a
+/// transaction, and fails the test if one still is.
+async fn assert_no_transaction_left_open(db_url: &str) {
+    let db_name = db_url.rsplit('/').next().unwrap();
+    let admin = pg_admin_url();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            idle_in_transaction(&admin, db_name).await == 0
+        })
+        .await,
+        "a pooled connection stayed idle in transaction"
+    );
+}
+
 async fn idle_in_transaction(admin: &str, db: &str) -> i64 {
     let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
     let n: i64 = sqlx::query_scalar(
@@ -196,19 +210,12 @@ async fn a_client_gone_during_begin_leaves_no_transaction_open() {
     .await;
     proxy.release();
 
-    let admin = pg_admin_url();
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            idle_in_transaction(&admin, &db_name).await == 0
-        })
-        .await,
-        "a pooled connection stayed idle in transaction"
-    );
+    assert_no_transaction_left_open(&db.url).await;
     for _ in 0..30 {
         let (status, _) = get_json(&url, Some(&account.api_key)).await;
         assert_eq!(status, 200);
     }
-    assert_eq!(idle_in_transaction(&admin, &db_name).await, 0);
+    assert_eq!(idle_in_transaction(&pg_admin_url(), &db_name).await, 0);
     provider.shutdown().await;
 }
 
@@ -353,15 +360,7 @@ async fn clients_that_hang_up_anywhere_leave_the_pool_and_the_books_whole(backen
         );
     }
     if backend == Backend::Postgres {
-        let db_name = db.url.rsplit('/').next().unwrap().to_owned();
-        let admin = pg_admin_url();
-        assert!(
-            wait_until(Duration::from_secs(10), || async {
-                idle_in_transaction(&admin, &db_name).await == 0
-            })
-            .await,
-            "a pooled connection stayed idle in transaction"
-        );
+        assert_no_transaction_left_open(&db.url).await;
     }
     let kinds = check_books(&provider, &account.api_key).await;
     assert_eq!(

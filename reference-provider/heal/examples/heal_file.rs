@@ -3,7 +3,7 @@
 //! --features generate --example heal_file -- IN.stl OUT.stl`. Same library calls
 //! (`repair_file`, then `write_stl`) and the same allocator (mimalloc; run with
 //! `MIMALLOC_PURGE_DELAY=10`, which the CLI sets itself). Prints the wall time and the
-//! report's result on one line.
+//! report's result on one line, then every reason of the report's `not_watertight`.
 use std::time::Instant;
 
 use fixmyprint_heal::{RepairOptions, repair_file};
@@ -52,4 +52,7 @@ fn main() {
         s.topology.seconds,
         s.orient.seconds
     );
+    for why in &r.not_watertight {
+        println!("  not watertight: {why}");
+    }
 }

@@ -583,6 +583,18 @@ pub fn soup(
     flip_fraction: f64,
     invert: Option<u32>,
 ) -> Generated {
+    soup_traced(model, seed, noise, flip_fraction, invert).0
+}
+
+/// [`soup`], and for every corner of the soup (in file order) the model's vertex it is a copy
+/// of, so a test can tell which vertices a repair merged.
+pub fn soup_traced(
+    model: &Model,
+    seed: u64,
+    noise: f64,
+    flip_fraction: f64,
+    invert: Option<u32>,
+) -> (Generated, Vec<u32>) {
     let mut rng = Rng::new(seed);
     let m = &model.mesh;
     let diag = m.bbox().map_or(1.0, |b| b.diagonal());
@@ -591,6 +603,7 @@ pub fn soup(
         order.swap(i, rng.below(i + 1));
     }
     let mut positions = Vec::with_capacity(3 * order.len());
+    let mut sources = Vec::with_capacity(3 * order.len());
     for &f in &order {
         let mut t = m.triangles[f];
         if invert == Some(model.shell_of[f]) || rng.f64() < flip_fraction {
@@ -598,6 +611,7 @@ pub fn soup(
         }
         for i in t {
             let p = m.vertices[i as usize];
+            sources.push(i);
             positions.push(if noise > 0.0 {
                 p.map(|x| (f64::from(x) + (rng.f64() - 0.5) * 2.0 * noise * diag) as f32)
             } else {
@@ -605,10 +619,13 @@ pub fn soup(
             });
         }
     }
-    Generated {
-        stl: stl::encode_soup(&positions, &[]),
-        clean: model.clone(),
-    }
+    (
+        Generated {
+            stl: stl::encode_soup(&positions, &[]),
+            clean: model.clone(),
+        },
+        sources,
+    )
 }
 
 /// Which defects to inject, and how much of each.

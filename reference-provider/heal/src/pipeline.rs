@@ -207,6 +207,7 @@ fn heal_once(
             &mut clean_extra,
             &mut tags,
             options,
+            weld.largest_merge,
         )
     })?;
     let mut topo = topo;
@@ -551,6 +552,7 @@ fn topology_stage(
     removed: &mut (u64, u64),
     tags: &mut Option<Vec<u8>>,
     options: &RepairOptions,
+    weld_largest: f64,
 ) -> (topology::Topology, TopologyReport) {
     let mut topo = topology::pair_edges(triangles);
     let mut st = stitch::Stitched::default();
@@ -576,38 +578,28 @@ fn topology_stage(
             break;
         }
         changed = true;
-        let into = &round.merge_into;
-        // The vertices others were merged into: every facet that changed uses one.
-        let mut hot = vec![false; vertices.len()];
-        for (v, &r) in into.iter().enumerate() {
-            if r != v as u32 {
-                hot[r as usize] = true;
-                touched.extend([v as u32, r]);
-            }
-        }
-        triangles
-            .par_iter_mut()
-            .for_each(|t| *t = t.map(|v| into[v as usize]));
-        let (gone, degenerate, duplicate) = clean::removals_near(
-            vertices,
-            triangles,
-            &hot,
-            options.remove_degenerate,
-            options.remove_duplicates,
+        open = sew(
+            vertices, triangles, &mut topo, touched, removed, tags, options, &round,
         );
-        removed.0 += degenerate;
-        removed.1 += duplicate;
-        if !gone.is_empty() {
-            // The removed facets' other edges lose a half-edge: pair them again too.
-            for &f in &gone {
-                for v in triangles[f as usize] {
-                    hot[v as usize] = true;
-                    touched.push(v);
-                }
-            }
-            remove_facets(triangles, &mut topo.twin, &mut topo.loose, tags, &gone);
+    }
+    // Edges still open: copies of edges whose rim is shorter than the noise (see
+    // `stitch::stitch_copies`), within the spread of the copies merged so far.
+    let spread = (COPY_SPREAD * weld_largest.max(st.largest)).min(cap);
+    let mut copy_rounds = 0;
+    while copy_rounds < STITCH_ROUNDS && options.stitch && auto && open > 1 {
+        copy_rounds += 1;
+        let round = stitch::stitch_copies(vertices, triangles, &topo.twin, spread);
+        st.edges += round.edges;
+        st.vertices += round.vertices;
+        st.largest = st.largest.max(round.largest);
+        if round.edges == 0 {
+            break;
         }
-        open = topology::pair_near(triangles, &mut topo.twin, &mut topo.loose, &hot);
+        rounds += 1;
+        changed = true;
+        open = sew(
+            vertices, triangles, &mut topo, touched, removed, tags, options, &round,
+        );
     }
     if changed {
         // The counts (and the non-manifold facets) of the final facets; the twins are those
@@ -628,6 +620,58 @@ fn topology_stage(
     };
     (topo, report)
 }
+
+/// Apply a stitch round: merge its vertices, remove the facets that made degenerate or
+/// duplicate (counted in `removed`, their vertices added to `touched`) and pair the edges
+/// round the merged vertices again. Returns the number of boundary edges left.
+#[allow(clippy::too_many_arguments)]
+fn sew(
+    vertices: &[[f32; 3]],
+    triangles: &mut Vec<[u32; 3]>,
+    topo: &mut topology::Topology,
+    touched: &mut Vec<u32>,
+    removed: &mut (u64, u64),
+    tags: &mut Option<Vec<u8>>,
+    options: &RepairOptions,
+    round: &stitch::Stitched,
+) -> u64 {
+    let into = &round.merge_into;
+    // The vertices others were merged into: every facet that changed uses one.
+    let mut hot = vec![false; vertices.len()];
+    for (v, &r) in into.iter().enumerate() {
+        if r != v as u32 {
+            hot[r as usize] = true;
+            touched.extend([v as u32, r]);
+        }
+    }
+    triangles
+        .par_iter_mut()
+        .for_each(|t| *t = t.map(|v| into[v as usize]));
+    let (gone, degenerate, duplicate) = clean::removals_near(
+        vertices,
+        triangles,
+        &hot,
+        options.remove_degenerate,
+        options.remove_duplicates,
+    );
+    removed.0 += degenerate;
+    removed.1 += duplicate;
+    if !gone.is_empty() {
+        // The removed facets' other edges lose a half-edge: pair them again too.
+        for &f in &gone {
+            for v in triangles[f as usize] {
+                hot[v as usize] = true;
+                touched.push(v);
+            }
+        }
+        remove_facets(triangles, &mut topo.twin, &mut topo.loose, tags, &gone);
+    }
+    topology::pair_near(triangles, &mut topo.twin, &mut topo.loose, &hot)
+}
+
+/// The copies' stitch reaches this many times the largest gap the weld and the stitch
+/// bridged (the noise found in the input; its largest value is seldom sampled exactly).
+const COPY_SPREAD: f64 = 1.5;
 
 /// Remove the facets `gone` (ascending) from `triangles` and their provenance `tags`,
 /// keeping the others in order, and renumber `twin` (per half-edge) and `loose` (half-edges)
@@ -956,6 +1000,7 @@ mod tests {
                 &mut removed,
                 &mut tags,
                 &options,
+                weld.largest_merge,
             );
             let full = topology::pair_edges(&triangles);
             assert!(topo.twin == full.twin, "noise {noise}: {report:?}");

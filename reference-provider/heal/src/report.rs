@@ -136,7 +136,9 @@ pub struct TopologyReport {
     pub stitched_vertices: u64,
     /// Largest gap a stitch bridged (model units).
     pub stitch_largest: f64,
-    /// Stitch rounds that ran (each after the last one sewed something; at most 3).
+    /// Stitch rounds: those of the neighbourhood stitch that ran (each after the last one sewed
+    /// something; at most 3), then those of the stitch of copies that sewed something (run on
+    /// the edges still open; at most 3).
     #[serde(default)]
     pub stitch_rounds: u64,
     /// Wall-clock seconds.

@@ -173,107 +173,33 @@ pub(crate) fn stitch(
         })
         .collect();
     drop(boundary);
-    let class = |e: &Edge| e.reach().log2().floor() as i32;
-    let cell_of = |c: i32, m: [f64; 3]| {
-        let s = side(c);
-        m.map(|x| (x / s).floor() as i64)
-    };
-    let cell_hash = |c: i32, x: [i64; 3]| {
-        let h = keys::hash3(x[0] as u32, x[1] as u32, x[2] as u32);
-        keys::fmix32(h ^ (c as u32).wrapping_mul(0x9E37_79B9))
-    };
-    let mut filed: Vec<u64> = edges
-        .par_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let c = class(e);
-            pack(cell_hash(c, cell_of(c, e.mid())), i as u32)
-        })
+    let filed = Filed::new(edges);
+    // Per edge: the best match, `score << 32 | other`, where the score (the larger endpoint
+    // gap, ≥ 0) is an `f32`'s bits, monotone in the distance, so the smallest key is the
+    // smallest score, then the smallest edge, whatever the order in which pairs are found.
+    // Every match found is recorded for both edges (so no edge looks upward, and a match one
+    // edge found counts for the other even when the other's budget ran out first).
+    let best: Vec<AtomicU64> = (0..filed.edges.len())
+        .map(|_| AtomicU64::new(u64::MAX))
         .collect();
-    keys::sort(&mut filed);
-    // The edges in cell order, so the candidates of one cell are neighbours in memory.
-    let edges: Vec<Edge> = filed.par_iter().map(|&k| edges[lo(k) as usize]).collect();
-    let hash: Vec<u32> = filed.par_iter().map(|&k| hi(k)).collect();
-    drop(filed);
-    // Where each cell's run starts: an index by the top bits of the cell hash (about one run
-    // per slot), so a cell is found without a search.
-    let bits = (usize::BITS - hash.len().leading_zeros()).clamp(1, 30);
-    let slot = |h: u32| (h >> (32 - bits)) as usize;
-    let mut first = vec![0u32; (1usize << bits) + 1];
-    for &h in &hash {
-        first[slot(h) + 1] += 1;
-    }
-    for i in 1..first.len() {
-        first[i] += first[i - 1];
-    }
-    let run_of = |h: u32| {
-        let (a, b) = (first[slot(h)] as usize, first[slot(h) + 1] as usize);
-        let run = &hash[a..b];
-        let s = run.partition_point(|&x| x < h);
-        let e = s + run[s..].partition_point(|&x| x == h);
-        a + s..a + e
-    };
-    // Every edge looks up the nearer cell along each axis (8 cells) in its own class and,
-    // when its length allows a shorter partner there, in the class below; a partner in the
-    // class above finds this edge by its own look-up of the class below. Every match found
-    // is recorded for both edges (so no edge looks upward, and a match one edge found
-    // counts for the other even when the other's budget ran out first). Per edge: the best match,
-    // `score << 32 | other`, where the score (the larger endpoint gap, ≥ 0) is an `f32`'s
-    // bits, monotone in the distance, so the smallest key is the smallest score, then the
-    // smallest edge, whatever the order in which pairs are found. Every edge verifies at most
-    // `STITCH_MAX_CANDIDATES` candidates, in a fixed order, so the result does not depend on
-    // the threads.
-    let best: Vec<AtomicU64> = (0..edges.len()).map(|_| AtomicU64::new(u64::MAX)).collect();
     let offer = |to: usize, key: u64| {
         let b = &best[to];
         if key < b.load(Ordering::Relaxed) {
             b.fetch_min(key, Ordering::Relaxed);
         }
     };
-    (0..edges.len()).into_par_iter().for_each(|i| {
-        let e = &edges[i];
-        let c0 = class(e);
-        let m = e.mid();
-        // A partner's length is within a factor 1.5 of this one's: the class below is
-        // possible only under 1.5 · 2^c.
-        let lo_c = c0.saturating_sub(1);
-        let mut left = STITCH_MAX_CANDIDATES;
+    (0..filed.edges.len()).into_par_iter().for_each(|i| {
         let mut mine = u64::MAX;
-        'classes: for c in (lo_c..=c0).rev() {
-            let s = side(c);
-            let x = cell_of(c, m);
-            let dir = [0, 1, 2].map(|k| {
-                if m[k] / s - (x[k] as f64) < 0.5 {
-                    -1
-                } else {
-                    1
-                }
-            });
-            for k in 0..8usize {
-                let shifted =
-                    [0, 1, 2].map(|a| x[a].wrapping_add(if k >> a & 1 == 1 { dir[a] } else { 0 }));
-                for j in run_of(cell_hash(c, shifted)) {
-                    if j == i {
-                        continue;
-                    }
-                    if left == 0 {
-                        break 'classes;
-                    }
-                    left -= 1;
-                    if let Some(s) = e.gap(&edges[j]) {
-                        let s = u64::from((s as f32).to_bits()) << 32;
-                        mine = mine.min(s | j as u64);
-                        offer(j, s | i as u64);
-                    }
-                }
-            }
-        }
+        filed.candidates(i, STITCH_MAX_CANDIDATES, |j, s| {
+            let s = u64::from((s as f32).to_bits()) << 32;
+            mine = mine.min(s | j as u64);
+            offer(j, s | i as u64);
+        });
         if mine != u64::MAX {
             offer(i, mine);
         }
     });
-    drop(first);
-    drop(hash);
+    let edges = filed.edges;
     let best: Vec<u32> = best
         .into_iter()
         .map(|b| {
@@ -314,6 +240,357 @@ pub(crate) fn stitch(
         vertices: merged,
         largest,
     }
+}
+
+/// Of an edge's own length, the fraction its ends may be moved by a stitch of copies.
+pub(crate) const COPY_FRACTION: f64 = 0.25;
+
+/// At most this many candidates are verified per boundary edge when stitching copies.
+pub(crate) const COPY_MAX_CANDIDATES: usize = 96;
+
+/// Stitch the copies of edges that [`stitch`] left open: the fans of needles whose rim edges
+/// are shorter than the noise on their vertices (a sphere's poles at a fine tessellation).
+///
+/// [`stitch`] limits a vertex to ½ of the shortest edge near it, so a fan's apex, whose rim
+/// edges are short, keeps its copies apart although the nearest distinct vertex (the rim) is
+/// a spoke away. Here two boundary edges match when both pairs of endpoints are within the
+/// smaller of the two edges' own limits: [`COPY_FRACTION`] of the edge's length, and at most
+/// `spread` — the largest gap between copies of one vertex that the weld and the stitch
+/// bridged so far (the noise the input shows) — so a real gap wider than the noise is never
+/// closed here. A fan's spokes are long, so two copies of a spoke match, while the spoke of
+/// the next needle, a rim edge away at one end, matches too when the noise is that large:
+/// the pairs are taken in the order of their larger endpoint gap (the smallest first), every
+/// edge once, and a pair is refused when its merges would put two corners of one facet into
+/// one vertex — checked on the union of every merge so far, not pair by pair, so no chain of
+/// merges collapses a facet.
+pub(crate) fn stitch_copies(
+    vertices: &[[f32; 3]],
+    triangles: &[[u32; 3]],
+    twin: &[u32],
+    spread: f64,
+) -> Stitched {
+    if spread <= 0.0 || !spread.is_finite() {
+        return Stitched::default();
+    }
+    let edges: Vec<Edge> = (0..twin.len() as u32)
+        .into_par_iter()
+        .filter(|&h| twin[h as usize] == NONE)
+        .filter_map(|h| {
+            let (a, b) = half_edge(triangles, h);
+            let (pa, pb) = (vertices[a as usize], vertices[b as usize]);
+            let l = (dist(pa, pb) * COPY_FRACTION).min(spread);
+            (l > 0.0 && l.is_finite()).then(|| Edge {
+                a,
+                b,
+                facet: triangles[(h / 3) as usize],
+                pa,
+                pb,
+                limit: [l, l],
+            })
+        })
+        .collect();
+    if edges.len() < 2 {
+        return Stitched::default();
+    }
+    let filed = Filed::new(edges);
+    // Every match found, `(gap, i, j)` with `i < j`, once.
+    let mut pairs: Vec<(u32, u32, u32)> = (0..filed.edges.len())
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let mut found = Vec::new();
+            filed.candidates(i, COPY_MAX_CANDIDATES, |j, g| {
+                let (a, b) = (i.min(j) as u32, i.max(j) as u32);
+                found.push(((g as f32).to_bits(), a, b));
+            });
+            found
+        })
+        .collect();
+    pairs.par_sort_unstable();
+    pairs.dedup();
+    if pairs.is_empty() {
+        return Stitched::default();
+    }
+    let edges = filed.edges;
+    // The facets round every vertex a pair may merge, for the collapse check.
+    let mut involved = vec![u32::MAX; vertices.len()];
+    let mut count = 0u32;
+    for &(_, i, j) in &pairs {
+        for e in [&edges[i as usize], &edges[j as usize]] {
+            for v in [e.a, e.b] {
+                if involved[v as usize] == u32::MAX {
+                    involved[v as usize] = count;
+                    count += 1;
+                }
+            }
+        }
+    }
+    let mut around: Vec<(u32, u32)> = triangles
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(f, t)| {
+            let inv = &involved;
+            t.iter()
+                .filter(move |&&v| inv[v as usize] != u32::MAX)
+                .map(move |&v| (inv[v as usize], f as u32))
+        })
+        .collect();
+    around.par_sort_unstable();
+    around.dedup();
+    // Per vertex (by its root in `parent`): the facets round the vertices of its class.
+    let mut facets_of: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    let mut start = 0;
+    while start < around.len() {
+        let k = around[start].0;
+        let mut end = start;
+        while end < around.len() && around[end].0 == k {
+            end += 1;
+        }
+        facets_of.insert(k, around[start..end].iter().map(|x| x.1).collect());
+        start = end;
+    }
+    drop(around);
+    // `facets_of` is keyed by the compact index of a class's root.
+    let mut parent: Vec<u32> = (0..vertices.len() as u32).collect();
+    let mut used = vec![false; edges.len()];
+    let mut stitched = 0u64;
+    let mut largest = 0.0f64;
+    // Would merging the classes of roots `x` and `y` put two corners of one facet into one?
+    let collapses = |parent: &mut Vec<u32>,
+                     facets_of: &std::collections::HashMap<u32, Vec<u32>>,
+                     x: u32,
+                     y: u32| {
+        let fx = facets_of
+            .get(&involved[x as usize])
+            .map_or(&[][..], |v| &v[..]);
+        let fy = facets_of
+            .get(&involved[y as usize])
+            .map_or(&[][..], |v| &v[..]);
+        let (small, other) = if fx.len() <= fy.len() {
+            (fx, y)
+        } else {
+            (fy, x)
+        };
+        small.iter().any(|&f| {
+            triangles[f as usize]
+                .iter()
+                .any(|&w| find(parent, w) == other)
+        })
+    };
+    for &(g, i, j) in &pairs {
+        if used[i as usize] || used[j as usize] {
+            continue;
+        }
+        let (e, o) = (&edges[i as usize], &edges[j as usize]);
+        let Some((_, merge)) = e.pairs(o) else {
+            continue;
+        };
+        if folds(vertices, e, o) {
+            continue;
+        }
+        let r = merge.map(|(x, y)| (find(&mut parent, x), find(&mut parent, y)));
+        let real: Vec<(u32, u32)> = r.into_iter().filter(|(x, y)| x != y).collect();
+        if real.is_empty() {
+            continue;
+        }
+        // Both merges at once: they must not meet (that would join the two ends of an edge),
+        // and neither may collapse a facet.
+        if real.len() == 2 {
+            let (p, q) = (real[0], real[1]);
+            if p.0 == q.0 || p.0 == q.1 || p.1 == q.0 || p.1 == q.1 {
+                continue;
+            }
+        }
+        if real
+            .iter()
+            .any(|&(x, y)| collapses(&mut parent, &facets_of, x, y))
+        {
+            continue;
+        }
+        for (x, y) in real {
+            // The smaller root survives; its class takes the other's facets.
+            let (keep, gone) = (x.min(y), x.max(y));
+            parent[gone as usize] = keep;
+            let moved = facets_of
+                .remove(&involved[gone as usize])
+                .unwrap_or_default();
+            facets_of
+                .entry(involved[keep as usize])
+                .or_default()
+                .extend(moved);
+        }
+        used[i as usize] = true;
+        used[j as usize] = true;
+        stitched += 1;
+        largest = largest.max(f64::from(f32::from_bits(g)));
+    }
+    if stitched == 0 {
+        return Stitched::default();
+    }
+    let mut merged = 0u64;
+    for v in 0..parent.len() {
+        let r = find(&mut parent, v as u32);
+        parent[v] = r;
+        merged += u64::from(r != v as u32);
+    }
+    Stitched {
+        merge_into: parent,
+        edges: stitched,
+        vertices: merged,
+        largest,
+    }
+}
+
+/// Below this angle between two facets across a stitched edge (their third corners seen
+/// along the edge), a stitch of copies would fold one facet onto the other: refused.
+const FOLD_COS: f64 = 0.866; // cos 30°
+
+/// Would joining edge `e` to `o` fold their facets onto each other? Seen along the edge, the
+/// third corners of the two facets lie on opposite sides (a flat or gently bent surface), at
+/// a right angle (a box's edge) or, for a sharp wedge, at a smaller angle; two copies of one
+/// facet's neighbours never lie within 30° of each other on the same side, the spoke of the
+/// wrong needle of a fan often does.
+fn folds(vertices: &[[f32; 3]], e: &Edge, o: &Edge) -> bool {
+    let third = |x: &Edge| {
+        x.facet
+            .iter()
+            .find(|&&v| v != x.a && v != x.b)
+            .map(|&v| vertices[v as usize].map(f64::from))
+    };
+    let (Some(c), Some(d)) = (third(e), third(o)) else {
+        return false;
+    };
+    let (a, b) = (e.pa.map(f64::from), e.pb.map(f64::from));
+    let axis = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    let ll = axis.iter().map(|x| x * x).sum::<f64>();
+    if ll <= 0.0 {
+        return false;
+    }
+    // The part of `p - a` across the edge; the partner's third corner is taken from its own
+    // first endpoint, which lies at `a` or `b` within the noise.
+    let across = |p: [f64; 3], from: [f64; 3]| {
+        let v = [p[0] - from[0], p[1] - from[1], p[2] - from[2]];
+        let t = (v[0] * axis[0] + v[1] * axis[1] + v[2] * axis[2]) / ll;
+        [v[0] - t * axis[0], v[1] - t * axis[1], v[2] - t * axis[2]]
+    };
+    let u = across(c, a);
+    let w = across(d, o.pa.map(f64::from));
+    let (nu, nw) = (
+        u.iter().map(|x| x * x).sum::<f64>().sqrt(),
+        w.iter().map(|x| x * x).sum::<f64>().sqrt(),
+    );
+    if nu <= 0.0 || nw <= 0.0 {
+        return false;
+    }
+    (u[0] * w[0] + u[1] * w[1] + u[2] * w[2]) / (nu * nw) > FOLD_COS
+}
+
+/// The boundary edges filed by reach class and midpoint cell, for candidate look-ups.
+///
+/// Every edge is filed under its reach class `k = ⌊log₂ reach⌋` and the cell of its midpoint
+/// in a grid of side `2^(k+2)`; the edges are sorted by that cell, so one cell's edges are
+/// neighbours in memory, and a cell's run is found through an index on the top bits of its
+/// hash (about one run per slot), without a search.
+struct Filed {
+    /// The edges in cell order.
+    edges: Vec<Edge>,
+    /// Per edge (in that order): its cell's hash.
+    hash: Vec<u32>,
+    /// Where each slot's runs start.
+    first: Vec<u32>,
+    bits: u32,
+}
+
+impl Filed {
+    fn new(edges: Vec<Edge>) -> Filed {
+        let mut filed: Vec<u64> = edges
+            .par_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let c = class(e);
+                pack(cell_hash(c, cell_of(c, e.mid())), i as u32)
+            })
+            .collect();
+        keys::sort(&mut filed);
+        let edges: Vec<Edge> = filed.par_iter().map(|&k| edges[lo(k) as usize]).collect();
+        let hash: Vec<u32> = filed.par_iter().map(|&k| hi(k)).collect();
+        drop(filed);
+        let bits = (usize::BITS - hash.len().leading_zeros()).clamp(1, 30);
+        let mut first = vec![0u32; (1usize << bits) + 1];
+        for &h in &hash {
+            first[(h >> (32 - bits)) as usize + 1] += 1;
+        }
+        for i in 1..first.len() {
+            first[i] += first[i - 1];
+        }
+        Filed {
+            edges,
+            hash,
+            first,
+            bits,
+        }
+    }
+
+    fn run_of(&self, h: u32) -> std::ops::Range<usize> {
+        let slot = (h >> (32 - self.bits)) as usize;
+        let (a, b) = (self.first[slot] as usize, self.first[slot + 1] as usize);
+        let run = &self.hash[a..b];
+        let s = run.partition_point(|&x| x < h);
+        let e = s + run[s..].partition_point(|&x| x == h);
+        a + s..a + e
+    }
+
+    /// Calls `found(j, gap)` for every edge `j` that matches edge `i` (see [`Edge::gap`])
+    /// among at most `budget` candidates, verified in a fixed order (so the result does not
+    /// depend on the threads). Edge `i` looks up the nearer cell along each axis (8 cells) in
+    /// its own class and in the class below; a partner in the class above finds `i` by its own
+    /// look-up of the class below.
+    fn candidates(&self, i: usize, budget: usize, mut found: impl FnMut(usize, f64)) {
+        let e = &self.edges[i];
+        let c0 = class(e);
+        let m = e.mid();
+        let mut left = budget;
+        for c in (c0.saturating_sub(1)..=c0).rev() {
+            let s = side(c);
+            let x = cell_of(c, m);
+            let dir = [0, 1, 2].map(|k| {
+                if m[k] / s - (x[k] as f64) < 0.5 {
+                    -1
+                } else {
+                    1
+                }
+            });
+            for k in 0..8usize {
+                let shifted =
+                    [0, 1, 2].map(|a| x[a].wrapping_add(if k >> a & 1 == 1 { dir[a] } else { 0 }));
+                for j in self.run_of(cell_hash(c, shifted)) {
+                    if j == i {
+                        continue;
+                    }
+                    if left == 0 {
+                        return;
+                    }
+                    left -= 1;
+                    if let Some(g) = e.gap(&self.edges[j]) {
+                        found(j, g);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn class(e: &Edge) -> i32 {
+    e.reach().log2().floor() as i32
+}
+
+fn cell_of(c: i32, m: [f64; 3]) -> [i64; 3] {
+    let s = side(c);
+    m.map(|x| (x / s).floor() as i64)
+}
+
+fn cell_hash(c: i32, x: [i64; 3]) -> u32 {
+    let h = keys::hash3(x[0] as u32, x[1] as u32, x[2] as u32);
+    keys::fmix32(h ^ (c as u32).wrapping_mul(0x9E37_79B9))
 }
 
 /// The side of the midpoint grid of reach class `c` (edges whose reach is `2^c ..< 2^(c+1)`):

@@ -1,6 +1,7 @@
 //! The healer's integration tests, one binary with a module per area.
 
 mod bounds;
+mod fans;
 mod foreign;
 mod input;
 mod props;

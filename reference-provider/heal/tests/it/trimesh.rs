@@ -204,3 +204,21 @@ fn heal_trimesh_agrees_on_a_stitched_seam() {
         assert!(v["volume"].as_f64().unwrap() > 0.0, "{name}: faces inward");
     }
 }
+
+#[test]
+fn heal_trimesh_agrees_on_fans_finer_than_the_noise() {
+    // The small sphere's pole fans, whose rim edges are shorter than the copies' spread.
+    let cases: Vec<(String, generate::Generated)> = crate::fans::cases()
+        .into_iter()
+        .map(|(name, g, _)| (name, g))
+        .collect();
+    for (name, v) in repair_and_judge(&cases) {
+        let cavities = v["bodies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["volume"].as_f64().unwrap() < 0.0)
+            .count();
+        assert_eq!(cavities, 1, "{name}: the cavity, and only it, faces inward");
+    }
+}

@@ -53,6 +53,14 @@ def clean_models():
     post = creation.cylinder(radius=3.0, height=20.0, sections=128)
     post.apply_translation([35.0, 0.0, 0.0])
     models.append(("box_cavity_post", trimesh.util.concatenate([box, cavity, post])))
+    # Scale and place: a part far from the origin (CAD files in machine coordinates, where
+    # f32 keeps only a few digits below the millimetre) and one in metres instead of mm.
+    far = creation.icosphere(subdivisions=3, radius=10.0)
+    far.apply_translation([20000.0, -15000.0, 8000.0])
+    models.append(("icosphere_far", far))
+    metres = creation.capsule(height=30.0, radius=5.0, count=[32, 32])
+    metres.apply_scale(0.001)
+    models.append(("capsule_metres", metres))
     return models
 
 

@@ -1,5 +1,6 @@
-//! Drop degenerate facets (a repeated vertex, or zero area) and duplicate facets (the same three
-//! vertices as an earlier facet, in either winding). Order of the kept facets is preserved.
+//! Drop degenerate facets (a repeated vertex, zero area up to rounding, or flat within the
+//! distance the weld moved corners by) and duplicate facets (the same three vertices as an
+//! earlier facet, in either winding). Order of the kept facets is preserved.
 
 use rayon::prelude::*;
 
@@ -9,16 +10,36 @@ use crate::keys::{self, hi, lo, pack};
 /// squared (i.e. its height is below ~1e-10 of its longest edge: zero up to rounding).
 const ZERO_AREA: f64 = 1e-10;
 
-/// Is the triangle `a b c` degenerate (repeated index or zero area)?
+/// A facet is also degenerate when its height is within this many units in the last place
+/// of its largest coordinate: a corner that lies on the opposite edge, written as `f32`, is
+/// off it by up to about one unit (a T-junction's sliver in a CAD export), which is far above
+/// [`ZERO_AREA`] when the coordinates are large against the facet.
+const ROUNDING_ULPS: f64 = 4.0;
+
+/// Is the triangle `a b c` degenerate (repeated index, or zero area up to rounding)?
 pub(crate) fn degenerate(v: &[[f32; 3]], t: [u32; 3]) -> bool {
+    flat(v, t, 0.0)
+}
+
+/// Is the triangle `a b c` degenerate or flat within `snap` (see [`flat_at`])?
+pub(crate) fn flat(v: &[[f32; 3]], t: [u32; 3], snap: f64) -> bool {
     if t[0] == t[1] || t[1] == t[2] || t[0] == t[2] {
         return true;
     }
-    degenerate_at(t.map(|i| v[i as usize]))
+    flat_at(t.map(|i| v[i as usize]), snap)
 }
 
-/// Is the triangle with these corners of zero area (relative to its longest edge)?
+/// Is the triangle with these corners of zero area (relative to its longest edge, or up to
+/// the rounding of its coordinates)?
 pub(crate) fn degenerate_at(p: [[f32; 3]; 3]) -> bool {
+    flat_at(p, 0.0)
+}
+
+/// Is the triangle with these corners flat: its height over its longest edge zero up to
+/// rounding, or at most `snap` (the distance the weld moved corners by) where that is below
+/// a quarter of its shortest edge? The second rule finds the slivers of T-junctions whose
+/// corners the weld moved, and never a needle: a needle's height is about its short edge.
+pub(crate) fn flat_at(p: [[f32; 3]; 3], snap: f64) -> bool {
     let p = p.map(|x| x.map(f64::from));
     let sub = |a: [f64; 3], b: [f64; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
     let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
@@ -28,22 +49,38 @@ pub(crate) fn degenerate_at(p: [[f32; 3]; 3]) -> bool {
         e0[2] * e1[0] - e0[0] * e1[2],
         e0[0] * e1[1] - e0[1] * e1[0],
     ];
-    let longest = dot(e0, e0).max(dot(e1, e1)).max(dot(e2, e2));
-    dot(cr, cr).sqrt() <= ZERO_AREA * longest
+    let lengths = [dot(e0, e0), dot(e1, e1), dot(e2, e2)];
+    let longest = lengths[0].max(lengths[1]).max(lengths[2]);
+    let area2 = dot(cr, cr).sqrt();
+    if area2 <= ZERO_AREA * longest {
+        return true;
+    }
+    let height = area2 / longest.sqrt();
+    let largest = p.iter().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
+    let shortest = lengths[0].min(lengths[1]).min(lengths[2]).sqrt();
+    height <= rounding(largest) || height <= snap.min(shortest / 4.0)
+}
+
+/// How far apart two `f32` numbers of magnitude up to `largest` can be and still be the
+/// same value up to rounding: [`ROUNDING_ULPS`] units in the last place.
+pub(crate) fn rounding(largest: f64) -> f64 {
+    ROUNDING_ULPS * largest * f64::from(f32::EPSILON)
 }
 
 /// Returns (degenerate removed, duplicates removed, the vertices of the removed facets).
+/// `snap` is the largest distance the weld moved a corner by (see [`flat_at`]).
 pub(crate) fn clean(
     vertices: &[[f32; 3]],
     triangles: &mut Vec<[u32; 3]>,
     remove_degenerate: bool,
     remove_duplicates: bool,
+    snap: f64,
 ) -> (u64, u64, Vec<u32>) {
     let n = triangles.len();
     let mut keep: Vec<bool> = if remove_degenerate {
         triangles
             .par_iter()
-            .map(|&t| !degenerate(vertices, t))
+            .map(|&t| !flat(vertices, t, snap))
             .collect()
     } else {
         // Repeated indices are always dropped: they break every later stage.
@@ -173,4 +210,30 @@ pub(crate) fn removals_near(
     }
     gone.par_sort_unstable();
     (gone, degenerate_removed, duplicate_removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slivers_are_flat_up_to_rounding_or_the_weld_distance_and_needles_never() {
+        // A corner halfway along the opposite edge, far from the origin: one unit in the last
+        // place off the line after rounding to f32, far above 1e-10 of the edge.
+        let a = [1000.0f32, 1000.0, 1000.0];
+        let b = [1000.1f32, 1000.3, 1000.7];
+        let m = [0, 1, 2].map(|k| ((f64::from(a[k]) + f64::from(b[k])) / 2.0) as f32);
+        assert!(degenerate_at([a, m, b]));
+        // A real thin facet there is not.
+        let c = [m[0], m[1] + 0.01, m[2]];
+        assert!(!degenerate_at([a, c, b]));
+        // A sliver 1e-4 off its edge is flat when the weld merged over 1e-3 ...
+        let s = [[0.0f32, 0.0, 0.0], [0.5, 1e-4, 0.0], [1.0, 0.0, 0.0]];
+        assert!(!flat_at(s, 0.0));
+        assert!(flat_at(s, 1e-3));
+        // ... but a needle whose short edge is near the weld distance never is.
+        let needle = [[0.0f32, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 2e-3, 0.0]];
+        assert!(!flat_at(needle, 1e-3));
+        assert!(!flat_at(needle, 1.0));
+    }
 }

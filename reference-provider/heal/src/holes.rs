@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::clean::{degenerate, degenerate_at};
+use crate::clean::{degenerate, degenerate_at, rounding};
 
 #[derive(Debug, Default)]
 pub(crate) struct HoleStats {
@@ -38,6 +38,8 @@ pub(crate) struct HoleStats {
     pub work: u64,
     /// The deadline passed: the remaining loops were left open.
     pub out_of_time: bool,
+    /// Boundary edges split at T-junctions ([`split_t_junctions`]).
+    pub edges_split: u64,
 }
 
 /// How a loop was filled: facets (a fan's centre is [`CENTRE`]), whether an ear was forced or
@@ -144,18 +146,27 @@ fn trace(boundary: &[(u32, u32, u32)]) -> (Vec<(Vec<u32>, u32)>, u64) {
     (loops, open)
 }
 
+/// Fills the hole loops that `boundary` (surface half-edges `u → v` with their shell)
+/// traces, after splitting the edges of T-junctions ([`split_t_junctions`]; `snap` is the
+/// distance the weld merged over).
 pub(crate) fn fill(
     v: &mut Vec<[f32; 3]>,
     triangles: &mut Vec<[u32; 3]>,
     shell_of: &mut Vec<u32>,
     boundary: &[(u32, u32, u32)],
+    snap: f64,
     max_edges: u32,
     deadline: Option<std::time::Instant>,
 ) -> HoleStats {
-    let (loops, open) = trace(boundary);
+    let (mut loops, mut open) = trace(boundary);
+    let split = split_t_junctions(v, triangles, shell_of, boundary, &loops, snap);
+    if let Some((rest, _)) = &split {
+        (loops, open) = trace(rest);
+    }
     let mut stats = HoleStats {
         found: loops.len() as u64 + open,
         left_open: open,
+        edges_split: split.map_or(0, |(_, n)| n),
         ..HoleStats::default()
     };
     if loops.is_empty() {
@@ -242,6 +253,149 @@ pub(crate) fn fill(
         }
     }
     stats
+}
+
+/// A boundary half-edge: surface direction `u → v`, and its shell.
+type BoundaryEdge = (u32, u32, u32);
+
+/// Splits the boundary edges that a vertex of their own hole loop lies on: T-junctions,
+/// where one side of a crack is a facet's edge `a → b` and the other a chain of edges through
+/// vertices on that segment (CAD exports write them where two patches meet with different
+/// subdivisions; so does a sliver facet once removed as flat). The facet `(a, b, c)` becomes
+/// a fan from `c` through those vertices, whose new edges are the twins of the chain's: the
+/// crack closes exactly, with no facet added on the crack itself (a filled crack would be a
+/// flat facet).
+///
+/// A vertex `w` lies on `a → b` when it is within [`rounding`] of the segment (plus `snap`,
+/// where that is below a quarter of its distance to either end) and farther than that from
+/// both ends. Only loops of up to [`EAR_MAX_EDGES`] edges are searched (`O(n²)` each), and a
+/// facet is split along one edge at most. Returns the boundary left (split edges and the
+/// edges now paired removed) and the number of edges split, or `None` when none was.
+fn split_t_junctions(
+    v: &[[f32; 3]],
+    triangles: &mut Vec<[u32; 3]>,
+    shell_of: &mut Vec<u32>,
+    boundary: &[(u32, u32, u32)],
+    loops: &[(Vec<u32>, u32)],
+    snap: f64,
+) -> Option<(Vec<BoundaryEdge>, u64)> {
+    let p = |i: u32| v[i as usize].map(f64::from);
+    // For every loop edge (hole direction a → b: the surface half-edge b → a), the vertices
+    // of the loop that lie on it, ordered from b to a.
+    let splits: Vec<((u32, u32), Vec<u32>)> = loops
+        .par_iter()
+        .filter(|(l, _)| l.len() <= EAR_MAX_EDGES)
+        .flat_map_iter(|(l, _)| {
+            let n = l.len();
+            (0..n).filter_map(move |i| {
+                let (a, b) = (l[i], l[(i + 1) % n]);
+                let (pb, pa) = (p(b), p(a));
+                let d = sub(pa, pb);
+                let len2 = dot(d, d);
+                if len2 == 0.0 {
+                    return None;
+                }
+                let len = len2.sqrt();
+                let mut on: Vec<(f64, u32)> = l
+                    .iter()
+                    .filter(|&&w| w != a && w != b)
+                    .filter_map(|&w| {
+                        let pw = p(w);
+                        let along = dot(sub(pw, pb), d) / len;
+                        if along <= 0.0 || along >= len {
+                            return None;
+                        }
+                        let off = norm(cross(sub(pw, pb), d)) / len;
+                        let largest = [pa, pb, pw]
+                            .iter()
+                            .flatten()
+                            .fold(0.0f64, |m, x| m.max(x.abs()));
+                        let end = along.min(len - along);
+                        let within = rounding(largest) + snap.min(end / 4.0);
+                        (end > within && off <= within).then_some((along, w))
+                    })
+                    .collect();
+                on.sort_by(|x, y| x.0.total_cmp(&y.0));
+                (!on.is_empty()).then(|| ((b, a), on.into_iter().map(|(_, w)| w).collect()))
+            })
+        })
+        .collect();
+    if splits.is_empty() {
+        return None;
+    }
+    // The facet of every surface half-edge to split (a boundary half-edge has one).
+    let wanted: HashSet<(u32, u32)> = splits.iter().map(|(e, _)| *e).collect();
+    let ends = vertex_set(v.len(), wanted.iter().flat_map(|&(a, b)| [a, b]));
+    let has = |x: u32| ends[x as usize / 64] & (1 << (x % 64)) != 0;
+    let owner: HashMap<(u32, u32), (usize, usize)> = triangles
+        .par_iter()
+        .enumerate()
+        .filter(|(_, t)| has(t[0]) || has(t[1]))
+        .flat_map_iter(|(f, t)| {
+            let wanted = &wanted;
+            (0..3).filter_map(move |k| {
+                let e = (t[k], t[(k + 1) % 3]);
+                (has(e.0) && has(e.1) && wanted.contains(&e)).then_some((e, (f, k)))
+            })
+        })
+        .collect();
+    let mut gone: HashSet<(u32, u32)> = HashSet::new();
+    let mut added: Vec<BoundaryEdge> = Vec::new();
+    let mut split_facets: HashSet<usize> = HashSet::new();
+    for ((b, a), on) in &splits {
+        let Some(&(f, k)) = owner.get(&(*b, *a)) else {
+            continue;
+        };
+        if !split_facets.insert(f) {
+            continue;
+        }
+        let c = triangles[f][(k + 2) % 3];
+        let shell = shell_of[f];
+        let chain: Vec<u32> = std::iter::once(*b)
+            .chain(on.iter().copied())
+            .chain(std::iter::once(*a))
+            .collect();
+        for (j, w) in chain.windows(2).enumerate() {
+            let t = [w[0], w[1], c];
+            if j == 0 {
+                triangles[f] = t;
+            } else {
+                triangles.push(t);
+                shell_of.push(shell);
+            }
+            added.push((w[0], w[1], shell));
+        }
+        gone.insert((*b, *a));
+    }
+    if gone.is_empty() {
+        return None;
+    }
+    // The new half-edges pair with the chain's boundary half-edges running the other way.
+    let mut left: HashMap<BoundaryEdge, u32> = HashMap::new();
+    for e in boundary
+        .iter()
+        .filter(|e| !gone.contains(&(e.0, e.1)))
+        .chain(&added)
+    {
+        let twin = (e.1, e.0, e.2);
+        match left.get_mut(&twin) {
+            Some(count) if *count > 0 => *count -= 1,
+            _ => *left.entry(*e).or_default() += 1,
+        }
+    }
+    let rest: Vec<BoundaryEdge> = boundary
+        .iter()
+        .chain(&added)
+        .filter(|e| {
+            left.get_mut(e).is_some_and(|count| {
+                let keep = *count > 0;
+                *count = count.saturating_sub(1);
+                keep
+            })
+        })
+        .copied()
+        .collect();
+    Some((rest, gone.len() as u64))
 }
 
 /// Fill one loop: ear clipping for short loops, the least-area fill when that fails, a fan
@@ -628,6 +782,53 @@ fn min_area_counted(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_t_junction_is_closed_by_splitting_the_edge_not_by_a_flat_fill() {
+        // A sheet: above the x axis two facets meet at M = (1, 0), below it one facet runs
+        // from A = (0, 0) to B = (2, 0) whole. A, M, B form a crack of zero area.
+        let v: Vec<[f32; 3]> = vec![
+            [0.0, 0.0, 0.0],  // A 0
+            [2.0, 0.0, 0.0],  // B 1
+            [1.0, 0.0, 0.0],  // M 2
+            [1.0, 1.0, 0.0],  // C 3
+            [1.0, -1.0, 0.0], // D 4
+        ];
+        let mut tris = vec![[0, 2, 3], [2, 1, 3], [0, 4, 1]];
+        let mut shell_of = vec![0; 3];
+        let boundary: Vec<(u32, u32, u32)> =
+            [(0, 2), (2, 1), (1, 3), (3, 0), (0, 4), (4, 1), (1, 0)]
+                .iter()
+                .map(|&(a, b)| (a, b, 0))
+                .collect();
+        let (loops, _) = trace(&boundary);
+        let (rest, split) =
+            split_t_junctions(&v, &mut tris, &mut shell_of, &boundary, &loops, 0.0).unwrap();
+        assert_eq!(split, 1);
+        // The lower facet is now two, through M; the crack's edges are all paired.
+        assert_eq!(tris.len(), 4);
+        assert_eq!(shell_of, vec![0; 4]);
+        assert!(tris.iter().all(|&t| !degenerate(&v, t)));
+        let mut rest: Vec<(u32, u32)> = rest.iter().map(|e| (e.0, e.1)).collect();
+        rest.sort_unstable();
+        assert_eq!(rest, vec![(0, 4), (1, 3), (3, 0), (4, 1)]);
+
+        // M off the segment by more than rounding (and no weld distance to explain it): no
+        // junction, the crack stays a hole for the filler.
+        let mut v2 = v.clone();
+        v2[2][1] = 1e-3;
+        let mut tris2 = vec![[0, 2, 3], [2, 1, 3], [0, 4, 1]];
+        let mut shells2 = vec![0; 3];
+        let (loops2, _) = trace(&boundary);
+        assert!(
+            split_t_junctions(&v2, &mut tris2, &mut shells2, &boundary, &loops2, 0.0).is_none()
+        );
+        // ... unless the weld merged over more than that, and the offset is small against
+        // the distance to both ends.
+        let (_, split) =
+            split_t_junctions(&v2, &mut tris2, &mut shells2, &boundary, &loops2, 2e-3).unwrap();
+        assert_eq!(split, 1);
+    }
 
     #[test]
     fn square_hole_two_triangles_same_winding() {

@@ -187,8 +187,12 @@ fn heal_once(
     // `None` while nothing is marked, so a first pass pays nothing before the winding stage.
     let mut tags = carried.filter(|t| t.len() == triangles.len());
     let before_clean = tags.as_ref().map(|_| triangles.clone());
+    // The farthest the weld merged corners: a facet flat within it is a sliver (a corner
+    // that lay on the opposite edge before the weld moved them), and a boundary vertex that
+    // close to a boundary edge of its own loop lies on it (a T-junction).
+    let snap = weld.largest_merge;
     let (mut touched, clean) = clock.run(Stage::Clean, || {
-        clean_stage(&vertices, &mut triangles, options)
+        clean_stage(&vertices, &mut triangles, snap, options)
     })?;
     if let (Some(t), Some(before)) = (&mut tags, before_clean) {
         *t = provenance::carry(&before, &triangles, t);
@@ -250,6 +254,7 @@ fn heal_once(
             &mut triangles,
             &mut shell_of,
             &boundary,
+            snap,
             options,
         )
     })?;
@@ -513,6 +518,7 @@ fn weld_stage(
 fn clean_stage(
     vertices: &[[f32; 3]],
     triangles: &mut Vec<[u32; 3]>,
+    snap: f64,
     options: &RepairOptions,
 ) -> (Vec<u32>, CleanReport) {
     let (degenerate, duplicate, removed) = clean::clean(
@@ -520,6 +526,7 @@ fn clean_stage(
         triangles,
         options.remove_degenerate,
         options.remove_duplicates,
+        snap,
     );
     let report = CleanReport {
         degenerate_removed: degenerate,
@@ -841,6 +848,7 @@ fn holes_stage(
     triangles: &mut Vec<[u32; 3]>,
     shell_of: &mut Vec<u32>,
     boundary: &[(u32, u32, u32)],
+    snap: f64,
     options: &RepairOptions,
 ) -> (holes::HoleStats, HolesReport) {
     let stats = if options.fill_holes {
@@ -849,6 +857,7 @@ fn holes_stage(
             triangles,
             shell_of,
             boundary,
+            snap,
             options.max_hole_edges,
             options.deadline,
         )
@@ -861,6 +870,7 @@ fn holes_stage(
         left_open: stats.left_open,
         facets_added: stats.facets_added,
         vertices_added: stats.vertices_added,
+        edges_split: stats.edges_split,
         work: stats.work,
         seconds: 0.0,
     };
@@ -975,7 +985,12 @@ mod tests {
             soup.positions.extend(copies);
             let ((welded, _), weld) = weld_stage(soup.positions, &options);
             let mut triangles = welded.triangles;
-            let (mut touched, _) = clean_stage(&welded.vertices, &mut triangles, &options);
+            let (mut touched, _) = clean_stage(
+                &welded.vertices,
+                &mut triangles,
+                weld.largest_merge,
+                &options,
+            );
             let mut removed = (0, 0);
             let mut tags = None;
             let (topo, report) = topology_stage(

@@ -189,6 +189,10 @@ pub struct HolesReport {
     /// Vertices added (the centre of every loop filled by a fan).
     #[serde(default)]
     pub vertices_added: u64,
+    /// Boundary edges split at vertices of their own loop that lie on them (T-junctions:
+    /// a crack between a facet's edge and a chain of edges along it), before filling.
+    #[serde(default)]
+    pub edges_split: u64,
     /// Candidate checks the triangulations made: a measure of the stage's cost, at most a
     /// constant times the boundary edges whatever the holes' shapes.
     #[serde(default)]

@@ -19,7 +19,8 @@ pub fn weld_tolerance(positions: &[[f32; 3]], options: &RepairOptions) -> f32 {
 
 /// Drop degenerate and duplicate facets; returns (degenerate, duplicate) counts.
 pub fn clean(mesh: &mut Mesh) -> (u64, u64) {
-    let (degenerate, duplicate, _) = clean::clean(&mesh.vertices, &mut mesh.triangles, true, true);
+    let (degenerate, duplicate, _) =
+        clean::clean(&mesh.vertices, &mut mesh.triangles, true, true, 0.0);
     (degenerate, duplicate)
 }
 

@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diax_sdk::replay::{BoxFuture, ReplayStore};
@@ -63,6 +63,11 @@ pub enum Db {
 pub struct SqliteDb {
     write: SqlitePool,
     read: SqlitePool,
+    /// The task holding the writer connection in a transaction, if one does (see
+    /// [`WriterHeld`]).
+    writer_task: Arc<Mutex<Option<tokio::task::Id>>>,
+    /// Whether the readers are the writer (an in-memory database).
+    read_is_write: bool,
     /// `true` until [`Db::close`]; the checkpoint task ends when it is `false` or dropped.
     open: Arc<AtomicBool>,
 }
@@ -91,11 +96,66 @@ const SQLITE_WAL_LIMIT_BYTES: u64 = 64 << 20;
 /// An open transaction on a [`Db`].
 #[derive(Debug)]
 pub enum Tx {
-    /// SQLite transaction (`BEGIN IMMEDIATE`: writers queue on the busy timeout instead of
-    /// failing on a lock upgrade).
-    Sqlite(Transaction<'static, Sqlite>),
+    /// SQLite transaction (`BEGIN IMMEDIATE` on the writer connection, `BEGIN` on a
+    /// reader); `&mut **t` is its connection.
+    Sqlite(SqliteTx),
     /// PostgreSQL transaction (read committed).
     Postgres(Transaction<'static, Postgres>),
+}
+
+/// A SQLite transaction; dereferences to its connection.
+#[derive(Debug)]
+pub struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    /// Set while this transaction holds the writer from within a task.
+    _writer: Option<WriterMark>,
+}
+
+impl std::ops::Deref for SqliteTx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// Marks the task holding SQLite's writer connection; unmarks it when dropped (after the
+/// transaction ended).
+#[derive(Debug)]
+struct WriterMark {
+    holder: Arc<Mutex<Option<tokio::task::Id>>>,
+    task: tokio::task::Id,
+}
+
+impl Drop for WriterMark {
+    fn drop(&mut self) {
+        if let Ok(mut holder) = self.holder.lock()
+            && *holder == Some(self.task)
+        {
+            *holder = None;
+        }
+    }
+}
+
+/// A task asked for SQLite's writer connection ([`Db::begin`]) while it already holds it
+/// in an open transaction: with one writer connection it would wait on itself until the
+/// pool's timeout, so it is refused at once. Found in the [`sqlx::Error::Io`] that
+/// [`Db::begin`] returns (kind [`std::io::ErrorKind::Deadlock`]); see
+/// [`is_writer_held`].
+#[derive(Debug, thiserror::Error)]
+#[error("this task already holds the SQLite writer connection in an open transaction")]
+pub struct WriterHeld;
+
+/// Whether `e` is [`WriterHeld`]: a transaction begun inside another of the same task.
+#[must_use]
+pub fn is_writer_held(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<WriterHeld>()))
 }
 
 /// Runs a statement on a `&mut Tx`; evaluates to `Result<u64 rows affected, sqlx::Error>`.
@@ -271,11 +331,16 @@ impl Db {
     /// rolls back a dropped transaction itself. SQLite's driver already undoes a `BEGIN`
     /// nobody received.
     ///
+    /// On SQLite, a task that calls this while it holds the one writer connection in a
+    /// transaction of its own gets [`WriterHeld`] at once instead of waiting on itself
+    /// until the pool's timeout (checked within Tokio tasks, which every request and
+    /// background job runs in).
+    ///
     /// # Errors
-    /// The driver's error.
+    /// The driver's error; [`WriterHeld`] (see [`is_writer_held`]).
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.write.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_write().await?),
             Db::Postgres(p) => Tx::Postgres(begin_pg(p).await?),
         })
     }
@@ -288,7 +353,11 @@ impl Db {
     /// The driver's error.
     pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.read.begin_with("BEGIN").await?),
+            Db::Sqlite(p) if p.read_is_write => Tx::Sqlite(p.begin_write().await?),
+            Db::Sqlite(p) => Tx::Sqlite(SqliteTx {
+                tx: p.read.begin_with("BEGIN").await?,
+                _writer: None,
+            }),
             Db::Postgres(p) => Tx::Postgres(begin_pg(p).await?),
         })
     }
@@ -344,11 +413,14 @@ impl SqliteDb {
             )
             .await?;
         let open = Arc::new(AtomicBool::new(true));
+        let writer_task = Arc::new(Mutex::new(None));
         if in_memory {
             return Ok(Self {
                 read: write.clone(),
                 write,
                 open,
+                writer_task,
+                read_is_write: true,
             });
         }
         let read = SqlitePoolOptions::new()
@@ -363,7 +435,44 @@ impl SqliteDb {
             opts.create_if_missing(false),
             Arc::downgrade(&open),
         ));
-        Ok(Self { write, read, open })
+        Ok(Self {
+            write,
+            read,
+            open,
+            writer_task,
+            read_is_write: false,
+        })
+    }
+
+    /// `BEGIN IMMEDIATE` on the writer connection, refused with [`WriterHeld`] when the
+    /// calling task holds it already.
+    async fn begin_write(&self) -> Result<SqliteTx, sqlx::Error> {
+        let task = tokio::task::try_id();
+        if let Some(task) = task
+            && self
+                .writer_task
+                .lock()
+                .is_ok_and(|holder| *holder == Some(task))
+        {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::Deadlock,
+                WriterHeld,
+            )));
+        }
+        let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let writer = task.map(|task| {
+            if let Ok(mut holder) = self.writer_task.lock() {
+                *holder = Some(task);
+            }
+            WriterMark {
+                holder: self.writer_task.clone(),
+                task,
+            }
+        });
+        Ok(SqliteTx {
+            tx,
+            _writer: writer,
+        })
     }
 }
 
@@ -403,7 +512,7 @@ impl Tx {
     /// The driver's error.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Sqlite(t) => t.commit().await,
+            Tx::Sqlite(t) => t.tx.commit().await,
             Tx::Postgres(t) => t.commit().await,
         }
     }
@@ -414,7 +523,7 @@ impl Tx {
     /// The driver's error.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Sqlite(t) => t.rollback().await,
+            Tx::Sqlite(t) => t.tx.rollback().await,
             Tx::Postgres(t) => t.rollback().await,
         }
     }
@@ -671,6 +780,44 @@ mod start_up_tests {
             text.contains("cannot connect to PostgreSQL at 127.0.0.1:1"),
             "{text}"
         );
+    }
+
+    /// A task that holds the SQLite writer in a transaction and asks for it again is
+    /// refused at once; another task waits for it as usual, and so does the same task once
+    /// its transaction ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn beginning_twice_in_one_task_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        let (held_tx, held) = tokio::sync::oneshot::channel();
+        let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+        let holder = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let tx = db.begin().await.unwrap();
+                let err = db.begin().await.unwrap_err();
+                assert!(super::is_writer_held(&err), "{err:?}");
+                // Reading stays possible (a reader connection).
+                let read = db.begin_read().await.unwrap();
+                read.commit().await.unwrap();
+                held_tx.send(()).unwrap();
+                go.await.unwrap();
+                tx.commit().await.unwrap();
+                let again = db.begin().await.unwrap();
+                again.rollback().await.unwrap();
+            }
+        });
+        held.await.unwrap();
+        let other = tokio::spawn({
+            let db = db.clone();
+            async move { db.begin().await.map(drop) }
+        });
+        go_tx.send(()).unwrap();
+        holder.await.unwrap();
+        other.await.unwrap().unwrap();
+        db.close().await;
     }
 
     #[cfg(unix)]

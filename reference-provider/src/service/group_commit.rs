@@ -14,8 +14,12 @@
 //! committed, and a crash before the commit loses only writes nobody was answered for.
 //!
 //! A signed offer is one operation: its `webhook-id` is recorded and the offer decided in
-//! the same transaction, and in the usual case (a new id, a new broker job, a balance that
-//! covers the hold) in one statement batch (`intake::accept_recorded`). On PostgreSQL
+//! the same transaction. In the usual case (a new id, a new broker job, a balance that
+//! covers the hold) a whole run of consecutive signed offers in a batch is decided in one
+//! call to the database (`intake::accept_recorded_run`: on SQLite one call on the
+//! connection's thread, on PostgreSQL one round trip); the run stops at the first offer
+//! that needs more, which is decided step by step before the next run starts, so the
+//! outcome is the one of deciding the offers one at a time, in order. On PostgreSQL
 //! several writers ([`GroupCommit::start_writers`]) can commit at once, each its own batches;
 //! an offer goes to the writer of its account, so one account's offers are decided in the
 //! order they came and two writers never wait for each other's account rows. SQLite has
@@ -240,8 +244,35 @@ async fn together(db: &Db, public_url: &str, batch: &[Op]) -> Result<Vec<Outcome
     let mut tx = db.begin().await?;
     let mut cache = BatchCache::default();
     let mut outcomes = Vec::with_capacity(batch.len());
-    for op in batch {
-        outcomes.push(apply(&mut tx, &mut cache, public_url, &op.work).await?);
+    let mut rest = batch;
+    while let Some(first) = rest.first() {
+        // A run of signed offers: the usual case of all of them in one call.
+        let run: Vec<(&RecordWork, &OfferWork)> = rest
+            .iter()
+            .map_while(|op| match &op.work {
+                Work::RecordedOffer { record, offer } => Some((record, &**offer)),
+                _ => None,
+            })
+            .collect();
+        if run.is_empty() {
+            outcomes.push(apply(&mut tx, &mut cache, public_url, &first.work).await?);
+            rest = &rest[1..];
+            continue;
+        }
+        let accepted = intake::accept_recorded_run(&mut tx, &mut cache, public_url, &run).await?;
+        let n = accepted.len();
+        outcomes.extend(
+            accepted
+                .into_iter()
+                .map(|o| Outcome::RecordedOffer(RecordedOffer::Offered(Ok(o)))),
+        );
+        rest = &rest[n..];
+        // The offer that ended the run, step by step (then the rest, in a new run).
+        if let Some(&(record, offer)) = run.get(n) {
+            let outcome = recorded_offer_steps(&mut tx, &mut cache, public_url, record, offer);
+            outcomes.push(Outcome::RecordedOffer(outcome.await?));
+            rest = &rest[1..];
+        }
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -308,29 +339,43 @@ async fn apply(
             Outcome::Offered(intake::offer_in(tx, cache, public_url, offer).await?)
         }
         Work::RecordedOffer { record, offer } => {
-            // The usual case (a new id, a new job, a hold the balance covers): one statement.
-            if let Some(offered) =
-                intake::accept_recorded(tx, cache, public_url, record, offer).await?
+            // The usual case (a new id, a new job, a hold the balance covers): one call.
+            let run = [(record, &**offer)];
+            if let Some(offered) = intake::accept_recorded_run(tx, cache, public_url, &run)
+                .await?
+                .pop()
             {
-                return Ok(Outcome::RecordedOffer(RecordedOffer::Offered(offered)));
+                return Ok(Outcome::RecordedOffer(RecordedOffer::Offered(Ok(offered))));
             }
-            Outcome::RecordedOffer(match record_in(tx, record).await? {
-                Err(replayed) => RecordedOffer::Replayed(replayed),
-                Ok(delivery) => {
-                    let saved = match delivery {
-                        Delivery::First => None,
-                        Delivery::Redelivery => {
-                            super::db::saved_response_in(tx, &record.id).await?
-                        }
-                    };
-                    match saved {
-                        Some(saved) => RecordedOffer::Saved(saved),
-                        None => RecordedOffer::Offered(
-                            intake::offer_in(tx, cache, public_url, offer).await?,
-                        ),
-                    }
+            Outcome::RecordedOffer(
+                recorded_offer_steps(tx, cache, public_url, record, offer).await?,
+            )
+        }
+    })
+}
+
+/// A signed offer that left the one-call path, decided step by step: its id recorded
+/// (or found a replay, or a redelivery with its saved answer), then the offer decided.
+async fn recorded_offer_steps(
+    tx: &mut Tx,
+    cache: &mut BatchCache,
+    public_url: &str,
+    record: &RecordWork,
+    offer: &OfferWork,
+) -> Result<RecordedOffer, sqlx::Error> {
+    Ok(match record_in(tx, record).await? {
+        Err(replayed) => RecordedOffer::Replayed(replayed),
+        Ok(delivery) => {
+            let saved = match delivery {
+                Delivery::First => None,
+                Delivery::Redelivery => super::db::saved_response_in(tx, &record.id).await?,
+            };
+            match saved {
+                Some(saved) => RecordedOffer::Saved(saved),
+                None => {
+                    RecordedOffer::Offered(intake::offer_in(tx, cache, public_url, offer).await?)
                 }
-            })
+            }
         }
     })
 }
@@ -685,6 +730,123 @@ mod tests {
         let (_guard, url) = PgDb::create().await;
         let db = Db::connect(&url).await.unwrap();
         signed_offers_in_one_batch(db).await;
+    }
+
+    /// One batch of signed offers for one account that has money for five of them, with a
+    /// replay record of another message in the middle: the first five offers in order are
+    /// accepted (in runs of one call each), every later one is refused with nothing held,
+    /// and the record between them is kept.
+    async fn runs_stop_at_the_first_refusal(db: Db) {
+        let provider = ProviderId::generate();
+        let mut tx = db.begin().await.unwrap();
+        exec!(
+            &mut tx,
+            "INSERT INTO registration (id, provider_id, broker_id, broker_url, events_url,
+                                       secret_scope, registered_at)
+             VALUES (1, $1, 'diax-test', 'https://broker.test', 'https://broker.test/e', 'service', 0)",
+            provider.as_str()
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+        let config = Config::default();
+        let price = config.pricing.quote(1).amount;
+        let account = accounts::create_account(&db, &CreateAccount { name: "a".into() }, "EUR")
+            .await
+            .unwrap()
+            .account_id;
+        accounts::top_up(&db, account.as_str(), 5 * price, None)
+            .await
+            .unwrap();
+        let now = 1_000_000;
+        let signed = |i: usize| {
+            let id = format!("msg_{i}");
+            let o = offer(&provider, &account, &JobId::generate(), 1);
+            op(Work::RecordedOffer {
+                record: RecordWork {
+                    id: id.clone(),
+                    digest: format!("d{i}"),
+                    expires_at: now + 300,
+                    now,
+                },
+                offer: Box::new(OfferWork::new(&config, o, id)),
+            })
+        };
+        let (mut batch, mut answers): (Vec<_>, Vec<_>) = (0..3).map(signed).unzip();
+        let (record, record_answer) = op(Work::Record {
+            id: "msg_other".into(),
+            digest: "dd".into(),
+            expires_at: now + 300,
+            now,
+        });
+        batch.push(record);
+        let (more, more_answers): (Vec<_>, Vec<_>) = (3..9).map(signed).unzip();
+        batch.extend(more);
+        answers.extend(more_answers);
+        commit_batch(&db, URL, &mut batch).await;
+        for (i, rx) in answers.iter_mut().enumerate() {
+            let outcome = rx.await.unwrap().unwrap();
+            if i < 5 {
+                assert!(
+                    matches!(
+                        outcome,
+                        Outcome::RecordedOffer(RecordedOffer::Offered(Ok(_)))
+                    ),
+                    "{i}: {outcome:?}"
+                );
+            } else {
+                assert!(
+                    matches!(
+                        outcome,
+                        Outcome::RecordedOffer(RecordedOffer::Offered(Err(
+                            ApiError::PaymentRequired { balance: 0, .. }
+                        )))
+                    ),
+                    "{i}: {outcome:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            record_answer.await.unwrap().unwrap(),
+            Outcome::Recorded(Ok(Delivery::First))
+        ));
+        let acct = accounts::get_account(&db, account.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((acct.balance, acct.held), (0, 5 * price));
+        let holds = accounts::ledger(&db, account.as_str())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == accounts::LedgerKind::Hold)
+            .count();
+        assert_eq!(holds, 5);
+        let mut tx = db.begin_read().await.unwrap();
+        for i in 0..9 {
+            let saved = crate::service::db::saved_response_in(&mut tx, &format!("msg_{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(saved.response_status, if i < 5 { 202 } else { 402 }, "{i}");
+        }
+        tx.commit().await.unwrap();
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn runs_stop_at_the_first_refusal_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        runs_stop_at_the_first_refusal(db).await;
+    }
+
+    #[tokio::test]
+    async fn runs_stop_at_the_first_refusal_postgres() {
+        let (_guard, url) = PgDb::create().await;
+        let db = Db::connect(&url).await.unwrap();
+        runs_stop_at_the_first_refusal(db).await;
     }
 
     /// Offers for many accounts spread over several writers: each account's offers are

@@ -211,7 +211,7 @@ pub(crate) async fn offer_in(
     }
     // The usual case in one statement batch: a new job whose hold the balance covers.
     if let Ok(c) = &work.checked
-        && let Some(accepted) = accept_new(tx, public_url, work, c, None).await?
+        && let Some(accepted) = accept_new(tx, public_url, work, c).await?
     {
         return Ok(accepted);
     }
@@ -277,27 +277,292 @@ pub(crate) async fn offer_in(
     answer(tx, work, acc).await
 }
 
-/// A signed offer's usual case in one statement batch: its `webhook-id` is new, its broker
-/// job is new, the offer is for this provider and the balance covers the hold. Then the
-/// hold, its ledger entry, the job row and the `webhook-id`'s replay record (with the saved
-/// `202`) are written together. `None`, with nothing written, in every other case (the
-/// id seen before, even expired; a repeated job; any refusal): the caller then records the
-/// id and decides the offer step by step.
-pub(crate) async fn accept_recorded(
+/// A new signed offer's values for the one-call path, computed before the database is
+/// touched.
+struct NewOffer<'a> {
+    work: &'a OfferWork,
+    c: &'a Checked,
+    record: &'a RecordWork,
+    acc: JobAccepted,
+    body: String,
+    entry_id: String,
+}
+
+/// Signed offers' usual case, for a run of them in one call to the database: each offer's
+/// `webhook-id` is new, its broker job is new, it is for this provider and the balance
+/// covers its hold. Then its hold, ledger entry, job row and replay record (with the saved
+/// `202`) are written together, all or none.
+///
+/// The offers are taken in order, each seeing the writes of those before it, and the run
+/// stops at the first one not accepted that way (the id seen before, even expired; a
+/// repeated job; any refusal), with nothing written for it. The answers returned are those
+/// of the accepted prefix; the caller decides the offer after it step by step
+/// ([`group_commit`](super::group_commit)) and then calls this again for the rest, so a
+/// batch is decided exactly as one offer at a time would decide it.
+///
+/// SQLite: the whole run is one call on the connection's thread (its statements prepared
+/// once per run), not one channel round trip per statement. PostgreSQL: one round trip
+/// (the `fmp_accept_recorded_offers` function of the migrations, over arrays).
+pub(crate) async fn accept_recorded_run(
     tx: &mut Tx,
     cache: &mut BatchCache,
     public_url: &str,
-    record: &RecordWork,
-    work: &OfferWork,
-) -> Result<Option<Offered>, sqlx::Error> {
-    let Ok(c) = &work.checked else {
-        return Ok(None);
-    };
-    match cache.registration(tx).await? {
-        Some(reg) if reg.provider_id == work.offer.provider_id.as_str() => {}
-        _ => return Ok(None),
+    run: &[(&RecordWork, &OfferWork)],
+) -> Result<Vec<(JobAccepted, String)>, sqlx::Error> {
+    let reg = cache.registration(tx).await?;
+    let mut ready = Vec::with_capacity(run.len());
+    for &(record, work) in run {
+        let Ok(c) = &work.checked else { break };
+        if reg
+            .as_ref()
+            .is_none_or(|r| r.provider_id != work.offer.provider_id.as_str())
+        {
+            break;
+        }
+        let acc = JobAccepted {
+            job_id: work.offer.job_id.clone(),
+            provider_job_id: c.provider_job_id.clone(),
+            status_url: status_url_at(public_url, c.provider_job_id.as_str()),
+            quote: Some(c.quote.clone()),
+            state: JobState::Accepted,
+        };
+        // An answer that cannot be encoded is the step-by-step path's to report.
+        let Ok(body) = serde_json::to_string(&acc) else {
+            break;
+        };
+        ready.push(NewOffer {
+            work,
+            c,
+            record,
+            acc,
+            body,
+            entry_id: diax_sdk::util::random_token("led_", 20),
+        });
     }
-    accept_new(tx, public_url, work, c, Some(record)).await
+    if ready.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let accepted = match tx {
+        Tx::Sqlite(t) => {
+            let mut handle = t.lock_handle().await?;
+            accept_run_sqlite(&mut handle, &ready, now)?
+        }
+        Tx::Postgres(t) => accept_run_postgres(t, &ready, now).await?,
+    };
+    ready.truncate(accepted);
+    Ok(ready
+        .into_iter()
+        .map(|n| {
+            tracing::info!(job = %n.c.provider_job_id, broker_job = %n.work.offer.job_id, account = %n.c.account_id, amount = n.c.quote.amount, "offer accepted; quote held");
+            (n.acc, n.body)
+        })
+        .collect())
+}
+
+/// The hold of [`accept_run_sqlite`]: a row only when the balance covers it and the broker
+/// job and the `webhook-id` are new.
+const HOLD_SQLITE: &str = "\
+UPDATE accounts SET balance = balance - ?1, held = held + ?1
+ WHERE account_id = ?2 AND balance >= ?1 AND currency = ?3
+   AND NOT EXISTS (SELECT 1 FROM jobs WHERE broker_job_id = ?4)
+   AND NOT EXISTS (SELECT 1 FROM replay WHERE message_id = ?5)
+ RETURNING balance, held";
+
+const LEDGER_SQLITE: &str = "\
+INSERT INTO ledger (entry_id, account_id, kind, amount, balance_after, held_after,
+                    provider_job_id, created_at)
+ VALUES (?1, ?2, 'hold', ?3, ?4, ?5, ?6, ?7)";
+
+const JOB_SQLITE: &str = "\
+INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
+                  broker_user_id, events_url, operation, model_name, model_size,
+                  model_sha256, quote_amount, currency, state, created_at, updated_at)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)";
+
+const REPLAY_SQLITE: &str = "\
+INSERT INTO replay (message_id, digest, expires_at, response_status, response_body,
+                    response_location)
+ VALUES (?1, ?2, ?3, 202, ?4, ?5)";
+
+/// [`accept_recorded_run`] on SQLite, on the caller's thread while sqlx's worker thread
+/// for the connection is locked out: four prepared statements per offer, no hand-off
+/// between threads. Returns how many offers (a prefix) were accepted.
+#[allow(unsafe_code)] // the connection handed from sqlx to rusqlite: see SAFETY below
+fn accept_run_sqlite(
+    handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+    ready: &[NewOffer<'_>],
+    now: i64,
+) -> Result<usize, sqlx::Error> {
+    use rusqlite::{OptionalExtension as _, params};
+    // SAFETY: `handle` keeps sqlx's worker away from the connection (and from every
+    // statement on it) for as long as it lives, and it outlives `conn`, which is dropped at
+    // the end of this function. `from_handle` never closes the connection, and dropping
+    // `conn` finalizes the statements prepared here. libsqlite3-sys is one crate (one
+    // version) for sqlx and rusqlite, so the handle is the type rusqlite expects.
+    let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+        .map_err(sqlite_error)?;
+    let mut accepted = 0;
+    {
+        let mut hold = conn.prepare(HOLD_SQLITE).map_err(sqlite_error)?;
+        let mut ledger = conn.prepare(LEDGER_SQLITE).map_err(sqlite_error)?;
+        let mut job = conn.prepare(JOB_SQLITE).map_err(sqlite_error)?;
+        let mut replay = conn.prepare(REPLAY_SQLITE).map_err(sqlite_error)?;
+        for n in ready {
+            let (offer, c, r) = (&n.work.offer, n.c, n.record);
+            let amount = c.quote.amount;
+            let account = c.account_id.as_str();
+            let provider_job = c.provider_job_id.as_str();
+            // UPDATE … RETURNING makes its change at the first step.
+            let Some((balance, held)) = hold
+                .query_row(
+                    params![
+                        amount,
+                        account,
+                        c.quote.currency.as_str(),
+                        offer.job_id.as_str(),
+                        r.id.as_str()
+                    ],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .optional()
+                .map_err(sqlite_error)?
+            else {
+                break;
+            };
+            ledger
+                .execute(params![
+                    n.entry_id.as_str(),
+                    account,
+                    amount,
+                    balance,
+                    held,
+                    provider_job,
+                    now
+                ])
+                .map_err(sqlite_error)?;
+            job.execute(params![
+                provider_job,
+                offer.job_id.as_str(),
+                n.work.message_id.as_str(),
+                account,
+                offer.user.broker_user_id.as_str(),
+                offer.events_url.as_str(),
+                offer.operation.as_str(),
+                offer.model.name.as_str(),
+                c.model_size,
+                offer.model.sha256.as_str(),
+                amount,
+                c.quote.currency.as_str(),
+                queue::JobPhase::Accepted.as_str(),
+                now
+            ])
+            .map_err(sqlite_error)?;
+            replay
+                .execute(params![
+                    r.id.as_str(),
+                    r.digest.as_str(),
+                    r.expires_at,
+                    n.body.as_str(),
+                    n.acc.status_url.as_str()
+                ])
+                .map_err(sqlite_error)?;
+            accepted += 1;
+        }
+    }
+    drop(conn);
+    Ok(accepted)
+}
+
+/// [`accept_recorded_run`] on PostgreSQL: one call of `fmp_accept_recorded_offers` with
+/// one array per column. Returns how many offers (a prefix) were accepted.
+async fn accept_run_postgres(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ready: &[NewOffer<'_>],
+    now: i64,
+) -> Result<usize, sqlx::Error> {
+    macro_rules! column {
+        (|$n:ident| $e:expr) => {
+            ready.iter().map(|$n| $e).collect::<Vec<_>>()
+        };
+    }
+    let accepted: i32 = sqlx::query_scalar(
+        "SELECT fmp_accept_recorded_offers($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                                           $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+    )
+    .bind(column!(|n| n.c.quote.amount))
+    .bind(column!(|n| n.c.account_id.as_str()))
+    .bind(column!(|n| n.c.quote.currency.as_str()))
+    .bind(column!(|n| n.work.offer.job_id.as_str()))
+    .bind(column!(|n| n.c.provider_job_id.as_str()))
+    .bind(column!(|n| n.entry_id.as_str()))
+    .bind(now)
+    .bind(column!(|n| n.work.message_id.as_str()))
+    .bind(column!(|n| n.work.offer.user.broker_user_id.as_str()))
+    .bind(column!(|n| n.work.offer.events_url.as_str()))
+    .bind(column!(|n| n.work.offer.operation.as_str()))
+    .bind(column!(|n| n.work.offer.model.name.as_str()))
+    .bind(column!(|n| n.c.model_size))
+    .bind(column!(|n| n.work.offer.model.sha256.as_str()))
+    .bind(queue::JobPhase::Accepted.as_str())
+    .bind(column!(|n| n.body.as_str()))
+    .bind(column!(|n| n.acc.status_url.as_str()))
+    .bind(column!(|n| n.record.digest.as_str()))
+    .bind(column!(|n| n.record.expires_at))
+    .fetch_one(&mut **t)
+    .await?;
+    Ok(usize::try_from(accepted).unwrap_or(0).min(ready.len()))
+}
+
+/// A SQLite error met through rusqlite, as a database error of sqlx's (so that
+/// [`super::db::is_unique_violation`] and the like see it).
+fn sqlite_error(e: rusqlite::Error) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(SqliteCallError(e)))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SqliteCallError(rusqlite::Error);
+
+impl sqlx::error::DatabaseError for SqliteCallError {
+    fn message(&self) -> &str {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(_, Some(m)) => m,
+            _ => "SQLite call failed",
+        }
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.0
+            .sqlite_error()
+            .map(|e| e.extended_code.to_string().into())
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.0.sqlite_error().map(|e| e.extended_code) {
+            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                ErrorKind::UniqueViolation
+            }
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
+            Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
+            Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 /// SQLite: the hold, its ledger entry, the job row and the saved answer as one compound
@@ -345,66 +610,16 @@ rep AS (
    WHERE message_id = $8 AND response_status IS NULL AND EXISTS (SELECT 1 FROM acct))
 SELECT balance, held FROM acct";
 
-/// [`ACCEPT_NEW_SQLITE`] for a `webhook-id` not seen before (`$18` its digest, `$19` its
-/// expiry): the replay record is inserted with the saved answer instead of updated.
-const ACCEPT_RECORDED_SQLITE: &str = "\
-UPDATE accounts SET balance = balance - $1, held = held + $1
- WHERE account_id = $2 AND balance >= $1 AND currency = $3
-   AND NOT EXISTS (SELECT 1 FROM jobs WHERE broker_job_id = $4)
-   AND NOT EXISTS (SELECT 1 FROM replay WHERE message_id = $8)
- RETURNING balance, held;
-INSERT INTO ledger (entry_id, account_id, kind, amount, balance_after, held_after,
-                    provider_job_id, created_at)
- SELECT $6, account_id, 'hold', $1, balance, held, $5, $7
-   FROM accounts WHERE account_id = $2 AND changes() = 1;
-INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
-                  broker_user_id, events_url, operation, model_name, model_size,
-                  model_sha256, quote_amount, currency, state, created_at, updated_at)
- SELECT $5, $4, $8, $2, $9, $10, $11, $12, $13, $14, $1, $3, $15, $7, $7
-  WHERE changes() = 1
- RETURNING provider_job_id;
-INSERT INTO replay (message_id, digest, expires_at, response_status, response_body,
-                    response_location)
- SELECT $8, $18, $19, 202, $16, $17
-  WHERE EXISTS (SELECT 1 FROM jobs WHERE provider_job_id = $5)";
-
-/// [`ACCEPT_NEW_POSTGRES`] for a `webhook-id` not seen before (`$18` its digest, `$19` its
-/// expiry). Another instance recording the same id at the same moment makes the insert a
-/// unique violation, which the intake writer handles (the batch again, one by one).
-const ACCEPT_RECORDED_POSTGRES: &str = "\
-WITH acct AS (
-  UPDATE accounts SET balance = balance - $1, held = held + $1
-   WHERE account_id = $2 AND balance >= $1 AND currency = $3
-     AND NOT EXISTS (SELECT 1 FROM jobs WHERE broker_job_id = $4)
-     AND NOT EXISTS (SELECT 1 FROM replay WHERE message_id = $8)
-   RETURNING account_id, balance, held),
-led AS (
-  INSERT INTO ledger (entry_id, account_id, kind, amount, balance_after, held_after,
-                      provider_job_id, created_at)
-  SELECT $6, account_id, 'hold', $1, balance, held, $5, $7 FROM acct),
-job AS (
-  INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
-                    broker_user_id, events_url, operation, model_name, model_size,
-                    model_sha256, quote_amount, currency, state, created_at, updated_at)
-  SELECT $5, $4, $8, $2, $9, $10, $11, $12, $13, $14, $1, $3, $15, $7, $7 FROM acct),
-rep AS (
-  INSERT INTO replay (message_id, digest, expires_at, response_status, response_body,
-                      response_location)
-  SELECT $8, $18, $19, 202, $16, $17 FROM acct)
-SELECT balance, held FROM acct";
-
 /// Accepts a new offer whose hold the balance covers, in one statement batch (one call to
 /// the database instead of five): the hold, its ledger entry, the job row and the saved
 /// `202`. `None` (and nothing written) when the broker job exists already or the hold is
 /// refused (no such account, another currency, too low a balance): the caller then takes
-/// the step-by-step path, which tells these cases apart. With `record`, the message's
-/// `webhook-id` is recorded in the same batch, and `None` also when the id is known.
+/// the step-by-step path, which tells these cases apart.
 async fn accept_new(
     tx: &mut Tx,
     public_url: &str,
     work: &OfferWork,
     c: &Checked,
-    record: Option<&RecordWork>,
 ) -> Result<Option<Offered>, sqlx::Error> {
     let offer = &work.offer;
     let job_id = c.provider_job_id.as_str();
@@ -443,25 +658,8 @@ async fn accept_new(
                 .bind(acc.status_url.as_str())
         };
     }
-    // The replay record's two values, for the statements that insert it.
-    macro_rules! with_record {
-        ($q:expr) => {
-            match record {
-                None => $q,
-                Some(r) => $q.bind(r.digest.as_str()).bind(r.expires_at),
-            }
-        };
-    }
-    let (sqlite, postgres) = match record {
-        None => (ACCEPT_NEW_SQLITE, ACCEPT_NEW_POSTGRES),
-        Some(_) => (ACCEPT_RECORDED_SQLITE, ACCEPT_RECORDED_POSTGRES),
-    };
     let accepted = match tx {
-        Tx::Sqlite(t) => match with_record!(bound!(sqlite))
-            .fetch_all(&mut **t)
-            .await?
-            .len()
-        {
+        Tx::Sqlite(t) => match bound!(ACCEPT_NEW_SQLITE).fetch_all(&mut **t).await?.len() {
             0 => false,
             2 => true,
             n => {
@@ -471,7 +669,7 @@ async fn accept_new(
                 )));
             }
         },
-        Tx::Postgres(t) => with_record!(bound!(postgres))
+        Tx::Postgres(t) => bound!(ACCEPT_NEW_POSTGRES)
             .fetch_optional(&mut **t)
             .await?
             .is_some(),

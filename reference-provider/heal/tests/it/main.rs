@@ -2,6 +2,7 @@
 
 mod bounds;
 mod fans;
+mod foreign;
 mod input;
 mod props;
 mod provenance;

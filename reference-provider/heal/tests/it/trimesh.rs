@@ -7,7 +7,7 @@ use std::process::Command;
 
 use fixmyprint_heal::{self as heal, RepairOptions, generate};
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/ensure-venv.sh");
     let out = Command::new("bash")
         .arg(&script)

@@ -1,0 +1,241 @@
+"""Broken STL files from a generator that is not ours, and a judge for their repairs.
+
+The healer's own tests break models made by its own generator (`heal::generate`). This
+script makes models with trimesh's `creation` module (spheres with pole fans, a capsule, a
+cone, discs and tubes whose caps are fans of long thin facets, a torus, an assembly with a
+cavity) and breaks them with its own code: per-facet vertex copies with noise, flipped,
+missing, duplicated and degenerate facets (repeated corners, and slivers whose middle corner
+lies on the opposite edge), debris, shuffled facets, T-junctions (a facet split at the middle
+of an edge whose other facet is not, with or without the zero-area facet that closes the
+crack), ASCII files and binary files whose header starts with `solid`, as CAD exporters
+write.
+
+    python foreign_models.py make OUT_DIR        # writes OUT_DIR/*.stl and manifest.json
+    python foreign_models.py judge MANIFEST DIR  # judges DIR/<name>.stl for every case
+
+`judge` prints one JSON object per case with trimesh's verdict next to what the clean model
+had (volume, number of bodies); the Rust test decides what passes.
+"""
+
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import trimesh
+from trimesh import creation
+
+
+def clean_models():
+    """The clean models: (name, mesh). Each is watertight and wound outward."""
+    models = []
+    # A CAD block: 12 facets, axis-aligned, so a point halfway along an edge is exact.
+    models.append(("block", creation.box(extents=[40.0, 30.0, 20.0])))
+    models.append(("icosphere", creation.icosphere(subdivisions=4, radius=10.0)))
+    models.append(("uv_sphere", creation.uv_sphere(radius=10.0, count=[64, 64])))
+    models.append(("capsule", creation.capsule(height=30.0, radius=5.0, count=[64, 64])))
+    models.append(("cone", creation.cone(radius=6.0, height=25.0, sections=400)))
+    # A thin disc: its caps are fans of 512 needles from the centre, 8 long and 0.1 wide.
+    models.append(("disc", creation.cylinder(radius=8.0, height=1.5, sections=512)))
+    # A tube with a thin wall: the caps are long strips of thin facets.
+    models.append(("tube", creation.annulus(r_min=5.0, r_max=5.6, height=40.0, sections=300)))
+    models.append(
+        (
+            "torus",
+            creation.torus(major_radius=20.0, minor_radius=2.0, major_sections=128, minor_sections=24),
+        )
+    )
+    # A box with a spherical cavity (wound inward) and a separate cylinder beside it.
+    box = creation.box(extents=[40.0, 30.0, 20.0])
+    cavity = creation.icosphere(subdivisions=4, radius=6.0)
+    cavity.invert()
+    post = creation.cylinder(radius=3.0, height=20.0, sections=128)
+    post.apply_translation([35.0, 0.0, 0.0])
+    models.append(("box_cavity_post", trimesh.util.concatenate([box, cavity, post])))
+    # Scale and place: a part far from the origin (CAD files in machine coordinates, where
+    # f32 keeps only a few digits below the millimetre) and one in metres instead of mm.
+    far = creation.icosphere(subdivisions=3, radius=10.0)
+    far.apply_translation([20000.0, -15000.0, 8000.0])
+    models.append(("icosphere_far", far))
+    metres = creation.capsule(height=30.0, radius=5.0, count=[32, 32])
+    metres.apply_scale(0.001)
+    models.append(("capsule_metres", metres))
+    return models
+
+
+def corner_array(mesh):
+    return np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
+
+
+def soup(tri, rng, noise):
+    """Every facet's corners as separate copies, each moved by up to `noise` per coordinate."""
+    if noise > 0:
+        tri = tri + rng.uniform(-noise, noise, size=tri.shape)
+    return tri
+
+
+def break_all(tri, rng, diag):
+    """Flips, holes, duplicates, degenerates, debris and shuffling on a soup of facets."""
+    n = len(tri)
+    tri = tri.copy()
+    # 10 % of facets flipped.
+    flip = rng.random(n) < 0.10
+    tri[flip] = tri[flip][:, ::-1, :]
+    # A few single facets removed (small holes), never neighbours of each other by chance
+    # more than rarely.
+    keep = np.ones(n, dtype=bool)
+    keep[rng.choice(n, size=max(1, n // 2000), replace=False)] = False
+    tri = tri[keep]
+    # 3 % duplicated, some of them with their corners rotated (same facet, other start).
+    dup = tri[rng.random(len(tri)) < 0.03]
+    dup = np.roll(dup, 1, axis=1)
+    # Degenerate facets: a corner repeated, and three corners on a line.
+    a = tri[rng.choice(len(tri), size=20)]
+    deg1 = np.stack([a[:, 0], a[:, 0], a[:, 1]], axis=1)
+    deg2 = np.stack([a[:, 0], (a[:, 0] + a[:, 1]) / 2, a[:, 1]], axis=1)
+    # Debris: tiny closed tetrahedra far from everything (under 0.5 % of the diagonal).
+    lo = tri.reshape(-1, 3).min(axis=0)
+    debris = []
+    for i in range(5):
+        c = lo - diag * (0.2 + 0.05 * i)
+        s = diag * 0.002
+        p = np.array([c, c + [s, 0, 0], c + [0, s, 0], c + [0, 0, s]])
+        debris += [[p[0], p[2], p[1]], [p[0], p[1], p[3]], [p[0], p[3], p[2]], [p[1], p[2], p[3]]]
+    tri = np.concatenate([tri, dup, deg1, deg2, np.array(debris)])
+    return tri[rng.permutation(len(tri))]
+
+
+def t_junctions(mesh, rng, count, sliver):
+    """T-junctions: `count` facets split in two at the midpoint of an edge whose other facet
+    stays whole (a crack along that edge, as CAD exports write where two patches meet), and,
+    with `sliver`, the zero-area facet that some exporters add to close each crack."""
+    v = list(np.asarray(mesh.vertices, dtype=np.float64))
+    faces = [list(f) for f in np.asarray(mesh.faces)]
+    owner = {}
+    for i, f in enumerate(faces):
+        for k in range(3):
+            owner[(f[k], f[(k + 1) % 3])] = i
+    used = set()
+    extra = []
+    for i in rng.permutation(len(faces)):
+        if len(used) >= 2 * count:
+            break
+        a, b, c = faces[i]
+        j = owner.get((b, a))
+        if i in used or j is None or j in used:
+            continue
+        used.update((i, j))
+        m = len(v)
+        v.append((v[a] + v[b]) / 2)
+        faces[i] = [a, m, c]
+        extra.append([m, b, c])
+        if sliver:
+            extra.append([a, b, m])
+    v = np.array(v)
+    return v[np.array(faces + extra)]
+
+
+def write_binary(path, tri, header=b"foreign_models"):
+    with open(path, "wb") as f:
+        f.write(header.ljust(80, b" ")[:80])
+        f.write(struct.pack("<I", len(tri)))
+        rec = np.zeros(len(tri), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+        rec["v"] = tri.astype(np.float32)
+        f.write(rec.tobytes())
+
+
+def write_ascii(path, tri):
+    with open(path, "w") as f:
+        f.write("solid foreign\n")
+        for t in tri.astype(np.float32):
+            f.write("  facet normal 0 0 0\n    outer loop\n")
+            for v in t:
+                f.write(f"      vertex {v[0]:.9e} {v[1]:.9e} {v[2]:.9e}\n")
+            f.write("    endloop\n  endfacet\n")
+        f.write("endsolid foreign\n")
+
+
+def make(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(20261201)
+    manifest = []
+    for name, mesh in clean_models():
+        assert mesh.is_watertight and mesh.is_winding_consistent, name
+        tri = corner_array(mesh)
+        diag = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
+        split = mesh.split(only_watertight=False)
+        bodies = len(split)
+        negative = sum(1 for b in split if b.volume < 0)
+        variants = [
+            ("exact", tri, "binary"),
+            ("soup_1e-7", soup(tri, rng, 1e-7 * diag), "binary"),
+            ("soup_1e-6", soup(tri, rng, 1e-6 * diag), "solid-header"),
+            ("soup_1e-5", soup(tri, rng, 1e-5 * diag), "binary"),
+            ("broken_1e-6", break_all(soup(tri, rng, 1e-6 * diag), rng, diag), "ascii"),
+            ("t_junction_crack", t_junctions(mesh, rng, 12, False), "binary"),
+            ("t_junction_sliver", t_junctions(mesh, rng, 12, True), "binary"),
+            ("t_junction_sliver_soup_1e-6", soup(t_junctions(mesh, rng, 12, True), rng, 1e-6 * diag), "binary"),
+        ]
+        for variant, t, fmt in variants:
+            case = f"{name}.{variant}"
+            path = os.path.join(out_dir, case + ".stl")
+            if fmt == "ascii":
+                write_ascii(path, t)
+            elif fmt == "solid-header":
+                write_binary(path, t, header=b"solid exported by a CAD tool")
+            else:
+                write_binary(path, t)
+            manifest.append(
+                {
+                    "case": case,
+                    "file": path,
+                    "volume": float(mesh.volume),
+                    "bodies": bodies,
+                    "negative_bodies": negative,
+                    "facets": int(len(mesh.faces)),
+                }
+            )
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+
+
+def judge(manifest_path, repaired_dir):
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    for case in manifest:
+        path = os.path.join(repaired_dir, case["case"] + ".stl")
+        m = trimesh.load(path, force="mesh", process=True)
+        bodies = m.split(only_watertight=False)
+        # Facets flat up to the rounding of f32 coordinates: height over the longest edge.
+        tri = m.triangles
+        edges = np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max(axis=1)
+        heights = 2.0 * m.area_faces / np.maximum(edges, 1e-300)
+        flat = int((heights <= 1e-6 * float(np.abs(m.vertices).max())).sum())
+        print(
+            json.dumps(
+                {
+                    "case": case["case"],
+                    "watertight": bool(m.is_watertight),
+                    "winding": bool(m.is_winding_consistent),
+                    "volume": float(m.volume),
+                    "clean_volume": case["volume"],
+                    "bodies": len(bodies),
+                    "clean_bodies": case["bodies"],
+                    "negative_bodies": sum(1 for b in bodies if b.volume < 0),
+                    "clean_negative_bodies": case["negative_bodies"],
+                    "facets": int(len(m.faces)),
+                    "clean_facets": case["facets"],
+                    "flat_facets": flat,
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "make":
+        make(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "judge":
+        judge(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(__doc__)

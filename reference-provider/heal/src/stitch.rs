@@ -245,6 +245,10 @@ pub(crate) fn stitch(
 /// Of an edge's own length, the fraction its ends may be moved by a stitch of copies.
 pub(crate) const COPY_FRACTION: f64 = 0.25;
 
+/// A pair of copies whose smaller end class holds more facets than this is not sewn (the
+/// check that the sewn edge ends with two facets reads them all).
+const OVERFULL_CHECK_MAX: usize = 1024;
+
 /// At most this many candidates are verified per boundary edge when stitching copies.
 pub(crate) const COPY_MAX_CANDIDATES: usize = 96;
 
@@ -404,6 +408,49 @@ pub(crate) fn stitch_copies(
             .iter()
             .any(|&(x, y)| collapses(&mut parent, &facets_of, x, y))
         {
+            continue;
+        }
+        // The sewn edge must end with two facets: those of `e` and `o`, no third one that
+        // already joins the two ends' classes (that edge would be split apart again).
+        let ends = r.map(|(x, y)| [x, y]);
+        let list = |x: u32| {
+            facets_of
+                .get(&involved[x as usize])
+                .map_or(&[][..], |v| &v[..])
+        };
+        let size = |end: [u32; 2]| {
+            list(end[0]).len()
+                + if end[1] != end[0] {
+                    list(end[1]).len()
+                } else {
+                    0
+                }
+        };
+        let (near, far) = if size(ends[0]) <= size(ends[1]) {
+            (ends[0], ends[1])
+        } else {
+            (ends[1], ends[0])
+        };
+        if size(near) > OVERFULL_CHECK_MAX {
+            continue;
+        }
+        let mut joining = 0;
+        let roots = if near[1] != near[0] {
+            &near[..]
+        } else {
+            &near[..1]
+        };
+        for &x in roots {
+            for &f in list(x) {
+                if triangles[f as usize]
+                    .iter()
+                    .any(|&w| far.contains(&find(&mut parent, w)))
+                {
+                    joining += 1;
+                }
+            }
+        }
+        if joining > 2 {
             continue;
         }
         for (x, y) in real {

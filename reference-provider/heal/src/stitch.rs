@@ -225,21 +225,7 @@ pub(crate) fn stitch(
         stitched += 1;
         largest = largest.max(s);
     }
-    if stitched == 0 {
-        return Stitched::default();
-    }
-    let mut merged = 0u64;
-    for v in 0..parent.len() {
-        let r = find(&mut parent, v as u32);
-        parent[v] = r;
-        merged += u64::from(r != v as u32);
-    }
-    Stitched {
-        merge_into: parent,
-        edges: stitched,
-        vertices: merged,
-        largest,
-    }
+    finish(parent, stitched, largest)
 }
 
 /// Of an edge's own length, the fraction its ends may be moved by a stitch of copies.
@@ -470,21 +456,7 @@ pub(crate) fn stitch_copies(
         stitched += 1;
         largest = largest.max(f64::from(f32::from_bits(g)));
     }
-    if stitched == 0 {
-        return Stitched::default();
-    }
-    let mut merged = 0u64;
-    for v in 0..parent.len() {
-        let r = find(&mut parent, v as u32);
-        parent[v] = r;
-        merged += u64::from(r != v as u32);
-    }
-    Stitched {
-        merge_into: parent,
-        edges: stitched,
-        vertices: merged,
-        largest,
-    }
+    finish(parent, stitched, largest)
 }
 
 /// Below this angle between two facets across a stitched edge (their third corners seen
@@ -737,5 +709,25 @@ fn union(parent: &mut [u32], a: u32, b: u32) {
         parent[rb as usize] = ra;
     } else if rb < ra {
         parent[ra as usize] = rb;
+    }
+}
+
+/// The result of a stitch whose merges are the union-find `parent`: every vertex pointed
+/// straight at its class's root, and the number of vertices merged away.
+fn finish(mut parent: Vec<u32>, stitched: u64, largest: f64) -> Stitched {
+    if stitched == 0 {
+        return Stitched::default();
+    }
+    let mut merged = 0u64;
+    for v in 0..parent.len() {
+        let r = find(&mut parent, v as u32);
+        parent[v] = r;
+        merged += u64::from(r != v as u32);
+    }
+    Stitched {
+        merge_into: parent,
+        edges: stitched,
+        vertices: merged,
+        largest,
     }
 }

@@ -431,14 +431,8 @@ mod tests {
         (Op { work, reply }, rx)
     }
 
-    /// One transaction with: an offer, the same offer again, an offer the balance cannot
-    /// cover, an offer for an unknown account, and an affordable one after the refusals.
-    #[tokio::test]
-    async fn one_batch_decides_each_offer_on_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
-            .await
-            .unwrap();
+    /// Registers a provider in `db` (as `fixmyprint register` would) and returns its id.
+    async fn registered(db: &Db) -> ProviderId {
         let provider = ProviderId::generate();
         let mut tx = db.begin().await.unwrap();
         exec!(
@@ -450,15 +444,34 @@ mod tests {
         )
         .unwrap();
         tx.commit().await.unwrap();
-        let config = Config::default();
-        let price = config.pricing.quote(1).amount;
-        let account = accounts::create_account(&db, &CreateAccount { name: "a".into() }, "EUR")
+        provider
+    }
+
+    /// A new account topped up with `quotes` times the price of a 1-byte model; returns
+    /// the account and that price.
+    async fn funded_account(db: &Db, quotes: i64) -> (AccountId, i64) {
+        let price = Config::default().pricing.quote(1).amount;
+        let account = accounts::create_account(db, &CreateAccount { name: "a".into() }, "EUR")
             .await
             .unwrap()
             .account_id;
-        accounts::top_up(&db, account.as_str(), 2 * price, None)
+        accounts::top_up(db, account.as_str(), quotes * price, None)
             .await
             .unwrap();
+        (account, price)
+    }
+
+    /// One transaction with: an offer, the same offer again, an offer the balance cannot
+    /// cover, an offer for an unknown account, and an affordable one after the refusals.
+    #[tokio::test]
+    async fn one_batch_decides_each_offer_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        let provider = registered(&db).await;
+        let (account, price) = funded_account(&db, 2).await;
+        let config = Config::default();
 
         let (job_a, job_b, job_c) = (JobId::generate(), JobId::generate(), JobId::generate());
         let stranger = AccountId::generate();
@@ -580,17 +593,9 @@ mod tests {
     /// earlier in the batch, its id reused for another body, an id whose old record has
     /// expired, an overdraw, an unknown account and a repeated broker job.
     async fn signed_offers_in_one_batch(db: Db) {
-        let provider = ProviderId::generate();
-        let mut tx = db.begin().await.unwrap();
-        exec!(
-            &mut tx,
-            "INSERT INTO registration (id, provider_id, broker_id, broker_url, events_url,
-                                       secret_scope, registered_at)
-             VALUES (1, $1, 'diax-test', 'https://broker.test', 'https://broker.test/e', 'service', 0)",
-            provider.as_str()
-        )
-        .unwrap();
+        let provider = registered(&db).await;
         let now = 1_000_000;
+        let mut tx = db.begin().await.unwrap();
         exec!(
             &mut tx,
             "INSERT INTO replay (message_id, digest, expires_at) VALUES ('msg_old', 'aa', $1)",
@@ -598,15 +603,8 @@ mod tests {
         )
         .unwrap();
         tx.commit().await.unwrap();
+        let (account, price) = funded_account(&db, 3).await;
         let config = Config::default();
-        let price = config.pricing.quote(1).amount;
-        let account = accounts::create_account(&db, &CreateAccount { name: "a".into() }, "EUR")
-            .await
-            .unwrap()
-            .account_id;
-        accounts::top_up(&db, account.as_str(), 3 * price, None)
-            .await
-            .unwrap();
 
         let [a, b, c, d, e] = std::array::from_fn(|_| JobId::generate());
         let stranger = AccountId::generate();
@@ -737,26 +735,9 @@ mod tests {
     /// accepted (in runs of one call each), every later one is refused with nothing held,
     /// and the record between them is kept.
     async fn runs_stop_at_the_first_refusal(db: Db) {
-        let provider = ProviderId::generate();
-        let mut tx = db.begin().await.unwrap();
-        exec!(
-            &mut tx,
-            "INSERT INTO registration (id, provider_id, broker_id, broker_url, events_url,
-                                       secret_scope, registered_at)
-             VALUES (1, $1, 'diax-test', 'https://broker.test', 'https://broker.test/e', 'service', 0)",
-            provider.as_str()
-        )
-        .unwrap();
-        tx.commit().await.unwrap();
+        let provider = registered(&db).await;
+        let (account, price) = funded_account(&db, 5).await;
         let config = Config::default();
-        let price = config.pricing.quote(1).amount;
-        let account = accounts::create_account(&db, &CreateAccount { name: "a".into() }, "EUR")
-            .await
-            .unwrap()
-            .account_id;
-        accounts::top_up(&db, account.as_str(), 5 * price, None)
-            .await
-            .unwrap();
         let now = 1_000_000;
         let signed = |i: usize| {
             let id = format!("msg_{i}");
@@ -855,17 +836,7 @@ mod tests {
     async fn several_writers_never_overdraw() {
         let (_guard, url) = PgDb::create().await;
         let db = Db::connect(&url).await.unwrap();
-        let provider = ProviderId::generate();
-        let mut tx = db.begin().await.unwrap();
-        exec!(
-            &mut tx,
-            "INSERT INTO registration (id, provider_id, broker_id, broker_url, events_url,
-                                       secret_scope, registered_at)
-             VALUES (1, $1, 'diax-test', 'https://broker.test', 'https://broker.test/e', 'service', 0)",
-            provider.as_str()
-        )
-        .unwrap();
-        tx.commit().await.unwrap();
+        let provider = registered(&db).await;
         let config = Config::default();
         let price = config.pricing.quote(1).amount;
         let mut accts = Vec::new();

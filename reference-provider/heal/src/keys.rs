@@ -52,8 +52,9 @@ const RADIX_BITS: u32 = 11;
 /// One most-significant-digit radix pass over the bits that actually vary (`min..=max`)
 /// scatters the keys into up to 2048 buckets (per-chunk histograms, every chunk writes its own
 /// disjoint sub-slice of each bucket), then every bucket — small enough to stay in cache — is
-/// sorted on its own. This replaces a comparison sort over the whole array, whose passes each
-/// stream the full array through memory. Needs a second buffer of the same size.
+/// sorted on its own, back into `keys` (the second digit's scatter is the copy back). This
+/// replaces a comparison sort over the whole array, whose passes each stream the full array
+/// through memory. Needs a second buffer of the same size.
 pub(crate) fn sort(keys: &mut Vec<u64>) {
     let n = keys.len();
     if n < 1 << 16 {
@@ -111,46 +112,50 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
                 }
             });
     }
-    // Sort every bucket.
-    let mut parts: Vec<&mut [u64]> = Vec::with_capacity(buckets);
-    let mut rest: &mut [u64] = &mut out;
+    // Sort every bucket from `out` back into `keys` (whose contents were all copied out):
+    // the second digit's scatter is the copy back, so no bucket is copied twice and no third
+    // buffer is needed.
+    let mut parts: Vec<(&[u64], &mut [u64])> = Vec::with_capacity(buckets);
+    let mut src: &[u64] = &out;
+    let mut dst: &mut [u64] = keys;
     for &len in &bucket_len {
-        let (s, r) = std::mem::take(&mut rest).split_at_mut(len);
-        parts.push(s);
-        rest = r;
+        let (s, rs) = src.split_at(len);
+        let (d, rd) = std::mem::take(&mut dst).split_at_mut(len);
+        parts.push((s, d));
+        src = rs;
+        dst = rd;
     }
-    parts.into_par_iter().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(tmp, start): &mut (Vec<u64>, Vec<usize>), s| {
-            if s.len() > n / 8 {
+    parts
+        .into_par_iter()
+        .for_each_init(Vec::new, |start: &mut Vec<usize>, (src, s)| {
+            if src.len() > n / 8 {
+                s.copy_from_slice(src);
                 s.par_sort_unstable();
-            } else if s.len() < 64 || shift == 0 {
+            } else if src.len() < 64 || shift == 0 {
+                s.copy_from_slice(src);
                 s.sort_unstable();
             } else {
-                // A second radix digit through a reused buffer, wide enough that about four
-                // keys share both digits (so the cost per key does not grow with the bucket),
-                // then an insertion sort that only has to order those few.
-                let want = usize::BITS - (s.len() / 4).leading_zeros();
+                // A second radix digit, wide enough that about four keys share both digits
+                // (so the cost per key does not grow with the bucket), then an insertion sort
+                // that only has to order those few.
+                let want = usize::BITS - (src.len() / 4).leading_zeros();
                 let b2 = want.clamp(8, 16).min(shift);
                 let sh2 = shift - b2;
                 let mask = (1u64 << b2) - 1;
                 let digit = |k: u64| (((k - min) >> sh2) & mask) as usize;
                 start.clear();
                 start.resize((1 << b2) + 1, 0);
-                for &k in s.iter() {
+                for &k in src {
                     start[digit(k) + 1] += 1;
                 }
                 for d in 0..1 << b2 {
                     start[d + 1] += start[d];
                 }
-                tmp.clear();
-                tmp.resize(s.len(), 0);
-                for &k in s.iter() {
+                for &k in src {
                     let d = digit(k);
-                    tmp[start[d]] = k;
+                    s[start[d]] = k;
                     start[d] += 1;
                 }
-                s.copy_from_slice(tmp);
                 // `start[d]` is now where sub-bucket `d` ends. A sub-bucket that is not small
                 // (keys that differ only below both digits) gets a comparison sort, so no
                 // input makes this quadratic.
@@ -173,9 +178,7 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
                     }
                 }
             }
-        },
-    );
-    *keys = out;
+        });
 }
 
 /// Split sorted keys into about `parts` ranges whose borders never cut a run.

@@ -467,9 +467,8 @@ fn weld_stage(
         welded
             .triangles
             .par_iter()
-            .zip(limits.par_chunks_exact(3))
             .zip(distinct.par_iter())
-            .filter(|((t, _), d)| **d && (t[0] == t[1] || t[1] == t[2] || t[0] == t[2]))
+            .filter(|(t, d)| **d && (t[0] == t[1] || t[1] == t[2] || t[0] == t[2]))
             .count() as u64
     } else {
         0
@@ -480,8 +479,9 @@ fn weld_stage(
         let ids: Vec<u32> = welded
             .triangles
             .par_iter()
-            .zip(limits.par_chunks_exact(3))
-            .flat_map_iter(|(t, l)| (0..3).filter(|&k| l[k] < tolerance).map(|k| t[k]))
+            .zip(limits.par_iter())
+            .filter(|&(_, &l)| l < tolerance)
+            .flat_map_iter(|(t, _)| *t)
             .collect();
         for v in ids {
             limited_vertex[v as usize] = true;

@@ -87,7 +87,9 @@ pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
             }
         });
     drop(ks);
-    let twin: Vec<u32> = twin.into_par_iter().map(AtomicU32::into_inner).collect();
+    // Same size and alignment: the standard library collects this in place (no second
+    // buffer of every half-edge).
+    let twin: Vec<u32> = twin.into_iter().map(AtomicU32::into_inner).collect();
     Topology {
         twin,
         edges: counts.edges,

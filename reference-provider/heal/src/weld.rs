@@ -44,7 +44,8 @@ pub(crate) struct Welded {
     pub tolerance_merged: u64,
     /// Largest distance between two corners merged within the tolerance.
     pub largest_merge: f64,
-    /// With local limits: every corner's limit (see [`local_limits`]), else empty.
+    /// With local limits: every facet's limit, shared by its three corners (see
+    /// [`local_limits`]), else empty.
     pub limits: Vec<f32>,
     /// With local limits: how many corners' limits were cut below the tolerance.
     pub limited: u64,
@@ -131,10 +132,11 @@ impl Morton {
     }
 }
 
-/// The tolerance of every corner (`per_corner`, each at most `tol`), or `tol` for all.
+/// The tolerance of every corner (`per_facet`: corner `c` has its facet's, `per_facet[c / 3]`,
+/// each at most `tol`), or `tol` for all.
 #[derive(Clone, Copy)]
 struct Limits<'a> {
-    per_corner: Option<&'a [f32]>,
+    per_facet: Option<&'a [f32]>,
     tol: f32,
 }
 
@@ -218,32 +220,32 @@ struct ChunkOut {
 /// edge of the corner's facet (so two ends of a real edge, which share a facet, are never
 /// within each other's limit); edges of length 0 (a repeated corner) do not count, and the
 /// corners of a facet of zero area (which the clean stage removes) get 0: they weld only to
-/// bit-identical copies and set no limit for them. Also returns how many corners were cut below `cap`.
+/// bit-identical copies and set no limit for them.
+///
+/// One limit per facet (its three corners share it: a third of the memory of one per corner,
+/// and the clustering's gather reads a third as many cache lines). Also returns how many
+/// corners were cut below `cap`.
 pub(crate) fn local_limits(positions: &[[f32; 3]], cap: f32) -> (Vec<f32>, u64) {
-    let mut limits = vec![0.0f32; positions.len()];
-    let cut: u64 = limits
-        .par_chunks_exact_mut(3)
-        .zip(positions.par_chunks_exact(3))
-        .map(|(l, p)| {
-            let t = facet_limit([p[0], p[1], p[2]], cap);
-            l.fill(t);
-            if t > 0.0 && t < cap { 3 } else { 0 }
-        })
-        .sum();
+    let limits: Vec<f32> = positions
+        .par_chunks_exact(3)
+        .map(|p| facet_limit([p[0], p[1], p[2]], cap))
+        .collect();
+    let cut = limits.par_iter().filter(|&&t| t > 0.0 && t < cap).count() as u64 * 3;
     (limits, cut)
 }
 
 /// The auto-weld limit of the corners of the facet `p` (see [`local_limits`]): `cap` cut to
 /// [`LOCAL_FRACTION`] of its shortest edge of length > 0; 0 for a facet of zero area.
 fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
-    let d = |a: [f32; 3], b: [f32; 3]| {
+    // Squared lengths: the square root is monotonic, so the shortest length is the root of the
+    // shortest square (one root instead of three, the same value).
+    let d2 = |a: [f32; 3], b: [f32; 3]| {
         (0..3)
             .map(|k| {
                 let x = f64::from(a[k]) - f64::from(b[k]);
                 x * x
             })
             .sum::<f64>()
-            .sqrt()
     };
     // A facet of zero area is removed by the clean stage, so its edges are not the model's:
     // its corners weld only to bit-identical copies (limit 0), and they set no limit for
@@ -252,12 +254,12 @@ fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
         return 0.0;
     }
     // Coincident corners say nothing about the scale: the shortest edge of length > 0.
-    let shortest = [d(p[0], p[1]), d(p[1], p[2]), d(p[2], p[0])]
+    let shortest2 = [d2(p[0], p[1]), d2(p[1], p[2]), d2(p[2], p[0])]
         .into_iter()
         .filter(|&x| x > 0.0)
         .fold(f64::INFINITY, f64::min);
-    if shortest.is_finite() {
-        ((shortest * LOCAL_FRACTION) as f32).min(cap)
+    if shortest2.is_finite() {
+        ((shortest2.sqrt() * LOCAL_FRACTION) as f32).min(cap)
     } else {
         cap
     }
@@ -272,7 +274,8 @@ fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
 /// vertex, much less than welding again (which sorts every corner): in a grid of side
 /// `2 × cap`, the ball of radius `cap` round a vertex meets at most two cells per axis, so
 /// every touched vertex emits `hash(cell) << 32 | ordinal` for those (at most 8) cells, and
-/// every vertex looks its own cell up among the sorted probes.
+/// every vertex looks its own cell up among the sorted probes (a binary search, skipped when
+/// a bitmap of the probes' hashes says its cell has none).
 pub(crate) fn touched_may_merge(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
@@ -306,6 +309,16 @@ pub(crate) fn touched_may_merge(
         })
         .collect();
     keys::sort(&mut probes);
+    // Most vertices are far from every touched one: a bitmap of the probes' cell hashes (about
+    // 8 bits per probe, so few false hits) lets them skip the binary search.
+    let bits = (usize::BITS - probes.len().leading_zeros() + 3).clamp(12, 26);
+    let mask = (1u32 << bits) - 1;
+    let mut present = vec![0u64; 1 << (bits - 6)];
+    for &x in &probes {
+        let b = hi(x) & mask;
+        present[(b >> 6) as usize] |= 1 << (b & 63);
+    }
+    let present = &present;
     let d2 = |a: [f32; 3], b: [f32; 3]| -> f64 {
         (0..3)
             .map(|k| {
@@ -321,7 +334,12 @@ pub(crate) fn touched_may_merge(
         .enumerate()
         .flat_map_iter(|(v, &p)| {
             let h = hash(cell(p));
-            let from = probes.partition_point(|&x| hi(x) < h);
+            let b = h & mask;
+            let from = if present[(b >> 6) as usize] >> (b & 63) & 1 == 1 {
+                probes.partition_point(|&x| hi(x) < h)
+            } else {
+                probes.len()
+            };
             probes[from..]
                 .iter()
                 .take_while(move |&&x| hi(x) == h)
@@ -421,13 +439,13 @@ pub(crate) fn weld_in(
     keys::sort(&mut sorted);
     // The corners' own limits, computed only now: the sort's second buffer is gone, so the
     // two are never held at once.
-    let (per_corner, limited) = if local {
+    let (per_facet, limited) = if local {
         local_limits(&positions, tol)
     } else {
         (Vec::new(), 0)
     };
     let limits = Limits {
-        per_corner: local.then_some(&per_corner[..]),
+        per_facet: local.then_some(&per_facet[..]),
         tol,
     };
 
@@ -512,23 +530,31 @@ pub(crate) fn weld_in(
     drop(parent);
 
     // 5. Every corner's vertex number, scattered from the chunks into corner order.
-    let ids: Vec<AtomicU32> = (0..n).into_par_iter().map(|_| AtomicU32::new(0)).collect();
+    // Written per facet, so that the facets are this very buffer afterwards (no copy).
+    let ids: Vec<[AtomicU32; 3]> = (0..n / 3)
+        .into_par_iter()
+        .map(|_| Default::default())
+        .collect();
     ranges
         .par_iter()
         .zip(offsets.par_iter())
         .for_each(|(r, &off)| {
             sorted[r.clone()].par_chunks(1 << 14).for_each(|block| {
                 for &e in block {
-                    ids[lo(e) as usize].store(number[(off + hi(e)) as usize], Ordering::Relaxed);
+                    let c = lo(e) as usize;
+                    // (Corners past the last whole facet belong to no facet.)
+                    if let Some(f) = ids.get(c / 3) {
+                        f[c % 3].store(number[(off + hi(e)) as usize], Ordering::Relaxed);
+                    }
                 }
             });
         });
     drop(sorted);
     drop(number);
-    let id = |a: &AtomicU32| a.load(Ordering::Relaxed);
+    // Same size and alignment: the standard library collects this in place.
     let triangles: Vec<[u32; 3]> = ids
-        .par_chunks_exact(3)
-        .map(|c| [id(&c[0]), id(&c[1]), id(&c[2])])
+        .into_iter()
+        .map(|t| t.map(AtomicU32::into_inner))
         .collect();
     Welded {
         vertices,
@@ -537,7 +563,7 @@ pub(crate) fn weld_in(
         exact_merged,
         tolerance_merged,
         largest_merge: largest.sqrt(),
-        limits: per_corner,
+        limits: per_facet,
         limited,
     }
 }
@@ -551,8 +577,8 @@ fn cluster_chunk(
     // Gather first: independent loads overlap, unlike loads inside the clustering loop.
     let pos: Vec<[f32; 3]> = sorted.iter().map(|&k| positions[lo(k) as usize]).collect();
     // The corners' limits, gathered the same way (only when they differ per corner).
-    let lim: Vec<f32> = match limits.per_corner {
-        Some(l) => sorted.iter().map(|&k| l[lo(k) as usize]).collect(),
+    let lim: Vec<f32> = match limits.per_facet {
+        Some(l) => sorted.iter().map(|&k| l[lo(k) as usize / 3]).collect(),
         None => Vec::new(),
     };
     let mut reps: Vec<u64> = Vec::new();
@@ -574,7 +600,7 @@ fn cluster_chunk(
         } else {
             run_limit.extend_from_slice(&lim[run_start..run_end]);
         }
-        if limits.per_corner.is_some()
+        if limits.per_facet.is_some()
             && run_end - run_start > 1
             && run_limit.iter().any(|&t| t < limits.tol)
         {

@@ -87,7 +87,9 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
         })
         .collect();
     // Carve the output into (chunk, bucket) sub-slices: bucket-major, chunk order inside.
-    let mut out = vec![0u64; n];
+    // Initialised in parallel: a zeroed allocation is cleared (and, when its memory was given
+    // back to the system, faulted in) by the calling thread alone.
+    let mut out: Vec<u64> = (0..n).into_par_iter().map(|_| 0).collect();
     let mut slots: Vec<Vec<&mut [u64]>> =
         hists.iter().map(|_| Vec::with_capacity(buckets)).collect();
     let mut bucket_len = vec![0usize; buckets];

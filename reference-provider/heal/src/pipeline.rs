@@ -929,19 +929,66 @@ fn compact_vertices(
     mut triangles: Vec<[u32; 3]>,
     touched: Vec<u32>,
 ) -> (Mesh, Vec<u32>) {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
     const UNSET: u32 = u32::MAX;
-    let mut map = vec![UNSET; vertices.len()];
-    let mut out = Vec::new();
-    for t in triangles.iter_mut() {
-        for v in t.iter_mut() {
-            let m = &mut map[*v as usize];
-            if *m == UNSET {
-                *m = out.len() as u32;
-                out.push(vertices[*v as usize]);
-            }
-            *v = *m;
+    // In parallel: every vertex's first corner; the corners that come first for their vertex,
+    // counted per block of facets, give every block the range of numbers it hands out (in
+    // corner order, so the numbering is that of a sequential first-use pass).
+    let first: Vec<AtomicU32> = (0..vertices.len())
+        .into_par_iter()
+        .map(|_| AtomicU32::new(UNSET))
+        .collect();
+    triangles.par_iter().enumerate().for_each(|(f, t)| {
+        for (k, &v) in t.iter().enumerate() {
+            first[v as usize].fetch_min((3 * f + k) as u32, Relaxed);
         }
+    });
+    const BLOCK: usize = 1 << 14;
+    let (first_ref, tris_all) = (&first, &triangles);
+    let firsts_in = move |b: usize| {
+        let first = first_ref;
+        let range = b * BLOCK..((b + 1) * BLOCK).min(tris_all.len());
+        let tris = &tris_all[range.clone()];
+        range.zip(tris).flat_map(move |(f, t)| {
+            (0..3).filter_map(move |k| {
+                let v = t[k];
+                (first[v as usize].load(Relaxed) == (3 * f + k) as u32).then_some(v)
+            })
+        })
+    };
+    let counts: Vec<usize> = (0..triangles.len().div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| firsts_in(b).count())
+        .collect();
+    let total: usize = counts.iter().sum();
+    let mut out: Vec<[f32; 3]> = (0..total).into_par_iter().map(|_| [0.0; 3]).collect();
+    let map: Vec<AtomicU32> = (0..vertices.len())
+        .into_par_iter()
+        .map(|_| AtomicU32::new(UNSET))
+        .collect();
+    let mut slices = Vec::with_capacity(counts.len());
+    let mut rest: &mut [[f32; 3]] = &mut out;
+    let mut at = 0u32;
+    for &c in &counts {
+        let (a, r) = std::mem::take(&mut rest).split_at_mut(c);
+        slices.push((at, a));
+        at += c as u32;
+        rest = r;
     }
+    slices
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, (start, slice))| {
+            for ((v, o), id) in firsts_in(b).zip(slice.iter_mut()).zip(start..) {
+                *o = vertices[v as usize];
+                map[v as usize].store(id, Relaxed);
+            }
+        });
+    drop(first);
+    let map: Vec<u32> = map.into_iter().map(AtomicU32::into_inner).collect();
+    triangles
+        .par_iter_mut()
+        .for_each(|t| *t = t.map(|v| map[v as usize]));
     let mut touched: Vec<u32> = touched
         .into_iter()
         .map(|v| map[v as usize])

@@ -116,11 +116,40 @@ pub(crate) fn compact(t: &[[u32; 3]], twin: &[u32], w: &Winding, kept: &Kept) ->
         }
         x
     };
-    let (triangles, shell_of): (Vec<[u32; 3]>, Vec<u32>) = (0..t.len())
+    // A parallel compaction: kept facets counted per block, then every block writes its own
+    // slice of outputs sized in advance (a filtered parallel collect would append the pieces
+    // on one thread).
+    const BLOCK: usize = 1 << 15;
+    let counts: Vec<usize> = (0..t.len().div_ceil(BLOCK))
         .into_par_iter()
-        .filter(|&f| keep(f))
-        .map(|f| (oriented(f), kept.new_id[w.shell_of[f] as usize]))
-        .unzip();
+        .map(|b| {
+            (b * BLOCK..((b + 1) * BLOCK).min(t.len()))
+                .filter(|&f| keep(f))
+                .count()
+        })
+        .collect();
+    let total: usize = counts.iter().sum();
+    let mut triangles: Vec<[u32; 3]> = (0..total).into_par_iter().map(|_| [0; 3]).collect();
+    let mut shell_of: Vec<u32> = (0..total).into_par_iter().map(|_| 0).collect();
+    let mut slices = Vec::with_capacity(counts.len());
+    let (mut rest_t, mut rest_s): (&mut [[u32; 3]], &mut [u32]) = (&mut triangles, &mut shell_of);
+    for &c in &counts {
+        let (a, ra) = std::mem::take(&mut rest_t).split_at_mut(c);
+        let (b, rb) = std::mem::take(&mut rest_s).split_at_mut(c);
+        slices.push((a, b));
+        rest_t = ra;
+        rest_s = rb;
+    }
+    slices
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, (out_t, out_s))| {
+            let kept_facets = (b * BLOCK..((b + 1) * BLOCK).min(t.len())).filter(|&f| keep(f));
+            for ((f, ot), os) in kept_facets.zip(out_t.iter_mut()).zip(out_s.iter_mut()) {
+                *ot = oriented(f);
+                *os = kept.new_id[w.shell_of[f] as usize];
+            }
+        });
     let boundary: Vec<(u32, u32, u32)> = (0..t.len())
         .into_par_iter()
         .filter(|&f| keep(f) && twin[3 * f..3 * f + 3].contains(&NONE))

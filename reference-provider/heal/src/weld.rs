@@ -71,6 +71,8 @@ struct Morton {
     cells: [i64; 3],
     /// `spread[a][byte][v]`: the key bits of value `v` in byte `byte` of the index on axis `a`.
     spread: [[[u32; 256]; 4]; 3],
+    /// Bytes of the index that can be non-zero on each axis (the others spread to 0).
+    bytes: [usize; 3],
 }
 
 impl Morton {
@@ -97,6 +99,7 @@ impl Morton {
         let mut m = Box::new(Morton {
             cells,
             spread: [[[0; 256]; 4]; 3],
+            bytes: bits.map(|b| b.div_ceil(8) as usize),
         });
         for a in 0..3 {
             for byte in 0..4 {
@@ -119,12 +122,14 @@ impl Morton {
     #[inline]
     fn key(&self, c: [i64; 3]) -> Option<u32> {
         let mut k = 0;
-        for ((&ca, &n), spread) in c.iter().zip(&self.cells).zip(&self.spread) {
+        for (((&ca, &n), spread), &bytes) in
+            c.iter().zip(&self.cells).zip(&self.spread).zip(&self.bytes)
+        {
             if ca < 0 || ca >= n {
                 return None;
             }
             let x = ca as u32;
-            for (byte, table) in spread.iter().enumerate() {
+            for (byte, table) in spread.iter().enumerate().take(bytes) {
                 k |= table[(x >> (8 * byte)) as usize & 255];
             }
         }

@@ -556,6 +556,15 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Expired replay records deleted per transaction by [`DbReplayStore::purge_expired`].
+pub const PURGE_CHUNK: i64 = 1000;
+
+/// One chunk of the replay purge (`$1` now in Unix seconds, `$2` the chunk): the oldest
+/// expired records, found through the `replay_expiry` index.
+pub(crate) const PURGE_REPLAY: &str = "\
+DELETE FROM replay WHERE message_id IN (
+    SELECT message_id FROM replay WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
+
 /// A [`ReplayStore`] in the database, shared by every instance using it.
 ///
 /// It also remembers the answer given to each message id, so a redelivery is answered
@@ -717,19 +726,22 @@ impl DbReplayStore {
         self.commit.submit(work).await.map(|_| ())
     }
 
-    /// Deletes expired ids.
+    /// Deletes expired ids, [`PURGE_CHUNK`] per transaction, so that the intake's writes
+    /// take turns with a large purge instead of waiting for all of it.
     ///
     /// # Errors
     /// The driver's error.
     pub async fn purge_expired(&self, now_secs: i64) -> Result<u64, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let n = exec!(
-            &mut tx,
-            "DELETE FROM replay WHERE expires_at < $1",
-            now_secs
-        )?;
-        tx.commit().await?;
-        Ok(n)
+        let mut purged = 0;
+        loop {
+            let mut tx = self.db.begin().await?;
+            let n = exec!(&mut tx, PURGE_REPLAY, now_secs, PURGE_CHUNK)?;
+            tx.commit().await?;
+            purged += n;
+            if n < PURGE_CHUNK.unsigned_abs() {
+                return Ok(purged);
+            }
+        }
     }
 }
 

@@ -31,6 +31,17 @@ pub struct Swept {
     pub inputs_never_came: u64,
 }
 
+/// Result credentials expired before `$1` (Unix seconds), through the
+/// `result_credentials_expiry` index.
+pub(crate) const EXPIRED_CREDENTIALS: &str =
+    "SELECT token_hash, object_key FROM result_credentials WHERE expires_at < $1";
+
+/// Accepted jobs still without their input, offered before `$1` (Unix ms), oldest first,
+/// through the `jobs_waiting` index.
+pub(crate) const WAITING_TOO_LONG: &str = "SELECT provider_job_id FROM jobs
+ WHERE state = 'accepted' AND input_json IS NULL AND created_at < $1
+ ORDER BY created_at LIMIT 100";
+
 #[derive(sqlx::FromRow)]
 struct ExpiredCredential {
     token_hash: String,
@@ -46,12 +57,8 @@ struct ExpiredCredential {
 pub async fn sweep(service: &Service, now: i64) -> Result<Swept, sqlx::Error> {
     let mut swept = Swept::default();
     let mut tx = service.db().begin().await?;
-    let expired: Vec<ExpiredCredential> = fetch_all!(
-        &mut tx,
-        ExpiredCredential,
-        "SELECT token_hash, object_key FROM result_credentials WHERE expires_at < $1",
-        now
-    )?;
+    let expired: Vec<ExpiredCredential> =
+        fetch_all!(&mut tx, ExpiredCredential, EXPIRED_CREDENTIALS, now)?;
     tx.commit().await?;
     for cred in expired {
         // The result's picture first, so that no picture outlives its result's row.
@@ -107,14 +114,7 @@ pub async fn expire_waiting_jobs(service: &Service, now: i64) -> Result<u64, sql
     let timeout = service.config().input_timeout;
     let cutoff = now.saturating_mul(1000).saturating_sub(ms(timeout));
     let mut tx = service.db().begin().await?;
-    let waiting: Vec<Waiting> = fetch_all!(
-        &mut tx,
-        Waiting,
-        "SELECT provider_job_id FROM jobs
-         WHERE state = 'accepted' AND input_json IS NULL AND created_at < $1
-         ORDER BY created_at LIMIT 100",
-        cutoff
-    )?;
+    let waiting: Vec<Waiting> = fetch_all!(&mut tx, Waiting, WAITING_TOO_LONG, cutoff)?;
     tx.commit().await?;
     if waiting.is_empty() {
         return Ok(0);

@@ -250,6 +250,51 @@ pub async fn get(db: &Db, provider_job_id: &str) -> Result<Option<JobRow>, sqlx:
     Ok(row)
 }
 
+/// The claim on SQLite (`$1` owner, `$2` lease end, `$3` now): the oldest of two
+/// candidates, the oldest job whose input has come (index `jobs_ready`) and the oldest
+/// `running` job whose lease expired (index `jobs_leased`). Each is one index lookup, so a
+/// poll costs the same however many jobs wait for their input or are finished (an index
+/// over every job's state would make each poll walk all the waiting ones).
+pub(crate) const CLAIM_SQLITE: &str = concat!(
+    "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2,
+            attempts = attempts + 1, updated_at = $3
+     WHERE provider_job_id = (
+         SELECT provider_job_id FROM (
+             SELECT * FROM (SELECT provider_job_id, created_at FROM jobs
+                            WHERE state = 'accepted' AND input_json IS NOT NULL
+                              AND not_before <= $3
+                            ORDER BY created_at LIMIT 1)
+             UNION ALL
+             SELECT * FROM (SELECT provider_job_id, created_at FROM jobs
+                            WHERE state = 'running' AND lease_until < $3
+                            ORDER BY created_at LIMIT 1))
+         ORDER BY created_at LIMIT 1)
+     RETURNING ",
+    job_cols!()
+);
+
+/// The claim on PostgreSQL: as [`CLAIM_SQLITE`], each candidate locked with
+/// `FOR UPDATE SKIP LOCKED` so concurrent workers never claim the same row.
+pub(crate) const CLAIM_POSTGRES: &str = concat!(
+    "WITH ready AS (
+         SELECT provider_job_id, created_at FROM jobs
+          WHERE state = 'accepted' AND input_json IS NOT NULL AND not_before <= $3
+          ORDER BY created_at LIMIT 1
+          FOR UPDATE SKIP LOCKED),
+     stale AS (
+         SELECT provider_job_id, created_at FROM jobs
+          WHERE state = 'running' AND lease_until < $3
+          ORDER BY created_at LIMIT 1
+          FOR UPDATE SKIP LOCKED)
+     UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2,
+            attempts = attempts + 1, updated_at = $3
+      WHERE provider_job_id = (
+          SELECT provider_job_id FROM (SELECT * FROM ready UNION ALL SELECT * FROM stale) c
+           ORDER BY created_at LIMIT 1)
+     RETURNING ",
+    job_cols!()
+);
+
 /// Claims the oldest claimable job for `owner` with a lease of `lease`: an `accepted` job
 /// with its input, or a `running` job whose lease expired. Counts the attempt.
 ///
@@ -261,41 +306,20 @@ pub async fn claim(db: &Db, owner: &str, lease: Duration) -> Result<Option<JobRo
     let mut tx = db.begin().await?;
     let row = match &mut tx {
         Tx::Sqlite(t) => {
-            sqlx::query_as::<_, JobRow>(concat!(
-                "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2,
-                        attempts = attempts + 1, updated_at = $3
-                 WHERE provider_job_id = (
-                     SELECT provider_job_id FROM jobs
-                     WHERE ((state = 'accepted' AND input_json IS NOT NULL AND not_before <= $3)
-                            OR (state = 'running' AND lease_until < $3))
-                     ORDER BY created_at LIMIT 1)
-                 RETURNING ",
-                job_cols!()
-            ))
-            .bind(owner)
-            .bind(until)
-            .bind(now)
-            .fetch_optional(&mut **t)
-            .await?
+            sqlx::query_as::<_, JobRow>(CLAIM_SQLITE)
+                .bind(owner)
+                .bind(until)
+                .bind(now)
+                .fetch_optional(&mut **t)
+                .await?
         }
         Tx::Postgres(t) => {
-            sqlx::query_as::<_, JobRow>(concat!(
-                "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2,
-                        attempts = attempts + 1, updated_at = $3
-                 WHERE provider_job_id = (
-                     SELECT provider_job_id FROM jobs
-                     WHERE ((state = 'accepted' AND input_json IS NOT NULL AND not_before <= $3)
-                            OR (state = 'running' AND lease_until < $3))
-                     ORDER BY created_at LIMIT 1
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING ",
-                job_cols!()
-            ))
-            .bind(owner)
-            .bind(until)
-            .bind(now)
-            .fetch_optional(&mut **t)
-            .await?
+            sqlx::query_as::<_, JobRow>(CLAIM_POSTGRES)
+                .bind(owner)
+                .bind(until)
+                .bind(now)
+                .fetch_optional(&mut **t)
+                .await?
         }
     };
     tx.commit().await?;
@@ -642,5 +666,94 @@ mod tests {
         }
         let e = JobPhase::try_from("done".to_owned()).unwrap_err();
         assert!(e.to_string().contains("\"done\""), "{e}");
+    }
+
+    /// What the periodic statements (the workers' claim, the replay purge, the janitor's
+    /// queries) cost in SQLite's virtual machine steps does not grow with the rows they
+    /// leave alone: jobs waiting for their input, finished jobs, replay records not yet
+    /// expired. (With one index over every job's state, each claim walked all the jobs
+    /// waiting for their input, and the purge scanned the whole replay table.)
+    #[tokio::test]
+    async fn periodic_statements_do_not_walk_growing_tables() {
+        use crate::service::db::{Db, PURGE_CHUNK, PURGE_REPLAY};
+        use crate::service::janitor::{EXPIRED_CREDENTIALS, WAITING_TOO_LONG};
+        use rusqlite::{StatementStatus, params};
+
+        fn steps(conn: &rusqlite::Connection) -> Vec<(&'static str, i32)> {
+            let now_ms: i64 = 1_000_000_000;
+            let now_s = now_ms / 1000;
+            let run = |name: &'static str, sql: &str, args: &[&dyn rusqlite::ToSql]| {
+                conn.execute_batch("BEGIN").unwrap();
+                let mut st = conn.prepare(sql).unwrap();
+                let mut rows = st.query(args).unwrap();
+                while rows.next().unwrap().is_some() {}
+                drop(rows);
+                let n = st.get_status(StatementStatus::VmStep);
+                drop(st);
+                conn.execute_batch("ROLLBACK").unwrap();
+                (name, n)
+            };
+            vec![
+                run(
+                    "claim",
+                    super::CLAIM_SQLITE,
+                    params!["w", now_ms + 1, now_ms],
+                ),
+                run("replay purge", PURGE_REPLAY, params![now_s, PURGE_CHUNK]),
+                run(
+                    "inputs never came",
+                    WAITING_TOO_LONG,
+                    params![now_ms - 3_600_000],
+                ),
+                run("expired results", EXPIRED_CREDENTIALS, params![now_s]),
+            ]
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        db.close().await;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // `n` jobs in `state` (all recent: none is due for the janitor) and `n` replay
+        // records expiring after `now`, their ids starting with `tag`.
+        let add = |tag: &str, n: i64, state: &str| {
+            conn.execute(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
+                 INSERT INTO jobs (provider_job_id, broker_job_id, offer_message_id, account_id,
+                                   broker_user_id, events_url, operation, model_name,
+                                   model_size, model_sha256, quote_amount, currency, state,
+                                   created_at, updated_at)
+                 SELECT ?2 || i, ?2 || 'b' || i, ?2 || 'm' || i, 'acc', 'u', 'e', 'repair',
+                        'm', 1, 's', 1, 'EUR', ?3, 999990000 + i, 999990000 + i FROM k",
+                params![n, tag, state],
+            )
+            .unwrap();
+            conn.execute(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
+                 INSERT INTO replay (message_id, digest, expires_at)
+                 SELECT ?2 || 'r' || i, 'd', 1000001 + i FROM k",
+                params![n, tag],
+            )
+            .unwrap();
+        };
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO accounts (account_id, name, api_key_hash, currency, created_at)
+             VALUES ('acc', 'a', 'h', 'EUR', 0)",
+        )
+        .unwrap();
+        add("few", 10, "accepted");
+        let few = steps(&conn);
+        add("waiting", 20_000, "accepted");
+        add("finished", 20_000, "completed");
+        let many = steps(&conn);
+        for ((name, few), (_, many)) in few.into_iter().zip(many) {
+            assert!(
+                many <= few + 20,
+                "{name}: {few} steps with 10 jobs waiting, {many} with 20,010 and 20,000 finished"
+            );
+        }
     }
 }

@@ -63,7 +63,7 @@ struct Grid {
 /// Cell keys along a Z-order curve: the bits of the three cell indices interleaved (each axis
 /// with as many bits as its number of cells needs). Unlike a hash, this key is unique per cell
 /// and sorts cells that are near in space near each other, so the corners of neighbouring
-/// cells come out of the sort together: the gathers that follow (positions, limits by corner;
+/// cells come out of the sort together: the gathers that follow (positions, limits by facet;
 /// neighbour cells across a face) then touch memory that is near in the input too, instead of
 /// one random cache line per corner.
 struct Morton {

@@ -3,7 +3,8 @@
 The healer's own tests break models made by its own generator (`heal::generate`). This
 script makes models with trimesh's `creation` module (spheres with pole fans, a capsule, a
 cone, discs and tubes whose caps are fans of long thin facets, a torus, an assembly with a
-cavity) and breaks them with its own code: per-facet vertex copies with noise, flipped,
+cavity), and solids whose faces were meshed apart (every seam a row of T-junctions), and
+breaks them with its own code: per-facet vertex copies with noise, flipped,
 missing, duplicated and degenerate facets (repeated corners, and slivers whose middle corner
 lies on the opposite edge), debris, shuffled facets, T-junctions (a facet split at the middle
 of an edge whose other facet is not, with or without the zero-area facet that closes the
@@ -62,6 +63,59 @@ def clean_models():
     metres.apply_scale(0.001)
     models.append(("capsule_metres", metres))
     return models
+
+
+def grid_patch(origin, u, v, nu, nv):
+    """A rectangle `origin + s u + t v` (s, t in [0, 1]) meshed on its own as a grid of
+    `nu` x `nv` quads, two facets each, wound round `u x v`: how a CAD exporter meshes one face
+    without looking at its neighbours."""
+    origin, u, v = (np.asarray(x, dtype=np.float64) for x in (origin, u, v))
+    tris = []
+    for i in range(nu):
+        for j in range(nv):
+            p = [origin + u * (a / nu) + v * (b / nv) for a, b in ((i, j), (i + 1, j), (i + 1, j + 1), (i, j + 1))]
+            tris += [[p[0], p[1], p[2]], [p[0], p[2], p[3]]]
+    return tris
+
+
+def patch_models():
+    """Solids whose faces were meshed apart, with different subdivisions, so every seam is
+    a row of T-junctions and no vertex of one face has a copy on the next: (name, facets,
+    volume). Each is one body."""
+    x, y, z = np.eye(3)
+    models = []
+    # A block 40 x 30 x 20, every face on its own grid.
+    def block(res):
+        faces = [
+            ((0, 0, 0), 30 * y, 40 * x),  # bottom
+            ((0, 0, 20), 40 * x, 30 * y),  # top
+            ((0, 0, 0), 40 * x, 20 * z),  # front
+            ((0, 30, 0), 20 * z, 40 * x),  # back
+            ((0, 0, 0), 20 * z, 30 * y),  # left
+            ((40, 0, 0), 30 * y, 20 * z),  # right
+        ]
+        return sum((grid_patch(o, u, v, *r) for (o, u, v), r in zip(faces, res)), [])
+
+    models.append(("patch_block", block([(3, 4), (5, 7), (6, 2), (7, 5), (4, 3), (2, 9)]), 24000.0))
+    # Faces of two facets next to faces of hundreds: long edges with many T-junctions each.
+    models.append(
+        ("patch_block_coarse_fine", block([(1, 1), (40, 30), (1, 1), (37, 23), (1, 1), (29, 31)]), 24000.0)
+    )
+    # An L-shaped bracket: its end faces are two rectangles each, meshed apart as well.
+    faces = [
+        ((0, 0, 0), 30 * y, 40 * x, 5, 3),  # bottom
+        ((0, 0, 20), 20 * x, 30 * y, 7, 4),  # top
+        ((20, 0, 10), 20 * x, 30 * y, 3, 8),  # step
+        ((40, 0, 0), 30 * y, 10 * z, 6, 5),  # right
+        ((20, 0, 10), 30 * y, 10 * z, 4, 3),  # step wall
+        ((0, 0, 0), 20 * z, 30 * y, 5, 7),  # left
+        ((0, 0, 0), 20 * x, 20 * z, 4, 6),  # front, upper part
+        ((20, 0, 0), 20 * x, 10 * z, 7, 2),  # front, lower part
+        ((0, 30, 0), 20 * z, 20 * x, 3, 5),  # back, upper part
+        ((20, 30, 0), 10 * z, 20 * x, 4, 9),  # back, lower part
+    ]
+    models.append(("patch_bracket", sum((grid_patch(o, u, v, a, b) for o, u, v, a, b in faces), []), 18000.0))
+    return [(name, np.array(t), volume) for name, t, volume in models]
 
 
 def corner_array(mesh):
@@ -156,6 +210,15 @@ def write_ascii(path, tri):
         f.write("endsolid foreign\n")
 
 
+def write_case(path, tri, fmt):
+    if fmt == "ascii":
+        write_ascii(path, tri)
+    elif fmt == "solid-header":
+        write_binary(path, tri, header=b"solid exported by a CAD tool")
+    else:
+        write_binary(path, tri)
+
+
 def make(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(20261201)
@@ -180,12 +243,7 @@ def make(out_dir):
         for variant, t, fmt in variants:
             case = f"{name}.{variant}"
             path = os.path.join(out_dir, case + ".stl")
-            if fmt == "ascii":
-                write_ascii(path, t)
-            elif fmt == "solid-header":
-                write_binary(path, t, header=b"solid exported by a CAD tool")
-            else:
-                write_binary(path, t)
+            write_case(path, t, fmt)
             manifest.append(
                 {
                     "case": case,
@@ -195,6 +253,22 @@ def make(out_dir):
                     "negative_bodies": negative,
                     "facets": int(len(mesh.faces)),
                 }
+            )
+    for name, tri, volume in patch_models():
+        diag = float(np.linalg.norm(tri.reshape(-1, 3).max(axis=0) - tri.reshape(-1, 3).min(axis=0)))
+        variants = [
+            ("exact", tri, "binary"),
+            ("soup_1e-7", soup(tri, rng, 1e-7 * diag), "binary"),
+            ("soup_1e-6", soup(tri, rng, 1e-6 * diag), "solid-header"),
+            ("soup_1e-5", soup(tri, rng, 1e-5 * diag), "binary"),
+            ("broken_1e-6", break_all(soup(tri, rng, 1e-6 * diag), rng, diag), "ascii"),
+        ]
+        for variant, t, fmt in variants:
+            case = f"{name}.{variant}"
+            path = os.path.join(out_dir, case + ".stl")
+            write_case(path, t, fmt)
+            manifest.append(
+                {"case": case, "file": path, "volume": volume, "bodies": 1, "negative_bodies": 0, "facets": len(tri)}
             )
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

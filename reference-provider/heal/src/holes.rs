@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::clean::{degenerate, degenerate_at, rounding};
+use crate::clean::{degenerate, degenerate_at, flat, rounding};
 
 #[derive(Debug, Default)]
 pub(crate) struct HoleStats {
@@ -346,15 +346,20 @@ fn split_t_junctions(
         let Some(&(f, k)) = owner.get(&(*b, *a)) else {
             continue;
         };
-        if !split_facets.insert(f) {
-            continue;
-        }
         let c = triangles[f][(k + 2) % 3];
         let shell = shell_of[f];
         let chain: Vec<u32> = std::iter::once(*b)
             .chain(on.iter().copied())
             .chain(std::iter::once(*a))
             .collect();
+        // A piece the clean stage would remove as flat (a corner on a line with an edge up
+        // to rounding) leaves the crack to the filling instead.
+        if chain.windows(2).any(|w| flat(v, [w[0], w[1], c], snap)) {
+            continue;
+        }
+        if !split_facets.insert(f) {
+            continue;
+        }
         for (j, w) in chain.windows(2).enumerate() {
             let t = [w[0], w[1], c];
             if j == 0 {

@@ -33,7 +33,7 @@
 //! - `pipeline`: [`repair`], [`repair_file`], [`repair_soup`], the stages run in order, each
 //!   returning its own report, timed by one helper.
 //! - One module per stage: [`stl`] (parse and write), `weld`, `clean`, `topology` (and
-//!   `stitch`, run with it), `orient`
+//!   `stitch` and `zip`, run with it), `orient`
 //!   (winding and outward orientation), `shells`, `holes`; `keys` holds the shared hashing and
 //!   parallel sort.
 //! - [`stages`]: single stages on flat arrays, for the benches.
@@ -63,6 +63,7 @@ pub mod stl;
 mod topology;
 mod types;
 mod weld;
+mod zip;
 
 pub use error::HealError;
 pub use options::RepairOptions;

@@ -14,7 +14,7 @@ use crate::provenance::{self, Provenance, mark};
 use crate::stl::{self, Soup};
 use crate::{
     Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, stitch, topology,
-    weld,
+    weld, zip,
 };
 
 /// Repair an STL file held in memory (binary or ASCII, auto-detected).
@@ -601,12 +601,28 @@ fn topology_stage(
             vertices, triangles, &mut topo, touched, removed, tags, options, &round,
         );
     }
-    if changed {
+    // Boundary edges that boundary vertices lie on (T-junctions, also between two patches
+    // that are not yet one shell): split there, so both sides of the seam pair.
+    let mut zipped = zip::Zipped::default();
+    if options.stitch
+        && auto
+        && open > 1
+        && let Some(z) = zip::zip(vertices, triangles, &topo.twin, &topo.loose, weld_largest)
+    {
+        if let Some(t) = tags.as_mut() {
+            let more: Vec<u8> = z.origin.iter().map(|&f| t[f as usize]).collect();
+            t.extend(more);
+        }
+        zipped = z;
+    }
+    if changed || zipped.facets_split > 0 {
         // The counts (and the non-manifold facets) of the final facets; the twins are those
-        // the rounds kept up to date.
+        // the rounds kept up to date (the zip's splits are paired here).
         let kept = std::mem::take(&mut topo);
         topo = topology::pair_edges(triangles);
-        debug_assert!(kept.twin == topo.twin && kept.loose == topo.loose);
+        debug_assert!(
+            zipped.facets_split > 0 || (kept.twin == topo.twin && kept.loose == topo.loose)
+        );
     }
     let report = TopologyReport {
         edges: topo.edges,
@@ -616,6 +632,9 @@ fn topology_stage(
         stitched_vertices: st.vertices,
         stitch_largest: st.largest,
         stitch_rounds: rounds as u64,
+        zipped_edges: zipped.edges_split,
+        zipped_points: zipped.points,
+        zip_cells_skipped: zipped.cells_skipped,
         seconds: 0.0,
     };
     (topo, report)

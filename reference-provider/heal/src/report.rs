@@ -141,6 +141,18 @@ pub struct TopologyReport {
     /// the edges still open; at most 3).
     #[serde(default)]
     pub stitch_rounds: u64,
+    /// Boundary edges split at the boundary vertices that lie on them (T-junctions: a seam
+    /// between patches meshed with different subdivisions), so that the seam's two sides pair
+    /// up. Counted before `edges` and `boundary_edges`.
+    #[serde(default)]
+    pub zipped_edges: u64,
+    /// Points inserted into those edges.
+    #[serde(default)]
+    pub zipped_points: u64,
+    /// Grid cells too crowded to search for T-junctions (a crafted pile of boundary; see
+    /// docs/HEALING.md); 0 on real models.
+    #[serde(default)]
+    pub zip_cells_skipped: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

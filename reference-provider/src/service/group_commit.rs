@@ -432,6 +432,15 @@ mod tests {
     }
 
     /// Registers a provider in `db` (as `fixmyprint register` would) and returns its id.
+    /// A database in a SQLite file of its own (removed with the directory).
+    async fn temp_sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
     async fn registered(db: &Db) -> ProviderId {
         let provider = ProviderId::generate();
         let mut tx = db.begin().await.unwrap();
@@ -465,10 +474,7 @@ mod tests {
     /// cover, an offer for an unknown account, and an affordable one after the refusals.
     #[tokio::test]
     async fn one_batch_decides_each_offer_on_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
-            .await
-            .unwrap();
+        let (_dir, db) = temp_sqlite().await;
         let provider = registered(&db).await;
         let (account, price) = funded_account(&db, 2).await;
         let config = Config::default();
@@ -716,10 +722,7 @@ mod tests {
 
     #[tokio::test]
     async fn signed_offers_in_one_batch_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
-            .await
-            .unwrap();
+        let (_dir, db) = temp_sqlite().await;
         signed_offers_in_one_batch(db).await;
     }
 
@@ -816,10 +819,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_stop_at_the_first_refusal_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
-            .await
-            .unwrap();
+        let (_dir, db) = temp_sqlite().await;
         runs_stop_at_the_first_refusal(db).await;
     }
 

@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use crate::clean::rounding;
 use crate::topology::{NONE, SAME};
 use crate::{Bbox, bbox_of};
 
@@ -119,6 +120,43 @@ pub(crate) struct Oriented {
     pub volume: f64,
     /// Per shell: turned outward (or a cavity turned inward) here, for provenance.
     pub flip_shell: Vec<bool>,
+    /// Shells that enclose no volume ([`encloses_nothing`]).
+    pub flat: u64,
+}
+
+/// Does a closed shell with this signed volume enclose nothing: is it flat, a sheet and its
+/// fill on top of each other (an open flat piece whose rim was filled onto itself)? Its volume
+/// is then zero up to the rounding of its coordinates: at most its area times [`rounding`]
+/// (a solid that thin is under 8 units in the last place of its coordinates thick). Only
+/// shells whose volume is small against their box are measured.
+fn encloses_nothing(v: &[[f32; 3]], t: &[[u32; 3]], faces: &[u32], vol: f64, bb: &Bbox) -> bool {
+    let d = bb.diagonal();
+    if vol.abs() > 1e-3 * d * d * d {
+        return false;
+    }
+    let largest = bb
+        .min
+        .iter()
+        .chain(&bb.max)
+        .fold(0.0f64, |m, x| m.max(f64::from(*x).abs()));
+    let area: f64 = faces
+        .iter()
+        .map(|&f| {
+            let p = t[f as usize].map(|i| v[i as usize].map(f64::from));
+            let (a, b) = (sub(p[1], p[0]), sub(p[2], p[0]));
+            let c = [
+                a[1] * b[2] - a[2] * b[1],
+                a[2] * b[0] - a[0] * b[2],
+                a[0] * b[1] - a[1] * b[0],
+            ];
+            (c[0] * c[0] + c[1] * c[1] + c[2] * c[2]).sqrt() / 2.0
+        })
+        .sum();
+    vol.abs() <= area * rounding(largest)
+}
+
+fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
 
 /// Facets of every shell, as a CSR list.
@@ -174,6 +212,14 @@ pub(crate) fn orient_outward(
             (vol, bb)
         })
         .collect();
+    let flat = (0..shells)
+        .into_par_iter()
+        .filter(|&s| {
+            let (vol, bb) = &info[s];
+            bb.as_ref()
+                .is_some_and(|bb| encloses_nothing(v, tt, shell_faces(s), *vol, bb))
+        })
+        .count() as u64;
     // Nesting depth of every shell.
     let depth = nesting_depths(v, tt, shell_of, &info, &start, &faces);
     let mut flipped = 0;
@@ -207,6 +253,7 @@ pub(crate) fn orient_outward(
         cavities,
         volume,
         flip_shell,
+        flat,
     }
 }
 

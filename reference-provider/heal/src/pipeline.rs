@@ -321,6 +321,13 @@ fn heal_once(
                 .to_owned(),
         );
     }
+    let flat = stages.orient.flat_shells;
+    if flat > 0 {
+        not_watertight.push(format!(
+            "{flat} shells enclose no volume: a flat open piece whose rim was filled onto \
+             itself (such as a face of a CAD export not joined to its neighbours)"
+        ));
+    }
     let nm = stages.topology.non_manifold_edges;
     if nm > 0 {
         not_watertight.push(format!(
@@ -914,6 +921,7 @@ fn orient_stage(
     let report = OrientReport {
         shells_flipped: oriented.flipped,
         cavities: oriented.cavities,
+        flat_shells: oriented.flat,
         seconds: 0.0,
     };
     (oriented, report)

@@ -220,6 +220,10 @@ pub struct OrientReport {
     pub shells_flipped: u64,
     /// Shells nested inside an odd number of others (kept facing inward).
     pub cavities: u64,
+    /// Closed shells that enclose no volume: a flat open piece whose rim was filled onto
+    /// itself, the fill lying on the piece (not printable; `watertight` is false).
+    #[serde(default)]
+    pub flat_shells: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

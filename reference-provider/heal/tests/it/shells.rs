@@ -128,3 +128,109 @@ fn heal_open_patch_along_a_seam_is_stitched_not_dropped() {
     let r = heal::repair(&g.stl, &options).unwrap();
     assert_eq!(r.report.stages.shells.tiny_removed, 1);
 }
+
+/// A mesh of the given facets over the given vertices, as binary STL.
+fn stl_of(vertices: Vec<[f32; 3]>, triangles: Vec<[u32; 3]>) -> Vec<u8> {
+    heal::stl::encode_binary(&Mesh {
+        vertices,
+        triangles,
+    })
+}
+
+/// A flat square of `n` × `n` quads at height `z`, wound up (+z) or down.
+fn square(n: u32, size: f32, z: f32, up: bool) -> (Vec<[f32; 3]>, Vec<[u32; 3]>) {
+    let at = |i: u32, j: u32| i * (n + 1) + j;
+    let vertices = (0..=n)
+        .flat_map(|i| (0..=n).map(move |j| [i as f32, j as f32, 0.0]))
+        .map(|[x, y, _]| [x * size / n as f32, y * size / n as f32, z])
+        .collect();
+    let mut triangles = Vec::new();
+    for i in 0..n {
+        for j in 0..n {
+            let (a, b, c, d) = (at(i, j), at(i + 1, j), at(i + 1, j + 1), at(i, j + 1));
+            if up {
+                triangles.extend([[a, b, c], [a, c, d]]);
+            } else {
+                triangles.extend([[a, c, b], [a, d, c]]);
+            }
+        }
+    }
+    (vertices, triangles)
+}
+
+#[test]
+fn heal_a_flat_sheet_closed_onto_itself_is_not_called_watertight() {
+    // An open flat plate: filling its rim lays a second face on the first, enclosing nothing.
+    let (v, t) = square(6, 50.0, 3.0, true);
+    let r = heal::repair(&stl_of(v, t), &RepairOptions::default()).unwrap();
+    assert_eq!(r.report.stages.orient.flat_shells, 1);
+    assert!(!r.report.watertight);
+    assert!(
+        r.report
+            .not_watertight
+            .iter()
+            .any(|why| why.contains("enclose no volume")),
+        "{:?}",
+        r.report.not_watertight
+    );
+}
+
+#[test]
+fn heal_a_thin_closed_plate_encloses_volume() {
+    // Two faces 0.01 apart (3.5e-4 of the plate's diagonal, some 5 000 units in the last place
+    // of its coordinates) and the four sides: a real solid, however thin.
+    let n = 6;
+    let (mut v, mut t) = square(n, 20.0, 0.0, false);
+    let (top_v, top_t) = square(n, 20.0, 0.01, true);
+    let base = v.len() as u32;
+    v.extend(top_v);
+    t.extend(top_t.iter().map(|f| f.map(|i| i + base)));
+    // The sides join the rims of the two faces.
+    let rim: Vec<u32> = (0..n)
+        .chain((0..n).map(|i| i * (n + 1) + n))
+        .chain((1..=n).rev().map(|j| n * (n + 1) + j))
+        .chain((1..=n).rev().map(|i| i * (n + 1)))
+        .collect();
+    for k in 0..rim.len() {
+        let (a, b) = (rim[k], rim[(k + 1) % rim.len()]);
+        t.extend([[a, b, b + base], [a, b + base, a + base]]);
+    }
+    let r = heal::repair(&stl_of(v, t), &RepairOptions::default()).unwrap();
+    assert_eq!(r.report.stages.orient.flat_shells, 0);
+    assert!(r.report.watertight, "{:?}", r.report.not_watertight);
+    assert!((r.report.volume - 4.0).abs() < 1e-3, "{}", r.report.volume);
+}
+
+#[test]
+fn heal_caps_meshed_apart_from_a_curved_wall_are_reported_not_hidden() {
+    // A cylinder whose wall has 64 segments and whose caps (fans from their centres) have 48:
+    // the caps' rim vertices lie off the wall's chords by the sagitta, so the seams are not
+    // zipped, each cap is a shell of its own and its rim is filled onto itself. The repair
+    // must say so rather than call the result watertight. (Zipping curved seams would make
+    // this one watertight shell.)
+    let (r, h) = (10.0f32, 20.0f32);
+    let at = |k: u32, n: u32, z: f32| {
+        let a = std::f32::consts::TAU * k as f32 / n as f32;
+        [r * a.cos(), r * a.sin(), z]
+    };
+    let mut v = Vec::new();
+    let mut t = Vec::new();
+    let mut add = |p: [[f32; 3]; 3]| {
+        let base = v.len() as u32;
+        v.extend(p);
+        t.push([base, base + 1, base + 2]);
+    };
+    for k in 0..64 {
+        let (a, b) = (at(k, 64, 0.0), at(k + 1, 64, 0.0));
+        let (c, d) = (at(k + 1, 64, h), at(k, 64, h));
+        add([a, b, c]);
+        add([a, c, d]);
+    }
+    for k in 0..48 {
+        add([[0.0, 0.0, h], at(k, 48, h), at(k + 1, 48, h)]);
+        add([[0.0, 0.0, 0.0], at(k + 1, 48, 0.0), at(k, 48, 0.0)]);
+    }
+    let rep = heal::repair(&stl_of(v, t), &RepairOptions::default()).unwrap();
+    assert_eq!(rep.report.stages.orient.flat_shells, 2, "{:?}", rep.report);
+    assert!(!rep.report.watertight);
+}

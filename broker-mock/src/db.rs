@@ -18,6 +18,14 @@ pub use crate::store::replay::SqliteReplayStore;
 /// # Errors
 /// When the database cannot be opened or migrated.
 pub async fn open(db: &str) -> Result<SqlitePool, sqlx::Error> {
+    Ok(open_keeping(db).await?.0)
+}
+
+/// As [`open`], and for an in-memory database also the task that closes the connection
+/// keeping it once the pool is closed: when it has ended, the database is gone.
+pub(crate) async fn open_keeping(
+    db: &str,
+) -> Result<(SqlitePool, Option<tokio::task::JoinHandle<()>>), sqlx::Error> {
     let url = if db.starts_with("sqlite:") {
         db.to_owned()
     } else {
@@ -31,7 +39,7 @@ pub async fn open(db: &str) -> Result<SqlitePool, sqlx::Error> {
     if !memory {
         create_private(options.get_filename())?;
     }
-    let pool = if memory {
+    let (pool, keeping) = if memory {
         // An in-memory database lives as long as some connection to it is open, and the
         // pool closes a connection whose use was cancelled (a client that hangs up drops
         // its request mid-query): a connection outside the pool, never used, keeps the
@@ -46,26 +54,30 @@ pub async fn open(db: &str) -> Result<SqlitePool, sqlx::Error> {
             .connect_with(options)
             .await?;
         let closed = pool.close_event();
-        tokio::spawn(async move {
+        // Closed, not dropped: a dropped connection is closed later on its own thread.
+        let keeping = tokio::spawn(async move {
             closed.await;
-            drop(keeper);
+            if let Err(e) = sqlx::Connection::close(keeper).await {
+                tracing::warn!(error = %e, "closing the in-memory database failed");
+            }
         });
-        pool
+        (pool, Some(keeping))
     } else {
-        SqlitePoolOptions::new()
+        let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(
                 options
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal),
             )
-            .await?
+            .await?;
+        (pool, None)
     };
     sqlx::migrate!("./migrations")
         .run(&pool)
         .await
         .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
-    Ok(pool)
+    Ok((pool, keeping))
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist yet (an existing file keeps its

@@ -31,6 +31,9 @@ pub struct App {
     state: AppState,
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
+    /// For an in-memory database: the task that closes the connection keeping it, once the
+    /// pool has closed ([`db::open_keeping`]).
+    keeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -69,7 +72,7 @@ impl App {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("{scheme}://{local_addr}"),
         };
-        let db = db::open(&config.db).await?;
+        let (db, keeper) = db::open_keeping(&config.db).await?;
         let fetcher = outbound::fetcher(&config)?;
         // A bucket for the models is probed now, so bad settings fail here in one line.
         let bucket = match bucket::settings_from_config(&config).map_err(StartError::Config)? {
@@ -88,6 +91,7 @@ impl App {
             state,
             listener,
             local_addr,
+            keeper,
         })
     }
 
@@ -178,6 +182,15 @@ impl App {
             .is_err()
         {
             tracing::warn!("the database pool did not close within 5 s");
+        }
+        // An in-memory database is gone once the connection keeping it has closed: wait for
+        // that, so nothing of it is left when this returns.
+        if let Some(keeper) = self.keeper
+            && tokio::time::timeout(Duration::from_secs(5), keeper)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the in-memory database's keeper did not close within 5 s");
         }
         tracing::info!("broker mock stopped");
         result.map_err(StartError::from)

@@ -223,53 +223,48 @@ def make(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(20261201)
     manifest = []
+
+    def noisy(tri, diag):
+        """The variants every model gets: exact, soups from 1e-7 to 1e-5 of the diagonal, and
+        every defect at once."""
+        return [
+            ("exact", tri, "binary"),
+            ("soup_1e-7", soup(tri, rng, 1e-7 * diag), "binary"),
+            ("soup_1e-6", soup(tri, rng, 1e-6 * diag), "solid-header"),
+            ("soup_1e-5", soup(tri, rng, 1e-5 * diag), "binary"),
+            ("broken_1e-6", break_all(soup(tri, rng, 1e-6 * diag), rng, diag), "ascii"),
+        ]
+
+    def write_all(name, variants, clean):
+        """Write every variant of model `name`; `clean` is what the judge compares with."""
+        for variant, t, fmt in variants:
+            case = f"{name}.{variant}"
+            path = os.path.join(out_dir, case + ".stl")
+            write_case(path, t, fmt)
+            manifest.append({"case": case, "file": path, **clean})
+
     for name, mesh in clean_models():
         assert mesh.is_watertight and mesh.is_winding_consistent, name
         tri = corner_array(mesh)
         diag = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
         split = mesh.split(only_watertight=False)
-        bodies = len(split)
-        negative = sum(1 for b in split if b.volume < 0)
-        variants = [
-            ("exact", tri, "binary"),
-            ("soup_1e-7", soup(tri, rng, 1e-7 * diag), "binary"),
-            ("soup_1e-6", soup(tri, rng, 1e-6 * diag), "solid-header"),
-            ("soup_1e-5", soup(tri, rng, 1e-5 * diag), "binary"),
-            ("broken_1e-6", break_all(soup(tri, rng, 1e-6 * diag), rng, diag), "ascii"),
+        variants = noisy(tri, diag) + [
             ("t_junction_crack", t_junctions(mesh, rng, 12, False), "binary"),
             ("t_junction_sliver", t_junctions(mesh, rng, 12, True), "binary"),
             ("t_junction_sliver_soup_1e-6", soup(t_junctions(mesh, rng, 12, True), rng, 1e-6 * diag), "binary"),
         ]
-        for variant, t, fmt in variants:
-            case = f"{name}.{variant}"
-            path = os.path.join(out_dir, case + ".stl")
-            write_case(path, t, fmt)
-            manifest.append(
-                {
-                    "case": case,
-                    "file": path,
-                    "volume": float(mesh.volume),
-                    "bodies": bodies,
-                    "negative_bodies": negative,
-                    "facets": int(len(mesh.faces)),
-                }
-            )
+        clean = {
+            "volume": float(mesh.volume),
+            "bodies": len(split),
+            "negative_bodies": sum(1 for b in split if b.volume < 0),
+            "facets": int(len(mesh.faces)),
+        }
+        write_all(name, variants, clean)
     for name, tri, volume in patch_models():
-        diag = float(np.linalg.norm(tri.reshape(-1, 3).max(axis=0) - tri.reshape(-1, 3).min(axis=0)))
-        variants = [
-            ("exact", tri, "binary"),
-            ("soup_1e-7", soup(tri, rng, 1e-7 * diag), "binary"),
-            ("soup_1e-6", soup(tri, rng, 1e-6 * diag), "solid-header"),
-            ("soup_1e-5", soup(tri, rng, 1e-5 * diag), "binary"),
-            ("broken_1e-6", break_all(soup(tri, rng, 1e-6 * diag), rng, diag), "ascii"),
-        ]
-        for variant, t, fmt in variants:
-            case = f"{name}.{variant}"
-            path = os.path.join(out_dir, case + ".stl")
-            write_case(path, t, fmt)
-            manifest.append(
-                {"case": case, "file": path, "volume": volume, "bodies": 1, "negative_bodies": 0, "facets": len(tri)}
-            )
+        corners = tri.reshape(-1, 3)
+        diag = float(np.linalg.norm(corners.max(axis=0) - corners.min(axis=0)))
+        clean = {"volume": volume, "bodies": 1, "negative_bodies": 0, "facets": len(tri)}
+        write_all(name, noisy(tri, diag), clean)
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
 

@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use crate::clean::rounding;
+use crate::holes::{cross, norm, sub};
 use crate::topology::{NONE, SAME};
 use crate::{Bbox, bbox_of};
 
@@ -143,20 +144,10 @@ fn encloses_nothing(v: &[[f32; 3]], t: &[[u32; 3]], faces: &[u32], vol: f64, bb:
         .iter()
         .map(|&f| {
             let p = t[f as usize].map(|i| v[i as usize].map(f64::from));
-            let (a, b) = (sub(p[1], p[0]), sub(p[2], p[0]));
-            let c = [
-                a[1] * b[2] - a[2] * b[1],
-                a[2] * b[0] - a[0] * b[2],
-                a[0] * b[1] - a[1] * b[0],
-            ];
-            (c[0] * c[0] + c[1] * c[1] + c[2] * c[2]).sqrt() / 2.0
+            norm(cross(sub(p[1], p[0]), sub(p[2], p[0]))) / 2.0
         })
         .sum();
     vol.abs() <= area * rounding(largest)
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
 
 /// Facets of every shell, as a CSR list.

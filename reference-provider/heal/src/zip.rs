@@ -29,6 +29,7 @@
 use rayon::prelude::*;
 
 use crate::clean::{self, rounding};
+use crate::holes::{cross, dot, norm, sub};
 use crate::keys::{self, hash3, hi, lo, pack};
 use crate::topology::{NONE, half_edge};
 
@@ -383,25 +384,6 @@ fn walk(a: [f64; 3], b: [f64; 3]) -> Vec<[i64; 3]> {
         cells.push(c);
     }
     cells
-}
-
-type V3 = [f64; 3];
-
-fn sub(a: V3, b: V3) -> V3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-fn cross(a: V3, b: V3) -> V3 {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
-}
-fn dot(a: V3, b: V3) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-fn norm(a: V3) -> f64 {
-    dot(a, a).sqrt()
 }
 
 #[cfg(test)]

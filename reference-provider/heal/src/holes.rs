@@ -22,7 +22,8 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::clean::{degenerate, degenerate_at, flat, rounding};
+use crate::clean::{degenerate, degenerate_at, flat};
+use crate::zip::lies_on;
 
 #[derive(Debug, Default)]
 pub(crate) struct HoleStats {
@@ -290,30 +291,10 @@ fn split_t_junctions(
             (0..n).filter_map(move |i| {
                 let (a, b) = (l[i], l[(i + 1) % n]);
                 let (pb, pa) = (p(b), p(a));
-                let d = sub(pa, pb);
-                let len2 = dot(d, d);
-                if len2 == 0.0 {
-                    return None;
-                }
-                let len = len2.sqrt();
                 let mut on: Vec<(f64, u32)> = l
                     .iter()
                     .filter(|&&w| w != a && w != b)
-                    .filter_map(|&w| {
-                        let pw = p(w);
-                        let along = dot(sub(pw, pb), d) / len;
-                        if along <= 0.0 || along >= len {
-                            return None;
-                        }
-                        let off = norm(cross(sub(pw, pb), d)) / len;
-                        let largest = [pa, pb, pw]
-                            .iter()
-                            .flatten()
-                            .fold(0.0f64, |m, x| m.max(x.abs()));
-                        let end = along.min(len - along);
-                        let within = rounding(largest) + snap.min(end / 4.0);
-                        (end > within && off <= within).then_some((along, w))
-                    })
+                    .filter_map(|&w| lies_on(pb, pa, p(w), snap).map(|along| (along, w)))
                     .collect();
                 on.sort_by(|x, y| x.0.total_cmp(&y.0));
                 (!on.is_empty()).then(|| ((b, a), on.into_iter().map(|(_, w)| w).collect()))

@@ -41,6 +41,9 @@ pub(crate) struct HoleStats {
     pub out_of_time: bool,
     /// Boundary edges split at T-junctions ([`split_t_junctions`]).
     pub edges_split: u64,
+    /// The corners opposite the edges split: the splits' new edges end there, so the final
+    /// check ([`closed_around`]) looks at their edges as well as the boundary's.
+    pub split_corners: Vec<u32>,
 }
 
 /// How a loop was filled: facets (a fan's centre is [`CENTRE`]), whether an ear was forced or
@@ -161,13 +164,15 @@ pub(crate) fn fill(
 ) -> HoleStats {
     let (mut loops, mut open) = trace(boundary);
     let split = split_t_junctions(v, triangles, shell_of, boundary, &loops, snap);
-    if let Some((rest, _)) = &split {
-        (loops, open) = trace(rest);
+    if let Some(s) = &split {
+        (loops, open) = trace(&s.rest);
     }
+    let (edges_split, split_corners) = split.map_or((0, Vec::new()), |s| (s.edges, s.corners));
     let mut stats = HoleStats {
         found: loops.len() as u64 + open,
         left_open: open,
-        edges_split: split.map_or(0, |(_, n)| n),
+        edges_split,
+        split_corners,
         ..HoleStats::default()
     };
     if loops.is_empty() {
@@ -259,6 +264,16 @@ pub(crate) fn fill(
 /// A boundary half-edge: surface direction `u → v`, and its shell.
 type BoundaryEdge = (u32, u32, u32);
 
+/// What [`split_t_junctions`] did.
+struct Split {
+    /// The boundary left: split edges and the edges now paired removed, new ones added.
+    rest: Vec<BoundaryEdge>,
+    /// Boundary edges split.
+    edges: u64,
+    /// The corner opposite every edge split (its facet's fan centre).
+    corners: Vec<u32>,
+}
+
 /// Splits the boundary edges that a vertex of their own hole loop lies on: T-junctions,
 /// where one side of a crack is a facet's edge `a → b` and the other a chain of edges through
 /// vertices on that segment (CAD exports write them where two patches meet with different
@@ -270,8 +285,8 @@ type BoundaryEdge = (u32, u32, u32);
 /// A vertex `w` lies on `a → b` when it is within [`rounding`] of the segment (plus `snap`,
 /// where that is below a quarter of its distance to either end) and farther than that from
 /// both ends. Only loops of up to [`EAR_MAX_EDGES`] edges are searched (`O(n²)` each), and a
-/// facet is split along one edge at most. Returns the boundary left (split edges and the
-/// edges now paired removed) and the number of edges split, or `None` when none was.
+/// facet is split along one edge at most, and a split whose new edges the mesh has already is
+/// not made. Returns the boundary left and what was split, or `None` when nothing was.
 fn split_t_junctions(
     v: &[[f32; 3]],
     triangles: &mut Vec<[u32; 3]>,
@@ -279,7 +294,7 @@ fn split_t_junctions(
     boundary: &[(u32, u32, u32)],
     loops: &[(Vec<u32>, u32)],
     snap: f64,
-) -> Option<(Vec<BoundaryEdge>, u64)> {
+) -> Option<Split> {
     let p = |i: u32| v[i as usize].map(f64::from);
     // For every loop edge (hole direction a → b: the surface half-edge b → a), the vertices
     // of the loop that lie on it, ordered from b to a.
@@ -320,27 +335,49 @@ fn split_t_junctions(
             })
         })
         .collect();
+    // The splits that have a facet: its index, its corner opposite the edge, and the points.
+    type Plan<'a> = ((u32, u32), usize, u32, &'a [u32]);
+    let plans: Vec<Plan<'_>> = splits
+        .iter()
+        .filter_map(|((b, a), on)| {
+            let &(f, k) = owner.get(&(*b, *a))?;
+            Some(((*b, *a), f, triangles[f][(k + 2) % 3], on.as_slice()))
+        })
+        .collect();
+    // A split adds an edge from the facet's opposite corner to every point. Where the mesh
+    // has that edge already (a sliver's neighbour reaches the point), the split would give it
+    // a third facet, so the edges between those corners and points are looked up first.
+    let key = |a: u32, b: u32| (a.min(b), a.max(b));
+    let near = vertex_set(
+        v.len(),
+        plans
+            .iter()
+            .flat_map(|(_, _, c, on)| std::iter::once(*c).chain(on.iter().copied())),
+    );
+    let mut edges: HashSet<(u32, u32)> = half_edges_within(triangles, &near)
+        .map(|(a, b)| key(a, b))
+        .collect();
     let mut gone: HashSet<(u32, u32)> = HashSet::new();
     let mut added: Vec<BoundaryEdge> = Vec::new();
     let mut split_facets: HashSet<usize> = HashSet::new();
-    for ((b, a), on) in &splits {
-        let Some(&(f, k)) = owner.get(&(*b, *a)) else {
-            continue;
-        };
-        let c = triangles[f][(k + 2) % 3];
+    let mut corners = Vec::new();
+    for ((b, a), f, c, on) in plans {
         let shell = shell_of[f];
-        let chain: Vec<u32> = std::iter::once(*b)
+        let chain: Vec<u32> = std::iter::once(b)
             .chain(on.iter().copied())
-            .chain(std::iter::once(*a))
+            .chain(std::iter::once(a))
             .collect();
         // A piece the clean stage would remove as flat (a corner on a line with an edge up
-        // to rounding) leaves the crack to the filling instead.
-        if chain.windows(2).any(|w| flat(v, [w[0], w[1], c], snap)) {
+        // to rounding), or an edge the mesh (or an earlier split) has already, leaves the
+        // crack to the filling instead.
+        if chain.windows(2).any(|w| flat(v, [w[0], w[1], c], snap))
+            || on.iter().any(|&w| edges.contains(&key(c, w)))
+            || split_facets.contains(&f)
+        {
             continue;
         }
-        if !split_facets.insert(f) {
-            continue;
-        }
+        split_facets.insert(f);
+        edges.extend(on.iter().map(|&w| key(c, w)));
         for (j, w) in chain.windows(2).enumerate() {
             let t = [w[0], w[1], c];
             if j == 0 {
@@ -351,7 +388,8 @@ fn split_t_junctions(
             }
             added.push((w[0], w[1], shell));
         }
-        gone.insert((*b, *a));
+        gone.insert((b, a));
+        corners.push(c);
     }
     if gone.is_empty() {
         return None;
@@ -381,7 +419,11 @@ fn split_t_junctions(
         })
         .copied()
         .collect();
-    Some((rest, gone.len() as u64))
+    Some(Split {
+        rest,
+        edges: gone.len() as u64,
+        corners,
+    })
 }
 
 /// Fill one loop: ear clipping for short loops, the least-area fill when that fails, a fan
@@ -448,8 +490,9 @@ pub(crate) fn fan(v: &[[f32; 3]], l: &[u32]) -> (Vec<[u32; 3]>, [f32; 3], bool) 
     (tris, centre, flat)
 }
 
-/// Did filling close every hole properly? Every edge between two vertices of the boundary
-/// (the only edges a fill touches) must now have exactly two half-edges, one each way — a fill
+/// Did filling close every hole properly? Every edge between two vertices of the boundary or
+/// `corners` (the only edges a fill or a T-junction split touches) must now have exactly two
+/// half-edges, one each way — a fill
 /// that repeats an edge of the mesh or of another fill, or winds against its surface, shows
 /// up here. Called on the final, oriented facets, so the report's `watertight` rests on the
 /// mesh that is written, not only on the stages' counters. One parallel pass over the facets
@@ -458,11 +501,18 @@ pub(crate) fn closed_around(
     vertices: usize,
     triangles: &[[u32; 3]],
     boundary: &[(u32, u32, u32)],
+    corners: &[u32],
 ) -> bool {
     if boundary.is_empty() {
         return true;
     }
-    let on = vertex_set(vertices, boundary.iter().flat_map(|&(a, b, _)| [a, b]));
+    let on = vertex_set(
+        vertices,
+        boundary
+            .iter()
+            .flat_map(|&(a, b, _)| [a, b])
+            .chain(corners.iter().copied()),
+    );
     let mut halves: Vec<(u32, u32)> = half_edges_within(triangles, &on).collect();
     halves.par_sort_unstable_by_key(|&(a, b)| (a.min(b), a.max(b), a));
     let mut i = 0;
@@ -789,9 +839,12 @@ mod tests {
                 .map(|&(a, b)| (a, b, 0))
                 .collect();
         let (loops, _) = trace(&boundary);
-        let (rest, split) =
-            split_t_junctions(&v, &mut tris, &mut shell_of, &boundary, &loops, 0.0).unwrap();
-        assert_eq!(split, 1);
+        let Split {
+            rest,
+            edges,
+            corners,
+        } = split_t_junctions(&v, &mut tris, &mut shell_of, &boundary, &loops, 0.0).unwrap();
+        assert_eq!((edges, corners), (1, vec![4]));
         // The lower facet is now two, through M; the crack's edges are all paired.
         assert_eq!(tris.len(), 4);
         assert_eq!(shell_of, vec![0; 4]);
@@ -812,9 +865,46 @@ mod tests {
         );
         // ... unless the weld merged over more than that, and the offset is small against
         // the distance to both ends.
-        let (_, split) =
+        let split =
             split_t_junctions(&v2, &mut tris2, &mut shells2, &boundary, &loops2, 2e-3).unwrap();
-        assert_eq!(split, 1);
+        assert_eq!(split.edges, 1);
+    }
+
+    /// The fan through a T-junction's point adds an edge from the facet's opposite corner to
+    /// the point; where the mesh has that edge already, the split would give it a third facet,
+    /// so it is not made and the crack is left to the filling.
+    #[test]
+    fn a_t_junction_split_never_repeats_an_edge_of_the_mesh() {
+        let v: Vec<[f32; 3]> = vec![
+            [0.0, 0.0, 0.0],  // A 0
+            [2.0, 0.0, 0.0],  // B 1
+            [1.0, 0.0, 0.0],  // M 2
+            [1.0, 1.0, 0.0],  // C 3
+            [1.0, -1.0, 0.0], // D 4
+            [1.0, -0.5, 1.0], // E 5
+        ];
+        // As above, plus a facet D-M-E off the sheet: the edge D-M exists before the split.
+        let tris = vec![[0, 2, 3], [2, 1, 3], [0, 4, 1], [4, 2, 5]];
+        let boundary: Vec<(u32, u32, u32)> = [
+            (0, 2),
+            (2, 1),
+            (1, 3),
+            (3, 0),
+            (0, 4),
+            (4, 1),
+            (1, 0),
+            (4, 2),
+            (2, 5),
+            (5, 4),
+        ]
+        .iter()
+        .map(|&(a, b)| (a, b, 0))
+        .collect();
+        let (loops, _) = trace(&boundary);
+        let mut split = tris.clone();
+        let mut shell_of = vec![0; 4];
+        assert!(split_t_junctions(&v, &mut split, &mut shell_of, &boundary, &loops, 0.0).is_none());
+        assert_eq!(split, tris);
     }
 
     #[test]
@@ -954,14 +1044,20 @@ mod tests {
         let boundary = [(1, 0, 0), (2, 1, 0), (0, 2, 0)];
         let mut closed = surface.clone();
         closed.push([0, 2, 1]);
-        assert!(closed_around(4, &closed, &boundary));
+        assert!(closed_around(4, &closed, &boundary, &[]));
         let mut wrong_way = surface.clone();
         wrong_way.push([0, 1, 2]);
-        assert!(!closed_around(4, &wrong_way, &boundary));
+        assert!(!closed_around(4, &wrong_way, &boundary, &[]));
         let mut twice = closed.clone();
         twice.push([0, 2, 1]);
-        assert!(!closed_around(4, &twice, &boundary));
-        assert!(!closed_around(4, &surface, &boundary));
-        assert!(closed_around(4, &surface, &[]));
+        assert!(!closed_around(4, &twice, &boundary, &[]));
+        assert!(!closed_around(4, &surface, &boundary, &[]));
+        assert!(closed_around(4, &surface, &[], &[]));
+        // An edge from the boundary to a split's corner (3) used a third time is seen only
+        // when the corner is named.
+        let mut corner = closed.clone();
+        corner.push([3, 0, 4]);
+        assert!(closed_around(5, &corner, &boundary, &[]));
+        assert!(!closed_around(5, &corner, &boundary, &[3]));
     }
 }

@@ -271,8 +271,8 @@ fn heal_once(
     }
 
     // Check the fills on the final facets (only where a fill may have touched them).
-    let fills_closed =
-        filled.filled == 0 || holes::closed_around(vertices.len(), &triangles, &boundary);
+    let fills_closed = (filled.filled == 0 && filled.edges_split == 0)
+        || holes::closed_around(vertices.len(), &triangles, &boundary, &filled.split_corners);
     touched.extend(before_holes..vertices.len() as u32);
     let (mesh, touched) = compact_vertices(&vertices, triangles, touched);
     if mesh.triangles.is_empty() {

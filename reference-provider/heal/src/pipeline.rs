@@ -108,6 +108,7 @@ pub fn repair_soup(
             format,
             bytes: 0,
             wrong_normals: 0,
+            header_facets: None,
             seconds: 0.0,
         };
         // Should the next pass find nothing printable, so is the input: say so with its
@@ -172,6 +173,7 @@ fn heal_once(
         bytes: soup.bytes,
         facets: soup.facets(),
         wrong_normals: soup.wrong_normals,
+        header_facets: soup.header_facets,
         seconds: soup.seconds,
     };
     let mut clock = Clock {

@@ -70,8 +70,12 @@ pub struct ParseReport {
     pub bytes: u64,
     /// Facets read.
     pub facets: u64,
-    /// Stored normals that were zero, non-finite or disagreed with the vertex order.
+    /// Stored normals that were zero, non-finite, missing or disagreed with the vertex order.
     pub wrong_normals: u64,
+    /// The facet count a binary header declared when it was below the whole records the file
+    /// holds (all of which were read, as admesh does); absent when the count was right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_facets: Option<u64>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

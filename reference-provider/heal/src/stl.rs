@@ -2,8 +2,10 @@
 //!
 //! Detection: a file whose size is exactly `84 + 50 × count` (count read from bytes 80..84) is
 //! binary even when its header starts with `solid`, as CAD exports often do. Otherwise a file
-//! that starts with `solid` and looks like text is ASCII; anything else is treated as a broken
-//! binary file and reported as such.
+//! that starts with `solid` (any case, after an optional UTF-8 byte-order mark) and looks like
+//! text is ASCII. Otherwise a file of whole records whose count is below them (exporters that
+//! stream write 0 and never go back) is binary, read by its size; anything else is treated as
+//! a broken binary file and reported as such.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -43,6 +45,9 @@ pub struct Soup {
     pub bytes: u64,
     /// Stored normals that were zero, non-finite or disagreed with the vertex order.
     pub wrong_normals: u64,
+    /// The facet count a binary header declared when it was below the whole records the file
+    /// holds (those were all read); `None` when the count was right, and for ASCII.
+    pub header_facets: Option<u64>,
     /// Seconds spent parsing.
     pub seconds: f64,
 }
@@ -124,6 +129,7 @@ pub fn parse_file(path: &Path, options: &RepairOptions) -> Result<Soup, HealErro
         format: Format::Binary,
         bytes: size,
         wrong_normals: wrong,
+        header_facets: None,
         seconds: t.elapsed().as_secs_f64(),
     })
 }
@@ -143,12 +149,24 @@ pub fn parse(bytes: &[u8], options: &RepairOptions) -> Result<Soup, HealError> {
     }
     let declared = declared_count(bytes);
     let binary_fits = declared.is_some_and(|c| HEADER as u64 + RECORD as u64 * c == len);
-    let (format, positions, wrong_normals) = if binary_fits {
+    // Whole records past the header, when the size is a whole number of them.
+    let records = len
+        .checked_sub(HEADER as u64)
+        .filter(|r| r % RECORD as u64 == 0)
+        .map(|r| r / RECORD as u64);
+    let (format, positions, wrong_normals, header_facets) = if binary_fits {
         let (p, w) = parse_binary(bytes, options)?;
-        (Format::Binary, p, w)
+        (Format::Binary, p, w, None)
     } else if looks_ascii(bytes) {
         let (p, w) = parse_ascii(bytes, options)?;
-        (Format::Ascii, p, w)
+        (Format::Ascii, p, w, None)
+    } else if let (Some(d), Some(r)) = (declared, records)
+        && d < r
+    {
+        // The header's count is short of the records (a streaming exporter's 0): every
+        // record is read. A count above them stays an error: a cut file is never a model.
+        let (p, w) = parse_binary(bytes, options)?;
+        (Format::Binary, p, w, Some(d))
     } else {
         return Err(binary_size_error(bytes));
     };
@@ -157,6 +175,7 @@ pub fn parse(bytes: &[u8], options: &RepairOptions) -> Result<Soup, HealError> {
         format,
         bytes: len,
         wrong_normals,
+        header_facets,
         seconds: t.elapsed().as_secs_f64(),
     })
 }
@@ -166,14 +185,27 @@ fn declared_count(bytes: &[u8]) -> Option<u64> {
     Some(u64::from(u32::from_le_bytes(c)))
 }
 
-/// Starts with `solid` (after optional whitespace) and the first KiB is text.
+/// A UTF-8 byte-order mark, which some Windows tools write before the text.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Where the text starts: after a byte-order mark, if there is one.
+fn text_start(bytes: &[u8]) -> usize {
+    if bytes.starts_with(BOM) { BOM.len() } else { 0 }
+}
+
+/// Starts with `solid` in any case (after an optional byte-order mark and whitespace) and the
+/// first KiB is text.
 fn looks_ascii(bytes: &[u8]) -> bool {
+    let bytes = &bytes[text_start(bytes)..];
     let start = bytes
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(bytes.len());
     let rest = &bytes[start..];
-    if !rest.starts_with(b"solid") {
+    if !rest
+        .get(..5)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"solid"))
+    {
         return false;
     }
     rest.iter()
@@ -436,12 +468,12 @@ fn parse_ascii_chunk(
             break;
         }
         let Some((off, tok)) = t.next() else { break };
-        match (tok, ctx) {
-            (b"facet", Ctx::InSolid) => {
+        match (Keyword::of(tok), ctx) {
+            (Some(Keyword::Facet), Ctx::InSolid) => {
                 let facet_at = off;
                 let expect = |t: &mut Tokens<'_>, kw: &[u8]| -> Result<(), HealError> {
                     match t.next() {
-                        Some((_, x)) if x == kw => Ok(()),
+                        Some((_, x)) if x.eq_ignore_ascii_case(kw) => Ok(()),
                         Some((o, x)) => Err(ascii_err(
                             bytes,
                             o,
@@ -466,9 +498,40 @@ fn parse_ascii_chunk(
                         None => Err(eof("a facet", facet_at)),
                     }
                 };
-                expect(&mut t, b"normal")?;
-                let n = [num(&mut t)?, num(&mut t)?, num(&mut t)?];
-                expect(&mut t, b"outer")?;
+                // The normal is recomputed, so it is read leniently: it may be missing, or
+                // be what a C runtime printed for NaN (`1.#QNAN`, `-1.#IND`): unknown.
+                let mut n = [f32::NAN; 3];
+                let mut outer = false;
+                match t.next() {
+                    Some((_, x)) if x.eq_ignore_ascii_case(b"normal") => {
+                        for c in &mut n {
+                            match t.next() {
+                                Some((_, x)) if x.eq_ignore_ascii_case(b"outer") => {
+                                    outer = true;
+                                    break;
+                                }
+                                Some((_, x)) => *c = lenient_number(x),
+                                None => return Err(eof("a facet", facet_at)),
+                            }
+                        }
+                    }
+                    Some((_, x)) if x.eq_ignore_ascii_case(b"outer") => outer = true,
+                    Some((o, x)) => {
+                        return Err(ascii_err(
+                            bytes,
+                            o,
+                            format!(
+                                "expected `normal` or `outer`, found {} (facet at byte offset \
+                                 {facet_at})",
+                                show(x)
+                            ),
+                        ));
+                    }
+                    None => return Err(eof("a facet", facet_at)),
+                }
+                if !outer {
+                    expect(&mut t, b"outer")?;
+                }
                 expect(&mut t, b"loop")?;
                 let mut v = [[0.0f32; 3]; 3];
                 for corner in &mut v {
@@ -486,28 +549,28 @@ fn parse_ascii_chunk(
                 wrong += u64::from(!normal_agrees(n, &v));
                 positions.extend_from_slice(&v);
             }
-            (b"endsolid", Ctx::InSolid) => {
+            (Some(Keyword::Endsolid), Ctx::InSolid) => {
                 t.skip_line();
                 ctx = Ctx::Outside;
             }
-            (b"solid", Ctx::Outside) => {
+            (Some(Keyword::Solid), Ctx::Outside) => {
                 t.skip_line();
                 ctx = Ctx::InSolid;
             }
-            (other, Ctx::InSolid) => {
+            (_, Ctx::InSolid) => {
                 return Err(ascii_err(
                     bytes,
                     off,
-                    format!("expected `facet` or `endsolid`, found {}", show(other)),
+                    format!("expected `facet` or `endsolid`, found {}", show(tok)),
                 ));
             }
-            (other, Ctx::Outside) => {
+            (_, Ctx::Outside) => {
                 return Err(ascii_err(
                     bytes,
                     off,
                     format!(
                         "expected `solid` or the end of the file, found {}",
-                        show(other)
+                        show(tok)
                     ),
                 ));
             }
@@ -521,11 +584,41 @@ fn parse_ascii_chunk(
     })
 }
 
-/// Next offset `>= from` where a `facet` keyword starts a token.
+/// The keywords that start an item (matched in any case: some writers use capitals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyword {
+    Facet,
+    Endsolid,
+    Solid,
+}
+
+impl Keyword {
+    fn of(tok: &[u8]) -> Option<Keyword> {
+        [
+            (b"facet".as_slice(), Keyword::Facet),
+            (b"endsolid", Keyword::Endsolid),
+            (b"solid", Keyword::Solid),
+        ]
+        .into_iter()
+        .find_map(|(w, k)| tok.eq_ignore_ascii_case(w).then_some(k))
+    }
+}
+
+/// A stored normal's component: its value, or NaN (unknown) when it is not a number.
+fn lenient_number(tok: &[u8]) -> f32 {
+    std::str::from_utf8(tok)
+        .ok()
+        .and_then(|s| s.parse::<f32>().ok())
+        .unwrap_or(f32::NAN)
+}
+
+/// Next offset `>= from` where a `facet` keyword (any case) starts a token.
 fn next_facet(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 6 <= bytes.len() {
-        let rel = bytes[i..].windows(5).position(|w| w == b"facet")?;
+        let rel = bytes[i..]
+            .windows(5)
+            .position(|w| w.eq_ignore_ascii_case(b"facet"))?;
         let at = i + rel;
         let before_ok = at == 0 || bytes[at - 1].is_ascii_whitespace();
         let after_ok = bytes.get(at + 5).is_some_and(|b| b.is_ascii_whitespace());
@@ -538,10 +631,13 @@ fn next_facet(bytes: &[u8], from: usize) -> Option<usize> {
 }
 
 fn parse_ascii(bytes: &[u8], options: &RepairOptions) -> Result<(Vec<[f32; 3]>, u64), HealError> {
-    // Header line: `solid [name]`.
-    let mut t = Tokens { b: bytes, pos: 0 };
+    // Header line: `solid [name]`, after an optional byte-order mark.
+    let mut t = Tokens {
+        b: bytes,
+        pos: text_start(bytes),
+    };
     match t.next() {
-        Some((_, b"solid")) => t.skip_line(),
+        Some((_, w)) if w.eq_ignore_ascii_case(b"solid") => t.skip_line(),
         Some((o, x)) => {
             return Err(ascii_err(
                 bytes,

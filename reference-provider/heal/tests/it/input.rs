@@ -90,20 +90,132 @@ fn heal_count_larger_than_data() {
 
 #[test]
 fn heal_count_smaller_than_data() {
+    // Data that is not a whole number of records past the count: refused, naming the bytes.
     let facets: Vec<_> = (0..10).map(|i| tri(i as f32)).collect();
-    let e = err(&binary(&facets, 5));
+    let mut b = binary(&facets, 5);
+    b.extend_from_slice(&[0; 7]);
+    let e = err(&b);
     assert!(
         matches!(
             e,
             HealError::TrailingData {
                 declared: 5,
-                extra: 250,
+                extra: 257,
                 offset: 334,
                 ..
             }
         ),
         "{e:?}"
     );
+}
+
+/// Exporters that stream their records write the count before they know it (often 0) and
+/// never go back: when the records fill the file exactly, they are read by the file's size
+/// (as admesh does) and the report keeps the header's count. A count larger than the records
+/// stays an error (a file cut at a record border must not pass as a smaller model).
+#[test]
+fn heal_binary_count_below_whole_records_reads_them_all() {
+    let facets = [
+        [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]],
+        [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]],
+        [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]],
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+    ];
+    for declared in [0, 1, 3] {
+        let b = binary(&facets, declared);
+        let r = heal::repair(&b, &opts()).unwrap();
+        let p = &r.report.stages.parse;
+        assert_eq!((p.format.as_str(), p.facets), ("binary", 4), "{declared}");
+        assert_eq!(p.header_facets, Some(u64::from(declared)));
+        assert!(r.report.watertight);
+        // The same through the file reader.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("count.stl");
+        std::fs::write(&path, &b).unwrap();
+        let soup = heal::stl::parse_file(&path, &opts()).unwrap();
+        assert_eq!(
+            (soup.facets(), soup.header_facets),
+            (4, Some(u64::from(declared)))
+        );
+    }
+    let exact = heal::repair(&binary(&facets, 4), &opts()).unwrap();
+    assert_eq!(exact.report.stages.parse.header_facets, None);
+    assert!(matches!(
+        err(&binary(&facets, 5)),
+        HealError::Truncated { .. }
+    ));
+}
+
+/// ASCII as other writers spell it: keywords in capitals or mixed case, a UTF-8 byte-order
+/// mark, `facet` with no normal, and normals a C runtime printed for NaN (`1.#QNAN`, `-nan`)
+/// — normals are recomputed anyway. The vertices stay strict.
+#[test]
+fn heal_ascii_in_other_writers_spellings() {
+    let tet = [
+        ["0 0 0", "0 1 0", "1 0 0"],
+        ["0 0 0", "1 0 0", "0 0 1"],
+        ["0 0 0", "0 0 1", "0 1 0"],
+        ["1 0 0", "0 1 0", "0 0 1"],
+    ];
+    let text = |facet: &str, words: [&str; 6]| {
+        let [solid, outer, vertex, endloop, endfacet, endsolid] = words;
+        let mut s = format!("{solid} part\r\n");
+        for t in &tet {
+            s += &format!("  {facet}\r\n    {outer}\r\n");
+            for v in t {
+                s += &format!("      {vertex} {v}\r\n");
+            }
+            s += &format!("    {endloop}\r\n  {endfacet}\r\n");
+        }
+        s + &format!("{endsolid} part\r\n")
+    };
+    let lower = [
+        "solid",
+        "outer loop",
+        "vertex",
+        "endloop",
+        "endfacet",
+        "endsolid",
+    ];
+    let upper = [
+        "SOLID",
+        "OUTER LOOP",
+        "VERTEX",
+        "ENDLOOP",
+        "ENDFACET",
+        "ENDSOLID",
+    ];
+    let mixed = [
+        "Solid",
+        "Outer Loop",
+        "Vertex",
+        "EndLoop",
+        "EndFacet",
+        "EndSolid",
+    ];
+    let cases = [
+        text("FACET NORMAL 0 0 0", upper),
+        text("Facet Normal 0 0 0", mixed),
+        format!("\u{feff}{}", text("facet normal 0 0 0", lower)),
+        text("facet", lower),
+        text(
+            "facet normal 1.#QNAN0e+000 1.#QNAN0e+000 1.#QNAN0e+000",
+            lower,
+        ),
+        text("facet normal -1.#IND00 -nan 1.#INF", lower),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let r = heal::repair(c.as_bytes(), &opts()).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        let p = &r.report.stages.parse;
+        assert_eq!((p.format.as_str(), p.facets), ("ascii", 4), "case {i}");
+        assert!(r.report.watertight, "case {i}");
+        assert!((r.report.volume - 1.0 / 6.0).abs() < 1e-6, "case {i}");
+    }
+    // A vertex is never guessed.
+    let bad = text("facet normal 0 0 0", lower).replacen("vertex 1 0 0", "vertex 1.#QNAN 0 0", 1);
+    assert!(matches!(err(bad.as_bytes()), HealError::Ascii { .. }));
+    let bad = text("FACET NORMAL 0 0 0", upper).replacen("VERTEX 1 0 0", "VERTEX -nan 0 0", 1);
+    assert!(matches!(err(bad.as_bytes()), HealError::NonFinite { .. }));
 }
 
 #[test]

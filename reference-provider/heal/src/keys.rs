@@ -25,6 +25,19 @@ pub(crate) fn hash3(a: u32, b: u32, c: u32) -> u32 {
     fmix32(h ^ c.wrapping_mul(0xc2b2_ae3d).rotate_left(21))
 }
 
+/// `x.floor() as i64` (saturating the same way, 0 for NaN) without a call to libm's `floor`,
+/// which the baseline x86-64 target has no instruction for: the truncation, one lower for a
+/// negative non-integer.
+#[inline]
+pub(crate) fn floor_i64(x: f64) -> i64 {
+    let t = x as i64;
+    if (t as f64) > x {
+        t.saturating_sub(1)
+    } else {
+        t
+    }
+}
+
 /// Pack a hash and an index.
 #[inline]
 pub(crate) fn pack(hash: u32, index: u32) -> u64 {
@@ -263,6 +276,31 @@ mod tests {
             sort(&mut a);
             b.sort_unstable();
             assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn floor_matches_std() {
+        for x in [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            -1.5,
+            2.999_999,
+            -2.000_001,
+            1e300,
+            -1e300,
+            9.3e18,
+            -9.3e18,
+            -9.223_372_036_854_776e18,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            assert_eq!(floor_i64(x), x.floor() as i64, "{x}");
         }
     }
 

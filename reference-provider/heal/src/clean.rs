@@ -77,35 +77,38 @@ pub(crate) fn clean(
     snap: f64,
 ) -> (u64, u64, Vec<u32>) {
     let n = triangles.len();
-    let mut keep: Vec<bool> = if remove_degenerate {
+    let kept = |t: [u32; 3]| {
+        if remove_degenerate {
+            !flat(vertices, t, snap)
+        } else {
+            // Repeated indices are always dropped: they break every later stage.
+            t[0] != t[1] && t[1] != t[2] && t[0] != t[2]
+        }
+    };
+    let sorted_triple = |t: [u32; 3]| {
+        let mut s = t;
+        s.sort_unstable();
+        s
+    };
+    // One pass over the facets gives both whether each is kept and its duplicate key (hash of
+    // the sorted triple). Every facet gets a key, so the keys are written straight into place;
+    // degenerate facets are skipped inside the runs instead (the same survivors: the first
+    // kept facet of each equal triple).
+    let (mut keep, mut ks): (Vec<bool>, Vec<u64>) = if remove_duplicates {
         triangles
             .par_iter()
-            .map(|&t| !flat(vertices, t, snap))
-            .collect()
+            .enumerate()
+            .map(|(i, &t)| {
+                let s = sorted_triple(t);
+                (kept(t), pack(keys::hash3(s[0], s[1], s[2]), i as u32))
+            })
+            .unzip()
     } else {
-        // Repeated indices are always dropped: they break every later stage.
-        triangles
-            .par_iter()
-            .map(|t| t[0] != t[1] && t[1] != t[2] && t[0] != t[2])
-            .collect()
+        (triangles.par_iter().map(|&t| kept(t)).collect(), Vec::new())
     };
     let degenerate_removed = keep.iter().filter(|k| !**k).count() as u64;
     let mut duplicate_removed = 0;
     if remove_duplicates {
-        let sorted_triple = |t: [u32; 3]| {
-            let mut s = t;
-            s.sort_unstable();
-            s
-        };
-        let mut ks: Vec<u64> = triangles
-            .par_iter()
-            .enumerate()
-            .filter(|(i, _)| keep[*i])
-            .map(|(i, &t)| {
-                let s = sorted_triple(t);
-                pack(keys::hash3(s[0], s[1], s[2]), i as u32)
-            })
-            .collect();
         keys::sort(&mut ks);
         let chunks = keys::run_chunks(&ks, keys::parts_for(ks.len()));
         let dups: Vec<u32> = chunks
@@ -121,9 +124,11 @@ pub(crate) fn clean(
                         j += 1;
                     }
                     if j - i > 1 {
-                        // Indices ascend within a run: keep the first of each equal triple.
+                        // Indices ascend within a run: keep the first of each equal triple
+                        // among the facets not removed as degenerate.
                         let mut run: Vec<([u32; 3], u32)> = ks[i..j]
                             .iter()
+                            .filter(|&&k| keep[lo(k) as usize])
                             .map(|&k| (sorted_triple(tris[lo(k) as usize]), lo(k)))
                             .collect();
                         run.sort_unstable();
@@ -151,13 +156,10 @@ pub(crate) fn clean(
             .filter(|(_, k)| !**k)
             .flat_map_iter(|(t, _)| *t)
             .collect();
-        let kept: Vec<[u32; 3]> = triangles
-            .par_iter()
-            .zip(keep.par_iter())
-            .filter(|(_, k)| **k)
-            .map(|(t, _)| *t)
-            .collect();
-        *triangles = kept;
+        // In place, in order: one pass over the facets, no second buffer (a filtered parallel
+        // collect gathers pieces in fresh buffers and then copies them into a third).
+        let mut keeps = keep.iter();
+        triangles.retain(|_| keeps.next().is_some_and(|&k| k));
     }
     debug_assert!(triangles.len() <= n);
     (degenerate_removed, duplicate_removed, removed_vertices)

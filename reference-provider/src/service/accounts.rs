@@ -392,7 +392,7 @@ pub async fn top_up(
         )?
         .ok_or_else(|| ApiError::NotFound("account".into()))?;
         let entry = LedgerEntry {
-            entry_id: diax_sdk::util::random_token("led_", 20),
+            entry_id: super::db::time_ordered_id("led_"),
             kind: LedgerKind::TopUp,
             amount,
             balance_after: after.balance,
@@ -473,7 +473,7 @@ pub(crate) async fn hold(
         return Ok(false);
     };
     let entry = LedgerEntry {
-        entry_id: diax_sdk::util::random_token("led_", 20),
+        entry_id: super::db::time_ordered_id("led_"),
         kind: LedgerKind::Hold,
         amount,
         balance_after: after.balance,
@@ -518,7 +518,7 @@ pub(crate) async fn settle(
     }
     .ok_or(sqlx::Error::RowNotFound)?;
     let entry = LedgerEntry {
-        entry_id: diax_sdk::util::random_token("led_", 20),
+        entry_id: super::db::time_ordered_id("led_"),
         kind: if capture {
             LedgerKind::Capture
         } else {

@@ -13,7 +13,7 @@ use diax_sdk::wire::{
 use diax_sdk::{AccountId, ProviderJobId, Quote};
 
 use super::accounts;
-use super::db::{Tx, now_ms, save_response_in};
+use super::db::{Tx, now_ms, save_response_in, time_ordered_id};
 use super::error::ApiError;
 use super::group_commit::{BatchCache, CommitError, Outcome, RecordWork, RecordedOffer, Work};
 use super::queue::{self, JobRow, NewJob};
@@ -108,6 +108,13 @@ impl OfferWork {
     }
 }
 
+/// A new provider job id, in time order ([`time_ordered_id`]).
+fn time_ordered_job_id() -> ProviderJobId {
+    let id = time_ordered_id(ProviderJobId::PREFIX);
+    // Always valid (prefix, digits and letters); the random id is a fallback never taken.
+    ProviderJobId::parse(id).unwrap_or_else(|_| ProviderJobId::generate())
+}
+
 fn check(config: &Config, offer: &JobOffer) -> Result<Checked, Refusal> {
     if offer.service_kind != SERVICE_KIND_MODEL_REPAIR
         || !OPERATIONS.contains(&offer.operation.as_str())
@@ -129,7 +136,7 @@ fn check(config: &Config, offer: &JobOffer) -> Result<Checked, Refusal> {
     Ok(Checked {
         account_id,
         quote: config.pricing.quote(offer.model.size),
-        provider_job_id: ProviderJobId::generate(),
+        provider_job_id: time_ordered_job_id(),
         model_size: i64::try_from(offer.model.size).unwrap_or(i64::MAX),
     })
 }
@@ -336,7 +343,7 @@ pub(crate) async fn accept_recorded_run(
             record,
             acc,
             body,
-            entry_id: diax_sdk::util::random_token("led_", 20),
+            entry_id: time_ordered_id("led_"),
         });
     }
     if ready.is_empty() {
@@ -634,7 +641,7 @@ async fn accept_new(
         Ok(b) => b,
         Err(e) => return Ok(Some(Err(ApiError::Internal(e.to_string())))),
     };
-    let entry_id = diax_sdk::util::random_token("led_", 20);
+    let entry_id = time_ordered_id("led_");
     let now = now_ms();
     macro_rules! bound {
         ($sql:expr) => {

@@ -645,14 +645,17 @@ fn cluster_chunk(
                     e += 1;
                 }
                 if e - g > 1 {
-                    // Corners of zero-area facets (limit 0) neither lower nor take the limit.
+                    // Corners of zero-area facets (limit 0) do not lower the limit, but they
+                    // take it: they are the same point as the others, and one of them may be
+                    // the first of the copies (the representative the rest join), which must
+                    // not leave the vertex welding only to bit-identical copies.
                     let m = order[g..e]
                         .iter()
                         .map(|&j| run_limit[j])
                         .filter(|&t| t > 0.0)
                         .fold(f32::INFINITY, f32::min);
-                    for &j in &order[g..e] {
-                        if run_limit[j] > 0.0 && m.is_finite() {
+                    if m.is_finite() {
+                        for &j in &order[g..e] {
                             run_limit[j] = m;
                         }
                     }
@@ -892,6 +895,21 @@ mod tests {
             assert_eq!(t[0], t[1]);
             assert_eq!(t[1], t[2]);
         }
+    }
+
+    /// A corner of a zero-area facet that comes first among the bit-identical copies of a
+    /// vertex (the representative the others join) must not leave that vertex welding only to
+    /// bit-identical copies: a noisy copy from another facet still joins it.
+    #[test]
+    fn a_zero_area_corner_first_among_copies_keeps_the_vertex_tolerant() {
+        let (p, q) = ([0.0, 0.0, 0.0], [0.0, 0.0, 1.0]);
+        let (b, c) = ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0]);
+        let noisy = [1e-6, 0.0, 0.0];
+        let pts = vec![p, q, q, p, b, c, noisy, q, b];
+        let bbox = keys::par_bbox(&pts);
+        let w = weld_in(pts, 1e-3, bbox, true);
+        assert_eq!(w.vertices.len(), 4, "{:?}", w.vertices);
+        assert_eq!(w.triangles[1][0], w.triangles[2][0]);
     }
 
     #[test]

@@ -115,7 +115,67 @@ def patch_models():
         ((20, 30, 0), 10 * z, 20 * x, 4, 9),  # back, lower part
     ]
     models.append(("patch_bracket", sum((grid_patch(o, u, v, a, b) for o, u, v, a, b in faces), []), 18000.0))
+    models += curved_seam_models()
     return [(name, np.array(t), volume) for name, t, volume in models]
+
+
+def ring(n, r, z, turn=0.0):
+    """`n` points on a circle of radius `r` at height `z`, the first at `turn` segments."""
+    a = 2.0 * np.pi * (np.arange(n + 1) + turn) / n
+    return np.stack([r * np.cos(a), r * np.sin(a), np.full(n + 1, z)], axis=1)
+
+
+def polygon_area(n, r):
+    return n / 2.0 * r * r * np.sin(2.0 * np.pi / n)
+
+
+def wall(n, r, z0, z1, inward=False):
+    """A cylinder's wall of `n` segments between heights `z0` and `z1`, facing out (or in)."""
+    lo, hi = ring(n, r, z0), ring(n, r, z1)
+    tris = []
+    for k in range(n):
+        a, b, c, d = lo[k], lo[k + 1], hi[k + 1], hi[k]
+        tris += [[a, c, b], [a, d, c]] if inward else [[a, b, c], [a, c, d]]
+    return tris
+
+
+def curved_seam_models():
+    """Solids whose curved faces were meshed apart with different segment counts, so the
+    seams' two sides lie off each other by the chords' sagitta: a cylinder whose caps have
+    48 segments on a wall of 64 (sharing a vertex every 22.5 degrees), the same with the caps
+    turned half a segment (sharing none), and a plate with a through hole whose rim has 32
+    segments in the plate's faces and 40 in the hole's wall. The solid is what the walls
+    bound (each cap or face, with the strip along its seam, spans the wall's polygon)."""
+    models = []
+    r, h = 10.0, 20.0
+    for name, turn in (("seam_cylinder", 0.0), ("seam_cylinder_turned", 0.5)):
+        tris = wall(64, r, 0.0, h)
+        top, bottom = ring(48, r, h, turn), ring(48, r, 0.0, turn)
+        for k in range(48):
+            tris.append([np.array([0.0, 0.0, h]), top[k], top[k + 1]])
+            tris.append([np.array([0.0, 0.0, 0.0]), bottom[k + 1], bottom[k]])
+        models.append((name, tris, polygon_area(64, r) * h))
+    # A 40 x 40 x 5 plate with a hole of radius 8 through its middle.
+    side, t, hole = 20.0, 5.0, 8.0
+    tris = wall(40, hole, 0.0, t, inward=True)
+    inner = ring(32, hole, 0.0)
+    a = 2.0 * np.pi * np.arange(33) / 32
+    # Each face: quads from the hole's rim out to where the same ray meets the square.
+    reach = side / np.maximum(np.abs(np.cos(a)), np.abs(np.sin(a)))
+    outer = np.stack([reach * np.cos(a), reach * np.sin(a), np.zeros(33)], axis=1)
+    for z, up in ((t, True), (0.0, False)):
+        i, o = inner + [0, 0, z], outer + [0, 0, z]
+        for k in range(32):
+            q = [i[k], o[k], o[k + 1], i[k + 1]]
+            tris += [[q[0], q[1], q[2]], [q[0], q[2], q[3]]] if up else [[q[0], q[2], q[1]], [q[0], q[3], q[2]]]
+    # The four sides, two facets each (the faces' outer points lie on their edges).
+    for k in range(4):
+        c, s_ = np.cos(k * np.pi / 2), np.sin(k * np.pi / 2)
+        rot = lambda p: np.array([c * p[0] - s_ * p[1], s_ * p[0] + c * p[1], p[2]])
+        p = [rot(x) for x in ([side, -side, 0], [side, side, 0], [side, side, t], [side, -side, t])]
+        tris += [[p[0], p[1], p[2]], [p[0], p[2], p[3]]]
+    models.append(("seam_plate_hole", tris, (2 * side) ** 2 * t - polygon_area(40, hole) * t))
+    return models
 
 
 def corner_array(mesh):

@@ -535,7 +535,7 @@ pub(crate) fn closed_around(
 }
 
 /// A set of vertex ids below `n`, as a bitset.
-fn vertex_set(n: usize, members: impl Iterator<Item = u32>) -> Vec<u64> {
+pub(crate) fn vertex_set(n: usize, members: impl Iterator<Item = u32>) -> Vec<u64> {
     let mut bits = vec![0u64; n.div_ceil(64)];
     for x in members {
         bits[x as usize / 64] |= 1 << (x % 64);
@@ -544,7 +544,7 @@ fn vertex_set(n: usize, members: impl Iterator<Item = u32>) -> Vec<u64> {
 }
 
 /// The half-edges `(from, to)` of `triangles` whose two ends are both in `set`, in parallel.
-fn half_edges_within<'a>(
+pub(crate) fn half_edges_within<'a>(
     triangles: &'a [[u32; 3]],
     set: &'a [u64],
 ) -> impl ParallelIterator<Item = (u32, u32)> + 'a {

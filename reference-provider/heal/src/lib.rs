@@ -60,6 +60,7 @@ mod shells;
 pub mod stages;
 mod stitch;
 pub mod stl;
+mod strips;
 mod topology;
 mod types;
 mod weld;

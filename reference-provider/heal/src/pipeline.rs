@@ -13,8 +13,8 @@ use rayon::prelude::*;
 use crate::provenance::{self, Provenance, mark};
 use crate::stl::{self, Soup};
 use crate::{
-    Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, stitch, topology,
-    weld, zip,
+    Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, stitch, strips,
+    topology, weld, zip,
 };
 
 /// Repair an STL file held in memory (binary or ASCII, auto-detected).
@@ -624,14 +624,31 @@ fn topology_stage(
         }
         zipped = z;
     }
-    if changed || zipped.facets_split > 0 {
+    if zipped.facets_split > 0 {
+        // The zip's splits paired (the strips below need the boundary as it is now).
+        topo = topology::pair_edges(triangles);
+        changed = false;
+    }
+    // Boundary chains that run alongside each other (a curved seam between patches meshed
+    // apart): joined by a strip of slivers.
+    let mut stripped = strips::Strips::default();
+    let before = triangles.len();
+    if options.stitch
+        && auto
+        && topo.boundary_edges > 3
+        && let Some(s) = strips::strips(vertices, triangles, &topo.twin, &topo.loose, weld_largest)
+    {
+        // The strips' facets are new surface, marked as a fill's are.
+        tags.get_or_insert_with(|| vec![0; before])
+            .resize(triangles.len(), mark::FILLED);
+        stripped = s;
+    }
+    if changed || stripped.strips > 0 {
         // The counts (and the non-manifold facets) of the final facets; the twins are those
-        // the rounds kept up to date (the zip's splits are paired here).
+        // the rounds kept up to date (the strips are paired here).
         let kept = std::mem::take(&mut topo);
         topo = topology::pair_edges(triangles);
-        debug_assert!(
-            zipped.facets_split > 0 || (kept.twin == topo.twin && kept.loose == topo.loose)
-        );
+        debug_assert!(stripped.strips > 0 || (kept.twin == topo.twin && kept.loose == topo.loose));
     }
     let report = TopologyReport {
         edges: topo.edges,
@@ -644,6 +661,8 @@ fn topology_stage(
         zipped_edges: zipped.edges_split,
         zipped_points: zipped.points,
         zip_cells_skipped: zipped.cells_skipped,
+        strips: stripped.strips,
+        strip_facets: stripped.facets,
         seconds: 0.0,
     };
     (topo, report)

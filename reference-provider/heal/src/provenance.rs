@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 /// The bits of a facet's provenance byte.
 pub mod mark {
-    /// Added by hole filling.
+    /// Added by hole filling, or by a strip joining a seam's two sides.
     pub const FILLED: u8 = 1;
     /// Its winding was flipped to agree with its neighbours.
     pub const WINDING: u8 = 2;
@@ -37,7 +37,8 @@ pub mod mark {
 /// let repaired = heal::repair(stl.as_bytes(), &options)?;
 /// let p = &repaired.provenance;
 /// assert_eq!(p.facets.len(), repaired.mesh.triangles.len());
-/// assert_eq!(p.count(mark::FILLED), repaired.report.stages.holes.facets_added);
+/// let s = &repaired.report.stages;
+/// assert_eq!(p.count(mark::FILLED), s.holes.facets_added + s.topology.strip_facets);
 /// # Ok::<(), heal::HealError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]

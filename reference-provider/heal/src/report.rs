@@ -157,6 +157,13 @@ pub struct TopologyReport {
     /// docs/HEALING.md); 0 on real models.
     #[serde(default)]
     pub zip_cells_skipped: u64,
+    /// Pairs of boundary chains that ran alongside each other (a curved seam between patches
+    /// meshed apart, off each other by the chords' sagitta) joined by a strip of slivers.
+    #[serde(default)]
+    pub strips: u64,
+    /// Facets those strips added (marked as filled in the provenance).
+    #[serde(default)]
+    pub strip_facets: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

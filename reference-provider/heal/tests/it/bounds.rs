@@ -17,6 +17,8 @@ fn cut_tubes(tubes: usize, rings: usize) -> (f64, heal::Report) {
     assert_eq!(v.degenerate, 0, "{tubes}x{rings}");
     assert_eq!(report.shells, tubes as u64, "{report:?}");
     assert_eq!(report.stages.holes.filled, tubes as u64, "{report:?}");
+    // The tubes' rims lie side by side, far apart against their edges: never one strip.
+    assert_eq!(report.stages.topology.strips, 0, "{report:?}");
     assert!(report.watertight, "{report:?}");
     let boundary = report.stages.topology.boundary_edges as f64;
     assert!(boundary >= (tubes * 4 * rings) as f64 * 0.9, "{boundary}");

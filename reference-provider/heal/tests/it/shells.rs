@@ -201,17 +201,14 @@ fn heal_a_thin_closed_plate_encloses_volume() {
     assert!((r.report.volume - 4.0).abs() < 1e-3, "{}", r.report.volume);
 }
 
-#[test]
-fn heal_caps_meshed_apart_from_a_curved_wall_are_reported_not_hidden() {
-    // A cylinder whose wall has 64 segments and whose caps (fans from their centres) have 48:
-    // the caps' rim vertices lie off the wall's chords by the sagitta, so the seams are not
-    // zipped, each cap is a shell of its own and its rim is filled onto itself. The repair
-    // must say so rather than call the result watertight. (Zipping curved seams would make
-    // this one watertight shell.)
-    let (r, h) = (10.0f32, 20.0f32);
-    let at = |k: u32, n: u32, z: f32| {
-        let a = std::f32::consts::TAU * k as f32 / n as f32;
-        [r * a.cos(), r * a.sin(), z]
+/// A cylinder (radius `r`, height 20) whose wall has `wall` segments and whose caps (fans
+/// from their centres, radius `cap_r`, turned by `turn` of a cap segment) have `caps`: each
+/// face meshed on its own, as some exporters do.
+fn cylinder_meshed_apart(wall: u32, caps: u32, r: f32, cap_r: f32, turn: f32) -> Vec<u8> {
+    let h = 20.0f32;
+    let at = |k: f32, n: u32, radius: f32, z: f32| {
+        let a = std::f32::consts::TAU * k / n as f32;
+        [radius * a.cos(), radius * a.sin(), z]
     };
     let mut v = Vec::new();
     let mut t = Vec::new();
@@ -220,17 +217,77 @@ fn heal_caps_meshed_apart_from_a_curved_wall_are_reported_not_hidden() {
         v.extend(p);
         t.push([base, base + 1, base + 2]);
     };
-    for k in 0..64 {
-        let (a, b) = (at(k, 64, 0.0), at(k + 1, 64, 0.0));
-        let (c, d) = (at(k + 1, 64, h), at(k, 64, h));
+    for k in 0..wall {
+        let k = k as f32;
+        let (a, b) = (at(k, wall, r, 0.0), at(k + 1.0, wall, r, 0.0));
+        let (c, d) = (at(k + 1.0, wall, r, h), at(k, wall, r, h));
         add([a, b, c]);
         add([a, c, d]);
     }
-    for k in 0..48 {
-        add([[0.0, 0.0, h], at(k, 48, h), at(k + 1, 48, h)]);
-        add([[0.0, 0.0, 0.0], at(k + 1, 48, 0.0), at(k, 48, 0.0)]);
+    for k in 0..caps {
+        let k = k as f32 + turn;
+        add([
+            [0.0, 0.0, h],
+            at(k, caps, cap_r, h),
+            at(k + 1.0, caps, cap_r, h),
+        ]);
+        add([
+            [0.0, 0.0, 0.0],
+            at(k + 1.0, caps, cap_r, 0.0),
+            at(k, caps, cap_r, 0.0),
+        ]);
     }
-    let rep = heal::repair(&stl_of(v, t), &RepairOptions::default()).unwrap();
+    stl_of(v, t)
+}
+
+#[test]
+fn heal_caps_meshed_apart_from_a_curved_wall_are_joined_by_strips() {
+    // The caps' rims lie off the wall's chords by the sagitta (far more than rounding, so
+    // nothing is zipped): the strips join each cap to the wall, whether the two meshes share
+    // vertices round the rim (64 and 48 segments: every 22.5°; 64 and 50: at 0° and 180°)
+    // or none (the caps turned by half a segment).
+    let wall_area = |n: f32| n / 2.0 * 100.0 * (std::f32::consts::TAU / n).sin();
+    for (wall, caps, turn) in [(64, 48, 0.0), (64, 50, 0.0), (64, 48, 0.5), (40, 96, 0.25)] {
+        let stl = cylinder_meshed_apart(wall, caps, 10.0, 10.0, turn);
+        let rep = heal::repair(&stl, &RepairOptions::default()).unwrap();
+        let case = format!("{wall} / {caps} turned {turn}: {:?}", rep.report);
+        assert!(rep.report.watertight, "{case}");
+        assert_eq!(rep.report.shells, 1, "{case}");
+        // One strip per rim, or one per stretch between shared vertices.
+        assert!(rep.report.stages.topology.strips >= 2, "{case}");
+        assert_eq!(rep.report.stages.orient.flat_shells, 0, "{case}");
+        assert_eq!(rep.report.stages.holes.found, 0, "{case}");
+        let filled = rep.provenance.count(heal::provenance::mark::FILLED);
+        assert_eq!(filled, rep.report.stages.topology.strip_facets, "{case}");
+        // Between the two polygons' prisms (the strips lie between the rims).
+        let (lo, hi) = {
+            let (a, b) = (wall_area(wall as f32), wall_area(caps as f32));
+            (a.min(b) as f64 * 20.0, a.max(b) as f64 * 20.0)
+        };
+        let vol = rep.report.volume;
+        assert!(
+            vol > lo * 0.9999 && vol < hi * 1.0001,
+            "{vol} not in {lo}..{hi}: {case}"
+        );
+        // A repair of the output changes nothing.
+        let out = rep.to_stl_bytes();
+        let again = heal::repair(&out, &RepairOptions::default()).unwrap();
+        assert_eq!(again.to_stl_bytes(), out, "{case}");
+        assert_eq!(again.report.stages.topology.strips, 0, "{case}");
+    }
+}
+
+#[test]
+fn heal_caps_apart_from_their_wall_are_reported_not_hidden() {
+    // Caps of radius 9 on a wall of radius 10: a gap of 1 against rim edges of about 1, far
+    // from the sliver a seam leaves. No strip joins them; each cap is a shell of its own, its
+    // rim filled onto itself, and the repair says so rather than call the result watertight.
+    let rep = heal::repair(
+        &cylinder_meshed_apart(64, 48, 10.0, 9.0, 0.0),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(rep.report.stages.topology.strips, 0, "{:?}", rep.report);
     assert_eq!(rep.report.stages.orient.flat_shells, 2, "{:?}", rep.report);
     assert!(!rep.report.watertight);
 }

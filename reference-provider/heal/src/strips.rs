@@ -1,0 +1,407 @@
+//! Strips: two boundary chains that run alongside each other are joined by a strip of facets.
+//!
+//! Where two patches of one curved surface were meshed apart (a cylinder's wall in 64
+//! segments, its caps in 48; a plate's hole in 32, the hole's wall in 40), the seam's two
+//! sides are two polylines on the same curve, off each other by the chords' sagitta: far more
+//! than rounding, so neither the weld, the stitch nor the zip joins them. Each patch would
+//! stay a shell of its own and its rim would be filled onto itself (a flat shell).
+//!
+//! The boundary is cut into chains at its branch vertices (where the two sides meet: more
+//! than one boundary edge leaves or enters), and two chains are candidates when they join the
+//! same two branch vertices, or when both are closed (no branch vertex on them), of about the
+//! same length, and their centroids are near. The strip between them is the classic zipper
+//! of two polylines: walking both from one end, the next facet takes the next edge of the
+//! chain whose new diagonal is shorter. It is made only when every facet is a sliver (its
+//! height over its longest edge at most [`MAX_WIDTH`] of that edge: the chains lie along each
+//! other, not across a hole), none is flat by the clean stage's rule ([`clean::flat`], so a
+//! repair of the output removes nothing), and no diagonal is an edge the mesh or another
+//! strip has already. Every facet uses a chain's boundary edge the other way round, so the
+//! strip pairs with both sides when the edges are paired again; a side wound the other way
+//! is turned by the winding stage like any other.
+//!
+//! Cost: chains are found in one pass over the boundary (sorted), pairs by a hash of their
+//! end vertices or a grid of centroids, at most [`MAX_TRIES`] tries per chain, each linear in
+//! the two chains' lengths.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::clean;
+use crate::holes::{cross, dot, half_edges_within, norm, sub, vertex_set};
+use crate::topology::{NONE, half_edge};
+
+/// A strip's facets may be at most this high, relative to their longest edge.
+pub(crate) const MAX_WIDTH: f64 = 0.2;
+/// Candidate partners tried per chain.
+const MAX_TRIES: usize = 8;
+/// Closed chains looked at per chain when searching for partners (a crafted pile of rims in
+/// one place costs no more than this each).
+const MAX_SCAN: usize = 64;
+/// Closed chains are paired only when their lengths differ by at most this fraction.
+const LENGTH_RATIO: f64 = 0.1;
+
+/// What the strips did.
+#[derive(Debug, Default)]
+pub(crate) struct Strips {
+    /// Strips made (pairs of chains joined).
+    pub strips: u64,
+    /// Facets appended.
+    pub facets: u64,
+}
+
+/// A chain of boundary vertices in hole direction (the reverse of the surface's), and
+/// whether it is closed (its last vertex is its first, not repeated).
+struct Chain {
+    v: Vec<u32>,
+    closed: bool,
+}
+
+/// Join the boundary chains of `triangles` that run alongside each other (see the module
+/// doc). `twin` and `loose` are the pairing of `triangles`; `snap` the weld's largest merge.
+/// Facets are appended. Returns `None` when no strip was made.
+pub(crate) fn strips(
+    v: &[[f32; 3]],
+    triangles: &mut Vec<[u32; 3]>,
+    twin: &[u32],
+    loose: &[u32],
+    snap: f64,
+) -> Option<Strips> {
+    let tris: &[[u32; 3]] = triangles;
+    // Hole-direction edges: the reverse of every boundary half-edge, sorted.
+    let mut edges: Vec<(u32, u32)> = (0..twin.len() as u32)
+        .into_par_iter()
+        .filter(|&h| twin[h as usize] == NONE && loose.binary_search(&h).is_err())
+        .map(|h| {
+            let (a, b) = half_edge(tris, h);
+            (b, a)
+        })
+        .collect();
+    if edges.len() < 4 {
+        return None;
+    }
+    edges.par_sort_unstable();
+    let chains = chains(&edges);
+    drop(edges);
+    let candidates = pairs(v, &chains);
+    if candidates.is_empty() {
+        return None;
+    }
+    let p = |i: u32| v[i as usize].map(f64::from);
+    // Build every candidate's strip, then keep those whose diagonals are new.
+    let built: Vec<Option<Vec<[u32; 3]>>> = candidates
+        .par_iter()
+        .map(|&(x, y, reverse)| {
+            let xs = &chains[x as usize];
+            let ys = &chains[y as usize];
+            let mut yv = ys.v.clone();
+            if reverse {
+                yv.reverse();
+                if ys.closed {
+                    // Closed: keep it a rotation of the loop that starts where it did.
+                    yv.rotate_right(1);
+                }
+            }
+            zipper(&xs.v, &yv, xs.closed, &p, v, snap)
+        })
+        .collect();
+    if built.iter().all(Option::is_none) {
+        return None;
+    }
+    // The mesh's edges between the vertices of the strips built.
+    let near = vertex_set(
+        v.len(),
+        built
+            .iter()
+            .flatten()
+            .flat_map(|s| s.iter().flatten().copied()),
+    );
+    let key = |a: u32, b: u32| (a.min(b), a.max(b));
+    let mut existing: HashSet<(u32, u32)> = half_edges_within(tris, &near)
+        .map(|(a, b)| key(a, b))
+        .collect();
+    let mut used = vec![false; chains.len()];
+    let mut out = Strips::default();
+    for ((x, y, _), strip) in candidates.iter().zip(built) {
+        let Some(strip) = strip else { continue };
+        if used[*x as usize] || used[*y as usize] {
+            continue;
+        }
+        let own: HashSet<(u32, u32)> = chain_edges(&chains[*x as usize])
+            .chain(chain_edges(&chains[*y as usize]))
+            .map(|(a, b)| key(a, b))
+            .collect();
+        let diagonals: HashSet<(u32, u32)> = strip
+            .iter()
+            .flat_map(|t| (0..3).map(move |k| key(t[k], t[(k + 1) % 3])))
+            .filter(|e| !own.contains(e))
+            .collect();
+        if diagonals.iter().any(|e| existing.contains(e)) {
+            continue;
+        }
+        existing.extend(diagonals);
+        used[*x as usize] = true;
+        used[*y as usize] = true;
+        out.strips += 1;
+        out.facets += strip.len() as u64;
+        triangles.extend(strip);
+    }
+    (out.strips > 0).then_some(out)
+}
+
+/// The edges of a chain, in its direction.
+fn chain_edges(c: &Chain) -> impl Iterator<Item = (u32, u32)> + '_ {
+    let n = c.v.len();
+    let m = if c.closed { n } else { n - 1 };
+    (0..m).map(move |i| (c.v[i], c.v[(i + 1) % n]))
+}
+
+/// Cut the hole edges (sorted by start) into chains at branch vertices: vertices where other
+/// than exactly one edge leaves and one arrives. What is left are closed chains.
+fn chains(edges: &[(u32, u32)]) -> Vec<Chain> {
+    let mut ins: HashMap<u32, u32> = HashMap::new();
+    for &(_, b) in edges {
+        *ins.entry(b).or_default() += 1;
+    }
+    let out_of = |x: u32| {
+        let s = edges.partition_point(|e| e.0 < x);
+        s..s + edges[s..].partition_point(|e| e.0 == x)
+    };
+    let branch = |x: u32| out_of(x).len() != 1 || ins.get(&x).copied().unwrap_or(0) != 1;
+    let mut used = vec![false; edges.len()];
+    let mut chains = Vec::new();
+    let follow = |first: usize, used: &mut Vec<bool>| -> Vec<u32> {
+        let mut path = vec![edges[first].0];
+        let mut e = first;
+        loop {
+            used[e] = true;
+            let to = edges[e].1;
+            path.push(to);
+            if branch(to) || to == path[0] {
+                break;
+            }
+            e = out_of(to).start;
+            if used[e] {
+                break;
+            }
+        }
+        path
+    };
+    for first in 0..edges.len() {
+        if !used[first] && branch(edges[first].0) {
+            let path = follow(first, &mut used);
+            chains.push(Chain {
+                v: path,
+                closed: false,
+            });
+        }
+    }
+    for first in 0..edges.len() {
+        if !used[first] {
+            let mut path = follow(first, &mut used);
+            let closed = path.len() > 3 && path.last() == path.first();
+            if closed {
+                path.pop();
+            }
+            chains.push(Chain { v: path, closed });
+        }
+    }
+    chains
+}
+
+/// Candidate pairs `(x, y, reverse y)`, best first within each chain: open chains between the
+/// same two branch vertices, and closed chains of about the same length whose centroids are
+/// within a tenth of their length of each other.
+fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
+    let mut out = Vec::new();
+    // Open chains by their ends.
+    let mut by_ends: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
+    for (i, c) in chains.iter().enumerate() {
+        let (a, b) = (c.v[0], c.v[c.v.len() - 1]);
+        if !c.closed && a != b && c.v.len() >= 2 {
+            by_ends
+                .entry((a.min(b), a.max(b)))
+                .or_default()
+                .push(i as u32);
+        }
+    }
+    let mut buckets: Vec<Vec<u32>> = by_ends.into_values().filter(|b| b.len() >= 2).collect();
+    buckets.sort_unstable();
+    for b in buckets {
+        for (k, &x) in b.iter().enumerate().take(MAX_TRIES) {
+            for &y in b.iter().skip(k + 1).take(MAX_TRIES) {
+                // Both in the same direction run `p → q`: the partner is taken as it is;
+                // otherwise reversed.
+                let same = chains[x as usize].v[0] == chains[y as usize].v[0];
+                out.push((x, y, !same));
+            }
+        }
+    }
+    // Closed chains by the cell of their centroid, on a grid whose side is a power of two
+    // chosen per chain (its length / 8 or more): a partner within a tenth of the length lies
+    // in a neighbouring cell of the same level or the next one up or down.
+    let p = |i: u32| v[i as usize].map(f64::from);
+    let info: Vec<(u32, [f64; 3], f64)> = chains
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.closed)
+        .filter_map(|(i, c)| {
+            let n = c.v.len();
+            let mut centre = [0.0; 3];
+            let mut length = 0.0;
+            for k in 0..n {
+                let (a, b) = (p(c.v[k]), p(c.v[(k + 1) % n]));
+                length += norm(sub(b, a));
+                for d in 0..3 {
+                    centre[d] += a[d] / n as f64;
+                }
+            }
+            (length > 0.0 && length.is_finite()).then_some((i as u32, centre, length))
+        })
+        .collect();
+    let level = |length: f64| (length / 8.0).log2().ceil() as i32;
+    let cell = |c: [f64; 3], l: i32| c.map(|x| (x / 2f64.powi(l)).floor() as i64);
+    let mut grid: HashMap<(i32, [i64; 3]), Vec<usize>> = HashMap::new();
+    for (k, x) in info.iter().enumerate() {
+        let l = level(x.2);
+        grid.entry((l, cell(x.1, l))).or_default().push(k);
+    }
+    for (k, &(x, cx, lx)) in info.iter().enumerate() {
+        let mut near: Vec<(f64, usize)> = Vec::new();
+        let mut seen = 0;
+        'levels: for l in level(lx) - 1..=level(lx) + 1 {
+            let c = cell(cx, l);
+            for d in 0..125i64 {
+                let g = [c[0] + d % 5 - 2, c[1] + (d / 5) % 5 - 2, c[2] + d / 25 - 2];
+                for &o in grid.get(&(l, g)).into_iter().flatten() {
+                    seen += 1;
+                    if seen > MAX_SCAN {
+                        break 'levels;
+                    }
+                    let (_, co, lo) = info[o];
+                    let dist = norm(sub(co, cx));
+                    if o > k && (lx - lo).abs() <= LENGTH_RATIO * lx.max(lo) && dist <= lx / 10.0 {
+                        near.push((dist, o));
+                    }
+                }
+            }
+        }
+        near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for &(_, o) in near.iter().take(MAX_TRIES) {
+            let y = info[o].0;
+            // Facing surfaces' rims run opposite ways: the partner reversed first.
+            out.push((x, y, true));
+            out.push((x, y, false));
+        }
+    }
+    out
+}
+
+/// The strip between chains `x` and `y`, both running the same way (from a common first
+/// vertex to a common last one, or closed), or `None` when it is not a strip of slivers.
+/// A facet that takes `x`'s edge `a → b` winds `a, b, apex`; one that takes `y`'s edge
+/// `c → d` winds `c, apex, d`... so both chains' edges are used against their direction.
+fn zipper(
+    x: &[u32],
+    y: &[u32],
+    closed: bool,
+    p: &impl Fn(u32) -> [f64; 3],
+    v: &[[f32; 3]],
+    snap: f64,
+) -> Option<Vec<[u32; 3]>> {
+    let (n, m) = if closed {
+        (x.len(), y.len())
+    } else {
+        (x.len() - 1, y.len() - 1)
+    };
+    // A closed pair starts at the vertex of `y` nearest to `x[0]`.
+    let start = if closed {
+        let x0 = p(x[0]);
+        (0..m).min_by(|&a, &b| {
+            let (da, db) = (norm(sub(p(y[a]), x0)), norm(sub(p(y[b]), x0)));
+            da.total_cmp(&db).then(a.cmp(&b))
+        })?
+    } else {
+        0
+    };
+    let xi = |i: usize| x[i % x.len()];
+    let yj = |j: usize| y[(start + j) % y.len()];
+    let dist = |a: u32, b: u32| norm(sub(p(a), p(b)));
+    // How far every vertex is from the other chain, relative to the length of the other
+    // chain's edge it is nearest to (among those near where the walk is): the chains must
+    // lie along each other everywhere, not merely give thin facets (two rims far apart
+    // joined out of step give needles).
+    let mut off_x = vec![f64::INFINITY; n + 1];
+    let mut off_y = vec![f64::INFINITY; m + 1];
+    let off = |w: u32, seg: (u32, u32)| {
+        let (a, b, q) = (p(seg.0), p(seg.1), p(w));
+        let d = sub(b, a);
+        let len = norm(d);
+        if len == 0.0 {
+            return f64::INFINITY;
+        }
+        let t = (dot(sub(q, a), d) / (len * len)).clamp(0.0, 1.0);
+        norm(sub(q, [a[0] + t * d[0], a[1] + t * d[1], a[2] + t * d[2]])) / len
+    };
+    // The other chain's edges `k → k + 1` near position `at` (round the loop when closed).
+    let segments = |at: usize, count: usize| {
+        if closed {
+            at + count - 2..at + count + 2
+        } else {
+            at.saturating_sub(2)..(at + 2).min(count)
+        }
+    };
+    let measure = |i: usize, j: usize, off_x: &mut Vec<f64>, off_y: &mut Vec<f64>| {
+        for k in segments(j, m) {
+            off_x[i] = off_x[i].min(off(xi(i), (yj(k), yj(k + 1))));
+        }
+        for k in segments(i, n) {
+            off_y[j] = off_y[j].min(off(yj(j), (xi(k), xi(k + 1))));
+        }
+    };
+    let mut out = Vec::with_capacity(n + m);
+    let (mut i, mut j) = (0, 0);
+    measure(0, 0, &mut off_x, &mut off_y);
+    while i < n || j < m {
+        let take_x = if i == n {
+            false
+        } else if j == m {
+            true
+        } else {
+            dist(xi(i + 1), yj(j)) <= dist(xi(i), yj(j + 1))
+        };
+        // A vertex the walk leaves is measured no more: a strip out of step stops there.
+        let t = if take_x {
+            if off_x[i] > MAX_WIDTH {
+                return None;
+            }
+            i += 1;
+            [xi(i - 1), xi(i), yj(j)]
+        } else {
+            if off_y[j] > MAX_WIDTH {
+                return None;
+            }
+            j += 1;
+            [xi(i), yj(j), yj(j - 1)]
+        };
+        measure(i, j, &mut off_x, &mut off_y);
+        if t[0] == t[1] || t[1] == t[2] || t[0] == t[2] {
+            continue;
+        }
+        if !sliver(t.map(p)) || clean::flat(v, t, snap) {
+            return None;
+        }
+        out.push(t);
+    }
+    let along = off_x.iter().chain(&off_y).all(|&o| o <= MAX_WIDTH);
+    (along && !out.is_empty()).then_some(out)
+}
+
+/// Is the triangle's height over its longest edge at most [`MAX_WIDTH`] of that edge?
+fn sliver(t: [[f64; 3]; 3]) -> bool {
+    let longest = (0..3)
+        .map(|k| norm(sub(t[(k + 1) % 3], t[k])))
+        .fold(0.0f64, f64::max);
+    let area2 = norm(cross(sub(t[1], t[0]), sub(t[2], t[0])));
+    longest > 0.0 && area2 / longest <= MAX_WIDTH * longest
+}

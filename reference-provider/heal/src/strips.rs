@@ -33,6 +33,9 @@ use crate::topology::{NONE, half_edge};
 
 /// A strip's facets may be at most this high, relative to their longest edge.
 pub(crate) const MAX_WIDTH: f64 = 0.2;
+/// A strip facet within this angle of the mesh's facet on the same edge (seen along the edge)
+/// folds back over it (see [`folds`]).
+const FOLD_ANGLE: f64 = std::f64::consts::FRAC_PI_4;
 /// Candidate partners tried per chain.
 const MAX_TRIES: usize = 8;
 /// Closed chains looked at per chain when searching for partners (a crafted pile of rims in
@@ -68,13 +71,14 @@ pub(crate) fn strips(
     snap: f64,
 ) -> Option<Strips> {
     let tris: &[[u32; 3]] = triangles;
-    // Hole-direction edges: the reverse of every boundary half-edge, sorted.
-    let mut edges: Vec<(u32, u32)> = (0..twin.len() as u32)
+    // Hole-direction edges (the reverse of every boundary half-edge) with the third corner of
+    // their facet, sorted.
+    let mut edges: Vec<(u32, u32, u32)> = (0..twin.len() as u32)
         .into_par_iter()
         .filter(|&h| twin[h as usize] == NONE && loose.binary_search(&h).is_err())
         .map(|h| {
             let (a, b) = half_edge(tris, h);
-            (b, a)
+            (b, a, tris[h as usize / 3][(h as usize % 3 + 2) % 3])
         })
         .collect();
     if edges.len() < 4 {
@@ -82,11 +86,14 @@ pub(crate) fn strips(
     }
     edges.par_sort_unstable();
     let chains = chains(&edges);
-    drop(edges);
     let candidates = pairs(v, &chains);
     if candidates.is_empty() {
         return None;
     }
+    let key = |a: u32, b: u32| (a.min(b), a.max(b));
+    let corner: HashMap<(u32, u32), u32> = edges.iter().map(|&(a, b, c)| (key(a, b), c)).collect();
+    drop(edges);
+    let opposite = |a: u32, b: u32| corner.get(&key(a, b)).copied();
     let p = |i: u32| v[i as usize].map(f64::from);
     // Build every candidate's strip, then keep those whose diagonals are new.
     let built: Vec<Option<Vec<[u32; 3]>>> = candidates
@@ -102,7 +109,7 @@ pub(crate) fn strips(
                     yv.rotate_right(1);
                 }
             }
-            zipper(&xs.v, &yv, xs.closed, &p, v, snap)
+            zipper(&xs.v, &yv, xs.closed, &p, &opposite, v, snap)
         })
         .collect();
     if built.iter().all(Option::is_none) {
@@ -116,7 +123,6 @@ pub(crate) fn strips(
             .flatten()
             .flat_map(|s| s.iter().flatten().copied()),
     );
-    let key = |a: u32, b: u32| (a.min(b), a.max(b));
     let mut existing: HashSet<(u32, u32)> = half_edges_within(tris, &near)
         .map(|(a, b)| key(a, b))
         .collect();
@@ -158,9 +164,9 @@ fn chain_edges(c: &Chain) -> impl Iterator<Item = (u32, u32)> + '_ {
 
 /// Cut the hole edges (sorted by start) into chains at branch vertices: vertices where other
 /// than exactly one edge leaves and one arrives. What is left are closed chains.
-fn chains(edges: &[(u32, u32)]) -> Vec<Chain> {
+fn chains(edges: &[(u32, u32, u32)]) -> Vec<Chain> {
     let mut ins: HashMap<u32, u32> = HashMap::new();
-    for &(_, b) in edges {
+    for &(_, b, _) in edges {
         *ins.entry(b).or_default() += 1;
     }
     let out_of = |x: u32| {
@@ -306,6 +312,7 @@ fn zipper(
     y: &[u32],
     closed: bool,
     p: &impl Fn(u32) -> [f64; 3],
+    opposite: &impl Fn(u32, u32) -> Option<u32>,
     v: &[[f32; 3]],
     snap: f64,
 ) -> Option<Vec<[u32; 3]>> {
@@ -391,10 +398,45 @@ fn zipper(
         if !sliver(t.map(p)) || clean::flat(v, t, snap) {
             return None;
         }
+        // The chain edge this facet takes, and its apex on the other chain.
+        let (a, b, apex) = if take_x {
+            (t[0], t[1], t[2])
+        } else {
+            (t[2], t[1], t[0])
+        };
+        if opposite(a, b).is_some_and(|c| folds(p(a), p(b), p(c), p(apex))) {
+            return None;
+        }
         out.push(t);
     }
     let along = off_x.iter().chain(&off_y).all(|&o| o <= MAX_WIDTH);
     (along && !out.is_empty()).then_some(out)
+}
+
+/// Would a strip facet on edge `a b` with its apex at `y` fold back over the mesh's facet on
+/// that edge (third corner `c`)? Seen along the edge, the two lie within [`FOLD_ANGLE`] of
+/// each other, the apex beside the edge and more than halfway across the facet: the strip
+/// would cover surface that is there (the two rims of a narrow band), not bridge a seam
+/// (where it continues the surface, meets it at a crease, or laps it by the sagitta).
+fn folds(a: [f64; 3], b: [f64; 3], c: [f64; 3], y: [f64; 3]) -> bool {
+    let e = sub(b, a);
+    let e2 = dot(e, e);
+    if e2 == 0.0 {
+        return false;
+    }
+    let across = |q: [f64; 3]| {
+        let d = sub(q, a);
+        let t = dot(d, e) / e2;
+        ([d[0] - t * e[0], d[1] - t * e[1], d[2] - t * e[2]], t)
+    };
+    let ((u, _), (w, t)) = (across(c), across(y));
+    let (lu, lw) = (norm(u), norm(w));
+    // An apex beyond the edge's ends (a sliver of a seam's zipper, its corners all near one
+    // curve) says nothing about the side it lies on; one that reaches less than halfway
+    // across the facet (a seam on the concave side, such as a plate's hole rim whose chords cut
+    // inside the wall's: the strip laps the facet by the sagitta) covers a sliver of it, not
+    // the facet.
+    (0.0..=1.0).contains(&t) && lu > 0.0 && lw > 0.5 * lu && dot(u, w) > FOLD_ANGLE.cos() * lu * lw
 }
 
 /// Is the triangle's height over its longest edge at most [`MAX_WIDTH`] of that edge?

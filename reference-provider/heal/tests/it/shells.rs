@@ -291,3 +291,47 @@ fn heal_caps_apart_from_their_wall_are_reported_not_hidden() {
     assert_eq!(rep.report.stages.orient.flat_shells, 2, "{:?}", rep.report);
     assert!(!rep.report.watertight);
 }
+
+#[test]
+fn heal_a_narrow_open_band_gets_caps_not_a_strip_over_itself() {
+    // A short open tube (16 segments of ~3.9 round, 0.5 high, in two rows): its two rims run
+    // alongside each other within a fraction of their edges, but the band's own surface lies
+    // between them. A strip would fold back over it (a closed shell of no volume); the rims
+    // are holes, filled as caps.
+    let (r, rows, height) = (10.0f32, 2u32, 0.5f32);
+    let at = |k: u32, row: u32| {
+        let a = std::f32::consts::TAU * k as f32 / 16.0;
+        [r * a.cos(), r * a.sin(), height * row as f32 / rows as f32]
+    };
+    let mut v = Vec::new();
+    let mut t = Vec::new();
+    for row in 0..=rows {
+        for k in 0..16 {
+            v.push(at(k, row));
+        }
+    }
+    let id = |k: u32, row: u32| row * 16 + k % 16;
+    for row in 0..rows {
+        for k in 0..16 {
+            let (a, b, c, d) = (
+                id(k, row),
+                id(k + 1, row),
+                id(k + 1, row + 1),
+                id(k, row + 1),
+            );
+            t.extend([[a, b, c], [a, c, d]]);
+        }
+    }
+    let rep = heal::repair(&stl_of(v, t), &RepairOptions::default()).unwrap();
+    let s = &rep.report.stages;
+    assert_eq!(s.topology.strips, 0, "{:?}", rep.report);
+    assert_eq!((s.holes.found, s.holes.filled), (2, 2), "{:?}", rep.report);
+    assert!(rep.report.watertight, "{:?}", rep.report);
+    let disc = 8.0 * r * r * (std::f32::consts::TAU / 16.0).sin();
+    let expected = f64::from(disc * height);
+    assert!(
+        (rep.report.volume - expected).abs() < 1e-3 * expected,
+        "{}",
+        rep.report.volume
+    );
+}

@@ -11,11 +11,15 @@
 //! same two branch vertices, or when both are closed (no branch vertex on them), of about the
 //! same length, and their centroids are near. The strip between them is the classic zipper
 //! of two polylines: walking both from one end, the next facet takes the next edge of the
-//! chain whose new diagonal is shorter. It is made only when every facet is a sliver (its
-//! height over its longest edge at most [`MAX_WIDTH`] of that edge: the chains lie along each
-//! other, not across a hole), none is flat by the clean stage's rule ([`clean::flat`], so a
-//! repair of the output removes nothing), and no diagonal is an edge the mesh or another
-//! strip has already. Every facet uses a chain's boundary edge the other way round, so the
+//! chain whose new diagonal is shorter. It is made only when every vertex of each chain lies
+//! within [`MAX_WIDTH`] of the length of the other chain's nearest edge (the chains lie along
+//! each other, not across a hole; a walk out of step stops at the first vertex it leaves
+//! behind), every facet is a sliver (its height over its longest edge at most [`MAX_WIDTH`]),
+//! none is flat by the clean stage's rule ([`clean::flat`], so a repair of the output removes
+//! nothing), none folds back over the mesh's facet on the edge it takes ([`folds`]: the rims
+//! of a narrow open band lie along each other too, but with the band between them), and no
+//! diagonal is an edge the mesh or another strip has already. Every facet uses a chain's
+//! boundary edge the other way round, so the
 //! strip pairs with both sides when the edges are paired again; a side wound the other way
 //! is turned by the winding stage like any other.
 //!
@@ -31,7 +35,8 @@ use crate::clean;
 use crate::holes::{cross, dot, half_edges_within, norm, sub, vertex_set};
 use crate::topology::{NONE, half_edge};
 
-/// A strip's facets may be at most this high, relative to their longest edge.
+/// A chain's vertices may be at most this far from the other chain, relative to the length of
+/// its nearest edge; and a strip's facets at most this high, relative to their longest edge.
 pub(crate) const MAX_WIDTH: f64 = 0.2;
 /// A strip facet within this angle of the mesh's facet on the same edge (seen along the edge)
 /// folds back over it (see [`folds`]).

@@ -820,17 +820,22 @@ fn min_area_counted(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_t_junction_is_closed_by_splitting_the_edge_not_by_a_flat_fill() {
-        // A sheet: above the x axis two facets meet at M = (1, 0), below it one facet runs
-        // from A = (0, 0) to B = (2, 0) whole. A, M, B form a crack of zero area.
-        let v: Vec<[f32; 3]> = vec![
+    /// A sheet: above the x axis two facets meet at M = (1, 0), below it one facet runs from
+    /// A = (0, 0) to B = (2, 0) whole (facets `[0, 2, 3], [2, 1, 3], [0, 4, 1]`). A, M, B form
+    /// a crack of zero area.
+    fn cracked_sheet() -> Vec<[f32; 3]> {
+        vec![
             [0.0, 0.0, 0.0],  // A 0
             [2.0, 0.0, 0.0],  // B 1
             [1.0, 0.0, 0.0],  // M 2
             [1.0, 1.0, 0.0],  // C 3
             [1.0, -1.0, 0.0], // D 4
-        ];
+        ]
+    }
+
+    #[test]
+    fn a_t_junction_is_closed_by_splitting_the_edge_not_by_a_flat_fill() {
+        let v = cracked_sheet();
         let mut tris = vec![[0, 2, 3], [2, 1, 3], [0, 4, 1]];
         let mut shell_of = vec![0; 3];
         let boundary: Vec<(u32, u32, u32)> =
@@ -875,15 +880,9 @@ mod tests {
     /// so it is not made and the crack is left to the filling.
     #[test]
     fn a_t_junction_split_never_repeats_an_edge_of_the_mesh() {
-        let v: Vec<[f32; 3]> = vec![
-            [0.0, 0.0, 0.0],  // A 0
-            [2.0, 0.0, 0.0],  // B 1
-            [1.0, 0.0, 0.0],  // M 2
-            [1.0, 1.0, 0.0],  // C 3
-            [1.0, -1.0, 0.0], // D 4
-            [1.0, -0.5, 1.0], // E 5
-        ];
-        // As above, plus a facet D-M-E off the sheet: the edge D-M exists before the split.
+        // The cracked sheet plus a facet D-M-E off it: the edge D-M exists before the split.
+        let mut v = cracked_sheet();
+        v.push([1.0, -0.5, 1.0]); // E 5
         let tris = vec![[0, 2, 3], [2, 1, 3], [0, 4, 1], [4, 2, 5]];
         let boundary: Vec<(u32, u32, u32)> = [
             (0, 2),

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::clean;
 use crate::holes::{cross, dot, half_edges_within, norm, sub, vertex_set};
-use crate::topology::{NONE, half_edge};
+use crate::topology::{self, half_edge};
 
 /// A chain's vertices may be at most this far from the other chain, relative to the length of
 /// its nearest edge; and a strip's facets at most this high, relative to their longest edge.
@@ -78,9 +78,7 @@ pub(crate) fn strips(
     let tris: &[[u32; 3]] = triangles;
     // Hole-direction edges (the reverse of every boundary half-edge) with the third corner of
     // their facet, sorted.
-    let mut edges: Vec<(u32, u32, u32)> = (0..twin.len() as u32)
-        .into_par_iter()
-        .filter(|&h| twin[h as usize] == NONE && loose.binary_search(&h).is_err())
+    let mut edges: Vec<(u32, u32, u32)> = topology::boundary_half_edges(twin, loose)
         .map(|h| {
             let (a, b) = half_edge(tris, h);
             (b, a, tris[h as usize / 3][(h as usize % 3 + 2) % 3])

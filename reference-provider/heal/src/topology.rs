@@ -42,6 +42,17 @@ pub(crate) fn half_edge(t: &[[u32; 3]], h: u32) -> (u32, u32) {
     (t[f][k], t[f][(k + 1) % 3])
 }
 
+/// The boundary half-edges of a pairing: those with no twin that are not loose (`loose` is
+/// sorted), in parallel.
+pub(crate) fn boundary_half_edges<'a>(
+    twin: &'a [u32],
+    loose: &'a [u32],
+) -> impl ParallelIterator<Item = u32> + 'a {
+    (0..twin.len() as u32)
+        .into_par_iter()
+        .filter(move |&h| twin[h as usize] == NONE && loose.binary_search(&h).is_err())
+}
+
 #[derive(Default)]
 struct Counts {
     edges: u64,

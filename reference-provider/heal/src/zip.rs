@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use crate::clean::{self, rounding};
 use crate::holes::{cross, dot, norm, sub};
 use crate::keys::{self, hash3, hi, lo, pack};
-use crate::topology::{NONE, half_edge};
+use crate::topology::{self, half_edge};
 
 /// The cells the edges' walks may pass, on average per boundary edge (the cell side grows
 /// until they fit).
@@ -107,10 +107,7 @@ pub(crate) fn zip(
     snap: f64,
 ) -> Option<Zipped> {
     let p = |i: u32| v[i as usize].map(f64::from);
-    let boundary: Vec<u32> = (0..twin.len() as u32)
-        .into_par_iter()
-        .filter(|&h| twin[h as usize] == NONE && loose.binary_search(&h).is_err())
-        .collect();
+    let boundary: Vec<u32> = topology::boundary_half_edges(twin, loose).collect();
     if boundary.len() < 2 {
         return None;
     }

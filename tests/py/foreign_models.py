@@ -3,7 +3,8 @@
 The healer's own tests break models made by its own generator (`heal::generate`). This
 script makes models with trimesh's `creation` module (spheres with pole fans, a capsule, a
 cone, discs and tubes whose caps are fans of long thin facets, a torus, an assembly with a
-cavity), and solids whose faces were meshed apart (every seam a row of T-junctions), and
+cavity, a plate with small letters written as bodies of their own, a block with small
+voids), and solids whose faces were meshed apart (every seam a row of T-junctions), and
 breaks them with its own code: per-facet vertex copies with noise, flipped,
 missing, duplicated and degenerate facets (repeated corners, and slivers whose middle corner
 lies on the opposite edge), debris, shuffled facets, T-junctions (a facet split at the middle
@@ -62,6 +63,25 @@ def clean_models():
     metres = creation.capsule(height=30.0, radius=5.0, count=[32, 32])
     metres.apply_scale(0.001)
     models.append(("capsule_metres", metres))
+    # An assembly written body by body, as exporters write one: a plate with letters (1.7 % of
+    # the diagonal each) sunk 0.5 into it and set on it, sharing no vertex with it.
+    plate = creation.box(extents=[200.0, 120.0, 4.0])
+    plate.apply_translation([0.0, 0.0, 2.0])
+    letters = []
+    for i in range(6):
+        letter = creation.box(extents=[2.0, 3.0, 1.5])
+        letter.apply_translation([-20.0 + 8.0 * i, 0.0, 4.75 - 0.5 * (i % 2)])
+        letters.append(letter)
+    models.append(("plate_letters", trimesh.util.concatenate([plate] + letters)))
+    # A block with five small voids (1 % of the diagonal each), wound inward.
+    block = creation.box(extents=[100.0, 60.0, 40.0])
+    voids = []
+    for i in range(5):
+        void = creation.icosphere(subdivisions=2, radius=0.6)
+        void.invert()
+        void.apply_translation([-30.0 + 15.0 * i, 0.0, 0.0])
+        voids.append(void)
+    models.append(("block_voids", trimesh.util.concatenate([block] + voids)))
     return models
 
 

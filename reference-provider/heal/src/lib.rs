@@ -44,6 +44,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod clean;
+mod contact;
 mod error;
 #[cfg(any(test, feature = "generate"))]
 pub mod generate;

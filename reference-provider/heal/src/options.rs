@@ -43,10 +43,12 @@ pub struct RepairOptions {
     pub fix_orientation: bool,
     /// Remove tiny disconnected shells.
     pub remove_tiny_shells: bool,
-    /// A shell is tiny (noise, removed) when it shares no vertex with another shell and its
-    /// bounding-box diagonal is below this fraction of the model's diagonal (default 2 %),
-    /// whatever its facet count (up to [`RepairOptions::tiny_shell_max_facets`]). Shells of
-    /// fewer than 4 facets (which cannot enclose a volume) are always tiny.
+    /// A shell is tiny (noise, removed) when it shares no vertex with another shell, touches
+    /// or crosses no other shell's facets, is not a void (wound inward in another shell's
+    /// material), and its bounding-box diagonal is below this fraction of the model's diagonal
+    /// (default 2 %), whatever its facet count (up to
+    /// [`RepairOptions::tiny_shell_max_facets`]). Shells of fewer than 4 facets (which cannot
+    /// enclose a volume) are always tiny.
     pub tiny_shell_ratio: f32,
     /// See [`RepairOptions::tiny_shell_ratio`] (default: no limit).
     pub tiny_shell_max_facets: u32,

@@ -275,7 +275,14 @@ fn inside(v: &[[f32; 3]], t: &[[u32; 3]], faces: &[u32], p: [f32; 3], bb: Option
 /// Does the ray from `p` along `+axis`, its start moved to `pu`, `pw` on the two other axes,
 /// cross the facet `f`?
 #[inline]
-fn crosses(v: &[[f32; 3]], f: [u32; 3], axis: usize, p: [f64; 3], pu: f64, pw: f64) -> bool {
+pub(crate) fn crosses(
+    v: &[[f32; 3]],
+    f: [u32; 3],
+    axis: usize,
+    p: [f64; 3],
+    pu: f64,
+    pw: f64,
+) -> bool {
     let (u, w) = ((axis + 1) % 3, (axis + 2) % 3);
     let q = f.map(|i| v[i as usize].map(f64::from));
     let (a, b, c) = (q[0], q[1], q[2]);

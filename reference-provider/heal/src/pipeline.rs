@@ -876,6 +876,8 @@ fn shells_stage(
         tiny_removed: kept.removed_shells,
         facets_removed: kept.removed_facets,
         kept: u64::from(kept.kept_shells),
+        kept_touching: kept.kept_touching,
+        touch_limited: kept.touch_limited,
         removed_limited,
         seconds: 0.0,
     };

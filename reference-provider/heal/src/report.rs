@@ -190,6 +190,15 @@ pub struct ShellsReport {
     pub facets_removed: u64,
     /// Shells kept.
     pub kept: u64,
+    /// Shells under the tiny-shell size bound, sharing no vertex with another shell, kept
+    /// because they touch or cross another shell (letters on a plate, a pin through a part)
+    /// or lie in its material wound inward (a void).
+    #[serde(default)]
+    pub kept_touching: u64,
+    /// The contact test behind [`ShellsReport::kept_touching`] ran out of its work budget
+    /// (proportional to the facets) and kept every shell under the size bound.
+    #[serde(default)]
+    pub touch_limited: bool,
     /// A removed shell touched a vertex whose weld limit its facets had cut (the repair then
     /// checks that welding its result again merges nothing).
     #[serde(default)]

@@ -13,17 +13,25 @@ pub(crate) struct Kept {
     pub kept_shells: u32,
     pub removed_shells: u64,
     pub removed_facets: u64,
+    /// Shells under the size bound kept because they touch, cross or are a void in another.
+    pub kept_touching: u64,
+    /// The contact test ran out of its budget: every shell under the size bound was kept.
+    pub touch_limited: bool,
 }
 
 pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &RepairOptions) -> Kept {
     let n = w.shell_count as usize;
     // Facet count and bounding box per shell: in parallel over facet blocks when the per-block
     // tables stay small (few shells), else in one pass.
-    let tally = |t: &[[u32; 3]], shell_of: &[u32]| {
+    let tally = |t: &[[u32; 3]], shell_of: &[u32], offset: usize| {
         let mut count = vec![0u32; n];
         let mut bb: Vec<Option<Bbox>> = vec![None; n];
-        for (f, &s) in t.iter().zip(shell_of) {
+        let mut first = vec![u32::MAX; n];
+        for (i, (f, &s)) in t.iter().zip(shell_of).enumerate() {
             let s = s as usize;
+            if count[s] == 0 {
+                first[s] = (offset + i) as u32;
+            }
             count[s] += 1;
             for &i in f {
                 let p = v[i as usize];
@@ -31,19 +39,21 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
                 b.grow(p);
             }
         }
-        (count, bb)
+        (count, bb, first)
     };
     let parts = rayon::current_num_threads().max(1) * 4;
-    let (count, bb) = if n <= 1 << 12 && t.len() >= 1 << 16 {
+    let (count, bb, first) = if n <= 1 << 12 && t.len() >= 1 << 16 {
         let block = t.len().div_ceil(parts);
         t.par_chunks(block)
             .zip(w.shell_of.par_chunks(block))
-            .map(|(t, s)| tally(t, s))
+            .enumerate()
+            .map(|(i, (t, s))| tally(t, s, i * block))
             .reduce(
-                || (vec![0u32; n], vec![None; n]),
-                |(mut ca, mut ba), (cb, bb)| {
+                || (vec![0u32; n], vec![None; n], vec![u32::MAX; n]),
+                |(mut ca, mut ba, mut fa), (cb, bb, fb)| {
                     for s in 0..n {
                         ca[s] += cb[s];
+                        fa[s] = fa[s].min(fb[s]);
                         ba[s] = match (ba[s], bb[s]) {
                             (Some(x), Some(y)) => {
                                 crate::bbox_of([x.min, x.max, y.min, y.max].into_iter())
@@ -52,11 +62,11 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
                             (None, y) => y,
                         };
                     }
-                    (ca, ba)
+                    (ca, ba, fa)
                 },
             )
     } else {
-        tally(t, &w.shell_of)
+        tally(t, &w.shell_of, 0)
     };
     // Shells that share a vertex with another shell: pieces of one surface, never noise.
     let mut touches = vec![false; n];
@@ -77,13 +87,34 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
     let model = crate::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));
     let model_diag = model.map_or(0.0, |b| b.diagonal());
     let limit = model_diag * f64::from(options.tiny_shell_ratio);
+    // Under four facets: always noise. Small and sharing no vertex: noise unless it touches,
+    // crosses or is a void in another shell (`contact.rs`).
+    let few = |s: usize| options.remove_tiny_shells && count[s] < 4;
+    let small = |s: usize| {
+        options.remove_tiny_shells
+            && !few(s)
+            && !touches[s]
+            && count[s] <= options.tiny_shell_max_facets
+            && bb[s].map_or(0.0, |b| b.diagonal()) < limit
+    };
+    let candidates: Vec<u32> = (0..n).filter(|&s| small(s)).map(|s| s as u32).collect();
+    let counts: Vec<bool> = (0..n).map(|s| !few(s) && !small(s)).collect();
+    let mut in_contact = vec![false; n];
+    let mut touch_limited = false;
+    if let Some(model) = model
+        && !candidates.is_empty()
+        && counts.iter().any(|&c| c)
+    {
+        let c = crate::contact::in_contact(v, t, w, &candidates, &counts, &bb, &first, &model);
+        for (&s, keep) in candidates.iter().zip(c.keep) {
+            in_contact[s as usize] = keep;
+        }
+        touch_limited = c.limited;
+    }
     let mut new_id = vec![u32::MAX; n];
     let (mut kept, mut removed, mut removed_facets) = (0u32, 0u64, 0u64);
     for s in 0..n {
-        let diag = bb[s].map_or(0.0, |b| b.diagonal());
-        let tiny = options.remove_tiny_shells
-            && (count[s] < 4
-                || (!touches[s] && count[s] <= options.tiny_shell_max_facets && diag < limit));
+        let tiny = few(s) || (small(s) && !in_contact[s]);
         if tiny {
             removed += 1;
             removed_facets += u64::from(count[s]);
@@ -92,11 +123,14 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
             kept += 1;
         }
     }
+    let kept_touching = in_contact.iter().filter(|&&c| c).count() as u64;
     Kept {
         new_id,
         kept_shells: kept,
         removed_shells: removed,
         removed_facets,
+        kept_touching,
+        touch_limited,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The tiny-shell rule: a shell is noise (removed) only when it shares no vertex with another
-//! shell and its bounding box is under 2 % of the model's diagonal, whatever its facet count.
+//! shell, touches or crosses none and is no void in one, and its bounding box is under 2 % of
+//! the model's diagonal, whatever its facet count.
 use fixmyprint_heal::{self as heal, Mesh, RepairOptions, generate};
 
 /// A big sphere (r = 10) and a small one of radius `r` at `centre`, as one binary STL.
@@ -119,14 +120,18 @@ fn heal_open_patch_along_a_seam_is_stitched_not_dropped() {
             assert_eq!(s.topology.stitched_edges, 8, "gap {gap}: {:?}", s.topology);
         }
     }
-    // Without stitching the patch is lost: that is what the stitch prevents.
+    // Without stitching the patch stays a shell of its own: it lies in the cube's hole, so the
+    // contact rule keeps it rather than dropping it as noise, but only the stitch makes the
+    // two one surface again.
     let g = generate::seam_patch(100, 2, 2e-4, 7);
     let options = RepairOptions {
         stitch: false,
         ..RepairOptions::default()
     };
     let r = heal::repair(&g.stl, &options).unwrap();
-    assert_eq!(r.report.stages.shells.tiny_removed, 1);
+    let s = &r.report.stages.shells;
+    assert_eq!((s.tiny_removed, s.kept_touching), (0, 1), "{s:?}");
+    assert_eq!(r.report.shells, 2, "{:?}", r.report);
 }
 
 /// A mesh of the given facets over the given vertices, as binary STL.
@@ -334,4 +339,139 @@ fn heal_a_narrow_open_band_gets_caps_not_a_strip_over_itself() {
         "{}",
         rep.report.volume
     );
+}
+
+/// Meshes one after the other, as one binary STL.
+fn joined(parts: Vec<Mesh>) -> Vec<u8> {
+    let mut m = Mesh::default();
+    for part in parts {
+        let base = m.vertices.len() as u32;
+        m.vertices.extend_from_slice(&part.vertices);
+        m.triangles
+            .extend(part.triangles.iter().map(|t| t.map(|i| i + base)));
+    }
+    heal::stl::encode_binary(&m)
+}
+
+/// The signed volume of a closed mesh.
+fn volume(m: &Mesh) -> f64 {
+    m.triangles
+        .iter()
+        .map(|t| {
+            let [a, b, c] = t.map(|i| m.vertices[i as usize].map(f64::from));
+            (a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
+                + a[2] * (b[0] * c[1] - b[1] * c[0]))
+                / 6.0
+        })
+        .sum()
+}
+
+/// The mesh wound the other way round.
+fn inverted(mut m: Mesh) -> Mesh {
+    for t in &mut m.triangles {
+        t.swap(1, 2);
+    }
+    m
+}
+
+#[test]
+fn heal_small_parts_touching_or_crossing_another_are_kept() {
+    // A 200 × 120 × 4 plate and six letters of 2 × 3 × 1.5 (1.7 % of the model's diagonal),
+    // written as bodies of their own that share no vertex with the plate, as exporters write
+    // an assembly: sunk 0.5 into it, set on it, and floating 0.5 above it (noise by the rule).
+    for (lift, kept) in [(-0.5, 6), (0.0, 6), (0.5, 0)] {
+        let mut parts = vec![generate::block([0.0; 3], [200.0, 120.0, 4.0])];
+        for i in 0..6 {
+            let x = 20.0 + 8.0 * i as f32;
+            parts.push(generate::block(
+                [x, 50.0, 4.0 + lift],
+                [x + 2.0, 53.0, 5.5 + lift],
+            ));
+        }
+        let r = heal::repair(&joined(parts), &RepairOptions::default()).unwrap();
+        let s = &r.report.stages.shells;
+        assert_eq!(
+            (s.kept_touching, s.tiny_removed),
+            (kept, 6 - kept),
+            "lift {lift}: {s:?}"
+        );
+        assert!(!s.touch_limited);
+        assert_eq!(r.report.shells, 1 + kept, "lift {lift}");
+        assert!(
+            r.report.watertight,
+            "lift {lift}: {:?}",
+            r.report.not_watertight
+        );
+    }
+}
+
+#[test]
+fn heal_small_voids_are_kept_and_small_islands_in_the_material_are_not() {
+    // A 100 × 60 × 40 block holding five voids of radius 0.6 (1.7 % of the diagonal), wound
+    // inward as voids come, and five spheres of the same size wound outward: islands of
+    // material in material, which add nothing.
+    let mut parts = vec![generate::block([0.0; 3], [100.0, 60.0, 40.0])];
+    for i in 0..5 {
+        let x = 20.0 + 15.0 * i as f32;
+        parts.push(inverted(generate::sphere([x, 20.0, 20.0], 0.6, 200)));
+        parts.push(generate::sphere([x, 40.0, 20.0], 0.6, 200));
+    }
+    let void = volume(&generate::sphere([0.0; 3], 0.6, 200));
+    assert!(void > 0.8, "{void}");
+    let r = heal::repair(&joined(parts), &RepairOptions::default()).unwrap();
+    let s = &r.report.stages;
+    assert_eq!(
+        (s.shells.kept_touching, s.shells.tiny_removed),
+        (5, 5),
+        "{:?}",
+        s.shells
+    );
+    assert_eq!(r.report.shells, 6);
+    assert_eq!(s.orient.cavities, 5);
+    assert!(r.report.watertight, "{:?}", r.report.not_watertight);
+    let want = 240_000.0 - 5.0 * void;
+    assert!(
+        (r.report.volume - want).abs() < 1e-6 * want,
+        "{} vs {want}",
+        r.report.volume
+    );
+}
+
+#[test]
+fn heal_contact_test_past_its_budget_keeps_every_small_shell() {
+    // A round bar 1 000 long meshed as needles that each run its whole length (every one
+    // covers the contact grid from end to end), and 2 000 small tetrahedra floating along it
+    // inside its bounding box but outside the bar: testing every needle against every
+    // tetrahedron would cost 1.2 M exact tests, far past the budget (eight per facet). The
+    // test stops there and keeps them all rather than guess.
+    let sides = 300;
+    let mut bar = Mesh::default();
+    for end in [0.0f32, 1000.0] {
+        for i in 0..sides {
+            let a = std::f32::consts::TAU * i as f32 / sides as f32;
+            bar.vertices.push([end, 5.0 * a.cos(), 5.0 * a.sin()]);
+        }
+    }
+    for i in 0..sides as u32 {
+        let j = (i + 1) % sides as u32;
+        let n = sides as u32;
+        bar.triangles.extend([[i, j, j + n], [i, j + n, i + n]]);
+        if i > 0 && j > 0 {
+            bar.triangles.extend([[0, j, i], [n, n + i, n + j]]);
+        }
+    }
+    let mut parts = vec![bar];
+    for k in 0..2_000 {
+        let (x, y, z) = (0.5 * k as f32, 4.2, 4.2);
+        let p = [[x, y, z], [x + 0.3, y, z], [x, y + 0.3, z], [x, y, z + 0.3]];
+        parts.push(Mesh {
+            vertices: p.to_vec(),
+            triangles: vec![[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]],
+        });
+    }
+    let r = heal::repair(&joined(parts), &RepairOptions::default()).unwrap();
+    let s = &r.report.stages.shells;
+    assert!(s.touch_limited, "{s:?}");
+    assert_eq!((s.kept_touching, s.tiny_removed), (2_000, 0), "{s:?}");
+    assert!(r.report.watertight, "{:?}", r.report.not_watertight);
 }

@@ -139,6 +139,16 @@ pub(crate) struct BatchCache {
 }
 
 impl BatchCache {
+    /// The registration if this transaction read it already.
+    pub(crate) fn known_registration(&self) -> Option<Option<&Registration>> {
+        self.registration.as_ref().map(Option::as_ref)
+    }
+
+    /// Remembers the registration read in this transaction by other means.
+    pub(crate) fn remember_registration(&mut self, r: Option<Registration>) {
+        self.registration = Some(r);
+    }
+
     /// This provider's registration, read once per transaction.
     pub(crate) async fn registration(
         &mut self,
@@ -259,7 +269,7 @@ async fn together(db: &Db, public_url: &str, batch: &[Op]) -> Result<Vec<Outcome
             rest = &rest[1..];
             continue;
         }
-        let accepted = intake::accept_recorded_run(&mut tx, &mut cache, public_url, &run).await?;
+        let accepted = intake::accept_recorded_run(&mut tx, &mut cache, &run).await?;
         let n = accepted.len();
         outcomes.extend(
             accepted
@@ -341,10 +351,7 @@ async fn apply(
         Work::RecordedOffer { record, offer } => {
             // The usual case (a new id, a new job, a hold the balance covers): one call.
             let run = [(record, &**offer)];
-            if let Some(offered) = intake::accept_recorded_run(tx, cache, public_url, &run)
-                .await?
-                .pop()
-            {
+            if let Some(offered) = intake::accept_recorded_run(tx, cache, &run).await?.pop() {
                 return Ok(Outcome::RecordedOffer(RecordedOffer::Offered(Ok(offered))));
             }
             Outcome::RecordedOffer(
@@ -494,6 +501,7 @@ mod tests {
             .map(|(i, o)| {
                 op(Work::Offer(Box::new(OfferWork::new(
                     &config,
+                    URL,
                     o,
                     format!("msg_{i}"),
                 ))))
@@ -635,7 +643,7 @@ mod tests {
                         expires_at: now + 300,
                         now,
                     },
-                    offer: Box::new(OfferWork::new(&config, o, id.into())),
+                    offer: Box::new(OfferWork::new(&config, URL, o, id.into())),
                 })
             })
             .unzip();
@@ -752,7 +760,7 @@ mod tests {
                     expires_at: now + 300,
                     now,
                 },
-                offer: Box::new(OfferWork::new(&config, o, id)),
+                offer: Box::new(OfferWork::new(&config, URL, o, id)),
             })
         };
         let (mut batch, mut answers): (Vec<_>, Vec<_>) = (0..3).map(signed).unzip();
@@ -862,7 +870,7 @@ mod tests {
             .map(|i| {
                 let commit = commit.clone();
                 let o = offer(&provider, &accts[i % 6], &JobId::generate(), 1);
-                let work = Work::Offer(Box::new(OfferWork::new(&config, o, format!("m{i}"))));
+                let work = Work::Offer(Box::new(OfferWork::new(&config, URL, o, format!("m{i}"))));
                 tokio::spawn(async move { commit.submit(work).await })
             })
             .collect();

@@ -17,6 +17,7 @@ use super::db::{Tx, now_ms, save_response_in, time_ordered_id};
 use super::error::ApiError;
 use super::group_commit::{BatchCache, CommitError, Outcome, RecordWork, RecordedOffer, Work};
 use super::queue::{self, JobRow, NewJob};
+use super::registration::Registration;
 use super::{Config, Service};
 
 /// Operations this provider runs.
@@ -61,6 +62,12 @@ struct Checked {
     quote: Quote,
     provider_job_id: ProviderJobId,
     model_size: i64,
+    /// The hold's ledger entry id, made before the offer reaches the writer.
+    entry_id: String,
+    /// The `202` answer should the offer be accepted as a new job, with the document it
+    /// encodes, built before the offer reaches the writer (`None` if it cannot be
+    /// encoded: the step-by-step path reports that).
+    answer: Option<(JobAccepted, String)>,
 }
 
 /// Refusals decided before the database is read (answered only after the repeated-offer
@@ -86,9 +93,15 @@ impl Refusal {
 
 impl OfferWork {
     /// `offer`, delivered under `message_id`, with the checks that need no database made
-    /// against `config`.
-    pub(crate) fn new(config: &Config, offer: JobOffer, message_id: String) -> Self {
-        let checked = check(config, &offer);
+    /// against `config`, and the new job's ids and `202` answer (its status URL under
+    /// `public_url`) made ready, so that the single intake writer does none of this.
+    pub(crate) fn new(
+        config: &Config,
+        public_url: &str,
+        offer: JobOffer,
+        message_id: String,
+    ) -> Self {
+        let checked = check(config, public_url, &offer);
         Self {
             offer,
             message_id,
@@ -115,7 +128,7 @@ fn time_ordered_job_id() -> ProviderJobId {
     ProviderJobId::parse(id).unwrap_or_else(|_| ProviderJobId::generate())
 }
 
-fn check(config: &Config, offer: &JobOffer) -> Result<Checked, Refusal> {
+fn check(config: &Config, public_url: &str, offer: &JobOffer) -> Result<Checked, Refusal> {
     if offer.service_kind != SERVICE_KIND_MODEL_REPAIR
         || !OPERATIONS.contains(&offer.operation.as_str())
     {
@@ -133,11 +146,23 @@ fn check(config: &Config, offer: &JobOffer) -> Result<Checked, Refusal> {
     let Some(account_id) = offer.user.provider_account.clone() else {
         return Err(Refusal::NoAccount);
     };
+    let quote = config.pricing.quote(offer.model.size);
+    let provider_job_id = time_ordered_job_id();
+    let acc = JobAccepted {
+        job_id: offer.job_id.clone(),
+        status_url: status_url_at(public_url, provider_job_id.as_str()),
+        provider_job_id: provider_job_id.clone(),
+        quote: Some(quote.clone()),
+        state: JobState::Accepted,
+    };
+    let answer = serde_json::to_string(&acc).ok().map(|body| (acc, body));
     Ok(Checked {
         account_id,
-        quote: config.pricing.quote(offer.model.size),
-        provider_job_id: time_ordered_job_id(),
+        quote,
+        provider_job_id,
         model_size: i64::try_from(offer.model.size).unwrap_or(i64::MAX),
+        entry_id: time_ordered_id("led_"),
+        answer,
     })
 }
 
@@ -152,7 +177,12 @@ pub async fn handle_offer(
     offer: JobOffer,
     message_id: &str,
 ) -> Result<(JobAccepted, String), ApiError> {
-    let work = OfferWork::new(service.config(), offer, message_id.to_owned());
+    let work = OfferWork::new(
+        service.config(),
+        service.public_url(),
+        offer,
+        message_id.to_owned(),
+    );
     match service
         .group_commit()
         .submit(Work::Offer(Box::new(work)))
@@ -178,7 +208,12 @@ pub(crate) async fn handle_recorded_offer(
     offer: JobOffer,
     record: RecordWork,
 ) -> Result<RecordedOffer, ApiError> {
-    let work = OfferWork::new(service.config(), offer, record.id.clone());
+    let work = OfferWork::new(
+        service.config(),
+        service.public_url(),
+        offer,
+        record.id.clone(),
+    );
     match service
         .group_commit()
         .submit(Work::RecordedOffer {
@@ -284,15 +319,13 @@ pub(crate) async fn offer_in(
     answer(tx, work, acc).await
 }
 
-/// A new signed offer's values for the one-call path, computed before the database is
-/// touched.
+/// A new signed offer's values for the one-call path, all made before the writer took it.
 struct NewOffer<'a> {
     work: &'a OfferWork,
     c: &'a Checked,
     record: &'a RecordWork,
-    acc: JobAccepted,
-    body: String,
-    entry_id: String,
+    acc: &'a JobAccepted,
+    body: &'a str,
 }
 
 /// Signed offers' usual case, for a run of them in one call to the database: each offer's
@@ -307,65 +340,85 @@ struct NewOffer<'a> {
 /// ([`group_commit`](super::group_commit)) and then calls this again for the rest, so a
 /// batch is decided exactly as one offer at a time would decide it.
 ///
+/// Everything that needs no database (the ids, the answer and its JSON) was made when the
+/// offer was queued ([`OfferWork::new`]), so the writer only writes.
+///
 /// SQLite: the whole run is one call on the connection's thread (its statements prepared
-/// once per run), not one channel round trip per statement. PostgreSQL: one round trip
-/// (the `fmp_accept_recorded_offers` function of the migrations, over arrays).
+/// once per run; the registration read in the same call when the batch has not read it
+/// yet), not one channel round trip per statement. PostgreSQL: one round trip (the
+/// `fmp_accept_recorded_offers` function of the migrations, over arrays).
 pub(crate) async fn accept_recorded_run(
     tx: &mut Tx,
     cache: &mut BatchCache,
-    public_url: &str,
     run: &[(&RecordWork, &OfferWork)],
 ) -> Result<Vec<(JobAccepted, String)>, sqlx::Error> {
-    let reg = cache.registration(tx).await?;
-    let mut ready = Vec::with_capacity(run.len());
-    for &(record, work) in run {
-        let Ok(c) = &work.checked else { break };
-        if reg
-            .as_ref()
-            .is_none_or(|r| r.provider_id != work.offer.provider_id.as_str())
-        {
-            break;
-        }
-        let acc = JobAccepted {
-            job_id: work.offer.job_id.clone(),
-            provider_job_id: c.provider_job_id.clone(),
-            status_url: status_url_at(public_url, c.provider_job_id.as_str()),
-            quote: Some(c.quote.clone()),
-            state: JobState::Accepted,
-        };
-        // An answer that cannot be encoded is the step-by-step path's to report.
-        let Ok(body) = serde_json::to_string(&acc) else {
-            break;
-        };
-        ready.push(NewOffer {
-            work,
-            c,
-            record,
-            acc,
-            body,
-            entry_id: time_ordered_id("led_"),
-        });
-    }
-    if ready.is_empty() {
+    // The offers whose answer is ready (those after the first that is not are the
+    // step-by-step path's: it reports them); which of these are for this provider is known
+    // once the registration is read.
+    let candidates: Vec<NewOffer<'_>> = run
+        .iter()
+        .map_while(|&(record, work)| {
+            let c = work.checked.as_ref().ok()?;
+            let (acc, body) = c.answer.as_ref()?;
+            Some(NewOffer {
+                work,
+                c,
+                record,
+                acc,
+                body,
+            })
+        })
+        .collect();
+    if candidates.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_ms();
     let accepted = match tx {
         Tx::Sqlite(t) => {
             let mut handle = t.lock_handle().await?;
-            accept_run_sqlite(&mut handle, &ready, now)?
+            accept_run_sqlite(&mut handle, cache, candidates, now)?
         }
-        Tx::Postgres(t) => accept_run_postgres(t, &ready, now).await?,
+        Tx::Postgres(_) => {
+            let reg = cache.registration(tx).await?;
+            let ready = for_provider(reg.as_ref(), candidates);
+            let Tx::Postgres(t) = tx else {
+                return Ok(Vec::new());
+            };
+            let n = if ready.is_empty() {
+                0
+            } else {
+                accept_run_postgres(t, &ready, now).await?
+            };
+            ready.into_iter().take(n).collect()
+        }
     };
-    ready.truncate(accepted);
-    Ok(ready
+    Ok(accepted
         .into_iter()
         .map(|n| {
             tracing::info!(job = %n.c.provider_job_id, broker_job = %n.work.offer.job_id, account = %n.c.account_id, amount = n.c.quote.amount, "offer accepted; quote held");
-            (n.acc, n.body)
+            (n.acc.clone(), n.body.to_owned())
         })
         .collect())
 }
+
+/// The leading offers of `candidates` addressed to this provider (none if it is not
+/// registered).
+fn for_provider<'a>(
+    reg: Option<&Registration>,
+    mut candidates: Vec<NewOffer<'a>>,
+) -> Vec<NewOffer<'a>> {
+    let n = candidates
+        .iter()
+        .take_while(|n| reg.is_some_and(|r| r.provider_id == n.work.offer.provider_id.as_str()))
+        .count();
+    candidates.truncate(n);
+    candidates
+}
+
+/// This provider's registration read on SQLite through rusqlite (the columns of
+/// [`registration::registration_in`](super::registration::registration_in)).
+const REGISTRATION_SQLITE: &str = "SELECT provider_id, broker_id, broker_url, events_url, \
+    secret_scope FROM registration WHERE id = 1";
 
 /// The hold of [`accept_run_sqlite`]: a row only when the balance covers it and the broker
 /// job and the `webhook-id` are new.
@@ -393,14 +446,16 @@ INSERT INTO replay (message_id, digest, expires_at, response_status, response_bo
  VALUES (?1, ?2, ?3, 202, ?4, ?5)";
 
 /// [`accept_recorded_run`] on SQLite, on the caller's thread while sqlx's worker thread
-/// for the connection is locked out: four prepared statements per offer, no hand-off
-/// between threads. Returns how many offers (a prefix) were accepted.
+/// for the connection is locked out: the registration (unless `cache` has it), then four
+/// prepared statements per offer, no hand-off between threads. Returns the accepted
+/// offers (a prefix of those addressed to this provider).
 #[allow(unsafe_code)] // the connection handed from sqlx to rusqlite: see SAFETY below
-fn accept_run_sqlite(
+fn accept_run_sqlite<'a>(
     handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
-    ready: &[NewOffer<'_>],
+    cache: &mut BatchCache,
+    candidates: Vec<NewOffer<'a>>,
     now: i64,
-) -> Result<usize, sqlx::Error> {
+) -> Result<Vec<NewOffer<'a>>, sqlx::Error> {
     use rusqlite::{OptionalExtension as _, params};
     // SAFETY: `handle` keeps sqlx's worker away from the connection (and from every
     // statement on it) for as long as it lives, and it outlives `conn`, which is dropped at
@@ -409,13 +464,29 @@ fn accept_run_sqlite(
     // version) for sqlx and rusqlite, so the handle is the type rusqlite expects.
     let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
         .map_err(sqlite_error)?;
+    if cache.known_registration().is_none() {
+        let reg = conn
+            .query_row(REGISTRATION_SQLITE, [], |row| {
+                Ok(Registration {
+                    provider_id: row.get(0)?,
+                    broker_id: row.get(1)?,
+                    broker_url: row.get(2)?,
+                    events_url: row.get(3)?,
+                    secret_scope: row.get(4)?,
+                })
+            })
+            .optional()
+            .map_err(sqlite_error)?;
+        cache.remember_registration(reg);
+    }
+    let mut ready = for_provider(cache.known_registration().flatten(), candidates);
     let mut accepted = 0;
-    {
+    if !ready.is_empty() {
         let mut hold = conn.prepare(HOLD_SQLITE).map_err(sqlite_error)?;
         let mut ledger = conn.prepare(LEDGER_SQLITE).map_err(sqlite_error)?;
         let mut job = conn.prepare(JOB_SQLITE).map_err(sqlite_error)?;
         let mut replay = conn.prepare(REPLAY_SQLITE).map_err(sqlite_error)?;
-        for n in ready {
+        for n in &ready {
             let (offer, c, r) = (&n.work.offer, n.c, n.record);
             let amount = c.quote.amount;
             let account = c.account_id.as_str();
@@ -439,7 +510,7 @@ fn accept_run_sqlite(
             };
             ledger
                 .execute(params![
-                    n.entry_id.as_str(),
+                    c.entry_id.as_str(),
                     account,
                     amount,
                     balance,
@@ -470,7 +541,7 @@ fn accept_run_sqlite(
                     r.id.as_str(),
                     r.digest.as_str(),
                     r.expires_at,
-                    n.body.as_str(),
+                    n.body,
                     n.acc.status_url.as_str()
                 ])
                 .map_err(sqlite_error)?;
@@ -478,7 +549,8 @@ fn accept_run_sqlite(
         }
     }
     drop(conn);
-    Ok(accepted)
+    ready.truncate(accepted);
+    Ok(ready)
 }
 
 /// [`accept_recorded_run`] on PostgreSQL: one call of `fmp_accept_recorded_offers` with
@@ -502,7 +574,7 @@ async fn accept_run_postgres(
     .bind(column!(|n| n.c.quote.currency.as_str()))
     .bind(column!(|n| n.work.offer.job_id.as_str()))
     .bind(column!(|n| n.c.provider_job_id.as_str()))
-    .bind(column!(|n| n.entry_id.as_str()))
+    .bind(column!(|n| n.c.entry_id.as_str()))
     .bind(now)
     .bind(column!(|n| n.work.message_id.as_str()))
     .bind(column!(|n| n.work.offer.user.broker_user_id.as_str()))
@@ -512,7 +584,7 @@ async fn accept_run_postgres(
     .bind(column!(|n| n.c.model_size))
     .bind(column!(|n| n.work.offer.model.sha256.as_str()))
     .bind(queue::JobPhase::Accepted.as_str())
-    .bind(column!(|n| n.body.as_str()))
+    .bind(column!(|n| n.body))
     .bind(column!(|n| n.acc.status_url.as_str()))
     .bind(column!(|n| n.record.digest.as_str()))
     .bind(column!(|n| n.record.expires_at))
@@ -641,7 +713,7 @@ async fn accept_new(
         Ok(b) => b,
         Err(e) => return Ok(Some(Err(ApiError::Internal(e.to_string())))),
     };
-    let entry_id = time_ordered_id("led_");
+    let entry_id = &c.entry_id;
     let now = now_ms();
     macro_rules! bound {
         ($sql:expr) => {

@@ -4,7 +4,7 @@ The healer's own tests break models made by its own generator (`heal::generate`)
 script makes models with trimesh's `creation` module (spheres with pole fans, a capsule, a
 cone, discs and tubes whose caps are fans of long thin facets, a torus, an assembly with a
 cavity, a plate with small letters written as bodies of their own, a block with small
-voids), and solids whose faces were meshed apart (every seam a row of T-junctions), and
+voids), two blocks written whole that share a face, and solids whose faces were meshed apart (every seam a row of T-junctions), and
 breaks them with its own code: per-facet vertex copies with noise, flipped,
 missing, duplicated and degenerate facets (repeated corners, and slivers whose middle corner
 lies on the opposite edge), debris, shuffled facets, T-junctions (a facet split at the middle
@@ -135,6 +135,13 @@ def patch_models():
         ((20, 30, 0), 10 * z, 20 * x, 4, 9),  # back, lower part
     ]
     models.append(("patch_bracket", sum((grid_patch(o, u, v, a, b) for o, u, v, a, b in faces), []), 18000.0))
+    # Two blocks written whole that share a face meshed the same on both sides (the second is
+    # the first mirrored), as an assembly's bodies come: one solid once the shared face goes.
+    first = creation.box(extents=[20.0, 20.0, 20.0]).subdivide().subdivide()
+    second = first.copy()
+    second.vertices[:, 0] = 20.0 - second.vertices[:, 0]
+    second.faces = second.faces[:, ::-1]
+    models.append(("blocks_sharing_face", list(corner_array(first)) + list(corner_array(second)), 16000.0))
     models += curved_seam_models()
     return [(name, np.array(t), volume) for name, t, volume in models]
 

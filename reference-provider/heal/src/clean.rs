@@ -67,7 +67,18 @@ pub(crate) fn rounding(largest: f64) -> f64 {
     ROUNDING_ULPS * largest * f64::from(f32::EPSILON)
 }
 
-/// Returns (degenerate removed, duplicates removed, the vertices of the removed facets).
+/// What [`clean`] removed.
+pub(crate) struct Cleaned {
+    pub degenerate: u64,
+    pub duplicate: u64,
+    /// The vertices of the removed facets.
+    pub removed_vertices: Vec<u32>,
+    /// The kept facets (as kept) of which a copy was removed: a copy of a facet, or one of
+    /// the two sides of a face that two solids share ([`internal_faces`] tells them apart once
+    /// the edges are paired).
+    pub copied: Vec<[u32; 3]>,
+}
+
 /// `snap` is the largest distance the weld moved a corner by (see [`flat_at`]).
 pub(crate) fn clean(
     vertices: &[[f32; 3]],
@@ -75,7 +86,7 @@ pub(crate) fn clean(
     remove_degenerate: bool,
     remove_duplicates: bool,
     snap: f64,
-) -> (u64, u64, Vec<u32>) {
+) -> Cleaned {
     let n = triangles.len();
     let kept = |t: [u32; 3]| {
         if remove_degenerate {
@@ -108,15 +119,18 @@ pub(crate) fn clean(
     };
     let degenerate_removed = keep.iter().filter(|k| !**k).count() as u64;
     let mut duplicate_removed = 0;
+    let mut copied = Vec::new();
     if remove_duplicates {
         keys::sort(&mut ks);
         let chunks = keys::run_chunks(&ks, keys::parts_for(ks.len()));
-        let dups: Vec<u32> = chunks
+        // Per chunk: the duplicates, and the kept facets of which they are copies.
+        let found: Vec<(Vec<u32>, Vec<[u32; 3]>)> = chunks
             .par_iter()
-            .flat_map_iter(|r| {
+            .map(|r| {
                 let ks = &ks[r.clone()];
                 let tris = &*triangles;
                 let mut out = Vec::new();
+                let mut opp = Vec::new();
                 let mut i = 0;
                 while i < ks.len() {
                     let mut j = i + 1;
@@ -132,20 +146,29 @@ pub(crate) fn clean(
                             .map(|&k| (sorted_triple(tris[lo(k) as usize]), lo(k)))
                             .collect();
                         run.sort_unstable();
-                        for w in run.windows(2) {
-                            if w[0].0 == w[1].0 {
-                                out.push(w[1].1);
+                        let mut first = 0;
+                        for x in 1..=run.len() {
+                            if x < run.len() && run[x].0 == run[first].0 {
+                                out.push(run[x].1);
+                                continue;
                             }
+                            if x > first + 1 {
+                                opp.push(tris[run[first].1 as usize]);
+                            }
+                            first = x;
                         }
                     }
                     i = j;
                 }
-                out.into_iter()
+                (out, opp)
             })
             .collect();
-        duplicate_removed = dups.len() as u64;
-        for d in dups {
-            keep[d as usize] = false;
+        for (dups, opp) in found {
+            duplicate_removed += dups.len() as u64;
+            for d in dups {
+                keep[d as usize] = false;
+            }
+            copied.extend(opp);
         }
     }
     let mut removed_vertices = Vec::new();
@@ -162,7 +185,67 @@ pub(crate) fn clean(
         triangles.retain(|_| keeps.next().is_some_and(|&k| k));
     }
     debug_assert!(triangles.len() <= n);
-    (degenerate_removed, duplicate_removed, removed_vertices)
+    Cleaned {
+        degenerate: degenerate_removed,
+        duplicate: duplicate_removed,
+        removed_vertices,
+        copied,
+    }
+}
+
+/// The facets to remove where two solids share a face: of the `copied` facets (kept, a copy
+/// removed as a duplicate), those with an edge that had at least four facets with the removed
+/// copies counted. A copy of a surface facet (either way round) leaves two facets on each
+/// edge, three with the copy; the two sides of a shared face leave, on the face's rim, the two
+/// solids' side facets as well, and inside the face each other's copies. Both sides go (the
+/// removed copy already has), which joins the two solids into one; a surface facet caught by
+/// mistake (a copied facet beside an edge of four) leaves a hole of its own shape, which the
+/// holes stage fills with it again. Ascending facet indices.
+pub(crate) fn internal_faces(triangles: &[[u32; 3]], copied: &[[u32; 3]]) -> Vec<u32> {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    let edge = |a: u32, b: u32| (a.min(b), a.max(b));
+    let edges_of = |t: [u32; 3]| [edge(t[0], t[1]), edge(t[1], t[2]), edge(t[2], t[0])];
+    let mut slot: HashMap<(u32, u32), usize> = HashMap::new();
+    for &t in copied {
+        for e in edges_of(t) {
+            let n = slot.len();
+            slot.entry(e).or_insert(n);
+        }
+    }
+    // Each copied facet's removed copy counts once on each of its edges.
+    let count: Vec<AtomicU32> = (0..slot.len()).map(|_| AtomicU32::new(0)).collect();
+    for &t in copied {
+        for e in edges_of(t) {
+            count[slot[&e]].fetch_add(1, Relaxed);
+        }
+    }
+    let sorted = |t: [u32; 3]| {
+        let mut s = t;
+        s.sort_unstable();
+        s
+    };
+    let wanted: std::collections::HashSet<[u32; 3]> = copied.iter().map(|&t| sorted(t)).collect();
+    let candidates: Vec<u32> = triangles
+        .par_iter()
+        .enumerate()
+        .filter_map(|(f, &t)| {
+            for e in edges_of(t) {
+                if let Some(&i) = slot.get(&e) {
+                    count[i].fetch_add(1, Relaxed);
+                }
+            }
+            wanted.contains(&sorted(t)).then_some(f as u32)
+        })
+        .collect();
+    candidates
+        .into_iter()
+        .filter(|&f| {
+            edges_of(triangles[f as usize])
+                .iter()
+                .any(|e| count[slot[e]].load(Relaxed) >= 4)
+        })
+        .collect()
 }
 
 /// [`clean`] after a change confined to the facets that use a `hot` vertex (the others were

@@ -193,7 +193,7 @@ fn heal_once(
     // that lay on the opposite edge before the weld moved them), and a boundary vertex that
     // close to a boundary edge of its own loop lies on it (a T-junction).
     let snap = weld.largest_merge;
-    let (mut touched, clean) = clock.run(Stage::Clean, || {
+    let ((mut touched, copied), clean) = clock.run(Stage::Clean, || {
         clean_stage(&vertices, &mut triangles, snap, options)
     })?;
     if let (Some(t), Some(before)) = (&mut tags, before_clean) {
@@ -205,6 +205,7 @@ fn heal_once(
         topology_stage(
             &vertices,
             &mut triangles,
+            &copied,
             &mut touched,
             &mut clean_extra,
             &mut tags,
@@ -212,6 +213,7 @@ fn heal_once(
             weld.largest_merge,
         )
     })?;
+    drop(copied);
     let mut topo = topo;
     let non_manifold = std::mem::take(&mut topo.non_manifold_facets);
     provenance::mark_facets(
@@ -523,14 +525,15 @@ fn weld_stage(
     ((welded, limited_vertex), report)
 }
 
-/// Clean: drop degenerate and duplicate facets in place; returns the removed facets' vertices.
+/// Clean: drop degenerate and duplicate facets in place; returns the removed facets' vertices
+/// and the kept facets of which a copy was removed.
 fn clean_stage(
     vertices: &[[f32; 3]],
     triangles: &mut Vec<[u32; 3]>,
     snap: f64,
     options: &RepairOptions,
-) -> (Vec<u32>, CleanReport) {
-    let (degenerate, duplicate, removed) = clean::clean(
+) -> ((Vec<u32>, Vec<[u32; 3]>), CleanReport) {
+    let c = clean::clean(
         vertices,
         triangles,
         options.remove_degenerate,
@@ -538,11 +541,11 @@ fn clean_stage(
         snap,
     );
     let report = CleanReport {
-        degenerate_removed: degenerate,
-        duplicate_removed: duplicate,
+        degenerate_removed: c.degenerate,
+        duplicate_removed: c.duplicate,
         seconds: 0.0,
     };
-    (removed, report)
+    ((c.removed_vertices, c.copied), report)
 }
 
 /// Topology: pair every half-edge with its twin; then, when edges are left open, stitch
@@ -554,9 +557,11 @@ fn clean_stage(
 /// the pairing after it look only there (`clean::removals_near`, `topology::pair_near`): the
 /// edges are sorted once in full before the rounds and once after (for the counts), not
 /// once per round, whatever the number of rounds.
+#[allow(clippy::too_many_arguments)]
 fn topology_stage(
     vertices: &[[f32; 3]],
     triangles: &mut Vec<[u32; 3]>,
+    copied: &[[u32; 3]],
     touched: &mut Vec<u32>,
     removed: &mut (u64, u64),
     tags: &mut Option<Vec<u8>>,
@@ -564,6 +569,31 @@ fn topology_stage(
     weld_largest: f64,
 ) -> (topology::Topology, TopologyReport) {
     let mut topo = topology::pair_edges(triangles);
+    // Two solids that share a face (each written whole, the face once each way round): the
+    // clean kept one side, which leaves the face's rim with three facets. Only then (edges
+    // with more than two facets, and facets of which a copy was removed) are the copied
+    // facets looked at; both sides of a shared face go, joining the solids.
+    let mut internal = 0;
+    if topo.non_manifold_edges > 0 && !copied.is_empty() {
+        let gone = clean::internal_faces(triangles, copied);
+        if !gone.is_empty() {
+            internal = gone.len() as u64;
+            for &f in &gone {
+                touched.extend(triangles[f as usize]);
+            }
+            let mut drop = vec![false; triangles.len()];
+            for &f in &gone {
+                drop[f as usize] = true;
+            }
+            let mut it = drop.iter();
+            triangles.retain(|_| it.next().is_some_and(|&d| !d));
+            if let Some(t) = tags.as_mut() {
+                let mut it = drop.iter();
+                t.retain(|_| it.next().is_some_and(|&d| !d));
+            }
+            topo = topology::pair_edges(triangles);
+        }
+    }
     let mut st = stitch::Stitched::default();
     // An explicit weld tolerance (or exact welding only) wins: no stitch beyond it.
     let auto = options.weld && options.weld_tolerance.is_none();
@@ -651,6 +681,7 @@ fn topology_stage(
         debug_assert!(stripped.strips > 0 || (kept.twin == topo.twin && kept.loose == topo.loose));
     }
     let report = TopologyReport {
+        shared_faces_removed: internal,
         edges: topo.edges,
         boundary_edges: topo.boundary_edges,
         non_manifold_edges: topo.non_manifold_edges,
@@ -1082,7 +1113,7 @@ mod tests {
             soup.positions.extend(copies);
             let ((welded, _), weld) = weld_stage(soup.positions, &options);
             let mut triangles = welded.triangles;
-            let (mut touched, _) = clean_stage(
+            let ((mut touched, copied), _) = clean_stage(
                 &welded.vertices,
                 &mut triangles,
                 weld.largest_merge,
@@ -1093,6 +1124,7 @@ mod tests {
             let (topo, report) = topology_stage(
                 &welded.vertices,
                 &mut triangles,
+                &copied,
                 &mut touched,
                 &mut removed,
                 &mut tags,

@@ -125,6 +125,12 @@ pub struct CleanReport {
 /// Edge-topology stage figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopologyReport {
+    /// Facets removed where two solids share a face (each solid written whole, so the face
+    /// comes twice): the kept side of each such pair of copies, found on edges that had four
+    /// facets with both sides counted. The duplicate count holds the other side of each;
+    /// removing both joins the solids.
+    #[serde(default)]
+    pub shared_faces_removed: u64,
     /// Distinct undirected edges.
     pub edges: u64,
     /// Edges with one facet.

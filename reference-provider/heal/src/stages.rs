@@ -19,9 +19,8 @@ pub fn weld_tolerance(positions: &[[f32; 3]], options: &RepairOptions) -> f32 {
 
 /// Drop degenerate and duplicate facets; returns (degenerate, duplicate) counts.
 pub fn clean(mesh: &mut Mesh) -> (u64, u64) {
-    let (degenerate, duplicate, _) =
-        clean::clean(&mesh.vertices, &mut mesh.triangles, true, true, 0.0);
-    (degenerate, duplicate)
+    let c = clean::clean(&mesh.vertices, &mut mesh.triangles, true, true, 0.0);
+    (c.degenerate, c.duplicate)
 }
 
 /// Pair half-edges; returns the twin of every half-edge (`u32::MAX` on the boundary, bit 31

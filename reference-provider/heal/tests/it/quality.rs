@@ -137,13 +137,22 @@ fn report_says_why_not_watertight() {
     let json: serde_json::Value = serde_json::to_value(&r.report).unwrap();
     assert_eq!(json["not_watertight"].as_array().map(Vec::len), Some(1));
 
-    // Two tetrahedra whose open sides share three edges (four facets round each edge): the
-    // split edges are counted and named as overlapping surfaces.
-    let r = heal::repair(
-        include_bytes!("../../../fuzz/seeds/repair/nonmanifold.stl"),
-        &RepairOptions::default(),
-    )
-    .unwrap();
+    // Two tetrahedra that share one edge, the second the first turned half a turn round it
+    // (four facets round that edge): the split edge is counted and named as overlapping
+    // surfaces.
+    let o = [0.0, 0.0, 0.0];
+    let z = [0.0, 0.0, 1.0];
+    let tetra = |x: [f32; 3], y: [f32; 3]| [[o, y, x], [o, x, z], [o, z, y], [x, y, z]];
+    let mut edge = heal::Mesh::default();
+    for f in tetra([1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+        .into_iter()
+        .chain(tetra([-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]))
+    {
+        let base = edge.vertices.len() as u32;
+        edge.vertices.extend(f);
+        edge.triangles.push([base, base + 1, base + 2]);
+    }
+    let r = heal::repair(&heal::stl::encode_binary(&edge), &RepairOptions::default()).unwrap();
     assert!(!r.report.watertight);
     assert_eq!(
         r.report.not_watertight.len(),
@@ -153,7 +162,22 @@ fn report_says_why_not_watertight() {
     );
     assert!(
         r.report.not_watertight[0]
-            .starts_with("3 edges were shared by more than two facets (split apart)"),
+            .starts_with("1 edges were shared by more than two facets (split apart)"),
+        "{:?}",
+        r.report.not_watertight
+    );
+
+    // Two tetrahedra on the same side of a face they share, its two copies wound opposite
+    // ways: the shared face goes, and what is left encloses nothing, which the report says.
+    let r = heal::repair(
+        include_bytes!("../../../fuzz/seeds/repair/nonmanifold.stl"),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    assert!(!r.report.watertight);
+    assert_eq!(r.report.stages.topology.shared_faces_removed, 1);
+    assert!(
+        r.report.not_watertight[0].contains("enclose no volume"),
         "{:?}",
         r.report.not_watertight
     );

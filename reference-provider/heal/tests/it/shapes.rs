@@ -92,3 +92,37 @@ fn heal_two_boxes_sharing_an_edge_keep_both() {
         assert!((v.volume - 2.0).abs() < 0.01, "{v:?}");
     }
 }
+
+#[test]
+fn heal_two_solids_sharing_a_face_are_joined() {
+    // Two unit blocks written whole, side by side: the face at x = 1 comes twice, once each
+    // way round, meshed the same (the second block is the first mirrored). Exact, and as a
+    // soup with noise.
+    let a = generate::block([0.0; 3], [1.0, 1.0, 1.0]);
+    let mut b = a.clone();
+    for p in &mut b.vertices {
+        p[0] = 2.0 - p[0];
+    }
+    for t in &mut b.triangles {
+        t.swap(1, 2);
+    }
+    let model = generate::parts(vec![("a", a), ("b", b)]);
+    for (noise, seed) in [(0.0, 51), (1e-6, 52)] {
+        let g = generate::soup(&model, seed, noise, 0.0, None);
+        let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
+        let s = &r.report.stages;
+        assert_eq!(s.topology.shared_faces_removed, 2, "noise {noise}: {s:?}");
+        assert_eq!(s.clean.duplicate_removed, 2, "noise {noise}");
+        assert!(
+            r.report.watertight,
+            "noise {noise}: {:?}",
+            r.report.not_watertight
+        );
+        assert_eq!(
+            (r.report.shells, r.report.output_facets),
+            (1, 20),
+            "noise {noise}"
+        );
+        assert!((r.report.volume - 2.0).abs() < 1e-4, "{}", r.report.volume);
+    }
+}

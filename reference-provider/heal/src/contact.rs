@@ -388,7 +388,7 @@ fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
 /// Does the triangle `p` meet the box `lo..hi`? Separating axes: the box's three (tested by
 /// the caller's box overlap, and again here), the triangle's normal, and the nine products of
 /// a triangle edge with a box axis.
-fn triangle_meets_box(p: [[f64; 3]; 3], lo: [f64; 3], hi: [f64; 3]) -> bool {
+pub(crate) fn triangle_meets_box(p: [[f64; 3]; 3], lo: [f64; 3], hi: [f64; 3]) -> bool {
     let centre: [f64; 3] = std::array::from_fn(|a| (lo[a] + hi[a]) / 2.0);
     let half: [f64; 3] = std::array::from_fn(|a| (hi[a] - lo[a]) / 2.0);
     let q = p.map(|x| sub(x, centre));

@@ -18,6 +18,8 @@
 
 use std::f64::consts::PI;
 
+use rayon::prelude::*;
+
 use crate::{Bbox, Mesh, stl};
 
 /// A small deterministic random generator (SplitMix64).
@@ -865,13 +867,33 @@ pub fn model(seed: u64, target_facets: usize, defects: &Defects) -> Generated {
             ]);
         }
     }
-    // Tiny noise shells: tetrahedra of 0.1 % of the diagonal, and stray single facets.
+    // Tiny noise shells: tetrahedra of 0.1 % of the diagonal, and stray single facets. Noise
+    // by the tiny-shell rule: a tetrahedron whose box (grown by its size) meets the model is
+    // drawn again, since one touching or crossing the surface is part of the model by the
+    // rule (`contact.rs`). A draw that misses keeps the random sequence as it was.
     if let Some(bb) = m.bbox() {
+        let e = diag * 1e-3;
+        let meets_model = |p: [f64; 3]| {
+            let (lo, hi) = (p.map(|x| x - e), p.map(|x| x + 2.0 * e));
+            m.triangles.par_iter().any(|t| {
+                let q = t.map(|i| m.vertices[i as usize].map(f64::from));
+                (0..3).all(|a| q.iter().any(|c| c[a] >= lo[a]) && q.iter().any(|c| c[a] <= hi[a]))
+                    && crate::contact::triangle_meets_box(q, lo, hi)
+            })
+        };
         for k in 0..defects.noise_shells {
-            let p: [f64; 3] = std::array::from_fn(|a| {
-                f64::from(bb.min[a]) + rng.f64() * (f64::from(bb.max[a]) - f64::from(bb.min[a]))
-            });
-            let e = diag * 1e-3;
+            let mut draw = || -> [f64; 3] {
+                std::array::from_fn(|a| {
+                    f64::from(bb.min[a]) + rng.f64() * (f64::from(bb.max[a]) - f64::from(bb.min[a]))
+                })
+            };
+            let mut p = draw();
+            for _ in 0..64 {
+                if k % 3 == 2 || !meets_model(p) {
+                    break;
+                }
+                p = draw();
+            }
             let q = |dx: f64, dy: f64, dz: f64| {
                 [(p[0] + dx) as f32, (p[1] + dy) as f32, (p[2] + dz) as f32]
             };

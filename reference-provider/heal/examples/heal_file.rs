@@ -3,7 +3,8 @@
 //! --features generate --example heal_file -- IN.stl OUT.stl`. Same library calls
 //! (`repair_file`, then `write_stl`) and the same allocator (mimalloc; run with
 //! `MIMALLOC_PURGE_DELAY=10`, which the CLI sets itself). Prints the wall time and the
-//! report's result on one line, then every reason of the report's `not_watertight`.
+//! report's result on one line, every stage's time (the report's `seconds`) on the next,
+//! then every reason of the report's `not_watertight`.
 use std::time::Instant;
 
 use fixmyprint_heal::{RepairOptions, repair_file};
@@ -51,6 +52,19 @@ fn main() {
         s.weld.seconds,
         s.topology.seconds,
         s.orient.seconds
+    );
+    println!(
+        "  stages: parse {:.3}, weld {:.3}, clean {:.3}, topology {:.3}, winding {:.3}, shells \
+         {:.3}, holes {:.3}, orient {:.3}, write {:.3}",
+        s.parse.seconds,
+        s.weld.seconds,
+        s.clean.seconds,
+        s.topology.seconds,
+        s.winding.seconds,
+        s.shells.seconds,
+        s.holes.seconds,
+        s.orient.seconds,
+        s.write.seconds
     );
     for why in &r.not_watertight {
         println!("  not watertight: {why}");

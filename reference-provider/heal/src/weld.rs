@@ -11,8 +11,8 @@
 //!    neighbouring cell(s) across that face (a merge-join of sorted probes with the sorted
 //!    representative keys) and records a merge for every one within the tolerance. Union-find
 //!    with the smallest corner index as root joins them.
-//! 4. Vertices are numbered by first use (the roots sorted by corner), and every corner's
-//!    number is scattered back into corner order.
+//! 4. Vertices are numbered by first use (a root's rank among the root corners, from a bitmap
+//!    of them), and every corner's number is scattered back into corner order.
 //!
 //! Memory: the sorted keys are overwritten in place with each corner's representative, and the
 //! corner positions are dropped as soon as the representatives hold theirs, so the peak is the
@@ -22,7 +22,7 @@
 //! again merges nothing (the repair is idempotent).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -538,26 +538,61 @@ pub(crate) fn weld_in(
     }
 
     // 4. Number vertices by first use. A cluster's root is its smallest corner, so first-use
-    // order is the roots' corner order: sort the roots by corner, then map every
-    // representative to its root's number.
-    let mut roots: Vec<u64> = parent
+    // order is the roots' corner order: a vertex's number is how many roots have a smaller
+    // corner, its rank in a bitmap of the root corners (one bit per corner, a running count
+    // per 64-bit word). No list of roots is collected or sorted.
+    let is_root = |&(i, &p): &(usize, &u32)| p as usize == i;
+    let bits: Vec<AtomicU64> = (0..n.div_ceil(64))
+        .into_par_iter()
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    parent
         .par_iter()
         .enumerate()
-        .filter(|&(i, &p)| p as usize == i)
-        .map(|(i, _)| pack(lo(rep_keys[i]), i as u32))
+        .filter(is_root)
+        .for_each(|(i, _)| {
+            let c = lo(rep_keys[i]);
+            bits[c as usize / 64].fetch_or(1 << (c % 64), Ordering::Relaxed);
+        });
+    // Same size and alignment: collected in place.
+    let bits: Vec<u64> = bits.into_iter().map(AtomicU64::into_inner).collect();
+    let mut before: Vec<u32> = bits.par_iter().map(|w| w.count_ones()).collect();
+    let mut vertex_count = 0u32;
+    for b in &mut before {
+        (*b, vertex_count) = (vertex_count, vertex_count + *b);
+    }
+    let (bits, before) = (&bits, &before);
+    let rank = |c: u32| {
+        let w = c as usize / 64;
+        before[w] + (bits[w] & ((1u64 << (c % 64)) - 1)).count_ones()
+    };
+    // Every root's position at its number, stored as bits (each slot is written once).
+    let slots: Vec<[AtomicU32; 3]> = (0..vertex_count)
+        .into_par_iter()
+        .map(|_| Default::default())
         .collect();
-    keys::sort(&mut roots);
-    drop(rep_keys);
-    let vertices: Vec<[f32; 3]> = roots.par_iter().map(|&k| rep_pos[lo(k) as usize]).collect();
+    parent
+        .par_iter()
+        .enumerate()
+        .filter(is_root)
+        .for_each(|(i, _)| {
+            let slot = &slots[rank(lo(rep_keys[i])) as usize];
+            for (s, x) in slot.iter().zip(rep_pos[i]) {
+                s.store(x.to_bits(), Ordering::Relaxed);
+            }
+        });
+    let vertices: Vec<[f32; 3]> = slots
+        .into_iter()
+        .map(|s| s.map(|x| f32::from_bits(x.into_inner())))
+        .collect();
     drop(rep_pos);
     drop(rep_tol);
-    let mut number = vec![0u32; parent.len()];
-    for (id, &k) in roots.iter().enumerate() {
-        number[lo(k) as usize] = id as u32;
-    }
-    drop(roots);
-    let number: Vec<u32> = parent.par_iter().map(|&p| number[p as usize]).collect();
+    let number: Vec<u32> = parent
+        .par_iter()
+        .map(|&p| rank(lo(rep_keys[p as usize])))
+        .collect();
     drop(parent);
+    drop(rep_keys);
 
     // 5. Every corner's vertex number, scattered from the chunks into corner order.
     // Written per facet, so that the facets are this very buffer afterwards (no copy).
@@ -910,6 +945,39 @@ mod tests {
         let w = weld_in(pts, 1e-3, bbox, true);
         assert_eq!(w.vertices.len(), 4, "{:?}", w.vertices);
         assert_eq!(w.triangles[1][0], w.triangles[2][0]);
+    }
+
+    /// Vertices are numbered by first use: the rank of each cluster's root among the root
+    /// corners, here with roots spread over many 64-corner words of the bitmap and clusters
+    /// whose copies come far apart, against a plain first-use numbering.
+    #[test]
+    fn vertices_are_numbered_by_first_use_across_bitmap_words() {
+        let points: Vec<[f32; 3]> = (0..97)
+            .map(|i| [i as f32, (i * i % 13) as f32, 0.5])
+            .collect();
+        // 999 corners (333 facets) drawn from the 97 points in a scrambled order, so roots
+        // (first copies) lie in every word and most clusters span several words.
+        let pts: Vec<[f32; 3]> = (0..999usize)
+            .map(|c| points[(c * 37 + c / 7) % 97])
+            .collect();
+        for tol in [0.0, 1e-3] {
+            let w = weld(pts.clone(), tol);
+            let mut first_use: Vec<[f32; 3]> = Vec::new();
+            let mut ids = Vec::new();
+            for p in &pts {
+                let id = match first_use.iter().position(|q| q == p) {
+                    Some(k) => k,
+                    None => {
+                        first_use.push(*p);
+                        first_use.len() - 1
+                    }
+                };
+                ids.push(id as u32);
+            }
+            assert_eq!(w.vertices, first_use, "tolerance {tol}");
+            let facets: Vec<[u32; 3]> = ids.chunks(3).map(|t| [t[0], t[1], t[2]]).collect();
+            assert_eq!(w.triangles, facets, "tolerance {tol}");
+        }
     }
 
     #[test]

@@ -366,7 +366,9 @@ fn heal_once(
         not_watertight,
         winding_consistent,
         volume: oriented.volume,
-        bbox: mesh.bbox(),
+        // Every vertex is used after `compact_vertices`: the box of the vertex list is the
+        // mesh's (in parallel, without a gather per corner).
+        bbox: keys::par_bbox(&mesh.vertices),
         stages,
         total_seconds,
         passes: 1,

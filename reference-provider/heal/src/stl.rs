@@ -116,14 +116,47 @@ pub fn parse_file(path: &Path, options: &RepairOptions) -> Result<Soup, HealErro
     let count = count as usize;
     // The positions take 36 bytes per 50-byte record: bounded by the file's size.
     let mut positions = vec![[0.0f32; 3]; count * 3];
-    let mut buf = vec![0u8; RECORD * STREAM_FACETS.min(count)];
-    let mut wrong = 0;
-    for (block, out) in positions.chunks_mut(3 * STREAM_FACETS).enumerate() {
-        let b = &mut buf[..RECORD * (out.len() / 3)];
-        file.read_exact(b).map_err(io)?;
-        let first = block * STREAM_FACETS;
-        wrong += decode_records(bytemuck::cast_slice(b), out, first)?;
+    // A second thread reads the next block while this one's is decoded (in parallel): two
+    // buffers go back and forth, as in `write_binary`.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(1);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    for _ in 0..2 {
+        // Cannot fail: the channel has room for both and its receiver is alive.
+        let _ = free_tx.send(vec![0u8; RECORD * STREAM_FACETS.min(count)]);
     }
+    let mut wrong = 0;
+    std::thread::scope(|scope| -> Result<(), HealError> {
+        scope.spawn(move || {
+            let mut left = count;
+            while left > 0 {
+                // The decoder stopped (an error): nothing more to read.
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let n = left.min(STREAM_FACETS);
+                left -= n;
+                buf.truncate(RECORD * n);
+                let read = file.read_exact(&mut buf).map(|()| buf);
+                let failed = read.is_err();
+                if full_tx.send(read).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // Owned here, so that an early return drops them and ends a reader waiting on them.
+        let (full_rx, free_tx) = (full_rx, free_tx);
+        for (block, out) in positions.chunks_mut(3 * STREAM_FACETS).enumerate() {
+            // The reader stops early only after sending its error.
+            let b = full_rx
+                .recv()
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::UnexpectedEof.into()))
+                .map_err(io)?;
+            let first = block * STREAM_FACETS;
+            let decoded = decode_records(bytemuck::cast_slice(&b), out, first);
+            // The reader may have finished: then the buffer is not needed.
+            let _ = free_tx.send(b);
+            wrong += decoded?;
+        }
+        Ok(())
+    })?;
     Ok(Soup {
         positions,
         format: Format::Binary,

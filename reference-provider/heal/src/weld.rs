@@ -639,13 +639,11 @@ fn cluster_chunk(
     grid: &Grid,
     limits: Limits<'_>,
 ) -> ChunkOut {
-    // Gather first: independent loads overlap, unlike loads inside the clustering loop.
-    let pos: Vec<[f32; 3]> = sorted.iter().map(|&k| positions[lo(k) as usize]).collect();
-    // The corners' limits, gathered the same way (only when they differ per corner).
-    let lim: Vec<f32> = match limits.per_facet {
-        Some(l) => sorted.iter().map(|&k| l[lo(k) as usize / 3]).collect(),
-        None => Vec::new(),
-    };
+    // The corners' positions and limits are gathered a block at a time ahead of the loop
+    // that uses them: independent loads overlap, unlike loads inside the clustering loop, and
+    // the block is reused (a gather of the whole chunk would be fresh memory as large as the
+    // positions, faulted in on every run).
+    let mut win = Window::default();
     let mut reps: Vec<u64> = Vec::new();
     let mut rep_pos: Vec<[f32; 3]> = Vec::new();
     let mut rep_tol: Vec<f32> = Vec::new();
@@ -659,17 +657,19 @@ fn cluster_chunk(
         let h = hi(sorted[i]);
         let run_start = i;
         let run_end = i + sorted[i..].partition_point(|&k| hi(k) == h);
+        win.cover(sorted, run_start, run_end, positions, limits.per_facet);
+        let pos = |j: usize| win.pos[j - win.start];
         run_limit.clear();
-        if lim.is_empty() {
+        if limits.per_facet.is_none() {
             run_limit.resize(run_end - run_start, limits.tol);
         } else {
-            run_limit.extend_from_slice(&lim[run_start..run_end]);
+            run_limit.extend_from_slice(&win.lim[run_start - win.start..run_end - win.start]);
         }
         if limits.per_facet.is_some()
             && run_end - run_start > 1
             && run_limit.iter().any(|&t| t < limits.tol)
         {
-            let bits = |j: usize| pos[run_start + j].map(f32::to_bits);
+            let bits = |j: usize| pos(run_start + j).map(f32::to_bits);
             order.clear();
             order.extend(0..run_end - run_start);
             order.sort_unstable_by_key(|&j| bits(j));
@@ -707,7 +707,7 @@ fn cluster_chunk(
         let mut index: Option<HashMap<[i64; 3], Vec<u32>>> = None;
         while i < run_end {
             let corner = lo(sorted[i]);
-            let p = pos[i];
+            let p = pos(i);
             let t = run_limit[i - run_start];
             let mut found: Option<(usize, f64)> = None;
             if let Some(ix) = &index {
@@ -789,6 +789,45 @@ fn cluster_chunk(
         exact,
         tol,
         largest,
+    }
+}
+
+/// Corners gathered in sorted order for [`cluster_chunk`]: `pos[k]` and `lim[k]` are the
+/// position and limit of the corner at `start + k` of the chunk.
+#[derive(Default)]
+struct Window {
+    start: usize,
+    pos: Vec<[f32; 3]>,
+    lim: Vec<f32>,
+}
+
+impl Window {
+    /// Corners gathered at a time (more for a longer run): small enough to stay in L2.
+    const BLOCK: usize = 4096;
+
+    /// Make the window hold corners `from..to` of `sorted` (whose index halves are still
+    /// corner numbers from `from` on), gathering from `from` when it does not.
+    fn cover(
+        &mut self,
+        sorted: &[u64],
+        from: usize,
+        to: usize,
+        positions: &[[f32; 3]],
+        per_facet: Option<&[f32]>,
+    ) {
+        if from >= self.start && to <= self.start + self.pos.len() {
+            return;
+        }
+        let end = to.max(from + Self::BLOCK).min(sorted.len());
+        let keys = &sorted[from..end];
+        self.start = from;
+        self.pos.clear();
+        self.pos
+            .extend(keys.iter().map(|&k| positions[lo(k) as usize]));
+        self.lim.clear();
+        if let Some(l) = per_facet {
+            self.lim.extend(keys.iter().map(|&k| l[lo(k) as usize / 3]));
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use crate::keys::{self, hi, lo, pack};
+use crate::keys::{self, hi, lo};
 
 /// A facet is degenerate when its doubled area is at most this fraction of its longest edge
 /// squared (i.e. its height is below ~1e-10 of its longest edge: zero up to rounding).
@@ -105,13 +105,12 @@ pub(crate) fn clean(
     // the sorted triple). Every facet gets a key, so the keys are written straight into place;
     // degenerate facets are skipped inside the runs instead (the same survivors: the first
     // kept facet of each equal triple).
-    let (mut keep, mut ks): (Vec<bool>, Vec<u64>) = if remove_duplicates {
+    let (mut keep, hashes): (Vec<bool>, Vec<u32>) = if remove_duplicates {
         triangles
             .par_iter()
-            .enumerate()
-            .map(|(i, &t)| {
+            .map(|&t| {
                 let s = sorted_triple(t);
-                (kept(t), pack(keys::hash3(s[0], s[1], s[2]), i as u32))
+                (kept(t), keys::hash3(s[0], s[1], s[2]))
             })
             .unzip()
     } else {
@@ -121,7 +120,9 @@ pub(crate) fn clean(
     let mut duplicate_removed = 0;
     let mut copied = Vec::new();
     if remove_duplicates {
-        keys::sort(&mut ks);
+        // `hash << 32 | facet`, sorted.
+        let ks = keys::sort_hashes(&hashes);
+        drop(hashes);
         let chunks = keys::run_chunks(&ks, keys::parts_for(ks.len()));
         // Per chunk: the duplicates, and the kept facets of which they are copies.
         let found: Vec<(Vec<u32>, Vec<[u32; 3]>)> = chunks

@@ -150,50 +150,151 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
                 s.copy_from_slice(src);
                 s.sort_unstable();
             } else {
-                // A second radix digit, wide enough that about four keys share both digits
-                // (so the cost per key does not grow with the bucket), then an insertion sort
-                // that only has to order those few.
-                let want = usize::BITS - (src.len() / 4).leading_zeros();
-                let b2 = want.clamp(8, 16).min(shift);
-                let sh2 = shift - b2;
-                let mask = (1u64 << b2) - 1;
-                let digit = |k: u64| (((k - min) >> sh2) & mask) as usize;
-                start.clear();
-                start.resize((1 << b2) + 1, 0);
-                for &k in src {
-                    start[digit(k) + 1] += 1;
-                }
-                for d in 0..1 << b2 {
-                    start[d + 1] += start[d];
-                }
-                for &k in src {
-                    let d = digit(k);
-                    s[start[d]] = k;
-                    start[d] += 1;
-                }
-                // `start[d]` is now where sub-bucket `d` ends. A sub-bucket that is not small
-                // (keys that differ only below both digits) gets a comparison sort, so no
-                // input makes this quadratic.
-                let mut from = 0;
-                for &end in &start[..1 << b2] {
-                    let sub = &mut s[from..end];
-                    from = end;
-                    if sub.len() > 32 {
-                        sub.sort_unstable();
-                        continue;
-                    }
-                    for i in 1..sub.len() {
-                        let k = sub[i];
-                        let mut j = i;
-                        while j > 0 && sub[j - 1] > k {
-                            sub[j] = sub[j - 1];
-                            j -= 1;
-                        }
-                        sub[j] = k;
-                    }
-                }
+                sort_bucket(src, s, min, shift, start);
             }
         });
+}
+
+/// Sort the keys of one bucket of [`sort`] or [`sort_hashes`] (keys `k` whose `(k - min) >>
+/// shift` agree, `shift > 0`) from `src` into `dst`, `start` a reusable buffer.
+fn sort_bucket(src: &[u64], dst: &mut [u64], min: u64, shift: u32, start: &mut Vec<usize>) {
+    // A second radix digit, wide enough that about four keys share both digits (so the cost
+    // per key does not grow with the bucket), then an insertion sort that only has to order
+    // those few.
+    let want = usize::BITS - (src.len() / 4).leading_zeros();
+    let b2 = want.clamp(8, 16).min(shift);
+    let sh2 = shift - b2;
+    let mask = (1u64 << b2) - 1;
+    let digit = |k: u64| (((k - min) >> sh2) & mask) as usize;
+    start.clear();
+    start.resize((1 << b2) + 1, 0);
+    for &k in src {
+        start[digit(k) + 1] += 1;
+    }
+    for d in 0..1 << b2 {
+        start[d + 1] += start[d];
+    }
+    for &k in src {
+        let d = digit(k);
+        dst[start[d]] = k;
+        start[d] += 1;
+    }
+    // `start[d]` is now where sub-bucket `d` ends. A sub-bucket that is not small (keys that
+    // differ only below both digits) gets a comparison sort, so no input makes this
+    // quadratic.
+    let mut from = 0;
+    for &end in &start[..1 << b2] {
+        let sub = &mut dst[from..end];
+        from = end;
+        if sub.len() > 32 {
+            sub.sort_unstable();
+            continue;
+        }
+        for i in 1..sub.len() {
+            let k = sub[i];
+            let mut j = i;
+            while j > 0 && sub[j - 1] > k {
+                sub[j] = sub[j - 1];
+                j -= 1;
+            }
+            sub[j] = k;
+        }
+    }
+}
+
+/// `pack(hashes[i], i)` for every `i`, sorted: what [`sort`] makes of those keys, without
+/// them ever being written in index order. The radix pass reads the hashes (half the size of
+/// the keys) and scatters each key straight to its bucket, and every bucket is then sorted in
+/// place through a small buffer that stays in cache: one key-sized buffer instead of two, and
+/// two passes over the keys fewer.
+pub(crate) fn sort_hashes(hashes: &[u32]) -> Vec<u64> {
+    let n = hashes.len();
+    let key = |i: usize, h: u32| pack(h, i as u32);
+    if n < 1 << 16 {
+        let mut keys: Vec<u64> = hashes.iter().enumerate().map(|(i, &h)| key(i, h)).collect();
+        keys.sort_unstable();
+        return keys;
+    }
+    let (min, max) = hashes
+        .par_chunks(1 << 16)
+        .map(|c| {
+            c.iter()
+                .fold((u32::MAX, 0), |(a, b), &h| (a.min(h), b.max(h)))
+        })
+        .reduce(|| (u32::MAX, 0), |x, y| (x.0.min(y.0), x.1.max(y.1)));
+    let width = 32 - (max - min).leading_zeros();
+    let bits = RADIX_BITS.min(width);
+    let shift = width - bits;
+    let buckets = 1usize << bits;
+    let bucket = move |h: u32| ((h - min) >> shift) as usize;
+
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = n.div_ceil(threads * 2);
+    let hists: Vec<Vec<u32>> = hashes
+        .par_chunks(chunk)
+        .map(|c| {
+            let mut h = vec![0u32; buckets];
+            for &x in c {
+                h[bucket(x)] += 1;
+            }
+            h
+        })
+        .collect();
+    // Initialised in parallel (see `sort`).
+    let mut out: Vec<u64> = (0..n).into_par_iter().map(|_| 0).collect();
+    let mut slots: Vec<Vec<&mut [u64]>> =
+        hists.iter().map(|_| Vec::with_capacity(buckets)).collect();
+    let mut bucket_len = vec![0usize; buckets];
+    {
+        let mut rest: &mut [u64] = &mut out;
+        for (b, len) in bucket_len.iter_mut().enumerate() {
+            for (c, h) in hists.iter().enumerate() {
+                let (s, r) = std::mem::take(&mut rest).split_at_mut(h[b] as usize);
+                *len += s.len();
+                slots[c].push(s);
+                rest = r;
+            }
+        }
+        hashes
+            .par_chunks(chunk)
+            .zip(slots.into_par_iter())
+            .enumerate()
+            .for_each(|(c, (hs, mut s))| {
+                let mut fill = vec![0usize; buckets];
+                for (j, &h) in hs.iter().enumerate() {
+                    let b = bucket(h);
+                    s[b][fill[b]] = key(c * chunk + j, h);
+                    fill[b] += 1;
+                }
+            });
+    }
+    // The scatter kept index order within every bucket, so a bucket of one hash (all of them
+    // when `shift` is 0) is sorted already.
+    if shift > 0 {
+        let mut parts: Vec<&mut [u64]> = Vec::with_capacity(buckets);
+        let mut rest: &mut [u64] = &mut out;
+        for &len in &bucket_len {
+            let (d, r) = std::mem::take(&mut rest).split_at_mut(len);
+            parts.push(d);
+            rest = r;
+        }
+        let (min, shift) = (u64::from(min) << 32, shift + 32);
+        parts.into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(copy, start): &mut (Vec<u64>, Vec<usize>), s| {
+                if s.len() > n / 8 {
+                    s.par_sort_unstable();
+                } else if s.len() < 64 {
+                    s.sort_unstable();
+                } else {
+                    copy.clear();
+                    copy.extend_from_slice(s);
+                    sort_bucket(copy, s, min, shift, start);
+                }
+            },
+        );
+    }
+    out
 }
 
 /// Split sorted keys into about `parts` ranges whose borders never cut a run.
@@ -306,6 +407,36 @@ mod tests {
             sort(&mut a);
             b.sort_unstable();
             assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn hash_sort_matches_std() {
+        let mut x = 0x0123_4567_89ab_cdefu64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u32
+        };
+        for (n, mask) in [
+            (1_000, u32::MAX),
+            (70_000, u32::MAX),
+            (300_000, 0xffff),
+            (200_000, 0xff),
+            (100_000, 0),
+            (250_000, 0xffff_f000),
+            // A few hashes far apart: most buckets empty, a few large.
+            (200_000, 0xf000_000f),
+        ] {
+            let hashes: Vec<u32> = (0..n).map(|_| next() & mask).collect();
+            let mut want: Vec<u64> = hashes
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| pack(h, i as u32))
+                .collect();
+            want.sort_unstable();
+            assert_eq!(sort_hashes(&hashes), want, "{n} hashes under {mask:x}");
         }
     }
 

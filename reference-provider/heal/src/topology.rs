@@ -64,14 +64,16 @@ struct Counts {
 
 pub(crate) fn pair_edges(triangles: &[[u32; 3]]) -> Topology {
     let nh = triangles.len() * 3;
-    let mut ks: Vec<u64> = (0..nh as u32)
+    // `smaller end << 32 | half-edge`, sorted.
+    let ends: Vec<u32> = (0..nh as u32)
         .into_par_iter()
         .map(|h| {
             let (a, b) = half_edge(triangles, h);
-            pack(a.min(b), h)
+            a.min(b)
         })
         .collect();
-    keys::sort(&mut ks);
+    let ks = keys::sort_hashes(&ends);
+    drop(ends);
     let twin: Vec<AtomicU32> = (0..nh)
         .into_par_iter()
         .map(|_| AtomicU32::new(NONE))

@@ -16,7 +16,7 @@
 //!
 //! Memory: the sorted keys are overwritten in place with each corner's representative, and the
 //! corner positions are dropped as soon as the representatives hold theirs, so the peak is the
-//! positions plus the keys and the sort's second buffer.
+//! positions plus the cell hashes and the sorted keys.
 //!
 //! After this, any two output vertices are more than the tolerance apart, so welding the output
 //! again merges nothing (the repair is idempotent).
@@ -460,15 +460,13 @@ pub(crate) fn weld_in(
         grid.morton = Morton::new(grid.cell(b.max).map(|c| c.saturating_add(1)));
     }
 
-    // 1. Keys and sort.
-    let mut sorted: Vec<u64> = positions
-        .par_iter()
-        .enumerate()
-        .map(|(i, &p)| pack(grid.hash(p), i as u32))
-        .collect();
-    keys::sort(&mut sorted);
-    // The corners' own limits, computed only now: the sort's second buffer is gone, so the
-    // two are never held at once.
+    // 1. Keys and sort: every corner's cell hash, then the keys `hash << 32 | corner` in
+    // sorted order (never written unsorted: see `keys::sort_hashes`).
+    let hashes: Vec<u32> = positions.par_iter().map(|&p| grid.hash(p)).collect();
+    let mut sorted = keys::sort_hashes(&hashes);
+    drop(hashes);
+    // The corners' own limits, computed only now: the hashes are gone, so the two are never
+    // held at once.
     let (per_facet, limited) = if local {
         local_limits(&positions, tol)
     } else {

@@ -179,6 +179,11 @@ pub(crate) fn orient_outward(
     let (start, faces) = faces_by_shell(shell_of, shells);
     let shell_faces = |s: usize| &faces[start[s] as usize..start[s + 1] as usize];
     let tt: &[[u32; 3]] = t;
+    // Volume and box of every shell. A large shell (most of a model's facets are in one) is
+    // worked on in parallel itself: its facets' terms are computed a block at a time in
+    // parallel and summed in facet order (the same sum, to the bit, as one loop), its box is
+    // a parallel reduction.
+    const BLOCK: usize = 1 << 15;
     let info: Vec<(f64, Option<Bbox>)> = (0..shells)
         .into_par_iter()
         .map(|s| {
@@ -187,20 +192,44 @@ pub(crate) fn orient_outward(
                 return (0.0, None);
             };
             let o = v[tt[f0 as usize][0] as usize].map(f64::from);
-            let vol = fs
-                .iter()
-                .map(|&f| {
-                    let f = tt[f as usize];
-                    det6(o, v[f[0] as usize], v[f[1] as usize], v[f[2] as usize])
-                })
-                .sum::<f64>()
-                / 6.0;
-            let bb = bbox_of(
-                fs.iter()
-                    .flat_map(|&f| tt[f as usize])
-                    .map(|i| v[i as usize]),
+            let term = |&f: &u32| {
+                let f = tt[f as usize];
+                det6(o, v[f[0] as usize], v[f[1] as usize], v[f[2] as usize])
+            };
+            let corners = |fs: &[u32]| {
+                bbox_of(
+                    fs.iter()
+                        .flat_map(|&f| tt[f as usize])
+                        .map(|i| v[i as usize]),
+                )
+            };
+            if fs.len() <= BLOCK {
+                return (fs.iter().map(term).sum::<f64>() / 6.0, corners(fs));
+            }
+            let mut terms = vec![0.0f64; BLOCK];
+            // From -0.0, as `Sum` for floats starts.
+            let mut vol = -0.0f64;
+            for block in fs.chunks(BLOCK) {
+                let terms = &mut terms[..block.len()];
+                terms
+                    .par_chunks_mut(1 << 12)
+                    .zip(block.par_chunks(1 << 12))
+                    .for_each(|(out, fs)| {
+                        for (x, f) in out.iter_mut().zip(fs) {
+                            *x = term(f);
+                        }
+                    });
+                vol = terms.iter().fold(vol, |a, &x| a + x);
+            }
+            let bb = fs.par_chunks(1 << 14).map(corners).reduce(
+                || None,
+                |a, b| match (a, b) {
+                    (Some(a), Some(b)) => bbox_of([a.min, a.max, b.min, b.max].into_iter()),
+                    (a, None) => a,
+                    (None, b) => b,
+                },
             );
-            (vol, bb)
+            (vol / 6.0, bb)
         })
         .collect();
     let flat = (0..shells)

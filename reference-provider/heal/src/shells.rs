@@ -69,20 +69,29 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
         tally(t, &w.shell_of, 0)
     };
     // Shells that share a vertex with another shell: pieces of one surface, never noise.
+    // In parallel: every vertex records the first shell to claim it, and a shell that finds
+    // a vertex claimed by another marks both (the same set whichever claims first).
     let mut touches = vec![false; n];
     if options.remove_tiny_shells && n > 1 {
-        let mut first = vec![u32::MAX; v.len()];
-        for (f, &s) in t.iter().zip(&w.shell_of) {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+        let first: Vec<AtomicU32> = (0..v.len())
+            .into_par_iter()
+            .map(|_| AtomicU32::new(u32::MAX))
+            .collect();
+        let marked: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+        t.par_iter().zip(&w.shell_of).for_each(|(f, &s)| {
             for &i in f {
-                let x = &mut first[i as usize];
-                if *x == u32::MAX {
-                    *x = s;
-                } else if *x != s {
-                    touches[s as usize] = true;
-                    touches[*x as usize] = true;
+                let x = match first[i as usize].compare_exchange(u32::MAX, s, Relaxed, Relaxed) {
+                    Ok(_) => continue,
+                    Err(x) => x,
+                };
+                if x != s {
+                    marked[s as usize].store(true, Relaxed);
+                    marked[x as usize].store(true, Relaxed);
                 }
             }
-        }
+        });
+        touches = marked.into_iter().map(AtomicBool::into_inner).collect();
     }
     let model = crate::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));
     let model_diag = model.map_or(0.0, |b| b.diagonal());

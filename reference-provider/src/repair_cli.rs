@@ -73,6 +73,11 @@ pub struct RepairArgs {
     /// …and with at most this many facets (shells under 4 facets are always tiny).
     #[arg(long, value_name = "N", default_value_t = RepairOptions::default().tiny_shell_max_facets)]
     pub tiny_shell_max_facets: u32,
+    /// …unless the shells that would go hold more than this fraction of the surface area:
+    /// then they are parts of the model and are kept, but for debris under a tenth of a
+    /// typical one's area (1 turns this off).
+    #[arg(long, value_name = "FRACTION", default_value_t = RepairOptions::default().tiny_shell_max_area_share)]
+    pub tiny_shell_max_area_share: f32,
     /// Do not fill holes.
     #[arg(long)]
     pub no_fill_holes: bool,
@@ -120,6 +125,7 @@ impl RepairArgs {
             remove_tiny_shells: !self.keep_tiny_shells,
             tiny_shell_ratio: self.tiny_shell_ratio,
             tiny_shell_max_facets: self.tiny_shell_max_facets,
+            tiny_shell_max_area_share: self.tiny_shell_max_area_share,
             fill_holes: !self.no_fill_holes,
             max_hole_edges: self.max_hole_edges,
             deadline: self.deadline.and_then(|s| {

@@ -82,6 +82,16 @@ def clean_models():
         void.apply_translation([-30.0 + 15.0 * i, 0.0, 0.0])
         voids.append(void)
     models.append(("block_voids", trimesh.util.concatenate([block] + voids)))
+    # Many small separate parts beside a larger one (a plate and 400 cubes of 1, each 1.2 %
+    # of the layout's diagonal, together a quarter of the surface): parts, not debris.
+    plate = creation.box(extents=[60.0, 60.0, 2.0])
+    cubes = []
+    for i in range(20):
+        for j in range(20):
+            cube = creation.box(extents=[1.0, 1.0, 1.0])
+            cube.apply_translation([40.5 + 3.0 * i, -29.5 + 3.0 * j, -0.5])
+            cubes.append(cube)
+    models.append(("plate_small_parts", trimesh.util.concatenate([plate] + cubes)))
     return models
 
 

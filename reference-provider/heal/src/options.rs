@@ -52,6 +52,13 @@ pub struct RepairOptions {
     pub tiny_shell_ratio: f32,
     /// See [`RepairOptions::tiny_shell_ratio`] (default: no limit).
     pub tiny_shell_max_facets: u32,
+    /// Noise is a small part of a model: when the shells that the tiny-shell rule would
+    /// remove hold together more than this fraction of the surface area of all facets
+    /// (default 10 %), they are parts of the model (a model made only of small separate
+    /// pieces, such as a grid of pins, or many small parts laid out beside a larger one) and
+    /// are kept, but for those under a tenth of the area of a typical one (the area-weighted
+    /// median): debris among the parts. 1 or more turns the check off.
+    pub tiny_shell_max_area_share: f32,
     /// Fill holes (closed boundary loops).
     pub fill_holes: bool,
     /// Leave holes with more boundary edges than this open.
@@ -80,6 +87,7 @@ impl Default for RepairOptions {
             remove_tiny_shells: true,
             tiny_shell_ratio: 0.02,
             tiny_shell_max_facets: u32::MAX,
+            tiny_shell_max_area_share: 0.1,
             fill_holes: true,
             max_hole_edges: 5_000,
             deadline: None,

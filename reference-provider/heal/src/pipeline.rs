@@ -911,6 +911,8 @@ fn shells_stage(
         kept: u64::from(kept.kept_shells),
         kept_touching: kept.kept_touching,
         touch_limited: kept.touch_limited,
+        tiny_area_share: kept.tiny_area_share,
+        kept_as_parts: kept.kept_as_parts,
         removed_limited,
         seconds: 0.0,
     };

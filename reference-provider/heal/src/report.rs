@@ -205,6 +205,16 @@ pub struct ShellsReport {
     /// (proportional to the facets) and kept every shell under the size bound.
     #[serde(default)]
     pub touch_limited: bool,
+    /// The share of the surface area held by the shells the tiny-shell rule would remove
+    /// (0 when there are none).
+    #[serde(default)]
+    pub tiny_area_share: f64,
+    /// Shells the rule would have removed, kept because together they held more than
+    /// [`RepairOptions::tiny_shell_max_area_share`](crate::RepairOptions::tiny_shell_max_area_share)
+    /// of the surface area: parts of the model, not noise (those under a tenth of a typical
+    /// one's area are still removed).
+    #[serde(default)]
+    pub kept_as_parts: u64,
     /// A removed shell touched a vertex whose weld limit its facets had cut (the repair then
     /// checks that welding its result again merges nothing).
     #[serde(default)]

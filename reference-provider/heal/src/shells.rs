@@ -17,6 +17,10 @@ pub(crate) struct Kept {
     pub kept_touching: u64,
     /// The contact test ran out of its budget: every shell under the size bound was kept.
     pub touch_limited: bool,
+    /// The share of the surface area in the shells that would be removed as small.
+    pub tiny_area_share: f64,
+    /// Small shells kept because together they held more than the allowed share of the area.
+    pub kept_as_parts: u64,
 }
 
 pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &RepairOptions) -> Kept {
@@ -120,10 +124,42 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
         }
         touch_limited = c.limited;
     }
+    // Noise is a small part of the model: the small shells that would go are weighed by their
+    // surface area against the whole input's (every facet's, those of shells under 4 facets
+    // too: a surface left in single facets is still the model's). When they hold more than
+    // the allowed share, they are parts; of them, only those far smaller than a typical one
+    // (under a tenth of the area-weighted median: debris among the parts) still go.
+    let mut going: Vec<bool> = (0..n).map(|s| small(s) && !in_contact[s]).collect();
+    let mut tiny_area_share = 0.0;
+    let mut kept_as_parts = 0;
+    if going.iter().any(|&g| g) {
+        let (areas, total) = shell_areas(v, t, &w.shell_of, &going);
+        let part: f64 = areas.iter().map(|&(_, a)| a).sum();
+        tiny_area_share = if total > 0.0 { part / total } else { 0.0 };
+        if tiny_area_share > f64::from(options.tiny_shell_max_area_share) {
+            let mut by_area: Vec<f64> = areas.iter().map(|&(_, a)| a).collect();
+            by_area.sort_unstable_by(f64::total_cmp);
+            let mut below = 0.0;
+            let typical = by_area
+                .iter()
+                .find(|&&a| {
+                    below += a;
+                    below >= part / 2.0
+                })
+                .copied()
+                .unwrap_or(0.0);
+            for &(s, a) in &areas {
+                if a >= typical / 10.0 {
+                    going[s as usize] = false;
+                    kept_as_parts += 1;
+                }
+            }
+        }
+    }
     let mut new_id = vec![u32::MAX; n];
     let (mut kept, mut removed, mut removed_facets) = (0u32, 0u64, 0u64);
     for s in 0..n {
-        let tiny = few(s) || (small(s) && !in_contact[s]);
+        let tiny = few(s) || going[s];
         if tiny {
             removed += 1;
             removed_facets += u64::from(count[s]);
@@ -140,7 +176,56 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
         removed_facets,
         kept_touching,
         touch_limited,
+        tiny_area_share,
+        kept_as_parts,
     }
+}
+
+/// The surface area of every shell marked in `marked` (shell, area; in shell order) and of
+/// all facets. Each sum is taken in facet order, so the result does not depend on the
+/// threads: the total from per-block sums added in block order, the marked shells' from their
+/// facets sorted by shell and facet.
+fn shell_areas(
+    v: &[[f32; 3]],
+    t: &[[u32; 3]],
+    shell_of: &[u32],
+    marked: &[bool],
+) -> (Vec<(u32, f64)>, f64) {
+    let area = |f: &[u32; 3]| {
+        let p = f.map(|i| v[i as usize].map(f64::from));
+        let (a, b) = (
+            [p[1][0] - p[0][0], p[1][1] - p[0][1], p[1][2] - p[0][2]],
+            [p[2][0] - p[0][0], p[2][1] - p[0][1], p[2][2] - p[0][2]],
+        );
+        let c = [
+            a[1] * b[2] - a[2] * b[1],
+            a[2] * b[0] - a[0] * b[2],
+            a[0] * b[1] - a[1] * b[0],
+        ];
+        (c[0] * c[0] + c[1] * c[1] + c[2] * c[2]).sqrt() / 2.0
+    };
+    let sums: Vec<f64> = t
+        .par_chunks(1 << 14)
+        .map(|t| t.iter().map(area).sum::<f64>())
+        .collect();
+    let total = sums.iter().sum::<f64>();
+    let mut facets: Vec<u64> = shell_of
+        .par_iter()
+        .enumerate()
+        .filter(|&(_, &s)| marked[s as usize])
+        .map(|(f, &s)| crate::keys::pack(s, f as u32))
+        .collect();
+    facets.par_sort_unstable();
+    let mut areas: Vec<(u32, f64)> = Vec::new();
+    for &k in &facets {
+        let (s, f) = (crate::keys::hi(k), crate::keys::lo(k));
+        let a = area(&t[f as usize]);
+        match areas.last_mut() {
+            Some((last, sum)) if *last == s => *sum += a,
+            _ => areas.push((s, a)),
+        }
+    }
+    (areas, total)
 }
 
 pub(crate) struct Compact {

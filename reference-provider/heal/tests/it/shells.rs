@@ -405,6 +405,73 @@ fn heal_small_parts_touching_or_crossing_another_are_kept() {
     }
 }
 
+/// `n × n` cubes of side 1 on a pitch of 3 from `(x0, 0, 0)`: none touches another.
+fn cube_grid(n: usize, x0: f32) -> Vec<Mesh> {
+    let mut parts = Vec::new();
+    for i in 0..n {
+        for j in 0..n {
+            let (x, y) = (x0 + 3.0 * i as f32, 3.0 * j as f32);
+            parts.push(generate::block([x, y, 0.0], [x + 1.0, y + 1.0, 1.0]));
+        }
+    }
+    parts
+}
+
+#[test]
+fn heal_a_model_made_only_of_small_pieces_keeps_them_all() {
+    // 900 separate cubes, each 1.4 % of the layout's diagonal: by size alone every one is
+    // noise and nothing would be left, but together they are the whole surface.
+    let r = heal::repair(&joined(cube_grid(30, 0.0)), &RepairOptions::default()).unwrap();
+    let s = &r.report.stages.shells;
+    assert_eq!((s.tiny_removed, s.kept_as_parts), (0, 900), "{s:?}");
+    assert!((s.tiny_area_share - 1.0).abs() < 1e-9, "{s:?}");
+    assert_eq!(r.report.shells, 900);
+    assert!(r.report.watertight, "{:?}", r.report.not_watertight);
+    assert!((r.report.volume - 900.0).abs() < 1e-6 * 900.0);
+}
+
+#[test]
+fn heal_many_small_parts_beside_a_large_one_are_kept_but_specks_are_not() {
+    // A 60 × 60 × 2 plate and, 10 beside it, 400 separate cubes of side 1 (1.2 % of the
+    // layout's diagonal each; together 24 % of the surface area): parts, kept. Two specks
+    // of side 0.05 among them are debris: removed.
+    let plate = || generate::block([0.0; 3], [60.0, 60.0, 2.0]);
+    let mut parts = vec![plate()];
+    parts.extend(cube_grid(20, 70.0));
+    for x in [71.5, 101.5] {
+        parts.push(generate::block([x, 1.5, 0.0], [x + 0.05, 1.55, 0.05]));
+    }
+    let r = heal::repair(&joined(parts.clone()), &RepairOptions::default()).unwrap();
+    let s = &r.report.stages.shells;
+    assert_eq!((s.tiny_removed, s.kept_as_parts), (2, 400), "{s:?}");
+    let specks = 2.0 * 6.0 * 0.05 * 0.05;
+    let want = (2400.0 + specks) / (10_080.0 + specks);
+    assert!((s.tiny_area_share - want).abs() < 1e-9, "{s:?}");
+    assert_eq!(r.report.shells, 401);
+    assert!(r.report.watertight, "{:?}", r.report.not_watertight);
+    // With the share check off, the size rule alone removes them.
+    let off = RepairOptions {
+        tiny_shell_max_area_share: 1.0,
+        ..RepairOptions::default()
+    };
+    let r = heal::repair(&joined(parts), &off).unwrap();
+    assert_eq!(r.report.stages.shells.tiny_removed, 402);
+    assert_eq!(r.report.shells, 1);
+
+    // The same plate with three specks of side 0.5 in the same place (0.06 % of the area):
+    // noise, removed.
+    let mut parts = vec![plate()];
+    for i in 0..3 {
+        let x = 70.0 + 20.0 * i as f32;
+        parts.push(generate::block([x, 30.0, 0.0], [x + 0.5, 30.5, 0.5]));
+    }
+    let r = heal::repair(&joined(parts), &RepairOptions::default()).unwrap();
+    let s = &r.report.stages.shells;
+    assert_eq!((s.tiny_removed, s.kept_as_parts), (3, 0), "{s:?}");
+    assert!(s.tiny_area_share > 0.0 && s.tiny_area_share < 1e-3, "{s:?}");
+    assert_eq!(r.report.shells, 1);
+}
+
 #[test]
 fn heal_small_voids_are_kept_and_small_islands_in_the_material_are_not() {
     // A 100 × 60 × 40 block holding five voids of radius 0.6 (1.7 % of the diagonal), wound

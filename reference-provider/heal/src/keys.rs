@@ -87,46 +87,7 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
     let buckets = 1usize << bits;
     let bucket = move |k: u64| ((k - min) >> shift) as usize;
 
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = n.div_ceil(threads * 2);
-    let hists: Vec<Vec<u32>> = keys
-        .par_chunks(chunk)
-        .map(|c| {
-            let mut h = vec![0u32; buckets];
-            for &k in c {
-                h[bucket(k)] += 1;
-            }
-            h
-        })
-        .collect();
-    // Carve the output into (chunk, bucket) sub-slices: bucket-major, chunk order inside.
-    // Initialised in parallel: a zeroed allocation is cleared (and, when its memory was given
-    // back to the system, faulted in) by the calling thread alone.
-    let mut out: Vec<u64> = (0..n).into_par_iter().map(|_| 0).collect();
-    let mut slots: Vec<Vec<&mut [u64]>> =
-        hists.iter().map(|_| Vec::with_capacity(buckets)).collect();
-    let mut bucket_len = vec![0usize; buckets];
-    {
-        let mut rest: &mut [u64] = &mut out;
-        for (b, len) in bucket_len.iter_mut().enumerate() {
-            for (c, h) in hists.iter().enumerate() {
-                let (s, r) = std::mem::take(&mut rest).split_at_mut(h[b] as usize);
-                *len += s.len();
-                slots[c].push(s);
-                rest = r;
-            }
-        }
-        keys.par_chunks(chunk)
-            .zip(slots.into_par_iter())
-            .for_each(|(c, mut s)| {
-                let mut fill = vec![0usize; buckets];
-                for &k in c {
-                    let b = bucket(k);
-                    s[b][fill[b]] = k;
-                    fill[b] += 1;
-                }
-            });
-    }
+    let (out, bucket_len) = scatter(keys, buckets, bucket, |_, k| k);
     // Sort every bucket from `out` back into `keys` (whose contents were all copied out):
     // the second digit's scatter is the copy back, so no bucket is copied twice and no third
     // buffer is needed.
@@ -153,6 +114,60 @@ pub(crate) fn sort(keys: &mut Vec<u64>) {
                 sort_bucket(src, s, min, shift, start);
             }
         });
+}
+
+/// The most-significant-digit pass of [`sort`] and [`sort_hashes`]: `key(i, items[i])` for
+/// every item, scattered into `buckets` buckets by `bucket(items[i])`, stably (index order
+/// within a bucket). Per-chunk histograms give every chunk its own disjoint sub-slice of each
+/// bucket, so the chunks scatter in parallel. Returns the keys and every bucket's length.
+fn scatter<T: Copy + Sync>(
+    items: &[T],
+    buckets: usize,
+    bucket: impl Fn(T) -> usize + Sync,
+    key: impl Fn(usize, T) -> u64 + Sync,
+) -> (Vec<u64>, Vec<usize>) {
+    let n = items.len();
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = n.div_ceil(threads * 2).max(1);
+    let hists: Vec<Vec<u32>> = items
+        .par_chunks(chunk)
+        .map(|c| {
+            let mut h = vec![0u32; buckets];
+            for &x in c {
+                h[bucket(x)] += 1;
+            }
+            h
+        })
+        .collect();
+    // Carve the output into (chunk, bucket) sub-slices: bucket-major, chunk order inside.
+    // Initialised in parallel: a zeroed allocation is cleared (and, when its memory was given
+    // back to the system, faulted in) by the calling thread alone.
+    let mut out: Vec<u64> = (0..n).into_par_iter().map(|_| 0).collect();
+    let mut slots: Vec<Vec<&mut [u64]>> =
+        hists.iter().map(|_| Vec::with_capacity(buckets)).collect();
+    let mut bucket_len = vec![0usize; buckets];
+    let mut rest: &mut [u64] = &mut out;
+    for (b, len) in bucket_len.iter_mut().enumerate() {
+        for (c, h) in hists.iter().enumerate() {
+            let (s, r) = std::mem::take(&mut rest).split_at_mut(h[b] as usize);
+            *len += s.len();
+            slots[c].push(s);
+            rest = r;
+        }
+    }
+    items
+        .par_chunks(chunk)
+        .zip(slots.into_par_iter())
+        .enumerate()
+        .for_each(|(c, (xs, mut s))| {
+            let mut fill = vec![0usize; buckets];
+            for (j, &x) in xs.iter().enumerate() {
+                let b = bucket(x);
+                s[b][fill[b]] = key(c * chunk + j, x);
+                fill[b] += 1;
+            }
+        });
+    (out, bucket_len)
 }
 
 /// Sort the keys of one bucket of [`sort`] or [`sort_hashes`] (keys `k` whose `(k - min) >>
@@ -228,46 +243,7 @@ pub(crate) fn sort_hashes(hashes: &[u32]) -> Vec<u64> {
     let buckets = 1usize << bits;
     let bucket = move |h: u32| ((h - min) >> shift) as usize;
 
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = n.div_ceil(threads * 2);
-    let hists: Vec<Vec<u32>> = hashes
-        .par_chunks(chunk)
-        .map(|c| {
-            let mut h = vec![0u32; buckets];
-            for &x in c {
-                h[bucket(x)] += 1;
-            }
-            h
-        })
-        .collect();
-    // Initialised in parallel (see `sort`).
-    let mut out: Vec<u64> = (0..n).into_par_iter().map(|_| 0).collect();
-    let mut slots: Vec<Vec<&mut [u64]>> =
-        hists.iter().map(|_| Vec::with_capacity(buckets)).collect();
-    let mut bucket_len = vec![0usize; buckets];
-    {
-        let mut rest: &mut [u64] = &mut out;
-        for (b, len) in bucket_len.iter_mut().enumerate() {
-            for (c, h) in hists.iter().enumerate() {
-                let (s, r) = std::mem::take(&mut rest).split_at_mut(h[b] as usize);
-                *len += s.len();
-                slots[c].push(s);
-                rest = r;
-            }
-        }
-        hashes
-            .par_chunks(chunk)
-            .zip(slots.into_par_iter())
-            .enumerate()
-            .for_each(|(c, (hs, mut s))| {
-                let mut fill = vec![0usize; buckets];
-                for (j, &h) in hs.iter().enumerate() {
-                    let b = bucket(h);
-                    s[b][fill[b]] = key(c * chunk + j, h);
-                    fill[b] += 1;
-                }
-            });
-    }
+    let (mut out, bucket_len) = scatter(hashes, buckets, bucket, key);
     // The scatter kept index order within every bucket, so a bucket of one hash (all of them
     // when `shift` is 0) is sorted already.
     if shift > 0 {

@@ -191,18 +191,10 @@ fn shell_areas(
     shell_of: &[u32],
     marked: &[bool],
 ) -> (Vec<(u32, f64)>, f64) {
+    use crate::holes::{cross, norm, sub};
     let area = |f: &[u32; 3]| {
         let p = f.map(|i| v[i as usize].map(f64::from));
-        let (a, b) = (
-            [p[1][0] - p[0][0], p[1][1] - p[0][1], p[1][2] - p[0][2]],
-            [p[2][0] - p[0][0], p[2][1] - p[0][1], p[2][2] - p[0][2]],
-        );
-        let c = [
-            a[1] * b[2] - a[2] * b[1],
-            a[2] * b[0] - a[0] * b[2],
-            a[0] * b[1] - a[1] * b[0],
-        ];
-        (c[0] * c[0] + c[1] * c[1] + c[2] * c[2]).sqrt() / 2.0
+        norm(cross(sub(p[1], p[0]), sub(p[2], p[0]))) / 2.0
     };
     let sums: Vec<f64> = t
         .par_chunks(1 << 14)

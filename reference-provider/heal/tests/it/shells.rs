@@ -1,6 +1,7 @@
 //! The tiny-shell rule: a shell is noise (removed) only when it shares no vertex with another
 //! shell, touches or crosses none and is no void in one, and its bounding box is under 2 % of
-//! the model's diagonal, whatever its facet count.
+//! the model's diagonal, whatever its facet count; and only while such shells together hold at
+//! most 10 % of the surface area (else they are parts, and only debris among them goes).
 use fixmyprint_heal::{self as heal, Mesh, RepairOptions, generate};
 
 /// A big sphere (r = 10) and a small one of radius `r` at `centre`, as one binary STL.

@@ -53,19 +53,12 @@ fn main() {
         s.topology.seconds,
         s.orient.seconds
     );
-    println!(
-        "  stages: parse {:.3}, weld {:.3}, clean {:.3}, topology {:.3}, winding {:.3}, shells \
-         {:.3}, holes {:.3}, orient {:.3}, write {:.3}",
-        s.parse.seconds,
-        s.weld.seconds,
-        s.clean.seconds,
-        s.topology.seconds,
-        s.winding.seconds,
-        s.shells.seconds,
-        s.holes.seconds,
-        s.orient.seconds,
-        s.write.seconds
-    );
+    let stages: Vec<String> = s
+        .seconds()
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.3}"))
+        .collect();
+    println!("  stages: {}", stages.join(", "));
     for why in &r.not_watertight {
         println!("  not watertight: {why}");
     }

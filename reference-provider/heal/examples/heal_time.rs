@@ -64,18 +64,13 @@ fn main() {
         r.output_facets,
         r.shells
     );
-    let s = &r.stages;
+    let stages: Vec<String> = r.stages.seconds()[..8]
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.3}"))
+        .collect();
     println!(
-        "last run, seconds per stage: parse {:.3}, weld {:.3}, clean {:.3}, topology {:.3}, \
-         winding {:.3}, shells {:.3}, holes {:.3}, orient {:.3}; total {:.3}",
-        s.parse.seconds,
-        s.weld.seconds,
-        s.clean.seconds,
-        s.topology.seconds,
-        s.winding.seconds,
-        s.shells.seconds,
-        s.holes.seconds,
-        s.orient.seconds,
+        "last run, seconds per stage: {}; total {:.3}",
+        stages.join(", "),
         r.total_seconds
     );
 }

@@ -348,14 +348,8 @@ fn heal_once(
         ));
     }
     let watertight = not_watertight.is_empty();
-    let total_seconds = stages.parse.seconds
-        + stages.weld.seconds
-        + stages.clean.seconds
-        + stages.topology.seconds
-        + stages.winding.seconds
-        + stages.shells.seconds
-        + stages.holes.seconds
-        + stages.orient.seconds;
+    // Every stage but writing, which comes after.
+    let total_seconds = stages.seconds()[..8].iter().map(|&(_, s)| s).sum();
     let report = Report {
         input_facets,
         output_facets: mesh.triangles.len() as u64,

@@ -296,6 +296,30 @@ pub struct Stages {
     pub write: WriteReport,
 }
 
+impl Stages {
+    /// Every stage's name and wall-clock seconds, in the order they run (writing last).
+    ///
+    /// ```
+    /// let s = fixmyprint_heal::Stages::default();
+    /// let names: Vec<&str> = s.seconds().iter().map(|&(name, _)| name).collect();
+    /// assert_eq!(names.first(), Some(&"parse"));
+    /// assert_eq!(names.last(), Some(&"write"));
+    /// ```
+    pub fn seconds(&self) -> [(&'static str, f64); 9] {
+        [
+            ("parse", self.parse.seconds),
+            ("weld", self.weld.seconds),
+            ("clean", self.clean.seconds),
+            ("topology", self.topology.seconds),
+            ("winding", self.winding.seconds),
+            ("shells", self.shells.seconds),
+            ("holes", self.holes.seconds),
+            ("orient", self.orient.seconds),
+            ("write", self.write.seconds),
+        ]
+    }
+}
+
 /// What the repair did and what came out. Serialises to the JSON report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {

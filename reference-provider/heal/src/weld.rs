@@ -539,19 +539,20 @@ pub(crate) fn weld_in(
     // order is the roots' corner order: a vertex's number is how many roots have a smaller
     // corner, its rank in a bitmap of the root corners (one bit per corner, a running count
     // per 64-bit word). No list of roots is collected or sorted.
-    let is_root = |&(i, &p): &(usize, &u32)| p as usize == i;
+    let roots = || {
+        parent
+            .par_iter()
+            .enumerate()
+            .filter_map(|(i, &p)| (p as usize == i).then_some(i))
+    };
     let bits: Vec<AtomicU64> = (0..n.div_ceil(64))
         .into_par_iter()
         .map(|_| AtomicU64::new(0))
         .collect();
-    parent
-        .par_iter()
-        .enumerate()
-        .filter(is_root)
-        .for_each(|(i, _)| {
-            let c = lo(rep_keys[i]);
-            bits[c as usize / 64].fetch_or(1 << (c % 64), Ordering::Relaxed);
-        });
+    roots().for_each(|i| {
+        let c = lo(rep_keys[i]);
+        bits[c as usize / 64].fetch_or(1 << (c % 64), Ordering::Relaxed);
+    });
     // Same size and alignment: collected in place.
     let bits: Vec<u64> = bits.into_iter().map(AtomicU64::into_inner).collect();
     let mut before: Vec<u32> = bits.par_iter().map(|w| w.count_ones()).collect();
@@ -569,16 +570,12 @@ pub(crate) fn weld_in(
         .into_par_iter()
         .map(|_| Default::default())
         .collect();
-    parent
-        .par_iter()
-        .enumerate()
-        .filter(is_root)
-        .for_each(|(i, _)| {
-            let slot = &slots[rank(lo(rep_keys[i])) as usize];
-            for (s, x) in slot.iter().zip(rep_pos[i]) {
-                s.store(x.to_bits(), Ordering::Relaxed);
-            }
-        });
+    roots().for_each(|i| {
+        let slot = &slots[rank(lo(rep_keys[i])) as usize];
+        for (s, x) in slot.iter().zip(rep_pos[i]) {
+            s.store(x.to_bits(), Ordering::Relaxed);
+        }
+    });
     let vertices: Vec<[f32; 3]> = slots
         .into_iter()
         .map(|s| s.map(|x| f32::from_bits(x.into_inner())))

@@ -124,6 +124,9 @@ const SQLITE_CACHE_KIB: u32 = 16_384;
 /// Bytes of the database file SQLite reads through a memory map.
 const SQLITE_MMAP_BYTES: u64 = 256 << 20;
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is lent out.
+const PG_PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Bytes the write-ahead log file is truncated to after a checkpoint reset it.
 const SQLITE_WAL_LIMIT_BYTES: u64 = 64 << 20;
 
@@ -320,9 +323,23 @@ impl Db {
                     Err(source) => return Err(DbError::Unreachable { target, source }),
                 }
             }
+            // A connection is pinged before use only when it sat idle for a while: a ping
+            // before every transaction would be one more round trip on each of them (the
+            // intake's batches above all), and a connection used a moment ago is alive.
+            // One that broke anyway fails its transaction, and the pool drops it.
             let pool = PgPoolOptions::new()
                 .max_connections(10)
                 .acquire_timeout(Duration::from_secs(30))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PG_PING_AFTER_IDLE {
+                            use sqlx::Connection as _;
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(opts)
                 .await?;
             Db::Postgres(pool)

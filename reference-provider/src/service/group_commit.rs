@@ -227,6 +227,9 @@ async fn writer(db: Db, public_url: String, mut rx: mpsc::Receiver<Op>) {
 async fn commit_batch(db: &Db, public_url: &str, batch: &mut Vec<Op>) {
     // Callers that gave up (their request was dropped) need no write.
     batch.retain(|op| !op.reply.is_closed());
+    if let Db::Postgres(pool) = db {
+        leading_run_alone(pool, batch).await;
+    }
     if batch.is_empty() {
         return;
     }
@@ -247,6 +250,38 @@ async fn commit_batch(db: &Db, public_url: &str, batch: &mut Vec<Op>) {
     for op in batch.drain(..) {
         let outcome = alone(db, public_url, &op.work).await;
         let _ = op.reply.send(outcome.map_err(CommitError::Db));
+    }
+}
+
+/// PostgreSQL: the batch's leading run of signed offers decided in one call that commits
+/// itself (one round trip instead of `BEGIN`, the call and `COMMIT`). The accepted offers
+/// are answered and leave `batch`; the rest (from the offer that ended the run) stays, in
+/// order, for the batch's transaction. On an error nothing was written, and the whole
+/// batch stays.
+async fn leading_run_alone(pool: &sqlx::PgPool, batch: &mut Vec<Op>) {
+    let run: Vec<(&RecordWork, &OfferWork)> = batch
+        .iter()
+        .map_while(|op| match &op.work {
+            Work::RecordedOffer { record, offer } => Some((record, &**offer)),
+            _ => None,
+        })
+        .collect();
+    if run.is_empty() {
+        return;
+    }
+    let accepted = match intake::accept_recorded_run_alone(pool, &run).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::info!(error = %e, offers = run.len(),
+                "a run of offers failed on its own; deciding it in the batch's transaction");
+            return;
+        }
+    };
+    drop(run);
+    let n = accepted.len();
+    for (op, acc) in batch.drain(..n).zip(accepted) {
+        let outcome = Outcome::RecordedOffer(RecordedOffer::Offered(Ok(acc)));
+        let _ = op.reply.send(Ok(outcome));
     }
 }
 
@@ -836,6 +871,140 @@ mod tests {
         let (_guard, url) = PgDb::create().await;
         let db = Db::connect(&url).await.unwrap();
         runs_stop_at_the_first_refusal(db).await;
+    }
+
+    /// One run of signed offers for two accounts, interleaved, with a broker job and a
+    /// `webhook-id` repeated inside the run and an offer priced in another currency than
+    /// its account's, then one more: every hold's ledger entry carries the balance and
+    /// held amount after it, in offer order, as one offer at a time would have written
+    /// them; the repeats are decided as repeats and the other currency as an error.
+    async fn one_run_writes_each_hold_as_one_at_a_time(db: Db) {
+        let provider = registered(&db).await;
+        let (a, price) = funded_account(&db, 5).await;
+        let (b, _) = funded_account(&db, 3).await;
+        let config = Config::default();
+        let now = 1_000_000;
+        let signed = |id: &str, account: &AccountId, job: &JobId| {
+            let o = offer(&provider, account, job, 1);
+            op(Work::RecordedOffer {
+                record: RecordWork {
+                    id: id.into(),
+                    digest: format!("d-{id}"),
+                    expires_at: now + 300,
+                    now,
+                },
+                offer: Box::new(OfferWork::new(&config, URL, o, id.into())),
+            })
+        };
+        let jobs: Vec<JobId> = (0..7).map(|_| JobId::generate()).collect();
+        // Priced in another currency than the account's (a changed configuration).
+        let mut dollars = Config::default();
+        dollars.pricing.currency = "USD".into();
+        let other_currency = OfferWork::new(
+            &dollars,
+            URL,
+            offer(&provider, &a, &jobs[6], 1),
+            "m7".into(),
+        );
+        let sends = vec![
+            signed("m0", &a, &jobs[0]),
+            signed("m1", &b, &jobs[1]),
+            signed("m2", &a, &jobs[2]),
+            signed("m3", &a, &jobs[3]),
+            signed("m4", &b, &jobs[1]), // the broker job of m1 again: its job
+            signed("m5", &a, &jobs[4]),
+            signed("m2", &a, &jobs[2]), // m2 delivered again: its saved answer
+            signed("m6", &b, &jobs[5]),
+            op(Work::RecordedOffer {
+                record: RecordWork {
+                    id: "m7".into(),
+                    digest: "d-m7".into(),
+                    expires_at: now + 300,
+                    now,
+                },
+                offer: Box::new(other_currency),
+            }),
+            signed("m8", &a, &JobId::generate()),
+        ];
+        let (mut batch, mut answers): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
+        commit_batch(&db, URL, &mut batch).await;
+        let mut outcomes = Vec::new();
+        for rx in &mut answers {
+            match rx.await.unwrap().unwrap() {
+                Outcome::RecordedOffer(o) => outcomes.push(o),
+                other => panic!("{other:?}"),
+            }
+        }
+        let job_of = |o: &RecordedOffer| match o {
+            RecordedOffer::Offered(Ok((acc, _))) => acc.provider_job_id.to_string(),
+            RecordedOffer::Saved(saved) => {
+                serde_json::from_str::<diax_sdk::wire::JobAccepted>(&saved.response_body)
+                    .unwrap()
+                    .provider_job_id
+                    .to_string()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(job_of(&outcomes[4]), job_of(&outcomes[1]));
+        assert!(
+            matches!(outcomes[6], RecordedOffer::Saved(_)),
+            "{:?}",
+            outcomes[6]
+        );
+        assert_eq!(job_of(&outcomes[6]), job_of(&outcomes[2]));
+        assert!(
+            matches!(
+                &outcomes[8],
+                RecordedOffer::Offered(Err(ApiError::Internal(_)))
+            ),
+            "{:?}",
+            outcomes[8]
+        );
+        let held = |id: &AccountId| {
+            let db = db.clone();
+            let id = id.clone();
+            async move {
+                accounts::ledger(&db, id.as_str())
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| e.kind == accounts::LedgerKind::Hold)
+                    .map(|e| (e.provider_job_id.unwrap(), e.balance_after, e.held_after))
+                    .collect::<Vec<_>>()
+            }
+        };
+        // Account a: m0, m2, m3, m5 in that order, then m8 (after m7 was refused).
+        let expect_a: Vec<_> = [0, 2, 3, 5, 9]
+            .iter()
+            .zip(1..)
+            .map(|(&i, k)| (job_of(&outcomes[i]), (5 - k) * price, k * price))
+            .collect();
+        assert_eq!(held(&a).await, expect_a);
+        let expect_b: Vec<_> = [1, 7]
+            .iter()
+            .zip(1..)
+            .map(|(&i, k)| (job_of(&outcomes[i]), (3 - k) * price, k * price))
+            .collect();
+        assert_eq!(held(&b).await, expect_b);
+        let acct = accounts::get_account(&db, a.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((acct.balance, acct.held), (0, 5 * price));
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn one_run_writes_each_hold_as_one_at_a_time_sqlite() {
+        let (_dir, db) = temp_sqlite().await;
+        one_run_writes_each_hold_as_one_at_a_time(db).await;
+    }
+
+    #[tokio::test]
+    async fn one_run_writes_each_hold_as_one_at_a_time_postgres() {
+        let (_guard, url) = PgDb::create().await;
+        let db = Db::connect(&url).await.unwrap();
+        one_run_writes_each_hold_as_one_at_a_time(db).await;
     }
 
     /// Offers for many accounts spread over several writers: each account's offers are

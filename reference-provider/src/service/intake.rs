@@ -346,17 +346,51 @@ struct NewOffer<'a> {
 /// SQLite: the whole run is one call on the connection's thread (its statements prepared
 /// once per run; the registration read in the same call when the batch has not read it
 /// yet), not one channel round trip per statement. PostgreSQL: one round trip (the
-/// `fmp_accept_recorded_offers` function of the migrations, over arrays).
+/// `fmp_accept_offer_run` function of the migrations, over arrays, with a fixed number of
+/// statements per run).
 pub(crate) async fn accept_recorded_run(
     tx: &mut Tx,
     cache: &mut BatchCache,
     run: &[(&RecordWork, &OfferWork)],
 ) -> Result<Vec<(JobAccepted, String)>, sqlx::Error> {
-    // The offers whose answer is ready (those after the first that is not are the
-    // step-by-step path's: it reports them); which of these are for this provider is known
-    // once the registration is read.
-    let candidates: Vec<NewOffer<'_>> = run
-        .iter()
+    let candidates = new_offers(run);
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let accepted = match tx {
+        Tx::Sqlite(t) => {
+            let mut handle = t.lock_handle().await?;
+            accept_run_sqlite(&mut handle, cache, candidates, now)?
+        }
+        Tx::Postgres(t) => accept_run_postgres(&mut *t, candidates, now).await?,
+    };
+    Ok(answers(accepted))
+}
+
+/// [`accept_recorded_run`] on PostgreSQL outside any transaction: the call commits itself,
+/// so a run costs one round trip (no `BEGIN`, no `COMMIT`). The intake writer sends a
+/// batch's leading run this way ([`group_commit`](super::group_commit)); what the run
+/// leaves is decided in a transaction after it, in order. On an error nothing was
+/// written (one statement is all or nothing).
+pub(crate) async fn accept_recorded_run_alone(
+    pool: &sqlx::PgPool,
+    run: &[(&RecordWork, &OfferWork)],
+) -> Result<Vec<(JobAccepted, String)>, sqlx::Error> {
+    let candidates = new_offers(run);
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = pool.acquire().await?;
+    let accepted = accept_run_postgres(&mut conn, candidates, now_ms()).await?;
+    Ok(answers(accepted))
+}
+
+/// The leading offers of `run` whose answer is ready (those after the first that is not are
+/// the step-by-step path's: it reports them); which of these are for this provider is known
+/// once the registration is read.
+fn new_offers<'a>(run: &[(&'a RecordWork, &'a OfferWork)]) -> Vec<NewOffer<'a>> {
+    run.iter()
         .map_while(|&(record, work)| {
             let c = work.checked.as_ref().ok()?;
             let (acc, body) = c.answer.as_ref()?;
@@ -368,37 +402,18 @@ pub(crate) async fn accept_recorded_run(
                 body,
             })
         })
-        .collect();
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
-    let now = now_ms();
-    let accepted = match tx {
-        Tx::Sqlite(t) => {
-            let mut handle = t.lock_handle().await?;
-            accept_run_sqlite(&mut handle, cache, candidates, now)?
-        }
-        Tx::Postgres(_) => {
-            let reg = cache.registration(tx).await?;
-            let ready = for_provider(reg.as_ref(), candidates);
-            let Tx::Postgres(t) = tx else {
-                return Ok(Vec::new());
-            };
-            let n = if ready.is_empty() {
-                0
-            } else {
-                accept_run_postgres(t, &ready, now).await?
-            };
-            ready.into_iter().take(n).collect()
-        }
-    };
-    Ok(accepted
+        .collect()
+}
+
+/// The answers of accepted offers (each logged).
+fn answers(accepted: Vec<NewOffer<'_>>) -> Vec<(JobAccepted, String)> {
+    accepted
         .into_iter()
         .map(|n| {
             tracing::info!(job = %n.c.provider_job_id, broker_job = %n.work.offer.job_id, account = %n.c.account_id, amount = n.c.quote.amount, "offer accepted; quote held");
             (n.acc.clone(), n.body.to_owned())
         })
-        .collect())
+        .collect()
 }
 
 /// The leading offers of `candidates` addressed to this provider (none if it is not
@@ -553,44 +568,87 @@ fn accept_run_sqlite<'a>(
     Ok(ready)
 }
 
-/// [`accept_recorded_run`] on PostgreSQL: one call of `fmp_accept_recorded_offers` with
-/// one array per column. Returns how many offers (a prefix) were accepted.
-async fn accept_run_postgres(
-    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    ready: &[NewOffer<'_>],
+/// [`accept_recorded_run`] on PostgreSQL: one call of `fmp_accept_offer_run` (migration
+/// `0007`), which decides the run and writes its accepted prefix with a fixed number of
+/// statements, whatever the run's length. `conn` may be in a transaction or not: on its
+/// own the call is one round trip that commits itself. Returns the accepted offers.
+///
+/// The function takes a run in which no broker job id or `webhook-id` repeats, all in one
+/// currency, no amount negative: the run is cut here before the first offer that breaks
+/// this (the step-by-step path decides it), so the outcome is the one-at-a-time one.
+async fn accept_run_postgres<'a>(
+    conn: &mut sqlx::PgConnection,
+    mut candidates: Vec<NewOffer<'a>>,
     now: i64,
-) -> Result<usize, sqlx::Error> {
+) -> Result<Vec<NewOffer<'a>>, sqlx::Error> {
+    use std::collections::HashSet;
+
+    let Some(first) = candidates.first() else {
+        return Ok(candidates);
+    };
+    let currency = first.c.quote.currency.as_str();
+    let mut jobs = HashSet::with_capacity(candidates.len());
+    let mut ids = HashSet::with_capacity(candidates.len());
+    let usable = candidates
+        .iter()
+        .take_while(|n| {
+            n.c.quote.amount >= 0
+                && n.c.quote.currency == currency
+                && jobs.insert(n.work.offer.job_id.as_str())
+                && ids.insert(n.record.id.as_str())
+        })
+        .count();
+    candidates.truncate(usable);
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let mut account_keys: Vec<&str> = candidates.iter().map(|n| n.c.account_id.as_str()).collect();
+    account_keys.sort_unstable();
+    account_keys.dedup();
+    let account_of: Vec<i32> = candidates
+        .iter()
+        .map(|n| {
+            let k = account_keys
+                .binary_search(&n.c.account_id.as_str())
+                .unwrap_or(0);
+            i32::try_from(k + 1).unwrap_or(i32::MAX)
+        })
+        .collect();
     macro_rules! column {
         (|$n:ident| $e:expr) => {
-            ready.iter().map(|$n| $e).collect::<Vec<_>>()
+            candidates.iter().map(|$n| $e).collect::<Vec<_>>()
         };
     }
     let accepted: i32 = sqlx::query_scalar(
-        "SELECT fmp_accept_recorded_offers($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                                           $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        "SELECT fmp_accept_offer_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                                     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
     )
-    .bind(column!(|n| n.c.quote.amount))
+    .bind(column!(|n| n.work.offer.provider_id.as_str()))
+    .bind(&account_keys)
+    .bind(&account_of)
     .bind(column!(|n| n.c.account_id.as_str()))
-    .bind(column!(|n| n.c.quote.currency.as_str()))
+    .bind(column!(|n| n.c.quote.amount))
+    .bind(currency)
     .bind(column!(|n| n.work.offer.job_id.as_str()))
+    .bind(column!(|n| n.record.id.as_str()))
     .bind(column!(|n| n.c.provider_job_id.as_str()))
     .bind(column!(|n| n.c.entry_id.as_str()))
-    .bind(now)
-    .bind(column!(|n| n.work.message_id.as_str()))
     .bind(column!(|n| n.work.offer.user.broker_user_id.as_str()))
     .bind(column!(|n| n.work.offer.events_url.as_str()))
     .bind(column!(|n| n.work.offer.operation.as_str()))
     .bind(column!(|n| n.work.offer.model.name.as_str()))
     .bind(column!(|n| n.c.model_size))
     .bind(column!(|n| n.work.offer.model.sha256.as_str()))
-    .bind(queue::JobPhase::Accepted.as_str())
-    .bind(column!(|n| n.body))
-    .bind(column!(|n| n.acc.status_url.as_str()))
     .bind(column!(|n| n.record.digest.as_str()))
     .bind(column!(|n| n.record.expires_at))
-    .fetch_one(&mut **t)
+    .bind(column!(|n| n.body))
+    .bind(column!(|n| n.acc.status_url.as_str()))
+    .bind(now)
+    .bind(queue::JobPhase::Accepted.as_str())
+    .fetch_one(conn)
     .await?;
-    Ok(usize::try_from(accepted).unwrap_or(0).min(ready.len()))
+    candidates.truncate(usize::try_from(accepted).unwrap_or(0));
+    Ok(candidates)
 }
 
 /// A SQLite error met through rusqlite, as a database error of sqlx's (so that

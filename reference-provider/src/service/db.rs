@@ -162,6 +162,29 @@ impl std::ops::DerefMut for SqliteTx {
     }
 }
 
+/// SQLite's writer connection lent out with no transaction open ([`SqliteDb::writer`]);
+/// dereferences to the connection.
+#[derive(Debug)]
+pub(crate) struct SqliteWriter {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    /// Set while this holds the writer from within a task.
+    _writer: Option<WriterMark>,
+}
+
+impl std::ops::Deref for SqliteWriter {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for SqliteWriter {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
 /// Marks the task holding SQLite's writer connection; unmarks it when dropped (after the
 /// transaction ended).
 #[derive(Debug)]
@@ -498,8 +521,28 @@ impl SqliteDb {
     /// `BEGIN IMMEDIATE` on the writer connection, refused with [`WriterHeld`] when the
     /// calling task holds it already.
     async fn begin_write(&self) -> Result<SqliteTx, sqlx::Error> {
-        let task = tokio::task::try_id();
-        if let Some(task) = task
+        self.refuse_held_writer()?;
+        let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(SqliteTx {
+            tx,
+            _writer: self.mark_writer(),
+        })
+    }
+
+    /// The writer connection with no transaction open, for a caller that begins and ends
+    /// its own on the connection's handle (the intake's leading run of offers:
+    /// [`super::intake`]). Refused with [`WriterHeld`] like [`Db::begin`].
+    pub(crate) async fn writer(&self) -> Result<SqliteWriter, sqlx::Error> {
+        self.refuse_held_writer()?;
+        let conn = self.write.acquire().await?;
+        Ok(SqliteWriter {
+            conn,
+            _writer: self.mark_writer(),
+        })
+    }
+
+    fn refuse_held_writer(&self) -> Result<(), sqlx::Error> {
+        if let Some(task) = tokio::task::try_id()
             && self
                 .writer_task
                 .lock()
@@ -510,8 +553,11 @@ impl SqliteDb {
                 WriterHeld,
             )));
         }
-        let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let writer = task.map(|task| {
+        Ok(())
+    }
+
+    fn mark_writer(&self) -> Option<WriterMark> {
+        tokio::task::try_id().map(|task| {
             if let Ok(mut holder) = self.writer_task.lock() {
                 *holder = Some(task);
             }
@@ -519,10 +565,6 @@ impl SqliteDb {
                 holder: self.writer_task.clone(),
                 task,
             }
-        });
-        Ok(SqliteTx {
-            tx,
-            _writer: writer,
         })
     }
 }

@@ -227,9 +227,7 @@ async fn writer(db: Db, public_url: String, mut rx: mpsc::Receiver<Op>) {
 async fn commit_batch(db: &Db, public_url: &str, batch: &mut Vec<Op>) {
     // Callers that gave up (their request was dropped) need no write.
     batch.retain(|op| !op.reply.is_closed());
-    if let Db::Postgres(pool) = db {
-        leading_run_alone(pool, batch).await;
-    }
+    leading_run_alone(db, batch).await;
     if batch.is_empty() {
         return;
     }
@@ -253,12 +251,13 @@ async fn commit_batch(db: &Db, public_url: &str, batch: &mut Vec<Op>) {
     }
 }
 
-/// PostgreSQL: the batch's leading run of signed offers decided in one call that commits
-/// itself (one round trip instead of `BEGIN`, the call and `COMMIT`). The accepted offers
+/// The batch's leading run of signed offers decided in a transaction of its own, in one
+/// call (PostgreSQL: one round trip that commits itself; SQLite: one call on the writer
+/// connection's handle; see [`intake::accept_recorded_run_alone`]). The accepted offers
 /// are answered and leave `batch`; the rest (from the offer that ended the run) stays, in
 /// order, for the batch's transaction. On an error nothing was written, and the whole
 /// batch stays.
-async fn leading_run_alone(pool: &sqlx::PgPool, batch: &mut Vec<Op>) {
+async fn leading_run_alone(db: &Db, batch: &mut Vec<Op>) {
     let run: Vec<(&RecordWork, &OfferWork)> = batch
         .iter()
         .map_while(|op| match &op.work {
@@ -269,7 +268,7 @@ async fn leading_run_alone(pool: &sqlx::PgPool, batch: &mut Vec<Op>) {
     if run.is_empty() {
         return;
     }
-    let accepted = match intake::accept_recorded_run_alone(pool, &run).await {
+    let accepted = match intake::accept_recorded_run_alone(db, &run).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::info!(error = %e, offers = run.len(),
@@ -1005,6 +1004,122 @@ mod tests {
         let (_guard, url) = PgDb::create().await;
         let db = Db::connect(&url).await.unwrap();
         one_run_writes_each_hold_as_one_at_a_time(db).await;
+    }
+
+    /// A run whose writes fail half-way (a trigger refuses one offer's job row): nothing
+    /// of the run stays, the batch is decided again one operation at a time, the offers
+    /// around the failing one are accepted once each and only the failing one gets the
+    /// error.
+    async fn a_failing_run_leaves_nothing_behind(db: Db) {
+        let provider = registered(&db).await;
+        let (account, price) = funded_account(&db, 5).await;
+        let config = Config::default();
+        let now = 1_000_000;
+        let jobs: Vec<JobId> = (0..3).map(|_| JobId::generate()).collect();
+        let bad = jobs[1].as_str();
+        let mut tx = db.begin().await.unwrap();
+        let ddl = if db.is_postgres() {
+            vec![
+                "CREATE FUNCTION refuse_job() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+                    .to_owned(),
+                format!(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON jobs FOR EACH ROW
+                     WHEN (NEW.broker_job_id = '{bad}') EXECUTE FUNCTION refuse_job()"
+                ),
+            ]
+        } else {
+            vec![format!(
+                "CREATE TRIGGER refuse BEFORE INSERT ON jobs WHEN NEW.broker_job_id = '{bad}'
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )]
+        };
+        for statement in ddl {
+            let statement = sqlx::AssertSqlSafe(statement);
+            match &mut tx {
+                Tx::Sqlite(t) => sqlx::query(statement).execute(&mut **t).await.map(drop),
+                Tx::Postgres(t) => sqlx::query(statement).execute(&mut **t).await.map(drop),
+            }
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let (mut batch, mut answers): (Vec<_>, Vec<_>) = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, job)| {
+                let id = format!("m{i}");
+                op(Work::RecordedOffer {
+                    record: RecordWork {
+                        id: id.clone(),
+                        digest: format!("d{i}"),
+                        expires_at: now + 300,
+                        now,
+                    },
+                    offer: Box::new(OfferWork::new(
+                        &config,
+                        URL,
+                        offer(&provider, &account, job, 1),
+                        id,
+                    )),
+                })
+            })
+            .unzip();
+        commit_batch(&db, URL, &mut batch).await;
+        let mut outcomes = Vec::new();
+        for rx in &mut answers {
+            outcomes.push(rx.await.unwrap());
+        }
+        assert!(
+            matches!(
+                outcomes[0],
+                Ok(Outcome::RecordedOffer(RecordedOffer::Offered(Ok(_))))
+            ),
+            "{:?}",
+            outcomes[0]
+        );
+        assert!(
+            matches!(outcomes[1], Err(CommitError::Db(_))),
+            "{:?}",
+            outcomes[1]
+        );
+        assert!(
+            matches!(
+                outcomes[2],
+                Ok(Outcome::RecordedOffer(RecordedOffer::Offered(Ok(_))))
+            ),
+            "{:?}",
+            outcomes[2]
+        );
+        let acct = accounts::get_account(&db, account.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((acct.balance, acct.held), (3 * price, 2 * price));
+        let holds = accounts::ledger(&db, account.as_str())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == accounts::LedgerKind::Hold)
+            .count();
+        assert_eq!(holds, 2);
+        // The writer is usable afterwards (no transaction was left open on it).
+        let mut tx = db.begin().await.unwrap();
+        exec!(&mut tx, "DELETE FROM replay WHERE message_id = 'nothing'").unwrap();
+        tx.commit().await.unwrap();
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_run_leaves_nothing_behind_sqlite() {
+        let (_dir, db) = temp_sqlite().await;
+        a_failing_run_leaves_nothing_behind(db).await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_run_leaves_nothing_behind_postgres() {
+        let (_guard, url) = PgDb::create().await;
+        let db = Db::connect(&url).await.unwrap();
+        a_failing_run_leaves_nothing_behind(db).await;
     }
 
     /// Offers for many accounts spread over several writers: each account's offers are

@@ -13,7 +13,7 @@ use diax_sdk::wire::{
 use diax_sdk::{AccountId, ProviderJobId, Quote};
 
 use super::accounts;
-use super::db::{Tx, now_ms, save_response_in, time_ordered_id};
+use super::db::{Db, Tx, now_ms, save_response_in, time_ordered_id};
 use super::error::ApiError;
 use super::group_commit::{BatchCache, CommitError, Outcome, RecordWork, RecordedOffer, Work};
 use super::queue::{self, JobRow, NewJob};
@@ -361,28 +361,42 @@ pub(crate) async fn accept_recorded_run(
     let accepted = match tx {
         Tx::Sqlite(t) => {
             let mut handle = t.lock_handle().await?;
-            accept_run_sqlite(&mut handle, cache, candidates, now)?
+            accept_run_sqlite(&mut handle, cache, candidates, now, false)?
         }
         Tx::Postgres(t) => accept_run_postgres(&mut *t, candidates, now).await?,
     };
     Ok(answers(accepted))
 }
 
-/// [`accept_recorded_run`] on PostgreSQL outside any transaction: the call commits itself,
-/// so a run costs one round trip (no `BEGIN`, no `COMMIT`). The intake writer sends a
-/// batch's leading run this way ([`group_commit`](super::group_commit)); what the run
-/// leaves is decided in a transaction after it, in order. On an error nothing was
-/// written (one statement is all or nothing).
+/// [`accept_recorded_run`] in a transaction of its own, committed when this returns. The
+/// intake writer decides a batch's leading run this way ([`group_commit`](super::group_commit));
+/// what the run leaves is decided in a transaction after it, in order. On an error nothing
+/// was written.
+///
+/// PostgreSQL: the call is sent outside any transaction and commits itself, so the run
+/// costs one round trip (no `BEGIN`, no `COMMIT`). SQLite: `BEGIN IMMEDIATE`, the run and
+/// `COMMIT` in the one call on the writer connection's handle, so the run costs one
+/// hand-off to sqlx's thread for that connection instead of three.
 pub(crate) async fn accept_recorded_run_alone(
-    pool: &sqlx::PgPool,
+    db: &Db,
     run: &[(&RecordWork, &OfferWork)],
 ) -> Result<Vec<(JobAccepted, String)>, sqlx::Error> {
     let candidates = new_offers(run);
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    let mut conn = pool.acquire().await?;
-    let accepted = accept_run_postgres(&mut conn, candidates, now_ms()).await?;
+    let accepted = match db {
+        Db::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            accept_run_postgres(&mut conn, candidates, now_ms()).await?
+        }
+        Db::Sqlite(sqlite) => {
+            let mut writer = sqlite.writer().await?;
+            let mut handle = writer.lock_handle().await?;
+            let mut cache = BatchCache::default();
+            accept_run_sqlite(&mut handle, &mut cache, candidates, now_ms(), true)?
+        }
+    };
     Ok(answers(accepted))
 }
 
@@ -470,8 +484,8 @@ fn accept_run_sqlite<'a>(
     cache: &mut BatchCache,
     candidates: Vec<NewOffer<'a>>,
     now: i64,
+    own_transaction: bool,
 ) -> Result<Vec<NewOffer<'a>>, sqlx::Error> {
-    use rusqlite::{OptionalExtension as _, params};
     // SAFETY: `handle` keeps sqlx's worker away from the connection (and from every
     // statement on it) for as long as it lives, and it outlives `conn`, which is dropped at
     // the end of this function. `from_handle` never closes the connection, and dropping
@@ -479,6 +493,31 @@ fn accept_run_sqlite<'a>(
     // version) for sqlx and rusqlite, so the handle is the type rusqlite expects.
     let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
         .map_err(sqlite_error)?;
+    if !own_transaction {
+        return run_statements_sqlite(&conn, cache, candidates, now);
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(sqlite_error)?;
+    let done = run_statements_sqlite(&conn, cache, candidates, now).and_then(|accepted| {
+        conn.execute_batch("COMMIT")
+            .map(|()| accepted)
+            .map_err(sqlite_error)
+    });
+    if done.is_err() {
+        // Nothing of the run stays (the error is the one reported).
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
+
+/// The body of [`accept_run_sqlite`] on `conn`, in the transaction open on it.
+fn run_statements_sqlite<'a>(
+    conn: &rusqlite::Connection,
+    cache: &mut BatchCache,
+    candidates: Vec<NewOffer<'a>>,
+    now: i64,
+) -> Result<Vec<NewOffer<'a>>, sqlx::Error> {
+    use rusqlite::{OptionalExtension as _, params};
     if cache.known_registration().is_none() {
         let reg = conn
             .query_row(REGISTRATION_SQLITE, [], |row| {
@@ -563,7 +602,6 @@ fn accept_run_sqlite<'a>(
             accepted += 1;
         }
     }
-    drop(conn);
     ready.truncate(accepted);
     Ok(ready)
 }

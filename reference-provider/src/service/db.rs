@@ -627,12 +627,22 @@ async fn checkpoints(
             }
         }
         if log_pages >= restart_pages {
+            let asked = std::time::Instant::now();
             let finished = match write.acquire().await {
-                Ok(mut w) => checkpoint(&mut w).await,
+                Ok(mut w) => {
+                    let held = std::time::Instant::now();
+                    checkpoint(&mut w).await.map(|log| (log, held.elapsed()))
+                }
                 Err(e) => Err(e),
             };
-            if let Err(e) = finished {
-                tracing::warn!(error = %e, "checkpoint on the writer connection failed");
+            match finished {
+                Ok((log, held)) => tracing::debug!(
+                    log_pages = log,
+                    waited_ms = (asked.elapsed() - held).as_secs_f64() * 1e3,
+                    held_ms = held.as_secs_f64() * 1e3,
+                    "checkpoint finished on the writer connection"
+                ),
+                Err(e) => tracing::warn!(error = %e, "checkpoint on the writer connection failed"),
             }
         }
     }

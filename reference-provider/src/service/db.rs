@@ -638,7 +638,7 @@ async fn checkpoints(
             match finished {
                 Ok((log, held)) => tracing::debug!(
                     log_pages = log,
-                    waited_ms = (asked.elapsed() - held).as_secs_f64() * 1e3,
+                    waited_ms = asked.elapsed().saturating_sub(held).as_secs_f64() * 1e3,
                     held_ms = held.as_secs_f64() * 1e3,
                     "checkpoint finished on the writer connection"
                 ),

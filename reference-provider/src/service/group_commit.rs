@@ -472,6 +472,52 @@ mod tests {
         (Op { work, reply }, rx)
     }
 
+    /// A signed offer delivered under `id` with the body digest `digest` at `now`.
+    fn signed_op(
+        id: &str,
+        digest: &str,
+        now: i64,
+        offer: OfferWork,
+    ) -> (Op, oneshot::Receiver<Result<Outcome, CommitError>>) {
+        op(Work::RecordedOffer {
+            record: RecordWork {
+                id: id.into(),
+                digest: digest.into(),
+                expires_at: now + 300,
+                now,
+            },
+            offer: Box::new(offer),
+        })
+    }
+
+    /// The account's holds in the ledger, in order.
+    async fn holds(db: &Db, account: &AccountId) -> Vec<accounts::LedgerEntry> {
+        accounts::ledger(db, account.as_str())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == accounts::LedgerKind::Hold)
+            .collect()
+    }
+
+    /// `$sqlite` and `$postgres`: `$test` on a SQLite file and on a PostgreSQL database.
+    macro_rules! on_both_backends {
+        ($test:ident: $sqlite:ident, $postgres:ident) => {
+            #[tokio::test]
+            async fn $sqlite() {
+                let (_dir, db) = temp_sqlite().await;
+                $test(db).await;
+            }
+
+            #[tokio::test]
+            async fn $postgres() {
+                let (_guard, url) = PgDb::create().await;
+                let db = Db::connect(&url).await.unwrap();
+                $test(db).await;
+            }
+        };
+    }
+
     /// Registers a provider in `db` (as `fixmyprint register` would) and returns its id.
     /// A database in a SQLite file of its own (removed with the directory).
     async fn temp_sqlite() -> (tempfile::TempDir, Db) {
@@ -575,13 +621,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((acct.balance, acct.held), (0, 2 * price));
-        let holds = accounts::ledger(&db, account.as_str())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == accounts::LedgerKind::Hold)
-            .count();
-        assert_eq!(holds, 2);
+        assert_eq!(holds(&db, &account).await.len(), 2);
         db.close().await;
     }
 
@@ -670,15 +710,7 @@ mod tests {
         let (mut batch, mut answers): (Vec<_>, Vec<_>) = sends
             .into_iter()
             .map(|(id, digest, o)| {
-                op(Work::RecordedOffer {
-                    record: RecordWork {
-                        id: id.into(),
-                        digest: digest.into(),
-                        expires_at: now + 300,
-                        now,
-                    },
-                    offer: Box::new(OfferWork::new(&config, URL, o, id.into())),
-                })
+                signed_op(id, digest, now, OfferWork::new(&config, URL, o, id.into()))
             })
             .unzip();
         commit_batch(&db, URL, &mut batch).await;
@@ -736,13 +768,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((acct.balance, acct.held), (0, 3 * price));
-        let holds = accounts::ledger(&db, account.as_str())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == accounts::LedgerKind::Hold)
-            .count();
-        assert_eq!(holds, 3);
+        assert_eq!(holds(&db, &account).await.len(), 3);
         let mut tx = db.begin_read().await.unwrap();
         for (id, status) in [
             ("msg_a", 202),
@@ -762,18 +788,11 @@ mod tests {
         db.close().await;
     }
 
-    #[tokio::test]
-    async fn signed_offers_in_one_batch_sqlite() {
-        let (_dir, db) = temp_sqlite().await;
-        signed_offers_in_one_batch(db).await;
-    }
-
-    #[tokio::test]
-    async fn signed_offers_in_one_batch_postgres() {
-        let (_guard, url) = PgDb::create().await;
-        let db = Db::connect(&url).await.unwrap();
-        signed_offers_in_one_batch(db).await;
-    }
+    on_both_backends!(
+        signed_offers_in_one_batch:
+        signed_offers_in_one_batch_sqlite,
+        signed_offers_in_one_batch_postgres
+    );
 
     /// One batch of signed offers for one account that has money for five of them, with a
     /// replay record of another message in the middle: the first five offers in order are
@@ -787,15 +806,12 @@ mod tests {
         let signed = |i: usize| {
             let id = format!("msg_{i}");
             let o = offer(&provider, &account, &JobId::generate(), 1);
-            op(Work::RecordedOffer {
-                record: RecordWork {
-                    id: id.clone(),
-                    digest: format!("d{i}"),
-                    expires_at: now + 300,
-                    now,
-                },
-                offer: Box::new(OfferWork::new(&config, URL, o, id)),
-            })
+            signed_op(
+                &id,
+                &format!("d{i}"),
+                now,
+                OfferWork::new(&config, URL, o, id.clone()),
+            )
         };
         let (mut batch, mut answers): (Vec<_>, Vec<_>) = (0..3).map(signed).unzip();
         let (record, record_answer) = op(Work::Record {
@@ -840,13 +856,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((acct.balance, acct.held), (0, 5 * price));
-        let holds = accounts::ledger(&db, account.as_str())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == accounts::LedgerKind::Hold)
-            .count();
-        assert_eq!(holds, 5);
+        assert_eq!(holds(&db, &account).await.len(), 5);
         let mut tx = db.begin_read().await.unwrap();
         for i in 0..9 {
             let saved = crate::service::db::saved_response_in(&mut tx, &format!("msg_{i}"))
@@ -859,18 +869,11 @@ mod tests {
         db.close().await;
     }
 
-    #[tokio::test]
-    async fn runs_stop_at_the_first_refusal_sqlite() {
-        let (_dir, db) = temp_sqlite().await;
-        runs_stop_at_the_first_refusal(db).await;
-    }
-
-    #[tokio::test]
-    async fn runs_stop_at_the_first_refusal_postgres() {
-        let (_guard, url) = PgDb::create().await;
-        let db = Db::connect(&url).await.unwrap();
-        runs_stop_at_the_first_refusal(db).await;
-    }
+    on_both_backends!(
+        runs_stop_at_the_first_refusal:
+        runs_stop_at_the_first_refusal_sqlite,
+        runs_stop_at_the_first_refusal_postgres
+    );
 
     /// One run of signed offers for two accounts, interleaved, with a broker job and a
     /// `webhook-id` repeated inside the run and an offer priced in another currency than
@@ -885,15 +888,12 @@ mod tests {
         let now = 1_000_000;
         let signed = |id: &str, account: &AccountId, job: &JobId| {
             let o = offer(&provider, account, job, 1);
-            op(Work::RecordedOffer {
-                record: RecordWork {
-                    id: id.into(),
-                    digest: format!("d-{id}"),
-                    expires_at: now + 300,
-                    now,
-                },
-                offer: Box::new(OfferWork::new(&config, URL, o, id.into())),
-            })
+            signed_op(
+                id,
+                &format!("d-{id}"),
+                now,
+                OfferWork::new(&config, URL, o, id.into()),
+            )
         };
         let jobs: Vec<JobId> = (0..7).map(|_| JobId::generate()).collect();
         // Priced in another currency than the account's (a changed configuration).
@@ -914,15 +914,7 @@ mod tests {
             signed("m5", &a, &jobs[4]),
             signed("m2", &a, &jobs[2]), // m2 delivered again: its saved answer
             signed("m6", &b, &jobs[5]),
-            op(Work::RecordedOffer {
-                record: RecordWork {
-                    id: "m7".into(),
-                    digest: "d-m7".into(),
-                    expires_at: now + 300,
-                    now,
-                },
-                offer: Box::new(other_currency),
-            }),
+            signed_op("m7", "d-m7", now, other_currency),
             signed("m8", &a, &JobId::generate()),
         ];
         let (mut batch, mut answers): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
@@ -960,14 +952,11 @@ mod tests {
             outcomes[8]
         );
         let held = |id: &AccountId| {
-            let db = db.clone();
-            let id = id.clone();
+            let (db, id) = (db.clone(), id.clone());
             async move {
-                accounts::ledger(&db, id.as_str())
+                holds(&db, &id)
                     .await
-                    .unwrap()
                     .into_iter()
-                    .filter(|e| e.kind == accounts::LedgerKind::Hold)
                     .map(|e| (e.provider_job_id.unwrap(), e.balance_after, e.held_after))
                     .collect::<Vec<_>>()
             }
@@ -993,18 +982,11 @@ mod tests {
         db.close().await;
     }
 
-    #[tokio::test]
-    async fn one_run_writes_each_hold_as_one_at_a_time_sqlite() {
-        let (_dir, db) = temp_sqlite().await;
-        one_run_writes_each_hold_as_one_at_a_time(db).await;
-    }
-
-    #[tokio::test]
-    async fn one_run_writes_each_hold_as_one_at_a_time_postgres() {
-        let (_guard, url) = PgDb::create().await;
-        let db = Db::connect(&url).await.unwrap();
-        one_run_writes_each_hold_as_one_at_a_time(db).await;
-    }
+    on_both_backends!(
+        one_run_writes_each_hold_as_one_at_a_time:
+        one_run_writes_each_hold_as_one_at_a_time_sqlite,
+        one_run_writes_each_hold_as_one_at_a_time_postgres
+    );
 
     /// A run whose writes fail half-way (a trigger refuses one offer's job row): nothing
     /// of the run stays, the batch is decided again one operation at a time, the offers
@@ -1048,20 +1030,13 @@ mod tests {
             .enumerate()
             .map(|(i, job)| {
                 let id = format!("m{i}");
-                op(Work::RecordedOffer {
-                    record: RecordWork {
-                        id: id.clone(),
-                        digest: format!("d{i}"),
-                        expires_at: now + 300,
-                        now,
-                    },
-                    offer: Box::new(OfferWork::new(
-                        &config,
-                        URL,
-                        offer(&provider, &account, job, 1),
-                        id,
-                    )),
-                })
+                let o = offer(&provider, &account, job, 1);
+                signed_op(
+                    &id,
+                    &format!("d{i}"),
+                    now,
+                    OfferWork::new(&config, URL, o, id.clone()),
+                )
             })
             .unzip();
         commit_batch(&db, URL, &mut batch).await;
@@ -1095,13 +1070,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((acct.balance, acct.held), (3 * price, 2 * price));
-        let holds = accounts::ledger(&db, account.as_str())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == accounts::LedgerKind::Hold)
-            .count();
-        assert_eq!(holds, 2);
+        assert_eq!(holds(&db, &account).await.len(), 2);
         // The writer is usable afterwards (no transaction was left open on it).
         let mut tx = db.begin().await.unwrap();
         exec!(&mut tx, "DELETE FROM replay WHERE message_id = 'nothing'").unwrap();
@@ -1109,18 +1078,11 @@ mod tests {
         db.close().await;
     }
 
-    #[tokio::test]
-    async fn a_failing_run_leaves_nothing_behind_sqlite() {
-        let (_dir, db) = temp_sqlite().await;
-        a_failing_run_leaves_nothing_behind(db).await;
-    }
-
-    #[tokio::test]
-    async fn a_failing_run_leaves_nothing_behind_postgres() {
-        let (_guard, url) = PgDb::create().await;
-        let db = Db::connect(&url).await.unwrap();
-        a_failing_run_leaves_nothing_behind(db).await;
-    }
+    on_both_backends!(
+        a_failing_run_leaves_nothing_behind:
+        a_failing_run_leaves_nothing_behind_sqlite,
+        a_failing_run_leaves_nothing_behind_postgres
+    );
 
     /// Offers for many accounts spread over several writers: each account's offers are
     /// decided in order by one writer, and none overdraws.

@@ -119,7 +119,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 /// Pages (4 KiB) of write-ahead log after which the background checkpoints finish the log
-/// on the writer connection so that the next write starts it over (see [`checkpoints`]).
+/// on the writer connection so that the next write starts it over (the background
+/// checkpoint task of [`SqliteDb`]).
 pub const WAL_RESTART_PAGES: i64 = 8_192;
 
 /// SQLite's page cache per connection, in KiB (SQLite's default is 2,000).

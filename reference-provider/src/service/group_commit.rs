@@ -19,7 +19,11 @@
 //! call to the database (`intake::accept_recorded_run`: on SQLite one call on the
 //! connection's thread, on PostgreSQL one round trip); the run stops at the first offer
 //! that needs more, which is decided step by step before the next run starts, so the
-//! outcome is the one of deciding the offers one at a time, in order. On PostgreSQL
+//! outcome is the one of deciding the offers one at a time, in order. A batch's *leading*
+//! run goes first, in a transaction of its own made by that one call
+//! (`intake::accept_recorded_run_alone`: on PostgreSQL no `BEGIN` or `COMMIT` round trip,
+//! on SQLite no hand-off to sqlx's thread for them); its offers are answered once it is
+//! committed, and the rest of the batch follows in the batch's transaction. On PostgreSQL
 //! several writers ([`GroupCommit::start_writers`]) can commit at once, each its own batches;
 //! an offer goes to the writer of its account, so one account's offers are decided in the
 //! order they came and two writers never wait for each other's account rows. SQLite has

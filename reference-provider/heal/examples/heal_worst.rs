@@ -144,20 +144,14 @@ fn main() {
                     } else {
                         format!(" ({})", r.not_watertight.join("; "))
                     },
-                    [
-                        ("weld", s.weld.seconds),
-                        ("clean", s.clean.seconds),
-                        ("topology", s.topology.seconds),
-                        ("winding", s.winding.seconds),
-                        ("shells", s.shells.seconds),
-                        ("holes", s.holes.seconds),
-                        ("orient", s.orient.seconds),
-                    ]
-                    .into_iter()
-                    .filter(|(_, t)| *t >= 0.01)
-                    .map(|(n, t)| format!("{n} {t:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                    // The repair's stages, weld to orient (not parsing or writing).
+                    s.seconds()[1..8]
+                        .iter()
+                        .copied()
+                        .filter(|(_, t)| *t >= 0.01)
+                        .map(|(n, t)| format!("{n} {t:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
             Err(e) => format!("error: {e}"),

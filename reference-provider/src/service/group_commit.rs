@@ -231,12 +231,12 @@ async fn writer(db: Db, public_url: String, mut rx: mpsc::Receiver<Op>) {
 async fn commit_batch(db: &Db, public_url: &str, batch: &mut Vec<Op>) {
     // Callers that gave up (their request was dropped) need no write.
     batch.retain(|op| !op.reply.is_closed());
-    leading_run_alone(db, batch).await;
+    let ended_run = leading_run_alone(db, batch).await;
     if batch.is_empty() {
         return;
     }
     if batch.len() > 1 {
-        match together(db, public_url, batch).await {
+        match together(db, public_url, batch, ended_run).await {
             Ok(outcomes) => {
                 for (op, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = op.reply.send(Ok(outcome));
@@ -249,8 +249,8 @@ async fn commit_batch(db: &Db, public_url: &str, batch: &mut Vec<Op>) {
             }
         }
     }
-    for op in batch.drain(..) {
-        let outcome = alone(db, public_url, &op.work).await;
+    for (i, op) in batch.drain(..).enumerate() {
+        let outcome = alone(db, public_url, &op.work, ended_run && i == 0).await;
         let _ = op.reply.send(outcome.map_err(CommitError::Db));
     }
 }
@@ -261,7 +261,11 @@ async fn commit_batch(db: &Db, public_url: &str, batch: &mut Vec<Op>) {
 /// are answered and leave `batch`; the rest (from the offer that ended the run) stays, in
 /// order, for the batch's transaction. On an error nothing was written, and the whole
 /// batch stays.
-async fn leading_run_alone(db: &Db, batch: &mut Vec<Op>) {
+///
+/// Returns whether the first operation left in `batch` is a signed offer that ended the
+/// run: the one-call path turned it down just now, so it goes straight to the
+/// step-by-step path (not through a second call that would turn it down again).
+async fn leading_run_alone(db: &Db, batch: &mut Vec<Op>) -> bool {
     let run: Vec<(&RecordWork, &OfferWork)> = batch
         .iter()
         .map_while(|op| match &op.work {
@@ -270,30 +274,48 @@ async fn leading_run_alone(db: &Db, batch: &mut Vec<Op>) {
         })
         .collect();
     if run.is_empty() {
-        return;
+        return false;
     }
     let accepted = match intake::accept_recorded_run_alone(db, &run).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::info!(error = %e, offers = run.len(),
                 "a run of offers failed on its own; deciding it in the batch's transaction");
-            return;
+            return false;
         }
     };
-    drop(run);
     let n = accepted.len();
+    let ended_run = n < run.len();
+    drop(run);
     for (op, acc) in batch.drain(..n).zip(accepted) {
         let outcome = Outcome::RecordedOffer(RecordedOffer::Offered(Ok(acc)));
         let _ = op.reply.send(Ok(outcome));
     }
+    ended_run
 }
 
-async fn together(db: &Db, public_url: &str, batch: &[Op]) -> Result<Vec<Outcome>, sqlx::Error> {
+/// `batch` in one transaction. `ended_run`: its first operation is a signed offer that the
+/// one-call path turned down just now ([`leading_run_alone`]), decided step by step.
+async fn together(
+    db: &Db,
+    public_url: &str,
+    batch: &[Op],
+    ended_run: bool,
+) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let mut cache = BatchCache::default();
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
+    let mut steps_first = ended_run;
     while let Some(first) = rest.first() {
+        if std::mem::take(&mut steps_first)
+            && let Work::RecordedOffer { record, offer } = &first.work
+        {
+            let outcome = recorded_offer_steps(&mut tx, &mut cache, public_url, record, offer);
+            outcomes.push(Outcome::RecordedOffer(outcome.await?));
+            rest = &rest[1..];
+            continue;
+        }
         // A run of signed offers: the usual case of all of them in one call.
         let run: Vec<(&RecordWork, &OfferWork)> = rest
             .iter()
@@ -326,10 +348,24 @@ async fn together(db: &Db, public_url: &str, batch: &[Op]) -> Result<Vec<Outcome
     Ok(outcomes)
 }
 
-async fn alone(db: &Db, public_url: &str, work: &Work) -> Result<Outcome, sqlx::Error> {
+/// `work` in a transaction of its own. `ended_run` as for [`together`].
+async fn alone(
+    db: &Db,
+    public_url: &str,
+    work: &Work,
+    ended_run: bool,
+) -> Result<Outcome, sqlx::Error> {
     let mut tx = db.begin().await?;
     let mut cache = BatchCache::default();
-    match apply(&mut tx, &mut cache, public_url, work).await {
+    let applied = match work {
+        Work::RecordedOffer { record, offer } if ended_run => {
+            recorded_offer_steps(&mut tx, &mut cache, public_url, record, offer)
+                .await
+                .map(Outcome::RecordedOffer)
+        }
+        _ => apply(&mut tx, &mut cache, public_url, work).await,
+    };
+    match applied {
         Ok(outcome) => {
             tx.commit().await?;
             Ok(outcome)
@@ -1086,6 +1122,58 @@ mod tests {
         a_failing_run_leaves_nothing_behind:
         a_failing_run_leaves_nothing_behind_sqlite,
         a_failing_run_leaves_nothing_behind_postgres
+    );
+
+    /// A batch of two signed offers for an account with money for one: the leading run
+    /// takes the first, and the second, left alone in the batch, is refused on the
+    /// step-by-step path with the balance it found.
+    async fn the_offer_that_ended_the_run_is_decided_alone(db: Db) {
+        let provider = registered(&db).await;
+        let (account, price) = funded_account(&db, 1).await;
+        let config = Config::default();
+        let now = 1_000_000;
+        let (mut batch, mut answers): (Vec<_>, Vec<_>) = (0..2)
+            .map(|i| {
+                let id = format!("m{i}");
+                let o = offer(&provider, &account, &JobId::generate(), 1);
+                signed_op(
+                    &id,
+                    &format!("d{i}"),
+                    now,
+                    OfferWork::new(&config, URL, o, id.clone()),
+                )
+            })
+            .unzip();
+        commit_batch(&db, URL, &mut batch).await;
+        let first = answers[0].try_recv().unwrap().unwrap();
+        assert!(
+            matches!(first, Outcome::RecordedOffer(RecordedOffer::Offered(Ok(_)))),
+            "{first:?}"
+        );
+        let second = answers[1].try_recv().unwrap().unwrap();
+        assert!(
+            matches!(
+                second,
+                Outcome::RecordedOffer(RecordedOffer::Offered(Err(ApiError::PaymentRequired {
+                    balance: 0,
+                    ..
+                })))
+            ),
+            "{second:?}"
+        );
+        let acct = accounts::get_account(&db, account.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((acct.balance, acct.held), (0, price));
+        assert_eq!(holds(&db, &account).await.len(), 1);
+        db.close().await;
+    }
+
+    on_both_backends!(
+        the_offer_that_ended_the_run_is_decided_alone:
+        the_offer_that_ended_the_run_is_decided_alone_sqlite,
+        the_offer_that_ended_the_run_is_decided_alone_postgres
     );
 
     /// Offers for many accounts spread over several writers: each account's offers are

@@ -242,16 +242,6 @@ pub(crate) fn local_limits(positions: &[[f32; 3]], cap: f32) -> (Vec<f32>, u64) 
 /// The auto-weld limit of the corners of the facet `p` (see [`local_limits`]): `cap` cut to
 /// [`LOCAL_FRACTION`] of its shortest edge of length > 0; 0 for a facet of zero area.
 fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
-    // Squared lengths: the square root is monotonic, so the shortest length is the root of the
-    // shortest square (one root instead of three, the same value).
-    let d2 = |a: [f32; 3], b: [f32; 3]| {
-        (0..3)
-            .map(|k| {
-                let x = f64::from(a[k]) - f64::from(b[k]);
-                x * x
-            })
-            .sum::<f64>()
-    };
     // A facet of zero area is removed by the clean stage, so its edges are not the model's:
     // its corners weld only to bit-identical copies (limit 0), and they set no limit for
     // those copies (see `cluster_chunk`).
@@ -259,7 +249,9 @@ fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
         return 0.0;
     }
     // Coincident corners say nothing about the scale: the shortest edge of length > 0.
-    let shortest2 = [d2(p[0], p[1]), d2(p[1], p[2]), d2(p[2], p[0])]
+    // Squared lengths: the square root is monotonic, so the shortest length is the root of the
+    // shortest square (one root instead of three, the same value).
+    let shortest2 = [dist2(p[0], p[1]), dist2(p[1], p[2]), dist2(p[2], p[0])]
         .into_iter()
         .filter(|&x| x > 0.0)
         .fold(f64::INFINITY, f64::min);
@@ -276,11 +268,11 @@ fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
 /// of their limits. Never says `false` when such a weld would merge one of them.
 ///
 /// Cost: linear passes over the facets and the vertices plus a sort of 8 probes per touched
-/// vertex, much less than welding again (which sorts every corner): in a grid of side
-/// `2 × cap`, the ball of radius `cap` round a vertex meets at most two cells per axis, so
-/// every touched vertex emits `hash(cell) << 32 | ordinal` for those (at most 8) cells, and
-/// every vertex looks its own cell up among the sorted probes (a binary search, skipped when
-/// a bitmap of the probes' hashes says its cell has none).
+/// vertex and one key per vertex, much less than welding again (which sorts every corner):
+/// in a grid of side `2 × cap`, the ball of radius `cap` round a vertex meets at most two
+/// cells per axis, so every touched vertex emits `hash(cell) << 32 | ordinal` for those (at
+/// most 8) cells, every vertex `hash(cell) << 32 | vertex` for its own, and the two sorted
+/// lists are merged.
 pub(crate) fn touched_may_merge(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
@@ -291,6 +283,28 @@ pub(crate) fn touched_may_merge(
         return false;
     }
     let lim_u = vertex_limits(vertices, triangles, touched, cap);
+    let pairs = pairs_within(vertices, touched, &lim_u, cap);
+    if pairs.is_empty() {
+        return false;
+    }
+    let others: Vec<u32> = pairs.iter().map(|&(_, v)| v).collect();
+    let lim_v = vertex_limits(vertices, triangles, &others, cap);
+    pairs.iter().zip(&lim_v).any(|(&(k, v), &lv)| {
+        let l = f64::from(lim_u[k as usize].min(lv));
+        dist2(vertices[touched[k as usize] as usize], vertices[v as usize]) <= l * l
+    })
+}
+
+/// The pairs `(k, v)` of a touched vertex's ordinal `k` in `touched` and another vertex `v`
+/// within that touched vertex's own limit `lim_u[k]` (each at most `cap`), in no order: the
+/// probes of the touched vertices' cells and the keys of every vertex's own cell, both sorted,
+/// merged (see [`touched_may_merge`]).
+fn pairs_within(
+    vertices: &[[f32; 3]],
+    touched: &[u32],
+    lim_u: &[f32],
+    cap: f32,
+) -> Vec<(u32, u32)> {
     let side = 2.0 * f64::from(cap);
     let inv = 1.0 / side;
     let cell = |p: [f32; 3]| p.map(|x| keys::floor_i64(f64::from(x) * inv));
@@ -314,76 +328,64 @@ pub(crate) fn touched_may_merge(
         })
         .collect();
     keys::sort(&mut probes);
-    // Most vertices are far from every touched one: a bitmap of the probes' cell hashes (about
-    // 8 bits per probe, so few false hits) lets them skip the look-up.
-    let bits = (usize::BITS - probes.len().leading_zeros() + 3).clamp(12, 26);
-    let mask = (1u32 << bits) - 1;
-    let mut present = vec![0u64; 1 << (bits - 6)];
-    for &x in &probes {
-        let b = hi(x) & mask;
-        present[(b >> 6) as usize] |= 1 << (b & 63);
-    }
-    let present = &present;
-    // The look-up itself: the probes are sorted by cell hash, so those whose hash starts with
-    // the same top bits are one range; `starts` holds where each range begins (about two
-    // probes per range), so a vertex finds its cell's probes with two loads instead of a
-    // binary search over all of them (~20 dependent cache misses at 4M facets).
-    let top = (usize::BITS - probes.len().leading_zeros())
-        .saturating_sub(1)
-        .clamp(4, 24);
-    let shift = 32 - top;
-    let mut starts = vec![0u32; (1 << top) + 1];
-    for &x in &probes {
-        starts[(hi(x) >> shift) as usize + 1] += 1;
-    }
-    for b in 0..1 << top {
-        starts[b + 1] += starts[b];
-    }
-    let starts = &starts;
-    let d2 = |a: [f32; 3], b: [f32; 3]| -> f64 {
-        (0..3)
-            .map(|k| {
-                let x = f64::from(a[k]) - f64::from(b[k]);
-                x * x
-            })
-            .sum()
-    };
-    let (probes, lim_u_ref) = (&probes, &lim_u);
-    // Pairs (touched ordinal, other vertex) within the touched vertex's own limit.
-    let pairs: Vec<(u32, u32)> = vertices
+    // Every vertex's cell hash, sorted too, then merged with the probes: two sorted passes
+    // instead of a look-up per vertex at a random place of a probe table (a cache miss for
+    // most of the vertices at 4M facets, several times the cost of the sort).
+    let mut cells: Vec<u64> = vertices
         .par_iter()
         .enumerate()
-        .flat_map_iter(|(v, &p)| {
-            let h = hash(cell(p));
-            let b = h & mask;
-            let range = if present[(b >> 6) as usize] >> (b & 63) & 1 == 1 {
-                let t = (h >> shift) as usize;
-                starts[t] as usize..starts[t + 1] as usize
-            } else {
-                0..0
-            };
-            probes[range]
-                .iter()
-                .skip_while(move |&&x| hi(x) < h)
-                .take_while(move |&&x| hi(x) == h)
-                .map(|&x| lo(x))
-                .filter(move |&k| {
-                    let u = touched[k as usize];
-                    let l = f64::from(lim_u_ref[k as usize]);
-                    u as usize != v && d2(vertices[u as usize], p) <= l * l
-                })
-                .map(move |k| (k, v as u32))
-        })
+        .map(|(v, &p)| pack(hash(cell(p)), v as u32))
         .collect();
-    if pairs.is_empty() {
-        return false;
-    }
-    let others: Vec<u32> = pairs.iter().map(|&(_, v)| v).collect();
-    let lim_v = vertex_limits(vertices, triangles, &others, cap);
-    pairs.iter().zip(&lim_v).any(|(&(k, v), &lv)| {
-        let l = f64::from(lim_u[k as usize].min(lv));
-        d2(vertices[touched[k as usize] as usize], vertices[v as usize]) <= l * l
-    })
+    keys::sort(&mut cells);
+    let (probes, cells) = (&probes, &cells);
+    // Pairs (touched ordinal, other vertex) within the touched vertex's own limit: the
+    // probes in chunks that never cut a run, each merged with the vertices of its hashes.
+    keys::run_chunks(probes, keys::parts_for(probes.len()))
+        .into_par_iter()
+        .flat_map_iter(|r| {
+            let chunk = &probes[r];
+            let first = cells.partition_point(|&x| hi(x) < hi(chunk[0]));
+            let mut out = Vec::new();
+            let (mut i, mut j) = (0, first);
+            while i < chunk.len() && j < cells.len() {
+                let (hp, hc) = (hi(chunk[i]), hi(cells[j]));
+                if hp < hc {
+                    i += 1;
+                } else if hc < hp {
+                    j += 1;
+                } else {
+                    let run = |keys: &[u64], at: usize| {
+                        at + keys[at..].iter().take_while(|&&x| hi(x) == hp).count()
+                    };
+                    let (ie, je) = (run(chunk, i), run(cells, j));
+                    for &x in &chunk[i..ie] {
+                        let k = lo(x);
+                        let u = touched[k as usize];
+                        let l = f64::from(lim_u[k as usize]);
+                        for &y in &cells[j..je] {
+                            let v = lo(y);
+                            if u != v && dist2(vertices[u as usize], vertices[v as usize]) <= l * l
+                            {
+                                out.push((k, v));
+                            }
+                        }
+                    }
+                    (i, j) = (ie, je);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// The squared distance of two points, in `f64`.
+fn dist2(a: [f32; 3], b: [f32; 3]) -> f64 {
+    (0..3)
+        .map(|k| {
+            let x = f64::from(a[k]) - f64::from(b[k]);
+            x * x
+        })
+        .sum()
 }
 
 /// Per entry of `ids` (a vertex may be listed more than once): the smallest positive [`facet_limit`] of the
@@ -1021,5 +1023,141 @@ mod tests {
         assert_eq!(w.vertices.len(), 2);
         assert_eq!(w.triangles, vec![[0, 1, 0]]);
         assert_eq!(w.exact_merged, 1);
+    }
+
+    /// `touched_may_merge` against every pair: on a jittered lattice (no two vertices within
+    /// the cap) with one vertex planted at a distance round the limit from one lattice vertex,
+    /// at several places, and enough touched vertices (two thirds) that the probes are merged
+    /// in several chunks.
+    #[test]
+    fn touched_may_merge_agrees_with_every_pair() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as f32 / (1u64 << 31) as f32
+        };
+        let side = 22u32;
+        let at = |x: u32, y: u32, z: u32| x + side * (y + side * z);
+        let cap = 0.2f32;
+        let mut lattice = Vec::new();
+        for z in 0..side {
+            for y in 0..side {
+                for x in 0..side {
+                    let mut j = |k: u32| k as f32 + (next() - 0.5) * 0.2;
+                    lattice.push([j(x), j(y), j(z)]);
+                }
+            }
+        }
+        let mut facets = Vec::new();
+        for z in 0..side {
+            for y in 0..side - 1 {
+                for x in 0..side - 1 {
+                    facets.push([at(x, y, z), at(x + 1, y, z), at(x, y + 1, z)]);
+                }
+            }
+        }
+        let mut outcomes = [0, 0];
+        for planted in [0.0f32, 0.05, 0.15, 0.19, 0.21, 0.3] {
+            for k in 0..8u32 {
+                // The planted vertex has a facet of its own with two neighbours of its lattice
+                // vertex (edges about 1: limit `cap`).
+                let (x, y, z) = (1 + (k * 5) % 19, 1 + (k * 7) % 19, 1 + (k * 13) % 19);
+                let (mut vertices, mut triangles) = (lattice.clone(), facets.clone());
+                let q = vertices[at(x, y, z) as usize];
+                let d = [next() - 0.5, next() - 0.5, next() - 0.5];
+                let n = d.iter().map(|c| c * c).sum::<f32>().sqrt().max(1e-6);
+                vertices.push([0, 1, 2].map(|a| q[a] + d[a] / n * planted));
+                let p = vertices.len() as u32 - 1;
+                triangles.push([p, at(x + 1, y, z), at(x, y, z + 1)]);
+                // The planted vertex or its lattice vertex, or both, are touched.
+                let touched: Vec<u32> = (0..vertices.len() as u32)
+                    .filter(|v| v % 3 != k % 3 || (*v == p && k % 2 == 0))
+                    .collect();
+                assert!(
+                    keys::parts_for(touched.len() * 8) > 1,
+                    "several merge chunks"
+                );
+                // Every pair within the smaller of the two vertices' limits.
+                let all: Vec<u32> = (0..vertices.len() as u32).collect();
+                let lim = vertex_limits(&vertices, &triangles, &all, cap);
+                let mut by_x = all.clone();
+                by_x.sort_by(|&a, &b| vertices[a as usize][0].total_cmp(&vertices[b as usize][0]));
+                let expected = touched.iter().any(|&u| {
+                    let x = vertices[u as usize][0];
+                    let from = by_x.partition_point(|&v| vertices[v as usize][0] < x - cap);
+                    by_x[from..]
+                        .iter()
+                        .take_while(|&&v| vertices[v as usize][0] <= x + cap)
+                        .any(|&v| {
+                            let l = f64::from(lim[u as usize].min(lim[v as usize]));
+                            v != u && dist2(vertices[u as usize], vertices[v as usize]) <= l * l
+                        })
+                });
+                let got = touched_may_merge(&vertices, &triangles, &touched, cap);
+                assert_eq!(got, expected, "planted at {planted} by vertex {k}");
+                outcomes[usize::from(got)] += 1;
+            }
+        }
+        assert!(
+            outcomes[0] >= 16 && outcomes[1] >= 16,
+            "both answers: {outcomes:?}"
+        );
+    }
+
+    /// `pairs_within` finds every pair that a look at all pairs finds, and nothing else: a
+    /// jittered lattice (no two vertices within the cap) with a vertex planted next to every
+    /// seventh lattice vertex, at distances from 0 to 1.5 times the cap, and two thirds of the
+    /// vertices touched (the probes merged in several chunks).
+    #[test]
+    fn pairs_within_finds_every_pair_within_the_limit() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as f32 / (1u64 << 31) as f32
+        };
+        let (side, cap) = (22u32, 0.2f32);
+        let mut vertices = Vec::new();
+        for z in 0..side {
+            for y in 0..side {
+                for x in 0..side {
+                    let mut j = |k: u32| k as f32 + (next() - 0.5) * 0.2;
+                    vertices.push([j(x), j(y), j(z)]);
+                }
+            }
+        }
+        for q in (0..vertices.len()).step_by(7) {
+            let d = [next() - 0.5, next() - 0.5, next() - 0.5];
+            let n = d.iter().map(|c| c * c).sum::<f32>().sqrt().max(1e-6);
+            let r = next() * 1.5 * cap;
+            let p = vertices[q];
+            vertices.push([0, 1, 2].map(|a| p[a] + d[a] / n * r));
+        }
+        let touched: Vec<u32> = (0..vertices.len() as u32).filter(|v| v % 3 != 0).collect();
+        assert!(
+            keys::parts_for(touched.len() * 8) > 1,
+            "several merge chunks"
+        );
+        // Limits from the cap down to a third of it.
+        let lim: Vec<f32> = touched
+            .iter()
+            .map(|_| cap * (1.0 - next() * 0.67))
+            .collect();
+        let mut got = pairs_within(&vertices, &touched, &lim, cap);
+        got.sort_unstable();
+        let mut expected = Vec::new();
+        for (k, &u) in touched.iter().enumerate() {
+            let l = f64::from(lim[k]);
+            for v in 0..vertices.len() as u32 {
+                if v != u && dist2(vertices[u as usize], vertices[v as usize]) <= l * l {
+                    expected.push((k as u32, v));
+                }
+            }
+        }
+        assert!(expected.len() > 500, "{} pairs", expected.len());
+        assert_eq!(got, expected);
     }
 }

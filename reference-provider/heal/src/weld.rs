@@ -1025,31 +1025,43 @@ mod tests {
         assert_eq!(w.exact_merged, 1);
     }
 
+    /// Uniform numbers in `[0, 1)` from a linear congruential generator seeded with `seed`.
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as f32 / (1u64 << 31) as f32
+        }
+    }
+
+    /// The points of a `side`³ lattice of spacing 1, each moved by up to 0.1 along every axis:
+    /// no two within 0.8 of each other. Point `(x, y, z)` is at `x + side (y + side z)`.
+    fn jittered_lattice(side: u32, next: &mut impl FnMut() -> f32) -> Vec<[f32; 3]> {
+        let mut points = Vec::new();
+        for z in 0..side {
+            for y in 0..side {
+                for x in 0..side {
+                    let mut j = |k: u32| k as f32 + (next() - 0.5) * 0.2;
+                    points.push([j(x), j(y), j(z)]);
+                }
+            }
+        }
+        points
+    }
+
     /// `touched_may_merge` against every pair: on a jittered lattice (no two vertices within
     /// the cap) with one vertex planted at a distance round the limit from one lattice vertex,
     /// at several places, and enough touched vertices (two thirds) that the probes are merged
     /// in several chunks.
     #[test]
     fn touched_may_merge_agrees_with_every_pair() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) as f32 / (1u64 << 31) as f32
-        };
+        let mut next = uniform(0x9e37_79b9_7f4a_7c15);
         let side = 22u32;
         let at = |x: u32, y: u32, z: u32| x + side * (y + side * z);
         let cap = 0.2f32;
-        let mut lattice = Vec::new();
-        for z in 0..side {
-            for y in 0..side {
-                for x in 0..side {
-                    let mut j = |k: u32| k as f32 + (next() - 0.5) * 0.2;
-                    lattice.push([j(x), j(y), j(z)]);
-                }
-            }
-        }
+        let lattice = jittered_lattice(side, &mut next);
         let mut facets = Vec::new();
         for z in 0..side {
             for y in 0..side - 1 {
@@ -1112,23 +1124,9 @@ mod tests {
     /// vertices touched (the probes merged in several chunks).
     #[test]
     fn pairs_within_finds_every_pair_within_the_limit() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) as f32 / (1u64 << 31) as f32
-        };
+        let mut next = uniform(0x2545_f491_4f6c_dd1d);
         let (side, cap) = (22u32, 0.2f32);
-        let mut vertices = Vec::new();
-        for z in 0..side {
-            for y in 0..side {
-                for x in 0..side {
-                    let mut j = |k: u32| k as f32 + (next() - 0.5) * 0.2;
-                    vertices.push([j(x), j(y), j(z)]);
-                }
-            }
-        }
+        let mut vertices = jittered_lattice(side, &mut next);
         for q in (0..vertices.len()).step_by(7) {
             let d = [next() - 0.5, next() - 0.5, next() - 0.5];
             let n = d.iter().map(|c| c * c).sum::<f32>().sqrt().max(1e-6);

@@ -268,11 +268,11 @@ fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
 /// of their limits. Never says `false` when such a weld would merge one of them.
 ///
 /// Cost: linear passes over the facets and the vertices plus a sort of 8 probes per touched
-/// vertex and one key per vertex, much less than welding again (which sorts every corner):
-/// in a grid of side `2 × cap`, the ball of radius `cap` round a vertex meets at most two
-/// cells per axis, so every touched vertex emits `hash(cell) << 32 | ordinal` for those (at
-/// most 8) cells, every vertex `hash(cell) << 32 | vertex` for its own, and the two sorted
-/// lists are merged.
+/// vertex and of one key per vertex near one, much less than welding again (which sorts
+/// every corner): in a grid of side `2 × cap`, the ball of radius `cap` round a vertex meets
+/// at most two cells per axis, so every touched vertex emits `hash(cell) << 32 | ordinal`
+/// for those (at most 8) cells, every vertex whose cell hash a small bitmap of the probes'
+/// hashes holds emits `hash(cell) << 32 | vertex`, and the two sorted lists are merged.
 pub(crate) fn touched_may_merge(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
@@ -328,13 +328,29 @@ fn pairs_within(
         })
         .collect();
     keys::sort(&mut probes);
-    // Every vertex's cell hash, sorted too, then merged with the probes: two sorted passes
-    // instead of a look-up per vertex at a random place of a probe table (a cache miss for
-    // most of the vertices at 4M facets, several times the cost of the sort).
+    // A bitmap of the probes' cell hashes, at most 32 KiB so that it stays in cache: with few
+    // touched vertices (a few removed facets, the common case) most vertices miss it and are
+    // neither collected nor sorted; with many, it passes nearly all of them.
+    let bits = (usize::BITS - probes.len().leading_zeros() + 3).clamp(12, 18);
+    let mask = (1u32 << bits) - 1;
+    let mut present = vec![0u64; 1 << (bits - 6)];
+    for &x in &probes {
+        let b = hi(x) & mask;
+        present[(b >> 6) as usize] |= 1 << (b & 63);
+    }
+    let present = &present;
+    // The cell hashes of the vertices that pass, sorted too, then merged with the probes:
+    // two sorted passes instead of a look-up per vertex at a random place of a table as large
+    // as the probes (a cache miss for most of the vertices at 4M facets, several times the
+    // cost of the sort).
     let mut cells: Vec<u64> = vertices
         .par_iter()
         .enumerate()
-        .map(|(v, &p)| pack(hash(cell(p)), v as u32))
+        .filter_map(|(v, &p)| {
+            let h = hash(cell(p));
+            let b = h & mask;
+            (present[(b >> 6) as usize] >> (b & 63) & 1 == 1).then(|| pack(h, v as u32))
+        })
         .collect();
     keys::sort(&mut cells);
     let (probes, cells) = (&probes, &cells);

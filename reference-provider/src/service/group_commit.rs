@@ -530,6 +530,23 @@ mod tests {
         })
     }
 
+    /// The signed offer `offer`, priced by `config`, delivered as message `id` with the body
+    /// digest `digest` at `now`.
+    fn signed_offer(
+        config: &Config,
+        id: &str,
+        digest: &str,
+        now: i64,
+        offer: JobOffer,
+    ) -> (Op, oneshot::Receiver<Result<Outcome, CommitError>>) {
+        signed_op(
+            id,
+            digest,
+            now,
+            OfferWork::new(config, URL, offer, id.into()),
+        )
+    }
+
     /// The account's holds in the ledger, in order.
     async fn holds(db: &Db, account: &AccountId) -> Vec<accounts::LedgerEntry> {
         accounts::ledger(db, account.as_str())
@@ -749,9 +766,7 @@ mod tests {
         ];
         let (mut batch, mut answers): (Vec<_>, Vec<_>) = sends
             .into_iter()
-            .map(|(id, digest, o)| {
-                signed_op(id, digest, now, OfferWork::new(&config, URL, o, id.into()))
-            })
+            .map(|(id, digest, o)| signed_offer(&config, id, digest, now, o))
             .unzip();
         commit_batch(&db, URL, &mut batch).await;
         let mut results = Vec::new();
@@ -846,12 +861,7 @@ mod tests {
         let signed = |i: usize| {
             let id = format!("msg_{i}");
             let o = offer(&provider, &account, &JobId::generate(), 1);
-            signed_op(
-                &id,
-                &format!("d{i}"),
-                now,
-                OfferWork::new(&config, URL, o, id.clone()),
-            )
+            signed_offer(&config, &id, &format!("d{i}"), now, o)
         };
         let (mut batch, mut answers): (Vec<_>, Vec<_>) = (0..3).map(signed).unzip();
         let (record, record_answer) = op(Work::Record {
@@ -928,12 +938,7 @@ mod tests {
         let now = 1_000_000;
         let signed = |id: &str, account: &AccountId, job: &JobId| {
             let o = offer(&provider, account, job, 1);
-            signed_op(
-                id,
-                &format!("d-{id}"),
-                now,
-                OfferWork::new(&config, URL, o, id.into()),
-            )
+            signed_offer(&config, id, &format!("d-{id}"), now, o)
         };
         let jobs: Vec<JobId> = (0..7).map(|_| JobId::generate()).collect();
         // Priced in another currency than the account's (a changed configuration).
@@ -1071,12 +1076,7 @@ mod tests {
             .map(|(i, job)| {
                 let id = format!("m{i}");
                 let o = offer(&provider, &account, job, 1);
-                signed_op(
-                    &id,
-                    &format!("d{i}"),
-                    now,
-                    OfferWork::new(&config, URL, o, id.clone()),
-                )
+                signed_offer(&config, &id, &format!("d{i}"), now, o)
             })
             .unzip();
         commit_batch(&db, URL, &mut batch).await;
@@ -1136,12 +1136,7 @@ mod tests {
             .map(|i| {
                 let id = format!("m{i}");
                 let o = offer(&provider, &account, &JobId::generate(), 1);
-                signed_op(
-                    &id,
-                    &format!("d{i}"),
-                    now,
-                    OfferWork::new(&config, URL, o, id.clone()),
-                )
+                signed_offer(&config, &id, &format!("d{i}"), now, o)
             })
             .unzip();
         commit_batch(&db, URL, &mut batch).await;

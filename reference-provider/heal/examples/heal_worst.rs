@@ -42,6 +42,26 @@ fn one_vertex(facets: usize) -> Vec<u8> {
 
 /// `copies` copies of a sphere, every corner copy moved by independent noise of up to
 /// `noise` × the diagonal per coordinate: piles of near-duplicate vertices and facets.
+/// Closed slivers (tetrahedra) fanned round one axis, every one on the axis's two end points:
+/// large faces of many shells overlapping in every column of the nesting check.
+fn wedge_fan(facets: usize) -> Vec<u8> {
+    let n = (facets / 4).max(3);
+    let mut m = Mesh::default();
+    m.vertices.push([0.0, 0.0, 0.0]);
+    m.vertices.push([0.0, 0.0, 100.0]);
+    let at = |a: f64| [(50.0 * a.cos()) as f32, (50.0 * a.sin()) as f32, 50.0];
+    for k in 0..n {
+        let a = std::f64::consts::TAU * k as f64 / n as f64;
+        let b = m.vertices.len() as u32;
+        m.vertices.push(at(a));
+        m.vertices.push(at(a + std::f64::consts::PI / n as f64));
+        let (c, d) = (b, b + 1);
+        m.triangles
+            .extend([[0, c, 1], [0, 1, d], [0, d, c], [1, c, d]]);
+    }
+    stl::encode_binary(&m)
+}
+
 fn near_duplicate_soup(facets: usize, copies: usize, noise: f64) -> Vec<u8> {
     let base = generate::sphere([0.0; 3], 10.0, facets / copies);
     let diag = 20.0 * 3f64.sqrt();
@@ -117,6 +137,7 @@ fn main() {
         ("huge hole", huge_hole(facets)),
         ("hole loops round thin tubes", tube_loops(facets)),
         ("all facets on one vertex", one_vertex(facets)),
+        ("fan of closed slivers round one axis", wedge_fan(facets)),
         (
             "near-duplicate soup (64 copies, 1e-4)",
             near_duplicate_soup(facets, 64, 1e-4),
@@ -134,9 +155,15 @@ fn main() {
         let what = match r {
             Ok(r) => {
                 let s = &r.stages;
+                let untested = s.orient.nesting_untested;
                 format!(
-                    "{} shells, {} holes filled, watertight {}{}; stages: {}",
+                    "{} shells{}, {} holes filled, watertight {}{}; stages: {}",
                     r.shells,
+                    if untested > 0 {
+                        format!(" ({untested} not tested for nesting)")
+                    } else {
+                        String::new()
+                    },
                     r.holes_filled,
                     r.watertight,
                     if r.not_watertight.is_empty() {

@@ -21,9 +21,14 @@ pub(crate) fn degenerate(v: &[[f32; 3]], t: [u32; 3]) -> bool {
     flat(v, t, 0.0)
 }
 
+/// Does the triangle use one vertex twice (a line or a point, not a facet)?
+pub(crate) fn repeats_a_vertex(t: [u32; 3]) -> bool {
+    t[0] == t[1] || t[1] == t[2] || t[0] == t[2]
+}
+
 /// Is the triangle `a b c` degenerate or flat within `snap` (see [`flat_at`])?
 pub(crate) fn flat(v: &[[f32; 3]], t: [u32; 3], snap: f64) -> bool {
-    if t[0] == t[1] || t[1] == t[2] || t[0] == t[2] {
+    if repeats_a_vertex(t) {
         return true;
     }
     flat_at(t.map(|i| v[i as usize]), snap)
@@ -70,6 +75,8 @@ pub(crate) fn rounding(largest: f64) -> f64 {
 /// What [`clean`] removed.
 pub(crate) struct Cleaned {
     pub degenerate: u64,
+    /// Of `degenerate`, the facets with a repeated vertex (always removed).
+    pub repeated: u64,
     pub duplicate: u64,
     /// The vertices of the removed facets.
     pub removed_vertices: Vec<u32>,
@@ -87,13 +94,17 @@ pub(crate) fn clean(
     remove_duplicates: bool,
     snap: f64,
 ) -> Cleaned {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     let n = triangles.len();
+    // Counted where found: such facets are few, so the counter is rarely touched.
+    let repeated = AtomicU64::new(0);
     let kept = |t: [u32; 3]| {
-        if remove_degenerate {
-            !flat(vertices, t, snap)
-        } else {
+        if repeats_a_vertex(t) {
             // Repeated indices are always dropped: they break every later stage.
-            t[0] != t[1] && t[1] != t[2] && t[0] != t[2]
+            repeated.fetch_add(1, Relaxed);
+            false
+        } else {
+            !(remove_degenerate && flat(vertices, t, snap))
         }
     };
     let sorted_triple = |t: [u32; 3]| {
@@ -188,6 +199,7 @@ pub(crate) fn clean(
     debug_assert!(triangles.len() <= n);
     Cleaned {
         degenerate: degenerate_removed,
+        repeated: repeated.into_inner(),
         duplicate: duplicate_removed,
         removed_vertices,
         copied,
@@ -254,28 +266,26 @@ pub(crate) fn internal_faces(triangles: &[[u32; 3]], copied: &[[u32; 3]]) -> Vec
 /// of duplicates holds one of them — a duplicate has the same vertices): only the facets
 /// using a hot vertex are checked, with the same rules and the same choice of survivor (the
 /// first of equal facets). Returns the facets to remove (ascending), and how many of them
-/// were degenerate and how many duplicates.
+/// were degenerate (of which how many repeat a vertex) and how many duplicates.
 pub(crate) fn removals_near(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
     hot: &[bool],
     remove_degenerate: bool,
     remove_duplicates: bool,
-) -> (Vec<u32>, u64, u64) {
+) -> (Vec<u32>, [u64; 2], u64) {
     let near: Vec<u32> = (0..triangles.len() as u32)
         .into_par_iter()
         .filter(|&f| triangles[f as usize].iter().any(|&v| hot[v as usize]))
         .collect();
-    let bad = |t: [u32; 3]| {
-        if remove_degenerate {
-            degenerate(vertices, t)
-        } else {
-            t[0] == t[1] || t[1] == t[2] || t[0] == t[2]
-        }
-    };
+    let bad = |t: [u32; 3]| repeats_a_vertex(t) || (remove_degenerate && degenerate(vertices, t));
     let (mut gone, live): (Vec<u32>, Vec<u32>) =
         near.par_iter().partition(|&&f| bad(triangles[f as usize]));
-    let degenerate_removed = gone.len() as u64;
+    let repeated = gone
+        .iter()
+        .filter(|&&f| repeats_a_vertex(triangles[f as usize]))
+        .count() as u64;
+    let degenerate_removed = [gone.len() as u64, repeated];
     let mut duplicate_removed = 0;
     if remove_duplicates {
         let mut live: Vec<([u32; 3], u32)> = live

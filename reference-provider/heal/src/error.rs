@@ -34,14 +34,24 @@ pub enum HealError {
     /// An ASCII file with `solid` and `endsolid` but no facet between them.
     #[error("empty ASCII STL: `solid`/`endsolid` with no facets in between, nothing to repair")]
     EmptyAscii,
-    /// Nothing printable would remain: every facet was removed by a stage whose option keeps
-    /// it. The message says what was found and which option keeps it.
-    #[error("{}", nothing_printable(*.input_facets, *.degenerate, *.tiny_shells, *.tiny_shell_facets))]
+    /// Nothing printable would remain: every facet was removed. The message says what was
+    /// removed and which option keeps it.
+    #[error("{}", nothing_printable(self))]
     NothingPrintable {
         /// Facets in the input.
         input_facets: u64,
-        /// Facets removed as degenerate (zero area).
+        /// Facets removed as degenerate: zero area, or a repeated vertex.
         degenerate: u64,
+        /// Of `degenerate`, the facets with a repeated vertex (lines or points, removed
+        /// whatever the options).
+        repeated_vertex: u64,
+        /// Of `repeated_vertex`, the facets whose corners were apart in the file and that the
+        /// automatic weld merged (`weld: false` keeps them).
+        collapsed: u64,
+        /// Facets removed as copies of other facets.
+        duplicates: u64,
+        /// Facets removed where two solids share a face (both sides, joining the solids).
+        shared_faces: u64,
         /// Shells removed as tiny.
         tiny_shells: u64,
         /// Facets in them.
@@ -122,8 +132,22 @@ pub enum HealError {
     },
 }
 
-/// The one-line message of [`HealError::NothingPrintable`].
-fn nothing_printable(input: u64, degenerate: u64, tiny: u64, tiny_facets: u64) -> String {
+/// The one-line message of [`HealError::NothingPrintable`]: each kind of removal found, with
+/// the option that keeps it.
+fn nothing_printable(e: &HealError) -> String {
+    let HealError::NothingPrintable {
+        input_facets: input,
+        degenerate,
+        repeated_vertex,
+        collapsed,
+        duplicates,
+        shared_faces,
+        tiny_shells: tiny,
+        tiny_shell_facets: tiny_facets,
+    } = *e
+    else {
+        return e.to_string();
+    };
     let mut why = Vec::new();
     if tiny_facets > 0 {
         why.push(format!(
@@ -132,10 +156,35 @@ fn nothing_printable(input: u64, degenerate: u64, tiny: u64, tiny_facets: u64) -
              `remove_tiny_shells: false`, keeps them)"
         ));
     }
-    if degenerate > 0 {
+    let zero_area = degenerate.saturating_sub(repeated_vertex);
+    if zero_area > 0 {
         why.push(format!(
-            "{degenerate} facets have zero area (--keep-degenerate, option \
+            "{zero_area} facets have zero area (--keep-degenerate, option \
              `remove_degenerate: false`, keeps them)"
+        ));
+    }
+    if collapsed > 0 {
+        why.push(format!(
+            "{collapsed} facets lost a side when the weld merged corners closer than its \
+             tolerance (--exact-weld-only, option `weld: false`, keeps them)"
+        ));
+    }
+    let lines = repeated_vertex.saturating_sub(collapsed);
+    if lines > 0 {
+        why.push(format!(
+            "{lines} facets have two corners on one point: lines or points, which no option keeps"
+        ));
+    }
+    if duplicates > 0 {
+        why.push(format!(
+            "{duplicates} facets were copies of other facets (--keep-duplicates, option \
+             `remove_duplicates: false`, keeps them)"
+        ));
+    }
+    if shared_faces > 0 {
+        why.push(format!(
+            "{shared_faces} facets were faces between two solids, removed to join them \
+             (--keep-duplicates, option `remove_duplicates: false`, keeps them)"
         ));
     }
     if why.is_empty() {

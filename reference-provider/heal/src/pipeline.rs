@@ -122,6 +122,10 @@ pub fn repair_soup(
             }
             Err(HealError::NothingPrintable {
                 degenerate,
+                repeated_vertex,
+                collapsed,
+                duplicates,
+                shared_faces,
                 tiny_shells,
                 tiny_shell_facets,
                 ..
@@ -130,6 +134,10 @@ pub fn repair_soup(
                 return Err(HealError::NothingPrintable {
                     input_facets: repaired.report.input_facets,
                     degenerate: s.clean.degenerate_removed + degenerate,
+                    repeated_vertex: s.clean.repeated_vertex_removed + repeated_vertex,
+                    collapsed: s.weld.collapsed_facets + collapsed,
+                    duplicates: s.clean.duplicate_removed + duplicates,
+                    shared_faces: s.topology.shared_faces_removed + shared_faces,
                     tiny_shells: s.shells.tiny_removed + tiny_shells,
                     tiny_shell_facets: s.shells.facets_removed + tiny_shell_facets,
                 });
@@ -200,7 +208,7 @@ fn heal_once(
         *t = provenance::carry(&before, &triangles, t);
     }
     // Facets that stitching made degenerate or duplicate (removed there).
-    let mut clean_extra = (0u64, 0u64);
+    let mut clean_extra = CleanReport::default();
     let (topo, topology) = clock.run(Stage::Topology, || {
         topology_stage(
             &vertices,
@@ -224,8 +232,10 @@ fn heal_once(
     );
     drop(non_manifold);
     let clean = CleanReport {
-        degenerate_removed: clean.degenerate_removed + clean_extra.0,
-        duplicate_removed: clean.duplicate_removed + clean_extra.1,
+        degenerate_removed: clean.degenerate_removed + clean_extra.degenerate_removed,
+        repeated_vertex_removed: clean.repeated_vertex_removed
+            + clean_extra.repeated_vertex_removed,
+        duplicate_removed: clean.duplicate_removed + clean_extra.duplicate_removed,
         ..clean
     };
     let (winding_of, winding) = clock.run(Stage::Winding, || {
@@ -283,6 +293,10 @@ fn heal_once(
         return Err(HealError::NothingPrintable {
             input_facets,
             degenerate: clean.degenerate_removed,
+            repeated_vertex: clean.repeated_vertex_removed,
+            collapsed: weld.collapsed_facets,
+            duplicates: clean.duplicate_removed,
+            shared_faces: topology.shared_faces_removed,
             tiny_shells: shells.tiny_removed,
             tiny_shell_facets: shells.facets_removed,
         });
@@ -538,6 +552,7 @@ fn clean_stage(
     );
     let report = CleanReport {
         degenerate_removed: c.degenerate,
+        repeated_vertex_removed: c.repeated,
         duplicate_removed: c.duplicate,
         seconds: 0.0,
     };
@@ -559,7 +574,7 @@ fn topology_stage(
     triangles: &mut Vec<[u32; 3]>,
     copied: &[[u32; 3]],
     touched: &mut Vec<u32>,
-    removed: &mut (u64, u64),
+    removed: &mut CleanReport,
     tags: &mut Option<Vec<u8>>,
     options: &RepairOptions,
     weld_largest: f64,
@@ -704,7 +719,7 @@ fn sew(
     triangles: &mut Vec<[u32; 3]>,
     topo: &mut topology::Topology,
     touched: &mut Vec<u32>,
-    removed: &mut (u64, u64),
+    removed: &mut CleanReport,
     tags: &mut Option<Vec<u8>>,
     options: &RepairOptions,
     round: &stitch::Stitched,
@@ -721,15 +736,16 @@ fn sew(
     triangles
         .par_iter_mut()
         .for_each(|t| *t = t.map(|v| into[v as usize]));
-    let (gone, degenerate, duplicate) = clean::removals_near(
+    let (gone, [degenerate, repeated], duplicate) = clean::removals_near(
         vertices,
         triangles,
         &hot,
         options.remove_degenerate,
         options.remove_duplicates,
     );
-    removed.0 += degenerate;
-    removed.1 += duplicate;
+    removed.degenerate_removed += degenerate;
+    removed.repeated_vertex_removed += repeated;
+    removed.duplicate_removed += duplicate;
     if !gone.is_empty() {
         // The removed facets' other edges lose a half-edge: pair them again too.
         for &f in &gone {
@@ -974,6 +990,7 @@ fn orient_stage(
         shells_flipped: oriented.flipped,
         cavities: oriented.cavities,
         flat_shells: oriented.flat,
+        nesting_untested: oriented.untested,
         seconds: 0.0,
     };
     (oriented, report)
@@ -1117,7 +1134,7 @@ mod tests {
                 weld.largest_merge,
                 &options,
             );
-            let mut removed = (0, 0);
+            let mut removed = CleanReport::default();
             let mut tags = None;
             let (topo, report) = topology_stage(
                 &welded.vertices,
@@ -1133,7 +1150,7 @@ mod tests {
             assert!(topo.twin == full.twin, "noise {noise}: {report:?}");
             assert_eq!(topo.loose, full.loose, "noise {noise}");
             assert_eq!(topo.boundary_edges, full.boundary_edges, "noise {noise}");
-            exercised += usize::from(report.stitch_rounds >= 2 && removed.1 > 0);
+            exercised += usize::from(report.stitch_rounds >= 2 && removed.duplicate_removed > 0);
         }
         assert!(
             exercised > 0,

@@ -116,6 +116,11 @@ pub struct WeldReport {
 pub struct CleanReport {
     /// Facets with a repeated vertex or zero area, removed.
     pub degenerate_removed: u64,
+    /// Of `degenerate_removed`, the facets with a repeated vertex (as read, or once the weld
+    /// or a stitch merged two of their corners): lines or points, removed whatever the
+    /// options.
+    #[serde(default)]
+    pub repeated_vertex_removed: u64,
     /// Facets repeating an earlier facet's vertices (either winding), removed.
     pub duplicate_removed: u64,
     /// Wall-clock seconds.
@@ -260,6 +265,12 @@ pub struct OrientReport {
     /// itself, the fill lying on the piece (not printable; `watertight` is false).
     #[serde(default)]
     pub flat_shells: u64,
+    /// Shells whose nesting was not tested, taken as outer shells: where large faces of many
+    /// shells overlap (thousands of crossing parts), testing them all would cost shells ×
+    /// facets, so the nesting check stops at a bound of work proportional to the facets.
+    /// 0 unless such a pile is found.
+    #[serde(default)]
+    pub nesting_untested: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

@@ -395,10 +395,18 @@ fn heal_isolated_triangles_are_a_typed_error_not_an_empty_mesh() {
             tiny_shells,
             tiny_shell_facets,
             degenerate,
+            repeated_vertex,
+            collapsed,
+            duplicates,
+            shared_faces,
         } => {
             assert_eq!(
                 (*input_facets, *tiny_shells, *tiny_shell_facets, *degenerate),
                 (100, 100, 100, 0)
+            );
+            assert_eq!(
+                (*repeated_vertex, *collapsed, *duplicates, *shared_faces),
+                (0, 0, 0, 0)
             );
         }
         other => panic!("expected NothingPrintable, got {other:?}"),
@@ -438,4 +446,99 @@ fn heal_all_degenerate_is_a_typed_error() {
         "{e:?}"
     );
     assert!(e.to_string().contains("--keep-degenerate"), "{e}");
+}
+
+#[test]
+fn heal_all_lines_and_points_name_no_option_that_would_not_keep_them() {
+    // Every facet has two corners on one point: no option keeps such a facet, so the
+    // message must not offer one.
+    let facets: Vec<[[f32; 3]; 3]> = (0..10)
+        .map(|i| {
+            let x = i as f32 * 10.0;
+            [[x, 0.0, 0.0], [x, 0.0, 0.0], [x, 5.0, 0.0]]
+        })
+        .collect();
+    let bytes = binary(&facets, 10);
+    let e = err(&bytes);
+    assert!(
+        matches!(
+            e,
+            HealError::NothingPrintable {
+                degenerate: 10,
+                repeated_vertex: 10,
+                collapsed: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("10 facets have two corners on one point"),
+        "{msg}"
+    );
+    assert!(!msg.contains("--keep-"), "{msg}");
+    let keep = RepairOptions {
+        remove_degenerate: false,
+        ..opts()
+    };
+    assert!(matches!(
+        heal::repair(&bytes, &keep),
+        Err(HealError::NothingPrintable { .. })
+    ));
+}
+
+#[test]
+fn heal_pages_on_one_spine_say_which_removals_left_nothing() {
+    // 2 000 pages on one spine whose free corners lie 3.1e-5 of the diagonal apart: the
+    // weld merges neighbouring corners, so pages become copies of each other (one of each
+    // kept), and the survivors, four or more on every edge of the spine, are taken for faces
+    // between solids. The message names both and the option that keeps them.
+    let n = 2_000;
+    let r = 50.0f64;
+    let facets: Vec<[[f32; 3]; 3]> = (0..n)
+        .map(|i| {
+            let a = std::f64::consts::TAU * i as f64 / 100_000.0;
+            [
+                [0.0, 0.0, 0.0],
+                [0.0, 0.0, 100.0],
+                [(r * a.cos()) as f32, (r * a.sin()) as f32, 50.0],
+            ]
+        })
+        .collect();
+    let bytes = binary(&facets, n as u32);
+    let e = err(&bytes);
+    let HealError::NothingPrintable {
+        input_facets,
+        duplicates,
+        shared_faces,
+        tiny_shell_facets,
+        degenerate,
+        ..
+    } = e
+    else {
+        panic!("expected NothingPrintable, got {e:?}");
+    };
+    assert_eq!(input_facets, n as u64);
+    assert!(duplicates > 0 && shared_faces > 0, "{e:?}");
+    assert_eq!(
+        duplicates + shared_faces + tiny_shell_facets + degenerate,
+        n as u64,
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("{duplicates} facets were copies of other facets"))
+            && msg.contains(&format!(
+                "{shared_faces} facets were faces between two solids"
+            ))
+            && msg.contains("--keep-duplicates"),
+        "{msg}"
+    );
+    assert!(!msg.contains("no facet survived"), "{msg}");
+    let keep = RepairOptions {
+        remove_duplicates: false,
+        ..opts()
+    };
+    assert!(heal::repair(&bytes, &keep).is_ok());
 }

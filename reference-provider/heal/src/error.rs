@@ -148,50 +148,76 @@ fn nothing_printable(e: &HealError) -> String {
     else {
         return e.to_string();
     };
+    // "1 facet was", "2 facets were".
+    let facets = |n: u64| format!("{n} facet{}", if n == 1 { "" } else { "s" });
+    let were = |n: u64| {
+        if n == 1 {
+            ("was", "has")
+        } else {
+            ("were", "have")
+        }
+    };
     let mut why = Vec::new();
     if tiny_facets > 0 {
         why.push(format!(
-            "{tiny_facets} facets in {tiny} separate pieces too small or too open to be printed \
-             on their own were removed as tiny shells (--keep-tiny-shells, option \
-             `remove_tiny_shells: false`, keeps them)"
+            "{} in {tiny} separate piece{} too small or too open to be printed on their own \
+             {} removed as {} (--keep-tiny-shells, option `remove_tiny_shells: false`, keeps \
+             them)",
+            facets(tiny_facets),
+            if tiny == 1 { "" } else { "s" },
+            were(tiny_facets).0,
+            if tiny == 1 {
+                "a tiny shell"
+            } else {
+                "tiny shells"
+            },
         ));
     }
     let zero_area = degenerate.saturating_sub(repeated_vertex);
     if zero_area > 0 {
         why.push(format!(
-            "{zero_area} facets have zero area (--keep-degenerate, option \
-             `remove_degenerate: false`, keeps them)"
+            "{} {} zero area (--keep-degenerate, option `remove_degenerate: false`, keeps them)",
+            facets(zero_area),
+            were(zero_area).1,
         ));
     }
     if collapsed > 0 {
         why.push(format!(
-            "{collapsed} facets lost a side when the weld merged corners closer than its \
-             tolerance (--exact-weld-only, option `weld: false`, keeps them)"
+            "{} lost a side when the weld merged corners closer than its tolerance \
+             (--exact-weld-only, option `weld: false`, keeps them)",
+            facets(collapsed),
         ));
     }
     let lines = repeated_vertex.saturating_sub(collapsed);
     if lines > 0 {
         why.push(format!(
-            "{lines} facets have two corners on one point: lines or points, which no option keeps"
+            "{} {} two corners on one point: lines or points, which no option keeps",
+            facets(lines),
+            were(lines).1,
         ));
     }
     if duplicates > 0 {
         why.push(format!(
-            "{duplicates} facets were copies of other facets (--keep-duplicates, option \
-             `remove_duplicates: false`, keeps them)"
+            "{} {} copies of other facets (--keep-duplicates, option `remove_duplicates: \
+             false`, keeps them)",
+            facets(duplicates),
+            were(duplicates).0,
         ));
     }
     if shared_faces > 0 {
         why.push(format!(
-            "{shared_faces} facets were faces between two solids, removed to join them \
-             (--keep-duplicates, option `remove_duplicates: false`, keeps them)"
+            "{} {} faces between two solids, removed to join them (--keep-duplicates, option \
+             `remove_duplicates: false`, keeps them)",
+            facets(shared_faces),
+            were(shared_faces).0,
         ));
     }
     if why.is_empty() {
         why.push("no facet survived the repair".to_string());
     }
     format!(
-        "nothing printable remains of the {input} facets in the file: {}",
+        "nothing printable remains of the {} in the file: {}",
+        facets(input),
         why.join("; ")
     )
 }

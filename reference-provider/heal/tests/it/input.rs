@@ -418,6 +418,14 @@ fn heal_isolated_triangles_are_a_typed_error_not_an_empty_mesh() {
         "{msg}"
     );
     assert!(msg.contains("--keep-tiny-shells"), "{msg}");
+    // One of each is named in the singular.
+    let one = err(&isolated_triangles(1)).to_string();
+    assert!(
+        one.contains("of the 1 facet in the file")
+            && one.contains("1 facet in 1 separate piece too small")
+            && one.contains("was removed as a tiny shell ("),
+        "{one}"
+    );
     // The option the message names keeps them.
     let kept = heal::repair(
         &isolated_triangles(100),

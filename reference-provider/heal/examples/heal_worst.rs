@@ -62,6 +62,23 @@ fn wedge_fan(facets: usize) -> Vec<u8> {
     stl::encode_binary(&m)
 }
 
+/// Separate small triangles (sides up to 2 % of the box) at random in a box: each is a closed
+/// boundary chain of three edges, and nearly every corner a boundary vertex.
+fn triangle_cloud(facets: usize) -> Vec<u8> {
+    let mut rng = generate::Rng::new(7);
+    let mut m = Mesh::default();
+    for _ in 0..facets {
+        let c: [f64; 3] = std::array::from_fn(|_| rng.f64() * 100.0);
+        let b = m.vertices.len() as u32;
+        for _ in 0..3 {
+            m.vertices
+                .push(c.map(|x| (x + rng.f64() * 2.0 - 1.0) as f32));
+        }
+        m.triangles.push([b, b + 1, b + 2]);
+    }
+    stl::encode_binary(&m)
+}
+
 fn near_duplicate_soup(facets: usize, copies: usize, noise: f64) -> Vec<u8> {
     let base = generate::sphere([0.0; 3], 10.0, facets / copies);
     let diag = 20.0 * 3f64.sqrt();
@@ -138,6 +155,7 @@ fn main() {
         ("hole loops round thin tubes", tube_loops(facets)),
         ("all facets on one vertex", one_vertex(facets)),
         ("fan of closed slivers round one axis", wedge_fan(facets)),
+        ("cloud of separate small triangles", triangle_cloud(facets)),
         (
             "near-duplicate soup (64 copies, 1e-4)",
             near_duplicate_soup(facets, 64, 1e-4),

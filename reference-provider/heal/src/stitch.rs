@@ -118,10 +118,22 @@ pub(crate) fn stitch(
     let inv = 1.0 / cap;
     let cell = |v: usize| vertices[v].map(|x| (f64::from(x) * inv).floor() as i64);
     let mut cell_min: std::collections::HashMap<[i64; 3], f64> = Default::default();
+    // The filed cells' bits in a bitmap (by a cheap hash): most of the 27 cells round a
+    // boundary vertex hold none when the boundary is sparse (a cloud of separate triangles),
+    // and their probes then skip the map.
+    let bits = (shortest.len() * 4)
+        .next_power_of_two()
+        .clamp(1 << 12, 1 << 28);
+    let bit =
+        |c: [i64; 3]| keys::hash3(c[0] as u32, c[1] as u32, c[2] as u32) as usize & (bits - 1);
+    let mut filed = vec![0u64; bits / 64];
     for (v, &s) in shortest.iter().enumerate() {
         if s.is_finite() {
-            let m = cell_min.entry(cell(v)).or_insert(s);
+            let c = cell(v);
+            let m = cell_min.entry(c).or_insert(s);
             *m = m.min(s);
+            let b = bit(c);
+            filed[b / 64] |= 1 << (b % 64);
         }
     }
     let known = |v: usize| prior.get(v).copied().unwrap_or(f64::INFINITY);
@@ -136,6 +148,10 @@ pub(crate) fn stitch(
             for d in 0..27 {
                 let n = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
                 let n = [0, 1, 2].map(|a| c[a].wrapping_add(n[a]));
+                let b = bit(n);
+                if filed[b / 64] >> (b % 64) & 1 == 0 {
+                    continue;
+                }
                 if let Some(&x) = cell_min.get(&n) {
                     m = m.min(x);
                 }
@@ -517,6 +533,11 @@ struct Filed {
     /// Where each slot's runs start.
     first: Vec<u32>,
     bits: u32,
+    /// One bit per slot of a 16 times finer index, set where a cell's run lies: a probe of
+    /// an empty cell (most probes when the boundary is sparse, as in a cloud of separate
+    /// triangles) reads this small bitmap instead of `first` and `hash` at random.
+    occupied: Vec<u64>,
+    occupied_bits: u32,
 }
 
 impl Filed {
@@ -541,15 +562,27 @@ impl Filed {
         for i in 1..first.len() {
             first[i] += first[i - 1];
         }
+        let occupied_bits = (bits + 4).min(32);
+        let mut occupied = vec![0u64; (1usize << occupied_bits).div_ceil(64)];
+        for &h in &hash {
+            let b = (u64::from(h) >> (32 - occupied_bits)) as usize;
+            occupied[b / 64] |= 1 << (b % 64);
+        }
         Filed {
             edges,
             hash,
             first,
             bits,
+            occupied,
+            occupied_bits,
         }
     }
 
     fn run_of(&self, h: u32) -> std::ops::Range<usize> {
+        let b = (u64::from(h) >> (32 - self.occupied_bits)) as usize;
+        if self.occupied[b / 64] >> (b % 64) & 1 == 0 {
+            return 0..0;
+        }
         let slot = (h >> (32 - self.bits)) as usize;
         let (a, b) = (self.first[slot] as usize, self.first[slot + 1] as usize);
         let run = &self.hash[a..b];
@@ -729,5 +762,55 @@ fn finish(mut parent: Vec<u32>, stitched: u64, largest: f64) -> Stitched {
         edges: stitched,
         vertices: merged,
         largest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Edges with midpoints spread over a box a thousand reaches wide, so that most cells
+    /// round an edge hold none (the sparse case the occupancy bitmap is for).
+    fn sparse_edges(n: usize) -> Vec<Edge> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..n as u32)
+            .map(|i| {
+                let p: [f32; 3] = std::array::from_fn(|_| (next() * 1000.0) as f32);
+                let q = p.map(|c| c + 0.5);
+                Edge {
+                    a: 2 * i,
+                    b: 2 * i + 1,
+                    facet: [2 * i, 2 * i + 1, u32::MAX],
+                    pa: p,
+                    pb: q,
+                    limit: [0.5 + next(), 0.5 + next()],
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_filed_edge_is_found_in_its_cells_run() {
+        for n in [1, 7, 1_000, 20_000] {
+            let filed = Filed::new(sparse_edges(n));
+            for (i, &h) in filed.hash.iter().enumerate() {
+                let run = filed.run_of(h);
+                assert!(run.contains(&i), "n {n}: edge {i} not in {run:?}");
+                assert!(run.clone().all(|j| filed.hash[j] == h), "n {n}: {run:?}");
+            }
+            // A probe finds exactly the edges filed under its hash, none when there are none.
+            let mut probe = 0x9e37_79b9u32;
+            for _ in 0..20_000 {
+                probe = keys::fmix32(probe.wrapping_add(1));
+                let want = filed.hash.iter().filter(|&&h| h == probe).count();
+                assert_eq!(filed.run_of(probe).len(), want, "n {n}: probe {probe:#x}");
+            }
+        }
     }
 }

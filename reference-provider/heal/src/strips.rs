@@ -31,9 +31,9 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::clean;
 use crate::holes::{cross, dot, half_edges_within, norm, sub, vertex_set};
 use crate::topology::{self, half_edge};
+use crate::{clean, keys};
 
 /// A chain's vertices may be at most this far from the other chain, relative to the length of
 /// its nearest edge; and a strip's facets at most this high, relative to their longest edge.
@@ -271,38 +271,80 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
     let level = |length: f64| (length / 8.0).log2().ceil() as i32;
     let cell = |c: [f64; 3], l: i32| c.map(|x| (x / 2f64.powi(l)).floor() as i64);
     let mut grid: HashMap<(i32, [i64; 3]), Vec<usize>> = HashMap::new();
+    // The filed cells' bits in a bitmap (by a cheap hash), so that the probes of empty cells,
+    // most of them, skip the map: on a cloud of separate triangles (each a closed chain) the
+    // map's look-ups were nearly all of the repair's time.
+    let bits = (info.len() * 16)
+        .next_power_of_two()
+        .clamp(1 << 12, 1 << 28);
+    let bit = |l: i32, g: [i64; 3]| {
+        let h = keys::hash3(
+            (g[0] as u32) ^ (l as u32).wrapping_mul(0x85eb_ca6b),
+            g[1] as u32,
+            g[2] as u32,
+        );
+        h as usize & (bits - 1)
+    };
+    let mut filed = vec![0u64; bits / 64];
     for (k, x) in info.iter().enumerate() {
         let l = level(x.2);
-        grid.entry((l, cell(x.1, l))).or_default().push(k);
+        let c = cell(x.1, l);
+        grid.entry((l, c)).or_default().push(k);
+        let b = bit(l, c);
+        filed[b / 64] |= 1 << (b % 64);
     }
-    for (k, &(x, cx, lx)) in info.iter().enumerate() {
-        let mut near: Vec<(f64, usize)> = Vec::new();
-        let mut seen = 0;
-        'levels: for l in level(lx) - 1..=level(lx) + 1 {
-            let c = cell(cx, l);
-            for d in 0..125i64 {
-                let g = [c[0] + d % 5 - 2, c[1] + (d / 5) % 5 - 2, c[2] + d / 25 - 2];
-                for &o in grid.get(&(l, g)).into_iter().flatten() {
-                    seen += 1;
-                    if seen > MAX_SCAN {
-                        break 'levels;
-                    }
-                    let (_, co, lo) = info[o];
-                    let dist = norm(sub(co, cx));
-                    if o > k && (lx - lo).abs() <= LENGTH_RATIO * lx.max(lo) && dist <= lx / 10.0 {
-                        near.push((dist, o));
+    // Per chain, the cells within a tenth of its length of its centroid at its own level and
+    // the next one down and up (a partner's length is within a tenth of its own, so its level
+    // is one of these): at most 5, 3 and 2 cells per axis, since a cell is at least a
+    // sixteenth, an eighth and a quarter of the length there.
+    let found: Vec<Vec<(u32, u32, bool)>> = info
+        .par_iter()
+        .enumerate()
+        .map(|(k, &(x, cx, lx))| {
+            let r = lx / 10.0;
+            let mut near: Vec<(f64, usize)> = Vec::new();
+            let mut seen = 0;
+            'levels: for l in level(lx) - 1..=level(lx) + 1 {
+                let side = 2f64.powi(l);
+                let lo = cx.map(|c| ((c - r) / side).floor() as i64);
+                let hi: [i64; 3] = std::array::from_fn(|d| {
+                    (((cx[d] + r) / side).floor() as i64).clamp(lo[d], lo[d].saturating_add(4))
+                });
+                for gx in lo[0]..=hi[0] {
+                    for gy in lo[1]..=hi[1] {
+                        for gz in lo[2]..=hi[2] {
+                            let g = [gx, gy, gz];
+                            let b = bit(l, g);
+                            if filed[b / 64] >> (b % 64) & 1 == 0 {
+                                continue;
+                            }
+                            for &o in grid.get(&(l, g)).into_iter().flatten() {
+                                seen += 1;
+                                if seen > MAX_SCAN {
+                                    break 'levels;
+                                }
+                                let (_, co, lo) = info[o];
+                                let dist = norm(sub(co, cx));
+                                if o > k
+                                    && (lx - lo).abs() <= LENGTH_RATIO * lx.max(lo)
+                                    && dist <= r
+                                {
+                                    near.push((dist, o));
+                                }
+                            }
+                        }
                     }
                 }
             }
-        }
-        near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        for &(_, o) in near.iter().take(MAX_TRIES) {
-            let y = info[o].0;
-            // Facing surfaces' rims run opposite ways: the partner reversed first.
-            out.push((x, y, true));
-            out.push((x, y, false));
-        }
-    }
+            near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            near.iter()
+                .take(MAX_TRIES)
+                // Facing surfaces' rims run opposite ways: the partner reversed first.
+                .flat_map(|&(_, o)| [(x, info[o].0, true), (x, info[o].0, false)])
+                .collect()
+        })
+        .collect();
+    out.extend(found.into_iter().flatten());
     out
 }
 
@@ -449,4 +491,77 @@ fn sliver(t: [[f64; 3]; 3]) -> bool {
         .fold(0.0f64, f64::max);
     let area2 = norm(cross(sub(t[1], t[0]), sub(t[2], t[0])));
     longest > 0.0 && area2 / longest <= MAX_WIDTH * longest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_chains_are_paired_with_every_near_one_of_their_length() {
+        // Square rims of side 0.9 to 1.1 (lengths 3.6 to 4.4) in a box of 200, and beside
+        // every third one a partner moved by up to a fifth of its length: all pairs within a
+        // tenth of the length and of lengths within a tenth are found, as a look at every
+        // pair finds them.
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut v: Vec<[f32; 3]> = Vec::new();
+        let mut chains = Vec::new();
+        let square = |v: &mut Vec<[f32; 3]>, c: [f64; 3], side: f64| {
+            let b = v.len() as u32;
+            for (dx, dy) in [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)] {
+                v.push([c[0] + dx * side, c[1] + dy * side, c[2]].map(|x| x as f32));
+            }
+            Chain {
+                v: vec![b, b + 1, b + 2, b + 3],
+                closed: true,
+            }
+        };
+        for k in 0..3_000 {
+            let c: [f64; 3] = std::array::from_fn(|_| next() * 200.0);
+            let side = 0.9 + 0.2 * next();
+            chains.push(square(&mut v, c, side));
+            if k % 3 == 0 {
+                let shift: [f64; 3] = std::array::from_fn(|_| (next() - 0.5) * 0.5);
+                let c2 = [0, 1, 2].map(|d| c[d] + shift[d]);
+                chains.push(square(&mut v, c2, side * (0.95 + 0.1 * next())));
+            }
+        }
+        let found: HashSet<(u32, u32)> = pairs(&v, &chains)
+            .into_iter()
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        let p = |i: u32| v[i as usize].map(f64::from);
+        let info: Vec<([f64; 3], f64)> = chains
+            .iter()
+            .map(|c| {
+                let n = c.v.len();
+                let mut centre = [0.0; 3];
+                let mut length = 0.0;
+                for k in 0..n {
+                    let (a, b) = (p(c.v[k]), p(c.v[(k + 1) % n]));
+                    length += norm(sub(b, a));
+                    for d in 0..3 {
+                        centre[d] += a[d] / n as f64;
+                    }
+                }
+                (centre, length)
+            })
+            .collect();
+        let mut want = HashSet::new();
+        for (i, &(ci, li)) in info.iter().enumerate() {
+            for (j, &(cj, lj)) in info.iter().enumerate().skip(i + 1) {
+                if (li - lj).abs() <= LENGTH_RATIO * li.max(lj) && norm(sub(ci, cj)) <= li / 10.0 {
+                    want.insert((i as u32, j as u32));
+                }
+            }
+        }
+        assert!(want.len() > 300, "{}", want.len());
+        assert_eq!(found, want);
+    }
 }

@@ -173,15 +173,9 @@ fn main() {
         let what = match r {
             Ok(r) => {
                 let s = &r.stages;
-                let untested = s.orient.nesting_untested;
                 format!(
-                    "{} shells{}, {} holes filled, watertight {}{}; stages: {}",
+                    "{} shells, {} holes filled, watertight {}{}; stages: {}",
                     r.shells,
-                    if untested > 0 {
-                        format!(" ({untested} not tested for nesting)")
-                    } else {
-                        String::new()
-                    },
                     r.holes_filled,
                     r.watertight,
                     if r.not_watertight.is_empty() {

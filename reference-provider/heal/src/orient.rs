@@ -123,9 +123,6 @@ pub(crate) struct Oriented {
     pub flip_shell: Vec<bool>,
     /// Shells that enclose no volume ([`encloses_nothing`]).
     pub flat: u64,
-    /// Shells whose nesting was not tested: their rays would have met more faces than the
-    /// whole check may ([`RAY_FACES_PER_FACET`]); each is taken as an outer shell.
-    pub untested: u64,
 }
 
 /// Does a closed shell with this signed volume enclose nothing: is it flat, a sheet and its
@@ -244,7 +241,7 @@ pub(crate) fn orient_outward(
         })
         .count() as u64;
     // Nesting depth of every shell.
-    let (depth, untested) = nesting_depths(v, tt, shell_of, &info, &start, &faces);
+    let depth = nesting_depths(v, tt, shell_of, &info, &start, &faces);
     let mut flipped = 0;
     let mut cavities = 0;
     let mut volume = 0.0;
@@ -277,7 +274,6 @@ pub(crate) fn orient_outward(
         volume,
         flip_shell,
         flat,
-        untested,
     }
 }
 
@@ -350,14 +346,6 @@ pub(crate) fn crosses(
 /// a big one) the facets are binned once per axis into a column grid ([`Columns`]) and every
 /// ray meets only the facets of its column, whichever shells they belong to: no pass over
 /// pairs of shells, so the cost grows with the facets and the rays, not with shells squared.
-///
-/// A ray's cost is the faces in its columns, which the grid tells before it is cast. Where
-/// large faces of many shells overlap (a fan of thousands of closed slivers round one axis,
-/// a pile of crossing parts) every ray meets most of them, and casting them all would cost
-/// shells × faces. So the rays' faces are summed first; when the sum is over
-/// [`RAY_FACES_PER_FACET`] per facet, shells are tested cheapest first while it holds and
-/// the rest are taken as outer shells (depth 0), which is what a pile of crossing parts is.
-/// Also returns how many shells were not tested.
 fn nesting_depths(
     v: &[[f32; 3]],
     t: &[[u32; 3]],
@@ -365,7 +353,7 @@ fn nesting_depths(
     info: &[(f64, Option<Bbox>)],
     start: &[u32],
     faces: &[u32],
-) -> (Vec<u32>, u64) {
+) -> Vec<u32> {
     let shells = info.len();
     let shell_faces = |s: usize| &faces[start[s] as usize..start[s + 1] as usize];
     let samples = |s: usize| -> Vec<[f32; 3]> {
@@ -389,7 +377,7 @@ fn nesting_depths(
         cost <= 2 * t.len() + 4096
     };
     if direct {
-        let depths = (0..shells)
+        return (0..shells)
             .into_par_iter()
             .map(|s| {
                 let ps = samples(s);
@@ -402,50 +390,16 @@ fn nesting_depths(
                     .count() as u32
             })
             .collect();
-        return (depths, 0);
     }
     let Some(model) = bbox_of(info.iter().filter_map(|i| i.1).flat_map(|b| [b.min, b.max])) else {
-        return (vec![0; shells], 0);
+        return vec![0; shells];
     };
     let scale = model.diagonal().max(f64::MIN_POSITIVE);
     let nudge = [scale * 1.234_567_9e-7, scale * 7.654_321e-8];
     let cols = Columns::build(v, t, &model);
-    // Faces the rays along x and y at both samples would meet (the ray along z, cast only
-    // for the shells those two disagree on, and the second sample, only for a shell inside
-    // something, cost at most as much again).
-    let cost: Vec<u64> = (0..shells)
+    (0..shells)
         .into_par_iter()
         .map(|s| {
-            samples(s)
-                .iter()
-                .map(|p| {
-                    let p = p.map(f64::from);
-                    cols[0].ray_faces(p, nudge) + cols[1].ray_faces(p, nudge)
-                })
-                .sum()
-        })
-        .collect();
-    let budget = RAY_FACES_PER_FACET * t.len() as u64 + RAY_FACES_FLOOR;
-    let mut tested = vec![true; shells];
-    let mut untested = 0;
-    if cost.iter().sum::<u64>() > budget {
-        let mut order: Vec<u32> = (0..shells as u32).collect();
-        order.sort_unstable_by_key(|&s| (cost[s as usize], s));
-        let mut spent = 0u64;
-        for s in order {
-            spent += cost[s as usize];
-            if spent > budget {
-                tested[s as usize] = false;
-                untested += 1;
-            }
-        }
-    }
-    let depths = (0..shells)
-        .into_par_iter()
-        .map(|s| {
-            if !tested[s] {
-                return 0;
-            }
             // Only the facets of shells whose box strictly contains this one's can count; at
             // the second sample, only those of the shells the first one was inside.
             let mut inside_all: Option<Vec<u32>> = None;
@@ -477,8 +431,7 @@ fn nesting_depths(
                 .filter(|&o| nested(s, o as usize))
                 .count() as u32
         })
-        .collect();
-    (depths, untested)
+        .collect()
 }
 
 /// Two sorted lists of shells: those in both, and those in only one (both sorted).
@@ -513,15 +466,6 @@ fn agree(x: &[u32], y: &[u32]) -> (Vec<u32>, Vec<u32>) {
 /// Shells with more than this many shells use the column index ([`Columns`]) for nesting;
 /// below it, every pair of shells whose boxes nest is tested directly when that is cheap.
 const DIRECT_MAX_SHELLS: usize = 64;
-
-/// The nesting check's rays may meet this many faces per facet of the model in all (plus
-/// [`RAY_FACES_FLOOR`]); a ray meets a face in a few nanoseconds, so the check costs at most
-/// about as much as the rest of the repair. Models of separate parts, nested or not, need a
-/// small fraction of it; see [`nesting_depths`] for what is done beyond it.
-const RAY_FACES_PER_FACET: u64 = 32;
-
-/// Faces the nesting check's rays may always meet, whatever the model's size.
-const RAY_FACES_FLOOR: u64 = 1 << 20;
 
 /// A face is filed in the finest level of a column grid where its projection covers at most
 /// this many cells.
@@ -693,29 +637,6 @@ impl Columns {
         }
     }
 
-    /// The faces filed in the column of level `lv` that holds the point `pu`, `pw` (a ray
-    /// on the grid's edge, or outside it, looks at the nearest column: faces are filed
-    /// clamped to the grid, and `crosses` checks their real extent).
-    fn column<'a>(&self, lv: &'a Level, pu: f64, pw: f64) -> &'a [u32] {
-        let cell = |x: f64, k: usize| {
-            ((x - self.origin[k]) / self.ext[k] * lv.res as f64)
-                .floor()
-                .clamp(0.0, (lv.res - 1) as f64) as usize
-        };
-        let c = cell(pu, 0) * lv.res + cell(pw, 1);
-        &lv.faces[lv.start[c] as usize..lv.start[c + 1] as usize]
-    }
-
-    /// How many faces the ray from `p` along `+axis` looks at ([`Columns::odd_shells`]).
-    fn ray_faces(&self, p: [f64; 3], nudge: [f64; 2]) -> u64 {
-        let (u, w) = ((self.axis + 1) % 3, (self.axis + 2) % 3);
-        let (pu, pw) = (p[u] + nudge[0], p[w] + nudge[1]);
-        self.levels
-            .iter()
-            .map(|lv| self.column(lv, pu, pw).len() as u64)
-            .sum()
-    }
-
     /// The shells (other than `own`) that the ray from `p` along `+axis` crosses an odd
     /// number of times, sorted.
     fn odd_shells(
@@ -732,8 +653,16 @@ impl Columns {
         let (pu, pw) = (p[u] + nudge[0], p[w] + nudge[1]);
         let mut hits: Vec<u32> = Vec::new();
         for lv in &self.levels {
+            // Faces are filed clamped to the grid, and `crosses` checks the real extent: a
+            // ray on the grid's edge (or outside it) looks at the nearest column.
+            let cell = |x: f64, k: usize| {
+                ((x - self.origin[k]) / self.ext[k] * lv.res as f64)
+                    .floor()
+                    .clamp(0.0, (lv.res - 1) as f64) as usize
+            };
+            let c = cell(pu, 0) * lv.res + cell(pw, 1);
             hits.extend(
-                self.column(lv, pu, pw)
+                lv.faces[lv.start[c] as usize..lv.start[c + 1] as usize]
                     .iter()
                     .filter(|&&f| want(shell_of[f as usize]))
                     .filter(|&&f| crosses(v, t[f as usize], axis, p, pu, pw))

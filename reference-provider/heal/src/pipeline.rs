@@ -990,7 +990,6 @@ fn orient_stage(
         shells_flipped: oriented.flipped,
         cavities: oriented.cavities,
         flat_shells: oriented.flat,
-        nesting_untested: oriented.untested,
         seconds: 0.0,
     };
     (oriented, report)

@@ -265,12 +265,6 @@ pub struct OrientReport {
     /// itself, the fill lying on the piece (not printable; `watertight` is false).
     #[serde(default)]
     pub flat_shells: u64,
-    /// Shells whose nesting was not tested, taken as outer shells: where large faces of many
-    /// shells overlap (thousands of crossing parts), testing them all would cost shells ×
-    /// facets, so the nesting check stops at a bound of work proportional to the facets.
-    /// 0 unless such a pile is found.
-    #[serde(default)]
-    pub nesting_untested: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

@@ -98,6 +98,56 @@ fn heal_thousands_of_cavities_are_all_turned_inward() {
 }
 
 #[test]
+fn heal_a_grid_of_hollow_boxes_keeps_every_cavity() {
+    // 30 × 30 boxes of side 36 on a pitch of 40, each with a cavity of side 24 that comes
+    // wound like a solid: every ray along a row of boxes crosses the whole row, and every
+    // cavity must still be found inside its box and turned inward.
+    assert!(volume(&cube_at([0.0; 3], 1.0)) > 0.0);
+    let mut parts = Vec::new();
+    for i in 0..900 {
+        let (x, y) = ((i % 30) as f32 * 40.0, (i / 30) as f32 * 40.0);
+        parts.push(cube_at([x, y, 0.0], 36.0));
+        parts.push(cube_at([x + 6.0, y + 6.0, 6.0], 24.0));
+    }
+    let r = heal::repair(&joined(parts), &RepairOptions::default()).unwrap();
+    let o = &r.report.stages.orient;
+    assert_eq!(r.report.shells, 1_800);
+    assert_eq!(o.cavities, 900, "{o:?}");
+    assert_eq!(o.shells_flipped, 900, "{o:?}");
+    let want = 900.0 * (36f64.powi(3) - 24f64.powi(3));
+    assert!(
+        (r.report.volume - want).abs() < 1e-6 * want,
+        "{}",
+        r.report.volume
+    );
+}
+
+/// An axis-aligned cube of side `s` with its least corner at `at`, wound outward.
+fn cube_at(at: [f32; 3], s: f32) -> Mesh {
+    let vertices = (0..8)
+        .map(|k| [0, 1, 2].map(|a| at[a] + if k >> a & 1 == 1 { s } else { 0.0 }))
+        .collect();
+    let triangles = vec![
+        [0, 2, 1],
+        [1, 2, 3],
+        [4, 5, 6],
+        [5, 7, 6],
+        [0, 1, 4],
+        [1, 5, 4],
+        [2, 6, 3],
+        [3, 6, 7],
+        [0, 4, 2],
+        [2, 4, 6],
+        [1, 3, 5],
+        [3, 7, 5],
+    ];
+    Mesh {
+        vertices,
+        triangles,
+    }
+}
+
+#[test]
 fn heal_open_patch_along_a_seam_is_stitched_not_dropped() {
     // A 0.2 × 0.2 patch cut out of a 10-unit cube's top face (1.2 % of the diagonal), its rim
     // copies moved by up to 2e-4 of the diagonal per coordinate — four times the automatic

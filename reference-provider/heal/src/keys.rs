@@ -357,6 +357,18 @@ fn chunk_bbox(points: &[[f32; 3]]) -> Option<Bbox> {
     Some(b)
 }
 
+/// A xorshift generator of numbers in `[0, 1)` for unit tests (no `generate` feature needed).
+#[cfg(test)]
+pub(crate) fn test_uniform(seed: u64) -> impl FnMut() -> f64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -772,13 +772,7 @@ mod tests {
     /// Edges with midpoints spread over a box a thousand reaches wide, so that most cells
     /// round an edge hold none (the sparse case the occupancy bitmap is for).
     fn sparse_edges(n: usize) -> Vec<Edge> {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = keys::test_uniform(0x2545_f491_4f6c_dd1du64);
         (0..n as u32)
             .map(|i| {
                 let p: [f32; 3] = std::array::from_fn(|_| (next() * 1000.0) as f32);

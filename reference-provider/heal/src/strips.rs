@@ -255,16 +255,7 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
         .enumerate()
         .filter(|(_, c)| c.closed)
         .filter_map(|(i, c)| {
-            let n = c.v.len();
-            let mut centre = [0.0; 3];
-            let mut length = 0.0;
-            for k in 0..n {
-                let (a, b) = (p(c.v[k]), p(c.v[(k + 1) % n]));
-                length += norm(sub(b, a));
-                for d in 0..3 {
-                    centre[d] += a[d] / n as f64;
-                }
-            }
+            let (centre, length) = centre_and_length(&p, c);
             (length > 0.0 && length.is_finite()).then_some((i as u32, centre, length))
         })
         .collect();
@@ -346,6 +337,21 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
         .collect();
     out.extend(found.into_iter().flatten());
     out
+}
+
+/// A closed chain's centroid (the mean of its vertices) and length.
+fn centre_and_length(p: &impl Fn(u32) -> [f64; 3], c: &Chain) -> ([f64; 3], f64) {
+    let n = c.v.len();
+    let mut centre = [0.0; 3];
+    let mut length = 0.0;
+    for k in 0..n {
+        let (a, b) = (p(c.v[k]), p(c.v[(k + 1) % n]));
+        length += norm(sub(b, a));
+        for d in 0..3 {
+            centre[d] += a[d] / n as f64;
+        }
+    }
+    (centre, length)
 }
 
 /// The strip between chains `x` and `y`, both running the same way (from a common first
@@ -503,13 +509,7 @@ mod tests {
         // every third one a partner moved by up to a fifth of its length: all pairs within a
         // tenth of the length and of lengths within a tenth are found, as a look at every
         // pair finds them.
-        let mut x = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = keys::test_uniform(0x1234_5678_9abc_def1u64);
         let mut v: Vec<[f32; 3]> = Vec::new();
         let mut chains = Vec::new();
         let square = |v: &mut Vec<[f32; 3]>, c: [f64; 3], side: f64| {
@@ -537,22 +537,7 @@ mod tests {
             .map(|(x, y, _)| (x, y))
             .collect();
         let p = |i: u32| v[i as usize].map(f64::from);
-        let info: Vec<([f64; 3], f64)> = chains
-            .iter()
-            .map(|c| {
-                let n = c.v.len();
-                let mut centre = [0.0; 3];
-                let mut length = 0.0;
-                for k in 0..n {
-                    let (a, b) = (p(c.v[k]), p(c.v[(k + 1) % n]));
-                    length += norm(sub(b, a));
-                    for d in 0..3 {
-                        centre[d] += a[d] / n as f64;
-                    }
-                }
-                (centre, length)
-            })
-            .collect();
+        let info: Vec<([f64; 3], f64)> = chains.iter().map(|c| centre_and_length(&p, c)).collect();
         let mut want = HashSet::new();
         for (i, &(ci, li)) in info.iter().enumerate() {
             for (j, &(cj, lj)) in info.iter().enumerate().skip(i + 1) {

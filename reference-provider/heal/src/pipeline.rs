@@ -253,6 +253,16 @@ fn heal_once(
         )
     })?;
     drop(tags);
+    // A vertex whose weld limit a short edge cut may merge with a neighbour once the weld has
+    // moved the corners round it to their clusters' positions (the edge that cut it is then
+    // longer or gone): the check after the pass looks at it too.
+    touched.extend(
+        limited_vertex
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l)
+            .map(|(v, _)| v as u32),
+    );
     drop(limited_vertex);
     touched.extend_from_slice(&kept.removed_vertices);
     let shell_count = kept.shells;

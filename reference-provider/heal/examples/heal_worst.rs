@@ -62,6 +62,49 @@ fn wedge_fan(facets: usize) -> Vec<u8> {
     stl::encode_binary(&m)
 }
 
+/// An axis-aligned cube of side `side` with its least corner at `at`, wound outward, added to
+/// `m`.
+fn add_cube(m: &mut Mesh, at: [f32; 3], side: f32) {
+    let b = m.vertices.len() as u32;
+    m.vertices.extend(
+        (0..8).map(|k| [0, 1, 2].map(|a| at[a] + if k >> a & 1 == 1 { side } else { 0.0 })),
+    );
+    let faces: [[u32; 3]; 12] = [
+        [0, 2, 1],
+        [1, 2, 3],
+        [4, 5, 6],
+        [5, 7, 6],
+        [0, 1, 4],
+        [1, 5, 4],
+        [2, 6, 3],
+        [3, 6, 7],
+        [0, 4, 2],
+        [2, 4, 6],
+        [1, 3, 5],
+        [3, 7, 5],
+    ];
+    m.triangles.extend(faces.map(|f| f.map(|i| b + i)));
+}
+
+/// Separate cubes in a square grid on one plane (a build plate of parts): every ray of the
+/// nesting check along a row meets the whole row. With `hollow`, every cube holds a cavity
+/// (wound like a solid), so every cube really contains a shell.
+fn cube_rows(facets: usize, hollow: bool) -> Vec<u8> {
+    let per = if hollow { 24 } else { 12 };
+    let n = ((facets / per) as f64).sqrt().max(1.0) as usize;
+    let mut m = Mesh::default();
+    for i in 0..n {
+        for j in 0..n {
+            let at = [i as f32 * 4.0, j as f32 * 4.0, 0.0];
+            add_cube(&mut m, at, 3.0);
+            if hollow {
+                add_cube(&mut m, at.map(|x| x + 1.0), 1.0);
+            }
+        }
+    }
+    stl::encode_binary(&m)
+}
+
 /// Separate small triangles (sides up to 2 % of the box) at random in a box: each is a closed
 /// boundary chain of three edges, and nearly every corner a boundary vertex.
 fn triangle_cloud(facets: usize) -> Vec<u8> {
@@ -156,6 +199,8 @@ fn main() {
         ("all facets on one vertex", one_vertex(facets)),
         ("fan of closed slivers round one axis", wedge_fan(facets)),
         ("cloud of separate small triangles", triangle_cloud(facets)),
+        ("plate of separate cubes in rows", cube_rows(facets, false)),
+        ("plate of hollow cubes in rows", cube_rows(facets, true)),
         (
             "near-duplicate soup (64 copies, 1e-4)",
             near_duplicate_soup(facets, 64, 1e-4),

@@ -391,47 +391,190 @@ fn nesting_depths(
             })
             .collect();
     }
-    let Some(model) = bbox_of(info.iter().filter_map(|i| i.1).flat_map(|b| [b.min, b.max])) else {
+    // Only a shell whose box strictly contains another shell's box can contain a shell: only
+    // those shells' facets are filed, in shell order (so each cell lists its facets shell by
+    // shell), and a shell casts rays only when some of them hold its box. Shells side by
+    // side, or boxes that overlap without nesting (a build plate of parts in rows, a fan of
+    // slivers on one axis), then cost nothing here; and a ray looks only at the facets of the
+    // shells that hold its own shell's box, not at every facet in its column (the hollow
+    // parts of a row, each with a cavity).
+    let (container, holders) = nest_candidates(info);
+    let filed: Vec<u32> = (0..shells)
+        .filter(|&o| container[o])
+        .flat_map(|o| shell_faces(o).iter().copied())
+        .collect();
+    let Some(model) = bbox_of(
+        info.iter()
+            .zip(&container)
+            .filter(|(_, c)| **c)
+            .filter_map(|(i, _)| i.1)
+            .flat_map(|b| [b.min, b.max]),
+    ) else {
         return vec![0; shells];
     };
     let scale = model.diagonal().max(f64::MIN_POSITIVE);
     let nudge = [scale * 1.234_567_9e-7, scale * 7.654_321e-8];
-    let cols = Columns::build(v, t, &model);
+    let cols = Columns::build(v, t, &filed, &model);
     (0..shells)
         .into_par_iter()
         .map(|s| {
-            // Only the facets of shells whose box strictly contains this one's can count; at
-            // the second sample, only those of the shells the first one was inside.
-            let mut inside_all: Option<Vec<u32>> = None;
+            let Some(bs) = info[s].1 else {
+                return 0;
+            };
+            // The shells whose box strictly contains this one's (`None`: too many to list, or
+            // not found within the query's bound; then every facet in the column is checked
+            // against the boxes); at the second sample, the shells the first one was inside.
+            let mut among: Option<Vec<u32>> = holders.above(nest_key(&bs).map(|x| -x), false);
+            let mut inside_all = Vec::new();
             for p in samples(s) {
+                if among.as_ref().is_some_and(Vec::is_empty) {
+                    break;
+                }
                 let p = p.map(f64::from);
-                let want = |o: u32| match &inside_all {
-                    None => nested(s, o as usize),
-                    Some(prev) => prev.binary_search(&o).is_ok(),
+                let nested_s = |o: u32| nested(s, o as usize);
+                let these = match &among {
+                    Some(list) => Among::Shells(list),
+                    None => Among::Nested(&nested_s),
                 };
                 // Inside by majority: odd along at least two of the three axes. The ray along
                 // z is cast only for the shells that x and y disagree on.
-                let ox = cols[0].odd_shells(v, t, shell_of, &want, p, nudge);
-                let oy = cols[1].odd_shells(v, t, shell_of, &want, p, nudge);
+                let ox = cols[0].odd_shells(v, t, shell_of, these, p, nudge);
+                let oy = cols[1].odd_shells(v, t, shell_of, these, p, nudge);
                 let (mut maj, split) = agree(&ox, &oy);
                 if !split.is_empty() {
-                    let want_z = |o: u32| split.binary_search(&o).is_ok();
-                    maj.extend(cols[2].odd_shells(v, t, shell_of, &want_z, p, nudge));
+                    let these = Among::Shells(&split);
+                    maj.extend(cols[2].odd_shells(v, t, shell_of, these, p, nudge));
                     maj.sort_unstable();
                 }
-                let none = maj.is_empty();
-                inside_all = Some(maj);
-                if none {
-                    break;
-                }
+                inside_all = maj.clone();
+                among = Some(maj);
             }
             inside_all
-                .unwrap_or_default()
                 .into_iter()
                 .filter(|&o| nested(s, o as usize))
                 .count() as u32
         })
         .collect()
+}
+
+/// Which shells a ray counts crossings for.
+#[derive(Clone, Copy)]
+enum Among<'a> {
+    /// These (sorted).
+    Shells(&'a [u32]),
+    /// Those the test accepts.
+    Nested(&'a dyn Fn(u32) -> bool),
+}
+
+/// A box's key for [`Dominance`]: `[min, -max]`. A box strictly contains another when the
+/// other's key is above its own in all six coordinates.
+fn nest_key(b: &Bbox) -> [f32; 6] {
+    [
+        b.min[0], b.min[1], b.min[2], -b.max[0], -b.max[1], -b.max[2],
+    ]
+}
+
+/// Per shell: may its box strictly contain another shell's box (the only shells that can
+/// contain one)? And those shells as a [`Dominance`] tree on their negated keys, which lists
+/// the ones that hold a given box. Both are dominance queries on [`nest_key`]s. A query that
+/// visits more than [`DOMINANCE_VISITS`] nodes stops and answers "maybe", which costs only
+/// time (the rays then decide), never a wrong depth.
+fn nest_candidates(info: &[(f64, Option<Bbox>)]) -> (Vec<bool>, Dominance) {
+    let keyed = |sign: f32, of: &dyn Fn(usize) -> bool| {
+        info.iter()
+            .enumerate()
+            .filter(|&(s, _)| of(s))
+            .filter_map(|(s, i)| i.1.map(|b| (nest_key(&b).map(|x| sign * x), s as u32)))
+            .collect::<Vec<_>>()
+    };
+    let above = Dominance::new(keyed(1.0, &|_| true));
+    let container: Vec<bool> = info
+        .par_iter()
+        .map(|i| {
+            i.1.is_some_and(|b| {
+                above
+                    .above(nest_key(&b), true)
+                    .is_none_or(|found| !found.is_empty())
+            })
+        })
+        .collect();
+    let holders = Dominance::new(keyed(-1.0, &|s| container[s]));
+    (container, holders)
+}
+
+/// Most nodes one [`Dominance::above`] query visits before it gives up.
+const DOMINANCE_VISITS: usize = 1024;
+
+/// Most points one [`Dominance::above`] query lists before it gives up.
+const DOMINANCE_LIST: usize = 64;
+
+/// Points in six coordinates as an implicit k-d tree: every subtree is a slice of `pts`, split
+/// at its middle element on coordinate `depth % 6`, and `up` holds, at that middle index, the
+/// largest value of each coordinate over the subtree.
+struct Dominance {
+    pts: Vec<([f32; 6], u32)>,
+    up: Vec<[f32; 6]>,
+}
+
+impl Dominance {
+    fn new(mut pts: Vec<([f32; 6], u32)>) -> Dominance {
+        fn build(pts: &mut [([f32; 6], u32)], up: &mut [[f32; 6]], depth: usize) -> [f32; 6] {
+            if pts.is_empty() {
+                return [f32::NEG_INFINITY; 6];
+            }
+            let mid = pts.len() / 2;
+            let d = depth % 6;
+            pts.select_nth_unstable_by(mid, |a, b| a.0[d].total_cmp(&b.0[d]));
+            let (left, rest) = pts.split_at_mut(mid);
+            let (up_left, up_rest) = up.split_at_mut(mid);
+            let a = build(left, up_left, depth + 1);
+            let b = build(&mut rest[1..], &mut up_rest[1..], depth + 1);
+            let mut m = rest[0].0;
+            for k in 0..6 {
+                m[k] = m[k].max(a[k]).max(b[k]);
+            }
+            up_rest[0] = m;
+            m
+        }
+        let mut up = vec![[f32::NEG_INFINITY; 6]; pts.len()];
+        build(&mut pts, &mut up, 0);
+        Dominance { pts, up }
+    }
+
+    /// The points above `q` in all six coordinates, sorted (with `first`: only the first one
+    /// found). `None` when that was not settled within [`DOMINANCE_VISITS`] nodes or there
+    /// are more than [`DOMINANCE_LIST`].
+    fn above(&self, q: [f32; 6], first: bool) -> Option<Vec<u32>> {
+        let mut found = Vec::new();
+        let mut stack = vec![(0, self.pts.len())];
+        let mut visits = 0;
+        while let Some((lo, hi)) = stack.pop() {
+            if lo >= hi {
+                continue;
+            }
+            let mid = lo + (hi - lo) / 2;
+            if (0..6).any(|k| self.up[mid][k] <= q[k]) {
+                continue;
+            }
+            visits += 1;
+            if visits > DOMINANCE_VISITS {
+                return None;
+            }
+            if (0..6).all(|k| self.pts[mid].0[k] > q[k]) {
+                found.push(self.pts[mid].1);
+                if first {
+                    return Some(found);
+                }
+                if found.len() > DOMINANCE_LIST {
+                    return None;
+                }
+            }
+            stack.push((lo, mid));
+            stack.push((mid + 1, hi));
+        }
+        found.sort_unstable();
+        Some(found)
+    }
 }
 
 /// Two sorted lists of shells: those in both, and those in only one (both sorted).
@@ -515,8 +658,8 @@ impl Columns {
     /// The column grids along x, y and z. Each face's corners are read once for all three
     /// (the faces come in any order, so these are random reads: the costly part), giving
     /// its span word per axis.
-    fn build(v: &[[f32; 3]], t: &[[u32; 3]], bb: &Bbox) -> Vec<Columns> {
-        let finest = ((t.len() / 2).max(1) as f64).sqrt().ceil().min(2048.0) as usize;
+    fn build(v: &[[f32; 3]], t: &[[u32; 3]], filed: &[u32], bb: &Bbox) -> Vec<Columns> {
+        let finest = ((filed.len() / 2).max(1) as f64).sqrt().ceil().min(2048.0) as usize;
         let mut res_of = vec![finest];
         while *res_of.last().unwrap_or(&1) > 1 {
             let r = res_of.last().copied().unwrap_or(1);
@@ -533,10 +676,10 @@ impl Columns {
         };
         let frames = [0, 1, 2].map(frame);
         // Per face and axis: its level and its cell span there, packed in one word ([`span`]).
-        let spans: Vec<[u64; 3]> = t
+        let spans: Vec<[u64; 3]> = filed
             .par_iter()
-            .map(|f| {
-                let q = f.map(|i| v[i as usize]);
+            .map(|&f| {
+                let q = t[f as usize].map(|i| v[i as usize]);
                 let range = |a: usize| {
                     q.iter()
                         .fold((f64::INFINITY, f64::NEG_INFINITY), |(mn, mx), p| {
@@ -566,17 +709,19 @@ impl Columns {
             .into_par_iter()
             .map(|axis| {
                 let (origin, ext) = frames[axis];
-                Columns::new(axis, origin, ext, &res_of, &spans)
+                Columns::new(axis, origin, ext, &res_of, filed, &spans)
             })
             .collect()
     }
 
-    /// The grid along `axis` from every face's span words.
+    /// The grid along `axis` from the span words of the faces `filed` (`spans[i]` is
+    /// `filed[i]`'s).
     fn new(
         axis: usize,
         origin: [f64; 2],
         ext: [f64; 2],
         res_of: &[usize],
+        filed: &[u32],
         spans: &[[u64; 3]],
     ) -> Columns {
         // The faces grouped by level in one counting pass (`by_level[of[l]..of[l + 1]]` are
@@ -621,7 +766,7 @@ impl Columns {
                     for iu in s[0]..=s[1] {
                         for iw in s[2]..=s[3] {
                             let c = iu * res + iw;
-                            faces[fill[c] as usize] = f;
+                            faces[fill[c] as usize] = filed[f as usize];
                             fill[c] += 1;
                         }
                     }
@@ -644,7 +789,7 @@ impl Columns {
         v: &[[f32; 3]],
         t: &[[u32; 3]],
         shell_of: &[u32],
-        want: &dyn Fn(u32) -> bool,
+        among: Among<'_>,
         p: [f64; 3],
         nudge: [f64; 2],
     ) -> Vec<u32> {
@@ -661,13 +806,33 @@ impl Columns {
                     .clamp(0.0, (lv.res - 1) as f64) as usize
             };
             let c = cell(pu, 0) * lv.res + cell(pw, 1);
-            hits.extend(
-                lv.faces[lv.start[c] as usize..lv.start[c + 1] as usize]
-                    .iter()
-                    .filter(|&&f| want(shell_of[f as usize]))
-                    .filter(|&&f| crosses(v, t[f as usize], axis, p, pu, pw))
-                    .map(|&f| shell_of[f as usize]),
-            );
+            let faces = &lv.faces[lv.start[c] as usize..lv.start[c + 1] as usize];
+            let shell = |f: &u32| shell_of[*f as usize];
+            let mut count = |fs: &mut dyn Iterator<Item = &u32>| {
+                hits.extend(
+                    fs.filter(|&&f| crosses(v, t[f as usize], axis, p, pu, pw))
+                        .map(shell),
+                );
+            };
+            match among {
+                // A few shells among many facets: each shell's run of the cell (which lists
+                // its facets shell by shell) by binary search.
+                Among::Shells(list)
+                    if list.len() * 2 * ((faces.len() | 1).ilog2() as usize + 1) < faces.len() =>
+                {
+                    for &o in list {
+                        let lo = faces.partition_point(|f| shell(f) < o);
+                        let hi = lo + faces[lo..].partition_point(|f| shell(f) == o);
+                        count(&mut faces[lo..hi].iter());
+                    }
+                }
+                Among::Shells(list) => count(
+                    &mut faces
+                        .iter()
+                        .filter(|f| list.binary_search(&shell(f)).is_ok()),
+                ),
+                Among::Nested(want) => count(&mut faces.iter().filter(|f| want(shell(f)))),
+            }
         }
         hits.sort_unstable();
         let mut odd = Vec::new();
@@ -689,6 +854,72 @@ impl Columns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nest_candidates_match_every_pair() {
+        // Boxes on a coarse lattice of coordinates (many ties, which must not count as strict
+        // containment), some nested, some side by side, some the same box twice.
+        let mut next = crate::keys::test_uniform(0x9e37_79b9_7f4a_7c15u64);
+        for (n, grid) in [(50, 8.0), (400, 12.0), (3000, 40.0)] {
+            let mut info: Vec<(f64, Option<Bbox>)> = Vec::new();
+            for k in 0..n {
+                if k % 97 == 5 {
+                    info.push((0.0, None));
+                    continue;
+                }
+                let mut b = Bbox {
+                    min: [0.0; 3],
+                    max: [0.0; 3],
+                };
+                // Half of them inside an earlier box, each side moved in by 1 or 2, or by 0
+                // (a tie) one time in ten.
+                let within = (k > 0 && next() < 0.5)
+                    .then(|| info[(next() * k as f64) as usize].1)
+                    .flatten();
+                let inset = |next: &mut dyn FnMut() -> f64| {
+                    if next() < 0.1 {
+                        0.0
+                    } else {
+                        1.0 + (next() * 2.0).floor() as f32
+                    }
+                };
+                for a in 0..3 {
+                    let (x, y) = match within {
+                        Some(o) => (o.min[a] + inset(&mut next), o.max[a] - inset(&mut next)),
+                        None => {
+                            let x = (next() * grid).floor() as f32;
+                            (x, x + 2.0 + (next() * grid).floor() as f32)
+                        }
+                    };
+                    (b.min[a], b.max[a]) = (x.min(y), x.max(y));
+                }
+                info.push((0.0, Some(b)));
+            }
+            let (container, holders) = nest_candidates(&info);
+            let nested = |s: usize, o: usize| matches!((info[s].1, info[o].1), (Some(bs), Some(bo)) if strictly_inside(&bs, &bo));
+            let mut pairs = 0;
+            for s in 0..n {
+                let inside_of: Vec<u32> =
+                    (0..n as u32).filter(|&o| nested(s, o as usize)).collect();
+                let holds = (0..n).filter(|&o| nested(o, s)).count();
+                pairs += inside_of.len();
+                // A yes may be a guess (a query over its bound); a no never is.
+                assert!(container[s] || holds == 0, "{n}: shell {s} holds {holds}");
+                let listed = info[s]
+                    .1
+                    .and_then(|b| holders.above(nest_key(&b).map(|x| -x), false));
+                if n <= 400 {
+                    assert_eq!(container[s], holds > 0, "{n}: shell {s}");
+                    let listable = info[s].1.is_some() && inside_of.len() <= DOMINANCE_LIST;
+                    assert_eq!(listed.is_some(), listable, "{n}: shell {s}");
+                }
+                if let Some(listed) = listed {
+                    assert_eq!(listed, inside_of, "{n}: shell {s}");
+                }
+            }
+            assert!(pairs > n / 4, "{n}: only {pairs} nested pairs");
+        }
+    }
 
     #[test]
     fn inside_cube() {

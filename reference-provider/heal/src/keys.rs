@@ -357,6 +357,51 @@ fn chunk_bbox(points: &[[f32; 3]]) -> Option<Bbox> {
     Some(b)
 }
 
+/// Which cells of a grid of 3-D cells (one grid per `level`) hold something: a prefilter that
+/// lets a look-up of an empty cell skip the table that lists what cells hold. One word per
+/// block of 4 × 4 × 4 cells (the word found by a hash of the block and the level, the bit by
+/// the cell's place in its block), so the cells round a point, which look-ups probe together,
+/// are read from one or a few words instead of one cache line each. A clear bit is exact; a
+/// set one may be another block's sharing the word.
+pub(crate) struct CellBits {
+    words: Vec<u64>,
+    mask: usize,
+}
+
+impl CellBits {
+    /// For about `filled` cells: 16 bits a cell (so few blocks share a word).
+    pub(crate) fn new(filled: usize) -> CellBits {
+        let n = (filled / 4).next_power_of_two().clamp(1 << 6, 1 << 22);
+        CellBits {
+            words: vec![0; n],
+            mask: n - 1,
+        }
+    }
+
+    #[inline]
+    fn at(&self, level: i32, c: [i64; 3]) -> (usize, u32) {
+        // An arithmetic shift and a mask: the block and the place in it, negative cells too.
+        let b = c.map(|x| (x >> 2) as u32);
+        let w = hash3(b[0] ^ (level as u32).wrapping_mul(0x85eb_ca6b), b[1], b[2]) as usize;
+        let bit = (c[0] & 3) | (c[1] & 3) << 2 | (c[2] & 3) << 4;
+        (w & self.mask, bit as u32)
+    }
+
+    /// Mark cell `c` of grid `level` filled.
+    #[inline]
+    pub(crate) fn set(&mut self, level: i32, c: [i64; 3]) {
+        let (w, b) = self.at(level, c);
+        self.words[w] |= 1 << b;
+    }
+
+    /// May cell `c` of grid `level` hold something? (`false`: it holds nothing.)
+    #[inline]
+    pub(crate) fn has(&self, level: i32, c: [i64; 3]) -> bool {
+        let (w, b) = self.at(level, c);
+        self.words[w] >> b & 1 == 1
+    }
+}
+
 /// A xorshift generator of numbers in `[0, 1)` for unit tests (no `generate` feature needed).
 #[cfg(test)]
 pub(crate) fn test_uniform(seed: u64) -> impl FnMut() -> f64 {
@@ -372,6 +417,40 @@ pub(crate) fn test_uniform(seed: u64) -> impl FnMut() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cell_bits_never_miss_a_filled_cell() {
+        // Cells either side of zero and of the blocks' edges, on several levels; every set
+        // cell is found, and most cells next to them (other bits of the same words) are not.
+        let mut next = test_uniform(0x51_7cc1_b727_220au64);
+        let cells: Vec<(i32, [i64; 3])> = (0..5_000)
+            .map(|_| {
+                let l = (next() * 5.0) as i32 - 2;
+                (l, [0; 3].map(|_: i64| (next() * 200.0) as i64 - 100))
+            })
+            .collect();
+        let mut bits = CellBits::new(cells.len());
+        for &(l, c) in &cells {
+            bits.set(l, c);
+        }
+        assert!(cells.iter().all(|&(l, c)| bits.has(l, c)));
+        let set: std::collections::HashSet<_> = cells.iter().copied().collect();
+        let (mut empty, mut claimed) = (0, 0);
+        for &(l, c) in &cells {
+            for d in 0..27 {
+                let n = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
+                let n = [0, 1, 2].map(|a| c[a] + n[a]);
+                if !set.contains(&(l, n)) {
+                    empty += 1;
+                    claimed += usize::from(bits.has(l, n));
+                }
+            }
+        }
+        assert!(
+            claimed * 10 < empty,
+            "{claimed} of {empty} empty cells claimed"
+        );
+    }
 
     #[test]
     fn radix_sort_matches_std() {

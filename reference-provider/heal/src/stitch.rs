@@ -118,22 +118,16 @@ pub(crate) fn stitch(
     let inv = 1.0 / cap;
     let cell = |v: usize| vertices[v].map(|x| (f64::from(x) * inv).floor() as i64);
     let mut cell_min: std::collections::HashMap<[i64; 3], f64> = Default::default();
-    // The filed cells' bits in a bitmap (by a cheap hash): most of the 27 cells round a
-    // boundary vertex hold none when the boundary is sparse (a cloud of separate triangles),
-    // and their probes then skip the map.
-    let bits = (shortest.len() * 4)
-        .next_power_of_two()
-        .clamp(1 << 12, 1 << 28);
-    let bit =
-        |c: [i64; 3]| keys::hash3(c[0] as u32, c[1] as u32, c[2] as u32) as usize & (bits - 1);
-    let mut filed = vec![0u64; bits / 64];
+    // The filed cells in a [`keys::CellBits`]: most of the 27 cells round a boundary vertex
+    // hold none when the boundary is sparse (a cloud of separate triangles), and their probes
+    // then skip the map.
+    let mut filed = keys::CellBits::new(shortest.iter().filter(|s| s.is_finite()).count());
     for (v, &s) in shortest.iter().enumerate() {
         if s.is_finite() {
             let c = cell(v);
             let m = cell_min.entry(c).or_insert(s);
             *m = m.min(s);
-            let b = bit(c);
-            filed[b / 64] |= 1 << (b % 64);
+            filed.set(0, c);
         }
     }
     let known = |v: usize| prior.get(v).copied().unwrap_or(f64::INFINITY);
@@ -148,8 +142,7 @@ pub(crate) fn stitch(
             for d in 0..27 {
                 let n = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
                 let n = [0, 1, 2].map(|a| c[a].wrapping_add(n[a]));
-                let b = bit(n);
-                if filed[b / 64] >> (b % 64) & 1 == 0 {
+                if !filed.has(0, n) {
                     continue;
                 }
                 if let Some(&x) = cell_min.get(&n) {
@@ -533,22 +526,29 @@ struct Filed {
     /// Where each slot's runs start.
     first: Vec<u32>,
     bits: u32,
-    /// One bit per slot of a 16 times finer index, set where a cell's run lies: a probe of
-    /// an empty cell (most probes when the boundary is sparse, as in a cloud of separate
-    /// triangles) reads this small bitmap instead of `first` and `hash` at random.
-    occupied: Vec<u64>,
-    occupied_bits: u32,
+    /// The filed cells (by class): a probe of an empty cell (most probes when the boundary
+    /// is sparse, as in a cloud of separate triangles) reads this small bitmap, where the
+    /// cells round an edge share a word, instead of `first` and `hash` at random.
+    occupied: keys::CellBits,
 }
 
 impl Filed {
     fn new(edges: Vec<Edge>) -> Filed {
-        let mut filed: Vec<u64> = edges
+        let cells: Vec<(i32, [i64; 3])> = edges
             .par_iter()
-            .enumerate()
-            .map(|(i, e)| {
+            .map(|e| {
                 let c = class(e);
-                pack(cell_hash(c, cell_of(c, e.mid())), i as u32)
+                (c, cell_of(c, e.mid()))
             })
+            .collect();
+        let mut occupied = keys::CellBits::new(edges.len());
+        for &(c, x) in &cells {
+            occupied.set(c, x);
+        }
+        let mut filed: Vec<u64> = cells
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, (c, x))| pack(cell_hash(c, x), i as u32))
             .collect();
         keys::sort(&mut filed);
         let edges: Vec<Edge> = filed.par_iter().map(|&k| edges[lo(k) as usize]).collect();
@@ -562,27 +562,21 @@ impl Filed {
         for i in 1..first.len() {
             first[i] += first[i - 1];
         }
-        let occupied_bits = (bits + 4).min(32);
-        let mut occupied = vec![0u64; (1usize << occupied_bits).div_ceil(64)];
-        for &h in &hash {
-            let b = (u64::from(h) >> (32 - occupied_bits)) as usize;
-            occupied[b / 64] |= 1 << (b % 64);
-        }
         Filed {
             edges,
             hash,
             first,
             bits,
             occupied,
-            occupied_bits,
         }
     }
 
-    fn run_of(&self, h: u32) -> std::ops::Range<usize> {
-        let b = (u64::from(h) >> (32 - self.occupied_bits)) as usize;
-        if self.occupied[b / 64] >> (b % 64) & 1 == 0 {
+    /// The edges filed under class `c` and cell `x` (and any other cell that shares its hash).
+    fn run_of(&self, c: i32, x: [i64; 3]) -> std::ops::Range<usize> {
+        if !self.occupied.has(c, x) {
             return 0..0;
         }
+        let h = cell_hash(c, x);
         let slot = (h >> (32 - self.bits)) as usize;
         let (a, b) = (self.first[slot] as usize, self.first[slot + 1] as usize);
         let run = &self.hash[a..b];
@@ -614,7 +608,7 @@ impl Filed {
             for k in 0..8usize {
                 let shifted =
                     [0, 1, 2].map(|a| x[a].wrapping_add(if k >> a & 1 == 1 { dir[a] } else { 0 }));
-                for j in self.run_of(cell_hash(c, shifted)) {
+                for j in self.run_of(c, shifted) {
                     if j == i {
                         continue;
                     }
@@ -793,17 +787,28 @@ mod tests {
     fn every_filed_edge_is_found_in_its_cells_run() {
         for n in [1, 7, 1_000, 20_000] {
             let filed = Filed::new(sparse_edges(n));
-            for (i, &h) in filed.hash.iter().enumerate() {
-                let run = filed.run_of(h);
+            let cell = |e: &Edge| {
+                let c = class(e);
+                (c, cell_of(c, e.mid()))
+            };
+            for (i, e) in filed.edges.iter().enumerate() {
+                let (c, x) = cell(e);
+                let run = filed.run_of(c, x);
                 assert!(run.contains(&i), "n {n}: edge {i} not in {run:?}");
+                let h = cell_hash(c, x);
                 assert!(run.clone().all(|j| filed.hash[j] == h), "n {n}: {run:?}");
             }
-            // A probe finds exactly the edges filed under its hash, none when there are none.
-            let mut probe = 0x9e37_79b9u32;
-            for _ in 0..20_000 {
-                probe = keys::fmix32(probe.wrapping_add(1));
-                let want = filed.hash.iter().filter(|&&h| h == probe).count();
-                assert_eq!(filed.run_of(probe).len(), want, "n {n}: probe {probe:#x}");
+            // A probe finds exactly the edges filed under its cell's hash, none when there are
+            // none: the cells next to every edge's, in its class and the next.
+            for e in filed.edges.iter().step_by(7) {
+                let (c, x) = cell(e);
+                for (c, d) in (0..54).map(|d| (c + d / 27, d % 27)) {
+                    let o = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
+                    let x = [0, 1, 2].map(|a| x[a] + i64::from(o[a]));
+                    let h = cell_hash(c, x);
+                    let want = filed.hash.iter().filter(|&&g| g == h).count();
+                    assert_eq!(filed.run_of(c, x).len(), want, "n {n}: {c} {x:?}");
+                }
             }
         }
     }

@@ -262,27 +262,15 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
     let level = |length: f64| (length / 8.0).log2().ceil() as i32;
     let cell = |c: [f64; 3], l: i32| c.map(|x| (x / 2f64.powi(l)).floor() as i64);
     let mut grid: HashMap<(i32, [i64; 3]), Vec<usize>> = HashMap::new();
-    // The filed cells' bits in a bitmap (by a cheap hash), so that the probes of empty cells,
-    // most of them, skip the map: on a cloud of separate triangles (each a closed chain) the
-    // map's look-ups were nearly all of the repair's time.
-    let bits = (info.len() * 16)
-        .next_power_of_two()
-        .clamp(1 << 12, 1 << 28);
-    let bit = |l: i32, g: [i64; 3]| {
-        let h = keys::hash3(
-            (g[0] as u32) ^ (l as u32).wrapping_mul(0x85eb_ca6b),
-            g[1] as u32,
-            g[2] as u32,
-        );
-        h as usize & (bits - 1)
-    };
-    let mut filed = vec![0u64; bits / 64];
+    // The filed cells in a [`keys::CellBits`], so that the probes of empty cells, most of
+    // them, skip the map: on a cloud of separate triangles (each a closed chain) the map's
+    // look-ups were nearly all of the repair's time.
+    let mut filed = keys::CellBits::new(info.len());
     for (k, x) in info.iter().enumerate() {
         let l = level(x.2);
         let c = cell(x.1, l);
         grid.entry((l, c)).or_default().push(k);
-        let b = bit(l, c);
-        filed[b / 64] |= 1 << (b % 64);
+        filed.set(l, c);
     }
     // Per chain, the cells within a tenth of its length of its centroid at its own level and
     // the next one down and up (a partner's length is within a tenth of its own, so its level
@@ -305,8 +293,7 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
                     for gy in lo[1]..=hi[1] {
                         for gz in lo[2]..=hi[2] {
                             let g = [gx, gy, gz];
-                            let b = bit(l, g);
-                            if filed[b / 64] >> (b % 64) & 1 == 0 {
+                            if !filed.has(l, g) {
                                 continue;
                             }
                             for &o in grid.get(&(l, g)).into_iter().flatten() {

@@ -357,6 +357,44 @@ fn chunk_bbox(points: &[[f32; 3]]) -> Option<Bbox> {
     Some(b)
 }
 
+/// Sorted 32-bit hashes with an index on their top bits: the run of one hash is found through
+/// its slot of the index (about one run per slot) and a search within the slot, not over the
+/// whole list.
+pub(crate) struct HashRuns {
+    /// The hashes, sorted.
+    pub(crate) hash: Vec<u32>,
+    /// Where each slot's runs start.
+    first: Vec<u32>,
+    bits: u32,
+}
+
+impl HashRuns {
+    /// The index of `hash`, which must be sorted.
+    pub(crate) fn new(hash: Vec<u32>) -> HashRuns {
+        debug_assert!(hash.is_sorted());
+        let bits = (usize::BITS - hash.len().leading_zeros()).clamp(1, 30);
+        let mut first = vec![0u32; (1usize << bits) + 1];
+        for &h in &hash {
+            first[(h >> (32 - bits)) as usize + 1] += 1;
+        }
+        for i in 1..first.len() {
+            first[i] += first[i - 1];
+        }
+        HashRuns { hash, first, bits }
+    }
+
+    /// Where the hash `h` is in the list (empty when it is not).
+    #[inline]
+    pub(crate) fn run(&self, h: u32) -> Range<usize> {
+        let slot = (h >> (32 - self.bits)) as usize;
+        let (a, b) = (self.first[slot] as usize, self.first[slot + 1] as usize);
+        let run = &self.hash[a..b];
+        let s = run.partition_point(|&x| x < h);
+        let e = s + run[s..].partition_point(|&x| x == h);
+        a + s..a + e
+    }
+}
+
 /// Which cells of a grid of 3-D cells (one grid per `level`) hold something: a prefilter that
 /// lets a look-up of an empty cell skip the table that lists what cells hold. One word per
 /// block of 4 × 4 × 4 cells (the word found by a hash of the block and the level, the bit by

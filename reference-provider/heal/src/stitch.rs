@@ -117,39 +117,30 @@ pub(crate) fn stitch(
     // side `cap` (the farthest a stitch reaches), each cell holding the smallest of its own.
     let inv = 1.0 / cap;
     let cell = |v: usize| vertices[v].map(|x| (f64::from(x) * inv).floor() as i64);
-    let mut cell_min: std::collections::HashMap<[i64; 3], f64> = Default::default();
-    // The filed cells in a [`keys::CellBits`]: most of the 27 cells round a boundary vertex
-    // hold none when the boundary is sparse (a cloud of separate triangles), and their probes
-    // then skip the map.
-    let mut filed = keys::CellBits::new(shortest.iter().filter(|s| s.is_finite()).count());
-    for (v, &s) in shortest.iter().enumerate() {
-        if s.is_finite() {
-            let c = cell(v);
-            let m = cell_min.entry(c).or_insert(s);
-            *m = m.min(s);
-            filed.set(0, c);
-        }
-    }
+    let cell_min = CellMin::new(&shortest, cell);
     let known = |v: usize| prior.get(v).copied().unwrap_or(f64::INFINITY);
-    let scale: Vec<f64> = (0..vertices.len())
-        .into_par_iter()
-        .map(|v| {
-            if !shortest[v].is_finite() {
-                return known(v);
-            }
-            let c = cell(v);
-            let mut m = shortest[v];
-            for d in 0..27 {
+    // Every vertex of a cell has the same 27 cells round it, its own cell's smallest among
+    // them (no larger than its own): one neighbourhood per filled cell.
+    let near: Vec<f64> = cell_min
+        .cells
+        .par_iter()
+        .map(|&(c, own)| {
+            let mut m = own;
+            for d in (0..27).filter(|&d| d != 13) {
                 let n = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
                 let n = [0, 1, 2].map(|a| c[a].wrapping_add(n[a]));
-                if !filed.has(0, n) {
-                    continue;
-                }
-                if let Some(&x) = cell_min.get(&n) {
+                if let Some(x) = cell_min.get(n) {
                     m = m.min(x);
                 }
             }
-            m.min(known(v))
+            m
+        })
+        .collect();
+    let scale: Vec<f64> = (0..vertices.len())
+        .into_par_iter()
+        .map(|v| match cell_min.entry_of[v] {
+            NONE => known(v),
+            e => near[e as usize].min(known(v)),
         })
         .collect();
     drop(cell_min);
@@ -235,6 +226,79 @@ pub(crate) fn stitch(
         largest = largest.max(s);
     }
     finish(parent, stitched, largest)
+}
+
+/// Per cell of a grid: the smallest value of the vertices in it, for look-ups of the cells
+/// round a vertex. The cells sorted by hash ([`keys::HashRuns`]) and a
+/// [`keys::CellBits`] of the filled ones: most of the 27 cells round a boundary vertex hold
+/// none when the boundary is sparse (a cloud of separate triangles), and their probes then
+/// read only a word of the bitmap.
+struct CellMin {
+    runs: keys::HashRuns,
+    /// Per entry (in hash order): its cell and smallest value.
+    cells: Vec<([i64; 3], f64)>,
+    /// Per vertex: its cell's entry ([`NONE`] when its value is not finite).
+    entry_of: Vec<u32>,
+    filled: keys::CellBits,
+}
+
+impl CellMin {
+    /// The cells `cell(v)` of the vertices `v` whose `value` is finite, each with the
+    /// smallest value in it.
+    fn new(value: &[f64], cell: impl Fn(usize) -> [i64; 3] + Sync) -> CellMin {
+        let at: Vec<u32> = (0..value.len() as u32)
+            .into_par_iter()
+            .filter(|&v| value[v as usize].is_finite())
+            .collect();
+        let cells: Vec<[i64; 3]> = at.par_iter().map(|&v| cell(v as usize)).collect();
+        let hashes: Vec<u32> = cells.par_iter().map(|&c| cell_hash(0, c)).collect();
+        let sorted = keys::sort_hashes(&hashes);
+        let mut filled = keys::CellBits::new(at.len());
+        let (mut hash, mut entries) = (Vec::new(), Vec::new());
+        let mut entry_of = vec![NONE; value.len()];
+        let mut run: Vec<([i64; 3], u32)> = Vec::new();
+        let mut i = 0;
+        while i < sorted.len() {
+            // One hash's vertices (nearly always of one cell), grouped by cell.
+            let h = hi(sorted[i]);
+            run.clear();
+            while i < sorted.len() && hi(sorted[i]) == h {
+                let k = lo(sorted[i]) as usize;
+                run.push((cells[k], at[k]));
+                i += 1;
+            }
+            run.sort_unstable();
+            for &(c, v) in &run {
+                let x = value[v as usize];
+                match entries.last_mut() {
+                    Some((last, m)) if hash.last() == Some(&h) && *last == c => *m = x.min(*m),
+                    _ => {
+                        hash.push(h);
+                        entries.push((c, x));
+                        filled.set(0, c);
+                    }
+                }
+                entry_of[v as usize] = (entries.len() - 1) as u32;
+            }
+        }
+        CellMin {
+            runs: keys::HashRuns::new(hash),
+            cells: entries,
+            entry_of,
+            filled,
+        }
+    }
+
+    /// The smallest value in cell `c`, if it holds any.
+    fn get(&self, c: [i64; 3]) -> Option<f64> {
+        if !self.filled.has(0, c) {
+            return None;
+        }
+        self.cells[self.runs.run(cell_hash(0, c))]
+            .iter()
+            .find(|e| e.0 == c)
+            .map(|e| e.1)
+    }
 }
 
 /// Of an edge's own length, the fraction its ends may be moved by a stitch of copies.
@@ -522,13 +586,10 @@ struct Filed {
     /// The edges in cell order.
     edges: Vec<Edge>,
     /// Per edge (in that order): its cell's hash.
-    hash: Vec<u32>,
-    /// Where each slot's runs start.
-    first: Vec<u32>,
-    bits: u32,
+    runs: keys::HashRuns,
     /// The filed cells (by class): a probe of an empty cell (most probes when the boundary
     /// is sparse, as in a cloud of separate triangles) reads this small bitmap, where the
-    /// cells round an edge share a word, instead of `first` and `hash` at random.
+    /// cells round an edge share a word, instead of `runs` at random.
     occupied: keys::CellBits,
 }
 
@@ -554,19 +615,9 @@ impl Filed {
         let edges: Vec<Edge> = filed.par_iter().map(|&k| edges[lo(k) as usize]).collect();
         let hash: Vec<u32> = filed.par_iter().map(|&k| hi(k)).collect();
         drop(filed);
-        let bits = (usize::BITS - hash.len().leading_zeros()).clamp(1, 30);
-        let mut first = vec![0u32; (1usize << bits) + 1];
-        for &h in &hash {
-            first[(h >> (32 - bits)) as usize + 1] += 1;
-        }
-        for i in 1..first.len() {
-            first[i] += first[i - 1];
-        }
         Filed {
             edges,
-            hash,
-            first,
-            bits,
+            runs: keys::HashRuns::new(hash),
             occupied,
         }
     }
@@ -576,13 +627,7 @@ impl Filed {
         if !self.occupied.has(c, x) {
             return 0..0;
         }
-        let h = cell_hash(c, x);
-        let slot = (h >> (32 - self.bits)) as usize;
-        let (a, b) = (self.first[slot] as usize, self.first[slot + 1] as usize);
-        let run = &self.hash[a..b];
-        let s = run.partition_point(|&x| x < h);
-        let e = s + run[s..].partition_point(|&x| x == h);
-        a + s..a + e
+        self.runs.run(cell_hash(c, x))
     }
 
     /// Calls `found(j, gap)` for every edge `j` that matches edge `i` (see [`Edge::gap`])
@@ -784,6 +829,46 @@ mod tests {
     }
 
     #[test]
+    fn cell_min_holds_each_cells_smallest_value() {
+        // 300 000 vertices in about 200 000 cells, some values not finite (not filed): a few
+        // pairs of distinct cells share a 32-bit hash at this count, which must stay apart.
+        let mut next = keys::test_uniform(0x6a09_e667_f3bc_c909u64);
+        let n = 300_000;
+        let cell_of: Vec<[i64; 3]> = (0..n)
+            .map(|_| [0; 3].map(|_: i64| (next() * 60.0) as i64 - 30))
+            .collect();
+        let value: Vec<f64> = (0..n)
+            .map(|_| {
+                let x = next();
+                if x < 0.05 { f64::INFINITY } else { x }
+            })
+            .collect();
+        let m = CellMin::new(&value, |v| cell_of[v]);
+        let mut want: std::collections::HashMap<[i64; 3], f64> = Default::default();
+        for (c, &x) in cell_of.iter().zip(&value).filter(|(_, x)| x.is_finite()) {
+            let e = want.entry(*c).or_insert(x);
+            *e = e.min(x);
+        }
+        assert_eq!(m.cells.len(), want.len());
+        for (v, c) in cell_of.iter().enumerate() {
+            assert_eq!(m.get(*c), want.get(c).copied(), "{c:?}");
+            match m.entry_of[v] {
+                NONE => assert!(!value[v].is_finite()),
+                e => assert_eq!(m.cells[e as usize], (*c, want[c])),
+            }
+        }
+        let hashes: std::collections::HashSet<u32> =
+            want.keys().map(|&c| cell_hash(0, c)).collect();
+        assert!(
+            hashes.len() < want.len(),
+            "no two cells share a hash: widen the test"
+        );
+        for c in [[31, 0, 0], [-31, 5, 5], [100, 100, 100]] {
+            assert_eq!(m.get(c), None);
+        }
+    }
+
+    #[test]
     fn every_filed_edge_is_found_in_its_cells_run() {
         for n in [1, 7, 1_000, 20_000] {
             let filed = Filed::new(sparse_edges(n));
@@ -796,7 +881,10 @@ mod tests {
                 let run = filed.run_of(c, x);
                 assert!(run.contains(&i), "n {n}: edge {i} not in {run:?}");
                 let h = cell_hash(c, x);
-                assert!(run.clone().all(|j| filed.hash[j] == h), "n {n}: {run:?}");
+                assert!(
+                    run.clone().all(|j| filed.runs.hash[j] == h),
+                    "n {n}: {run:?}"
+                );
             }
             // A probe finds exactly the edges filed under its cell's hash, none when there are
             // none: the cells next to every edge's, in its class and the next.
@@ -806,7 +894,7 @@ mod tests {
                     let o = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
                     let x = [0, 1, 2].map(|a| x[a] + i64::from(o[a]));
                     let h = cell_hash(c, x);
-                    let want = filed.hash.iter().filter(|&&g| g == h).count();
+                    let want = filed.runs.hash.iter().filter(|&&g| g == h).count();
                     assert_eq!(filed.run_of(c, x).len(), want, "n {n}: {c} {x:?}");
                 }
             }

@@ -88,7 +88,7 @@ pub(crate) fn strips(
         return None;
     }
     edges.par_sort_unstable();
-    let chains = chains(&edges);
+    let chains = chains(&edges, v.len());
     let candidates = pairs(v, &chains);
     if candidates.is_empty() {
         return None;
@@ -167,16 +167,19 @@ fn chain_edges(c: &Chain) -> impl Iterator<Item = (u32, u32)> + '_ {
 
 /// Cut the hole edges (sorted by start) into chains at branch vertices: vertices where other
 /// than exactly one edge leaves and one arrives. What is left are closed chains.
-fn chains(edges: &[(u32, u32, u32)]) -> Vec<Chain> {
-    let mut ins: HashMap<u32, u32> = HashMap::new();
-    for &(_, b, _) in edges {
-        *ins.entry(b).or_default() += 1;
+fn chains(edges: &[(u32, u32, u32)], vertices: usize) -> Vec<Chain> {
+    // Per vertex: the edges that arrive, and where its edges leave in `edges` (sorted by start).
+    let mut ins = vec![0u32; vertices];
+    let mut start = vec![0u32; vertices + 1];
+    for &(a, b, _) in edges {
+        ins[b as usize] += 1;
+        start[a as usize + 1] += 1;
     }
-    let out_of = |x: u32| {
-        let s = edges.partition_point(|e| e.0 < x);
-        s..s + edges[s..].partition_point(|e| e.0 == x)
-    };
-    let branch = |x: u32| out_of(x).len() != 1 || ins.get(&x).copied().unwrap_or(0) != 1;
+    for x in 0..vertices {
+        start[x + 1] += start[x];
+    }
+    let out_of = |x: u32| start[x as usize] as usize..start[x as usize + 1] as usize;
+    let branch = |x: u32| out_of(x).len() != 1 || ins[x as usize] != 1;
     let mut used = vec![false; edges.len()];
     let mut chains = Vec::new();
     let follow = |first: usize, used: &mut Vec<bool>| -> Vec<u32> {
@@ -261,17 +264,44 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
         .collect();
     let level = |length: f64| (length / 8.0).log2().ceil() as i32;
     let cell = |c: [f64; 3], l: i32| c.map(|x| (x / 2f64.powi(l)).floor() as i64);
-    let mut grid: HashMap<(i32, [i64; 3]), Vec<usize>> = HashMap::new();
-    // The filed cells in a [`keys::CellBits`], so that the probes of empty cells, most of
-    // them, skip the map: on a cloud of separate triangles (each a closed chain) the map's
-    // look-ups were nearly all of the repair's time.
+    // The chains by the hash of their level and cell (in chain order within one hash), and
+    // the filed cells in a [`keys::CellBits`], so that the probes of empty cells, most of
+    // them, read only a word of the bitmap: on a cloud of separate triangles (each a closed
+    // chain) these look-ups were nearly all of the repair's time.
+    let cells: Vec<(i32, [i64; 3])> = info
+        .par_iter()
+        .map(|x| {
+            let l = level(x.2);
+            (l, cell(x.1, l))
+        })
+        .collect();
+    let hash = |l: i32, g: [i64; 3]| {
+        keys::hash3(
+            (g[0] as u32) ^ (l as u32).wrapping_mul(0x85eb_ca6b),
+            g[1] as u32,
+            g[2] as u32,
+        )
+    };
+    let sorted = keys::sort_hashes(
+        &cells
+            .par_iter()
+            .map(|&(l, g)| hash(l, g))
+            .collect::<Vec<_>>(),
+    );
+    let order: Vec<u32> = sorted.iter().map(|&x| keys::lo(x)).collect();
+    let runs = keys::HashRuns::new(sorted.iter().map(|&x| keys::hi(x)).collect());
+    drop(sorted);
     let mut filed = keys::CellBits::new(info.len());
-    for (k, x) in info.iter().enumerate() {
-        let l = level(x.2);
-        let c = cell(x.1, l);
-        grid.entry((l, c)).or_default().push(k);
-        filed.set(l, c);
+    for &(l, g) in &cells {
+        filed.set(l, g);
     }
+    let cells = &cells;
+    let grid = |l: i32, g: [i64; 3]| {
+        order[runs.run(hash(l, g))]
+            .iter()
+            .map(|&o| o as usize)
+            .filter(move |&o| cells[o] == (l, g))
+    };
     // Per chain, the cells within a tenth of its length of its centroid at its own level and
     // the next one down and up (a partner's length is within a tenth of its own, so its level
     // is one of these): at most 5, 3 and 2 cells per axis, since a cell is at least a
@@ -296,7 +326,7 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
                             if !filed.has(l, g) {
                                 continue;
                             }
-                            for &o in grid.get(&(l, g)).into_iter().flatten() {
+                            for o in grid(l, g) {
                                 seen += 1;
                                 if seen > MAX_SCAN {
                                     break 'levels;

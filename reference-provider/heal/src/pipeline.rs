@@ -624,13 +624,22 @@ fn topology_stage(
     // share a vertex) may match: a few rounds, each only while the last one sewed something.
     // Every round keeps the scales of the rounds before (see `stitch::stitch`), so limits never
     // grow as the boundary shrinks.
+    // A later round looks only round the vertices the one before merged (`stitch::Focus`).
     let mut scale = Vec::new();
     let mut rounds = 0;
     let mut open = topo.boundary_edges;
     let mut changed = false;
+    let mut focus = None;
     while rounds < STITCH_ROUNDS && options.stitch && auto && open > 1 {
         rounds += 1;
-        let round = stitch::stitch(vertices, triangles, &topo.twin, cap, &mut scale);
+        let round = stitch::stitch(
+            vertices,
+            triangles,
+            &topo.twin,
+            cap,
+            &mut scale,
+            focus.as_ref(),
+        );
         st.edges += round.edges;
         st.vertices += round.vertices;
         st.largest = st.largest.max(round.largest);
@@ -641,14 +650,16 @@ fn topology_stage(
         open = sew(
             vertices, triangles, &mut topo, touched, removed, tags, options, &round,
         );
+        focus = stitch::Focus::around(vertices, &merged(&round), cap, open as usize);
     }
     // Edges still open: copies of edges whose rim is shorter than the noise (see
     // `stitch::stitch_copies`), within the spread of the copies merged so far.
     let spread = (COPY_SPREAD * weld_largest.max(st.largest)).min(cap);
     let mut copy_rounds = 0;
+    let mut focus = None;
     while copy_rounds < STITCH_ROUNDS && options.stitch && auto && open > 1 {
         copy_rounds += 1;
-        let round = stitch::stitch_copies(vertices, triangles, &topo.twin, spread);
+        let round = stitch::stitch_copies(vertices, triangles, &topo.twin, spread, focus.as_ref());
         st.edges += round.edges;
         st.vertices += round.vertices;
         st.largest = st.largest.max(round.largest);
@@ -660,6 +671,7 @@ fn topology_stage(
         open = sew(
             vertices, triangles, &mut topo, touched, removed, tags, options, &round,
         );
+        focus = stitch::Focus::around(vertices, &merged(&round), spread, open as usize);
     }
     // Boundary edges that boundary vertices lie on (T-junctions, also between two patches
     // that are not yet one shell): split there, so both sides of the seam pair.
@@ -718,6 +730,17 @@ fn topology_stage(
         seconds: 0.0,
     };
     (topo, report)
+}
+
+/// The vertices a stitch round merged, and those they were merged into.
+fn merged(round: &stitch::Stitched) -> Vec<u32> {
+    round
+        .merge_into
+        .iter()
+        .enumerate()
+        .filter(|&(v, &to)| v as u32 != to)
+        .flat_map(|(v, &to)| [v as u32, to])
+        .collect()
 }
 
 /// Apply a stitch round: merge its vertices, remove the facets that made degenerate or

@@ -58,20 +58,101 @@ pub(crate) struct Stitched {
     pub largest: f64,
 }
 
+/// Where a later round of stitching looks: round the vertices the round before merged.
+///
+/// A pair of boundary edges whose outcome a round's merges can change lies near them: an edge
+/// at a merged vertex (moved, renamed), an edge whose best match was sewn to another (within
+/// the reach of that one's merged ends), or the new partner of either (one reach further);
+/// the limits change only where new short edges appeared, at the merged vertices. So a later
+/// round files only the boundary edges with an end within two cells of a merged vertex in a
+/// grid of side [`FOCUS_CELLS`] × the largest reach (the focus), and sews only pairs of edges
+/// with an end within one cell (the inner focus): every inner edge's candidates, their
+/// candidates and their limits' neighbourhoods lie in the focus, so an inner pair is sewn
+/// exactly when a round over the whole boundary would sew it, and the rest of the boundary,
+/// which the round before already answered, is not looked at again.
+pub(crate) struct Focus {
+    inv: f64,
+    /// Coarse cells within one cell of a merged vertex (the inner focus) ...
+    inner: std::collections::HashSet<[i64; 3]>,
+    /// ... and within two.
+    outer: std::collections::HashSet<[i64; 3]>,
+}
+
+/// The focus's cells, in units of the largest reach.
+const FOCUS_CELLS: f64 = 16.0;
+
+impl Focus {
+    /// The focus round the vertices `merged`, for stitches that reach at most `cap`; `None`
+    /// (look at the whole boundary) when its cells would outnumber the `open` boundary edges
+    /// (merges all over the model: a focus would save nothing).
+    pub(crate) fn around(
+        vertices: &[[f32; 3]],
+        merged: &[u32],
+        cap: f64,
+        open: usize,
+    ) -> Option<Focus> {
+        let inv = 1.0 / (cap * FOCUS_CELLS);
+        if !inv.is_finite() {
+            return None;
+        }
+        let cell = |v: &u32| vertices[*v as usize].map(|x| (f64::from(x) * inv).floor() as i64);
+        let mut cells: Vec<[i64; 3]> = merged.par_iter().map(cell).collect();
+        cells.par_sort_unstable();
+        cells.dedup();
+        if cells.len().saturating_mul(125) > open {
+            return None;
+        }
+        let mut inner = std::collections::HashSet::new();
+        let mut outer = std::collections::HashSet::new();
+        for c in cells {
+            for d in 0..125 {
+                let o = [d % 5, d / 5 % 5, d / 25].map(|o| o - 2);
+                let n = [0, 1, 2].map(|a| c[a].wrapping_add(o[a]));
+                if o.iter().all(|x| x.abs() <= 1) {
+                    inner.insert(n);
+                }
+                outer.insert(n);
+            }
+        }
+        Some(Focus { inv, inner, outer })
+    }
+
+    fn cell(&self, p: [f32; 3]) -> [i64; 3] {
+        p.map(|x| (f64::from(x) * self.inv).floor() as i64)
+    }
+
+    /// Is an edge from `a` to `b` in the focus, and in the inner focus?
+    fn holds(&self, a: [f32; 3], b: [f32; 3]) -> (bool, bool) {
+        let (a, b) = (self.cell(a), self.cell(b));
+        (
+            self.outer.contains(&a) || self.outer.contains(&b),
+            self.inner.contains(&a) || self.inner.contains(&b),
+        )
+    }
+}
+
 /// Stitch the boundary half-edges of `triangles` (`twin[h] == NONE`); `cap` is the absolute
 /// upper bound of a limit. `scale` holds every vertex's scale from earlier rounds (empty at
 /// first): a vertex's scale is never larger than it was, so limits do not grow as the
-/// boundary (whose vertices give the scales) shrinks.
+/// boundary (whose vertices give the scales) shrinks. With a `focus` (a later round), only
+/// the boundary edges in it are looked at ([`Focus`]).
 pub(crate) fn stitch(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
     twin: &[u32],
     cap: f64,
     prior: &mut Vec<f64>,
+    focus: Option<&Focus>,
 ) -> Stitched {
+    let in_focus = |h: u32| {
+        focus.is_none_or(|f| {
+            let (a, b) = half_edge(triangles, h);
+            f.holds(vertices[a as usize], vertices[b as usize]).0
+        })
+    };
     let boundary: Vec<u32> = (0..twin.len() as u32)
         .into_par_iter()
-        .filter(|&h| twin[h as usize] == NONE)
+        .filter(|&h| twin[h as usize] == NONE && in_focus(h))
         .collect();
     if boundary.len() < 2 || cap <= 0.0 {
         return Stitched::default();
@@ -169,6 +250,7 @@ pub(crate) fn stitch(
                 pa: vertices[a as usize],
                 pb: vertices[b as usize],
                 limit: [limit(a), limit(b)],
+                inner: focus.is_none_or(|f| f.holds(vertices[a as usize], vertices[b as usize]).1),
             })
         })
         .collect();
@@ -216,6 +298,9 @@ pub(crate) fn stitch(
             continue;
         }
         let (e, o) = (&edges[i], &edges[j as usize]);
+        if !(e.inner && o.inner) {
+            continue;
+        }
         let Some((s, pairs)) = e.pairs(o) else {
             continue;
         };
@@ -326,11 +411,17 @@ pub(crate) const COPY_MAX_CANDIDATES: usize = 96;
 /// edge once, and a pair is refused when its merges would put two corners of one facet into
 /// one vertex — checked on the union of every merge so far, not pair by pair, so no chain of
 /// merges collapses a facet.
+///
+/// With a `focus` (a later round, round the vertices the one before merged, for reaches up to
+/// `spread`), only the boundary edges in it are looked at, and only pairs in its inner part
+/// are sewn ([`Focus`]; a pair further out is refused again for the reasons it was refused
+/// before).
 pub(crate) fn stitch_copies(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
     twin: &[u32],
     spread: f64,
+    focus: Option<&Focus>,
 ) -> Stitched {
     if spread <= 0.0 || !spread.is_finite() {
         return Stitched::default();
@@ -341,14 +432,16 @@ pub(crate) fn stitch_copies(
         .filter_map(|h| {
             let (a, b) = half_edge(triangles, h);
             let (pa, pb) = (vertices[a as usize], vertices[b as usize]);
+            let (outer, inner) = focus.map_or((true, true), |f| f.holds(pa, pb));
             let l = (dist(pa, pb) * COPY_FRACTION).min(spread);
-            (l > 0.0 && l.is_finite()).then(|| Edge {
+            (outer && l > 0.0 && l.is_finite()).then(|| Edge {
                 a,
                 b,
                 facet: triangles[(h / 3) as usize],
                 pa,
                 pb,
                 limit: [l, l],
+                inner,
             })
         })
         .collect();
@@ -444,6 +537,9 @@ pub(crate) fn stitch_copies(
             continue;
         }
         let (e, o) = (&edges[i as usize], &edges[j as usize]);
+        if !(e.inner && o.inner) {
+            continue;
+        }
         let Some((_, merge)) = e.pairs(o) else {
             continue;
         };
@@ -701,6 +797,8 @@ struct Edge {
     pb: [f32; 3],
     /// The stitch limits of `a` and `b`.
     limit: [f64; 2],
+    /// In the inner part of the round's [`Focus`] (always, without one): may be sewn.
+    inner: bool,
 }
 
 impl Edge {
@@ -823,9 +921,106 @@ mod tests {
                     pa: p,
                     pb: q,
                     limit: [0.5 + next(), 0.5 + next()],
+                    inner: true,
                 }
             })
             .collect()
+    }
+
+    /// A wavy sheet of `n` × `n` squares cut into separate triangles, every corner copy moved
+    /// by its own noise of up to `noise` (in units of the squares' side).
+    fn noisy_soup(n: usize, noise: f64, seed: u64) -> (Vec<[f32; 3]>, Vec<[u32; 3]>) {
+        let mut next = keys::test_uniform(seed);
+        let (mut v, mut t) = (Vec::new(), Vec::new());
+        let at = |i: usize, j: usize| [i as f64, j as f64, (i as f64 * 0.3).sin() * 2.0];
+        for i in 0..n {
+            for j in 0..n {
+                for tri in [
+                    [at(i, j), at(i + 1, j), at(i + 1, j + 1)],
+                    [at(i, j), at(i + 1, j + 1), at(i, j + 1)],
+                ] {
+                    let b = v.len() as u32;
+                    for p in tri {
+                        v.push(p.map(|x| (x + (next() * 2.0 - 1.0) * noise) as f32));
+                    }
+                    t.push([b, b + 1, b + 2]);
+                }
+            }
+        }
+        (v, t)
+    }
+
+    /// The facets after a round's merges, without the ones that collapsed.
+    fn merge(t: &[[u32; 3]], r: &Stitched) -> Vec<[u32; 3]> {
+        t.iter()
+            .map(|f| f.map(|x| r.merge_into.get(x as usize).copied().unwrap_or(x)))
+            .filter(|f| f[0] != f[1] && f[1] != f[2] && f[0] != f[2])
+            .collect()
+    }
+
+    #[test]
+    fn a_focused_round_sews_what_a_whole_round_sews() {
+        // Rounds of stitching (and of stitching copies) on noisy soups: after every round that
+        // sewed something, the next round is taken both over the whole boundary and focused
+        // round the merged vertices, and must merge the same vertices.
+        let mut later = [0u64; 2];
+        let mut narrow = 0;
+        for (k, noise) in [0.05, 0.2, 0.3].into_iter().enumerate() {
+            let (v, t0) = noisy_soup(64, noise, 0x3c6e_f372_fe94_f82bu64 + k as u64);
+            // Focus cells of 9.6 and 4.8 squares: the sheet is several of them wide.
+            let (cap, spread) = (0.6, 0.3);
+            for copies in [false, true] {
+                let mut t = t0.clone();
+                let mut prior = Vec::new();
+                let mut focus: Option<Focus> = None;
+                for round in 0..4 {
+                    let twin = crate::topology::pair_edges(&t).twin;
+                    let run = |focus: Option<&Focus>, prior: &mut Vec<f64>| {
+                        if copies {
+                            stitch_copies(&v, &t, &twin, spread, focus)
+                        } else {
+                            stitch(&v, &t, &twin, cap, prior, focus)
+                        }
+                    };
+                    let whole = run(None, &mut prior.clone());
+                    let r = match &focus {
+                        Some(f) => {
+                            let open = twin.iter().filter(|&&h| h == NONE).count();
+                            let held = (0..twin.len() as u32)
+                                .filter(|&h| twin[h as usize] == NONE)
+                                .filter(|&h| {
+                                    let (a, b) = half_edge(&t, h);
+                                    f.holds(v[a as usize], v[b as usize]).0
+                                })
+                                .count();
+                            narrow += usize::from(held * 2 < open);
+                            let mut p = prior.clone();
+                            let focused = run(Some(f), &mut p);
+                            assert_eq!(focused.merge_into, whole.merge_into, "{noise} {round}");
+                            later[usize::from(copies)] += focused.edges;
+                            prior = p;
+                            focused
+                        }
+                        None => run(None, &mut prior),
+                    };
+                    if r.edges == 0 {
+                        break;
+                    }
+                    let merged: Vec<u32> = (0..v.len() as u32)
+                        .filter(|&x| r.merge_into[x as usize] != x)
+                        .flat_map(|x| [x, r.merge_into[x as usize]])
+                        .collect();
+                    let reach = if copies { spread } else { cap };
+                    focus = Focus::around(&v, &merged, reach, usize::MAX);
+                    t = merge(&t, &r);
+                }
+            }
+        }
+        assert!(
+            later.iter().all(|&n| n > 0),
+            "no focused round sewed anything: {later:?}"
+        );
+        assert!(narrow > 0, "every focus held most of the boundary");
     }
 
     #[test]

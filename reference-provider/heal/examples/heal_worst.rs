@@ -62,28 +62,13 @@ fn wedge_fan(facets: usize) -> Vec<u8> {
     stl::encode_binary(&m)
 }
 
-/// An axis-aligned cube of side `side` with its least corner at `at`, wound outward, added to
-/// `m`.
+/// Adds an axis-aligned cube of side `side` with its least corner at `at`, wound outward.
 fn add_cube(m: &mut Mesh, at: [f32; 3], side: f32) {
+    let cube = generate::block(at, at.map(|x| x + side));
     let b = m.vertices.len() as u32;
-    m.vertices.extend(
-        (0..8).map(|k| [0, 1, 2].map(|a| at[a] + if k >> a & 1 == 1 { side } else { 0.0 })),
-    );
-    let faces: [[u32; 3]; 12] = [
-        [0, 2, 1],
-        [1, 2, 3],
-        [4, 5, 6],
-        [5, 7, 6],
-        [0, 1, 4],
-        [1, 5, 4],
-        [2, 6, 3],
-        [3, 6, 7],
-        [0, 4, 2],
-        [2, 4, 6],
-        [1, 3, 5],
-        [3, 7, 5],
-    ];
-    m.triangles.extend(faces.map(|f| f.map(|i| b + i)));
+    m.vertices.extend_from_slice(&cube.vertices);
+    m.triangles
+        .extend(cube.triangles.iter().map(|f| f.map(|i| b + i)));
 }
 
 /// Separate cubes in a square grid on one plane (a build plate of parts): every ray of the

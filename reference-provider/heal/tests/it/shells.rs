@@ -122,6 +122,31 @@ fn heal_a_grid_of_hollow_boxes_keeps_every_cavity() {
     );
 }
 
+#[test]
+fn heal_a_deep_chain_of_nested_boxes_alternates_solid_and_cavity() {
+    // 80 boxes each inside the last (the smallest well above the tiny-shell bound), every one
+    // wound outward: the nesting check lists at most
+    // 64 shells that hold a box, so the deeper ones are decided by a scan of their cells; the
+    // boxes at odd depths are cavities and must be turned inward.
+    let n = 80;
+    let parts = (0..n)
+        .map(|k| cube_at([k as f32; 3], (2 * (n - k) + 10) as f32))
+        .collect();
+    let r = heal::repair(&joined(parts), &RepairOptions::default()).unwrap();
+    let o = &r.report.stages.orient;
+    assert_eq!(r.report.shells, n);
+    assert_eq!(o.cavities, n / 2, "{o:?}");
+    assert_eq!(o.shells_flipped, n / 2, "{o:?}");
+    let want: f64 = (0..n)
+        .map(|k| f64::from((2 * (n - k) + 10) as u32).powi(3) * if k % 2 == 0 { 1.0 } else { -1.0 })
+        .sum();
+    assert!(
+        (r.report.volume - want).abs() < 1e-6 * want,
+        "{} against {want}",
+        r.report.volume
+    );
+}
+
 /// An axis-aligned cube of side `s` with its least corner at `at`, wound outward.
 fn cube_at(at: [f32; 3], s: f32) -> Mesh {
     let vertices = (0..8)

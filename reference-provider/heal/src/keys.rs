@@ -395,6 +395,56 @@ impl HashRuns {
     }
 }
 
+/// The indices of `points` in their order along a Morton curve (1 024 steps per axis over
+/// their box), ties in index order: look-ups made in this order for each point in turn touch
+/// memory near the last ones when what they read is laid out by place.
+pub(crate) fn space_order(points: &[[f64; 3]]) -> Vec<u32> {
+    let empty = || ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
+    let (least, most) = points
+        .par_iter()
+        .fold(empty, |(a, b), m| {
+            (
+                [0, 1, 2].map(|k| a[k].min(m[k])),
+                [0, 1, 2].map(|k| b[k].max(m[k])),
+            )
+        })
+        .reduce(empty, |(a, b), (c, d)| {
+            (
+                [0, 1, 2].map(|k| a[k].min(c[k])),
+                [0, 1, 2].map(|k| b[k].max(d[k])),
+            )
+        });
+    // Ten bits of a coordinate, two zero bits after each.
+    let spread = |x: u32| {
+        let mut x = x & 0x3ff;
+        x = (x | x << 16) & 0x0300_00ff;
+        x = (x | x << 8) & 0x0300_f00f;
+        x = (x | x << 4) & 0x030c_30c3;
+        (x | x << 2) & 0x0924_9249
+    };
+    let mut keys: Vec<u64> = points
+        .par_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let q = [0, 1, 2].map(|k| {
+                let ext = most[k] - least[k];
+                let t = if ext > 0.0 {
+                    (m[k] - least[k]) / ext
+                } else {
+                    0.0
+                };
+                (t * 1023.0).clamp(0.0, 1023.0) as u32
+            });
+            pack(
+                spread(q[0]) | spread(q[1]) << 1 | spread(q[2]) << 2,
+                i as u32,
+            )
+        })
+        .collect();
+    sort(&mut keys);
+    keys.into_iter().map(lo).collect()
+}
+
 /// Which cells of a grid of 3-D cells (one grid per `level`) hold something: a prefilter that
 /// lets a look-up of an empty cell skip the table that lists what cells hold. One word per
 /// block of 4 × 4 × 4 cells (the word found by a hash of the block and the level, the bit by
@@ -455,6 +505,26 @@ pub(crate) fn test_uniform(seed: u64) -> impl FnMut() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn space_order_is_a_permutation_along_a_morton_curve() {
+        let mut next = test_uniform(0x1f83_d9ab_fb41_bd6bu64);
+        let points: Vec<[f64; 3]> = (0..5_000)
+            .map(|_| [next() * 10.0, next() * 10.0 - 5.0, 3.0])
+            .collect();
+        let order = space_order(&points);
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        assert!(seen.iter().copied().eq(0..5_000u32));
+        // Along one axis the curve is that axis's order.
+        let line: Vec<[f64; 3]> = (0..100).rev().map(|k| [k as f64, 0.0, 0.0]).collect();
+        assert!(space_order(&line).iter().copied().eq((0..100u32).rev()));
+        let corners: Vec<[f64; 3]> = [7, 3, 5, 1, 6, 2, 4, 0]
+            .map(|k: u32| [0, 1, 2].map(|a| f64::from(k >> a & 1)))
+            .to_vec();
+        // The indices holding codes 0, 1, …, 7 (x the lowest bit, then y, then z), in turn.
+        assert_eq!(space_order(&corners), [7, 3, 5, 1, 6, 2, 4, 0]);
+    }
 
     #[test]
     fn cell_bits_never_miss_a_filled_cell() {

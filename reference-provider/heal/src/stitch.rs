@@ -721,56 +721,12 @@ impl Filed {
         }
     }
 
-    /// The edges' indices in the order of their midpoints along a Morton curve (1 024 steps
-    /// per axis over their box), for the candidate look-ups: consecutive edges then probe
+    /// The edges' indices in the order of their midpoints along a Morton curve
+    /// ([`keys::space_order`]), for the candidate look-ups: consecutive edges then probe
     /// neighbouring cells, which share words of the bitmap, instead of cells at random.
     fn in_space_order(&self) -> Vec<u32> {
         let mids: Vec<[f64; 3]> = self.edges.par_iter().map(Edge::mid).collect();
-        let (lo, hi) = mids
-            .par_iter()
-            .fold(
-                || ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]),
-                |(a, b), m| {
-                    (
-                        [0, 1, 2].map(|k| a[k].min(m[k])),
-                        [0, 1, 2].map(|k| b[k].max(m[k])),
-                    )
-                },
-            )
-            .reduce(
-                || ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]),
-                |(a, b), (c, d)| {
-                    (
-                        [0, 1, 2].map(|k| a[k].min(c[k])),
-                        [0, 1, 2].map(|k| b[k].max(d[k])),
-                    )
-                },
-            );
-        // Ten bits of each coordinate, interleaved.
-        let spread = |x: u32| {
-            let mut x = x & 0x3ff;
-            x = (x | x << 16) & 0x0300_00ff;
-            x = (x | x << 8) & 0x0300_f00f;
-            x = (x | x << 4) & 0x030c_30c3;
-            (x | x << 2) & 0x0924_9249
-        };
-        let mut keys: Vec<u64> = mids
-            .par_iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let q = [0, 1, 2].map(|k| {
-                    let ext = hi[k] - lo[k];
-                    let t = if ext > 0.0 { (m[k] - lo[k]) / ext } else { 0.0 };
-                    (t * 1023.0).clamp(0.0, 1023.0) as u32
-                });
-                pack(
-                    spread(q[0]) | spread(q[1]) << 1 | spread(q[2]) << 2,
-                    i as u32,
-                )
-            })
-            .collect();
-        keys::sort(&mut keys);
-        keys.into_iter().map(keys::lo).collect()
+        keys::space_order(&mids)
     }
 
     /// The edges filed under class `c` and cell `x` (and any other cell that shares its hash).

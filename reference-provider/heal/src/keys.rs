@@ -25,6 +25,13 @@ pub(crate) fn hash3(a: u32, b: u32, c: u32) -> u32 {
     fmix32(h ^ c.wrapping_mul(0xc2b2_ae3d).rotate_left(21))
 }
 
+/// A hash of cell `x` of the grid numbered `level` (grids of several sizes in one table).
+#[inline]
+pub(crate) fn cell_hash(level: i32, x: [i64; 3]) -> u32 {
+    let h = hash3(x[0] as u32, x[1] as u32, x[2] as u32);
+    fmix32(h ^ (level as u32).wrapping_mul(0x9E37_79B9))
+}
+
 /// `x.floor() as i64` (saturating the same way, 0 for NaN) without a call to libm's `floor`,
 /// which the baseline x86-64 target has no instruction for: the truncation, one lower for a
 /// negative non-integer.
@@ -469,8 +476,7 @@ impl CellBits {
     #[inline]
     fn at(&self, level: i32, c: [i64; 3]) -> (usize, u32) {
         // An arithmetic shift and a mask: the block and the place in it, negative cells too.
-        let b = c.map(|x| (x >> 2) as u32);
-        let w = hash3(b[0] ^ (level as u32).wrapping_mul(0x85eb_ca6b), b[1], b[2]) as usize;
+        let w = cell_hash(level, c.map(|x| x >> 2)) as usize;
         let bit = (c[0] & 3) | (c[1] & 3) << 2 | (c[2] & 3) << 4;
         (w & self.mask, bit as u32)
     }

@@ -650,7 +650,9 @@ fn topology_stage(
         open = sew(
             vertices, triangles, &mut topo, touched, removed, tags, options, &round,
         );
-        focus = stitch::Focus::around(vertices, &merged(&round), cap, open as usize);
+        if rounds < STITCH_ROUNDS {
+            focus = stitch::Focus::around(vertices, &merged(&round), cap, open as usize);
+        }
     }
     // Edges still open: copies of edges whose rim is shorter than the noise (see
     // `stitch::stitch_copies`), within the spread of the copies merged so far.
@@ -671,7 +673,9 @@ fn topology_stage(
         open = sew(
             vertices, triangles, &mut topo, touched, removed, tags, options, &round,
         );
-        focus = stitch::Focus::around(vertices, &merged(&round), spread, open as usize);
+        if copy_rounds < STITCH_ROUNDS {
+            focus = stitch::Focus::around(vertices, &merged(&round), spread, open as usize);
+        }
     }
     // Boundary edges that boundary vertices lie on (T-junctions, also between two patches
     // that are not yet one shell): split there, so both sides of the seam pair.

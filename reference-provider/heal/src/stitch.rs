@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::keys::{self, hi, lo, pack};
+use crate::keys::{self, cell_hash, hi, lo, pack};
 use crate::topology::{NONE, half_edge};
 
 /// A boundary vertex's stitch limit as a fraction of its scale (the shortest edge at any
@@ -68,8 +68,11 @@ pub(crate) struct Stitched {
 /// grid of side [`FOCUS_CELLS`] × the largest reach (the focus), and sews only pairs of edges
 /// with an end within one cell (the inner focus): every inner edge's candidates, their
 /// candidates and their limits' neighbourhoods lie in the focus, so an inner pair is sewn
-/// exactly when a round over the whole boundary would sew it, and the rest of the boundary,
-/// which the round before already answered, is not looked at again.
+/// when a round over the whole boundary would sew it, and the rest of the boundary, which
+/// the round before already answered, is not looked at again. (Not to the letter in two
+/// contrived cases: a pile of more than [`STITCH_MAX_CANDIDATES`] edges round one spot whose
+/// budget a whole round would spend partly on edges outside the focus, and a cell whose hash
+/// collides with a distant one's.)
 pub(crate) struct Focus {
     inv: f64,
     /// Coarse cells within one cell of a merged vertex (the inner focus) ...
@@ -784,11 +787,6 @@ fn class(e: &Edge) -> i32 {
 fn cell_of(c: i32, m: [f64; 3]) -> [i64; 3] {
     let s = side(c);
     m.map(|x| (x / s).floor() as i64)
-}
-
-fn cell_hash(c: i32, x: [i64; 3]) -> u32 {
-    let h = keys::hash3(x[0] as u32, x[1] as u32, x[2] as u32);
-    keys::fmix32(h ^ (c as u32).wrapping_mul(0x9E37_79B9))
 }
 
 /// The side of the midpoint grid of reach class `c` (edges whose reach is `2^c ..< 2^(c+1)`):

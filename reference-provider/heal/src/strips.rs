@@ -275,13 +275,7 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
             (l, cell(x.1, l))
         })
         .collect();
-    let hash = |l: i32, g: [i64; 3]| {
-        keys::hash3(
-            (g[0] as u32) ^ (l as u32).wrapping_mul(0x85eb_ca6b),
-            g[1] as u32,
-            g[2] as u32,
-        )
-    };
+    let hash = keys::cell_hash;
     let sorted = keys::sort_hashes(
         &cells
             .par_iter()

@@ -114,20 +114,15 @@ fn heal_a_grid_of_hollow_boxes_keeps_every_cavity() {
     assert_eq!(r.report.shells, 1_800);
     assert_eq!(o.cavities, 900, "{o:?}");
     assert_eq!(o.shells_flipped, 900, "{o:?}");
-    let want = 900.0 * (36f64.powi(3) - 24f64.powi(3));
-    assert!(
-        (r.report.volume - want).abs() < 1e-6 * want,
-        "{}",
-        r.report.volume
-    );
+    assert_volume(&r, 900.0 * (36f64.powi(3) - 24f64.powi(3)));
 }
 
 #[test]
 fn heal_a_deep_chain_of_nested_boxes_alternates_solid_and_cavity() {
     // 80 boxes each inside the last (the smallest well above the tiny-shell bound), every one
-    // wound outward: the nesting check lists at most
-    // 64 shells that hold a box, so the deeper ones are decided by a scan of their cells; the
-    // boxes at odd depths are cavities and must be turned inward.
+    // wound outward: the nesting check lists at most 64 shells that hold a box, so the deeper
+    // ones are decided by a scan of their cells; the boxes at odd depths are cavities and must
+    // be turned inward.
     let n = 80;
     let parts = (0..n)
         .map(|k| cube_at([k as f32; 3], (2 * (n - k) + 10) as f32))
@@ -140,9 +135,14 @@ fn heal_a_deep_chain_of_nested_boxes_alternates_solid_and_cavity() {
     let want: f64 = (0..n)
         .map(|k| f64::from((2 * (n - k) + 10) as u32).powi(3) * if k % 2 == 0 { 1.0 } else { -1.0 })
         .sum();
+    assert_volume(&r, want);
+}
+
+/// The repair's volume is `want` to a millionth.
+fn assert_volume(r: &heal::Repaired, want: f64) {
     assert!(
         (r.report.volume - want).abs() < 1e-6 * want,
-        "{} against {want}",
+        "volume {} against {want}",
         r.report.volume
     );
 }
@@ -572,12 +572,7 @@ fn heal_small_voids_are_kept_and_small_islands_in_the_material_are_not() {
     assert_eq!(r.report.shells, 6);
     assert_eq!(s.orient.cavities, 5);
     assert!(r.report.watertight, "{:?}", r.report.not_watertight);
-    let want = 240_000.0 - 5.0 * void;
-    assert!(
-        (r.report.volume - want).abs() < 1e-6 * want,
-        "{} vs {want}",
-        r.report.volume
-    );
+    assert_volume(&r, 240_000.0 - 5.0 * void);
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! most 10 % of the surface area (else they are parts, and only debris among them goes).
 use fixmyprint_heal::{self as heal, Mesh, RepairOptions, generate};
 
+use crate::support::verify;
+
 /// A big sphere (r = 10) and a small one of radius `r` at `centre`, as one binary STL.
 fn two_spheres(r: f32, centre: [f32; 3], small_facets: usize) -> Vec<u8> {
     let big = generate::sphere([0.0; 3], 10.0, 4_000);
@@ -136,6 +138,76 @@ fn heal_a_deep_chain_of_nested_boxes_alternates_solid_and_cavity() {
         .map(|k| f64::from((2 * (n - k) + 10) as u32).powi(3) * if k % 2 == 0 { 1.0 } else { -1.0 })
         .sum();
     assert_volume(&r, want);
+}
+
+/// `n` closed slivers (tetrahedra) fanned round the z axis, apart from each other, every
+/// other one inside out: large faces of many shells overlap in every column of the nesting
+/// check, though no sliver's box holds another's.
+fn wedge_fan(n: usize) -> Mesh {
+    let mut m = Mesh::default();
+    for k in 0..n {
+        let a = std::f64::consts::TAU * k as f64 / n as f64;
+        let b = a + std::f64::consts::PI / n as f64;
+        let at = |r: f64, a: f64, z: f32| [(r * a.cos()) as f32, (r * a.sin()) as f32, z];
+        let base = m.vertices.len() as u32;
+        m.vertices.extend([
+            at(20.0, a, 0.0),
+            at(20.0, a, 100.0),
+            at(50.0, a, 50.0),
+            at(50.0, b, 50.0),
+        ]);
+        let [p, q, c, d] = [0, 1, 2, 3].map(|i| base + i);
+        let mut faces = [[p, c, q], [p, q, d], [p, d, c], [q, c, d]];
+        if k % 2 == 1 {
+            for f in &mut faces {
+                f.swap(1, 2);
+            }
+        }
+        m.triangles.extend(faces);
+    }
+    m
+}
+
+#[test]
+fn heal_a_fan_of_overlapping_shells_beside_cavities_orients_every_one() {
+    // 4 000 slivers (16 000 facets) whose boxes overlap without nesting, beside a sphere with
+    // 125 cavities: every sliver is an outer shell (the inside-out half turned), every cavity
+    // is found and turned inward.
+    let fan = wedge_fan(4_000);
+    let bubbles = generate::bubbles(5, 24, 2_000);
+    let mut m = fan.clone();
+    let base = m.vertices.len() as u32;
+    m.vertices.extend(
+        bubbles
+            .mesh
+            .vertices
+            .iter()
+            .map(|p| [p[0], p[1] + 200.0, p[2] + 200.0]),
+    );
+    m.triangles
+        .extend(bubbles.mesh.triangles.iter().map(|t| t.map(|i| i + base)));
+    let r = heal::repair(&heal::stl::encode_binary(&m), &RepairOptions::default()).unwrap();
+    let o = &r.report.stages.orient;
+    assert_eq!(r.report.shells, 4_000 + 126, "{:?}", r.report.stages.shells);
+    assert_eq!(o.cavities, 125, "{o:?}");
+    assert_eq!(o.shells_flipped, 2_000, "{o:?}");
+    let v = verify(&r.to_stl_bytes());
+    assert!(v.watertight && v.consistent, "{v:?}");
+    let slivers: f64 = fan
+        .triangles
+        .chunks(4)
+        .zip(fan.vertices.chunks(4))
+        .map(|(t, corners)| {
+            let base = t[0][0];
+            Mesh {
+                vertices: corners.to_vec(),
+                triangles: t.iter().map(|f| f.map(|i| i - base)).collect(),
+            }
+            .signed_volume()
+            .abs()
+        })
+        .sum();
+    assert_volume(&r, slivers + bubbles.volume);
 }
 
 /// The repair's volume is `want` to a millionth.

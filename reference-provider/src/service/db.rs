@@ -95,6 +95,8 @@ pub enum Db {
 /// checkpoints fall behind).
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
+    /// Declared before `write`: dropped (its statements finalized) before the pool.
+    statements: Arc<WriterStatements>,
     write: SqlitePool,
     read: SqlitePool,
     /// The task holding the writer connection in a transaction, if one does (see
@@ -151,6 +153,20 @@ pub struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
     /// Set while this transaction holds the writer from within a task.
     _writer: Option<WriterMark>,
+    /// The writer connection's kept statements (`None` on a reader).
+    statements: Option<Arc<WriterStatements>>,
+}
+
+impl SqliteTx {
+    /// Runs `f` on this transaction's connection (see [`WriterStatements::run`]).
+    pub(crate) async fn run_on_handle<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let statements = self.statements.clone();
+        let mut handle = self.tx.lock_handle().await?;
+        WriterStatements::run(statements.as_deref(), &mut handle, f)
+    }
 }
 
 impl std::ops::Deref for SqliteTx {
@@ -174,6 +190,140 @@ pub(crate) struct SqliteWriter {
     conn: sqlx::pool::PoolConnection<Sqlite>,
     /// Set while this holds the writer from within a task.
     _writer: Option<WriterMark>,
+    statements: Arc<WriterStatements>,
+}
+
+impl SqliteWriter {
+    /// Runs `f` on the writer connection (see [`WriterStatements::run`]).
+    pub(crate) async fn run_on_handle<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let statements = Arc::clone(&self.statements);
+        let mut handle = self.conn.lock_handle().await?;
+        WriterStatements::run(Some(&statements), &mut handle, f)
+    }
+}
+
+/// The intake's prepared statements on SQLite's writer connection, kept from one call to
+/// the next.
+///
+/// The intake writer runs its statements through rusqlite on the handle of the writer
+/// connection that sqlx owns ([`SqliteTx::run_on_handle`]): one call on the caller's
+/// thread instead of a hand-off to sqlx's worker thread per statement. Preparing them again
+/// for every call cost about a tenth of the writer's time (docs/LOADGEN.md), so rusqlite's
+/// view of the connection, with its statement cache (`prepare_cached`), lives here as long
+/// as the connection does.
+///
+/// sqlx closes a SQLite connection with `sqlite3_close`, which refuses (and sqlx panics)
+/// while a statement is not finalized. So the kept statements are finalized before the
+/// connection can close: [`Db::close`] finalizes them before closing the pool, and the
+/// last [`SqliteDb`] drops them before its pool (field order; other pool handles, such as
+/// the checkpoint task's, end after it). The writer connection is opened in SQLite's
+/// serialized mode, so that finalizing from whatever thread drops them is safe while
+/// sqlx's worker uses the connection. Once closed, every call prepares its statements
+/// for itself, as any call on another connection does.
+#[derive(Debug, Default)]
+pub(crate) struct WriterStatements {
+    /// The connection's handle (its address) and rusqlite's view of it.
+    kept: Mutex<Option<(usize, rusqlite::Connection)>>,
+    closed: AtomicBool,
+}
+
+impl WriterStatements {
+    /// Runs `f` with rusqlite's view of the connection behind `handle`: the kept one (and
+    /// its cached statements) when `statements` belongs to that connection, else one made
+    /// for this call.
+    #[allow(unsafe_code)] // the connection handed from sqlx to rusqlite: see SAFETY below
+    fn run<T>(
+        statements: Option<&Self>,
+        handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let raw = handle.as_raw_handle().as_ptr();
+        // SAFETY: `handle` keeps sqlx's worker away from the connection (and from every
+        // statement on it) while `f` runs; the connection outlives every statement
+        // prepared here (see the type's documentation); `from_handle` never closes the
+        // connection. libsqlite3-sys is one crate (one version) for sqlx and rusqlite, so
+        // the handle is the type rusqlite expects.
+        let view = || unsafe { rusqlite::Connection::from_handle(raw) }.map_err(sqlite_error);
+        let Some(statements) = statements else {
+            return f(&view()?);
+        };
+        let mut kept = statements
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.is_none() && !statements.closed.load(Ordering::Acquire) {
+            *kept = Some((raw as usize, view()?));
+        }
+        match kept.as_ref() {
+            Some((address, conn)) if *address == raw as usize => f(conn),
+            _ => f(&view()?),
+        }
+    }
+
+    /// Finalizes the kept statements; from now on each call prepares its own.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(kept);
+    }
+}
+
+/// A SQLite error met through rusqlite, as a database error of sqlx's (so that
+/// [`is_unique_violation`] and the like see it).
+pub(crate) fn sqlite_error(e: rusqlite::Error) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(SqliteCallError(e)))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SqliteCallError(rusqlite::Error);
+
+impl sqlx::error::DatabaseError for SqliteCallError {
+    fn message(&self) -> &str {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(_, Some(m)) => m,
+            _ => "SQLite call failed",
+        }
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.0
+            .sqlite_error()
+            .map(|e| e.extended_code.to_string().into())
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.0.sqlite_error().map(|e| e.extended_code) {
+            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                ErrorKind::UniqueViolation
+            }
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
+            Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
+            Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 impl std::ops::Deref for SqliteWriter {
@@ -436,6 +586,7 @@ impl Db {
             Db::Sqlite(p) => Tx::Sqlite(SqliteTx {
                 tx: p.read.begin_with("BEGIN").await?,
                 _writer: None,
+                statements: None,
             }),
             Db::Postgres(p) => Tx::Postgres(begin_pg(p).await?),
         })
@@ -457,6 +608,7 @@ impl Db {
         match self {
             Db::Sqlite(p) => {
                 p.open.store(false, Ordering::Relaxed);
+                p.statements.close();
                 p.write.close().await;
                 p.read.close().await;
             }
@@ -488,13 +640,18 @@ impl SqliteDb {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(
                 opts.clone()
-                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string()),
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+                    // See `WriterStatements`: its statements may be finalized from any
+                    // thread.
+                    .serialized(true),
             )
             .await?;
+        let statements = Arc::default();
         let open = Arc::new(AtomicBool::new(true));
         let writer_task = Arc::new(Mutex::new(None));
         if in_memory {
             return Ok(Self {
+                statements,
                 read: write.clone(),
                 write,
                 open,
@@ -518,6 +675,7 @@ impl SqliteDb {
             WAL_RESTART_PAGES,
         ));
         Ok(Self {
+            statements,
             write,
             read,
             open,
@@ -534,6 +692,7 @@ impl SqliteDb {
         Ok(SqliteTx {
             tx,
             _writer: self.mark_writer(),
+            statements: Some(Arc::clone(&self.statements)),
         })
     }
 
@@ -546,6 +705,7 @@ impl SqliteDb {
         Ok(SqliteWriter {
             conn,
             _writer: self.mark_writer(),
+            statements: Arc::clone(&self.statements),
         })
     }
 
@@ -934,6 +1094,8 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod start_up_tests {
+    use std::time::Duration;
+
     use super::{Db, DbError, time_ordered_id_at};
 
     /// Ids made later sort after ids made earlier, as text, across every digit's roll-over;
@@ -987,7 +1149,6 @@ mod start_up_tests {
     async fn the_log_starts_over_under_steady_writes() {
         use std::sync::Arc;
         use std::sync::atomic::AtomicBool;
-        use std::time::Duration;
 
         use sqlx::sqlite::{
             SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -1115,5 +1276,76 @@ mod start_up_tests {
             }
         }
         db.close().await;
+    }
+
+    /// Panics whose message says a SQLite connection could not close (sqlx panics on its
+    /// connection's thread when `sqlite3_close` refuses), seen by any test in this binary.
+    fn close_refusals() -> &'static std::sync::atomic::AtomicUsize {
+        use std::sync::atomic::AtomicUsize;
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if info.to_string().contains("unfinalized statements") {
+                    SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                previous(info);
+            }));
+        });
+        &SEEN
+    }
+
+    /// A database whose writer connection holds kept statements (see
+    /// `WriterStatements`), in `dir`.
+    async fn with_kept_statements(dir: &std::path::Path) -> Db {
+        let db = Db::connect(&format!("sqlite://{}", dir.join("fmp.db").display()))
+            .await
+            .unwrap();
+        let Db::Sqlite(sqlite) = &db else {
+            unreachable!()
+        };
+        let mut writer = sqlite.writer().await.unwrap();
+        let kept = writer
+            .run_on_handle(|conn| {
+                let mut one = conn
+                    .prepare_cached("SELECT 1")
+                    .map_err(super::sqlite_error)?;
+                one.query_row([], |row| row.get::<_, i64>(0))
+                    .map_err(super::sqlite_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, 1);
+        drop(writer);
+        db
+    }
+
+    /// The intake's statements kept on SQLite's writer connection never keep it from
+    /// closing, whether the database is closed or only dropped: the connection closes
+    /// cleanly (SQLite removes the log at the last clean close) and sqlx never meets a
+    /// statement left open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kept_statements_never_keep_the_writer_from_closing() {
+        let refusals = close_refusals();
+        let before = refusals.load(std::sync::atomic::Ordering::SeqCst);
+
+        // The last connection to close (the checkpoint task's, at its next tick once the
+        // database is closed or gone) removes the log.
+        async fn closes_cleanly(dir: &std::path::Path) {
+            let log = dir.join("fmp.db-wal");
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while log.exists() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!log.exists(), "the database never closed cleanly");
+        }
+        let closed = tempfile::tempdir().unwrap();
+        with_kept_statements(closed.path()).await.close().await;
+        closes_cleanly(closed.path()).await;
+        let dropped = tempfile::tempdir().unwrap();
+        drop(with_kept_statements(dropped.path()).await);
+        closes_cleanly(dropped.path()).await;
+        assert_eq!(refusals.load(std::sync::atomic::Ordering::SeqCst), before);
     }
 }

@@ -13,7 +13,7 @@ use diax_sdk::wire::{
 use diax_sdk::{AccountId, ProviderJobId, Quote};
 
 use super::accounts;
-use super::db::{Db, Tx, now_ms, save_response_in, time_ordered_id};
+use super::db::{Db, Tx, now_ms, save_response_in, sqlite_error, time_ordered_id};
 use super::error::ApiError;
 use super::group_commit::{BatchCache, CommitError, Outcome, RecordWork, RecordedOffer, Work};
 use super::queue::{self, JobRow, NewJob};
@@ -360,8 +360,8 @@ pub(crate) async fn accept_recorded_run(
     let now = now_ms();
     let accepted = match tx {
         Tx::Sqlite(t) => {
-            let mut handle = t.lock_handle().await?;
-            accept_run_sqlite(&mut handle, cache, candidates, now, false)?
+            t.run_on_handle(|conn| run_statements_sqlite(conn, cache, candidates, now))
+                .await?
         }
         Tx::Postgres(t) => accept_run_postgres(&mut *t, candidates, now).await?,
     };
@@ -391,10 +391,11 @@ pub(crate) async fn accept_recorded_run_alone(
             accept_run_postgres(&mut conn, candidates, now_ms()).await?
         }
         Db::Sqlite(sqlite) => {
+            let now = now_ms();
             let mut writer = sqlite.writer().await?;
-            let mut handle = writer.lock_handle().await?;
-            let mut cache = BatchCache::default();
-            accept_run_sqlite(&mut handle, &mut cache, candidates, now_ms(), true)?
+            writer
+                .run_on_handle(|conn| accept_run_sqlite(conn, candidates, now))
+                .await?
         }
     };
     Ok(answers(accepted))
@@ -474,31 +475,20 @@ INSERT INTO replay (message_id, digest, expires_at, response_status, response_bo
                     response_location)
  VALUES (?1, ?2, ?3, 202, ?4, ?5)";
 
-/// [`accept_recorded_run`] on SQLite, on the caller's thread while sqlx's worker thread
-/// for the connection is locked out: the registration (unless `cache` has it), then four
-/// prepared statements per offer, no hand-off between threads. Returns the accepted
-/// offers (a prefix of those addressed to this provider).
-#[allow(unsafe_code)] // the connection handed from sqlx to rusqlite: see SAFETY below
+/// [`accept_recorded_run_alone`] on SQLite, on the caller's thread while sqlx's worker
+/// thread for the writer connection is locked out: `BEGIN IMMEDIATE`, the registration,
+/// four prepared statements per offer and `COMMIT`, no hand-off between threads. Returns
+/// the accepted offers (a prefix of those addressed to this provider); on an error
+/// nothing of the run stays.
 fn accept_run_sqlite<'a>(
-    handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
-    cache: &mut BatchCache,
+    conn: &rusqlite::Connection,
     candidates: Vec<NewOffer<'a>>,
     now: i64,
-    own_transaction: bool,
 ) -> Result<Vec<NewOffer<'a>>, sqlx::Error> {
-    // SAFETY: `handle` keeps sqlx's worker away from the connection (and from every
-    // statement on it) for as long as it lives, and it outlives `conn`, which is dropped at
-    // the end of this function. `from_handle` never closes the connection, and dropping
-    // `conn` finalizes the statements prepared here. libsqlite3-sys is one crate (one
-    // version) for sqlx and rusqlite, so the handle is the type rusqlite expects.
-    let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
-        .map_err(sqlite_error)?;
-    if !own_transaction {
-        return run_statements_sqlite(&conn, cache, candidates, now);
-    }
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(sqlite_error)?;
-    let done = run_statements_sqlite(&conn, cache, candidates, now).and_then(|accepted| {
+    let mut cache = BatchCache::default();
+    let done = run_statements_sqlite(conn, &mut cache, candidates, now).and_then(|accepted| {
         conn.execute_batch("COMMIT")
             .map(|()| accepted)
             .map_err(sqlite_error)
@@ -510,7 +500,8 @@ fn accept_run_sqlite<'a>(
     done
 }
 
-/// The body of [`accept_run_sqlite`] on `conn`, in the transaction open on it.
+/// The run's statements on `conn`, in the transaction open on it (prepared once per
+/// connection: [`super::db::WriterStatements`]).
 fn run_statements_sqlite<'a>(
     conn: &rusqlite::Connection,
     cache: &mut BatchCache,
@@ -520,26 +511,30 @@ fn run_statements_sqlite<'a>(
     use rusqlite::{OptionalExtension as _, params};
     if cache.known_registration().is_none() {
         let reg = conn
-            .query_row(REGISTRATION_SQLITE, [], |row| {
-                Ok(Registration {
-                    provider_id: row.get(0)?,
-                    broker_id: row.get(1)?,
-                    broker_url: row.get(2)?,
-                    events_url: row.get(3)?,
-                    secret_scope: row.get(4)?,
-                })
+            .prepare_cached(REGISTRATION_SQLITE)
+            .and_then(|mut registration| {
+                registration
+                    .query_row([], |row| {
+                        Ok(Registration {
+                            provider_id: row.get(0)?,
+                            broker_id: row.get(1)?,
+                            broker_url: row.get(2)?,
+                            events_url: row.get(3)?,
+                            secret_scope: row.get(4)?,
+                        })
+                    })
+                    .optional()
             })
-            .optional()
             .map_err(sqlite_error)?;
         cache.remember_registration(reg);
     }
     let mut ready = for_provider(cache.known_registration().flatten(), candidates);
     let mut accepted = 0;
     if !ready.is_empty() {
-        let mut hold = conn.prepare(HOLD_SQLITE).map_err(sqlite_error)?;
-        let mut ledger = conn.prepare(LEDGER_SQLITE).map_err(sqlite_error)?;
-        let mut job = conn.prepare(JOB_SQLITE).map_err(sqlite_error)?;
-        let mut replay = conn.prepare(REPLAY_SQLITE).map_err(sqlite_error)?;
+        let mut hold = conn.prepare_cached(HOLD_SQLITE).map_err(sqlite_error)?;
+        let mut ledger = conn.prepare_cached(LEDGER_SQLITE).map_err(sqlite_error)?;
+        let mut job = conn.prepare_cached(JOB_SQLITE).map_err(sqlite_error)?;
+        let mut replay = conn.prepare_cached(REPLAY_SQLITE).map_err(sqlite_error)?;
         for n in &ready {
             let (offer, c, r) = (&n.work.offer, n.c, n.record);
             let amount = c.quote.amount;
@@ -687,57 +682,6 @@ async fn accept_run_postgres<'a>(
     .await?;
     candidates.truncate(usize::try_from(accepted).unwrap_or(0));
     Ok(candidates)
-}
-
-/// A SQLite error met through rusqlite, as a database error of sqlx's (so that
-/// [`super::db::is_unique_violation`] and the like see it).
-fn sqlite_error(e: rusqlite::Error) -> sqlx::Error {
-    sqlx::Error::Database(Box::new(SqliteCallError(e)))
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct SqliteCallError(rusqlite::Error);
-
-impl sqlx::error::DatabaseError for SqliteCallError {
-    fn message(&self) -> &str {
-        match &self.0 {
-            rusqlite::Error::SqliteFailure(_, Some(m)) => m,
-            _ => "SQLite call failed",
-        }
-    }
-
-    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-        self.0
-            .sqlite_error()
-            .map(|e| e.extended_code.to_string().into())
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        use rusqlite::ffi;
-        use sqlx::error::ErrorKind;
-        match self.0.sqlite_error().map(|e| e.extended_code) {
-            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
-                ErrorKind::UniqueViolation
-            }
-            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
-            Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
-            Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
-            _ => ErrorKind::Other,
-        }
-    }
 }
 
 /// SQLite: the hold, its ledger entry, the job row and the saved answer as one compound

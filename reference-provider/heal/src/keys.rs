@@ -496,6 +496,50 @@ impl CellBits {
     }
 }
 
+/// Things filed by cell (a level, and a cell of that level's grid) for look-ups of what one
+/// cell holds: their indices sorted by the cell's hash ([`HashRuns`]), and a [`CellBits`] of
+/// the filled cells, so that a look-up of an empty cell (most of them when what is filed is
+/// sparse, as in a cloud of separate triangles) reads one word of the bitmap.
+pub(crate) struct CellIndex {
+    /// The things' indices, in the order of their cells' hashes (ties in index order).
+    pub(crate) order: Vec<u32>,
+    runs: HashRuns,
+    filled: CellBits,
+}
+
+impl CellIndex {
+    /// Files thing `i` under `cells[i]`.
+    pub(crate) fn new(cells: &[(i32, [i64; 3])]) -> CellIndex {
+        let mut filled = CellBits::new(cells.len());
+        for &(l, c) in cells {
+            filled.set(l, c);
+        }
+        let hashes: Vec<u32> = cells.par_iter().map(|&(l, c)| cell_hash(l, c)).collect();
+        let sorted = sort_hashes(&hashes);
+        CellIndex {
+            order: sorted.par_iter().map(|&k| lo(k)).collect(),
+            runs: HashRuns::new(sorted.par_iter().map(|&k| hi(k)).collect()),
+            filled,
+        }
+    }
+
+    /// Where in [`CellIndex::order`] the things filed under cell `c` of level `l` are, with
+    /// any other whose cell shares that hash; empty when the cell holds nothing.
+    #[inline]
+    pub(crate) fn run(&self, l: i32, c: [i64; 3]) -> Range<usize> {
+        if !self.filled.has(l, c) {
+            return 0..0;
+        }
+        self.runs.run(cell_hash(l, c))
+    }
+
+    /// The cells' hashes, sorted (one per thing, in [`CellIndex::order`]).
+    #[cfg(test)]
+    pub(crate) fn hashes(&self) -> &[u32] {
+        &self.runs.hash
+    }
+}
+
 /// A xorshift generator of numbers in `[0, 1)` for unit tests (no `generate` feature needed).
 #[cfg(test)]
 pub(crate) fn test_uniform(seed: u64) -> impl FnMut() -> f64 {

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::keys::{self, cell_hash, hi, lo, pack};
+use crate::keys::{self, cell_hash, hi, lo};
 use crate::topology::{NONE, half_edge};
 
 /// A boundary vertex's stitch limit as a fraction of its scale (the shortest edge at any
@@ -687,12 +687,8 @@ fn folds(vertices: &[[f32; 3]], e: &Edge, o: &Edge) -> bool {
 struct Filed {
     /// The edges in cell order.
     edges: Vec<Edge>,
-    /// Per edge (in that order): its cell's hash.
-    runs: keys::HashRuns,
-    /// The filed cells (by class): a probe of an empty cell (most probes when the boundary
-    /// is sparse, as in a cloud of separate triangles) reads this small bitmap, where the
-    /// cells round an edge share a word, instead of `runs` at random.
-    occupied: keys::CellBits,
+    /// The edges' cells (by class); its order is theirs.
+    index: keys::CellIndex,
 }
 
 impl Filed {
@@ -704,24 +700,9 @@ impl Filed {
                 (c, cell_of(c, e.mid()))
             })
             .collect();
-        let mut occupied = keys::CellBits::new(edges.len());
-        for &(c, x) in &cells {
-            occupied.set(c, x);
-        }
-        let mut filed: Vec<u64> = cells
-            .into_par_iter()
-            .enumerate()
-            .map(|(i, (c, x))| pack(cell_hash(c, x), i as u32))
-            .collect();
-        keys::sort(&mut filed);
-        let edges: Vec<Edge> = filed.par_iter().map(|&k| edges[lo(k) as usize]).collect();
-        let hash: Vec<u32> = filed.par_iter().map(|&k| hi(k)).collect();
-        drop(filed);
-        Filed {
-            edges,
-            runs: keys::HashRuns::new(hash),
-            occupied,
-        }
+        let index = keys::CellIndex::new(&cells);
+        let edges = index.order.par_iter().map(|&i| edges[i as usize]).collect();
+        Filed { edges, index }
     }
 
     /// The edges' indices in the order of their midpoints along a Morton curve
@@ -734,10 +715,7 @@ impl Filed {
 
     /// The edges filed under class `c` and cell `x` (and any other cell that shares its hash).
     fn run_of(&self, c: i32, x: [i64; 3]) -> std::ops::Range<usize> {
-        if !self.occupied.has(c, x) {
-            return 0..0;
-        }
-        self.runs.run(cell_hash(c, x))
+        self.index.run(c, x)
     }
 
     /// Calls `found(j, gap)` for every edge `j` that matches edge `i` (see [`Edge::gap`])
@@ -1086,7 +1064,7 @@ mod tests {
                 assert!(run.contains(&i), "n {n}: edge {i} not in {run:?}");
                 let h = cell_hash(c, x);
                 assert!(
-                    run.clone().all(|j| filed.runs.hash[j] == h),
+                    run.clone().all(|j| filed.index.hashes()[j] == h),
                     "n {n}: {run:?}"
                 );
             }
@@ -1098,7 +1076,7 @@ mod tests {
                     let o = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
                     let x = [0, 1, 2].map(|a| x[a] + i64::from(o[a]));
                     let h = cell_hash(c, x);
-                    let want = filed.runs.hash.iter().filter(|&&g| g == h).count();
+                    let want = filed.index.hashes().iter().filter(|&&g| g == h).count();
                     assert_eq!(filed.run_of(c, x).len(), want, "n {n}: {c} {x:?}");
                 }
             }

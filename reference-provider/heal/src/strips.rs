@@ -264,10 +264,9 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
         .collect();
     let level = |length: f64| (length / 8.0).log2().ceil() as i32;
     let cell = |c: [f64; 3], l: i32| c.map(|x| (x / 2f64.powi(l)).floor() as i64);
-    // The chains by the hash of their level and cell (in chain order within one hash), and
-    // the filed cells in a [`keys::CellBits`], so that the probes of empty cells, most of
-    // them, read only a word of the bitmap: on a cloud of separate triangles (each a closed
-    // chain) these look-ups were nearly all of the repair's time.
+    // The chains filed by level and cell ([`keys::CellIndex`]): on a cloud of separate
+    // triangles (each a closed chain) these look-ups, most of them of empty cells, were nearly
+    // all of the repair's time.
     let cells: Vec<(i32, [i64; 3])> = info
         .par_iter()
         .map(|x| {
@@ -275,23 +274,10 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
             (l, cell(x.1, l))
         })
         .collect();
-    let hash = keys::cell_hash;
-    let sorted = keys::sort_hashes(
-        &cells
-            .par_iter()
-            .map(|&(l, g)| hash(l, g))
-            .collect::<Vec<_>>(),
-    );
-    let order: Vec<u32> = sorted.iter().map(|&x| keys::lo(x)).collect();
-    let runs = keys::HashRuns::new(sorted.iter().map(|&x| keys::hi(x)).collect());
-    drop(sorted);
-    let mut filed = keys::CellBits::new(info.len());
-    for &(l, g) in &cells {
-        filed.set(l, g);
-    }
+    let index = keys::CellIndex::new(&cells);
     let cells = &cells;
     let grid = |l: i32, g: [i64; 3]| {
-        order[runs.run(hash(l, g))]
+        index.order[index.run(l, g)]
             .iter()
             .map(|&o| o as usize)
             .filter(move |&o| cells[o] == (l, g))
@@ -316,11 +302,7 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
                 for gx in lo[0]..=hi[0] {
                     for gy in lo[1]..=hi[1] {
                         for gz in lo[2]..=hi[2] {
-                            let g = [gx, gy, gz];
-                            if !filed.has(l, g) {
-                                continue;
-                            }
-                            for o in grid(l, g) {
+                            for o in grid(l, [gx, gy, gz]) {
                                 seen += 1;
                                 if seen > MAX_SCAN {
                                     break 'levels;

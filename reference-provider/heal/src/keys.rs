@@ -25,13 +25,6 @@ pub(crate) fn hash3(a: u32, b: u32, c: u32) -> u32 {
     fmix32(h ^ c.wrapping_mul(0xc2b2_ae3d).rotate_left(21))
 }
 
-/// A hash of cell `x` of the grid numbered `level` (grids of several sizes in one table).
-#[inline]
-pub(crate) fn cell_hash(level: i32, x: [i64; 3]) -> u32 {
-    let h = hash3(x[0] as u32, x[1] as u32, x[2] as u32);
-    fmix32(h ^ (level as u32).wrapping_mul(0x9E37_79B9))
-}
-
 /// `x.floor() as i64` (saturating the same way, 0 for NaN) without a call to libm's `floor`,
 /// which the baseline x86-64 target has no instruction for: the truncation, one lower for a
 /// negative non-integer.
@@ -364,180 +357,188 @@ fn chunk_bbox(points: &[[f32; 3]]) -> Option<Bbox> {
     Some(b)
 }
 
-/// Sorted 32-bit hashes with an index on their top bits: the run of one hash is found through
-/// its slot of the index (about one run per slot) and a search within the slot, not over the
-/// whole list.
-pub(crate) struct HashRuns {
-    /// The hashes, sorted.
-    pub(crate) hash: Vec<u32>,
-    /// Where each slot's runs start.
-    first: Vec<u32>,
-    bits: u32,
+/// Bits of a [`LexGrid`] key per axis.
+const AXIS_BITS: u32 = 19;
+
+/// Cells kept clear of a [`LexGrid`]'s edges, so that a cell shifted by up to this many along
+/// an axis still has a key.
+const LEX_MARGIN: i64 = 8;
+
+/// Cubic grids over one box, one per level (the cells of level `l` of side `2^l`), whose
+/// cells are `u64` keys ordered by (level, z, y, x): the cells of one row along x are
+/// neighbours in that order, and shifting every cell by one offset keeps their order. So
+/// look-ups made in key order (things filed by cell, [`LexIndex`], visited in their own
+/// order) move forward through the sorted keys, reading memory in turn instead of at random
+/// as look-ups by hash do.
+///
+/// A key holds [`AXIS_BITS`] bits per axis: the finest level is the one whose cells still
+/// number under `2^AXIS_BITS` across the box, and a finer level asked for is that one
+/// (cells larger than asked for: a look-up still finds everything it would, among more).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LexGrid {
+    origin: [f64; 3],
+    least: i32,
 }
 
-impl HashRuns {
-    /// The index of `hash`, which must be sorted.
-    pub(crate) fn new(hash: Vec<u32>) -> HashRuns {
-        debug_assert!(hash.is_sorted());
-        let bits = (usize::BITS - hash.len().leading_zeros()).clamp(1, 30);
-        let mut first = vec![0u32; (1usize << bits) + 1];
-        for &h in &hash {
-            first[(h >> (32 - bits)) as usize + 1] += 1;
-        }
-        for i in 1..first.len() {
-            first[i] += first[i - 1];
-        }
-        HashRuns { hash, first, bits }
-    }
-
-    /// Where the hash `h` is in the list (empty when it is not).
-    #[inline]
-    pub(crate) fn run(&self, h: u32) -> Range<usize> {
-        let slot = (h >> (32 - self.bits)) as usize;
-        let (a, b) = (self.first[slot] as usize, self.first[slot + 1] as usize);
-        let run = &self.hash[a..b];
-        let s = run.partition_point(|&x| x < h);
-        let e = s + run[s..].partition_point(|&x| x == h);
-        a + s..a + e
-    }
-}
-
-/// The indices of `points` in their order along a Morton curve (1 024 steps per axis over
-/// their box), ties in index order: look-ups made in this order for each point in turn touch
-/// memory near the last ones when what they read is laid out by place.
-pub(crate) fn space_order(points: &[[f64; 3]]) -> Vec<u32> {
-    let empty = || ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
-    let (least, most) = points
-        .par_iter()
-        .fold(empty, |(a, b), m| {
-            (
-                [0, 1, 2].map(|k| a[k].min(m[k])),
-                [0, 1, 2].map(|k| b[k].max(m[k])),
-            )
-        })
-        .reduce(empty, |(a, b), (c, d)| {
-            (
-                [0, 1, 2].map(|k| a[k].min(c[k])),
-                [0, 1, 2].map(|k| b[k].max(d[k])),
-            )
-        });
-    // Ten bits of a coordinate, two zero bits after each.
-    let spread = |x: u32| {
-        let mut x = x & 0x3ff;
-        x = (x | x << 16) & 0x0300_00ff;
-        x = (x | x << 8) & 0x0300_f00f;
-        x = (x | x << 4) & 0x030c_30c3;
-        (x | x << 2) & 0x0924_9249
-    };
-    let mut keys: Vec<u64> = points
-        .par_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let q = [0, 1, 2].map(|k| {
-                let ext = most[k] - least[k];
-                let t = if ext > 0.0 {
-                    (m[k] - least[k]) / ext
-                } else {
-                    0.0
-                };
-                (t * 1023.0).clamp(0.0, 1023.0) as u32
+impl LexGrid {
+    /// The grids over the box of `points` (all finite).
+    pub(crate) fn around(points: &[[f64; 3]]) -> LexGrid {
+        let empty = || ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
+        let (lo, hi) = points
+            .par_chunks(1 << 14)
+            .map(|c| {
+                c.iter().fold(empty(), |(a, b), p| {
+                    (
+                        [0, 1, 2].map(|k| a[k].min(p[k])),
+                        [0, 1, 2].map(|k| b[k].max(p[k])),
+                    )
+                })
+            })
+            .reduce(empty, |(a, b), (c, d)| {
+                (
+                    [0, 1, 2].map(|k| a[k].min(c[k])),
+                    [0, 1, 2].map(|k| b[k].max(d[k])),
+                )
             });
-            pack(
-                spread(q[0]) | spread(q[1]) << 1 | spread(q[2]) << 2,
-                i as u32,
-            )
-        })
-        .collect();
-    sort(&mut keys);
-    keys.into_iter().map(lo).collect()
-}
-
-/// Which cells of a grid of 3-D cells (one grid per `level`) hold something: a prefilter that
-/// lets a look-up of an empty cell skip the table that lists what cells hold. One word per
-/// block of 4 × 4 × 4 cells (the word found by a hash of the block and the level, the bit by
-/// the cell's place in its block), so the cells round a point, which look-ups probe together,
-/// are read from one or a few words instead of one cache line each. A clear bit is exact; a
-/// set one may be another block's sharing the word.
-pub(crate) struct CellBits {
-    words: Vec<u64>,
-    mask: usize,
-}
-
-impl CellBits {
-    /// For about `filled` cells: 16 bits a cell (so few blocks share a word).
-    pub(crate) fn new(filled: usize) -> CellBits {
-        let n = (filled / 4).next_power_of_two().clamp(1 << 6, 1 << 22);
-        CellBits {
-            words: vec![0; n],
-            mask: n - 1,
+        let extent = (0..3)
+            .map(|k| hi[k] - lo[k])
+            .fold(0.0f64, f64::max)
+            .max(f64::MIN_POSITIVE);
+        // Cells of the finest level number at most 2^AXIS_BITS − 4 × LEX_MARGIN across.
+        let room = f64::from((1u32 << AXIS_BITS) - 4 * LEX_MARGIN as u32);
+        let least = (extent / room).log2().ceil().clamp(-1000.0, 1000.0) as i32;
+        LexGrid {
+            origin: if lo[0].is_finite() { lo } else { [0.0; 3] },
+            least,
         }
     }
 
-    #[inline]
-    fn at(&self, level: i32, c: [i64; 3]) -> (usize, u32) {
-        // An arithmetic shift and a mask: the block and the place in it, negative cells too.
-        let w = cell_hash(level, c.map(|x| x >> 2)) as usize;
-        let bit = (c[0] & 3) | (c[1] & 3) << 2 | (c[2] & 3) << 4;
-        (w & self.mask, bit as u32)
+    /// The level used for `level`: no finer than the finest, no coarser than 127 levels above
+    /// it (cells far larger than the box already).
+    pub(crate) fn level(&self, level: i32) -> i32 {
+        level.clamp(self.least, self.least + 127)
     }
 
-    /// Mark cell `c` of grid `level` filled.
-    #[inline]
-    pub(crate) fn set(&mut self, level: i32, c: [i64; 3]) {
-        let (w, b) = self.at(level, c);
-        self.words[w] |= 1 << b;
+    /// The finest level.
+    pub(crate) fn least(&self) -> i32 {
+        self.least
     }
 
-    /// May cell `c` of grid `level` hold something? (`false`: it holds nothing.)
+    /// The cell of level `level` (as [`LexGrid::level`] gives) holding `p`.
     #[inline]
-    pub(crate) fn has(&self, level: i32, c: [i64; 3]) -> bool {
-        let (w, b) = self.at(level, c);
-        self.words[w] >> b & 1 == 1
+    pub(crate) fn cell(&self, level: i32, p: [f64; 3]) -> [i64; 3] {
+        self.nearer(level, p).0
+    }
+
+    /// [`LexGrid::cell`], and along each axis which neighbour of that cell is nearer to `p`
+    /// (−1 when `p` lies in the lower half of the cell, else 1). The cells are those of a
+    /// grid through the origin (`⌊p / 2^level⌋`), counted from the box's least one.
+    #[inline]
+    pub(crate) fn nearer(&self, level: i32, p: [f64; 3]) -> ([i64; 3], [i64; 3]) {
+        let inv = (-f64::from(level)).exp2();
+        let t = [0, 1, 2].map(|k| p[k] * inv);
+        let c = t.map(floor_i64);
+        let dir = [0, 1, 2].map(|k| if t[k] - (c[k] as f64) < 0.5 { -1 } else { 1 });
+        let cell = [0, 1, 2].map(|k| {
+            c[k].saturating_sub(floor_i64(self.origin[k] * inv))
+                .saturating_add(LEX_MARGIN)
+        });
+        (cell, dir)
+    }
+
+    /// The key of cell `c` of level `level`; `None` when the cell lies outside the grid (so
+    /// holds nothing filed from the box).
+    #[inline]
+    pub(crate) fn key(&self, level: i32, c: [i64; 3]) -> Option<u64> {
+        let l = level.checked_sub(self.least)?;
+        let axis = 1i64 << AXIS_BITS;
+        if !(0..128).contains(&l) || c.iter().any(|x| !(0..axis).contains(x)) {
+            return None;
+        }
+        let b = AXIS_BITS;
+        Some((l as u64) << (3 * b) | (c[2] as u64) << (2 * b) | (c[1] as u64) << b | c[0] as u64)
     }
 }
 
-/// Things filed by cell (a level, and a cell of that level's grid) for look-ups of what one
-/// cell holds: their indices sorted by the cell's hash ([`HashRuns`]), and a [`CellBits`] of
-/// the filled cells, so that a look-up of an empty cell (most of them when what is filed is
-/// sparse, as in a cloud of separate triangles) reads one word of the bitmap.
-pub(crate) struct CellIndex {
-    /// The things' indices, in the order of their cells' hashes (ties in index order).
+/// Things filed under `u64` keys ([`LexGrid`] cells): the keys sorted (ties in the things'
+/// order), with look-ups that search from where the last one ended (galloping), so that
+/// look-ups in key order cost about one step each.
+pub(crate) struct LexIndex {
+    /// The keys, sorted.
+    pub(crate) keys: Vec<u64>,
+    /// The things' indices in the keys' order.
     pub(crate) order: Vec<u32>,
-    runs: HashRuns,
-    filled: CellBits,
 }
 
-impl CellIndex {
-    /// Files thing `i` under `cells[i]`.
-    pub(crate) fn new(cells: &[(i32, [i64; 3])]) -> CellIndex {
-        let mut filled = CellBits::new(cells.len());
-        for &(l, c) in cells {
-            filled.set(l, c);
-        }
-        let hashes: Vec<u32> = cells.par_iter().map(|&(l, c)| cell_hash(l, c)).collect();
-        let sorted = sort_hashes(&hashes);
-        CellIndex {
-            order: sorted.par_iter().map(|&k| lo(k)).collect(),
-            runs: HashRuns::new(sorted.par_iter().map(|&k| hi(k)).collect()),
-            filled,
+impl LexIndex {
+    /// Files thing `i` under `keys[i]`.
+    pub(crate) fn new(keys: &[u64]) -> LexIndex {
+        let mut both: Vec<u128> = keys
+            .par_iter()
+            .enumerate()
+            .map(|(i, &k)| u128::from(k) << 32 | i as u128)
+            .collect();
+        both.par_sort_unstable();
+        LexIndex {
+            keys: both.par_iter().map(|&k| (k >> 32) as u64).collect(),
+            order: both.par_iter().map(|&k| k as u32).collect(),
         }
     }
 
-    /// Where in [`CellIndex::order`] the things filed under cell `c` of level `l` are, with
-    /// any other whose cell shares that hash; empty when the cell holds nothing.
+    /// Where the things filed under `key` are (empty when none), searched from `hint`, which
+    /// is left at the run's start.
     #[inline]
-    pub(crate) fn run(&self, l: i32, c: [i64; 3]) -> Range<usize> {
-        if !self.filled.has(l, c) {
-            return 0..0;
-        }
-        self.runs.run(cell_hash(l, c))
+    pub(crate) fn run(&self, key: u64, hint: &mut usize) -> Range<usize> {
+        self.span(key, key, hint)
     }
 
-    /// The cells' hashes, sorted (one per thing, in [`CellIndex::order`]).
-    #[cfg(test)]
-    pub(crate) fn hashes(&self) -> &[u32] {
-        &self.runs.hash
+    /// Where the things filed under keys from `lo` to `hi` (inclusive) are, searched from
+    /// `hint`, which is left at the span's start.
+    #[inline]
+    pub(crate) fn span(&self, lo: u64, hi: u64, hint: &mut usize) -> Range<usize> {
+        let s = lower_bound_from(&self.keys, lo, *hint);
+        *hint = s;
+        if s == self.keys.len() || self.keys[s] > hi {
+            return s..s;
+        }
+        s..match hi.checked_add(1) {
+            Some(h) => lower_bound_from(&self.keys, h, s),
+            None => self.keys.len(),
+        }
     }
+}
+
+/// The first index of sorted `keys` whose key is at least `key`, found by galloping from
+/// `hint` (forward or back): O(log d) for an answer `d` places away.
+#[inline]
+pub(crate) fn lower_bound_from<T: Ord + Copy>(keys: &[T], key: T, hint: usize) -> usize {
+    let n = keys.len();
+    let h = hint.min(n);
+    let below = |i: usize| keys[i] < key;
+    if h < n && below(h) {
+        // keys[lo] < key; look further on in growing steps.
+        let (mut lo, mut step) = (h, 1);
+        loop {
+            let next = h.saturating_add(step);
+            if next >= n || !below(next) {
+                let end = next.min(n);
+                return lo + 1 + keys[lo + 1..end].partition_point(|&k| k < key);
+            }
+            lo = next;
+            step *= 2;
+        }
+    }
+    // keys[hi..] are all at least `key`; look back in growing steps.
+    let (mut hi, mut step) = (h, 1);
+    while hi > 0 {
+        let back = hi.saturating_sub(step);
+        if below(back) {
+            return back + 1 + keys[back + 1..hi].partition_point(|&k| k < key);
+        }
+        hi = back;
+        step *= 2;
+    }
+    0
 }
 
 /// A xorshift generator of numbers in `[0, 1)` for unit tests (no `generate` feature needed).
@@ -557,57 +558,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn space_order_is_a_permutation_along_a_morton_curve() {
-        let mut next = test_uniform(0x1f83_d9ab_fb41_bd6bu64);
-        let points: Vec<[f64; 3]> = (0..5_000)
-            .map(|_| [next() * 10.0, next() * 10.0 - 5.0, 3.0])
-            .collect();
-        let order = space_order(&points);
-        let mut seen = order.clone();
-        seen.sort_unstable();
-        assert!(seen.iter().copied().eq(0..5_000u32));
-        // Along one axis the curve is that axis's order.
-        let line: Vec<[f64; 3]> = (0..100).rev().map(|k| [k as f64, 0.0, 0.0]).collect();
-        assert!(space_order(&line).iter().copied().eq((0..100u32).rev()));
-        let corners: Vec<[f64; 3]> = [7, 3, 5, 1, 6, 2, 4, 0]
-            .map(|k: u32| [0, 1, 2].map(|a| f64::from(k >> a & 1)))
-            .to_vec();
-        // The indices holding codes 0, 1, …, 7 (x the lowest bit, then y, then z), in turn.
-        assert_eq!(space_order(&corners), [7, 3, 5, 1, 6, 2, 4, 0]);
-    }
-
-    #[test]
-    fn cell_bits_never_miss_a_filled_cell() {
-        // Cells either side of zero and of the blocks' edges, on several levels; every set
-        // cell is found, and most cells next to them (other bits of the same words) are not.
-        let mut next = test_uniform(0x51_7cc1_b727_220au64);
-        let cells: Vec<(i32, [i64; 3])> = (0..5_000)
-            .map(|_| {
-                let l = (next() * 5.0) as i32 - 2;
-                (l, [0; 3].map(|_: i64| (next() * 200.0) as i64 - 100))
-            })
-            .collect();
-        let mut bits = CellBits::new(cells.len());
-        for &(l, c) in &cells {
-            bits.set(l, c);
-        }
-        assert!(cells.iter().all(|&(l, c)| bits.has(l, c)));
-        let set: std::collections::HashSet<_> = cells.iter().copied().collect();
-        let (mut empty, mut claimed) = (0, 0);
-        for &(l, c) in &cells {
-            for d in 0..27 {
-                let n = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
-                let n = [0, 1, 2].map(|a| c[a] + n[a]);
-                if !set.contains(&(l, n)) {
-                    empty += 1;
-                    claimed += usize::from(bits.has(l, n));
+    fn galloping_finds_the_lower_bound_from_any_hint() {
+        let mut next = test_uniform(0x7a3c_55e1_0b9d_4f21u64);
+        for n in [0usize, 1, 2, 3, 17, 1000] {
+            let mut keys: Vec<u64> = (0..n).map(|_| (next() * 50.0) as u64).collect();
+            keys.sort_unstable();
+            for key in 0..52 {
+                let want = keys.partition_point(|&k| k < key);
+                for hint in [0, n / 3, n / 2, n.saturating_sub(1), n, n + 5] {
+                    assert_eq!(lower_bound_from(&keys, key, hint), want, "{n} {key} {hint}");
                 }
             }
         }
-        assert!(
-            claimed * 10 < empty,
-            "{claimed} of {empty} empty cells claimed"
-        );
+    }
+
+    #[test]
+    fn lex_runs_and_rows_match_a_scan() {
+        // Points of a flat box (one axis a thousandth of another) filed on four levels, the
+        // finest clamped; every look-up of a cell and of a row of three cells along x round
+        // a filed one matches a scan of everything filed, whatever the hint.
+        let mut next = test_uniform(0x3e1f_0c0a_1d2b_7e55u64);
+        let points: Vec<[f64; 3]> = (0..3_000)
+            .map(|_| [next() * 40.0 - 20.0, next() * 3.0, next() * 0.001])
+            .collect();
+        let grid = LexGrid::around(&points);
+        let filed: Vec<(i32, [i64; 3])> = points
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                let l = grid.level(grid.least() - 1 + (i % 4) as i32);
+                (l, grid.cell(l, p))
+            })
+            .collect();
+        let keys: Vec<u64> = filed
+            .iter()
+            .map(|&(l, c)| grid.key(l, c).unwrap())
+            .collect();
+        let index = LexIndex::new(&keys);
+        assert!(index.keys.is_sorted());
+        let mut count: std::collections::HashMap<(i32, [i64; 3]), Vec<u32>> = Default::default();
+        for (i, &f) in filed.iter().enumerate() {
+            count.entry(f).or_default().push(i as u32);
+        }
+        let mut hint = 0;
+        for (i, &(l, c)) in filed.iter().enumerate().step_by(7) {
+            for d in 0..27 {
+                let o = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
+                let n = [0, 1, 2].map(|a| c[a] + o[a]);
+                let got = &index.order[index.run(grid.key(l, n).unwrap(), &mut hint)];
+                let want = count.get(&(l, n)).map_or(&[][..], |v| &v[..]);
+                assert_eq!(got, want, "thing {i}, offset {o:?}");
+                let (lo, hi) = (
+                    grid.key(l, [n[0] - 1, n[1], n[2]]).unwrap(),
+                    grid.key(l, [n[0] + 1, n[1], n[2]]).unwrap(),
+                );
+                let mut row = index.order[index.span(lo, hi, &mut hint)].to_vec();
+                row.sort_unstable();
+                let mut want: Vec<u32> = (-1..=1)
+                    .flat_map(|dx| {
+                        count
+                            .get(&(l, [n[0] + dx, n[1], n[2]]))
+                            .into_iter()
+                            .flatten()
+                    })
+                    .copied()
+                    .collect();
+                want.sort_unstable();
+                assert_eq!(row, want);
+            }
+        }
+        // Outside the grid: no key.
+        assert_eq!(grid.key(grid.least() - 1, [10; 3]), None);
+        assert_eq!(grid.key(grid.least(), [-1, 10, 10]), None);
+        assert_eq!(grid.key(grid.least(), [1 << AXIS_BITS, 10, 10]), None);
+        assert_eq!(grid.key(grid.least() + 128, [10; 3]), None);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::keys::{self, cell_hash, hi, lo};
+use crate::keys::{self, hi, lo};
 use crate::topology::{NONE, half_edge};
 
 /// A boundary vertex's stitch limit as a fraction of its scale (the shortest edge at any
@@ -199,27 +199,9 @@ pub(crate) fn stitch(
     // apex copies beside a ring of short edges). So a vertex's scale is the shortest edge at
     // any boundary vertex near it: the smallest over the 27 cells round its own in a grid of
     // side `cap` (the farthest a stitch reaches), each cell holding the smallest of its own.
-    let inv = 1.0 / cap;
-    let cell = |v: usize| vertices[v].map(|x| (f64::from(x) * inv).floor() as i64);
-    let cell_min = CellMin::new(&shortest, cell);
+    let cell_min = CellMin::new(&shortest, vertices, cap);
     let known = |v: usize| prior.get(v).copied().unwrap_or(f64::INFINITY);
-    // Every vertex of a cell has the same 27 cells round it, its own cell's smallest among
-    // them (no larger than its own): one neighbourhood per filled cell.
-    let near: Vec<f64> = cell_min
-        .cells
-        .par_iter()
-        .map(|&(c, own)| {
-            let mut m = own;
-            for d in (0..27).filter(|&d| d != 13) {
-                let n = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
-                let n = [0, 1, 2].map(|a| c[a].wrapping_add(n[a]));
-                if let Some(x) = cell_min.get(n) {
-                    m = m.min(x);
-                }
-            }
-            m
-        })
-        .collect();
+    let near = cell_min.near();
     let scale: Vec<f64> = (0..vertices.len())
         .into_par_iter()
         .map(|v| match cell_min.entry_of[v] {
@@ -262,6 +244,7 @@ pub(crate) fn stitch(
     // Per edge: the best match, `score << 32 | other`, where the score (the larger endpoint
     // gap, ≥ 0) is an `f32`'s bits, monotone in the distance, so the smallest key is the
     // smallest score, then the smallest edge, whatever the order in which pairs are found.
+    // Edges are numbered in their input order (boundary half-edge order), not the cells'.
     // Every match found is recorded for both edges (so no edge looks upward, and a match one
     // edge found counts for the other even when the other's budget ran out first).
     let best: Vec<AtomicU64> = (0..filed.edges.len())
@@ -273,19 +256,20 @@ pub(crate) fn stitch(
             b.fetch_min(key, Ordering::Relaxed);
         }
     };
-    filed.in_space_order().into_par_iter().for_each(|i| {
-        let i = i as usize;
+    filed.for_each_in_order(|i, hints| {
         let mut mine = u64::MAX;
-        filed.candidates(i, STITCH_MAX_CANDIDATES, |j, s| {
+        let id = filed.input[i];
+        filed.candidates(i, STITCH_MAX_CANDIDATES, hints, |j, s| {
             let s = u64::from((s as f32).to_bits()) << 32;
-            mine = mine.min(s | j as u64);
-            offer(j, s | i as u64);
+            let other = filed.input[j];
+            mine = mine.min(s | u64::from(other));
+            offer(other as usize, s | u64::from(id));
         });
         if mine != u64::MAX {
-            offer(i, mine);
+            offer(id as usize, mine);
         }
     });
-    let edges = filed.edges;
+    let edges = filed.into_input_order();
     let best: Vec<u32> = best
         .into_iter()
         .map(|b| {
@@ -317,76 +301,122 @@ pub(crate) fn stitch(
     finish(parent, stitched, largest)
 }
 
-/// Per cell of a grid: the smallest value of the vertices in it, for look-ups of the cells
-/// round a vertex. The cells sorted by hash ([`keys::HashRuns`]) and a
-/// [`keys::CellBits`] of the filled ones: most of the 27 cells round a boundary vertex hold
-/// none when the boundary is sparse (a cloud of separate triangles), and their probes then
-/// read only a word of the bitmap.
+/// Per cell of a grid: the smallest value of the vertices in it, and the smallest over the 27
+/// cells round each.
+///
+/// The cells are numbered in (z, y, x) order ([`CellMin::key`]) and sorted, so the three cells
+/// of a row along x round a cell are one span of the sorted cells, and the nine rows round
+/// the cells taken in order move forward through them (searched from where the last cell's
+/// ended: [`keys::lower_bound_from`]): no look-ups at random in a table larger than the cache
+/// when the boundary is millions of vertices (a cloud of separate triangles).
 struct CellMin {
-    runs: keys::HashRuns,
-    /// Per entry (in hash order): its cell and smallest value.
-    cells: Vec<([i64; 3], f64)>,
+    /// The filled cells' keys, sorted ...
+    keys: Vec<u32>,
+    /// ... and the smallest value in each.
+    mins: Vec<f64>,
     /// Per vertex: its cell's entry ([`NONE`] when its value is not finite).
     entry_of: Vec<u32>,
-    filled: keys::CellBits,
 }
 
+/// Cells of a [`CellMin`] grid along an axis, at most (10 bits, a margin each side).
+const CELL_MIN_AXIS: f64 = 1016.0;
+
 impl CellMin {
-    /// The cells `cell(v)` of the vertices `v` whose `value` is finite, each with the
+    /// The cells of side `side` (or more: at most [`CELL_MIN_AXIS`] of them across the box
+    /// of the vertices filed) of the vertices `v` whose `value` is finite, each with the
     /// smallest value in it.
-    fn new(value: &[f64], cell: impl Fn(usize) -> [i64; 3] + Sync) -> CellMin {
+    fn new(value: &[f64], vertices: &[[f32; 3]], side: f64) -> CellMin {
         let at: Vec<u32> = (0..value.len() as u32)
             .into_par_iter()
             .filter(|&v| value[v as usize].is_finite())
             .collect();
-        let cells: Vec<[i64; 3]> = at.par_iter().map(|&v| cell(v as usize)).collect();
-        let hashes: Vec<u32> = cells.par_iter().map(|&c| cell_hash(0, c)).collect();
-        let sorted = keys::sort_hashes(&hashes);
-        let mut filled = keys::CellBits::new(at.len());
-        let (mut hash, mut entries) = (Vec::new(), Vec::new());
-        let mut entry_of = vec![NONE; value.len()];
-        let mut run: Vec<([i64; 3], u32)> = Vec::new();
-        let mut i = 0;
-        while i < sorted.len() {
-            // One hash's vertices (nearly always of one cell), grouped by cell.
-            let h = hi(sorted[i]);
-            run.clear();
-            while i < sorted.len() && hi(sorted[i]) == h {
-                let k = lo(sorted[i]) as usize;
-                run.push((cells[k], at[k]));
-                i += 1;
-            }
-            run.sort_unstable();
-            for &(c, v) in &run {
-                let x = value[v as usize];
-                match entries.last_mut() {
-                    Some((last, m)) if hash.last() == Some(&h) && *last == c => *m = x.min(*m),
-                    _ => {
-                        hash.push(h);
-                        entries.push((c, x));
-                        filled.set(0, c);
-                    }
+        let points: Vec<[f32; 3]> = at.par_iter().map(|&v| vertices[v as usize]).collect();
+        let Some(b) = keys::par_bbox(&points) else {
+            return CellMin {
+                keys: Vec::new(),
+                mins: Vec::new(),
+                entry_of: vec![NONE; value.len()],
+            };
+        };
+        let extent = (0..3)
+            .map(|k| f64::from(b.max[k]) - f64::from(b.min[k]))
+            .fold(0.0f64, f64::max);
+        // Cells numbered from the origin (the grid the scales have always used), counted
+        // from the box's least cell.
+        let inv = 1.0 / side.max(extent / CELL_MIN_AXIS);
+        let least = b.min.map(|x| keys::floor_i64(f64::from(x) * inv));
+        let key = |p: [f32; 3]| {
+            let c = [0, 1, 2].map(|k| {
+                let x = keys::floor_i64(f64::from(p[k]) * inv) - least[k];
+                x.clamp(0, CELL_MIN_AXIS as i64 + 1) as u32 + 2
+            });
+            c[2] << 20 | c[1] << 10 | c[0]
+        };
+        let cells: Vec<u32> = points.par_iter().map(|&p| key(p)).collect();
+        drop(points);
+        let sorted = keys::sort_hashes(&cells);
+        drop(cells);
+        // The first sorted key of every cell, and each sorted key's cell (its entry).
+        let starts: Vec<u32> = (0..sorted.len() as u32)
+            .into_par_iter()
+            .filter(|&i| i == 0 || hi(sorted[i as usize]) != hi(sorted[i as usize - 1]))
+            .collect();
+        let keys: Vec<u32> = starts.par_iter().map(|&i| hi(sorted[i as usize])).collect();
+        let entry_of: Vec<std::sync::atomic::AtomicU32> = (0..value.len())
+            .into_par_iter()
+            .map(|_| std::sync::atomic::AtomicU32::new(NONE))
+            .collect();
+        let mins: Vec<f64> = starts
+            .par_iter()
+            .enumerate()
+            .map(|(e, &s)| {
+                let end = starts.get(e + 1).map_or(sorted.len(), |&x| x as usize);
+                let mut m = f64::INFINITY;
+                for &k in &sorted[s as usize..end] {
+                    let v = at[lo(k) as usize];
+                    m = m.min(value[v as usize]);
+                    entry_of[v as usize].store(e as u32, Ordering::Relaxed);
                 }
-                entry_of[v as usize] = (entries.len() - 1) as u32;
-            }
-        }
+                m
+            })
+            .collect();
         CellMin {
-            runs: keys::HashRuns::new(hash),
-            cells: entries,
-            entry_of,
-            filled,
+            keys,
+            mins,
+            entry_of: entry_of.into_iter().map(|e| e.into_inner()).collect(),
         }
     }
 
-    /// The smallest value in cell `c`, if it holds any.
-    fn get(&self, c: [i64; 3]) -> Option<f64> {
-        if !self.filled.has(0, c) {
-            return None;
-        }
-        self.cells[self.runs.run(cell_hash(0, c))]
-            .iter()
-            .find(|e| e.0 == c)
-            .map(|e| e.1)
+    /// Per entry: the smallest value in the 27 cells round its own.
+    fn near(&self) -> Vec<f64> {
+        const CHUNK: usize = 4096;
+        let n = self.keys.len();
+        (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .flat_map_iter(|c| {
+                let from = c * CHUNK;
+                let mut hints = [from; 9];
+                (from..n.min(from + CHUNK)).map(move |e| {
+                    let k = self.keys[e];
+                    let mut m = f64::INFINITY;
+                    for (r, hint) in hints.iter_mut().enumerate() {
+                        // The row at offset (dy, dz), from x − 1 to x + 1: every coordinate
+                        // is at least 2, so none of these wraps.
+                        let (dy, dz) = (r as u32 % 3, r as u32 / 3);
+                        let row = (k + (dz << 20) + (dy << 10)) - (1 << 20) - (1 << 10);
+                        let s = keys::lower_bound_from(&self.keys, row - 1, *hint);
+                        *hint = s;
+                        for (&x, &v) in self.keys[s..].iter().zip(&self.mins[s..]) {
+                            if x > row + 1 {
+                                break;
+                            }
+                            m = m.min(v);
+                        }
+                    }
+                    m
+                })
+            })
+            .collect()
     }
 }
 
@@ -454,25 +484,24 @@ pub(crate) fn stitch_copies(
     }
     let filed = Filed::new(edges);
     // Every match found, `(gap, i, j)` with `i < j`, once.
-    let mut pairs: Vec<(u32, u32, u32)> = filed
-        .in_space_order()
-        .into_par_iter()
-        .flat_map_iter(|i| {
-            let i = i as usize;
-            let mut found = Vec::new();
-            filed.candidates(i, COPY_MAX_CANDIDATES, |j, g| {
-                let (a, b) = (i.min(j) as u32, i.max(j) as u32);
-                found.push(((g as f32).to_bits(), a, b));
+    let found = filed.map_chunks_in_order(|range, hints| {
+        let mut mine = Vec::new();
+        for i in range {
+            filed.candidates(i, COPY_MAX_CANDIDATES, hints, |j, g| {
+                // Edges numbered in their input order, not the cells'.
+                let (i, j) = (filed.input[i], filed.input[j]);
+                mine.push(((g as f32).to_bits(), i.min(j), i.max(j)));
             });
-            found
-        })
-        .collect();
+        }
+        mine
+    });
+    let mut pairs: Vec<(u32, u32, u32)> = found.concat();
     pairs.par_sort_unstable();
     pairs.dedup();
     if pairs.is_empty() {
         return Stitched::default();
     }
-    let edges = filed.edges;
+    let edges = filed.into_input_order();
     // The facets round every vertex a pair may merge, for the collapse check.
     let mut involved = vec![u32::MAX; vertices.len()];
     let mut count = 0u32;
@@ -681,67 +710,112 @@ fn folds(vertices: &[[f32; 3]], e: &Edge, o: &Edge) -> bool {
 /// The boundary edges filed by reach class and midpoint cell, for candidate look-ups.
 ///
 /// Every edge is filed under its reach class `k = ⌊log₂ reach⌋` and the cell of its midpoint
-/// in a grid of side `2^(k+2)`; the edges are sorted by that cell, so one cell's edges are
-/// neighbours in memory, and a cell's run is found through an index on the top bits of its
-/// hash (about one run per slot), without a search.
+/// in a grid of side `2^(k+2)` ([`keys::LexGrid`] level `k + 2`, clamped to the grids' finest
+/// level), and the edges are sorted by that cell ([`keys::LexIndex`]): one cell's edges are
+/// neighbours in memory, and the look-ups of edges taken in that order move forward through
+/// the sorted cells instead of probing tables at random (a boundary of millions of edges,
+/// as a cloud of separate triangles has, is far larger than the cache).
 struct Filed {
     /// The edges in cell order.
     edges: Vec<Edge>,
-    /// The edges' cells (by class); its order is theirs.
-    index: keys::CellIndex,
+    /// Per edge (in cell order): its index in the input.
+    input: Vec<u32>,
+    /// The edges' cells, sorted.
+    index: keys::LexIndex,
+    grid: keys::LexGrid,
 }
+
+/// Edges whose look-ups one task makes in turn.
+const FILED_CHUNK: usize = 4096;
 
 impl Filed {
     fn new(edges: Vec<Edge>) -> Filed {
-        let cells: Vec<(i32, [i64; 3])> = edges
+        let mids: Vec<[f64; 3]> = edges.par_iter().map(Edge::mid).collect();
+        let grid = keys::LexGrid::around(&mids);
+        let keys: Vec<u64> = edges
             .par_iter()
-            .map(|e| {
-                let c = class(e);
-                (c, cell_of(c, e.mid()))
+            .zip(&mids)
+            .map(|(e, &m)| {
+                let l = level(&grid, e);
+                grid.key(l, grid.cell(l, m))
+                    .expect("a midpoint lies in the grid round the midpoints")
             })
             .collect();
-        let index = keys::CellIndex::new(&cells);
-        let edges = index.order.par_iter().map(|&i| edges[i as usize]).collect();
-        Filed { edges, index }
+        drop(mids);
+        let mut index = keys::LexIndex::new(&keys);
+        let input = std::mem::take(&mut index.order);
+        let edges = input.par_iter().map(|&i| edges[i as usize]).collect();
+        Filed {
+            edges,
+            input,
+            index,
+            grid,
+        }
     }
 
-    /// The edges' indices in the order of their midpoints along a Morton curve
-    /// ([`keys::space_order`]), for the candidate look-ups: consecutive edges then probe
-    /// neighbouring cells, which share words of the bitmap, instead of cells at random.
-    fn in_space_order(&self) -> Vec<u32> {
-        let mids: Vec<[f64; 3]> = self.edges.par_iter().map(Edge::mid).collect();
-        keys::space_order(&mids)
+    /// The edges in their input order.
+    fn into_input_order(self) -> Vec<Edge> {
+        let mut at = vec![0u32; self.input.len()];
+        for (p, &i) in self.input.iter().enumerate() {
+            at[i as usize] = p as u32;
+        }
+        at.par_iter().map(|&p| self.edges[p as usize]).collect()
     }
 
-    /// The edges filed under class `c` and cell `x` (and any other cell that shares its hash).
-    fn run_of(&self, c: i32, x: [i64; 3]) -> std::ops::Range<usize> {
-        self.index.run(c, x)
+    /// Calls `look(i, hints)` for every edge `i`, in cell order, a chunk of edges per task,
+    /// `hints` kept across one chunk's look-ups (see [`Filed::candidates`]).
+    fn for_each_in_order(&self, look: impl Fn(usize, &mut [usize; 16]) + Sync) {
+        self.map_chunks_in_order(|range, hints| {
+            for i in range {
+                look(i, hints);
+            }
+        });
+    }
+
+    /// `look(range, hints)` for consecutive ranges of edges in cell order, one per task, with
+    /// `hints` for their look-ups (see [`Filed::candidates`]); the results in range order.
+    fn map_chunks_in_order<T: Send>(
+        &self,
+        look: impl Fn(std::ops::Range<usize>, &mut [usize; 16]) -> T + Sync,
+    ) -> Vec<T> {
+        let n = self.edges.len();
+        (0..n.div_ceil(FILED_CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let from = c * FILED_CHUNK;
+                look(from..n.min(from + FILED_CHUNK), &mut [from; 16])
+            })
+            .collect()
     }
 
     /// Calls `found(j, gap)` for every edge `j` that matches edge `i` (see [`Edge::gap`])
     /// among at most `budget` candidates, verified in a fixed order (so the result does not
     /// depend on the threads). Edge `i` looks up the nearer cell along each axis (8 cells) in
-    /// its own class and in the class below; a partner in the class above finds `i` by its own
-    /// look-up of the class below.
-    fn candidates(&self, i: usize, budget: usize, mut found: impl FnMut(usize, f64)) {
+    /// its own level and in the level below; a partner in the level above finds `i` by its own
+    /// look-up of the level below. `hints` holds where each of the 16 look-ups of the edge
+    /// before ended: in cell order, the next edge's are at or just after them.
+    fn candidates(
+        &self,
+        i: usize,
+        budget: usize,
+        hints: &mut [usize; 16],
+        mut found: impl FnMut(usize, f64),
+    ) {
         let e = &self.edges[i];
-        let c0 = class(e);
+        let l0 = level(&self.grid, e);
         let m = e.mid();
         let mut left = budget;
-        for c in (c0.saturating_sub(1)..=c0).rev() {
-            let s = side(c);
-            let x = cell_of(c, m);
-            let dir = [0, 1, 2].map(|k| {
-                if m[k] / s - (x[k] as f64) < 0.5 {
-                    -1
-                } else {
-                    1
-                }
-            });
+        for (n, l) in [l0, l0 - 1].into_iter().enumerate() {
+            if l < self.grid.least() {
+                break;
+            }
+            let (x, dir) = self.grid.nearer(l, m);
             for k in 0..8usize {
-                let shifted =
-                    [0, 1, 2].map(|a| x[a].wrapping_add(if k >> a & 1 == 1 { dir[a] } else { 0 }));
-                for j in self.run_of(c, shifted) {
+                let shifted = [0, 1, 2].map(|a| x[a] + if k >> a & 1 == 1 { dir[a] } else { 0 });
+                let Some(key) = self.grid.key(l, shifted) else {
+                    continue;
+                };
+                for j in self.index.run(key, &mut hints[n * 8 + k]) {
                     if j == i {
                         continue;
                     }
@@ -758,20 +832,21 @@ impl Filed {
     }
 }
 
+/// An edge's reach class `⌊log₂ reach⌋`.
 fn class(e: &Edge) -> i32 {
-    e.reach().log2().floor() as i32
+    let c = e.reach().log2().floor();
+    if c.is_nan() {
+        i32::MIN
+    } else {
+        c.clamp(-1e6, 1e6) as i32
+    }
 }
 
-fn cell_of(c: i32, m: [f64; 3]) -> [i64; 3] {
-    let s = side(c);
-    m.map(|x| (x / s).floor() as i64)
-}
-
-/// The side of the midpoint grid of reach class `c` (edges whose reach is `2^c ..< 2^(c+1)`):
-/// two matching edges' midpoints are at most the smaller reach apart, so under half a side of
-/// the lower class along every axis, and the nearer cell along each axis holds the partner.
-fn side(c: i32) -> f64 {
-    2f64.powi(c.saturating_add(2))
+/// The grid level an edge is filed under: its class + 2 (cells of side `2^(k+2)`: two
+/// matching edges' midpoints are at most the smaller reach apart, so under half a side of the
+/// lower class along every axis, and the nearer cell along each axis holds the partner).
+fn level(grid: &keys::LexGrid, e: &Edge) -> i32 {
+    grid.level(class(e).saturating_add(2))
 }
 
 /// A boundary half-edge `a → b` of `facet`, with what verifying a match needs.
@@ -1011,42 +1086,56 @@ mod tests {
     }
 
     #[test]
-    fn cell_min_holds_each_cells_smallest_value() {
-        // 300 000 vertices in about 200 000 cells, some values not finite (not filed): a few
-        // pairs of distinct cells share a 32-bit hash at this count, which must stay apart.
+    fn cell_min_holds_each_cells_smallest_value_and_its_neighbourhoods() {
+        // 300 000 vertices, some values not finite (not filed), in cells of side 1 of a box
+        // 60 wide, and in a box too wide for cells that small (cells of 1016ths of it then).
         let mut next = keys::test_uniform(0x6a09_e667_f3bc_c909u64);
-        let n = 300_000;
-        let cell_of: Vec<[i64; 3]> = (0..n)
-            .map(|_| [0; 3].map(|_: i64| (next() * 60.0) as i64 - 30))
-            .collect();
-        let value: Vec<f64> = (0..n)
-            .map(|_| {
-                let x = next();
-                if x < 0.05 { f64::INFINITY } else { x }
-            })
-            .collect();
-        let m = CellMin::new(&value, |v| cell_of[v]);
-        let mut want: std::collections::HashMap<[i64; 3], f64> = Default::default();
-        for (c, &x) in cell_of.iter().zip(&value).filter(|(_, x)| x.is_finite()) {
-            let e = want.entry(*c).or_insert(x);
-            *e = e.min(x);
-        }
-        assert_eq!(m.cells.len(), want.len());
-        for (v, c) in cell_of.iter().enumerate() {
-            assert_eq!(m.get(*c), want.get(c).copied(), "{c:?}");
-            match m.entry_of[v] {
-                NONE => assert!(!value[v].is_finite()),
-                e => assert_eq!(m.cells[e as usize], (*c, want[c])),
+        for (n, wide) in [(300_000, 60.0f64), (50_000, 5_000.0)] {
+            let vertices: Vec<[f32; 3]> = (0..n)
+                .map(|_| [0; 3].map(|_: u8| (next() * wide - wide / 2.0) as f32))
+                .collect();
+            let value: Vec<f64> = (0..n)
+                .map(|_| {
+                    let x = next();
+                    if x < 0.05 { f64::INFINITY } else { x }
+                })
+                .collect();
+            let m = CellMin::new(&value, &vertices, 1.0);
+            // The grid the code must use: side 1, or 1016ths of the filed vertices' extent.
+            let filed = (0..n).filter(|&v| value[v].is_finite());
+            let extent = (0..3)
+                .map(|k| {
+                    let (lo, hi) = filed.clone().fold((f64::MAX, f64::MIN), |(a, b), v| {
+                        let x = f64::from(vertices[v][k]);
+                        (a.min(x), b.max(x))
+                    });
+                    hi - lo
+                })
+                .fold(0.0f64, f64::max);
+            assert_eq!(extent / CELL_MIN_AXIS > 1.0, wide > 100.0);
+            let inv = 1.0 / 1f64.max(extent / CELL_MIN_AXIS);
+            let cell = |v: usize| vertices[v].map(|x| (f64::from(x) * inv).floor() as i64);
+            let mut want: std::collections::HashMap<[i64; 3], f64> = Default::default();
+            for v in (0..n).filter(|&v| value[v].is_finite()) {
+                let e = want.entry(cell(v)).or_insert(value[v]);
+                *e = e.min(value[v]);
             }
-        }
-        let hashes: std::collections::HashSet<u32> =
-            want.keys().map(|&c| cell_hash(0, c)).collect();
-        assert!(
-            hashes.len() < want.len(),
-            "no two cells share a hash: widen the test"
-        );
-        for c in [[31, 0, 0], [-31, 5, 5], [100, 100, 100]] {
-            assert_eq!(m.get(c), None);
+            assert_eq!(m.keys.len(), want.len());
+            let near = m.near();
+            for (v, &entry) in m.entry_of.iter().enumerate() {
+                match entry {
+                    NONE => assert!(!value[v].is_finite()),
+                    e => {
+                        let c = cell(v);
+                        assert_eq!(m.mins[e as usize], want[&c]);
+                        let round = (0..27)
+                            .map(|d| [d % 3, d / 3 % 3, d / 9].map(|o| o - 1))
+                            .filter_map(|o| want.get(&[0, 1, 2].map(|a| c[a] + o[a])))
+                            .fold(f64::INFINITY, |a, &b| a.min(b));
+                        assert_eq!(near[e as usize], round, "{c:?}");
+                    }
+                }
+            }
         }
     }
 
@@ -1054,30 +1143,38 @@ mod tests {
     fn every_filed_edge_is_found_in_its_cells_run() {
         for n in [1, 7, 1_000, 20_000] {
             let filed = Filed::new(sparse_edges(n));
+            let g = &filed.grid;
             let cell = |e: &Edge| {
-                let c = class(e);
-                (c, cell_of(c, e.mid()))
+                let l = level(g, e);
+                (l, g.cell(l, e.mid()))
             };
+            assert!(filed.index.keys.is_sorted());
+            let mut hint = 0;
             for (i, e) in filed.edges.iter().enumerate() {
-                let (c, x) = cell(e);
-                let run = filed.run_of(c, x);
+                let (l, x) = cell(e);
+                let run = filed.index.run(g.key(l, x).unwrap(), &mut hint);
                 assert!(run.contains(&i), "n {n}: edge {i} not in {run:?}");
-                let h = cell_hash(c, x);
                 assert!(
-                    run.clone().all(|j| filed.index.hashes()[j] == h),
+                    run.clone().all(|j| cell(&filed.edges[j]) == (l, x)),
                     "n {n}: {run:?}"
                 );
             }
-            // A probe finds exactly the edges filed under its cell's hash, none when there are
-            // none: the cells next to every edge's, in its class and the next.
+            // A probe finds exactly the edges filed under its cell, none when there are none:
+            // the cells next to every edge's, in its level and the next.
+            let mut count: std::collections::HashMap<(i32, [i64; 3]), usize> = Default::default();
+            for e in &filed.edges {
+                *count.entry(cell(e)).or_default() += 1;
+            }
             for e in filed.edges.iter().step_by(7) {
-                let (c, x) = cell(e);
-                for (c, d) in (0..54).map(|d| (c + d / 27, d % 27)) {
+                let (l, x) = cell(e);
+                for (l, d) in (0..54).map(|d| (l + d / 27, d % 27)) {
                     let o = [d % 3, d / 3 % 3, d / 9].map(|o| o - 1);
                     let x = [0, 1, 2].map(|a| x[a] + i64::from(o[a]));
-                    let h = cell_hash(c, x);
-                    let want = filed.index.hashes().iter().filter(|&&g| g == h).count();
-                    assert_eq!(filed.run_of(c, x).len(), want, "n {n}: {c} {x:?}");
+                    let want = count.get(&(l, x)).copied().unwrap_or(0);
+                    let got = g
+                        .key(l, x)
+                        .map_or(0, |k| filed.index.run(k, &mut hint).len());
+                    assert_eq!(got, want, "n {n}: {l} {x:?}");
                 }
             }
         }

@@ -221,10 +221,13 @@ fn chains(edges: &[(u32, u32, u32)], vertices: usize) -> Vec<Chain> {
     chains
 }
 
+/// Two chains to try joining, `(x, y, reversed)`: `y` taken reversed or as it is.
+type Pair = (u32, u32, bool);
+
 /// Candidate pairs `(x, y, reverse y)`, best first within each chain: open chains between the
 /// same two branch vertices, and closed chains of about the same length whose centroids are
 /// within a tenth of their length of each other.
-fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
+fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<Pair> {
     let mut out = Vec::new();
     // Open chains by their ends.
     let mut by_ends: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
@@ -263,72 +266,100 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<(u32, u32, bool)> {
         })
         .collect();
     let level = |length: f64| (length / 8.0).log2().ceil() as i32;
-    let cell = |c: [f64; 3], l: i32| c.map(|x| (x / 2f64.powi(l)).floor() as i64);
-    // The chains filed by level and cell ([`keys::CellIndex`]): on a cloud of separate
-    // triangles (each a closed chain) these look-ups, most of them of empty cells, were nearly
-    // all of the repair's time.
+    // The chains filed by level and centroid cell in a [`keys::LexGrid`] and taken in that
+    // order, so that their look-ups move forward through the sorted cells: on a cloud of
+    // separate triangles (each a closed chain) look-ups at random in a table of millions of
+    // cells were nearly all of the repair's time.
+    let centres: Vec<[f64; 3]> = info.iter().map(|x| x.1).collect();
+    let grid = keys::LexGrid::around(&centres);
+    drop(centres);
     let cells: Vec<(i32, [i64; 3])> = info
         .par_iter()
         .map(|x| {
-            let l = level(x.2);
-            (l, cell(x.1, l))
+            let l = grid.level(level(x.2));
+            (l, grid.cell(l, x.1))
         })
         .collect();
-    let index = keys::CellIndex::new(&cells);
-    let cells = &cells;
-    let grid = |l: i32, g: [i64; 3]| {
-        index.order[index.run(l, g)]
-            .iter()
-            .map(|&o| o as usize)
-            .filter(move |&o| cells[o] == (l, g))
-    };
+    let filed: Vec<u64> = cells
+        .par_iter()
+        .map(|&(l, c)| {
+            grid.key(l, c)
+                .expect("a centroid lies in the grid round them")
+        })
+        .collect();
+    let index = keys::LexIndex::new(&filed);
+    drop(filed);
     // Per chain, the cells within a tenth of its length of its centroid at its own level and
     // the next one down and up (a partner's length is within a tenth of its own, so its level
     // is one of these): at most 5, 3 and 2 cells per axis, since a cell is at least a
     // sixteenth, an eighth and a quarter of the length there.
-    let found: Vec<Vec<(u32, u32, bool)>> = info
-        .par_iter()
-        .enumerate()
-        .map(|(k, &(x, cx, lx))| {
-            let r = lx / 10.0;
-            let mut near: Vec<(f64, usize)> = Vec::new();
-            let mut seen = 0;
-            'levels: for l in level(lx) - 1..=level(lx) + 1 {
-                let side = 2f64.powi(l);
-                let lo = cx.map(|c| ((c - r) / side).floor() as i64);
-                let hi: [i64; 3] = std::array::from_fn(|d| {
-                    (((cx[d] + r) / side).floor() as i64).clamp(lo[d], lo[d].saturating_add(4))
-                });
-                for gx in lo[0]..=hi[0] {
-                    for gy in lo[1]..=hi[1] {
-                        for gz in lo[2]..=hi[2] {
-                            for o in grid(l, [gx, gy, gz]) {
-                                seen += 1;
-                                if seen > MAX_SCAN {
-                                    break 'levels;
-                                }
-                                let (_, co, lo) = info[o];
-                                let dist = norm(sub(co, cx));
-                                if o > k
-                                    && (lx - lo).abs() <= LENGTH_RATIO * lx.max(lo)
-                                    && dist <= r
-                                {
-                                    near.push((dist, o));
+    const CHUNK: usize = 2048;
+    let n = index.order.len();
+    let mut found: Vec<(usize, Vec<Pair>)> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .flat_map_iter(|chunk| {
+            let from = chunk * CHUNK;
+            let (index, cells, info, grid) = (&index, &cells, &info, &grid);
+            // One hint per level and row along x (5 × 5 at most per level).
+            let mut hints = [from; 75];
+            index.order[from..n.min(from + CHUNK)]
+                .iter()
+                .map(move |&k| {
+                    let k = k as usize;
+                    let (x, cx, lx) = info[k];
+                    let r = lx / 10.0;
+                    let mut near: Vec<(f64, usize)> = Vec::new();
+                    let mut seen = 0;
+                    let mut levels = [-1, 0, 1].map(|d| grid.level(level(lx) + d));
+                    levels.sort_unstable();
+                    'levels: for (n, &l) in levels.iter().enumerate() {
+                        if n > 0 && l == levels[n - 1] {
+                            continue;
+                        }
+                        let lo = grid.cell(l, cx.map(|c| c - r));
+                        let hi: [i64; 3] = std::array::from_fn(|d| {
+                            grid.cell(l, cx.map(|c| c + r))[d].clamp(lo[d], lo[d] + 4)
+                        });
+                        for gx in lo[0]..=hi[0] {
+                            for gy in lo[1]..=hi[1] {
+                                for gz in lo[2]..=hi[2] {
+                                    let Some(key) = grid.key(l, [gx, gy, gz]) else {
+                                        continue;
+                                    };
+                                    let row = n * 25 + ((gy - lo[1]) * 5 + (gz - lo[2])) as usize;
+                                    for &o in &index.order[index.run(key, &mut hints[row])] {
+                                        let o = o as usize;
+                                        debug_assert_eq!(cells[o], (l, [gx, gy, gz]));
+                                        seen += 1;
+                                        if seen > MAX_SCAN {
+                                            break 'levels;
+                                        }
+                                        let (_, co, lo) = info[o];
+                                        let dist = norm(sub(co, cx));
+                                        if o > k
+                                            && (lx - lo).abs() <= LENGTH_RATIO * lx.max(lo)
+                                            && dist <= r
+                                        {
+                                            near.push((dist, o));
+                                        }
+                                    }
                                 }
                             }
                         }
                     }
-                }
-            }
-            near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            near.iter()
-                .take(MAX_TRIES)
-                // Facing surfaces' rims run opposite ways: the partner reversed first.
-                .flat_map(|&(_, o)| [(x, info[o].0, true), (x, info[o].0, false)])
-                .collect()
+                    near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    let pairs = near
+                        .iter()
+                        .take(MAX_TRIES)
+                        // Facing surfaces' rims run opposite ways: the partner reversed first.
+                        .flat_map(|&(_, o)| [(x, info[o].0, true), (x, info[o].0, false)])
+                        .collect();
+                    (k, pairs)
+                })
         })
         .collect();
-    out.extend(found.into_iter().flatten());
+    found.par_sort_unstable_by_key(|f| f.0);
+    out.extend(found.into_iter().flat_map(|f| f.1));
     out
 }
 

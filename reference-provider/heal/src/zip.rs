@@ -226,11 +226,17 @@ pub(crate) fn zip(
             let mut skipped = 0;
             let vk = &vertex_keys[r.clone()];
             let mut i = 0;
+            // The cells come in order: each one's edges are searched for from the last one's.
+            let mut hint = 0;
             while i < vk.len() {
                 let c = hi(vk[i]);
                 let run = vk[i..].partition_point(|&k| hi(k) == c);
-                let start = edge_keys.partition_point(|&k| hi(k) < c);
-                let len = edge_keys[start..].partition_point(|&k| hi(k) == c);
+                let start = keys::lower_bound_from(&edge_keys, pack(c, 0), hint);
+                hint = start;
+                let len = match c.checked_add(1) {
+                    Some(next) => keys::lower_bound_from(&edge_keys, pack(next, 0), start),
+                    None => edge_keys.len(),
+                } - start;
                 if run * len > CELL_MAX_PAIRS {
                     skipped += 1;
                 } else {

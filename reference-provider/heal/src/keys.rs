@@ -435,7 +435,7 @@ impl LexGrid {
     /// grid through the origin (`⌊p / 2^level⌋`), counted from the box's least one.
     #[inline]
     pub(crate) fn nearer(&self, level: i32, p: [f64; 3]) -> ([i64; 3], [i64; 3]) {
-        let inv = (-f64::from(level)).exp2();
+        let inv = pow2(-level);
         let t = [0, 1, 2].map(|k| p[k] * inv);
         let c = t.map(floor_i64);
         let dir = [0, 1, 2].map(|k| if t[k] - (c[k] as f64) < 0.5 { -1 } else { 1 });
@@ -444,6 +444,12 @@ impl LexGrid {
                 .saturating_add(LEX_MARGIN)
         });
         (cell, dir)
+    }
+
+    /// The level of a key's cell, counted from the finest (0 for [`LexGrid::least`]).
+    #[inline]
+    pub(crate) fn key_level(key: u64) -> u32 {
+        (key >> (3 * AXIS_BITS)) as u32
     }
 
     /// The key of cell `c` of level `level`; `None` when the cell lies outside the grid (so
@@ -457,6 +463,16 @@ impl LexGrid {
         }
         let b = AXIS_BITS;
         Some((l as u64) << (3 * b) | (c[2] as u64) << (2 * b) | (c[1] as u64) << b | c[0] as u64)
+    }
+}
+
+/// `2^e` exactly, without a call to libm (0 or infinity out of `f64`'s normal range).
+#[inline]
+pub(crate) fn pow2(e: i32) -> f64 {
+    match e {
+        -1022..=1023 => f64::from_bits(((e + 1023) as u64) << 52),
+        ..-1022 => 0.0,
+        _ => f64::INFINITY,
     }
 }
 
@@ -556,6 +572,15 @@ pub(crate) fn test_uniform(seed: u64) -> impl FnMut() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pow2_matches_std() {
+        for e in (-1022..=1023).step_by(7).chain([-1, 0, 1, 1023]) {
+            assert_eq!(pow2(e), 2f64.powi(e), "{e}");
+        }
+        assert_eq!(pow2(-1023), 0.0);
+        assert_eq!(pow2(1024), f64::INFINITY);
+    }
 
     #[test]
     fn galloping_finds_the_lower_bound_from_any_hint() {

@@ -720,6 +720,8 @@ struct Filed {
     edges: Vec<Edge>,
     /// Per edge (in cell order): its index in the input.
     input: Vec<u32>,
+    /// Which levels (above the grid's finest) hold edges, one bit each.
+    levels: u128,
     /// The edges' cells, sorted.
     index: keys::LexIndex,
     grid: keys::LexGrid,
@@ -742,12 +744,17 @@ impl Filed {
             })
             .collect();
         drop(mids);
+        let levels = keys
+            .par_iter()
+            .map(|&k| 1u128 << keys::LexGrid::key_level(k))
+            .reduce(|| 0, |a, b| a | b);
         let mut index = keys::LexIndex::new(&keys);
         let input = std::mem::take(&mut index.order);
         let edges = input.par_iter().map(|&i| edges[i as usize]).collect();
         Filed {
             edges,
             input,
+            levels,
             index,
             grid,
         }
@@ -808,6 +815,9 @@ impl Filed {
         for (n, l) in [l0, l0 - 1].into_iter().enumerate() {
             if l < self.grid.least() {
                 break;
+            }
+            if self.levels >> (l - self.grid.least()) & 1 == 0 {
+                continue;
             }
             let (x, dir) = self.grid.nearer(l, m);
             for k in 0..8usize {

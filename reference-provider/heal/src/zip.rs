@@ -42,6 +42,10 @@ const CELL_MAX_PAIRS: usize = 4096;
 /// corners and points (`O(n²)`); a larger one is left as it is.
 const POLYGON_MAX: usize = 256;
 
+/// A boundary edge of one cell of the zip's join: its half-edge, facet, end points and box
+/// (grown by the largest distance at which a point counts as lying on it).
+type CellEdge = (u32, [u32; 3], [f64; 3], [f64; 3], ([f64; 3], [f64; 3]));
+
 /// What a zip did.
 #[derive(Debug, Default)]
 pub(crate) struct Zipped {
@@ -206,9 +210,8 @@ pub(crate) fn zip(
     // And `w` is farther than twice the reach from both ends: near an end, a vertex within the
     // noise of the edge is as likely a copy of that end's neighbour (the rim of a fan finer
     // than the noise).
-    let seam = |a: u32, b: u32, w: u32| -> Option<f64> {
-        let (pa, pb) = (p(a), p(b));
-        let along = lies_on(pa, pb, p(w), snap)?;
+    let seam = |a: u32, b: u32, pa: [f64; 3], pb: [f64; 3], w: u32, pw: [f64; 3]| {
+        let along = lies_on(pa, pb, pw, snap)?;
         if along.min(norm(sub(pb, pa)) - along) <= 2.0 * reach {
             return None;
         }
@@ -217,38 +220,50 @@ pub(crate) fn zip(
             .then_some(along)
     };
 
-    // Join the two lists cell by cell: (half-edge, distance along it, vertex).
+    // Join the two lists cell by cell: (half-edge, distance along it, vertex). A cell's edges
+    // are read once into a buffer, not once per vertex of the cell (where the boundary fills
+    // space, as in a cloud of separate triangles, a cell holds several of each).
     let chunks = keys::run_chunks(&vertex_keys, keys::parts_for(vertex_keys.len()));
     let (mut found, skipped): (Vec<(u32, f64, u32)>, u64) = chunks
         .par_iter()
         .map(|r| {
             let mut found = Vec::new();
             let mut skipped = 0;
+            let mut cell: Vec<CellEdge> = Vec::new();
             let vk = &vertex_keys[r.clone()];
             let mut i = 0;
             // The cells come in order: each one's edges are searched for from the last one's.
             let mut hint = 0;
             while i < vk.len() {
                 let c = hi(vk[i]);
-                let run = vk[i..].partition_point(|&k| hi(k) == c);
+                let next = c.checked_add(1).map(|n| pack(n, 0));
+                let run = next.map_or(vk.len(), |n| keys::lower_bound_from(vk, n, i)) - i;
                 let start = keys::lower_bound_from(&edge_keys, pack(c, 0), hint);
                 hint = start;
-                let len = match c.checked_add(1) {
-                    Some(next) => keys::lower_bound_from(&edge_keys, pack(next, 0), start),
-                    None => edge_keys.len(),
-                } - start;
+                let len = next.map_or(edge_keys.len(), |n| {
+                    keys::lower_bound_from(&edge_keys, n, start)
+                }) - start;
                 if run * len > CELL_MAX_PAIRS {
                     skipped += 1;
-                } else {
+                } else if len > 0 {
+                    cell.clear();
+                    cell.extend(edge_keys[start..start + len].iter().map(|&ek| {
+                        let h = lo(ek);
+                        let (a, b) = half_edge(tris, h);
+                        let (pa, pb) = (p(a), p(b));
+                        // No point farther than `reach` from the segment lies on it (twice that: rounding).
+                        let lo = [0, 1, 2].map(|k| pa[k].min(pb[k]) - 2.0 * reach);
+                        let hi = [0, 1, 2].map(|k| pa[k].max(pb[k]) + 2.0 * reach);
+                        (h, tris[h as usize / 3], pa, pb, (lo, hi))
+                    }));
                     for &wk in &vk[i..i + run] {
-                        let w = lo(wk);
-                        for &ek in &edge_keys[start..start + len] {
-                            let h = lo(ek);
-                            if tris[h as usize / 3].contains(&w) {
+                        let (w, pw) = (lo(wk), p(lo(wk)));
+                        for &(h, t, pa, pb, (lo, hi)) in &cell {
+                            if (0..3).any(|k| pw[k] < lo[k] || pw[k] > hi[k]) || t.contains(&w) {
                                 continue;
                             }
-                            let (a, b) = half_edge(tris, h);
-                            if let Some(along) = seam(a, b, w) {
+                            let (a, b) = (t[(h % 3) as usize], t[(h % 3 + 1) as usize % 3]);
+                            if let Some(along) = seam(a, b, pa, pb, w, pw) {
                                 found.push((h, along, w));
                             }
                         }

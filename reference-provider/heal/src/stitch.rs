@@ -63,26 +63,62 @@ pub(crate) struct Stitched {
 /// A pair of boundary edges whose outcome a round's merges can change lies near them: an edge
 /// at a merged vertex (moved, renamed), an edge whose best match was sewn to another (within
 /// the reach of that one's merged ends), or the new partner of either (one reach further);
-/// the limits change only where new short edges appeared, at the merged vertices. So a later
-/// round files only the boundary edges with an end within two cells of a merged vertex in a
-/// grid of side [`FOCUS_CELLS`] × the largest reach (the focus), and sews only pairs of edges
-/// with an end within one cell (the inner focus): every inner edge's candidates, their
-/// candidates and their limits' neighbourhoods lie in the focus, so an inner pair is sewn
-/// when a round over the whole boundary would sew it, and the rest of the boundary, which
-/// the round before already answered, is not looked at again. (Not to the letter in two
-/// contrived cases: a pile of more than [`STITCH_MAX_CANDIDATES`] edges round one spot whose
-/// budget a whole round would spend partly on edges outside the focus, and a cell whose hash
-/// collides with a distant one's.)
+/// the limits change only where new short edges appeared, at the merged vertices (a vertex's
+/// scale is read from the 27 cells of side `cap` round it, so up to 2√3 ≈ 3.5 reaches away).
+/// So a later round files only the boundary edges with an end within two cells of a merged
+/// vertex in a grid of side [`FOCUS_CELLS`] × the largest reach (the focus), and sews only
+/// pairs of edges with an end within one cell (the inner focus): every edge whose outcome can
+/// change has an end in the inner focus (at least four reaches round a merged vertex), and
+/// every inner edge's candidates, their candidates and their limits' neighbourhoods lie in
+/// the focus (at least four reaches further), so an inner pair is sewn when a round over the
+/// whole boundary would sew it, and the rest of the boundary, which the round before already
+/// answered, is not looked at again. (Not to the letter in one contrived case: a pile of more
+/// than [`STITCH_MAX_CANDIDATES`] edges round one spot whose budget a whole round would spend
+/// partly on edges outside the focus.)
 pub(crate) struct Focus {
     inv: f64,
     /// Coarse cells within one cell of a merged vertex (the inner focus) ...
-    inner: std::collections::HashSet<[i64; 3]>,
+    inner: CellSet,
     /// ... and within two.
-    outer: std::collections::HashSet<[i64; 3]>,
+    outer: CellSet,
+}
+
+/// A set of grid cells, hashed with a cheap mixing hash (the focus is asked about every
+/// boundary edge of a round: millions on a cloud of separate triangles).
+type CellSet = std::collections::HashSet<[i64; 3], std::hash::BuildHasherDefault<CellHasher>>;
+
+/// A multiply-rotate hash of whole words with a mixing finish (the cells are not chosen by
+/// whoever sends the model: they come from the model's merged vertices, at most one set per
+/// round, and a collision costs time, never a wrong answer).
+#[derive(Default)]
+pub(crate) struct CellHasher(u64);
+
+impl std::hash::Hasher for CellHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0;
+        let x = (x ^ (x >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
 }
 
 /// The focus's cells, in units of the largest reach.
-const FOCUS_CELLS: f64 = 16.0;
+const FOCUS_CELLS: f64 = 4.0;
 
 impl Focus {
     /// The focus round the vertices `merged`, for stitches that reach at most `cap`; `None`
@@ -105,8 +141,8 @@ impl Focus {
         if cells.len().saturating_mul(125) > open {
             return None;
         }
-        let mut inner = std::collections::HashSet::new();
-        let mut outer = std::collections::HashSet::new();
+        let mut inner = CellSet::default();
+        let mut outer = CellSet::default();
         for c in cells {
             for d in 0..125 {
                 let o = [d % 5, d / 5 % 5, d / 25].map(|o| o - 2);
@@ -147,15 +183,18 @@ pub(crate) fn stitch(
     prior: &mut Vec<f64>,
     focus: Option<&Focus>,
 ) -> Stitched {
-    let in_focus = |h: u32| {
-        focus.is_none_or(|f| {
-            let (a, b) = half_edge(triangles, h);
-            f.holds(vertices[a as usize], vertices[b as usize]).0
-        })
-    };
-    let boundary: Vec<u32> = (0..twin.len() as u32)
+    // The boundary half-edges in the focus, each with whether it is in the inner focus.
+    let boundary: Vec<(u32, bool)> = (0..twin.len() as u32)
         .into_par_iter()
-        .filter(|&h| twin[h as usize] == NONE && in_focus(h))
+        .filter(|&h| twin[h as usize] == NONE)
+        .filter_map(|h| match focus {
+            None => Some((h, true)),
+            Some(f) => {
+                let (a, b) = half_edge(triangles, h);
+                let (outer, inner) = f.holds(vertices[a as usize], vertices[b as usize]);
+                outer.then_some((h, inner))
+            }
+        })
         .collect();
     if boundary.len() < 2 || cap <= 0.0 {
         return Stitched::default();
@@ -168,7 +207,7 @@ pub(crate) fn stitch(
     // facets round a vertex whose boundary edges are long may hold a short edge to a
     // neighbour that a stitch must never reach).
     let mut on_boundary = vec![false; vertices.len()];
-    for &h in &boundary {
+    for &(h, _) in &boundary {
         let (a, b) = half_edge(triangles, h);
         on_boundary[a as usize] = true;
         on_boundary[b as usize] = true;
@@ -224,7 +263,7 @@ pub(crate) fn stitch(
     // and limits on one cache line), so verifying a candidate reads one record.
     let edges: Vec<Edge> = boundary
         .par_iter()
-        .filter_map(|&h| {
+        .filter_map(|&(h, inner)| {
             let (a, b) = half_edge(triangles, h);
             let (pa, pb) = (pos(a), pos(b));
             let l = dist(pa, pb);
@@ -235,7 +274,7 @@ pub(crate) fn stitch(
                 pa: vertices[a as usize],
                 pb: vertices[b as usize],
                 limit: [limit(a), limit(b)],
-                inner: focus.is_none_or(|f| f.holds(vertices[a as usize], vertices[b as usize]).1),
+                inner,
             })
         })
         .collect();
@@ -1037,9 +1076,10 @@ mod tests {
         // round the merged vertices, and must merge the same vertices.
         let mut later = [0u64; 2];
         let mut narrow = 0;
-        for (k, noise) in [0.05, 0.2, 0.3].into_iter().enumerate() {
+        for k in 0..9 {
+            let noise = [0.05, 0.2, 0.3][k % 3];
             let (v, t0) = noisy_soup(64, noise, 0x3c6e_f372_fe94_f82bu64 + k as u64);
-            // Focus cells of 9.6 and 4.8 squares: the sheet is several of them wide.
+            // Focus cells of 2.4 and 1.2 squares: the sheet is many of them wide.
             let (cap, spread) = (0.6, 0.3);
             for copies in [false, true] {
                 let mut t = t0.clone();

@@ -381,8 +381,8 @@ pub(crate) struct LexGrid {
 }
 
 impl LexGrid {
-    /// The grids over the box of `points` (all finite).
-    pub(crate) fn around(points: &[[f64; 3]]) -> LexGrid {
+    /// The grids over the box of `points` (all finite), for look-ups of levels up to `top`.
+    pub(crate) fn around(points: &[[f64; 3]], top: i32) -> LexGrid {
         let empty = || ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
         let (lo, hi) = points
             .par_chunks(1 << 14)
@@ -404,9 +404,11 @@ impl LexGrid {
             .map(|k| hi[k] - lo[k])
             .fold(0.0f64, f64::max)
             .max(f64::MIN_POSITIVE);
-        // Cells of the finest level number at most 2^AXIS_BITS − 4 × LEX_MARGIN across.
+        // Cells of the finest level number at most 2^AXIS_BITS − 4 × LEX_MARGIN across, and
+        // `top` is at most 127 levels above it (points all in one spot: no finer than needed).
         let room = f64::from((1u32 << AXIS_BITS) - 4 * LEX_MARGIN as u32);
-        let least = (extent / room).log2().ceil().clamp(-1000.0, 1000.0) as i32;
+        let least = ((extent / room).log2().ceil().clamp(-1000.0, 1000.0) as i32)
+            .max(top.clamp(-1000, 1000) - 127);
         LexGrid {
             origin: if lo[0].is_finite() { lo } else { [0.0; 3] },
             least,
@@ -414,7 +416,7 @@ impl LexGrid {
     }
 
     /// The level used for `level`: no finer than the finest, no coarser than 127 levels above
-    /// it (cells far larger than the box already).
+    /// it (the `top` the grids were made for, or above: cells far larger than the box).
     pub(crate) fn level(&self, level: i32) -> i32 {
         level.clamp(self.least, self.least + 127)
     }
@@ -444,6 +446,24 @@ impl LexGrid {
                 .saturating_add(LEX_MARGIN)
         });
         (cell, dir)
+    }
+
+    /// The keys of the first and last cells of a row along x (cells `xs` of row `y`, `z` of
+    /// level `level`), the row cut to the grid; `None` when none of it is in the grid.
+    #[inline]
+    pub(crate) fn row(
+        &self,
+        level: i32,
+        xs: std::ops::RangeInclusive<i64>,
+        y: i64,
+        z: i64,
+    ) -> Option<(u64, u64)> {
+        let last = (1i64 << AXIS_BITS) - 1;
+        let (a, b) = ((*xs.start()).max(0), (*xs.end()).min(last));
+        if a > b {
+            return None;
+        }
+        Some((self.key(level, [a, y, z])?, self.key(level, [b, y, z])?))
     }
 
     /// The level of a key's cell, counted from the finest (0 for [`LexGrid::least`]).
@@ -606,7 +626,7 @@ mod tests {
         let points: Vec<[f64; 3]> = (0..3_000)
             .map(|_| [next() * 40.0 - 20.0, next() * 3.0, next() * 0.001])
             .collect();
-        let grid = LexGrid::around(&points);
+        let grid = LexGrid::around(&points, 2);
         let filed: Vec<(i32, [i64; 3])> = points
             .iter()
             .enumerate()
@@ -652,6 +672,10 @@ mod tests {
                 assert_eq!(row, want);
             }
         }
+        // Points all in one spot: the levels up to `top` are kept as asked.
+        let one = LexGrid::around(&[[1.0, -2.0, 3.0]; 4], 5);
+        assert_eq!((one.level(5), one.level(-100)), (5, -100));
+        assert_eq!(one.level(-1000), one.least());
         // Outside the grid: no key.
         assert_eq!(grid.key(grid.least() - 1, [10; 3]), None);
         assert_eq!(grid.key(grid.least(), [-1, 10, 10]), None);

@@ -772,7 +772,13 @@ const FILED_CHUNK: usize = 4096;
 impl Filed {
     fn new(edges: Vec<Edge>) -> Filed {
         let mids: Vec<[f64; 3]> = edges.par_iter().map(Edge::mid).collect();
-        let grid = keys::LexGrid::around(&mids);
+        let top = edges
+            .par_iter()
+            .map(class)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(2);
+        let grid = keys::LexGrid::around(&mids, top);
         let keys: Vec<u64> = edges
             .par_iter()
             .zip(&mids)

@@ -271,7 +271,13 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<Pair> {
     // separate triangles (each a closed chain) look-ups at random in a table of millions of
     // cells were nearly all of the repair's time.
     let centres: Vec<[f64; 3]> = info.iter().map(|x| x.1).collect();
-    let grid = keys::LexGrid::around(&centres);
+    let top = info
+        .iter()
+        .map(|x| level(x.2))
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1);
+    let grid = keys::LexGrid::around(&centres, top);
     drop(centres);
     let cells: Vec<(i32, [i64; 3])> = info
         .par_iter()
@@ -295,52 +301,93 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<Pair> {
     // sixteenth, an eighth and a quarter of the length there.
     const CHUNK: usize = 2048;
     let n = index.order.len();
-    let mut found: Vec<(usize, Vec<Pair>)> = (0..n.div_ceil(CHUNK))
+    // The chains' centroids and lengths in cell order, for the look-ups' checks to read in
+    // turn: `(k, centroid, length)`, `k` the chain's place in `info`.
+    let sorted: Vec<(u32, [f64; 3], f64)> = index
+        .order
+        .par_iter()
+        .map(|&k| (k, info[k as usize].1, info[k as usize].2))
+        .collect();
+    let mut found: Vec<(u32, Pair)> = (0..n.div_ceil(CHUNK))
         .into_par_iter()
         .flat_map_iter(|chunk| {
             let from = chunk * CHUNK;
-            let (index, cells, info, grid) = (&index, &cells, &info, &grid);
+            let (index, cells, info, grid, sorted) = (&index, &cells, &info, &grid, &sorted);
             // One hint per level and row along x (5 × 5 at most per level).
             let mut hints = [from; 75];
             index.order[from..n.min(from + CHUNK)]
                 .iter()
-                .map(move |&k| {
+                .flat_map(move |&k| {
                     let k = k as usize;
                     let (x, cx, lx) = info[k];
                     let r = lx / 10.0;
-                    let mut near: Vec<(f64, usize)> = Vec::new();
-                    let mut seen = 0;
                     let mut levels = [-1, 0, 1].map(|d| grid.level(level(lx) + d));
                     levels.sort_unstable();
-                    'levels: for (n, &l) in levels.iter().enumerate() {
-                        if n > 0 && l == levels[n - 1] {
-                            continue;
-                        }
+                    // Each level once, with the box of cells within `r` of the centroid.
+                    let boxes = levels.map(|l| {
                         let lo = grid.cell(l, cx.map(|c| c - r));
                         let hi: [i64; 3] = std::array::from_fn(|d| {
                             grid.cell(l, cx.map(|c| c + r))[d].clamp(lo[d], lo[d] + 4)
                         });
-                        for gx in lo[0]..=hi[0] {
+                        (l, lo, hi)
+                    });
+                    let fresh = |n: usize| n == 0 || levels[n] != levels[n - 1];
+                    let mut near: Vec<(f64, usize)> = Vec::new();
+                    let consider = |at: usize, near: &mut Vec<(f64, usize)>| {
+                        let (o, co, lo) = sorted[at];
+                        let o = o as usize;
+                        let dist = norm(sub(co, cx));
+                        if o > k && (lx - lo).abs() <= LENGTH_RATIO * lx.max(lo) && dist <= r {
+                            near.push((dist, o));
+                        }
+                    };
+                    // Every row of cells along x as one span of the sorted cells; when the
+                    // chains seen pass [`MAX_SCAN`], the look-up is made again cell by cell in
+                    // a fixed order (x, then y, then z), so which chains the budget keeps does
+                    // not depend on the grid's layout.
+                    let mut seen = 0;
+                    'rows: for (n, &(l, lo, hi)) in boxes.iter().enumerate().filter(|x| fresh(x.0))
+                    {
+                        for gz in lo[2]..=hi[2] {
                             for gy in lo[1]..=hi[1] {
-                                for gz in lo[2]..=hi[2] {
-                                    let Some(key) = grid.key(l, [gx, gy, gz]) else {
-                                        continue;
-                                    };
-                                    let row = n * 25 + ((gy - lo[1]) * 5 + (gz - lo[2])) as usize;
-                                    for &o in &index.order[index.run(key, &mut hints[row])] {
-                                        let o = o as usize;
-                                        debug_assert_eq!(cells[o], (l, [gx, gy, gz]));
-                                        seen += 1;
-                                        if seen > MAX_SCAN {
-                                            break 'levels;
-                                        }
-                                        let (_, co, lo) = info[o];
-                                        let dist = norm(sub(co, cx));
-                                        if o > k
-                                            && (lx - lo).abs() <= LENGTH_RATIO * lx.max(lo)
-                                            && dist <= r
-                                        {
-                                            near.push((dist, o));
+                                let Some((a, b)) = grid.row(l, lo[0]..=hi[0], gy, gz) else {
+                                    continue;
+                                };
+                                let row = n * 25 + ((gy - lo[1]) * 5 + (gz - lo[2])) as usize;
+                                for at in index.span(a, b, &mut hints[row]) {
+                                    seen += 1;
+                                    if seen > MAX_SCAN {
+                                        break 'rows;
+                                    }
+                                    consider(at, &mut near);
+                                }
+                            }
+                        }
+                    }
+                    if seen > MAX_SCAN {
+                        near.clear();
+                        seen = 0;
+                        'cells: for (n, &(l, lo, hi)) in
+                            boxes.iter().enumerate().filter(|x| fresh(x.0))
+                        {
+                            for gx in lo[0]..=hi[0] {
+                                for gy in lo[1]..=hi[1] {
+                                    for gz in lo[2]..=hi[2] {
+                                        let Some(key) = grid.key(l, [gx, gy, gz]) else {
+                                            continue;
+                                        };
+                                        let row =
+                                            n * 25 + ((gy - lo[1]) * 5 + (gz - lo[2])) as usize;
+                                        for at in index.run(key, &mut hints[row]) {
+                                            debug_assert_eq!(
+                                                cells[index.order[at] as usize],
+                                                (l, [gx, gy, gz])
+                                            );
+                                            seen += 1;
+                                            if seen > MAX_SCAN {
+                                                break 'cells;
+                                            }
+                                            consider(at, &mut near);
                                         }
                                     }
                                 }
@@ -348,18 +395,18 @@ fn pairs(v: &[[f32; 3]], chains: &[Chain]) -> Vec<Pair> {
                         }
                     }
                     near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                    let pairs = near
-                        .iter()
+                    near.into_iter()
                         .take(MAX_TRIES)
                         // Facing surfaces' rims run opposite ways: the partner reversed first.
-                        .flat_map(|&(_, o)| [(x, info[o].0, true), (x, info[o].0, false)])
-                        .collect();
-                    (k, pairs)
+                        .flat_map(move |(_, o)| {
+                            [true, false].map(|reversed| (k as u32, (x, info[o].0, reversed)))
+                        })
                 })
         })
         .collect();
-    found.par_sort_unstable_by_key(|f| f.0);
-    out.extend(found.into_iter().flat_map(|f| f.1));
+    // In the chains' order (a chain's own tries in the order made).
+    found.par_sort_by_key(|f| f.0);
+    out.extend(found.into_iter().map(|f| f.1));
     out
 }
 
@@ -572,5 +619,47 @@ mod tests {
         }
         assert!(want.len() > 300, "{}", want.len());
         assert_eq!(found, want);
+    }
+
+    #[test]
+    fn a_crowd_of_closed_chains_is_scanned_in_a_fixed_order() {
+        // 200 square rims in two cells of one row of the grid along y, a cell apart along x:
+        // even chains in the lower-x cell, odd ones in the other. Past MAX_SCAN chains seen,
+        // the look-up is made cell by cell, x first: every chain sees the first MAX_SCAN even
+        // chains (by index) and tries the next MAX_TRIES of them after itself. (Row by row,
+        // y first, it would see the odd ones first.)
+        let mut v: Vec<[f32; 3]> = Vec::new();
+        let mut chains = Vec::new();
+        for k in 0..200 {
+            let (x, y) = if k % 2 == 0 {
+                (-0.05, 0.05)
+            } else {
+                (0.05, -0.05)
+            };
+            let b = v.len() as u32;
+            for (dx, dy) in [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)] {
+                v.push([x + dx, y + dy, 0.0]);
+            }
+            chains.push(Chain {
+                v: vec![b, b + 1, b + 2, b + 3],
+                closed: true,
+            });
+        }
+        let got: Vec<(u32, u32)> = pairs(&v, &chains)
+            .into_iter()
+            .filter(|p| p.2)
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        let seen: Vec<u32> = (0..200).step_by(2).take(MAX_SCAN).collect();
+        let want: Vec<(u32, u32)> = (0..200)
+            .flat_map(|k| {
+                seen.iter()
+                    .filter(move |&&o| o > k)
+                    .take(MAX_TRIES)
+                    .map(move |&o| (k, o))
+            })
+            .collect();
+        assert!(want.len() > 400);
+        assert_eq!(got, want);
     }
 }

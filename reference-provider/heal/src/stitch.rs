@@ -83,39 +83,9 @@ pub(crate) struct Focus {
     outer: CellSet,
 }
 
-/// A set of grid cells, hashed with a cheap mixing hash (the focus is asked about every
-/// boundary edge of a round: millions on a cloud of separate triangles).
-type CellSet = std::collections::HashSet<[i64; 3], std::hash::BuildHasherDefault<CellHasher>>;
-
-/// A multiply-rotate hash of whole words with a mixing finish (the cells are not chosen by
-/// whoever sends the model: they come from the model's merged vertices, at most one set per
-/// round, and a collision costs time, never a wrong answer).
-#[derive(Default)]
-pub(crate) struct CellHasher(u64);
-
-impl std::hash::Hasher for CellHasher {
-    fn finish(&self) -> u64 {
-        let x = self.0;
-        let x = (x ^ (x >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^ (x >> 29)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_usize(&mut self, x: usize) {
-        self.write_u64(x as u64);
-    }
-}
+/// A set of grid cells, hashed with foldhash rather than SipHash: the focus is asked about
+/// every boundary edge of a round (millions on a cloud of separate triangles).
+type CellSet = foldhash::HashSet<[i64; 3]>;
 
 /// The focus's cells, in units of the largest reach.
 const FOCUS_CELLS: f64 = 4.0;
@@ -212,27 +182,34 @@ pub(crate) fn stitch(
         on_boundary[a as usize] = true;
         on_boundary[b as usize] = true;
     }
-    let at_boundary: Vec<(u32, f64)> = {
-        let on = &on_boundary;
-        triangles
-            .par_iter()
-            .filter(|t| t.iter().any(|&v| on[v as usize]))
-            .flat_map_iter(|t| {
-                (0..3).flat_map(move |k| {
-                    let (a, b) = (t[k], t[(k + 1) % 3]);
-                    let l = dist(pos(a), pos(b));
-                    [(a, l), (b, l)]
-                })
-            })
-            .filter(|&(v, l)| on[v as usize] && l > 0.0)
-            .collect()
-    };
+    // The lengths are positive, so their bits order as they do: an atomic minimum of the
+    // bits is the shortest.
+    let shortest: Vec<AtomicU64> = (0..vertices.len())
+        .into_par_iter()
+        .map(|_| AtomicU64::new(f64::INFINITY.to_bits()))
+        .collect();
+    triangles
+        .par_iter()
+        .filter(|t| t.iter().any(|&v| on_boundary[v as usize]))
+        .for_each(|t| {
+            for k in 0..3 {
+                let (a, b) = (t[k], t[(k + 1) % 3]);
+                let l = dist(pos(a), pos(b));
+                if l > 0.0 {
+                    for v in [a, b].into_iter().filter(|&v| on_boundary[v as usize]) {
+                        let s = &shortest[v as usize];
+                        if l.to_bits() < s.load(Ordering::Relaxed) {
+                            s.fetch_min(l.to_bits(), Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
     drop(on_boundary);
-    let mut shortest = vec![f64::INFINITY; vertices.len()];
-    for (v, l) in at_boundary {
-        let s = &mut shortest[v as usize];
-        *s = s.min(l);
-    }
+    let shortest: Vec<f64> = shortest
+        .into_par_iter()
+        .map(|s| f64::from_bits(s.into_inner()))
+        .collect();
     // A fragment of a vertex (some of the facets round it, split off by the weld) sees only
     // its own edges, which may all be long while a neighbour vertex is much nearer (a fan's
     // apex copies beside a ring of short edges). So a vertex's scale is the shortest edge at

@@ -94,7 +94,9 @@ pub(crate) fn strips(
         return None;
     }
     let key = |a: u32, b: u32| (a.min(b), a.max(b));
-    let corner: HashMap<(u32, u32), u32> = edges.iter().map(|&(a, b, c)| (key(a, b), c)).collect();
+    // One entry per boundary edge (millions on a cloud of separate triangles): foldhash.
+    let corner: foldhash::HashMap<(u32, u32), u32> =
+        edges.iter().map(|&(a, b, c)| (key(a, b), c)).collect();
     drop(edges);
     let opposite = |a: u32, b: u32| corner.get(&key(a, b)).copied();
     let p = |i: u32| v[i as usize].map(f64::from);

@@ -218,13 +218,19 @@ pub(crate) fn stitch(
     let cell_min = CellMin::new(&shortest, vertices, cap);
     let known = |v: usize| prior.get(v).copied().unwrap_or(f64::INFINITY);
     let near = cell_min.near();
-    let scale: Vec<f64> = (0..vertices.len())
+    // A vertex alone in its neighbourhood (no other boundary vertex in the 27 cells round its
+    // own, which hold everything within `cap` of it): an edge whose ends are both alone has
+    // no match (a partner would have to share both ends: the same edge), so it is not filed.
+    let (scale, alone): (Vec<f64>, Vec<bool>) = (0..vertices.len())
         .into_par_iter()
         .map(|v| match cell_min.entry_of[v] {
-            NONE => known(v),
-            e => near[e as usize].min(known(v)),
+            NONE => (known(v), false),
+            e => {
+                let (m, count) = near[e as usize];
+                (m.min(known(v)), count == 1)
+            }
         })
-        .collect();
+        .unzip();
     drop(cell_min);
     *prior = scale;
     let scale = &*prior;
@@ -242,6 +248,9 @@ pub(crate) fn stitch(
         .par_iter()
         .filter_map(|&(h, inner)| {
             let (a, b) = half_edge(triangles, h);
+            if alone[a as usize] && alone[b as usize] {
+                return None;
+            }
             let (pa, pb) = (pos(a), pos(b));
             let l = dist(pa, pb);
             (l > 0.0 && l.is_finite()).then(|| Edge {
@@ -256,6 +265,7 @@ pub(crate) fn stitch(
         })
         .collect();
     drop(boundary);
+    drop(alone);
     let filed = Filed::new(edges);
     // Per edge: the best match, `score << 32 | other`, where the score (the larger endpoint
     // gap, ≥ 0) is an `f32`'s bits, monotone in the distance, so the smallest key is the
@@ -328,8 +338,10 @@ pub(crate) fn stitch(
 struct CellMin {
     /// The filled cells' keys, sorted ...
     keys: Vec<u32>,
-    /// ... and the smallest value in each.
+    /// ... the smallest value in each ...
     mins: Vec<f64>,
+    /// ... and how many vertices it holds.
+    counts: Vec<u32>,
     /// Per vertex: its cell's entry ([`NONE`] when its value is not finite).
     entry_of: Vec<u32>,
 }
@@ -351,6 +363,7 @@ impl CellMin {
             return CellMin {
                 keys: Vec::new(),
                 mins: Vec::new(),
+                counts: Vec::new(),
                 entry_of: vec![NONE; value.len()],
             };
         };
@@ -396,15 +409,24 @@ impl CellMin {
                 m
             })
             .collect();
+        let counts = (0..starts.len())
+            .into_par_iter()
+            .map(|e| {
+                let end = starts.get(e + 1).map_or(sorted.len(), |&x| x as usize);
+                (end - starts[e] as usize) as u32
+            })
+            .collect();
         CellMin {
             keys,
             mins,
+            counts,
             entry_of: entry_of.into_iter().map(|e| e.into_inner()).collect(),
         }
     }
 
-    /// Per entry: the smallest value in the 27 cells round its own.
-    fn near(&self) -> Vec<f64> {
+    /// Per entry: the smallest value in the 27 cells round its own, and how many vertices
+    /// those cells hold.
+    fn near(&self) -> Vec<(f64, u32)> {
         const CHUNK: usize = 4096;
         let n = self.keys.len();
         (0..n.div_ceil(CHUNK))
@@ -414,7 +436,7 @@ impl CellMin {
                 let mut hints = [from; 9];
                 (from..n.min(from + CHUNK)).map(move |e| {
                     let k = self.keys[e];
-                    let mut m = f64::INFINITY;
+                    let (mut m, mut count) = (f64::INFINITY, 0);
                     for (r, hint) in hints.iter_mut().enumerate() {
                         // The row at offset (dy, dz), from x − 1 to x + 1: every coordinate
                         // is at least 2, so none of these wraps.
@@ -422,14 +444,19 @@ impl CellMin {
                         let row = (k + (dz << 20) + (dy << 10)) - (1 << 20) - (1 << 10);
                         let s = keys::lower_bound_from(&self.keys, row - 1, *hint);
                         *hint = s;
-                        for (&x, &v) in self.keys[s..].iter().zip(&self.mins[s..]) {
+                        for ((&x, &v), &c) in self.keys[s..]
+                            .iter()
+                            .zip(&self.mins[s..])
+                            .zip(&self.counts[s..])
+                        {
                             if x > row + 1 {
                                 break;
                             }
                             m = m.min(v);
+                            count += c;
                         }
                     }
-                    m
+                    (m, count)
                 })
             })
             .collect()
@@ -1119,7 +1146,33 @@ mod tests {
     }
 
     #[test]
-    fn cell_min_holds_each_cells_smallest_value_and_its_neighbourhoods() {
+    fn an_edge_with_one_end_alone_is_still_stitched() {
+        // Two long thin facets on one apex `a` (the same vertex), their far ends `b` and `c`
+        // a thousandth apart: no other boundary vertex is near `a`, yet `a → b` and `c → a`
+        // match (by `b` and `c`). A far triangle, every corner alone, is left as it is.
+        let v: Vec<[f32; 3]> = vec![
+            [0.0, 0.0, 0.0],
+            [10.0, 0.0, 0.0],
+            [5.0, 5.0, 0.0],
+            [10.0, 0.001, 0.0],
+            [5.0, -5.0, 0.0],
+            [50.0, 50.0, 50.0],
+            [52.0, 50.0, 50.0],
+            [50.0, 52.0, 50.0],
+        ];
+        let t = vec![[0, 1, 2], [3, 0, 4], [5, 6, 7]];
+        let twin = crate::topology::pair_edges(&t).twin;
+        let s = stitch(&v, &t, &twin, 0.5, &mut Vec::new(), None);
+        assert_eq!(s.edges, 1);
+        let moved: Vec<(u32, u32)> = (0..v.len() as u32)
+            .filter(|&x| s.merge_into[x as usize] != x)
+            .map(|x| (x, s.merge_into[x as usize]))
+            .collect();
+        assert_eq!(moved, [(3, 1)]);
+    }
+
+    #[test]
+    fn cell_min_holds_each_cells_smallest_value_and_count_and_their_neighbourhoods() {
         // 300 000 vertices, some values not finite (not filed), in cells of side 1 of a box
         // 60 wide, and in a box too wide for cells that small (cells of 1016ths of it then).
         let mut next = keys::test_uniform(0x6a09_e667_f3bc_c909u64);
@@ -1149,9 +1202,11 @@ mod tests {
             let inv = 1.0 / 1f64.max(extent / CELL_MIN_AXIS);
             let cell = |v: usize| vertices[v].map(|x| (f64::from(x) * inv).floor() as i64);
             let mut want: std::collections::HashMap<[i64; 3], f64> = Default::default();
+            let mut count: std::collections::HashMap<[i64; 3], u32> = Default::default();
             for v in (0..n).filter(|&v| value[v].is_finite()) {
                 let e = want.entry(cell(v)).or_insert(value[v]);
                 *e = e.min(value[v]);
+                *count.entry(cell(v)).or_default() += 1;
             }
             assert_eq!(m.keys.len(), want.len());
             let near = m.near();
@@ -1165,7 +1220,12 @@ mod tests {
                             .map(|d| [d % 3, d / 3 % 3, d / 9].map(|o| o - 1))
                             .filter_map(|o| want.get(&[0, 1, 2].map(|a| c[a] + o[a])))
                             .fold(f64::INFINITY, |a, &b| a.min(b));
-                        assert_eq!(near[e as usize], round, "{c:?}");
+                        assert_eq!(near[e as usize].0, round, "{c:?}");
+                        let count = (0..27)
+                            .map(|d| [d % 3, d / 3 % 3, d / 9].map(|o| o - 1))
+                            .filter_map(|o| count.get(&[0, 1, 2].map(|a| c[a] + o[a])))
+                            .sum::<u32>();
+                        assert_eq!(near[e as usize].1, count, "{c:?}");
                     }
                 }
             }

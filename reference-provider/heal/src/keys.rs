@@ -1,5 +1,6 @@
 //! Shared helpers for the sort-based stages: 32-bit hashes packed with a 32-bit index into a
-//! `u64`, sorted in parallel, then processed run by run (a run = equal high 32 bits).
+//! `u64`, sorted in parallel, then processed run by run (a run = equal high 32 bits); and
+//! grid cells as ordered keys ([`LexGrid`], [`LexIndex`]) for look-ups made in cell order.
 
 use std::ops::Range;
 

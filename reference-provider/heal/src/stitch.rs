@@ -29,7 +29,8 @@
 //! edges. Copies of one edge have nearly the same scale; a pair two classes apart is not
 //! found (it stays open, never a wrong merge). At most [`STITCH_MAX_CANDIDATES`] candidates
 //! are verified per edge, in a fixed order, so a crafted pile of coincident boundary edges
-//! costs linear time and the result does not depend on the threads.
+//! costs linear time and the result does not depend on the threads. An edge whose two ends
+//! have no other boundary vertex within the cap is not filed: it has no match.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

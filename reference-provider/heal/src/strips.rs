@@ -625,11 +625,11 @@ mod tests {
 
     #[test]
     fn a_crowd_of_closed_chains_is_scanned_in_a_fixed_order() {
-        // 200 square rims in two cells of one row of the grid along y, a cell apart along x:
-        // even chains in the lower-x cell, odd ones in the other. Past MAX_SCAN chains seen,
-        // the look-up is made cell by cell, x first: every chain sees the first MAX_SCAN even
-        // chains (by index) and tries the next MAX_TRIES of them after itself. (Row by row,
-        // y first, it would see the odd ones first.)
+        // 200 square rims in two neighbouring cells of the grid: even chains in the cell of
+        // lower x and higher y, odd ones in the other. Past MAX_SCAN chains seen, the look-up
+        // is made cell by cell, x first: every chain sees the first MAX_SCAN even chains (by
+        // index) and tries the next MAX_TRIES of them after itself. (Row by row, y first, it
+        // would see the odd ones first.)
         let mut v: Vec<[f32; 3]> = Vec::new();
         let mut chains = Vec::new();
         for k in 0..200 {

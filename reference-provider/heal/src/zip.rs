@@ -251,15 +251,17 @@ pub(crate) fn zip(
                         let h = lo(ek);
                         let (a, b) = half_edge(tris, h);
                         let (pa, pb) = (p(a), p(b));
-                        // No point farther than `reach` from the segment lies on it (twice that: rounding).
-                        let lo = [0, 1, 2].map(|k| pa[k].min(pb[k]) - 2.0 * reach);
-                        let hi = [0, 1, 2].map(|k| pa[k].max(pb[k]) + 2.0 * reach);
-                        (h, tris[h as usize / 3], pa, pb, (lo, hi))
+                        // No point farther than `reach` from the segment lies on it (the box
+                        // is grown by twice that, for rounding).
+                        let low = [0, 1, 2].map(|k| pa[k].min(pb[k]) - 2.0 * reach);
+                        let high = [0, 1, 2].map(|k| pa[k].max(pb[k]) + 2.0 * reach);
+                        (h, tris[h as usize / 3], pa, pb, (low, high))
                     }));
                     for &wk in &vk[i..i + run] {
                         let (w, pw) = (lo(wk), p(lo(wk)));
-                        for &(h, t, pa, pb, (lo, hi)) in &cell {
-                            if (0..3).any(|k| pw[k] < lo[k] || pw[k] > hi[k]) || t.contains(&w) {
+                        for &(h, t, pa, pb, (low, high)) in &cell {
+                            let outside = (0..3).any(|k| pw[k] < low[k] || pw[k] > high[k]);
+                            if outside || t.contains(&w) {
                                 continue;
                             }
                             let (a, b) = (t[(h % 3) as usize], t[(h % 3 + 1) as usize % 3]);

@@ -328,10 +328,10 @@ pub(crate) fn stitch(
     finish(parent, stitched, largest)
 }
 
-/// Per cell of a grid: the smallest value of the vertices in it, and the smallest over the 27
-/// cells round each.
+/// Per cell of a grid: the smallest value of the vertices in it and their count, and both
+/// over the 27 cells round each.
 ///
-/// The cells are numbered in (z, y, x) order ([`CellMin::key`]) and sorted, so the three cells
+/// The cells are numbered in (z, y, x) order (10 bits each) and sorted, so the three cells
 /// of a row along x round a cell are one span of the sorted cells, and the nine rows round
 /// the cells taken in order move forward through them (searched from where the last cell's
 /// ended: [`keys::lower_bound_from`]): no look-ups at random in a table larger than the cache
@@ -396,7 +396,7 @@ impl CellMin {
             .into_par_iter()
             .map(|_| std::sync::atomic::AtomicU32::new(NONE))
             .collect();
-        let mins: Vec<f64> = starts
+        let (mins, counts): (Vec<f64>, Vec<u32>) = starts
             .par_iter()
             .enumerate()
             .map(|(e, &s)| {
@@ -407,16 +407,9 @@ impl CellMin {
                     m = m.min(value[v as usize]);
                     entry_of[v as usize].store(e as u32, Ordering::Relaxed);
                 }
-                m
+                (m, (end - s as usize) as u32)
             })
-            .collect();
-        let counts = (0..starts.len())
-            .into_par_iter()
-            .map(|e| {
-                let end = starts.get(e + 1).map_or(sorted.len(), |&x| x as usize);
-                (end - starts[e] as usize) as u32
-            })
-            .collect();
+            .unzip();
         CellMin {
             keys,
             mins,
@@ -511,8 +504,9 @@ pub(crate) fn stitch_copies(
             let (a, b) = half_edge(triangles, h);
             let (pa, pb) = (vertices[a as usize], vertices[b as usize]);
             let (outer, inner) = focus.map_or((true, true), |f| f.holds(pa, pb));
-            let l = (dist(pa, pb) * COPY_FRACTION).min(spread);
-            (outer && l > 0.0 && l.is_finite()).then(|| Edge {
+            let d = dist(pa, pb);
+            let l = (d * COPY_FRACTION).min(spread);
+            (outer && d.is_finite() && l > 0.0).then(|| Edge {
                 a,
                 b,
                 facet: triangles[(h / 3) as usize],
@@ -1144,6 +1138,28 @@ mod tests {
             "no focused round sewed anything: {later:?}"
         );
         assert!(narrow > 0, "every focus held most of the boundary");
+    }
+
+    #[test]
+    fn a_vertex_at_infinity_is_never_filed() {
+        // `repair_soup` takes a `Soup` a caller may have built by hand: a corner at infinity
+        // (or not a number) must not reach the grids, whose cells are for finite points.
+        for bad in [f32::INFINITY, f32::NAN] {
+            let v: Vec<[f32; 3]> = vec![
+                [0.0, 0.0, 0.0],
+                [1.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0],
+                [bad, 0.0, 0.0],
+                [1.0, 0.001, 0.0],
+                [0.0, -1.0, 0.0],
+            ];
+            let t = vec![[0, 1, 2], [3, 4, 5], [4, 0, 5]];
+            let twin = crate::topology::pair_edges(&t).twin;
+            let s = stitch(&v, &t, &twin, 0.5, &mut Vec::new(), None);
+            let c = stitch_copies(&v, &t, &twin, 0.5, None);
+            let moved = |m: &[u32]| (0..m.len()).filter(|&x| m[x] != x as u32).count();
+            assert!(moved(&s.merge_into) + moved(&c.merge_into) <= 2, "{bad}");
+        }
     }
 
     #[test]

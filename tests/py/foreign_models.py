@@ -4,7 +4,8 @@ The healer's own tests break models made by its own generator (`heal::generate`)
 script makes models with trimesh's `creation` module (spheres with pole fans, a capsule, a
 cone, discs and tubes whose caps are fans of long thin facets, a torus, an assembly with a
 cavity, a plate with small letters written as bodies of their own, a block with small
-voids), two blocks written whole that share a face, and solids whose faces were meshed apart (every seam a row of T-junctions), and
+voids), two blocks written whole that share a face, parts a small clearance apart (two
+blocks side by side, three plates stacked), and solids whose faces were meshed apart (every seam a row of T-junctions), and
 breaks them with its own code: per-facet vertex copies with noise, flipped,
 missing, duplicated and degenerate facets (repeated corners, and slivers whose middle corner
 lies on the opposite edge), debris, shuffled facets, T-junctions (a facet split at the middle
@@ -27,6 +28,10 @@ import sys
 import numpy as np
 import trimesh
 from trimesh import creation
+
+
+# The models whose parts lie a small clearance apart (see `clean_models`).
+CLEARANCE = ("blocks_clearance", "plates_stacked")
 
 
 def clean_models():
@@ -92,6 +97,19 @@ def clean_models():
             cube.apply_translation([40.5 + 3.0 * i, -29.5 + 3.0 * j, -0.5])
             cubes.append(cube)
     models.append(("plate_small_parts", trimesh.util.concatenate([plate] + cubes)))
+    # Parts a small clearance apart, as print-in-place assemblies and tight layouts have: two
+    # blocks 0.01 apart (4e-4 of the diagonal) and three plates stacked 0.02 apart. With
+    # T-junctions along their edges, a crack's edge lies whole along the next part's edge.
+    a = creation.box(extents=[10.0, 10.0, 10.0])
+    b = creation.box(extents=[10.0, 10.0, 10.0])
+    b.apply_translation([10.01, 0.0, 0.0])
+    models.append(("blocks_clearance", trimesh.util.concatenate([a, b])))
+    plates = []
+    for i in range(3):
+        p = creation.box(extents=[30.0, 30.0, 3.0])
+        p.apply_translation([0.0, 0.0, 3.02 * i])
+        plates.append(p)
+    models.append(("plates_stacked", trimesh.util.concatenate(plates)))
     return models
 
 
@@ -350,6 +368,14 @@ def make(out_dir):
             ("t_junction_sliver", t_junctions(mesh, rng, 12, True), "binary"),
             ("t_junction_sliver_soup_1e-6", soup(t_junctions(mesh, rng, 12, True), rng, 1e-6 * diag), "binary"),
         ]
+        if name in CLEARANCE:
+            # Cracks at every shared edge they can be made at, in six draws of their own (so
+            # the other models' files do not change), one in two as a soup.
+            for i in range(6):
+                t = t_junctions(mesh, np.random.default_rng(i), 100, i % 2 == 0)
+                if i % 2 == 1:
+                    t = soup(t, rng, 1e-6 * diag)
+                variants.append((f"cracked_{i}", t, "binary"))
         clean = {
             "volume": float(mesh.volume),
             "bodies": len(split),

@@ -639,6 +639,7 @@ fn topology_stage(
             cap,
             &mut scale,
             focus.as_ref(),
+            weld_largest,
         );
         st.edges += round.edges;
         st.vertices += round.vertices;

@@ -31,6 +31,10 @@
 //! are verified per edge, in a fixed order, so a crafted pile of coincident boundary edges
 //! costs linear time and the result does not depend on the threads. An edge whose two ends
 //! have no other boundary vertex within the cap is not filed: it has no match.
+//!
+//! A side of a crack (a T-junction: another boundary edge from one of its ends runs along it)
+//! is never stitched: it is the zip's, and its best match may be an edge of another part a
+//! small clearance away ([`cracked`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,6 +42,7 @@ use rayon::prelude::*;
 
 use crate::keys::{self, hi, lo};
 use crate::topology::{NONE, half_edge};
+use crate::{clean, zip};
 
 /// A boundary vertex's stitch limit as a fraction of its scale (the shortest edge at any
 /// boundary vertex near it).
@@ -145,7 +150,9 @@ impl Focus {
 /// upper bound of a limit. `scale` holds every vertex's scale from earlier rounds (empty at
 /// first): a vertex's scale is never larger than it was, so limits do not grow as the
 /// boundary (whose vertices give the scales) shrinks. With a `focus` (a later round), only
-/// the boundary edges in it are looked at ([`Focus`]).
+/// the boundary edges in it are looked at ([`Focus`]). `snap` is the weld's largest merge:
+/// an edge along which another boundary edge from one of its ends runs, within rounding plus
+/// that, is a side of a crack and never stitched (see [`cracked`]).
 pub(crate) fn stitch(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
@@ -153,6 +160,7 @@ pub(crate) fn stitch(
     cap: f64,
     prior: &mut Vec<f64>,
     focus: Option<&Focus>,
+    snap: f64,
 ) -> Stitched {
     // The boundary half-edges in the focus, each with whether it is in the inner focus.
     let boundary: Vec<(u32, bool)> = (0..twin.len() as u32)
@@ -304,18 +312,31 @@ pub(crate) fn stitch(
             if b == u64::MAX { NONE } else { lo(b) }
         })
         .collect();
-    // Mutual best matches: union their endpoints.
+    // Mutual best matches, but none with a crack's edge (the zip's: see `cracked`).
+    let matched: Vec<(usize, usize)> = best
+        .iter()
+        .enumerate()
+        .filter(|&(i, &j)| j != NONE && (j as usize) >= i && best[j as usize] == i as u32)
+        .map(|(i, &j)| (i, j as usize))
+        .filter(|&(i, j)| edges[i].inner && edges[j].inner)
+        .collect();
+    let asked: Vec<(&Edge, f64)> = matched
+        .iter()
+        .flat_map(|&(i, j)| {
+            let gap = edges[i].gap(&edges[j]).unwrap_or(0.0);
+            [(&edges[i], gap), (&edges[j], gap)]
+        })
+        .collect();
+    let crack = cracked(vertices, triangles, twin, &asked, snap);
+    // Union their endpoints.
     let mut parent: Vec<u32> = (0..vertices.len() as u32).collect();
     let mut stitched = 0u64;
     let mut largest = 0.0f64;
-    for (i, &j) in best.iter().enumerate() {
-        if j == NONE || (j as usize) < i || best[j as usize] != i as u32 {
+    for (k, &(i, j)) in matched.iter().enumerate() {
+        if crack[2 * k] || crack[2 * k + 1] {
             continue;
         }
-        let (e, o) = (&edges[i], &edges[j as usize]);
-        if !(e.inner && o.inner) {
-            continue;
-        }
+        let (e, o) = (&edges[i], &edges[j]);
         let Some((s, pairs)) = e.pairs(o) else {
             continue;
         };
@@ -326,6 +347,91 @@ pub(crate) fn stitch(
         largest = largest.max(s);
     }
     finish(parent, stitched, largest)
+}
+
+/// Per edge of `asked` (with the gap of the stitch that would sew it): is it one side of a
+/// crack, another boundary edge from one of its ends running along it (the one edge's far
+/// end lies on the other, [`zip::lies_on`]: within rounding plus `snap`, the weld's largest
+/// merge, or a quarter of the gap if that is less; and farther than twice the larger of the
+/// two from both of its ends: nearer an end, a vertex is as likely a copy of that end, which
+/// the weld left apart and the stitch merges)? A facet split at a point of an edge whose
+/// other facet is not (a T-junction) leaves the whole edge open on one side and its two
+/// pieces on the other, each piece running along the whole edge from one of its ends. These
+/// edges are the zip's, which splits the whole edge where the point lies and moves nothing. A
+/// stitch must leave them: an edge that lies along one of them a little way off (a part's
+/// edge across a small clearance from another part's, as parts laid out tight or stacked
+/// are) may be its best match, and sewing them would join the two parts.
+/// At most this many boundary neighbours of an edge's end are looked at for a crack (an end
+/// of a crack has two or three; a crafted apex of millions of open facets must not cost its
+/// edges that many each).
+const CRACK_NEIGHBOURS: usize = 8;
+
+fn cracked(
+    vertices: &[[f32; 3]],
+    triangles: &[[u32; 3]],
+    twin: &[u32],
+    asked: &[(&Edge, f64)],
+    snap: f64,
+) -> Vec<bool> {
+    if asked.is_empty() {
+        return Vec::new();
+    }
+    let mut wanted = vec![false; vertices.len()];
+    for (e, _) in asked {
+        wanted[e.a as usize] = true;
+        wanted[e.b as usize] = true;
+    }
+    // (end, its neighbour along the boundary), for the asked edges' ends.
+    let mut links: Vec<u64> = (0..twin.len() as u32)
+        .into_par_iter()
+        .filter(|&h| twin[h as usize] == NONE)
+        .flat_map_iter(|h| {
+            let (a, b) = half_edge(triangles, h);
+            [(a, b), (b, a)]
+                .into_iter()
+                .filter(|&(x, _)| wanted[x as usize])
+                .map(|(x, y)| keys::pack(x, y))
+        })
+        .collect();
+    drop(wanted);
+    links.par_sort_unstable();
+    let p = |v: u32| vertices[v as usize].map(f64::from);
+    asked
+        .par_iter()
+        .map(|&(e, gap)| {
+            // Nearer the line than a quarter of the stitch's gap (the crack explains the edge
+            // better than the stitch does), and well inside the edge (a vertex within the gap
+            // of an end is as likely the copy of that end the stitch would merge).
+            let near = snap.min(gap / 4.0);
+            let ends = snap.max(gap);
+            [(e.a, e.b), (e.b, e.a)].into_iter().any(|(x, y)| {
+                let (px, py) = (p(x), p(y));
+                let start = links.partition_point(|&k| hi(k) < x);
+                links[start..]
+                    .iter()
+                    .take_while(|&&k| hi(k) == x)
+                    .take(CRACK_NEIGHBOURS)
+                    .map(|&k| lo(k))
+                    .filter(|w| !e.facet.contains(w))
+                    .any(|w| {
+                        let pw = p(w);
+                        runs_along(px, py, pw, near, ends) || runs_along(px, pw, py, near, ends)
+                    })
+            })
+        })
+        .collect()
+}
+
+/// Does `w` lie on the segment `a → b` (within rounding plus `near`: [`zip::lies_on`]),
+/// farther than twice rounding plus `ends` from both ends?
+fn runs_along(a: [f64; 3], b: [f64; 3], w: [f64; 3], near: f64, ends: f64) -> bool {
+    let largest = [a, b, w]
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, x| m.max(x.abs()));
+    let len = ((b[0] - a[0]).powi(2) + (b[1] - a[1]).powi(2) + (b[2] - a[2]).powi(2)).sqrt();
+    zip::lies_on(a, b, w, near)
+        .is_some_and(|along| along.min(len - along) > 2.0 * (clean::rounding(largest) + ends))
 }
 
 /// Per cell of a grid: the smallest value of the vertices in it and their count, and both
@@ -1096,7 +1202,7 @@ mod tests {
                         if copies {
                             stitch_copies(&v, &t, &twin, spread, focus)
                         } else {
-                            stitch(&v, &t, &twin, cap, prior, focus)
+                            stitch(&v, &t, &twin, cap, prior, focus, 0.0)
                         }
                     };
                     let whole = run(None, &mut prior.clone());
@@ -1155,7 +1261,7 @@ mod tests {
             ];
             let t = vec![[0, 1, 2], [3, 4, 5], [4, 0, 5]];
             let twin = crate::topology::pair_edges(&t).twin;
-            let s = stitch(&v, &t, &twin, 0.5, &mut Vec::new(), None);
+            let s = stitch(&v, &t, &twin, 0.5, &mut Vec::new(), None, 0.0);
             let c = stitch_copies(&v, &t, &twin, 0.5, None);
             let moved = |m: &[u32]| (0..m.len()).filter(|&x| m[x] != x as u32).count();
             assert!(moved(&s.merge_into) + moved(&c.merge_into) <= 2, "{bad}");
@@ -1179,7 +1285,7 @@ mod tests {
         ];
         let t = vec![[0, 1, 2], [3, 0, 4], [5, 6, 7]];
         let twin = crate::topology::pair_edges(&t).twin;
-        let s = stitch(&v, &t, &twin, 0.5, &mut Vec::new(), None);
+        let s = stitch(&v, &t, &twin, 0.5, &mut Vec::new(), None, 0.0);
         assert_eq!(s.edges, 1);
         let moved: Vec<(u32, u32)> = (0..v.len() as u32)
             .filter(|&x| s.merge_into[x as usize] != x)

@@ -126,3 +126,87 @@ fn heal_two_solids_sharing_a_face_are_joined() {
         assert!((r.report.volume - 2.0).abs() < 1e-4, "{}", r.report.volume);
     }
 }
+
+/// `mesh` with a crack at every edge that two of its facets share: one facet of the pair is
+/// split at the edge's midpoint and the other is not (a T-junction, as CAD exporters write
+/// where two patches meet), so each edge is one boundary edge on one side and two on the other.
+fn cracked(mesh: &heal::Mesh) -> heal::Mesh {
+    let mut vertices = mesh.vertices.clone();
+    let mut triangles = mesh.triangles.clone();
+    let mut split = vec![false; triangles.len()];
+    let mut extra = Vec::new();
+    for f in 0..mesh.triangles.len() {
+        for k in 0..3 {
+            let (a, b) = (triangles[f][k], triangles[f][(k + 1) % 3]);
+            let Some(g) = (0..triangles.len()).find(|&g| {
+                let t = triangles[g];
+                (0..3).any(|j| (t[j], t[(j + 1) % 3]) == (b, a))
+            }) else {
+                continue;
+            };
+            if split[f] || split[g] {
+                continue;
+            }
+            split[f] = true;
+            split[g] = true;
+            let (pa, pb) = (vertices[a as usize], vertices[b as usize]);
+            let m = vertices.len() as u32;
+            vertices.push([0, 1, 2].map(|i| (pa[i] + pb[i]) / 2.0));
+            let c = triangles[f][(k + 2) % 3];
+            triangles[f] = [a, m, c];
+            extra.push([m, b, c]);
+            break;
+        }
+    }
+    triangles.extend(extra);
+    heal::Mesh {
+        vertices,
+        triangles,
+    }
+}
+
+#[test]
+fn heal_bodies_a_clearance_apart_with_cracks_stay_apart() {
+    // Parts a small clearance apart (under the stitch's reach of 1e-3 of the diagonal), each
+    // with T-junction cracks along its edges: two blocks side by side and three plates stacked
+    // (a print-in-place assembly, parts laid out tight). A crack's edge lies along the other
+    // part's edge a clearance away, whole, so a stitch could sew the parts together; the
+    // crack's own midpoint lies on it, so it is the zip's, and the parts stay apart.
+    let pair = vec![
+        generate::block([0.0; 3], [10.0; 3]),
+        generate::block([10.01, 0.0, 0.0], [20.01, 10.0, 10.0]),
+    ];
+    let stack = (0..3)
+        .map(|i| {
+            let z = i as f32 * 3.02;
+            generate::block([0.0, 0.0, z], [30.0, 30.0, z + 3.0])
+        })
+        .collect::<Vec<_>>();
+    for (name, bodies, volume) in [("pair", pair, 2000.0), ("stack", stack, 8100.0)] {
+        let n = bodies.len() as u64;
+        let model = generate::parts(
+            bodies
+                .iter()
+                .map(|m| ("part", cracked(m)))
+                .collect::<Vec<_>>(),
+        );
+        for (noise, seed) in [(0.0, 61), (1e-6, 62)] {
+            let g = generate::soup(&model, seed, noise, 0.0, None);
+            let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
+            assert!(
+                r.report.watertight,
+                "{name}, noise {noise}: {:#?}",
+                r.report
+            );
+            assert_eq!(r.report.shells, n, "{name}, noise {noise}: {:#?}", r.report);
+            assert!(
+                (r.report.volume - volume).abs() < 1e-3 * volume,
+                "{name}, noise {noise}: volume {}",
+                r.report.volume
+            );
+            let v = verify(&r.to_stl_bytes());
+            assert!(v.consistent, "{name}, noise {noise}: {v:?}");
+            assert!(v.shells.iter().all(|s| s.1 > 0.0), "{name}: outward: {v:?}");
+        }
+    }
+}

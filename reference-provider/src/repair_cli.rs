@@ -39,8 +39,9 @@ pub struct RepairArgs {
     /// data, see --weld-relative).
     #[arg(long, value_name = "UNITS", conflicts_with = "weld_relative")]
     pub weld_tolerance: Option<f32>,
-    /// Upper bound of the automatic weld, as a fraction of the bounding-box diagonal (each
-    /// corner's limit is further cut to a quarter of its facet's shortest edge).
+    /// Upper bound of the automatic weld, as a fraction of the model's size (the diagonal of
+    /// the box of its facets, less stray ones far away; each corner's limit is further cut to
+    /// a quarter of its facet's shortest edge).
     #[arg(long, value_name = "FRACTION", default_value_t = RepairOptions::default().weld_relative_tolerance)]
     pub weld_relative: f32,
     /// Weld only bit-identical vertices.
@@ -49,7 +50,8 @@ pub struct RepairArgs {
     /// Do not stitch open seams (boundary edges lying along other boundary edges).
     #[arg(long)]
     pub no_stitch: bool,
-    /// The largest gap a stitch bridges, as a fraction of the bounding-box diagonal.
+    /// The largest gap a stitch bridges, as a fraction of the model's size (as for
+    /// --weld-relative).
     #[arg(long, value_name = "FRACTION", default_value_t = RepairOptions::default().stitch_relative)]
     pub stitch_relative: f32,
     /// Keep degenerate (zero-area) facets; repeated-vertex facets are always dropped.

@@ -5,7 +5,7 @@ script makes models with trimesh's `creation` module (spheres with pole fans, a 
 cone, discs and tubes whose caps are fans of long thin facets, a torus, an assembly with a
 cavity, a plate with small letters written as bodies of their own, a block with small
 voids), two blocks written whole that share a face, parts a small clearance apart (two
-blocks side by side, three plates stacked), and solids whose faces were meshed apart (every seam a row of T-junctions), and
+blocks side by side, three plates stacked; with cracks, and with a stray facet far away), and solids whose faces were meshed apart (every seam a row of T-junctions), and
 breaks them with its own code: per-facet vertex copies with noise, flipped,
 missing, duplicated and degenerate facets (repeated corners, and slivers whose middle corner
 lies on the opposite edge), debris, shuffled facets, T-junctions (a facet split at the middle
@@ -376,6 +376,12 @@ def make(out_dir):
                 if i % 2 == 1:
                     t = soup(t, rng, 1e-6 * diag)
                 variants.append((f"cracked_{i}", t, "binary"))
+            # One stray facet far away (a point an export left at the origin): it makes the
+            # bounding box 40 times larger than the model, whose parts must stay apart.
+            far = tri.reshape(-1, 3).min(axis=0) - 40.0 * diag
+            stray = np.array([[far, far + [1.0, 0.0, 0.0], far + [0.0, 1.0, 0.0]]])
+            variants.append(("stray_facet", np.concatenate([tri, stray]), "binary"))
+            variants.append(("stray_facet_soup_1e-6", soup(np.concatenate([tri, stray]), rng, 1e-6 * diag), "binary"))
         clean = {
             "volume": float(mesh.volume),
             "bodies": len(split),

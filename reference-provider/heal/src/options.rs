@@ -17,7 +17,9 @@ pub struct RepairOptions {
     /// Absolute weld tolerance in model units, the same for every corner; `None` (the
     /// default) chooses it from the data: see [`RepairOptions::weld_relative_tolerance`].
     pub weld_tolerance: Option<f32>,
-    /// The automatic weld's upper bound, as a fraction of the bounding-box diagonal (used when
+    /// The automatic weld's upper bound, as a fraction of the model's size (the diagonal of the
+    /// box of its facets but for 0.1 % of their area at each end of each axis, so that a stray
+    /// facet far away does not widen it; `model_size` in the weld's report; used when
     /// [`RepairOptions::weld_tolerance`] is `None`; never below 16 ulp of the largest
     /// coordinate). Every corner's own limit is further cut to a quarter of the shortest edge
     /// of the facets it belongs to, so noise is welded up to the bound while the two ends of
@@ -30,8 +32,8 @@ pub struct RepairOptions {
     /// surface beside another is sewn on rather than dropped as a tiny shell. Only with the
     /// automatic weld: an explicit [`RepairOptions::weld_tolerance`], or `weld: false`, wins.
     pub stitch: bool,
-    /// The largest gap a stitch bridges, as a fraction of the bounding-box diagonal (default
-    /// 1e-3).
+    /// The largest gap a stitch bridges, as a fraction of the model's size (as for
+    /// [`RepairOptions::weld_relative_tolerance`]; default 1e-3).
     pub stitch_relative: f32,
     /// Drop facets with a repeated vertex or zero area.
     pub remove_degenerate: bool,

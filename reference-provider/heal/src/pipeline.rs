@@ -80,7 +80,7 @@ pub fn repair_soup(
         {
             break;
         }
-        let cap = weld_tolerance(&repaired.mesh.vertices, options);
+        let cap = weld_tolerance(&repaired.mesh, options);
         if !weld::touched_may_merge(
             &repaired.mesh.vertices,
             &repaired.mesh.triangles,
@@ -219,6 +219,7 @@ fn heal_once(
             &mut tags,
             options,
             weld.largest_merge,
+            weld.model_size,
         )
     })?;
     drop(copied);
@@ -475,8 +476,9 @@ fn weld_stage(
     options: &RepairOptions,
 ) -> ((weld::Welded, Vec<bool>), WeldReport) {
     let bbox = keys::par_bbox(&positions);
+    let size = extent(bbox, positions.len() / 3, |f, k| positions[3 * f + k]);
     let tolerance = if options.weld {
-        tolerance_for(bbox, options)
+        tolerance_for(bbox, size, options)
     } else {
         0.0
     };
@@ -524,8 +526,8 @@ fn weld_stage(
         "absolute: the weld_tolerance given".to_string()
     } else {
         format!(
-            "auto: {} of the bounding-box diagonal, cut for every corner to {} of the shortest \
-             edge of its facets",
+            "auto: {} of the model's size (the diagonal of the box of its facets, less stray \
+             ones), cut for every corner to {} of the shortest edge of its facets",
             options.weld_relative_tolerance,
             weld::LOCAL_FRACTION
         )
@@ -540,6 +542,7 @@ fn weld_stage(
         limited_corners: limited,
         largest_merge: welded.largest_merge,
         collapsed_facets: collapsed,
+        model_size: size,
         seconds: 0.0,
     };
     ((welded, limited_vertex), report)
@@ -588,6 +591,7 @@ fn topology_stage(
     tags: &mut Option<Vec<u8>>,
     options: &RepairOptions,
     weld_largest: f64,
+    model_size: f64,
 ) -> (topology::Topology, TopologyReport) {
     let mut topo = topology::pair_edges(triangles);
     // Two solids that share a face (each written whole, the face once each way round): the
@@ -618,8 +622,7 @@ fn topology_stage(
     let mut st = stitch::Stitched::default();
     // An explicit weld tolerance (or exact welding only) wins: no stitch beyond it.
     let auto = options.weld && options.weld_tolerance.is_none();
-    let diag = keys::par_bbox(vertices).map_or(0.0, |b| b.diagonal());
-    let cap = diag * f64::from(options.stitch_relative.max(0.0));
+    let cap = model_size * f64::from(options.stitch_relative.max(0.0));
     // Once a round has sewn its pairs, edges whose match was barred (two pieces that now
     // share a vertex) may match: a few rounds, each only while the last one sewed something.
     // Every round keeps the scales of the rounds before (see `stitch::stitch`), so limits never
@@ -1033,13 +1036,100 @@ fn orient_stage(
     (oriented, report)
 }
 
-/// The weld tolerance the options give for these positions.
-pub(crate) fn weld_tolerance(positions: &[[f32; 3]], options: &RepairOptions) -> f32 {
-    tolerance_for(keys::par_bbox(positions), options)
+/// The weld tolerance the options give for the facets of `mesh`.
+pub(crate) fn weld_tolerance(mesh: &Mesh, options: &RepairOptions) -> f32 {
+    let corner = |f: usize, k: usize| mesh.vertices[mesh.triangles[f][k] as usize];
+    let bbox = keys::par_bbox(&mesh.vertices);
+    let size = extent(bbox, mesh.triangles.len(), corner);
+    tolerance_for(bbox, size, options)
 }
 
-/// The weld tolerance for points whose bounding box is `bbox`.
-fn tolerance_for(bbox: Option<Bbox>, options: &RepairOptions) -> f32 {
+/// The weld tolerance the options give for a soup's `positions` (three per facet).
+pub(crate) fn soup_weld_tolerance(positions: &[[f32; 3]], options: &RepairOptions) -> f32 {
+    let bbox = keys::par_bbox(positions);
+    let size = extent(bbox, positions.len() / 3, |f, k| positions[3 * f + k]);
+    tolerance_for(bbox, size, options)
+}
+
+/// Facets sampled for a model's [`extent`], at most.
+const EXTENT_SAMPLES: usize = 1 << 16;
+
+/// Share of the facets' area left out at each end of each axis by [`extent`].
+const EXTENT_TRIM: f64 = 1e-3;
+
+/// The size of the model the automatic bounds (the weld's, the stitch's) are fractions of:
+/// the diagonal of the box that holds the facets but for [`EXTENT_TRIM`] of their area at
+/// each end of each axis (from an even sample of at most [`EXTENT_SAMPLES`] facets), and at
+/// most the diagonal of `bbox`, the box of every vertex. A stray facet or a speck of debris
+/// far from the model (a point left at the origin by an export) makes the bounding box many
+/// times larger, but not the model: the bounds must not grow with it, or the weld merges
+/// features a clearance apart. `corner(f, k)` is corner `k` of facet `f` of `facets`. Falls
+/// back to the bounding box's diagonal when the facets have no area.
+fn extent(
+    bbox: Option<Bbox>,
+    facets: usize,
+    corner: impl Fn(usize, usize) -> [f32; 3] + Sync,
+) -> f64 {
+    let Some(b) = bbox else {
+        return 0.0;
+    };
+    let whole = b.diagonal();
+    let step = facets.div_ceil(EXTENT_SAMPLES).max(1);
+    // Per sampled facet: its area and its box.
+    let sample: Vec<(f64, [f32; 3], [f32; 3])> = (0..facets)
+        .into_par_iter()
+        .step_by(step)
+        .map(|f| {
+            let p = [0, 1, 2].map(|k| corner(f, k));
+            let q = p.map(|c| c.map(f64::from));
+            let u = [0, 1, 2].map(|i| q[1][i] - q[0][i]);
+            let v = [0, 1, 2].map(|i| q[2][i] - q[0][i]);
+            let n = [
+                u[1] * v[2] - u[2] * v[1],
+                u[2] * v[0] - u[0] * v[2],
+                u[0] * v[1] - u[1] * v[0],
+            ];
+            let area = 0.5 * (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt();
+            let lo = [0, 1, 2].map(|i| p[0][i].min(p[1][i]).min(p[2][i]));
+            let hi = [0, 1, 2].map(|i| p[0][i].max(p[1][i]).max(p[2][i]));
+            (if area.is_finite() { area } else { 0.0 }, lo, hi)
+        })
+        .collect();
+    let total: f64 = sample.iter().map(|s| s.0).sum();
+    if !(total.is_finite() && total > 0.0) {
+        return whole;
+    }
+    let trim = EXTENT_TRIM * total;
+    // The coordinate at which the facets' area, taken from one end, first passes `trim`.
+    let cut = |mut ends: Vec<(f32, f64)>| -> f32 {
+        ends.sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
+        let mut sum = 0.0;
+        for (x, a) in &ends {
+            sum += a;
+            if sum > trim {
+                return *x;
+            }
+        }
+        ends.last().map_or(0.0, |e| e.0)
+    };
+    let mut d2 = 0.0;
+    for axis in 0..3 {
+        let lo = cut(sample.iter().map(|s| (s.1[axis], s.0)).collect());
+        let hi = -cut(sample.iter().map(|s| (-s.2[axis], s.0)).collect());
+        let d = f64::from(hi) - f64::from(lo);
+        d2 += d.max(0.0).powi(2);
+    }
+    let size = d2.sqrt();
+    if size.is_finite() && size > 0.0 {
+        size.min(whole)
+    } else {
+        whole
+    }
+}
+
+/// The weld tolerance for points whose bounding box is `bbox`, of a model of size `size`
+/// ([`extent`]).
+fn tolerance_for(bbox: Option<Bbox>, size: f64, options: &RepairOptions) -> f32 {
     if let Some(t) = options.weld_tolerance {
         return if t.is_finite() && t > 0.0 { t } else { 0.0 };
     }
@@ -1050,7 +1140,7 @@ fn tolerance_for(bbox: Option<Bbox>, options: &RepairOptions) -> f32 {
         .map(|a| b.min[a].abs().max(b.max[a].abs()))
         .fold(0.0f32, f32::max);
     let rel = options.weld_relative_tolerance.max(0.0);
-    let t = (b.diagonal() * f64::from(rel)) as f32;
+    let t = (size * f64::from(rel)) as f32;
     let ulps = max_abs * (16.0 * f32::EPSILON);
     if rel == 0.0 { 0.0 } else { t.max(ulps) }
 }
@@ -1182,6 +1272,7 @@ mod tests {
                 &mut tags,
                 &options,
                 weld.largest_merge,
+                weld.model_size,
             );
             let full = topology::pair_edges(&triangles);
             assert!(topo.twin == full.twin, "noise {noise}: {report:?}");

@@ -14,7 +14,7 @@ pub fn weld(positions: Vec<[f32; 3]>, tolerance: f32) -> Mesh {
 
 /// The tolerance [`repair_soup`](crate::repair_soup) would use for these positions.
 pub fn weld_tolerance(positions: &[[f32; 3]], options: &RepairOptions) -> f32 {
-    pipeline::weld_tolerance(positions, options)
+    pipeline::soup_weld_tolerance(positions, options)
 }
 
 /// Drop degenerate and duplicate facets; returns (degenerate, duplicate) counts.

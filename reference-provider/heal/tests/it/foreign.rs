@@ -3,7 +3,8 @@
 //! fans, a capsule, a cone, a disc and a tube whose caps are fans and strips of long thin
 //! facets, a torus, a CAD block, an assembly with a cavity, a sphere far from the origin, a
 //! capsule in metres), parts a small clearance apart (two blocks, three stacked plates; with
-//! cracks along their edges a stitch could sew one part to the next), and solids whose faces
+//! cracks along their edges a stitch could sew one part to the next, and with a stray facet
+//! far away a weld whose bound grew with the bounding box merged them), and solids whose faces
 //! were meshed apart with different subdivisions (a
 //! block and an L-shaped bracket whose every seam is a row of T-junctions, as CAD exporters
 //! write them), and breaks them its own way (per-facet copies with noise from 0 to 1e-5

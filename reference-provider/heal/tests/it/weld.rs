@@ -171,3 +171,45 @@ fn heal_fans_of_needles_with_noise_up_to_1e5_are_sewn_whole() {
         assert_healed_whole(&format!("tube, noise {noise}"), &g, 40);
     }
 }
+
+#[test]
+fn heal_a_stray_facet_far_away_does_not_widen_the_weld() {
+    // Two blocks of 10 a clearance of 0.01 apart, and one stray facet a thousand units away,
+    // as careless exports leave (a point at the origin, a forgotten construction facet): it
+    // makes the bounding box 80 times larger, but not the model, so the bounds the automatic
+    // weld and stitch take as fractions of its size must not grow with it. Before, the weld's
+    // bound of 5e-5 of the box (0.07) merged the two blocks' facing corners.
+    let model = generate::parts(vec![
+        ("a", generate::block([0.0; 3], [10.0; 3])),
+        ("b", generate::block([10.01, 0.0, 0.0], [20.01, 10.0, 10.0])),
+    ]);
+    for (noise, seed) in [(0.0, 71), (1e-6, 72)] {
+        let g = generate::soup(&model, seed, noise, 0.1, None);
+        let mut corners: Vec<[f32; 3]> = crate::support::decode(&g.stl)
+            .into_iter()
+            .flatten()
+            .collect();
+        corners.extend([
+            [1000.0, 1000.0, 0.0],
+            [1000.5, 1000.0, 0.0],
+            [1000.0, 1000.5, 0.0],
+        ]);
+        let stl = heal::stl::encode_soup(&corners, &[]);
+        let r = heal::repair(&stl, &RepairOptions::default()).unwrap();
+        let name = format!("noise {noise}");
+        let rep = &r.report;
+        assert!(rep.watertight, "{name}: {rep:#?}");
+        assert_eq!((rep.shells, rep.output_facets), (2, 24), "{name}: {rep:#?}");
+        assert!((rep.volume - 2000.0).abs() < 0.1, "{name}: {}", rep.volume);
+        assert!(
+            rep.stages.weld.tolerance < 0.005,
+            "{name}: {:?}",
+            rep.stages.weld
+        );
+        let v = verify(&r.to_stl_bytes());
+        assert!(
+            v.consistent && v.shells.iter().all(|s| s.1 > 0.0),
+            "{name}: {v:?}"
+        );
+    }
+}

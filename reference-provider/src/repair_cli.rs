@@ -69,7 +69,7 @@ pub struct RepairArgs {
     /// Keep tiny shells.
     #[arg(long)]
     pub keep_tiny_shells: bool,
-    /// A shell is tiny below this fraction of the model's bounding-box diagonal…
+    /// A shell is tiny below this fraction of the model's size (as for --weld-relative)…
     #[arg(long, value_name = "FRACTION", default_value_t = RepairOptions::default().tiny_shell_ratio)]
     pub tiny_shell_ratio: f32,
     /// …and with at most this many facets (shells under 4 facets are always tiny).

@@ -18,7 +18,7 @@ pub struct RepairOptions {
     /// default) chooses it from the data: see [`RepairOptions::weld_relative_tolerance`].
     pub weld_tolerance: Option<f32>,
     /// The automatic weld's upper bound, as a fraction of the model's size (the diagonal of the
-    /// box of its facets but for 0.1 % of their area at each end of each axis, so that a stray
+    /// box of its facets but for 1 % of their area at each end of each axis, so that a stray
     /// facet far away does not widen it; `model_size` in the weld's report; used when
     /// [`RepairOptions::weld_tolerance`] is `None`; never below 16 ulp of the largest
     /// coordinate). Every corner's own limit is further cut to a quarter of the shortest edge
@@ -47,8 +47,8 @@ pub struct RepairOptions {
     pub remove_tiny_shells: bool,
     /// A shell is tiny (noise, removed) when it shares no vertex with another shell, touches
     /// or crosses no other shell's facets, is not a void (wound inward in another shell's
-    /// material), and its bounding-box diagonal is below this fraction of the model's diagonal
-    /// (default 2 %), whatever its facet count (up to
+    /// material), and its bounding-box diagonal is below this fraction of the model's size (as
+    /// for [`RepairOptions::weld_relative_tolerance`]; default 2 %), whatever its facet count (up to
     /// [`RepairOptions::tiny_shell_max_facets`]). Shells of fewer than 4 facets (which cannot
     /// enclose a volume) are always tiny.
     pub tiny_shell_ratio: f32,

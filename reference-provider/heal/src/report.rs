@@ -107,9 +107,9 @@ pub struct WeldReport {
     /// means no real edge was collapsed).
     #[serde(default)]
     pub collapsed_facets: u64,
-    /// The model's size the automatic bounds (the weld's, the stitch's) are fractions of: the
-    /// diagonal of the box of its facets less stray ones (all but 0.1 % of their area at each
-    /// end of each axis), at most the bounding box's diagonal.
+    /// The model's size the automatic bounds (the weld's, the stitch's, the tiny shells') are
+    /// fractions of: the diagonal of the box of its facets less stray ones (all but 1 % of
+    /// their area at each end of each axis), at most the bounding box's diagonal.
     #[serde(default)]
     pub model_size: f64,
     /// Wall-clock seconds.

@@ -98,8 +98,13 @@ pub(crate) fn select(v: &[[f32; 3]], t: &[[u32; 3]], w: &Winding, options: &Repa
         touches = marked.into_iter().map(AtomicBool::into_inner).collect();
     }
     let model = crate::bbox_of(bb.iter().flatten().flat_map(|b| [b.min, b.max]));
-    let model_diag = model.map_or(0.0, |b| b.diagonal());
-    let limit = model_diag * f64::from(options.tiny_shell_ratio);
+    // The model's size, not its bounding box's diagonal: a stray facet far away must not make
+    // a real small part tiny (`pipeline::extent`).
+    let limit = if model.is_some() {
+        crate::pipeline::model_size(v, t) * f64::from(options.tiny_shell_ratio)
+    } else {
+        0.0
+    };
     // Under four facets: always noise. Small and sharing no vertex: noise unless it touches,
     // crosses or is a void in another shell (`contact.rs`).
     let few = |s: usize| options.remove_tiny_shells && count[s] < 4;

@@ -212,4 +212,25 @@ fn heal_a_stray_facet_far_away_does_not_widen_the_weld() {
             "{name}: {v:?}"
         );
     }
+    // The same for the tiny-shell rule: a unit cube beside a sphere of radius 2.5 is a part
+    // (1.7 across, a fifth of the model's size), not noise, however far the stray facet lies.
+    let model = generate::parts(vec![
+        ("sphere", generate::sphere([0.0; 3], 2.5, 2_000)),
+        ("cube", generate::block([3.0, 0.0, 0.0], [4.0, 1.0, 1.0])),
+    ]);
+    let g = generate::soup(&model, 73, 0.0, 0.1, None);
+    let mut corners: Vec<[f32; 3]> = crate::support::decode(&g.stl)
+        .into_iter()
+        .flatten()
+        .collect();
+    corners.extend([
+        [-500.0, -500.0, 0.0],
+        [-499.5, -500.0, 0.0],
+        [-500.0, -499.5, 0.0],
+    ]);
+    let stl = heal::stl::encode_soup(&corners, &[]);
+    let r = heal::repair(&stl, &RepairOptions::default()).unwrap();
+    let s = &r.report.stages.shells;
+    assert_eq!((r.report.shells, s.tiny_removed), (2, 1), "{:#?}", r.report);
+    assert_eq!(r.report.output_facets, g.clean.mesh.triangles.len() as u64);
 }

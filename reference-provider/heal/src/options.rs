@@ -28,7 +28,7 @@ pub struct RepairOptions {
     pub weld_relative_tolerance: f32,
     /// Stitch open seams: boundary edges that lie along another boundary edge (both ends
     /// within half the shortest edge at any boundary vertex near them, and within
-    /// [`RepairOptions::stitch_relative`] of the diagonal) are joined, so an open piece of
+    /// [`RepairOptions::stitch_relative`] of the model's size) are joined, so an open piece of
     /// surface beside another is sewn on rather than dropped as a tiny shell. Only with the
     /// automatic weld: an explicit [`RepairOptions::weld_tolerance`], or `weld: false`, wins.
     pub stitch: bool,
@@ -47,10 +47,10 @@ pub struct RepairOptions {
     pub remove_tiny_shells: bool,
     /// A shell is tiny (noise, removed) when it shares no vertex with another shell, touches
     /// or crosses no other shell's facets, is not a void (wound inward in another shell's
-    /// material), and its bounding-box diagonal is below this fraction of the model's size (as
-    /// for [`RepairOptions::weld_relative_tolerance`]; default 2 %), whatever its facet count (up to
-    /// [`RepairOptions::tiny_shell_max_facets`]). Shells of fewer than 4 facets (which cannot
-    /// enclose a volume) are always tiny.
+    /// material), and its bounding-box diagonal is below this fraction of the model's size
+    /// (as for [`RepairOptions::weld_relative_tolerance`]; default 2 %), whatever its facet
+    /// count (up to [`RepairOptions::tiny_shell_max_facets`]). Shells of fewer than 4 facets
+    /// (which cannot enclose a volume) are always tiny.
     pub tiny_shell_ratio: f32,
     /// See [`RepairOptions::tiny_shell_ratio`] (default: no limit).
     pub tiny_shell_max_facets: u32,

@@ -9,12 +9,12 @@
 //! `b`, `d`: the winding is made consistent later) are each within the smaller of their two
 //! limits. A boundary vertex's limit is [`STITCH_FRACTION`] of its scale — the shortest edge
 //! (boundary or not) at any boundary vertex near it (the 27 cells round its own in a grid of
-//! side `stitch_relative` × the diagonal) — and at most that reach. The neighbourhood, not the
-//! vertex's own edges: a piece of a vertex left apart by the weld (one needle of a fan) may
-//! hold only long edges while its neighbour on the fan's rim is a short edge away. So a stitch
-//! never joins the two ends of one edge, nor two distinct vertices of one facet (checked), and
-//! whole edges must match, not just single points: a narrow slot between two real edges of
-//! different lengths or offset along each other stays open. Two edges that share an endpoint
+//! side `stitch_relative` × the model's size) — and at most that reach. The neighbourhood,
+//! not the vertex's own edges: a piece of a vertex left apart by the weld (one needle of a
+//! fan) may hold only long edges while its neighbour on the fan's rim is a short edge away.
+//! So a stitch never joins the two ends of one edge, nor two distinct vertices of one facet
+//! (checked), and whole edges must match, not just single points: a narrow slot between two
+//! real edges of different lengths or offset along each other stays open. Two edges that share an endpoint
 //! (two pieces of one fan) match by their other ends. An edge is stitched to its mutual best
 //! match only (the smallest larger endpoint gap: the best, not the first within a bound, which
 //! is what tells a vertex's copy from its neighbour when the noise is a large part of the

@@ -5,8 +5,9 @@ script makes models with trimesh's `creation` module (spheres with pole fans, a 
 cone, discs and tubes whose caps are fans of long thin facets, a torus, an assembly with a
 cavity, a plate with small letters written as bodies of their own, a block with small
 voids), two blocks written whole that share a face, parts a small clearance apart (two
-blocks side by side, three plates stacked; with cracks, and with a stray facet far away), and solids whose faces were meshed apart (every seam a row of T-junctions), and
-breaks them with its own code: per-facet vertex copies with noise, flipped,
+blocks side by side, three plates stacked; with cracks, and with a stray facet far away),
+and solids whose faces were meshed apart (every seam a row of T-junctions), and breaks them
+with its own code: per-facet vertex copies with noise, flipped,
 missing, duplicated and degenerate facets (repeated corners, and slivers whose middle corner
 lies on the opposite edge), debris, shuffled facets, T-junctions (a facet split at the middle
 of an edge whose other facet is not, with or without the zero-area facet that closes the
@@ -369,8 +370,8 @@ def make(out_dir):
             ("t_junction_sliver_soup_1e-6", soup(t_junctions(mesh, rng, 12, True), rng, 1e-6 * diag), "binary"),
         ]
         if name in CLEARANCE:
-            # Cracks at every shared edge they can be made at, in six draws of their own (so
-            # the other models' files do not change), one in two as a soup.
+            # Cracks at as many shared edges as they can be made at, in six draws (each from
+            # a generator of its own), one in two as a soup.
             for i in range(6):
                 t = t_junctions(mesh, np.random.default_rng(i), 100, i % 2 == 0)
                 if i % 2 == 1:

@@ -167,7 +167,7 @@ fn cracked(mesh: &heal::Mesh) -> heal::Mesh {
 
 #[test]
 fn heal_bodies_a_clearance_apart_with_cracks_stay_apart() {
-    // Parts a small clearance apart (under the stitch's reach of 1e-3 of the diagonal), each
+    // Parts a small clearance apart (under the stitch's reach of 1e-3 of the model's size), each
     // with T-junction cracks along its edges: two blocks side by side and three plates stacked
     // (a print-in-place assembly, parts laid out tight). A crack's edge lies along the other
     // part's edge a clearance away, whole, so a stitch could sew the parts together; the

@@ -14,9 +14,9 @@
 //! fan) may hold only long edges while its neighbour on the fan's rim is a short edge away.
 //! So a stitch never joins the two ends of one edge, nor two distinct vertices of one facet
 //! (checked), and whole edges must match, not just single points: a narrow slot between two
-//! real edges of different lengths or offset along each other stays open. Two edges that share an endpoint
-//! (two pieces of one fan) match by their other ends. An edge is stitched to its mutual best
-//! match only (the smallest larger endpoint gap: the best, not the first within a bound, which
+//! real edges of different lengths or offset along each other stays open. Two edges that
+//! share an endpoint (two pieces of one fan) match by their other ends. An edge is stitched
+//! to its mutual best match only (the smallest larger endpoint gap: the best, not the first within a bound, which
 //! is what tells a vertex's copy from its neighbour when the noise is a large part of the
 //! edges); the matched endpoints are merged (the smaller vertex id survives).
 //!
@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
+use crate::holes::{norm, sub};
 use crate::keys::{self, hi, lo};
 use crate::topology::{NONE, half_edge};
 use crate::{clean, zip};
@@ -312,34 +313,29 @@ pub(crate) fn stitch(
             if b == u64::MAX { NONE } else { lo(b) }
         })
         .collect();
-    // Mutual best matches, but none with a crack's edge (the zip's: see `cracked`).
-    let matched: Vec<(usize, usize)> = best
+    // Mutual best matches, each with its gap and the vertex pairs it merges, but none with a
+    // crack's edge (the zip's: see `cracked`).
+    let matched: Vec<(&Edge, &Edge, f64, Merges)> = best
         .iter()
         .enumerate()
         .filter(|&(i, &j)| j != NONE && (j as usize) >= i && best[j as usize] == i as u32)
-        .map(|(i, &j)| (i, j as usize))
-        .filter(|&(i, j)| edges[i].inner && edges[j].inner)
+        .map(|(i, &j)| (&edges[i], &edges[j as usize]))
+        .filter(|(e, o)| e.inner && o.inner)
+        .filter_map(|(e, o)| e.pairs(o).map(|(gap, pairs)| (e, o, gap, pairs)))
         .collect();
     let asked: Vec<(&Edge, f64)> = matched
         .iter()
-        .flat_map(|&(i, j)| {
-            let gap = edges[i].gap(&edges[j]).unwrap_or(0.0);
-            [(&edges[i], gap), (&edges[j], gap)]
-        })
+        .flat_map(|&(e, o, gap, _)| [(e, gap), (o, gap)])
         .collect();
     let crack = cracked(vertices, triangles, twin, &asked, snap);
     // Union their endpoints.
     let mut parent: Vec<u32> = (0..vertices.len() as u32).collect();
     let mut stitched = 0u64;
     let mut largest = 0.0f64;
-    for (k, &(i, j)) in matched.iter().enumerate() {
+    for (k, &(_, _, s, pairs)) in matched.iter().enumerate() {
         if crack[2 * k] || crack[2 * k + 1] {
             continue;
         }
-        let (e, o) = (&edges[i], &edges[j]);
-        let Some((s, pairs)) = e.pairs(o) else {
-            continue;
-        };
         for (x, y) in pairs {
             union(&mut parent, x, y);
         }
@@ -348,6 +344,9 @@ pub(crate) fn stitch(
     }
     finish(parent, stitched, largest)
 }
+
+/// The two vertex pairs a stitch of two edges merges (a vertex of each).
+type Merges = [(u32, u32); 2];
 
 /// Per edge of `asked` (with the gap of the stitch that would sew it): is it one side of a
 /// crack, another boundary edge from one of its ends running along it (the one edge's far
@@ -429,7 +428,7 @@ fn runs_along(a: [f64; 3], b: [f64; 3], w: [f64; 3], near: f64, ends: f64) -> bo
         .iter()
         .flatten()
         .fold(0.0f64, |m, x| m.max(x.abs()));
-    let len = ((b[0] - a[0]).powi(2) + (b[1] - a[1]).powi(2) + (b[2] - a[2]).powi(2)).sqrt();
+    let len = norm(sub(b, a));
     zip::lies_on(a, b, w, near)
         .is_some_and(|along| along.min(len - along) > 2.0 * (clean::rounding(largest) + ends))
 }

@@ -11,9 +11,10 @@ use crate::keys::{self, hi, lo};
 const ZERO_AREA: f64 = 1e-10;
 
 /// A facet is also degenerate when its height is within this many units in the last place
-/// of its largest coordinate: a corner that lies on the opposite edge, written as `f32`, is
-/// off it by up to about one unit (a T-junction's sliver in a CAD export), which is far above
-/// [`ZERO_AREA`] when the coordinates are large against the facet.
+/// of its coordinates (each axis at its own magnitude: see [`flat_at`]): a corner that lies
+/// on the opposite edge, written as `f32`, is off it by up to about one unit (a T-junction's
+/// sliver in a CAD export), which is far above [`ZERO_AREA`] when the coordinates are large
+/// against the facet.
 const ROUNDING_ULPS: f64 = 4.0;
 
 /// Is the triangle `a b c` degenerate (repeated index, or zero area up to rounding)?
@@ -41,7 +42,8 @@ pub(crate) fn degenerate_at(p: [[f32; 3]; 3]) -> bool {
 }
 
 /// Is the triangle with these corners flat: its height over its longest edge zero up to
-/// rounding, or at most `snap` (the distance the weld moved corners by) where that is below
+/// rounding (of each coordinate at its own magnitude, weighed along the height's direction:
+/// [`rounding_across`]), or at most `snap` (the distance the weld moved corners by) where that is below
 /// a quarter of its shortest edge? The second rule finds the slivers of T-junctions whose
 /// corners the weld moved, and never a needle: a needle's height is about its short edge.
 pub(crate) fn flat_at(p: [[f32; 3]; 3], snap: f64) -> bool {
@@ -61,9 +63,35 @@ pub(crate) fn flat_at(p: [[f32; 3]; 3], snap: f64) -> bool {
         return true;
     }
     let height = area2 / longest.sqrt();
-    let largest = p.iter().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
     let shortest = lengths[0].min(lengths[1]).min(lengths[2]).sqrt();
-    height <= rounding(largest) || height <= snap.min(shortest / 4.0)
+    let base = if longest == lengths[0] {
+        e0
+    } else if longest == lengths[1] {
+        e1
+    } else {
+        e2
+    };
+    height <= rounding_across(&p, cr, base) || height <= snap.min(shortest / 4.0)
+}
+
+/// The rounding of the corners `p` along a facet's height over its edge `d` (`n` is the
+/// facet's normal): each coordinate is rounded at its own magnitude ([`rounding`] of the
+/// largest along that axis), and the height's direction, `n × d`, weighs the axes. A facet far
+/// out along one axis is rounded coarsely along that axis only: a thin facet standing across
+/// another axis is not flat for it.
+fn rounding_across(p: &[[f64; 3]; 3], n: [f64; 3], d: [f64; 3]) -> f64 {
+    let u = [
+        n[1] * d[2] - n[2] * d[1],
+        n[2] * d[0] - n[0] * d[2],
+        n[0] * d[1] - n[1] * d[0],
+    ];
+    let len = (u[0] * u[0] + u[1] * u[1] + u[2] * u[2]).sqrt();
+    let r = [0, 1, 2].map(|a| rounding(p[0][a].abs().max(p[1][a].abs()).max(p[2][a].abs())));
+    if !(len > 0.0 && len.is_finite()) {
+        return r[0].max(r[1]).max(r[2]);
+    }
+    let w = [0, 1, 2].map(|a| u[a] / len * r[a]);
+    (w[0] * w[0] + w[1] * w[1] + w[2] * w[2]).sqrt()
 }
 
 /// How far apart two `f32` numbers of magnitude up to `largest` can be and still be the

@@ -477,10 +477,10 @@ fn weld_stage(
 ) -> ((weld::Welded, Vec<bool>), WeldReport) {
     let bbox = keys::par_bbox(&positions);
     let size = extent(bbox, positions.len() / 3, |f, k| positions[3 * f + k]);
-    let tolerance = if options.weld {
-        tolerance_for(bbox, size, options)
+    let (tolerance, axis) = if options.weld {
+        weld_bound(bbox, size, options)
     } else {
-        0.0
+        (0.0, [0.0; 3])
     };
     // Without an absolute tolerance from the caller, every corner's limit is also cut to a
     // fraction of its own facet's shortest edge (see `weld::local_limits`).
@@ -493,7 +493,7 @@ fn weld_stage(
     } else {
         Vec::new()
     };
-    let mut welded = weld::weld_in(positions, tolerance, bbox, auto);
+    let mut welded = weld::weld_in(positions, tolerance, axis, bbox, auto);
     let (limits, limited) = (std::mem::take(&mut welded.limits), welded.limited);
     // Facets whose corners were apart in the input but share a vertex now.
     let collapsed = if auto {
@@ -1135,19 +1135,34 @@ fn extent(
 /// The weld tolerance for points whose bounding box is `bbox`, of a model of size `size`
 /// ([`extent`]).
 fn tolerance_for(bbox: Option<Bbox>, size: f64, options: &RepairOptions) -> f32 {
+    weld_bound(bbox, size, options).0
+}
+
+/// Units in the last place (of a coordinate's magnitude, per axis) that the automatic weld
+/// bound never goes under: two copies of a vertex computed apart (each transformed in `f32`)
+/// differ by a few ulp of their coordinates, more than the relative bound far from the origin.
+const ROUNDING_FLOOR: f32 = 16.0 * f32::EPSILON;
+
+/// The weld's bound the options give (the tolerance), and per axis the most two corners may
+/// differ by along it. Automatic: `weld_relative_tolerance` × `size`, never under
+/// [`ROUNDING_FLOOR`] of the largest coordinate, taken per axis: a part far out along one
+/// axis is rounded coarsely along that axis only, and a floor taken from it for every axis
+/// merged the two sides of a thin wall across another axis, a thousand times finer there.
+fn weld_bound(bbox: Option<Bbox>, size: f64, options: &RepairOptions) -> (f32, [f32; 3]) {
     if let Some(t) = options.weld_tolerance {
-        return if t.is_finite() && t > 0.0 { t } else { 0.0 };
+        let t = if t.is_finite() && t > 0.0 { t } else { 0.0 };
+        return (t, [t; 3]);
     }
     let Some(b) = bbox else {
-        return 0.0;
+        return (0.0, [0.0; 3]);
     };
-    let max_abs = (0..3)
-        .map(|a| b.min[a].abs().max(b.max[a].abs()))
-        .fold(0.0f32, f32::max);
     let rel = options.weld_relative_tolerance.max(0.0);
+    if rel == 0.0 {
+        return (0.0, [0.0; 3]);
+    }
     let t = (size * f64::from(rel)) as f32;
-    let ulps = max_abs * (16.0 * f32::EPSILON);
-    if rel == 0.0 { 0.0 } else { t.max(ulps) }
+    let axis = [0, 1, 2].map(|a| t.max(b.min[a].abs().max(b.max[a].abs()) * ROUNDING_FLOOR));
+    (axis.into_iter().fold(t, f32::max), axis)
 }
 
 /// Keep only referenced vertices, numbered in order of first use; `touched` is renumbered the

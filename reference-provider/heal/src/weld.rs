@@ -55,6 +55,9 @@ struct Grid {
     origin: [f64; 3],
     inv_cell: f64,
     tol: f32,
+    /// Per axis, the most two merged corners may differ by along it, when that is less than
+    /// `tol` for some axis (see [`weld_in`]); `None` when `tol` bounds every axis.
+    axis: Option<[f64; 3]>,
     /// Cell keys in Morton (Z) order when the cells of the bounding box fit in 32 bits (see
     /// [`Morton`]); else (or with tolerance 0) keys are hashes.
     morton: Option<Box<Morton>>,
@@ -193,12 +196,13 @@ impl Grid {
             return Some(0.0);
         }
         if self.tol > 0.0 && tol > 0.0 {
-            let d: f64 = (0..3)
-                .map(|a| {
-                    let d = f64::from(p[a]) - f64::from(q[a]);
-                    d * d
-                })
-                .sum();
+            let d = [0, 1, 2].map(|a| f64::from(p[a]) - f64::from(q[a]));
+            if let Some(axis) = &self.axis
+                && (0..3).any(|a| d[a].abs() > axis[a])
+            {
+                return None;
+            }
+            let d = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
             (d <= f64::from(tol) * f64::from(tol)).then_some(d)
         } else {
             None
@@ -447,15 +451,18 @@ pub(crate) const LOCAL_FRACTION: f64 = 0.25;
 /// Weld `positions` within `tol`.
 pub(crate) fn weld(positions: Vec<[f32; 3]>, tol: f32) -> Welded {
     let bbox = keys::par_bbox(&positions);
-    weld_in(positions, tol, bbox, false)
+    weld_in(positions, tol, [tol; 3], bbox, false)
 }
 
 /// Weld `positions`, whose bounding box is `bbox`, within `tol`; with `local`, every corner
 /// gets its own limit ([`local_limits`], returned in [`Welded::limits`]) and two corners
-/// merge only within the smaller of their two limits (each at most `tol`).
+/// merge only within the smaller of their two limits (each at most `tol`). Two corners also
+/// merge only when they differ by at most `axis[a]` along every axis `a` (the rounding floor
+/// of the automatic bound is per axis: see `pipeline::weld_bound`).
 pub(crate) fn weld_in(
     positions: Vec<[f32; 3]>,
     tol: f32,
+    axis: [f32; 3],
     bbox: Option<Bbox>,
     local: bool,
 ) -> Welded {
@@ -469,6 +476,7 @@ pub(crate) fn weld_in(
         origin,
         inv_cell: if tol > 0.0 { 1.0 / cell } else { 0.0 },
         tol,
+        axis: axis.iter().any(|&a| a < tol).then(|| axis.map(f64::from)),
         morton: None,
     };
     if tol > 0.0
@@ -994,7 +1002,7 @@ mod tests {
         let noisy = [1e-6, 0.0, 0.0];
         let pts = vec![p, q, q, p, b, c, noisy, q, b];
         let bbox = keys::par_bbox(&pts);
-        let w = weld_in(pts, 1e-3, bbox, true);
+        let w = weld_in(pts, 1e-3, [1e-3; 3], bbox, true);
         assert_eq!(w.vertices.len(), 4, "{:?}", w.vertices);
         assert_eq!(w.triangles[1][0], w.triangles[2][0]);
     }

@@ -234,3 +234,37 @@ fn heal_a_stray_facet_far_away_does_not_widen_the_weld() {
     assert_eq!((r.report.shells, s.tiny_removed), (2, 1), "{:#?}", r.report);
     assert_eq!(r.report.output_facets, g.clean.mesh.triangles.len() as u64);
 }
+
+#[test]
+fn heal_a_thin_part_far_out_along_one_axis_keeps_its_walls_apart() {
+    // A sphere squashed into a disc 400 long, 20 wide and 1 thick, placed 400 000 units out
+    // along x only (machine coordinates: f32 keeps about 0.03 there along x, but 3e-5 along
+    // z, where the part lies at 400). The weld's floor for rounding noise (16 ulp of the
+    // largest coordinate) was one number for every axis: 0.76, taken from x, so it merged
+    // the disc's top and bottom vertices, a few tenths apart along z, where rounding is a
+    // thousand times finer, and the part came out in pieces with a third of its volume gone.
+    let sphere = generate::sphere([0.0; 3], 10.0, 1_200);
+    let mut model = generate::parts(vec![("disc", sphere)]);
+    for v in &mut model.mesh.vertices {
+        *v = [v[0] * 20.0 + 400_000.0, v[1], v[2] * 0.05 + 400.0];
+    }
+    let volume = verify(&heal::stl::encode_binary(&model.mesh))
+        .shells
+        .iter()
+        .map(|s| s.1)
+        .sum::<f64>();
+    for (noise, seed) in [(0.0, 81), (1e-6, 82)] {
+        let g = generate::soup(&model, seed, noise, 0.1, None);
+        let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
+        let name = format!("noise {noise}");
+        let rep = &r.report;
+        assert!(rep.watertight, "{name}: {rep:#?}");
+        assert_eq!(rep.shells, 1, "{name}: {rep:#?}");
+        assert_eq!(rep.stages.weld.collapsed_facets, 0, "{name}");
+        assert!(
+            (rep.volume - volume).abs() < 5e-3 * volume,
+            "{name}: {} against {volume}",
+            rep.volume
+        );
+    }
+}

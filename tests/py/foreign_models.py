@@ -7,12 +7,12 @@ cavity, a plate with small letters written as bodies of their own, a block with 
 voids), two blocks written whole that share a face, parts a small clearance apart (two
 blocks side by side, three plates stacked; with cracks, and with a stray facet far away),
 and solids whose faces were meshed apart (every seam a row of T-junctions), and breaks them
-with its own code: per-facet vertex copies with noise, flipped,
-missing, duplicated and degenerate facets (repeated corners, and slivers whose middle corner
-lies on the opposite edge), debris, shuffled facets, T-junctions (a facet split at the middle
-of an edge whose other facet is not, with or without the zero-area facet that closes the
-crack), ASCII files and binary files whose header starts with `solid`, as CAD exporters
-write.
+with its own code: per-facet vertex copies with noise, flipped, missing, duplicated and
+degenerate facets (repeated corners, and slivers whose middle corner lies on the opposite
+edge), debris, shuffled facets, T-junctions (a facet split at the middle of an edge whose
+other facet is not, with or without the zero-area facet that closes the crack), ASCII files
+and binary files whose header starts with `solid`, as CAD exporters write; it also squashes
+the clean models along one axis and moves them far out along one axis, written exactly.
 
     python foreign_models.py make OUT_DIR        # writes OUT_DIR/*.stl and manifest.json
     python foreign_models.py judge MANIFEST DIR  # judges DIR/<name>.stl for every case
@@ -368,6 +368,12 @@ def make(out_dir):
             ("t_junction_crack", t_junctions(mesh, rng, 12, False), "binary"),
             ("t_junction_sliver", t_junctions(mesh, rng, 12, True), "binary"),
             ("t_junction_sliver_soup_1e-6", soup(t_junctions(mesh, rng, 12, True), rng, 1e-6 * diag), "binary"),
+            # Written exactly, squashed (20 times longer along x, 20 times thinner along z: the
+            # walls and clearances along z are then under the weld's bound, but every vertex
+            # is closed), and far out along x only (f32 is coarse along x there, and fine
+            # along y and z).
+            ("squashed", tri * np.array([20.0, 1.0, 0.05]), "binary"),
+            ("far_x", tri + np.array([200.0 * diag, 0.0, 0.0]), "binary"),
         ]
         if name in CLEARANCE:
             # Cracks at as many shared edges as they can be made at, in six draws (each from
@@ -406,11 +412,20 @@ def judge(manifest_path, repaired_dir):
         path = os.path.join(repaired_dir, case["case"] + ".stl")
         m = trimesh.load(path, force="mesh", process=True)
         bodies = m.split(only_watertight=False)
-        # Facets flat up to the rounding of f32 coordinates: height over the longest edge.
+        # Facets flat up to the rounding of f32 coordinates: height over the longest edge, at
+        # most 1e-6 of the largest coordinate, each axis at its own magnitude (a model far out
+        # along x only is rounded coarsely along x only), weighed along the height.
         tri = m.triangles
-        edges = np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max(axis=1)
+        sides = tri - np.roll(tri, 1, axis=1)
+        lengths = np.linalg.norm(sides, axis=2)
+        longest = sides[np.arange(len(tri)), lengths.argmax(axis=1)]
+        edges = lengths.max(axis=1)
         heights = 2.0 * m.area_faces / np.maximum(edges, 1e-300)
-        flat = int((heights <= 1e-6 * float(np.abs(m.vertices).max())).sum())
+        across = np.cross(np.cross(sides[:, 0], sides[:, 1]), longest)
+        across /= np.maximum(np.linalg.norm(across, axis=1), 1e-300)[:, None]
+        magnitude = np.abs(m.vertices).max(axis=0) if len(m.vertices) else np.zeros(3)
+        rounding = 1e-6 * np.linalg.norm(across * magnitude, axis=1)
+        flat = int((heights <= rounding).sum())
         print(
             json.dumps(
                 {

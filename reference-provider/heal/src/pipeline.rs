@@ -540,6 +540,7 @@ fn weld_stage(
         tolerance: f64::from(tolerance),
         rule,
         limited_corners: limited,
+        closed_vertices: welded.closed,
         largest_merge: welded.largest_merge,
         collapsed_facets: collapsed,
         model_size: size,

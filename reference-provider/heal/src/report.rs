@@ -100,6 +100,11 @@ pub struct WeldReport {
     /// Corners whose limit was cut below the tolerance because their facet is small (auto).
     #[serde(default)]
     pub limited_corners: u64,
+    /// Vertices the exact weld closes (their bit-identical copies' facets have a facet on
+    /// each side of every edge at them): they show no noise, and take no tolerance merge
+    /// (auto).
+    #[serde(default)]
+    pub closed_vertices: u64,
     /// Largest distance actually bridged by a merge: the noise found in the input.
     #[serde(default)]
     pub largest_merge: f64,

@@ -49,6 +49,9 @@ pub(crate) struct Welded {
     pub limits: Vec<f32>,
     /// With local limits: how many corners' limits were cut below the tolerance.
     pub limited: u64,
+    /// With local limits: how many vertices the exact weld closes (see [`closed`]), which
+    /// took no tolerance merge.
+    pub closed: u64,
 }
 
 struct Grid {
@@ -223,6 +226,8 @@ struct ChunkOut {
     tol: u64,
     /// Largest squared distance of a tolerance merge.
     largest: f64,
+    /// Vertices found closed.
+    closed: u64,
 }
 
 /// The auto-weld limit of every corner: `cap`, cut to [`LOCAL_FRACTION`] of the shortest
@@ -527,6 +532,7 @@ pub(crate) fn weld_in(
     let mut rep_tol: Vec<f32> = Vec::with_capacity(rep_keys.capacity());
     let mut offsets = Vec::with_capacity(outs.len());
     let (mut exact_merged, mut tolerance_merged, mut largest) = (0, 0, 0.0f64);
+    let closed = outs.iter().map(|o| o.closed).sum();
     for o in outs {
         offsets.push(rep_keys.len() as u32);
         rep_keys.extend_from_slice(&o.reps);
@@ -651,6 +657,7 @@ pub(crate) fn weld_in(
         largest_merge: largest.sqrt(),
         limits: per_facet,
         limited,
+        closed,
     }
 }
 
@@ -668,11 +675,12 @@ fn cluster_chunk(
     let mut reps: Vec<u64> = Vec::new();
     let mut rep_pos: Vec<[f32; 3]> = Vec::new();
     let mut rep_tol: Vec<f32> = Vec::new();
-    let (mut exact, mut tol, mut largest) = (0u64, 0u64, 0.0f64);
+    let (mut exact, mut tol, mut largest, mut closed_vertices) = (0u64, 0u64, 0.0f64, 0u64);
     // Per corner of the run: its limit, lowered to the smallest limit among its bit-identical
     // copies (so a vertex is only as tolerant as the smallest facet round it).
     let mut run_limit: Vec<f32> = Vec::new();
     let mut order: Vec<usize> = Vec::new();
+    let mut pairs: Vec<(u64, u64)> = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
         let h = hi(sorted[i]);
@@ -686,10 +694,12 @@ fn cluster_chunk(
         } else {
             run_limit.extend_from_slice(&win.lim[run_start - win.start..run_end - win.start]);
         }
-        if limits.per_facet.is_some()
-            && run_end - run_start > 1
-            && run_limit.iter().any(|&t| t < limits.tol)
-        {
+        // A vertex the exact weld closes (its bit-identical copies' facets pair every edge at
+        // it) shows no noise to weld: it takes no tolerance merge (limit 0, like a corner of
+        // a zero-area facet), so two sides of a wall, or two parts, closer than the bound but
+        // each closed, stay apart. Only vertices on an open edge are welded within limits.
+        let share = run_limit.iter().any(|&t| t < limits.tol);
+        if limits.per_facet.is_some() && run_end - run_start > 1 {
             let bits = |j: usize| pos(run_start + j).map(f32::to_bits);
             order.clear();
             order.extend(0..run_end - run_start);
@@ -700,7 +710,15 @@ fn cluster_chunk(
                 while e < order.len() && bits(order[e]) == bits(order[g]) {
                     e += 1;
                 }
-                if e - g > 1 {
+                let around = order[g..e]
+                    .iter()
+                    .map(|&j| win.ring[run_start + j - win.start]);
+                if e - g > 1 && closed(around, &mut pairs) {
+                    closed_vertices += 1;
+                    for &j in &order[g..e] {
+                        run_limit[j] = 0.0;
+                    }
+                } else if share && e - g > 1 {
                     // Corners of zero-area facets (limit 0) do not lower the limit, but they
                     // take it: they are the same point as the others, and one of them may be
                     // the first of the copies (the representative the rest join), which must
@@ -810,6 +828,7 @@ fn cluster_chunk(
         exact,
         tol,
         largest,
+        closed: closed_vertices,
     }
 }
 
@@ -820,6 +839,8 @@ struct Window {
     start: usize,
     pos: Vec<[f32; 3]>,
     lim: Vec<f32>,
+    /// With limits: per corner, the [`ring`] hashes of its facet's other two corners.
+    ring: Vec<[u64; 2]>,
 }
 
 impl Window {
@@ -846,10 +867,47 @@ impl Window {
         self.pos
             .extend(keys.iter().map(|&k| positions[lo(k) as usize]));
         self.lim.clear();
+        self.ring.clear();
         if let Some(l) = per_facet {
             self.lim.extend(keys.iter().map(|&k| l[lo(k) as usize / 3]));
+            // The facet's other corners lie beside the corner in memory (the same cache line
+            // or the next): no gather of its own.
+            self.ring.extend(keys.iter().map(|&k| {
+                let c = lo(k) as usize;
+                let f = c - c % 3;
+                match positions.get(f..f + 3) {
+                    Some(t) => [ring(t[(c + 1) % 3]), ring(t[(c + 2) % 3])],
+                    None => [1, 2],
+                }
+            }));
         }
     }
+}
+
+/// A 64-bit hash of a point's exact bits, for [`closed`].
+#[inline]
+/// Is the vertex whose corners' facets' other corners (as [`ring`] hashes) are `around`
+/// closed: every edge at it has a facet on each side? Facets there more than once (copies,
+/// either way round: the clean stage removes them) count once. The XOR of the hashes of the
+/// facets' other corners is 0 when every neighbour is there an even number of times, and is
+/// not 0 by chance (a crafted point that makes it 0 only keeps that vertex from a tolerance
+/// merge). `scratch` is reused.
+fn closed(around: impl Iterator<Item = [u64; 2]>, scratch: &mut Vec<(u64, u64)>) -> bool {
+    scratch.clear();
+    scratch.extend(around.map(|[a, b]| (a.wrapping_add(b), a ^ b)));
+    scratch.sort_unstable();
+    scratch.dedup_by_key(|p| p.0);
+    scratch.len() > 1 && scratch.iter().fold(0, |x, p| x ^ p.1) == 0
+}
+
+fn ring(p: [f32; 3]) -> u64 {
+    let [x, y, z] = p.map(|v| u64::from(v.to_bits()));
+    let mut h = (x | y << 32) ^ z.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for k in [0xbf58_476d_1ce4_e5b9u64, 0x94d0_49bb_1331_11eb] {
+        h ^= h >> 31;
+        h = h.wrapping_mul(k);
+    }
+    h ^ h >> 29
 }
 
 /// Pairs of representative ordinals closer than the tolerance across a cell face.

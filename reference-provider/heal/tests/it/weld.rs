@@ -268,3 +268,54 @@ fn heal_a_thin_part_far_out_along_one_axis_keeps_its_walls_apart() {
         );
     }
 }
+
+#[test]
+fn heal_exact_closed_parts_closer_than_the_weld_bound_stay_apart() {
+    // Parts written exactly (every vertex's copies bit-identical, so the exact weld closes
+    // each one) a clearance apart that is under the automatic bound (5e-5 of a size of about
+    // 35: 1.7e-3): two blocks 1e-4 apart side by side, and two plates 2e-4 apart stacked on
+    // them. No vertex shows noise to weld, so none may be merged: before, the blocks' facing
+    // corners and the plates' were welded, and the parts came out joined, not watertight.
+    let model = generate::parts(vec![
+        ("a", generate::block([0.0; 3], [10.0; 3])),
+        (
+            "b",
+            generate::block([10.0001, 0.0, 0.0], [20.0001, 10.0, 10.0]),
+        ),
+        (
+            "c",
+            generate::block([0.0, 0.0, 10.0002], [20.0, 10.0, 11.0002]),
+        ),
+        (
+            "d",
+            generate::block([0.0, 0.0, 11.0004], [20.0, 10.0, 12.0004]),
+        ),
+    ]);
+    let g = generate::soup(&model, 91, 0.0, 0.1, None);
+    let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
+    let rep = &r.report;
+    assert!(rep.watertight, "{rep:#?}");
+    assert_eq!((rep.shells, rep.output_facets), (4, 48), "{rep:#?}");
+    assert_eq!(rep.stages.weld.tolerance_merged, 0, "{:?}", rep.stages.weld);
+    assert!((rep.volume - 2400.0).abs() < 0.01, "{}", rep.volume);
+    let v = verify(&r.to_stl_bytes());
+    assert!(v.consistent && v.shells.iter().all(|s| s.1 > 0.0), "{v:?}");
+    // The same parts with a facet of each written twice (a duplicate pairs the edges at its
+    // corners too, but is not a closed surface): still four whole parts.
+    let mut corners: Vec<[f32; 3]> = crate::support::decode(&g.stl)
+        .into_iter()
+        .flatten()
+        .collect();
+    for f in [0, 12, 24, 36] {
+        let t: Vec<[f32; 3]> = corners[3 * f..3 * f + 3].to_vec();
+        corners.extend(t);
+    }
+    let r = heal::repair(
+        &heal::stl::encode_soup(&corners, &[]),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    let rep = &r.report;
+    assert!(rep.watertight, "{rep:#?}");
+    assert_eq!((rep.shells, rep.output_facets), (4, 48), "{rep:#?}");
+}

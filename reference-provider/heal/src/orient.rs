@@ -6,7 +6,8 @@
 //!   majority winding wins, so a 10 % sprinkle of flipped facets costs 10 % of flips.
 //! * [`orient_outward`]: on the closed shells (after hole filling) the signed volume says which
 //!   way a shell faces. A shell nested inside an odd number of other shells (found by ray
-//!   parity along three axes, majority vote, on two sample vertices) is a cavity and must face
+//!   parity along three axes, majority vote, at every one of a few sample vertices, the
+//!   shell's extremes among them) is a cavity and must face
 //!   inward (negative volume); every other shell must face outward. Shells facing the wrong way
 //!   are flipped as a whole.
 
@@ -356,13 +357,42 @@ fn nesting_depths(
 ) -> Vec<u32> {
     let shells = info.len();
     let shell_faces = |s: usize| &faces[start[s] as usize..start[s + 1] as usize];
+    // A shell's sample vertices: two of its facets' (the first and the middle one), and its
+    // extreme vertex at each end of each axis. A shell that overlaps another without lying
+    // inside it (a letter sunk into a plate, sticking out; parts of an assembly exported
+    // overlapping) has some vertex outside it, most likely an extreme one: with only the two
+    // facets' vertices, both inside the plate, a turned plate's letters were taken for
+    // cavities and turned inward.
     let samples = |s: usize| -> Vec<[f32; 3]> {
         let fs = shell_faces(s);
-        [0, fs.len() / 2]
+        let mut out: Vec<[f32; 3]> = [0, fs.len() / 2]
             .iter()
             .filter_map(|&i| fs.get(i))
             .map(|&f| v[t[f as usize][0] as usize])
-            .collect()
+            .collect();
+        let Some(&first) = out.first() else {
+            return out;
+        };
+        let mut ext = [first; 6];
+        for &f in fs {
+            for &i in &t[f as usize] {
+                let p = v[i as usize];
+                for a in 0..3 {
+                    if p[a] < ext[2 * a][a] {
+                        ext[2 * a] = p;
+                    }
+                    if p[a] > ext[2 * a + 1][a] {
+                        ext[2 * a + 1] = p;
+                    }
+                }
+            }
+        }
+        for p in ext {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
     };
     let nested = |s: usize, o: usize| {
         o != s

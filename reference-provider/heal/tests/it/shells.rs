@@ -77,6 +77,46 @@ fn heal_small_shell_touching_another_is_kept() {
 }
 
 #[test]
+fn heal_a_part_sunk_into_another_and_sticking_out_is_no_cavity() {
+    // A plate with a block sunk 1 into it and standing 6 out of it (text or a boss modelled as
+    // a body of its own, as CAD exports write them), turned 45° about x so that the plate's
+    // bounding box holds the block's. The block lies partly inside the plate: it is a part,
+    // not a cavity, and must face outward whichever of its vertices are looked at. Before,
+    // its nesting was judged on two vertices, those of its first and middle facets, both on
+    // its sunk bottom, and it was turned inward.
+    let plate = generate::block([-50.0, -50.0, -4.0], [50.0, 50.0, 0.0]);
+    let boss = generate::block([-5.0, -5.0, -1.0], [5.0, 5.0, 6.0]);
+    let mut m = Mesh::default();
+    for part in [plate, boss] {
+        let base = m.vertices.len() as u32;
+        m.vertices.extend_from_slice(&part.vertices);
+        m.triangles
+            .extend(part.triangles.iter().map(|t| t.map(|i| i + base)));
+    }
+    let (c, s) = (
+        std::f32::consts::FRAC_1_SQRT_2,
+        std::f32::consts::FRAC_1_SQRT_2,
+    );
+    for v in &mut m.vertices {
+        *v = [v[0], c * v[1] - s * v[2], s * v[1] + c * v[2]];
+    }
+    for flip in [false, true] {
+        let mut m = m.clone();
+        if flip {
+            // The boss written inside out: it must still come out facing outward.
+            for t in &mut m.triangles[12..] {
+                t.swap(1, 2);
+            }
+        }
+        let r = heal::repair(&heal::stl::encode_binary(&m), &RepairOptions::default()).unwrap();
+        assert_eq!(r.report.shells, 2, "{:?}", r.report);
+        assert_eq!(r.report.stages.orient.cavities, 0, "flip {flip}");
+        let v = verify(&r.to_stl_bytes());
+        assert!(v.shells.iter().all(|s| s.1 > 0.0), "flip {flip}: {v:?}");
+    }
+}
+
+#[test]
 fn heal_thousands_of_cavities_are_all_turned_inward() {
     // 4 913 spherical cavities in one outer sphere (4 914 shells); every other cavity comes
     // wound outward and must be turned inward, the outer sphere comes inside out.

@@ -12,7 +12,8 @@ degenerate facets (repeated corners, and slivers whose middle corner lies on the
 edge), debris, shuffled facets, T-junctions (a facet split at the middle of an edge whose
 other facet is not, with or without the zero-area facet that closes the crack), ASCII files
 and binary files whose header starts with `solid`, as CAD exporters write; it also squashes
-the clean models along one axis and moves them far out along one axis, written exactly.
+the clean models along one axis, moves them far out along one axis and mirrors them, written
+exactly.
 
     python foreign_models.py make OUT_DIR        # writes OUT_DIR/*.stl and manifest.json
     python foreign_models.py judge MANIFEST DIR  # judges DIR/<name>.stl for every case
@@ -374,6 +375,9 @@ def make(out_dir):
             # along y and z).
             ("squashed", tri * np.array([20.0, 1.0, 0.05]), "binary"),
             ("far_x", tri + np.array([200.0 * diag, 0.0, 0.0]), "binary"),
+            # Mirrored (x -> -x), as an export with a negative scale writes it: every shell
+            # inside out, voids wound outward.
+            ("mirrored", tri * np.array([-1.0, 1.0, 1.0]), "binary"),
         ]
         if name in CLEARANCE:
             # Cracks at as many shared edges as they can be made at, in six draws (each from

@@ -7,7 +7,9 @@
 //!   without a shared vertex (exporters write each body of an assembly on its own); or
 //! - it lies in the material of the other shells (an odd number of their facets crossed by
 //!   rays from one of its corners along at least two of the three axes) and comes wound inward:
-//!   a void, given as one.
+//!   a void, given as one. "Inward" is against the model: when the other shells' signed volume
+//!   sums below zero (a whole model written inside out, as a mirrored export is), a void comes
+//!   wound outward.
 //!
 //! A candidate floating in air (or in a cavity) stays noise, and so does an outward one in the
 //! material, which adds nothing to the solid round it.
@@ -200,7 +202,8 @@ pub(crate) fn in_contact(
     let nudge = [scale * 1.234_567_9e-7, scale * 7.654_321e-8];
     let start = corner;
     // Which candidates come wound inward (signed volume below zero after the winding stage's
-    // flips): only those can be voids, so only those cast rays.
+    // flips; outward when the model is written inside out, below): only those can be voids,
+    // so only those cast rays.
     let mut cand_of = vec![u32::MAX; counts.len()];
     for (c, &s) in candidates.iter().enumerate() {
         cand_of[s as usize] = c as u32;
@@ -219,7 +222,29 @@ pub(crate) fn in_contact(
         let [a, b, d] = tri.map(|i| sub(f64s(v[i as usize]), o));
         volume[c as usize] += dot(a, cross(b, d));
     }
-    let inward: Vec<bool> = volume.iter().map(|&x| x < 0.0).collect();
+    // A void is wound against the model round it. The model's way is that of most of its
+    // volume: the other shells' signed volume summed (a whole model written inside out, as a
+    // mirrored export is, has its voids wound outward; one shell written inside out among
+    // outward ones, as a careless export has, changes nothing for the specks in it).
+    let origin = f64s(model.min);
+    let model_volume: f64 = (0..t.len())
+        .into_par_iter()
+        .with_min_len(1 << 12)
+        .filter(|&f| counts[w.shell_of[f] as usize])
+        .map(|f| {
+            let mut tri = t[f];
+            if w.flip[f] {
+                tri.swap(1, 2);
+            }
+            let [a, b, d] = tri.map(|i| sub(f64s(v[i as usize]), origin));
+            dot(a, cross(b, d))
+        })
+        .sum();
+    let inside_out = model_volume < 0.0;
+    let inward: Vec<bool> = volume
+        .iter()
+        .map(|&x| if inside_out { x > 0.0 } else { x < 0.0 })
+        .collect();
     // Per ray axis: the columns' cells on the two other axes, filed and as range masks.
     let rays: [(Filed, [Mask; 2]); 3] = std::array::from_fn(|axis| {
         let (ua, wa) = ((axis + 1) % 3, (axis + 2) % 3);

@@ -77,6 +77,44 @@ fn heal_small_shell_touching_another_is_kept() {
 }
 
 #[test]
+fn heal_small_voids_of_a_model_written_inside_out_are_kept() {
+    // A block of 100 with five voids of side 1 (each under 2 % of the size, so a tiny-shell
+    // candidate, kept as a void), written as it should be and written inside out (every facet
+    // reversed, as a mirrored export writes it: the block wound inward, the voids outward).
+    // A void is wound against the material round it, whichever way that is: before, only an
+    // inward candidate could be a void, and the inside-out file lost its five voids.
+    let mut m = generate::block([0.0; 3], [100.0; 3]);
+    for k in 0..5 {
+        let at = 10.0 + 15.0 * k as f32;
+        let void = generate::block([at, 40.0, 50.0], [at + 1.0, 41.0, 51.0]);
+        let base = m.vertices.len() as u32;
+        m.vertices.extend_from_slice(&void.vertices);
+        m.triangles.extend(
+            void.triangles
+                .iter()
+                .map(|t| [t[0] + base, t[2] + base, t[1] + base]),
+        );
+    }
+    for inside_out in [false, true] {
+        let mut m = m.clone();
+        if inside_out {
+            for t in &mut m.triangles {
+                t.swap(1, 2);
+            }
+        }
+        let r = heal::repair(&heal::stl::encode_binary(&m), &RepairOptions::default()).unwrap();
+        let rep = &r.report;
+        assert_eq!(
+            rep.shells, 6,
+            "inside out {inside_out}: {:?}",
+            rep.stages.shells
+        );
+        assert_eq!(rep.stages.orient.cavities, 5, "inside out {inside_out}");
+        assert!((rep.volume - 999_995.0).abs() < 0.01, "{}", rep.volume);
+    }
+}
+
+#[test]
 fn heal_a_part_sunk_into_another_and_sticking_out_is_no_cavity() {
     // A plate with a block sunk 1 into it and standing 6 out of it (text or a boss modelled as
     // a body of its own, as CAD exports write them), turned 45° about x so that the plate's

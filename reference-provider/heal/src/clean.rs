@@ -43,9 +43,10 @@ pub(crate) fn degenerate_at(p: [[f32; 3]; 3]) -> bool {
 
 /// Is the triangle with these corners flat: its height over its longest edge zero up to
 /// rounding (of each coordinate at its own magnitude, weighed along the height's direction:
-/// [`rounding_across`]), or at most `snap` (the distance the weld moved corners by) where that is below
-/// a quarter of its shortest edge? The second rule finds the slivers of T-junctions whose
-/// corners the weld moved, and never a needle: a needle's height is about its short edge.
+/// [`rounding_across`]), or at most `snap` (the distance the weld moved corners by) where
+/// that is below a quarter of its shortest edge? The second rule finds the slivers of
+/// T-junctions whose corners the weld moved, and never a needle: a needle's height is about
+/// its short edge.
 pub(crate) fn flat_at(p: [[f32; 3]; 3], snap: f64) -> bool {
     let p = p.map(|x| x.map(f64::from));
     let sub = |a: [f64; 3], b: [f64; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];

@@ -21,10 +21,11 @@ pub struct RepairOptions {
     /// box of its facets but for 1 % of their area at each end of each axis, so that a stray
     /// facet far away does not widen it; `model_size` in the weld's report; used when
     /// [`RepairOptions::weld_tolerance`] is `None`; along each axis, never below 16 ulp of
-    /// the largest coordinate on that axis). Every corner's own limit is further cut to a quarter of the shortest edge
-    /// of the facets it belongs to, so noise is welded up to the bound while the two ends of
-    /// a real edge, however short, never merge. The default 5e-5 welds copies that differ by
-    /// up to 1e-5 of the diagonal per coordinate with room to spare.
+    /// the largest coordinate on that axis). Every corner's own limit is further cut to a
+    /// quarter of the shortest edge of the facets it belongs to, so noise is welded up to the
+    /// bound while the two ends of a real edge, however short, never merge; a vertex the
+    /// exact weld already closes is not welded further. The default 5e-5 welds copies that
+    /// differ by up to 1e-5 of the diagonal per coordinate with room to spare.
     pub weld_relative_tolerance: f32,
     /// Stitch open seams: boundary edges that lie along another boundary edge (both ends
     /// within half the shortest edge at any boundary vertex near them, and within

@@ -7,9 +7,8 @@
 //! * [`orient_outward`]: on the closed shells (after hole filling) the signed volume says which
 //!   way a shell faces. A shell nested inside an odd number of other shells (found by ray
 //!   parity along three axes, majority vote, at every one of a few sample vertices, the
-//!   shell's extremes among them) is a cavity and must face
-//!   inward (negative volume); every other shell must face outward. Shells facing the wrong way
-//!   are flipped as a whole.
+//!   shell's extremes among them) is a cavity and must face inward (negative volume); every
+//!   other shell must face outward. Shells facing the wrong way are flipped as a whole.
 
 use rayon::prelude::*;
 

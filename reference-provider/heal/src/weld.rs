@@ -5,7 +5,8 @@
 //!    0). One parallel sort groups equal cells.
 //! 2. Within a run of equal hashes, corners join the first representative within the
 //!    tolerance (bit-identical corners count as exact merges), else become representatives.
-//!    Representatives of one run are thus more than the tolerance apart.
+//!    Representatives of one run are thus more than the tolerance apart. With local limits,
+//!    a vertex the exact weld already closes takes no tolerance merge ([`closed`]).
 //! 3. Copies that straddle a cell face (which rounding-based welds miss): a representative
 //!    closer than the tolerance to a face of its cell looks up the representatives of the
 //!    neighbouring cell(s) across that face (a merge-join of sorted probes with the sorted
@@ -884,8 +885,6 @@ impl Window {
     }
 }
 
-/// A 64-bit hash of a point's exact bits, for [`closed`].
-#[inline]
 /// Is the vertex whose corners' facets' other corners (as [`ring`] hashes) are `around`
 /// closed: every edge at it has a facet on each side? Facets there more than once (copies,
 /// either way round: the clean stage removes them) count once. The XOR of the hashes of the
@@ -900,6 +899,8 @@ fn closed(around: impl Iterator<Item = [u64; 2]>, scratch: &mut Vec<(u64, u64)>)
     scratch.len() > 1 && scratch.iter().fold(0, |x, p| x ^ p.1) == 0
 }
 
+/// A 64-bit hash of a point's exact bits, for [`closed`].
+#[inline]
 fn ring(p: [f32; 3]) -> u64 {
     let [x, y, z] = p.map(|v| u64::from(v.to_bits()));
     let mut h = (x | y << 32) ^ z.wrapping_mul(0x9e37_79b9_7f4a_7c15);

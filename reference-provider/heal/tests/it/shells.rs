@@ -81,20 +81,18 @@ fn heal_small_voids_of_a_model_written_inside_out_are_kept() {
     // A block of 100 with five voids of side 1 (each under 2 % of the size, so a tiny-shell
     // candidate, kept as a void), written as it should be and written inside out (every facet
     // reversed, as a mirrored export writes it: the block wound inward, the voids outward).
-    // A void is wound against the material round it, whichever way that is: before, only an
-    // inward candidate could be a void, and the inside-out file lost its five voids.
-    let mut m = generate::block([0.0; 3], [100.0; 3]);
+    // A void is wound against the model, whichever way that is: before, only an inward
+    // candidate could be a void, and the inside-out file lost its five voids.
+    let mut parts = vec![("block", generate::block([0.0; 3], [100.0; 3]))];
     for k in 0..5 {
         let at = 10.0 + 15.0 * k as f32;
-        let void = generate::block([at, 40.0, 50.0], [at + 1.0, 41.0, 51.0]);
-        let base = m.vertices.len() as u32;
-        m.vertices.extend_from_slice(&void.vertices);
-        m.triangles.extend(
-            void.triangles
-                .iter()
-                .map(|t| [t[0] + base, t[2] + base, t[1] + base]),
-        );
+        let mut void = generate::block([at, 40.0, 50.0], [at + 1.0, 41.0, 51.0]);
+        for t in &mut void.triangles {
+            t.swap(1, 2);
+        }
+        parts.push(("void", void));
     }
+    let m = generate::parts(parts).mesh;
     for inside_out in [false, true] {
         let mut m = m.clone();
         if inside_out {
@@ -124,13 +122,7 @@ fn heal_a_part_sunk_into_another_and_sticking_out_is_no_cavity() {
     // its sunk bottom, and it was turned inward.
     let plate = generate::block([-50.0, -50.0, -4.0], [50.0, 50.0, 0.0]);
     let boss = generate::block([-5.0, -5.0, -1.0], [5.0, 5.0, 6.0]);
-    let mut m = Mesh::default();
-    for part in [plate, boss] {
-        let base = m.vertices.len() as u32;
-        m.vertices.extend_from_slice(&part.vertices);
-        m.triangles
-            .extend(part.triangles.iter().map(|t| t.map(|i| i + base)));
-    }
+    let mut m = generate::parts(vec![("plate", plate), ("boss", boss)]).mesh;
     let (c, s) = (
         std::f32::consts::FRAC_1_SQRT_2,
         std::f32::consts::FRAC_1_SQRT_2,

@@ -112,6 +112,13 @@ pub enum HealError {
         /// Byte offset of the facet (binary) or of its `facet` keyword (ASCII).
         offset: u64,
     },
+    /// A NaN or infinite coordinate in a [`Soup`](crate::stl::Soup) built by the caller (the
+    /// parser never gives one: it reports [`HealError::NonFinite`] with the byte offset).
+    #[error("facet {facet} of the soup has a non-finite coordinate (NaN or infinity)")]
+    NonFiniteSoup {
+        /// Index of the facet.
+        facet: u64,
+    },
     /// A syntax error in an ASCII STL file.
     #[error("ASCII STL, line {line} (byte offset {offset}): {problem}")]
     Ascii {

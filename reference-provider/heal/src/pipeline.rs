@@ -50,7 +50,9 @@ pub fn repair_file(
 /// # Errors
 /// [`HealError::NothingPrintable`] when no facet would remain (the error says which option
 /// keeps what was removed): an empty file is never a successful repair;
-/// [`HealError::DeadlineExceeded`] when [`RepairOptions::deadline`] passes.
+/// [`HealError::DeadlineExceeded`] when [`RepairOptions::deadline`] passes;
+/// [`HealError::NonFiniteSoup`] when a soup built by the caller holds a NaN or infinite
+/// coordinate (the parser never gives one).
 ///
 /// Each stage is a function below that returns its output and its own report; one helper
 /// (`Clock::run`) announces it to `progress`, measures it and enforces
@@ -61,6 +63,15 @@ pub fn repair_soup(
     options: &RepairOptions,
     progress: &(dyn Fn(Stage) + Sync),
 ) -> Result<Repaired, HealError> {
+    if let Some(c) = soup
+        .positions
+        .par_iter()
+        .position_first(|p| !p.iter().all(|x| x.is_finite()))
+    {
+        return Err(HealError::NonFiniteSoup {
+            facet: (c / 3) as u64,
+        });
+    }
     let format = soup.format;
     let (mut repaired, mut touched) = heal_once(soup, options, progress, None)?;
     // A weld whose limits were cut by small facets may leave two vertices apart because of a

@@ -550,3 +550,31 @@ fn heal_pages_on_one_spine_say_which_removals_left_nothing() {
     };
     assert!(heal::repair(&bytes, &keep).is_ok());
 }
+
+#[test]
+fn heal_a_hand_built_soup_with_a_non_finite_coordinate_is_refused() {
+    // The parser refuses NaN and infinity with a byte offset; a soup built in code never
+    // passed through it, and a NaN in one came out as a success: a "watertight" repair with
+    // the NaN corner written out and a volume of NaN.
+    let positions: Vec<[f32; 3]> =
+        crate::support::decode(&generate::model(5, 200, &generate::Defects::none()).stl)
+            .into_iter()
+            .flatten()
+            .collect();
+    for (bad, facet) in [(f32::NAN, 7), (f32::INFINITY, 0), (f32::NEG_INFINITY, 150)] {
+        let mut p = positions.clone();
+        p[3 * facet + 1][2] = bad;
+        let soup = heal::stl::Soup {
+            positions: p,
+            format: heal::stl::Format::Binary,
+            bytes: 0,
+            wrong_normals: 0,
+            header_facets: None,
+            seconds: 0.0,
+        };
+        match heal::repair_soup(soup, &RepairOptions::default(), &|_| {}) {
+            Err(HealError::NonFiniteSoup { facet: f }) => assert_eq!(f, facet as u64),
+            other => panic!("{bad}: {:?}", other.map(|r| r.report)),
+        }
+    }
+}

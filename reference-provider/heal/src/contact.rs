@@ -208,19 +208,22 @@ pub(crate) fn in_contact(
     for (c, &s) in candidates.iter().enumerate() {
         cand_of[s as usize] = c as u32;
     }
-    let mut volume = vec![0.0f64; k];
-    for (f, &s) in w.shell_of.iter().enumerate() {
-        let c = cand_of[s as usize];
-        if c == u32::MAX {
-            continue;
-        }
+    // Facet `f`'s part (times 6) of its shell's signed volume, seen from `o`, as the winding
+    // stage left it.
+    let cone = |f: usize, o: [f64; 3]| {
         let mut tri = t[f];
         if w.flip[f] {
             tri.swap(1, 2);
         }
-        let o = start[c as usize];
         let [a, b, d] = tri.map(|i| sub(f64s(v[i as usize]), o));
-        volume[c as usize] += dot(a, cross(b, d));
+        dot(a, cross(b, d))
+    };
+    let mut volume = vec![0.0f64; k];
+    for (f, &s) in w.shell_of.iter().enumerate() {
+        let c = cand_of[s as usize];
+        if c != u32::MAX {
+            volume[c as usize] += cone(f, start[c as usize]);
+        }
     }
     // A void is wound against the model round it. The model's way is that of most of its
     // volume: the other shells' signed volume summed (a whole model written inside out, as a
@@ -231,14 +234,7 @@ pub(crate) fn in_contact(
         .into_par_iter()
         .with_min_len(1 << 12)
         .filter(|&f| counts[w.shell_of[f] as usize])
-        .map(|f| {
-            let mut tri = t[f];
-            if w.flip[f] {
-                tri.swap(1, 2);
-            }
-            let [a, b, d] = tri.map(|i| sub(f64s(v[i as usize]), origin));
-            dot(a, cross(b, d))
-        })
+        .map(|f| cone(f, origin))
         .sum();
     let inside_out = model_volume < 0.0;
     let inward: Vec<bool> = volume

@@ -123,12 +123,10 @@ fn heal_a_part_sunk_into_another_and_sticking_out_is_no_cavity() {
     let plate = generate::block([-50.0, -50.0, -4.0], [50.0, 50.0, 0.0]);
     let boss = generate::block([-5.0, -5.0, -1.0], [5.0, 5.0, 6.0]);
     let mut m = generate::parts(vec![("plate", plate), ("boss", boss)]).mesh;
-    let (c, s) = (
-        std::f32::consts::FRAC_1_SQRT_2,
-        std::f32::consts::FRAC_1_SQRT_2,
-    );
+    // cos 45° = sin 45°.
+    let r = std::f32::consts::FRAC_1_SQRT_2;
     for v in &mut m.vertices {
-        *v = [v[0], c * v[1] - s * v[2], s * v[1] + c * v[2]];
+        *v = [v[0], r * v[1] - r * v[2], r * v[1] + r * v[2]];
     }
     for flip in [false, true] {
         let mut m = m.clone();

@@ -14,4 +14,5 @@ pub mod pg;
 pub mod pki;
 pub mod s3;
 pub mod stack;
+pub mod standin;
 pub mod story;

@@ -3,23 +3,28 @@
 //! meets: an instance killed with `kill -9` mid-job again and again, the broker unreachable
 //! while callbacks are due, and many jobs at once. After each, every job has run to its end
 //! once, been charged once, and every callback has reached the broker and been applied once
-//! (the broker deduplicates by event). docs/RELIABILITY.md lists the figures.
+//! (the broker deduplicates by event). And an instance killed with `kill -9` while offers
+//! pour in (SQLite and PostgreSQL): no offer answered `202` is lost, none is held twice.
+//! docs/RELIABILITY.md lists the figures.
 //!
 //! Scale (small by default, to keep CI short; docs/RELIABILITY.md gives the full-scale runs):
 //! `FIXMYPRINT_TEST_KILLS` (default 5; 20 for the full run) kills, `FIXMYPRINT_TEST_JOBS`
 //! (default 40; 200) concurrent jobs, `FIXMYPRINT_TEST_BROKER_OUTAGE_MS` (default 3,000;
 //! 60000) of broker outage, `FIXMYPRINT_TEST_FLOOD_USERS` (default 2) users uploading five
-//! 20 MiB models each.
+//! 20 MiB models each, `FIXMYPRINT_TEST_INTAKE_KILLS` (default 3; 20) kills amid offers.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use broker_mock::client::MessageFilter;
-use diax_sdk::wire::{CreateJob, Job, JobState, Scheme, SecretScope};
-use diax_sdk::{JobId, ModelId};
+use diax_sdk::wire::{CreateJob, Job, JobAccepted, JobState, Scheme, SecretScope};
+use diax_sdk::{AccountId, JobId, MessageId, ModelId};
 use e2e::child::{Child, memory_kib};
 use e2e::stack::{ProviderDb, Stack, StackOptions};
+use e2e::standin::{self, StandIn};
 use e2e::story::{self, BrokerUser, ProviderAccount, Quiet, RegisteredProvider};
 use fixmyprint::heal::generate;
 use sqlx::PgPool;
@@ -593,4 +598,306 @@ async fn a_log_and_upload_flood_keeps_the_brokers_memory_bounded() {
         "VmRSS grew from {before} KiB to {after} KiB"
     );
     broker.kill();
+}
+
+/// One offer sent in [`kill_dash_nine_during_a_burst_of_offers`].
+struct SentOffer {
+    id: MessageId,
+    body: Vec<u8>,
+    account: usize,
+    /// The `202` answer, if it arrived before the kill.
+    answer: Option<JobAccepted>,
+}
+
+/// Money each account starts with in [`kill_dash_nine_during_a_burst_of_offers`].
+const TOP_UP: i64 = 100_000_000;
+
+/// `kill -9` of FixMyPrint (the real binary) while signed offers pour in on 16 connections,
+/// again and again (`FIXMYPRINT_TEST_INTAKE_KILLS`, default 3), each time restarted on the
+/// same database. The offers are signed by the test
+/// as the broker would (`e2e::standin`): the intake commits many offers together, and a
+/// `202` is an answer only once they are durable. So after the restarts, every offer sent
+/// again under its `webhook-id` (as a broker redelivers) is answered `202`: an offer
+/// answered before a kill with the same provider job as then, one whose answer the kill
+/// cut off with its job (if it was taken) or a new one. And each account's ledger holds
+/// exactly one hold per offer, in order, with the balance and held amount after each.
+async fn kill_dash_nine_during_a_burst_of_offers(db: ProviderDb) {
+    const CONNECTIONS: usize = 16;
+    const ACCOUNTS: usize = 4;
+    let kills = env_u64("FIXMYPRINT_TEST_INTAKE_KILLS", 3);
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = match db {
+        ProviderDb::Postgres => Some(e2e::pg::TempDatabase::create().await.unwrap()),
+        ProviderDb::Sqlite => None,
+    };
+    let database_url = pg.as_ref().map_or_else(
+        || format!("sqlite://{}", dir.path().join("fixmyprint.db").display()),
+        |pg| pg.url().to_owned(),
+    );
+    let broker = StandIn::start().await.unwrap();
+    let binary = fixmyprint_binary();
+    let common = |c: &mut std::process::Command| {
+        c.args(["--database-url", &database_url])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--broker-url", broker.base_url()])
+            // Written into the answers' status URLs only; each restart listens elsewhere.
+            .args(["--public-url", "http://127.0.0.1:8480"])
+            .env("RUST_LOG", "info");
+    };
+    let mut register = std::process::Command::new(&binary);
+    register.args([
+        "register",
+        "--api-key",
+        "usr_crash",
+        "--group-id",
+        "grp_crash",
+    ]);
+    common(&mut register);
+    let out = register.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (provider_id, keyring) = broker.registered().unwrap();
+    let keyring = Arc::new(keyring);
+    let events_url = broker.events_url(&provider_id);
+    let log = dir.path().join("serve.log");
+    let serve = || {
+        let mut c = std::process::Command::new(&binary);
+        c.args([
+            "serve",
+            "--dev-top-up",
+            "--workers",
+            "0",
+            "--addr",
+            "127.0.0.1:0",
+        ]);
+        common(&mut c);
+        c
+    };
+    let mut server = Child::start(&mut serve(), &log, "fixmyprint serving").await;
+    diax_sdk::client::install_crypto_provider();
+    let http = reqwest::Client::new();
+
+    let mut api_keys = Vec::new();
+    let mut accounts = Vec::new();
+    for i in 0..ACCOUNTS {
+        let base = format!("http://{}", server.addr());
+        let created: serde_json::Value = http
+            .post(format!("{base}/v1/accounts"))
+            .json(&serde_json::json!({"name": format!("crash {i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = created["api_key"].as_str().unwrap().to_owned();
+        let topped = http
+            .post(format!("{base}/v1/accounts/me/top-up"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"amount": TOP_UP}))
+            .send()
+            .await
+            .unwrap();
+        assert!(topped.status().is_success(), "{topped:?}");
+        accounts.push(AccountId::parse(created["account_id"].as_str().unwrap()).unwrap());
+        api_keys.push(key);
+    }
+    let accounts = Arc::new(accounts);
+
+    let mut sent: Vec<SentOffer> = Vec::new();
+    for kill in 0..kills {
+        let url = format!("http://{}/diax/jobs", server.addr());
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let mut loops = tokio::task::JoinSet::new();
+        for c in 0..CONNECTIONS {
+            let (http, url, stop, answered) =
+                (http.clone(), url.clone(), stop.clone(), answered.clone());
+            let (keyring, accounts, provider_id, events_url) = (
+                keyring.clone(),
+                accounts.clone(),
+                provider_id.clone(),
+                events_url.clone(),
+            );
+            loops.spawn(async move {
+                let mut mine = Vec::new();
+                for n in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let account = (c + n) % accounts.len();
+                    let body =
+                        standin::offer_body(&provider_id, &events_url, &accounts[account], 10_000);
+                    let id = MessageId::generate();
+                    let request = standin::signed(http.post(&url), &keyring, &id, body.clone());
+                    let answer = match request.send().await {
+                        Ok(r) => {
+                            let status = r.status();
+                            let text = r.text().await.unwrap_or_default();
+                            // A valid offer is only ever answered 202; an answer cut off
+                            // by the kill is no answer.
+                            assert!(
+                                status == 202 || text.is_empty(),
+                                "a valid offer answered {status}: {text}"
+                            );
+                            serde_json::from_str::<JobAccepted>(&text).ok()
+                        }
+                        Err(_) => None,
+                    };
+                    if answer.is_some() {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    mine.push(SentOffer {
+                        id,
+                        body,
+                        account,
+                        answer,
+                    });
+                }
+                mine
+            });
+        }
+        // Kill once a few hundred offers are in, while the loops keep sending.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while answered.load(Ordering::SeqCst) < 200 {
+            assert!(Instant::now() < deadline, "no 200 offers answered in 120 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.kill();
+        stop.store(true, Ordering::SeqCst);
+        for mine in loops.join_all().await {
+            sent.extend(mine);
+        }
+        eprintln!(
+            "kill {} at {:.1} s: {} offers sent so far, {} answered 202",
+            kill + 1,
+            started.elapsed().as_secs_f64(),
+            sent.len(),
+            sent.iter().filter(|s| s.answer.is_some()).count()
+        );
+        server = Child::start(&mut serve(), &log, "fixmyprint serving").await;
+    }
+
+    // Holds written before the last kill: those of the offers answered 202 and of some whose
+    // answer the kills cut off (taken, but not answered in time).
+    let base = format!("http://{}", server.addr());
+    let mut taken = 0;
+    for key in &api_keys {
+        taken += ledger_entries(&http, &base, key).await.len() - 1;
+    }
+
+    // Every offer again, as the broker redelivers one it has no answer for (or sends again).
+    let url = format!("{base}/diax/jobs");
+    let sent = Arc::new(sent);
+    let mut resends = tokio::task::JoinSet::new();
+    for c in 0..CONNECTIONS {
+        let (http, url, keyring, sent) = (http.clone(), url.clone(), keyring.clone(), sent.clone());
+        resends.spawn(async move {
+            let mut mine = Vec::new();
+            for s in sent.iter().skip(c).step_by(CONNECTIONS) {
+                let r = standin::signed(http.post(&url), &keyring, &s.id, s.body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+                let again: JobAccepted = r.json().await.unwrap();
+                if let Some(first) = &s.answer {
+                    assert_eq!(
+                        again.provider_job_id, first.provider_job_id,
+                        "offer {} was answered 202 before a kill and has another job after it",
+                        s.id
+                    );
+                }
+                mine.push((s.account, again));
+            }
+            mine
+        });
+    }
+    let mut jobs: Vec<HashMap<String, i64>> = vec![HashMap::new(); ACCOUNTS];
+    for (account, again) in resends.join_all().await.into_iter().flatten() {
+        let amount = again.quote.map(|q| q.amount).unwrap();
+        let previous = jobs[account].insert(again.provider_job_id.to_string(), amount);
+        assert!(previous.is_none(), "two offers were given one job");
+    }
+    eprintln!("resent in {:.1} s", started.elapsed().as_secs_f64());
+
+    // The ledgers: one hold per offer and nothing else after the top-up, each entry with
+    // the balance and held amount after it.
+    for (key, jobs) in api_keys.iter().zip(&jobs) {
+        let entries = ledger_entries(&http, &base, key).await;
+        assert_eq!(entries[0]["kind"], "top_up");
+        let (mut balance, mut held) = (TOP_UP, 0);
+        let mut holds = HashMap::new();
+        for e in &entries[1..] {
+            assert_eq!(e["kind"], "hold", "{e}");
+            let amount = e["amount"].as_i64().unwrap();
+            (balance, held) = (balance - amount, held + amount);
+            assert_eq!(
+                (e["balance_after"].as_i64(), e["held_after"].as_i64()),
+                (Some(balance), Some(held)),
+                "{e}"
+            );
+            let job = e["provider_job_id"].as_str().unwrap().to_owned();
+            assert!(
+                holds.insert(job, amount).is_none(),
+                "two holds for one job: {e}"
+            );
+        }
+        assert_eq!(&holds, jobs, "the holds are not the offers' jobs");
+        let me: serde_json::Value = http
+            .get(format!("{base}/v1/accounts/me"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (me["balance"].as_i64(), me["held"].as_i64()),
+            (Some(balance), Some(held))
+        );
+    }
+    let answered = sent.iter().filter(|s| s.answer.is_some()).count();
+    eprintln!(
+        "{db:?}: {kills} kills, {} offers, {answered} answered 202 before a kill, {} more \
+         taken but not answered, {} jobs in the end; {:.1} s",
+        sent.len(),
+        taken - answered,
+        jobs.iter().map(HashMap::len).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(server);
+    if let Some(pg) = pg {
+        pg.drop_database().await.unwrap();
+    }
+}
+
+/// The entries of the ledger of the account whose API key is `key`, oldest first.
+async fn ledger_entries(http: &reqwest::Client, base: &str, key: &str) -> Vec<serde_json::Value> {
+    let ledger: serde_json::Value = http
+        .get(format!("{base}/v1/accounts/me/ledger"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ledger["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_during_a_burst_of_offers_loses_no_answered_offer_sqlite() {
+    kill_dash_nine_during_a_burst_of_offers(ProviderDb::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_during_a_burst_of_offers_loses_no_answered_offer_postgres() {
+    kill_dash_nine_during_a_burst_of_offers(ProviderDb::Postgres).await;
 }

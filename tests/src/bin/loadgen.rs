@@ -24,20 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use clap::Parser;
-use diax_sdk::clock::unix_now;
-use diax_sdk::wire::{
-    BrokerMessage, EventAck, JobEvent, JobOffer, OfferUser, OfferedModel, ProviderRegistered,
-    SecretScope,
-};
-use diax_sdk::{AccountId, JobId, KeyId, Keyring, MessageId, ModelId, ProviderId, Secret, UserId};
+use diax_sdk::{AccountId, MessageId};
 use serde_json::{Value, json};
-
-const BROKER_ID: &str = "diax-loadgen";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,51 +64,6 @@ struct Args {
     /// Extra arguments for `fixmyprint serve` (repeat), e.g. `--serve-arg=--workers=0`.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
-}
-
-/// The stand-in broker: registration hands out a fresh secret; events are acknowledged.
-#[derive(Clone)]
-struct Broker {
-    base_url: String,
-    registered: Arc<std::sync::Mutex<Option<(ProviderId, Keyring)>>>,
-}
-
-async fn register(axum::extract::State(b): axum::extract::State<Broker>) -> Response {
-    let provider_id = ProviderId::generate();
-    let key_id = KeyId::generate();
-    let secret = Secret::generate();
-    let ring = Keyring::single(key_id.clone(), secret.clone());
-    if let Ok(mut r) = b.registered.lock() {
-        *r = Some((provider_id.clone(), ring));
-    }
-    (
-        StatusCode::CREATED,
-        axum::Json(ProviderRegistered {
-            events_url: format!("{}/v1/providers/{provider_id}/events", b.base_url),
-            provider_id,
-            broker_id: BROKER_ID.into(),
-            key_id,
-            secret: Some(secret.expose()),
-            secret_scope: SecretScope::Service,
-            bound_user_id: None,
-            signature_scheme: Default::default(),
-            broker_key_id: None,
-            broker_public_key: None,
-        }),
-    )
-        .into_response()
-}
-
-async fn event(body: axum::body::Bytes) -> Response {
-    match serde_json::from_slice::<JobEvent>(&body) {
-        Ok(e) => axum::Json(EventAck {
-            state: e.kind.state(),
-            job_id: e.job_id,
-            duplicate: false,
-        })
-        .into_response(),
-        Err(_) => StatusCode::BAD_REQUEST.into_response(),
-    }
 }
 
 /// The child server, killed when dropped.
@@ -236,24 +180,10 @@ async fn run(args: Args) -> Result<(), String> {
     };
 
     // The stand-in broker.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let broker = e2e::standin::StandIn::start()
         .await
         .map_err(|e| e.to_string())?;
-    let broker_url = format!(
-        "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    let broker = Broker {
-        base_url: broker_url.clone(),
-        registered: Arc::default(),
-    };
-    let app = Router::new()
-        .route("/v1/providers", post(register))
-        .route("/v1/providers/{id}/events", post(event))
-        .with_state(broker.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let broker_url = broker.base_url().to_owned();
 
     // A free port for the server (bound and released: a bench tool may take that chance).
     let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -291,10 +221,7 @@ async fn run(args: Args) -> Result<(), String> {
         ));
     }
     let (provider_id, keyring) = broker
-        .registered
-        .lock()
-        .map_err(|e| e.to_string())?
-        .clone()
+        .registered()
         .ok_or("the broker saw no registration")?;
 
     let mut serve = Command::new(&args.fixmyprint);
@@ -394,7 +321,7 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
     let job_url = format!("{base}/diax/jobs");
-    let events_url = format!("{broker_url}/v1/providers/{provider_id}/events");
+    let events_url = broker.events_url(&provider_id);
     let keyring = Arc::new(keyring);
     let (phase, server_cpu, own_cpu) = drive(
         &http,
@@ -403,37 +330,8 @@ async fn run(args: Args) -> Result<(), String> {
         &server_pid,
         move |c: &reqwest::Client, n: u64| {
             let account = &accounts[(n as usize) % accounts.len()];
-            let offer = JobOffer {
-                job_id: JobId::generate(),
-                broker_id: BROKER_ID.into(),
-                provider_id: provider_id.clone(),
-                service_kind: "model-repair".into(),
-                operation: "repair".into(),
-                user: OfferUser {
-                    broker_user_id: UserId::generate(),
-                    provider_account: Some(account.clone()),
-                },
-                model: OfferedModel {
-                    model_id: ModelId::generate(),
-                    version: 1,
-                    name: "part.stl".into(),
-                    size: 10_000,
-                    sha256: "00".repeat(32),
-                    format: "stl".into(),
-                },
-                params: Value::Null,
-                events_url: events_url.clone(),
-                offered_at: unix_now(),
-            };
-            let body = serde_json::to_vec(&BrokerMessage::Offer(offer)).unwrap_or_default();
-            let id = MessageId::generate();
-            let mut req = c.post(&job_url).header("content-type", "application/json");
-            if let Ok(signed) = keyring.sign(&id, unix_now(), &body) {
-                for (name, value) in signed.pairs() {
-                    req = req.header(name, value);
-                }
-            }
-            req.body(body)
+            let body = e2e::standin::offer_body(&provider_id, &events_url, account, 10_000);
+            e2e::standin::signed(c.post(&job_url), &keyring, &MessageId::generate(), body)
         },
         202,
         Pace {

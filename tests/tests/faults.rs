@@ -711,6 +711,9 @@ async fn kill_dash_nine_during_a_burst_of_offers(db: ProviderDb) {
 
     let mut sent: Vec<SentOffer> = Vec::new();
     for kill in 0..kills {
+        // A client of its own for each server: none of its pooled connections can lead to
+        // a server killed before, should the new one get the same port.
+        let http = reqwest::Client::new();
         let url = format!("http://{}/diax/jobs", server.addr());
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicUsize::new(0));
@@ -785,6 +788,7 @@ async fn kill_dash_nine_during_a_burst_of_offers(db: ProviderDb) {
 
     // Holds written before the last kill: those of the offers answered 202 and of some whose
     // answer the kills cut off (taken, but not answered in time).
+    let http = reqwest::Client::new();
     let base = format!("http://{}", server.addr());
     let mut taken = 0;
     for key in &api_keys {

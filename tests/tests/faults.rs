@@ -853,15 +853,7 @@ async fn kill_dash_nine_during_a_burst_of_offers(db: ProviderDb) {
             );
         }
         assert_eq!(&holds, jobs, "the holds are not the offers' jobs");
-        let me: serde_json::Value = http
-            .get(format!("{base}/v1/accounts/me"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let me = account_get(&http, &format!("{base}/v1/accounts/me"), key).await;
         assert_eq!(
             (me["balance"].as_i64(), me["held"].as_i64()),
             (Some(balance), Some(held))
@@ -884,16 +876,20 @@ async fn kill_dash_nine_during_a_burst_of_offers(db: ProviderDb) {
 
 /// The entries of the ledger of the account whose API key is `key`, oldest first.
 async fn ledger_entries(http: &reqwest::Client, base: &str, key: &str) -> Vec<serde_json::Value> {
-    let ledger: serde_json::Value = http
-        .get(format!("{base}/v1/accounts/me/ledger"))
+    let ledger = account_get(http, &format!("{base}/v1/accounts/me/ledger"), key).await;
+    ledger["entries"].as_array().unwrap().clone()
+}
+
+/// `GET url` of the provider's account API as the account whose API key is `key`.
+async fn account_get(http: &reqwest::Client, url: &str, key: &str) -> serde_json::Value {
+    http.get(url)
         .bearer_auth(key)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    ledger["entries"].as_array().unwrap().clone()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

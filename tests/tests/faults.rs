@@ -614,9 +614,9 @@ const TOP_UP: i64 = 100_000_000;
 
 /// `kill -9` of FixMyPrint (the real binary) while signed offers pour in on 16 connections,
 /// again and again (`FIXMYPRINT_TEST_INTAKE_KILLS`, default 3), each time restarted on the
-/// same database. The offers are signed by the test
-/// as the broker would (`e2e::standin`): the intake commits many offers together, and a
-/// `202` is an answer only once they are durable. So after the restarts, every offer sent
+/// same database. The offers are signed by the test as the broker would (`e2e::standin`):
+/// the intake commits many offers together, and a `202` may be sent only once they are
+/// durable. So after the restarts, every offer sent
 /// again under its `webhook-id` (as a broker redelivers) is answered `202`: an offer
 /// answered before a kill with the same provider job as then, one whose answer the kill
 /// cut off with its job (if it was taken) or a new one. And each account's ledger holds
@@ -786,8 +786,8 @@ async fn kill_dash_nine_during_a_burst_of_offers(db: ProviderDb) {
         server = Child::start(&mut serve(), &log, "fixmyprint serving").await;
     }
 
-    // Holds written before the last kill: those of the offers answered 202 and of some whose
-    // answer the kills cut off (taken, but not answered in time).
+    // Holds written before the resends: those of the offers answered 202 and of some whose
+    // answer a kill cut off (taken, but not answered in time).
     let http = reqwest::Client::new();
     let base = format!("http://{}", server.addr());
     let mut taken = 0;
@@ -864,7 +864,8 @@ async fn kill_dash_nine_during_a_burst_of_offers(db: ProviderDb) {
         "{db:?}: {kills} kills, {} offers, {answered} answered 202 before a kill, {} more \
          taken but not answered, {} jobs in the end; {:.1} s",
         sent.len(),
-        taken - answered,
+        // (Never below zero: the resends would have found a lost answered offer.)
+        taken.saturating_sub(answered),
         jobs.iter().map(HashMap::len).sum::<usize>(),
         started.elapsed().as_secs_f64()
     );

@@ -875,10 +875,19 @@ async fn kill_dash_nine_during_a_burst_of_offers(db: ProviderDb) {
     }
 }
 
-/// The entries of the ledger of the account whose API key is `key`, oldest first.
+/// The entries of the ledger of the account whose API key is `key`, oldest first (every
+/// page of it).
 async fn ledger_entries(http: &reqwest::Client, base: &str, key: &str) -> Vec<serde_json::Value> {
-    let ledger = account_get(http, &format!("{base}/v1/accounts/me/ledger"), key).await;
-    ledger["entries"].as_array().unwrap().clone()
+    let mut entries = Vec::new();
+    let mut url = format!("{base}/v1/accounts/me/ledger");
+    loop {
+        let page = account_get(http, &url, key).await;
+        entries.extend(page["entries"].as_array().unwrap().iter().cloned());
+        match page["next_after"].as_str() {
+            Some(next) => url = format!("{base}/v1/accounts/me/ledger?after={next}"),
+            None => return entries,
+        }
+    }
 }
 
 /// `GET url` of the provider's account API as the account whose API key is `key`.

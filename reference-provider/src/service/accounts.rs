@@ -188,15 +188,32 @@ pub struct LedgerEntry {
     pub created_at: i64,
 }
 
-/// `GET /v1/accounts/me/ledger`.
+/// `GET /v1/accounts/me/ledger`: one page of the ledger.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Ledger {
     /// The account.
     pub account_id: AccountId,
     /// Currency.
     pub currency: String,
+    /// Entries, oldest first: at most `limit` of them, from the first after `after`.
+    pub entries: Vec<LedgerEntry>,
+    /// Present when more entries follow this page: the last entry's id, to pass as `after`
+    /// for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// Most entries on one page of the ledger, and the number a page holds unless the request
+/// asks for fewer (`GET /v1/accounts/me/ledger?limit=`).
+pub const LEDGER_PAGE_MAX: u32 = 1000;
+
+/// One page of an account's ledger ([`ledger_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerPage {
     /// Entries, oldest first.
     pub entries: Vec<LedgerEntry>,
+    /// Whether more entries follow the last one.
+    pub more: bool,
 }
 
 /// Answer to [`TopUp`].
@@ -311,7 +328,56 @@ pub(crate) async fn account_in(
     )
 }
 
-/// The ledger of an account, oldest first.
+/// Up to `limit` entries of an account's ledger, oldest first, from the first after the entry
+/// `after` (from the start without it). `None` when `after` is not an entry of this account.
+///
+/// # Errors
+/// Database errors.
+pub async fn ledger_page(
+    db: &Db,
+    account_id: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Option<LedgerPage>, sqlx::Error> {
+    let mut tx = db.begin_read().await?;
+    let from = match after {
+        None => 0,
+        Some(entry_id) => {
+            let seq = fetch_optional!(
+                &mut tx,
+                (i64,),
+                "SELECT seq FROM ledger WHERE entry_id = $1 AND account_id = $2",
+                entry_id,
+                account_id
+            )?;
+            match seq {
+                Some((seq,)) => seq,
+                None => {
+                    tx.commit().await?;
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    // One more than asked for: whether more follow.
+    let mut entries = fetch_all!(
+        &mut tx,
+        LedgerEntry,
+        "SELECT entry_id, kind, amount, balance_after, held_after, provider_job_id, created_at
+         FROM ledger WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        account_id,
+        from,
+        i64::from(limit) + 1
+    )?;
+    tx.commit().await?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    Ok(Some(LedgerPage { entries, more }))
+}
+
+/// The whole ledger of an account, oldest first (for tools and tests: the API hands it out
+/// in pages, [`ledger_page`]).
 ///
 /// # Errors
 /// Database errors.

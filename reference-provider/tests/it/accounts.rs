@@ -231,6 +231,103 @@ async fn bad_input_everywhere(backend: Backend) {
 }
 both_backends!(bad_input_everywhere);
 
+/// The ledger comes in pages: `limit` entries from the first after `after`, and a page with
+/// more behind it names its last entry in `next_after`. Walking the pages gives every entry
+/// once, in order; a `limit` out of range, an `after` that is not an entry of the caller's
+/// ledger and an unknown parameter are `400 invalid-request`.
+async fn the_ledger_comes_in_pages(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let provider = start_provider(test_config(&db, db.dir())).await;
+    let base = provider.base_url().to_owned();
+    let mine = create_account(&provider, "Pat").await;
+    let other = create_account(&provider, "Quinn").await;
+    for amount in 1..=7 {
+        top_up(&provider, &mine.api_key, amount).await;
+    }
+    let theirs = top_up(&provider, &other.api_key, 1).await;
+    let url = format!("{base}/v1/accounts/me/ledger");
+    let ids = |page: &Value| -> Vec<String> {
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["entry_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Everything on one page by default, oldest first.
+    let (status, all) = get_json(&url, Some(&mine.api_key)).await;
+    assert_eq!(status, 200, "{all}");
+    let amounts: Vec<i64> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts, [1, 2, 3, 4, 5, 6, 7]);
+    assert!(all.get("next_after").is_none(), "{all}");
+
+    // Pages of 3: 3, 3 and 1, each but the last naming its last entry.
+    let mut walked = Vec::new();
+    let mut sizes = Vec::new();
+    let mut query = "limit=3".to_owned();
+    loop {
+        let (status, page) = get_json(&format!("{url}?{query}"), Some(&mine.api_key)).await;
+        assert_eq!(status, 200, "{page}");
+        let got = ids(&page);
+        sizes.push(got.len());
+        walked.extend(got.iter().cloned());
+        match page["next_after"].as_str() {
+            Some(next) => {
+                assert_eq!(Some(next), got.last().map(String::as_str));
+                query = format!("limit=3&after={next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [3, 3, 1]);
+    assert_eq!(walked, ids(&all));
+    // A page that ends with the last entry says nothing more follows.
+    let (_, exact) = get_json(&format!("{url}?limit=7"), Some(&mine.api_key)).await;
+    assert_eq!(ids(&exact).len(), 7);
+    assert!(exact.get("next_after").is_none(), "{exact}");
+    let last = walked.last().unwrap();
+    let (status, past) = get_json(&format!("{url}?after={last}"), Some(&mine.api_key)).await;
+    assert_eq!((status, ids(&past).len()), (200, 0), "{past}");
+
+    let their_entry = theirs["entry"]["entry_id"].as_str().unwrap();
+    for query in [
+        "limit=0".to_owned(),
+        "limit=1001".to_owned(),
+        "limit=x".to_owned(),
+        "limit=".to_owned(),
+        "after=led_nothing".to_owned(),
+        format!("after={their_entry}"),
+        "before=x".to_owned(),
+    ] {
+        let r = client()
+            .get(format!("{url}?{query}"))
+            .bearer_auth(&mine.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{query}"
+        );
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(
+            problem["type"],
+            ProblemType::InvalidRequest.uri(),
+            "{query}: {problem}"
+        );
+    }
+    provider.shutdown().await;
+}
+both_backends!(the_ledger_comes_in_pages);
+
 /// Rotation: the provider keeps the old key during the grace period (both verify), and
 /// link tokens use the new one.
 async fn secret_rotation(backend: Backend, scheme: Scheme) {

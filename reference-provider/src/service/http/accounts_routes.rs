@@ -1,7 +1,7 @@
 //! The provider's own API for its users: accounts, balance, ledger, top-up, link tokens;
 //! and the operator's credit of an account (a payment system's entry point).
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -116,25 +116,75 @@ async fn me(Authenticated(account): Authenticated) -> Json<AccountView> {
 
 /// The caller's ledger
 ///
-/// Every money movement of the account, oldest first: `top_up`, `hold`, `capture`, `release`.
+/// Every money movement of the account, oldest first: `top_up`, `hold`, `capture`, `release`;
+/// in pages of at most 1,000 entries. A page that is not the last ends with `next_after`: pass
+/// it as `after` for the next one.
 #[utoipa::path(
     get,
     path = "/v1/accounts/me/ledger",
     operation_id = "get_ledger",
     tag = "accounts",
     security(("api_key" = [])),
-    responses((status = 200, description = "The ledger, oldest first", body = Ledger))
+    params(
+        ("after" = Option<String>, Query, description = "Start after this entry (an `entry_id` of this account's ledger, as a page's `next_after`); from the first entry without it"),
+        ("limit" = Option<u32>, Query, description = "At most this many entries, 1 to 1000 (the default)"),
+    ),
+    responses(
+        (status = 200, description = "A page of the ledger, oldest first", body = Ledger),
+        (status = 400, description = "`invalid-request`: `limit` out of range, `after` not an entry of this account's ledger, or another query parameter", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 async fn ledger(
     State(service): State<Service>,
     Authenticated(account): Authenticated,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Ledger>> {
-    let entries = accounts::ledger(service.db(), account.account_id.as_str()).await?;
+    let max = accounts::LEDGER_PAGE_MAX;
+    let (mut after, mut limit) = (None, max);
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*name {
+            "after" => after = Some(value.into_owned()),
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::Invalid(format!(
+                            "limit must be an integer from 1 to {max}, not {value:?}"
+                        ))
+                    })?;
+            }
+            other => {
+                return Err(ApiError::Invalid(format!(
+                    "unknown query parameter {other:?} (the ledger takes after and limit)"
+                )));
+            }
+        }
+    }
+    let page = accounts::ledger_page(
+        service.db(),
+        account.account_id.as_str(),
+        after.as_deref(),
+        limit,
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "after: {:?} is not an entry of this account's ledger",
+            after.as_deref().unwrap_or_default()
+        ))
+    })?;
+    let next_after = page
+        .more
+        .then(|| page.entries.last().map(|e| e.entry_id.clone()))
+        .flatten();
     let view = AccountView::from(account);
     Ok(Json(Ledger {
         account_id: view.account_id,
         currency: view.currency,
-        entries,
+        entries: page.entries,
+        next_after,
     }))
 }
 

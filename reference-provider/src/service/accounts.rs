@@ -331,6 +331,11 @@ pub(crate) async fn account_in(
 /// Up to `limit` entries of an account's ledger, oldest first, from the first after the entry
 /// `after` (from the start without it). `None` when `after` is not an entry of this account.
 ///
+/// A page ends at a `seq`, and the next starts after it. No entry of the account can commit
+/// later with a smaller `seq` and be passed over: every transaction that writes one first
+/// changes the account's row (the balance or held amount) and holds that row's lock until it
+/// commits, so an account's entries take their `seq` in the order they commit.
+///
 /// # Errors
 /// Database errors.
 pub async fn ledger_page(

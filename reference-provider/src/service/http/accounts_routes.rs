@@ -140,6 +140,8 @@ async fn ledger(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Ledger>> {
     let max = accounts::LEDGER_PAGE_MAX;
+    // What a refusal quotes of the request: its first 64 characters.
+    let quoted = |s: &str| format!("{:?}", s.chars().take(64).collect::<String>());
     let (mut after, mut limit) = (None, max);
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match &*name {
@@ -151,13 +153,15 @@ async fn ledger(
                     .filter(|n| (1..=max).contains(n))
                     .ok_or_else(|| {
                         ApiError::Invalid(format!(
-                            "limit must be an integer from 1 to {max}, not {value:?}"
+                            "limit must be an integer from 1 to {max}, not {}",
+                            quoted(&value)
                         ))
                     })?;
             }
             other => {
                 return Err(ApiError::Invalid(format!(
-                    "unknown query parameter {other:?} (the ledger takes after and limit)"
+                    "unknown query parameter {} (the ledger takes after and limit)",
+                    quoted(other)
                 )));
             }
         }
@@ -171,8 +175,8 @@ async fn ledger(
     .await?
     .ok_or_else(|| {
         ApiError::Invalid(format!(
-            "after: {:?} is not an entry of this account's ledger",
-            after.as_deref().unwrap_or_default()
+            "after: {} is not an entry of this account's ledger",
+            quoted(after.as_deref().unwrap_or_default())
         ))
     })?;
     let next_after = page

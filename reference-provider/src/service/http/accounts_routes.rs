@@ -127,7 +127,7 @@ async fn me(Authenticated(account): Authenticated) -> Json<AccountView> {
     security(("api_key" = [])),
     params(
         ("after" = Option<String>, Query, description = "Start after this entry (an `entry_id` of this account's ledger, as a page's `next_after`); from the first entry without it"),
-        ("limit" = Option<u32>, Query, description = "At most this many entries, 1 to 1000 (the default)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many entries, 1 to 1000 (the default)"),
     ),
     responses(
         (status = 200, description = "A page of the ledger, oldest first", body = Ledger),

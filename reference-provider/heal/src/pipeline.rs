@@ -645,9 +645,11 @@ fn topology_stage(
     let mut open = topo.boundary_edges;
     let mut changed = false;
     let mut focus = None;
+    // The boundary's lonely vertices, as the first round (over the whole boundary) found them.
+    let mut alone = None;
     while rounds < STITCH_ROUNDS && options.stitch && auto && open > 1 {
         rounds += 1;
-        let round = stitch::stitch(
+        let mut round = stitch::stitch(
             vertices,
             triangles,
             &topo.twin,
@@ -659,6 +661,9 @@ fn topology_stage(
         st.edges += round.edges;
         st.vertices += round.vertices;
         st.largest = st.largest.max(round.largest);
+        if let Some(a) = round.alone.take() {
+            alone = Some(a);
+        }
         if round.edges == 0 {
             break;
         }
@@ -677,7 +682,14 @@ fn topology_stage(
     let mut focus = None;
     while copy_rounds < STITCH_ROUNDS && options.stitch && auto && open > 1 {
         copy_rounds += 1;
-        let round = stitch::stitch_copies(vertices, triangles, &topo.twin, spread, focus.as_ref());
+        let round = stitch::stitch_copies(
+            vertices,
+            triangles,
+            &topo.twin,
+            spread,
+            focus.as_ref(),
+            alone.as_ref(),
+        );
         st.edges += round.edges;
         st.vertices += round.vertices;
         st.largest = st.largest.max(round.largest);

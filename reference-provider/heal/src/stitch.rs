@@ -29,8 +29,9 @@
 //! edges. Copies of one edge have nearly the same scale; a pair two classes apart is not
 //! found (it stays open, never a wrong merge). At most [`STITCH_MAX_CANDIDATES`] candidates
 //! are verified per edge, in a fixed order, so a crafted pile of coincident boundary edges
-//! costs linear time and the result does not depend on the threads. An edge whose two ends
-//! have no other boundary vertex within the cap is not filed: it has no match.
+//! costs linear time and the result does not depend on the threads. An edge with an end that
+//! has no other boundary vertex within the cap is not filed unless boundary edges of another
+//! facet meet there: it has no match ([`Alone`]).
 //!
 //! A side of a crack (a T-junction: another boundary edge from one of its ends runs along it)
 //! is never stitched: it is the zip's, and its best match may be an edge of another part a
@@ -63,6 +64,8 @@ pub(crate) struct Stitched {
     pub vertices: u64,
     /// Largest distance bridged.
     pub largest: f64,
+    /// The vertices alone on the boundary (a round over the whole boundary only).
+    pub alone: Option<Alone>,
 }
 
 /// Where a later round of stitching looks: round the vertices the round before merged.
@@ -163,6 +166,22 @@ pub(crate) fn stitch(
     focus: Option<&Focus>,
     snap: f64,
 ) -> Stitched {
+    stitch_filed(vertices, triangles, twin, cap, prior, focus, snap, true)
+}
+
+/// [`stitch`], filing every edge that has an end with a boundary vertex near it when not
+/// `lonely` (the edges [`Alone`] passes over as matching nothing: the tests check that).
+#[allow(clippy::too_many_arguments)]
+fn stitch_filed(
+    vertices: &[[f32; 3]],
+    triangles: &[[u32; 3]],
+    twin: &[u32],
+    cap: f64,
+    prior: &mut Vec<f64>,
+    focus: Option<&Focus>,
+    snap: f64,
+    lonely_filter: bool,
+) -> Stitched {
     // The boundary half-edges in the focus, each with whether it is in the inner focus.
     let boundary: Vec<(u32, bool)> = (0..twin.len() as u32)
         .into_par_iter()
@@ -229,19 +248,34 @@ pub(crate) fn stitch(
     let known = |v: usize| prior.get(v).copied().unwrap_or(f64::INFINITY);
     let near = cell_min.near();
     // A vertex alone in its neighbourhood (no other boundary vertex in the 27 cells round its
-    // own, which hold everything within `cap` of it): an edge whose ends are both alone has
-    // no match (a partner would have to share both ends: the same edge), so it is not filed.
-    let (scale, alone): (Vec<f64>, Vec<bool>) = (0..vertices.len())
+    // own, which hold everything within `cap` of it): an edge with an end alone matches only
+    // an edge that shares that end, of another facet ([`Alone`]), so it is filed only when
+    // the boundary holds one.
+    let (scale, lonely): (Vec<f64>, Vec<u8>) = (0..vertices.len())
         .into_par_iter()
         .map(|v| match cell_min.entry_of[v] {
-            NONE => (known(v), false),
+            NONE => (known(v), Alone::UNKNOWN),
             e => {
                 let (m, count) = near[e as usize];
-                (m.min(known(v)), count == 1)
+                let state = if count == 1 {
+                    Alone::ALONE
+                } else {
+                    Alone::NEAR
+                };
+                (m.min(known(v)), state)
             }
         })
         .unzip();
     drop(cell_min);
+    let shared = shared_ends(triangles, &boundary, vertices.len());
+    let open = |v: u32| lonely[v as usize] != Alone::ALONE || shared[v as usize];
+    let filed = |a: u32, b: u32| {
+        if lonely_filter {
+            open(a) && open(b)
+        } else {
+            lonely[a as usize] != Alone::ALONE || lonely[b as usize] != Alone::ALONE
+        }
+    };
     *prior = scale;
     let scale = &*prior;
     let limit = |v: u32| -> f64 {
@@ -258,7 +292,7 @@ pub(crate) fn stitch(
         .par_iter()
         .filter_map(|&(h, inner)| {
             let (a, b) = half_edge(triangles, h);
-            if alone[a as usize] && alone[b as usize] {
+            if !filed(a, b) {
                 return None;
             }
             let (pa, pb) = (pos(a), pos(b));
@@ -275,7 +309,12 @@ pub(crate) fn stitch(
         })
         .collect();
     drop(boundary);
-    drop(alone);
+    drop(shared);
+    // Over the whole boundary (no focus), the flags serve the copies' stitch too.
+    let alone = focus.is_none().then_some(Alone {
+        state: lonely,
+        reach: cap,
+    });
     let filed = Filed::new(edges);
     // Per edge: the best match, `score << 32 | other`, where the score (the larger endpoint
     // gap, ≥ 0) is an `f32`'s bits, monotone in the distance, so the smallest key is the
@@ -342,7 +381,106 @@ pub(crate) fn stitch(
         stitched += 1;
         largest = largest.max(s);
     }
-    finish(parent, stitched, largest)
+    let mut done = finish(parent, stitched, largest);
+    done.alone = alone;
+    done
+}
+
+/// Which boundary vertices had no other boundary vertex near them, as [`stitch`] found over
+/// the whole boundary: such an end `a` of an edge `a → b` is a partner's end only as the same
+/// vertex (no other is within any stitch's reach), and a partner at `a` in the edge's own
+/// facet would merge `b` with another corner of that facet, which is refused. So an edge is
+/// looked at only when each end has another boundary vertex within the reach, or boundary
+/// edges of two facets at it: on a cloud of separate triangles, about a tenth of the edges.
+#[derive(Debug)]
+pub(crate) struct Alone {
+    /// Per vertex: [`Alone::ALONE`], [`Alone::NEAR`] or, when it was not on the boundary
+    /// (or had no edge of positive length), [`Alone::UNKNOWN`].
+    state: Vec<u8>,
+    /// Within this distance.
+    reach: f64,
+}
+
+impl Alone {
+    const UNKNOWN: u8 = 0;
+    const ALONE: u8 = 1;
+    const NEAR: u8 = 2;
+
+    /// Per vertex of the boundary half-edges `boundary` of `triangles` now (which the sews
+    /// since have made smaller, and larger where a removed facet laid its neighbours' edges
+    /// open): may it be an end of a match within `reach`? `None` when every vertex may be
+    /// (the reach is larger than the one the flags were taken for, or the boundary grew in
+    /// too many places to tell).
+    fn ends(
+        &self,
+        vertices: &[[f32; 3]],
+        triangles: &[[u32; 3]],
+        boundary: &[u32],
+        reach: f64,
+    ) -> Option<Vec<bool>> {
+        if reach.is_nan() || reach > self.reach || self.state.len() != vertices.len() {
+            return None;
+        }
+        // Vertices on the boundary now that were not then: a vertex they are near may not be
+        // alone any more.
+        let grown: Vec<u32> = boundary
+            .par_iter()
+            .flat_map_iter(|&h| {
+                let (a, b) = half_edge(triangles, h);
+                [a, b]
+            })
+            .filter(|&v| self.state[v as usize] == Alone::UNKNOWN)
+            .collect();
+        let near_grown = if grown.is_empty() {
+            None
+        } else {
+            Some(Focus::around(vertices, &grown, self.reach, boundary.len())?)
+        };
+        let shared = shared_ends(
+            triangles,
+            &boundary.iter().map(|&h| (h, true)).collect::<Vec<_>>(),
+            vertices.len(),
+        );
+        Some(
+            (0..vertices.len())
+                .into_par_iter()
+                .map(|v| {
+                    self.state[v] != Alone::ALONE
+                        || shared[v]
+                        || near_grown
+                            .as_ref()
+                            .is_some_and(|f| f.inner.contains(&f.cell(vertices[v])))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Per vertex: do the boundary half-edges `boundary` (each with a flag, not read) of
+/// `triangles` hold edges of two or more facets at it?
+fn shared_ends(triangles: &[[u32; 3]], boundary: &[(u32, bool)], n: usize) -> Vec<bool> {
+    use std::sync::atomic::AtomicU32;
+    const MANY: u32 = NONE - 1;
+    let first: Vec<AtomicU32> = (0..n)
+        .into_par_iter()
+        .map(|_| AtomicU32::new(NONE))
+        .collect();
+    boundary.par_iter().for_each(|&(h, _)| {
+        let f = h / 3;
+        let (a, b) = half_edge(triangles, h);
+        for v in [a, b] {
+            let slot = &first[v as usize];
+            match slot.compare_exchange(NONE, f, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {}
+                Err(g) if g == f || g == MANY => {}
+                Err(_) => slot.store(MANY, Ordering::Relaxed),
+            }
+        }
+    });
+    first
+        .into_par_iter()
+        .map(|x| x.into_inner() == MANY)
+        .collect()
 }
 
 /// The two vertex pairs a stitch of two edges merges (a vertex of each).
@@ -598,15 +736,26 @@ pub(crate) fn stitch_copies(
     twin: &[u32],
     spread: f64,
     focus: Option<&Focus>,
+    alone: Option<&Alone>,
 ) -> Stitched {
     if spread <= 0.0 || !spread.is_finite() {
         return Stitched::default();
     }
-    let edges: Vec<Edge> = (0..twin.len() as u32)
+    let boundary: Vec<u32> = (0..twin.len() as u32)
         .into_par_iter()
         .filter(|&h| twin[h as usize] == NONE)
-        .filter_map(|h| {
+        .collect();
+    let ends = alone.and_then(|a| a.ends(vertices, triangles, &boundary, spread));
+    let edges: Vec<Edge> = boundary
+        .par_iter()
+        .filter_map(|&h| {
             let (a, b) = half_edge(triangles, h);
+            if ends
+                .as_ref()
+                .is_some_and(|e| !(e[a as usize] && e[b as usize]))
+            {
+                return None;
+            }
             let (pa, pb) = (vertices[a as usize], vertices[b as usize]);
             let (outer, inner) = focus.map_or((true, true), |f| f.holds(pa, pb));
             let d = dist(pa, pb);
@@ -622,6 +771,8 @@ pub(crate) fn stitch_copies(
             })
         })
         .collect();
+    drop(boundary);
+    drop(ends);
     if edges.len() < 2 {
         return Stitched::default();
     }
@@ -1120,6 +1271,7 @@ fn finish(mut parent: Vec<u32>, stitched: u64, largest: f64) -> Stitched {
         edges: stitched,
         vertices: merged,
         largest,
+        alone: None,
     }
 }
 
@@ -1199,7 +1351,7 @@ mod tests {
                     let twin = crate::topology::pair_edges(&t).twin;
                     let run = |focus: Option<&Focus>, prior: &mut Vec<f64>| {
                         if copies {
-                            stitch_copies(&v, &t, &twin, spread, focus)
+                            stitch_copies(&v, &t, &twin, spread, focus, None)
                         } else {
                             stitch(&v, &t, &twin, cap, prior, focus, 0.0)
                         }
@@ -1245,6 +1397,206 @@ mod tests {
         assert!(narrow > 0, "every focus held most of the boundary");
     }
 
+    /// A noisy soup, a wavy indexed sheet with a hole (its rim's vertices on two facets'
+    /// boundary edges each), and a cloud of small triangles round both: some alone, some
+    /// copies of another one (moved by up to `noise`), some pairs on one shared apex.
+    fn mixed(noise: f64, seed: u64) -> (Vec<[f32; 3]>, Vec<[u32; 3]>) {
+        let (mut v, mut t) = noisy_soup(12, noise, seed);
+        let mut next = keys::test_uniform(seed ^ 0x9e37_79b9_7f4a_7c15);
+        let b = v.len() as u32;
+        let n = 20u32;
+        for i in 0..=n {
+            for j in 0..=n {
+                let (x, y) = (f64::from(i) * 0.7, f64::from(j) * 0.7 + 3.0);
+                v.push([x as f32, y as f32, (x * 0.4).cos() as f32]);
+            }
+        }
+        let id = |i: u32, j: u32| b + i * (n + 1) + j;
+        for i in 0..n {
+            for j in 0..n {
+                if (8..12).contains(&i) && (8..12).contains(&j) {
+                    continue;
+                }
+                t.push([id(i, j), id(i + 1, j), id(i + 1, j + 1)]);
+                t.push([id(i, j), id(i + 1, j + 1), id(i, j + 1)]);
+            }
+        }
+        for k in 0..800 {
+            let c: [f64; 3] = std::array::from_fn(|_| next() * 16.0 - 1.0);
+            let size = 0.2 + next() * 0.8;
+            let corner = |next: &mut dyn FnMut() -> f64| c.map(|x| x + (next() * 2.0 - 1.0) * size);
+            let tri = [corner(&mut next), corner(&mut next), corner(&mut next)];
+            let b = v.len() as u32;
+            v.extend(tri.map(|p| p.map(|x| x as f32)));
+            t.push([b, b + 1, b + 2]);
+            match k % 5 {
+                // A copy, every corner moved by its own noise.
+                0 => {
+                    let b2 = v.len() as u32;
+                    for p in tri {
+                        v.push(p.map(|x| (x + (next() * 2.0 - 1.0) * noise) as f32));
+                    }
+                    t.push([b2, b2 + 1, b2 + 2]);
+                }
+                // A second facet on the first corner, its far corner near the first's second.
+                1 => {
+                    let b2 = v.len() as u32;
+                    v.push(tri[1].map(|x| (x + (next() * 2.0 - 1.0) * noise) as f32));
+                    v.push(c.map(|x| (x + size * 1.5) as f32));
+                    t.push([b2, b, b2 + 1]);
+                }
+                _ => {}
+            }
+        }
+        (v, t)
+    }
+
+    /// Every boundary edge of `t` (positive length) with the limits `limit` gives its ends.
+    fn all_edges(
+        v: &[[f32; 3]],
+        t: &[[u32; 3]],
+        limit: impl Fn(u32, u32) -> [f64; 2],
+    ) -> Vec<Edge> {
+        let twin = crate::topology::pair_edges(t).twin;
+        (0..twin.len() as u32)
+            .filter(|&h| twin[h as usize] == NONE)
+            .map(|h| (half_edge(t, h), t[(h / 3) as usize]))
+            .filter(|&((a, b), _)| dist(v[a as usize], v[b as usize]) > 0.0)
+            .map(|((a, b), facet)| Edge {
+                a,
+                b,
+                facet,
+                pa: v[a as usize],
+                pb: v[b as usize],
+                limit: limit(a, b),
+                inner: true,
+            })
+            .collect()
+    }
+
+    /// How many of `edges` the lonely ends' flags `ends` pass over, each checked against
+    /// every edge: it matches none.
+    fn passed_over_match_nothing(edges: &[Edge], ends: &[bool]) -> usize {
+        let mut passed = 0;
+        for e in edges {
+            if ends[e.a as usize] && ends[e.b as usize] {
+                continue;
+            }
+            passed += 1;
+            for o in edges {
+                assert!(
+                    std::ptr::eq(e, o) || e.pairs(o).is_none(),
+                    "{} → {} passed over, yet it matches {} → {}",
+                    e.a,
+                    e.b,
+                    o.a,
+                    o.b
+                );
+            }
+        }
+        passed
+    }
+
+    #[test]
+    fn edges_at_a_lonely_end_are_passed_over_only_when_they_match_nothing() {
+        // The lonely ends' filter (`Alone`) passes over edges: checked against every other
+        // boundary edge, none of them matches one, in a round of stitching (with the limits
+        // it took) and in a round of stitching copies after two of those.
+        let mut passed = [0; 2];
+        let mut sewn = 0;
+        for k in 0..4 {
+            let noise = [0.02, 0.08, 0.2][k % 3];
+            let (v, t0) = mixed(noise, 0x510e_527f_ade6_82d1u64 + k as u64);
+            for cap in [0.3, 0.6] {
+                let mut t = t0.clone();
+                let (mut prior, mut alone) = (Vec::new(), None);
+                for _ in 0..2 {
+                    let twin = crate::topology::pair_edges(&t).twin;
+                    let mut r = stitch(&v, &t, &twin, cap, &mut prior, None, 0.0);
+                    if let Some(a) = r.alone.take() {
+                        let boundary: Vec<u32> = (0..twin.len() as u32)
+                            .filter(|&h| twin[h as usize] == NONE)
+                            .collect();
+                        let ends = a.ends(&v, &t, &boundary, cap).expect("told");
+                        let limit = |x: u32| (prior[x as usize] * STITCH_FRACTION).min(cap);
+                        let edges = all_edges(&v, &t, |a, b| [limit(a), limit(b)]);
+                        passed[0] += passed_over_match_nothing(&edges, &ends);
+                        alone = Some(a);
+                    }
+                    sewn += r.edges;
+                    if r.edges == 0 {
+                        break;
+                    }
+                    t = merge(&t, &r);
+                }
+                let alone = alone.expect("a round over the whole boundary");
+                let twin = crate::topology::pair_edges(&t).twin;
+                let boundary: Vec<u32> = (0..twin.len() as u32)
+                    .filter(|&h| twin[h as usize] == NONE)
+                    .collect();
+                let spread = cap / 2.0;
+                let Some(ends) = alone.ends(&v, &t, &boundary, spread) else {
+                    continue;
+                };
+                let edges = all_edges(&v, &t, |a, b| {
+                    let l = (dist(v[a as usize], v[b as usize]) * COPY_FRACTION).min(spread);
+                    [l, l]
+                });
+                passed[1] += passed_over_match_nothing(&edges, &ends);
+            }
+        }
+        assert!(sewn > 0, "nothing was sewn");
+        assert!(
+            passed.iter().all(|&n| n > 100),
+            "too few passed over: {passed:?}"
+        );
+    }
+
+    #[test]
+    fn a_vertex_near_one_newly_on_the_boundary_is_not_alone_any_more() {
+        // Two separate triangles far apart: every corner alone. Then a third facet is open
+        // too (as one is when a sew removes its neighbour), a corner of it near corner `3`:
+        // the corners near it are not alone any more, those far from it still are, and its
+        // own corners were never told. A reach larger than the flags were taken for is not
+        // told at all.
+        let v: Vec<[f32; 3]> = vec![
+            [0.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [10.0, 0.0, 0.0],
+            [11.0, 0.0, 0.0],
+            [10.0, 1.0, 0.0],
+            [10.1, 0.1, 0.0],
+            [9.0, 5.0, 0.0],
+            [8.0, 5.0, 0.0],
+        ];
+        let mut v = v;
+        let mut t = vec![[0, 1, 2], [3, 4, 5]];
+        // And far away, a block of separate triangles (a boundary too long for a focus round
+        // the new corners to cost more than it saves).
+        for k in 0..216 {
+            let b = v.len() as u32;
+            let at = [k % 6, k / 6 % 6, k / 36].map(|c| 100.0 + 3.0 * c as f32);
+            v.extend([at, [at[0] + 1.0, at[1], at[2]], [at[0], at[1] + 1.0, at[2]]]);
+            t.push([b, b + 1, b + 2]);
+        }
+        let twin = crate::topology::pair_edges(&t).twin;
+        let first = stitch(&v, &t, &twin, 0.2, &mut Vec::new(), None, 0.0);
+        let alone = first.alone.expect("a round over the whole boundary");
+        let boundary = |t: &[[u32; 3]]| -> Vec<u32> { (0..3 * t.len() as u32).collect() };
+        let ends = alone.ends(&v, &t, &boundary(&t), 0.2).expect("told");
+        assert!(ends[..6].iter().chain(&ends[9..]).all(|&e| !e));
+        let mut grown = t.clone();
+        grown.push([6, 7, 8]);
+        let ends = alone
+            .ends(&v, &grown, &boundary(&grown), 0.2)
+            .expect("told");
+        assert_eq!(ends[..4], [false, false, false, true]);
+        assert_eq!(ends[6..9], [true; 3]);
+        assert!(ends[9..].iter().all(|&e| !e));
+        assert!(alone.ends(&v, &t, &boundary(&t), 0.3).is_none());
+    }
+
     #[test]
     fn a_vertex_at_infinity_is_never_filed() {
         // `repair_soup` takes a `Soup` a caller may have built by hand: a corner at infinity
@@ -1261,7 +1613,7 @@ mod tests {
             let t = vec![[0, 1, 2], [3, 4, 5], [4, 0, 5]];
             let twin = crate::topology::pair_edges(&t).twin;
             let s = stitch(&v, &t, &twin, 0.5, &mut Vec::new(), None, 0.0);
-            let c = stitch_copies(&v, &t, &twin, 0.5, None);
+            let c = stitch_copies(&v, &t, &twin, 0.5, None, None);
             let moved = |m: &[u32]| (0..m.len()).filter(|&x| m[x] != x as u32).count();
             assert!(moved(&s.merge_into) + moved(&c.merge_into) <= 2, "{bad}");
         }

@@ -94,11 +94,17 @@ pub(crate) fn strips(
         return None;
     }
     let key = |a: u32, b: u32| (a.min(b), a.max(b));
-    // One entry per boundary edge (millions on a cloud of separate triangles): foldhash.
-    let corner: foldhash::HashMap<(u32, u32), u32> =
-        edges.iter().map(|&(a, b, c)| (key(a, b), c)).collect();
-    drop(edges);
-    let opposite = |a: u32, b: u32| corner.get(&key(a, b)).copied();
+    // The third corner of the facet on a boundary edge between `a` and `b` either way round
+    // (of the last such edge in `edges`' order), looked up in the sorted edges: a table of
+    // them all (millions on a cloud of separate triangles) cost more than the strips.
+    let last_from = |x: u32, y: u32| {
+        let end = edges.partition_point(|e| (e.0, e.1) <= (x, y));
+        (end > 0 && (edges[end - 1].0, edges[end - 1].1) == (x, y)).then(|| edges[end - 1].2)
+    };
+    let opposite = |a: u32, b: u32| {
+        let (lo, hi) = key(a, b);
+        last_from(hi, lo).or_else(|| last_from(lo, hi))
+    };
     let p = |i: u32| v[i as usize].map(f64::from);
     // Build every candidate's strip, then keep those whose diagonals are new.
     let built: Vec<Option<Vec<[u32; 3]>>> = candidates

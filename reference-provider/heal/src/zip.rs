@@ -159,17 +159,22 @@ pub(crate) fn zip(
     let cell = |g: [i64; 3]| hash3(g[0] as u32, g[1] as u32, g[2] as u32);
     let grid = |x: [f64; 3]| -> [f64; 3] { std::array::from_fn(|i| (x[i] - origin[i]) / side) };
 
+    // Both lists are made a chunk at a time (one vector each, not one per vertex or edge:
+    // millions of them on a cloud of separate triangles).
+    const CHUNK: usize = 4096;
     let mut vertex_keys: Vec<u64> = ends
-        .par_iter()
-        .flat_map_iter(|&w| {
-            let x = p(w);
-            let lo_cell = grid(x.map(|c| c - reach)).map(|c| c.floor() as i64);
-            let hi_cell = grid(x.map(|c| c + reach)).map(|c| c.floor() as i64);
-            let mut out = Vec::with_capacity(1);
-            for i in lo_cell[0]..=hi_cell[0] {
-                for j in lo_cell[1]..=hi_cell[1] {
-                    for k in lo_cell[2]..=hi_cell[2] {
-                        out.push(pack(cell([i, j, k]), w));
+        .par_chunks(CHUNK)
+        .flat_map_iter(|ws| {
+            let mut out = Vec::with_capacity(ws.len() + ws.len() / 4);
+            for &w in ws {
+                let x = p(w);
+                let lo_cell = grid(x.map(|c| c - reach)).map(|c| c.floor() as i64);
+                let hi_cell = grid(x.map(|c| c + reach)).map(|c| c.floor() as i64);
+                for i in lo_cell[0]..=hi_cell[0] {
+                    for j in lo_cell[1]..=hi_cell[1] {
+                        for k in lo_cell[2]..=hi_cell[2] {
+                            out.push(pack(cell([i, j, k]), w));
+                        }
                     }
                 }
             }
@@ -177,12 +182,14 @@ pub(crate) fn zip(
         })
         .collect();
     let mut edge_keys: Vec<u64> = boundary
-        .par_iter()
-        .flat_map_iter(|&h| {
-            let (a, b) = half_edge(tris, h);
-            walk(grid(p(a)), grid(p(b)))
-                .into_iter()
-                .map(move |g| pack(cell(g), h))
+        .par_chunks(CHUNK)
+        .flat_map_iter(|hs| {
+            let mut out = Vec::with_capacity(3 * hs.len());
+            for &h in hs {
+                let (a, b) = half_edge(tris, h);
+                walk(grid(p(a)), grid(p(b)), |g| out.push(pack(cell(g), h)));
+            }
+            out
         })
         .collect();
     keys::sort(&mut vertex_keys);
@@ -377,8 +384,8 @@ fn split_facet(t: [u32; 3], points: &[Vec<u32>; 3]) -> Option<Vec<[u32; 3]>> {
 }
 
 /// The grid cells (integer coordinates) the segment `a → b` (in cell units) passes through,
-/// in order.
-fn walk(a: [f64; 3], b: [f64; 3]) -> Vec<[i64; 3]> {
+/// in order, each given to `visit`.
+fn walk(a: [f64; 3], b: [f64; 3], mut visit: impl FnMut([i64; 3])) {
     let mut c = a.map(|x| x.floor() as i64);
     let last = b.map(|x| x.floor() as i64);
     let d = sub(b, a);
@@ -390,9 +397,8 @@ fn walk(a: [f64; 3], b: [f64; 3]) -> Vec<[i64; 3]> {
     });
     let delta: [f64; 3] = std::array::from_fn(|i| 1.0 / d[i].abs());
     let count = (0..3).map(|i| (last[i] - c[i]).unsigned_abs()).sum::<u64>() as usize + 1;
-    let mut cells = Vec::with_capacity(count);
-    cells.push(c);
-    while cells.len() < count {
+    visit(c);
+    for _ in 1..count {
         let axis = (0..3)
             .min_by(|&i, &j| next[i].total_cmp(&next[j]))
             .unwrap_or(0);
@@ -401,18 +407,23 @@ fn walk(a: [f64; 3], b: [f64; 3]) -> Vec<[i64; 3]> {
         }
         c[axis] += step[axis];
         next[axis] += delta[axis];
-        cells.push(c);
+        visit(c);
     }
-    cells
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn walked(a: [f64; 3], b: [f64; 3]) -> Vec<[i64; 3]> {
+        let mut out = Vec::new();
+        walk(a, b, |c| out.push(c));
+        out
+    }
+
     #[test]
     fn a_walk_passes_every_cell_the_segment_does() {
-        let cells = walk([0.5, 0.5, 0.5], [2.5, 1.5, 0.5]);
+        let cells = walked([0.5, 0.5, 0.5], [2.5, 1.5, 0.5]);
         assert_eq!(cells.first(), Some(&[0, 0, 0]));
         assert_eq!(cells.last(), Some(&[2, 1, 0]));
         assert_eq!(cells.len(), 4);
@@ -421,8 +432,8 @@ mod tests {
             let moved: i64 = (0..3).map(|i| (w[1][i] - w[0][i]).abs()).sum();
             assert_eq!(moved, 1);
         }
-        assert_eq!(walk([1.2, 3.4, 5.6], [1.7, 3.1, 5.9]), vec![[1, 3, 5]]);
-        assert_eq!(walk([0.5, 0.5, 0.5], [-1.5, 0.5, 0.5]).len(), 3);
+        assert_eq!(walked([1.2, 3.4, 5.6], [1.7, 3.1, 5.9]), vec![[1, 3, 5]]);
+        assert_eq!(walked([0.5, 0.5, 0.5], [-1.5, 0.5, 0.5]).len(), 3);
     }
 
     #[test]

@@ -169,8 +169,9 @@ pub(crate) fn stitch(
     stitch_filed(vertices, triangles, twin, cap, prior, focus, snap, true)
 }
 
-/// [`stitch`], filing every edge that has an end with a boundary vertex near it when not
-/// `lonely` (the edges [`Alone`] passes over as matching nothing: the tests check that).
+/// [`stitch`]; without the `lonely_filter`, every edge that has an end with a boundary vertex
+/// near it is filed (so the tests can check that the edges [`Alone`] passes over match
+/// nothing).
 #[allow(clippy::too_many_arguments)]
 fn stitch_filed(
     vertices: &[[f32; 3]],
@@ -267,7 +268,11 @@ fn stitch_filed(
         })
         .unzip();
     drop(cell_min);
-    let shared = shared_ends(triangles, &boundary, vertices.len());
+    let shared = shared_ends(
+        triangles,
+        boundary.par_iter().map(|&(h, _)| h),
+        vertices.len(),
+    );
     let open = |v: u32| lonely[v as usize] != Alone::ALONE || shared[v as usize];
     let filed = |a: u32, b: u32| {
         if lonely_filter {
@@ -397,7 +402,7 @@ pub(crate) struct Alone {
     /// Per vertex: [`Alone::ALONE`], [`Alone::NEAR`] or, when it was not on the boundary
     /// (or had no edge of positive length), [`Alone::UNKNOWN`].
     state: Vec<u8>,
-    /// Within this distance.
+    /// The distance the flags were taken for: no other boundary vertex within it.
     reach: f64,
 }
 
@@ -436,11 +441,7 @@ impl Alone {
         } else {
             Some(Focus::around(vertices, &grown, self.reach, boundary.len())?)
         };
-        let shared = shared_ends(
-            triangles,
-            &boundary.iter().map(|&h| (h, true)).collect::<Vec<_>>(),
-            vertices.len(),
-        );
+        let shared = shared_ends(triangles, boundary.par_iter().copied(), vertices.len());
         Some(
             (0..vertices.len())
                 .into_par_iter()
@@ -456,16 +457,20 @@ impl Alone {
     }
 }
 
-/// Per vertex: do the boundary half-edges `boundary` (each with a flag, not read) of
-/// `triangles` hold edges of two or more facets at it?
-fn shared_ends(triangles: &[[u32; 3]], boundary: &[(u32, bool)], n: usize) -> Vec<bool> {
+/// Per vertex (of `n`): do the boundary half-edges `boundary` of `triangles` hold edges of two
+/// or more facets at it?
+fn shared_ends(
+    triangles: &[[u32; 3]],
+    boundary: impl ParallelIterator<Item = u32>,
+    n: usize,
+) -> Vec<bool> {
     use std::sync::atomic::AtomicU32;
     const MANY: u32 = NONE - 1;
     let first: Vec<AtomicU32> = (0..n)
         .into_par_iter()
         .map(|_| AtomicU32::new(NONE))
         .collect();
-    boundary.par_iter().for_each(|&(h, _)| {
+    boundary.for_each(|h| {
         let f = h / 3;
         let (a, b) = half_edge(triangles, h);
         for v in [a, b] {

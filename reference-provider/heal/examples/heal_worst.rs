@@ -140,6 +140,33 @@ fn tube_loops(facets: usize) -> Vec<u8> {
     generate::cut_tubes((facets / (16 * rings)).max(1), rings).stl
 }
 
+/// A bumpy sheet (a height field) with a hole of `h × h` cells in every `h + 1` square: one
+/// connected surface whose holes are bent loops of `4h` edges, each filled by ear clipping
+/// and, up to 24 edges, again by the fill of gentlest folds (its most costly case: `h = 6`,
+/// one loop per 26 facets).
+fn bent_holes(facets: usize, h: usize) -> Vec<u8> {
+    let w = h + 1;
+    let n = w * ((facets as f64 / (4 * w - 2) as f64).sqrt().max(1.0) as usize) + 1;
+    let mut m = Mesh::default();
+    for j in 0..=n {
+        for i in 0..=n {
+            let (x, y) = (i as f32, j as f32);
+            m.vertices
+                .push([x, y, 3.0 * (x * 0.7).sin() * (y * 0.5).cos()]);
+        }
+    }
+    let at = |i: usize, j: usize| (j * (n + 1) + i) as u32;
+    for j in 0..n {
+        for i in 0..n {
+            if i % w == 0 || j % w == 0 {
+                let (a, b, c, d) = (at(i, j), at(i + 1, j), at(i + 1, j + 1), at(i, j + 1));
+                m.triangles.extend([[a, b, c], [a, c, d]]);
+            }
+        }
+    }
+    stl::encode_binary(&m)
+}
+
 fn time(input: &[u8], runs: usize) -> (f64, Result<Report, HealError>) {
     let mut best = f64::INFINITY;
     let mut last = None;
@@ -181,6 +208,14 @@ fn main() {
         ("many shells (cavities)", many_shells(facets)),
         ("huge hole", huge_hole(facets)),
         ("hole loops round thin tubes", tube_loops(facets)),
+        (
+            "bumpy sheet with bent holes of 24 edges",
+            bent_holes(facets, 6),
+        ),
+        (
+            "bumpy sheet with bent holes of 32 edges",
+            bent_holes(facets, 8),
+        ),
         ("all facets on one vertex", one_vertex(facets)),
         ("fan of closed slivers round one axis", wedge_fan(facets)),
         ("cloud of separate small triangles", triangle_cloud(facets)),

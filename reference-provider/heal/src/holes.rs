@@ -9,7 +9,14 @@
 //!    best-fit plane (Newell normal): at every step the valid ear of best shape (area over the
 //!    sum of squared edge lengths) is cut, so the result avoids slivers and fans. An ear is
 //!    valid when it is convex, holds no other loop vertex, is not degenerate and its new edge
-//!    does not already exist in the mesh;
+//!    does not already exist in the mesh. A loop of up to [`SMOOTH_MAX_EDGES`] edges whose
+//!    ear-clipped fill bends (against itself or the facets round the hole) is filled again by
+//!    [`least_bend`], the fill whose sharpest fold is the gentlest (as in Liepa, "Filling
+//!    holes in meshes", 2003), and the gentler of the two is kept: a hole that crosses a sharp
+//!    edge of the model (a patch missing from a gear tooth's flank and top) gets that edge
+//!    back instead of a chord cut across the corner. Ear clipping alone stays the rule where
+//!    the fill is flat (a hole in a plane face), as every fill of a flat loop has the same
+//!    area and the ears' shapes are the better choice there;
 //! 2. when no valid ear is left and the loop has up to [`MIN_AREA_MAX_EDGES`] edges: the
 //!    fill of least area ([`min_area`]), which needs no projection (a loop wrapping round a
 //!    thin tube);
@@ -65,6 +72,19 @@ pub(crate) const EAR_MAX_EDGES: usize = 128;
 /// Loops of up to this many edges that ear clipping cannot close are filled by [`min_area`]
 /// (`O(n³)`, at most this many squared times `n`); longer ones by [`fan`].
 pub(crate) const MIN_AREA_MAX_EDGES: usize = 48;
+
+/// Loops of up to this many edges whose ear-clipped fill bends are filled again by
+/// [`least_bend`] (`O(n³)`, at most this many squared times `n`).
+pub(crate) const SMOOTH_MAX_EDGES: usize = 24;
+
+/// A fill whose facets fold against each other by at most this (one minus the cosine between
+/// the normals of two facets that share an edge: about 0.08°) is flat: ear clipping's fill
+/// is kept. Another fill replaces it only when it is gentler by more than this.
+const FLAT_BEND: f64 = 1e-6;
+
+/// The facets round the hole loops: for every surface half-edge `(a, b)` between two loop
+/// vertices, the third corner of its facet (`a b c` in winding order).
+type Across = HashMap<(u32, u32), u32>;
 
 /// Work counter: one unit per candidate vertex, ear or split a triangulation looks at.
 #[derive(Default)]
@@ -178,15 +198,21 @@ pub(crate) fn fill(
     if loops.is_empty() {
         return stats;
     }
-    // Existing edges between loop vertices: a fill must not create them a second time.
-    let existing: HashSet<(u32, u32)> = if loops.iter().any(|(l, _)| l.len() > 3) {
-        let on_loop = vertex_set(v.len(), loops.iter().flat_map(|(l, _)| l.iter().copied()));
-        half_edges_within(triangles, &on_loop)
-            .map(|(a, b)| (a.min(b), a.max(b)))
-            .collect()
-    } else {
-        HashSet::new()
-    };
+    // Existing edges between loop vertices: a fill must not create them a second time. And
+    // the facets round the loops, whose normals [`least_bend`] weighs a fill against.
+    let (existing, across): (HashSet<(u32, u32)>, Across) =
+        if loops.iter().any(|(l, _)| l.len() > 3) {
+            let on_loop = vertex_set(v.len(), loops.iter().flat_map(|(l, _)| l.iter().copied()));
+            let within: Vec<(u32, u32, u32)> = corners_within(triangles, &on_loop).collect();
+            let existing = within
+                .iter()
+                .map(|&(a, b, _)| (a.min(b), a.max(b)))
+                .collect();
+            let across = within.into_iter().map(|(a, b, c)| ((a, b), c)).collect();
+            (existing, across)
+        } else {
+            (HashSet::new(), HashMap::new())
+        };
     let late = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
     let vs: &[[f32; 3]] = v;
     let results: Vec<Option<(LoopFill, u32)>> = loops
@@ -195,7 +221,7 @@ pub(crate) fn fill(
             if l.len() < 3 || l.len() > max_edges as usize || late() {
                 return None;
             }
-            Some((fill_loop(vs, l, &existing), *s))
+            Some((fill_loop(vs, l, &existing, &across), *s))
         })
         .collect();
     stats.out_of_time = late();
@@ -426,13 +452,31 @@ fn split_t_junctions(
     })
 }
 
-/// Fill one loop: ear clipping for short loops, the least-area fill when that fails, a fan
-/// from the centroid otherwise. At most a constant times `l.len()` work.
-fn fill_loop(v: &[[f32; 3]], l: &[u32], existing: &HashSet<(u32, u32)>) -> LoopFill {
+/// Fill one loop: ear clipping for short loops (or the fill of gentlest folds, where that is
+/// gentler than the ears' and the loop is short), the least-area fill when ear clipping
+/// fails, a fan from the centroid otherwise. At most a constant times `l.len()` work.
+fn fill_loop(
+    v: &[[f32; 3]],
+    l: &[u32],
+    existing: &HashSet<(u32, u32)>,
+    across: &Across,
+) -> LoopFill {
     let work = Work::default();
     if l.len() <= EAR_MAX_EDGES {
-        let (tris, forced) = triangulate_counted(v, l, existing, &work);
+        let (mut tris, forced) = triangulate_counted(v, l, existing, &work);
         if !forced {
+            if (4..=SMOOTH_MAX_EDGES).contains(&l.len()) {
+                // A flat fill (the loop is planar) is where every fill of the loop has the
+                // same facets' normals, so no other can fold more gently.
+                let (inside, ears) = sharpest_fold(v, &tris, across);
+                work.add(tris.len() * tris.len());
+                if inside > FLAT_BEND
+                    && let Some((smooth, fold)) = least_bend_counted(v, l, existing, across, &work)
+                    && fold < ears - FLAT_BEND
+                {
+                    tris = smooth;
+                }
+            }
             return LoopFill {
                 tris,
                 forced,
@@ -553,6 +597,21 @@ pub(crate) fn half_edges_within<'a>(
         (0..3).filter_map(move |k| {
             let (a, b) = (t[k], t[(k + 1) % 3]);
             (has(a) && has(b)).then_some((a, b))
+        })
+    })
+}
+
+/// The half-edges `(from, to)` of `triangles` whose two ends are both in `set`, each with the
+/// third corner of its facet, in parallel.
+fn corners_within<'a>(
+    triangles: &'a [[u32; 3]],
+    set: &'a [u64],
+) -> impl ParallelIterator<Item = (u32, u32, u32)> + 'a {
+    let has = move |x: u32| set[x as usize / 64] & (1 << (x % 64)) != 0;
+    triangles.par_iter().flat_map_iter(move |t| {
+        (0..3).filter_map(move |k| {
+            let (a, b) = (t[k], t[(k + 1) % 3]);
+            (has(a) && has(b)).then_some((a, b, t[(k + 2) % 3]))
         })
     })
 }
@@ -761,18 +820,123 @@ fn min_area_counted(
     existing: &HashSet<(u32, u32)>,
     work: &Work,
 ) -> Option<Vec<[u32; 3]>> {
+    if l.len() > MIN_AREA_MAX_EDGES {
+        return None;
+    }
+    polygon_dp(v, l, existing, None, work).map(|(tris, _)| tris)
+}
+
+/// The fill whose sharpest fold is the gentlest, and of those the one whose folds add up to
+/// the least (on a box, two fills can share a sharpest fold of 90°: one folds once along the
+/// box's edge, the other twice to cut the corner off), then the least area (Liepa's weight,
+/// as in CGAL's hole filling, with the sum of folds between): a fold is one minus the cosine between the normals of two
+/// facets that share an edge, the fill's own chords and the loop's edges with the facet
+/// across each (`across`). Same rules and cost as [`min_area`], for loops of up to
+/// [`SMOOTH_MAX_EDGES`] edges. Returns the facets and the sharpest fold.
+#[cfg(test)]
+pub(crate) fn least_bend(
+    v: &[[f32; 3]],
+    l: &[u32],
+    existing: &HashSet<(u32, u32)>,
+    across: &Across,
+) -> Option<(Vec<[u32; 3]>, f64)> {
+    least_bend_counted(v, l, existing, across, &Work::default())
+}
+
+fn least_bend_counted(
+    v: &[[f32; 3]],
+    l: &[u32],
+    existing: &HashSet<(u32, u32)>,
+    across: &Across,
+    work: &Work,
+) -> Option<(Vec<[u32; 3]>, f64)> {
+    if l.len() > SMOOTH_MAX_EDGES {
+        return None;
+    }
+    polygon_dp(v, l, existing, Some(across), work)
+}
+
+/// The unit normal of the facet with corners `a b c` (in winding order), or `None` when it has
+/// no area.
+fn unit_normal(a: V3, b: V3, c: V3) -> Option<V3> {
+    let n = cross(sub(b, a), sub(c, a));
+    let len = norm(n);
+    (len > 0.0).then(|| n.map(|x| x / len))
+}
+
+/// The fold between two facets with these unit normals (`0` where either has none).
+fn fold(a: Option<V3>, b: Option<V3>) -> f64 {
+    match (a, b) {
+        (Some(a), Some(b)) => 1.0 - dot(a, b),
+        _ => 0.0,
+    }
+}
+
+/// The normal of the facet across the hole edge `a → b` (its surface half-edge is `b → a`).
+fn normal_across(v: &[[f32; 3]], across: &Across, a: u32, b: u32) -> Option<V3> {
+    let c = *across.get(&(b, a))?;
+    let p = |x: u32| v[x as usize].map(f64::from);
+    unit_normal(p(b), p(a), p(c))
+}
+
+/// The sharpest fold of a fill among its own facets (between two that share a chord), and
+/// overall (also between a facet and the surface facet across a loop edge).
+fn sharpest_fold(v: &[[f32; 3]], tris: &[[u32; 3]], across: &Across) -> (f64, f64) {
+    let p = |x: u32| v[x as usize].map(f64::from);
+    let normals: Vec<Option<V3>> = tris
+        .iter()
+        .map(|t| unit_normal(p(t[0]), p(t[1]), p(t[2])))
+        .collect();
+    let (mut inside, mut overall) = (0.0f64, 0.0f64);
+    for (t, &n) in tris.iter().zip(&normals) {
+        for k in 0..3 {
+            let (a, b) = (t[k], t[(k + 1) % 3]);
+            // The fill's own neighbour across `a → b`, or else the surface's.
+            match tris
+                .iter()
+                .position(|u| (0..3).any(|j| u[j] == b && u[(j + 1) % 3] == a))
+            {
+                Some(i) => inside = inside.max(fold(n, normals[i])),
+                None => overall = overall.max(fold(n, normal_across(v, across, a, b))),
+            }
+        }
+    }
+    (inside, overall.max(inside))
+}
+
+/// Dynamic programming over the loop's sub-chains: the triangulation that adds no edge the
+/// mesh already has and no degenerate facet, and of those the one whose sharpest fold
+/// (with `across`) is the gentlest, then whose folds add up to the least, then the least
+/// area; without `across`, only the least area. `O(n³)` time, `O(n²)` memory. Returns the facets and their sharpest fold.
+fn polygon_dp(
+    v: &[[f32; 3]],
+    l: &[u32],
+    existing: &HashSet<(u32, u32)>,
+    across: Option<&Across>,
+    work: &Work,
+) -> Option<(Vec<[u32; 3]>, f64)> {
     let n = l.len();
-    if !(3..=MIN_AREA_MAX_EDGES).contains(&n) {
+    if n < 3 {
         return None;
     }
     let p: Vec<V3> = l.iter().map(|&i| v[i as usize].map(f64::from)).collect();
+    // The normal of the facet across each loop edge `l[i] → l[i + 1]`.
+    let rim: Vec<Option<V3>> = match across {
+        Some(across) => (0..n)
+            .map(|i| normal_across(v, across, l[i], l[(i + 1) % n]))
+            .collect(),
+        None => vec![None; n],
+    };
     let at = |i: usize, k: usize| i * n + k;
-    // Cost of the best fill of the chain i..=k closed by the chord (i, k); infinite when the
-    // chord already exists in the mesh or the chain cannot be filled.
-    let mut cost = vec![f64::INFINITY; n * n];
+    // Cost (sharpest fold, sum of folds, area) of the best fill of the chain i..=k closed by the chord
+    // (i, k); infinite when the chord already exists in the mesh or the chain cannot be
+    // filled. `top` is the normal of that fill's facet on the chord.
+    let mut cost = vec![(f64::INFINITY, f64::INFINITY, f64::INFINITY); n * n];
+    let mut top: Vec<Option<V3>> = vec![None; n * n];
     let mut split = vec![0u32; n * n];
     for i in 0..n - 1 {
-        cost[at(i, i + 1)] = 0.0;
+        cost[at(i, i + 1)] = (0.0, 0.0, 0.0);
+        top[at(i, i + 1)] = rim[i];
     }
     for span in 2..n {
         for i in 0..n - span {
@@ -782,23 +946,42 @@ fn min_area_counted(
             if a == b || (!closing && existing.contains(&(a.min(b), a.max(b)))) {
                 continue;
             }
-            let mut best = f64::INFINITY;
+            let mut best = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+            let mut best_normal = None;
             work.add(k - i - 1);
             for m in i + 1..k {
-                let inner = cost[at(i, m)] + cost[at(m, k)];
-                if inner >= best || degenerate(v, [l[i], l[m], l[k]]) {
+                let (c1, c2) = (cost[at(i, m)], cost[at(m, k)]);
+                let inner = (c1.0.max(c2.0), c1.1 + c2.1, c1.2 + c2.2);
+                if inner >= best {
                     continue;
                 }
-                let total = inner + 0.5 * norm(cross(sub(p[m], p[i]), sub(p[k], p[i])));
-                if total < best {
+                let c = cross(sub(p[m], p[i]), sub(p[k], p[i]));
+                let twice_area = norm(c);
+                let normal = (twice_area > 0.0).then(|| c.map(|x| x / twice_area));
+                let (mut sharpest, mut folds) = (inner.0, inner.1);
+                if across.is_some() {
+                    let mut folds_at = [top[at(i, m)], top[at(m, k)], None];
+                    if closing {
+                        folds_at[2] = rim[n - 1];
+                    }
+                    for f in folds_at.map(|x| fold(normal, x)) {
+                        sharpest = sharpest.max(f);
+                        folds += f;
+                    }
+                }
+                let total = (sharpest, folds, inner.2 + 0.5 * twice_area);
+                if total < best && !degenerate(v, [l[i], l[m], l[k]]) {
                     best = total;
+                    best_normal = normal;
                     split[at(i, k)] = m as u32;
                 }
             }
             cost[at(i, k)] = best;
+            top[at(i, k)] = best_normal;
         }
     }
-    if !cost[at(0, n - 1)].is_finite() {
+    let (bend, _, area) = cost[at(0, n - 1)];
+    if !area.is_finite() {
         return None;
     }
     let mut out = Vec::with_capacity(n - 2);
@@ -813,7 +996,7 @@ fn min_area_counted(
             todo.push((m, k));
         }
     }
-    Some(out)
+    Some((out, bend))
 }
 
 #[cfg(test)]
@@ -979,6 +1162,56 @@ mod tests {
         assert_eq!(fill.len(), l.len() - 2);
         assert!(closes_manifold(&l, &fill));
         assert!(fill.iter().all(|&f| !degenerate(&v, f)));
+    }
+
+    #[test]
+    fn a_hole_across_a_sharp_edge_gets_the_edge_back() {
+        // A hole in a box over the edge where the top (z = 1, normal +z) meets the front
+        // (y = 0, normal -y), reaching 3 along the top and 3 down the front: A B C D on the top, D C E F on the front, the ridge D-C inside
+        // the loop. The fill must fold along D-C, as the box does, not cut across the corner.
+        let v: Vec<[f32; 3]> = vec![
+            [0.0, 3.0, 1.0],  // 0 A
+            [0.0, 0.0, 1.0],  // 1 D
+            [0.0, 0.0, -2.0], // 2 E
+            [2.0, 0.0, -2.0], // 3 F
+            [2.0, 0.0, 1.0],  // 4 C
+            [2.0, 3.0, 1.0],  // 5 B
+            [-1.0, 1.5, 1.0], // the third corners of the facets round the hole
+            [-1.0, 0.0, -0.5],
+            [1.0, 0.0, -3.0],
+            [3.0, 0.0, -0.5],
+            [3.0, 1.5, 1.0],
+            [1.0, 4.0, 1.0],
+        ];
+        let l = [0, 1, 2, 3, 4, 5];
+        let across: Across = [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4), (0, 5)]
+            .into_iter()
+            .zip(6..)
+            .collect();
+        let fill = fill_loop(&v, &l, &HashSet::new(), &across);
+        assert!(fill.centre.is_none() && !fill.forced);
+        assert!(closes_manifold(&l, &fill.tris));
+        let ridge = |t: &[u32; 3]| t.contains(&1) && t.contains(&4);
+        // Ear clipping alone, on the loop's best-fit plane, cuts across.
+        let ears = triangulate(&v, &l, &HashSet::new()).0;
+        assert_eq!(ears.iter().filter(|t| ridge(t)).count(), 0, "{ears:?}");
+        assert_eq!(
+            fill.tris.iter().filter(|t| ridge(t)).count(),
+            2,
+            "{:?}",
+            fill.tris
+        );
+        // Its sharpest fold is the box's own, 90° (one minus the cosine: 1), on the ridge.
+        assert!((sharpest_fold(&v, &fill.tris, &across).1 - 1.0).abs() < 1e-9);
+        // The gentlest fill, asked directly, is the same.
+        let (smooth, fold) = least_bend(&v, &l, &HashSet::new(), &across).expect("a fill");
+        assert!((fold - 1.0).abs() < 1e-9);
+        assert_eq!(smooth.iter().filter(|t| ridge(t)).count(), 2, "{smooth:?}");
+        // On a flat loop (a hole in one plane face) the ears are kept: the same fill as
+        // ear clipping alone.
+        let flat: Vec<[f32; 3]> = v.iter().map(|p| [p[0], p[1] + p[2] - 1.0, 0.0]).collect();
+        let ears = triangulate(&flat, &l, &HashSet::new()).0;
+        assert_eq!(fill_loop(&flat, &l, &HashSet::new(), &across).tris, ears);
     }
 
     #[test]

@@ -829,9 +829,9 @@ fn min_area_counted(
 /// The fill whose sharpest fold is the gentlest, and of those the one whose folds add up to
 /// the least (on a box, two fills can share a sharpest fold of 90°: one folds once along the
 /// box's edge, the other twice to cut the corner off), then the least area (Liepa's weight,
-/// as in CGAL's hole filling, with the sum of folds between): a fold is one minus the cosine between the normals of two
-/// facets that share an edge, the fill's own chords and the loop's edges with the facet
-/// across each (`across`). Same rules and cost as [`min_area`], for loops of up to
+/// as in CGAL's hole filling, with the sum of folds between): a fold is one minus the cosine
+/// between the normals of two facets that share an edge, the fill's own chords and the
+/// loop's edges with the facet across each (`across`). Same rules and cost as [`min_area`], for loops of up to
 /// [`SMOOTH_MAX_EDGES`] edges. Returns the facets and the sharpest fold.
 #[cfg(test)]
 pub(crate) fn least_bend(
@@ -907,7 +907,8 @@ fn sharpest_fold(v: &[[f32; 3]], tris: &[[u32; 3]], across: &Across) -> (f64, f6
 /// Dynamic programming over the loop's sub-chains: the triangulation that adds no edge the
 /// mesh already has and no degenerate facet, and of those the one whose sharpest fold
 /// (with `across`) is the gentlest, then whose folds add up to the least, then the least
-/// area; without `across`, only the least area. `O(n³)` time, `O(n²)` memory. Returns the facets and their sharpest fold.
+/// area; without `across`, only the least area. `O(n³)` time, `O(n²)` memory. Returns the
+/// facets and their sharpest fold.
 fn polygon_dp(
     v: &[[f32; 3]],
     l: &[u32],
@@ -928,9 +929,9 @@ fn polygon_dp(
         None => vec![None; n],
     };
     let at = |i: usize, k: usize| i * n + k;
-    // Cost (sharpest fold, sum of folds, area) of the best fill of the chain i..=k closed by the chord
-    // (i, k); infinite when the chord already exists in the mesh or the chain cannot be
-    // filled. `top` is the normal of that fill's facet on the chord.
+    // Cost (sharpest fold, sum of folds, area) of the best fill of the chain i..=k closed by
+    // the chord (i, k); infinite when the chord already exists in the mesh or the chain
+    // cannot be filled. `top` is the normal of that fill's facet on the chord.
     let mut cost = vec![(f64::INFINITY, f64::INFINITY, f64::INFINITY); n * n];
     let mut top: Vec<Option<V3>> = vec![None; n * n];
     let mut split = vec![0u32; n * n];
@@ -1167,8 +1168,9 @@ mod tests {
     #[test]
     fn a_hole_across_a_sharp_edge_gets_the_edge_back() {
         // A hole in a box over the edge where the top (z = 1, normal +z) meets the front
-        // (y = 0, normal -y), reaching 3 along the top and 3 down the front: A B C D on the top, D C E F on the front, the ridge D-C inside
-        // the loop. The fill must fold along D-C, as the box does, not cut across the corner.
+        // (y = 0, normal -y), reaching 3 along the top and 3 down the front: A B C D on the
+        // top, D C E F on the front, the ridge D-C inside the loop. The fill must fold along
+        // D-C, as the box does, not cut across the corner.
         let v: Vec<[f32; 3]> = vec![
             [0.0, 3.0, 1.0],  // 0 A
             [0.0, 0.0, 1.0],  // 1 D

@@ -592,13 +592,7 @@ pub(crate) fn half_edges_within<'a>(
     triangles: &'a [[u32; 3]],
     set: &'a [u64],
 ) -> impl ParallelIterator<Item = (u32, u32)> + 'a {
-    let has = move |x: u32| set[x as usize / 64] & (1 << (x % 64)) != 0;
-    triangles.par_iter().flat_map_iter(move |t| {
-        (0..3).filter_map(move |k| {
-            let (a, b) = (t[k], t[(k + 1) % 3]);
-            (has(a) && has(b)).then_some((a, b))
-        })
-    })
+    corners_within(triangles, set).map(|(a, b, _)| (a, b))
 }
 
 /// The half-edges `(from, to)` of `triangles` whose two ends are both in `set`, each with the

@@ -48,15 +48,32 @@ pub(crate) fn degenerate_at(p: [[f32; 3]; 3]) -> bool {
 /// T-junctions whose corners the weld moved, and never a needle: a needle's height is about
 /// its short edge.
 pub(crate) fn flat_at(p: [[f32; 3]; 3], snap: f64) -> bool {
+    let q = p.map(|x| x.map(f64::from));
+    let [e0, e1, e2] = edges(&q);
+    let lengths = [dot(e0, e0), dot(e1, e1), dot(e2, e2)];
+    let longest = lengths[0].max(lengths[1]).max(lengths[2]);
+    // Nearly every facet is far from flat, which squared quantities show without a root or a
+    // division: the doubled area's square against each bound of [`flat_exact`] squared,
+    // times the longest edge's square, with a margin far above their rounding (the rounding
+    // across the height is at most the largest axis's). A facet near a bound, or with a NaN
+    // or an infinity, takes the exact test.
+    let cr = cross(e0, e1);
+    let far = q.iter().flatten().fold(0.0f64, |m, &x| m.max(x.abs()));
+    let shortest2 = lengths[0].min(lengths[1]).min(lengths[2]);
+    let bound2 = (ZERO_AREA * ZERO_AREA * longest)
+        .max(rounding(far).powi(2))
+        .max((snap * snap).min(shortest2 / 16.0));
+    if dot(cr, cr) > 1.0001 * bound2 * longest {
+        return false;
+    }
+    flat_exact(p, snap)
+}
+
+/// [`flat_at`] without its screen: the rule as stated there, with roots and divisions.
+fn flat_exact(p: [[f32; 3]; 3], snap: f64) -> bool {
     let p = p.map(|x| x.map(f64::from));
-    let sub = |a: [f64; 3], b: [f64; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
-    let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
-    let (e0, e1, e2) = (sub(p[1], p[0]), sub(p[2], p[0]), sub(p[2], p[1]));
-    let cr = [
-        e0[1] * e1[2] - e0[2] * e1[1],
-        e0[2] * e1[0] - e0[0] * e1[2],
-        e0[0] * e1[1] - e0[1] * e1[0],
-    ];
+    let [e0, e1, e2] = edges(&p);
+    let cr = cross(e0, e1);
     let lengths = [dot(e0, e0), dot(e1, e1), dot(e2, e2)];
     let longest = lengths[0].max(lengths[1]).max(lengths[2]);
     let area2 = dot(cr, cr).sqrt();
@@ -75,18 +92,32 @@ pub(crate) fn flat_at(p: [[f32; 3]; 3], snap: f64) -> bool {
     height <= rounding_across(&p, cr, base) || height <= snap.min(shortest / 4.0)
 }
 
+/// The edges `p1 − p0`, `p2 − p0` and `p2 − p1` of a facet.
+fn edges(p: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let sub = |a: [f64; 3], b: [f64; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+    [sub(p[1], p[0]), sub(p[2], p[0]), sub(p[2], p[1])]
+}
+
+fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
 /// The rounding of the corners `p` along a facet's height over its edge `d` (`n` is the
 /// facet's normal): each coordinate is rounded at its own magnitude ([`rounding`] of the
 /// largest along that axis), and the height's direction, `n × d`, weighs the axes. A facet far
 /// out along one axis is rounded coarsely along that axis only: a thin facet standing across
 /// another axis is not flat for it.
 fn rounding_across(p: &[[f64; 3]; 3], n: [f64; 3], d: [f64; 3]) -> f64 {
-    let u = [
-        n[1] * d[2] - n[2] * d[1],
-        n[2] * d[0] - n[0] * d[2],
-        n[0] * d[1] - n[1] * d[0],
-    ];
-    let len = (u[0] * u[0] + u[1] * u[1] + u[2] * u[2]).sqrt();
+    let u = cross(n, d);
+    let len = dot(u, u).sqrt();
     let r = [0, 1, 2].map(|a| rounding(p[0][a].abs().max(p[1][a].abs()).max(p[2][a].abs())));
     if !(len > 0.0 && len.is_finite()) {
         return r[0].max(r[1]).max(r[2]);
@@ -360,5 +391,63 @@ mod tests {
         let needle = [[0.0f32, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 2e-3, 0.0]];
         assert!(!flat_at(needle, 1e-3));
         assert!(!flat_at(needle, 1.0));
+    }
+
+    #[test]
+    fn the_screen_never_calls_flat_what_the_exact_rule_does_not() {
+        // Facets built round each bound of the rule: a corner over the middle of an edge at a
+        // height a factor round the zero-area bound, the rounding of the largest coordinate,
+        // or the weld distance (with short edges, a quarter of the shortest), at magnitudes
+        // from 1e-3 to 1e6 and along every axis. `flat_at` (with its screen) and
+        // `flat_exact` must agree on every one.
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut flat, mut kept) = (0, 0);
+        for k in 0..300_000 {
+            let scale = 10f64.powf(next() * 9.0 - 3.0);
+            let origin: [f64; 3] = std::array::from_fn(|_| (next() - 0.5) * scale * 4.0);
+            let len = scale * 10f64.powf(-next() * 6.0);
+            let dir = {
+                let d: [f64; 3] = std::array::from_fn(|_| next() - 0.5);
+                let n = dot(d, d).sqrt();
+                d.map(|x| x / n)
+            };
+            let up = {
+                let r: [f64; 3] = std::array::from_fn(|_| next() - 0.5);
+                let u = cross(dir, r);
+                let n = dot(u, u).sqrt();
+                u.map(|x| x / n)
+            };
+            let far = origin.iter().fold(0.0f64, |m, x| m.max(x.abs())) + len;
+            let snap = [0.0, len * 1e-3, len][k % 3];
+            let bound = match k % 4 {
+                0 => ZERO_AREA * len,
+                1 => rounding(far),
+                2 => snap,
+                _ => snap.min(len / 8.0),
+            };
+            let height = bound * (0.9 + 0.2 * next());
+            let t = next();
+            let a = origin;
+            let b: [f64; 3] = std::array::from_fn(|i| origin[i] + dir[i] * len);
+            let m: [f64; 3] =
+                std::array::from_fn(|i| origin[i] + dir[i] * len * t + up[i] * height);
+            let p = [a, m, b].map(|c| c.map(|x| x as f32));
+            let exact = flat_exact(p, snap);
+            assert_eq!(flat_at(p, snap), exact, "{p:?} snap {snap}");
+            if exact {
+                flat += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        // Both sides of the bounds were met often.
+        assert!(flat > 30_000 && kept > 30_000, "{flat} flat, {kept} not");
     }
 }

@@ -44,6 +44,21 @@ pub fn repair_file(
     repair_soup(soup, options, progress)
 }
 
+/// The first corner of `positions` with a NaN or infinite coordinate. Blocks are tested
+/// whole (a branch-free fold the compiler vectorises) and only a block that holds one is
+/// searched corner by corner: `position_first` per corner took 50 ms at 1M facets.
+fn first_non_finite(positions: &[[f32; 3]]) -> Option<usize> {
+    const BLOCK: usize = 1 << 14;
+    let bad = |p: &[f32; 3]| !p.iter().all(|x| x.is_finite());
+    let block = positions.par_chunks(BLOCK).position_first(|b| {
+        b.iter()
+            .flatten()
+            .fold(false, |any, x| any | !x.is_finite())
+    })?;
+    let at = block * BLOCK;
+    positions[at..].iter().position(bad).map(|i| at + i)
+}
+
 /// Run every stage after parsing on a parsed [`Soup`] (which is consumed so its memory is
 /// released as early as possible).
 ///
@@ -63,11 +78,7 @@ pub fn repair_soup(
     options: &RepairOptions,
     progress: &(dyn Fn(Stage) + Sync),
 ) -> Result<Repaired, HealError> {
-    if let Some(c) = soup
-        .positions
-        .par_iter()
-        .position_first(|p| !p.iter().all(|x| x.is_finite()))
-    {
+    if let Some(c) = first_non_finite(&soup.positions) {
         return Err(HealError::NonFiniteSoup {
             facet: (c / 3) as u64,
         });
@@ -1328,5 +1339,19 @@ mod tests {
             exercised > 0,
             "no case took several rounds and removed duplicates"
         );
+    }
+
+    #[test]
+    fn the_first_non_finite_corner_is_found_across_blocks() {
+        let mut p = vec![[1.0f32, -2.0, 3.0]; 100_003];
+        assert_eq!(first_non_finite(&p), None);
+        p[100_002][1] = f32::NEG_INFINITY;
+        assert_eq!(first_non_finite(&p), Some(100_002));
+        p[70_000][0] = f32::INFINITY;
+        p[40_000][2] = f32::NAN;
+        assert_eq!(first_non_finite(&p), Some(40_000));
+        p[16_383][2] = f32::NAN;
+        assert_eq!(first_non_finite(&p), Some(16_383));
+        assert_eq!(first_non_finite(&[]), None);
     }
 }

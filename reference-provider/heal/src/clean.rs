@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use crate::holes::{cross, dot, sub};
 use crate::keys::{self, hi, lo};
 
 /// A facet is degenerate when its doubled area is at most this fraction of its longest edge
@@ -102,20 +103,7 @@ fn widen(p: [[f32; 3]; 3]) -> [[f64; 3]; 3] {
 
 /// The edges `p1 − p0`, `p2 − p0` and `p2 − p1` of a facet.
 fn edges(p: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let sub = |a: [f64; 3], b: [f64; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
     [sub(p[1], p[0]), sub(p[2], p[0]), sub(p[2], p[1])]
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }
 
 /// The rounding of the corners `p` along a facet's height over its edge `d` (`n` is the
@@ -403,7 +391,7 @@ mod tests {
 
     #[test]
     fn the_screen_never_calls_flat_what_the_exact_rule_does_not() {
-        // Facets built round each bound of the rule: a corner over the middle of an edge at a
+        // Facets built round each bound of the rule: a corner over a point of an edge at a
         // height a factor round the zero-area bound, the rounding of the largest coordinate,
         // or the weld distance (with short edges, a quarter of the shortest), at magnitudes
         // from 1e-3 to 1e6 and along every axis. `flat_at` (with its screen) and

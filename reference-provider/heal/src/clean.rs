@@ -94,7 +94,8 @@ fn flat_exact(p: [[f32; 3]; 3], snap: f64) -> bool {
 }
 
 /// The corners in `f64`, written out: `array::map` here is left as a call whose result
-/// goes through the stack (a quarter of the time of [`flat_at`] in a profile).
+/// goes through the stack (with it, [`flat_at`] took 6.8 % of a 4M repair's samples; 4.8 %
+/// without).
 #[inline]
 fn widen(p: [[f32; 3]; 3]) -> [[f64; 3]; 3] {
     let w = |a: [f32; 3]| [f64::from(a[0]), f64::from(a[1]), f64::from(a[2])];

@@ -5,7 +5,8 @@
 //! case: facets, best wall seconds, the ratio to the all-defects model (time per facet), and
 //! what the report says. Each repair gets a 120 s deadline, so a runaway case shows as such
 //! instead of hanging the bench. `HEAL_WORST_CASE=WORDS` runs only the cases whose name
-//! contains them.
+//! contains them; `HEAL_WORST_WRITE=DIR` also writes every case's input to `DIR/<name>.stl`
+//! (for `/usr/bin/time -v` runs of `heal_file` on one case).
 use std::time::{Duration, Instant};
 
 use fixmyprint_heal::{HealError, Mesh, RepairOptions, Report, generate, repair, stl};
@@ -232,7 +233,19 @@ fn main() {
     ];
     // HEAL_WORST_CASE=WORDS runs only the cases whose name contains them.
     let only = std::env::var("HEAL_WORST_CASE").unwrap_or_default();
+    let write_to = std::env::var_os("HEAL_WORST_WRITE").map(std::path::PathBuf::from);
     for (name, input) in cases.into_iter().filter(|(n, _)| n.contains(only.as_str())) {
+        if let Some(dir) = &write_to {
+            let file: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let path = dir.join(format!("{file}.stl"));
+            if let Err(e) = std::fs::write(&path, &input) {
+                eprintln!("error: {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        }
         let (t, r) = time(&input, runs);
         let n = facets_of(&input);
         let what = match r {

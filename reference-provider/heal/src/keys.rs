@@ -313,6 +313,30 @@ pub(crate) fn parts_for(n: usize) -> usize {
     }
 }
 
+/// What `each` pushes for the indices `0..n`, in index order, computed in parallel over blocks
+/// of [`BLOCK`] indices: a filtered parallel `collect` (items of unknown count) grows many
+/// small pieces and links them before copying them into place; here every block fills one
+/// piece and the pieces are joined once, into a buffer of the exact size.
+pub(crate) fn par_blocks<T: Copy + Send>(
+    n: usize,
+    each: impl Fn(Range<usize>, &mut Vec<T>) + Sync,
+) -> Vec<T> {
+    const BLOCK: usize = 1 << 16;
+    let pieces: Vec<Vec<T>> = (0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let mut piece = Vec::new();
+            each(b * BLOCK..(b * BLOCK + BLOCK).min(n), &mut piece);
+            piece
+        })
+        .collect();
+    let mut out = Vec::with_capacity(pieces.iter().map(Vec::len).sum());
+    for p in pieces {
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
 /// Bounding box of points, in parallel.
 pub(crate) fn par_bbox(points: &[[f32; 3]]) -> Option<Bbox> {
     points.par_chunks(1 << 16).map(chunk_bbox).reduce(

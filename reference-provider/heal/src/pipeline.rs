@@ -881,20 +881,18 @@ fn remove_facets(
         .filter(|&&h| new_of[(h / 3) as usize] != u32::MAX)
         .map(|&h| 3 * new_of[(h / 3) as usize] + h % 3)
         .collect();
-    *twin = (0..n)
-        .into_par_iter()
-        .filter(|&f| keep[f])
-        .flat_map_iter(|f| (0..3).map(move |k| 3 * f + k))
-        .map(|h| renumber(twin[h]))
-        .collect();
-    let kept = |f: &usize| keep[*f];
-    *triangles = (0..n)
-        .into_par_iter()
-        .filter(kept)
-        .map(|f| triangles[f])
-        .collect();
+    *twin = keys::par_blocks(n, |r, out| {
+        for f in r.filter(|&f| keep[f]) {
+            out.extend((3 * f..3 * f + 3).map(|h| renumber(twin[h])));
+        }
+    });
+    *triangles = keys::par_blocks(n, |r, out| {
+        out.extend(r.filter(|&f| keep[f]).map(|f| triangles[f]));
+    });
     if let Some(t) = tags.as_mut() {
-        *t = (0..n).into_par_iter().filter(kept).map(|f| t[f]).collect();
+        *t = keys::par_blocks(n, |r, out| {
+            out.extend(r.filter(|&f| keep[f]).map(|f| t[f]));
+        });
     }
 }
 
@@ -960,34 +958,39 @@ fn shells_stage(
     };
     drop(topo);
     let removed_vertices: Vec<u32> = if kept.removed_facets > 0 {
-        triangles
-            .par_iter()
-            .zip(winding.shell_of.par_iter())
-            .filter(|&(_, &s)| kept.new_id[s as usize] == u32::MAX)
-            .flat_map_iter(|(t, _)| *t)
-            .collect()
+        keys::par_blocks(triangles.len(), |r, out| {
+            for f in r {
+                if kept.new_id[winding.shell_of[f] as usize] == u32::MAX {
+                    out.extend_from_slice(&triangles[f]);
+                }
+            }
+        })
     } else {
         Vec::new()
     };
     let keep = |f: usize| kept.new_id[winding.shell_of[f] as usize] != u32::MAX;
-    let kept_tags: Vec<u8> = (0..triangles.len())
-        .into_par_iter()
-        .filter(|&f| keep(f))
-        .map(|f| {
-            let prior = tags.map_or(0, |t| t[f]);
-            if winding.flip[f] {
-                prior | mark::WINDING
-            } else {
-                prior
-            }
+    let tag = |f: usize| {
+        let prior = tags.map_or(0, |t| t[f]);
+        if winding.flip[f] {
+            prior | mark::WINDING
+        } else {
+            prior
+        }
+    };
+    let kept_tags: Vec<u8> = if kept.removed_facets == 0 {
+        (0..triangles.len()).into_par_iter().map(tag).collect()
+    } else {
+        keys::par_blocks(triangles.len(), |r, out| {
+            out.extend(r.filter(|&f| keep(f)).map(tag));
         })
-        .collect();
+    };
     let removed: Vec<[[f32; 3]; 3]> = if kept.removed_facets > 0 {
-        (0..triangles.len())
-            .into_par_iter()
-            .filter(|&f| !keep(f))
-            .map(|f| triangles[f].map(|v| vertices[v as usize]))
-            .collect()
+        keys::par_blocks(triangles.len(), |r, out| {
+            out.extend(
+                r.filter(|&f| !keep(f))
+                    .map(|f| triangles[f].map(|v| vertices[v as usize])),
+            );
+        })
     } else {
         Vec::new()
     };

@@ -277,12 +277,14 @@ fn facet_limit(p: [[f32; 3]; 3], cap: f32) -> f32 {
 /// (an upper bound of what [`weld_in`] uses); two vertices could merge only within the smaller
 /// of their limits. Never says `false` when such a weld would merge one of them.
 ///
-/// Cost: linear passes over the facets and the vertices plus a sort of 8 probes per touched
-/// vertex and of one key per vertex near one, much less than welding again (which sorts
-/// every corner): in a grid of side `2 × cap`, the ball of radius `cap` round a vertex meets
-/// at most two cells per axis, so every touched vertex emits `hash(cell) << 32 | ordinal`
-/// for those (at most 8) cells, every vertex whose cell hash a small bitmap of the probes'
-/// hashes holds emits `hash(cell) << 32 | vertex`, and the two sorted lists are merged.
+/// Cost: linear passes over the facets and the vertices plus a sort of at most 8 probes per
+/// touched vertex and of one key per vertex near one, much less than welding again (which
+/// sorts every corner): in a grid of side `2 × cap`, the ball of a vertex's own limit (at
+/// most `cap`) meets at most two cells per axis, its own and the neighbour on the nearer side
+/// when the ball reaches past that face, so every touched vertex emits `hash(cell) << 32 |
+/// ordinal` for those (1 to 8) cells, every vertex whose cell hash a small bitmap of the
+/// probes' hashes holds emits `hash(cell) << 32 | vertex`, and the two sorted lists are
+/// merged.
 pub(crate) fn touched_may_merge(
     vertices: &[[f32; 3]],
     triangles: &[[u32; 3]],
@@ -325,16 +327,32 @@ fn pairs_within(
         .flat_map_iter(|(k, &u)| {
             let p = vertices[u as usize];
             let c = cell(p);
-            // Along each axis: the own cell, and the neighbour on the nearer side.
+            // Along each axis: the own cell, and the neighbour on the nearer side when the
+            // ball of the vertex's own limit reaches past that face (0 when it does not).
+            // The ball reaches the face within `reach` cells (a cell's side is 1 here), with
+            // room for the rounding of the cell indices.
+            let reach = f64::from(lim_u[k]) * inv * (1.0 + 1e-6) + 1e-6;
             let side_of = |a: usize| {
                 let f = f64::from(p[a]) * inv - c[a] as f64;
-                if f < 0.5 { -1 } else { 1 }
+                if f < 0.5 {
+                    if f <= reach { -1 } else { 0 }
+                } else if 1.0 - f <= reach {
+                    1
+                } else {
+                    0
+                }
             };
             let s = [side_of(0), side_of(1), side_of(2)];
-            (0..8).map(move |m: usize| {
-                let n = [0, 1, 2].map(|a| c[a] + if m >> a & 1 == 1 { s[a] } else { 0 });
-                pack(hash(n), k as u32)
-            })
+            // The combinations of own and neighbour cells, without repeats: bit `a` of `m`
+            // takes the neighbour along axis `a`, only where there is one.
+            let axes =
+                (s[0] != 0) as usize | ((s[1] != 0) as usize) << 1 | ((s[2] != 0) as usize) << 2;
+            (0..8usize)
+                .filter(move |&m| m & !axes == 0)
+                .map(move |m: usize| {
+                    let n = [0, 1, 2].map(|a| c[a] + if m >> a & 1 == 1 { s[a] } else { 0 });
+                    pack(hash(n), k as u32)
+                })
         })
         .collect();
     keys::sort(&mut probes);
@@ -353,15 +371,13 @@ fn pairs_within(
     // two sorted passes instead of a look-up per vertex at a random place of a table as large
     // as the probes (a cache miss for most of the vertices at 4M facets, several times the
     // cost of the sort).
-    let mut cells: Vec<u64> = vertices
-        .par_iter()
-        .enumerate()
-        .filter_map(|(v, &p)| {
-            let h = hash(cell(p));
+    let mut cells: Vec<u64> = keys::par_blocks(vertices.len(), |r, out| {
+        out.extend(r.filter_map(|v| {
+            let h = hash(cell(vertices[v]));
             let b = h & mask;
             (present[(b >> 6) as usize] >> (b & 63) & 1 == 1).then(|| pack(h, v as u32))
-        })
-        .collect();
+        }));
+    });
     keys::sort(&mut cells);
     let (probes, cells) = (&probes, &cells);
     // Pairs (touched ordinal, other vertex) within the touched vertex's own limit: the
@@ -427,22 +443,34 @@ fn vertex_limits(vertices: &[[f32; 3]], triangles: &[[u32; 3]], ids: &[u32], cap
         listed[v as usize / 64] |= 1 << (v % 64);
     }
     let (slot, listed) = (&slot, &listed);
-    let found: Vec<(u32, f32)> = triangles
+    // The smallest limit per slot, kept as bits: a positive `f32`'s bits order as the number
+    // does, so `fetch_min` on them is the minimum (no list of (slot, limit) pairs to gather).
+    let least: Vec<AtomicU32> = (0..ids.len())
+        .into_par_iter()
+        .map(|_| AtomicU32::new(cap.to_bits()))
+        .collect();
+    triangles
         .par_iter()
+        .with_min_len(1 << 12)
         .filter(|t| {
             t.iter()
                 .any(|&v| listed[v as usize / 64] >> (v % 64) & 1 == 1)
         })
-        .flat_map_iter(|t| {
+        .for_each(|t| {
             let l = facet_limit(t.map(|i| vertices[i as usize]), cap);
-            t.map(|v| (slot[v as usize], l))
-        })
-        .filter(|&(k, l)| l > 0.0 && k != NO)
+            if l > 0.0 {
+                for &v in t {
+                    let k = slot[v as usize];
+                    if k != NO {
+                        least[k as usize].fetch_min(l.to_bits(), Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    let mut out: Vec<f32> = least
+        .into_iter()
+        .map(|b| f32::from_bits(b.into_inner()))
         .collect();
-    let mut out = vec![cap; ids.len()];
-    for (k, l) in found {
-        out[k as usize] = out[k as usize].min(l);
-    }
     // A vertex listed twice got its limit in its last slot only: share it.
     for (k, &v) in ids.iter().enumerate() {
         let s = slot[v as usize] as usize;
@@ -1222,10 +1250,18 @@ mod tests {
             keys::parts_for(touched.len() * 8) > 1,
             "several merge chunks"
         );
-        // Limits from the cap down to a third of it.
+        // Limits from the cap down to a third of it, and one in four down to a hundredth (a
+        // small limit probes the neighbour cells only where its ball reaches them).
         let lim: Vec<f32> = touched
             .iter()
-            .map(|_| cap * (1.0 - next() * 0.67))
+            .enumerate()
+            .map(|(k, _)| {
+                if k % 4 == 0 {
+                    cap * (0.01 + next() * 0.32)
+                } else {
+                    cap * (1.0 - next() * 0.67)
+                }
+            })
             .collect();
         let mut got = pairs_within(&vertices, &touched, &lim, cap);
         got.sort_unstable();

@@ -1144,16 +1144,32 @@ fn extent(
     }
     let trim = EXTENT_TRIM * total;
     // The coordinate at which the facets' area, taken from one end, first passes `trim`.
+    // Usually a few of the lowest hold that much: those are selected (linear) and only they
+    // are sorted; when they do not, all are. Among facets at one coordinate the order does
+    // not matter (the sum passes `trim` at that coordinate whichever comes first), so both
+    // ways give the same coordinate.
     let cut = |mut ends: Vec<(f32, f64)>| -> f32 {
-        ends.sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
-        let mut sum = 0.0;
-        for (x, a) in &ends {
-            sum += a;
-            if sum > trim {
-                return *x;
+        let by_x = |x: &(f32, f64), y: &(f32, f64)| x.0.total_cmp(&y.0);
+        let first = |ends: &[(f32, f64)]| {
+            let mut sum = 0.0;
+            ends.iter().find_map(|&(x, a)| {
+                sum += a;
+                (sum > trim).then_some(x)
+            })
+        };
+        let few = ends.len() / 16;
+        if few > 0 {
+            ends.select_nth_unstable_by(few, by_x);
+            let low = &mut ends[..few];
+            if low.iter().map(|e| e.1).sum::<f64>() > trim {
+                low.sort_unstable_by(by_x);
+                if let Some(x) = first(low) {
+                    return x;
+                }
             }
         }
-        ends.last().map_or(0.0, |e| e.0)
+        ends.sort_unstable_by(by_x);
+        first(&ends).unwrap_or_else(|| ends.last().map_or(0.0, |e| e.0))
     };
     let mut d2 = 0.0;
     for axis in 0..3 {
@@ -1342,6 +1358,93 @@ mod tests {
             exercised > 0,
             "no case took several rounds and removed duplicates"
         );
+    }
+
+    /// `extent` sorts only the lowest sixteenth of the sampled facets along an axis when they
+    /// hold the trimmed area: it gives the size that sorting all of them gives, on facets of
+    /// even areas (the selection path), of wildly uneven ones (a few huge facets at the ends:
+    /// the fallback), on tied coordinates and on samples too small to select from.
+    #[test]
+    fn extent_gives_the_size_a_full_sort_gives() {
+        // The size by sorting every sampled facet along every axis (the rule, spelled out).
+        let reference = |corners: &[[f32; 3]]| -> f64 {
+            let facets = corners.len() / 3;
+            let step = facets.div_ceil(EXTENT_SAMPLES).max(1);
+            let sample: Vec<(f64, [[f32; 3]; 3])> = (0..facets)
+                .step_by(step)
+                .map(|f| {
+                    let p = [corners[3 * f], corners[3 * f + 1], corners[3 * f + 2]];
+                    let q = p.map(|c| c.map(f64::from));
+                    let n = holes::cross(holes::sub(q[1], q[0]), holes::sub(q[2], q[0]));
+                    (0.5 * holes::norm(n), p)
+                })
+                .collect();
+            let total: f64 = sample.iter().map(|s| s.0).sum();
+            let trim = EXTENT_TRIM * total;
+            let cut = |mut ends: Vec<(f32, f64)>| {
+                ends.sort_by(|x, y| x.0.total_cmp(&y.0));
+                let mut sum = 0.0;
+                for &(x, a) in &ends {
+                    sum += a;
+                    if sum > trim {
+                        return x;
+                    }
+                }
+                ends.last().map_or(0.0, |e| e.0)
+            };
+            let mut d2 = 0.0;
+            for a in 0..3 {
+                let lo = cut(sample
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.1.map(|c| c[a]).into_iter().fold(f32::INFINITY, f32::min),
+                            s.0,
+                        )
+                    })
+                    .collect());
+                let hi = -cut(sample
+                    .iter()
+                    .map(|s| {
+                        (
+                            -s.1.map(|c| c[a])
+                                .into_iter()
+                                .fold(f32::NEG_INFINITY, f32::max),
+                            s.0,
+                        )
+                    })
+                    .collect());
+                d2 += (f64::from(hi) - f64::from(lo)).max(0.0).powi(2);
+            }
+            let whole = keys::par_bbox(corners).map_or(0.0, |b| b.diagonal());
+            d2.sqrt().min(whole)
+        };
+        let mut next = keys::test_uniform(0x9e37_79b9_7f4a_7c15);
+        for case in 0..24 {
+            let facets = [10, 40, 1_000, 70_000, 200_000][case % 5];
+            let mut corners = Vec::with_capacity(3 * facets);
+            for f in 0..facets {
+                // Even small facets; in every third case a few huge ones; in every fourth,
+                // coordinates on a coarse lattice (many ties).
+                let huge = case % 3 == 1 && f % 997 == 0;
+                let size = if huge { 50.0 } else { 0.1 };
+                let c: [f64; 3] = std::array::from_fn(|_| next() * 100.0);
+                for _ in 0..3 {
+                    let p = c.map(|x| {
+                        let x = x + (next() - 0.5) * size;
+                        if case % 4 == 2 {
+                            (x * 4.0).round() / 4.0
+                        } else {
+                            x
+                        }
+                    });
+                    corners.push(p.map(|x| x as f32));
+                }
+            }
+            let bbox = keys::par_bbox(&corners);
+            let got = extent(bbox, facets, |f, k| corners[3 * f + k]);
+            assert_eq!(got, reference(&corners), "case {case}: {facets} facets");
+        }
     }
 
     #[test]

@@ -242,12 +242,11 @@ pub(crate) fn clean(
     }
     let mut removed_vertices = Vec::new();
     if degenerate_removed + duplicate_removed > 0 {
-        removed_vertices = triangles
-            .par_iter()
-            .zip(keep.par_iter())
-            .filter(|(_, k)| !**k)
-            .flat_map_iter(|(t, _)| *t)
-            .collect();
+        removed_vertices = keys::par_blocks(triangles.len(), |r, out| {
+            for f in r.filter(|&f| !keep[f]) {
+                out.extend_from_slice(&triangles[f]);
+            }
+        });
         // In place, in order: one pass over the facets, no second buffer (a filtered parallel
         // collect gathers pieces in fresh buffers and then copies them into a third).
         let mut keeps = keep.iter();
@@ -331,10 +330,12 @@ pub(crate) fn removals_near(
     remove_degenerate: bool,
     remove_duplicates: bool,
 ) -> (Vec<u32>, [u64; 2], u64) {
-    let near: Vec<u32> = (0..triangles.len() as u32)
-        .into_par_iter()
-        .filter(|&f| triangles[f as usize].iter().any(|&v| hot[v as usize]))
-        .collect();
+    let near: Vec<u32> = keys::par_blocks(triangles.len(), |r, out| {
+        out.extend(
+            r.filter(|&f| triangles[f].iter().any(|&v| hot[v as usize]))
+                .map(|f| f as u32),
+        );
+    });
     let bad = |t: [u32; 3]| repeats_a_vertex(t) || (remove_degenerate && degenerate(vertices, t));
     let (mut gone, live): (Vec<u32>, Vec<u32>) =
         near.par_iter().partition(|&&f| bad(triangles[f as usize]));

@@ -114,9 +114,9 @@ pub fn repair_soup(
         // The output's corners, gathered again for the next pass rather than cloned before
         // this check: at 4M facets a copy is 144 MB more at the peak.
         let corners = |mesh: &Mesh| -> Vec<[f32; 3]> {
-            mesh.triangles
-                .par_iter()
-                .flat_map_iter(|t| t.map(|i| mesh.vertices[i as usize]))
+            (0..3 * mesh.triangles.len())
+                .into_par_iter()
+                .map(|c| mesh.vertices[mesh.triangles[c / 3][c % 3] as usize])
                 .collect()
         };
         let ((welded, _), _) = weld_stage(corners(&repaired.mesh), options);
@@ -531,13 +531,11 @@ fn weld_stage(
     let mut limited_vertex = Vec::new();
     if limited > 0 {
         limited_vertex = vec![false; welded.vertices.len()];
-        let ids: Vec<u32> = welded
-            .triangles
-            .par_iter()
-            .zip(limits.par_iter())
-            .filter(|&(_, &l)| l < tolerance)
-            .flat_map_iter(|(t, _)| *t)
-            .collect();
+        let ids: Vec<u32> = keys::par_blocks(limits.len(), |r, out| {
+            for f in r.filter(|&f| limits[f] < tolerance) {
+                out.extend_from_slice(&welded.triangles[f]);
+            }
+        });
         for v in ids {
             limited_vertex[v as usize] = true;
         }

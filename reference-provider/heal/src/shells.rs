@@ -206,12 +206,12 @@ fn shell_areas(
         .map(|t| t.iter().map(area).sum::<f64>())
         .collect();
     let total = sums.iter().sum::<f64>();
-    let mut facets: Vec<u64> = shell_of
-        .par_iter()
-        .enumerate()
-        .filter(|&(_, &s)| marked[s as usize])
-        .map(|(f, &s)| crate::keys::pack(s, f as u32))
-        .collect();
+    let mut facets: Vec<u64> = crate::keys::par_blocks(shell_of.len(), |r, out| {
+        out.extend(
+            r.filter(|&f| marked[shell_of[f] as usize])
+                .map(|f| crate::keys::pack(shell_of[f], f as u32)),
+        );
+    });
     facets.par_sort_unstable();
     let mut areas: Vec<(u32, f64)> = Vec::new();
     for &k in &facets {
@@ -275,19 +275,15 @@ pub(crate) fn compact(t: &[[u32; 3]], twin: &[u32], w: &Winding, kept: &Kept) ->
                 *os = kept.new_id[w.shell_of[f] as usize];
             }
         });
-    let boundary: Vec<(u32, u32, u32)> = (0..t.len())
-        .into_par_iter()
-        .filter(|&f| keep(f) && twin[3 * f..3 * f + 3].contains(&NONE))
-        .flat_map_iter(|f| {
+    let boundary: Vec<(u32, u32, u32)> = crate::keys::par_blocks(t.len(), |r, out| {
+        for f in r.filter(|&f| twin[3 * f..3 * f + 3].contains(&NONE) && keep(f)) {
             let s = kept.new_id[w.shell_of[f] as usize];
-            (0..3)
-                .filter(move |&k| twin[3 * f + k] == NONE)
-                .map(move |k| {
-                    let (a, b) = (t[f][k], t[f][(k + 1) % 3]);
-                    if w.flip[f] { (b, a, s) } else { (a, b, s) }
-                })
-        })
-        .collect();
+            out.extend((0..3).filter(|&k| twin[3 * f + k] == NONE).map(|k| {
+                let (a, b) = (t[f][k], t[f][(k + 1) % 3]);
+                if w.flip[f] { (b, a, s) } else { (a, b, s) }
+            }));
+        }
+    });
     Compact {
         triangles,
         shell_of,

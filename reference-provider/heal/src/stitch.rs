@@ -184,18 +184,16 @@ fn stitch_filed(
     lonely_filter: bool,
 ) -> Stitched {
     // The boundary half-edges in the focus, each with whether it is in the inner focus.
-    let boundary: Vec<(u32, bool)> = (0..twin.len() as u32)
-        .into_par_iter()
-        .filter(|&h| twin[h as usize] == NONE)
-        .filter_map(|h| match focus {
-            None => Some((h, true)),
+    let boundary: Vec<(u32, bool)> = keys::par_blocks(twin.len(), |r, out| {
+        out.extend(r.filter(|&h| twin[h] == NONE).filter_map(|h| match focus {
+            None => Some((h as u32, true)),
             Some(f) => {
-                let (a, b) = half_edge(triangles, h);
+                let (a, b) = half_edge(triangles, h as u32);
                 let (outer, inner) = f.holds(vertices[a as usize], vertices[b as usize]);
-                outer.then_some((h, inner))
+                outer.then_some((h as u32, inner))
             }
-        })
-        .collect();
+        }));
+    });
     if boundary.len() < 2 || cap <= 0.0 {
         return Stitched::default();
     }
@@ -524,17 +522,17 @@ fn cracked(
         wanted[e.b as usize] = true;
     }
     // (end, its neighbour along the boundary), for the asked edges' ends.
-    let mut links: Vec<u64> = (0..twin.len() as u32)
-        .into_par_iter()
-        .filter(|&h| twin[h as usize] == NONE)
-        .flat_map_iter(|h| {
-            let (a, b) = half_edge(triangles, h);
-            [(a, b), (b, a)]
-                .into_iter()
-                .filter(|&(x, _)| wanted[x as usize])
-                .map(|(x, y)| keys::pack(x, y))
-        })
-        .collect();
+    let mut links: Vec<u64> = keys::par_blocks(twin.len(), |r, out| {
+        for h in r.filter(|&h| twin[h] == NONE) {
+            let (a, b) = half_edge(triangles, h as u32);
+            out.extend(
+                [(a, b), (b, a)]
+                    .into_iter()
+                    .filter(|&(x, _)| wanted[x as usize])
+                    .map(|(x, y)| keys::pack(x, y)),
+            );
+        }
+    });
     drop(wanted);
     links.par_sort_unstable();
     let p = |v: u32| vertices[v as usize].map(f64::from);
@@ -603,10 +601,9 @@ impl CellMin {
     /// of the vertices filed) of the vertices `v` whose `value` is finite, each with the
     /// smallest value in it.
     fn new(value: &[f64], vertices: &[[f32; 3]], side: f64) -> CellMin {
-        let at: Vec<u32> = (0..value.len() as u32)
-            .into_par_iter()
-            .filter(|&v| value[v as usize].is_finite())
-            .collect();
+        let at: Vec<u32> = keys::par_blocks(value.len(), |r, out| {
+            out.extend(r.filter(|&v| value[v].is_finite()).map(|v| v as u32));
+        });
         let points: Vec<[f32; 3]> = at.par_iter().map(|&v| vertices[v as usize]).collect();
         let Some(b) = keys::par_bbox(&points) else {
             return CellMin {
@@ -635,10 +632,12 @@ impl CellMin {
         let sorted = keys::sort_hashes(&cells);
         drop(cells);
         // The first sorted key of every cell, and each sorted key's cell (its entry).
-        let starts: Vec<u32> = (0..sorted.len() as u32)
-            .into_par_iter()
-            .filter(|&i| i == 0 || hi(sorted[i as usize]) != hi(sorted[i as usize - 1]))
-            .collect();
+        let starts: Vec<u32> = keys::par_blocks(sorted.len(), |r, out| {
+            out.extend(
+                r.filter(|&i| i == 0 || hi(sorted[i]) != hi(sorted[i - 1]))
+                    .map(|i| i as u32),
+            );
+        });
         let keys: Vec<u32> = starts.par_iter().map(|&i| hi(sorted[i as usize])).collect();
         let entry_of: Vec<std::sync::atomic::AtomicU32> = (0..value.len())
             .into_par_iter()
@@ -746,10 +745,9 @@ pub(crate) fn stitch_copies(
     if spread <= 0.0 || !spread.is_finite() {
         return Stitched::default();
     }
-    let boundary: Vec<u32> = (0..twin.len() as u32)
-        .into_par_iter()
-        .filter(|&h| twin[h as usize] == NONE)
-        .collect();
+    let boundary: Vec<u32> = keys::par_blocks(twin.len(), |r, out| {
+        out.extend(r.filter(|&h| twin[h] == NONE).map(|h| h as u32));
+    });
     let ends = alone.and_then(|a| a.ends(vertices, triangles, &boundary, spread));
     let edges: Vec<Edge> = boundary
         .par_iter()
@@ -814,16 +812,16 @@ pub(crate) fn stitch_copies(
             }
         }
     }
-    let mut around: Vec<(u32, u32)> = triangles
-        .par_iter()
-        .enumerate()
-        .flat_map_iter(|(f, t)| {
-            let inv = &involved;
-            t.iter()
-                .filter(move |&&v| inv[v as usize] != u32::MAX)
-                .map(move |&v| (inv[v as usize], f as u32))
-        })
-        .collect();
+    let mut around: Vec<(u32, u32)> = keys::par_blocks(triangles.len(), |r, out| {
+        for f in r {
+            out.extend(
+                triangles[f]
+                    .iter()
+                    .filter(|&&v| involved[v as usize] != u32::MAX)
+                    .map(|&v| (involved[v as usize], f as u32)),
+            );
+        }
+    });
     around.par_sort_unstable();
     around.dedup();
     // Per vertex (by its root in `parent`): the facets round the vertices of its class.

@@ -79,6 +79,7 @@ pub(crate) fn strips(
     // Hole-direction edges (the reverse of every boundary half-edge) with the third corner of
     // their facet, sorted.
     let mut edges: Vec<(u32, u32, u32)> = topology::boundary_half_edges(twin, loose)
+        .into_par_iter()
         .map(|h| {
             let (a, b) = half_edge(tris, h);
             (b, a, tris[h as usize / 3][(h as usize % 3 + 2) % 3])

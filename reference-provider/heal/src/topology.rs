@@ -43,14 +43,15 @@ pub(crate) fn half_edge(t: &[[u32; 3]], h: u32) -> (u32, u32) {
 }
 
 /// The boundary half-edges of a pairing: those with no twin that are not loose (`loose` is
-/// sorted), in parallel.
-pub(crate) fn boundary_half_edges<'a>(
-    twin: &'a [u32],
-    loose: &'a [u32],
-) -> impl ParallelIterator<Item = u32> + 'a {
-    (0..twin.len() as u32)
-        .into_par_iter()
-        .filter(move |&h| twin[h as usize] == NONE && loose.binary_search(&h).is_err())
+/// sorted), ascending, scanned in blocks ([`keys::par_blocks`]).
+pub(crate) fn boundary_half_edges(twin: &[u32], loose: &[u32]) -> Vec<u32> {
+    keys::par_blocks(twin.len(), |r, out| {
+        out.extend(
+            r.filter(|&h| twin[h] == NONE)
+                .map(|h| h as u32)
+                .filter(|h| loose.binary_search(h).is_err()),
+        );
+    })
 }
 
 #[derive(Default)]
@@ -185,13 +186,12 @@ pub(crate) fn pair_near(
 ) -> u64 {
     let nh = triangles.len() * 3;
     debug_assert_eq!(twin.len(), nh);
-    let mut ks: Vec<u64> = (0..nh as u32)
-        .into_par_iter()
-        .filter_map(|h| {
-            let (a, b) = half_edge(triangles, h);
-            (hot[a as usize] || hot[b as usize]).then(|| pack(a.min(b), h))
-        })
-        .collect();
+    let mut ks: Vec<u64> = keys::par_blocks(nh, |r, out| {
+        out.extend(r.filter_map(|h| {
+            let (a, b) = half_edge(triangles, h as u32);
+            (hot[a as usize] || hot[b as usize]).then(|| pack(a.min(b), h as u32))
+        }));
+    });
     keys::sort(&mut ks);
     for &k in &ks {
         twin[lo(k) as usize] = NONE;

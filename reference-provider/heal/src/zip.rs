@@ -111,7 +111,7 @@ pub(crate) fn zip(
     snap: f64,
 ) -> Option<Zipped> {
     let p = |i: u32| v[i as usize].map(f64::from);
-    let boundary: Vec<u32> = topology::boundary_half_edges(twin, loose).collect();
+    let boundary = topology::boundary_half_edges(twin, loose);
     if boundary.len() < 2 {
         return None;
     }

@@ -203,7 +203,7 @@ pub(crate) fn fill(
     let (existing, across): (HashSet<(u32, u32)>, Across) =
         if loops.iter().any(|(l, _)| l.len() > 3) {
             let on_loop = vertex_set(v.len(), loops.iter().flat_map(|(l, _)| l.iter().copied()));
-            let within: Vec<(u32, u32, u32)> = corners_within(triangles, &on_loop).collect();
+            let within = corners_within(triangles, &on_loop);
             let existing = within
                 .iter()
                 .map(|&(a, b, _)| (a.min(b), a.max(b)))
@@ -381,6 +381,7 @@ fn split_t_junctions(
             .flat_map(|(_, _, c, on)| std::iter::once(*c).chain(on.iter().copied())),
     );
     let mut edges: HashSet<(u32, u32)> = half_edges_within(triangles, &near)
+        .into_iter()
         .map(|(a, b)| key(a, b))
         .collect();
     let mut gone: HashSet<(u32, u32)> = HashSet::new();
@@ -557,7 +558,7 @@ pub(crate) fn closed_around(
             .flat_map(|&(a, b, _)| [a, b])
             .chain(corners.iter().copied()),
     );
-    let mut halves: Vec<(u32, u32)> = half_edges_within(triangles, &on).collect();
+    let mut halves = half_edges_within(triangles, &on);
     halves.par_sort_unstable_by_key(|&(a, b)| (a.min(b), a.max(b), a));
     let mut i = 0;
     while i < halves.len() {
@@ -587,26 +588,31 @@ pub(crate) fn vertex_set(n: usize, members: impl Iterator<Item = u32>) -> Vec<u6
     bits
 }
 
-/// The half-edges `(from, to)` of `triangles` whose two ends are both in `set`, in parallel.
-pub(crate) fn half_edges_within<'a>(
-    triangles: &'a [[u32; 3]],
-    set: &'a [u64],
-) -> impl ParallelIterator<Item = (u32, u32)> + 'a {
-    corners_within(triangles, set).map(|(a, b, _)| (a, b))
+/// The half-edges `(from, to)` of `triangles` whose two ends are both in `set`, in facet
+/// order (found in parallel).
+pub(crate) fn half_edges_within(triangles: &[[u32; 3]], set: &[u64]) -> Vec<(u32, u32)> {
+    let has = |x: u32| set[x as usize / 64] & (1 << (x % 64)) != 0;
+    crate::keys::par_blocks(triangles.len(), |r, out| {
+        for t in &triangles[r] {
+            out.extend((0..3).filter_map(|k| {
+                let (a, b) = (t[k], t[(k + 1) % 3]);
+                (has(a) && has(b)).then_some((a, b))
+            }));
+        }
+    })
 }
 
 /// The half-edges `(from, to)` of `triangles` whose two ends are both in `set`, each with the
-/// third corner of its facet, in parallel.
-fn corners_within<'a>(
-    triangles: &'a [[u32; 3]],
-    set: &'a [u64],
-) -> impl ParallelIterator<Item = (u32, u32, u32)> + 'a {
-    let has = move |x: u32| set[x as usize / 64] & (1 << (x % 64)) != 0;
-    triangles.par_iter().flat_map_iter(move |t| {
-        (0..3).filter_map(move |k| {
-            let (a, b) = (t[k], t[(k + 1) % 3]);
-            (has(a) && has(b)).then_some((a, b, t[(k + 2) % 3]))
-        })
+/// third corner of its facet, in facet order (found in parallel).
+fn corners_within(triangles: &[[u32; 3]], set: &[u64]) -> Vec<(u32, u32, u32)> {
+    let has = |x: u32| set[x as usize / 64] & (1 << (x % 64)) != 0;
+    crate::keys::par_blocks(triangles.len(), |r, out| {
+        for t in &triangles[r] {
+            out.extend((0..3).filter_map(|k| {
+                let (a, b) = (t[k], t[(k + 1) % 3]);
+                (has(a) && has(b)).then_some((a, b, t[(k + 2) % 3]))
+            }));
+        }
     })
 }
 

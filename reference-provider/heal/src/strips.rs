@@ -136,6 +136,7 @@ pub(crate) fn strips(
             .flat_map(|s| s.iter().flatten().copied()),
     );
     let mut existing: HashSet<(u32, u32)> = half_edges_within(tris, &near)
+        .into_iter()
         .map(|(a, b)| key(a, b))
         .collect();
     let mut used = vec![false; chains.len()];

@@ -25,7 +25,9 @@
 //!
 //! The loop order makes the new facets wind like the surface.
 
-use std::collections::{HashMap, HashSet};
+// foldhash rather than SipHash: the sets and maps of the edges round the holes hold millions
+// of entries on a sheet with tens of thousands of holes, where SipHash was a sixth of the time.
+use foldhash::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
@@ -135,7 +137,7 @@ fn trace(boundary: &[(u32, u32, u32)]) -> (Vec<(Vec<u32>, u32)>, u64) {
         used[first] = true;
         let shell = edges[first].2;
         let mut path = vec![edges[first].0];
-        let mut at: HashMap<u32, usize> = HashMap::from([(edges[first].0, 0)]);
+        let mut at: HashMap<u32, usize> = HashMap::from_iter([(edges[first].0, 0)]);
         let mut x = edges[first].1;
         loop {
             if let Some(&j) = at.get(&x) {
@@ -211,7 +213,7 @@ pub(crate) fn fill(
             let across = within.into_iter().map(|(a, b, c)| ((a, b), c)).collect();
             (existing, across)
         } else {
-            (HashSet::new(), HashMap::new())
+            (HashSet::default(), HashMap::default())
         };
     let late = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
     let vs: &[[f32; 3]] = v;
@@ -384,9 +386,9 @@ fn split_t_junctions(
         .into_iter()
         .map(|(a, b)| key(a, b))
         .collect();
-    let mut gone: HashSet<(u32, u32)> = HashSet::new();
+    let mut gone: HashSet<(u32, u32)> = HashSet::default();
     let mut added: Vec<BoundaryEdge> = Vec::new();
-    let mut split_facets: HashSet<usize> = HashSet::new();
+    let mut split_facets: HashSet<usize> = HashSet::default();
     let mut corners = Vec::new();
     for ((b, a), f, c, on) in plans {
         let shell = shell_of[f];
@@ -422,7 +424,7 @@ fn split_t_junctions(
         return None;
     }
     // The new half-edges pair with the chain's boundary half-edges running the other way.
-    let mut left: HashMap<BoundaryEdge, u32> = HashMap::new();
+    let mut left: HashMap<BoundaryEdge, u32> = HashMap::default();
     for e in boundary
         .iter()
         .filter(|e| !gone.contains(&(e.0, e.1)))
@@ -693,7 +695,7 @@ fn triangulate_counted(
     let mut alive = vec![true; n];
     let mut out = Vec::with_capacity(n - 2);
     let mut forced = false;
-    let mut made: HashSet<(u32, u32)> = HashSet::new();
+    let mut made: HashSet<(u32, u32)> = HashSet::default();
 
     let cross2 = |a: [f64; 2], b: [f64; 2], c: [f64; 2]| {
         (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
@@ -1098,7 +1100,7 @@ mod tests {
             [1.0, 1.0, 0.0],
             [0.0, 1.0, 0.0],
         ];
-        let (t, forced) = triangulate(&v, &[0, 1, 2, 3], &HashSet::new());
+        let (t, forced) = triangulate(&v, &[0, 1, 2, 3], &HashSet::default());
         assert!(!forced);
         assert_eq!(t.len(), 2);
         for f in t {
@@ -1113,7 +1115,7 @@ mod tests {
         let pts = [[0., 0.], [2., 0.], [2., 1.], [1., 1.], [1., 2.], [0., 2.]];
         let v: Vec<[f32; 3]> = pts.iter().map(|p| [p[0], p[1], 0.0]).collect();
         let l: Vec<u32> = (0..6).collect();
-        let (t, forced) = triangulate(&v, &l, &HashSet::new());
+        let (t, forced) = triangulate(&v, &l, &HashSet::default());
         assert!(!forced);
         assert_eq!(t.len(), 4);
         let area: f64 = t
@@ -1128,7 +1130,7 @@ mod tests {
 
     /// Every edge of `loop_ + fill` is used exactly twice, in opposite directions.
     fn closes_manifold(l: &[u32], fill: &[[u32; 3]]) -> bool {
-        let mut e: HashMap<(u32, u32), u32> = HashMap::new();
+        let mut e: HashMap<(u32, u32), u32> = HashMap::default();
         let n = l.len();
         // The surface around the hole runs against the loop.
         for i in 0..n {
@@ -1157,9 +1159,9 @@ mod tests {
             }
         }
         let l: Vec<u32> = (0..v.len() as u32).collect();
-        let (_, forced) = triangulate(&v, &l, &HashSet::new());
+        let (_, forced) = triangulate(&v, &l, &HashSet::default());
         assert!(forced);
-        let fill = min_area(&v, &l, &HashSet::new()).expect("a fill");
+        let fill = min_area(&v, &l, &HashSet::default()).expect("a fill");
         assert_eq!(fill.len(), l.len() - 2);
         assert!(closes_manifold(&l, &fill));
         assert!(fill.iter().all(|&f| !degenerate(&v, f)));
@@ -1190,12 +1192,12 @@ mod tests {
             .into_iter()
             .zip(6..)
             .collect();
-        let fill = fill_loop(&v, &l, &HashSet::new(), &across);
+        let fill = fill_loop(&v, &l, &HashSet::default(), &across);
         assert!(fill.centre.is_none() && !fill.forced);
         assert!(closes_manifold(&l, &fill.tris));
         let ridge = |t: &[u32; 3]| t.contains(&1) && t.contains(&4);
         // Ear clipping alone, on the loop's best-fit plane, cuts across.
-        let ears = triangulate(&v, &l, &HashSet::new()).0;
+        let ears = triangulate(&v, &l, &HashSet::default()).0;
         assert_eq!(ears.iter().filter(|t| ridge(t)).count(), 0, "{ears:?}");
         assert_eq!(
             fill.tris.iter().filter(|t| ridge(t)).count(),
@@ -1206,14 +1208,17 @@ mod tests {
         // Its sharpest fold is the box's own, 90° (one minus the cosine: 1), on the ridge.
         assert!((sharpest_fold(&v, &fill.tris, &across).1 - 1.0).abs() < 1e-9);
         // The gentlest fill, asked directly, is the same.
-        let (smooth, fold) = least_bend(&v, &l, &HashSet::new(), &across).expect("a fill");
+        let (smooth, fold) = least_bend(&v, &l, &HashSet::default(), &across).expect("a fill");
         assert!((fold - 1.0).abs() < 1e-9);
         assert_eq!(smooth.iter().filter(|t| ridge(t)).count(), 2, "{smooth:?}");
         // On a flat loop (a hole in one plane face) the ears are kept: the same fill as
         // ear clipping alone.
         let flat: Vec<[f32; 3]> = v.iter().map(|p| [p[0], p[1] + p[2] - 1.0, 0.0]).collect();
-        let ears = triangulate(&flat, &l, &HashSet::new()).0;
-        assert_eq!(fill_loop(&flat, &l, &HashSet::new(), &across).tris, ears);
+        let ears = triangulate(&flat, &l, &HashSet::default()).0;
+        assert_eq!(
+            fill_loop(&flat, &l, &HashSet::default(), &across).tris,
+            ears
+        );
     }
 
     #[test]
@@ -1225,13 +1230,13 @@ mod tests {
             [1.0, 1.0, 0.0],
             [0.0, 1.0, 0.0],
         ];
-        let existing = HashSet::from([(0, 2)]);
+        let existing = HashSet::from_iter([(0, 2)]);
         let fill = min_area(&v, &[0, 1, 2, 3], &existing).expect("a fill");
         assert_eq!(fill.len(), 2);
         assert!(fill.iter().all(|f| f.contains(&1) && f.contains(&3)));
         assert!(closes_manifold(&[0, 1, 2, 3], &fill));
         // Both diagonals taken: no fill.
-        let both = HashSet::from([(0, 2), (1, 3)]);
+        let both = HashSet::from_iter([(0, 2), (1, 3)]);
         assert!(min_area(&v, &[0, 1, 2, 3], &both).is_none());
     }
 
@@ -1263,9 +1268,9 @@ mod tests {
     fn a_flat_last_facet_counts_as_forced() {
         // Three collinear loop vertices can only close as a degenerate facet.
         let v = vec![[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]];
-        let (_, forced) = triangulate(&v, &[0, 1, 2], &HashSet::new());
+        let (_, forced) = triangulate(&v, &[0, 1, 2], &HashSet::default());
         assert!(forced);
-        assert!(min_area(&v, &[0, 1, 2], &HashSet::new()).is_none());
+        assert!(min_area(&v, &[0, 1, 2], &HashSet::default()).is_none());
     }
 
     /// The final check sees a properly closed hole, an edge repeated by a fill, a fill wound

@@ -1360,8 +1360,8 @@ mod tests {
 
     /// `extent` sorts only the lowest sixteenth of the sampled facets along an axis when they
     /// hold the trimmed area: it gives the size that sorting all of them gives, on facets of
-    /// even areas (the selection path), of wildly uneven ones (a few huge facets at the ends:
-    /// the fallback), on tied coordinates and on samples too small to select from.
+    /// even areas (the selection path), of wildly uneven ones (a few huge facets in the
+    /// middle: the fallback), on tied coordinates and on samples too small to select from.
     #[test]
     fn extent_gives_the_size_a_full_sort_gives() {
         // The size by sorting every sampled facet along every axis (the rule, spelled out).
@@ -1422,11 +1422,13 @@ mod tests {
             let facets = [10, 40, 1_000, 70_000, 200_000][case % 5];
             let mut corners = Vec::with_capacity(3 * facets);
             for f in 0..facets {
-                // Even small facets; in every third case a few huge ones; in every fourth,
-                // coordinates on a coarse lattice (many ties).
+                // Even small facets; in every third case a few huge ones in the middle, which
+                // hold nearly all the area, so the lowest sixteenth at either end holds less
+                // than the trim (the fallback); in every fourth, coordinates on a coarse
+                // lattice (many ties).
                 let huge = case % 3 == 1 && f % 997 == 0;
                 let size = if huge { 50.0 } else { 0.1 };
-                let c: [f64; 3] = std::array::from_fn(|_| next() * 100.0);
+                let c: [f64; 3] = std::array::from_fn(|_| if huge { 50.0 } else { next() * 100.0 });
                 for _ in 0..3 {
                     let p = c.map(|x| {
                         let x = x + (next() - 0.5) * size;

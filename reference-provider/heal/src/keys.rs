@@ -427,6 +427,12 @@ impl LexGrid {
                     [0, 1, 2].map(|k| b[k].max(d[k])),
                 )
             });
+        LexGrid::over(lo, hi, top)
+    }
+
+    /// The grids over the box from `lo` to `hi` (empty when `lo` is infinite: no points), for
+    /// look-ups of levels up to `top`.
+    pub(crate) fn over(lo: [f64; 3], hi: [f64; 3], top: i32) -> LexGrid {
         let extent = (0..3)
             .map(|k| hi[k] - lo[k])
             .fold(0.0f64, f64::max)

@@ -289,36 +289,36 @@ fn stitch_filed(
             0.0
         }
     };
-    // Every boundary edge of positive length as one record (its facet, endpoints, positions
-    // and limits on one cache line), so verifying a candidate reads one record.
-    let edges: Vec<Edge> = boundary
-        .par_iter()
-        .filter_map(|&(h, inner)| {
+    // Every boundary edge of positive length, filed as one record (its facet, endpoints,
+    // positions and limits on one cache line), so verifying a candidate reads one record.
+    let picked: Vec<(u32, bool)> = keys::par_blocks(boundary.len(), |r, out| {
+        out.extend(boundary[r].iter().copied().filter(|&(h, _)| {
             let (a, b) = half_edge(triangles, h);
-            if !filed(a, b) {
-                return None;
-            }
-            let (pa, pb) = (pos(a), pos(b));
-            let l = dist(pa, pb);
-            (l > 0.0 && l.is_finite()).then(|| Edge {
-                a,
-                b,
-                facet: triangles[(h / 3) as usize],
-                pa: vertices[a as usize],
-                pb: vertices[b as usize],
-                limit: [limit(a), limit(b)],
-                inner,
-            })
-        })
-        .collect();
+            let l = dist(pos(a), pos(b));
+            filed(a, b) && l > 0.0 && l.is_finite()
+        }));
+    });
     drop(boundary);
     drop(shared);
+    let filed = Filed::new(picked.len(), |i| {
+        let (h, inner) = picked[i];
+        let (a, b) = half_edge(triangles, h);
+        Edge {
+            a,
+            b,
+            facet: triangles[(h / 3) as usize],
+            pa: vertices[a as usize],
+            pb: vertices[b as usize],
+            limit: [limit(a), limit(b)],
+            inner,
+        }
+    });
+    drop(picked);
     // Over the whole boundary (no focus), the flags serve the copies' stitch too.
     let alone = focus.is_none().then_some(Alone {
         state: lonely,
         reach: cap,
     });
-    let filed = Filed::new(edges);
     // Per edge: the best match, `score << 32 | other`, where the score (the larger endpoint
     // gap, ≥ 0) is an `f32`'s bits, monotone in the distance, so the smallest key is the
     // smallest score, then the smallest edge, whatever the order in which pairs are found.
@@ -347,7 +347,6 @@ fn stitch_filed(
             offer(id as usize, mine);
         }
     });
-    let edges = filed.into_input_order();
     let best: Vec<u32> = best
         .into_iter()
         .map(|b| {
@@ -361,7 +360,7 @@ fn stitch_filed(
         .iter()
         .enumerate()
         .filter(|&(i, &j)| j != NONE && (j as usize) >= i && best[j as usize] == i as u32)
-        .map(|(i, &j)| (&edges[i], &edges[j as usize]))
+        .map(|(i, &j)| (filed.by_input(i as u32), filed.by_input(j)))
         .filter(|(e, o)| e.inner && o.inner)
         .filter_map(|(e, o)| e.pairs(o).map(|(gap, pairs)| (e, o, gap, pairs)))
         .collect();
@@ -749,9 +748,9 @@ pub(crate) fn stitch_copies(
         out.extend(r.filter(|&h| twin[h] == NONE).map(|h| h as u32));
     });
     let ends = alone.and_then(|a| a.ends(vertices, triangles, &boundary, spread));
-    let edges: Vec<Edge> = boundary
-        .par_iter()
-        .filter_map(|&h| {
+    let limit = |pa, pb| (dist(pa, pb) * COPY_FRACTION).min(spread);
+    let picked: Vec<(u32, bool)> = keys::par_blocks(boundary.len(), |r, out| {
+        out.extend(boundary[r].iter().filter_map(|&h| {
             let (a, b) = half_edge(triangles, h);
             if ends
                 .as_ref()
@@ -761,25 +760,31 @@ pub(crate) fn stitch_copies(
             }
             let (pa, pb) = (vertices[a as usize], vertices[b as usize]);
             let (outer, inner) = focus.map_or((true, true), |f| f.holds(pa, pb));
-            let d = dist(pa, pb);
-            let l = (d * COPY_FRACTION).min(spread);
-            (outer && d.is_finite() && l > 0.0).then(|| Edge {
-                a,
-                b,
-                facet: triangles[(h / 3) as usize],
-                pa,
-                pb,
-                limit: [l, l],
-                inner,
-            })
-        })
-        .collect();
+            let l = limit(pa, pb);
+            (outer && dist(pa, pb).is_finite() && l > 0.0).then_some((h, inner))
+        }));
+    });
     drop(boundary);
     drop(ends);
-    if edges.len() < 2 {
+    if picked.len() < 2 {
         return Stitched::default();
     }
-    let filed = Filed::new(edges);
+    let filed = Filed::new(picked.len(), |i| {
+        let (h, inner) = picked[i];
+        let (a, b) = half_edge(triangles, h);
+        let (pa, pb) = (vertices[a as usize], vertices[b as usize]);
+        let l = limit(pa, pb);
+        Edge {
+            a,
+            b,
+            facet: triangles[(h / 3) as usize],
+            pa,
+            pb,
+            limit: [l, l],
+            inner,
+        }
+    });
+    drop(picked);
     // Every match found, `(gap, i, j)` with `i < j`, once.
     let found = filed.map_chunks_in_order(|range, hints| {
         let mut mine = Vec::new();
@@ -798,12 +803,11 @@ pub(crate) fn stitch_copies(
     if pairs.is_empty() {
         return Stitched::default();
     }
-    let edges = filed.into_input_order();
     // The facets round every vertex a pair may merge, for the collapse check.
     let mut involved = vec![u32::MAX; vertices.len()];
     let mut count = 0u32;
     for &(_, i, j) in &pairs {
-        for e in [&edges[i as usize], &edges[j as usize]] {
+        for e in [filed.by_input(i), filed.by_input(j)] {
             for v in [e.a, e.b] {
                 if involved[v as usize] == u32::MAX {
                     involved[v as usize] = count;
@@ -839,7 +843,7 @@ pub(crate) fn stitch_copies(
     drop(around);
     // `facets_of` is keyed by the compact index of a class's root.
     let mut parent: Vec<u32> = (0..vertices.len() as u32).collect();
-    let mut used = vec![false; edges.len()];
+    let mut used = vec![false; filed.edges.len()];
     let mut stitched = 0u64;
     let mut largest = 0.0f64;
     // Would merging the classes of roots `x` and `y` put two corners of one facet into one?
@@ -868,7 +872,7 @@ pub(crate) fn stitch_copies(
         if used[i as usize] || used[j as usize] {
             continue;
         }
-        let (e, o) = (&edges[i as usize], &edges[j as usize]);
+        let (e, o) = (filed.by_input(i), filed.by_input(j));
         if !(e.inner && o.inner) {
             continue;
         }
@@ -1017,6 +1021,8 @@ struct Filed {
     edges: Vec<Edge>,
     /// Per edge (in cell order): its index in the input.
     input: Vec<u32>,
+    /// Per edge (in input order): its place in cell order.
+    at: Vec<u32>,
     /// Which levels (above the grid's finest) hold edges, one bit each.
     levels: u128,
     /// The edges' cells, sorted.
@@ -1028,48 +1034,66 @@ struct Filed {
 const FILED_CHUNK: usize = 4096;
 
 impl Filed {
-    fn new(edges: Vec<Edge>) -> Filed {
-        let mids: Vec<[f64; 3]> = edges.par_iter().map(Edge::mid).collect();
-        let top = edges
-            .par_iter()
-            .map(class)
-            .max()
-            .unwrap_or(0)
-            .saturating_add(2);
-        let grid = keys::LexGrid::around(&mids, top);
-        let keys: Vec<u64> = edges
-            .par_iter()
-            .zip(&mids)
-            .map(|(e, &m)| {
-                let l = level(&grid, e);
-                grid.key(l, grid.cell(l, m))
+    /// Files the `n` edges `make(0)`, …, `make(n - 1)` (the input order). The edges are made
+    /// again for each pass (the box, the keys, the edges in cell order) rather than held in
+    /// input order too: a boundary of millions of edges held twice was the peak of a whole
+    /// repair (a soup of 64 noisy copies of one model: 3 M edges of 64 bytes).
+    fn new(n: usize, make: impl Fn(usize) -> Edge + Sync) -> Filed {
+        let empty = || (i32::MIN, [f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
+        let (top, lo, hi) = (0..n)
+            .into_par_iter()
+            .fold(empty, |(c, lo, hi), i| {
+                let e = make(i);
+                let m = e.mid();
+                (
+                    c.max(class(&e)),
+                    [0, 1, 2].map(|k| lo[k].min(m[k])),
+                    [0, 1, 2].map(|k| hi[k].max(m[k])),
+                )
+            })
+            .reduce(empty, |(c, lo, hi), (d, l, h)| {
+                (
+                    c.max(d),
+                    [0, 1, 2].map(|k| lo[k].min(l[k])),
+                    [0, 1, 2].map(|k| hi[k].max(h[k])),
+                )
+            });
+        let top = if n == 0 { 0 } else { top }.saturating_add(2);
+        let grid = keys::LexGrid::over(lo, hi, top);
+        let keys: Vec<u64> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let e = make(i);
+                let l = level(&grid, &e);
+                grid.key(l, grid.cell(l, e.mid()))
                     .expect("a midpoint lies in the grid round the midpoints")
             })
             .collect();
-        drop(mids);
         let levels = keys
             .par_iter()
             .map(|&k| 1u128 << keys::LexGrid::key_level(k))
             .reduce(|| 0, |a, b| a | b);
         let mut index = keys::LexIndex::new(&keys);
+        drop(keys);
         let input = std::mem::take(&mut index.order);
-        let edges = input.par_iter().map(|&i| edges[i as usize]).collect();
+        let edges = input.par_iter().map(|&i| make(i as usize)).collect();
+        let mut at = vec![0u32; n];
+        for (p, &i) in input.iter().enumerate() {
+            at[i as usize] = p as u32;
+        }
         Filed {
             edges,
             input,
+            at,
             levels,
             index,
             grid,
         }
     }
 
-    /// The edges in their input order.
-    fn into_input_order(self) -> Vec<Edge> {
-        let mut at = vec![0u32; self.input.len()];
-        for (p, &i) in self.input.iter().enumerate() {
-            at[i as usize] = p as u32;
-        }
-        at.par_iter().map(|&p| self.edges[p as usize]).collect()
+    /// Edge `i` of the input order.
+    fn by_input(&self, i: u32) -> &Edge {
+        &self.edges[self.at[i as usize] as usize]
     }
 
     /// Calls `look(i, hints)` for every edge `i`, in cell order, a chunk of edges per task,
@@ -1712,7 +1736,8 @@ mod tests {
     #[test]
     fn every_filed_edge_is_found_in_its_cells_run() {
         for n in [1, 7, 1_000, 20_000] {
-            let filed = Filed::new(sparse_edges(n));
+            let edges = sparse_edges(n);
+            let filed = Filed::new(n, |i| edges[i]);
             let g = &filed.grid;
             let cell = |e: &Edge| {
                 let l = level(g, e);

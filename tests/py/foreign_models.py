@@ -6,7 +6,8 @@ cone, discs and tubes whose caps are fans of long thin facets, a torus, an assem
 cavity, a plate with small letters written as bodies of their own, a block with small
 voids), two blocks written whole that share a face, parts a small clearance apart (two
 blocks side by side, three plates stacked; with cracks, and with a stray facet far away),
-and solids whose faces were meshed apart (every seam a row of T-junctions), and breaks them
+solids whose faces were meshed apart (every seam a row of T-junctions), and bodies that touch
+along a face meshed differently on each side (two blocks, two stacked cylinders), and breaks them
 with its own code: per-facet vertex copies with noise, flipped, missing, duplicated and
 degenerate facets (repeated corners, and slivers whose middle corner lies on the opposite
 edge), debris, shuffled facets, T-junctions (a facet split at the middle of an edge whose
@@ -172,8 +173,33 @@ def patch_models():
     second.vertices[:, 0] = 20.0 - second.vertices[:, 0]
     second.faces = second.faces[:, ::-1]
     models.append(("blocks_sharing_face", list(corner_array(first)) + list(corner_array(second)), 16000.0))
+    # The same meshed differently on each side (trimesh splits a box's -x and +x faces along
+    # different diagonals): no copies, one plane, one rim.
+    left = creation.box(extents=[20.0, 20.0, 20.0])
+    right = left.copy()
+    right.apply_translation([20.0, 0.0, 0.0])
+    models.append(("blocks_sharing_face_meshed_apart", list(corner_array(left)) + list(corner_array(right)), 16000.0))
+    models.append(("cylinders_stacked", *stacked_cylinders()))
     models += curved_seam_models()
     return [(name, np.array(t), volume) for name, t, volume in models]
+
+
+def stacked_cylinders():
+    """Two cylinders stacked, the lower one's top a fan from its centre (trimesh's) and the
+    upper one's bottom a fan from a rim vertex: one face between two bodies, on the same rim,
+    meshed differently on each side. Returns the facets and the volume."""
+    lower = creation.cylinder(radius=5.0, height=10.0, sections=64)
+    lower.apply_translation([0.0, 0.0, 5.0])
+    upper = lower.copy()
+    upper.apply_translation([0.0, 0.0, 10.0])
+    tri = corner_array(upper)
+    bottom = np.all(np.abs(tri[:, :, 2] - 10.0) < 1e-9, axis=1)
+    rim = np.unique(tri[bottom].reshape(-1, 3), axis=0)
+    rim = rim[np.linalg.norm(rim[:, :2], axis=1) > 1e-6]
+    rim = rim[np.argsort(np.arctan2(rim[:, 1], rim[:, 0]))]
+    # Wound round -z (outward for the upper body's bottom).
+    fan = np.array([[rim[0], rim[k + 1], rim[k]] for k in range(1, len(rim) - 1)])
+    return list(corner_array(lower)) + list(tri[~bottom]) + list(fan), 2.0 * float(lower.volume)
 
 
 def ring(n, r, z, turn=0.0):

@@ -63,6 +63,7 @@ mod stitch;
 pub mod stl;
 mod strips;
 mod topology;
+mod touching;
 mod types;
 mod weld;
 mod zip;

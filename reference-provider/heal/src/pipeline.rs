@@ -14,7 +14,7 @@ use crate::provenance::{self, Provenance, mark};
 use crate::stl::{self, Soup};
 use crate::{
     Bbox, HealError, Mesh, RepairOptions, clean, holes, keys, orient, shells, stitch, strips,
-    topology, weld, zip,
+    topology, touching, weld, zip,
 };
 
 /// Repair an STL file held in memory (binary or ASCII, auto-detected).
@@ -615,29 +615,43 @@ fn topology_stage(
     model_size: f64,
 ) -> (topology::Topology, TopologyReport) {
     let mut topo = topology::pair_edges(triangles);
-    // Two solids that share a face (each written whole, the face once each way round): the
-    // clean kept one side, which leaves the face's rim with three facets. Only then (edges
-    // with more than two facets, and facets of which a copy was removed) are the copied
-    // facets looked at; both sides of a shared face go, joining the solids.
+    // Two solids that share a face (each written whole): both sides of the face go, joining
+    // the solids. The facets removed, counted, and the edges paired again.
     let mut internal = 0;
+    let mut remove = |gone: Vec<u32>, triangles: &mut Vec<[u32; 3]>| {
+        internal += gone.len() as u64;
+        for &f in &gone {
+            touched.extend(triangles[f as usize]);
+        }
+        let mut drop = vec![false; triangles.len()];
+        for &f in &gone {
+            drop[f as usize] = true;
+        }
+        let mut it = drop.iter();
+        triangles.retain(|_| it.next().is_some_and(|&d| !d));
+        if let Some(t) = tags.as_mut() {
+            let mut it = drop.iter();
+            t.retain(|_| it.next().is_some_and(|&d| !d));
+        }
+        topology::pair_edges(triangles)
+    };
+    // The two sides meshed differently (no copies): two regions of one plane bounded by the
+    // same edges of four facets (`touching`). First, because a copied facet of such a face
+    // beside its rim (an edge of four facets, five with the copy) would be taken by the rule
+    // below, leaving the face with a hole, no longer whole.
+    if topo.non_manifold_edges > 0 {
+        let gone = touching::faces(vertices, triangles, &topo, weld_largest);
+        if !gone.is_empty() {
+            topo = remove(gone, triangles);
+        }
+    }
+    // The face written once each way round: the clean kept one side, which leaves the face's
+    // rim with three facets. Only then (edges with more than two facets, and facets of which
+    // a copy was removed) are the copied facets looked at.
     if topo.non_manifold_edges > 0 && !copied.is_empty() {
         let gone = clean::internal_faces(triangles, copied);
         if !gone.is_empty() {
-            internal = gone.len() as u64;
-            for &f in &gone {
-                touched.extend(triangles[f as usize]);
-            }
-            let mut drop = vec![false; triangles.len()];
-            for &f in &gone {
-                drop[f as usize] = true;
-            }
-            let mut it = drop.iter();
-            triangles.retain(|_| it.next().is_some_and(|&d| !d));
-            if let Some(t) = tags.as_mut() {
-                let mut it = drop.iter();
-                t.retain(|_| it.next().is_some_and(|&d| !d));
-            }
-            topo = topology::pair_edges(triangles);
+            topo = remove(gone, triangles);
         }
     }
     let mut st = stitch::Stitched::default();

@@ -142,8 +142,9 @@ pub struct CleanReport {
 pub struct TopologyReport {
     /// Facets removed where two solids share a face (each solid written whole, so the face
     /// comes twice): the kept side of each such pair of copies, found on edges that had four
-    /// facets with both sides counted. The duplicate count holds the other side of each;
-    /// removing both joins the solids.
+    /// facets with both sides counted (the duplicate count holds the other side of each),
+    /// and both sides of a face meshed differently on each side (two regions of one plane on
+    /// the same rim). Removing both sides joins the solids.
     #[serde(default)]
     pub shared_faces_removed: u64,
     /// Distinct undirected edges.

@@ -4,13 +4,14 @@
 //! facets, a torus, a CAD block, an assembly with a cavity, a sphere far from the origin, a
 //! capsule in metres), parts a small clearance apart (two blocks, three stacked plates; with
 //! cracks along their edges a stitch could sew one part to the next, and with a stray facet
-//! far away a weld whose bound grew with the bounding box merged them), and solids whose faces
-//! were meshed apart with different subdivisions (a
-//! block and an L-shaped bracket whose every seam is a row of T-junctions, as CAD exporters
-//! write them), and breaks them its own way (per-facet copies with noise from 0 to 1e-5
-//! of the diagonal, flips, holes, duplicates, repeated-corner and collinear slivers, debris,
-//! T-junctions with and without their zero-area facet, ASCII files and binary files whose
-//! header starts with `solid`). Every file is repaired with the default options, and trimesh
+//! far away a weld whose bound grew with the bounding box merged them), solids whose faces
+//! were meshed apart with different subdivisions (a block and an L-shaped bracket whose
+//! every seam is a row of T-junctions, as CAD exporters write them), and bodies that touch
+//! along a face meshed differently on each side (two blocks, two stacked cylinders), and
+//! breaks them its own way (per-facet copies with noise from 0 to 1e-5 of the diagonal,
+//! flips, holes, duplicates, repeated-corner and collinear slivers, debris, T-junctions with
+//! and without their zero-area facet, ASCII files and binary files whose header starts with
+//! `solid`). Every file is repaired with the default options, and trimesh
 //! judges the result against the clean model: watertight, consistently wound, volume within
 //! 0.5 %, as many bodies (and inward cavities) as the clean model, and no facet flat up to
 //! rounding.

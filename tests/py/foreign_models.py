@@ -7,7 +7,8 @@ cavity, a plate with small letters written as bodies of their own, a block with 
 voids), two blocks written whole that share a face, parts a small clearance apart (two
 blocks side by side, three plates stacked; with cracks, and with a stray facet far away),
 solids whose faces were meshed apart (every seam a row of T-junctions), and bodies that touch
-along a face meshed differently on each side (two blocks, two stacked cylinders), and breaks them
+along a face meshed differently on each side (two blocks, two stacked cylinders), plates whose
+top face, a face with holes and a pin, is missing, and breaks them
 with its own code: per-facet vertex copies with noise, flipped, missing, duplicated and
 degenerate facets (repeated corners, and slivers whose middle corner lies on the opposite
 edge), debris, shuffled facets, T-junctions (a facet split at the middle of an edge whose
@@ -180,8 +181,67 @@ def patch_models():
     right.apply_translation([20.0, 0.0, 0.0])
     models.append(("blocks_sharing_face_meshed_apart", list(corner_array(left)) + list(corner_array(right)), 16000.0))
     models.append(("cylinders_stacked", *stacked_cylinders()))
+    # Plates whose top face, a face with holes, is missing: its rims are one loop round the
+    # plate and one round each hole (or pin), all in one plane.
+    for name, pins in (("plate_holes_top_missing", ()), ("plate_holes_pin_top_missing", (3,))):
+        whole, top = plate_with_holes(pins)
+        models.append((name, [t for i, t in enumerate(whole) if i not in top], float(mesh_of(whole).volume)))
     models += curved_seam_models()
     return [(name, np.array(t), volume) for name, t, volume in models]
+
+
+def mesh_of(tri):
+    tri = np.asarray(tri, dtype=np.float64)
+    return trimesh.Trimesh(tri.reshape(-1, 3), np.arange(3 * len(tri)).reshape(-1, 3), process=True)
+
+
+def plate_with_holes(pins=(), n=32, cell=20.0, r=5.0, h=4.0, pin_height=6.0):
+    """A 2 x 2 plate of square cells, each with a round through-hole of `n` sides in its middle
+    (or, for the cells in `pins`, a round pin of that size standing on it), every face meshed
+    from its rims: a cell's top and bottom are strips between the hole's rim and the points
+    where the rays through the rim's vertices meet the cell's square (its corners among them).
+    Returns the facets (wound outward) and the indices of the top face's facets."""
+    a = 2 * np.pi * np.arange(n) / n
+    # The square's points on the same rays, from the cell's centre.
+    square = np.stack([np.cos(a), np.sin(a)], axis=1)
+    square = square / np.abs(square).max(axis=1)[:, None] * (cell / 2)
+    rim = np.stack([np.cos(a), np.sin(a)], axis=1) * r
+    tris, top = [], []
+
+    def at(xy, z):
+        return [xy[0], xy[1], z]
+
+    for c in range(4):
+        o = np.array([(c % 2) * cell, (c // 2) * cell])
+        sq, hole = square + o, rim + o
+        for k in range(n):
+            j = (k + 1) % n
+            # Top (+z) and bottom (-z) strips between the square and the rim.
+            top.append(len(tris))
+            tris.append([at(sq[k], h), at(sq[j], h), at(hole[j], h)])
+            top.append(len(tris))
+            tris.append([at(sq[k], h), at(hole[j], h), at(hole[k], h)])
+            tris.append([at(sq[k], 0), at(hole[j], 0), at(sq[j], 0)])
+            tris.append([at(sq[k], 0), at(hole[k], 0), at(hole[j], 0)])
+            if c in pins:
+                # A pin: its wall out of the rim, its top a fan; no hole under it.
+                z1 = h + pin_height
+                tris.append([at(hole[k], h), at(hole[j], h), at(hole[j], z1)])
+                tris.append([at(hole[k], h), at(hole[j], z1), at(hole[k], z1)])
+                tris.append([at(o, z1), at(hole[k], z1), at(hole[j], z1)])
+                tris.append([at(o, 0), at(hole[j], 0), at(hole[k], 0)])
+            else:
+                # The hole's wall, facing its axis.
+                tris.append([at(hole[k], 0), at(hole[j], h), at(hole[j], 0)])
+                tris.append([at(hole[k], 0), at(hole[k], h), at(hole[j], h)])
+        # The plate's outer walls: the square's points on the plate's rim.
+        for k in range(n):
+            j = (k + 1) % n
+            mid = (sq[k] + sq[j]) / 2
+            if np.abs(mid - cell / 2).max() > cell - 1e-9:
+                tris.append([at(sq[k], 0), at(sq[j], 0), at(sq[j], h)])
+                tris.append([at(sq[k], 0), at(sq[j], h), at(sq[k], h)])
+    return np.array(tris), set(top)
 
 
 def stacked_cylinders():

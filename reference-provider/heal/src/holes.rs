@@ -2,7 +2,9 @@
 //!
 //! Boundary half-edges (surface direction `u → v`) give hole edges `v → u`; following them
 //! vertex to vertex traces the hole loops (a loop that passes a vertex twice is split there).
-//! Each loop up to the size limit is filled by the first of these that succeeds, so the cost
+//! Loops that bound one face with holes (one inside another, in one plane, wound against it)
+//! are filled together first ([`islands`]). Each other loop up to the size limit is filled by
+//! the first of these that succeeds, so the cost
 //! of a loop is at most a constant times its length and the stage is linear in the boundary:
 //!
 //! 1. loops of up to [`EAR_MAX_EDGES`] edges: ear clipping on the projection onto the loop's
@@ -33,6 +35,7 @@ use foldhash::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::clean::{degenerate, degenerate_at, flat};
+use crate::islands;
 use crate::zip::lies_on;
 
 #[derive(Debug, Default)]
@@ -43,6 +46,9 @@ pub(crate) struct HoleStats {
     pub facets_added: u64,
     /// Some loop could only be closed with a forced (non-valid) ear or a flat facet.
     pub unsafe_fill: bool,
+    /// Shells joined to another by the fill of a face with holes ([`islands`]): a shell id
+    /// that no facet holds any more.
+    pub shells_joined: u64,
     /// Vertices added (one per loop filled by a fan).
     pub vertices_added: u64,
     /// Candidate checks made by the triangulations (see [`Work`]).
@@ -218,22 +224,77 @@ pub(crate) fn fill(
         };
     let late = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
     let vs: &[[f32; 3]] = v;
+    // Loops that bound one face with holes, filled together (`islands`); they need the
+    // mesh's edges between loop vertices, found above when some loop has more than 3 edges.
+    let islands = if existing.is_empty() || late() {
+        Vec::new()
+    } else {
+        islands::faces_with_holes(vs, &loops, &existing, snap)
+    };
+    let mut in_island = vec![false; loops.len()];
+    for i in islands.iter().flat_map(|isl| &isl.loops) {
+        in_island[*i] = true;
+    }
     let results: Vec<Option<(LoopFill, u32)>> = loops
         .par_iter()
-        .map(|(l, s)| {
-            if l.len() < 3 || l.len() > max_edges as usize || late() {
+        .zip(&in_island)
+        .map(|((l, s), &done)| {
+            if done || l.len() < 3 || l.len() > max_edges as usize || late() {
                 return None;
             }
             Some((fill_loop(vs, l, &existing, &across), *s))
         })
         .collect();
     stats.out_of_time = late();
+    let mut taken = existing;
+    // The islands first (their chords checked against the mesh's edges): each loop counts as
+    // filled, the fill takes the outer loop's shell, and the shells of its inner loops are
+    // that shell from now on (the fill joins them: a pin standing on a plate).
+    let mut joined: HashMap<u32, u32> = HashMap::default();
+    for isl in islands {
+        let s = loops[isl.loops[0]].1;
+        for &i in &isl.loops[1..] {
+            let other = loops[i].1;
+            if other != s {
+                joined.insert(other, s);
+            }
+        }
+        taken.extend(isl.tris.iter().flat_map(|t| {
+            (0..3).map(move |k| (t[k].min(t[(k + 1) % 3]), t[k].max(t[(k + 1) % 3])))
+        }));
+        stats.filled += isl.loops.len() as u64;
+        stats.facets_added += isl.tris.len() as u64;
+        shell_of.extend(std::iter::repeat_n(s, isl.tris.len()));
+        triangles.extend(isl.tris);
+    }
+    if !joined.is_empty() {
+        // Follow chains (a shell joined to one that was joined in turn), at most as many
+        // steps as there are joins.
+        let root = |mut s: u32| {
+            for _ in 0..=joined.len() {
+                match joined.get(&s) {
+                    Some(&t) if t != s => s = t,
+                    _ => break,
+                }
+            }
+            s
+        };
+        let map: HashMap<u32, u32> = joined.keys().map(|&k| (k, root(k))).collect();
+        stats.shells_joined = map.len() as u64;
+        shell_of.par_iter_mut().for_each(|s| {
+            if let Some(&t) = map.get(s) {
+                *s = t;
+            }
+        });
+    }
     // Loops are filled independently, so two loops that share vertices can each add the same
     // chord between them: an edge with four half-edges. Chords are claimed in loop order, and
     // a fill whose chord is already taken (by the mesh or an earlier fill) becomes a fan,
     // whose new edges all end at its own new vertex.
-    let mut taken = existing;
-    for (r, (l, _)) in results.into_iter().zip(&loops) {
+    for ((r, (l, _)), &done) in results.into_iter().zip(&loops).zip(&in_island) {
+        if done {
+            continue;
+        }
         let r = r.map(|(fill, s)| {
             if fill.centre.is_some() {
                 return (fill, s);

@@ -49,6 +49,7 @@ mod error;
 #[cfg(any(test, feature = "generate"))]
 pub mod generate;
 mod holes;
+mod islands;
 mod keys;
 mod options;
 mod orient;

@@ -401,7 +401,7 @@ fn heal_once(
         input_facets,
         output_facets: mesh.triangles.len() as u64,
         output_vertices: mesh.vertices.len() as u64,
-        shells: u64::from(shell_count),
+        shells: u64::from(shell_count) - filled.shells_joined,
         holes_filled: filled.filled,
         watertight,
         not_watertight,

@@ -499,18 +499,27 @@ fn heal_caps_meshed_apart_from_a_curved_wall_are_joined_by_strips() {
 }
 
 #[test]
-fn heal_caps_apart_from_their_wall_are_reported_not_hidden() {
+fn heal_caps_apart_from_their_wall_are_joined_by_the_ring_between() {
     // Caps of radius 9 on a wall of radius 10: a gap of 1 against rim edges of about 1, far
-    // from the sliver a seam leaves. No strip joins them; each cap is a shell of its own, its
-    // rim filled onto itself, and the repair says so rather than call the result watertight.
+    // from the sliver a seam leaves, so no strip joins them. Each end is two loops in one
+    // plane, the cap's inside the wall's and wound against it: a face with a hole, filled
+    // between its rims (`islands`). Before, each cap was a shell of its own, its rim filled
+    // onto itself (a flat shell), and the repair said it was not watertight.
     let rep = heal::repair(
         &cylinder_meshed_apart(64, 48, 10.0, 9.0, 0.0),
         &RepairOptions::default(),
     )
     .unwrap();
-    assert_eq!(rep.report.stages.topology.strips, 0, "{:?}", rep.report);
-    assert_eq!(rep.report.stages.orient.flat_shells, 2, "{:?}", rep.report);
-    assert!(!rep.report.watertight);
+    let r = &rep.report;
+    assert_eq!(r.stages.topology.strips, 0, "{r:?}");
+    assert_eq!(r.stages.orient.flat_shells, 0, "{r:?}");
+    assert!(
+        r.watertight && r.shells == 1 && r.holes_filled == 4,
+        "{r:?}"
+    );
+    // The wall's 64-gon, 20 high: the rings made the caps whole.
+    let base = 0.5 * 64.0 * 100.0 * (std::f64::consts::TAU / 64.0).sin();
+    assert!((r.volume - 20.0 * base).abs() < 1e-3, "{}", r.volume);
 }
 
 #[test]

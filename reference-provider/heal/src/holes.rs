@@ -247,16 +247,23 @@ pub(crate) fn fill(
         .collect();
     stats.out_of_time = late();
     let mut taken = existing;
-    // The islands first (their chords checked against the mesh's edges): each loop counts as
-    // filled, the fill takes the outer loop's shell, and the shells of its inner loops are
-    // that shell from now on (the fill joins them: a pin standing on a plate).
-    let mut joined: HashMap<u32, u32> = HashMap::default();
+    // The islands first (their chords checked against the mesh's edges and each other's):
+    // each loop counts as filled, the fill takes the outer loop's shell, and the shells of its
+    // inner loops join that shell (the fill joins them: a pin standing on a plate). Joins are
+    // unions (an island may join shells that an earlier one joined the other way round).
+    let mut parent: HashMap<u32, u32> = HashMap::default();
+    let find = |parent: &HashMap<u32, u32>, mut s: u32| {
+        while let Some(&t) = parent.get(&s) {
+            s = t;
+        }
+        s
+    };
     for isl in islands {
         let s = loops[isl.loops[0]].1;
         for &i in &isl.loops[1..] {
-            let other = loops[i].1;
-            if other != s {
-                joined.insert(other, s);
+            let (a, b) = (find(&parent, loops[i].1), find(&parent, s));
+            if a != b {
+                parent.insert(a, b);
             }
         }
         taken.extend(isl.tris.iter().flat_map(|t| {
@@ -267,19 +274,8 @@ pub(crate) fn fill(
         shell_of.extend(std::iter::repeat_n(s, isl.tris.len()));
         triangles.extend(isl.tris);
     }
-    if !joined.is_empty() {
-        // Follow chains (a shell joined to one that was joined in turn), at most as many
-        // steps as there are joins.
-        let root = |mut s: u32| {
-            for _ in 0..=joined.len() {
-                match joined.get(&s) {
-                    Some(&t) if t != s => s = t,
-                    _ => break,
-                }
-            }
-            s
-        };
-        let map: HashMap<u32, u32> = joined.keys().map(|&k| (k, root(k))).collect();
+    if !parent.is_empty() {
+        let map: HashMap<u32, u32> = parent.keys().map(|&k| (k, find(&parent, k))).collect();
         stats.shells_joined = map.len() as u64;
         shell_of.par_iter_mut().for_each(|s| {
             if let Some(&t) = map.get(s) {

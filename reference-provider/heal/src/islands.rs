@@ -18,7 +18,7 @@
 //! themselves nor each other (every constraint goes in whole), no triangle is degenerate, it
 //! has the number of triangles a polygon with those holes has (vertices + 2 × holes − 2),
 //! every loop edge is used once in its own direction, and no new edge repeats an edge of the
-//! mesh; otherwise the loops are filled one by one, as before.
+//! mesh or of another such fill; otherwise the loops are filled one by one, as before.
 //!
 //! Cost: planar loops are sorted by their plane; a loop looks for holes among the loops of
 //! its plane, at most [`GROUP_MAX`] (a point-in-polygon test each, `O(n)`), and a
@@ -105,6 +105,9 @@ pub(crate) fn faces_with_holes(
     by_area.sort_by(|&a, &b| flats[a].area.total_cmp(&flats[b].area));
     let mut used = vec![false; flats.len()];
     let mut islands = Vec::new();
+    // The chords of the islands found so far: two islands that share vertices must not add
+    // one edge twice.
+    let mut chords: HashSet<(u32, u32)> = HashSet::default();
     // Vertices the triangulations may take, over all tries (a try that fails leaves its loops
     // to other tries): a few times the loops' own, so a crafted plane of nested rims whose
     // fills all fail costs linear time.
@@ -162,10 +165,14 @@ pub(crate) fn faces_with_holes(
             break;
         }
         budget -= size;
-        if let Some(tris) = triangulate(v, &rings, &to2, outer.normal, existing) {
+        let taken = |e: &(u32, u32)| existing.contains(e) || chords.contains(e);
+        if let Some(tris) = triangulate(v, &rings, &to2, outer.normal, taken) {
             for &m in &members {
                 used[m] = true;
             }
+            chords.extend(tris.iter().flat_map(|t| {
+                (0..3).map(move |k| (t[k].min(t[(k + 1) % 3]), t[k].max(t[(k + 1) % 3])))
+            }));
             islands.push(Island {
                 loops: members.iter().map(|&m| flats[m].loop_index).collect(),
                 tris,
@@ -247,7 +254,7 @@ fn triangulate(
     rings: &[&[u32]],
     to2: &impl Fn(V3) -> [f64; 2],
     normal: V3,
-    existing: &HashSet<(u32, u32)>,
+    taken: impl Fn(&(u32, u32)) -> bool,
 ) -> Option<Vec<[u32; 3]>> {
     let p = |i: u32| v[i as usize].map(f64::from);
     let mut cdt = ConstrainedDelaunayTriangulation::<Point2<f64>>::new();
@@ -325,7 +332,7 @@ fn triangulate(
         .iter()
         .filter(|(e, _)| !own.contains(e))
         .all(|(&(a, b), &c)| {
-            c == 1 && count.get(&(b, a)) == Some(&1) && !existing.contains(&(a.min(b), a.max(b)))
+            c == 1 && count.get(&(b, a)) == Some(&1) && !taken(&(a.min(b), a.max(b)))
         });
     chords_ok.then_some(tris)
 }

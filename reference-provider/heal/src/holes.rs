@@ -93,7 +93,7 @@ const FLAT_BEND: f64 = 1e-6;
 
 /// The facets round the hole loops: for every surface half-edge `(a, b)` between two loop
 /// vertices, the third corner of its facet (`a b c` in winding order).
-type Across = HashMap<(u32, u32), u32>;
+pub(crate) type Across = HashMap<(u32, u32), u32>;
 
 /// Work counter: one unit per candidate vertex, ear or split a triangulation looks at.
 #[derive(Default)]
@@ -229,7 +229,7 @@ pub(crate) fn fill(
     let islands = if existing.is_empty() || late() {
         Vec::new()
     } else {
-        islands::faces_with_holes(vs, &loops, &existing, snap)
+        islands::faces_with_holes(vs, &loops, &existing, &across, snap)
     };
     let mut in_island = vec![false; loops.len()];
     for i in islands.iter().flat_map(|isl| &isl.loops) {
@@ -913,7 +913,7 @@ fn least_bend_counted(
 
 /// The unit normal of the facet with corners `a b c` (in winding order), or `None` when it has
 /// no area.
-fn unit_normal(a: V3, b: V3, c: V3) -> Option<V3> {
+pub(crate) fn unit_normal(a: V3, b: V3, c: V3) -> Option<V3> {
     let n = cross(sub(b, a), sub(c, a));
     let len = norm(n);
     (len > 0.0).then(|| n.map(|x| x / len))
@@ -928,7 +928,7 @@ fn fold(a: Option<V3>, b: Option<V3>) -> f64 {
 }
 
 /// The normal of the facet across the hole edge `a → b` (its surface half-edge is `b → a`).
-fn normal_across(v: &[[f32; 3]], across: &Across, a: u32, b: u32) -> Option<V3> {
+pub(crate) fn normal_across(v: &[[f32; 3]], across: &Across, a: u32, b: u32) -> Option<V3> {
     let c = *across.get(&(b, a))?;
     let p = |x: u32| v[x as usize].map(f64::from);
     unit_normal(p(b), p(a), p(c))

@@ -213,12 +213,20 @@ pub const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// At most this long is spent by [`finish_request_body`] reading the unread rest of a request
 /// body; a slower client gets its connection closed instead.
-pub const DRAIN_MAX_WAIT: Duration = Duration::from_secs(5);
+pub const DRAIN_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// How long [`finish_request_body`] keeps reading and discarding a body too long to drain
 /// before it closes the connection (a lingering close), so that a client still sending gets
 /// the answer before the close, not a connection reset.
-pub const LINGER_MAX_WAIT: Duration = Duration::from_secs(5);
+pub const LINGER_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// A client that sends nothing of its body for this long has stopped sending:
+/// [`finish_request_body`] stops reading it then (and closes the connection), within
+/// [`DRAIN_MAX_WAIT`] or [`LINGER_MAX_WAIT`]. The stop is on silence, not on a total time
+/// alone, so that a client still sending on a busy machine is never cut off mid-body (a
+/// 20 MiB upload on a loaded 2-core machine once took more than the 5 s total this replaced,
+/// and its client saw a reset instead of the `413`).
+pub const LINGER_IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Middleware that keeps HTTP/1.1 connections safe to reuse when a handler answers without
 /// reading the whole request body (a 413 over a size limit, a 401 or 415 before reading).
@@ -229,8 +237,9 @@ pub const LINGER_MAX_WAIT: Duration = Duration::from_secs(5);
 /// at once and the rest of the body is then read and discarded in the background (up to
 /// [`DRAIN_MAX_BYTES`], within [`DRAIN_MAX_WAIT`]), so the connection stays usable. When
 /// the announced rest is longer than that, the response says `Connection: close`, so that no
-/// client reuses the connection, and the body is still read and discarded for up to
-/// [`LINGER_MAX_WAIT`] before the close: closing a socket with unread bytes makes the kernel
+/// client reuses the connection, and the body is still read and discarded, while the client
+/// keeps sending (a pause of [`LINGER_IDLE_WAIT`] ends it), for up to [`LINGER_MAX_WAIT`]
+/// before the close: closing a socket with unread bytes makes the kernel
 /// send a reset, which can reach a client still sending its body before it has read the
 /// answer, and the client would see a reset instead of the `413`. A client waiting for
 /// `100-continue` has sent no body: its connection is closed at once.
@@ -299,12 +308,16 @@ pub async fn finish_request_body(req: Request, next: Next) -> Response {
     response
 }
 
-/// Reads and discards `body` to its end; `false` when it is longer than `max` bytes or
-/// fails.
+/// Reads and discards `body` to its end; `false` when it is longer than `max` bytes, fails,
+/// or sends nothing for [`LINGER_IDLE_WAIT`].
 async fn drain(body: &mut Body, max: u64) -> bool {
     let mut seen: u64 = 0;
     loop {
-        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx));
+        let Ok(next) = tokio::time::timeout(LINGER_IDLE_WAIT, next).await else {
+            return false;
+        };
+        match next {
             None => return true,
             Some(Err(_)) => return false,
             Some(Ok(frame)) => {

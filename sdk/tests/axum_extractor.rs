@@ -691,6 +691,65 @@ async fn a_413_reaches_a_client_that_keeps_writing_a_body_too_long_to_drain() {
 }
 
 #[tokio::test]
+async fn a_413_reaches_a_slow_client_still_sending_after_the_old_five_seconds() {
+    // A client that keeps sending, slowly (a busy machine): 16 MiB in 16 parts a little over
+    // 0.4 s apart, 6.5 s in all. The server lingers while data comes, not for a fixed time:
+    // a 5 s total once cut such a client off, which saw a reset instead of the 413.
+    let addr = finishing_server().await;
+    let part = 1 << 20;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(&over_limit_head(16 * part))
+        .await
+        .expect("head");
+    let chunk = vec![b' '; part];
+    let started = std::time::Instant::now();
+    for i in 0..16 {
+        tokio::time::sleep(std::time::Duration::from_millis(410)).await;
+        stream
+            .write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("cut after {i} MiB, {:?}: {e}", started.elapsed()));
+    }
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{read:?}: {text}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_is_closed_after_the_idle_wait() {
+    // The linger is bounded by silence: a client that sends part of a long body and then
+    // nothing gets its connection closed once LINGER_IDLE_WAIT has passed, not after the
+    // whole LINGER_MAX_WAIT.
+    let addr = finishing_server().await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(&over_limit_head(64 << 20))
+        .await
+        .expect("head");
+    stream
+        .write_all(&vec![b' '; 1 << 20])
+        .await
+        .expect("first part");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        diax_sdk::axum_ext::LINGER_MAX_WAIT,
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(read.is_ok(), "still open after {waited:?}");
+    assert!(
+        waited >= diax_sdk::axum_ext::LINGER_IDLE_WAIT / 2
+            && waited < diax_sdk::axum_ext::LINGER_IDLE_WAIT * 3,
+        "{waited:?}"
+    );
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 413"));
+}
+
+#[tokio::test]
 async fn a_415_sent_without_reading_the_body_leaves_the_connection_usable() {
     let addr = finishing_server().await;
     let mut stream = TcpStream::connect(addr).await.expect("connect");

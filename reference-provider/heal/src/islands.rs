@@ -14,7 +14,11 @@
 //! normals opposite: what a face with holes has on its rims) are filled together, as one
 //! region: a constrained Delaunay triangulation (spade) of all their vertices in the outer
 //! loop's plane, with every loop edge a constraint, keeping the triangles inside the outer
-//! loop and outside the inner ones. The fill is kept only when the loops cross neither
+//! loop and outside the inner ones (those to the left of the loop edges and those reached
+//! from them without crossing one). It is not tried when the surface facet across a loop edge
+//! folds back onto the fill (their normals within 45° of opposite: the rims' own surface
+//! lies inside the region, as the annulus between the rims of two gaps does). The fill is
+//! kept only when the loops cross neither
 //! themselves nor each other (every constraint goes in whole), no triangle is degenerate, it
 //! has the number of triangles a polygon with those holes has (vertices + 2 × holes − 2),
 //! every loop edge is used once in its own direction, and no new edge repeats an edge of the
@@ -22,9 +26,8 @@
 //!
 //! Cost: planar loops are sorted by their plane; a loop looks for holes among the loops of
 //! its plane, at most [`GROUP_MAX`] (a point-in-polygon test each, `O(n)`), and a
-//! triangulation is
-//! `O(n log n)` in its vertices, all the triangulations together at most four times the
-//! loops' vertices (a try that fails leaves its loops to other tries).
+//! triangulation is `O(n log n)` in its vertices, all the triangulations together at most
+//! four times the loops' vertices (a try that fails leaves its loops to other tries).
 
 use foldhash::{HashMap, HashSet};
 use spade::handles::FixedVertexHandle;

@@ -671,6 +671,22 @@ fn corners_within(triangles: &[[u32; 3]], set: &[u64]) -> Vec<(u32, u32, u32)> {
     })
 }
 
+/// The centroid of the closed polygon `p` and its Newell normal taken round it (the sum of
+/// the cross products of consecutive corners: twice the enclosed area, along the normal).
+pub(crate) fn newell(p: &[V3]) -> (V3, V3) {
+    let n = p.len();
+    let c = p
+        .iter()
+        .fold([0.0; 3], |s, q| [s[0] + q[0], s[1] + q[1], s[2] + q[2]])
+        .map(|x| x / n as f64);
+    let mut sum = [0.0; 3];
+    for i in 0..n {
+        let x = cross(sub(p[i], c), sub(p[(i + 1) % n], c));
+        sum = [sum[0] + x[0], sum[1] + x[1], sum[2] + x[2]];
+    }
+    (c, sum)
+}
+
 /// A point or vector in `f64` (the geometry helpers below serve the other stages too).
 pub(crate) type V3 = [f64; 3];
 
@@ -715,15 +731,7 @@ fn triangulate_counted(
     }
     let p: Vec<V3> = l.iter().map(|&i| v[i as usize].map(f64::from)).collect();
     // Newell normal around the centroid, and a plane basis (u, w) with u × w = normal.
-    let c = p
-        .iter()
-        .fold([0.0; 3], |s, q| [s[0] + q[0], s[1] + q[1], s[2] + q[2]])
-        .map(|x| x / n as f64);
-    let mut nn = [0.0; 3];
-    for i in 0..n {
-        let x = cross(sub(p[i], c), sub(p[(i + 1) % n], c));
-        nn = [nn[0] + x[0], nn[1] + x[1], nn[2] + x[2]];
-    }
+    let (c, nn) = newell(&p);
     let len = norm(nn);
     let nn = if len > 0.0 {
         nn.map(|x| x / len)

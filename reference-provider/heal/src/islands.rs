@@ -34,7 +34,7 @@ use spade::handles::FixedVertexHandle;
 use spade::{ConstrainedDelaunayTriangulation, Point2, Triangulation};
 
 use crate::clean::{degenerate, rounding};
-use crate::holes::{Across, V3, cross, dot, norm, normal_across, sub};
+use crate::holes::{Across, V3, cross, dot, newell, norm, normal_across, sub};
 
 /// Loops of more edges than this are not looked at.
 pub(crate) const ISLAND_MAX_EDGES: usize = 4096;
@@ -206,17 +206,8 @@ pub(crate) fn faces_with_holes(
 
 /// The plane of loop `l`, when every vertex lies on it (see the module).
 fn flat(l: &[u32], p: &impl Fn(u32) -> V3, snap: f64) -> Option<Flat> {
-    let n = l.len();
     let pts: Vec<V3> = l.iter().map(|&i| p(i)).collect();
-    let c = pts
-        .iter()
-        .fold([0.0; 3], |s, q| [s[0] + q[0], s[1] + q[1], s[2] + q[2]])
-        .map(|x| x / n as f64);
-    let mut sum = [0.0; 3];
-    for i in 0..n {
-        let x = cross(sub(pts[i], c), sub(pts[(i + 1) % n], c));
-        sum = [sum[0] + x[0], sum[1] + x[1], sum[2] + x[2]];
-    }
+    let (c, sum) = newell(&pts);
     let len = norm(sum);
     if !(len.is_finite() && len > 0.0) {
         return None;

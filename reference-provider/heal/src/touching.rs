@@ -32,6 +32,7 @@
 use rayon::prelude::*;
 
 use crate::clean::rounding;
+use crate::holes::{cross, dot, sub};
 use crate::keys::pack;
 use crate::topology::{NONE, SAME, Topology, half_edge};
 
@@ -368,22 +369,6 @@ fn shared(
         (true, _) => s1 <= (1.0 + AREA_SLACK) * s2,
         (_, true) => s2 <= (1.0 + AREA_SLACK) * s1,
     }
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }
 
 #[cfg(test)]

@@ -363,6 +363,49 @@ def break_all(tri, rng, diag):
     return tri[rng.permutation(len(tri))]
 
 
+def rounding_split(mesh, rng, count):
+    """`count` vertices each split in two, the copy moved along one axis by two units in the
+    last place of the model's largest coordinate along it, as a boolean or CAD kernel leaves a vertex
+    it computed twice: the fan round the vertex is cut in two, one half on the copy, and two
+    slivers close the gap between them (on an edge of two ulps). Facets as corner arrays."""
+    faces = [list(f) for f in mesh.faces]
+    vertices = [np.asarray(v, dtype=np.float32) for v in mesh.vertices]
+    ulp = np.spacing(np.abs(mesh.vertices).max(axis=0).astype(np.float32)).astype(np.float64)
+    used = set()
+    for u in rng.permutation(len(mesh.vertices)):
+        if count == 0:
+            break
+        u = int(u)
+        fan = [i for i, f in enumerate(faces) if u in f]
+        if len(fan) < 4 or any(set(faces[i]) & used for i in fan):
+            continue
+        # The fan in order round u: each facet (u, a, b) leads to the one starting at b.
+        step = {}
+        for i in fan:
+            k = faces[i].index(u)
+            step[faces[i][(k + 1) % 3]] = (faces[i][(k + 2) % 3], i)
+        ring = [next(iter(step))]
+        while len(ring) <= len(fan) and step[ring[-1]][0] != ring[0]:
+            ring.append(step[ring[-1]][0])
+        if len(ring) != len(fan):
+            continue
+        half = len(ring) // 2
+        copy = np.array(vertices[u], dtype=np.float32)
+        axis = int(rng.integers(3))
+        copy[axis] = np.float32(copy[axis] + 2.0 * ulp[axis])
+        vertices.append(copy)
+        w = len(vertices) - 1
+        for r in ring[half:]:
+            i = step[r][1]
+            faces[i] = [w if x == u else x for x in faces[i]]
+        faces.append([u, ring[half], w])
+        faces.append([u, w, ring[0]])
+        used |= {u, w} | set(ring)
+        count -= 1
+    v = np.array(vertices, dtype=np.float64)
+    return v[np.array(faces)]
+
+
 def t_junctions(mesh, rng, count, sliver):
     """T-junctions: `count` facets split in two at the midpoint of an edge whose other facet
     stays whole (a crack along that edge, as CAD exports write where two patches meet), and,
@@ -455,6 +498,9 @@ def make(out_dir):
             ("t_junction_crack", t_junctions(mesh, rng, 12, False), "binary"),
             ("t_junction_sliver", t_junctions(mesh, rng, 12, True), "binary"),
             ("t_junction_sliver_soup_1e-6", soup(t_junctions(mesh, rng, 12, True), rng, 1e-6 * diag), "binary"),
+            # Vertices computed twice and written two units in the last place apart, joined by
+            # slivers (the exact weld closes both).
+            ("rounding_split", rounding_split(mesh, rng, 8), "binary"),
             # Written exactly, squashed (20 times longer along x, 20 times thinner along z: the
             # walls and clearances along z are then under the weld's bound, but every vertex
             # is closed), and far out along x only (f32 is coarse along x there, and fine

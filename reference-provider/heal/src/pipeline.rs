@@ -507,10 +507,15 @@ fn weld_stage(
     // Without an absolute tolerance from the caller, every corner's limit is also cut to a
     // fraction of its own facet's shortest edge (see `weld::local_limits`).
     let auto = options.weld && options.weld_tolerance.is_none() && tolerance > 0.0;
+    // (Corners one point up to rounding are not apart: an edge between them was never real.)
+    let round = weld::rounding_box(bbox);
+    let apart = |p: [f32; 3], q: [f32; 3]| {
+        (0..3).any(|a| (f64::from(p[a]) - f64::from(q[a])).abs() > round[a])
+    };
     let distinct: Vec<bool> = if auto {
         positions
             .par_chunks_exact(3)
-            .map(|p| p[0] != p[1] && p[1] != p[2] && p[0] != p[2])
+            .map(|p| apart(p[0], p[1]) && apart(p[1], p[2]) && apart(p[0], p[2]))
             .collect()
     } else {
         Vec::new()
@@ -563,6 +568,7 @@ fn weld_stage(
         closed_vertices: welded.closed,
         largest_merge: welded.largest_merge,
         collapsed_facets: collapsed,
+        rounding_merged: welded.rounded,
         model_size: size,
         seconds: 0.0,
     };

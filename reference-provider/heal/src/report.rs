@@ -112,6 +112,14 @@ pub struct WeldReport {
     /// means no real edge was collapsed).
     #[serde(default)]
     pub collapsed_facets: u64,
+    /// Corners merged because they are one point up to the rounding of the coordinates (4
+    /// units in the last place of the model's largest coordinate on each axis) although their
+    /// limits, or a vertex the exact weld closed, kept them apart (auto): two vertices a
+    /// boolean or an export computed apart and wrote as one point, the facets on the edge
+    /// between them slivers (those count in the clean stage's `repeated_vertex_removed`, not
+    /// in `collapsed_facets`).
+    #[serde(default)]
+    pub rounding_merged: u64,
     /// The model's size the automatic bounds (the weld's, the stitch's, the tiny shells') are
     /// fractions of: the diagonal of the box of its facets less stray ones (all but 1 % of
     /// their area at each end of each axis), at most the bounding box's diagonal.

@@ -6,7 +6,9 @@
 //! 2. Within a run of equal hashes, corners join the first representative within the
 //!    tolerance (bit-identical corners count as exact merges), else become representatives.
 //!    Representatives of one run are thus more than the tolerance apart. With local limits,
-//!    a vertex the exact weld already closes takes no tolerance merge ([`closed`]).
+//!    a vertex the exact weld already closes takes no tolerance merge ([`closed`]) but still
+//!    merges with what is one point up to rounding ([`rounding_box`]), and when a run's
+//!    limits differ its corners are taken from the smallest limit up.
 //! 3. Copies that straddle a cell face (which rounding-based welds miss): a representative
 //!    closer than the tolerance to a face of its cell looks up the representatives of the
 //!    neighbouring cell(s) across that face (a merge-join of sorted probes with the sorted
@@ -53,6 +55,9 @@ pub(crate) struct Welded {
     /// With local limits: how many vertices the exact weld closes (see [`closed`]), which
     /// took no tolerance merge.
     pub closed: u64,
+    /// With local limits: merges of corners one point up to rounding ([`rounding_box`]) that
+    /// their limits (or a closed vertex) would have kept apart.
+    pub rounded: u64,
 }
 
 struct Grid {
@@ -65,6 +70,32 @@ struct Grid {
     /// Cell keys in Morton (Z) order when the cells of the bounding box fit in 32 bits (see
     /// [`Morton`]); else (or with tolerance 0) keys are hashes.
     morton: Option<Box<Morton>>,
+    /// With local limits: per axis, how far apart two corners may be and still be one point
+    /// up to the rounding of the model's coordinates ([`rounding_box`]); a corner that takes
+    /// no tolerance merge (limit 0: a vertex the exact weld closes, a corner of a facet of zero
+    /// area) still merges within it. Zero (only equal corners) otherwise.
+    round: [f64; 3],
+}
+
+/// Units in the last place, of the model's largest coordinate on each axis, within which two
+/// corners are one point ([`rounding_box`]).
+const ROUNDING_ULPS: f64 = 4.0;
+
+/// Per axis, [`ROUNDING_ULPS`] units in the last place of the largest coordinate of `bbox`
+/// along it: two corners that differ by no more along every axis are one point written
+/// twice. A boolean or a CAD kernel computes two vertices apart that are one point, and
+/// writing them as `f32` leaves them a unit or two of the model's magnitude apart (not of
+/// their own: a coordinate near 0 carries the rounding of the others it was computed from),
+/// joined by an edge of that length: the facets on it are slivers, and the exact weld closes
+/// both vertices (or a sliver's short edge cuts their limits), so no tolerance merge would
+/// join them.
+pub(crate) fn rounding_box(bbox: Option<Bbox>) -> [f64; 3] {
+    bbox.map_or([0.0; 3], |b| {
+        std::array::from_fn(|a| {
+            let m = f64::from(b.min[a].abs().max(b.max[a].abs()));
+            ROUNDING_ULPS * m * f64::from(f32::EPSILON)
+        })
+    })
 }
 
 /// Cell keys along a Z-order curve: the bits of the three cell indices interleaved (each axis
@@ -192,22 +223,25 @@ impl Grid {
         [c(0), c(1), c(2)]
     }
 
-    /// Are `p` and `q` within `tol` (at most the grid's tolerance)? Returns the squared
-    /// distance when they are.
+    /// Are `p` and `q` within `tol` (at most the grid's tolerance), or one point up to
+    /// rounding (see [`Grid::round`])? Returns the squared distance when they are.
     #[inline]
     fn matches(&self, p: [f32; 3], q: [f32; 3], tol: f32) -> Option<f64> {
         if p == q {
             return Some(0.0);
         }
+        let d = [0, 1, 2].map(|a| f64::from(p[a]) - f64::from(q[a]));
+        let d2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
+        if tol == 0.0 && (0..3).all(|a| d[a].abs() <= self.round[a]) {
+            return Some(d2);
+        }
         if self.tol > 0.0 && tol > 0.0 {
-            let d = [0, 1, 2].map(|a| f64::from(p[a]) - f64::from(q[a]));
             if let Some(axis) = &self.axis
                 && (0..3).any(|a| d[a].abs() > axis[a])
             {
                 return None;
             }
-            let d = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-            (d <= f64::from(tol) * f64::from(tol)).then_some(d)
+            (d2 <= f64::from(tol) * f64::from(tol)).then_some(d2)
         } else {
             None
         }
@@ -225,6 +259,8 @@ struct ChunkOut {
     rep_tol: Vec<f32>,
     exact: u64,
     tol: u64,
+    /// Of `tol`, merges only the rounding allowed (beyond the corners' limits).
+    rounded: u64,
     /// Largest squared distance of a tolerance merge.
     largest: f64,
     /// Vertices found closed.
@@ -294,13 +330,19 @@ pub(crate) fn touched_may_merge(
     if touched.is_empty() || cap <= 0.0 {
         return false;
     }
-    let lim_u = vertex_limits(vertices, triangles, touched, cap);
+    // Corners one point up to rounding merge whatever their limits: no limit is below the
+    // rounding box's diagonal (more pairs to check, never one missed).
+    let r = rounding_box(keys::par_bbox(vertices));
+    let floor = ((r[0] * r[0] + r[1] * r[1] + r[2] * r[2]).sqrt() as f32).min(cap);
+    let mut lim_u = vertex_limits(vertices, triangles, touched, cap);
+    lim_u.iter_mut().for_each(|l| *l = l.max(floor));
     let pairs = pairs_within(vertices, touched, &lim_u, cap);
     if pairs.is_empty() {
         return false;
     }
     let others: Vec<u32> = pairs.iter().map(|&(_, v)| v).collect();
-    let lim_v = vertex_limits(vertices, triangles, &others, cap);
+    let mut lim_v = vertex_limits(vertices, triangles, &others, cap);
+    lim_v.iter_mut().for_each(|l| *l = l.max(floor));
     pairs.iter().zip(&lim_v).any(|(&(k, v), &lv)| {
         let l = f64::from(lim_u[k as usize].min(lv));
         dist2(vertices[touched[k as usize] as usize], vertices[v as usize]) <= l * l
@@ -512,6 +554,11 @@ pub(crate) fn weld_in(
         tol,
         axis: axis.iter().any(|&a| a < tol).then(|| axis.map(f64::from)),
         morton: None,
+        round: if local && tol > 0.0 {
+            rounding_box(bbox)
+        } else {
+            [0.0; 3]
+        },
     };
     if tol > 0.0
         && let Some(b) = bbox
@@ -562,6 +609,7 @@ pub(crate) fn weld_in(
     let mut offsets = Vec::with_capacity(outs.len());
     let (mut exact_merged, mut tolerance_merged, mut largest) = (0, 0, 0.0f64);
     let closed = outs.iter().map(|o| o.closed).sum();
+    let mut rounded: u64 = outs.iter().map(|o| o.rounded).sum();
     for o in outs {
         offsets.push(rep_keys.len() as u32);
         rep_keys.extend_from_slice(&o.reps);
@@ -578,6 +626,10 @@ pub(crate) fn weld_in(
         let pairs = cross_cell_pairs(&rep_keys, &rep_pos, &rep_tol, &grid);
         for (a, b, d) in pairs {
             largest = largest.max(d);
+            let l = f64::from(rep_tol[a as usize].min(rep_tol[b as usize]));
+            if d > l * l && find(&mut parent, a) != find(&mut parent, b) {
+                rounded += 1;
+            }
             union(&mut parent, &rep_keys, a, b);
         }
         for i in 0..parent.len() {
@@ -687,6 +739,7 @@ pub(crate) fn weld_in(
         limits: per_facet,
         limited,
         closed,
+        rounded,
     }
 }
 
@@ -705,6 +758,7 @@ fn cluster_chunk(
     let mut rep_pos: Vec<[f32; 3]> = Vec::new();
     let mut rep_tol: Vec<f32> = Vec::new();
     let (mut exact, mut tol, mut largest, mut closed_vertices) = (0u64, 0u64, 0.0f64, 0u64);
+    let mut rounded = 0u64;
     // Per corner of the run: its limit, lowered to the smallest limit among its bit-identical
     // copies (so a vertex is only as tolerant as the smallest facet round it).
     let mut run_limit: Vec<f32> = Vec::new();
@@ -773,7 +827,33 @@ fn cluster_chunk(
         // of the 27 cells round it instead of with every one of the run. It finds the same
         // representative (the first within the limit), so the output does not change.
         let mut index: Option<HashMap<[i64; 3], Vec<u32>>> = None;
-        while i < run_end {
+        // Corners of small facets first, when the run's limits differ: a vertex's copies then
+        // gather round its strictest copy before a laxer copy (one of a larger facet round
+        // the same vertex) can take in a copy of the vertex at the other end of a short edge.
+        // Taken in corner order, the first copy of either end, if a lax one, took both ends'
+        // lax copies (noise carries copies apart, so the bit-identical sharing above does not
+        // reach them), and a short edge hundreds of times the noise was collapsed.
+        // The representative's position and corner are still its smallest corner's, set
+        // after the run (the output is the same whenever the order changes no cluster).
+        // (Only a run with a limit below the tolerance can have two different limits.)
+        let reorder = share && {
+            let positive = run_limit.iter().filter(|&&t| t > 0.0);
+            positive.clone().fold(f32::INFINITY, |a, &t| a.min(t))
+                < positive.fold(0.0f32, |a, &t| a.max(t))
+        };
+        if reorder {
+            let key = |j: usize| match run_limit[j] {
+                t if t > 0.0 => t,
+                _ => f32::INFINITY,
+            };
+            order.clear();
+            order.extend(0..run_end - run_start);
+            order.sort_unstable_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
+        }
+        // (`order` is filled only when it differs from `0..`: indexed, not iterated.)
+        #[allow(clippy::needless_range_loop)]
+        for n in 0..run_end - run_start {
+            let i = run_start + if reorder { order[n] } else { n };
             let corner = lo(sorted[i]);
             let p = pos(i);
             let t = run_limit[i - run_start];
@@ -816,6 +896,10 @@ fn cluster_chunk(
                 } else {
                     tol += 1;
                     largest = largest.max(d);
+                    let l = f64::from(t.min(rep_tol[k]));
+                    if d > l * l {
+                        rounded += 1;
+                    }
                 }
             }
             let found = found.map(|(k, _)| k);
@@ -847,8 +931,17 @@ fn cluster_chunk(
                 }
             };
             sorted[i] = pack(local as u32, corner);
-            i += 1;
         }
+        if reorder {
+            for (i, &e) in sorted.iter().enumerate().take(run_end).skip(run_start) {
+                let (k, corner) = (hi(e) as usize, lo(e));
+                if corner < lo(reps[k]) {
+                    reps[k] = pack(hi(reps[k]), corner);
+                    rep_pos[k] = pos(i);
+                }
+            }
+        }
+        i = run_end;
     }
     ChunkOut {
         reps,
@@ -856,6 +949,7 @@ fn cluster_chunk(
         rep_tol,
         exact,
         tol,
+        rounded,
         largest,
         closed: closed_vertices,
     }
@@ -952,6 +1046,7 @@ fn cross_cell_pairs(
     grid: &Grid,
 ) -> Vec<(u32, u32, f64)> {
     let cell = 1.0 / grid.inv_cell;
+    let round = grid.round[0].max(grid.round[1]).max(grid.round[2]);
     let mut probes: Vec<u64> = rep_keys
         .par_iter()
         .enumerate()
@@ -959,7 +1054,8 @@ fn cross_cell_pairs(
             let mut out = [0u64; 7];
             let mut len = 0;
             let p = rep_pos[ord];
-            let near = f64::from(rep_tol[ord]);
+            // (Within the rounding of a face too: such corners merge whatever their limits.)
+            let near = f64::from(rep_tol[ord]).max(round);
             let c = grid.cell(p);
             // Which neighbours to look at along each axis.
             let mut opts = [[0i64; 2]; 3];

@@ -10,7 +10,8 @@
 //! along a face meshed differently on each side (two blocks, two stacked cylinders), and
 //! breaks them its own way (per-facet copies with noise from 0 to 1e-5 of the diagonal,
 //! flips, holes, duplicates, repeated-corner and collinear slivers, debris, T-junctions with
-//! and without their zero-area facet, ASCII files and binary files whose header starts with
+//! and without their zero-area facet, vertices written twice two units in the last place
+//! apart with slivers between the copies, ASCII files and binary files whose header starts with
 //! `solid`). Every file is repaired with the default options, and trimesh
 //! judges the result against the clean model: watertight, consistently wound, volume within
 //! 0.5 %, as many bodies (and inward cavities) as the clean model, and no facet flat up to

@@ -55,6 +55,61 @@ fn tetra_with_short_edge(gap: f32) -> Vec<u8> {
     heal::stl::encode_soup(&soup, &[])
 }
 
+/// A closed octahedron whose top vertex was computed twice, as a boolean or a CAD kernel
+/// leaves a vertex: half its fan on a copy `lift` above it, and two slivers on the edge
+/// between the two closing the gap. With `lift` of a unit or two in the last place, both
+/// vertices are closed by the exact weld.
+fn octahedron_with_split_top(lift: f32) -> Vec<u8> {
+    let u = [0.0f32, 0.0, 1.0];
+    let w = [0.0f32, 0.0, 1.0 + lift];
+    let d = [0.0f32, 0.0, -1.0];
+    let r = [
+        [1.0f32, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [-1.0, 0.0, 0.0],
+        [0.0, -1.0, 0.0],
+    ];
+    let mut facets = vec![
+        [u, r[0], r[1]],
+        [u, r[1], r[2]],
+        [w, r[2], r[3]],
+        [w, r[3], r[0]],
+    ];
+    facets.extend((0..4).map(|i| [d, r[(i + 1) % 4], r[i]]));
+    facets.push([u, r[2], w]);
+    facets.push([u, w, r[0]]);
+    let soup: Vec<[f32; 3]> = facets.iter().flatten().copied().collect();
+    heal::stl::encode_soup(&soup, &[])
+}
+
+#[test]
+fn heal_default_weld_merges_a_vertex_written_twice_a_rounding_apart() {
+    // Two units in the last place of 1 (the largest z): one point up to rounding, merged in
+    // the weld (the slivers then repeat a vertex). Before the rounding rule both copies were
+    // closed and stayed apart; here the slivers were then removed as flat and the stitch
+    // closed the crack, but on larger models the holes stage filled it with the same slivers
+    // again (the foreign models' `rounding_split` cases).
+    let lift = 2.0 * f32::EPSILON;
+    let r = heal::repair(&octahedron_with_split_top(lift), &RepairOptions::default()).unwrap();
+    let rep = &r.report;
+    assert_eq!(rep.output_facets, 8, "{rep:#?}");
+    assert_eq!(rep.output_vertices, 6, "{rep:#?}");
+    assert!(rep.stages.weld.rounding_merged > 0, "{rep:#?}");
+    assert_eq!(rep.stages.weld.collapsed_facets, 0, "{rep:#?}");
+    assert_eq!(rep.stages.clean.repeated_vertex_removed, 2, "{rep:#?}");
+    let v = verify(&r.to_stl_bytes());
+    assert!(v.watertight && v.consistent && v.outward, "{v:?}");
+    assert!((v.volume - 4.0 / 3.0).abs() < 1e-6, "{v:?}");
+    // Far more than the rounding (8 units): a real vertex, kept with its facets.
+    let r = heal::repair(
+        &octahedron_with_split_top(64.0 * f32::EPSILON),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.report.output_facets, 10, "{:#?}", r.report);
+    assert_eq!(r.report.stages.weld.rounding_merged, 0);
+}
+
 #[test]
 fn heal_default_weld_never_merges_the_ends_of_a_short_real_edge() {
     // Edges of about 6e-7, 6e-6 and 6e-5 of the diagonal (1.7): the first two far below the

@@ -55,6 +55,56 @@ fn tetra_with_short_edge(gap: f32) -> Vec<u8> {
     heal::stl::encode_soup(&soup, &[])
 }
 
+/// The tetrahedron of [`tetra_with_short_edge`] (short edge A-E of `gap`) as a soup whose
+/// every corner is its own copy (y moved by a different multiple of 1e-7, so no two copies
+/// are bit-identical), the facets round A and E that lack the short edge written first.
+fn noisy_tetra_lax_copies_first(gap: f32) -> Vec<u8> {
+    let (a, e, b, c, d) = (
+        [0.0f32, 0.0, 0.0],
+        [gap, 0.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+    );
+    let facets = [
+        [a, d, c],
+        [e, c, b],
+        [e, b, d],
+        [b, c, d],
+        [a, c, e],
+        [a, e, d],
+    ];
+    let soup: Vec<[f32; 3]> = facets
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(k, &p)| [p[0], p[1] + (k as f32 - 9.0) * 1e-7, p[2]])
+        .collect();
+    heal::stl::encode_soup(&soup, &[])
+}
+
+#[test]
+fn heal_default_weld_keeps_a_short_edge_whose_lax_copies_come_first() {
+    // The edge (4e-5, half the weld's bound) is 40 times the noise. The first corner of the
+    // cell is A's copy in a large facet (limit: the bound); taken in corner order, E's copy
+    // in the next large facet joined it, and the facets round E were moved onto A (4 facets
+    // left, 2 edges of three). Taken from the smallest limit up, A's and E's copies in the
+    // facets on the short edge come first and each copy joins its own vertex.
+    let r = heal::repair(
+        &noisy_tetra_lax_copies_first(4e-5),
+        &RepairOptions::default(),
+    )
+    .unwrap();
+    let rep = &r.report;
+    assert_eq!(rep.output_facets, 6, "{rep:#?}");
+    assert_eq!(rep.output_vertices, 5, "{rep:#?}");
+    assert_eq!(rep.stages.weld.collapsed_facets, 0, "{rep:#?}");
+    assert!(rep.stages.weld.largest_merge < 2e-6, "{rep:#?}");
+    assert!(rep.watertight, "{rep:#?}");
+    let v = verify(&r.to_stl_bytes());
+    assert!(v.watertight && v.consistent && v.outward, "{v:?}");
+}
+
 /// A closed octahedron whose top vertex was computed twice, as a boolean or a CAD kernel
 /// leaves a vertex: half its fan on a copy `lift` above it, and two slivers on the edge
 /// between the two closing the gap. With `lift` of a unit or two in the last place, both

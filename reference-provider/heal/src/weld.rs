@@ -77,12 +77,8 @@ struct Grid {
     round: [f64; 3],
 }
 
-/// Units in the last place, of the model's largest coordinate on each axis, within which two
-/// corners are one point ([`rounding_box`]).
-const ROUNDING_ULPS: f64 = 4.0;
-
-/// Per axis, [`ROUNDING_ULPS`] units in the last place of the largest coordinate of `bbox`
-/// along it: two corners that differ by no more along every axis are one point written
+/// Per axis, the rounding of the largest coordinate of `bbox` along it ([`crate::clean::rounding`]:
+/// 4 units in the last place): two corners that differ by no more along every axis are one point written
 /// twice. A boolean or a CAD kernel computes two vertices apart that are one point, and
 /// writing them as `f32` leaves them a unit or two of the model's magnitude apart (not of
 /// their own: a coordinate near 0 carries the rounding of the others it was computed from),
@@ -92,8 +88,7 @@ const ROUNDING_ULPS: f64 = 4.0;
 pub(crate) fn rounding_box(bbox: Option<Bbox>) -> [f64; 3] {
     bbox.map_or([0.0; 3], |b| {
         std::array::from_fn(|a| {
-            let m = f64::from(b.min[a].abs().max(b.max[a].abs()));
-            ROUNDING_ULPS * m * f64::from(f32::EPSILON)
+            crate::clean::rounding(f64::from(b.min[a].abs().max(b.max[a].abs())))
         })
     })
 }

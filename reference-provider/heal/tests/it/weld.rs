@@ -34,8 +34,8 @@ fn heal_default_weld_heals_noise_from_zero_to_1e5_of_the_diagonal() {
 }
 
 /// A closed tetrahedron whose edge A-B carries an extra vertex E at `gap` from A: AE is a
-/// real edge much shorter than the weld's bound.
-fn tetra_with_short_edge(gap: f32) -> Vec<u8> {
+/// real edge much shorter than the weld's bound. Facets as corners.
+fn tetra_facets(gap: f32) -> [[[f32; 3]; 3]; 6] {
     let (a, b, c, d) = (
         [0.0f32, 0.0, 0.0],
         [1.0, 0.0, 0.0],
@@ -43,38 +43,28 @@ fn tetra_with_short_edge(gap: f32) -> Vec<u8> {
         [0.0, 0.0, 1.0],
     );
     let e = [gap, 0.0, 0.0];
-    let facets = [
+    [
         [a, c, e],
         [e, c, b],
         [a, e, d],
         [e, b, d],
         [a, d, c],
         [b, c, d],
-    ];
-    let soup: Vec<[f32; 3]> = facets.iter().flatten().copied().collect();
+    ]
+}
+
+/// [`tetra_facets`] as binary STL.
+fn tetra_with_short_edge(gap: f32) -> Vec<u8> {
+    let soup: Vec<[f32; 3]> = tetra_facets(gap).iter().flatten().copied().collect();
     heal::stl::encode_soup(&soup, &[])
 }
 
-/// The tetrahedron of [`tetra_with_short_edge`] (short edge A-E of `gap`) as a soup whose
-/// every corner is its own copy (y moved by a different multiple of 1e-7, so no two copies
-/// are bit-identical), the facets round A and E that lack the short edge written first.
+/// [`tetra_facets`] as a soup whose every corner is its own copy (y moved by a different
+/// multiple of 1e-7, so no two copies are bit-identical), the facets round A and E that lack
+/// the short edge written first.
 fn noisy_tetra_lax_copies_first(gap: f32) -> Vec<u8> {
-    let (a, e, b, c, d) = (
-        [0.0f32, 0.0, 0.0],
-        [gap, 0.0, 0.0],
-        [1.0, 0.0, 0.0],
-        [0.0, 1.0, 0.0],
-        [0.0, 0.0, 1.0],
-    );
-    let facets = [
-        [a, d, c],
-        [e, c, b],
-        [e, b, d],
-        [b, c, d],
-        [a, c, e],
-        [a, e, d],
-    ];
-    let soup: Vec<[f32; 3]> = facets
+    let f = tetra_facets(gap);
+    let soup: Vec<[f32; 3]> = [f[4], f[1], f[3], f[5], f[0], f[2]]
         .iter()
         .flatten()
         .enumerate()

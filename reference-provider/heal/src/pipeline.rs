@@ -253,7 +253,7 @@ fn heal_once(
         &non_manifold,
         mark::NON_MANIFOLD,
     );
-    drop(non_manifold);
+    let non_manifold = non_manifold_edges(&triangles, &non_manifold);
     let clean = CleanReport {
         degenerate_removed: clean.degenerate_removed + clean_extra.degenerate_removed,
         repeated_vertex_removed: clean.repeated_vertex_removed
@@ -320,6 +320,10 @@ fn heal_once(
     // Check the fills on the final facets (only where a fill may have touched them).
     let fills_closed = (filled.filled == 0 && filled.edges_split == 0)
         || holes::closed_around(vertices.len(), &triangles, &boundary, &filled.split_corners);
+    // The edges of more than two facets were re-paired, and later stages may have removed
+    // the extra facets (a sliver or a copy in a tiny shell): only those still so are left.
+    let non_manifold_left = crowded_edges(vertices.len(), &triangles, &non_manifold);
+    drop(non_manifold);
     touched.extend(before_holes..vertices.len() as u32);
     let (mesh, touched) = compact_vertices(&vertices, triangles, touched);
     if mesh.triangles.is_empty() {
@@ -379,10 +383,10 @@ fn heal_once(
              itself (such as a face of a CAD export not joined to its neighbours)"
         ));
     }
-    let nm = stages.topology.non_manifold_edges;
+    let nm = non_manifold_left;
     if nm > 0 {
         not_watertight.push(format!(
-            "{nm} edges were shared by more than two facets (split apart): overlapping \
+            "{nm} edges are shared by more than two facets (split apart): overlapping \
              surfaces, such as copies of one surface that are neither welded nor apart"
         ));
     }
@@ -1093,6 +1097,63 @@ fn orient_stage(
 }
 
 /// The weld tolerance the options give for the facets of `mesh`.
+/// The edges (vertex pairs, low first, sorted) with more than two facets among `facets`,
+/// the facets the topology stage found on such edges (all of every such edge's facets).
+fn non_manifold_edges(triangles: &[[u32; 3]], facets: &[u32]) -> Vec<[u32; 2]> {
+    let mut edges: Vec<[u32; 2]> = facets
+        .iter()
+        .flat_map(|&f| {
+            let t = triangles[f as usize];
+            (0..3).map(move |k| {
+                let (a, b) = (t[k], t[(k + 1) % 3]);
+                [a.min(b), a.max(b)]
+            })
+        })
+        .collect();
+    edges.sort_unstable();
+    let mut out: Vec<[u32; 2]> = edges
+        .chunk_by(|a, b| a == b)
+        .filter(|r| r.len() > 2)
+        .map(|r| r[0])
+        .collect();
+    out.dedup();
+    out
+}
+
+/// How many of `edges` (sorted vertex pairs, low first) have more than two facets in
+/// `triangles`. Only facets with both ends of an edge among the pairs' vertices are looked up.
+fn crowded_edges(vertex_count: usize, triangles: &[[u32; 3]], edges: &[[u32; 2]]) -> u64 {
+    if edges.is_empty() {
+        return 0;
+    }
+    let mut on = vec![false; vertex_count];
+    for e in edges {
+        for &v in e {
+            if let Some(o) = on.get_mut(v as usize) {
+                *o = true;
+            }
+        }
+    }
+    let found: Vec<u32> = keys::par_blocks(triangles.len(), |r, out| {
+        for t in &triangles[r] {
+            for k in 0..3 {
+                let (a, b) = (t[k], t[(k + 1) % 3]);
+                if on[a as usize]
+                    && on[b as usize]
+                    && let Ok(i) = edges.binary_search(&[a.min(b), a.max(b)])
+                {
+                    out.push(i as u32);
+                }
+            }
+        }
+    });
+    let mut count = vec![0u32; edges.len()];
+    for i in found {
+        count[i as usize] += 1;
+    }
+    count.iter().filter(|&&c| c > 2).count() as u64
+}
+
 pub(crate) fn weld_tolerance(mesh: &Mesh, options: &RepairOptions) -> f32 {
     let bbox = keys::par_bbox(&mesh.vertices);
     tolerance_for(bbox, model_size(&mesh.vertices, &mesh.triangles), options)

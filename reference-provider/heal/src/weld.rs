@@ -8,7 +8,8 @@
 //!    Representatives of one run are thus more than the tolerance apart. With local limits,
 //!    a vertex the exact weld already closes takes no tolerance merge ([`closed`]) but still
 //!    merges with what is one point up to rounding ([`rounding_box`]), and when a run's
-//!    limits differ its corners are taken from the smallest limit up.
+//!    limits differ its corners are taken from the smallest limit up, each to its nearest
+//!    representative or to none ([`noise_scale`]).
 //! 3. Copies that straddle a cell face (which rounding-based welds miss): a representative
 //!    closer than the tolerance to a face of its cell looks up the representatives of the
 //!    neighbouring cell(s) across that face (a merge-join of sorted probes with the sorted
@@ -759,6 +760,11 @@ fn cluster_chunk(
     let mut run_limit: Vec<f32> = Vec::new();
     let mut order: Vec<usize> = Vec::new();
     let mut pairs: Vec<(u64, u64)> = Vec::new();
+    // How far apart copies of one vertex lie here ([`noise_scale`]), found at the first run
+    // that needs it.
+    let mut noise = f64::NAN;
+    // No two corners farther apart than this match (the tolerance, or the rounding box).
+    let reach_any = f64::from(grid.tol).powi(2) + grid.round.iter().map(|r| r * r).sum::<f64>();
     let mut i = 0;
     while i < sorted.len() {
         let h = hi(sorted[i]);
@@ -836,6 +842,9 @@ fn cluster_chunk(
             positive.clone().fold(f32::INFINITY, |a, &t| a.min(t))
                 < positive.fold(0.0f32, |a, &t| a.max(t))
         };
+        if reorder && noise.is_nan() {
+            noise = noise_scale(&sorted[run_start..], positions);
+        }
         if reorder {
             let key = |j: usize| match run_limit[j] {
                 t if t > 0.0 => t,
@@ -852,7 +861,25 @@ fn cluster_chunk(
             let corner = lo(sorted[i]);
             let p = pos(i);
             let t = run_limit[i - run_start];
+            // Where the run's limits differ (short edges near), a corner goes to its
+            // nearest representative or to none: the first one within the pair's limit may
+            // be the copy of the vertex at the other end of a short edge that is not an edge
+            // of the corner's own facet (a lax copy there is within its limit of both ends).
             let mut found: Option<(usize, f64)> = None;
+            let mut best: Option<(usize, f64)> = None;
+            let mut nearest = |k: usize| {
+                let d = dist2(p, rep_pos[k]);
+                // A representative that may not take the corner still counts when its own
+                // shortest edge is evidence of another vertex near: the corner is within half
+                // that edge (twice the limit, a quarter of the edge) of it, and the limit is
+                // above the noise (a sliver whose short edge is only noise tells nothing).
+                let l = f64::from(rep_tol[k]);
+                let counts = (l > noise && d <= 4.0 * l * l)
+                    || (d <= reach_any && grid.matches(p, rep_pos[k], t.min(rep_tol[k])).is_some());
+                if counts && best.is_none_or(|(b, e)| d < e || (d == e && k < b)) {
+                    best = Some((k, d));
+                }
+            };
             if let Some(ix) = &index {
                 let c = grid.fine(p);
                 for dx in -1..=1 {
@@ -863,6 +890,10 @@ fn cluster_chunk(
                             };
                             for &k in ks {
                                 let k = k as usize;
+                                if reorder {
+                                    nearest(k);
+                                    continue;
+                                }
                                 if found.is_some_and(|(f, _)| f <= k) {
                                     break;
                                 }
@@ -873,6 +904,8 @@ fn cluster_chunk(
                         }
                     }
                 }
+            } else if reorder {
+                (run_start_rep..rep_pos.len()).for_each(&mut nearest);
             } else {
                 for (k, (&q, &tq)) in rep_pos[run_start_rep..]
                     .iter()
@@ -884,6 +917,11 @@ fn cluster_chunk(
                         break;
                     }
                 }
+            }
+            if let Some((k, _)) = best {
+                found = grid
+                    .matches(p, rep_pos[k], t.min(rep_tol[k]))
+                    .map(|d| (k, d));
             }
             if let Some((k, d)) = found {
                 if p == rep_pos[k] {
@@ -948,6 +986,39 @@ fn cluster_chunk(
         largest,
         closed: closed_vertices,
     }
+}
+
+/// The median, over up to 512 cells spread along `sorted` (keys still `hash << 32 | corner`,
+/// from a run's start), of the distance from a cell's first corner to the nearest other corner
+/// of that cell: about how far a noisy export moved copies of one vertex apart (0 where they
+/// are bit-identical). Cells of more than 32 corners are skipped (fine detail, not copies).
+fn noise_scale(sorted: &[u64], positions: &[[f32; 3]]) -> f64 {
+    const SAMPLES: usize = 512;
+    let step = (sorted.len() / SAMPLES).max(1);
+    let mut near = Vec::with_capacity(SAMPLES);
+    let mut i = 0;
+    while i < sorted.len() {
+        // To the start of the next run.
+        while i > 0 && i < sorted.len() && hi(sorted[i]) == hi(sorted[i - 1]) {
+            i += 1;
+        }
+        let Some(&first) = sorted.get(i) else { break };
+        let end = i + sorted[i..].partition_point(|&k| hi(k) == hi(first));
+        if (2..=32).contains(&(end - i)) {
+            let p = positions[lo(first) as usize];
+            let d = sorted[i + 1..end]
+                .iter()
+                .map(|&k| dist2(p, positions[lo(k) as usize]))
+                .fold(f64::INFINITY, f64::min);
+            near.push(d.sqrt());
+        }
+        i = (i + step).max(end);
+    }
+    if near.is_empty() {
+        return 0.0;
+    }
+    let mid = near.len() / 2;
+    *near.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
 /// Corners gathered in sorted order for [`cluster_chunk`]: `pos[k]` and `lim[k]` are the

@@ -162,10 +162,41 @@ fn report_says_why_not_watertight() {
     );
     assert!(
         r.report.not_watertight[0]
-            .starts_with("1 edges were shared by more than two facets (split apart)"),
+            .starts_with("1 edges are shared by more than two facets (split apart)"),
         "{:?}",
         r.report.not_watertight
     );
+
+    // A tetrahedron with a short edge (4e-4 of a model 10 across) and a stray facet on that
+    // edge (three facets on it, split apart): the stray facet is a tiny shell of its own,
+    // removed, and the edge keeps two facets. The output is closed and says so.
+    let mut flap = heal::Mesh::default();
+    let (a, b, x, y) = (
+        [0.0f32, 0.0, 0.0],
+        [4e-4, 0.0, 0.0],
+        [0.0, 10.0, 0.0],
+        [0.0, 0.0, 10.0],
+    );
+    for f in [
+        [a, x, b],
+        [a, b, y],
+        [a, y, x],
+        [b, x, y],
+        [a, [2e-4, -1e-4, -1e-4], b],
+    ] {
+        let base = flap.vertices.len() as u32;
+        flap.vertices.extend(f);
+        flap.triangles.push([base, base + 1, base + 2]);
+    }
+    let r = heal::repair(&heal::stl::encode_binary(&flap), &RepairOptions::default()).unwrap();
+    let rep = &r.report;
+    assert_eq!(rep.stages.topology.non_manifold_edges, 1, "{rep:#?}");
+    assert_eq!(rep.stages.shells.tiny_removed, 1, "{rep:#?}");
+    assert_eq!(rep.output_facets, 4, "{rep:#?}");
+    assert!(rep.watertight, "{rep:#?}");
+    assert!(rep.not_watertight.is_empty(), "{rep:#?}");
+    let v = verify(&r.to_stl_bytes());
+    assert!(v.watertight && v.consistent && v.outward, "{v:?}");
 
     // Two tetrahedra on the same side of a face they share, its two copies wound opposite
     // ways: the shared face goes, and what is left encloses nothing, which the report says.

@@ -95,6 +95,42 @@ fn heal_default_weld_keeps_a_short_edge_whose_lax_copies_come_first() {
     assert!(v.watertight && v.consistent && v.outward, "{v:?}");
 }
 
+/// A closed tetrahedron A, B, X, Y with a short edge A-B (4e-4, 10 long facets), as a soup:
+/// every copy exact except A's copy in the facet A-Y-X, moved 1.5e-4 along +y, and B's copy in
+/// the facet B-X-Y, moved 1.5e-4 along -y. Those two facets are large (their corners' limit is
+/// the weld's bound, 7.1e-4, wider than the edge); the copies on the short edge (limit 1e-4,
+/// a quarter of it) are not within their limit of either moved copy.
+fn tetra_with_moved_lax_copies() -> Vec<u8> {
+    let (a, b, x, y) = (
+        [0.0f32, 0.0, 0.0],
+        [4e-4, 0.0, 0.0],
+        [0.0, 10.0, 0.0],
+        [0.0, 0.0, 10.0],
+    );
+    let (a3, b3) = ([0.0f32, 1.5e-4, 0.0], [4e-4, -1.5e-4, 0.0]);
+    let facets = [[a, x, b], [a, b, y], [a3, y, x], [b3, x, y]];
+    let soup: Vec<[f32; 3]> = facets.iter().flatten().copied().collect();
+    heal::stl::encode_soup(&soup, &[])
+}
+
+#[test]
+fn heal_default_weld_sends_a_copy_to_its_nearest_vertex_not_across_a_short_edge() {
+    // The moved copies are 5e-4 apart, within their limits of each other: joined as the first
+    // match, B's copy went to A (the two large facets became one facet both ways round, and
+    // nothing printable was left). Each moved copy's nearest representative is its own
+    // vertex's copy on the short edge, within half the edge: the weld leaves it apart rather
+    // than take it across the edge, and the stitch closes the crack.
+    let r = heal::repair(&tetra_with_moved_lax_copies(), &RepairOptions::default()).unwrap();
+    let rep = &r.report;
+    assert_eq!(rep.output_facets, 4, "{rep:#?}");
+    assert_eq!(rep.output_vertices, 4, "{rep:#?}");
+    assert_eq!(rep.stages.weld.collapsed_facets, 0, "{rep:#?}");
+    assert!(rep.watertight, "{rep:#?}");
+    assert!((rep.volume - 4e-4 * 100.0 / 6.0).abs() < 1e-7, "{rep:#?}");
+    let v = verify(&r.to_stl_bytes());
+    assert!(v.watertight && v.consistent && v.outward, "{v:?}");
+}
+
 /// A closed octahedron whose top vertex was computed twice, as a boolean or a CAD kernel
 /// leaves a vertex: half its fan on a copy `lift` above it, and two slivers on the edge
 /// between the two closing the gap. With `lift` of a unit or two in the last place, both

@@ -580,6 +580,14 @@ pub(crate) fn weld_in(
         tol,
     };
 
+    // How far apart copies of one vertex lie ([`noise_scale`]), from the whole sorted order,
+    // so that it does not depend on how the keys are cut into chunks (the number of threads).
+    let noise = if local {
+        noise_scale(&sorted, &positions)
+    } else {
+        0.0
+    };
+
     // 2. Cluster within runs; each chunk of `sorted` is overwritten with its corners'
     // chunk-local representative ordinals (no second corner-sized buffer).
     let ranges = keys::run_chunks(&sorted, keys::parts_for(n));
@@ -594,7 +602,7 @@ pub(crate) fn weld_in(
     }
     let outs: Vec<ChunkOut> = chunks
         .par_iter_mut()
-        .map(|c| cluster_chunk(c, &positions, &grid, limits))
+        .map(|c| cluster_chunk(c, &positions, &grid, limits, noise))
         .collect();
     drop(chunks);
     // Every position still needed is a representative's, kept in `rep_pos`.
@@ -744,6 +752,7 @@ fn cluster_chunk(
     positions: &[[f32; 3]],
     grid: &Grid,
     limits: Limits<'_>,
+    noise: f64,
 ) -> ChunkOut {
     // The corners' positions and limits are gathered a block at a time ahead of the loop
     // that uses them: independent loads overlap, unlike loads inside the clustering loop, and
@@ -760,9 +769,6 @@ fn cluster_chunk(
     let mut run_limit: Vec<f32> = Vec::new();
     let mut order: Vec<usize> = Vec::new();
     let mut pairs: Vec<(u64, u64)> = Vec::new();
-    // How far apart copies of one vertex lie here ([`noise_scale`]), found at the first run
-    // that needs it.
-    let mut noise = f64::NAN;
     // No two corners farther apart than this match (the tolerance, or the rounding box).
     let reach_any = f64::from(grid.tol).powi(2) + grid.round.iter().map(|r| r * r).sum::<f64>();
     let mut i = 0;
@@ -842,9 +848,6 @@ fn cluster_chunk(
             positive.clone().fold(f32::INFINITY, |a, &t| a.min(t))
                 < positive.fold(0.0f32, |a, &t| a.max(t))
         };
-        if reorder && noise.is_nan() {
-            noise = noise_scale(&sorted[run_start..], positions);
-        }
         if reorder {
             let key = |j: usize| match run_limit[j] {
                 t if t > 0.0 => t,
@@ -988,8 +991,8 @@ fn cluster_chunk(
     }
 }
 
-/// The median, over up to 512 cells spread along `sorted` (keys still `hash << 32 | corner`,
-/// from a run's start), of the distance from a cell's first corner to the nearest other corner
+/// The median, over up to 512 cells spread along `sorted` (keys `hash << 32 | corner`, sorted),
+/// of the distance from a cell's first corner to the nearest other corner
 /// of that cell: about how far a noisy export moved copies of one vertex apart (0 where they
 /// are bit-identical). Cells of more than 32 corners are skipped (fine detail, not copies).
 fn noise_scale(sorted: &[u64], positions: &[[f32; 3]]) -> f64 {

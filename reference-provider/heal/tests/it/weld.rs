@@ -450,3 +450,42 @@ fn heal_exact_closed_parts_closer_than_the_weld_bound_stay_apart() {
     assert!(rep.watertight, "{rep:#?}");
     assert_eq!((rep.shells, rep.output_facets), (4, 48), "{rep:#?}");
 }
+
+#[test]
+fn heal_output_does_not_depend_on_the_number_of_threads() {
+    // The weld cuts its sorted corners into one chunk per few threads; what it measures (the
+    // noise that decides which short edges count) comes from all of them, so the repaired
+    // file is the same on any machine. (Measured per chunk instead, the soup came out
+    // differently with 1 and 7 threads.)
+    let soup = generate::soup(&generate::clean_model(1, 200_000), 9, 2e-5, 0.1, Some(1));
+    let noisy = generate::model(
+        32,
+        40_000,
+        &generate::Defects {
+            noise: true,
+            noise_amplitude: 3e-6,
+            ..generate::Defects::all()
+        },
+    );
+    for (name, stl) in [
+        ("soup 2e-5", &soup.stl),
+        ("all defects, noise 3e-6", &noisy.stl),
+    ] {
+        let heal_with = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| heal::repair(stl, &RepairOptions::default()))
+                .unwrap()
+                .to_stl_bytes()
+        };
+        let one = heal_with(1);
+        for threads in [2, 3, 7] {
+            assert!(
+                heal_with(threads) == one,
+                "{name}: {threads} threads differ from one"
+            );
+        }
+    }
+}

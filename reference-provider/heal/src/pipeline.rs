@@ -1096,10 +1096,13 @@ fn orient_stage(
     (oriented, report)
 }
 
-/// The weld tolerance the options give for the facets of `mesh`.
 /// The edges (vertex pairs, low first, sorted) with more than two facets among `facets`,
-/// the facets the topology stage found on such edges (all of every such edge's facets).
+/// the facets the topology stage found on such edges (all of every such edge's facets; a
+/// facet on two such edges is listed twice).
 fn non_manifold_edges(triangles: &[[u32; 3]], facets: &[u32]) -> Vec<[u32; 2]> {
+    let mut facets = facets.to_vec();
+    facets.sort_unstable();
+    facets.dedup();
     let mut edges: Vec<[u32; 2]> = facets
         .iter()
         .flat_map(|&f| {
@@ -1154,6 +1157,7 @@ fn crowded_edges(vertex_count: usize, triangles: &[[u32; 3]], edges: &[[u32; 2]]
     count.iter().filter(|&&c| c > 2).count() as u64
 }
 
+/// The weld tolerance the options give for the facets of `mesh`.
 pub(crate) fn weld_tolerance(mesh: &Mesh, options: &RepairOptions) -> f32 {
     let bbox = keys::par_bbox(&mesh.vertices);
     tolerance_for(bbox, model_size(&mesh.vertices, &mesh.triangles), options)

@@ -95,7 +95,7 @@ fn heal_default_weld_keeps_a_short_edge_whose_lax_copies_come_first() {
     assert!(v.watertight && v.consistent && v.outward, "{v:?}");
 }
 
-/// A closed tetrahedron A, B, X, Y with a short edge A-B (4e-4, 10 long facets), as a soup:
+/// A closed tetrahedron A, B, X, Y with a short edge A-B (4e-4; the others about 10), as a soup:
 /// every copy exact except A's copy in the facet A-Y-X, moved 1.5e-4 along +y, and B's copy in
 /// the facet B-X-Y, moved 1.5e-4 along -y. Those two facets are large (their corners' limit is
 /// the weld's bound, 7.1e-4, wider than the edge); the copies on the short edge (limit 1e-4,

@@ -197,9 +197,60 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_zero() {
 /// connection outside the pool until the pool closes) is gone when it returns, even while a
 /// task of the broker still runs: here a `job.completed` whose result fetch hangs, which runs
 /// to its end after its client was cut. A named in-memory database shows it: a new
-/// connection to the same name finds it empty.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_the_pool_even_with_a_task_still_running() {
+/// connection to the same name finds it empty. The broker's warnings (a bound on closing the
+/// pool or its keeper that ran out) are captured, and none is expected.
+#[test]
+fn shutdown_closes_the_pool_even_with_a_task_still_running() {
+    let warnings = Warnings::default();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(warnings.clone())
+            .finish(),
+    );
+    let on_start = dispatch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // For as long as the runtime's thread lives.
+            std::mem::forget(tracing::dispatcher::set_default(&on_start));
+        })
+        .build()
+        .unwrap();
+    let _main = tracing::dispatcher::set_default(&dispatch);
+    runtime.block_on(closes_the_pool(warnings));
+}
+
+/// The broker's log lines of level WARN and above, kept for the assertion's message.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Warnings {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Warnings {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Warnings {
+    type Writer = Warnings;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+async fn closes_the_pool(warnings: Warnings) {
     use crate::common::*;
     use diax_sdk::clock::unix_now;
     use diax_sdk::wire::SecretScope;
@@ -220,6 +271,9 @@ async fn shutdown_closes_the_pool_even_with_a_task_still_running() {
             .fetch_one(&mut conn)
             .await
             .unwrap();
+        // Closed, not dropped: a dropped connection is closed later on its own thread, and
+        // until then it keeps the in-memory database alive for the next count to find.
+        sqlx::Connection::close(conn).await.unwrap();
         n
     };
     let (broker, api) = start(broker_mock::Config {
@@ -247,11 +301,18 @@ async fn shutdown_closes_the_pool_even_with_a_task_still_running() {
         count_tables(name.clone()).await > 0,
         "the broker's tables, while it runs"
     );
+    let stopping = std::time::Instant::now();
     broker.shutdown().await;
+    let took = stopping.elapsed();
+    let tables = count_tables(name).await;
+    let logged = warnings.text();
+    assert!(
+        !logged.contains("did not close"),
+        "a bound on closing the database ran out (shutdown took {took:?}):\n{logged}"
+    );
     assert_eq!(
-        count_tables(name).await,
-        0,
-        "the database outlived the broker"
+        tables, 0,
+        "the database outlived the broker (shutdown took {took:?}); its warnings:\n{logged}"
     );
     gate.notify_waiters();
     posting.abort();

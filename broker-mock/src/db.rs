@@ -41,12 +41,11 @@ pub(crate) async fn open_keeping(
     }
     let (pool, keeping) = if memory {
         // An in-memory database lives as long as some connection to it is open, and the
-        // pool closes a connection whose use was cancelled (a client that hangs up drops
-        // its request mid-query): a connection outside the pool, never used, keeps the
-        // database until the pool closes. The pool's one connection avoids shared-cache
-        // table locks.
+        // pool may replace its connection (one that fails its check on return): a
+        // connection outside the pool, never used, keeps the database until the pool
+        // closes. The pool's one connection avoids shared-cache table locks.
         let keeper = options.connect().await?;
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -63,7 +62,7 @@ pub(crate) async fn open_keeping(
         });
         (pool, Some(keeping))
     } else {
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(4)
             .connect_with(
                 options
@@ -78,6 +77,15 @@ pub(crate) async fn open_keeping(
         .await
         .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
     Ok((pool, keeping))
+}
+
+/// The options both kinds of database share. No ping before a connection is handed out: the
+/// database is in this process (there is no peer that could have gone), and a request
+/// cancelled during that ping (a client that hangs up, a deliverer stopped by the shutdown)
+/// made the pool let the connection go without closing it. Such a connection is closed later
+/// on its own thread, so `close` returned while it still held the database.
+fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().test_before_acquire(false)
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist yet (an existing file keeps its
@@ -101,9 +109,9 @@ fn create_private(path: &std::path::Path) -> Result<(), sqlx::Error> {
 mod tests {
     use super::*;
 
-    /// Requests cancelled at any point (a client that hangs up drops its handler mid-query,
-    /// mid-acquire or mid-ping) may make the pool close its connection. An in-memory
-    /// database lives only as long as a connection to it: it must outlive that.
+    /// Requests cancelled at any point (a client that hangs up drops its handler mid-query
+    /// or mid-acquire). An in-memory database lives only as long as a connection to it: it
+    /// must outlive them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_in_memory_database_outlives_cancelled_queries() {
         let db = open("sqlite::memory:").await.expect("db");
@@ -124,5 +132,33 @@ mod tests {
             .await
             .expect("the tables are still there");
         assert!(still, "the user is still there");
+    }
+
+    /// A request cancelled while it waits for the pool (a client that hangs up, a deliverer
+    /// stopped by the shutdown) leaves the pool's connection in the pool. A connection the
+    /// pool lets go without closing it is closed later on its own thread, so `close` can
+    /// return while it still holds the database (an in-memory one outlived the broker's
+    /// shutdown by a few milliseconds). The pool's size counts the connections it holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_request_lets_no_connection_go_unclosed() {
+        let db = open("sqlite::memory:").await.expect("db");
+        let user = crate::store::users::create(&db, "gareth", None, 0)
+            .await
+            .expect("user")
+            .user_id;
+        let mut lost = 0;
+        for i in 0..2_000_u32 {
+            let (pool, user) = (db.clone(), user.clone());
+            let task = tokio::spawn(async move { crate::store::users::exists(&pool, &user).await });
+            for _ in 0..i % 13 {
+                tokio::task::yield_now().await;
+            }
+            task.abort();
+            let _ = task.await;
+            if db.size() == 0 {
+                lost += 1;
+            }
+        }
+        assert_eq!(lost, 0, "connections let go without being closed");
     }
 }

@@ -556,9 +556,11 @@ fn weld_stage(
     } else {
         format!(
             "auto: {} of the model's size (the diagonal of the box of its facets, less stray \
-             ones), cut for every corner to {} of the shortest edge of its facets",
+             ones), cut for every corner to {} of the shortest edge of its facets, but not \
+             below {} times the noise between a vertex's copies",
             options.weld_relative_tolerance,
-            weld::LOCAL_FRACTION
+            weld::LOCAL_FRACTION,
+            weld::NOISE_FLOOR
         )
     };
     let report = WeldReport {
@@ -574,6 +576,7 @@ fn weld_stage(
         collapsed_facets: collapsed,
         rounding_merged: welded.rounded,
         model_size: size,
+        noise: welded.noise,
         seconds: 0.0,
     };
     ((welded, limited_vertex), report)

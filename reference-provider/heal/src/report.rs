@@ -125,6 +125,12 @@ pub struct WeldReport {
     /// their area at each end of each axis), at most the bounding box's diagonal.
     #[serde(default)]
     pub model_size: f64,
+    /// The noise measured between copies of a vertex (auto): the median, over up to 512
+    /// cells of the weld's grid, of the distance from a cell's first corner to the nearest
+    /// other corner in it; 0 when copies are bit-identical. No corner's limit is below 4
+    /// times it (an edge shorter than that cannot be told from the noise, and is merged).
+    #[serde(default)]
+    pub noise: f64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }

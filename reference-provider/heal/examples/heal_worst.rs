@@ -6,7 +6,7 @@
 //! what the report says. Each repair gets a 120 s deadline, so a runaway case shows as such
 //! instead of hanging the bench. `HEAL_WORST_CASE=WORDS` runs only the cases whose name
 //! contains them; `HEAL_WORST_WRITE=DIR` also writes every case's input to `DIR/<name>.stl`
-//! (for `/usr/bin/time -v` runs of `heal_file` on one case).
+//! (for `/usr/bin/time -v` runs of `heal_file` on one case; empty: nothing written).
 use std::time::{Duration, Instant};
 
 use fixmyprint_heal::{HealError, Mesh, RepairOptions, Report, generate, repair, stl};
@@ -233,7 +233,11 @@ fn main() {
     ];
     // HEAL_WORST_CASE=WORDS runs only the cases whose name contains them.
     let only = std::env::var("HEAL_WORST_CASE").unwrap_or_default();
-    let write_to = std::env::var_os("HEAL_WORST_WRITE").map(std::path::PathBuf::from);
+    // Set but empty is unset (not the current directory: `HEAL_WORST_WRITE= heal_worst …`
+    // once wrote 550 MB of inputs into the checkout).
+    let write_to = std::env::var_os("HEAL_WORST_WRITE")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from);
     for (name, input) in cases.into_iter().filter(|(n, _)| n.contains(only.as_str())) {
         if let Some(dir) = &write_to {
             let file: String = name

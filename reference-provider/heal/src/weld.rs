@@ -786,6 +786,10 @@ fn cluster_chunk(
     let mut pairs: Vec<(u64, u64)> = Vec::new();
     // No two corners farther apart than this match (the tolerance, or the rounding box).
     let reach_any = f64::from(grid.tol).powi(2) + grid.round.iter().map(|r| r * r).sum::<f64>();
+    // No positive limit below this: a limit below the noise cannot tell a real short edge
+    // from the spread of a vertex's copies, it would only tear the copies apart (see
+    // [`NOISE_FLOOR`]).
+    let floor = (NOISE_FLOOR * noise).min(f64::from(limits.tol)) as f32;
     let mut i = 0;
     while i < sorted.len() {
         let h = hi(sorted[i]);
@@ -798,9 +802,6 @@ fn cluster_chunk(
             run_limit.resize(run_end - run_start, limits.tol);
         } else {
             run_limit.extend_from_slice(&win.lim[run_start - win.start..run_end - win.start]);
-            // A limit below the noise cannot tell a real short edge from the spread of a
-            // vertex's copies: it would only tear the copies apart (see [`NOISE_FLOOR`]).
-            let floor = (NOISE_FLOOR * noise).min(f64::from(limits.tol)) as f32;
             if floor > 0.0 {
                 for t in run_limit.iter_mut().filter(|t| **t > 0.0) {
                     *t = t.max(floor);

@@ -18,12 +18,17 @@
 //!    edge of the model (a patch missing from a gear tooth's flank and top) gets that edge
 //!    back instead of a chord cut across the corner. Ear clipping alone stays the rule where
 //!    the fill is flat (a hole in a plane face), as every fill of a flat loop has the same
-//!    area and the ears' shapes are the better choice there;
+//!    area and the ears' shapes are the better choice there. A fill that bends and does not
+//!    lie in the planes of the facets round the hole gives way to [`corner_fan`] when the
+//!    hole is a corner lost with its facets (the planes meet at one point and a fan round it
+//!    lies in them);
 //! 2. when no valid ear is left and the loop has up to [`MIN_AREA_MAX_EDGES`] edges: the
 //!    fill of least area ([`min_area`]), which needs no projection (a loop wrapping round a
 //!    thin tube);
-//! 3. otherwise a fan from a new vertex at the loop's centroid ([`fan`]): every new edge ends
-//!    at the new vertex, so it can repeat no edge of the mesh and the fill is always manifold.
+//! 3. otherwise a fan from a new vertex ([`fan`]): every new edge ends at the new vertex, so it
+//!    can repeat no edge of the mesh and the fill is always manifold. The vertex is the
+//!    corner the planes round the hole meet at where [`corner_fan`] finds one, else the
+//!    loop's centroid.
 //!
 //! The loop order makes the new facets wind like the surface.
 
@@ -51,6 +56,8 @@ pub(crate) struct HoleStats {
     pub shells_joined: u64,
     /// Vertices added (one per loop filled by a fan).
     pub vertices_added: u64,
+    /// Of those, corners given back ([`corner_fan`]).
+    pub corners_restored: u64,
     /// Candidate checks made by the triangulations (see [`Work`]).
     pub work: u64,
     /// The deadline passed: the remaining loops were left open.
@@ -68,6 +75,8 @@ struct LoopFill {
     tris: Vec<[u32; 3]>,
     forced: bool,
     centre: Option<[f32; 3]>,
+    /// The centre is the corner the surface round the hole points to ([`corner_fan`]).
+    corner: bool,
     work: u64,
 }
 
@@ -313,6 +322,7 @@ pub(crate) fn fill(
                         tris,
                         forced,
                         centre: Some(centre),
+                        corner: false,
                         work,
                     },
                     s,
@@ -332,6 +342,7 @@ pub(crate) fn fill(
                     let id = v.len() as u32;
                     v.push(c);
                     stats.vertices_added += 1;
+                    stats.corners_restored += u64::from(fill.corner);
                     for x in fill.tris.iter_mut().flatten() {
                         if *x == CENTRE {
                             *x = id;
@@ -523,33 +534,64 @@ fn fill_loop(
     across: &Across,
 ) -> LoopFill {
     let work = Work::default();
+    // The corner fan, if one fits: `O(n)`, tried on every loop first, since it fits almost
+    // none, and only then is a fill of the loop alone weighed against it.
+    let corner = || {
+        work.add(l.len());
+        corner_fan(v, l, across).map(|(tris, c)| LoopFill {
+            tris,
+            forced: false,
+            centre: Some(c),
+            corner: true,
+            work: 0,
+        })
+    };
+    let done = |mut fill: LoopFill| {
+        fill.work = work.0.get();
+        fill
+    };
     if l.len() <= EAR_MAX_EDGES {
         let (mut tris, forced) = triangulate_counted(v, l, existing, &work);
         if !forced {
-            if (4..=SMOOTH_MAX_EDGES).contains(&l.len()) {
+            let corner = if l.len() >= 4 { corner() } else { None };
+            if corner.is_some() || (4..=SMOOTH_MAX_EDGES).contains(&l.len()) {
                 // A flat fill (the loop is planar) is where every fill of the loop has the
                 // same facets' normals, so no other can fold more gently.
                 let (inside, ears) = sharpest_fold(v, &tris, across);
                 work.add(tris.len() * tris.len());
-                if inside > FLAT_BEND
-                    && let Some((smooth, fold)) = least_bend_counted(v, l, existing, across, &work)
-                    && fold < ears - FLAT_BEND
-                {
-                    tris = smooth;
+                if inside > FLAT_BEND {
+                    if let Some((smooth, fold)) = least_bend_counted(v, l, existing, across, &work)
+                        && fold < ears - FLAT_BEND
+                    {
+                        tris = smooth;
+                    }
+                    // A fill that lies in the planes round the hole is the surface that was
+                    // there; otherwise the surface's corner is what is missing.
+                    if let Some(fill) = corner {
+                        work.add(tris.len() * l.len());
+                        if !in_planes_round(v, &tris, l, across) {
+                            return done(fill);
+                        }
+                    }
                 }
             }
-            return LoopFill {
+            return done(LoopFill {
                 tris,
                 forced,
                 centre: None,
-                work: work.0.get(),
-            };
+                corner: false,
+                work: 0,
+            });
+        }
+        if let Some(fill) = corner() {
+            return done(fill);
         }
         if let Some(tris) = min_area_counted(v, l, existing, &work) {
             return LoopFill {
                 tris,
                 forced: false,
                 centre: None,
+                corner: false,
                 work: work.0.get(),
             };
         }
@@ -558,9 +600,12 @@ fn fill_loop(
                 tris,
                 forced,
                 centre: None,
+                corner: false,
                 work: work.0.get(),
             };
         }
+    } else if let Some(fill) = corner() {
+        return done(fill);
     }
     let (tris, centre, forced) = fan(v, l);
     work.add(l.len());
@@ -568,8 +613,109 @@ fn fill_loop(
         tris,
         forced,
         centre: Some(centre),
+        corner: false,
         work: work.0.get(),
     }
+}
+
+/// A facet lies in a plane of the surface round the hole when its normal is within this of
+/// the normal of a facet across a loop edge (one minus the cosine: about 0.26°), and a corner
+/// fan's facet must lie so in the plane of the facet across its own loop edge. Far above the
+/// rounding of `f32` coordinates on facets of any size a model has, far below a real fold.
+const IN_PLANE: f64 = 1e-5;
+
+/// Does every facet of `tris` lie in the plane of some facet across an edge of loop `l`
+/// ([`IN_PLANE`])? Then the fill is made of the surface's own planes, as the surface that is
+/// missing was (a hole across an edge of a box, filled with the edge back).
+fn in_planes_round(v: &[[f32; 3]], tris: &[[u32; 3]], l: &[u32], across: &Across) -> bool {
+    let p = |x: u32| v[x as usize].map(f64::from);
+    let n = l.len();
+    let planes: Vec<V3> = (0..n)
+        .filter_map(|i| normal_across(v, across, l[i], l[(i + 1) % n]))
+        .collect();
+    tris.iter().all(|t| {
+        unit_normal(p(t[0]), p(t[1]), p(t[2]))
+            .is_some_and(|u| planes.iter().any(|&m| 1.0 - dot(u, m) <= IN_PLANE))
+    })
+}
+
+/// The fan that gives a hole back the corner it lost: round the one point where the planes of
+/// the facets across the loop's edges meet, when every facet `(l[i], l[i+1], corner)` then
+/// lies in the plane of the facet across its edge ([`IN_PLANE`]), faces the same way and is
+/// not flat. Where a box's corner vertex and every facet round it are missing, the loop runs
+/// along three faces, and no triangulation of the loop alone lies in them: it cuts the corner
+/// off. The point is where three of the planes meet (the three most independent normals),
+/// or, where the normals span only two directions (a vertex missing from an edge of the
+/// model), the point of the two planes' line nearest the loop's centroid; it must lie within
+/// the loop's bounding box grown by its diagonal. `O(n)`. Returns the facets (the corner as
+/// [`CENTRE`]) and the corner, or `None`.
+fn corner_fan(v: &[[f32; 3]], l: &[u32], across: &Across) -> Option<(Vec<[u32; 3]>, [f32; 3])> {
+    /// Below this sine (about 0.57°), two planes are taken as one direction.
+    const INDEPENDENT: f64 = 1e-2;
+    let n = l.len();
+    let p = |x: u32| v[x as usize].map(f64::from);
+    let planes: Vec<(V3, f64)> = (0..n)
+        .map(|i| {
+            let m = normal_across(v, across, l[i], l[(i + 1) % n])?;
+            Some((m, dot(m, p(l[i]))))
+        })
+        .collect::<Option<_>>()?;
+    let (first, offset) = planes[0];
+    let (second, s) = planes
+        .iter()
+        .map(|&(m, d)| ((m, d), norm(cross(first, m))))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    if s < INDEPENDENT {
+        return None;
+    }
+    let line = cross(first, second.0);
+    let (third, det) = planes
+        .iter()
+        .map(|&(m, d)| ((m, d), dot(line, m)))
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))?;
+    let (lo, hi) = l.iter().fold(
+        ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]),
+        |(lo, hi), &x| {
+            let q = p(x);
+            (
+                [lo[0].min(q[0]), lo[1].min(q[1]), lo[2].min(q[2])],
+                [hi[0].max(q[0]), hi[1].max(q[1]), hi[2].max(q[2])],
+            )
+        },
+    );
+    // The third plane: the most independent one, or (two directions only) the plane through
+    // the loop's centroid across the two planes' line.
+    let third = if det.abs() >= INDEPENDENT * s {
+        third
+    } else {
+        let c = l
+            .iter()
+            .fold([0.0; 3], |a, &x| {
+                let q = p(x);
+                [a[0] + q[0], a[1] + q[1], a[2] + q[2]]
+            })
+            .map(|x| x / n as f64);
+        let u = line.map(|x| x / s);
+        (u, dot(u, c))
+    };
+    let [a, b, c] = [(first, offset), second, third];
+    let det = dot(a.0, cross(b.0, c.0));
+    let num = [cross(b.0, c.0), cross(c.0, a.0), cross(a.0, b.0)];
+    let x: V3 =
+        std::array::from_fn(|k| (a.1 * num[0][k] + b.1 * num[1][k] + c.1 * num[2][k]) / det);
+    let grow = norm(sub(hi, lo));
+    if (0..3).any(|k| !(x[k] >= lo[k] - grow && x[k] <= hi[k] + grow)) {
+        return None;
+    }
+    // (`+ 0.0` turns `-0.0` into `0.0`, as the parser does.)
+    let corner = x.map(|t| t as f32 + 0.0);
+    let at = corner.map(f64::from);
+    let tris: Vec<[u32; 3]> = (0..n).map(|i| [l[i], l[(i + 1) % n], CENTRE]).collect();
+    let fits = tris.iter().zip(&planes).all(|(t, &(m, _))| {
+        !degenerate_at([v[t[0] as usize], v[t[1] as usize], corner])
+            && unit_normal(p(t[0]), p(t[1]), at).is_some_and(|u| 1.0 - dot(u, m) <= IN_PLANE)
+    });
+    fits.then_some((tris, corner))
 }
 
 /// A fan of facets `(l[i], l[i+1], centre)` round a new vertex at the centroid of the loop:
@@ -1280,6 +1426,92 @@ mod tests {
             fill_loop(&flat, &l, &HashSet::default(), &across).tris,
             ears
         );
+    }
+
+    #[test]
+    fn a_vertex_lost_from_an_edge_or_a_corner_is_given_back() {
+        // Round a vertex M = (0, 0, 0) on the box edge along x where the top (z = 0, normal
+        // +z) meets the front (y = 0, normal -y): five facets, all missing, M with them.
+        let v: Vec<[f32; 3]> = vec![
+            [-0.5, 1.0, 0.0], // 0 T1 (top)
+            [-1.0, 0.0, 0.0], // 1 P (on the edge)
+            [0.2, 0.0, -1.0], // 2 F (front)
+            [1.0, 0.0, 0.0],  // 3 Q (on the edge)
+            [0.6, 1.0, 0.0],  // 4 T2 (top)
+            [-1.0, 2.0, 0.0], // the third corners of the facets round the hole
+            [0.0, 2.0, 0.0],
+            [2.0, 1.0, 0.0],
+            [1.0, 0.0, -2.0],
+            [-1.0, 0.0, -2.0],
+        ];
+        let l = [0, 1, 2, 3, 4];
+        let across: Across = [(1, 0), (2, 1), (3, 2), (4, 3), (0, 4)]
+            .into_iter()
+            .zip([5, 9, 8, 7, 6])
+            .collect();
+        // Every surface facet across a loop edge faces the way its plane does.
+        for i in 0..5 {
+            let n = normal_across(&v, &across, l[i], l[(i + 1) % 5]).expect("a facet across");
+            let want = if i == 1 || i == 2 {
+                [0.0, -1.0, 0.0]
+            } else {
+                [0.0, 0.0, 1.0]
+            };
+            assert!(dot(n, want) > 0.999_999, "edge {i}: {n:?}");
+        }
+        // The planes' line is the edge: the corner fan's centre is on it, and each of its
+        // facets lies in the plane across its loop edge.
+        let (tris, c) = corner_fan(&v, &l, &across).expect("a corner");
+        assert_eq!(tris.len(), 5);
+        assert!(
+            c[1] == 0.0 && c[2] == 0.0 && c[0] > -1.0 && c[0] < 1.0,
+            "{c:?}"
+        );
+        // The gentlest fill of the loop alone spreads the edge's 90° over two chords at
+        // about 45° (a bevel: the box loses volume); the fill is the corner fan instead,
+        // whose facets lie in the two planes.
+        let (smooth, _) = least_bend(&v, &l, &HashSet::default(), &across).expect("a fill");
+        assert!(!in_planes_round(&v, &smooth, &l, &across), "{smooth:?}");
+        let fill = fill_loop(&v, &l, &HashSet::default(), &across);
+        assert!(fill.corner && fill.centre == Some(c), "{:?}", fill.tris);
+        assert!(closes_manifold(&l, &fill.tris));
+        // The corner of a box: three faces round the origin, each a fan round a point inside
+        // it, without the six facets at the corner. No fill of the loop lies in the faces;
+        // the corner fan gives the corner back.
+        let v: Vec<[f32; 3]> = vec![
+            [4.0, 0.0, 0.0], // 0 on the x edge
+            [2.2, 0.8, 0.0], // 1 inside the bottom (z = 0)
+            [0.0, 3.0, 0.0], // 2 on the y edge
+            [0.0, 1.4, 0.6], // 3 inside the side x = 0
+            [0.0, 0.0, 2.0], // 4 on the z edge
+            [1.2, 0.0, 0.9], // 5 inside the front (y = 0)
+            [4.0, 3.0, 0.0], // third corners: the bottom's, the side's, the front's
+            [0.0, 3.0, 2.0],
+            [4.0, 0.0, 2.0],
+        ];
+        // Hole order 0 1 2 3 4 5 (the missing facets' own winding, seen from outside).
+        let l = [0, 1, 2, 3, 4, 5];
+        let across: Across = [
+            ((1, 0), 6),
+            ((2, 1), 6),
+            ((3, 2), 7),
+            ((4, 3), 7),
+            ((5, 4), 8),
+            ((0, 5), 8),
+        ]
+        .into_iter()
+        .collect();
+        let fill = fill_loop(&v, &l, &HashSet::default(), &across);
+        assert!(fill.corner, "{:?}", fill.tris);
+        assert_eq!(fill.centre, Some([0.0; 3]));
+        assert!(closes_manifold(&l, &fill.tris));
+        // The two facets across the bottom's edges tilted (their third corner lifted): they
+        // meet the side and the front at no one point, and the fill is the loop's own.
+        let mut tilted = v.clone();
+        tilted[6][2] = 0.5;
+        assert!(corner_fan(&tilted, &l, &across).is_none());
+        let fill = fill_loop(&tilted, &l, &HashSet::default(), &across);
+        assert!(fill.centre.is_none() && closes_manifold(&l, &fill.tris));
     }
 
     #[test]

@@ -1068,6 +1068,7 @@ fn holes_stage(
         left_open: stats.left_open,
         facets_added: stats.facets_added,
         vertices_added: stats.vertices_added,
+        corners_restored: stats.corners_restored,
         edges_split: stats.edges_split,
         work: stats.work,
         seconds: 0.0,

@@ -267,6 +267,11 @@ pub struct HolesReport {
     /// Vertices added (the centre of every loop filled by a fan).
     #[serde(default)]
     pub vertices_added: u64,
+    /// Of those, corners given back: the point where the planes of the surface round a hole
+    /// meet, when the hole is that corner with its facets missing (a box's corner vertex
+    /// and every facet round it), and the fan round it lies in those planes.
+    #[serde(default)]
+    pub corners_restored: u64,
     /// Boundary edges split at vertices of their own loop that lie on them (T-junctions:
     /// a crack between a facet's edge and a chain of edges along it), before filling.
     #[serde(default)]

@@ -210,3 +210,67 @@ fn heal_bodies_a_clearance_apart_with_cracks_stay_apart() {
         }
     }
 }
+
+/// A box `[0, 4] × [0, 3] × [0, 2]` whose faces are fans round a point inside each (four
+/// facets a face), without the six facets round its corner at the origin: the corner vertex
+/// is gone with them. (With the faces' centres, the hole's rim would be planar: the hole
+/// could as well be a chamfer's, and a flat fill is kept.)
+fn box_without_a_corner() -> heal::Mesh {
+    let (a, b, c) = (4.0, 3.0, 2.0);
+    let faces: [[[f32; 3]; 4]; 6] = [
+        [[0.0, 0.0, 0.0], [0.0, b, 0.0], [a, b, 0.0], [a, 0.0, 0.0]],
+        [[0.0, 0.0, c], [a, 0.0, c], [a, b, c], [0.0, b, c]],
+        [[0.0, 0.0, 0.0], [a, 0.0, 0.0], [a, 0.0, c], [0.0, 0.0, c]],
+        [[0.0, b, 0.0], [0.0, b, c], [a, b, c], [a, b, 0.0]],
+        [[0.0, 0.0, 0.0], [0.0, 0.0, c], [0.0, b, c], [0.0, b, 0.0]],
+        [[a, 0.0, 0.0], [a, b, 0.0], [a, b, c], [a, 0.0, c]],
+    ];
+    let mut mesh = heal::Mesh::default();
+    for face in faces {
+        let w = [0.1, 0.2, 0.3, 0.4];
+        let centre: [f32; 3] = std::array::from_fn(|k| (0..4).map(|i| w[i] * face[i][k]).sum());
+        for i in 0..4 {
+            let t = [face[i], face[(i + 1) % 4], centre];
+            if t.contains(&[0.0; 3]) {
+                continue;
+            }
+            let base = mesh.vertices.len() as u32;
+            mesh.vertices.extend(t);
+            mesh.triangles.push([base, base + 1, base + 2]);
+        }
+    }
+    mesh
+}
+
+#[test]
+fn heal_a_box_corner_lost_with_its_facets_is_given_back() {
+    // The hole runs over three faces, so every triangulation of it alone cuts the corner off
+    // (the volume falls short of 24); the planes round it meet at the corner, which the fill
+    // puts back. Exact, and as a soup with noise.
+    let model = generate::parts(vec![("box", box_without_a_corner())]);
+    assert_eq!(model.mesh.triangles.len(), 18);
+    for (noise, seed) in [(0.0, 61), (1e-6, 62)] {
+        let g = generate::soup(&model, seed, noise, 0.10, None);
+        let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
+        let holes = &r.report.stages.holes;
+        assert_eq!((holes.filled, holes.corners_restored), (1, 1), "{holes:?}");
+        assert!(r.report.watertight, "noise {noise}: {:#?}", r.report);
+        assert!(
+            (r.report.volume - 24.0).abs() < 1e-3,
+            "noise {noise}: {}",
+            r.report.volume
+        );
+        let v = verify(&r.to_stl_bytes());
+        assert!(v.consistent && v.shells.len() == 1, "{v:?}");
+        let corner = r
+            .mesh
+            .vertices
+            .iter()
+            .map(|p| p.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt())
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            corner < 1e-4,
+            "noise {noise}: nearest vertex to the corner {corner}"
+        );
+    }
+}

@@ -246,10 +246,38 @@ fn box_without_a_corner() -> heal::Mesh {
 fn heal_a_box_corner_lost_with_its_facets_is_given_back() {
     // The hole runs over three faces, so every triangulation of it alone cuts the corner off
     // (the volume falls short of 24); the planes round it meet at the corner, which the fill
-    // puts back. Exact, and as a soup with noise.
-    let model = generate::parts(vec![("box", box_without_a_corner())]);
-    assert_eq!(model.mesh.triangles.len(), 18);
-    for (noise, seed) in [(0.0, 61), (1e-6, 62)] {
+    // puts back. Exact, and as a soup with noise; also turned about a slanted axis and moved
+    // 1000 out, where `f32` rounds every coordinate, so that the faces are planes only up to
+    // that rounding.
+    let turned = |m: &heal::Mesh, angle: f64| {
+        let k = [1.0, 2.0, 3.0].map(|x: f64| x / 14f64.sqrt());
+        let (s, c) = angle.sin_cos();
+        let mut m = m.clone();
+        for p in &mut m.vertices {
+            let v = p.map(f64::from);
+            let kv = k[0] * v[0] + k[1] * v[1] + k[2] * v[2];
+            let kxv = [
+                k[1] * v[2] - k[2] * v[1],
+                k[2] * v[0] - k[0] * v[2],
+                k[0] * v[1] - k[1] * v[0],
+            ];
+            // Rodrigues' rotation, then the move.
+            *p = std::array::from_fn(|i| {
+                (v[i] * c + kxv[i] * s + k[i] * kv * (1.0 - c) + 1000.0) as f32
+            });
+        }
+        m
+    };
+    let plain = box_without_a_corner();
+    let cases = [
+        (plain.clone(), 0.0, 61, [0.0; 3]),
+        (plain.clone(), 1e-6, 62, [0.0; 3]),
+        (turned(&plain, 0.7), 0.0, 63, [1000.0; 3]),
+        (turned(&plain, 2.1), 1e-6, 64, [1000.0; 3]),
+    ];
+    for (mesh, noise, seed, at) in cases {
+        let model = generate::parts(vec![("box", mesh)]);
+        assert_eq!(model.mesh.triangles.len(), 18);
         let g = generate::soup(&model, seed, noise, 0.10, None);
         let r = heal::repair(&g.stl, &RepairOptions::default()).unwrap();
         let holes = &r.report.stages.holes;
@@ -266,10 +294,15 @@ fn heal_a_box_corner_lost_with_its_facets_is_given_back() {
             .mesh
             .vertices
             .iter()
-            .map(|p| p.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt())
+            .map(|p| {
+                (0..3)
+                    .map(|i| (f64::from(p[i]) - at[i]).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
             .fold(f64::INFINITY, f64::min);
         assert!(
-            corner < 1e-4,
+            corner < 1e-4 + 1e-6 * at[0],
             "noise {noise}: nearest vertex to the corner {corner}"
         );
     }

@@ -19,9 +19,10 @@
 //!    back instead of a chord cut across the corner. Ear clipping alone stays the rule where
 //!    the fill is flat (a hole in a plane face), as every fill of a flat loop has the same
 //!    area and the ears' shapes are the better choice there. A fill that bends and does not
-//!    lie in the planes of the facets round the hole gives way to [`corner_fan`] when the
-//!    hole is a corner lost with its facets (the planes meet at one point and a fan round it
-//!    lies in them);
+//!    lie in the planes of the facets round the hole ([`Planes`]) gives way to the gentlest
+//!    fill that does, when there is one (an edge of the model given back where the gentlest
+//!    fill of all bevels it), else to [`corner_fan`] when the hole is a corner lost with its
+//!    facets (the planes meet at one point and a fan round it lies in them);
 //! 2. when no valid ear is left and the loop has up to [`MIN_AREA_MAX_EDGES`] edges: the
 //!    fill of least area ([`min_area`]), which needs no projection (a loop wrapping round a
 //!    thin tube);
@@ -566,11 +567,23 @@ fn fill_loop(
                         tris = smooth;
                     }
                     // A fill that lies in the planes round the hole is the surface that was
-                    // there; otherwise the surface's corner is what is missing.
-                    if let Some(fill) = corner {
-                        work.add(tris.len() * l.len());
-                        if !in_planes_round(v, &tris, l, across) {
-                            return done(fill);
+                    // there: the gentlest fill if it does, else the gentlest of those that
+                    // do (the gentlest fill of all may bevel an edge of the model, folding
+                    // twice at 45° where the model folds once at 90°); with none, the
+                    // surface's corner is what is missing.
+                    if let Some(planes) = Planes::round(v, l, across) {
+                        work.add(tris.len() * planes.planes.len());
+                        if !planes.hold_all(v, &tris) {
+                            let flat = (l.len() <= SMOOTH_MAX_EDGES)
+                                .then(|| {
+                                    polygon_dp(v, l, existing, Some(across), Some(&planes), &work)
+                                })
+                                .flatten();
+                            match (flat, corner) {
+                                (Some((in_planes, _)), _) => tris = in_planes,
+                                (None, Some(fill)) => return done(fill),
+                                (None, None) => {}
+                            }
                         }
                     }
                 }
@@ -624,19 +637,69 @@ fn fill_loop(
 /// rounding of `f32` coordinates on facets of any size a model has, far below a real fold.
 const IN_PLANE: f64 = 1e-5;
 
-/// Does every facet of `tris` lie in the plane of some facet across an edge of loop `l`
-/// ([`IN_PLANE`])? Then the fill is made of the surface's own planes, as the surface that is
-/// missing was (a hole across an edge of a box, filled with the edge back).
-fn in_planes_round(v: &[[f32; 3]], tris: &[[u32; 3]], l: &[u32], across: &Across) -> bool {
-    let p = |x: u32| v[x as usize].map(f64::from);
-    let n = l.len();
-    let planes: Vec<V3> = (0..n)
-        .filter_map(|i| normal_across(v, across, l[i], l[(i + 1) % n]))
-        .collect();
-    tris.iter().all(|t| {
-        unit_normal(p(t[0]), p(t[1]), p(t[2]))
-            .is_some_and(|u| planes.iter().any(|&m| 1.0 - dot(u, m) <= IN_PLANE))
-    })
+/// The planes of the surface facets across a loop's edges, each once (normals within
+/// [`IN_PLANE`], offsets within `IN_PLANE` × the loop's size).
+struct Planes {
+    planes: Vec<(V3, f64)>,
+    slack: f64,
+}
+
+impl Planes {
+    /// At most this many planes are kept: a loop round more is on a curved surface, where
+    /// no fill lies in the planes round it.
+    const MAX: usize = 8;
+
+    /// `None` when an edge has no facet across, or there are more than [`Planes::MAX`].
+    fn round(v: &[[f32; 3]], l: &[u32], across: &Across) -> Option<Planes> {
+        let n = l.len();
+        let p = |x: u32| v[x as usize].map(f64::from);
+        let (lo, hi) = bounds(l.iter().map(|&x| p(x)));
+        let slack = IN_PLANE * norm(sub(hi, lo));
+        let mut planes: Vec<(V3, f64)> = Vec::new();
+        for i in 0..n {
+            let m = normal_across(v, across, l[i], l[(i + 1) % n])?;
+            let d = dot(m, p(l[i]));
+            if !planes
+                .iter()
+                .any(|&(q, e)| 1.0 - dot(m, q) <= IN_PLANE && (d - e).abs() <= slack)
+            {
+                if planes.len() == Self::MAX {
+                    return None;
+                }
+                planes.push((m, d));
+            }
+        }
+        Some(Planes { planes, slack })
+    }
+
+    /// Does the facet with this unit normal through `at` lie in one of the planes?
+    fn hold(&self, normal: Option<V3>, at: V3) -> bool {
+        normal.is_some_and(|u| {
+            self.planes
+                .iter()
+                .any(|&(m, d)| 1.0 - dot(u, m) <= IN_PLANE && (dot(m, at) - d).abs() <= self.slack)
+        })
+    }
+
+    /// Does every facet of `tris` lie in one of the planes?
+    fn hold_all(&self, v: &[[f32; 3]], tris: &[[u32; 3]]) -> bool {
+        let p = |x: u32| v[x as usize].map(f64::from);
+        tris.iter()
+            .all(|t| self.hold(unit_normal(p(t[0]), p(t[1]), p(t[2])), p(t[0])))
+    }
+}
+
+/// The smallest box holding `points`.
+fn bounds(points: impl Iterator<Item = V3>) -> (V3, V3) {
+    points.fold(
+        ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]),
+        |(lo, hi), q| {
+            (
+                [lo[0].min(q[0]), lo[1].min(q[1]), lo[2].min(q[2])],
+                [hi[0].max(q[0]), hi[1].max(q[1]), hi[2].max(q[2])],
+            )
+        },
+    )
 }
 
 /// The fan that gives a hole back the corner it lost: round the one point where the planes of
@@ -673,16 +736,7 @@ fn corner_fan(v: &[[f32; 3]], l: &[u32], across: &Across) -> Option<(Vec<[u32; 3
         .iter()
         .map(|&(m, d)| ((m, d), dot(line, m)))
         .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))?;
-    let (lo, hi) = l.iter().fold(
-        ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]),
-        |(lo, hi), &x| {
-            let q = p(x);
-            (
-                [lo[0].min(q[0]), lo[1].min(q[1]), lo[2].min(q[2])],
-                [hi[0].max(q[0]), hi[1].max(q[1]), hi[2].max(q[2])],
-            )
-        },
-    );
+    let (lo, hi) = bounds(l.iter().map(|&x| p(x)));
     // The third plane: the most independent one, or (two directions only) the plane through
     // the loop's centroid across the two planes' line.
     let third = if det.abs() >= INDEPENDENT * s {
@@ -1032,7 +1086,7 @@ fn min_area_counted(
     if l.len() > MIN_AREA_MAX_EDGES {
         return None;
     }
-    polygon_dp(v, l, existing, None, work).map(|(tris, _)| tris)
+    polygon_dp(v, l, existing, None, None, work).map(|(tris, _)| tris)
 }
 
 /// The fill whose sharpest fold is the gentlest, and of those the one whose folds add up to
@@ -1062,7 +1116,7 @@ fn least_bend_counted(
     if l.len() > SMOOTH_MAX_EDGES {
         return None;
     }
-    polygon_dp(v, l, existing, Some(across), work)
+    polygon_dp(v, l, existing, Some(across), None, work)
 }
 
 /// The unit normal of the facet with corners `a b c` (in winding order), or `None` when it has
@@ -1123,6 +1177,7 @@ fn polygon_dp(
     l: &[u32],
     existing: &HashSet<(u32, u32)>,
     across: Option<&Across>,
+    only: Option<&Planes>,
     work: &Work,
 ) -> Option<(Vec<[u32; 3]>, f64)> {
     let n = l.len();
@@ -1180,7 +1235,10 @@ fn polygon_dp(
                     }
                 }
                 let total = (sharpest, folds, inner.2 + 0.5 * twice_area);
-                if total < best && !degenerate(v, [l[i], l[m], l[k]]) {
+                if total < best
+                    && !degenerate(v, [l[i], l[m], l[k]])
+                    && only.is_none_or(|planes| planes.hold(normal, p[i]))
+                {
                     best = total;
                     best_normal = normal;
                     split[at(i, k)] = m as u32;
@@ -1429,7 +1487,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vertex_lost_from_an_edge_or_a_corner_is_given_back() {
+    fn a_hole_over_an_edge_keeps_the_edge_and_a_lost_corner_is_given_back() {
         // Round a vertex M = (0, 0, 0) on the box edge along x where the top (z = 0, normal
         // +z) meets the front (y = 0, normal -y): five facets, all missing, M with them.
         let v: Vec<[f32; 3]> = vec![
@@ -1468,12 +1526,16 @@ mod tests {
             "{c:?}"
         );
         // The gentlest fill of the loop alone spreads the edge's 90° over two chords at
-        // about 45° (a bevel: the box loses volume); the fill is the corner fan instead,
-        // whose facets lie in the two planes.
+        // about 45° (a bevel: the box loses volume). A fill of the loop alone lies in the
+        // two planes (P and Q are on the edge, so M is not needed): the gentlest of those is
+        // kept, with no vertex added.
+        let planes = Planes::round(&v, &l, &across).expect("two planes");
+        assert_eq!(planes.planes.len(), 2);
         let (smooth, _) = least_bend(&v, &l, &HashSet::default(), &across).expect("a fill");
-        assert!(!in_planes_round(&v, &smooth, &l, &across), "{smooth:?}");
+        assert!(!planes.hold_all(&v, &smooth), "{smooth:?}");
         let fill = fill_loop(&v, &l, &HashSet::default(), &across);
-        assert!(fill.corner && fill.centre == Some(c), "{:?}", fill.tris);
+        assert!(fill.centre.is_none() && !fill.corner, "{:?}", fill.tris);
+        assert!(planes.hold_all(&v, &fill.tris), "{:?}", fill.tris);
         assert!(closes_manifold(&l, &fill.tris));
         // The corner of a box: three faces round the origin, each a fan round a point inside
         // it, without the six facets at the corner. No fill of the loop lies in the faces;

@@ -571,19 +571,19 @@ fn fill_loop(
                     // do (the gentlest fill of all may bevel an edge of the model, folding
                     // twice at 45° where the model folds once at 90°); with none, the
                     // surface's corner is what is missing.
-                    if let Some(planes) = Planes::round(v, l, across) {
-                        work.add(tris.len() * planes.planes.len());
-                        if !planes.hold_all(v, &tris) {
-                            let flat = (l.len() <= SMOOTH_MAX_EDGES)
-                                .then(|| {
-                                    polygon_dp(v, l, existing, Some(across), Some(&planes), &work)
-                                })
-                                .flatten();
-                            match (flat, corner) {
-                                (Some((in_planes, _)), _) => tris = in_planes,
-                                (None, Some(fill)) => return done(fill),
-                                (None, None) => {}
-                            }
+                    // (Past `Planes::MAX` planes, no fill is taken to lie in them.)
+                    let planes = Planes::round(v, l, across);
+                    work.add(tris.len() * Planes::MAX);
+                    if !planes.as_ref().is_some_and(|p| p.hold_all(v, &tris)) {
+                        let flat = planes
+                            .filter(|_| l.len() <= SMOOTH_MAX_EDGES)
+                            .and_then(|p| {
+                                polygon_dp(v, l, existing, Some(across), Some(&p), &work)
+                            });
+                        match (flat, corner) {
+                            (Some((in_planes, _)), _) => tris = in_planes,
+                            (None, Some(fill)) => return done(fill),
+                            (None, None) => {}
                         }
                     }
                 }

@@ -42,6 +42,7 @@ use rayon::prelude::*;
 
 use crate::clean::{degenerate, degenerate_at, flat};
 use crate::islands;
+use crate::types::bbox_of;
 use crate::zip::lies_on;
 
 #[derive(Debug, Default)]
@@ -653,8 +654,8 @@ impl Planes {
     fn round(v: &[[f32; 3]], l: &[u32], across: &Across) -> Option<Planes> {
         let n = l.len();
         let p = |x: u32| v[x as usize].map(f64::from);
-        let (lo, hi) = bounds(l.iter().map(|&x| p(x)));
-        let slack = IN_PLANE * norm(sub(hi, lo));
+        let size = bbox_of(l.iter().map(|&x| v[x as usize]))?.diagonal();
+        let slack = IN_PLANE * size;
         let mut planes: Vec<(V3, f64)> = Vec::new();
         for i in 0..n {
             let m = normal_across(v, across, l[i], l[(i + 1) % n])?;
@@ -687,19 +688,6 @@ impl Planes {
         tris.iter()
             .all(|t| self.hold(unit_normal(p(t[0]), p(t[1]), p(t[2])), p(t[0])))
     }
-}
-
-/// The smallest box holding `points`.
-fn bounds(points: impl Iterator<Item = V3>) -> (V3, V3) {
-    points.fold(
-        ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]),
-        |(lo, hi), q| {
-            (
-                [lo[0].min(q[0]), lo[1].min(q[1]), lo[2].min(q[2])],
-                [hi[0].max(q[0]), hi[1].max(q[1]), hi[2].max(q[2])],
-            )
-        },
-    )
 }
 
 /// The fan that gives a hole back the corner it lost: round the one point where the planes of
@@ -736,7 +724,7 @@ fn corner_fan(v: &[[f32; 3]], l: &[u32], across: &Across) -> Option<(Vec<[u32; 3
         .iter()
         .map(|&(m, d)| ((m, d), dot(line, m)))
         .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))?;
-    let (lo, hi) = bounds(l.iter().map(|&x| p(x)));
+    let bbox = bbox_of(l.iter().map(|&x| v[x as usize]))?;
     // The third plane: the most independent one, or (two directions only) the plane through
     // the loop's centroid across the two planes' line.
     let third = if det.abs() >= INDEPENDENT * s {
@@ -757,7 +745,8 @@ fn corner_fan(v: &[[f32; 3]], l: &[u32], across: &Across) -> Option<(Vec<[u32; 3
     let num = [cross(b.0, c.0), cross(c.0, a.0), cross(a.0, b.0)];
     let x: V3 =
         std::array::from_fn(|k| (a.1 * num[0][k] + b.1 * num[1][k] + c.1 * num[2][k]) / det);
-    let grow = norm(sub(hi, lo));
+    let grow = bbox.diagonal();
+    let (lo, hi) = (bbox.min.map(f64::from), bbox.max.map(f64::from));
     if (0..3).any(|k| !(x[k] >= lo[k] - grow && x[k] <= hi[k] + grow)) {
         return None;
     }
